@@ -1,0 +1,45 @@
+# Tributa: `make demo` and `make test` set up everything on a fresh machine.
+SHELL := /bin/bash
+VENV  := .venv
+PY    := $(VENV)/bin/python
+ANVIL_DIR := $(firstword $(wildcard $(CURDIR)/node_modules/@foundry-rs/anvil-linux-*/bin))
+
+# Anvil (for ape-foundry and the tests) and the venv's tools go first on PATH.
+export PATH := $(CURDIR)/node_modules/@foundry-rs/anvil-linux-amd64/bin:$(CURDIR)/node_modules/@foundry-rs/anvil-linux-arm64/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
+# Nothing is ever fetched from a model hub at run time.
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+export PYTHONUNBUFFERED := 1
+
+.PHONY: setup demo test bench clean help
+help:
+	@echo "make demo   - set up, start Anvil, deploy, run the protocol end to end"
+	@echo "make test   - set up, run the whole test suite"
+	@echo "make bench  - set up, write bench-results.json"
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+node_modules/.installed: package.json
+	npm install --no-audit --no-fund --loglevel=error
+	touch $@
+
+setup: $(VENV)/.installed node_modules/.installed
+	@anvil --version | head -1
+
+demo: setup
+	$(PY) scripts/demo.py
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) scripts/bench.py
+
+clean:
+	rm -rf .build .tributa demo-report.json .pytest_cache .hypothesis

@@ -1,0 +1,1 @@
+"""The Tributa oracle: ingests task events, routes jobs, verifies, attributes and settles."""
