@@ -1,0 +1,61 @@
+"""Assembling an agent: its model catalog, its on-chain registration, its API client."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from compute_agent.client import JobClient
+from compute_agent.executor import Executor
+from compute_agent.registration import DEVICE_CPU, DEVICE_GPU, AgentProfile, ensure_registered
+from compute_agent.service import Agent
+from tributa.catalog import ModelCatalog
+from tributa.chain.contracts import Contracts
+from tributa.chain.tx import Signer
+from tributa.config import Settings
+from tributa.errors import TributaError
+
+
+def default_model_dirs(progress: Callable[[str], None] = print) -> list[Path]:
+    """The demo generation model (base + one adapter per dataset) and MiniLM."""
+    from tributa.ml.embeddings import model_dir as minilm_dir
+    from tributa.ml.models import ensure_demo_models
+
+    demo = ensure_demo_models(progress=progress)
+    return [Path(demo.base_dir), *map(Path, demo.adapter_dirs.values()), minilm_dir()]
+
+
+def public_key(signer: Signer) -> bytes:
+    """The agent's uncompressed secp256k1 public key (0x04 ‖ X ‖ Y), for encrypted inputs."""
+    return b"\x04" + signer.account._key_obj.public_key.to_bytes()
+
+
+def device_class() -> int:
+    import torch
+
+    return DEVICE_GPU if torch.cuda.is_available() else DEVICE_CPU
+
+
+def build_agent(
+    settings: Settings,
+    contracts: Contracts,
+    signer: Signer,
+    store,
+    model_dirs: list[Path],
+    capacity: int = 1,
+    stake_wei: int | None = None,
+    progress: Callable[[str], None] = print,
+) -> Agent:
+    catalog = ModelCatalog(store)
+    for path in model_dirs or default_model_dirs(progress):
+        catalog.add(path)
+    client = JobClient(settings.oracle_url, signer.account, contracts.chain_id, contracts.escrow.address)
+    agent = Agent(contracts, signer, catalog, client, store, Executor())
+    served = agent.servable_models()
+    if not served:
+        raise TributaError(
+            "none of this agent's model folders matches a registered model; register them with `tributa model register`"
+        )
+    outcome = ensure_registered(contracts, signer, AgentProfile(served, device_class(), capacity, public_key(signer)), stake_wei)
+    progress(f"agent {signer.address}: {outcome}, serving models {served}")
+    return agent

@@ -1,0 +1,90 @@
+"""The agent's side of the job API: every request signed with the agent's key."""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import time
+from typing import Any
+
+import httpx
+from eth_account.signers.local import LocalAccount
+from web3 import Web3
+
+from tributa.chain.eip712 import sign_request
+from tributa.errors import ChainError, TributaError
+
+REQUEST_TTL_S = 60
+
+
+class OracleUnavailable(TributaError):
+    """The oracle's API cannot be reached."""
+
+
+class OracleRefused(TributaError):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"oracle refused ({status}): {message}")
+        self.status = status
+
+
+class JobClient:
+    def __init__(self, oracle_url: str, account: LocalAccount, chain_id: int, escrow: str, timeout_s: float = 40.0) -> None:
+        self.base = oracle_url.rstrip("/")
+        self.account = account
+        self.chain_id = chain_id
+        self.escrow = escrow
+        self.http = httpx.Client(timeout=timeout_s)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def signed_headers(self, method: str, path: str, body: bytes, nonce: int | None = None, expiry: int | None = None) -> dict[str, str]:
+        nonce = secrets.randbits(63) if nonce is None else nonce
+        expiry = int(time.time()) + REQUEST_TTL_S if expiry is None else expiry
+        signature = sign_request(self.account, self.chain_id, self.escrow, method, path, bytes(Web3.keccak(body)), nonce, expiry)
+        return {
+            "content-type": "application/json",
+            "x-tributa-agent": self.account.address,
+            "x-tributa-nonce": str(nonce),
+            "x-tributa-expiry": str(expiry),
+            "x-tributa-signature": "0x" + signature.hex(),
+        }
+
+    def _post(self, path: str, payload: dict[str, Any]) -> httpx.Response:
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        try:
+            response = self.http.post(self.base + path, content=body, headers=self.signed_headers("POST", path, body))
+        except httpx.HTTPError as exc:
+            raise OracleUnavailable(f"cannot reach the oracle at {self.base} ({type(exc).__name__}); is `tributa oracle run` up?") from None
+        if response.status_code >= 400:
+            try:
+                message = response.json().get("error", response.text)
+            except ValueError:
+                message = response.text
+            raise OracleRefused(response.status_code, message)
+        return response
+
+    def poll(self, wait_s: float = 20.0) -> dict | None:
+        response = self._post("/v1/jobs/poll", {"wait_s": wait_s})
+        return None if response.status_code == 204 else response.json()
+
+    def submit(self, job_id: int, output: bytes, result_digest: bytes, signature: bytes) -> dict:
+        payload = {
+            "output_b64": base64.b64encode(output).decode(),
+            "result_digest": "0x" + result_digest.hex(),
+            "signature": "0x" + signature.hex(),
+        }
+        return self._post(f"/v1/jobs/{job_id}/result", payload).json()
+
+    def report_error(self, job_id: int, kind: str, message: str) -> None:
+        self._post(f"/v1/jobs/{job_id}/error", {"kind": kind, "error": message})
+
+    def fetch_content(self, cid: str) -> bytes:
+        try:
+            response = self.http.get(f"{self.base}/v1/content/{cid}")
+        except httpx.HTTPError as exc:
+            raise ChainError(f"cannot reach the oracle's content gateway: {exc}") from None
+        if response.status_code != 200:
+            raise OracleRefused(response.status_code, response.text)
+        return response.content

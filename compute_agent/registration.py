@@ -1,0 +1,60 @@
+"""An agent's on-chain registration: stake, served models, device class and capacity."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from tributa.chain.contracts import Contracts
+from tributa.chain.tx import Signer
+from tributa.errors import TributaError
+
+log = logging.getLogger("tributa.agent.registration")
+
+DEVICE_CPU = 0
+DEVICE_GPU = 1
+
+
+@dataclass(frozen=True)
+class AgentProfile:
+    models: list[int]
+    device_class: int
+    capacity: int
+    pubkey: bytes  # uncompressed secp256k1 public key, for inputs encrypted to this agent
+
+
+def ensure_registered(contracts: Contracts, signer: Signer, profile: AgentProfile, stake_wei: int | None = None) -> str:
+    """Register with a stake, or bring an existing registration up to date.
+
+    Returns "registered", "updated" or "unchanged".
+    """
+    if not profile.models:
+        raise TributaError("this agent serves no registered model; give it --model-dir folders whose digests are registered")
+    escrow = contracts.escrow
+    current = escrow.functions.agent(signer.address).call()
+    registered = bool(current[-1])
+    if not registered:
+        min_stake = escrow.functions.min_stake().call()
+        stake = max(min_stake, stake_wei or 0)
+        signer.transact(
+            escrow.functions.register_agent(profile.models, profile.device_class, profile.capacity, profile.pubkey),
+            value=stake,
+            action="register_agent",
+        )
+        log.info("registered agent %s with stake %s wei for models %s", signer.address, stake, profile.models)
+        return "registered"
+    served = escrow.functions.agent_models(signer.address).call()
+    same = (
+        sorted(served) == sorted(profile.models)
+        and current[3] == profile.device_class
+        and current[4] == profile.capacity
+        and escrow.functions.agent_pubkey(signer.address).call() == profile.pubkey
+    )
+    if same:
+        return "unchanged"
+    signer.transact(
+        escrow.functions.update_agent(profile.models, profile.device_class, profile.capacity, profile.pubkey),
+        action="update_agent",
+    )
+    log.info("updated agent %s: models %s", signer.address, profile.models)
+    return "updated"

@@ -1,0 +1,121 @@
+"""The agent loop: poll the oracle, fetch the input by CID, run the model, sign, submit."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from compute_agent.client import JobClient, OracleRefused, OracleUnavailable
+from compute_agent.executor import Executor, JobInputError
+from tributa.catalog import LocalModel, ModelCatalog
+from tributa.chain.contracts import Contracts
+from tributa.chain.eip712 import sign_result
+from tributa.chain.tx import Signer
+from tributa.registry import ModelInfo, list_models, read_model
+from tributa.store import cid as cidlib
+from tributa.store.errors import NotFound, StoreError
+
+log = logging.getLogger("tributa.agent")
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    job_id: int
+    task_id: int
+    ok: bool
+    result_cid: str | None = None
+    error: str | None = None
+    seconds: float = 0.0
+
+
+class Agent:
+    def __init__(self, contracts: Contracts, signer: Signer, catalog: ModelCatalog, client: JobClient, store, executor: Executor) -> None:
+        self.contracts = contracts
+        self.signer = signer
+        self.catalog = catalog
+        self.client = client
+        self.store = store
+        self.executor = executor
+        self._models: dict[int, ModelInfo] = {}
+
+    def servable_models(self) -> list[int]:
+        """Registered, active models whose weights and adapters this agent holds."""
+        served = []
+        for model in list_models(self.contracts.registry):
+            if model.active and self._local_parts(model) is not None:
+                self._models[model.model_id] = model
+                served.append(model.model_id)
+        return served
+
+    def _local_parts(self, model: ModelInfo) -> tuple[LocalModel, list[LocalModel]] | None:
+        base = self.catalog.get(model.weights_digest)
+        adapters = [self.catalog.get(d) for d in model.adapter_digests]
+        if base is None or any(a is None for a in adapters):
+            return None
+        return base, adapters  # type: ignore[return-value]
+
+    def _model(self, model_id: int) -> ModelInfo:
+        if model_id not in self._models:
+            self._models[model_id] = read_model(self.contracts.registry, model_id)
+        return self._models[model_id]
+
+    def fetch_input(self, input_cid: str) -> bytes:
+        """From the local store if it holds the CID, else the oracle's gateway, re-hashed here."""
+        try:
+            if self.store.has(input_cid):
+                return self.store.get_bytes(input_cid)
+        except StoreError:
+            pass
+        data = self.client.fetch_content(input_cid)
+        if str(self.store.cid_of(data)) != input_cid:
+            raise StoreError(f"content served for {input_cid} does not hash to that CID")
+        return data
+
+    def handle(self, offer: dict) -> JobOutcome:
+        started = time.perf_counter()
+        job_id, task_id = offer["job_id"], offer["task_id"]
+        model = self._model(offer["model_id"])
+        parts = self._local_parts(model)
+        if parts is None:
+            self.client.report_error(job_id, "runtime", f"agent lacks the weights of model {model.model_id}")
+            return JobOutcome(job_id, task_id, False, error="model not held")
+        try:
+            input_bytes = self.fetch_input(offer["input_cid"])
+            output = self.executor.run(parts[0], parts[1], input_bytes)
+        except (NotFound, JobInputError) as exc:
+            log.warning("job %s (task %s): bad input: %s", job_id, task_id, exc)
+            self.client.report_error(job_id, "input", str(exc))
+            return JobOutcome(job_id, task_id, False, error=str(exc), seconds=time.perf_counter() - started)
+        except Exception as exc:  # a crashing model fails its job, never the agent
+            log.exception("job %s (task %s) failed", job_id, task_id)
+            self.client.report_error(job_id, "runtime", f"{type(exc).__name__}: {exc}")
+            return JobOutcome(job_id, task_id, False, error=str(exc), seconds=time.perf_counter() - started)
+        result_cid = str(self.store.cid_of(output))
+        digest = cidlib.cid_to_digest(result_cid)
+        signature = sign_result(self.signer.account, self.contracts.chain_id, self.contracts.escrow.address, task_id, digest)
+        self.client.submit(job_id, output, digest, signature)
+        seconds = time.perf_counter() - started
+        log.info("job %s (task %s) done in %.2fs: %s", job_id, task_id, seconds, result_cid)
+        return JobOutcome(job_id, task_id, True, result_cid=result_cid, seconds=seconds)
+
+    def run(self, max_jobs: int | None = None, stop: threading.Event | None = None, wait_s: float = 20.0) -> list[JobOutcome]:
+        """Poll and run jobs until `stop` is set or `max_jobs` have run."""
+        stop = stop or threading.Event()
+        outcomes: list[JobOutcome] = []
+        while not stop.is_set() and (max_jobs is None or len(outcomes) < max_jobs):
+            try:
+                offer = self.client.poll(wait_s=wait_s)
+            except OracleUnavailable as exc:
+                log.warning("%s; retrying in 2s", exc)
+                stop.wait(2.0)
+                continue
+            except OracleRefused as exc:
+                log.error("%s", exc)
+                stop.wait(2.0)
+                continue
+            if offer is None:
+                continue
+            outcomes.append(self.handle(offer))
+        return outcomes

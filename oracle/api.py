@@ -1,0 +1,136 @@
+"""The job API agents poll (FastAPI). Bad requests get a 4xx with a reason, never a 500."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Callable
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from oracle.auth import AuthError, RequestAuthenticator
+from oracle.db import Database, Task
+from oracle.jobs import JobBook, JobError, Submission
+from tributa.errors import TributaError
+
+log = logging.getLogger("tributa.oracle.api")
+
+MAX_BODY_BYTES = 8 * 1024 * 1024
+MAX_WAIT_S = 25.0
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def create_app(
+    db: Database,
+    book: JobBook,
+    auth: RequestAuthenticator,
+    store,
+    agent_models: Callable[[str], set[int]],
+    chain_time: Callable[[], int],
+    info: dict,
+) -> FastAPI:
+    app = FastAPI(title="Tributa oracle job API", version="1")
+
+    async def authenticated(request: Request) -> tuple[str, dict]:
+        body = await request.body()
+        if len(body) > MAX_BODY_BYTES:
+            raise JobError(413, f"body over {MAX_BODY_BYTES} bytes")
+        path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        agent = await run_in_threadpool(auth.verify, request.headers, request.method, path, body)
+        try:
+            parsed = json.loads(body) if body else {}
+        except ValueError:
+            raise JobError(400, "body is not JSON") from None
+        if not isinstance(parsed, dict):
+            raise JobError(400, "body must be a JSON object")
+        return agent, parsed
+
+    @app.exception_handler(AuthError)
+    async def _auth_error(_: Request, exc: AuthError):
+        return _error(exc.status, exc.message)
+
+    @app.exception_handler(JobError)
+    async def _job_error(_: Request, exc: JobError):
+        return _error(exc.status, exc.message)
+
+    @app.exception_handler(TributaError)
+    async def _tributa_error(_: Request, exc: TributaError):
+        return _error(400, str(exc))
+
+    @app.get("/v1/health")
+    def health() -> dict:
+        return {"ok": True, **info}
+
+    @app.post("/v1/jobs/poll")
+    async def poll(request: Request):
+        """Long-poll for a job: waits up to wait_s (≤ 25) for a task this agent can run."""
+        agent, body = await authenticated(request)
+        try:
+            wait_s = min(MAX_WAIT_S, max(0.0, float(body.get("wait_s", 0))))
+        except (TypeError, ValueError):
+            raise JobError(422, "wait_s must be a number") from None
+        models = await run_in_threadpool(agent_models, agent)
+        if not models:
+            raise JobError(409, f"agent {agent} serves no registered model; update its registration")
+        give_up = time.monotonic() + wait_s
+        while True:
+            offer = await run_in_threadpool(book.lease, agent, models, chain_time())
+            if offer is not None:
+                return offer.to_json()
+            if time.monotonic() >= give_up:
+                return Response(status_code=204)
+            await asyncio.sleep(0.05)
+
+    @app.post("/v1/jobs/{job_id}/result")
+    async def submit(job_id: int, request: Request):
+        agent, body = await authenticated(request)
+        sub = Submission.from_json(body)
+        result_cid = await run_in_threadpool(book.submit, agent, job_id, sub)
+        return {"accepted": True, "result_cid": result_cid}
+
+    @app.post("/v1/jobs/{job_id}/error")
+    async def report_error(job_id: int, request: Request):
+        agent, body = await authenticated(request)
+        kind = body.get("kind")
+        message = body.get("error")
+        if kind not in ("input", "runtime") or not isinstance(message, str) or not message:
+            raise JobError(422, 'error body needs kind ("input" or "runtime") and a non-empty error message')
+        await run_in_threadpool(book.report_error, agent, job_id, kind, message)
+        return {"recorded": True}
+
+    @app.get("/v1/content/{cid}")
+    def content(cid: str):
+        """A read-only gateway to the oracle's content store; agents re-check the CID."""
+        from tributa.store.errors import CidError, NotFound
+
+        try:
+            return Response(store.get_bytes(cid), media_type="application/octet-stream")
+        except CidError as exc:
+            raise JobError(400, str(exc)) from None
+        except NotFound:
+            raise JobError(404, f"{cid} is not in the oracle's store") from None
+
+    @app.get("/v1/tasks/{task_id}")
+    def task(task_id: int):
+        with db.session() as s:
+            t = s.get(Task, task_id)
+            if t is None:
+                raise JobError(404, f"task {task_id} is unknown to this oracle")
+            return {
+                "task_id": t.task_id,
+                "state": t.state,
+                "reason": t.reason,
+                "model_id": t.model_id,
+                "result_cid": t.result_cid,
+                "attribution_cid": t.attribution_cid,
+                "settle_tx": t.settle_tx,
+            }
+
+    return app

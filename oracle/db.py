@@ -1,0 +1,194 @@
+"""The oracle's durable state: SQLite by default, PostgreSQL when given a URL.
+
+Every fact the oracle acts on is written here first, so a restart (even after kill -9)
+resumes where it stopped without losing or repeating anything.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+
+class Wei(TypeDecorator):
+    """uint256 amounts stored as decimal text: exact in SQLite and PostgreSQL alike."""
+
+    impl = String(80)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        return None if value is None else str(int(value))
+
+    def process_result_value(self, value, dialect):
+        return None if value is None else int(value)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class TaskState:
+    OPEN = "open"  # posted on-chain, waiting for an agent
+    RUNNING = "running"  # leased to an agent
+    VERIFIED = "verified"  # result accepted, waiting for settlement
+    SETTLING = "settling"  # settle transaction sent
+    SETTLED = "settled"
+    FAILING = "failing"  # failure decided, fail_task not yet mined
+    FAILED = "failed"  # failed on-chain; the fee is refundable
+    REFUNDED = "refunded"
+
+    ACTIVE = (OPEN, RUNNING, VERIFIED, SETTLING, FAILING)
+
+
+class JobState:
+    LEASED = "leased"
+    SUBMITTED = "submitted"
+    ERRORED = "errored"
+    EXPIRED = "expired"
+
+
+class Cursor(Base):
+    __tablename__ = "cursors"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    block_number: Mapped[int] = mapped_column(BigInteger)
+
+
+class ChainLog(Base):
+    """Each log is saved before it is acted on; (block hash, log index) is unique."""
+
+    __tablename__ = "chain_logs"
+    __table_args__ = (UniqueConstraint("block_hash", "log_index", name="uq_log"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    block_number: Mapped[int] = mapped_column(BigInteger, index=True)
+    block_hash: Mapped[str] = mapped_column(String(66))
+    log_index: Mapped[int] = mapped_column(Integer)
+    tx_hash: Mapped[str] = mapped_column(String(66))
+    event: Mapped[str] = mapped_column(String(64))
+    task_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True, index=True)
+
+
+class Task(Base):
+    __tablename__ = "tasks"
+    task_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    requester: Mapped[str] = mapped_column(String(42))
+    model_id: Mapped[int] = mapped_column(BigInteger)
+    input_digest: Mapped[str] = mapped_column(String(66))
+    fee: Mapped[int] = mapped_column(Wei)
+    model_fee: Mapped[int] = mapped_column(Wei)
+    deadline: Mapped[int] = mapped_column(BigInteger)
+    k: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    posted_block: Mapped[int] = mapped_column(BigInteger)
+    posted_at: Mapped[float] = mapped_column(Float)  # when the oracle ingested it
+    result_cid: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    result_digest: Mapped[str | None] = mapped_column(String(66), nullable=True)
+    attribution_cid: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    attribution_digest: Mapped[str | None] = mapped_column(String(66), nullable=True)
+    settle_tx: Mapped[str | None] = mapped_column(String(66), nullable=True)
+    settled_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    agent_paid: Mapped[int | None] = mapped_column(Wei, nullable=True)
+    refund: Mapped[int | None] = mapped_column(Wei, nullable=True)
+    gas_used: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    refund_tx: Mapped[str | None] = mapped_column(String(66), nullable=True)
+
+
+class Job(Base):
+    """One agent's lease on one task."""
+
+    __tablename__ = "jobs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.task_id"), index=True)
+    agent: Mapped[str] = mapped_column(String(42), index=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    leased_at: Mapped[float] = mapped_column(Float)
+    lease_expires_at: Mapped[float] = mapped_column(Float)
+    result_cid: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    result_digest: Mapped[str | None] = mapped_column(String(66), nullable=True)
+    signature: Mapped[str | None] = mapped_column(String(140), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    submitted_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class ApiNonce(Base):
+    """Nonces of signed API requests already seen: a replay is refused."""
+
+    __tablename__ = "api_nonces"
+    agent: Mapped[str] = mapped_column(String(42), primary_key=True)
+    nonce: Mapped[str] = mapped_column(String(80), primary_key=True)
+    expiry: Mapped[int] = mapped_column(BigInteger, index=True)
+
+
+class AgentSeen(Base):
+    """Agents' last contact, for routing and `tributa oracle status`."""
+
+    __tablename__ = "agents_seen"
+    agent: Mapped[str] = mapped_column(String(42), primary_key=True)
+    last_poll_at: Mapped[float] = mapped_column(Float)
+    registered: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+def database_url(data_dir: Path, url: str | None = None) -> str:
+    """`url` if given (e.g. postgresql+psycopg2://…), else SQLite in the data directory."""
+    if url:
+        return url
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(data_dir / 'oracle.sqlite').resolve()}"
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):  # WAL: readers never block the writer
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.close()
+
+    else:
+        engine = create_engine(url, pool_pre_ping=True)
+    Base.metadata.create_all(engine)
+    return engine
+
+
+class Database:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """One transaction: committed on success, rolled back on any error."""
+        with self._sessions() as session:
+            with session.begin():
+                yield session
+
+    def cursor(self, name: str) -> int | None:
+        with self.session() as s:
+            row = s.get(Cursor, name)
+            return row.block_number if row else None
+
+
+def now() -> float:
+    return time.time()

@@ -1,0 +1,129 @@
+"""The oracle process: ingestion and settlement in a worker thread, the job API in front."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+import uvicorn
+from web3 import Web3
+
+from oracle.api import create_app
+from oracle.auth import RequestAuthenticator
+from oracle.db import Database, database_url
+from oracle.ingest import Ingestor
+from oracle.jobs import JobBook
+from oracle.settler import Attributor, FeePolicy, Settler
+from tributa.chain.contracts import Contracts
+from tributa.chain.tx import Signer
+from tributa.config import Settings
+from tributa.store import open_store
+
+log = logging.getLogger("tributa.oracle")
+
+
+class ChainClock:
+    """The latest block's timestamp, refreshed by the worker loop (not per request)."""
+
+    def __init__(self, w3: Web3) -> None:
+        self.w3 = w3
+        self.value = int(w3.eth.get_block("latest")["timestamp"])
+
+    def refresh(self) -> int:
+        self.value = int(self.w3.eth.get_block("latest")["timestamp"])
+        return self.value
+
+    def __call__(self) -> int:
+        return self.value
+
+
+class AgentDirectory:
+    """On-chain agent registrations, cached briefly so polls cost no RPC."""
+
+    def __init__(self, contracts: Contracts, ttl_s: float = 10.0) -> None:
+        self.escrow = contracts.escrow
+        self.ttl_s = ttl_s
+        self._cache: dict[str, tuple[float, bool, set[int]]] = {}
+        self._lock = threading.Lock()
+
+    def _lookup(self, agent: str) -> tuple[bool, set[int]]:
+        with self._lock:
+            hit = self._cache.get(agent)
+            if hit and hit[0] > time.monotonic():
+                return hit[1], hit[2]
+        registered = bool(self.escrow.functions.agent(agent).call()[-1])
+        models = set(self.escrow.functions.agent_models(agent).call()) if registered else set()
+        with self._lock:
+            self._cache[agent] = (time.monotonic() + self.ttl_s, registered, models)
+        return registered, models
+
+    def is_registered(self, agent: str) -> bool:
+        return self._lookup(agent)[0]
+
+    def models(self, agent: str) -> set[int]:
+        return self._lookup(agent)[1]
+
+
+@dataclass
+class OracleOptions:
+    host: str = "127.0.0.1"
+    port: int = 8700
+    db_url: str | None = None
+    lease_s: float = 120.0
+    agent_fee_bps: int = 5000
+    max_batch: int = 50
+
+
+class Oracle:
+    def __init__(self, settings: Settings, contracts: Contracts, signer: Signer, options: OracleOptions, attributor: Attributor | None = None) -> None:
+        self.settings = settings
+        self.contracts = contracts
+        self.options = options
+        self.db = Database(database_url(settings.data_dir, options.db_url))
+        self.store = open_store(settings.store_dir)
+        self.clock = ChainClock(contracts.w3)
+        self.directory = AgentDirectory(contracts)
+        escrow = contracts.escrow.address
+        self.book = JobBook(self.db, self.store, contracts.chain_id, escrow, options.lease_s)
+        self.ingestor = Ingestor(
+            self.db, contracts.escrow, contracts.deployment.block_number, settings.confirmations, settings.max_log_blocks
+        )
+        self.settler = Settler(
+            self.db, contracts, signer, attributor, FeePolicy(options.agent_fee_bps), options.max_batch
+        )
+        auth = RequestAuthenticator(self.db, contracts.chain_id, escrow, self.directory.is_registered)
+        info = {"chain_id": contracts.chain_id, "escrow": escrow, "oracle": signer.address}
+        self.app = create_app(self.db, self.book, auth, self.store, self.directory.models, self.clock, info)
+        self._stop = threading.Event()
+
+    def step(self) -> None:
+        """One pass of the worker loop; exceptions are logged and the loop goes on."""
+        self.ingestor.poll_once()
+        self.clock.refresh()
+        self.book.expire_leases()
+        self.settler.settle_ready()
+        self.settler.fail_pending()
+        self.settler.refund_due(self.clock())
+
+    def _work(self) -> None:
+        self.settler.recover()
+        while not self._stop.is_set():
+            try:
+                self.step()
+            except Exception:  # an RPC blip must not kill the oracle; it retries next pass
+                log.exception("oracle pass failed; retrying")
+                self._stop.wait(1.0)
+            self._stop.wait(self.settings.poll_interval_s)
+
+    def run(self) -> None:
+        worker = threading.Thread(target=self._work, name="oracle-worker", daemon=True)
+        worker.start()
+        log.info("oracle serving jobs on http://%s:%s", self.options.host, self.options.port)
+        config = uvicorn.Config(self.app, host=self.options.host, port=self.options.port, log_level="warning")
+        try:
+            uvicorn.Server(config).run()
+        finally:
+            self._stop.set()
+            worker.join(timeout=10)

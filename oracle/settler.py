@@ -1,0 +1,225 @@
+"""Posting outcomes on-chain: settlements (batched), failures and refunds.
+
+The contract refuses to settle, fail or refund a task twice, so a transaction that is
+re-sent after a crash can never pay twice; the oracle's own state only decides what to
+try next.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+from sqlalchemy import select
+from web3 import Web3
+
+from oracle.db import Database, Job, JobState, Task, TaskState, now
+from oracle.ingest import EventDecoder
+from tributa.chain.contracts import Contracts
+from tributa.chain.tx import Signer
+from tributa.errors import ChainError, ContractRevert
+
+log = logging.getLogger("tributa.oracle.settler")
+
+BPS = 10_000
+# On-chain task states that end the oracle's work on a task.
+ONCHAIN_STATES = {2: TaskState.SETTLED, 3: TaskState.FAILED, 4: TaskState.REFUNDED}
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """What the attribution step contributes to a settlement."""
+
+    record_cid: str | None
+    record_digest: bytes
+    dataset_ids: list[int]
+    weights_bps: list[int]
+
+
+NO_ATTRIBUTION = Attribution(None, b"\x00" * 32, [], [])
+
+
+class Attributor(Protocol):
+    def __call__(self, task: Task) -> Attribution: ...
+
+
+@dataclass(frozen=True)
+class FeePolicy:
+    """How much of a task's fee goes to the agents; the rest of the split is on-chain."""
+
+    agent_fee_bps: int = 5000
+
+    def agent_fee(self, task: Task, protocol_fee_bps: int, data_share_bps: int) -> int:
+        available = task.fee - task.fee * protocol_fee_bps // BPS - task.fee * data_share_bps // BPS - task.model_fee
+        return max(0, min(available, task.fee * self.agent_fee_bps // BPS))
+
+
+class Settler:
+    def __init__(
+        self,
+        db: Database,
+        contracts: Contracts,
+        signer: Signer,
+        attributor: Attributor | None = None,
+        fee_policy: FeePolicy = FeePolicy(),
+        max_batch: int = 50,
+        on_settled: Callable[[Task], None] | None = None,
+    ) -> None:
+        self.db = db
+        self.contracts = contracts
+        self.escrow = contracts.escrow
+        self.signer = signer
+        self.attributor = attributor or (lambda task: NO_ATTRIBUTION)
+        self.fee_policy = fee_policy
+        self.max_batch = max_batch
+        self.on_settled = on_settled
+        self.protocol_fee_bps = self.escrow.functions.protocol_fee_bps().call()
+        self.data_share_bps = self.escrow.functions.data_share_bps().call()
+        self._decoder = EventDecoder(self.escrow, ("TaskSettled", "SettlementRejected"))
+
+    # -- settlement -------------------------------------------------------------------------
+    def settle_ready(self) -> int:
+        """Settle every verified task (in batches); returns how many settled."""
+        with self.db.session() as s:
+            ready = s.execute(
+                select(Task).where(Task.state == TaskState.VERIFIED).order_by(Task.task_id).limit(self.max_batch)
+            ).scalars().all()
+            plans = [(task, self._settlement(s, task)) for task in ready]
+            for task, _ in plans:
+                task.state = TaskState.SETTLING
+        if not plans:
+            return 0
+        settlements = [p for _, p in plans]
+        task_ids = [t.task_id for t, _ in plans]
+        try:
+            # Always the batch entrypoint: one bad task is skipped on-chain, never reverts the rest.
+            result = self.signer.transact(self.escrow.functions.settle_batch(settlements), action="settle_batch")
+        except ContractRevert as exc:
+            log.error("settle_batch of tasks %s reverted: %s", task_ids, exc.reason)
+            self._reconcile({t: exc.reason for t in task_ids})
+            return 0
+        except ChainError as exc:
+            # Not sent or not mined: leave them SETTLING; recover() decides from on-chain state.
+            log.error("settlement of %d tasks not confirmed: %s", len(plans), exc)
+            return 0
+        return self._record(result, task_ids)
+
+    def _settlement(self, session, task: Task) -> tuple:
+        job = session.execute(
+            select(Job).where(Job.task_id == task.task_id, Job.state == JobState.SUBMITTED).order_by(Job.id)
+        ).scalars().first()
+        attribution = self.attributor(task)
+        task.attribution_cid = attribution.record_cid
+        task.attribution_digest = "0x" + attribution.record_digest.hex()
+        return (
+            task.task_id,
+            bytes.fromhex(task.result_digest[2:]),
+            attribution.record_digest,
+            [Web3.to_checksum_address(job.agent)],
+            [bytes.fromhex(job.signature[2:])],
+            self.fee_policy.agent_fee(task, self.protocol_fee_bps, self.data_share_bps),
+            [],
+            attribution.dataset_ids,
+            attribution.weights_bps,
+        )
+
+    def _record(self, result, task_ids: list[int]) -> int:
+        settled: dict[int, dict] = {}
+        rejected: dict[int, str] = {}
+        for raw in result.receipt.logs:
+            if raw["address"].lower() != self.escrow.address.lower():
+                continue
+            ev = self._decoder.decode(raw)
+            if ev is None:
+                continue
+            if ev.event == "TaskSettled":
+                settled[ev.args["task_id"]] = ev.args
+            else:
+                rejected[ev.args["task_id"]] = ev.args["reason"]
+        share = result.gas_used // max(1, len(task_ids))
+        with self.db.session() as s:
+            for task_id, args in settled.items():
+                task = s.get(Task, task_id)
+                task.state = TaskState.SETTLED
+                task.settle_tx = result.tx_hash
+                task.settled_at = now()
+                task.agent_paid = args["agent_fee"]
+                task.refund = args["refund"]
+                task.gas_used = share
+        missing = {t: rejected.get(t, "no settlement event") for t in task_ids if t not in settled}
+        if missing:
+            self._reconcile(missing)
+        for task_id in settled:
+            log.info("task %s settled in %s", task_id, result.tx_hash)
+        return len(settled)
+
+    def _reconcile(self, reasons: dict[int, str]) -> None:
+        """Tasks the chain refused to settle: adopt the chain's state, or fail them with the reason."""
+        with self.db.session() as s:
+            for task_id, reason in reasons.items():
+                task = s.get(Task, task_id)
+                onchain = self.escrow.functions.task(task_id).call()[-1]
+                if onchain in ONCHAIN_STATES:
+                    task.state = ONCHAIN_STATES[onchain]
+                    log.warning("task %s was already %s on-chain; not settled again", task_id, task.state)
+                else:
+                    task.state = TaskState.FAILING
+                    task.reason = f"settlement rejected: {reason}"[:128]
+                    log.error("task %s settlement rejected: %s", task_id, reason)
+
+    def recover(self) -> None:
+        """After a restart: tasks caught mid-settlement are settled or ready again, per the chain."""
+        with self.db.session() as s:
+            for task in s.execute(select(Task).where(Task.state == TaskState.SETTLING)).scalars():
+                onchain = self.escrow.functions.task(task.task_id).call()[-1]
+                task.state = ONCHAIN_STATES.get(onchain, TaskState.VERIFIED)
+
+    # -- failures and refunds ----------------------------------------------------------------
+    def fail_pending(self) -> int:
+        with self.db.session() as s:
+            failing = [(t.task_id, t.reason or "failed") for t in s.execute(select(Task).where(Task.state == TaskState.FAILING)).scalars()]
+        done = 0
+        for task_id, reason in failing:
+            try:
+                self.signer.transact(self.escrow.functions.fail_task(task_id, reason[:128]), action="fail_task")
+            except ContractRevert as exc:
+                log.warning("fail_task(%s) reverted: %s (the chain state wins)", task_id, exc.reason)
+            except ChainError as exc:
+                log.error("fail_task(%s) not confirmed: %s", task_id, exc)
+                continue
+            with self.db.session() as s:
+                task = s.get(Task, task_id)
+                if task.state == TaskState.FAILING:
+                    task.state = TaskState.FAILED
+            done += 1
+        return done
+
+    def refund_due(self, chain_time: int) -> int:
+        """Refund failed tasks, and open ones whose deadline passed (anyone may; the oracle does)."""
+        with self.db.session() as s:
+            due = [
+                t.task_id
+                for t in s.execute(
+                    select(Task).where(
+                        (Task.state == TaskState.FAILED)
+                        | (Task.state.in_((TaskState.OPEN, TaskState.RUNNING)) & (Task.deadline < chain_time))
+                    )
+                ).scalars()
+            ]
+        refunded = 0
+        for task_id in due:
+            try:
+                result = self.signer.transact(self.escrow.functions.refund(task_id), action="refund")
+            except ContractRevert as exc:
+                log.warning("refund(%s) reverted: %s", task_id, exc.reason)
+                continue
+            except ChainError as exc:
+                log.error("refund(%s) not confirmed: %s", task_id, exc)
+                continue
+            with self.db.session() as s:
+                task = s.get(Task, task_id)
+                task.state = TaskState.REFUNDED
+                task.refund_tx = result.tx_hash
+            refunded += 1
+        return refunded

@@ -1,0 +1,100 @@
+"""Deploy Tributa's contracts with ape and write deployments/<chain_id>.json.
+
+    ape run deploy                                   # local Anvil node (ape-config.yaml)
+    ape run deploy --network ethereum:sepolia:node --account my-ape-alias --oracle 0x…
+
+The deployments file holds addresses, ABIs, the chain id and the deploy block; the
+oracle, the agents and the CLI read it, so no address is pasted by hand.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from ape import accounts, chain, project
+from ape.cli import ConnectedProviderCommand
+
+from tributa.chain.accounts import DEV_ROLES
+from tributa.config import LOCAL_CHAIN_ID, Settings
+from tributa.deployments import Deployment, save_deployment
+
+DEFAULTS = {
+    "protocol_fee_bps": 500,  # 5% of each task fee to the treasury
+    "data_share_bps": 2000,  # 20% of each task fee to the data contributors
+    "slash_bps": 1000,  # an agent in the minority loses 10% of its stake
+    "min_stake": 10**17,  # 0.1 ETH
+    "unbonding_delay": 7 * 24 * 3600,
+}
+
+
+def _deployer(account_alias: str | None):
+    if account_alias:
+        return accounts.load(account_alias)
+    if chain.chain_id != LOCAL_CHAIN_ID:
+        raise click.UsageError("on a non-local network pass --account ALIAS (an ape account: `ape accounts import`)")
+    return accounts.test_accounts[DEV_ROLES["deployer"]]
+
+
+def _local_role(role: str) -> str:
+    return accounts.test_accounts[DEV_ROLES[role]].address
+
+
+@click.command(cls=ConnectedProviderCommand)
+@click.option("--account", "account_alias", default=None, help="ape account alias (required off the local chain)")
+@click.option("--oracle", default=None, help="the oracle's address (default: the local dev oracle account)")
+@click.option("--treasury", default=None, help="where protocol fees go (default: the local dev treasury account)")
+@click.option("--protocol-fee-bps", type=int, default=DEFAULTS["protocol_fee_bps"], show_default=True)
+@click.option("--data-share-bps", type=int, default=DEFAULTS["data_share_bps"], show_default=True)
+@click.option("--slash-bps", type=int, default=DEFAULTS["slash_bps"], show_default=True)
+@click.option("--min-stake", type=int, default=DEFAULTS["min_stake"], show_default=True, help="wei")
+@click.option("--unbonding-delay", type=int, default=DEFAULTS["unbonding_delay"], show_default=True, help="seconds")
+@click.option("--deployments-dir", type=click.Path(path_type=Path), default=None)
+def cli(account_alias, oracle, treasury, protocol_fee_bps, data_share_bps, slash_bps, min_stake, unbonding_delay, deployments_dir):
+    deployer = _deployer(account_alias)
+    local = chain.chain_id == LOCAL_CHAIN_ID
+    if not local and not (oracle and treasury):
+        raise click.UsageError("on a non-local network pass --oracle and --treasury explicitly")
+    oracle = oracle or _local_role("oracle")
+    treasury = treasury or _local_role("treasury")
+    start_block = chain.blocks.head.number
+
+    click.echo(f"deploying to chain {chain.chain_id} from {deployer.address}")
+    registry = deployer.deploy(project.DataRegistry)
+    vault = deployer.deploy(project.RoyaltyVault, registry.address)
+    escrow = deployer.deploy(
+        project.TaskEscrow,
+        registry.address,
+        vault.address,
+        treasury,
+        protocol_fee_bps,
+        data_share_bps,
+        slash_bps,
+        min_stake,
+        unbonding_delay,
+    )
+    vault.set_escrow(escrow.address, sender=deployer)
+    escrow.set_oracle(oracle, True, sender=deployer)
+    # ape builds the EIP-5202 declare tx without a sender unless told (then gas estimation fails).
+    blueprint = deployer.declare(project.ModelToken, sender=deployer).contract_address
+    launcher = deployer.deploy(project.IMOLauncher, registry.address, blueprint)
+    registry.set_imo_launcher(launcher.address, sender=deployer)
+
+    contracts = {"DataRegistry": registry, "RoyaltyVault": vault, "TaskEscrow": escrow, "IMOLauncher": launcher}
+    abis = {name: [entry.model_dump(mode="json", by_alias=True) for entry in c.contract_type.abi] for name, c in contracts.items()}
+    abis["ModelToken"] = [entry.model_dump(mode="json", by_alias=True) for entry in project.ModelToken.contract_type.abi]
+    addresses = {name: c.address for name, c in contracts.items()}
+    addresses["ModelTokenBlueprint"] = blueprint
+    deployment = Deployment(
+        chain_id=chain.chain_id,
+        block_number=start_block,
+        addresses=addresses,
+        abis=abis,
+        deployer=deployer.address,
+        oracle=oracle,
+        treasury=treasury,
+    )
+    path = save_deployment(deployments_dir or Settings().deployments_dir, deployment)
+    for name, address in addresses.items():
+        click.echo(f"  {name:<20} {address}")
+    click.echo(f"wrote {path}")

@@ -1,0 +1,63 @@
+"""Shared fixtures: a real Anvil node with the contracts deployed by `ape run deploy`."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.helpers import signer_for
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def anvil(tmp_path_factory):
+    from tributa.devnet import AnvilNode
+
+    node = AnvilNode(log_path=tmp_path_factory.mktemp("anvil") / "anvil.log").start()
+    yield node
+    node.stop()
+
+
+@pytest.fixture(scope="session")
+def deployed(anvil, tmp_path_factory):
+    """Settings for the session's node, with the contracts deployed once."""
+    from tributa.devnet import ape_deploy, settings_for
+
+    root = tmp_path_factory.mktemp("tributa")
+    settings = settings_for(anvil, root / "data", root / "deployments")
+    ape_deploy(anvil.rpc_url, settings.deployments_dir)
+    return settings
+
+
+@pytest.fixture(scope="session")
+def contracts(deployed):
+    from tributa.chain.contracts import load_contracts
+
+    return load_contracts(deployed)
+
+
+@pytest.fixture
+def chain_snapshot(contracts):
+    """Revert the chain to where it was after the test (evm_snapshot/evm_revert)."""
+    w3 = contracts.w3
+    snap = w3.provider.make_request("evm_snapshot", [])["result"]
+    yield
+    w3.provider.make_request("evm_revert", [snap])
+
+
+@pytest.fixture
+def signers(contracts):
+    roles = ("deployer", "oracle", "agent", "agent2", "requester", "creator", "publisher", "buyer", "buyer2", "treasury")
+    return {role: signer_for(contracts, role) for role in roles}
+
+
+@pytest.fixture
+def fresh_settings(deployed, tmp_path):
+    """The session's chain with a fresh, empty data directory (store + oracle DB)."""
+    return deployed.with_overrides(data_dir=tmp_path / "data")
+
+

@@ -1,0 +1,88 @@
+"""The whole protocol on a real Anvil node: CLI-run oracle and agent, real weights, real settlement."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.helpers import signer_for
+from tributa.processes import start_agent, start_oracle
+from tributa.publish import register_model
+from tributa.store import open_store
+from tributa.tasks import encode_input, post_task, wait_until_final
+
+SETTLE_TIMEOUT_S = 240
+
+
+@pytest.fixture(scope="module")
+def demo_models():
+    from tributa.ml.models import ensure_demo_models
+
+    return ensure_demo_models(progress=lambda msg: None)
+
+
+@pytest.fixture(scope="module")
+def network(contracts, deployed, demo_models, tmp_path_factory):
+    """Models registered, an oracle and one agent running as `tributa … run` processes."""
+    from tributa.ml.embeddings import model_dir as minilm_dir
+
+    root = tmp_path_factory.mktemp("e2e")
+    settings = deployed.with_overrides(data_dir=root / "data")
+    store = open_store(settings.store_dir)
+    publisher = signer_for(contracts, "publisher")
+    adapter = sorted(demo_models.adapter_dirs)[0]
+    gen = register_model(contracts, publisher, store, "e2e-gen", demo_models.base_dir, [demo_models.adapter_dirs[adapter]], None, 10**15)
+    emb = register_model(contracts, publisher, store, "e2e-embed", minilm_dir(), [], None, 10**15)
+    dirs = [demo_models.base_dir, demo_models.adapter_dirs[adapter], minilm_dir()]
+    oracle = start_oracle(settings, root / "oracle.log", ["--no-attribution", "--text-logs"])
+    agent = start_agent(settings, root / "agent.log", ["--text-logs", *[a for d in dirs for a in ("--model-dir", str(d))]])
+    yield {"settings": settings, "store": store, "gen": gen, "emb": emb, "oracle": oracle, "agent": agent, "adapter": adapter}
+    agent.stop()
+    oracle.stop()
+
+
+def test_e2e__generation_and_embedding_tasks__settle_with_verifiable_results(network, contracts, demo_models):
+    requester = signer_for(contracts, "requester")
+    agent_address = signer_for(contracts, "agent").address
+    escrow = contracts.escrow.functions
+    agent_before = escrow.balance_of(agent_address).call()
+    store = network["store"]
+    gen_input = encode_input(prompt="The stars", max_new_tokens=16)
+    gen = post_task(contracts, requester, store, network["gen"].model_id, gen_input)
+    emb = post_task(contracts, requester, store, network["emb"].model_id, encode_input(texts=["the moon", "bread"]))
+
+    views = wait_until_final(contracts, [gen.task_id, emb.task_id], SETTLE_TIMEOUT_S, (network["oracle"], network["agent"]))
+
+    assert {v.state for v in views.values()} == {"settled"}
+    paid = sum(v.settlement["agent_fee"] for v in views.values())
+    assert paid > 0 and escrow.balance_of(agent_address).call() - agent_before == paid
+    for v in views.values():
+        s = v.settlement
+        assert s["agent_fee"] + s["model_fee"] + s["data_share"] + s["protocol_fee"] + s["refund"] == v.fee
+    # Anyone can re-check the generation: greedy decoding on the registered weights gives the same bytes.
+    from compute_agent.executor import Executor
+    from tributa.catalog import describe_folder
+
+    base = describe_folder(store, demo_models.base_dir)
+    adapter = describe_folder(store, demo_models.adapter_dirs[network["adapter"]])
+    recomputed = Executor().run(base, [adapter], gen_input)
+    assert store.get_bytes(views[gen.task_id].result_cid) == recomputed
+    vectors = json.loads(store.get_bytes(views[emb.task_id].result_cid))["embeddings"]
+    assert len(vectors) == 2 and len(vectors[0]) == 384
+
+
+def test_e2e__malformed_input__fails_with_reason_and_refunds_in_full(network, contracts):
+    requester = signer_for(contracts, "requester")
+    escrow = contracts.escrow.functions
+    before = escrow.balance_of(requester.address).call()
+    bad = post_task(contracts, requester, network["store"], network["gen"].model_id, b'{"prompt": 42}')
+
+    # The agent reports the bad input, the oracle fails the task on-chain with the reason and refunds it.
+    watch = (network["oracle"], network["agent"])
+    views = wait_until_final(contracts, [bad.task_id], SETTLE_TIMEOUT_S, watch, final=("refunded",))
+
+    view = views[bad.task_id]
+    assert view.state == "refunded"
+    assert view.failure and "bad input" in view.failure
+    assert escrow.balance_of(requester.address).call() - before == bad.fee

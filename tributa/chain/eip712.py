@@ -1,0 +1,73 @@
+"""EIP-712 messages: agents' result signatures and signed job-API requests.
+
+Both are bound to the chain id and the TaskEscrow address, so a signature made for one
+deployment is worthless on any other.
+"""
+
+from __future__ import annotations
+
+from eth_account import Account
+from eth_account.messages import encode_typed_data
+from eth_account.signers.local import LocalAccount
+
+RESULT_DOMAIN_NAME = "Tributa TaskEscrow"
+API_DOMAIN_NAME = "Tributa Oracle API"
+DOMAIN_VERSION = "1"
+
+_RESULT_TYPES = {"Result": [{"name": "task_id", "type": "uint256"}, {"name": "result_digest", "type": "bytes32"}]}
+_REQUEST_TYPES = {
+    "ApiRequest": [
+        {"name": "agent", "type": "address"},
+        {"name": "method", "type": "string"},
+        {"name": "path", "type": "string"},
+        {"name": "body_hash", "type": "bytes32"},
+        {"name": "nonce", "type": "uint256"},
+        {"name": "expiry", "type": "uint256"},
+    ]
+}
+
+
+def _domain(name: str, chain_id: int, escrow: str) -> dict:
+    return {"name": name, "version": DOMAIN_VERSION, "chainId": chain_id, "verifyingContract": escrow}
+
+
+def _result_message(chain_id: int, escrow: str, task_id: int, result_digest: bytes):
+    return encode_typed_data(
+        domain_data=_domain(RESULT_DOMAIN_NAME, chain_id, escrow),
+        message_types=_RESULT_TYPES,
+        message_data={"task_id": task_id, "result_digest": result_digest},
+    )
+
+
+def sign_result(account: LocalAccount, chain_id: int, escrow: str, task_id: int, result_digest: bytes) -> bytes:
+    """The agent's 65-byte signature over Result(task_id, result_digest)."""
+    return bytes(account.sign_message(_result_message(chain_id, escrow, task_id, result_digest)).signature)
+
+
+def recover_result_signer(chain_id: int, escrow: str, task_id: int, result_digest: bytes, signature: bytes) -> str:
+    return Account.recover_message(_result_message(chain_id, escrow, task_id, result_digest), signature=signature)
+
+
+def _request_message(chain_id: int, escrow: str, agent: str, method: str, path: str, body_hash: bytes, nonce: int, expiry: int):
+    return encode_typed_data(
+        domain_data=_domain(API_DOMAIN_NAME, chain_id, escrow),
+        message_types=_REQUEST_TYPES,
+        message_data={
+            "agent": agent,
+            "method": method,
+            "path": path,
+            "body_hash": body_hash,
+            "nonce": nonce,
+            "expiry": expiry,
+        },
+    )
+
+
+def sign_request(account: LocalAccount, chain_id: int, escrow: str, method: str, path: str, body_hash: bytes, nonce: int, expiry: int) -> bytes:
+    message = _request_message(chain_id, escrow, account.address, method, path, body_hash, nonce, expiry)
+    return bytes(account.sign_message(message).signature)
+
+
+def recover_request_signer(chain_id: int, escrow: str, agent: str, method: str, path: str, body_hash: bytes, nonce: int, expiry: int, signature: bytes) -> str:
+    message = _request_message(chain_id, escrow, agent, method, path, body_hash, nonce, expiry)
+    return Account.recover_message(message, signature=signature)

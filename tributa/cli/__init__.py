@@ -1,0 +1,90 @@
+"""The `tributa` command line. Every error is one line on stderr and a non-zero exit."""
+
+from __future__ import annotations
+
+import sys
+from functools import cached_property
+from pathlib import Path
+
+import click
+
+from tributa.config import Settings
+from tributa.errors import TributaError
+
+
+class CliContext:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @cached_property
+    def contracts(self):
+        from tributa.chain.contracts import load_contracts
+
+        return load_contracts(self.settings)
+
+    @cached_property
+    def store(self):
+        from tributa.store import open_store
+
+        return open_store(self.settings.store_dir)
+
+    def signer(self, account_spec: str | None, default_role: str):
+        from tributa.chain.accounts import load_account
+        from tributa.chain.tx import Signer
+
+        contracts = self.contracts
+        return Signer(contracts.w3, load_account(account_spec, contracts.chain_id, default_role))
+
+
+pass_ctx = click.make_pass_decorator(CliContext)
+
+
+def account_option(role: str):
+    return click.option(
+        "--account",
+        "account_spec",
+        default=None,
+        help=f"env:VAR, keyfile:PATH or dev:ROLE (default: TRIBUTA_PRIVATE_KEY, or dev:{role} on a local chain)",
+    )
+
+
+class OneLineErrors(click.Group):
+    """Turns TributaError (and anything from a contract) into `error: …`, exit 1."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except TributaError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=OneLineErrors)
+@click.option("--rpc-url", envvar="TRIBUTA_RPC_URL", default=None, help="Ethereum JSON-RPC URL (default http://127.0.0.1:8545)")
+@click.option("--data-dir", envvar="TRIBUTA_DATA_DIR", type=click.Path(path_type=Path), default=None, help="state and content store (default .tributa)")
+@click.option("--deployments", "deployments_dir", envvar="TRIBUTA_DEPLOYMENTS", type=click.Path(path_type=Path), default=None)
+@click.option("--oracle-url", envvar="TRIBUTA_ORACLE_URL", default=None, help="the oracle's job API (default http://127.0.0.1:8700)")
+@click.pass_context
+def cli(ctx: click.Context, rpc_url, data_dir, deployments_dir, oracle_url) -> None:
+    """Tributa: pay the compute, models and data behind every AI answer."""
+    settings = Settings().with_overrides(
+        rpc_url=rpc_url, data_dir=data_dir, deployments_dir=deployments_dir, oracle_url=oracle_url
+    )
+    ctx.obj = CliContext(settings)
+
+
+def _mount() -> None:
+    from tributa.cli import account, agent, model, oracle, task
+    from tributa.store.cli import store
+
+    for group in (task.task, model.model, oracle.oracle, agent.agent, account.account, store):
+        cli.add_command(group)
+
+
+_mount()
+
+
+def main() -> None:
+    try:
+        cli(prog_name="tributa")
+    except KeyboardInterrupt:
+        sys.exit(130)

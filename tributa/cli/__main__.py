@@ -1,0 +1,3 @@
+from tributa.cli import main
+
+main()

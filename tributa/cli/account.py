@@ -1,0 +1,42 @@
+"""`tributa account …`: credited balances in the escrow, and withdrawing them."""
+
+from __future__ import annotations
+
+import click
+
+from tributa.cli import account_option, pass_ctx
+from tributa.cli.format import eth
+from tributa.errors import TributaError
+from tributa.tasks import checksum
+
+
+@click.group()
+def account() -> None:
+    """Balances credited by the escrow (fees, refunds) and withdrawals (pull payments)."""
+
+
+@account.command("balance")
+@click.argument("address", required=False)
+@account_option("requester")
+@pass_ctx
+def balance(ctx, address, account_spec) -> None:
+    """Credited escrow balance and wallet balance of ADDRESS (default: your account)."""
+    if address is None:
+        address = ctx.signer(account_spec, "requester").address
+    address = checksum(address)
+    credited = ctx.contracts.escrow.functions.balance_of(address).call()
+    wallet = ctx.contracts.w3.eth.get_balance(address)
+    click.echo(f"{address}: credited {eth(credited)}, wallet {eth(wallet)}")
+
+
+@account.command("withdraw")
+@account_option("requester")
+@pass_ctx
+def withdraw(ctx, account_spec) -> None:
+    """Withdraw your whole credited balance from the escrow."""
+    signer = ctx.signer(account_spec, "requester")
+    credited = ctx.contracts.escrow.functions.balance_of(signer.address).call()
+    if credited == 0:
+        raise TributaError(f"{signer.address} has nothing to withdraw")
+    result = signer.transact(ctx.contracts.escrow.functions.withdraw(), action="withdraw")
+    click.echo(f"withdrew {eth(credited)} to {signer.address} (tx {result.tx_hash})")

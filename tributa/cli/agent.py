@@ -1,0 +1,64 @@
+"""`tributa agent …`: run a compute agent, or show its on-chain registration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from tributa.cli import account_option, pass_ctx
+from tributa.cli.format import eth, parse_eth
+from tributa.errors import TributaError
+
+
+@click.group()
+def agent() -> None:
+    """Compute agents: stake, poll for jobs, run models, return signed results."""
+
+
+@agent.command("run")
+@click.option("--model-dir", "model_dirs", multiple=True, type=click.Path(path_type=Path),
+              help="a model or adapter folder this agent serves (repeatable; default: the demo models)")
+@click.option("--stake", default=None, help="ETH to stake on first registration (default: the minimum)")
+@click.option("--capacity", type=click.IntRange(1, 1000), default=1, show_default=True)
+@click.option("--max-jobs", type=int, default=None, help="stop after this many jobs")
+@click.option("--json-logs/--text-logs", default=True)
+@account_option("agent")
+@pass_ctx
+def run(ctx, model_dirs, stake, capacity, max_jobs, json_logs, account_spec) -> None:
+    """Register (or refresh the registration), then poll and run jobs until interrupted."""
+    from compute_agent.bootstrap import build_agent
+    from tributa.logs import setup_logging
+
+    setup_logging(json_logs=json_logs)
+    try:
+        stake_wei = parse_eth(stake) if stake is not None else None
+    except ValueError as exc:
+        raise TributaError(str(exc)) from None
+    signer = ctx.signer(account_spec, "agent")
+    agent_ = build_agent(ctx.settings, ctx.contracts, signer, ctx.store, list(model_dirs), capacity, stake_wei, progress=click.echo)
+    click.echo(f"agent {signer.address} polling {ctx.settings.oracle_url}")
+    outcomes = agent_.run(max_jobs=max_jobs)
+    done = sum(o.ok for o in outcomes)
+    click.echo(f"agent stopped after {len(outcomes)} jobs ({done} done, {len(outcomes) - done} failed)")
+
+
+@agent.command("status")
+@click.argument("address", required=False)
+@account_option("agent")
+@pass_ctx
+def status(ctx, address, account_spec) -> None:
+    """An agent's stake, unbonding, served models and credited fees."""
+    from tributa.tasks import checksum
+
+    address = checksum(address) if address else ctx.signer(account_spec, "agent").address
+    escrow = ctx.contracts.escrow.functions
+    stake, unbonding, unbond_at, device, capacity, registered = escrow.agent(address).call()
+    if not registered:
+        click.echo(f"{address} is not a registered agent")
+        return
+    models = escrow.agent_models(address).call()
+    click.echo(f"agent {address}: stake {eth(stake)}, unbonding {eth(unbonding)}"
+               + (f" (release at {unbond_at})" if unbonding else ""))
+    click.echo(f"  device {'gpu' if device else 'cpu'}, capacity {capacity}, models {list(models)}")
+    click.echo(f"  credited fees {eth(escrow.balance_of(address).call())}")

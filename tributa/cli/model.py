@@ -1,0 +1,72 @@
+"""`tributa model …`: register models with their provenance, list them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from tributa.cli import account_option, pass_ctx
+from tributa.cli.format import eth, parse_eth
+from tributa.errors import TributaError
+from tributa.publish import register_model
+from tributa.registry import list_models
+from tributa.store import cid as cidlib
+
+
+def _parse_weights(pairs: tuple[str, ...]) -> dict[int, int]:
+    weights: dict[int, int] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.isdigit() or not value.isdigit():
+            raise TributaError(f"--dataset takes ID=BPS (e.g. 1=5000), not {pair!r}")
+        weights[int(key)] = int(value)
+    return weights
+
+
+@click.group()
+def model() -> None:
+    """Models: base weights, LoRA adapters, training datasets, fee per task."""
+
+
+@model.command("register")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--name", required=True)
+@click.option("--adapter", "adapters", multiple=True, type=click.Path(path_type=Path), help="LoRA adapter folder (repeatable)")
+@click.option("--dataset", "datasets", multiple=True, help="training dataset ID=BPS, summing to 10000 (repeatable)")
+@click.option("--fee", default="0", show_default=True, help="ETH per task to the model's fee receiver")
+@click.option("--fee-receiver", default=None, help="default: the publisher")
+@account_option("publisher")
+@pass_ctx
+def register(ctx, path, name, adapters, datasets, fee, fee_receiver, account_spec) -> None:
+    """Add PATH (and adapters) to the content store and register the model."""
+    try:
+        fee_wei = parse_eth(fee)
+    except ValueError as exc:
+        raise TributaError(str(exc)) from None
+    signer = ctx.signer(account_spec, "publisher")
+    published = register_model(
+        ctx.contracts, signer, ctx.store, name, path, list(adapters), _parse_weights(datasets), fee_wei, fee_receiver,
+        progress=lambda done, total: None,
+    )
+    click.echo(f"model {published.model_id} registered: {name} ({published.base.kind}), weights {published.base.cid}")
+    for adapter in published.adapters:
+        click.echo(f"  adapter {adapter.path.name}: {adapter.cid}")
+
+
+@model.command("list")
+@pass_ctx
+def list_cmd(ctx) -> None:
+    """Every registered model."""
+    models = list_models(ctx.contracts.registry)
+    if not models:
+        click.echo("no models registered")
+    for m in models:
+        status = "active" if m.active else "inactive"
+        weights_cid = cidlib.digest_to_cid(m.weights_digest)
+        click.echo(f"{m.model_id:>3}  {m.name:<28} {status:<8} fee {eth(m.fee_per_task):<14} weights {weights_cid}")
+        if m.adapter_digests:
+            click.echo(f"     adapters: {', '.join(str(cidlib.digest_to_cid(d)) for d in m.adapter_digests)}")
+        if m.dataset_ids:
+            pairs = ", ".join(f"{d}:{w / 100:.0f}%" for d, w in zip(m.dataset_ids, m.dataset_weights_bps))
+            click.echo(f"     trained on datasets {pairs}")

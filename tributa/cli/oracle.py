@@ -1,0 +1,51 @@
+"""`tributa oracle …`: run the oracle, or summarise its state."""
+
+from __future__ import annotations
+
+import click
+
+from tributa.cli import account_option, pass_ctx
+
+
+@click.group()
+def oracle() -> None:
+    """The oracle: ingests tasks, serves jobs, verifies, attributes and settles."""
+
+
+@oracle.command("run")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8700, show_default=True)
+@click.option("--db-url", envvar="TRIBUTA_DB_URL", default=None, help="SQLAlchemy URL (default: SQLite in the data dir)")
+@click.option("--lease-s", type=float, default=120.0, show_default=True, help="seconds an agent holds a job")
+@click.option("--agent-fee-bps", type=click.IntRange(0, 10_000), default=5000, show_default=True)
+@click.option("--no-attribution", is_flag=True, help="settle without computing attribution")
+@click.option("--json-logs/--text-logs", default=True)
+@account_option("oracle")
+@pass_ctx
+def run(ctx, host, port, db_url, lease_s, agent_fee_bps, no_attribution, json_logs, account_spec) -> None:
+    """Run the oracle until interrupted."""
+    from oracle.service import Oracle, OracleOptions
+    from tributa.logs import setup_logging
+
+    setup_logging(json_logs=json_logs)
+    signer = ctx.signer(account_spec, "oracle")
+    options = OracleOptions(host=host, port=port, db_url=db_url, lease_s=lease_s, agent_fee_bps=agent_fee_bps)
+    attributor = None
+    if not no_attribution:
+        from oracle.attribution.service import build_attributor
+
+        attributor = build_attributor(ctx.settings, ctx.contracts, ctx.store)
+    Oracle(ctx.settings, ctx.contracts, signer, options, attributor).run()
+
+
+@oracle.command("status")
+@click.option("--db-url", envvar="TRIBUTA_DB_URL", default=None)
+@pass_ctx
+def status(ctx, db_url) -> None:
+    """Tasks by state, the ingestion cursor and recent agents, from the oracle's database."""
+    from oracle.db import Database, database_url
+    from oracle.status import summarise
+
+    db = Database(database_url(ctx.settings.data_dir, db_url))
+    for line in summarise(db):
+        click.echo(line)

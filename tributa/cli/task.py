@@ -1,0 +1,127 @@
+"""`tributa task …`: post inference tasks and read their results."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from tributa.cli import account_option, pass_ctx
+from tributa.cli.format import eth, hex32, parse_eth
+from tributa.errors import TributaError
+from tributa.tasks import encode_input, post_task, read_task
+
+
+@click.group()
+def task() -> None:
+    """Post inference tasks (fee held in escrow) and read verified results."""
+
+
+@task.command("submit")
+@click.option("--model", "model_id", type=int, required=True, help="registered model id (see `tributa model list`)")
+@click.option("--prompt", default=None, help="generation: the prompt")
+@click.option("--text", "texts", multiple=True, help="embedding: a text to embed (repeatable)")
+@click.option("--input", "input_file", type=click.Path(path_type=Path), default=None, help="a JSON input file instead")
+@click.option("--max-new-tokens", type=click.IntRange(1, 256), default=None)
+@click.option("--fee", default=None, help="ETH to escrow (default: twice the model's minimum)")
+@click.option("--deadline-s", type=click.IntRange(10, 30 * 24 * 3600), default=600, show_default=True)
+@click.option("--k", type=click.IntRange(1, 5), default=1, show_default=True, help="agents that must agree")
+@account_option("requester")
+@pass_ctx
+def submit(ctx, model_id, prompt, texts, input_file, max_new_tokens, fee, deadline_s, k, account_spec) -> None:
+    """Store the input and post a task."""
+    if input_file is not None:
+        if prompt or texts:
+            raise TributaError("give --input or --prompt/--text, not both")
+        if not input_file.is_file():
+            raise TributaError(f"input file {input_file} does not exist")
+        input_bytes = input_file.read_bytes()
+        try:
+            json.loads(input_bytes)
+        except ValueError:
+            raise TributaError(f"{input_file} is not JSON") from None
+    else:
+        input_bytes = encode_input(prompt=prompt, texts=list(texts), max_new_tokens=max_new_tokens)
+    try:
+        fee_wei = parse_eth(fee) if fee is not None else None
+    except ValueError as exc:
+        raise TributaError(str(exc)) from None
+    signer = ctx.signer(account_spec, "requester")
+    posted = post_task(ctx.contracts, signer, ctx.store, model_id, input_bytes, fee_wei, deadline_s, k)
+    click.echo(f"task {posted.task_id} posted: model {model_id}, fee {eth(posted.fee)}, input {posted.input_cid}")
+    click.echo(f"  tx {posted.tx.tx_hash} (gas {posted.tx.gas_used})")
+
+
+@task.command("show")
+@click.argument("task_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@pass_ctx
+def show(ctx, task_id, as_json) -> None:
+    """A task's state, fee split, result and attribution."""
+    view = read_task(ctx.contracts, task_id)
+    result_text = None
+    if view.result_cid:
+        try:
+            result_text = ctx.store.get_bytes(view.result_cid).decode("utf-8", "replace")
+        except Exception as exc:  # the result may live only in the oracle's store
+            result_text = f"(not in the local store: {exc})"
+    if as_json:
+        out = {
+            "task_id": view.task_id,
+            "state": view.state,
+            "model_id": view.model_id,
+            "requester": view.requester,
+            "fee_wei": view.fee,
+            "input_cid": view.input_cid,
+            "result_cid": view.result_cid,
+            "attribution_cid": view.attribution_cid,
+            "failure": view.failure,
+            "settlement": {k: (hex32(v) if isinstance(v, bytes) else v) for k, v in (view.settlement or {}).items()},
+            "result": result_text,
+        }
+        click.echo(json.dumps(out, indent=2, default=str))
+        return
+    click.echo(f"task {view.task_id}: {view.state}")
+    click.echo(f"  model {view.model_id}, requester {view.requester}, fee {eth(view.fee)}, k={view.k}")
+    click.echo(f"  input  {view.input_cid}")
+    if view.failure:
+        click.echo(f"  failed: {view.failure}")
+    if view.settlement:
+        s = view.settlement
+        click.echo(f"  result {view.result_cid}")
+        click.echo(
+            f"  paid: agents {eth(s['agent_fee'])}, model {eth(s['model_fee'])}, data {eth(s['data_share'])}, "
+            f"protocol {eth(s['protocol_fee'])}, refund {eth(s['refund'])}  (tx {s['tx']})"
+        )
+        if result_text is not None:
+            click.echo(f"  output: {result_text[:400]}")
+    for line in _attribution_lines(ctx, view):
+        click.echo(line)
+
+
+def _attribution_lines(ctx, view) -> list[str]:
+    cid = view.attribution_cid
+    if not cid:
+        return []
+    try:
+        record = json.loads(ctx.store.get_bytes(cid))
+    except Exception as exc:
+        return [f"  attribution {cid} (not readable here: {exc})"]
+    lines = [f"  attribution {cid}"]
+    for dataset_id, bps in sorted(record.get("weights_bps", {}).items(), key=lambda kv: -kv[1]):
+        lines.append(f"    dataset {dataset_id}: {bps / 100:.2f}%")
+    for span in record.get("spans", [])[:5]:
+        lines.append(f"    span from dataset {span.get('dataset_id')}: {span.get('text', '')[:80]!r}")
+    return lines
+
+
+@task.command("refund")
+@click.argument("task_id", type=int)
+@account_option("requester")
+@pass_ctx
+def refund(ctx, task_id, account_spec) -> None:
+    """Refund a failed task, or an unsettled one past its deadline (credits the requester)."""
+    signer = ctx.signer(account_spec, "requester")
+    result = signer.transact(ctx.contracts.escrow.functions.refund(task_id), action="refund")
+    click.echo(f"task {task_id} refunded to its requester's balance (tx {result.tx_hash}); `tributa account withdraw` pays it out")

@@ -1,0 +1,103 @@
+"""A local Anvil node as a managed child process (for the demo, the tests and the bench)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tributa.config import REPO_ROOT, Settings
+from tributa.errors import ConfigError
+
+ANVIL_DIRS = sorted((REPO_ROOT / "node_modules" / "@foundry-rs").glob("anvil-*/bin"))
+
+
+def anvil_binary() -> str:
+    found = shutil.which("anvil") or next((str(d / "anvil") for d in ANVIL_DIRS if (d / "anvil").exists()), None)
+    if not found:
+        raise ConfigError("anvil not found; run `make setup` (it installs @foundry-rs/anvil from npm)")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+class AnvilNode:
+    """Starts Anvil on a port; `stop()` (or leaving the `with`) ends it and its children."""
+
+    def __init__(self, port: int | None = None, block_time: float | None = None, log_path: Path | None = None) -> None:
+        self.port = port or free_port()
+        self.block_time = block_time
+        self.log_path = log_path
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def rpc_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 30.0) -> "AnvilNode":
+        if port_in_use(self.port):
+            raise ConfigError(f"port {self.port} is already in use; stop the other node or pick another port")
+        cmd = [anvil_binary(), "--port", str(self.port), "--host", "127.0.0.1", "--accounts", "10", "--balance", "10000"]
+        if self.block_time:
+            cmd += ["--block-time", str(self.block_time)]
+        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        # A new session, so stop() can end the whole group and nothing is left behind.
+        self.process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout_s
+        while not port_in_use(self.port):
+            if self.process.poll() is not None:
+                raise ConfigError(f"anvil exited with code {self.process.returncode} while starting")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise ConfigError(f"anvil did not open port {self.port} within {timeout_s:.0f}s")
+            time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+                self.process.wait(timeout=10)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                os.killpg(self.process.pid, signal.SIGKILL)
+        self.process = None
+
+    def __enter__(self) -> "AnvilNode":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def ape_deploy(rpc_url: str, deployments_dir: Path, extra_args: list[str] = (), timeout_s: float = 300.0) -> None:
+    """Run `ape run deploy` against the node at rpc_url, writing into deployments_dir."""
+    ape = Path(sys.executable).with_name("ape")
+    cmd = [str(ape), "run", "deploy", "--network", rpc_url, "--deployments-dir", str(deployments_dir), *extra_args]
+    env = {**os.environ, "PATH": os.pathsep.join([str(d) for d in ANVIL_DIRS] + [os.environ.get("PATH", "")])}
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout_s)
+    if proc.returncode != 0:
+        tail = (proc.stdout + proc.stderr).strip().splitlines()[-15:]
+        raise ConfigError("`ape run deploy` failed:\n" + "\n".join(tail))
+
+
+def settings_for(node: AnvilNode, data_dir: Path, deployments_dir: Path, oracle_port: int | None = None) -> Settings:
+    return Settings().with_overrides(
+        rpc_url=node.rpc_url,
+        data_dir=data_dir,
+        deployments_dir=deployments_dir,
+        oracle_url=f"http://127.0.0.1:{oracle_port or free_port()}",
+    )

@@ -1,0 +1,67 @@
+"""Publishing models to the content store and the DataRegistry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from tributa.catalog import LocalModel, describe_folder
+from tributa.chain.contracts import Contracts
+from tributa.chain.tx import Signer, TxResult
+from tributa.errors import TributaError
+
+MAX_NAME = 64
+
+
+@dataclass(frozen=True)
+class PublishedModel:
+    model_id: int
+    base: LocalModel
+    adapters: list[LocalModel]
+    tx: TxResult
+
+
+def register_model(
+    contracts: Contracts,
+    signer: Signer,
+    store,
+    name: str,
+    base_path: Path,
+    adapter_paths: list[Path] = (),
+    datasets: dict[int, int] | None = None,
+    fee_per_task: int = 0,
+    fee_receiver: str | None = None,
+    progress=None,
+) -> PublishedModel:
+    """Add the folders to the store (pinned) and register the model with its provenance."""
+    if not name or len(name) > MAX_NAME:
+        raise TributaError(f"model name must be 1..{MAX_NAME} characters")
+    datasets = datasets or {}
+    if datasets and sum(datasets.values()) != 10_000:
+        raise TributaError(f"dataset weights must sum to 10000 bps, not {sum(datasets.values())}")
+    parts = []
+    for path in [Path(base_path), *map(Path, adapter_paths)]:
+        described = describe_folder(store, path)
+        stored = str(store.put_dir(path, progress=progress))
+        if stored != described.cid:
+            raise TributaError(f"{path} changed while it was being added; try again")
+        store.pin(stored)
+        parts.append(described)
+    base, adapters = parts[0], parts[1:]
+    if base.kind == "adapter":
+        raise TributaError(f"{base.path} is an adapter; pass the base model folder first")
+    if any(a.kind != "adapter" for a in adapters):
+        raise TributaError("every --adapter must be a LoRA adapter folder (with adapter_config.json)")
+    ids = sorted(datasets)
+    call = contracts.registry.functions.register_model(
+        name,
+        base.digest,
+        [a.digest for a in adapters],
+        ids,
+        [datasets[i] for i in ids],
+        fee_per_task,
+        fee_receiver or signer.address,
+    )
+    result = signer.transact(call, action="register_model")
+    event = contracts.registry.events.ModelRegistered().process_receipt(result.receipt)
+    return PublishedModel(event[0]["args"]["model_id"], base, adapters, result)

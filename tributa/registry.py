@@ -1,0 +1,45 @@
+"""Reading models and datasets from the DataRegistry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from web3.contract import Contract
+
+from tributa.errors import TributaError
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    model_id: int
+    name: str
+    weights_digest: bytes
+    publisher: str
+    fee_receiver: str
+    fee_per_task: int
+    active: bool
+    adapter_digests: list[bytes]
+    dataset_ids: list[int]
+    dataset_weights_bps: list[int]
+
+
+def read_model(registry: Contract, model_id: int) -> ModelInfo:
+    if not 1 <= model_id <= registry.functions.model_count().call():
+        raise TributaError(f"model {model_id} is not registered (see `tributa model list`)")
+    weights, publisher, receiver, fee, active, name = registry.functions.model(model_id).call()
+    return ModelInfo(
+        model_id=model_id,
+        name=name,
+        weights_digest=bytes(weights),
+        publisher=publisher,
+        fee_receiver=receiver,
+        fee_per_task=fee,
+        active=active,
+        adapter_digests=[bytes(d) for d in registry.functions.model_adapters(model_id).call()],
+        dataset_ids=list(registry.functions.model_dataset_ids(model_id).call()),
+        dataset_weights_bps=list(registry.functions.model_dataset_weights(model_id).call()),
+    )
+
+
+def list_models(registry: Contract) -> list[ModelInfo]:
+    return [read_model(registry, i) for i in range(1, registry.functions.model_count().call() + 1)]

@@ -1,0 +1,160 @@
+"""Posting tasks and reading them back: shared by the CLI, the demo and the tests."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from hexbytes import HexBytes
+from web3 import Web3
+
+from tributa.chain.contracts import Contracts
+from tributa.chain.tx import Signer, TxResult
+from tributa.errors import TributaError
+from tributa.registry import read_model
+from tributa.store import cid as cidlib
+
+STATES = {0: "unknown", 1: "open", 2: "settled", 3: "failed", 4: "refunded"}
+BPS = 10_000
+
+
+@dataclass(frozen=True)
+class PostedTask:
+    task_id: int
+    input_cid: str
+    fee: int
+    tx: TxResult
+
+
+@dataclass
+class TaskView:
+    task_id: int
+    requester: str
+    model_id: int
+    input_cid: str
+    fee: int
+    model_fee: int
+    deadline: int
+    k: int
+    state: str
+    settlement: dict[str, Any] | None = None
+    failure: str | None = None
+    refund_tx: str | None = None
+    events: list[str] = field(default_factory=list)
+
+    @property
+    def result_cid(self) -> str | None:
+        if not self.settlement:
+            return None
+        return str(cidlib.digest_to_cid(self.settlement["result_digest"]))
+
+    @property
+    def attribution_cid(self) -> str | None:
+        if not self.settlement or not any(self.settlement["attribution_digest"]):
+            return None
+        return str(cidlib.digest_to_cid(self.settlement["attribution_digest"]))
+
+
+def min_fee(contracts: Contracts, model_id: int) -> int:
+    """The smallest fee post_task accepts for this model."""
+    model = read_model(contracts.registry, model_id)
+    escrow = contracts.escrow.functions
+    cut_bps = escrow.protocol_fee_bps().call() + escrow.data_share_bps().call()
+    # fee - fee*cut/BPS >= model_fee  <=>  fee >= model_fee*BPS/(BPS-cut), rounded up, plus slack for floors
+    return -(-model.fee_per_task * BPS // (BPS - cut_bps)) + 2
+
+
+def encode_input(prompt: str | None = None, texts: list[str] | None = None, max_new_tokens: int | None = None, adapter: str | None = None) -> bytes:
+    """The canonical JSON input of a generation (prompt) or embedding (texts) task."""
+    if (prompt is None) == (not texts):
+        raise TributaError("give either a prompt (generation) or texts (embedding)")
+    body: dict[str, Any] = {"prompt": prompt} if prompt is not None else {"texts": list(texts or [])}
+    if max_new_tokens is not None:
+        body["max_new_tokens"] = max_new_tokens
+    if adapter is not None:
+        body["adapter"] = adapter
+    return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+
+def post_task(
+    contracts: Contracts,
+    signer: Signer,
+    store,
+    model_id: int,
+    input_bytes: bytes,
+    fee: int | None = None,
+    deadline_s: int = 600,
+    k: int = 1,
+) -> PostedTask:
+    """Store the input, then post the task with its fee in escrow."""
+    input_cid = str(store.put_bytes(input_bytes))
+    store.pin(input_cid)
+    fee = fee if fee is not None else 2 * min_fee(contracts, model_id)
+    now = contracts.w3.eth.get_block("latest")["timestamp"]
+    call = contracts.escrow.functions.post_task(model_id, cidlib.cid_to_digest(input_cid), now + deadline_s, k)
+    result = signer.transact(call, value=fee, action="post_task")
+    posted = contracts.escrow.events.TaskPosted().process_receipt(result.receipt)
+    return PostedTask(posted[0]["args"]["task_id"], input_cid, fee, result)
+
+
+def _task_logs(contracts: Contracts, event_name: str, task_id: int) -> list:
+    event = getattr(contracts.escrow.events, event_name)
+    return event.get_logs(from_block=contracts.deployment.block_number, argument_filters={"task_id": task_id})
+
+
+def read_task(contracts: Contracts, task_id: int) -> TaskView:
+    count = contracts.escrow.functions.task_count().call()
+    if not 1 <= task_id <= count:
+        raise TributaError(f"task {task_id} does not exist (there are {count} tasks)")
+    requester, model_id, input_digest, fee, model_fee, deadline, k, state = contracts.escrow.functions.task(task_id).call()
+    view = TaskView(
+        task_id=task_id,
+        requester=requester,
+        model_id=model_id,
+        input_cid=str(cidlib.digest_to_cid(bytes(input_digest))),
+        fee=fee,
+        model_fee=model_fee,
+        deadline=deadline,
+        k=k,
+        state=STATES.get(state, str(state)),
+    )
+    if view.state == "settled":
+        for entry in _task_logs(contracts, "TaskSettled", task_id):
+            args = dict(entry["args"])
+            args["tx"] = HexBytes(entry["transactionHash"]).to_0x_hex()
+            args["block"] = entry["blockNumber"]
+            view.settlement = args
+    for entry in _task_logs(contracts, "TaskFailed", task_id):
+        view.failure = entry["args"]["reason"]
+    for entry in _task_logs(contracts, "TaskRefunded", task_id):
+        view.refund_tx = HexBytes(entry["transactionHash"]).to_0x_hex()
+    return view
+
+
+def checksum(address: str) -> str:
+    try:
+        return Web3.to_checksum_address(address)
+    except ValueError:
+        raise TributaError(f"{address!r} is not an Ethereum address") from None
+
+
+def wait_until_final(
+    contracts: Contracts, task_ids: list[int], timeout_s: float, watch=(), final=("settled", "failed", "refunded")
+) -> dict[int, TaskView]:
+    """Poll until every task is in one of `final`; `watch` holds processes that must stay alive."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        views = {t: read_task(contracts, t) for t in task_ids}
+        if all(v.state in final for v in views.values()):
+            return views
+        for proc in watch:
+            if not proc.alive():
+                raise TributaError(f"the {proc.name} exited early:\n{proc.log_tail()}")
+        if time.monotonic() > deadline:
+            logs = "\n".join(f"{p.name} log:\n{p.log_tail()}" for p in watch)
+            waiting = {t: v.state for t, v in views.items() if v.state not in final}
+            raise TributaError(f"tasks not yet {'/'.join(final)} after {timeout_s:.0f}s: {waiting}\n{logs}")
+        time.sleep(0.25)
