@@ -22,7 +22,7 @@ def default_model_dirs(progress: Callable[[str], None] = print) -> list[Path]:
     from tributa.ml.models import ensure_demo_models
 
     demo = ensure_demo_models(progress=progress)
-    return [Path(demo.base_dir), *map(Path, demo.adapter_dirs.values()), minilm_dir()]
+    return [Path(demo.base_dir), *map(Path, demo.adapters.values()), minilm_dir()]
 
 
 def public_key(signer: Signer) -> bytes:

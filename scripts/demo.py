@@ -59,9 +59,9 @@ def main() -> int:
         publisher = Signer(contracts.w3, dev_account("publisher"))
         fee = 10**15  # 0.001 ETH per task to the model's fee receiver
         models = {}
-        first_adapter = sorted(demo.adapter_dirs)[0]
+        first_adapter = sorted(demo.adapters)[0]
         gen = register_model(contracts, publisher, store, f"tributa-gpt2-{first_adapter}", demo.base_dir,
-                             [demo.adapter_dirs[first_adapter]], None, fee)
+                             [demo.adapters[first_adapter]], None, fee)
         models["generate"] = gen.model_id
         emb = register_model(contracts, publisher, store, "all-MiniLM-L6-v2", minilm_dir(), [], None, fee)
         models["embed"] = emb.model_id

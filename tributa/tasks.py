@@ -65,15 +65,13 @@ def min_fee(contracts: Contracts, model_id: int) -> int:
     return -(-model.fee_per_task * BPS // (BPS - cut_bps)) + 2
 
 
-def encode_input(prompt: str | None = None, texts: list[str] | None = None, max_new_tokens: int | None = None, adapter: str | None = None) -> bytes:
+def encode_input(prompt: str | None = None, texts: list[str] | None = None, max_new_tokens: int | None = None) -> bytes:
     """The canonical JSON input of a generation (prompt) or embedding (texts) task."""
     if (prompt is None) == (not texts):
         raise TributaError("give either a prompt (generation) or texts (embedding)")
     body: dict[str, Any] = {"prompt": prompt} if prompt is not None else {"texts": list(texts or [])}
     if max_new_tokens is not None:
         body["max_new_tokens"] = max_new_tokens
-    if adapter is not None:
-        body["adapter"] = adapter
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
 

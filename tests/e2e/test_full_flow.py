@@ -31,10 +31,10 @@ def network(contracts, deployed, demo_models, tmp_path_factory):
     settings = deployed.with_overrides(data_dir=root / "data")
     store = open_store(settings.store_dir)
     publisher = signer_for(contracts, "publisher")
-    adapter = sorted(demo_models.adapter_dirs)[0]
-    gen = register_model(contracts, publisher, store, "e2e-gen", demo_models.base_dir, [demo_models.adapter_dirs[adapter]], None, 10**15)
+    adapter = sorted(demo_models.adapters)[0]
+    gen = register_model(contracts, publisher, store, "e2e-gen", demo_models.base_dir, [demo_models.adapters[adapter]], None, 10**15)
     emb = register_model(contracts, publisher, store, "e2e-embed", minilm_dir(), [], None, 10**15)
-    dirs = [demo_models.base_dir, demo_models.adapter_dirs[adapter], minilm_dir()]
+    dirs = [demo_models.base_dir, demo_models.adapters[adapter], minilm_dir()]
     oracle = start_oracle(settings, root / "oracle.log", ["--no-attribution", "--text-logs"])
     agent = start_agent(settings, root / "agent.log", ["--text-logs", *[a for d in dirs for a in ("--model-dir", str(d))]])
     yield {"settings": settings, "store": store, "gen": gen, "emb": emb, "oracle": oracle, "agent": agent, "adapter": adapter}
@@ -65,10 +65,10 @@ def test_e2e__generation_and_embedding_tasks__settle_with_verifiable_results(net
     from tributa.catalog import describe_folder
 
     base = describe_folder(store, demo_models.base_dir)
-    adapter = describe_folder(store, demo_models.adapter_dirs[network["adapter"]])
+    adapter = describe_folder(store, demo_models.adapters[network["adapter"]])
     recomputed = Executor().run(base, [adapter], gen_input)
     assert store.get_bytes(views[gen.task_id].result_cid) == recomputed
-    vectors = json.loads(store.get_bytes(views[emb.task_id].result_cid))["embeddings"]
+    vectors = json.loads(store.get_bytes(views[emb.task_id].result_cid))["vectors"]
     assert len(vectors) == 2 and len(vectors[0]) == 384
 
 

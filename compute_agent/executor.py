@@ -1,0 +1,30 @@
+"""From a job's model parts (resolved by digest) and input bytes to canonical output bytes."""
+
+from __future__ import annotations
+
+from compute_agent.runtime.jobs import JobInputError, JobSpec, RunnerRegistry, default_registry, run_job
+from tributa.catalog import LocalModel
+
+# The most new tokens any generation job may ask for.
+MAX_NEW_TOKENS = 64
+
+__all__ = ["Executor", "JobInputError"]
+
+
+class Executor:
+    """Runs jobs on this process's loaded models (one base, many adapters stay in memory)."""
+
+    def __init__(self, registry: RunnerRegistry | None = None) -> None:
+        self.registry = registry or default_registry()
+
+    def run(self, base: LocalModel, adapters: list[LocalModel], input_bytes: bytes) -> bytes:
+        adapter = adapters[0] if adapters else None
+        spec = JobSpec(
+            kind=base.kind,
+            model_path=str(base.path),
+            # Adapters are named by their CID, so two folders with one name never collide.
+            adapter=adapter.cid if adapter else None,
+            adapter_path=str(adapter.path) if adapter else None,
+            max_new_tokens=MAX_NEW_TOKENS,
+        )
+        return run_job(spec, input_bytes, self.registry).output

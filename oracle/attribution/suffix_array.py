@@ -1,0 +1,159 @@
+"""Suffix-array search over a dataset's token array (Infini-gram style, exact, vectorised).
+
+Suffixes compare token by token; a suffix that ends sorts before any longer one (the order
+libdivsufsort produces). Queries are padded with END (-1, "the string stops here") or TOP
+(above every token id) so that one vectorised binary search answers lower and upper bounds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pydivsufsort
+
+END = -1
+TOP = 1 << 40
+# First comparison window for longest-match search; doubled for rows that match all of it.
+_FIRST_WINDOW = 32
+_COUNT_BLOCK = 1 << 24
+
+
+def smallest_uint_dtype(max_value: int) -> np.dtype:
+    """The narrowest unsigned dtype holding 0..max_value (token ids, suffix positions)."""
+    for dtype in (np.uint8, np.uint16, np.uint32, np.uint64):
+        if max_value <= np.iinfo(dtype).max:
+            return np.dtype(dtype)
+    raise ValueError(f"{max_value} does not fit in 64 bits")
+
+
+def token_dtype(max_token_id: int) -> np.dtype:
+    # uint8 saves nothing in practice (vocabularies exceed 256) and complicates nothing either,
+    # but uint16 is the floor so a re-tokenised dataset keeps its dtype stable.
+    return np.dtype(np.uint16) if max_token_id <= 0xFFFF else np.dtype(np.uint32)
+
+
+def build_suffix_array(tokens: np.ndarray) -> np.ndarray:
+    """Suffix array of `tokens`, stored in the smallest unsigned dtype that holds len-1."""
+    if tokens.ndim != 1 or len(tokens) == 0:
+        raise ValueError("cannot build a suffix array of an empty token array")
+    sa = pydivsufsort.divsufsort(np.ascontiguousarray(tokens))
+    return sa.astype(smallest_uint_dtype(len(tokens) - 1), copy=False)
+
+
+@dataclass(frozen=True)
+class Occurrence:
+    """Where a pattern occurs: its suffix-array range, count and first (lowest) offset."""
+
+    count: int
+    first_offset: int
+
+
+class SuffixArraySearch:
+    """Binary searches over (tokens, suffix array); both may be memory-mapped."""
+
+    def __init__(self, tokens: np.ndarray, suffix_array: np.ndarray) -> None:
+        if len(tokens) != len(suffix_array):
+            raise ValueError(
+                f"token array ({len(tokens)}) and suffix array ({len(suffix_array)}) differ in "
+                "length: the index is corrupt, rebuild it."
+            )
+        # Plain ndarray views of the memory maps: same pages, without np.memmap's per-index cost.
+        self.tokens = np.asarray(tokens)
+        self.sa = np.asarray(suffix_array)
+        self.n = len(tokens)
+        # Suffix-array range of each first token: the binary search starts inside it, which saves
+        # about log2(vocabulary) of its ~log2(n) steps. Suffixes are grouped by first token in
+        # token order, so the ranges are the running totals of the token counts.
+        counts = np.zeros(0, dtype=np.int64)
+        for block in range(0, self.n, _COUNT_BLOCK):  # in blocks: bincount copies to int64
+            part = np.bincount(self.tokens[block : block + _COUNT_BLOCK])
+            counts = np.pad(counts, (0, max(0, len(part) - len(counts))))
+            counts[: len(part)] += part
+        self._top_token = len(counts) - 1
+        self._first_bounds = np.concatenate([[0], np.cumsum(counts)])
+
+    def _suffix_prefixes(self, positions: np.ndarray, width: int) -> np.ndarray:
+        """The first `width` tokens of the suffixes at `positions`, END past the array's end."""
+        idx = positions[:, None] + np.arange(width, dtype=np.int64)
+        vals = self.tokens[np.minimum(idx, self.n - 1)].astype(np.int64)
+        vals[idx >= self.n] = END
+        return vals
+
+    def lower_bound(self, queries: np.ndarray) -> np.ndarray:
+        """Per row: the first suffix-array index whose suffix is >= the row (over its width)."""
+        q = queries.shape[0]
+        # Start inside the first token's range; END sorts before every suffix, TOP and ids the
+        # dataset never uses after every suffix.
+        head = queries[:, 0]
+        seen = (head >= 0) & (head <= self._top_token)
+        h = np.clip(head, 0, self._top_token)
+        lo = np.where(seen, self._first_bounds[h], np.where(head < 0, 0, self.n))
+        hi = np.where(seen, self._first_bounds[h + 1], lo)
+        rows = np.arange(q)
+        while True:
+            active = lo < hi
+            if not active.any():
+                return lo
+            mid = (lo + hi) // 2
+            mid_safe = np.minimum(mid, self.n - 1)
+            vals = self._suffix_prefixes(self.sa[mid_safe].astype(np.int64), queries.shape[1])
+            diff = vals != queries
+            first = diff.argmax(axis=1)
+            less = diff.any(axis=1) & (vals[rows, first] < queries[rows, first])
+            lo = np.where(active & less, mid + 1, lo)
+            hi = np.where(active & ~less, mid, hi)
+
+    def _lcp_at(self, sa_index: np.ndarray, queries: np.ndarray) -> np.ndarray:
+        """Common-prefix length of each row with the suffix at `sa_index` (-1 or n: none -> 0)."""
+        valid = (sa_index >= 0) & (sa_index < self.n)
+        safe = np.clip(sa_index, 0, self.n - 1)
+        vals = self._suffix_prefixes(self.sa[safe].astype(np.int64), queries.shape[1])
+        same = (vals == queries) & (queries != END)
+        # Leading run of True: argmin finds the first False; an all-True row matches fully.
+        lcp = np.where(same.all(axis=1), queries.shape[1], same.argmin(axis=1))
+        return np.where(valid, lcp, 0)
+
+    def longest_matches(self, seq: np.ndarray, starts: np.ndarray) -> np.ndarray:
+        """For each start i: the longest L such that seq[i:i+L] occurs in the dataset.
+
+        Compares a window of tokens first and re-searches, with the window doubled, only the rows
+        that matched all of it, so long outputs cost what their matches need.
+        """
+        seq = np.asarray(seq, dtype=np.int64)
+        m = len(seq)
+        best = np.zeros(len(starts), dtype=np.int64)
+        pending = np.arange(len(starts))
+        width = _FIRST_WINDOW
+        while len(pending):
+            width = min(width, m)
+            idx = starts[pending][:, None] + np.arange(width, dtype=np.int64)
+            queries = np.where(idx < m, seq[np.minimum(idx, m - 1)], END)
+            pos = self.lower_bound(queries)
+            lcp = np.maximum(self._lcp_at(pos - 1, queries), self._lcp_at(pos, queries))
+            best[pending] = lcp
+            # A row that matched its whole window may match further: widen and search again.
+            more = (lcp == width) & (starts[pending] + width < m)
+            pending = pending[more]
+            width *= 2
+        return best
+
+    def occurrences(self, patterns: list[np.ndarray]) -> list[Occurrence]:
+        """Count and first offset of each (non-empty) pattern."""
+        if not patterns:
+            return []
+        width = max(len(p) for p in patterns) + 1
+        low = np.full((len(patterns), width), END, dtype=np.int64)
+        high = np.full((len(patterns), width), TOP, dtype=np.int64)
+        for row, p in enumerate(patterns):
+            low[row, : len(p)] = p
+            high[row, : len(p)] = p
+        # One search for both ends of every range: first suffix >= p+END..., first >= p+TOP...
+        bounds = self.lower_bound(np.concatenate([low, high]))
+        first, last = bounds[: len(patterns)], bounds[len(patterns) :]
+        out = []
+        for lo, hi in zip(first.tolist(), last.tolist()):
+            if hi <= lo:
+                raise RuntimeError("a matched span has no occurrence: the index is corrupt, rebuild it")
+            out.append(Occurrence(count=hi - lo, first_offset=int(self.sa[lo:hi].min())))
+        return out

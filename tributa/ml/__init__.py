@@ -1,0 +1,1 @@
+"""Machine learning for Tributa: tokenizer, demo generation models, embeddings."""
