@@ -51,7 +51,7 @@ class AnvilNode:
     def start(self, timeout_s: float = 30.0) -> "AnvilNode":
         if port_in_use(self.port):
             raise ConfigError(f"port {self.port} is already in use; stop the other node or pick another port")
-        cmd = [anvil_binary(), "--port", str(self.port), "--host", "127.0.0.1", "--accounts", "10", "--balance", "10000"]
+        cmd = [anvil_binary(), "--port", str(self.port), "--host", "127.0.0.1", "--accounts", "20", "--balance", "10000"]
         if self.block_time:
             cmd += ["--block-time", str(self.block_time)]
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL

@@ -31,6 +31,8 @@ DEV_ROLES = {
     "buyer2": 8,
     "treasury": 9,
 }
+# Data contributors in the demo and tests: dev accounts 10.. (a local node funds 20 accounts).
+FIRST_CONTRIBUTOR_INDEX = 10
 
 Account.enable_unaudited_hdwallet_features()
 

@@ -73,10 +73,11 @@ def cli(ctx: click.Context, rpc_url, data_dir, deployments_dir, oracle_url) -> N
 
 
 def _mount() -> None:
-    from tributa.cli import account, agent, model, oracle, task
+    from tributa.cli import account, agent, dataset, model, oracle, task
     from tributa.store.cli import store
 
-    for group in (task.task, model.model, oracle.oracle, agent.agent, account.account, store):
+    groups = (task.task, model.model, dataset.dataset, dataset.royalties, oracle.oracle, agent.agent, account.account, store)
+    for group in groups:
         cli.add_command(group)
 
 

@@ -105,14 +105,18 @@ def _attribution_lines(ctx, view) -> list[str]:
     if not cid:
         return []
     try:
-        record = json.loads(ctx.store.get_bytes(cid))
-    except Exception as exc:
+        envelope = json.loads(ctx.store.get_bytes(cid))
+    except Exception as exc:  # the record may live only in the oracle's store
         return [f"  attribution {cid} (not readable here: {exc})"]
-    lines = [f"  attribution {cid}"]
-    for dataset_id, bps in sorted(record.get("weights_bps", {}).items(), key=lambda kv: -kv[1]):
-        lines.append(f"    dataset {dataset_id}: {bps / 100:.2f}%")
+    settlement = envelope.get("settlement", {})
+    lines = [f"  attribution {cid} ({settlement.get('source', '?')})"]
+    for dataset_id, bps in zip(settlement.get("dataset_ids", []), settlement.get("weights_bps", [])):
+        lines.append(f"    dataset {dataset_id}: {bps / 100:.2f}% of the data share")
+    record = envelope.get("record") or {}
+    ids = envelope.get("datasets", {})
     for span in record.get("spans", [])[:5]:
-        lines.append(f"    span from dataset {span.get('dataset_id')}: {span.get('text', '')[:80]!r}")
+        source = ids.get(span.get("dataset_id"), span.get("dataset_id"))
+        lines.append(f"    span [{span.get('output_start')}:{span.get('output_end')}] from dataset {source}: {span.get('text', '')[:70]!r}")
     return lines
 
 

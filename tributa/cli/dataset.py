@@ -1,0 +1,127 @@
+"""`tributa dataset …` and `tributa royalties …`: data creators and their contributors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from tributa.cli import account_option, pass_ctx
+from tributa.cli.format import eth
+from tributa.datasets import list_datasets, parse_contributors, read_dataset, register_dataset
+
+
+def _progress(label: str):
+    """A progress callback for click that draws only for large inputs."""
+    state = {"bar": None}
+
+    def update(done: int, total: int) -> None:
+        if total < 8 << 20:
+            return
+        if state["bar"] is None:
+            state["bar"] = click.progressbar(length=total, label=label, file=click.get_text_stream("stderr"))
+            state["bar"].__enter__()
+        state["bar"].update(done - state["bar"].pos)
+        if done >= total:
+            state["bar"].__exit__(None, None, None)
+
+    return update
+
+
+@click.group()
+def dataset() -> None:
+    """Datasets: content, contributors and their shares, terms."""
+
+
+@dataset.command("register")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--contributor", "contributors", multiple=True, required=True, help="ADDR=BPS, summing to 10000 (repeatable)")
+@click.option("--terms", default="CC-BY-4.0; royalties per Tributa attribution", show_default=True)
+@click.option("--name", default=None, help="a name for the metadata (default: the file or folder name)")
+@click.option("--no-index", is_flag=True, help="skip building the attribution index here (the oracle builds it)")
+@account_option("creator")
+@pass_ctx
+def register(ctx, path, contributors, terms, name, no_index, account_spec) -> None:
+    """Check PATH (UTF-8 text), store it, index it for attribution, and register it."""
+    addrs, shares = parse_contributors(contributors)
+    signer = ctx.signer(account_spec, "creator")
+    index = None
+    if not no_index:
+        from oracle.attribution.service import default_indexes
+
+        indexes = default_indexes(ctx.settings)
+
+        def index(content_cid: str, text: str) -> int:
+            click.echo(f"indexing {len(text):,} characters for attribution…", err=True)
+            return indexes.build(content_cid, text).token_count
+
+    registered = register_dataset(
+        ctx.contracts, signer, ctx.store, path, addrs, shares, terms, name, index, _progress(f"adding {path}")
+    )
+    click.echo(f"dataset {registered.dataset_id} registered: {registered.content_cid}")
+    click.echo(f"  {len(addrs)} contributors, {registered.tokens_indexed:,} tokens indexed, tx {registered.tx.tx_hash}")
+
+
+@dataset.command("list")
+@pass_ctx
+def list_cmd(ctx) -> None:
+    """Every registered dataset."""
+    datasets = list_datasets(ctx.contracts)
+    if not datasets:
+        click.echo("no datasets registered")
+    for d in datasets:
+        status = "active" if d.active else "inactive"
+        click.echo(f"{d.dataset_id:>3}  {d.content_cid}  {status:<8} v{d.version}  {d.contributor_count} contributors  owner {d.owner}")
+
+
+@dataset.command("show")
+@click.argument("dataset_id", type=int)
+@pass_ctx
+def show(ctx, dataset_id) -> None:
+    """A dataset's content, owner, terms, contributors and royalties credited."""
+    from tributa.royalties import contributor_sets
+
+    d = read_dataset(ctx.contracts, dataset_id)
+    click.echo(f"dataset {d.dataset_id}: {d.content_cid} ({'active' if d.active else 'inactive'})")
+    click.echo(f"  owner {d.owner}, version {d.version}, terms: {d.terms}")
+    contributors, shares = contributor_sets(ctx.contracts).get((d.dataset_id, d.version), ([], []))
+    for account, bps in zip(contributors, shares):
+        click.echo(f"  {account}  {bps / 100:6.2f}%")
+    revenue = ctx.contracts.vault.functions.revenue(d.dataset_id, d.version).call()
+    click.echo(f"  royalties credited to this version: {eth(revenue)}")
+
+
+@click.group()
+def royalties() -> None:
+    """Royalties owed to data contributors (pull payments from the RoyaltyVault)."""
+
+
+@royalties.command("show")
+@click.argument("address", required=False)
+@account_option("creator")
+@pass_ctx
+def royalties_show(ctx, address, account_spec) -> None:
+    """What ADDRESS (default: your account) can claim, per dataset version."""
+    from tributa.royalties import shares_of
+    from tributa.tasks import checksum
+
+    address = checksum(address) if address else ctx.signer(account_spec, "creator").address
+    shares = shares_of(ctx.contracts, address)
+    if not shares:
+        click.echo(f"{address} contributes to no registered dataset")
+        return
+    for s in shares:
+        click.echo(f"dataset {s.dataset_id} v{s.version}: share {s.shares_bps / 100:.2f}%, claimable {eth(s.claimable)}, claimed {eth(s.claimed)}")
+    click.echo(f"total claimable: {eth(sum(s.claimable for s in shares))}")
+
+
+@royalties.command("claim")
+@account_option("creator")
+@pass_ctx
+def royalties_claim(ctx, account_spec) -> None:
+    """Claim everything owed to your account, across datasets and tasks."""
+    from tributa.royalties import claim_all
+
+    signer = ctx.signer(account_spec, "creator")
+    total, results = claim_all(ctx.contracts, signer)
+    click.echo(f"claimed {eth(total)} to {signer.address} in {len(results)} transaction(s)")
