@@ -13,6 +13,7 @@ from tributa.chain.contracts import Contracts, load_contracts
 from tributa.chain.eip712 import sign_result
 from tributa.chain.tx import Signer
 from tributa.devnet import AnvilNode, ape_deploy, settings_for
+from tributa.chain.events import first_event
 
 
 @contextmanager
@@ -32,7 +33,7 @@ def median(values: list[float]) -> float:
 def register_model(contracts: Contracts, publisher: Signer, dataset_ids=(), weights=(), fee: int = 10**15) -> int:
     call = contracts.registry.functions.register_model("bench", os.urandom(32), [], list(dataset_ids), list(weights), fee, publisher.address)
     receipt = publisher.transact(call).receipt
-    return contracts.registry.events.ModelRegistered().process_receipt(receipt)[0]["args"]["model_id"]
+    return first_event(contracts.registry, "ModelRegistered", receipt)["model_id"]
 
 
 def register_agent(contracts: Contracts, agent: Signer, models: list[int]) -> None:
@@ -44,7 +45,7 @@ def register_agent(contracts: Contracts, agent: Signer, models: list[int]) -> No
 def post(contracts: Contracts, requester: Signer, model_id: int, fee: int = 10**16, deadline_s: int = 3600):
     now = contracts.w3.eth.get_block("latest")["timestamp"]
     result = requester.transact(contracts.escrow.functions.post_task(model_id, os.urandom(32), now + deadline_s, 1), value=fee)
-    task_id = contracts.escrow.events.TaskPosted().process_receipt(result.receipt)[0]["args"]["task_id"]
+    task_id = first_event(contracts.escrow, "TaskPosted", result.receipt)["task_id"]
     return task_id, result.gas_used
 
 

@@ -1,6 +1,7 @@
 """Helpers for tests that drive the real chain."""
 
 from __future__ import annotations
+from tributa.chain.events import first_event
 
 
 def signer_for(contracts, role: str):
@@ -22,7 +23,7 @@ def register_test_model(contracts, publisher, fee_per_task: int = 10**15, name: 
 
     call = contracts.registry.functions.register_model(name, os.urandom(32), [], [], [], fee_per_task, publisher.address)
     result = publisher.transact(call)
-    return contracts.registry.events.ModelRegistered().process_receipt(result.receipt)[0]["args"]["model_id"]
+    return first_event(contracts.registry, "ModelRegistered", result.receipt)["model_id"]
 
 
 def ensure_agent(contracts, signer, models: list[int]) -> None:
@@ -40,4 +41,4 @@ def post_raw_task(contracts, requester, model_id: int, input_digest: bytes, dead
     fee = fee if fee is not None else 2 * min_fee(contracts, model_id)
     call = contracts.escrow.functions.post_task(model_id, input_digest, now + deadline_s, 1)
     result = requester.transact(call, value=fee)
-    return contracts.escrow.events.TaskPosted().process_receipt(result.receipt)[0]["args"]["task_id"]
+    return first_event(contracts.escrow, "TaskPosted", result.receipt)["task_id"]

@@ -11,6 +11,7 @@ from typing import Callable, Iterable
 
 from tributa import merkle
 from tributa.chain.contracts import Contracts
+from tributa.chain.events import first_event
 from tributa.chain.tx import Signer, TxResult
 from tributa.errors import TributaError
 from tributa.store import cid as cidlib
@@ -155,5 +156,5 @@ def register_dataset(
         digest, cidlib.cid_to_digest(metadata_cid), contributors, shares, terms
     )
     result = signer.transact(call, action="register_dataset")
-    event = contracts.registry.events.DatasetRegistered().process_receipt(result.receipt)
-    return RegisteredDataset(event[0]["args"]["dataset_id"], content_cid, metadata_cid, tokens, result)
+    dataset_id = first_event(contracts.registry, "DatasetRegistered", result.receipt)["dataset_id"]
+    return RegisteredDataset(dataset_id, content_cid, metadata_cid, tokens, result)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from tributa.catalog import LocalModel, describe_folder
 from tributa.chain.contracts import Contracts
+from tributa.chain.events import first_event
 from tributa.chain.tx import Signer, TxResult
 from tributa.errors import TributaError
 
@@ -63,5 +64,5 @@ def register_model(
         fee_receiver or signer.address,
     )
     result = signer.transact(call, action="register_model")
-    event = contracts.registry.events.ModelRegistered().process_receipt(result.receipt)
-    return PublishedModel(event[0]["args"]["model_id"], base, adapters, result)
+    model_id = first_event(contracts.registry, "ModelRegistered", result.receipt)["model_id"]
+    return PublishedModel(model_id, base, adapters, result)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +14,7 @@ from tributa.chain.contracts import Contracts
 from tributa.chain.tx import Signer, TxResult
 from tributa.errors import TributaError
 from tributa.registry import read_model
+from tributa.chain.events import first_event
 from tributa.store import cid as cidlib
 
 STATES = {0: "unknown", 1: "open", 2: "settled", 3: "failed", 4: "refunded"}
@@ -92,8 +94,8 @@ def post_task(
     now = contracts.w3.eth.get_block("latest")["timestamp"]
     call = contracts.escrow.functions.post_task(model_id, cidlib.cid_to_digest(input_cid), now + deadline_s, k)
     result = signer.transact(call, value=fee, action="post_task")
-    posted = contracts.escrow.events.TaskPosted().process_receipt(result.receipt)
-    return PostedTask(posted[0]["args"]["task_id"], input_cid, fee, result)
+    task_id = first_event(contracts.escrow, "TaskPosted", result.receipt)["task_id"]
+    return PostedTask(task_id, input_cid, fee, result)
 
 
 def _task_logs(contracts: Contracts, event_name: str, task_id: int) -> list:
@@ -141,8 +143,6 @@ def wait_until_final(
     contracts: Contracts, task_ids: list[int], timeout_s: float, watch=(), final=("settled", "failed", "refunded")
 ) -> dict[int, TaskView]:
     """Poll until every task is in one of `final`; `watch` holds processes that must stay alive."""
-    import time
-
     deadline = time.monotonic() + timeout_s
     while True:
         views = {t: read_task(contracts, t) for t in task_ids}

@@ -1,0 +1,66 @@
+"""Data-royalty gas from real Anvil receipts: settlement is flat in the number of contributors."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from bench.chain import deployed_chain, median, post, register_agent, register_model, settlement
+from tributa import merkle
+from tributa.chain.events import first_event
+
+REPEATS = 3
+SIZES = (1, 100, 1000)
+
+
+def _register_dataset(contracts, creator, contributors: list[str]) -> tuple[int, list[str], list[int], int]:
+    n = len(contributors)
+    shares = [10_000 // n + (1 if i < 10_000 % n else 0) for i in range(n)]
+    ordered, shares = merkle.sort_contributors(zip(contributors, shares))
+    call = contracts.registry.functions.register_dataset(os.urandom(32), os.urandom(32), ordered, shares, "bench")
+    result = creator.transact(call, gas=29_000_000 if n > 100 else None)
+    dataset_id = first_event(contracts.registry, "DatasetRegistered", result.receipt)["dataset_id"]
+    return dataset_id, ordered, shares, result.gas_used
+
+
+def run(workdir: Path) -> dict[str, float]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    figures: dict[str, float] = {}
+    with deployed_chain(workdir) as (node, contracts, s):
+        escrow = contracts.escrow.functions
+        claimer = s["creator"]
+        datasets = {}
+        for n in SIZES:
+            members = [claimer.address] + ["0x" + os.urandom(20).hex() for _ in range(n - 1)]
+            datasets[n] = _register_dataset(contracts, s["creator"], members)
+        register_gas = [
+            _register_dataset(contracts, s["creator"], [claimer.address] + ["0x" + os.urandom(20).hex() for _ in range(9)])
+            for _ in range(REPEATS)
+        ]
+        figures["gas_register_dataset_contributors_10"] = median([g[3] for g in register_gas])
+
+        model = register_model(contracts, s["publisher"])
+        register_agent(contracts, s["agent"], [model])
+        warm, _ = post(contracts, s["requester"], model)
+        s["oracle"].transact(escrow.settle(settlement(contracts, s["agent"], warm, dataset_ids=[datasets[1][0]], weights=[10_000])))
+        for n, (dataset_id, *_rest) in datasets.items():
+            gas = []
+            for _ in range(REPEATS):
+                task_id, _ = post(contracts, s["requester"], model)
+                call = escrow.settle(settlement(contracts, s["agent"], task_id, dataset_ids=[dataset_id], weights=[10_000]))
+                gas.append(s["oracle"].transact(call).gas_used)
+            figures[f"gas_settle_contributors_{n}"] = median(gas)
+
+        # One contributor of a 10-member dataset claims what several tasks credited.
+        dataset_id, ordered, shares, _ = register_gas[0]
+        for _ in range(REPEATS):
+            task_id, _ = post(contracts, s["requester"], model)
+            s["oracle"].transact(escrow.settle(settlement(contracts, s["agent"], task_id, dataset_ids=[dataset_id], weights=[10_000])))
+        index = ordered.index(claimer.address)
+        proof = merkle.contributors_proof(ordered, shares, index)
+        claim = contracts.vault.functions.claim(dataset_id, 1, shares[index], proof)
+        figures["gas_claim"] = claimer.transact(claim).gas_used
+    figures["settle_contributors_1000_vs_1_ratio"] = round(
+        figures["gas_settle_contributors_1000"] / figures["gas_settle_contributors_1"], 4
+    )
+    return figures

@@ -1,0 +1,35 @@
+"""Tributa's content store: every dataset, model, input, result and attribution record,
+addressed by the CID Kubo's `ipfs add` would give it. See tributa/store/README.md."""
+
+from tributa.store.base import GcStats, Progress, Store, VerifyReport
+from tributa.store.cid import Cid, cid_to_digest, digest_to_cid
+from tributa.store.embedded import EmbeddedStore
+from tributa.store.errors import (
+    BackendUnavailable,
+    CidError,
+    IntegrityError,
+    NotFound,
+    StoreError,
+    StoreFull,
+)
+from tributa.store.factory import IPFS_API_ENV, open_store, store_root
+
+__all__ = [
+    "BackendUnavailable",
+    "Cid",
+    "CidError",
+    "EmbeddedStore",
+    "GcStats",
+    "IPFS_API_ENV",
+    "IntegrityError",
+    "NotFound",
+    "Progress",
+    "Store",
+    "StoreError",
+    "StoreFull",
+    "VerifyReport",
+    "cid_to_digest",
+    "digest_to_cid",
+    "open_store",
+    "store_root",
+]

@@ -1,0 +1,202 @@
+"""`tributa store …`: add, get, verify, pin, unpin, pins and gc from the command line.
+
+The data directory comes from --data-dir, else the parent command's settings (ctx.obj with a
+`data_dir`, as tributa.cli passes it), else $TRIBUTA_DATA_DIR, else `.tributa`; blocks live in
+<data dir>/store. --ipfs-api (or $TRIBUTA_IPFS_API) switches to a Kubo daemon.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import click
+from click.core import ParameterSource
+
+from tributa.store.base import Store
+from tributa.store.errors import StoreError
+from tributa.store.factory import open_store
+
+_META_KEY = "tributa.store.options"
+_PROGRESS_MIN_BYTES = 8 << 20  # smaller adds finish before a progress line would help
+
+
+class _StoreGroup(click.Group):
+    """Turns store errors into one line on stderr and exit code 1, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except StoreError as exc:
+            raise click.ClickException(str(exc)) from None
+        except OSError as exc:
+            where = f" ({exc.filename})" if exc.filename else ""
+            raise click.ClickException(f"{exc.strerror or exc}{where}") from None
+
+
+@click.group("store", cls=_StoreGroup)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="TRIBUTA_DATA_DIR",
+    default=".tributa",
+    show_default=True,
+    help="Data directory; the store lives in DATA_DIR/store.",
+)
+@click.option(
+    "--ipfs-api",
+    envvar="TRIBUTA_IPFS_API",
+    default=None,
+    help="Use the Kubo daemon at this API multiaddr (e.g. /ip4/127.0.0.1/tcp/5001).",
+)
+@click.pass_context
+def store(ctx: click.Context, data_dir: Path, ipfs_api: str | None) -> None:
+    """Content-addressed storage with the CIDs `ipfs add` gives."""
+    parent_settings = ctx.obj if getattr(ctx.obj, "data_dir", None) is not None else None
+    if ctx.get_parameter_source("data_dir") != ParameterSource.COMMANDLINE and parent_settings:
+        data_dir = Path(parent_settings.data_dir)
+    if ipfs_api is None and parent_settings is not None:
+        ipfs_api = getattr(parent_settings, "ipfs_api", None)
+    ctx.meta[_META_KEY] = (data_dir, ipfs_api)
+
+
+def _open(ctx: click.Context) -> Store:
+    data_dir, ipfs_api = ctx.meta[_META_KEY]
+    opened = open_store(Path(data_dir) / "store", ipfs_api=ipfs_api)
+    ctx.call_on_close(opened.close)
+    return opened
+
+
+class _ProgressLine:
+    """A throttled `adding NAME: 42% (108.0/256.0 MiB)` line on stderr."""
+
+    def __init__(self, label: str) -> None:
+        self._label = label
+        self._last = 0.0
+        self._shown = False
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - self._last < 0.25 and done < total:
+            return
+        self._last = now
+        percent = 100 * done // total if total else 100
+        click.echo(
+            f"\r{self._label}: {percent:3d}% ({done / 2**20:.1f}/{total / 2**20:.1f} MiB)",
+            err=True,
+            nl=False,
+        )
+        self._shown = True
+
+    def finish(self) -> None:
+        if self._shown:
+            click.echo("", err=True)
+
+
+def _tree_bytes(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(item.stat().st_size for item in path.rglob("*") if item.is_file() and not item.is_symlink())
+
+
+@store.command("add")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--cid-version", type=click.Choice(["0", "1"]), default="0", show_default=True,
+              help="1 gives CIDv1 with raw leaves, like `ipfs add --cid-version=1`.")
+@click.option("-n", "--only-hash", is_flag=True, help="Print the CID without storing anything.")
+@click.pass_context
+def add(ctx: click.Context, path: Path, cid_version: str, only_hash: bool) -> None:
+    """Add a file or a directory tree; prints its CID."""
+    if not path.exists() and not path.is_symlink():
+        raise StoreError(f"no such file or directory: {path}")
+    target = _open(ctx)
+    version = int(cid_version)
+    if only_hash:
+        click.echo(str(target.cid_of(path, cid_version=version)))
+        return
+    progress = _ProgressLine(f"adding {path.name}") if _tree_bytes(path) >= _PROGRESS_MIN_BYTES else None
+    try:
+        if path.is_dir():
+            cid = target.put_dir(path, progress, cid_version=version)
+        else:
+            cid = target.put_file(path, progress, cid_version=version)
+    finally:
+        if progress is not None:
+            progress.finish()
+    click.echo(str(cid))
+
+
+@store.command("get")
+@click.argument("cid")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+              help="Write here (a file, or a directory tree) instead of to stdout.")
+@click.pass_context
+def get(ctx: click.Context, cid: str, output: Path | None) -> None:
+    """Write the content of CID to stdout, or to --output."""
+    target = _open(ctx)
+    if output is not None:
+        target.export(cid, output)
+        click.echo(f"wrote {cid} to {output}", err=True)
+        return
+    chunks = target.get(cid)
+    out: BinaryIO = click.get_binary_stream("stdout")
+    for chunk in chunks:
+        out.write(chunk)
+    out.flush()
+
+
+@store.command("verify")
+@click.argument("cid")
+@click.pass_context
+def verify(ctx: click.Context, cid: str) -> None:
+    """Re-hash every block of CID."""
+    report = _open(ctx).verify(cid)
+    click.echo(f"ok {report.cid}: {report.blocks} blocks, {report.bytes} bytes re-hashed")
+
+
+@store.command("pin")
+@click.argument("cid")
+@click.pass_context
+def pin(ctx: click.Context, cid: str) -> None:
+    """Keep CID (and everything under it) through gc."""
+    _open(ctx).pin(cid)
+    click.echo(f"pinned {cid}")
+
+
+@store.command("unpin")
+@click.argument("cid")
+@click.pass_context
+def unpin(ctx: click.Context, cid: str) -> None:
+    """Let gc remove CID unless another pin reaches it."""
+    _open(ctx).unpin(cid)
+    click.echo(f"unpinned {cid}")
+
+
+@store.command("pins")
+@click.pass_context
+def pins(ctx: click.Context) -> None:
+    """List pinned CIDs."""
+    for root in _open(ctx).pins():
+        click.echo(str(root))
+
+
+@store.command("gc")
+@click.pass_context
+def gc(ctx: click.Context) -> None:
+    """Delete every block no pin reaches."""
+    stats = _open(ctx).gc()
+    click.echo(
+        f"removed {stats.removed_blocks} blocks ({stats.removed_bytes} bytes), "
+        f"kept {stats.kept_blocks}"
+    )
+
+
+def main() -> None:
+    """Run the group on its own (`python -m tributa.store.cli`)."""
+    store(prog_name="tributa store")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

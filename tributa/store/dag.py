@@ -1,0 +1,213 @@
+"""Reading UnixFS DAGs back: stream a file, walk every block, list and export directories.
+
+Everything here works on verified blocks from a BlockSource and keeps memory bounded by the
+DAG's depth (one node's links per level), never by the content's size.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Protocol
+
+from tributa.store import dagpb, unixfs
+from tributa.store.cid import Cid
+from tributa.store.errors import IntegrityError, NotFound, StoreError, StoreFull
+from tributa.store.unixfs import DataType
+
+
+class BlockSource(Protocol):
+    def read(self, cid: Cid) -> bytes:
+        """Verified block bytes; NotFound if absent, IntegrityError if damaged."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """A decoded block: raw data, or a dag-pb node with its UnixFS payload."""
+
+    cid: Cid
+    block: bytes
+    links: list[dagpb.PBLink]
+    fs: unixfs.UnixFsData | None  # None for raw blocks
+
+    @property
+    def kind(self) -> DataType:
+        return DataType.RAW if self.fs is None else self.fs.type
+
+
+def decode(cid: Cid, block: bytes) -> Node:
+    if cid.codec == "raw":
+        return Node(cid, block, [], None)
+    try:
+        pb = dagpb.decode_node(block)
+        if pb.data is None:
+            raise unixfs.UnixFsError("the node has no UnixFS Data")
+        fs = unixfs.decode_data(pb.data)
+    except ValueError as exc:
+        raise IntegrityError(f"block {cid} is not a valid UnixFS node ({exc})") from None
+    return Node(cid, block, pb.links, fs)
+
+
+def _read_child(source: BlockSource, cid: Cid, root: Cid) -> bytes:
+    try:
+        return source.read(cid)
+    except NotFound:
+        raise IntegrityError(
+            f"block {cid} of {root} is missing: the content is incomplete; re-add it"
+        ) from None
+
+
+def load(source: BlockSource, cid: Cid) -> Node:
+    return decode(cid, source.read(cid))
+
+
+# -- files -------------------------------------------------------------------------------------
+
+
+def open_file(source: BlockSource, cid: Cid) -> Iterator[bytes]:
+    """Check the root now (so errors surface at the call) and return the chunk iterator."""
+    root = load(source, cid)
+    _require_file(root)
+    return _file_chunks(source, root)
+
+
+def _require_file(node: Node) -> None:
+    kind = node.kind
+    if kind in (DataType.DIRECTORY, DataType.HAMT_SHARD):
+        raise StoreError(
+            f"{node.cid} is a directory, not a file: export it with `tributa store get "
+            f"{node.cid} -o DIR`"
+        )
+    if kind == DataType.SYMLINK:
+        raise StoreError(f"{node.cid} is a symlink, not a file")
+    if kind not in (DataType.FILE, DataType.RAW):
+        raise StoreError(f"{node.cid} is a UnixFS {kind.name.lower()} node, not a file")
+
+
+def _file_chunks(source: BlockSource, root: Node) -> Iterator[bytes]:
+    expected = root.fs.filesize if root.fs is not None else len(root.block)
+    produced = 0
+    stack: list[Iterator[dagpb.PBLink]] = []
+
+    def emit(node: Node) -> bytes | None:
+        if node.fs is None:
+            return node.block
+        if node.fs.type not in (DataType.FILE, DataType.RAW):
+            raise IntegrityError(f"block {node.cid} inside file {root.cid} is not file data")
+        if node.links:
+            stack.append(iter(node.links))
+        return bytes(node.fs.data) if node.fs.data is not None and len(node.fs.data) else None
+
+    first = emit(root)
+    if first:
+        produced += len(first)
+        yield first
+    while stack:
+        link = next(stack[-1], None)
+        if link is None:
+            stack.pop()
+            continue
+        chunk = emit(decode(link.cid, _read_child(source, link.cid, root.cid)))
+        if chunk:
+            produced += len(chunk)
+            yield chunk
+    if expected is not None and produced != expected:
+        raise IntegrityError(
+            f"{root.cid} yielded {produced} bytes but its root records {expected}: "
+            "the DAG is truncated or inconsistent; re-add the content"
+        )
+
+
+# -- walking -----------------------------------------------------------------------------------
+
+
+def walk(source: BlockSource, cid: Cid) -> Iterator[Node]:
+    """Every block of a DAG, depth first, each read (and so re-hashed) once per visit."""
+    root = load(source, cid)
+    yield root
+    stack: list[Iterator[dagpb.PBLink]] = [iter(root.links)]
+    while stack:
+        link = next(stack[-1], None)
+        if link is None:
+            stack.pop()
+            continue
+        node = decode(link.cid, _read_child(source, link.cid, cid))
+        yield node
+        if node.links:
+            stack.append(iter(node.links))
+
+
+# -- directories -------------------------------------------------------------------------------
+
+
+def list_dir(source: BlockSource, node: Node) -> Iterator[tuple[bytes, Cid]]:
+    """(name, cid) of each entry of a plain or HAMT-sharded UnixFS directory."""
+    if node.kind == DataType.DIRECTORY:
+        for link in node.links:
+            yield link.name, link.cid
+        return
+    if node.kind != DataType.HAMT_SHARD:
+        raise StoreError(f"{node.cid} is not a directory")
+    fanout = node.fs.fanout if node.fs is not None and node.fs.fanout else 256
+    prefix = len(f"{fanout - 1:X}")
+    for link in node.links:
+        if len(link.name) == prefix:  # a sub-shard: its entries carry the real names
+            yield from list_dir(source, decode(link.cid, _read_child(source, link.cid, node.cid)))
+        else:
+            yield link.name[prefix:], link.cid
+
+
+def _safe_name(name: bytes, where: Cid) -> str:
+    if not name or name in (b".", b"..") or b"/" in name or b"\0" in name:
+        raise IntegrityError(f"directory {where} holds an unsafe entry name {name!r}; refusing to export it")
+    return os.fsdecode(name)
+
+
+WriteFile = Callable[[Iterator[bytes], Path], None]
+
+
+def export_tree(source: BlockSource, cid: Cid, dest: Path, write_file: WriteFile) -> None:
+    """Recreate `cid` at `dest`, which must not exist yet; its parent folders are created."""
+    if dest.exists() or dest.is_symlink():
+        raise StoreError(f"{dest} already exists: choose a new path or remove it first")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        export(source, cid, dest, write_file)
+    except OSError as exc:
+        raise StoreError(f"cannot write {exc.filename or dest}: {exc.strerror}") from None
+
+
+def export(source: BlockSource, cid: Cid, dest: Path, write_file: WriteFile) -> None:
+    """Recreate a file, symlink or directory tree at `dest`."""
+    node = load(source, cid)
+    if node.kind in (DataType.DIRECTORY, DataType.HAMT_SHARD):
+        dest.mkdir()
+        for name, child in list_dir(source, node):
+            export(source, child, dest / _safe_name(name, cid), write_file)
+    elif node.kind == DataType.SYMLINK:
+        target = bytes(node.fs.data) if node.fs is not None and node.fs.data is not None else b""
+        os.symlink(os.fsdecode(target), dest)
+    else:
+        _require_file(node)
+        write_file(_file_chunks(source, node), dest)
+
+
+def write_file_atomically(chunks: Iterator[bytes], dest: Path) -> None:
+    """Write a streamed file via a temp name, so a failed export leaves no partial file."""
+    tmp = dest.with_name(f".{dest.name}.tributa-tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            for chunk in chunks:
+                handle.write(chunk)
+        os.replace(tmp, dest)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise StoreFull(f"disk full while writing {dest}: free some space and retry") from None
+        raise StoreError(f"cannot write {dest}: {exc.strerror}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -1,0 +1,29 @@
+"""The content store's errors: one hierarchy, each message one line that says what to do."""
+
+from __future__ import annotations
+
+from tributa.errors import TributaError
+
+
+class StoreError(TributaError):
+    """Base of every content-store error; the CLI prints it as one line and exits 1."""
+
+
+class CidError(StoreError, ValueError):
+    """A string or byte sequence is not a valid (sha2-256, dag-pb or raw) CID."""
+
+
+class NotFound(StoreError):
+    """A CID that is not in the store, or a local path that does not exist."""
+
+
+class IntegrityError(StoreError):
+    """A stored block no longer hashes to its CID, is truncated, or a DAG is incomplete."""
+
+
+class StoreFull(StoreError):
+    """The disk filled up while writing; the partial block was removed, older blocks are intact."""
+
+
+class BackendUnavailable(StoreError):
+    """The Kubo daemon cannot be reached, or went away in the middle of an operation."""

@@ -1,0 +1,38 @@
+"""A store-wide reader/writer lock between processes: adds share it, gc takes it alone.
+
+Without it, gc in one process could delete the blocks of an add still running in another
+(those blocks are not pinned until the add finishes).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from tributa.store.errors import StoreError
+
+
+class StoreLock:
+    def __init__(self, root: Path) -> None:
+        self.path = root / "lock"
+
+    @contextmanager
+    def _hold(self, mode: int) -> Iterator[None]:
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise StoreError(f"cannot open the store lock {self.path}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, mode)
+            yield
+        finally:
+            os.close(fd)  # closing releases the flock
+
+    def shared(self) -> AbstractContextManager[None]:
+        return self._hold(fcntl.LOCK_SH)
+
+    def exclusive(self) -> AbstractContextManager[None]:
+        return self._hold(fcntl.LOCK_EX)
