@@ -32,7 +32,7 @@ def create_app(
     book: JobBook,
     auth: RequestAuthenticator,
     store,
-    agent_models: Callable[[str], set[int]],
+    directory,
     chain_time: Callable[[], int],
     info: dict,
 ) -> FastAPI:
@@ -76,12 +76,13 @@ def create_app(
             wait_s = min(MAX_WAIT_S, max(0.0, float(body.get("wait_s", 0))))
         except (TypeError, ValueError):
             raise JobError(422, "wait_s must be a number") from None
-        models = await run_in_threadpool(agent_models, agent)
+        models = await run_in_threadpool(directory.models, agent)
+        capacity = await run_in_threadpool(directory.capacity, agent)
         if not models:
             raise JobError(409, f"agent {agent} serves no registered model; update its registration")
         give_up = time.monotonic() + wait_s
         while True:
-            offer = await run_in_threadpool(book.lease, agent, models, chain_time())
+            offer = await run_in_threadpool(book.lease, agent, models, chain_time(), capacity)
             if offer is not None:
                 return offer.to_json()
             if time.monotonic() >= give_up:

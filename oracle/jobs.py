@@ -10,7 +10,7 @@ import base64
 import logging
 from dataclasses import asdict, dataclass
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from oracle.db import AgentSeen, Database, Job, JobState, Task, TaskState, now
 from tributa.chain.eip712 import recover_result_signer
@@ -19,6 +19,26 @@ from tributa.store import cid as cidlib
 log = logging.getLogger("tributa.oracle.jobs")
 
 MAX_OUTPUT_BYTES = 4 * 1024 * 1024
+# Below this agreement rate an agent waits before it may take a task (better agents go first).
+LOW_REPUTATION = 0.5
+LOW_REPUTATION_DELAY_S = 2.0
+REPUTATION_WINDOW = 50
+REPUTATION_MIN_SAMPLES = 3
+
+
+def reputation(session, agent: str) -> float:
+    """Recent agreement with the settled result: agreed / (agreed + disagreed + missed)."""
+    rows = session.execute(
+        select(Job.state, Job.result_digest, Task.result_digest)
+        .join(Task, Task.task_id == Job.task_id)
+        .where(Job.agent == agent, Task.state == TaskState.SETTLED, Job.state.in_((JobState.SUBMITTED, JobState.EXPIRED)))
+        .order_by(Job.id.desc())
+        .limit(REPUTATION_WINDOW)
+    ).all()
+    if len(rows) < REPUTATION_MIN_SAMPLES:
+        return 1.0
+    agreed = sum(1 for state, mine, settled in rows if state == JobState.SUBMITTED and mine == settled)
+    return agreed / len(rows)
 
 
 class JobError(Exception):
@@ -73,25 +93,39 @@ class JobBook:
         self.escrow_address = escrow_address
         self.lease_s = lease_s
 
-    def lease(self, agent: str, models: set[int], chain_time: int) -> JobOffer | None:
-        """Lease the oldest open task whose model the agent serves, or None."""
+    def lease(self, agent: str, models: set[int], chain_time: int, capacity: int = 1) -> JobOffer | None:
+        """Lease the oldest task this agent can take, or None.
+
+        A task with redundancy k goes to k distinct agents; an agent holds at most `capacity`
+        leases at once; an agent that often disagrees with the majority gets only tasks that
+        nobody better took within LOW_REPUTATION_DELAY_S.
+        """
         if not models:
             return None
         with self.db.session() as s:
-            seen = s.get(AgentSeen, agent)
-            if seen is None:
-                s.add(AgentSeen(agent=agent, last_poll_at=now()))
-            else:
-                seen.last_poll_at = now()
+            self._touch(s, agent)
+            held = s.execute(
+                select(func.count()).select_from(Job).where(Job.agent == agent, Job.state == JobState.LEASED)
+            ).scalar_one()
+            if held >= capacity:
+                return None
+            trusted = reputation(s, agent) >= LOW_REPUTATION
             candidates = s.execute(
                 select(Task)
-                .where(Task.state == TaskState.OPEN, Task.model_id.in_(models), Task.deadline > chain_time)
+                .where(
+                    Task.state.in_((TaskState.OPEN, TaskState.RUNNING)),
+                    Task.model_id.in_(models),
+                    Task.deadline > chain_time,
+                    ~Task.task_id.in_(select(Job.task_id).where(Job.agent == agent)),
+                )
                 .order_by(Task.task_id)
-                .limit(16)
+                .limit(32)
                 .with_for_update(skip_locked=True)
             ).scalars()
             for task in candidates:
-                if self._already_tried(s, task.task_id, agent):
+                if not trusted and now() - task.posted_at < LOW_REPUTATION_DELAY_S:
+                    continue
+                if self._active_jobs(s, task.task_id) >= task.k:
                     continue
                 input_cid = str(cidlib.digest_to_cid(bytes.fromhex(task.input_digest[2:])))
                 if not self.store.has(input_cid):
@@ -116,14 +150,26 @@ class JobBook:
         return None
 
     @staticmethod
-    def _already_tried(session, task_id: int, agent: str) -> bool:
-        # An agent whose lease on this task expired does not get it back (another agent should).
-        return (
-            session.execute(
-                select(Job.id).where(Job.task_id == task_id, Job.agent == agent, Job.state == JobState.EXPIRED)
-            ).first()
-            is not None
-        )
+    def _touch(session, agent: str) -> None:
+        seen = session.get(AgentSeen, agent)
+        if seen is None:
+            session.add(AgentSeen(agent=agent, last_poll_at=now()))
+        else:
+            seen.last_poll_at = now()
+
+    @staticmethod
+    def _active_jobs(session, task_id: int) -> int:
+        return session.execute(
+            select(func.count())
+            .select_from(Job)
+            .where(Job.task_id == task_id, Job.state.in_((JobState.LEASED, JobState.SUBMITTED)))
+        ).scalar_one()
+
+    @staticmethod
+    def _submitted(session, task_id: int) -> int:
+        return session.execute(
+            select(func.count()).select_from(Job).where(Job.task_id == task_id, Job.state == JobState.SUBMITTED)
+        ).scalar_one()
 
     def _held_job(self, session, agent: str, job_id: int) -> tuple[Job, Task]:
         job = session.get(Job, job_id, with_for_update=True)
@@ -151,10 +197,10 @@ class JobBook:
             job.result_digest = "0x" + sub.result_digest.hex()
             job.signature = "0x" + sub.signature.hex()
             job.submitted_at = now()
-            if task.state == TaskState.RUNNING:
+            s.flush()
+            # All k answers are in: the verdict (majority, spot check) is the settler's to make.
+            if task.state == TaskState.RUNNING and self._submitted(s, task.task_id) >= task.k:
                 task.state = TaskState.VERIFIED
-                task.result_cid = str(result_cid)
-                task.result_digest = job.result_digest
         return str(result_cid)
 
     def report_error(self, agent: str, job_id: int, kind: str, message: str) -> None:
@@ -167,7 +213,7 @@ class JobBook:
             if kind == "input":
                 task.state = TaskState.FAILING
                 task.reason = f"bad input: {message}"[:128]
-            elif task.state == TaskState.RUNNING:
+            elif task.state == TaskState.RUNNING and self._active_jobs(s, task.task_id) == 0:
                 task.state = TaskState.OPEN
 
     def expire_leases(self) -> int:
@@ -178,11 +224,24 @@ class JobBook:
                 select(Job).where(Job.state == JobState.LEASED, Job.lease_expires_at < now()).with_for_update(skip_locked=True)
             ).scalars():
                 job.state = JobState.EXPIRED
+                s.flush()
                 task = s.get(Task, job.task_id)
-                if task.state == TaskState.RUNNING:
+                if task.state == TaskState.RUNNING and self._active_jobs(s, task.task_id) == 0:
                     task.state = TaskState.OPEN
                 expired += 1
         return expired
+
+    def close_due(self, chain_time: int, margin_s: int) -> int:
+        """Tasks near their deadline with some answers but fewer than k: decide with what came in."""
+        closed = 0
+        with self.db.session() as s:
+            for task in s.execute(
+                select(Task).where(Task.state == TaskState.RUNNING, Task.deadline - margin_s < chain_time)
+            ).scalars():
+                if self._submitted(s, task.task_id) > 0:
+                    task.state = TaskState.VERIFIED
+                    closed += 1
+        return closed
 
     def _task_of(self, job_id: int) -> int:
         with self.db.session() as s:

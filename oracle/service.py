@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 
 import uvicorn
+from eth_account.messages import encode_defunct
 from web3 import Web3
 
 from oracle.api import create_app
@@ -16,12 +17,15 @@ from oracle.db import Database, database_url
 from oracle.ingest import Ingestor
 from oracle.jobs import JobBook
 from oracle.settler import Attributor, FeePolicy, Settler
+from oracle.verify import Reexecute
 from tributa.chain.contracts import Contracts
 from tributa.chain.tx import Signer
 from tributa.config import Settings
 from tributa.store import open_store
 
 log = logging.getLogger("tributa.oracle")
+
+_SEED_MESSAGE = encode_defunct(text="tributa spot-check seed v1")
 
 
 class ChainClock:
@@ -45,25 +49,29 @@ class AgentDirectory:
     def __init__(self, contracts: Contracts, ttl_s: float = 10.0) -> None:
         self.escrow = contracts.escrow
         self.ttl_s = ttl_s
-        self._cache: dict[str, tuple[float, bool, set[int]]] = {}
+        self._cache: dict[str, tuple[float, tuple[bool, set[int], int]]] = {}
         self._lock = threading.Lock()
 
-    def _lookup(self, agent: str) -> tuple[bool, set[int]]:
+    def _lookup(self, agent: str) -> tuple[bool, set[int], int]:
         with self._lock:
             hit = self._cache.get(agent)
             if hit and hit[0] > time.monotonic():
-                return hit[1], hit[2]
-        registered = bool(self.escrow.functions.agent(agent).call()[-1])
+                return hit[1]
+        *_, capacity, registered = self.escrow.functions.agent(agent).call()
         models = set(self.escrow.functions.agent_models(agent).call()) if registered else set()
+        entry = (bool(registered), models, max(1, capacity))
         with self._lock:
-            self._cache[agent] = (time.monotonic() + self.ttl_s, registered, models)
-        return registered, models
+            self._cache[agent] = (time.monotonic() + self.ttl_s, entry)
+        return entry
 
     def is_registered(self, agent: str) -> bool:
         return self._lookup(agent)[0]
 
     def models(self, agent: str) -> set[int]:
         return self._lookup(agent)[1]
+
+    def capacity(self, agent: str) -> int:
+        return self._lookup(agent)[2]
 
 
 @dataclass
@@ -74,10 +82,21 @@ class OracleOptions:
     lease_s: float = 120.0
     agent_fee_bps: int = 5000
     max_batch: int = 50
+    spot_check_fraction: float = 0.0
+    # Seconds before a deadline when a task with fewer than k answers is decided with what it has.
+    close_margin_s: int = 30
 
 
 class Oracle:
-    def __init__(self, settings: Settings, contracts: Contracts, signer: Signer, options: OracleOptions, attributor: Attributor | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        contracts: Contracts,
+        signer: Signer,
+        options: OracleOptions,
+        attributor: Attributor | None = None,
+        reexecute: Reexecute | None = None,
+    ) -> None:
         self.settings = settings
         self.contracts = contracts
         self.options = options
@@ -91,11 +110,21 @@ class Oracle:
             self.db, contracts.escrow, contracts.deployment.block_number, settings.confirmations, settings.max_log_blocks
         )
         self.settler = Settler(
-            self.db, contracts, signer, attributor, FeePolicy(options.agent_fee_bps), options.max_batch
+            self.db,
+            contracts,
+            signer,
+            attributor,
+            FeePolicy(options.agent_fee_bps),
+            options.max_batch,
+            store=self.store,
+            reexecute=reexecute,
+            spot_check_fraction=options.spot_check_fraction,
+            # Derived from the oracle's key: agents cannot predict which tasks get re-run.
+            spot_check_seed=bytes(signer.account.sign_message(_SEED_MESSAGE).signature),
         )
         auth = RequestAuthenticator(self.db, contracts.chain_id, escrow, self.directory.is_registered)
         info = {"chain_id": contracts.chain_id, "escrow": escrow, "oracle": signer.address}
-        self.app = create_app(self.db, self.book, auth, self.store, self.directory.models, self.clock, info)
+        self.app = create_app(self.db, self.book, auth, self.store, self.directory, self.clock, info)
         self._stop = threading.Event()
 
     def step(self) -> None:
@@ -103,6 +132,7 @@ class Oracle:
         self.ingestor.poll_once()
         self.clock.refresh()
         self.book.expire_leases()
+        self.book.close_due(self.clock(), self.options.close_margin_s)
         self.settler.settle_ready()
         self.settler.fail_pending()
         self.settler.refund_due(self.clock())

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 from sqlalchemy import select
 from web3 import Web3
 
-from oracle.db import Database, Job, JobState, Task, TaskState, now
+from oracle.db import Database, Job, Task, TaskState, now
 from oracle.ingest import EventDecoder
+from oracle.verify import Reexecute, Verdict, decide, spot_check_selected
 from tributa.chain.contracts import Contracts
 from tributa.chain.tx import Signer
 from tributa.errors import ChainError, ContractRevert
+from tributa.store import cid as cidlib
 
 log = logging.getLogger("tributa.oracle.settler")
 
@@ -45,6 +47,13 @@ class Attributor(Protocol):
 
 
 @dataclass(frozen=True)
+class Plan:
+    settlement: tuple
+    result_cid: str | None
+    attribution: Attribution
+
+
+@dataclass(frozen=True)
 class FeePolicy:
     """How much of a task's fee goes to the agents; the rest of the split is on-chain."""
 
@@ -64,7 +73,10 @@ class Settler:
         attributor: Attributor | None = None,
         fee_policy: FeePolicy = FeePolicy(),
         max_batch: int = 50,
-        on_settled: Callable[[Task], None] | None = None,
+        store=None,
+        reexecute: Reexecute | None = None,
+        spot_check_fraction: float = 0.0,
+        spot_check_seed: bytes = b"",
     ) -> None:
         self.db = db
         self.contracts = contracts
@@ -73,25 +85,38 @@ class Settler:
         self.attributor = attributor or (lambda task: NO_ATTRIBUTION)
         self.fee_policy = fee_policy
         self.max_batch = max_batch
-        self.on_settled = on_settled
+        self.store = store
+        self.reexecute = reexecute
+        self.spot_check_fraction = spot_check_fraction
+        self.spot_check_seed = spot_check_seed
         self.protocol_fee_bps = self.escrow.functions.protocol_fee_bps().call()
         self.data_share_bps = self.escrow.functions.data_share_bps().call()
         self._decoder = EventDecoder(self.escrow, ("TaskSettled", "SettlementRejected"))
 
     # -- settlement -------------------------------------------------------------------------
     def settle_ready(self) -> int:
-        """Settle every verified task (in batches); returns how many settled."""
+        """Decide and settle every verified task (in batches); returns how many settled."""
         with self.db.session() as s:
-            ready = s.execute(
-                select(Task).where(Task.state == TaskState.VERIFIED).order_by(Task.task_id).limit(self.max_batch)
-            ).scalars().all()
-            plans = [(task, self._settlement(s, task)) for task in ready]
-            for task, _ in plans:
-                task.state = TaskState.SETTLING
+            ready = [
+                t.task_id
+                for t in s.execute(
+                    select(Task).where(Task.state == TaskState.VERIFIED).order_by(Task.task_id).limit(self.max_batch)
+                ).scalars()
+            ]
+        # Verdicts and attribution run models: outside any write transaction, so the API never waits on them.
+        plans = [(task_id, self._plan(task_id)) for task_id in ready]
+        plans = [(task_id, plan) for task_id, plan in plans if plan is not None]
         if not plans:
             return 0
-        settlements = [p for _, p in plans]
-        task_ids = [t.task_id for t, _ in plans]
+        with self.db.session() as s:
+            for task_id, plan in plans:
+                task = s.get(Task, task_id)
+                task.state = TaskState.SETTLING
+                task.result_cid, task.result_digest = plan.result_cid, "0x" + plan.settlement[1].hex()
+                task.attribution_cid = plan.attribution.record_cid
+                task.attribution_digest = "0x" + plan.attribution.record_digest.hex()
+        settlements = [plan.settlement for _, plan in plans]
+        task_ids = [task_id for task_id, _ in plans]
         try:
             # Always the batch entrypoint: one bad task is skipped on-chain, never reverts the rest.
             result = self.signer.transact(self.escrow.functions.settle_batch(settlements), action="settle_batch")
@@ -105,24 +130,48 @@ class Settler:
             return 0
         return self._record(result, task_ids)
 
-    def _settlement(self, session, task: Task) -> tuple:
-        job = session.execute(
-            select(Job).where(Job.task_id == task.task_id, Job.state == JobState.SUBMITTED).order_by(Job.id)
-        ).scalars().first()
+    def _plan(self, task_id: int) -> "Plan | None":
+        """The settlement for one task, or None after marking it FAILING (no trustworthy result)."""
+        with self.db.session() as s:
+            task = s.get(Task, task_id)
+            jobs = s.execute(select(Job).where(Job.task_id == task_id).order_by(Job.id)).scalars().all()
+            s.expunge_all()
+        spot = task.k == 1 and spot_check_selected(task_id, self.spot_check_fraction, self.spot_check_seed)
+        try:
+            verdict = decide(task, jobs, self.reexecute, self._store_output, spot)
+        except Exception as exc:  # a re-execution that crashes must not stall the queue
+            log.exception("verdict for task %s failed", task_id)
+            verdict = Verdict(None, None, source="reexecution", note=f"re-execution failed: {type(exc).__name__}")
+        if verdict.result_digest is None:
+            with self.db.session() as s:
+                failing = s.get(Task, task_id)
+                failing.state = TaskState.FAILING
+                failing.reason = f"no verified result: {verdict.note}"[:128]
+            return None
+        if verdict.source != "majority" or verdict.slashed:
+            log.info("task %s verdict %s: paid %s, slashed %s %s", task_id, verdict.source,
+                     [j.agent for j in verdict.paid], verdict.slashed, verdict.note)
+        task.result_cid, task.result_digest = verdict.result_cid, verdict.result_digest
         attribution = self.attributor(task)
-        task.attribution_cid = attribution.record_cid
-        task.attribution_digest = "0x" + attribution.record_digest.hex()
-        return (
-            task.task_id,
-            bytes.fromhex(task.result_digest[2:]),
+        paid = [Web3.to_checksum_address(j.agent) for j in verdict.paid]
+        # The contract takes at most k agents in all: the paid ones first, then as many slashed as fit.
+        slashed = [Web3.to_checksum_address(a) for a in verdict.slashed][: max(0, task.k - len(paid))]
+        settlement = (
+            task_id,
+            bytes.fromhex(verdict.result_digest[2:]),
             attribution.record_digest,
-            [Web3.to_checksum_address(job.agent)],
-            [bytes.fromhex(job.signature[2:])],
-            self.fee_policy.agent_fee(task, self.protocol_fee_bps, self.data_share_bps),
-            [],
+            paid,
+            [bytes.fromhex(j.signature[2:]) for j in verdict.paid],
+            self.fee_policy.agent_fee(task, self.protocol_fee_bps, self.data_share_bps) if paid else 0,
+            slashed,
             attribution.dataset_ids,
             attribution.weights_bps,
         )
+        return Plan(settlement, verdict.result_cid, attribution)
+
+    def _store_output(self, output: bytes) -> tuple[str, str]:
+        cid = str(self.store.put_bytes(output))
+        return cid, "0x" + cidlib.cid_to_digest(cid).hex()
 
     def _record(self, result, task_ids: list[int]) -> int:
         settled: dict[int, dict] = {}

@@ -34,11 +34,44 @@ def ensure_agent(contracts, signer, models: list[int]) -> None:
     ensure_registered(contracts, signer, AgentProfile(models, 0, 1, pubkey))
 
 
-def post_raw_task(contracts, requester, model_id: int, input_digest: bytes, deadline_s: int = 600, fee: int | None = None) -> int:
+def post_raw_task(contracts, requester, model_id: int, input_digest: bytes, deadline_s: int = 600, fee: int | None = None, k: int = 1) -> int:
     from tributa.tasks import min_fee
 
     now = contracts.w3.eth.get_block("latest")["timestamp"]
     fee = fee if fee is not None else 2 * min_fee(contracts, model_id)
-    call = contracts.escrow.functions.post_task(model_id, input_digest, now + deadline_s, 1)
+    call = contracts.escrow.functions.post_task(model_id, input_digest, now + deadline_s, k)
     result = requester.transact(call, value=fee)
     return first_event(contracts.escrow, "TaskPosted", result.receipt)["task_id"]
+
+
+class OracleParts:
+    """The oracle's parts over one fresh database and store, wired as the service wires them."""
+
+    def __init__(self, contracts, signers, tmp_path, **settler_options) -> None:
+        from oracle.db import Database, database_url
+        from oracle.ingest import Ingestor
+        from oracle.jobs import JobBook
+        from oracle.settler import Settler
+        from tributa.store import open_store
+
+        self.contracts = contracts
+        self.db = Database(database_url(tmp_path))
+        self.store = open_store(tmp_path / "store")
+        self.book = JobBook(self.db, self.store, contracts.chain_id, contracts.escrow.address, lease_s=60)
+        self.ingestor = Ingestor(self.db, contracts.escrow, contracts.deployment.block_number)
+        self.settler = Settler(self.db, contracts, signers["oracle"], store=self.store, **settler_options)
+
+    def chain_time(self) -> int:
+        return self.contracts.w3.eth.get_block("latest")["timestamp"]
+
+    def state(self, task_id: int) -> str:
+        from oracle.db import Task
+
+        with self.db.session() as s:
+            return s.get(Task, task_id).state
+
+    def set_state(self, task_id: int, state: str) -> None:
+        from oracle.db import Task
+
+        with self.db.session() as s:
+            s.get(Task, task_id).state = state

@@ -6,44 +6,18 @@ import os
 
 import pytest
 
-from oracle.db import Database, Task, TaskState, database_url
-from oracle.ingest import Ingestor
-from oracle.jobs import JobBook, JobError, Submission
-from oracle.settler import Settler
-from tests.helpers import advance_time, ensure_agent, post_raw_task, register_test_model
+from oracle.db import Task, TaskState
+from oracle.jobs import JobError, Submission
+from tests.helpers import OracleParts, advance_time, ensure_agent, post_raw_task, register_test_model
 from tributa.chain.eip712 import sign_result
 from tributa.store import cid as cidlib
-from tributa.store import open_store
 
 ONCHAIN_SETTLED, ONCHAIN_REFUNDED = 2, 4
 
 
-class Oracle:
-    """The oracle's parts over one fresh database and store, wired as the service wires them."""
-
-    def __init__(self, contracts, signers, tmp_path) -> None:
-        self.contracts = contracts
-        self.db = Database(database_url(tmp_path))
-        self.store = open_store(tmp_path / "store")
-        self.book = JobBook(self.db, self.store, contracts.chain_id, contracts.escrow.address, lease_s=60)
-        self.ingestor = Ingestor(self.db, contracts.escrow, contracts.deployment.block_number)
-        self.settler = Settler(self.db, contracts, signers["oracle"])
-
-    def chain_time(self) -> int:
-        return self.contracts.w3.eth.get_block("latest")["timestamp"]
-
-    def state(self, task_id: int) -> str:
-        with self.db.session() as s:
-            return s.get(Task, task_id).state
-
-    def set_state(self, task_id: int, state: str) -> None:
-        with self.db.session() as s:
-            s.get(Task, task_id).state = state
-
-
 @pytest.fixture
 def oracle(contracts, signers, tmp_path, chain_snapshot):
-    return Oracle(contracts, signers, tmp_path)
+    return OracleParts(contracts, signers, tmp_path)
 
 
 def _submit(oracle, agent, offer, output: bytes, task_id: int) -> None:
