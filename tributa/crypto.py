@@ -279,7 +279,9 @@ def _check_envelope(envelope: bytes, max_bytes: int) -> bytes:
         raise EnvelopeTooLargeError(f"the envelope is {len(envelope)} bytes, over the {max_bytes}-byte limit")
     envelope = bytes(envelope)
     if not is_encrypted(envelope):
-        raise MalformedEnvelopeError("these bytes are not a Tributa envelope (no magic prefix): was the payload sent in plaintext?")
+        raise MalformedEnvelopeError(
+            "these bytes are not a Tributa envelope (no magic prefix): was the payload sent in plaintext?"
+        )
     if len(envelope) <= len(MAGIC):
         raise MalformedEnvelopeError("the envelope is truncated: it has no version byte")
     if envelope[len(MAGIC)] != VERSION:
@@ -287,7 +289,9 @@ def _check_envelope(envelope: bytes, max_bytes: int) -> bytes:
             f"envelope version {envelope[len(MAGIC)]} is not supported (this build reads version {VERSION}): upgrade tributa"
         )
     if len(envelope) < OVERHEAD_BYTES:
-        raise MalformedEnvelopeError(f"the envelope is truncated: {len(envelope)} bytes, a v1 envelope has at least {OVERHEAD_BYTES}")
+        raise MalformedEnvelopeError(
+            f"the envelope is truncated: {len(envelope)} bytes, a v1 envelope has at least {OVERHEAD_BYTES}"
+        )
     return envelope
 
 
