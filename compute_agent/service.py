@@ -13,6 +13,7 @@ from tributa.catalog import LocalModel, ModelCatalog
 from tributa.chain.contracts import Contracts
 from tributa.chain.eip712 import sign_result
 from tributa.chain.tx import Signer
+from tributa.metrics import AgentMetrics
 from tributa.registry import ModelInfo, list_models, read_model
 from tributa.store import cid as cidlib
 from tributa.store.errors import NotFound, StoreError
@@ -31,7 +32,16 @@ class JobOutcome:
 
 
 class Agent:
-    def __init__(self, contracts: Contracts, signer: Signer, catalog: ModelCatalog, client: JobClient, store, executor: Executor) -> None:
+    def __init__(
+        self,
+        contracts: Contracts,
+        signer: Signer,
+        catalog: ModelCatalog,
+        client: JobClient,
+        store,
+        executor: Executor,
+        metrics: AgentMetrics | None = None,
+    ) -> None:
         self.contracts = contracts
         self.signer = signer
         self.catalog = catalog
@@ -39,6 +49,7 @@ class Agent:
         self.store = store
         self.executor = executor
         self._models: dict[int, ModelInfo] = {}
+        self.metrics = metrics or AgentMetrics()
 
     def servable_models(self) -> list[int]:
         """Registered, active models whose weights and adapters this agent holds."""
@@ -74,6 +85,12 @@ class Agent:
         return data
 
     def handle(self, offer: dict) -> JobOutcome:
+        outcome = self._handle(offer)
+        self.metrics.jobs.labels("done" if outcome.ok else "failed").inc()
+        self.metrics.job_seconds.observe(outcome.seconds)
+        return outcome
+
+    def _handle(self, offer: dict) -> JobOutcome:
         started = time.perf_counter()
         job_id, task_id = offer["job_id"], offer["task_id"]
         model = self._model(offer["model_id"])
@@ -108,6 +125,7 @@ class Agent:
             try:
                 offer = self.client.poll(wait_s=wait_s)
             except OracleUnavailable as exc:
+                self.metrics.poll_errors.inc()
                 log.warning("%s; retrying in 2s", exc)
                 stop.wait(2.0)
                 continue

@@ -16,6 +16,7 @@ from oracle.auth import AuthError, RequestAuthenticator
 from oracle.db import Database, Task
 from oracle.jobs import JobBook, JobError, Submission
 from tributa.errors import TributaError
+from tributa.metrics import OracleMetrics
 
 log = logging.getLogger("tributa.oracle.api")
 
@@ -35,6 +36,7 @@ def create_app(
     directory,
     chain_time: Callable[[], int],
     info: dict,
+    metrics: OracleMetrics,
 ) -> FastAPI:
     app = FastAPI(title="Tributa oracle job API", version="1")
 
@@ -64,6 +66,11 @@ def create_app(
     async def _tributa_error(_: Request, exc: TributaError):
         return _error(400, str(exc))
 
+    @app.get("/metrics")
+    def prometheus() -> Response:
+        """Prometheus exposition: tasks by state, latency, gas, slashes, RPC errors."""
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
+
     @app.get("/v1/health")
     def health() -> dict:
         return {"ok": True, **info}
@@ -84,6 +91,7 @@ def create_app(
         while True:
             offer = await run_in_threadpool(book.lease, agent, models, chain_time(), capacity)
             if offer is not None:
+                metrics.leases.inc()
                 return offer.to_json()
             if time.monotonic() >= give_up:
                 return Response(status_code=204)

@@ -17,6 +17,8 @@ from oracle.db import Database, database_url
 from oracle.ingest import Ingestor
 from oracle.jobs import JobBook
 from oracle.settler import Attributor, FeePolicy, Settler
+from oracle.status import task_counts
+from tributa.metrics import OracleMetrics
 from oracle.verify import Reexecute
 from tributa.chain.contracts import Contracts
 from tributa.chain.tx import Signer
@@ -101,6 +103,7 @@ class Oracle:
         self.contracts = contracts
         self.options = options
         self.db = Database(database_url(settings.data_dir, options.db_url))
+        self.metrics = OracleMetrics(task_counts=lambda: task_counts(self.db))
         self.store = open_store(settings.store_dir)
         self.clock = ChainClock(contracts.w3)
         self.directory = AgentDirectory(contracts)
@@ -121,10 +124,11 @@ class Oracle:
             spot_check_fraction=options.spot_check_fraction,
             # Derived from the oracle's key: agents cannot predict which tasks get re-run.
             spot_check_seed=bytes(signer.account.sign_message(_SEED_MESSAGE).signature),
+            metrics=self.metrics,
         )
         auth = RequestAuthenticator(self.db, contracts.chain_id, escrow, self.directory.is_registered)
         info = {"chain_id": contracts.chain_id, "escrow": escrow, "oracle": signer.address}
-        self.app = create_app(self.db, self.book, auth, self.store, self.directory, self.clock, info)
+        self.app = create_app(self.db, self.book, auth, self.store, self.directory, self.clock, info, self.metrics)
         self._stop = threading.Event()
 
     def step(self) -> None:
@@ -143,6 +147,7 @@ class Oracle:
             try:
                 self.step()
             except Exception:  # an RPC blip must not kill the oracle; it retries next pass
+                self.metrics.rpc_errors.inc()
                 log.exception("oracle pass failed; retrying")
                 self._stop.wait(1.0)
             self._stop.wait(self.settings.poll_interval_s)

@@ -16,6 +16,7 @@ from web3 import Web3
 
 from oracle.db import Database, Job, Task, TaskState, now
 from oracle.ingest import EventDecoder
+from tributa.metrics import OracleMetrics
 from oracle.verify import Reexecute, Verdict, decide, spot_check_selected
 from tributa.chain.contracts import Contracts
 from tributa.chain.tx import Signer
@@ -51,6 +52,7 @@ class Plan:
     settlement: tuple
     result_cid: str | None
     attribution: Attribution
+    source: str  # the verdict's: majority, spot_check, reexecution
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,7 @@ class Settler:
         reexecute: Reexecute | None = None,
         spot_check_fraction: float = 0.0,
         spot_check_seed: bytes = b"",
+        metrics: OracleMetrics | None = None,
     ) -> None:
         self.db = db
         self.contracts = contracts
@@ -89,6 +92,7 @@ class Settler:
         self.reexecute = reexecute
         self.spot_check_fraction = spot_check_fraction
         self.spot_check_seed = spot_check_seed
+        self.metrics = metrics or OracleMetrics()
         self.protocol_fee_bps = self.escrow.functions.protocol_fee_bps().call()
         self.data_share_bps = self.escrow.functions.data_share_bps().call()
         self._decoder = EventDecoder(self.escrow, ("TaskSettled", "SettlementRejected"))
@@ -128,7 +132,8 @@ class Settler:
             # Not sent or not mined: leave them SETTLING; recover() decides from on-chain state.
             log.error("settlement of %d tasks not confirmed: %s", len(plans), exc)
             return 0
-        return self._record(result, task_ids)
+        self.metrics.gas_spent.labels("settle").inc(result.gas_used)
+        return self._record(result, dict(plans))
 
     def _plan(self, task_id: int) -> "Plan | None":
         """The settlement for one task, or None after marking it FAILING (no trustworthy result)."""
@@ -167,13 +172,14 @@ class Settler:
             attribution.dataset_ids,
             attribution.weights_bps,
         )
-        return Plan(settlement, verdict.result_cid, attribution)
+        return Plan(settlement, verdict.result_cid, attribution, verdict.source)
 
     def _store_output(self, output: bytes) -> tuple[str, str]:
         cid = str(self.store.put_bytes(output))
         return cid, "0x" + cidlib.cid_to_digest(cid).hex()
 
-    def _record(self, result, task_ids: list[int]) -> int:
+    def _record(self, result, plans: dict[int, Plan]) -> int:
+        task_ids = list(plans)
         settled: dict[int, dict] = {}
         rejected: dict[int, str] = {}
         for raw in result.receipt.logs:
@@ -196,6 +202,9 @@ class Settler:
                 task.agent_paid = args["agent_fee"]
                 task.refund = args["refund"]
                 task.gas_used = share
+                self.metrics.settled.labels(plans[task_id].source).inc()
+                self.metrics.slashes.inc(len(plans[task_id].settlement[6]))
+                self.metrics.latency.observe(max(0.0, task.settled_at - task.posted_at))
         missing = {t: rejected.get(t, "no settlement event") for t in task_ids if t not in settled}
         if missing:
             self._reconcile(missing)
@@ -231,7 +240,8 @@ class Settler:
         done = 0
         for task_id, reason in failing:
             try:
-                self.signer.transact(self.escrow.functions.fail_task(task_id, reason[:128]), action="fail_task")
+                sent = self.signer.transact(self.escrow.functions.fail_task(task_id, reason[:128]), action="fail_task")
+                self.metrics.gas_spent.labels("fail_task").inc(sent.gas_used)
             except ContractRevert as exc:
                 log.warning("fail_task(%s) reverted: %s (the chain state wins)", task_id, exc.reason)
             except ChainError as exc:
@@ -260,6 +270,7 @@ class Settler:
         for task_id in due:
             try:
                 result = self.signer.transact(self.escrow.functions.refund(task_id), action="refund")
+                self.metrics.gas_spent.labels("refund").inc(result.gas_used)
             except ContractRevert as exc:
                 log.warning("refund(%s) reverted: %s", task_id, exc.reason)
                 continue

@@ -10,9 +10,14 @@ from oracle.db import AgentSeen, Database, Job, Task
 from oracle.ingest import CURSOR_NAME
 
 
-def summarise(db: Database) -> list[str]:
+def task_counts(db: Database) -> dict[str, int]:
     with db.session() as s:
-        by_state = dict(s.execute(select(Task.state, func.count()).group_by(Task.state)).all())
+        return dict(s.execute(select(Task.state, func.count()).group_by(Task.state)).all())
+
+
+def summarise(db: Database) -> list[str]:
+    by_state = task_counts(db)
+    with db.session() as s:
         jobs = dict(s.execute(select(Job.state, func.count()).group_by(Job.state)).all())
         agents = s.execute(select(AgentSeen).order_by(AgentSeen.last_poll_at.desc()).limit(10)).scalars().all()
     cursor = db.cursor(CURSOR_NAME)

@@ -86,3 +86,19 @@ def test_e2e__malformed_input__fails_with_reason_and_refunds_in_full(network, co
     assert view.state == "refunded"
     assert view.failure and "bad input" in view.failure
     assert escrow.balance_of(requester.address).call() - before == bad.fee
+
+
+def test_e2e__oracle_metrics__count_settled_tasks_and_latency(network, contracts):
+    import httpx
+
+    requester = signer_for(contracts, "requester")
+    posted = post_task(contracts, requester, network["store"], network["emb"].model_id, encode_input(texts=["metrics"]))
+    wait_until_final(contracts, [posted.task_id], SETTLE_TIMEOUT_S, (network["oracle"], network["agent"]))
+
+    text = httpx.get(network["settings"].oracle_url + "/metrics", timeout=5).text
+
+    settled = [line for line in text.splitlines() if line.startswith('tributa_oracle_tasks{state="settled"}')]
+    assert settled and float(settled[0].split()[-1]) >= 1
+    count = [line for line in text.splitlines() if line.startswith("tributa_oracle_task_latency_seconds_count")]
+    assert count and float(count[0].split()[-1]) >= 1
+    assert "tributa_oracle_gas_spent_total" in text
