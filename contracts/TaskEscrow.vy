@@ -1,0 +1,920 @@
+# pragma version ~=0.4.3
+"""
+@title Tributa TaskEscrow
+@custom:contract-name TaskEscrow
+@license MIT
+@notice Inference tasks with escrowed fees, deadlines and refunds; compute-agent
+        stakes, unbonding and slashing; settlement by the oracle role.
+        Task states: 1 OPEN, 2 SETTLED, 3 FAILED, 4 REFUNDED.
+        Fee split at settlement (credited here, withdrawn by pull):
+          protocol = fee * protocol_fee_bps / 10000   -> treasury
+          data     = fee * data_share_bps / 10000     -> RoyaltyVault, split by the
+                     attribution weights (the last dataset takes the rounding
+                     remainder; refunded to the requester if no weights are given)
+          model    = the model's fee_per_task at post time -> the model's CURRENT
+                     fee receiver in the DataRegistry (possibly an IMO token)
+          agents   = agent_fee // len(agents) to each signing agent
+          refund   = the rest (rounding remainders included) -> requester
+        Slashing takes slash_bps of an agent's stake + unbonding; half goes to
+        the task's requester, the rest to the treasury.
+@dev The protocol and data basis points are snapshotted when a task is posted,
+     so a later `set_params` never changes the price of an open task.
+     Every wei held is accounted for by the running totals:
+       self.balance == total_open_fees + total_credited + total_staked
+     where total_open_fees covers OPEN and FAILED tasks, total_credited the
+     withdrawable balances, and total_staked all agent stake, bonded or
+     unbonding. Result and attribution digests are not stored; they are in the
+     `TaskSettled` event.
+@custom:security Pull payments only: settlement, refunds and slashing only
+                 credit balances; ETH leaves through `withdraw`, `withdraw_for`,
+                 `withdraw_stake` (and the data share, forwarded to the trusted
+                 RoyaltyVault). Every ETH-moving function is `@nonreentrant` and
+                 changes state before transferring. Agent signatures are EIP-712
+                 over (task_id, result_digest) bound to this contract and chain;
+                 recovery rejects malleable `s` values and never reverts, so one
+                 bad settlement in a batch cannot block the others.
+"""
+
+from snekmate.auth import ownable
+from snekmate.utils import ecdsa
+from snekmate.utils import eip712_domain_separator as eip712
+
+import interfaces.IDataRegistry as IDataRegistry
+import interfaces.IRoyaltyVault as IRoyaltyVault
+import interfaces.ITaskEscrow as ITaskEscrow
+
+implements: ITaskEscrow
+
+initializes: ownable
+initializes: eip712
+exports: (
+    ownable.owner,
+    ownable.transfer_ownership,
+    ownable.renounce_ownership,
+    eip712.eip712Domain,
+)
+
+
+# @dev Task states.
+OPEN: constant(uint256) = 1
+SETTLED: constant(uint256) = 2
+FAILED: constant(uint256) = 3
+REFUNDED: constant(uint256) = 4
+
+BPS: constant(uint256) = 10_000
+# @dev protocol_fee_bps + data_share_bps may not exceed this.
+MAX_FEE_SHARES_BPS: public(constant(uint256)) = 5_000
+# @dev Redundancy bound: at most this many agents per task.
+MAX_K: public(constant(uint256)) = 5
+# @dev Latest deadline a task may have, from the time it is posted.
+MAX_TASK_DURATION: public(constant(uint256)) = 30 * 86_400
+# @dev Longest unbonding delay the owner may set.
+MAX_UNBONDING_DELAY: public(constant(uint256)) = 90 * 86_400
+
+# @dev EIP-712 type hash of the message agents sign.
+RESULT_TYPEHASH: public(constant(bytes32)) = keccak256("Result(uint256 task_id,bytes32 result_digest)")
+
+# @dev Packed task word A: requester | deadline | k | state | protocol bps | data bps.
+_DEADLINE_SHIFT: constant(uint256) = 160
+_K_SHIFT: constant(uint256) = 200
+_STATE_SHIFT: constant(uint256) = 208
+_PBPS_SHIFT: constant(uint256) = 216
+_DBPS_SHIFT: constant(uint256) = 232
+# @dev Packed task word B: fee (96 bits) | model fee (96 bits) | model id (64 bits).
+_MODEL_FEE_SHIFT: constant(uint256) = 96
+_MODEL_ID_SHIFT: constant(uint256) = 192
+_MASK_8: constant(uint256) = 2**8 - 1
+_MASK_16: constant(uint256) = 2**16 - 1
+_MASK_40: constant(uint256) = 2**40 - 1
+_MASK_96: constant(uint256) = 2**96 - 1
+_MASK_160: constant(uint256) = 2**160 - 1
+
+
+event TaskPosted:
+    task_id: indexed(uint256)
+    requester: indexed(address)
+    model_id: indexed(uint256)
+    input_digest: bytes32
+    fee: uint256
+    model_fee: uint256
+    deadline: uint256
+    k: uint256
+
+event TaskSettled:
+    task_id: indexed(uint256)
+    result_digest: bytes32
+    attribution_digest: bytes32
+    agents: DynArray[address, 5]
+    agent_fee: uint256
+    model_fee: uint256
+    data_share: uint256
+    protocol_fee: uint256
+    refund: uint256
+
+event SettlementRejected:
+    task_id: indexed(uint256)
+    reason: String[64]
+
+event TaskFailed:
+    task_id: indexed(uint256)
+    reason: String[128]
+
+event TaskRefunded:
+    task_id: indexed(uint256)
+    requester: indexed(address)
+    amount: uint256
+
+event Withdrawn:
+    account: indexed(address)
+    amount: uint256
+
+event AgentRegistered:
+    agent: indexed(address)
+    stake: uint256
+    models: DynArray[uint256, 16]
+    device_class: uint8
+    capacity: uint16
+    pubkey: Bytes[65]
+
+event AgentUpdated:
+    agent: indexed(address)
+    models: DynArray[uint256, 16]
+    device_class: uint8
+    capacity: uint16
+    pubkey: Bytes[65]
+
+event StakeAdded:
+    agent: indexed(address)
+    amount: uint256
+
+event UnbondRequested:
+    agent: indexed(address)
+    amount: uint256
+    release_at: uint256
+
+event StakeWithdrawn:
+    agent: indexed(address)
+    amount: uint256
+
+event AgentSlashed:
+    agent: indexed(address)
+    task_id: indexed(uint256)
+    amount: uint256
+
+event OracleSet:
+    oracle: indexed(address)
+    enabled: bool
+
+event ParamsSet:
+    protocol_fee_bps: uint256
+    data_share_bps: uint256
+    slash_bps: uint256
+    min_stake: uint256
+    unbonding_delay: uint256
+
+event TreasurySet:
+    treasury: indexed(address)
+
+
+registry: public(immutable(IDataRegistry))
+vault: public(immutable(IRoyaltyVault))
+
+treasury: public(address)
+protocol_fee_bps: public(uint256)
+data_share_bps: public(uint256)
+slash_bps: public(uint256)
+min_stake: public(uint256)
+unbonding_delay: public(uint256)
+is_oracle: public(HashMap[address, bool])
+
+# @dev Tasks, packed (see the _SHIFT constants); ids run 1..task_count.
+_task_a: HashMap[uint256, uint256]
+_task_b: HashMap[uint256, uint256]
+_task_input: HashMap[uint256, bytes32]
+task_count: public(uint256)
+
+_agents: HashMap[address, ITaskEscrow.Agent]
+_agent_models: HashMap[address, DynArray[uint256, 16]]
+_agent_pubkey: HashMap[address, Bytes[65]]
+
+# @dev Withdrawable balances.
+balance_of: public(HashMap[address, uint256])
+
+# @dev Running totals (see the invariant in the module notes).
+total_open_fees: public(uint256)
+total_credited: public(uint256)
+total_staked: public(uint256)
+
+
+@deploy
+@payable
+def __init__(
+    registry_: IDataRegistry,
+    vault_: IRoyaltyVault,
+    treasury_: address,
+    protocol_fee_bps_: uint256,
+    data_share_bps_: uint256,
+    slash_bps_: uint256,
+    min_stake_: uint256,
+    unbonding_delay_: uint256,
+):
+    """
+    @notice Deploys the escrow; the deployer becomes the owner (who sets
+            oracles, parameters and the treasury).
+    @param registry_ The DataRegistry (model prices and fee receivers, datasets).
+    @param vault_ The RoyaltyVault credited with data shares.
+    @param treasury_ Receives protocol fees and the treasury half of slashes.
+    @param protocol_fee_bps_ Protocol fee in basis points of the task fee.
+    @param data_share_bps_ Data royalty share in basis points of the task fee.
+    @param slash_bps_ Share of an agent's stake taken per slash, in basis points.
+    @param min_stake_ Minimum stake to register as an agent, in wei.
+    @param unbonding_delay_ Seconds between an unbond request and its withdrawal.
+    """
+    assert registry_.address != empty(address), "escrow: zero registry"
+    assert vault_.address != empty(address), "escrow: zero vault"
+    ownable.__init__()
+    eip712.__init__("Tributa TaskEscrow", "1")
+    registry = registry_
+    vault = vault_
+    self._set_treasury(treasury_)
+    self._set_params(protocol_fee_bps_, data_share_bps_, slash_bps_, min_stake_, unbonding_delay_)
+
+
+# ------------------------------------------------------------------- tasks
+
+
+@payable
+@external
+@nonreentrant
+def post_task(model_id: uint256, input_digest: bytes32, deadline: uint256, k: uint256) -> uint256:
+    """
+    @notice Posts an inference task, escrowing msg.value as its fee.
+    @param model_id The registered, active model to run.
+    @param input_digest The sha2-256 digest of the (encrypted) input in the content store.
+    @param deadline Unix time by which the task must be settled (at most 30 days ahead).
+    @param k How many agents run it (1..5).
+    @return uint256 The new task id (ids start at 1).
+    """
+    fee: uint256 = msg.value
+    assert fee != 0, "escrow: zero fee"
+    assert fee <= _MASK_96, "escrow: fee too large"
+    assert deadline > block.timestamp, "escrow: deadline passed"
+    assert deadline <= block.timestamp + MAX_TASK_DURATION, "escrow: deadline too far"
+    assert input_digest != empty(bytes32), "escrow: zero input digest"
+    assert k != 0 and k <= MAX_K, "escrow: k out of range"
+    active: bool = False
+    model_fee: uint256 = 0
+    receiver: address = empty(address)
+    active, model_fee, receiver = staticcall registry.model_pricing(model_id)
+    assert active and model_id <= convert(max_value(uint64), uint256), "escrow: unknown or inactive model"
+    pbps: uint256 = self.protocol_fee_bps
+    dbps: uint256 = self.data_share_bps
+    assert fee - fee * pbps // BPS - fee * dbps // BPS >= model_fee, "escrow: fee below model price"
+
+    task_id: uint256 = self.task_count + 1
+    self.task_count = task_id
+    self._task_a[task_id] = (
+        convert(msg.sender, uint256)
+        | (deadline << _DEADLINE_SHIFT)
+        | (k << _K_SHIFT)
+        | (OPEN << _STATE_SHIFT)
+        | (pbps << _PBPS_SHIFT)
+        | (dbps << _DBPS_SHIFT)
+    )
+    self._task_b[task_id] = fee | (model_fee << _MODEL_FEE_SHIFT) | (model_id << _MODEL_ID_SHIFT)
+    self._task_input[task_id] = input_digest
+    self.total_open_fees += fee
+    log TaskPosted(
+        task_id=task_id,
+        requester=msg.sender,
+        model_id=model_id,
+        input_digest=input_digest,
+        fee=fee,
+        model_fee=model_fee,
+        deadline=deadline,
+        k=k,
+    )
+    return task_id
+
+
+@external
+@nonreentrant
+def settle(s: ITaskEscrow.Settlement):
+    """
+    @notice Settles one task (oracle only): pays the signing agents, the model's
+            fee receiver, the data royalties and the protocol, refunds the rest,
+            slashes the listed agents. Reverts with the validator's reason.
+    @param s The settlement: task, result and attribution digests, paid agents and
+           their EIP-712 signatures, total agent fee, slashed agents, attributed
+           datasets and weights (basis points, summing to 10000 if any).
+    """
+    self._check_oracle()
+    reason: String[64] = self._validate(s)
+    if len(reason) != 0:
+        raise reason
+    self._apply(s)
+
+
+@external
+@nonreentrant
+def settle_batch(batch: DynArray[ITaskEscrow.Settlement, 64]) -> DynArray[bool, 64]:
+    """
+    @notice Settles many tasks (oracle only). A settlement that fails validation
+            is skipped with a `SettlementRejected` event; it never blocks the
+            others.
+    @param batch The settlements (see `settle`).
+    @return DynArray Per settlement, whether it was applied.
+    """
+    self._check_oracle()
+    results: DynArray[bool, 64] = []
+    for s: ITaskEscrow.Settlement in batch:
+        reason: String[64] = self._validate(s)
+        if len(reason) == 0:
+            self._apply(s)
+            results.append(True)
+        else:
+            log SettlementRejected(task_id=s.task_id, reason=reason)
+            results.append(False)
+    return results
+
+
+@external
+def fail_task(task_id: uint256, reason: String[128]):
+    """
+    @notice Marks an open task failed (oracle only); its requester may then
+            `refund` the whole fee.
+    @param task_id The task.
+    @param reason Why it failed.
+    """
+    self._check_oracle()
+    a: uint256 = self._task_a[task_id]
+    assert (a >> _STATE_SHIFT) & _MASK_8 == OPEN, "escrow: task not open"
+    self._task_a[task_id] = self._with_state(a, FAILED)
+    log TaskFailed(task_id=task_id, reason=reason)
+
+
+@external
+def refund(task_id: uint256):
+    """
+    @notice Credits the requester the whole fee of a failed task, or of an open
+            task past its deadline. Anyone may call.
+    @param task_id The task.
+    """
+    a: uint256 = self._task_a[task_id]
+    state: uint256 = (a >> _STATE_SHIFT) & _MASK_8
+    assert state != 0, "escrow: unknown task"
+    if state == OPEN:
+        assert block.timestamp > (a >> _DEADLINE_SHIFT) & _MASK_40, "escrow: deadline not passed"
+    else:
+        assert state == FAILED, "escrow: not refundable"
+    self._task_a[task_id] = self._with_state(a, REFUNDED)
+    fee: uint256 = self._task_b[task_id] & _MASK_96
+    requester: address = self._requester(a)
+    self.balance_of[requester] += fee
+    self.total_open_fees -= fee
+    self.total_credited += fee
+    log TaskRefunded(task_id=task_id, requester=requester, amount=fee)
+
+
+@external
+@nonreentrant
+def withdraw() -> uint256:
+    """
+    @notice Sends the caller its whole credited balance.
+    @return uint256 The wei sent.
+    """
+    return self._withdraw(msg.sender)
+
+
+@external
+@nonreentrant
+def withdraw_for(account: address) -> uint256:
+    """
+    @notice Sends `account` its whole credited balance (anyone may call; e.g. to
+            flush a model token's revenue into the token).
+    @param account The account to pay.
+    @return uint256 The wei sent.
+    """
+    return self._withdraw(account)
+
+
+# ------------------------------------------------------------------ agents
+
+
+@payable
+@external
+@nonreentrant
+def register_agent(models: DynArray[uint256, 16], device_class: uint8, capacity: uint16, pubkey: Bytes[65]):
+    """
+    @notice Registers the caller as a compute agent, staking msg.value.
+    @param models Ids of the registered models it serves.
+    @param device_class Hardware class (free-form code, e.g. 0 CPU, 1 GPU).
+    @param capacity Concurrent jobs it accepts (at least 1).
+    @param pubkey Its public key; task inputs are encrypted to it.
+    """
+    assert not self._agents[msg.sender].registered, "escrow: already registered"
+    assert msg.value >= self.min_stake, "escrow: stake below minimum"
+    self._check_agent_profile(models, capacity, pubkey)
+    self._agents[msg.sender] = ITaskEscrow.Agent(
+        stake=msg.value,
+        unbonding=0,
+        unbond_at=0,
+        device_class=device_class,
+        capacity=capacity,
+        registered=True,
+    )
+    self._agent_models[msg.sender] = models
+    self._agent_pubkey[msg.sender] = pubkey
+    self.total_staked += msg.value
+    log AgentRegistered(
+        agent=msg.sender,
+        stake=msg.value,
+        models=models,
+        device_class=device_class,
+        capacity=capacity,
+        pubkey=pubkey,
+    )
+
+
+@external
+def update_agent(models: DynArray[uint256, 16], device_class: uint8, capacity: uint16, pubkey: Bytes[65]):
+    """
+    @notice Updates the caller's agent profile.
+    @param models Ids of the registered models it serves.
+    @param device_class Hardware class.
+    @param capacity Concurrent jobs it accepts (at least 1).
+    @param pubkey Its public key.
+    """
+    assert self._agents[msg.sender].registered, "escrow: not registered"
+    self._check_agent_profile(models, capacity, pubkey)
+    self._agents[msg.sender].device_class = device_class
+    self._agents[msg.sender].capacity = capacity
+    self._agent_models[msg.sender] = models
+    self._agent_pubkey[msg.sender] = pubkey
+    log AgentUpdated(agent=msg.sender, models=models, device_class=device_class, capacity=capacity, pubkey=pubkey)
+
+
+@payable
+@external
+@nonreentrant
+def add_stake():
+    """
+    @notice Adds msg.value to the caller's stake.
+    """
+    assert self._agents[msg.sender].registered, "escrow: not registered"
+    assert msg.value != 0, "escrow: zero stake"
+    self._agents[msg.sender].stake += msg.value
+    self.total_staked += msg.value
+    log StakeAdded(agent=msg.sender, amount=msg.value)
+
+
+@external
+def request_unbond(amount: uint256):
+    """
+    @notice Moves `amount` of the caller's stake to unbonding; it can be
+            withdrawn `unbonding_delay` seconds later. A later request adds to
+            the unbonding amount and restarts the timer. Unbonding stake can
+            still be slashed.
+    @param amount The wei to unbond.
+    """
+    assert self._agents[msg.sender].registered, "escrow: not registered"
+    assert amount != 0, "escrow: zero amount"
+    stake: uint256 = self._agents[msg.sender].stake
+    assert amount <= stake, "escrow: amount exceeds stake"
+    release_at: uint256 = block.timestamp + self.unbonding_delay
+    self._agents[msg.sender].stake = stake - amount
+    self._agents[msg.sender].unbonding += amount
+    self._agents[msg.sender].unbond_at = release_at
+    log UnbondRequested(agent=msg.sender, amount=amount, release_at=release_at)
+
+
+@external
+@nonreentrant
+def withdraw_stake() -> uint256:
+    """
+    @notice Sends the caller its unbonded stake once the delay has passed.
+    @return uint256 The wei sent.
+    """
+    amount: uint256 = self._agents[msg.sender].unbonding
+    assert amount != 0, "escrow: nothing unbonding"
+    assert block.timestamp >= self._agents[msg.sender].unbond_at, "escrow: still unbonding"
+    self._agents[msg.sender].unbonding = 0
+    self._agents[msg.sender].unbond_at = 0
+    self.total_staked -= amount
+    log StakeWithdrawn(agent=msg.sender, amount=amount)
+    self._send(msg.sender, amount)
+    return amount
+
+
+# ------------------------------------------------------------------- admin
+
+
+@external
+def set_oracle(oracle: address, enabled: bool):
+    """
+    @notice Grants or revokes the oracle role (owner only).
+    @param oracle The account.
+    @param enabled Whether it may settle and fail tasks.
+    """
+    ownable._check_owner()
+    assert oracle != empty(address), "escrow: zero oracle"
+    self.is_oracle[oracle] = enabled
+    log OracleSet(oracle=oracle, enabled=enabled)
+
+
+@external
+def set_params(protocol_fee_bps: uint256, data_share_bps: uint256, slash_bps: uint256, min_stake: uint256, unbonding_delay: uint256):
+    """
+    @notice Sets the economic parameters (owner only). Open tasks keep the
+            protocol and data shares they were posted with.
+    @param protocol_fee_bps Protocol fee in basis points.
+    @param data_share_bps Data royalty share in basis points (protocol + data <= 5000).
+    @param slash_bps Share of stake slashed, in basis points (<= 10000).
+    @param min_stake Minimum stake to register, in wei.
+    @param unbonding_delay Seconds of unbonding (<= 90 days).
+    """
+    ownable._check_owner()
+    self._set_params(protocol_fee_bps, data_share_bps, slash_bps, min_stake, unbonding_delay)
+
+
+@external
+def set_treasury(treasury: address):
+    """
+    @notice Sets the treasury (owner only). Balances already credited to the
+            previous treasury stay withdrawable by it.
+    @param treasury The new treasury.
+    """
+    ownable._check_owner()
+    self._set_treasury(treasury)
+
+
+# ------------------------------------------------------------------- views
+
+
+@view
+@external
+def task(task_id: uint256) -> ITaskEscrow.Task:
+    """
+    @notice A task (all zero if unknown).
+    @param task_id The task.
+    @return Task The task record.
+    """
+    a: uint256 = self._task_a[task_id]
+    b: uint256 = self._task_b[task_id]
+    return ITaskEscrow.Task(
+        requester=self._requester(a),
+        model_id=b >> _MODEL_ID_SHIFT,
+        input_digest=self._task_input[task_id],
+        fee=b & _MASK_96,
+        model_fee=(b >> _MODEL_FEE_SHIFT) & _MASK_96,
+        deadline=(a >> _DEADLINE_SHIFT) & _MASK_40,
+        k=(a >> _K_SHIFT) & _MASK_8,
+        state=(a >> _STATE_SHIFT) & _MASK_8,
+    )
+
+
+@view
+@external
+def task_fee_shares(task_id: uint256) -> (uint256, uint256):
+    """
+    @notice The protocol and data shares snapshotted when the task was posted.
+    @param task_id The task.
+    @return uint256 The protocol fee in basis points.
+    @return uint256 The data share in basis points.
+    """
+    a: uint256 = self._task_a[task_id]
+    return (a >> _PBPS_SHIFT) & _MASK_16, (a >> _DBPS_SHIFT) & _MASK_16
+
+
+@view
+@external
+def agent(account: address) -> ITaskEscrow.Agent:
+    """
+    @notice An agent record (all zero if unknown).
+    @param account The agent.
+    @return Agent Stake, unbonding amount and release time, device class,
+            capacity, registered flag.
+    """
+    return self._agents[account]
+
+
+@view
+@external
+def agent_models(account: address) -> DynArray[uint256, 16]:
+    """
+    @notice The models an agent serves.
+    @param account The agent.
+    @return DynArray The model ids.
+    """
+    return self._agent_models[account]
+
+
+@view
+@external
+def agent_pubkey(account: address) -> Bytes[65]:
+    """
+    @notice An agent's public key.
+    @param account The agent.
+    @return Bytes The key.
+    """
+    return self._agent_pubkey[account]
+
+
+@view
+@external
+def serves_model(account: address, model_id: uint256) -> bool:
+    """
+    @notice Whether a registered agent lists `model_id`.
+    @param account The agent.
+    @param model_id The model.
+    @return bool True if it serves the model.
+    """
+    if not self._agents[account].registered:
+        return False
+    for m: uint256 in self._agent_models[account]:
+        if m == model_id:
+            return True
+    return False
+
+
+@view
+@external
+def result_digest_to_sign(task_id: uint256, result_digest: bytes32) -> bytes32:
+    """
+    @notice The EIP-712 digest an agent signs for a result:
+            hashTypedDataV4(Result(task_id, result_digest)).
+    @param task_id The task.
+    @param result_digest The result's content digest.
+    @return bytes32 The digest to sign.
+    """
+    return self._result_digest(task_id, result_digest)
+
+
+@view
+@external
+def domain_separator() -> bytes32:
+    """
+    @notice The EIP-712 domain separator ("Tributa TaskEscrow", "1", chain id, this contract).
+    @return bytes32 The domain separator.
+    """
+    return eip712._domain_separator_v4()
+
+
+# ---------------------------------------------------------------- internal
+
+
+@internal
+@view
+def _check_oracle():
+    assert self.is_oracle[msg.sender], "escrow: caller is not the oracle"
+
+
+@internal
+@view
+def _check_agent_profile(models: DynArray[uint256, 16], capacity: uint16, pubkey: Bytes[65]):
+    assert capacity != 0, "escrow: zero capacity"
+    assert len(pubkey) != 0, "escrow: empty pubkey"
+    if len(models) != 0:
+        count: uint256 = staticcall registry.model_count()
+        for m: uint256 in models:
+            assert m != 0 and m <= count, "escrow: unknown model"
+
+
+@internal
+def _set_params(pbps: uint256, dbps: uint256, sbps: uint256, min_stake: uint256, delay: uint256):
+    assert pbps + dbps <= MAX_FEE_SHARES_BPS, "escrow: fee shares above 5000 bps"
+    assert sbps <= BPS, "escrow: slash above 10000 bps"
+    assert delay <= MAX_UNBONDING_DELAY, "escrow: unbonding delay too long"
+    self.protocol_fee_bps = pbps
+    self.data_share_bps = dbps
+    self.slash_bps = sbps
+    self.min_stake = min_stake
+    self.unbonding_delay = delay
+    log ParamsSet(protocol_fee_bps=pbps, data_share_bps=dbps, slash_bps=sbps, min_stake=min_stake, unbonding_delay=delay)
+
+
+@internal
+def _set_treasury(treasury: address):
+    assert treasury != empty(address), "escrow: zero treasury"
+    self.treasury = treasury
+    log TreasurySet(treasury=treasury)
+
+
+@internal
+@pure
+def _requester(a: uint256) -> address:
+    return convert(convert(a & _MASK_160, uint160), address)
+
+
+@internal
+@pure
+def _with_state(a: uint256, state: uint256) -> uint256:
+    return (a & ~(_MASK_8 << _STATE_SHIFT)) | (state << _STATE_SHIFT)
+
+
+@internal
+@view
+def _result_digest(task_id: uint256, result_digest: bytes32) -> bytes32:
+    return eip712._hash_typed_data_v4(keccak256(abi_encode(RESULT_TYPEHASH, task_id, result_digest)))
+
+
+@internal
+@pure
+def _recover(digest: bytes32, signature: Bytes[65]) -> address:
+    """
+    @dev Recovers a 65-byte (r, s, v) signature like snekmate's
+         `ecdsa._recover_sig`, with the same malleability bound, but returns the
+         zero address instead of reverting on a malformed signature, so the
+         validator can report it as a reason.
+    """
+    if len(signature) != 65:
+        return empty(address)
+    r: uint256 = extract32(signature, 0, output_type=uint256)
+    s: uint256 = extract32(signature, 32, output_type=uint256)
+    v: uint256 = convert(slice(signature, 64, 1), uint256)
+    # unsafe_sub(v, 27) > 1 rejects every v but 27 and 28 in one comparison
+    # (and costs the same for both, keeping settlement gas data-independent)
+    if s > ecdsa._MALLEABILITY_THRESHOLD or unsafe_sub(v, 27) > 1:
+        return empty(address)
+    return ecrecover(digest, v, r, s)
+
+
+@internal
+@view
+def _validate(s: ITaskEscrow.Settlement) -> String[64]:
+    """
+    @dev The one settlement validator: "" if `s` can be applied, else why not.
+         Never reverts on bad input (used by `settle` and `settle_batch`).
+    """
+    a: uint256 = self._task_a[s.task_id]
+    if (a >> _STATE_SHIFT) & _MASK_8 != OPEN:
+        return "escrow: task not open"
+    if block.timestamp > (a >> _DEADLINE_SHIFT) & _MASK_40:
+        return "escrow: deadline passed"
+    n_agents: uint256 = len(s.agents)
+    n_slashed: uint256 = len(s.slashed)
+    if n_agents + n_slashed > (a >> _K_SHIFT) & _MASK_8:
+        return "escrow: more agents than k"
+    if len(s.signatures) != n_agents:
+        return "escrow: signature count mismatch"
+    if n_agents == 0 and s.agent_fee != 0:
+        return "escrow: agent fee without agents"
+
+    everyone: DynArray[address, 10] = []
+    for x: address in s.agents:
+        everyone.append(x)
+    for x: address in s.slashed:
+        everyone.append(x)
+    for i: uint256 in range(len(everyone), bound=10):
+        for j: uint256 in range(i, bound=10):
+            if everyone[i] == everyone[j]:
+                return "escrow: duplicate agent"
+
+    if n_agents != 0:
+        digest: bytes32 = self._result_digest(s.task_id, s.result_digest)
+        for i: uint256 in range(n_agents, bound=5):
+            agent: address = s.agents[i]
+            if not self._agents[agent].registered:
+                return "escrow: agent not registered"
+            if self._recover(digest, s.signatures[i]) != agent:
+                return "escrow: bad signature"
+    for x: address in s.slashed:
+        if not self._agents[x].registered:
+            return "escrow: slashed agent not registered"
+
+    n_datasets: uint256 = len(s.dataset_ids)
+    if n_datasets != len(s.dataset_weights_bps):
+        return "escrow: dataset length mismatch"
+    if n_datasets != 0:
+        count: uint256 = staticcall registry.dataset_count()
+        total: uint256 = 0
+        for i: uint256 in range(n_datasets, bound=16):
+            dataset_id: uint256 = s.dataset_ids[i]
+            if dataset_id == 0 or dataset_id > count:
+                return "escrow: unknown dataset"
+            total += convert(s.dataset_weights_bps[i], uint256)
+        if total != BPS:
+            return "escrow: dataset weights must sum to 10000"
+
+    b: uint256 = self._task_b[s.task_id]
+    fee: uint256 = b & _MASK_96
+    model_fee: uint256 = (b >> _MODEL_FEE_SHIFT) & _MASK_96
+    # fee >= protocol + data + model_fee holds since post_task (snapshotted bps).
+    left: uint256 = fee - fee * ((a >> _PBPS_SHIFT) & _MASK_16) // BPS - fee * ((a >> _DBPS_SHIFT) & _MASK_16) // BPS - model_fee
+    if s.agent_fee > left:
+        return "escrow: payouts exceed fee"
+    return ""
+
+
+@internal
+def _apply(s: ITaskEscrow.Settlement):
+    """
+    @dev Applies a settlement that `_validate` accepted.
+    """
+    task_id: uint256 = s.task_id
+    a: uint256 = self._task_a[task_id]
+    b: uint256 = self._task_b[task_id]
+    self._task_a[task_id] = self._with_state(a, SETTLED)
+    requester: address = self._requester(a)
+    fee: uint256 = b & _MASK_96
+    model_fee: uint256 = (b >> _MODEL_FEE_SHIFT) & _MASK_96
+    protocol: uint256 = fee * ((a >> _PBPS_SHIFT) & _MASK_16) // BPS
+    data: uint256 = fee * ((a >> _DBPS_SHIFT) & _MASK_16) // BPS
+    treasury: address = self.treasury
+
+    # protocol fee
+    if protocol != 0:
+        self.balance_of[treasury] += protocol
+
+    # model fee, to the model's current fee receiver
+    if model_fee != 0:
+        active: bool = False
+        price: uint256 = 0
+        receiver: address = empty(address)
+        active, price, receiver = staticcall registry.model_pricing(b >> _MODEL_ID_SHIFT)
+        if receiver != empty(address):
+            self.balance_of[receiver] += model_fee
+        else:
+            model_fee = 0
+
+    # data share, to the vault by attribution weights
+    n_datasets: uint256 = len(s.dataset_ids)
+    if n_datasets == 0:
+        data = 0
+    elif data != 0:
+        amounts: DynArray[uint256, 16] = []
+        given: uint256 = 0
+        last: uint256 = n_datasets - 1
+        for i: uint256 in range(last, bound=16):
+            amount: uint256 = data * convert(s.dataset_weights_bps[i], uint256) // BPS
+            amounts.append(amount)
+            given += amount
+        amounts.append(data - given)
+        extcall vault.credit(task_id, s.dataset_ids, amounts, value=data)
+
+    # agents
+    agents_paid: uint256 = 0
+    n_agents: uint256 = len(s.agents)
+    if n_agents != 0 and s.agent_fee != 0:
+        each: uint256 = s.agent_fee // n_agents
+        if each != 0:
+            for x: address in s.agents:
+                self.balance_of[x] += each
+            agents_paid = each * n_agents
+
+    refund: uint256 = fee - protocol - model_fee - data - agents_paid
+
+    # slashing
+    slashed_total: uint256 = 0
+    to_requester: uint256 = 0
+    if len(s.slashed) != 0:
+        sbps: uint256 = self.slash_bps
+        for x: address in s.slashed:
+            stake: uint256 = self._agents[x].stake
+            unbonding: uint256 = self._agents[x].unbonding
+            amount: uint256 = (stake + unbonding) * sbps // BPS
+            if amount <= stake:
+                self._agents[x].stake = stake - amount
+            else:
+                self._agents[x].stake = 0
+                self._agents[x].unbonding = unbonding - (amount - stake)
+            slashed_total += amount
+            to_requester += amount // 2
+            log AgentSlashed(agent=x, task_id=task_id, amount=amount)
+        if slashed_total != 0:
+            self.total_staked -= slashed_total
+            self.balance_of[treasury] += slashed_total - to_requester
+
+    if refund + to_requester != 0:
+        self.balance_of[requester] += refund + to_requester
+
+    self.total_open_fees -= fee
+    self.total_credited += fee - data + slashed_total
+    log TaskSettled(
+        task_id=task_id,
+        result_digest=s.result_digest,
+        attribution_digest=s.attribution_digest,
+        agents=s.agents,
+        agent_fee=agents_paid,
+        model_fee=model_fee,
+        data_share=data,
+        protocol_fee=protocol,
+        refund=refund,
+    )
+
+
+@internal
+def _withdraw(account: address) -> uint256:
+    amount: uint256 = self.balance_of[account]
+    assert amount != 0, "escrow: nothing to withdraw"
+    self.balance_of[account] = 0
+    self.total_credited -= amount
+    log Withdrawn(account=account, amount=amount)
+    self._send(account, amount)
+    return amount
+
+
+@internal
+def _send(to: address, amount: uint256):
+    success: bool = raw_call(to, b"", value=amount, revert_on_failure=False)
+    assert success, "escrow: transfer failed"

@@ -1,0 +1,368 @@
+"""TaskEscrow: settlement, EIP-712 signatures, batching and slashing."""
+
+import boa
+import pytest
+from eth_account import Account
+from eth_account.messages import _hash_eip191_message, encode_typed_data
+from eth_utils import keccak
+
+from tests.contracts import helpers as h
+
+FEE = 10**16
+PROTOCOL = FEE * h.PROTOCOL_FEE_BPS // h.BPS  # 5e14
+DATA = FEE * h.DATA_SHARE_BPS // h.BPS  # 1e15
+SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+
+
+def held(w):
+    e = w.escrow
+    return e.total_open_fees() + e.total_credited() + e.total_staked()
+
+
+def settle(w, s):
+    with boa.env.prank(w.oracle):
+        w.escrow.settle(s)
+    return w.escrow.get_logs()
+
+
+# ------------------------------------------------------------- EIP-712
+
+
+def test_result_digest_to_sign__equals_eth_account_typed_data_hash(w):
+    msg = h.typed_result(w.escrow.address, 42, h.digest("r"))
+    expected = _hash_eip191_message(encode_typed_data(full_message=msg))
+    assert w.escrow.result_digest_to_sign(42, h.digest("r")) == expected
+
+
+def test_eip712_domain__names_tributa_escrow_v1_on_this_chain_and_contract(w):
+    fields, name, version, chain_id, verifying, salt, extensions = w.escrow.eip712Domain()
+    assert (fields, name, version, chain_id, verifying) == (b"\x0f", "Tributa TaskEscrow", "1", h.chain_id(), w.escrow.address)
+    assert w.escrow.RESULT_TYPEHASH() == keccak(b"Result(uint256 task_id,bytes32 result_digest)")
+    domain = encode_typed_data(full_message=h.typed_result(w.escrow.address, 1, h.digest("r"))).header
+    assert w.escrow.domain_separator() == domain
+
+
+# -------------------------------------------------------------- settle
+
+
+def test_settle__one_agent_two_datasets__splits_fee_and_emits(w):
+    tid = h.post_task(w.escrow, w.requester, fee=FEE)
+    agent = w.agents[0]
+    agent_fee = 2 * 10**15
+    s = h.settlement(tid, agents=[agent], agent_fee=agent_fee, dataset_ids=[1, 2], weights=[3333, 6667], escrow=w.escrow)
+    logs = settle(w, s)
+    settled = [e for e in logs if type(e).__name__ == "TaskSettled"][0]
+    credited = [e for e in logs if type(e).__name__ == "RoyaltyCredited"]
+    refund = FEE - PROTOCOL - DATA - w.model_fee - agent_fee
+    assert (settled.task_id, settled.result_digest, settled.attribution_digest) == (tid, s[1], s[2])
+    assert list(settled.agents) == [agent.address]
+    assert (settled.agent_fee, settled.model_fee, settled.data_share, settled.protocol_fee, settled.refund) == (
+        agent_fee, w.model_fee, DATA, PROTOCOL, refund
+    )
+    first = DATA * 3333 // h.BPS
+    assert [(e.dataset_id, e.task_id, e.amount) for e in credited] == [(1, tid, first), (2, tid, DATA - first)]
+    assert w.escrow.task(tid)[7] == h.SETTLED
+    assert w.escrow.balance_of(w.treasury) == PROTOCOL
+    assert w.escrow.balance_of(w.fee_receiver) == w.model_fee
+    assert w.escrow.balance_of(agent.address) == agent_fee
+    assert w.escrow.balance_of(w.requester) == refund
+    assert (w.vault.revenue(1, 1), w.vault.revenue(2, 1)) == (first, DATA - first)
+    assert boa.env.get_balance(w.vault.address) == DATA
+    assert w.escrow.total_open_fees() == 0
+    assert w.escrow.total_credited() == FEE - DATA
+    assert boa.env.get_balance(w.escrow.address) == held(w)
+
+
+def test_settle__three_agents__split_equally_and_remainder_refunded(w):
+    tid = h.post_task(w.escrow, w.requester, fee=FEE, k=3)
+    agent_fee = 10**15 + 2
+    settle(w, h.settlement(tid, agents=w.agents, agent_fee=agent_fee, dataset_ids=[1], weights=[10_000], escrow=w.escrow))
+    each = agent_fee // 3
+    assert [w.escrow.balance_of(a.address) for a in w.agents] == [each] * 3
+    assert w.escrow.balance_of(w.requester) == FEE - PROTOCOL - DATA - w.model_fee - 3 * each
+    assert boa.env.get_balance(w.escrow.address) == held(w)
+
+
+def test_settle__no_dataset_weights__refunds_data_share(w):
+    tid = h.post_task(w.escrow, w.requester, fee=FEE)
+    logs = settle(w, h.settlement(tid, agents=[w.agents[1]], agent_fee=10**15, escrow=w.escrow))
+    (settled,) = [e for e in logs if type(e).__name__ == "TaskSettled"]
+    assert settled.data_share == 0
+    assert w.escrow.balance_of(w.requester) == FEE - PROTOCOL - w.model_fee - 10**15
+    assert boa.env.get_balance(w.vault.address) == 0
+    assert w.vault.total_credited() == 0
+
+
+def test_settle__fee_receiver_changed_after_post__pays_current_receiver(w):
+    tid = h.post_task(w.escrow, w.requester)
+    token = boa.env.generate_address("imo-token")
+    with boa.env.prank(w.publisher):
+        w.registry.set_fee_receiver(1, token)
+    settle(w, h.settlement(tid, agents=[w.agents[0]], agent_fee=1, escrow=w.escrow))
+    assert w.escrow.balance_of(token) == w.model_fee
+    assert w.escrow.balance_of(w.fee_receiver) == 0
+
+
+def test_settle__no_agents_and_zero_agent_fee__is_accepted(w):
+    tid = h.post_task(w.escrow, w.requester)
+    settle(w, h.settlement(tid))
+    assert w.escrow.task(tid)[7] == h.SETTLED
+    assert w.escrow.balance_of(w.requester) == FEE - PROTOCOL - w.model_fee
+
+
+def test_settle__agent_fee_uses_whole_remainder__refund_is_zero(w):
+    tid = h.post_task(w.escrow, w.requester)
+    left = FEE - PROTOCOL - DATA - w.model_fee
+    logs = settle(w, h.settlement(tid, agents=[w.agents[0]], agent_fee=left, dataset_ids=[2], weights=[10_000], escrow=w.escrow))
+    assert [e for e in logs if type(e).__name__ == "TaskSettled"][0].refund == 0
+    assert w.escrow.balance_of(w.requester) == 0
+
+
+def test_settle__slashed_agent__loses_stake_half_to_requester_half_to_treasury(w):
+    tid = h.post_task(w.escrow, w.requester, k=2)
+    bad = w.agents[2]
+    staked_before = w.escrow.total_staked()
+    logs = settle(w, h.settlement(tid, agents=[w.agents[0]], agent_fee=10**15, slashed=[bad], escrow=w.escrow))
+    amount = h.MIN_STAKE * h.SLASH_BPS // h.BPS
+    (slashed,) = [e for e in logs if type(e).__name__ == "AgentSlashed"]
+    assert (slashed.agent, slashed.task_id, slashed.amount) == (bad.address, tid, amount)
+    assert w.escrow.agent(bad.address)[0] == h.MIN_STAKE - amount
+    assert w.escrow.total_staked() == staked_before - amount
+    refund = FEE - PROTOCOL - w.model_fee - 10**15
+    assert w.escrow.balance_of(w.requester) == refund + amount // 2
+    assert w.escrow.balance_of(w.treasury) == PROTOCOL + amount - amount // 2
+    assert boa.env.get_balance(w.escrow.address) == held(w)
+
+
+def test_settle__slash_exceeding_stake__takes_the_rest_from_unbonding(w):
+    with boa.env.prank(w.owner):
+        w.escrow.set_params(h.PROTOCOL_FEE_BPS, h.DATA_SHARE_BPS, 6_000, h.MIN_STAKE, h.UNBONDING_DELAY)
+    bad = w.agents[1]
+    with boa.env.prank(bad.address):
+        w.escrow.request_unbond(h.MIN_STAKE * 3 // 4)  # stake 0.25, unbonding 0.75
+    tid = h.post_task(w.escrow, w.requester)
+    settle(w, h.settlement(tid, slashed=[bad], escrow=w.escrow))
+    amount = h.MIN_STAKE * 6_000 // h.BPS
+    stake, unbonding, *_ = w.escrow.agent(bad.address)
+    assert (stake, unbonding) == (0, h.MIN_STAKE - amount)
+    assert boa.env.get_balance(w.escrow.address) == held(w)
+
+
+def test_settle__agent_with_no_stake_left__is_slashed_zero(w):
+    bad = w.agents[1]
+    with boa.env.prank(bad.address):
+        w.escrow.request_unbond(h.MIN_STAKE)
+    boa.env.time_travel(seconds=h.UNBONDING_DELAY)
+    with boa.env.prank(bad.address):
+        w.escrow.withdraw_stake()
+    tid = h.post_task(w.escrow, w.requester)
+    logs = settle(w, h.settlement(tid, slashed=[bad], escrow=w.escrow))
+    assert [e.amount for e in logs if type(e).__name__ == "AgentSlashed"] == [0]
+    assert w.escrow.balance_of(w.requester) == FEE - PROTOCOL - w.model_fee
+
+
+def test_settle__by_stranger__reverts(w):
+    tid = h.post_task(w.escrow, w.requester)
+    with boa.env.prank(w.stranger), boa.reverts("escrow: caller is not the oracle"):
+        w.escrow.settle(h.settlement(tid, escrow=w.escrow))
+
+
+def test_settle__revoked_oracle__reverts(w):
+    tid = h.post_task(w.escrow, w.requester)
+    with boa.env.prank(w.owner):
+        w.escrow.set_oracle(w.oracle, False)
+    with boa.env.prank(w.oracle), boa.reverts("escrow: caller is not the oracle"):
+        w.escrow.settle(h.settlement(tid, escrow=w.escrow))
+
+
+def _other_domain_signature(w, acct, tid, result, *, chain_id=None, contract=None, name="Tributa TaskEscrow"):
+    msg = h.typed_result(contract or w.escrow.address, tid, result)
+    msg["domain"]["name"] = name
+    if chain_id is not None:
+        msg["domain"]["chainId"] = chain_id
+    return bytes(Account.sign_message(encode_typed_data(full_message=msg), acct.key).signature)
+
+
+def _high_s(sig: bytes) -> bytes:
+    r, s, v = sig[:32], int.from_bytes(sig[32:64], "big"), sig[64]
+    return r + (SECP256K1_N - s).to_bytes(32, "big") + bytes([55 - v])
+
+
+REJECTIONS = {
+    "task not open (unknown)": (lambda w, tid: h.settlement(tid + 1, escrow=w.escrow), "escrow: task not open"),
+    "more agents than k": (
+        lambda w, tid: h.settlement(tid, agents=w.agents[:1], agent_fee=1, slashed=w.agents[1:2], escrow=w.escrow),
+        "escrow: more agents than k",
+    ),
+    "signature count mismatch": (
+        lambda w, tid: h.settlement(tid, agents=[w.agents[0].address], signatures=[], agent_fee=1),
+        "escrow: signature count mismatch",
+    ),
+    "agent fee without agents": (lambda w, tid: h.settlement(tid, agent_fee=1), "escrow: agent fee without agents"),
+    "two agents for k=1": (
+        lambda w, tid: h.settlement(tid, agents=[w.agents[0], w.agents[1]], agent_fee=2, escrow=w.escrow),
+        "escrow: more agents than k",
+    ),
+    "agent not registered": (
+        lambda w, tid: h.settlement(tid, agents=[w.outsider], agent_fee=1, escrow=w.escrow),
+        "escrow: agent not registered",
+    ),
+    "signature by another key": (
+        lambda w, tid: h.settlement(tid, agents=[w.agents[0].address], signatures=[h.sign_result(w.agents[1], w.escrow, tid, h.digest(f"result-{tid}"))], agent_fee=1),
+        "escrow: bad signature",
+    ),
+    "signature over another result": (
+        lambda w, tid: h.settlement(tid, agents=[w.agents[0].address], signatures=[h.sign_result(w.agents[0], w.escrow, tid, h.digest("other"))], agent_fee=1),
+        "escrow: bad signature",
+    ),
+    "signature over another task": (
+        lambda w, tid: h.settlement(tid, agents=[w.agents[0].address], signatures=[h.sign_result(w.agents[0], w.escrow, tid + 1, h.digest(f"result-{tid}"))], agent_fee=1),
+        "escrow: bad signature",
+    ),
+    "signature for another chain": (
+        lambda w, tid: h.settlement(tid, agents=[w.agents[0].address], signatures=[_other_domain_signature(w, w.agents[0], tid, h.digest(f"result-{tid}"), chain_id=h.chain_id() + 1)], agent_fee=1),
+        "escrow: bad signature",
+    ),
+    "signature for another contract": (
+        lambda w, tid: h.settlement(tid, agents=[w.agents[0].address], signatures=[_other_domain_signature(w, w.agents[0], tid, h.digest(f"result-{tid}"), contract=w.vault.address)], agent_fee=1),
+        "escrow: bad signature",
+    ),
+    "signature under another name": (
+        lambda w, tid: h.settlement(tid, agents=[w.agents[0].address], signatures=[_other_domain_signature(w, w.agents[0], tid, h.digest(f"result-{tid}"), name="Other")], agent_fee=1),
+        "escrow: bad signature",
+    ),
+    "malleable high-s signature": (
+        lambda w, tid: h.settlement(tid, agents=[w.agents[0].address], signatures=[_high_s(h.sign_result(w.agents[0], w.escrow, tid, h.digest(f"result-{tid}")))], agent_fee=1),
+        "escrow: bad signature",
+    ),
+    "64-byte signature": (
+        lambda w, tid: h.settlement(tid, agents=[w.agents[0].address], signatures=[h.sign_result(w.agents[0], w.escrow, tid, h.digest(f"result-{tid}"))[:64]], agent_fee=1),
+        "escrow: bad signature",
+    ),
+    "garbage signature": (
+        lambda w, tid: h.settlement(tid, agents=[w.agents[0].address], signatures=[b"\x00" * 64 + b"\x1b"], agent_fee=1),
+        "escrow: bad signature",
+    ),
+    "bad v": (
+        lambda w, tid: h.settlement(tid, agents=[w.agents[0].address], signatures=[h.sign_result(w.agents[0], w.escrow, tid, h.digest(f"result-{tid}"))[:64] + b"\x01"], agent_fee=1),
+        "escrow: bad signature",
+    ),
+    "slashed agent not registered": (
+        lambda w, tid: h.settlement(tid, slashed=[w.outsider]), "escrow: slashed agent not registered"
+    ),
+    "dataset length mismatch": (
+        lambda w, tid: h.settlement(tid, dataset_ids=[1, 2], weights=[10_000]), "escrow: dataset length mismatch"
+    ),
+    "unknown dataset": (lambda w, tid: h.settlement(tid, dataset_ids=[1, 3], weights=[5000, 5000]), "escrow: unknown dataset"),
+    "dataset zero": (lambda w, tid: h.settlement(tid, dataset_ids=[0], weights=[10_000]), "escrow: unknown dataset"),
+    "weights not 10000": (
+        lambda w, tid: h.settlement(tid, dataset_ids=[1, 2], weights=[5000, 4999]),
+        "escrow: dataset weights must sum to 10000",
+    ),
+    "payouts exceed fee": (
+        lambda w, tid: h.settlement(tid, agents=[w.agents[0]], agent_fee=FEE - PROTOCOL - DATA - 10**15 + 1, escrow=w.escrow),
+        "escrow: payouts exceed fee",
+    ),
+    "huge agent fee": (
+        lambda w, tid: h.settlement(tid, agents=[w.agents[0]], agent_fee=2**256 - 1, escrow=w.escrow),
+        "escrow: payouts exceed fee",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(REJECTIONS))
+def test_settle__invalid_settlement__reverts_with_reason(w, case):
+    build, reason = REJECTIONS[case]
+    tid = h.post_task(w.escrow, w.requester, k=1)
+    with boa.env.prank(w.oracle), boa.reverts(reason):
+        w.escrow.settle(build(w, tid))
+    assert w.escrow.task(tid)[7] == h.OPEN
+
+
+def test_settle__duplicate_across_paid_and_slashed__reverts(w):
+    tid = h.post_task(w.escrow, w.requester, k=3)
+    with boa.env.prank(w.oracle), boa.reverts("escrow: duplicate agent"):
+        w.escrow.settle(h.settlement(tid, agents=[w.agents[0]], agent_fee=1, slashed=[w.agents[0]], escrow=w.escrow))
+    with boa.env.prank(w.oracle), boa.reverts("escrow: duplicate agent"):
+        w.escrow.settle(h.settlement(tid, agents=[w.agents[0], w.agents[1], w.agents[0]], agent_fee=1, escrow=w.escrow))
+
+
+def test_settle__after_deadline__reverts_deadline_passed(w):
+    tid = h.post_task(w.escrow, w.requester, deadline=boa.env.timestamp + 10)
+    s = h.settlement(tid, agents=[w.agents[0]], agent_fee=1, escrow=w.escrow)
+    boa.env.time_travel(seconds=11)
+    with boa.env.prank(w.oracle), boa.reverts("escrow: deadline passed"):
+        w.escrow.settle(s)
+
+
+@pytest.mark.parametrize("state", ["settled", "failed", "refunded"])
+def test_settle__task_not_open__reverts(w, state):
+    tid = h.post_task(w.escrow, w.requester)
+    with boa.env.prank(w.oracle):
+        if state == "settled":
+            w.escrow.settle(h.settlement(tid))
+        else:
+            w.escrow.fail_task(tid, "x")
+    if state == "refunded":
+        w.escrow.refund(tid)
+    with boa.env.prank(w.oracle), boa.reverts("escrow: task not open"):
+        w.escrow.settle(h.settlement(tid))
+
+
+# --------------------------------------------------------------- batch
+
+
+def test_settle_batch__mixed_batch__applies_good_and_reports_bad(w):
+    tids = [h.post_task(w.escrow, w.requester) for _ in range(4)]
+    batch = [
+        h.settlement(tids[0], agents=[w.agents[0]], agent_fee=10**15, dataset_ids=[1], weights=[10_000], escrow=w.escrow),
+        h.settlement(tids[1], agents=[w.outsider], agent_fee=1, escrow=w.escrow),  # unregistered
+        h.settlement(tids[2], agents=[w.agents[1].address], signatures=[b"\x01" * 65], agent_fee=1),  # garbage sig
+        h.settlement(tids[3], agents=[w.agents[2]], agent_fee=10**15, dataset_ids=[2], weights=[10_000], escrow=w.escrow),
+        h.settlement(tids[0], escrow=w.escrow),  # repeated task: already settled in this batch
+        h.settlement(99, escrow=w.escrow),
+    ]
+    with boa.env.prank(w.oracle):
+        flags = w.escrow.settle_batch(batch)
+    logs = w.escrow.get_logs()
+    rejected = [(e.task_id, e.reason) for e in logs if type(e).__name__ == "SettlementRejected"]
+    settled = [e.task_id for e in logs if type(e).__name__ == "TaskSettled"]
+    assert flags == [True, False, False, True, False, False]
+    assert rejected == [
+        (tids[1], "escrow: agent not registered"),
+        (tids[2], "escrow: bad signature"),
+        (tids[0], "escrow: task not open"),
+        (99, "escrow: task not open"),
+    ]
+    assert settled == [tids[0], tids[3]]
+    assert [w.escrow.task(t)[7] for t in tids] == [h.SETTLED, h.OPEN, h.OPEN, h.SETTLED]
+    assert w.escrow.balance_of(w.agents[0].address) == w.escrow.balance_of(w.agents[2].address) == 10**15
+    assert (w.vault.revenue(1, 1), w.vault.revenue(2, 1)) == (DATA, DATA)
+    assert boa.env.get_balance(w.escrow.address) == held(w)
+
+
+def test_settle_batch__same_result_as_single_settles(w):
+    tids = [h.post_task(w.escrow, w.requester, k=2) for _ in range(3)]
+    batch = [
+        h.settlement(t, agents=w.agents[:2], agent_fee=3 * 10**15 + t, dataset_ids=[1, 2], weights=[2500, 7500], slashed=[], escrow=w.escrow)
+        for t in tids
+    ]
+    with boa.env.anchor():
+        for s in batch:
+            settle(w, s)
+        single = [w.escrow.balance_of(a) for a in (w.requester, w.treasury, w.fee_receiver, w.agents[0].address)]
+        single_rev = (w.vault.revenue(1, 1), w.vault.revenue(2, 1))
+    with boa.env.prank(w.oracle):
+        assert w.escrow.settle_batch(batch) == [True] * 3
+    assert [w.escrow.balance_of(a) for a in (w.requester, w.treasury, w.fee_receiver, w.agents[0].address)] == single
+    assert (w.vault.revenue(1, 1), w.vault.revenue(2, 1)) == single_rev
+
+
+def test_settle_batch__by_stranger__reverts(w):
+    with boa.env.prank(w.stranger), boa.reverts("escrow: caller is not the oracle"):
+        w.escrow.settle_batch([])
+
+
+def test_settle_batch__empty__returns_empty(w):
+    with boa.env.prank(w.oracle):
+        assert w.escrow.settle_batch([]) == []
