@@ -127,6 +127,8 @@ model_count: public(uint256)
 
 # @dev May set any model's fee receiver (the IMO launcher points it at the token).
 imo_launcher: public(address)
+# @dev Models whose fee receiver an IMO set: only the launcher may change it after.
+fee_receiver_locked: public(HashMap[uint256, bool])
 
 
 @deploy
@@ -431,7 +433,8 @@ def set_model_fee(model_id: uint256, fee_per_task: uint256):
 def set_fee_receiver(model_id: uint256, fee_receiver: address):
     """
     @notice Sets who is credited a model's fee: callable by the publisher or by
-            the registry's IMO launcher (which points it at the model token).
+            the registry's IMO launcher (which points it at the model token,
+            after which the receiver is locked against the publisher).
     @param model_id The model id.
     @param fee_receiver The new receiver (not zero).
     """
@@ -439,6 +442,11 @@ def set_fee_receiver(model_id: uint256, fee_receiver: address):
     assert publisher != empty(address), "registry: unknown model"
     assert msg.sender == publisher or msg.sender == self.imo_launcher, "registry: caller is not publisher or launcher"
     assert fee_receiver != empty(address), "registry: zero fee receiver"
+    if msg.sender == self.imo_launcher:
+        # Once an IMO points the fees at its token, the publisher cannot take them back from the holders.
+        self.fee_receiver_locked[model_id] = True
+    else:
+        assert not self.fee_receiver_locked[model_id], "registry: fee receiver locked by an IMO"
     receiver: address = empty(address)
     active: bool = False
     fee: uint256 = 0

@@ -339,17 +339,31 @@ def settle_batch(batch: DynArray[ITaskEscrow.Settlement, 64]) -> DynArray[bool, 
 
 
 @external
-def fail_task(task_id: uint256, reason: String[128]):
+def fail_task(task_id: uint256, reason: String[128], slashed: DynArray[address, 5]):
     """
     @notice Marks an open task failed (oracle only); its requester may then
-            `refund` the whole fee.
+            `refund` the whole fee. Agents that took the task and never
+            answered are slashed (slash_bps of stake + unbonding; half to the
+            requester, the rest to the treasury), so a full refund and
+            slashing go together.
     @param task_id The task.
     @param reason Why it failed.
+    @param slashed Registered, distinct agents to slash (at most k).
     """
     self._check_oracle()
     a: uint256 = self._task_a[task_id]
     assert (a >> _STATE_SHIFT) & _MASK_8 == OPEN, "escrow: task not open"
+    assert len(slashed) <= (a >> _K_SHIFT) & _MASK_8, "escrow: more agents than k"
+    for i: uint256 in range(len(slashed), bound=5):
+        assert self._agents[slashed[i]].registered, "escrow: slashed agent not registered"
+        for j: uint256 in range(i + 1, len(slashed), bound=5):
+            assert slashed[i] != slashed[j], "escrow: duplicate agent"
     self._task_a[task_id] = self._with_state(a, FAILED)
+    if len(slashed) != 0:
+        slashed_total: uint256 = 0
+        to_requester: uint256 = 0
+        slashed_total, to_requester = self._slash(task_id, slashed, self._requester(a))
+        self.total_credited += slashed_total
     log TaskFailed(task_id=task_id, reason=reason)
 
 
@@ -864,29 +878,14 @@ def _apply(s: ITaskEscrow.Settlement):
 
     refund: uint256 = fee - protocol - model_fee - data - agents_paid
 
-    # slashing
+    # slashing (the requester's half is credited by _slash)
     slashed_total: uint256 = 0
     to_requester: uint256 = 0
     if len(s.slashed) != 0:
-        sbps: uint256 = self.slash_bps
-        for x: address in s.slashed:
-            stake: uint256 = self._agents[x].stake
-            unbonding: uint256 = self._agents[x].unbonding
-            amount: uint256 = (stake + unbonding) * sbps // BPS
-            if amount <= stake:
-                self._agents[x].stake = stake - amount
-            else:
-                self._agents[x].stake = 0
-                self._agents[x].unbonding = unbonding - (amount - stake)
-            slashed_total += amount
-            to_requester += amount // 2
-            log AgentSlashed(agent=x, task_id=task_id, amount=amount)
-        if slashed_total != 0:
-            self.total_staked -= slashed_total
-            self.balance_of[treasury] += slashed_total - to_requester
+        slashed_total, to_requester = self._slash(task_id, s.slashed, requester)
 
-    if refund + to_requester != 0:
-        self.balance_of[requester] += refund + to_requester
+    if refund != 0:
+        self.balance_of[requester] += refund
 
     self.total_open_fees -= fee
     self.total_credited += fee - data + slashed_total
@@ -901,6 +900,35 @@ def _apply(s: ITaskEscrow.Settlement):
         protocol_fee=protocol,
         refund=refund,
     )
+
+
+@internal
+def _slash(task_id: uint256, agents: DynArray[address, 5], requester: address) -> (uint256, uint256):
+    """
+    @dev Takes slash_bps of each agent's stake + unbonding (stake first); credits
+         half to the requester and the rest to the treasury. Returns (total
+         slashed, requester's half); the caller accounts total_credited.
+    """
+    sbps: uint256 = self.slash_bps
+    slashed_total: uint256 = 0
+    to_requester: uint256 = 0
+    for x: address in agents:
+        stake: uint256 = self._agents[x].stake
+        unbonding: uint256 = self._agents[x].unbonding
+        amount: uint256 = (stake + unbonding) * sbps // BPS
+        if amount <= stake:
+            self._agents[x].stake = stake - amount
+        else:
+            self._agents[x].stake = 0
+            self._agents[x].unbonding = unbonding - (amount - stake)
+        slashed_total += amount
+        to_requester += amount // 2
+        log AgentSlashed(agent=x, task_id=task_id, amount=amount)
+    if slashed_total != 0:
+        self.total_staked -= slashed_total
+        self.balance_of[self.treasury] += slashed_total - to_requester
+        self.balance_of[requester] += to_requester
+    return slashed_total, to_requester
 
 
 @internal

@@ -290,6 +290,19 @@ def test_set_fee_receiver__by_imo_launcher__updates_receiver(w):
     assert w.registry.model(1)[2] == token
 
 
+def test_set_fee_receiver__after_imo_set_it__publisher_cannot_take_fees_back(w):
+    launcher, token = boa.env.generate_address(), boa.env.generate_address()
+    with boa.env.prank(w.owner):
+        w.registry.set_imo_launcher(launcher)
+    with boa.env.prank(launcher):
+        w.registry.set_fee_receiver(1, token)
+    assert w.registry.fee_receiver_locked(1)
+
+    with boa.env.prank(w.publisher), boa.reverts("registry: fee receiver locked by an IMO"):
+        w.registry.set_fee_receiver(1, w.publisher)
+    assert w.registry.model(1)[2] == token
+
+
 def test_set_fee_receiver__by_stranger__reverts(w):
     with boa.env.prank(w.stranger), boa.reverts("registry: caller is not publisher or launcher"):
         w.registry.set_fee_receiver(1, w.stranger)

@@ -302,7 +302,7 @@ def test_settle__task_not_open__reverts(w, state):
         if state == "settled":
             w.escrow.settle(h.settlement(tid))
         else:
-            w.escrow.fail_task(tid, "x")
+            w.escrow.fail_task(tid, "x", [])
     if state == "refunded":
         w.escrow.refund(tid)
     with boa.env.prank(w.oracle), boa.reverts("escrow: task not open"):

@@ -105,7 +105,7 @@ def test_post_task__params_changed_later__keeps_fee_share_snapshot(w):
 def test_fail_task__by_oracle__marks_failed_and_emits(w):
     tid = h.post_task(w.escrow, w.requester)
     with boa.env.prank(w.oracle):
-        w.escrow.fail_task(tid, "no agent answered")
+        w.escrow.fail_task(tid, "no agent answered", [])
     (log,) = h.events(w.escrow, "TaskFailed")
     assert (log.task_id, log.reason) == (tid, "no agent answered")
     assert w.escrow.task(tid)[7] == h.FAILED
@@ -116,22 +116,57 @@ def test_fail_task__by_oracle__marks_failed_and_emits(w):
 def test_fail_task__by_stranger__reverts(w):
     tid = h.post_task(w.escrow, w.requester)
     with boa.env.prank(w.stranger), boa.reverts("escrow: caller is not the oracle"):
-        w.escrow.fail_task(tid, "x")
+        w.escrow.fail_task(tid, "x", [])
 
 
 @pytest.mark.parametrize("task_id", [0, 2])
 def test_fail_task__unknown_task__reverts(w, task_id):
     h.post_task(w.escrow, w.requester)
     with boa.env.prank(w.oracle), boa.reverts("escrow: task not open"):
-        w.escrow.fail_task(task_id, "x")
+        w.escrow.fail_task(task_id, "x", [])
 
 
 def test_fail_task__already_failed__reverts(w):
     tid = h.post_task(w.escrow, w.requester)
     with boa.env.prank(w.oracle):
-        w.escrow.fail_task(tid, "x")
+        w.escrow.fail_task(tid, "x", [])
         with boa.reverts("escrow: task not open"):
-            w.escrow.fail_task(tid, "x")
+            w.escrow.fail_task(tid, "x", [])
+
+
+def test_fail_task__agents_that_never_answered__slashed_and_fee_still_refunded_in_full(w):
+    tid = h.post_task(w.escrow, w.requester, fee=FEE, k=2)
+    silent = [a.address for a in w.agents[:2]]
+    stakes = [w.escrow.agent(a)[0] for a in silent]
+    with boa.env.prank(w.oracle):
+        w.escrow.fail_task(tid, "no agent answered", silent)
+    slash_logs = h.events(w.escrow, "AgentSlashed")
+    w.escrow.refund(tid)
+
+    amounts = [stake * h.SLASH_BPS // 10_000 for stake in stakes]
+    assert [w.escrow.agent(a)[0] for a in silent] == [s - x for s, x in zip(stakes, amounts)]
+    assert [log.amount for log in slash_logs] == amounts
+    assert w.escrow.balance_of(w.requester) == FEE + sum(x // 2 for x in amounts)
+    assert w.escrow.balance_of(w.treasury) == sum(x - x // 2 for x in amounts)
+    assert_accounted(w)
+
+
+def test_fail_task__more_slashed_agents_than_k__reverts(w):
+    tid = h.post_task(w.escrow, w.requester, k=1)
+    with boa.env.prank(w.oracle), boa.reverts("escrow: more agents than k"):
+        w.escrow.fail_task(tid, "x", [a.address for a in w.agents[:2]])
+
+
+def test_fail_task__duplicate_slashed_agent__reverts(w):
+    tid = h.post_task(w.escrow, w.requester, k=2)
+    with boa.env.prank(w.oracle), boa.reverts("escrow: duplicate agent"):
+        w.escrow.fail_task(tid, "x", [w.agents[0].address, w.agents[0].address])
+
+
+def test_fail_task__unregistered_slashed_agent__reverts(w):
+    tid = h.post_task(w.escrow, w.requester, k=1)
+    with boa.env.prank(w.oracle), boa.reverts("escrow: slashed agent not registered"):
+        w.escrow.fail_task(tid, "x", [w.stranger])
 
 
 # ------------------------------------------------------------------ refund
@@ -160,7 +195,7 @@ def test_refund__at_deadline__reverts_deadline_not_passed(w):
 def test_refund__failed_task__credits_full_fee_before_deadline(w):
     tid = h.post_task(w.escrow, w.requester)
     with boa.env.prank(w.oracle):
-        w.escrow.fail_task(tid, "agents disagreed")
+        w.escrow.fail_task(tid, "agents disagreed", [])
     w.escrow.refund(tid)
     assert w.escrow.balance_of(w.requester) == FEE
     assert w.escrow.task(tid)[7] == h.REFUNDED
@@ -195,7 +230,7 @@ def test_refund__unknown_task__reverts(w):
 def _credit_requester(w, fee=FEE):
     tid = h.post_task(w.escrow, w.requester, fee=fee)
     with boa.env.prank(w.oracle):
-        w.escrow.fail_task(tid, "x")
+        w.escrow.fail_task(tid, "x", [])
     w.escrow.refund(tid)
 
 

@@ -249,7 +249,7 @@ class EscrowMachine(RuleBasedStateMachine):
     def fail(self, data):
         tid = data.draw(st.sampled_from(self._open_tasks()), label="task")
         with boa.env.prank(self.sys.oracle):
-            self.e.fail_task(tid, "sm")
+            self.e.fail_task(tid, "sm", [])
         self.tasks[tid]["state"] = FAILED
 
     @precondition(lambda self: self.tasks)

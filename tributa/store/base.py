@@ -73,7 +73,7 @@ class Store(Protocol):
     def gc(self) -> GcStats: ...
 
     def cid_of(self, data_or_path: Buffer | PathLike, *, cid_version: int = 0) -> Cid:
-        """The CID of bytes (bytes-like) or of a file/directory (str or PathLike); stores nothing."""
+        """The CID of bytes (bytes-like) or of a file/directory (str/PathLike); stores nothing."""
         ...
 
     def verify(self, cid: CidLike) -> VerifyReport:

@@ -19,9 +19,9 @@ import threading
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from tributa.store.base import Buffer
 from tributa.store.cid import Cid
 from tributa.store.errors import IntegrityError, NotFound, StoreError, StoreFull
-from tributa.store.base import Buffer
 
 _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _MULTIHASH_PREFIX = "1220"

@@ -147,7 +147,8 @@ class Cid:
         codec = _CODEC_NAMES.get(codec_code)
         if codec is None:
             raise CidError(
-                f"invalid CID {shown!r}: codec 0x{codec_code:x} is not supported (only dag-pb and raw)"
+                f"invalid CID {shown!r}: codec 0x{codec_code:x} is not supported "
+                "(only dag-pb and raw)"
             )
         return cls._from_multihash(raw[pos:], version=1, codec=codec, text=shown)
 
@@ -185,8 +186,10 @@ class Cid:
 
     def encode(self, version: int | None = None) -> str:
         """The text form in the given version (default: this CID's own)."""
-        target = self if version is None or version == self.version else (
-            self.to_v0() if version == 0 else self.to_v1()
+        target = (
+            self
+            if version is None or version == self.version
+            else (self.to_v0() if version == 0 else self.to_v1())
         )
         if target.version == 0:
             return _b58encode(target.multihash)
@@ -216,7 +219,9 @@ def digest_to_cid(digest: bytes, version: int = 0, codec: Codec = "dag-pb") -> C
         try:
             digest = bytes.fromhex(hexed)
         except ValueError:
-            raise CidError(f"invalid digest {digest!r}: expected 32 bytes or 64 hex characters") from None
+            raise CidError(
+                f"invalid digest {digest!r}: expected 32 bytes or 64 hex characters"
+            ) from None
     if not isinstance(digest, (bytes, bytearray)) or len(digest) != DIGEST_SIZE:
         raise CidError("invalid digest: a sha2-256 digest is exactly 32 bytes")
     return Cid(version=version, codec=codec, digest=bytes(digest))

@@ -7,7 +7,6 @@ The data directory comes from --data-dir, else the parent command's settings (ct
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -18,6 +17,7 @@ from click.core import ParameterSource
 from tributa.store.base import Store
 from tributa.store.errors import StoreError
 from tributa.store.factory import open_store
+from tributa.store.importer import tree_size
 
 _META_KEY = "tributa.store.options"
 _PROGRESS_MIN_BYTES = 8 << 20  # smaller adds finish before a progress line would help
@@ -54,12 +54,22 @@ class _StoreGroup(click.Group):
 @click.pass_context
 def store(ctx: click.Context, data_dir: Path, ipfs_api: str | None) -> None:
     """Content-addressed storage with the CIDs `ipfs add` gives."""
-    parent_settings = ctx.obj if getattr(ctx.obj, "data_dir", None) is not None else None
-    if ctx.get_parameter_source("data_dir") != ParameterSource.COMMANDLINE and parent_settings:
-        data_dir = Path(parent_settings.data_dir)
-    if ipfs_api is None and parent_settings is not None:
-        ipfs_api = getattr(parent_settings, "ipfs_api", None)
+    parent_dir = _parent_setting(ctx.obj, "data_dir")
+    if (
+        parent_dir is not None
+        and ctx.get_parameter_source("data_dir") != ParameterSource.COMMANDLINE
+    ):
+        data_dir = Path(parent_dir)
+    if ipfs_api is None:
+        ipfs_api = _parent_setting(ctx.obj, "ipfs_api")
     ctx.meta[_META_KEY] = (data_dir, ipfs_api)
+
+
+def _parent_setting(obj: object, name: str) -> Any:
+    """A setting the parent command put in ctx.obj (a settings object or a dict), if any."""
+    if isinstance(obj, dict):
+        return obj.get(name)
+    return getattr(obj, name, None)
 
 
 def _open(ctx: click.Context) -> Store:
@@ -95,16 +105,19 @@ class _ProgressLine:
             click.echo("", err=True)
 
 
-def _tree_bytes(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
-    return sum(item.stat().st_size for item in path.rglob("*") if item.is_file() and not item.is_symlink())
+def _content_bytes(path: Path) -> int:
+    return tree_size(path) if path.is_dir() else path.stat().st_size
 
 
 @store.command("add")
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option("--cid-version", type=click.Choice(["0", "1"]), default="0", show_default=True,
-              help="1 gives CIDv1 with raw leaves, like `ipfs add --cid-version=1`.")
+@click.option(
+    "--cid-version",
+    type=click.Choice(["0", "1"]),
+    default="0",
+    show_default=True,
+    help="1 gives CIDv1 with raw leaves, like `ipfs add --cid-version=1`.",
+)
 @click.option("-n", "--only-hash", is_flag=True, help="Print the CID without storing anything.")
 @click.pass_context
 def add(ctx: click.Context, path: Path, cid_version: str, only_hash: bool) -> None:
@@ -116,7 +129,11 @@ def add(ctx: click.Context, path: Path, cid_version: str, only_hash: bool) -> No
     if only_hash:
         click.echo(str(target.cid_of(path, cid_version=version)))
         return
-    progress = _ProgressLine(f"adding {path.name}") if _tree_bytes(path) >= _PROGRESS_MIN_BYTES else None
+    progress = (
+        _ProgressLine(f"adding {path.name}")
+        if _content_bytes(path) >= _PROGRESS_MIN_BYTES
+        else None
+    )
     try:
         if path.is_dir():
             cid = target.put_dir(path, progress, cid_version=version)
@@ -130,8 +147,13 @@ def add(ctx: click.Context, path: Path, cid_version: str, only_hash: bool) -> No
 
 @store.command("get")
 @click.argument("cid")
-@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
-              help="Write here (a file, or a directory tree) instead of to stdout.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write here (a file, or a directory tree) instead of to stdout.",
+)
 @click.pass_context
 def get(ctx: click.Context, cid: str, output: Path | None) -> None:
     """Write the content of CID to stdout, or to --output."""
@@ -199,4 +221,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import errno
 import os
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Protocol
@@ -67,14 +69,17 @@ def load(source: BlockSource, cid: Cid) -> Node:
 # -- files -------------------------------------------------------------------------------------
 
 
-def open_file(source: BlockSource, cid: Cid) -> Iterator[bytes]:
-    """Check the root now (so errors surface at the call) and return the chunk iterator."""
+def open_file(source: BlockSource, cid: Cid, prefetch: int = 0) -> Iterator[bytes]:
+    """Check the root now (so errors surface at the call) and return the chunk iterator.
+
+    With `prefetch` > 1, that many upcoming blocks are read and re-hashed by worker threads
+    while earlier chunks are consumed (hashlib and file reads release the GIL)."""
     root = load(source, cid)
-    _require_file(root)
-    return _file_chunks(source, root)
+    require_file(root)
+    return _file_chunks(source, root, prefetch)
 
 
-def _require_file(node: Node) -> None:
+def require_file(node: Node) -> None:
     kind = node.kind
     if kind in (DataType.DIRECTORY, DataType.HAMT_SHARD):
         raise StoreError(
@@ -87,10 +92,30 @@ def _require_file(node: Node) -> None:
         raise StoreError(f"{node.cid} is a UnixFS {kind.name.lower()} node, not a file")
 
 
-def _file_chunks(source: BlockSource, root: Node) -> Iterator[bytes]:
+def _ahead(
+    pool: ThreadPoolExecutor,
+    fetch: Callable[[dagpb.PBLink], Node],
+    links: list[dagpb.PBLink],
+    window: int,
+) -> Iterator[Node]:
+    """fetch(link) for each link, in order, keeping `window` fetches running ahead."""
+    pending: deque[Future[Node]] = deque()
+    for link in links:
+        pending.append(pool.submit(fetch, link))
+        if len(pending) >= window:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+def _file_chunks(source: BlockSource, root: Node, prefetch: int = 0) -> Iterator[bytes]:
     expected = root.fs.filesize if root.fs is not None else len(root.block)
     produced = 0
-    stack: list[Iterator[dagpb.PBLink]] = []
+    stack: list[Iterator[Node]] = []
+    pool = ThreadPoolExecutor(prefetch, thread_name_prefix="store-read") if prefetch > 1 else None
+
+    def fetch(link: dagpb.PBLink) -> Node:
+        return decode(link.cid, _read_child(source, link.cid, root.cid))
 
     def emit(node: Node) -> bytes | None:
         if node.fs is None:
@@ -98,22 +123,29 @@ def _file_chunks(source: BlockSource, root: Node) -> Iterator[bytes]:
         if node.fs.type not in (DataType.FILE, DataType.RAW):
             raise IntegrityError(f"block {node.cid} inside file {root.cid} is not file data")
         if node.links:
-            stack.append(iter(node.links))
+            if pool is None:
+                stack.append(fetch(link) for link in node.links)
+            else:
+                stack.append(_ahead(pool, fetch, node.links, prefetch))
         return bytes(node.fs.data) if node.fs.data is not None and len(node.fs.data) else None
 
-    first = emit(root)
-    if first:
-        produced += len(first)
-        yield first
-    while stack:
-        link = next(stack[-1], None)
-        if link is None:
-            stack.pop()
-            continue
-        chunk = emit(decode(link.cid, _read_child(source, link.cid, root.cid)))
-        if chunk:
-            produced += len(chunk)
-            yield chunk
+    try:
+        first = emit(root)
+        if first:
+            produced += len(first)
+            yield first
+        while stack:
+            node = next(stack[-1], None)
+            if node is None:
+                stack.pop()
+                continue
+            chunk = emit(node)
+            if chunk:
+                produced += len(chunk)
+                yield chunk
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
     if expected is not None and produced != expected:
         raise IntegrityError(
             f"{root.cid} yielded {produced} bytes but its root records {expected}: "
@@ -162,7 +194,9 @@ def list_dir(source: BlockSource, node: Node) -> Iterator[tuple[bytes, Cid]]:
 
 def _safe_name(name: bytes, where: Cid) -> str:
     if not name or name in (b".", b"..") or b"/" in name or b"\0" in name:
-        raise IntegrityError(f"directory {where} holds an unsafe entry name {name!r}; refusing to export it")
+        raise IntegrityError(
+            f"directory {where} holds an unsafe entry name {name!r}; refusing to export it"
+        )
     return os.fsdecode(name)
 
 
@@ -191,7 +225,7 @@ def export(source: BlockSource, cid: Cid, dest: Path, write_file: WriteFile) -> 
         target = bytes(node.fs.data) if node.fs is not None and node.fs.data is not None else b""
         os.symlink(os.fsdecode(target), dest)
     else:
-        _require_file(node)
+        require_file(node)
         write_file(_file_chunks(source, node), dest)
 
 

@@ -41,9 +41,14 @@ class PBNode:
 
 def encode_link(cid_bytes: bytes, name: bytes, tsize: int) -> bytes:
     body = (
-        _TAG_LINK_HASH + encode_uvarint(len(cid_bytes)) + cid_bytes
-        + _TAG_LINK_NAME + encode_uvarint(len(name)) + name
-        + _TAG_LINK_TSIZE + encode_uvarint(tsize)
+        _TAG_LINK_HASH
+        + encode_uvarint(len(cid_bytes))
+        + cid_bytes
+        + _TAG_LINK_NAME
+        + encode_uvarint(len(name))
+        + name
+        + _TAG_LINK_TSIZE
+        + encode_uvarint(tsize)
     )
     return _TAG_NODE_LINK + encode_uvarint(len(body)) + body
 

@@ -12,7 +12,8 @@ from tributa.store.blockstore import Blockstore
 from tributa.store.cid import Cid, coerce_cid
 from tributa.store.dagpb import may_have_links
 from tributa.store.errors import IntegrityError, NotFound, StoreError
-from tributa.store.importer import HashOnly, Importer
+from tributa.store.importer import Importer, default_workers
+from tributa.store.layout import HashOnly
 from tributa.store.locking import StoreLock
 from tributa.store.pins import PinSet
 
@@ -20,19 +21,24 @@ from tributa.store.pins import PinSet
 class EmbeddedStore:
     """Blocks under `root`/blocks, pins under `root`/pins. See tributa.store.base.Store."""
 
-    def __init__(self, root: PathLike, *, workers: int | None = None, durable: bool = False) -> None:
+    def __init__(
+        self, root: PathLike, *, workers: int | None = None, durable: bool = False
+    ) -> None:
         self.root = Path(root)
         self._blocks = Blockstore(self.root, durable=durable)
         self._pins = PinSet(self.root)
         self._lock = StoreLock(self.root)
         self._workers = workers
+        self._read_ahead = default_workers() if workers is None else workers
 
     def __repr__(self) -> str:
         return f"EmbeddedStore({str(self.root)!r})"
 
     # -- adding --------------------------------------------------------------------------------
 
-    def _importer(self, progress: Progress | None, cid_version: int, store: bool = True) -> Importer:
+    def _importer(
+        self, progress: Progress | None, cid_version: int, store: bool = True
+    ) -> Importer:
         sink = self._blocks if store else HashOnly()
         return Importer(sink, cid_version=cid_version, workers=self._workers, progress=progress)
 
@@ -79,7 +85,7 @@ class EmbeddedStore:
         return self._blocks.read(cid)
 
     def get(self, cid: CidLike) -> Iterator[bytes]:
-        return dag.open_file(self, coerce_cid(cid))
+        return dag.open_file(self, coerce_cid(cid), prefetch=self._read_ahead)
 
     def get_bytes(self, cid: CidLike) -> bytes:
         return b"".join(self.get(cid))
@@ -155,12 +161,14 @@ class EmbeddedStore:
                 continue
             seen.add(cid.digest)
             if cid.codec == "raw":
+                if not self._blocks.has(cid.digest):
+                    raise NotFound(f"block {cid} under {root} is missing")
                 continue
             head = self._blocks.first_byte(cid.digest)
             if head is None:
                 if not self._blocks.has(cid.digest):
                     raise NotFound(f"block {cid} under {root} is missing")
-                continue
+                continue  # an empty block: no links
             if cid is root or may_have_links(bytes((head,))):
                 node = dag.decode(cid, self._blocks.read(cid))
                 stack.extend(link.cid for link in node.links)

@@ -30,7 +30,9 @@ def store_root(config_or_path: Any = None) -> Path:
     data_dir = getattr(config_or_path, "data_dir", None)
     if data_dir is not None:
         return Path(data_dir) / "store"
-    raise TypeError(f"open_store takes a path or a settings object, not {type(config_or_path).__name__}")
+    raise TypeError(
+        f"open_store takes a path or a settings object, not {type(config_or_path).__name__}"
+    )
 
 
 def open_store(config_or_path: Any = None, *, ipfs_api: str | None = None) -> Store:

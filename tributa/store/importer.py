@@ -1,143 +1,45 @@
-"""Turning files, byte strings and directory trees into UnixFS DAGs exactly as `ipfs add` does.
+"""Reading files, byte strings and directory trees into UnixFS DAGs, as `ipfs add -r` does.
 
-Kubo defaults reproduced here (boxo's balanced importer):
-  * fixed-size chunks of 262144 bytes; an empty file is one empty leaf;
-  * a balanced DAG, at most 174 links per node, all leaves at the same depth; a single-chunk
-    file is just its leaf; a node that fills up is closed before the next chunk is read;
-  * CIDv0: leaves are dag-pb UnixFS File nodes. CIDv1 (`--cid-version=1`) switches raw leaves
-    on, so leaves are raw blocks (`bafk…`) and inner nodes are CIDv1 dag-pb (`bafy…`);
-  * directories (`ipfs add -r`) are UnixFS Directory nodes with links sorted by name bytes;
-    symlinks become UnixFS Symlink nodes; dot-files are included (like `--hidden`).
+The node formats and the tree shape live in layout.py; this module does the reading. Data is
+read chunk by chunk into a small pool of reusable buffers and each chunk is hashed once, in
+place, by a few threads (hashlib releases the GIL); results are consumed in order, so memory
+stays bounded by the number of chunks in flight, whatever the file's size.
 
-Data is read chunk by chunk into a small pool of reusable buffers; each chunk is hashed once,
-framed in place (no copy) and handed to a BlockSink. Leaves are hashed by a few threads
-(hashlib releases the GIL), results are consumed in order, so memory stays bounded.
+Directories: dot-files are included (like `--hidden`), symlinks inside the tree become UnixFS
+symlinks, named pipes, sockets and devices are refused.
 """
 
 from __future__ import annotations
 
-import hashlib
+import io
 import os
 import stat
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import BinaryIO, Protocol, Sequence
+from typing import Protocol
 
-from tributa.store import dagpb, unixfs
 from tributa.store.base import Buffer, Progress
-from tributa.store.cid import Cid
 from tributa.store.errors import NotFound, StoreError
-
-CHUNK_SIZE = 262144
-MAX_LINKS = 174
-# Kubo turns a directory into a HAMT shard once the sum over its entries of
-# len(name) + len(binary CID) reaches this (Internal.UnixFSShardingSizeThreshold, 256KiB).
-HAMT_SHARDING_THRESHOLD = 262144
-
-class BlockSink(Protocol):
-    """Where finished blocks go. `parts` concatenated are the block; `digest` is its sha2-256."""
-
-    def put(self, digest: bytes, parts: Sequence[Buffer]) -> None: ...
-
-
-class HashOnly:
-    """A sink that stores nothing: used to compute CIDs."""
-
-    def put(self, digest: bytes, parts: Sequence[Buffer]) -> None:
-        return None
+from tributa.store.layout import (
+    CHUNK_SIZE,
+    BalancedLayout,
+    BlockSink,
+    Link,
+    directory_node,
+    empty_file,
+    leaf,
+    symlink_node,
+    validate_version,
+)
 
 
-@dataclass(frozen=True, slots=True)
-class Link:
-    """A finished node as its parent sees it."""
+class Readable(Protocol):
+    """Anything chunks can be read from: a raw file (FileIO) or an in-memory reader."""
 
-    cid: Cid
-    tsize: int  # the node's bytes plus every Tsize below it (dag-pb link Tsize)
-    filesize: int  # file bytes under this node (UnixFS blocksizes entry)
+    def readinto(self, buffer: memoryview, /) -> int | None: ...
 
 
-def _validate_version(cid_version: int) -> None:
-    if cid_version not in (0, 1):
-        raise StoreError(f"unsupported CID version {cid_version!r}: use 0 or 1")
-
-
-class BalancedLayout:
-    """Collects leaves left to right and builds the balanced tree above them."""
-
-    def __init__(self, sink: BlockSink, cid_version: int, max_links: int = MAX_LINKS) -> None:
-        self._sink = sink
-        self._version = cid_version
-        self._max_links = max_links
-        self._levels: list[list[Link]] = [[]]
-
-    def add_leaf(self, link: Link) -> None:
-        self._push(0, link)
-
-    def _push(self, level: int, link: Link) -> None:
-        if level == len(self._levels):
-            self._levels.append([])
-        pending = self._levels[level]
-        pending.append(link)
-        if len(pending) == self._max_links:
-            self._levels[level] = []
-            self._push(level + 1, self._node(pending))
-
-    def _node(self, children: list[Link]) -> Link:
-        data = unixfs.encode_file_node_data(
-            sum(child.filesize for child in children), (child.filesize for child in children)
-        )
-        links = [dagpb.encode_link(child.cid.to_bytes(), b"", child.tsize) for child in children]
-        block = dagpb.encode_node(links, data)
-        digest = hashlib.sha256(block).digest()
-        self._sink.put(digest, (block,))
-        return Link(
-            cid=Cid(self._version, "dag-pb", digest),
-            tsize=len(block) + sum(child.tsize for child in children),
-            filesize=sum(child.filesize for child in children),
-        )
-
-    def finish(self) -> Link:
-        levels = self._levels
-        level = 0
-        while True:
-            pending = levels[level]
-            if level == len(levels) - 1 and len(pending) == 1:
-                return pending[0]
-            if pending:
-                levels[level] = []
-                self._push(level + 1, self._node(pending))
-            level += 1
-
-
-def _leaf(chunk: memoryview, cid_version: int, sink: BlockSink) -> Link:
-    size = len(chunk)
-    if cid_version == 1:
-        digest = hashlib.sha256(chunk).digest()
-        sink.put(digest, (chunk,))
-        return Link(Cid(1, "raw", digest), size, size)
-    prefix, suffix = unixfs.file_leaf_frame(size)
-    hasher = hashlib.sha256(prefix)
-    hasher.update(chunk)
-    hasher.update(suffix)
-    digest = hasher.digest()
-    sink.put(digest, (prefix, chunk, suffix))
-    return Link(Cid(0, "dag-pb", digest), len(prefix) + size + len(suffix), size)
-
-
-def _empty_file(cid_version: int, sink: BlockSink) -> Link:
-    if cid_version == 1:
-        block = b""
-        digest = hashlib.sha256(block).digest()
-        sink.put(digest, (block,))
-        return Link(Cid(1, "raw", digest), 0, 0)
-    block = dagpb.encode_node([], unixfs.EMPTY_FILE_DATA)
-    digest = hashlib.sha256(block).digest()
-    sink.put(digest, (block,))
-    return Link(Cid(0, "dag-pb", digest), len(block), 0)
-
-
-def _read_full(stream: BinaryIO, view: memoryview) -> int:
+def _read_full(stream: Readable, view: memoryview) -> int:
     """Fill `view` unless the stream ends first; returns the number of bytes read."""
     filled = 0
     total = len(view)
@@ -150,9 +52,9 @@ def _read_full(stream: BinaryIO, view: memoryview) -> int:
 
 
 def default_workers() -> int:
-    # Threads spend their time in GIL-free sha256 or waiting on the filesystem (creating block
-    # files can take milliseconds on a busy ext4), so more threads than cores still pays off.
-    return 8
+    # Threads spend their time in GIL-free sha256 or waiting on the filesystem, so two per
+    # core still pays off; past 8 they only add scheduling overhead.
+    return max(2, min(8, 2 * (os.cpu_count() or 1)))
 
 
 class Importer:
@@ -170,7 +72,7 @@ class Importer:
         workers: int | None = None,
         progress: Progress | None = None,
     ) -> None:
-        _validate_version(cid_version)
+        validate_version(cid_version)
         self._sink = sink
         self._version = cid_version
         self._workers = default_workers() if workers is None else workers
@@ -191,7 +93,7 @@ class Importer:
 
     # -- files ---------------------------------------------------------------------------------
 
-    def add_stream(self, stream: BinaryIO, size: int | None = None) -> Link:
+    def add_stream(self, stream: Readable, size: int | None = None) -> Link:
         """Chunk a binary stream (anything with readinto) into a file DAG."""
         try:
             if size is not None:
@@ -213,14 +115,14 @@ class Importer:
         finally:
             self._shutdown()
 
-    def _stream(self, stream: BinaryIO, size: int | None) -> Link:
+    def _stream(self, stream: Readable, size: int | None) -> Link:
         layout = BalancedLayout(self._sink, self._version)
         if self._workers <= 1 or (size is not None and size <= CHUNK_SIZE):
             any_data = self._chunks_inline(stream, layout)
         else:
             any_data = self._chunks_threaded(stream, layout)
         if not any_data:
-            return _empty_file(self._version, self._sink)
+            return empty_file(self._version, self._sink)
         return layout.finish()
 
     def _advance(self, size: int) -> None:
@@ -228,7 +130,7 @@ class Importer:
         if self._progress is not None:
             self._progress(self._done, max(self._total, self._done))
 
-    def _chunks_inline(self, stream: BinaryIO, layout: BalancedLayout) -> bool:
+    def _chunks_inline(self, stream: Readable, layout: BalancedLayout) -> bool:
         buf = self._buffer()
         try:
             any_data = False
@@ -237,14 +139,14 @@ class Importer:
                 if size == 0:
                     return any_data
                 any_data = True
-                layout.add_leaf(_leaf(buf[:size], self._version, self._sink))
+                layout.add_leaf(leaf(buf[:size], self._version, self._sink))
                 self._advance(size)
                 if size < CHUNK_SIZE:
                     return True
         finally:
             self._buffers.append(buf)
 
-    def _chunks_threaded(self, stream: BinaryIO, layout: BalancedLayout) -> bool:
+    def _chunks_threaded(self, stream: Readable, layout: BalancedLayout) -> bool:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(
                 max_workers=self._workers, thread_name_prefix="store-hash"
@@ -272,7 +174,9 @@ class Importer:
                     self._buffers.append(buf)
                     break
                 any_data = True
-                pending.append((pool.submit(_leaf, buf[:size], self._version, self._sink), buf, size))
+                pending.append(
+                    (pool.submit(leaf, buf[:size], self._version, self._sink), buf, size)
+                )
                 if size < CHUNK_SIZE:
                     break
             while pending:
@@ -296,7 +200,7 @@ class Importer:
         info = _stat(path)
         try:
             if stat.S_ISDIR(info.st_mode):
-                self._total = _tree_size(os.fspath(path))
+                self._total = tree_size(path)
                 return self._add_dir(os.fspath(path))
             self._total = info.st_size
             return self._add_entry(os.fspath(path), info)
@@ -318,11 +222,7 @@ class Importer:
         )
 
     def _add_symlink(self, path: str) -> Link:
-        target = os.fsencode(os.readlink(path))
-        block = dagpb.encode_node([], unixfs.encode_symlink_data(target))
-        digest = hashlib.sha256(block).digest()
-        self._sink.put(digest, (block,))
-        return Link(Cid(self._version, "dag-pb", digest), len(block), 0)
+        return symlink_node(os.fsencode(os.readlink(path)), self._version, self._sink)
 
     def _add_dir(self, path: str) -> Link:
         try:
@@ -334,33 +234,6 @@ class Importer:
         for name, child_path in entries:
             children.append((name, self._add_entry(child_path, _lstat(child_path))))
         return directory_node(children, self._version, self._sink, path)
-
-
-def directory_node(
-    children: list[tuple[bytes, Link]],
-    cid_version: int,
-    sink: BlockSink,
-    where: str = "directory",
-    sharding_threshold: int = HAMT_SHARDING_THRESHOLD,
-) -> Link:
-    """A plain UnixFS directory over named children (links sorted by name bytes, like Go)."""
-    children = sorted(children, key=lambda item: item[0])
-    estimate = sum(len(name) + len(link.cid.to_bytes()) for name, link in children)
-    if estimate >= sharding_threshold:
-        raise StoreError(
-            f"cannot add {where}: it has {len(children)} entries (estimated {estimate} bytes "
-            f">= {sharding_threshold}), which Kubo would store as a HAMT-sharded directory; "
-            "this store builds plain directories only, so split it into subdirectories"
-        )
-    links = [dagpb.encode_link(link.cid.to_bytes(), name, link.tsize) for name, link in children]
-    block = dagpb.encode_node(links, unixfs.DIRECTORY_DATA)
-    digest = hashlib.sha256(block).digest()
-    sink.put(digest, (block,))
-    return Link(
-        Cid(cid_version, "dag-pb", digest),
-        len(block) + sum(link.tsize for _, link in children),
-        0,
-    )
 
 
 class _MemoryReader:
@@ -395,19 +268,22 @@ def _stat(path: str | os.PathLike[str]) -> os.stat_result:
         raise StoreError(f"cannot read {os.fspath(path)}: {exc.strerror}") from None
 
 
-def _open_regular(path: str | os.PathLike[str]) -> BinaryIO:
+def _open_regular(path: str | os.PathLike[str]) -> io.FileIO:
     try:
-        stream = open(path, "rb", buffering=0)
+        stream = io.FileIO(path, "rb")
     except FileNotFoundError:
         raise NotFound(f"no such file or directory: {os.fspath(path)}") from None
     except IsADirectoryError:
-        raise StoreError(f"{os.fspath(path)} is a directory: add it with put_dir / `store add`") from None
+        raise StoreError(
+            f"{os.fspath(path)} is a directory: add it with put_dir / `store add`"
+        ) from None
     except OSError as exc:
         raise StoreError(f"cannot read {os.fspath(path)}: {exc.strerror}") from None
-    return stream  # type: ignore[return-value]
+    return stream
 
 
-def _tree_size(root: str) -> int:
+def tree_size(root: str | os.PathLike[str]) -> int:
+    """Bytes in the regular files under `root` (symlinks not followed)."""
     total = 0
     for folder, _dirs, files in os.walk(root):
         for name in files:

@@ -23,6 +23,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, NoReturn
 
 import httpx
+import ipfshttpclient
+import requests
+from ipfshttpclient import exceptions as ipfs_exc
 
 from tributa.store import dag
 from tributa.store.base import Buffer, CidLike, GcStats, PathLike, Progress, VerifyReport
@@ -34,10 +37,6 @@ from tributa.store.errors import (
     NotFound,
     StoreError,
 )
-
-import ipfshttpclient
-import requests
-from ipfshttpclient import exceptions as ipfs_exc
 
 _UPLOAD_CHUNK = 1 << 20
 # ipfshttpclient lets some transport errors of its `requests` backend through unwrapped.
@@ -56,6 +55,8 @@ def _quiet() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The 'strict' parameter", category=FutureWarning)
         yield
+
+
 _NOT_FOUND_HINTS = ("not found", "no link named", "not pinned", "context deadline exceeded")
 
 
@@ -65,10 +66,10 @@ def api_url(addr: str) -> tuple[str, str]:
     if text.startswith(("http://", "https://")):
         parsed = urllib.parse.urlsplit(text)
         host = parsed.hostname or "127.0.0.1"
-        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        number = parsed.port or (443 if parsed.scheme == "https" else 80)
         proto = "dns" if not host.replace(".", "").isdigit() else "ip4"
         suffix = "/https" if parsed.scheme == "https" else "/http"
-        return f"/{proto}/{host}/tcp/{port}{suffix}", f"{parsed.scheme}://{host}:{port}"
+        return f"/{proto}/{host}/tcp/{number}{suffix}", f"{parsed.scheme}://{host}:{number}"
     parts = [part for part in text.split("/") if part]
     try:
         proto, host, tcp, port = parts[:4]
@@ -139,7 +140,9 @@ class KuboStore:
         if action == "unpin" and "not pinned" in lowered:
             raise NotFound(f"{cid} is not pinned on the Kubo daemon at {self.addr}")
         if cid is not None and any(hint in lowered for hint in _NOT_FOUND_HINTS):
-            raise NotFound(f"{cid} is not available from the Kubo daemon at {self.addr} ({message})")
+            raise NotFound(
+                f"{cid} is not available from the Kubo daemon at {self.addr} ({message})"
+            )
         raise StoreError(f"Kubo at {self.addr} refused {action}: {message}")
 
     # -- adding --------------------------------------------------------------------------------
@@ -157,8 +160,12 @@ class KuboStore:
             raise StoreError(f"unsupported CID version {cid_version!r}: use 0 or 1")
         total = sum(part.size for part in parts)
         boundary = uuid.uuid4().hex
+        # Chunker and raw-leaves are spelled out so the daemon's Import.* config cannot make
+        # its CIDs differ from the embedded store's.
         params = {
             "cid-version": str(cid_version),
+            "chunker": "size-262144",
+            "raw-leaves": "true" if cid_version == 1 else "false",
             "pin": "false" if only_hash else "true",
             "only-hash": "true" if only_hash else "false",
             "quieter": "true",
@@ -193,32 +200,40 @@ class KuboStore:
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise StoreError(f"put_bytes takes bytes, not {type(data).__name__}")
         parts = [_Part("data", "file", bytes(data))]
-        return self._add(parts, cid_version=cid_version, progress=None, only_hash=False, action="add")
+        return self._add(
+            parts, cid_version=cid_version, progress=None, only_hash=False, action="add"
+        )
 
     def put_file(
         self, path: PathLike, progress: Progress | None = None, *, cid_version: int = 0
     ) -> Cid:
         parts = _scan(Path(path), want="file")
-        return self._add(parts, cid_version=cid_version, progress=progress, only_hash=False, action="add")
+        return self._add(
+            parts, cid_version=cid_version, progress=progress, only_hash=False, action="add"
+        )
 
     def put_dir(
         self, path: PathLike, progress: Progress | None = None, *, cid_version: int = 0
     ) -> Cid:
         parts = _scan(Path(path), want="dir")
-        return self._add(parts, cid_version=cid_version, progress=progress, only_hash=False, action="add")
+        return self._add(
+            parts, cid_version=cid_version, progress=progress, only_hash=False, action="add"
+        )
 
     def cid_of(self, data_or_path: Buffer | PathLike, *, cid_version: int = 0) -> Cid:
         if isinstance(data_or_path, (bytes, bytearray, memoryview)):
             parts = [_Part("data", "file", bytes(data_or_path))]
         else:
             parts = _scan(Path(data_or_path), want="any")
-        return self._add(parts, cid_version=cid_version, progress=None, only_hash=True, action="hash")
+        return self._add(
+            parts, cid_version=cid_version, progress=None, only_hash=True, action="hash"
+        )
 
     # -- reading -------------------------------------------------------------------------------
 
     def read(self, cid: Cid) -> bytes:
         """One block, fetched and re-hashed here (the dag.BlockSource interface)."""
-        data = self._call("block/get", lambda: self._client.block.get(str(cid)), cid)
+        data = bytes(self._call("block/get", lambda: self._client.block.get(str(cid)), cid))
         if hashlib.sha256(data).digest() != cid.digest:
             raise IntegrityError(
                 f"the Kubo daemon at {self.addr} returned bytes for block {cid} that do not hash "
@@ -229,11 +244,12 @@ class KuboStore:
     def get(self, cid: CidLike) -> Iterator[bytes]:
         root = coerce_cid(cid)
         # Check the root first so a wrong CID or a directory fails here, not mid-stream.
-        dag._require_file(dag.load(self, root))
+        dag.require_file(dag.load(self, root))
         stream = self._call("get", lambda: self._client.cat(str(root), stream=True), root)
         return self._relay(stream, root)
 
-    def _relay(self, stream: Iterator[bytes], root: Cid) -> Iterator[bytes]:
+    def _relay(self, stream: Any, root: Cid) -> Iterator[bytes]:
+        """Pass on ipfshttpclient's streamed `cat` (an iterator and context manager)."""
         try:
             with stream:
                 for chunk in stream:
@@ -364,7 +380,8 @@ def _scan_dir(folder: Path, prefix: str, parts: list[_Part]) -> None:
             parts.append(_Part(name, "file", Path(entry.path)))
         else:
             raise StoreError(
-                f"cannot add {entry.path}: only regular files, directories and symlinks can be stored"
+                f"cannot add {entry.path}: only regular files, directories and symlinks "
+                "can be stored"
             )
 
 

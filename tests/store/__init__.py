@@ -1,0 +1,1 @@
+"""Tests for the content store (tributa.store)."""
