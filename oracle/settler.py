@@ -14,7 +14,7 @@ from typing import Protocol
 from sqlalchemy import select
 from web3 import Web3
 
-from oracle.db import Database, Job, Task, TaskState, now
+from oracle.db import Database, Job, JobState, Task, TaskState, now
 from oracle.ingest import EventDecoder
 from tributa.metrics import OracleMetrics
 from oracle.verify import Reexecute, Verdict, decide, spot_check_selected
@@ -235,12 +235,17 @@ class Settler:
 
     # -- failures and refunds ----------------------------------------------------------------
     def fail_pending(self) -> int:
+        """Fail decided failures on-chain, slashing agents that took the task and never answered."""
         with self.db.session() as s:
-            failing = [(t.task_id, t.reason or "failed") for t in s.execute(select(Task).where(Task.state == TaskState.FAILING)).scalars()]
+            failing = [
+                (t.task_id, t.reason or "failed", self._silent_agents(s, t))
+                for t in s.execute(select(Task).where(Task.state == TaskState.FAILING)).scalars()
+            ]
         done = 0
-        for task_id, reason in failing:
+        for task_id, reason, silent in failing:
             try:
-                sent = self.signer.transact(self.escrow.functions.fail_task(task_id, reason[:128]), action="fail_task")
+                call = self.escrow.functions.fail_task(task_id, reason[:128], silent)
+                sent = self.signer.transact(call, action="fail_task")
                 self.metrics.gas_spent.labels("fail_task").inc(sent.gas_used)
             except ContractRevert as exc:
                 log.warning("fail_task(%s) reverted: %s (the chain state wins)", task_id, exc.reason)
@@ -254,18 +259,33 @@ class Settler:
             done += 1
         return done
 
+    @staticmethod
+    def _silent_agents(session, task: Task) -> list[str]:
+        """Agents whose lease on the task ran out (or is still held) with no answer, at most k."""
+        jobs = session.execute(select(Job).where(Job.task_id == task.task_id)).scalars().all()
+        answered = {j.agent for j in jobs if j.state in (JobState.SUBMITTED, JobState.ERRORED)}
+        silent = sorted({j.agent for j in jobs if j.state in (JobState.LEASED, JobState.EXPIRED)} - answered)
+        return [Web3.to_checksum_address(a) for a in silent][: task.k]
+
     def refund_due(self, chain_time: int) -> int:
-        """Refund failed tasks, and open ones whose deadline passed (anyone may; the oracle does)."""
+        """Refund failed tasks, and open ones whose deadline passed (anyone may; the oracle does).
+
+        A task past its deadline that an agent took and never answered is failed first, so that
+        agent is slashed while the requester still gets the whole fee back.
+        """
+        due = []
         with self.db.session() as s:
-            due = [
-                t.task_id
-                for t in s.execute(
-                    select(Task).where(
-                        (Task.state == TaskState.FAILED)
-                        | (Task.state.in_((TaskState.OPEN, TaskState.RUNNING)) & (Task.deadline < chain_time))
-                    )
-                ).scalars()
-            ]
+            for t in s.execute(
+                select(Task).where(
+                    (Task.state == TaskState.FAILED)
+                    | (Task.state.in_((TaskState.OPEN, TaskState.RUNNING)) & (Task.deadline < chain_time))
+                )
+            ).scalars():
+                if t.state != TaskState.FAILED and self._silent_agents(s, t):
+                    t.state = TaskState.FAILING
+                    t.reason = "no agent answered by the deadline"
+                else:
+                    due.append(t.task_id)
         refunded = 0
         for task_id in due:
             try:

@@ -155,3 +155,27 @@ def test_refund_due__deadline_passed_without_result__refunds_full_fee(oracle, si
 
     assert escrow.balance_of(signers["requester"].address).call() - before == fee
     assert oracle.state(task_id) == TaskState.REFUNDED
+
+
+def test_refund_due__agent_took_task_and_went_silent__slashed_and_requester_refunded_in_full(oracle, signers):
+    contracts = oracle.contracts
+    escrow = contracts.escrow.functions
+    model = register_test_model(contracts, signers["publisher"])
+    ensure_agent(contracts, signers["agent2"], [model])
+    input_cid = str(oracle.store.put_bytes(b'{"prompt":"silence"}'))
+    task_id = post_raw_task(contracts, signers["requester"], model, cidlib.cid_to_digest(input_cid), deadline_s=60)
+    fee = escrow.task(task_id).call()[3]
+    oracle.ingestor.poll_once()
+    assert oracle.book.lease(signers["agent2"].address, {model}, oracle.chain_time()) is not None
+    stake = escrow.agent(signers["agent2"].address).call()[0]
+    before = escrow.balance_of(signers["requester"].address).call()
+    advance_time(contracts.w3, 120)
+
+    oracle.settler.refund_due(oracle.chain_time())  # decides the failure
+    assert oracle.settler.fail_pending() == 1  # fails on-chain, slashing the silent agent
+    oracle.settler.refund_due(oracle.chain_time())  # refunds the whole fee
+
+    slashed = stake * escrow.slash_bps().call() // 10_000
+    assert escrow.agent(signers["agent2"].address).call()[0] == stake - slashed
+    assert escrow.balance_of(signers["requester"].address).call() - before == fee + slashed // 2
+    assert oracle.state(task_id) == TaskState.REFUNDED

@@ -47,7 +47,7 @@ from tributa.ml.train import (
 )
 
 # Bump when the training or saving code changes in a way the configs do not capture.
-MODELS_CODE_VERSION = 1
+MODELS_CODE_VERSION = 2
 BASE_NAME = "tributa-demo-base"
 MANIFEST = "manifest.json"
 
@@ -163,6 +163,15 @@ def ensure_demo_models(
     return built
 
 
+def _canonicalise_adapter_config(path: Path) -> None:
+    """Sort peft's `target_modules`: it is a set, so its order varies with the hash seed, and the
+    folder's bytes (hence its content digest) must be the same on every machine."""
+    config = json.loads(path.read_text())
+    if isinstance(config.get("target_modules"), list):
+        config["target_modules"] = sorted(config["target_modules"])
+    path.write_text(json.dumps(config, indent=2, sort_keys=True))
+
+
 def _make_readable(root: Path) -> None:
     # mkdtemp and safetensors create owner-only entries; the cache is shared read-only data.
     for path in [root, *root.rglob("*")]:
@@ -200,6 +209,7 @@ def _build(
         model.save_pretrained(
             str(out / "adapters"), selected_adapters=[name], save_embedding_layers=False
         )
+        _canonicalise_adapter_config(out / "adapters" / name / "adapter_config.json")
         adapters[name] = {
             "digest": state_dict_digest(model, trainable_only=True),
             "final_loss": stats.final_loss,

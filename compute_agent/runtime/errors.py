@@ -1,0 +1,7 @@
+"""Errors the inference runtime raises for requests it cannot run as given."""
+
+from __future__ import annotations
+
+
+class InferenceInputError(ValueError):
+    """The request itself is wrong (empty prompt, too long, unknown adapter); fix the request."""

@@ -1,0 +1,175 @@
+"""run_job: input bytes -> canonical output bytes, and clear errors for malformed input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+from compute_agent.runtime.jobs import (
+    EMBEDDING_DECIMALS,
+    MAX_INPUT_BYTES,
+    JobInputError,
+    JobSpec,
+    JobSpecError,
+    RunnerRegistry,
+    canonical_json,
+    run_job,
+)
+from tributa.ml.models import ensure_demo_models
+
+
+@pytest.fixture(scope="session")
+def demo_models():
+    return ensure_demo_models()
+
+
+@pytest.fixture(scope="module")
+def registry():
+    return RunnerRegistry()
+
+
+@pytest.fixture()
+def gen_spec(demo_models):
+    return JobSpec(kind="generate", model_path=str(demo_models.base_dir), max_new_tokens=16)
+
+
+def _json(obj) -> bytes:
+    return json.dumps(obj).encode()
+
+
+def test_run_job__generate__canonical_json_with_digest(gen_spec, registry):
+    out = run_job(gen_spec, _json({"prompt": "The Fox"}), registry)
+    body = json.loads(out.output)
+    assert canonical_json(body) == out.output
+    assert out.sha256 == hashlib.sha256(out.output).hexdigest()
+    assert set(body) == {
+        "adapter", "finish_reason", "kind", "model", "prompt_tokens", "text", "token_ids"
+    }
+    assert body["kind"] == "generate" and body["adapter"] is None
+    assert 1 <= len(body["token_ids"]) <= 16
+
+
+def test_run_job__generate_same_input_twice__identical_bytes(gen_spec, registry):
+    first = run_job(gen_spec, _json({"prompt": "Step one.", "max_new_tokens": 12}), registry)
+    second = run_job(gen_spec, _json({"prompt": "Step one.", "max_new_tokens": 12}), registry)
+    assert first.output == second.output
+
+
+def test_run_job__generate_with_adapter__found_in_demo_layout_and_by_path(demo_models, registry):
+    base, prompt = str(demo_models.base_dir), _json({"prompt": "The", "max_new_tokens": 8})
+    by_name = run_job(JobSpec("generate", base, adapter="fables"), prompt, registry)
+    fables_dir = str(demo_models.adapters["fables"])
+    by_path = run_job(
+        JobSpec("generate", base, adapter="fables", adapter_path=fables_dir), prompt, registry
+    )
+    plain = run_job(JobSpec("generate", base), prompt, registry)
+    assert by_name.output == by_path.output != plain.output
+    assert json.loads(by_name.output)["adapter"] == "fables"
+
+
+def test_run_job__registry__loads_each_base_once(gen_spec, registry):
+    run_job(gen_spec, _json({"prompt": "a"}), registry)
+    assert registry.generation(ensure_demo_models().base_dir) is registry.generation(
+        ensure_demo_models().base_dir
+    )
+
+
+def test_run_job__embed__rounded_unit_vectors_in_input_order(registry):
+    texts = ["The Fox and the Grapes.", "Heat the oven to two hundred degrees.", ""]
+    out = run_job(JobSpec("embed"), _json({"texts": texts}), registry)
+    body = json.loads(out.output)
+    assert body["dim"] == 384 and body["decimals"] == EMBEDDING_DECIMALS
+    vectors = np.array(body["vectors"])
+    assert vectors.shape == (3, 384)
+    assert np.allclose(np.linalg.norm(vectors[:2], axis=1), 1.0, atol=1e-3)
+    assert all(round(x, EMBEDDING_DECIMALS) == x for x in vectors.ravel())
+    exact = registry.embedding().embed(texts).vectors
+    assert np.abs(vectors - exact).max() <= 0.5 * 10**-EMBEDDING_DECIMALS + 1e-9
+
+
+def test_run_job__embed_single_text_form__equals_first_row_of_list_form(registry):
+    one = json.loads(run_job(JobSpec("embed"), _json({"text": "a star"}), registry).output)
+    many = json.loads(run_job(JobSpec("embed"), _json({"texts": ["a star"]}), registry).output)
+    assert one == many
+
+
+def test_run_job__embed_twice__identical_bytes(registry):
+    payload = _json({"texts": ["the Moon raises the tides", "simmer for twenty minutes"]})
+    assert run_job(JobSpec("embed"), payload, registry).output == run_job(
+        JobSpec("embed"), payload, registry
+    ).output
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (b"\xff\xfe{}", "not UTF-8"),
+        (b"{prompt: 1}", "not JSON"),
+        (b"", "not JSON"),
+        (b'["The"]', "must be a JSON object, got an array"),
+        (b'{"max_new_tokens": 4}', 'needs a "prompt"'),
+        (b'{"prompt": 5}', '"prompt" must be a string'),
+        (b'{"prompt": ""}', '"prompt" is empty'),
+        (b'{"prompt": "x", "max_new_tokens": "4"}', "must be an integer"),
+        (b'{"prompt": "x", "max_new_tokens": true}', "must be an integer"),
+        (b'{"prompt": "x", "max_new_tokens": 17}', "between 1 and 16"),
+        (b'{"prompt": "x", "max_new_tokens": 0}', "between 1 and 16"),
+        (b'{"prompt": "x", "temperature": 0.7}', "unknown field"),
+        (b'{"prompt": "x", "prompt": "y"}', "repeats the field"),
+        (b'{"prompt": "x", "max_new_tokens": NaN}', "NaN"),
+        (b"[" * 50_000, "nested too deeply|not JSON"),
+        (b'{"prompt": "' + b"a" * MAX_INPUT_BYTES + b'"}', "the limit is 65536 bytes"),
+        (_json({"prompt": "word " * 1000}), "exceeds the model's context"),
+    ],
+)
+def test_run_job__malformed_generate_input__raises_job_input_error(
+    gen_spec, registry, payload, message
+):
+    with pytest.raises(JobInputError, match=message):
+        run_job(gen_spec, payload, registry)
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (b"{}", 'exactly one of "texts"'),
+        (b'{"text": "a", "texts": ["b"]}', 'exactly one of "texts"'),
+        (b'{"texts": "a"}', '"texts" must be a list'),
+        (b'{"texts": ["a", 3]}', r'"texts"\[1\] must be a string'),
+        (b'{"texts": []}', "1 to 256"),
+        (_json({"texts": ["a"] * 257}), "1 to 256"),
+        (b'{"text": null}', '"text" must be a string, got null'),
+        (b'{"prompt": "a"}', "unknown field"),
+    ],
+)
+def test_run_job__malformed_embed_input__raises_job_input_error(registry, payload, message):
+    with pytest.raises(JobInputError, match=message):
+        run_job(JobSpec("embed"), payload, registry)
+
+
+def test_run_job__input_not_bytes__raises_job_input_error(gen_spec, registry):
+    with pytest.raises(JobInputError, match="must be bytes"):
+        run_job(gen_spec, '{"prompt": "x"}', registry)  # type: ignore[arg-type]
+
+
+BASE = "<demo base folder>"
+
+
+@pytest.mark.parametrize(
+    ("spec_kwargs", "message"),
+    [
+        ({"kind": "translate", "model_path": BASE}, "unknown job kind"),
+        ({"kind": "generate"}, "needs model_path"),
+        ({"kind": "generate", "model_path": "/nonexistent/model"}, "no config.json"),
+        ({"kind": "generate", "model_path": BASE, "adapter": "../../etc"}, "adapter name"),
+        ({"kind": "generate", "model_path": BASE, "adapter": "poetry"}, "'poetry' not found"),
+        ({"kind": "generate", "model_path": BASE, "max_new_tokens": 0}, "spec max_new_tokens"),
+    ],
+)
+def test_run_job__bad_spec__raises_job_spec_error(demo_models, registry, spec_kwargs, message):
+    kwargs = {k: str(demo_models.base_dir) if v == BASE else v for k, v in spec_kwargs.items()}
+    with pytest.raises(JobSpecError, match=message):
+        run_job(JobSpec(**kwargs), _json({"prompt": "x"}), registry)
