@@ -1,11 +1,13 @@
 """`make demo`: the whole protocol end to end on a fresh local Anvil node, with real models.
 
-Starts Anvil, deploys with `ape run deploy`, registers three datasets with their
-contributors, trains the demo model and one LoRA adapter per dataset, registers the
-models with their provenance, starts the oracle and one compute agent (as the CLI
-would), posts generation and embedding tasks with escrowed ETH, waits for settlement,
-then shows the attribution, the royalties each contributor can claim, and pull payments.
-It prints what happened, writes demo-report.json and stops everything it started.
+Starts Anvil and deploys with `ape run deploy`; data creators register three datasets
+with their contributors; the demo model and one LoRA adapter per dataset are trained and
+registered with their provenance; the publisher launches an IMO for one model and two
+accounts buy it; the oracle and one compute agent run as `tributa … run` processes;
+requesters post generation and embedding tasks with escrowed ETH; the oracle verifies,
+attributes and settles. It then shows the attribution, the royalties each contributor
+can claim, the token holders' revenue growing and claimed, and pull payments. It prints
+what happened, writes demo-report.json and stops everything it started.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-from pathlib import Path
+from dataclasses import dataclass, field
 
+from tributa import imo
 from tributa.chain.accounts import FIRST_CONTRIBUTOR_INDEX, dev_account
-from tributa.chain.contracts import load_contracts
+from tributa.chain.contracts import Contracts, load_contracts
 from tributa.chain.tx import Signer
 from tributa.cli.format import eth
 from tributa.config import REPO_ROOT
@@ -45,14 +48,155 @@ PROMPTS = {
     "cooking": "Step one. Mix the flour, yeast and salt",
     "fables": "One hot summer day a hungry Fox",
 }
+IMO_MODEL = "astronomy"
+SECOND_PROMPT = "Light from the surface of the Sun"
+IMO_BUYS = {"buyer": 5 * 10**17, "buyer2": 3 * 10**17}  # together they reach the hard cap
 
 
 def step(text: str) -> None:
     print(f"\n== {text}", flush=True)
 
 
-def contributor(offset: int) -> Signer:
-    return dev_account(FIRST_CONTRIBUTOR_INDEX + offset)
+@dataclass
+class Demo:
+    contracts: Contracts
+    store: object
+    report: dict = field(default_factory=dict)
+
+    def signer(self, role_or_index) -> Signer:
+        return Signer(self.contracts.w3, dev_account(role_or_index))
+
+    def contributor(self, offset: int) -> Signer:
+        return self.signer(FIRST_CONTRIBUTOR_INDEX + offset)
+
+
+def register_datasets(demo: Demo, settings) -> dict[str, int]:
+    step("data creators register three datasets (stored, indexed for attribution, registered)")
+    from oracle.attribution.service import default_indexes
+
+    indexes = default_indexes(settings)
+    creator = demo.signer("creator")
+    ids = {}
+    for name, members in CONTRIBUTORS.items():
+        pairs = sorted(((demo.contributor(o).address, bps) for o, bps in members), key=lambda p: int(p[0], 16))
+        registered = register_dataset(
+            demo.contracts, creator, demo.store, DATASETS_DIR / name, [a for a, _ in pairs], [b for _, b in pairs],
+            "CC0-1.0", name, lambda cid, text: indexes.build(cid, text).token_count,
+        )
+        ids[name] = registered.dataset_id
+        print(f"  dataset {registered.dataset_id} '{name}': {registered.content_cid}, "
+              f"{registered.tokens_indexed:,} tokens, {len(pairs)} contributors")
+    return ids
+
+
+def register_models(demo: Demo, dataset_ids: dict[str, int]):
+    step("training the demo model and one LoRA adapter per dataset (cached after the first run)")
+    from tributa.ml.embeddings import model_dir as minilm_dir
+    from tributa.ml.models import ensure_demo_models
+
+    built = ensure_demo_models(progress=lambda msg: print(f"  {msg}"))
+    step("the model publisher registers the models with their provenance")
+    publisher = demo.signer("publisher")
+    models = {}
+    for name in CONTRIBUTORS:
+        # The base saw every dataset; the adapter specialises on its own.
+        provenance = {dataset_ids[n]: (6000 if n == name else 2000) for n in CONTRIBUTORS}
+        published = register_model(demo.contracts, publisher, demo.store, f"tributa-gpt2-{name}", built.base_dir,
+                                   [built.adapters[name]], provenance, MODEL_FEE)
+        models[name] = published.model_id
+        print(f"  model {published.model_id}: tributa-gpt2-{name} (base + {name} adapter)")
+    models["embed"] = register_model(demo.contracts, publisher, demo.store, "all-MiniLM-L6-v2", minilm_dir(), [], None, MODEL_FEE).model_id
+    print(f"  model {models['embed']}: all-MiniLM-L6-v2 (embeddings)")
+    return models, [built.base_dir, *built.adapters.values(), minilm_dir()]
+
+
+def launch_imo(demo: Demo, model_id: int) -> tuple[int, str]:
+    step(f"Initial Model Offering: the publisher tokenizes model {model_id}; two accounts buy")
+    imo_id, token, tx = imo.launch(
+        demo.contracts, demo.signer("publisher"), model_id, "Tributa Astronomy GPT", "ASTRO",
+        supply_tokens=1_000_000, price_wei=10**12, soft_cap_wei=5 * 10**17, hard_cap_wei=8 * 10**17,
+        duration_s=3600, publisher_share_bps=2000, vesting_s=180 * 24 * 3600,
+    )
+    print(f"  IMO {imo_id}: token ASTRO at {token}, 0.000001 ETH per token, soft cap 0.5 ETH, hard cap 0.8 ETH (gas {tx.gas_used})")
+    for role, value in IMO_BUYS.items():
+        tokens, _ = imo.buy(demo.contracts, demo.signer(role), imo_id, value)
+        print(f"  {role} pays {eth(value)} for {tokens / imo.TOKEN_UNIT:,.0f} ASTRO")
+    imo.finalize(demo.contracts, demo.signer("buyer"), imo_id)
+    for role in IMO_BUYS:
+        imo.claim(demo.contracts, demo.signer(role), imo_id)
+    view = imo.read_imo(demo.contracts, imo_id)
+    receiver = demo.contracts.registry.functions.model(model_id).call()[2]
+    print(f"  sale {view.state}: raised {eth(view.raised)}; model {model_id}'s fees now go to the token ({receiver == token})")
+    return imo_id, token
+
+
+def holder_revenue(demo: Demo, token: str) -> dict[str, int]:
+    imo.flush_fees(demo.contracts, demo.signer("buyer"), token)  # the escrow's credit moves into the token
+    t = imo.token_contract(demo.contracts, token)
+    return {role: t.functions.claimable_revenue(demo.signer(role).address).call() for role in IMO_BUYS}
+
+
+def run_tasks(demo: Demo, inputs: dict, models: dict, watch) -> dict:
+    requester = demo.signer("requester")
+    posted = {}
+    for kind, payload in inputs.items():
+        p = post_task(demo.contracts, requester, demo.store, models[kind.split("#")[0]], payload, deadline_s=1800)
+        posted[kind] = p
+        print(f"  task {p.task_id} ({kind}): fee {eth(p.fee)}, input {p.input_cid}")
+    views = wait_until_final(demo.contracts, [p.task_id for p in posted.values()], SETTLE_TIMEOUT_S, watch)
+    return {kind: views[p.task_id] for kind, p in posted.items()}
+
+
+def describe_task(demo: Demo, kind: str, v) -> dict:
+    s = v.settlement or {}
+    receipt = demo.contracts.w3.eth.get_transaction_receipt(s["tx"]) if s else None
+    output = json.loads(demo.store.get_bytes(v.result_cid)) if v.result_cid else {}
+    attribution = json.loads(demo.store.get_bytes(v.attribution_cid)) if v.attribution_cid else {}
+    split = attribution.get("settlement", {})
+    weights = dict(zip(split.get("dataset_ids", []), split.get("weights_bps", [])))
+    print(f"  task {v.task_id} ({kind}): {v.state}; agent {eth(s.get('agent_fee'))}, model {eth(s.get('model_fee'))}, "
+          f"data {eth(s.get('data_share'))}, protocol {eth(s.get('protocol_fee'))}, refund {eth(s.get('refund'))}")
+    if output.get("kind") == "generate":
+        print(f"    prompt: {PROMPTS.get(kind, SECOND_PROMPT)!r}")
+        print(f"    output: {output['text'][:150]!r}")
+    if weights:
+        shown = ", ".join(f"dataset {d} {bps / 100:.1f}%" for d, bps in weights.items())
+        print(f"    attribution ({split.get('source')}): {shown}")
+    for span in ((attribution.get("record") or {}).get("spans") or [])[:2]:
+        print(f"      verbatim span from dataset {attribution['datasets'].get(span['dataset_id'])}: {span['text'][:80]!r}")
+    return {
+        "task_id": v.task_id,
+        "kind": kind,
+        "state": v.state,
+        "model": v.model_id,
+        "result_cid": v.result_cid,
+        "attribution_cid": v.attribution_cid,
+        "attribution_weights_bps": {str(k): w for k, w in weights.items()},
+        "settle_tx": s.get("tx"),
+        "agent_paid_wei": s.get("agent_fee"),
+        "model_fee_wei": s.get("model_fee"),
+        "data_share_wei": s.get("data_share"),
+        "protocol_fee_wei": s.get("protocol_fee"),
+        "refund_wei": s.get("refund"),
+        "gas_used": receipt.gasUsed if receipt else None,
+    }
+
+
+def show_royalties(demo: Demo) -> dict:
+    step("royalties: what each data contributor can claim (pull payments from the RoyaltyVault)")
+    royalties = {}
+    offsets = sorted({o for members in CONTRIBUTORS.values() for o, _ in members})
+    for offset in offsets:
+        account = demo.contributor(offset)
+        shares = shares_of(demo.contracts, account.address)
+        claimable = sum(x.claimable for x in shares)
+        royalties[account.address] = {"claimable_wei": claimable, "datasets": [x.dataset_id for x in shares]}
+        print(f"  contributor {account.address}: datasets {[x.dataset_id for x in shares]}, claimable {eth(claimable)}")
+    first = demo.contributor(offsets[0])
+    claimed, txs = claim_all(demo.contracts, first)
+    royalties[first.address]["claimed_wei"] = claimed
+    print(f"  contributor {first.address} claims {eth(claimed)} in one transaction (gas {txs[0].gas_used})")
+    return royalties
 
 
 def main() -> int:
@@ -67,118 +211,47 @@ def main() -> int:
         contracts = load_contracts(settings)
         for name, address in contracts.deployment.addresses.items():
             print(f"  {name:<20} {address}")
-        store = open_store(settings.store_dir)
-        w3 = contracts.w3
+        demo = Demo(contracts, open_store(settings.store_dir))
 
-        step("data creators register three datasets (stored, indexed for attribution, registered)")
-        from oracle.attribution.service import default_indexes
+        dataset_ids = register_datasets(demo, settings)
+        models, model_dirs = register_models(demo, dataset_ids)
+        imo_id, token = launch_imo(demo, models[IMO_MODEL])
 
-        indexes = default_indexes(settings)
-        creator = Signer(w3, dev_account("creator"))
-        dataset_ids = {}
-        for name, members in CONTRIBUTORS.items():
-            pairs = sorted(((contributor(o).address, bps) for o, bps in members), key=lambda p: int(p[0], 16))
-            registered = register_dataset(
-                contracts, creator, store, DATASETS_DIR / name, [a for a, _ in pairs], [b for _, b in pairs],
-                "CC-BY-4.0", name, lambda cid, text: indexes.build(cid, text).token_count,
-            )
-            dataset_ids[name] = registered.dataset_id
-            print(f"  dataset {registered.dataset_id} '{name}': {registered.content_cid}, "
-                  f"{registered.tokens_indexed:,} tokens, {len(pairs)} contributors")
-
-        step("training the demo model and one LoRA adapter per dataset (cached after the first run)")
-        from tributa.ml.embeddings import model_dir as minilm_dir
-        from tributa.ml.models import ensure_demo_models
-
-        demo = ensure_demo_models(progress=lambda msg: print(f"  {msg}"))
-
-        step("the model publisher registers the models with their provenance")
-        publisher = Signer(w3, dev_account("publisher"))
-        models = {}
-        for name in CONTRIBUTORS:
-            # The base saw every dataset; the adapter specialises on its own.
-            provenance = {dataset_ids[n]: (6000 if n == name else 2000) for n in CONTRIBUTORS}
-            published = register_model(contracts, publisher, store, f"tributa-gpt2-{name}", demo.base_dir,
-                                        [demo.adapters[name]], provenance, MODEL_FEE)
-            models[name] = published.model_id
-            print(f"  model {published.model_id}: tributa-gpt2-{name} (base + {name} adapter)")
-        models["embed"] = register_model(contracts, publisher, store, "all-MiniLM-L6-v2", minilm_dir(), [], None, MODEL_FEE).model_id
-        print(f"  model {models['embed']}: all-MiniLM-L6-v2 (embeddings)")
-
-        step("starting the oracle and one compute agent (serving one base model with three adapters)")
-        model_dirs = [demo.base_dir, *demo.adapters.values(), minilm_dir()]
+        step("starting the oracle and one compute agent (one base model serving three adapters, and MiniLM)")
         oracle = start_oracle(settings, RUN_DIR / "oracle.log", ["--text-logs"])
         agent = start_agent(settings, RUN_DIR / "agent.log", ["--text-logs", *[a for d in model_dirs for a in ("--model-dir", str(d))]])
         try:
-            step("requesters post tasks with escrowed ETH")
-            requester = Signer(w3, dev_account("requester"))
+            step("requesters post tasks with escrowed ETH; the agent infers; the oracle verifies, attributes and settles")
             inputs = {name: encode_input(prompt=prompt, max_new_tokens=32) for name, prompt in PROMPTS.items()}
             inputs["embed"] = encode_input(texts=["How far away is the Moon?", "A recipe for bread"])
-            posted = {}
-            for kind, payload in inputs.items():
-                p = post_task(contracts, requester, store, models[kind], payload, deadline_s=1800)
-                posted[kind] = p
-                print(f"  task {p.task_id} (model {models[kind]}, {kind}): fee {eth(p.fee)}, input {p.input_cid}")
-
-            step("the agent infers, the oracle verifies, attributes and settles")
-            views = wait_until_final(contracts, [p.task_id for p in posted.values()], SETTLE_TIMEOUT_S, (oracle, agent))
+            views = run_tasks(demo, inputs, models, (oracle, agent))
+            revenue_after_first = holder_revenue(demo, token)
+            step("a second task on the IMO model, so the token holders' revenue grows")
+            more = run_tasks(demo, {f"{IMO_MODEL}#2": encode_input(prompt=SECOND_PROMPT, max_new_tokens=24)}, models, (oracle, agent))
+            views.update(more)
         finally:
             agent.stop()
             oracle.stop()
 
         step("results and attribution")
-        report_tasks = []
-        for kind, p in posted.items():
-            v = views[p.task_id]
-            s = v.settlement or {}
-            receipt = w3.eth.get_transaction_receipt(s["tx"]) if s else None
-            output = json.loads(store.get_bytes(v.result_cid)) if v.result_cid else {}
-            attribution = json.loads(store.get_bytes(v.attribution_cid)) if v.attribution_cid else {}
-            split = attribution.get("settlement", {})
-            weights = dict(zip(split.get("dataset_ids", []), split.get("weights_bps", [])))
-            print(f"  task {v.task_id} ({kind}): {v.state}; agent {eth(s.get('agent_fee'))}, model {eth(s.get('model_fee'))}, "
-                  f"data {eth(s.get('data_share'))}, protocol {eth(s.get('protocol_fee'))}, refund {eth(s.get('refund'))}")
-            if output.get("kind") == "generate":
-                print(f"    prompt: {PROMPTS[kind]!r}")
-                print(f"    output: {output['text'][:150]!r}")
-            if weights:
-                shown = ", ".join(f"dataset {d} {bps / 100:.1f}%" for d, bps in weights.items())
-                print(f"    attribution ({split.get('source')}): {shown}")
-            for span in ((attribution.get("record") or {}).get("spans") or [])[:2]:
-                print(f"      verbatim span from dataset {attribution['datasets'].get(span['dataset_id'])}: {span['text'][:80]!r}")
-            report_tasks.append({
-                "task_id": v.task_id,
-                "kind": kind,
-                "state": v.state,
-                "model": v.model_id,
-                "result_cid": v.result_cid,
-                "attribution_cid": v.attribution_cid,
-                "attribution_weights_bps": {str(k): w for k, w in weights.items()},
-                "settle_tx": s.get("tx"),
-                "agent_paid_wei": s.get("agent_fee"),
-                "model_fee_wei": s.get("model_fee"),
-                "data_share_wei": s.get("data_share"),
-                "protocol_fee_wei": s.get("protocol_fee"),
-                "refund_wei": s.get("refund"),
-                "gas_used": receipt.gasUsed if receipt else None,
-            })
+        report_tasks = [describe_task(demo, kind, v) for kind, v in views.items()]
+        royalties = show_royalties(demo)
 
-        step("royalties: what each data contributor can claim (pull payments from the RoyaltyVault)")
-        royalties = {}
-        offsets = sorted({o for members in CONTRIBUTORS.values() for o, _ in members})
-        for offset in offsets:
-            account = contributor(offset)
-            shares = shares_of(contracts, account.address)
-            claimable = sum(x.claimable for x in shares)
-            royalties[account.address] = {"claimable_wei": claimable, "datasets": [x.dataset_id for x in shares]}
-            print(f"  contributor {account.address}: datasets {[x.dataset_id for x in shares]}, claimable {eth(claimable)}")
-        first = Signer(w3, contributor(offsets[0]))
-        claimed, txs = claim_all(contracts, first)
-        royalties[first.address]["claimed_wei"] = claimed
-        print(f"  contributor {first.address} claims {eth(claimed)} in one transaction (gas {txs[0].gas_used})")
+        step(f"IMO {imo_id}: token holders' share of model {models[IMO_MODEL]}'s fees")
+        revenue_after_second = holder_revenue(demo, token)
+        holders = {}
+        for role in IMO_BUYS:
+            who = demo.signer(role)
+            _, claimed = imo.claim(demo.contracts, who, imo_id)
+            holders[who.address] = {
+                "claimable_after_task_1_wei": revenue_after_first[role],
+                "claimable_after_task_2_wei": revenue_after_second[role],
+                "claimed_wei": claimed,
+            }
+            print(f"  {role} {who.address}: claimable {eth(revenue_after_first[role])} -> {eth(revenue_after_second[role])}, claimed {eth(claimed)}")
 
         step("pull payments: the agent withdraws its fees")
-        agent_signer = Signer(w3, dev_account("agent"))
+        agent_signer = demo.signer("agent")
         owed = contracts.escrow.functions.balance_of(agent_signer.address).call()
         tx = agent_signer.transact(contracts.escrow.functions.withdraw(), action="withdraw")
         print(f"  agent {agent_signer.address} withdrew {eth(owed)} (gas {tx.gas_used})")
@@ -190,6 +263,7 @@ def main() -> int:
             "models": {str(i): name for name, i in models.items()},
             "tasks": report_tasks,
             "royalties": royalties,
+            "imo": {"imo_id": imo_id, "model": models[IMO_MODEL], "token": token, "holders": holders},
         }
         REPORT.write_text(json.dumps(report, indent=2))
         step(f"wrote {REPORT.relative_to(REPO_ROOT)}; stopping the node")

@@ -73,10 +73,10 @@ def cli(ctx: click.Context, rpc_url, data_dir, deployments_dir, oracle_url) -> N
 
 
 def _mount() -> None:
-    from tributa.cli import account, agent, dataset, model, oracle, task
+    from tributa.cli import account, agent, dataset, imo, model, oracle, task
     from tributa.store.cli import store
 
-    groups = (task.task, model.model, dataset.dataset, dataset.royalties, oracle.oracle, agent.agent, account.account, store)
+    groups = (task.task, model.model, dataset.dataset, dataset.royalties, imo.imo, oracle.oracle, agent.agent, account.account, store)
     for group in groups:
         cli.add_command(group)
 

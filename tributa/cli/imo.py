@@ -1,0 +1,108 @@
+"""`tributa imo …`: Initial Model Offerings — tokens whose holders share a model's revenue."""
+
+from __future__ import annotations
+
+import click
+
+from tributa import imo as imo_lib
+from tributa.cli import account_option, pass_ctx
+from tributa.cli.format import eth, parse_eth
+from tributa.errors import TributaError
+
+
+def _wei(text: str) -> int:
+    try:
+        return parse_eth(text)
+    except ValueError as exc:
+        raise TributaError(str(exc)) from None
+
+
+@click.group()
+def imo() -> None:
+    """Launch, buy and claim model tokens (ERC-20 + ERC-7641-style revenue share)."""
+
+
+@imo.command("launch")
+@click.option("--model", "model_id", type=int, required=True)
+@click.option("--name", required=True, help="token name (≤ 25 characters)")
+@click.option("--symbol", required=True, help="token symbol (≤ 5 characters)")
+@click.option("--supply", type=click.IntRange(1), required=True, help="whole tokens minted")
+@click.option("--price", required=True, help="ETH per whole token")
+@click.option("--soft-cap", required=True, help="ETH; below it at the end, every buyer is refunded")
+@click.option("--hard-cap", required=True, help="ETH; the most the sale takes")
+@click.option("--duration-s", type=click.IntRange(60), default=7 * 24 * 3600, show_default=True)
+@click.option("--publisher-share-bps", type=click.IntRange(0, 9999), default=2000, show_default=True)
+@click.option("--vesting-s", type=click.IntRange(0), default=180 * 24 * 3600, show_default=True)
+@click.option("--redeem-share-bps", type=click.IntRange(0, 10_000), default=0, show_default=True,
+              help="share of revenue set aside for holders who burn")
+@account_option("publisher")
+@pass_ctx
+def launch(ctx, model_id, name, symbol, supply, price, soft_cap, hard_cap, duration_s, publisher_share_bps, vesting_s, redeem_share_bps, account_spec) -> None:
+    """Open a fixed-price sale of MODEL's token (only its registered publisher)."""
+    signer = ctx.signer(account_spec, "publisher")
+    imo_id, token, tx = imo_lib.launch(
+        ctx.contracts, signer, model_id, name, symbol, supply, _wei(price), _wei(soft_cap), _wei(hard_cap),
+        duration_s, publisher_share_bps, vesting_s, redeem_share_bps,
+    )
+    click.echo(f"IMO {imo_id} launched for model {model_id}: token {symbol} at {token} (gas {tx.gas_used})")
+
+
+@imo.command("buy")
+@click.argument("imo_id", type=int)
+@click.option("--eth", "amount", required=True, help="ETH to spend")
+@account_option("buyer")
+@pass_ctx
+def buy(ctx, imo_id, amount, account_spec) -> None:
+    """Buy IMO_ID's token at its fixed price (beyond the hard cap, the excess is credited back)."""
+    signer = ctx.signer(account_spec, "buyer")
+    tokens, tx = imo_lib.buy(ctx.contracts, signer, imo_id, _wei(amount))
+    click.echo(f"bought {tokens / imo_lib.TOKEN_UNIT:g} tokens of IMO {imo_id} (gas {tx.gas_used})")
+
+
+@imo.command("finalize")
+@click.argument("imo_id", type=int)
+@account_option("buyer")
+@pass_ctx
+def finalize(ctx, imo_id, account_spec) -> None:
+    """Close the sale once it ended or sold out (anyone may)."""
+    imo_lib.finalize(ctx.contracts, ctx.signer(account_spec, "buyer"), imo_id)
+    click.echo(f"IMO {imo_id} is now {imo_lib.read_imo(ctx.contracts, imo_id).state}")
+
+
+@imo.command("status")
+@click.argument("imo_id", type=int)
+@pass_ctx
+def status(ctx, imo_id) -> None:
+    """Sale progress, holders and revenue to date."""
+    view = imo_lib.read_imo(ctx.contracts, imo_id)
+    token = imo_lib.token_contract(ctx.contracts, view.token)
+    click.echo(f"IMO {imo_id} for model {view.model_id}: {view.state}; token {token.functions.symbol().call()} at {view.token}")
+    click.echo(f"  raised {eth(view.raised)} of soft cap {eth(view.soft_cap)} / hard cap {eth(view.hard_cap)}; "
+               f"sold {view.sold / imo_lib.TOKEN_UNIT:g} of {view.tokens_for_sale / imo_lib.TOKEN_UNIT:g} tokens")
+    pending = ctx.contracts.escrow.functions.balance_of(view.token).call()
+    click.echo(f"  revenue to date {eth(token.functions.total_revenue_in().call())}"
+               + (f" (+{eth(pending)} waiting in the escrow)" if pending else ""))
+    for h in imo_lib.holders(ctx.contracts, view.token):
+        click.echo(f"  holder {h.address}: {h.balance / imo_lib.TOKEN_UNIT:g} tokens, claimable {eth(h.claimable)}")
+
+
+@imo.command("claim")
+@click.argument("imo_id", type=int)
+@account_option("buyer")
+@pass_ctx
+def claim(ctx, imo_id, account_spec) -> None:
+    """Collect your bought tokens (after a successful sale) and your share of the model's revenue."""
+    signer = ctx.signer(account_spec, "buyer")
+    tokens, wei = imo_lib.claim(ctx.contracts, signer, imo_id)
+    click.echo(f"claimed {tokens / imo_lib.TOKEN_UNIT:g} tokens and {eth(wei)} of revenue to {signer.address}")
+
+
+@imo.command("refund")
+@click.argument("imo_id", type=int)
+@account_option("buyer")
+@pass_ctx
+def refund(ctx, imo_id, account_spec) -> None:
+    """Get your ETH back from a sale that missed its soft cap."""
+    signer = ctx.signer(account_spec, "buyer")
+    signer.transact(imo_lib.launcher(ctx.contracts).functions.refund(imo_id), action="refund")
+    click.echo(f"refunded your purchase in IMO {imo_id}")

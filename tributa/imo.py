@@ -1,0 +1,135 @@
+"""Initial Model Offerings from the CLI's side: launch, buy, finalize, status, claims."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from web3 import Web3
+from web3.contract import Contract
+
+from tributa.chain.contracts import Contracts
+from tributa.chain.events import first_event
+from tributa.chain.tx import Signer, TxResult
+from tributa.errors import TributaError
+
+STATES = {1: "active", 2: "succeeded", 3: "failed"}
+MAX_NAME, MAX_SYMBOL = 25, 5  # snekmate's erc20 bounds
+TOKEN_UNIT = 10**18
+
+
+@dataclass(frozen=True)
+class ImoView:
+    imo_id: int
+    model_id: int
+    token: str
+    publisher: str
+    price: int  # wei per whole token
+    soft_cap: int
+    hard_cap: int
+    sale_end: int
+    raised: int
+    sold: int
+    tokens_for_sale: int
+    publisher_tokens: int
+    state: str
+
+
+@dataclass(frozen=True)
+class Holder:
+    address: str
+    balance: int
+    claimable: int
+
+
+def launcher(contracts: Contracts) -> Contract:
+    if contracts.launcher is None:
+        raise TributaError("this deployment has no IMOLauncher; redeploy with `ape run deploy`")
+    return contracts.launcher
+
+
+def token_contract(contracts: Contracts, address: str) -> Contract:
+    return contracts.w3.eth.contract(address=Web3.to_checksum_address(address), abi=contracts.deployment.abis["ModelToken"])
+
+
+def read_imo(contracts: Contracts, imo_id: int) -> ImoView:
+    count = launcher(contracts).functions.imo_count().call()
+    if not 1 <= imo_id <= count:
+        raise TributaError(f"IMO {imo_id} does not exist (there are {count})")
+    f = launcher(contracts).functions.imo(imo_id).call()
+    return ImoView(imo_id, f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10], STATES.get(f[16], str(f[16])))
+
+
+def launch(
+    contracts: Contracts,
+    publisher: Signer,
+    model_id: int,
+    name: str,
+    symbol: str,
+    supply_tokens: int,
+    price_wei: int,
+    soft_cap_wei: int,
+    hard_cap_wei: int,
+    duration_s: int,
+    publisher_share_bps: int,
+    vesting_s: int,
+    redeem_share_bps: int = 0,
+) -> tuple[int, str, TxResult]:
+    """Launch a sale of the model's token; returns (imo id, token address, tx)."""
+    if not 1 <= len(name) <= MAX_NAME or not 1 <= len(symbol) <= MAX_SYMBOL:
+        raise TributaError(f"token name must be 1..{MAX_NAME} and symbol 1..{MAX_SYMBOL} characters")
+    now = contracts.w3.eth.get_block("latest")["timestamp"]
+    call = launcher(contracts).functions.launch(
+        model_id, name, symbol, supply_tokens * TOKEN_UNIT, price_wei, soft_cap_wei, hard_cap_wei,
+        now + duration_s, publisher_share_bps, vesting_s, redeem_share_bps,
+    )
+    result = publisher.transact(call, action="launch")
+    event = first_event(launcher(contracts), "Launched", result.receipt)
+    return event["imo_id"], event["token"], result
+
+
+def buy(contracts: Contracts, buyer: Signer, imo_id: int, value_wei: int) -> tuple[int, TxResult]:
+    """Buy at the fixed price; returns (token base units bought, tx)."""
+    if value_wei <= 0:
+        raise TributaError("buy with a positive amount of ETH")
+    result = buyer.transact(launcher(contracts).functions.buy(imo_id), value=value_wei, action="buy")
+    return first_event(launcher(contracts), "Purchased", result.receipt)["tokens"], result
+
+
+def finalize(contracts: Contracts, caller: Signer, imo_id: int) -> TxResult:
+    return caller.transact(launcher(contracts).functions.finalize(imo_id), action="finalize")
+
+
+def flush_fees(contracts: Contracts, caller: Signer, token: str) -> int:
+    """Move the fees the escrow credited to the token into it (anyone may), so holders can claim."""
+    owed = contracts.escrow.functions.balance_of(token).call()
+    if owed:
+        caller.transact(contracts.escrow.functions.withdraw_for(Web3.to_checksum_address(token)), action="withdraw_for")
+    return owed
+
+
+def holders(contracts: Contracts, token: str) -> list[Holder]:
+    """Every address that ever received the token, with its balance and claimable revenue."""
+    t = token_contract(contracts, token)
+    seen = {e["args"]["receiver"] for e in t.events.Transfer.get_logs(from_block=contracts.deployment.block_number)}
+    result = []
+    for address in sorted(a for a in seen if int(a, 16) != 0):
+        result.append(Holder(address, t.functions.balanceOf(address).call(), t.functions.claimable_revenue(address).call()))
+    return result
+
+
+def claim(contracts: Contracts, holder: Signer, imo_id: int) -> tuple[int, int]:
+    """Collect the holder's sale tokens (if any are waiting) and its revenue; returns (tokens, wei)."""
+    view = read_imo(contracts, imo_id)
+    tokens = 0
+    purchase = launcher(contracts).functions.purchased(imo_id, holder.address).call()
+    if view.state == "succeeded" and purchase[1] and not purchase[2]:
+        result = holder.transact(launcher(contracts).functions.claim_tokens(imo_id), action="claim_tokens")
+        tokens = first_event(launcher(contracts), "TokensClaimed", result.receipt)["amount"]
+    flush_fees(contracts, holder, view.token)
+    t = token_contract(contracts, view.token)
+    owed = t.functions.claimable_revenue(holder.address).call()
+    if owed:
+        holder.transact(t.functions.claim(), action="claim")
+    if not tokens and not owed:
+        raise TributaError(f"{holder.address} has nothing to claim from IMO {imo_id}")
+    return tokens, owed
