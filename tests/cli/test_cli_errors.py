@@ -1,0 +1,106 @@
+"""Bad input to the CLI: one line on stderr, a non-zero exit, no traceback, nothing sent."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+from eth_account import Account
+
+from tests.helpers import register_test_model, signer_for
+from tributa.cli import cli
+
+
+def run_cli(settings, *args, env=None):
+    base = ["--rpc-url", settings.rpc_url, "--data-dir", str(settings.data_dir), "--deployments", str(settings.deployments_dir)]
+    return CliRunner().invoke(cli, [*base, *args], env=env, catch_exceptions=True)
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit)  # a ClickException, not a crash
+    lines = [line for line in result.output.strip().splitlines() if line]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_cli__unreachable_rpc__one_line_error_and_exit_1_without_traceback(fresh_settings):
+    """A real process: proves the installed entry point prints no traceback."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "tributa.cli.__main__", "--rpc-url", "http://127.0.0.1:9", "task", "show", "1"],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "TRIBUTA_DATA_DIR": str(fresh_settings.data_dir)},
+    )
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
+    assert "cannot reach an Ethereum node at http://127.0.0.1:9" in proc.stderr
+
+
+def test_cli__rpc_url_not_http__says_so(fresh_settings):
+    result = run_cli(fresh_settings.with_overrides(rpc_url="ws://localhost:8545"), "model", "list")
+    assert_one_line_error(result, "is not http(s)://")
+
+
+def test_cli__missing_deployment__names_the_file_and_the_fix(fresh_settings, tmp_path):
+    result = run_cli(fresh_settings.with_overrides(deployments_dir=tmp_path / "nowhere"), "model", "list")
+    assert_one_line_error(result, "no deployment for chain 31337", "ape run deploy")
+
+
+def test_cli__unfunded_account__says_it_cannot_pay(fresh_settings, contracts, chain_snapshot):
+    model = register_test_model(contracts, signer_for(contracts, "publisher"))
+    empty = Account.create()
+    result = run_cli(
+        fresh_settings, "task", "submit", "--model", str(model), "--prompt", "hi", "--account", "env:EMPTY_KEY",
+        env={"EMPTY_KEY": empty.key.hex()},
+    )
+    assert_one_line_error(result, empty.address, "fund it first")
+    assert contracts.w3.eth.get_transaction_count(empty.address) == 0
+
+
+def test_cli__unknown_task__says_how_many_exist(fresh_settings, contracts):
+    result = run_cli(fresh_settings, "task", "show", "999999")
+    assert_one_line_error(result, "task 999999 does not exist")
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [(b"", "is empty"), (b"\x00\x01\x02binary", "is not text"), (b"\xff\xfe\xfa not utf8", "is not UTF-8 text")],
+)
+def test_dataset_register__bad_file__rejected_before_any_transaction(fresh_settings, contracts, tmp_path, content, message):
+    bad = tmp_path / "data.txt"
+    bad.write_bytes(content)
+    creator = signer_for(contracts, "creator")
+    nonce = contracts.w3.eth.get_transaction_count(creator.address)
+
+    result = run_cli(fresh_settings, "dataset", "register", str(bad), "--contributor", f"{creator.address}=10000", "--no-index")
+
+    assert_one_line_error(result, message)
+    assert contracts.w3.eth.get_transaction_count(creator.address) == nonce
+
+
+def test_dataset_register__missing_path__rejected(fresh_settings, contracts, tmp_path):
+    creator = signer_for(contracts, "creator")
+    result = run_cli(fresh_settings, "dataset", "register", str(tmp_path / "absent"), "--contributor", f"{creator.address}=10000")
+    assert_one_line_error(result, "does not exist")
+
+
+def test_dataset_register__shares_not_summing_to_10000__rejected(fresh_settings, contracts, tmp_path):
+    good = tmp_path / "data.txt"
+    good.write_text("some text")
+    creator = signer_for(contracts, "creator")
+    result = run_cli(fresh_settings, "dataset", "register", str(good), "--contributor", f"{creator.address}=9000", "--no-index")
+    assert_one_line_error(result, "10000")
+
+
+def test_task_submit__fee_not_an_amount__rejected(fresh_settings, contracts):
+    result = run_cli(fresh_settings, "task", "submit", "--model", "1", "--prompt", "x", "--fee", "lots")
+    assert_one_line_error(result, "is not an ETH amount")
+
+
+def test_imo_buy__zero_eth__rejected(fresh_settings, contracts):
+    result = run_cli(fresh_settings, "imo", "buy", "1", "--eth", "0")
+    assert_one_line_error(result, "positive amount")

@@ -1,0 +1,122 @@
+"""Attribution inside settlement on a real chain: quoted datasets earn, unattributable output falls back."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from oracle.attribution.service import DatasetIndexes, OracleAttributor
+from oracle.db import Task
+from tests.helpers import OracleParts, ensure_agent, post_raw_task, signer_for
+from tributa import merkle
+from tributa.datasets import register_dataset
+from tributa.publish import register_model
+from tributa.store import cid as cidlib
+
+ASTRO = (
+    "The Moon orbits the Earth once every twenty seven days, and the same face of the Moon always "
+    "points toward us because its spin is locked to its orbit by the pull of the Earth. "
+) * 4
+BAKING = (
+    "Knead the dough on a floured table for ten minutes until it is smooth and springs back, then "
+    "leave it covered in a warm place until it has doubled in size. "
+) * 4
+
+
+@pytest.fixture(scope="module")
+def indexes(tmp_path_factory):
+    from tributa.ml.embeddings import load_embedder
+    from tributa.ml.tokenizer import load_tokenizer
+
+    return DatasetIndexes(tmp_path_factory.mktemp("indexes"), load_tokenizer(), load_embedder())
+
+
+@pytest.fixture
+def world(contracts, signers, tmp_path, indexes, chain_snapshot):
+    oracle = OracleParts(contracts, signers, tmp_path)
+    creator = signers["creator"]
+    members = sorted([signer_for(contracts, "16").address, signer_for(contracts, "17").address], key=lambda a: int(a, 16))
+    datasets = {}
+    for name, text in (("astro", ASTRO), ("baking", BAKING)):
+        path = tmp_path / f"{name}.txt"
+        path.write_text(text)
+        registered = register_dataset(
+            contracts, creator, oracle.store, path, members, [5000, 5000], "CC0", name,
+            lambda cid, t: indexes.build(cid, t).token_count,
+        )
+        datasets[name] = registered.dataset_id
+    attributor = OracleAttributor(contracts, oracle.store, indexes)
+    return oracle, datasets, attributor, members
+
+
+def _task(oracle, contracts, signers, model_id: int, output: dict) -> Task:
+    cid = str(oracle.store.put_bytes(json.dumps(output).encode()))
+    return Task(task_id=1, model_id=model_id, result_cid=cid, input_digest="0x" + "00" * 32, k=1)
+
+
+def _model(contracts, signers, store, tmp_path, datasets: dict[int, int] | None):
+    folder = tmp_path / f"model-{len(datasets or {})}"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"architectures": ["GPT2LMHeadModel"], "n": len(datasets or {})}))
+    return register_model(contracts, signers["publisher"], store, "attr-test", folder, [], datasets, 10**15).model_id
+
+
+def test_attributor__output_quotes_one_dataset__all_weight_to_it(world, contracts, signers, tmp_path):
+    oracle, datasets, attributor, _ = world
+    model = _model(contracts, signers, oracle.store, tmp_path, {datasets["astro"]: 5000, datasets["baking"]: 5000})
+    quote = "the same face of the Moon always points toward us because its spin is locked to its orbit"
+
+    result = attributor(_task(oracle, contracts, signers, model, {"kind": "generate", "text": quote}))
+
+    assert result.dataset_ids == [datasets["astro"]] and result.weights_bps == [10_000]
+    envelope = json.loads(oracle.store.get_bytes(result.record_cid))
+    assert envelope["settlement"]["source"] == "engine"
+    assert any("Moon" in span["text"] for span in envelope["record"]["spans"])
+    assert cidlib.cid_to_digest(result.record_cid) == result.record_digest
+
+
+def test_attributor__unrelated_output__falls_back_to_model_training_datasets(world, contracts, signers, tmp_path):
+    oracle, datasets, attributor, _ = world
+    model = _model(contracts, signers, oracle.store, tmp_path, {datasets["astro"]: 3000, datasets["baking"]: 7000})
+
+    result = attributor(_task(oracle, contracts, signers, model, {"kind": "generate", "text": "zq xv kkp 42 !!"}))
+
+    assert dict(zip(result.dataset_ids, result.weights_bps)) == {datasets["astro"]: 3000, datasets["baking"]: 7000}
+    assert json.loads(oracle.store.get_bytes(result.record_cid))["settlement"]["source"] == "model_training_datasets"
+
+
+def test_attributor__no_datasets_anywhere__data_share_goes_back_to_requester(world, contracts, signers, tmp_path):
+    oracle, _, attributor, _ = world
+    model = _model(contracts, signers, oracle.store, tmp_path, None)
+
+    result = attributor(_task(oracle, contracts, signers, model, {"kind": "embed", "vectors": [[0.1]]}))
+
+    assert result.dataset_ids == [] and result.weights_bps == []
+    assert json.loads(oracle.store.get_bytes(result.record_cid))["settlement"]["source"] == "refund_requester"
+
+
+def test_settle__attributed_output__credits_the_quoted_dataset_and_contributors_can_claim(world, contracts, signers, tmp_path):
+    oracle, datasets, attributor, members = world
+    oracle.settler.attributor = attributor
+    model = _model(contracts, signers, oracle.store, tmp_path, {datasets["baking"]: 10_000})
+    ensure_agent(contracts, signers["agent"], [model])
+    input_cid = str(oracle.store.put_bytes(b'{"prompt":"Knead"}'))
+    task_id = post_raw_task(contracts, signers["requester"], model, cidlib.cid_to_digest(input_cid))
+    oracle.ingestor.poll_once()
+    offer = oracle.book.lease(signers["agent"].address, {model}, oracle.chain_time())
+    output = json.dumps({"kind": "generate", "text": "leave it covered in a warm place until it has doubled in size"}).encode()
+    from tests.oracle.test_settlement import _submit
+
+    _submit(oracle, signers["agent"], offer, output, task_id)
+    assert oracle.settler.settle_ready() == 1
+
+    revenue = contracts.vault.functions.revenue(datasets["baking"], 1).call()
+    assert revenue > 0 and contracts.vault.functions.revenue(datasets["astro"], 1).call() == 0
+    member = signer_for(contracts, "16")
+    proof = merkle.contributors_proof(members, [5000, 5000], members.index(member.address))
+    before = contracts.w3.eth.get_balance(member.address)
+    receipt = member.transact(contracts.vault.functions.claim(datasets["baking"], 1, 5000, proof)).receipt
+    assert contracts.vault.functions.claimed(datasets["baking"], 1, member.address).call() == revenue // 2
+    gas_paid = receipt.gasUsed * receipt.effectiveGasPrice
+    assert contracts.w3.eth.get_balance(member.address) == before + revenue // 2 - gas_paid
