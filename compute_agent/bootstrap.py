@@ -6,13 +6,14 @@ from pathlib import Path
 from typing import Callable
 
 from compute_agent.client import JobClient
-from compute_agent.executor import Executor
 from compute_agent.registration import DEVICE_CPU, DEVICE_GPU, AgentProfile, ensure_registered
 from compute_agent.service import Agent
 from tributa.catalog import ModelCatalog
 from tributa.chain.contracts import Contracts
 from tributa.chain.tx import Signer
 from tributa.config import Settings
+from tributa.runtime.executor import Executor
+from tributa.runtime.sandbox import SandboxedExecutor
 from tributa.errors import TributaError
 
 
@@ -45,12 +46,13 @@ def build_agent(
     capacity: int = 1,
     stake_wei: int | None = None,
     progress: Callable[[str], None] = print,
+    sandbox: bool = True,
 ) -> Agent:
     catalog = ModelCatalog(store)
     for path in model_dirs or default_model_dirs(progress):
         catalog.add(path)
     client = JobClient(settings.oracle_url, signer.account, contracts.chain_id, contracts.escrow.address)
-    agent = Agent(contracts, signer, catalog, client, store, Executor())
+    agent = Agent(contracts, signer, catalog, client, store, None)
     served = agent.servable_models()
     if not served:
         raise TributaError(
@@ -58,4 +60,14 @@ def build_agent(
         )
     outcome = ensure_registered(contracts, signer, AgentProfile(served, device_class(), capacity, public_key(signer)), stake_wei)
     progress(f"agent {signer.address}: {outcome}, serving models {served}")
+    agent.executor = make_executor([agent.model_parts(m) for m in served], sandbox, progress)
     return agent
+
+
+def make_executor(parts, sandbox: bool, progress: Callable[[str], None] = print):
+    """Jobs run in the sandbox (a forked, network-less, rlimited process per job), models preloaded."""
+    if not sandbox:
+        return Executor()
+    executor = SandboxedExecutor(preload=parts)
+    progress(f"jobs run sandboxed ({executor.isolation} isolation)")
+    return executor

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 
 from compute_agent.client import JobClient, OracleRefused, OracleUnavailable
-from compute_agent.executor import Executor, JobInputError
+from tributa.runtime.executor import JobInputError, JobRunner
 from tributa.catalog import LocalModel, ModelCatalog
 from tributa.chain.contracts import Contracts
 from tributa.chain.eip712 import sign_result
@@ -16,6 +16,7 @@ from tributa.chain.tx import Signer
 from tributa.metrics import AgentMetrics
 from tributa.registry import ModelInfo, list_models, read_model
 from tributa.store import cid as cidlib
+from tributa.errors import TributaError
 from tributa.store.errors import NotFound, StoreError
 
 log = logging.getLogger("tributa.agent")
@@ -39,7 +40,7 @@ class Agent:
         catalog: ModelCatalog,
         client: JobClient,
         store,
-        executor: Executor,
+        executor: JobRunner | None,
         metrics: AgentMetrics | None = None,
     ) -> None:
         self.contracts = contracts
@@ -59,6 +60,12 @@ class Agent:
                 self._models[model.model_id] = model
                 served.append(model.model_id)
         return served
+
+    def model_parts(self, model_id: int) -> tuple[LocalModel, list[LocalModel]]:
+        parts = self._local_parts(self._model(model_id))
+        if parts is None:
+            raise TributaError(f"this agent holds no copy of model {model_id}")
+        return parts
 
     def _local_parts(self, model: ModelInfo) -> tuple[LocalModel, list[LocalModel]] | None:
         base = self.catalog.get(model.weights_digest)

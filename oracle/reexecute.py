@@ -10,7 +10,7 @@ from tributa.catalog import ModelCatalog
 from tributa.chain.contracts import Contracts
 from tributa.errors import TributaError
 from tributa.registry import read_model
-from tributa.runtime.executor import Executor
+from tributa.runtime.executor import Executor, JobRunner
 from tributa.store import cid as cidlib
 
 log = logging.getLogger("tributa.oracle.reexecute")
@@ -19,7 +19,7 @@ log = logging.getLogger("tributa.oracle.reexecute")
 class Reexecutor:
     """Runs a task on the oracle's copies of the registered models (found by digest)."""
 
-    def __init__(self, contracts: Contracts, store, model_dirs: list[Path], executor: Executor | None = None) -> None:
+    def __init__(self, contracts: Contracts, store, model_dirs: list[Path], executor: JobRunner | None = None) -> None:
         self.contracts = contracts
         self.store = store
         self.catalog = ModelCatalog(store)

@@ -156,7 +156,10 @@ class Oracle:
         worker = threading.Thread(target=self._work, name="oracle-worker", daemon=True)
         worker.start()
         log.info("oracle serving jobs on http://%s:%s", self.options.host, self.options.port)
-        config = uvicorn.Config(self.app, host=self.options.host, port=self.options.port, log_level="warning")
+        # A short graceful shutdown: long-polling agents retry, nothing is lost by closing their polls.
+        config = uvicorn.Config(
+            self.app, host=self.options.host, port=self.options.port, log_level="warning", timeout_graceful_shutdown=2
+        )
         try:
             uvicorn.Server(config).run()
         finally:

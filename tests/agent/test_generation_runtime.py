@@ -6,8 +6,8 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from compute_agent.runtime.errors import InferenceInputError
-from compute_agent.runtime.generation import GenerationRunner, weights_digest
+from tributa.runtime.errors import InferenceInputError
+from tributa.runtime.generation import GenerationRunner, weights_digest
 from tributa.ml import tokenizer as T
 from tributa.ml.models import ModelFolderError, ensure_demo_models
 

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from compute_agent.runtime.jobs import (
+from tributa.runtime.jobs import (
     EMBEDDING_DECIMALS,
     MAX_INPUT_BYTES,
     JobInputError,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from compute_agent.sandbox import (
+from tributa.runtime.sandbox import (
     JobFailed,
     JobLimitExceeded,
     SandboxedExecutor,
@@ -161,8 +161,8 @@ def demo():
 
 @pytest.fixture(scope="module")
 def in_process():
-    from compute_agent.executor import Executor
-    from compute_agent.runtime.jobs import RunnerRegistry
+    from tributa.runtime.executor import Executor
+    from tributa.runtime.jobs import RunnerRegistry
 
     return Executor(RunnerRegistry(device="cpu"))
 
@@ -221,7 +221,7 @@ def test_run__embedding_job__byte_identical_to_in_process_executor(sandbox, in_p
 
 
 def test_run__bad_input_or_missing_model__same_errors_as_in_process(sandbox, base, tmp_path):
-    from compute_agent.runtime.jobs import JobInputError, JobSpecError
+    from tributa.runtime.jobs import JobInputError, JobSpecError
 
     with pytest.raises(JobInputError, match="input is not JSON"):
         sandbox.run(base, [], b"not json")

@@ -61,7 +61,7 @@ def test_e2e__generation_and_embedding_tasks__settle_with_verifiable_results(net
         s = v.settlement
         assert s["agent_fee"] + s["model_fee"] + s["data_share"] + s["protocol_fee"] + s["refund"] == v.fee
     # Anyone can re-check the generation: greedy decoding on the registered weights gives the same bytes.
-    from compute_agent.executor import Executor
+    from tributa.runtime.executor import Executor
     from tributa.catalog import describe_folder
 
     base = describe_folder(store, demo_models.base_dir)

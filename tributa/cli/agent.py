@@ -23,10 +23,11 @@ def agent() -> None:
 @click.option("--capacity", type=click.IntRange(1, 1000), default=1, show_default=True)
 @click.option("--max-jobs", type=int, default=None, help="stop after this many jobs")
 @click.option("--metrics-port", type=int, default=None, help="serve Prometheus metrics on this local port")
+@click.option("--no-sandbox", is_flag=True, help="run jobs in this process (no network namespace or limits)")
 @click.option("--json-logs/--text-logs", default=True)
 @account_option("agent")
 @pass_ctx
-def run(ctx, model_dirs, stake, capacity, max_jobs, metrics_port, json_logs, account_spec) -> None:
+def run(ctx, model_dirs, stake, capacity, max_jobs, metrics_port, no_sandbox, json_logs, account_spec) -> None:
     """Register (or refresh the registration), then poll and run jobs until interrupted."""
     from compute_agent.bootstrap import build_agent
     from tributa.logs import setup_logging
@@ -37,14 +38,22 @@ def run(ctx, model_dirs, stake, capacity, max_jobs, metrics_port, json_logs, acc
     except ValueError as exc:
         raise TributaError(str(exc)) from None
     signer = ctx.signer(account_spec, "agent")
-    agent_ = build_agent(ctx.settings, ctx.contracts, signer, ctx.store, list(model_dirs), capacity, stake_wei, progress=click.echo)
+    agent_ = build_agent(
+        ctx.settings, ctx.contracts, signer, ctx.store, list(model_dirs), capacity, stake_wei, progress=click.echo,
+        sandbox=not no_sandbox,
+    )
     if metrics_port is not None:
         from prometheus_client import start_http_server
 
         start_http_server(metrics_port, addr="127.0.0.1", registry=agent_.metrics.registry)
         click.echo(f"metrics on http://127.0.0.1:{metrics_port}/metrics")
     click.echo(f"agent {signer.address} polling {ctx.settings.oracle_url}")
-    outcomes = agent_.run(max_jobs=max_jobs)
+    try:
+        outcomes = agent_.run(max_jobs=max_jobs)
+    finally:
+        close = getattr(agent_.executor, "close", None)
+        if close:
+            close()
     done = sum(o.ok for o in outcomes)
     click.echo(f"agent stopped after {len(outcomes)} jobs ({done} done, {len(outcomes) - done} failed)")
 

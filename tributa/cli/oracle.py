@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from tributa.cli import account_option, pass_ctx
+from tributa.errors import TributaError
 
 
 @click.group()
@@ -19,23 +22,39 @@ def oracle() -> None:
 @click.option("--lease-s", type=float, default=120.0, show_default=True, help="seconds an agent holds a job")
 @click.option("--agent-fee-bps", type=click.IntRange(0, 10_000), default=5000, show_default=True)
 @click.option("--no-attribution", is_flag=True, help="settle without computing attribution")
+@click.option("--model-dir", "model_dirs", multiple=True, type=click.Path(path_type=Path),
+              help="the oracle's own copy of a model or adapter, for re-execution (repeatable)")
+@click.option("--spot-check-fraction", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="share of k=1 tasks the oracle re-runs itself (needs --model-dir)")
 @click.option("--json-logs/--text-logs", default=True)
 @account_option("oracle")
 @pass_ctx
-def run(ctx, host, port, db_url, lease_s, agent_fee_bps, no_attribution, json_logs, account_spec) -> None:
+def run(ctx, host, port, db_url, lease_s, agent_fee_bps, no_attribution, model_dirs, spot_check_fraction, json_logs, account_spec) -> None:
     """Run the oracle until interrupted."""
     from oracle.service import Oracle, OracleOptions
     from tributa.logs import setup_logging
 
     setup_logging(json_logs=json_logs)
     signer = ctx.signer(account_spec, "oracle")
-    options = OracleOptions(host=host, port=port, db_url=db_url, lease_s=lease_s, agent_fee_bps=agent_fee_bps)
+    if spot_check_fraction and not model_dirs:
+        raise TributaError("--spot-check-fraction needs the models to re-run: give --model-dir")
+    options = OracleOptions(
+        host=host, port=port, db_url=db_url, lease_s=lease_s, agent_fee_bps=agent_fee_bps,
+        spot_check_fraction=spot_check_fraction,
+    )
     attributor = None
     if not no_attribution:
         from oracle.attribution.service import build_attributor
 
         attributor = build_attributor(ctx.settings, ctx.contracts, ctx.store)
-    Oracle(ctx.settings, ctx.contracts, signer, options, attributor).run()
+    reexecute = None
+    if model_dirs:
+        from oracle.reexecute import Reexecutor
+        from tributa.runtime.sandbox import SandboxedExecutor
+
+        # The same sandboxed runtime the agents use, so an honest agent's bytes match the oracle's.
+        reexecute = Reexecutor(ctx.contracts, ctx.store, list(model_dirs), SandboxedExecutor())
+    Oracle(ctx.settings, ctx.contracts, signer, options, attributor, reexecute).run()
 
 
 @oracle.command("status")

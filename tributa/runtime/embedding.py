@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from compute_agent.runtime.errors import InferenceInputError
-from compute_agent.runtime.generation import default_device
+from tributa.runtime.errors import InferenceInputError
+from tributa.runtime.generation import default_device
 from tributa.ml.embeddings import load_embedder
 
 MAX_TEXTS = 256

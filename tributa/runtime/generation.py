@@ -20,7 +20,7 @@ import torch
 from peft import PeftModel
 from transformers import GenerationConfig
 
-from compute_agent.runtime.errors import InferenceInputError
+from tributa.runtime.errors import InferenceInputError
 from tributa.ml.models import ModelFolderError, load_causal_lm
 
 MAX_NEW_TOKENS_LIMIT = 512

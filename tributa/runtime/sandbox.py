@@ -180,7 +180,7 @@ class _ZygoteHandle:
 
 
 class SandboxedExecutor:
-    """Drop-in for `compute_agent.executor.Executor` that runs each job in a sandboxed process.
+    """Drop-in for `tributa.runtime.executor.Executor` that runs each job in a sandboxed process.
 
     `run()` gives the same bytes as `Executor.run()` and raises JobInputError / JobSpecError /
     JobError as it would; sandbox outcomes raise JobLimitExceeded, SandboxViolation, JobFailed or
@@ -269,7 +269,7 @@ class SandboxedExecutor:
         # whatever this process can.
         env["PYTHONPATH"] = os.pathsep.join(p for p in [os.getcwd(), *sys.path] if p)
         proc = subprocess.Popen(
-            [sys.executable, "-c", "import sys, compute_agent.sandbox as s; s._zygote_main(int(sys.argv[1]))",
+            [sys.executable, "-c", "import sys, tributa.runtime.sandbox as s; s._zygote_main(int(sys.argv[1]))",
              str(theirs.fileno())],
             pass_fds=[theirs.fileno()],
             stdin=subprocess.DEVNULL,
@@ -378,7 +378,7 @@ def _raise_for(reply: dict[str, Any], limits: SandboxLimits, isolation: str) -> 
     detail = reply.get("message", "")
     if error in ("input", "spec", "job"):
         # Imported here: the runtime pulls in torch, which a callable-only caller may not need.
-        from compute_agent.runtime.jobs import JobError, JobInputError, JobSpecError
+        from tributa.runtime.jobs import JobError, JobInputError, JobSpecError
 
         raise {"input": JobInputError, "spec": JobSpecError, "job": JobError}[error](detail)
     if error == "limit":
@@ -588,8 +588,8 @@ class _Zygote:
                 torch.set_num_interop_threads(1)
             except RuntimeError:
                 pass  # already fixed by an earlier torch user in this process; intra-op is what matters
-            from compute_agent.executor import Executor
-            from compute_agent.runtime.jobs import RunnerRegistry
+            from tributa.runtime.executor import Executor
+            from tributa.runtime.jobs import RunnerRegistry
 
             # CPU even where CUDA exists: a CUDA context does not survive fork.
             self._registry = RunnerRegistry(device="cpu")
@@ -955,9 +955,9 @@ def _classify(exc: BaseException) -> dict[str, Any]:
             return {"ok": False, "error": "violation", "kind": "network", "message": message}
     names = {f"{c.__module__}.{c.__qualname__}" for c in type(exc).__mro__}
     for name, error in (
-        ("compute_agent.runtime.jobs.JobInputError", "input"),
-        ("compute_agent.runtime.jobs.JobSpecError", "spec"),
-        ("compute_agent.runtime.jobs.JobError", "job"),
+        ("tributa.runtime.jobs.JobInputError", "input"),
+        ("tributa.runtime.jobs.JobSpecError", "spec"),
+        ("tributa.runtime.jobs.JobError", "job"),
     ):
         if name in names:
             return {"ok": False, "error": error, "message": str(exc)[:_MESSAGE_CHARS]}

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from compute_agent.runtime.jobs import JobInputError, JobSpec, RunnerRegistry, default_registry, run_job
+from typing import Protocol
+
 from tributa.catalog import LocalModel
+from tributa.runtime.jobs import JobInputError, JobSpec, RunnerRegistry, default_registry, run_job
 
 # The most new tokens any generation job may ask for.
 MAX_NEW_TOKENS = 64
 
-__all__ = ["Executor", "JobInputError"]
+__all__ = ["Executor", "JobInputError", "JobRunner"]
+
+
+class JobRunner(Protocol):
+    """What runs a job: the in-process Executor or the SandboxedExecutor."""
+
+    def run(self, base: LocalModel, adapters: list[LocalModel], input_bytes: bytes) -> bytes: ...
 
 
 class Executor:

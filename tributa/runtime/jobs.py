@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from compute_agent.runtime.embedding import EmbeddingRunner
-from compute_agent.runtime.errors import InferenceInputError
-from compute_agent.runtime.generation import MAX_NEW_TOKENS_LIMIT, GenerationRunner, default_device
+from tributa.runtime.embedding import EmbeddingRunner
+from tributa.runtime.errors import InferenceInputError
+from tributa.runtime.generation import MAX_NEW_TOKENS_LIMIT, GenerationRunner, default_device
 from tributa.ml.models import ModelFolderError
 
 MAX_INPUT_BYTES = 64 * 1024
