@@ -12,7 +12,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo test bench clean help
+.PHONY: setup demo test bench clean help postgres
 help:
 	@echo "make demo   - set up, start Anvil, deploy, run the protocol end to end"
 	@echo "make test   - set up, run the whole test suite"
@@ -35,11 +35,16 @@ setup: $(VENV)/.installed node_modules/.installed
 demo: setup
 	$(PY) scripts/demo.py
 
-test: setup
-	$(PY) -m pytest -q
+# A throwaway PostgreSQL (in .tributa/pg, Debian's package) so the oracle's DB tests also run on it.
+postgres:
+	@scripts/pg.sh >/dev/null
+
+test: setup postgres
+	TRIBUTA_TEST_PG_URL="$$(scripts/pg.sh url)" $(PY) -m pytest -q
 
 bench: setup
 	$(PY) scripts/bench.py
 
 clean:
+	-scripts/pg.sh stop
 	rm -rf .build .tributa demo-report.json .pytest_cache .hypothesis

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Boolean,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -54,6 +55,9 @@ class TaskState:
     FAILING = "failing"  # failure decided, fail_task not yet mined
     FAILED = "failed"  # failed on-chain; the fee is refundable
     REFUNDED = "refunded"
+    # Its TaskPosted was reorged out after agents had worked on it: kept for the record, never
+    # leased or settled; restored if the same posting is re-included (see oracle/ingest.py).
+    ORPHANED = "orphaned"
 
     ACTIVE = (OPEN, RUNNING, VERIFIED, SETTLING, FAILING)
 
@@ -83,6 +87,17 @@ class ChainLog(Base):
     tx_hash: Mapped[str] = mapped_column(String(66))
     event: Mapped[str] = mapped_column(String(64))
     task_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True, index=True)
+    # The decoded arguments (JSON), so task state can be rebuilt from surviving logs after a reorg.
+    args: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class IngestedBlock(Base):
+    """Hashes of recently processed blocks, per cursor: how the ingestor notices a reorg."""
+
+    __tablename__ = "ingested_blocks"
+    cursor: Mapped[str] = mapped_column(String(64), primary_key=True)
+    block_number: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    block_hash: Mapped[str] = mapped_column(String(66))
 
 
 class Task(Base):
@@ -146,6 +161,68 @@ class AgentSeen(Base):
     registered: Mapped[bool] = mapped_column(Boolean, default=True)
 
 
+class TxState:
+    """A logical transaction (one nonce) and each signed attempt at it."""
+
+    PENDING = "pending"  # signed and recorded; broadcast or about to be
+    MINED = "mined"  # included; receipt_status says whether it succeeded
+    FAILED = "failed"  # reverted on-chain, or refused by the node before it used the nonce
+    REPLACED = "replaced"  # attempt: superseded by a fee bump; tx: nonce used by a foreign tx
+
+
+class TxKey(Base):
+    """One row per sending key and chain: the nonce manager's persisted counter (row-locked)."""
+
+    __tablename__ = "tx_keys"
+    chain_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    address: Mapped[str] = mapped_column(String(42), primary_key=True)
+    next_nonce: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class SentTx(Base):
+    """A transaction the oracle decided to send: written (signed) before it is broadcast."""
+
+    __tablename__ = "sent_txs"
+    __table_args__ = (Index("ix_sent_txs_sender_nonce", "chain_id", "sender", "nonce"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    chain_id: Mapped[int] = mapped_column(BigInteger)
+    sender: Mapped[str] = mapped_column(String(42))
+    nonce: Mapped[int] = mapped_column(BigInteger)
+    purpose: Mapped[str] = mapped_column(String(64))
+    task_ids: Mapped[str] = mapped_column(Text, default="[]")  # JSON list
+    to_address: Mapped[str] = mapped_column(String(42))
+    data: Mapped[str] = mapped_column(Text)  # 0x calldata
+    value: Mapped[int] = mapped_column(Wei)
+    gas: Mapped[int] = mapped_column(BigInteger)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+    mined_tx_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)
+    mined_block: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    receipt_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    gas_used: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class TxAttempt(Base):
+    """One signed version of a SentTx (a fee bump is a new attempt with the same nonce)."""
+
+    __tablename__ = "tx_attempts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tx_id: Mapped[int] = mapped_column(ForeignKey("sent_txs.id"), index=True)
+    tx_hash: Mapped[str] = mapped_column(String(66), unique=True)
+    raw_tx: Mapped[str] = mapped_column(Text)  # 0x signed bytes, rebroadcast as-is
+    max_fee_per_gas: Mapped[int | None] = mapped_column(Wei, nullable=True)
+    max_priority_fee_per_gas: Mapped[int | None] = mapped_column(Wei, nullable=True)
+    gas_price: Mapped[int | None] = mapped_column(Wei, nullable=True)
+    state: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[float] = mapped_column(Float)
+    broadcast_at: Mapped[float | None] = mapped_column(Float, nullable=True)  # None: no node has it yet
+    broadcast_block: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
 def database_url(data_dir: Path, url: str | None = None) -> str:
     """`url` if given (e.g. postgresql+psycopg2://…), else SQLite in the data directory."""
     if url:
@@ -162,19 +239,26 @@ def make_engine(url: str) -> Engine:
         def _sqlite_pragmas(dbapi_conn, _record):  # WAL: readers never block the writer
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=FULL")
+            # WAL + NORMAL survives a killed process (kill -9) with every commit intact; only an OS
+            # crash or power cut can lose the last commits, and the chain is the source of truth
+            # they are rebuilt from. FULL fsyncs every commit and caps the job API at ~100 commits/s.
+            cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
 
     else:
         engine = create_engine(url, pool_pre_ping=True)
-    Base.metadata.create_all(engine)
     return engine
 
 
 class Database:
+    """The oracle's database, migrated to the newest schema (Alembic `upgrade head`) on open."""
+
     def __init__(self, url: str) -> None:
+        from oracle.migrations import upgrade_head  # here: the migrations import this module's models
+
         self.url = url
         self.engine = make_engine(url)
+        upgrade_head(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager

@@ -17,12 +17,14 @@ from oracle.db import Database, database_url
 from oracle.ingest import Ingestor
 from oracle.jobs import JobBook
 from oracle.settler import Attributor, FeePolicy, Settler
+from oracle.txmanager import TxManager
 from oracle.status import task_counts
 from tributa.metrics import OracleMetrics
 from oracle.verify import Reexecute
 from tributa.chain.contracts import Contracts
 from tributa.chain.tx import Signer
 from tributa.config import Settings
+from tributa.errors import ChainError
 from tributa.store import open_store
 
 log = logging.getLogger("tributa.oracle")
@@ -112,10 +114,11 @@ class Oracle:
         self.ingestor = Ingestor(
             self.db, contracts.escrow, contracts.deployment.block_number, settings.confirmations, settings.max_log_blocks
         )
+        self.txm = TxManager.for_signer(self.db, signer)
         self.settler = Settler(
             self.db,
             contracts,
-            signer,
+            self.txm,
             attributor,
             FeePolicy(options.agent_fee_bps),
             options.max_batch,
@@ -133,24 +136,42 @@ class Oracle:
 
     def step(self) -> None:
         """One pass of the worker loop; exceptions are logged and the loop goes on."""
+        self.txm.check_pending()
         self.ingestor.poll_once()
         self.clock.refresh()
         self.book.expire_leases()
         self.book.close_due(self.clock(), self.options.close_margin_s)
         self.settler.settle_ready()
+        # Tasks left SETTLING by a transaction that finished without settling them (not in flight).
+        self.settler.recover(in_flight=set(self.txm.pending_task_ids("settle_batch")))
         self.settler.fail_pending()
         self.settler.refund_due(self.clock())
 
     def _work(self) -> None:
-        self.settler.recover()
+        self._recover()
         while not self._stop.is_set():
             try:
                 self.step()
-            except Exception:  # an RPC blip must not kill the oracle; it retries next pass
+            except ChainError as exc:  # the node is away or refused: one line, then retry
+                self.metrics.rpc_errors.inc()
+                log.warning("oracle pass stopped by the chain: %s; retrying", exc)
+                self._stop.wait(1.0)
+            except Exception:  # anything else is a bug worth a traceback, but not worth dying for
                 self.metrics.rpc_errors.inc()
                 log.exception("oracle pass failed; retrying")
                 self._stop.wait(1.0)
             self._stop.wait(self.settings.poll_interval_s)
+
+    def _recover(self) -> None:
+        """After a restart: finish the transactions in flight, then the tasks caught mid-settlement."""
+        while not self._stop.is_set():
+            try:
+                self.txm.recover()
+                self.settler.recover(in_flight=set(self.txm.pending_task_ids("settle_batch")))
+                return
+            except ChainError as exc:
+                log.warning("recovery waits for the chain: %s", exc)
+                self._stop.wait(2.0)
 
     def run(self) -> None:
         worker = threading.Thread(target=self._work, name="oracle-worker", daemon=True)

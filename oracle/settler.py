@@ -16,6 +16,7 @@ from web3 import Web3
 
 from oracle.db import Database, Job, JobState, Task, TaskState, now
 from oracle.ingest import EventDecoder
+from oracle.txmanager import NotSent, TxManager
 from tributa.metrics import OracleMetrics
 from oracle.verify import Reexecute, Verdict, decide, spot_check_selected
 from tributa.chain.contracts import Contracts
@@ -71,7 +72,7 @@ class Settler:
         self,
         db: Database,
         contracts: Contracts,
-        signer: Signer,
+        signer: Signer | TxManager,
         attributor: Attributor | None = None,
         fee_policy: FeePolicy = FeePolicy(),
         max_batch: int = 50,
@@ -85,6 +86,8 @@ class Settler:
         self.contracts = contracts
         self.escrow = contracts.escrow
         self.signer = signer
+        # Every send goes through the transaction manager: recorded before broadcast, bumped when stuck.
+        self.txm = signer if isinstance(signer, TxManager) else TxManager.for_signer(db, signer)
         self.attributor = attributor or (lambda task: NO_ATTRIBUTION)
         self.fee_policy = fee_policy
         self.max_batch = max_batch
@@ -123,10 +126,19 @@ class Settler:
         task_ids = [task_id for task_id, _ in plans]
         try:
             # Always the batch entrypoint: one bad task is skipped on-chain, never reverts the rest.
-            result = self.signer.transact(self.escrow.functions.settle_batch(settlements), action="settle_batch")
+            result = self.txm.transact(self.escrow.functions.settle_batch(settlements), "settle_batch", task_ids)
         except ContractRevert as exc:
             log.error("settle_batch of tasks %s reverted: %s", task_ids, exc.reason)
             self._reconcile({t: exc.reason for t in task_ids})
+            return 0
+        except NotSent as exc:
+            # Nothing was signed, so nothing can land: they are simply settled on a later pass.
+            log.error("settlement of %d tasks not sent: %s", len(plans), exc)
+            with self.db.session() as s:
+                for task_id in task_ids:
+                    task = s.get(Task, task_id)
+                    if task is not None and task.state == TaskState.SETTLING:
+                        task.state = TaskState.VERIFIED
             return 0
         except ChainError as exc:
             # Not sent or not mined: leave them SETTLING; recover() decides from on-chain state.
@@ -226,10 +238,16 @@ class Settler:
                     task.reason = f"settlement rejected: {reason}"[:128]
                     log.error("task %s settlement rejected: %s", task_id, reason)
 
-    def recover(self) -> None:
-        """After a restart: tasks caught mid-settlement are settled or ready again, per the chain."""
+    def recover(self, in_flight: set[int] = frozenset()) -> None:
+        """After a restart: tasks caught mid-settlement are settled or ready again, per the chain.
+
+        Tasks whose settlement is still in flight (`in_flight`) stay SETTLING: resending them would
+        only cost gas, since the contract refuses to settle a task twice.
+        """
         with self.db.session() as s:
             for task in s.execute(select(Task).where(Task.state == TaskState.SETTLING)).scalars():
+                if task.task_id in in_flight:
+                    continue
                 onchain = self.escrow.functions.task(task.task_id).call()[-1]
                 task.state = ONCHAIN_STATES.get(onchain, TaskState.VERIFIED)
 
@@ -245,7 +263,7 @@ class Settler:
         for task_id, reason, silent in failing:
             try:
                 call = self.escrow.functions.fail_task(task_id, reason[:128], silent)
-                sent = self.signer.transact(call, action="fail_task")
+                sent = self.txm.transact(call, "fail_task", [task_id])
                 self.metrics.gas_spent.labels("fail_task").inc(sent.gas_used)
             except ContractRevert as exc:
                 log.warning("fail_task(%s) reverted: %s (the chain state wins)", task_id, exc.reason)
@@ -254,7 +272,7 @@ class Settler:
                 continue
             with self.db.session() as s:
                 task = s.get(Task, task_id)
-                if task.state == TaskState.FAILING:
+                if task is not None and task.state == TaskState.FAILING:  # None: reorged out meanwhile
                     task.state = TaskState.FAILED
             done += 1
         return done
@@ -289,7 +307,7 @@ class Settler:
         refunded = 0
         for task_id in due:
             try:
-                result = self.signer.transact(self.escrow.functions.refund(task_id), action="refund")
+                result = self.txm.transact(self.escrow.functions.refund(task_id), "refund", [task_id])
                 self.metrics.gas_spent.labels("refund").inc(result.gas_used)
             except ContractRevert as exc:
                 log.warning("refund(%s) reverted: %s", task_id, exc.reason)
@@ -299,7 +317,8 @@ class Settler:
                 continue
             with self.db.session() as s:
                 task = s.get(Task, task_id)
-                task.state = TaskState.REFUNDED
-                task.refund_tx = result.tx_hash
+                if task is not None:  # None: reorged out meanwhile
+                    task.state = TaskState.REFUNDED
+                    task.refund_tx = result.tx_hash
             refunded += 1
         return refunded

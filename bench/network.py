@@ -1,0 +1,125 @@
+"""A local network for load and crash runs: Anvil, contracts, MiniLM registered, one oracle, several agents.
+
+Each agent is its own `tributa agent run` process with its own dev account; the oracle is a
+`tributa oracle run` process that can be killed with SIGKILL and restarted on the same state.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+
+from bench.chain import deployed_chain
+from tributa.chain.accounts import DEV_ROLES
+from tributa.config import Settings
+from tributa.devnet import settings_for
+from tributa.processes import ManagedProcess, start_agent, start_oracle
+from tributa.publish import register_model
+from tributa.store import open_store
+from tributa.tasks import encode_input, post_task
+
+AGENT_ACCOUNTS = (2, 3, 16, 17, 18, 19)  # funded dev accounts that play no other part
+FINAL = (2, 4)  # on-chain SETTLED, REFUNDED
+
+
+@dataclass
+class Network:
+    workdir: Path
+    settings: Settings
+    contracts: object
+    store: object
+    signers: dict
+    model_id: int
+    oracle_args: list[str]
+    oracle: ManagedProcess | None = None
+    agents: list[ManagedProcess] = field(default_factory=list)
+    oracle_starts: int = 0
+
+    def start_oracle(self) -> ManagedProcess:
+        self.oracle_starts += 1
+        self.oracle = start_oracle(
+            self.settings, self.workdir / f"oracle-{self.oracle_starts}.log", self.oracle_args,
+            env={"TRIBUTA_POLL_INTERVAL": "0.05"},
+        )
+        return self.oracle
+
+    def start_agents(self, count: int) -> None:
+        from tributa.ml.embeddings import model_dir as minilm_dir
+
+        for index in AGENT_ACCOUNTS[:count]:
+            self.agents.append(
+                start_agent(
+                    self.settings, self.workdir / f"agent-{index}.log",
+                    ["--text-logs", "--account", f"dev:{index}", "--model-dir", str(minilm_dir())],
+                )
+            )
+
+    def post(self, count: int, deadline_s: int = 1800) -> list[int]:
+        requester = self.signers["requester"]
+        return [
+            post_task(self.contracts, requester, self.store, self.model_id, encode_input(texts=[f"task {i} {time.time()}"]),
+                      deadline_s=deadline_s).task_id
+            for i in range(count)
+        ]
+
+    def states(self, task_ids: list[int]) -> dict[int, int]:
+        escrow = self.contracts.escrow.functions
+        return {t: escrow.task(t).call()[-1] for t in task_ids}
+
+    def wait_final(self, task_ids: list[int], timeout_s: float) -> float:
+        """Seconds until every task is settled or refunded (raises on timeout)."""
+        started = time.monotonic()
+        pending = set(task_ids)
+        while pending:
+            states = self.states(sorted(pending))
+            pending = {t for t, s in states.items() if s not in FINAL}
+            if time.monotonic() - started > timeout_s:
+                tail = self.oracle.log_tail() if self.oracle else ""
+                raise RuntimeError(f"{len(pending)} tasks not final after {timeout_s:.0f}s; oracle log:\n{tail}")
+            if pending:
+                time.sleep(0.1)
+        return time.monotonic() - started
+
+    def wait_agents_ready(self, timeout_s: float = 180) -> None:
+        """Agents are up once each has polled the oracle (they register first, then poll)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if all("polling" in a.log_tail(200) for a in self.agents):
+                return
+            time.sleep(0.5)
+        raise RuntimeError("agents did not start: " + "\n".join(a.log_tail() for a in self.agents))
+
+    def stop(self) -> None:
+        for proc in [*self.agents, *( [self.oracle] if self.oracle else [])]:
+            proc.stop()
+
+
+@contextmanager
+def local_network(workdir: Path, oracle_args: list[str] = ("--no-attribution", "--text-logs")) -> Iterator[Network]:
+    from tributa.ml.embeddings import model_dir as minilm_dir
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    with deployed_chain(workdir) as (node, contracts, signers):
+        settings = settings_for(node, workdir / "data", workdir / "deployments")
+        store = open_store(settings.store_dir)
+        model_id = register_model(contracts, signers["publisher"], store, "load-minilm", minilm_dir(), [], None, 10**15).model_id
+        net = Network(workdir, settings, contracts, store, signers, model_id, list(oracle_args))
+        try:
+            yield net
+        finally:
+            net.stop()
+
+
+def oracle_healthy(settings: Settings) -> bool:
+    try:
+        return httpx.get(settings.oracle_url + "/v1/health", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+assert "agent" in DEV_ROLES  # AGENT_ACCOUNTS starts at the dev 'agent' role's index
