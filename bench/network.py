@@ -1,7 +1,10 @@
-"""A local network for load and crash runs: Anvil, contracts, MiniLM registered, one oracle, several agents.
+"""A local network for load and crash runs: Anvil, contracts, a trivial model, one oracle, several agents.
 
-Each agent is its own `tributa agent run` process with its own dev account; the oracle is a
-`tributa oracle run` process that can be killed with SIGKILL and restarted on the same state.
+The model is the project's 0.7M-parameter GPT-2 asked for one new token (about 10 ms), so the
+figures measure the oracle, not inference. Each agent is its own `tributa agent run` process
+with its own dev account, running jobs in-process (`--no-sandbox`: the sandbox's fork per job
+is measured by the agent tests); the oracle is a `tributa oracle run` process that can be
+killed with SIGKILL and restarted on the same state.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ class Network:
     store: object
     signers: dict
     model_id: int
+    model_dir: Path
     oracle_args: list[str]
     oracle: ManagedProcess | None = None
     agents: list[ManagedProcess] = field(default_factory=list)
@@ -49,21 +53,19 @@ class Network:
         return self.oracle
 
     def start_agents(self, count: int) -> None:
-        from tributa.ml.embeddings import model_dir as minilm_dir
-
         for index in AGENT_ACCOUNTS[:count]:
             self.agents.append(
                 start_agent(
                     self.settings, self.workdir / f"agent-{index}.log",
-                    ["--text-logs", "--account", f"dev:{index}", "--model-dir", str(minilm_dir())],
+                    ["--text-logs", "--no-sandbox", "--account", f"dev:{index}", "--model-dir", str(self.model_dir)],
                 )
             )
 
     def post(self, count: int, deadline_s: int = 1800) -> list[int]:
         requester = self.signers["requester"]
         return [
-            post_task(self.contracts, requester, self.store, self.model_id, encode_input(texts=[f"task {i} {time.time()}"]),
-                      deadline_s=deadline_s).task_id
+            post_task(self.contracts, requester, self.store, self.model_id,
+                      encode_input(prompt=f"task {i} {time.time()}", max_new_tokens=1), deadline_s=deadline_s).task_id
             for i in range(count)
         ]
 
@@ -101,14 +103,15 @@ class Network:
 
 @contextmanager
 def local_network(workdir: Path, oracle_args: list[str] = ("--no-attribution", "--text-logs")) -> Iterator[Network]:
-    from tributa.ml.embeddings import model_dir as minilm_dir
+    from tributa.ml.models import ensure_demo_models
 
     workdir.mkdir(parents=True, exist_ok=True)
+    base = ensure_demo_models(progress=lambda msg: None).base_dir
     with deployed_chain(workdir) as (node, contracts, signers):
         settings = settings_for(node, workdir / "data", workdir / "deployments")
         store = open_store(settings.store_dir)
-        model_id = register_model(contracts, signers["publisher"], store, "load-minilm", minilm_dir(), [], None, 10**15).model_id
-        net = Network(workdir, settings, contracts, store, signers, model_id, list(oracle_args))
+        model_id = register_model(contracts, signers["publisher"], store, "trivial-gpt2", base, [], None, 10**15).model_id
+        net = Network(workdir, settings, contracts, store, signers, model_id, base, list(oracle_args))
         try:
             yield net
         finally:

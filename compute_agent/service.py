@@ -107,7 +107,9 @@ class Agent:
             return JobOutcome(job_id, task_id, False, error="model not held")
         try:
             input_bytes = self.fetch_input(offer["input_cid"])
+            fetched = time.perf_counter()
             output = self.executor.run(parts[0], parts[1], input_bytes)
+            ran = time.perf_counter()
         except (NotFound, JobInputError) as exc:
             log.warning("job %s (task %s): bad input: %s", job_id, task_id, exc)
             self.client.report_error(job_id, "input", str(exc))
@@ -119,9 +121,14 @@ class Agent:
         result_cid = str(self.store.cid_of(output))
         digest = cidlib.cid_to_digest(result_cid)
         signature = sign_result(self.signer.account, self.contracts.chain_id, self.contracts.escrow.address, task_id, digest)
+        signed = time.perf_counter()
         self.client.submit(job_id, output, digest, signature)
-        seconds = time.perf_counter() - started
-        log.info("job %s (task %s) done in %.2fs: %s", job_id, task_id, seconds, result_cid)
+        done = time.perf_counter()
+        seconds = done - started
+        log.info(
+            "job %s (task %s) done in %.3fs (fetch %.3f, run %.3f, sign %.3f, submit %.3f): %s",
+            job_id, task_id, seconds, fetched - started, ran - fetched, signed - ran, done - signed, result_cid,
+        )
         return JobOutcome(job_id, task_id, True, result_cid=result_cid, seconds=seconds)
 
     def run(self, max_jobs: int | None = None, stop: threading.Event | None = None, wait_s: float = 20.0) -> list[JobOutcome]:
