@@ -12,7 +12,6 @@ import json
 import shutil
 import sys
 import time
-from pathlib import Path
 
 from tributa.config import REPO_ROOT
 

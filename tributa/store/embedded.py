@@ -101,13 +101,7 @@ class EmbeddedStore:
         return self._blocks.has(coerce_cid(cid).digest)
 
     def verify(self, cid: CidLike) -> VerifyReport:
-        root = coerce_cid(cid)
-        blocks = 0
-        size = 0
-        for node in dag.walk(self, root):
-            blocks += 1
-            size += len(node.block)
-        return VerifyReport(cid=root, blocks=blocks, bytes=size)
+        return dag.verify(self, coerce_cid(cid))
 
     # -- pins and gc ---------------------------------------------------------------------------
 

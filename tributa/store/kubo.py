@@ -278,12 +278,7 @@ class KuboStore:
         return True
 
     def verify(self, cid: CidLike) -> VerifyReport:
-        root = coerce_cid(cid)
-        blocks = size = 0
-        for node in dag.walk(self, root):
-            blocks += 1
-            size += len(node.block)
-        return VerifyReport(cid=root, blocks=blocks, bytes=size)
+        return dag.verify(self, coerce_cid(cid))
 
     # -- pins and gc ---------------------------------------------------------------------------
 
