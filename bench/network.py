@@ -40,6 +40,7 @@ class Network:
     model_id: int
     model_dir: Path
     oracle_args: list[str]
+    poll_interval_s: float = 0.05
     oracle: ManagedProcess | None = None
     agents: list[ManagedProcess] = field(default_factory=list)
     oracle_starts: int = 0
@@ -48,7 +49,7 @@ class Network:
         self.oracle_starts += 1
         self.oracle = start_oracle(
             self.settings, self.workdir / f"oracle-{self.oracle_starts}.log", self.oracle_args,
-            env={"TRIBUTA_POLL_INTERVAL": "0.05"},
+            env={"TRIBUTA_POLL_INTERVAL": str(self.poll_interval_s)},
         )
         return self.oracle
 

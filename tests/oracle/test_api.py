@@ -1,0 +1,159 @@
+"""The job API on a real chain: every bad request gets a 4xx with a reason, never a 500 or a lost job."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from compute_agent.client import JobClient
+from oracle.api import create_app
+from oracle.auth import RequestAuthenticator
+from oracle.db import Job, JobState, TaskState
+from oracle.service import AgentDirectory
+from tests.helpers import OracleParts, ensure_agent, post_raw_task, register_test_model, signer_for
+from tributa.chain.eip712 import sign_result
+from tributa.metrics import OracleMetrics
+from tributa.store import cid as cidlib
+
+
+class Api:
+    def __init__(self, contracts, signers, tmp_path) -> None:
+        self.contracts = contracts
+        self.parts = OracleParts(contracts, signers, tmp_path)
+        directory = AgentDirectory(contracts, ttl_s=0)
+        auth = RequestAuthenticator(self.parts.db, contracts.chain_id, contracts.escrow.address, directory.is_registered)
+        app = create_app(
+            self.parts.db, self.parts.book, auth, self.parts.store, directory, self.parts.chain_time,
+            {"chain_id": contracts.chain_id}, OracleMetrics(),
+        )
+        self.http = TestClient(app, raise_server_exceptions=False)
+
+    def signer(self, role: str) -> JobClient:
+        account = signer_for(self.contracts, role).account
+        return JobClient("http://testserver", account, self.contracts.chain_id, self.contracts.escrow.address)
+
+    def post(self, path: str, payload, as_role: str = "agent", headers=None, raw: bytes | None = None):
+        body = raw if raw is not None else json.dumps(payload).encode()
+        signed = self.signer(as_role).signed_headers("POST", path, body)
+        return self.http.post(path, content=body, headers={**signed, **(headers or {})})
+
+
+@pytest.fixture
+def api(contracts, signers, tmp_path, chain_snapshot):
+    return Api(contracts, signers, tmp_path)
+
+
+@pytest.fixture
+def leased(api, contracts, signers):
+    """A task leased to the 'agent' role through the API."""
+    model = register_test_model(contracts, signers["publisher"])
+    ensure_agent(contracts, signers["agent"], [model])
+    input_cid = str(api.parts.store.put_bytes(b'{"texts":["api"]}'))
+    task_id = post_raw_task(contracts, signers["requester"], model, cidlib.cid_to_digest(input_cid))
+    api.parts.ingestor.poll_once()
+    response = api.post("/v1/jobs/poll", {"wait_s": 0})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _result(api, offer, output=b'{"vectors":[[1.0]]}', role="agent"):
+    digest = cidlib.cid_to_digest(str(api.parts.store.cid_of(output)))
+    account = signer_for(api.contracts, role).account
+    sig = sign_result(account, api.contracts.chain_id, api.contracts.escrow.address, offer["task_id"], digest)
+    import base64
+
+    return {"output_b64": base64.b64encode(output).decode(), "result_digest": "0x" + digest.hex(), "signature": "0x" + sig.hex()}
+
+
+def test_openapi__schema_lists_the_job_endpoints(api):
+    paths = api.http.get("/openapi.json").json()["paths"]
+    assert {"/v1/jobs/poll", "/v1/jobs/{job_id}/result", "/v1/jobs/{job_id}/error", "/metrics"} <= set(paths)
+
+
+def test_poll__no_signature__401_with_reason(api):
+    response = api.http.post("/v1/jobs/poll", content=b"{}")
+    assert response.status_code == 401 and "missing header" in response.json()["error"]
+
+
+def test_poll__replayed_request__409(api, leased):
+    body = b'{"wait_s":0}'
+    headers = api.signer("agent").signed_headers("POST", "/v1/jobs/poll", body, nonce=12345)
+    first = api.http.post("/v1/jobs/poll", content=body, headers=headers)
+    second = api.http.post("/v1/jobs/poll", content=body, headers=headers)
+    assert first.status_code in (200, 204)
+    assert second.status_code == 409 and "replayed" in second.json()["error"]
+
+
+def test_poll__expired_signature__401(api):
+    body = b"{}"
+    headers = api.signer("agent").signed_headers("POST", "/v1/jobs/poll", body, expiry=int(time.time()) - 5)
+    response = api.http.post("/v1/jobs/poll", content=body, headers=headers)
+    assert response.status_code == 401 and "expired" in response.json()["error"]
+
+
+def test_poll__signature_over_another_body__401(api):
+    headers = api.signer("agent").signed_headers("POST", "/v1/jobs/poll", b'{"wait_s":0}')
+    response = api.http.post("/v1/jobs/poll", content=b'{"wait_s":1}', headers=headers)
+    assert response.status_code == 401 and "does not match" in response.json()["error"]
+
+
+def test_poll__unregistered_agent__403(api):
+    response = api.post("/v1/jobs/poll", {"wait_s": 0}, as_role="buyer2")
+    assert response.status_code == 403 and "not registered" in response.json()["error"]
+
+
+@pytest.mark.parametrize("raw, status", [(b"not json", 400), (b"[1, 2]", 400), (b'{"wait_s": "soon"}', 422)])
+def test_poll__malformed_body__4xx(api, leased, raw, status):
+    response = api.post("/v1/jobs/poll", None, raw=raw)
+    assert response.status_code == status and response.json()["error"]
+
+
+def test_result__for_a_job_the_agent_does_not_hold__403_and_job_kept(api, leased, contracts, signers):
+    ensure_agent(contracts, signers["agent2"], [leased["model_id"]])
+    response = api.post(f"/v1/jobs/{leased['job_id']}/result", _result(api, leased, role="agent2"), as_role="agent2")
+    assert response.status_code == 403 and "not leased to" in response.json()["error"]
+    with api.parts.db.session() as s:
+        assert s.get(Job, leased["job_id"]).state == JobState.LEASED
+
+
+def test_result__unknown_job__404(api, leased):
+    response = api.post("/v1/jobs/999999/result", _result(api, leased))
+    assert response.status_code == 404
+
+
+@pytest.mark.parametrize("mutate", ["digest", "signature", "base64"])
+def test_result__malformed_or_mismatched__4xx_and_job_still_leased(api, leased, mutate):
+    body = _result(api, leased)
+    if mutate == "digest":
+        body["result_digest"] = "0x" + "11" * 32
+    elif mutate == "signature":
+        body["signature"] = "0x1234"
+    else:
+        body["output_b64"] = "%%%"
+    response = api.post(f"/v1/jobs/{leased['job_id']}/result", body)
+    assert 400 <= response.status_code < 500 and response.json()["error"]
+    with api.parts.db.session() as s:
+        assert s.get(Job, leased["job_id"]).state == JobState.LEASED
+
+
+def test_result__valid__accepted_once_then_409(api, leased):
+    body = _result(api, leased)
+    first = api.post(f"/v1/jobs/{leased['job_id']}/result", body)
+    second = api.post(f"/v1/jobs/{leased['job_id']}/result", body)
+    assert first.status_code == 200 and first.json()["accepted"]
+    assert second.status_code == 409
+    assert api.parts.state(leased["task_id"]) == TaskState.VERIFIED
+
+
+def test_error_report__bad_kind__422(api, leased):
+    response = api.post(f"/v1/jobs/{leased['job_id']}/error", {"kind": "oops", "error": "x"})
+    assert response.status_code == 422
+
+
+def test_oversized_body__413(api):
+    big = b'{"pad":"' + b"x" * (8 * 1024 * 1024 + 10) + b'"}'
+    response = api.post("/v1/jobs/poll", None, raw=big)
+    assert response.status_code == 413
