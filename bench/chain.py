@@ -38,8 +38,9 @@ def register_model(contracts: Contracts, publisher: Signer, dataset_ids=(), weig
 
 def register_agent(contracts: Contracts, agent: Signer, models: list[int]) -> None:
     stake = contracts.escrow.functions.min_stake().call()
-    pubkey = b"\x04" + agent.account._key_obj.public_key.to_bytes()
-    agent.transact(contracts.escrow.functions.register_agent(models, 0, 1, pubkey), value=stake)
+    from tributa.crypto import public_key_of
+
+    agent.transact(contracts.escrow.functions.register_agent(models, 0, 1, public_key_of(bytes(agent.account.key))), value=stake)
 
 
 def post(contracts: Contracts, requester: Signer, model_id: int, fee: int = 10**16, deadline_s: int = 3600):

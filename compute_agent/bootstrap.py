@@ -12,6 +12,7 @@ from tributa.catalog import ModelCatalog
 from tributa.chain.contracts import Contracts
 from tributa.chain.tx import Signer
 from tributa.config import Settings
+from tributa.crypto import public_key_of
 from tributa.runtime.executor import Executor
 from tributa.runtime.sandbox import SandboxedExecutor
 from tributa.errors import TributaError
@@ -28,7 +29,7 @@ def default_model_dirs(progress: Callable[[str], None] = print) -> list[Path]:
 
 def public_key(signer: Signer) -> bytes:
     """The agent's uncompressed secp256k1 public key (0x04 ‖ X ‖ Y), for encrypted inputs."""
-    return b"\x04" + signer.account._key_obj.public_key.to_bytes()
+    return public_key_of(bytes(signer.account.key))
 
 
 def device_class() -> int:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from tributa.chain.contracts import Contracts
 from tributa.chain.tx import Signer
+from tributa.crypto import check_public_key_owner
 from tributa.errors import TributaError
 
 log = logging.getLogger("tributa.agent.registration")
@@ -28,6 +29,8 @@ def ensure_registered(contracts: Contracts, signer: Signer, profile: AgentProfil
 
     Returns "registered", "updated" or "unchanged".
     """
+    # The key inputs are encrypted to must be the agent's own: a wrong one would leak them.
+    check_public_key_owner(profile.pubkey, signer.address)
     if not profile.models:
         raise TributaError("this agent serves no registered model; give it --model-dir folders whose digests are registered")
     escrow = contracts.escrow

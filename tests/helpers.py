@@ -28,10 +28,10 @@ def register_test_model(contracts, publisher, fee_per_task: int = 10**15, name: 
 
 def ensure_agent(contracts, signer, models: list[int]) -> None:
     """Register `signer` as an agent serving `models` (or update its model list)."""
+    from compute_agent.bootstrap import public_key
     from compute_agent.registration import AgentProfile, ensure_registered
 
-    pubkey = b"\x04" + signer.account._key_obj.public_key.to_bytes()
-    ensure_registered(contracts, signer, AgentProfile(models, 0, 1, pubkey))
+    ensure_registered(contracts, signer, AgentProfile(models, 0, 1, public_key(signer)))
 
 
 def post_raw_task(contracts, requester, model_id: int, input_digest: bytes, deadline_s: int = 600, fee: int | None = None, k: int = 1) -> int:

@@ -56,6 +56,7 @@ def leased(api, contracts, signers):
     api.parts.ingestor.poll_once()
     response = api.post("/v1/jobs/poll", {"wait_s": 0})
     assert response.status_code == 200, response.text
+    assert response.json()["task_id"] == task_id
     return response.json()
 
 
