@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import threading
 import time
 from dataclasses import dataclass
 
 from compute_agent.client import JobClient, OracleRefused, OracleUnavailable
-from tributa.runtime.executor import JobInputError, JobRunner
+from tributa import private
+from tributa.runtime.executor import JobInputError, JobRunner, SealedInput
 from tributa.catalog import LocalModel, ModelCatalog
 from tributa.chain.contracts import Contracts
 from tributa.chain.eip712 import sign_result
@@ -91,6 +93,16 @@ class Agent:
             raise StoreError(f"content served for {input_cid} does not hash to that CID")
         return data
 
+    def _job_input(self, offer: dict) -> tuple[bytes, SealedInput | None]:
+        """A public job's input from the store; a private one as the oracle sealed it to this agent."""
+        if not offer.get("input_envelope_b64"):
+            return self.fetch_input(offer["input_cid"]), None
+        envelope = base64.b64decode(offer["input_envelope_b64"])
+        where = private.Deployment(self.contracts.chain_id, self.contracts.escrow.address)
+        requester = self.contracts.escrow.functions.task(offer["task_id"]).call()[0]
+        context = private.job_input_context(where, requester, offer["task_id"])
+        return envelope, SealedInput(bytes(self.signer.account.key), context)
+
     def handle(self, offer: dict) -> JobOutcome:
         outcome = self._handle(offer)
         self.metrics.jobs.labels("done" if outcome.ok else "failed").inc()
@@ -106,9 +118,9 @@ class Agent:
             self.client.report_error(job_id, "runtime", f"agent lacks the weights of model {model.model_id}")
             return JobOutcome(job_id, task_id, False, error="model not held")
         try:
-            input_bytes = self.fetch_input(offer["input_cid"])
+            input_bytes, sealed = self._job_input(offer)
             fetched = time.perf_counter()
-            output = self.executor.run(parts[0], parts[1], input_bytes)
+            output = self.executor.run(parts[0], parts[1], input_bytes, sealed)
             ran = time.perf_counter()
         except (NotFound, JobInputError) as exc:
             log.warning("job %s (task %s): bad input: %s", job_id, task_id, exc)

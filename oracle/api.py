@@ -138,6 +138,8 @@ def create_app(
                 "reason": t.reason,
                 "model_id": t.model_id,
                 "result_cid": t.result_cid,
+                "private": t.private,
+                "result_ciphertext_cid": t.result_ciphertext_cid,
                 "attribution_cid": t.attribution_cid,
                 "settle_tx": t.settle_tx,
             }

@@ -124,6 +124,13 @@ class Task(Base):
     refund: Mapped[int | None] = mapped_column(Wei, nullable=True)
     gas_used: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     refund_tx: Mapped[str | None] = mapped_column(String(66), nullable=True)
+    # Private tasks: the requester's key outputs are sealed to, and the sealed result's CID.
+    output_pubkey: Mapped[str | None] = mapped_column(String(132), nullable=True)
+    result_ciphertext_cid: Mapped[str | None] = mapped_column(String(100), nullable=True)
+
+    @property
+    def private(self) -> bool:
+        return self.output_pubkey is not None
 
 
 class Job(Base):
@@ -141,6 +148,7 @@ class Job(Base):
     signature: Mapped[str | None] = mapped_column(String(140), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     submitted_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    requester_cid: Mapped[str | None] = mapped_column(String(100), nullable=True)  # private: sealed output
 
 
 class ApiNonce(Base):

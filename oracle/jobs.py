@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import base64
 import logging
+from typing import Callable
 from dataclasses import asdict, dataclass
 
 from sqlalchemy import func, select
 
 from oracle.db import AgentSeen, Database, Job, JobState, Task, TaskState, now
+from tributa import private
 from tributa.chain.eip712 import recover_result_signer
+from tributa.errors import TributaError
 from tributa.store import cid as cidlib
 
 log = logging.getLogger("tributa.oracle.jobs")
@@ -59,6 +62,8 @@ class JobOffer:
     input_digest: str
     deadline: int
     lease_expires_at: float
+    # Private tasks: the input, sealed to this agent's registered key (the store holds another seal).
+    input_envelope_b64: str | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -86,12 +91,25 @@ class Submission:
 
 
 class JobBook:
-    def __init__(self, db: Database, store, chain_id: int, escrow_address: str, lease_s: float = 120.0) -> None:
+    def __init__(
+        self,
+        db: Database,
+        store,
+        chain_id: int,
+        escrow_address: str,
+        lease_s: float = 120.0,
+        oracle_key: bytes | None = None,
+        agent_pubkey: Callable[[str], bytes] | None = None,
+    ) -> None:
         self.db = db
         self.store = store
         self.chain_id = chain_id
         self.escrow_address = escrow_address
         self.lease_s = lease_s
+        # Without the oracle's key, private inputs cannot be opened (they fail their task).
+        self.oracle_key = oracle_key
+        self.agent_pubkey = agent_pubkey
+        self.where = private.Deployment(chain_id, escrow_address)
 
     def lease(self, agent: str, models: set[int], chain_time: int, capacity: int = 1) -> JobOffer | None:
         """Lease the oldest task this agent can take, or None.
@@ -134,6 +152,13 @@ class JobBook:
                     task.reason = f"input {input_cid} is not in the content store"
                     log.warning("task %s failed: %s", task.task_id, task.reason)
                     continue
+                try:
+                    envelope = self._reseal_for(agent, task, input_cid)
+                except TributaError as exc:
+                    task.state = TaskState.FAILING
+                    task.reason = f"private input cannot be opened: {exc}"[:128]
+                    log.warning("task %s failed: %s", task.task_id, task.reason)
+                    continue
                 job = Job(
                     task_id=task.task_id,
                     agent=agent,
@@ -145,9 +170,22 @@ class JobBook:
                 task.state = TaskState.RUNNING
                 s.flush()
                 return JobOffer(
-                    job.id, task.task_id, task.model_id, input_cid, task.input_digest, task.deadline, job.lease_expires_at
+                    job.id, task.task_id, task.model_id, input_cid, task.input_digest, task.deadline, job.lease_expires_at,
+                    envelope,
                 )
         return None
+
+    def _reseal_for(self, agent: str, task: Task, input_cid: str) -> str | None:
+        """A private task's input, opened with the oracle's key and sealed to the agent's; None if public."""
+        data = self.store.get_bytes(input_cid)
+        if not private.is_encrypted(data):
+            return None
+        if self.oracle_key is None or self.agent_pubkey is None:
+            raise TributaError("this oracle runs without its key, so it cannot serve private tasks")
+        opened = private.open_input(self.oracle_key, data, self.where, task.requester)
+        task.output_pubkey = opened.output_pubkey.hex()
+        sealed = private.seal_job_input(self.agent_pubkey(agent), opened.input_bytes, self.where, task.requester, task.task_id)
+        return base64.b64encode(sealed).decode()
 
     @staticmethod
     def _touch(session, agent: str) -> None:
@@ -183,16 +221,26 @@ class JobBook:
         return job, task
 
     def submit(self, agent: str, job_id: int, sub: Submission) -> str:
-        """Verify and record an agent's result; returns the result CID."""
-        signer = recover_result_signer(self.chain_id, self.escrow_address, self._task_of(job_id), sub.result_digest, sub.signature)
+        """Verify and record an agent's result; returns the result CID.
+
+        A private task's output is never stored in the clear: only its seal to the requester's
+        key is; the chain gets the plaintext's digest, which the requester checks after opening.
+        """
+        task_id, requester, output_pubkey = self._task_of(job_id)
+        signer = recover_result_signer(self.chain_id, self.escrow_address, task_id, sub.result_digest, sub.signature)
         if signer.lower() != agent.lower():
             raise JobError(401, "the result signature does not recover to the submitting agent")
-        result_cid = self.store.put_bytes(sub.output)
+        result_cid = self.store.cid_of(sub.output) if output_pubkey else self.store.put_bytes(sub.output)
         if cidlib.cid_to_digest(result_cid) != sub.result_digest:
             raise JobError(422, f"result_digest does not match the output (its CID is {result_cid})")
+        sealed_cid = None
+        if output_pubkey:
+            sealed = private.seal_output(bytes.fromhex(output_pubkey), sub.output, self.where, requester, task_id)
+            sealed_cid = str(self.store.put_bytes(sealed))
         with self.db.session() as s:
             job, task = self._held_job(s, agent, job_id)
             job.state = JobState.SUBMITTED
+            job.requester_cid = sealed_cid
             job.result_cid = str(result_cid)
             job.result_digest = "0x" + sub.result_digest.hex()
             job.signature = "0x" + sub.signature.hex()
@@ -243,9 +291,11 @@ class JobBook:
                     closed += 1
         return closed
 
-    def _task_of(self, job_id: int) -> int:
+    def _task_of(self, job_id: int) -> tuple[int, str, str | None]:
+        """(task id, requester, the requester's output key for private tasks) of a job."""
         with self.db.session() as s:
             job = s.get(Job, job_id)
             if job is None:
                 raise JobError(404, f"job {job_id} does not exist")
-            return job.task_id
+            task = s.get(Task, job.task_id)
+            return task.task_id, task.requester, task.output_pubkey

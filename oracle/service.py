@@ -24,6 +24,7 @@ from oracle.verify import Reexecute
 from tributa.chain.contracts import Contracts
 from tributa.chain.tx import Signer
 from tributa.config import Settings
+from tributa.crypto import check_public_key_owner, public_key_of
 from tributa.errors import ChainError
 from tributa.store import open_store
 
@@ -77,6 +78,12 @@ class AgentDirectory:
     def capacity(self, agent: str) -> int:
         return self._lookup(agent)[2]
 
+    def pubkey(self, agent: str) -> bytes:
+        """The agent's registered key, checked to be its own before anything is sealed to it."""
+        key = bytes(self.escrow.functions.agent_pubkey(agent).call())
+        check_public_key_owner(key, agent)
+        return key
+
 
 @dataclass
 class OracleOptions:
@@ -110,7 +117,10 @@ class Oracle:
         self.clock = ChainClock(contracts.w3)
         self.directory = AgentDirectory(contracts)
         escrow = contracts.escrow.address
-        self.book = JobBook(self.db, self.store, contracts.chain_id, escrow, options.lease_s)
+        self.book = JobBook(
+            self.db, self.store, contracts.chain_id, escrow, options.lease_s,
+            oracle_key=bytes(signer.account.key), agent_pubkey=self.directory.pubkey,
+        )
         self.ingestor = Ingestor(
             self.db, contracts.escrow, contracts.deployment.block_number, settings.confirmations, settings.max_log_blocks
         )
@@ -130,7 +140,13 @@ class Oracle:
             metrics=self.metrics,
         )
         auth = RequestAuthenticator(self.db, contracts.chain_id, escrow, self.directory.is_registered)
-        info = {"chain_id": contracts.chain_id, "escrow": escrow, "oracle": signer.address}
+        info = {
+            "chain_id": contracts.chain_id,
+            "escrow": escrow,
+            "oracle": signer.address,
+            # Requesters seal private inputs to this key (and check it is the deployment's oracle).
+            "oracle_public_key": "0x" + public_key_of(bytes(signer.account.key)).hex(),
+        }
         self.app = create_app(self.db, self.book, auth, self.store, self.directory, self.clock, info, self.metrics)
         self._stop = threading.Event()
 

@@ -54,6 +54,7 @@ class Plan:
     result_cid: str | None
     attribution: Attribution
     source: str  # the verdict's: majority, spot_check, reexecution
+    ciphertext_cid: str | None = None  # private tasks: the result sealed to the requester
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,7 @@ class Settler:
                 task = s.get(Task, task_id)
                 task.state = TaskState.SETTLING
                 task.result_cid, task.result_digest = plan.result_cid, "0x" + plan.settlement[1].hex()
+                task.result_ciphertext_cid = plan.ciphertext_cid
                 task.attribution_cid = plan.attribution.record_cid
                 task.attribution_digest = "0x" + plan.attribution.record_digest.hex()
         settlements = [plan.settlement for _, plan in plans]
@@ -153,7 +155,8 @@ class Settler:
             task = s.get(Task, task_id)
             jobs = s.execute(select(Job).where(Job.task_id == task_id).order_by(Job.id)).scalars().all()
             s.expunge_all()
-        spot = task.k == 1 and spot_check_selected(task_id, self.spot_check_fraction, self.spot_check_seed)
+        # The oracle cannot re-run a private task from the store (it holds only the requester's seal).
+        spot = task.k == 1 and not task.private and spot_check_selected(task_id, self.spot_check_fraction, self.spot_check_seed)
         try:
             verdict = decide(task, jobs, self.reexecute, self._store_output, spot)
         except Exception as exc:  # a re-execution that crashes must not stall the queue
@@ -184,7 +187,8 @@ class Settler:
             attribution.dataset_ids,
             attribution.weights_bps,
         )
-        return Plan(settlement, verdict.result_cid, attribution, verdict.source)
+        sealed = next((j.requester_cid for j in verdict.paid if j.requester_cid), None)
+        return Plan(settlement, verdict.result_cid, attribution, verdict.source, sealed)
 
     def _store_output(self, output: bytes) -> tuple[str, str]:
         cid = str(self.store.put_bytes(output))

@@ -156,3 +156,54 @@ def wait_until_final(
             waiting = {t: v.state for t, v in views.items() if v.state not in final}
             raise TributaError(f"tasks not yet {'/'.join(final)} after {timeout_s:.0f}s: {waiting}\n{logs}")
         time.sleep(0.25)
+
+
+def oracle_public_key(contracts: Contracts, oracle_url: str) -> bytes:
+    """The oracle's key from its API, accepted only if it is the deployment's oracle address's key."""
+    import httpx
+
+    from tributa.crypto import check_public_key_owner
+
+    try:
+        info = httpx.get(oracle_url.rstrip("/") + "/v1/health", timeout=10).json()
+        key = bytes.fromhex(str(info["oracle_public_key"]).removeprefix("0x"))
+    except (httpx.HTTPError, ValueError, KeyError):
+        raise TributaError(f"cannot read the oracle's public key from {oracle_url}; is `tributa oracle run` up?") from None
+    check_public_key_owner(key, contracts.deployment.oracle)
+    return key
+
+
+def post_private_task(
+    contracts: Contracts, signer: Signer, store, model_id: int, input_bytes: bytes, oracle_url: str, **kwargs
+) -> PostedTask:
+    """Seal the input (and the requester's output key) to the oracle, then post as usual."""
+    from tributa import private
+    from tributa.crypto import public_key_of
+
+    where = private.Deployment(contracts.chain_id, contracts.escrow.address)
+    sealed = private.seal_input(
+        oracle_public_key(contracts, oracle_url), input_bytes, public_key_of(bytes(signer.account.key)), where, signer.address
+    )
+    return post_task(contracts, signer, store, model_id, sealed, **kwargs)
+
+
+def open_private_result(contracts: Contracts, signer: Signer, store, view: TaskView, oracle_url: str) -> bytes:
+    """A private task's output: fetched sealed, opened with the requester's key, checked on-chain."""
+    import httpx
+
+    from tributa import private
+
+    if view.settlement is None:
+        raise TributaError(f"task {view.task_id} is {view.state}; there is no result to open")
+    try:
+        info = httpx.get(f"{oracle_url.rstrip('/')}/v1/tasks/{view.task_id}", timeout=10).json()
+    except (httpx.HTTPError, ValueError):
+        raise TributaError(f"cannot ask the oracle at {oracle_url} where task {view.task_id}'s sealed result is") from None
+    sealed_cid = info.get("result_ciphertext_cid")
+    if not sealed_cid:
+        raise TributaError(f"task {view.task_id} has no sealed result (it is not a private task)")
+    where = private.Deployment(contracts.chain_id, contracts.escrow.address)
+    output = private.open_output(bytes(signer.account.key), store.get_bytes(sealed_cid), where, view.requester, view.task_id)
+    if cidlib.cid_to_digest(str(store.cid_of(output))) != bytes(view.settlement["result_digest"]):
+        raise TributaError(f"task {view.task_id}'s sealed result does not match the digest settled on-chain")
+    return output

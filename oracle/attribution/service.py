@@ -92,6 +92,10 @@ class OracleAttributor:
                 return self._settle_with(task, None, "engine_error")
 
     def _attribute(self, task: Task) -> Attribution:
+        if task.private:
+            # A private output is not in the store, and verbatim spans would publish it: the data
+            # share follows the model's registered training datasets instead.
+            return self._settle_with(task, None, "private_task")
         output = json.loads(self.store.get_bytes(task.result_cid))
         if output.get("kind") != "generate":
             return self._settle_with(task, None, "not_generation")

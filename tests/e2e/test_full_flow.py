@@ -102,3 +102,40 @@ def test_e2e__oracle_metrics__count_settled_tasks_and_latency(network, contracts
     count = [line for line in text.splitlines() if line.startswith("tributa_oracle_task_latency_seconds_count")]
     assert count and float(count[0].split()[-1]) >= 1
     assert "tributa_oracle_gas_spent_total" in text
+
+
+def test_e2e__private_task__store_holds_only_ciphertext_and_requester_opens_checked_result(network, contracts):
+    import os
+
+    from tributa.tasks import open_private_result, post_private_task
+
+    requester = signer_for(contracts, "requester")
+    settings, store = network["settings"], network["store"]
+    marker = f"private-marker-{os.urandom(6).hex()}"
+    posted = post_private_task(contracts, requester, store, network["emb"].model_id, encode_input(texts=[marker]), settings.oracle_url)
+
+    view = wait_until_final(contracts, [posted.task_id], SETTLE_TIMEOUT_S, (network["oracle"], network["agent"]))[posted.task_id]
+
+    assert view.state == "settled"
+    output = open_private_result(contracts, requester, store, view, settings.oracle_url)  # checks the on-chain digest
+    assert len(json.loads(output)["vectors"]) == 1
+    assert not store.has(view.result_cid)  # the plaintext result was never stored
+    everything = b"".join(p.read_bytes() for p in (settings.store_dir / "blocks").rglob("*") if p.is_file())
+    assert marker.encode() not in everything and output not in everything
+
+
+def test_e2e__someone_else_posts_a_private_input__oracle_refuses_to_open_it(network, contracts):
+    from tributa.tasks import post_private_task, post_task
+
+    settings, store = network["settings"], network["store"]
+    victim, thief = signer_for(contracts, "requester"), signer_for(contracts, "buyer2")
+    sealed = post_private_task(contracts, victim, store, network["emb"].model_id, encode_input(texts=["mine"]), settings.oracle_url)
+    envelope = store.get_bytes(sealed.input_cid)
+
+    stolen = post_task(contracts, thief, store, network["emb"].model_id, envelope)
+    views = wait_until_final(contracts, [sealed.task_id, stolen.task_id], SETTLE_TIMEOUT_S, (network["oracle"],),
+                             final=("settled", "refunded"))
+
+    assert views[sealed.task_id].state == "settled"
+    assert views[stolen.task_id].state == "refunded"
+    assert "private input cannot be opened" in views[stolen.task_id].failure

@@ -10,7 +10,7 @@ import click
 from tributa.cli import account_option, pass_ctx
 from tributa.cli.format import eth, hex32, parse_eth
 from tributa.errors import TributaError
-from tributa.tasks import encode_input, post_task, read_task
+from tributa.tasks import encode_input, open_private_result, post_private_task, post_task, read_task
 
 
 @click.group()
@@ -27,9 +27,11 @@ def task() -> None:
 @click.option("--fee", default=None, help="ETH to escrow (default: twice the model's minimum)")
 @click.option("--deadline-s", type=click.IntRange(10, 30 * 24 * 3600), default=600, show_default=True)
 @click.option("--k", type=click.IntRange(1, 5), default=1, show_default=True, help="agents that must agree")
+@click.option("--private", "private_task", is_flag=True,
+              help="seal the input to the oracle and the output to you: the store only holds ciphertext")
 @account_option("requester")
 @pass_ctx
-def submit(ctx, model_id, prompt, texts, input_file, max_new_tokens, fee, deadline_s, k, account_spec) -> None:
+def submit(ctx, model_id, prompt, texts, input_file, max_new_tokens, fee, deadline_s, k, private_task, account_spec) -> None:
     """Store the input and post a task."""
     if input_file is not None:
         if prompt or texts:
@@ -48,7 +50,13 @@ def submit(ctx, model_id, prompt, texts, input_file, max_new_tokens, fee, deadli
     except ValueError as exc:
         raise TributaError(str(exc)) from None
     signer = ctx.signer(account_spec, "requester")
-    posted = post_task(ctx.contracts, signer, ctx.store, model_id, input_bytes, fee_wei, deadline_s, k)
+    if private_task:
+        posted = post_private_task(
+            ctx.contracts, signer, ctx.store, model_id, input_bytes, ctx.settings.oracle_url,
+            fee=fee_wei, deadline_s=deadline_s, k=k,
+        )
+    else:
+        posted = post_task(ctx.contracts, signer, ctx.store, model_id, input_bytes, fee_wei, deadline_s, k)
     click.echo(f"task {posted.task_id} posted: model {model_id}, fee {eth(posted.fee)}, input {posted.input_cid}")
     click.echo(f"  tx {posted.tx.tx_hash} (gas {posted.tx.gas_used})")
 
@@ -56,12 +64,18 @@ def submit(ctx, model_id, prompt, texts, input_file, max_new_tokens, fee, deadli
 @task.command("show")
 @click.argument("task_id", type=int)
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.option("--private", "private_task", is_flag=True, help="open the sealed result with your key (private tasks)")
+@account_option("requester")
 @pass_ctx
-def show(ctx, task_id, as_json) -> None:
+def show(ctx, task_id, as_json, private_task, account_spec) -> None:
     """A task's state, fee split, result and attribution."""
     view = read_task(ctx.contracts, task_id)
     result_text = None
-    if view.result_cid:
+    if private_task:
+        signer = ctx.signer(account_spec, "requester")
+        output = open_private_result(ctx.contracts, signer, ctx.store, view, ctx.settings.oracle_url)
+        result_text = output.decode("utf-8", "replace")
+    elif view.result_cid:
         try:
             result_text = ctx.store.get_bytes(view.result_cid).decode("utf-8", "replace")
         except Exception as exc:  # the result may live only in the oracle's store

@@ -227,10 +227,13 @@ class SandboxedExecutor:
         zygote = self._zygote
         return zygote.proc.pid if zygote is not None else None
 
-    def run(self, base: LocalModel, adapters: list[LocalModel], input_bytes: bytes) -> bytes:
-        """Run one job in the sandbox; the same output bytes as `Executor.run`."""
+    def run(self, base: LocalModel, adapters: list[LocalModel], input_bytes: bytes, sealed: Any = None) -> bytes:
+        """Run one job in the sandbox; the same output bytes as `Executor.run`.
+
+        A private job's input stays sealed until the job process (namespaced, limited) opens it.
+        """
         reply = self._request(
-            {"op": "job", "base": base, "adapters": list(adapters), "input": bytes(input_bytes)},
+            {"op": "job", "base": base, "adapters": list(adapters), "input": bytes(input_bytes), "sealed": sealed},
             self.limits,
         )
         return reply["body"]
@@ -588,6 +591,7 @@ class _Zygote:
                 torch.set_num_interop_threads(1)
             except RuntimeError:
                 pass  # already fixed by an earlier torch user in this process; intra-op is what matters
+            import tributa.crypto  # noqa: F401 - loaded here, so job processes never load native code
             from tributa.runtime.executor import Executor
             from tributa.runtime.jobs import RunnerRegistry
 
@@ -614,11 +618,12 @@ class _Zygote:
         limits: SandboxLimits = message["limits"]
         if message["op"] == "job":
             base, adapters, input_bytes = message["base"], message["adapters"], message["input"]
+            sealed = message.get("sealed")
             self._warm(base, adapters)
             executor = self._executor
 
             def work() -> tuple[str, bytes]:
-                return "bytes", executor.run(base, adapters, input_bytes)
+                return "bytes", executor.run(base, adapters, input_bytes, sealed)
         elif message["op"] == "call":
             payload: bytes = message["payload"]
 
