@@ -58,7 +58,7 @@ class Network:
             self.agents.append(
                 start_agent(
                     self.settings, self.workdir / f"agent-{index}.log",
-                    ["--text-logs", "--no-sandbox", "--account", f"dev:{index}", "--model-dir", str(self.model_dir)],
+                    ["--text-logs", "--no-sandbox", "--threads", "1", "--account", f"dev:{index}", "--model-dir", str(self.model_dir)],
                 )
             )
 
@@ -75,18 +75,31 @@ class Network:
         return {t: escrow.task(t).call()[-1] for t in task_ids}
 
     def wait_final(self, task_ids: list[int], timeout_s: float) -> float:
-        """Seconds until every task is settled or refunded (raises on timeout)."""
+        """Seconds until every task is settled or refunded (raises on timeout).
+
+        Follows TaskSettled / TaskRefunded logs block by block (one getLogs per event and pass:
+        asking every pending task's state each pass would load the same two cores the oracle and
+        agents share), then confirms every task's final state with the contract itself."""
         started = time.monotonic()
         pending = set(task_ids)
+        escrow = self.contracts.escrow
+        cursor = self.contracts.deployment.block_number
         while pending:
-            states = self.states(sorted(pending))
-            pending = {t for t, s in states.items() if s not in FINAL}
+            head = self.contracts.w3.eth.block_number
+            if head >= cursor:
+                for event in (escrow.events.TaskSettled, escrow.events.TaskRefunded):
+                    pending -= {e["args"]["task_id"] for e in event.get_logs(from_block=cursor, to_block=head)}
+                cursor = head + 1
             if time.monotonic() - started > timeout_s:
                 tail = self.oracle.log_tail() if self.oracle else ""
                 raise RuntimeError(f"{len(pending)} tasks not final after {timeout_s:.0f}s; oracle log:\n{tail}")
             if pending:
                 time.sleep(0.1)
-        return time.monotonic() - started
+        elapsed = time.monotonic() - started
+        unfinished = {t: s for t, s in self.states(task_ids).items() if s not in FINAL}
+        if unfinished:
+            raise RuntimeError(f"tasks with a final event but not final on-chain: {unfinished}")
+        return elapsed
 
     def wait_agents_ready(self, timeout_s: float = 180) -> None:
         """Agents are up once each has polled the oracle (they register first, then poll)."""

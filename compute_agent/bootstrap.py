@@ -48,6 +48,7 @@ def build_agent(
     stake_wei: int | None = None,
     progress: Callable[[str], None] = print,
     sandbox: bool = True,
+    threads: int | None = None,
 ) -> Agent:
     catalog = ModelCatalog(store)
     for path in model_dirs or default_model_dirs(progress):
@@ -61,13 +62,18 @@ def build_agent(
         )
     outcome = ensure_registered(contracts, signer, AgentProfile(served, device_class(), capacity, public_key(signer)), stake_wei)
     progress(f"agent {signer.address}: {outcome}, serving models {served}")
-    agent.executor = make_executor([agent.model_parts(m) for m in served], sandbox, progress)
+    agent.executor = make_executor([agent.model_parts(m) for m in served], sandbox, progress, threads)
     return agent
 
 
-def make_executor(parts, sandbox: bool, progress: Callable[[str], None] = print):
+def make_executor(parts, sandbox: bool, progress: Callable[[str], None] = print, threads: int | None = None):
     """Jobs run in the sandbox (a forked, network-less, rlimited process per job), models preloaded."""
     if not sandbox:
+        if threads is not None:
+            import torch
+
+            # Several agents on one machine: idle OpenMP threads spin and take the cores they share.
+            torch.set_num_threads(threads)
         return Executor()
     executor = SandboxedExecutor(preload=parts)
     progress(f"jobs run sandboxed ({executor.isolation} isolation)")

@@ -93,8 +93,18 @@ class Agent:
             raise StoreError(f"content served for {input_cid} does not hash to that CID")
         return data
 
+    def inline_input(self, offer: dict) -> bytes:
+        """A small public input sent with the offer, re-hashed here against its CID."""
+        data = base64.b64decode(offer["input_b64"])
+        if str(self.store.cid_of(data)) != offer["input_cid"]:
+            raise StoreError(f"the input sent with the offer does not hash to {offer['input_cid']}")
+        return data
+
     def _job_input(self, offer: dict) -> tuple[bytes, SealedInput | None]:
-        """A public job's input from the store; a private one as the oracle sealed it to this agent."""
+        """A public job's input (sent with the offer, or fetched by CID); a private one as the
+        oracle sealed it to this agent."""
+        if offer.get("input_b64"):
+            return self.inline_input(offer), None
         if not offer.get("input_envelope_b64"):
             return self.fetch_input(offer["input_cid"]), None
         envelope = base64.b64decode(offer["input_envelope_b64"])

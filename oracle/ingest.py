@@ -337,6 +337,10 @@ class Ingestor:
         self.cursor_name = cursor_name
         self.backoff = Backoff("ingest", log)
         self.reorgs = 0  # reorgs handled by this instance (for status and tests)
+        # The chain tip the last complete pass caught up with: while the node reports the same tip
+        # hash, nothing new was mined and nothing was reorged (a reorg changes the tip's hash).
+        self._synced_tip: str | None = None
+        self._tip_timestamp: int | None = None
 
     def poll_once(self) -> int:
         """Ingest every confirmed block past the cursor; returns the number of new logs.
@@ -359,8 +363,22 @@ class Ingestor:
         self.backoff.succeeded()
         return new
 
+    def take_tip_timestamp(self) -> int | None:
+        """The tip's timestamp read by the latest pass (once; None if no pass read it since)."""
+        timestamp, self._tip_timestamp = self._tip_timestamp, None
+        return timestamp
+
     def _poll(self) -> int:
-        head = self.w3.eth.block_number - self.confirmations
+        tip = self.w3.eth.get_block("latest")
+        tip_hash = HexBytes(tip["hash"]).to_0x_hex()
+        self._tip_timestamp = int(tip["timestamp"])
+        if tip_hash == self._synced_tip:
+            return 0
+        ingested = self._catch_up(int(tip["number"]) - self.confirmations)
+        self._synced_tip = tip_hash
+        return ingested
+
+    def _catch_up(self, head: int) -> int:
         ingested = self._check_reorg(head)
         saved = self.db.cursor(self.cursor_name)
         start = self.start_block if saved is None else saved + 1

@@ -22,6 +22,7 @@ from tributa.store import cid as cidlib
 log = logging.getLogger("tributa.oracle.jobs")
 
 MAX_OUTPUT_BYTES = 4 * 1024 * 1024
+INLINE_INPUT_BYTES = 64 * 1024
 # Below this agreement rate an agent waits before it may take a task (better agents go first).
 LOW_REPUTATION = 0.5
 LOW_REPUTATION_DELAY_S = 2.0
@@ -64,6 +65,8 @@ class JobOffer:
     lease_expires_at: float
     # Private tasks: the input, sealed to this agent's registered key (the store holds another seal).
     input_envelope_b64: str | None = None
+    # Public inputs up to INLINE_INPUT_BYTES ride along, saving the agent a fetch (it re-hashes them).
+    input_b64: str | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -153,7 +156,7 @@ class JobBook:
                     log.warning("task %s failed: %s", task.task_id, task.reason)
                     continue
                 try:
-                    envelope = self._reseal_for(agent, task, input_cid)
+                    envelope, inline = self._input_for(agent, task, input_cid)
                 except TributaError as exc:
                     task.state = TaskState.FAILING
                     task.reason = f"private input cannot be opened: {exc}"[:128]
@@ -171,15 +174,19 @@ class JobBook:
                 s.flush()
                 return JobOffer(
                     job.id, task.task_id, task.model_id, input_cid, task.input_digest, task.deadline, job.lease_expires_at,
-                    envelope,
+                    envelope, inline,
                 )
         return None
 
-    def _reseal_for(self, agent: str, task: Task, input_cid: str) -> str | None:
-        """A private task's input, opened with the oracle's key and sealed to the agent's; None if public."""
+    def _input_for(self, agent: str, task: Task, input_cid: str) -> tuple[str | None, str | None]:
+        """(sealed envelope, inline input) for an offer, both base64: a private task's input is
+        opened with the oracle's key and sealed to the agent's; a small public one is inlined."""
         data = self.store.get_bytes(input_cid)
-        if not private.is_encrypted(data):
-            return None
+        if private.is_encrypted(data):
+            return self._reseal_for(agent, task, data), None
+        return None, base64.b64encode(data).decode() if len(data) <= INLINE_INPUT_BYTES else None
+
+    def _reseal_for(self, agent: str, task: Task, data: bytes) -> str:
         if self.oracle_key is None or self.agent_pubkey is None:
             raise TributaError("this oracle runs without its key, so it cannot serve private tasks")
         opened = private.open_input(self.oracle_key, data, self.where, task.requester)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from tributa.store import open_store
 
 log = logging.getLogger("tributa.oracle")
 
+SWITCH_INTERVAL_S = 0.001
 _SEED_MESSAGE = encode_defunct(text="tributa spot-check seed v1")
 
 
@@ -40,8 +42,9 @@ class ChainClock:
         self.w3 = w3
         self.value = int(w3.eth.get_block("latest")["timestamp"])
 
-    def refresh(self) -> int:
-        self.value = int(self.w3.eth.get_block("latest")["timestamp"])
+    def refresh(self, timestamp: int | None = None) -> int:
+        """Take `timestamp` (the tip the ingestor just read), or ask the node."""
+        self.value = int(self.w3.eth.get_block("latest")["timestamp"]) if timestamp is None else timestamp
         return self.value
 
     def __call__(self) -> int:
@@ -154,7 +157,7 @@ class Oracle:
         """One pass of the worker loop; exceptions are logged and the loop goes on."""
         self.txm.check_pending()
         self.ingestor.poll_once()
-        self.clock.refresh()
+        self.clock.refresh(self.ingestor.take_tip_timestamp())
         self.book.expire_leases()
         self.book.close_due(self.clock(), self.options.close_margin_s)
         self.settler.settle_ready()
@@ -190,6 +193,10 @@ class Oracle:
                 self._stop.wait(2.0)
 
     def run(self) -> None:
+        # The API's request threads wait on sockets and the database many times per request; each
+        # time, getting the GIL back from the busy worker thread takes up to the switch interval
+        # (5 ms by default). 1 ms keeps a job request from queueing behind a settlement.
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         worker = threading.Thread(target=self._work, name="oracle-worker", daemon=True)
         worker.start()
         log.info("oracle serving jobs on http://%s:%s", self.options.host, self.options.port)

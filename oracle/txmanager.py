@@ -371,8 +371,6 @@ class TxManager:
         With no receipt but the key's mined nonce past this one, a tx some node accepted was
         replaced by a foreign transaction (REPLACED); one no node ever accepted is left for
         `_first_broadcast` to re-sign."""
-        if latest_nonce is None:
-            latest_nonce = self.w3.eth.get_transaction_count(self.address, "latest")
         with self.db.session() as s:
             tx = s.get(SentTx, tx_id)
             if tx.state != TxState.PENDING:
@@ -388,6 +386,8 @@ class TxManager:
             self._finalise(tx_id, attempt.id, receipt)
             return True, receipt
         ever_broadcast = any(a.broadcast_at is not None for a in attempts)
+        if allow_replaced and ever_broadcast and latest_nonce is None:
+            latest_nonce = self.w3.eth.get_transaction_count(self.address, "latest")
         if allow_replaced and ever_broadcast and latest_nonce > tx.nonce:
             with self.db.session() as s:
                 row = s.get(SentTx, tx_id)
@@ -498,10 +498,16 @@ class TxManager:
         deadline = time.monotonic() + timeout_s
         delay = self.policy.poll_s
         unreachable_since: float | None = None
+        first = True
         while True:
             try:
                 with self._lock:
-                    final, receipt = self._step(record.id, self._view(), rebroadcast=False)
+                    # First look: just the receipt (on an automining node the tx is already in a
+                    # block); the full view of nonces and head is read only while it is pending.
+                    final, receipt = self._resolve(record.id) if first else (False, None)
+                    if not final:
+                        final, receipt = self._step(record.id, self._view(), rebroadcast=False)
+                first = False
                 self.backoff.succeeded()
                 unreachable_since = None
             except Exception as exc:

@@ -158,3 +158,38 @@ def test_oversized_body__413(api):
     big = b'{"pad":"' + b"x" * (8 * 1024 * 1024 + 10) + b'"}'
     response = api.post("/v1/jobs/poll", None, raw=big)
     assert response.status_code == 413
+
+
+def _agent(api):
+    from compute_agent.service import Agent
+    from tributa.catalog import ModelCatalog
+
+    store = api.parts.store
+    return Agent(api.contracts, signer_for(api.contracts, "agent"), ModelCatalog(store), api.signer("agent"), store, None)
+
+
+def test_poll__small_public_input__rides_along_and_the_agent_checks_it(api, leased):
+    import base64
+
+    from tributa.store.errors import StoreError
+
+    agent = _agent(api)
+    assert base64.b64decode(leased["input_b64"]) == b'{"texts":["api"]}'
+    assert agent.inline_input(leased) == b'{"texts":["api"]}'
+    forged = {**leased, "input_b64": base64.b64encode(b'{"texts":["forged"]}').decode()}
+    with pytest.raises(StoreError, match="does not hash to"):
+        agent.inline_input(forged)
+
+
+def test_poll__input_over_the_inline_limit__is_fetched_by_cid(api, contracts, signers):
+    from oracle.jobs import INLINE_INPUT_BYTES
+
+    model = register_test_model(contracts, signers["publisher"])
+    ensure_agent(contracts, signers["agent"], [model])
+    big = json.dumps({"texts": ["x" * (INLINE_INPUT_BYTES + 1)]}).encode()
+    input_cid = str(api.parts.store.put_bytes(big))
+    post_raw_task(contracts, signers["requester"], model, cidlib.cid_to_digest(input_cid))
+    api.parts.ingestor.poll_once()
+    offer = api.post("/v1/jobs/poll", {"wait_s": 0}).json()
+    assert offer["input_cid"] == input_cid and offer["input_b64"] is None
+    assert api.http.get(f"/v1/content/{input_cid}").content == big
