@@ -3,24 +3,22 @@
 from __future__ import annotations
 
 import logging
-import sys
+import multiprocessing
+import signal
 import threading
 import time
 from dataclasses import dataclass
 
-import uvicorn
 from eth_account.messages import encode_defunct
 from web3 import Web3
 
-from oracle.api import create_app
-from oracle.auth import RequestAuthenticator
+from oracle.api_process import ApiSpec, SharedClock, start_api_process
 from oracle.db import Database, database_url
 from oracle.ingest import Ingestor
 from oracle.jobs import JobBook
 from oracle.settler import Attributor, FeePolicy, Settler
 from oracle.txmanager import TxManager
-from oracle.status import task_counts
-from tributa.metrics import OracleMetrics
+from tributa.metrics import RelayedMetrics
 from oracle.verify import Reexecute
 from tributa.chain.contracts import Contracts
 from tributa.chain.tx import Signer
@@ -31,24 +29,24 @@ from tributa.store import open_store
 
 log = logging.getLogger("tributa.oracle")
 
-SWITCH_INTERVAL_S = 0.001
 _SEED_MESSAGE = encode_defunct(text="tributa spot-check seed v1")
 
 
 class ChainClock:
-    """The latest block's timestamp, refreshed by the worker loop (not per request)."""
+    """The latest block's timestamp, refreshed by the worker loop (not per request) and shared
+    with the API process."""
 
     def __init__(self, w3: Web3) -> None:
         self.w3 = w3
-        self.value = int(w3.eth.get_block("latest")["timestamp"])
+        self.shared = SharedClock(int(w3.eth.get_block("latest")["timestamp"]))
 
     def refresh(self, timestamp: int | None = None) -> int:
         """Take `timestamp` (the tip the ingestor just read), or ask the node."""
-        self.value = int(self.w3.eth.get_block("latest")["timestamp"]) if timestamp is None else timestamp
-        return self.value
+        self.shared.set(int(self.w3.eth.get_block("latest")["timestamp"]) if timestamp is None else timestamp)
+        return self.shared()
 
     def __call__(self) -> int:
-        return self.value
+        return self.shared()
 
 
 class AgentDirectory:
@@ -115,15 +113,14 @@ class Oracle:
         self.contracts = contracts
         self.options = options
         self.db = Database(database_url(settings.data_dir, options.db_url))
-        self.metrics = OracleMetrics(task_counts=lambda: task_counts(self.db))
+        # Metric updates go to the API process, which serves /metrics.
+        self.metrics_queue = multiprocessing.get_context("fork").Queue()
+        self.metrics = RelayedMetrics(self.metrics_queue)
         self.store = open_store(settings.store_dir)
         self.clock = ChainClock(contracts.w3)
-        self.directory = AgentDirectory(contracts)
         escrow = contracts.escrow.address
-        self.book = JobBook(
-            self.db, self.store, contracts.chain_id, escrow, options.lease_s,
-            oracle_key=bytes(signer.account.key), agent_pubkey=self.directory.pubkey,
-        )
+        # The worker's book only expires leases and closes due tasks; the API process leases.
+        self.book = JobBook(self.db, self.store, contracts.chain_id, escrow, options.lease_s)
         self.ingestor = Ingestor(
             self.db, contracts.escrow, contracts.deployment.block_number, settings.confirmations, settings.max_log_blocks
         )
@@ -142,15 +139,21 @@ class Oracle:
             spot_check_seed=bytes(signer.account.sign_message(_SEED_MESSAGE).signature),
             metrics=self.metrics,
         )
-        auth = RequestAuthenticator(self.db, contracts.chain_id, escrow, self.directory.is_registered)
-        info = {
-            "chain_id": contracts.chain_id,
-            "escrow": escrow,
-            "oracle": signer.address,
-            # Requesters seal private inputs to this key (and check it is the deployment's oracle).
-            "oracle_public_key": "0x" + public_key_of(bytes(signer.account.key)).hex(),
-        }
-        self.app = create_app(self.db, self.book, auth, self.store, self.directory, self.clock, info, self.metrics)
+        self.api_spec = ApiSpec(
+            settings=settings,
+            db_url=self.db.url,
+            host=options.host,
+            port=options.port,
+            lease_s=options.lease_s,
+            oracle_key=bytes(signer.account.key),
+            info={
+                "chain_id": contracts.chain_id,
+                "escrow": escrow,
+                "oracle": signer.address,
+                # Requesters seal private inputs to this key (and check it is the deployment's oracle).
+                "oracle_public_key": "0x" + public_key_of(bytes(signer.account.key)).hex(),
+            },
+        )
         self._stop = threading.Event()
 
     def step(self) -> None:
@@ -166,9 +169,11 @@ class Oracle:
         self.settler.fail_pending()
         self.settler.refund_due(self.clock())
 
-    def _work(self) -> None:
+    def _work(self, api: multiprocessing.Process) -> None:
         self._recover()
         while not self._stop.is_set():
+            if not api.is_alive():
+                raise ChainError(f"the oracle's job API process exited (code {api.exitcode}); restart the oracle")
             try:
                 self.step()
             except ChainError as exc:  # the node is away or refused: one line, then retry
@@ -193,19 +198,16 @@ class Oracle:
                 self._stop.wait(2.0)
 
     def run(self) -> None:
-        # The API's request threads wait on sockets and the database many times per request; each
-        # time, getting the GIL back from the busy worker thread takes up to the switch interval
-        # (5 ms by default). 1 ms keeps a job request from queueing behind a settlement.
-        sys.setswitchinterval(SWITCH_INTERVAL_S)
-        worker = threading.Thread(target=self._work, name="oracle-worker", daemon=True)
-        worker.start()
-        log.info("oracle serving jobs on http://%s:%s", self.options.host, self.options.port)
-        # A short graceful shutdown: long-polling agents retry, nothing is lost by closing their polls.
-        config = uvicorn.Config(
-            self.app, host=self.options.host, port=self.options.port, log_level="warning", timeout_graceful_shutdown=2
-        )
+        """Serve the job API from a forked process and run the worker loop here until a signal."""
+        api = start_api_process(self.api_spec, self.clock.shared, self.metrics_queue)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: self._stop.set())
         try:
-            uvicorn.Server(config).run()
+            self._work(api)
         finally:
             self._stop.set()
-            worker.join(timeout=10)
+            if api.is_alive():
+                api.terminate()  # SIGTERM: uvicorn closes its polls within its 2 s grace
+            api.join(timeout=10)
+            if api.is_alive():
+                api.kill()

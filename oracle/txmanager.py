@@ -574,8 +574,11 @@ class TxManager:
         done: list[TxRecord] = []
         try:
             with self._lock:
+                pending = self.pending()
+                if not pending:  # the common case: no RPC at all
+                    return []
                 view = self._view()
-                for record in self.pending():
+                for record in pending:
                     if self._step(record.id, view, rebroadcast)[0]:
                         done.append(self.record(record.id))
         except Exception as exc:

@@ -51,3 +51,41 @@ class AgentMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+# The oracle's worker runs in one process and its job API (which serves /metrics) in another:
+# the worker's updates travel to the API process over a queue and are applied there.
+RELAYED_METRICS = ("rpc_errors", "gas_spent", "slashes", "settled", "latency")
+
+
+class RelayedMetrics:
+    """The worker process's stand-in for OracleMetrics: `.settled.labels("majority").inc()` etc.
+    put one small message on the queue, never blocking the worker."""
+
+    def __init__(self, queue) -> None:
+        for name in RELAYED_METRICS:
+            setattr(self, name, _RelayedMetric(queue, name, ()))
+
+
+class _RelayedMetric:
+    def __init__(self, queue, name: str, labels: tuple[str, ...]) -> None:
+        self._queue, self._name, self._labels = queue, name, labels
+
+    def labels(self, *values: str) -> "_RelayedMetric":
+        return _RelayedMetric(self._queue, self._name, tuple(str(v) for v in values))
+
+    def inc(self, amount: float = 1) -> None:
+        self._queue.put((self._name, self._labels, "inc", amount))
+
+    def observe(self, value: float) -> None:
+        self._queue.put((self._name, self._labels, "observe", value))
+
+
+def apply_relayed(metrics: OracleMetrics, queue) -> None:
+    """Apply relayed updates until the queue yields None (run it in a thread of the API process)."""
+    while (message := queue.get()) is not None:
+        name, labels, op, amount = message
+        if name not in RELAYED_METRICS or op not in ("inc", "observe"):
+            continue
+        metric = getattr(metrics, name)
+        getattr(metric.labels(*labels) if labels else metric, op)(amount)

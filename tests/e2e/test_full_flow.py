@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -95,13 +96,17 @@ def test_e2e__oracle_metrics__count_settled_tasks_and_latency(network, contracts
     posted = post_task(contracts, requester, network["store"], network["emb"].model_id, encode_input(texts=["metrics"]))
     wait_until_final(contracts, [posted.task_id], SETTLE_TIMEOUT_S, (network["oracle"], network["agent"]))
 
-    text = httpx.get(network["settings"].oracle_url + "/metrics", timeout=5).text
+    def scrape() -> dict[str, float]:
+        text = httpx.get(network["settings"].oracle_url + "/metrics", timeout=5).text
+        return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line and line[0] != "#"}
 
-    settled = [line for line in text.splitlines() if line.startswith('tributa_oracle_tasks{state="settled"}')]
-    assert settled and float(settled[0].split()[-1]) >= 1
-    count = [line for line in text.splitlines() if line.startswith("tributa_oracle_task_latency_seconds_count")]
-    assert count and float(count[0].split()[-1]) >= 1
-    assert "tributa_oracle_gas_spent_total" in text
+    # The worker records the settlement just after its receipt, and relays it to the API process.
+    deadline = time.monotonic() + 10
+    while (values := scrape()).get("tributa_oracle_task_latency_seconds_count", 0) < 1 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert values.get('tributa_oracle_tasks{state="settled"}', 0) >= 1
+    assert values["tributa_oracle_task_latency_seconds_count"] >= 1
+    assert values.get('tributa_oracle_gas_spent_total{purpose="settle"}', 0) > 0
 
 
 def test_e2e__private_task__store_holds_only_ciphertext_and_requester_opens_checked_result(network, contracts):

@@ -193,3 +193,24 @@ def test_poll__input_over_the_inline_limit__is_fetched_by_cid(api, contracts, si
     offer = api.post("/v1/jobs/poll", {"wait_s": 0}).json()
     assert offer["input_cid"] == input_cid and offer["input_b64"] is None
     assert api.http.get(f"/v1/content/{input_cid}").content == big
+
+
+def test_metrics_relay__worker_updates_reach_the_api_process_registry():
+    import multiprocessing
+
+    from tributa.metrics import OracleMetrics, RelayedMetrics, apply_relayed
+
+    queue = multiprocessing.get_context("fork").Queue()
+    relayed = RelayedMetrics(queue)
+    relayed.settled.labels("majority").inc()
+    relayed.gas_spent.labels("settle").inc(31_612)
+    relayed.latency.observe(0.8)
+    queue.put(("not_a_metric", (), "inc", 1))  # ignored, not fatal
+    queue.put(None)
+    served = OracleMetrics()
+    apply_relayed(served, queue)
+
+    text = served.render().decode()
+    assert 'tributa_oracle_settled_total{source="majority"} 1.0' in text
+    assert 'tributa_oracle_gas_spent_total{purpose="settle"} 31612.0' in text
+    assert "tributa_oracle_task_latency_seconds_count 1.0" in text
