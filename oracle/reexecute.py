@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 from oracle.db import Task
+from tributa import private
 from tributa.catalog import ModelCatalog
 from tributa.chain.contracts import Contracts
 from tributa.errors import TributaError
@@ -19,9 +20,15 @@ log = logging.getLogger("tributa.oracle.reexecute")
 class Reexecutor:
     """Runs a task on the oracle's copies of the registered models (found by digest)."""
 
-    def __init__(self, contracts: Contracts, store, model_dirs: list[Path], executor: JobRunner | None = None) -> None:
+    def __init__(
+        self, contracts: Contracts, store, model_dirs: list[Path], executor: JobRunner | None = None,
+        oracle_key: bytes | None = None,
+    ) -> None:
         self.contracts = contracts
         self.store = store
+        # Opens private inputs (sealed to the oracle by the requester); without it they cannot be re-run.
+        self.oracle_key = oracle_key
+        self.where = private.Deployment(contracts.chain_id, contracts.escrow.address)
         self.catalog = ModelCatalog(store)
         for path in model_dirs:
             self.catalog.add(path)
@@ -35,4 +42,12 @@ class Reexecutor:
             raise TributaError(f"the oracle holds no copy of model {task.model_id}; give it with --model-dir")
         input_cid = str(cidlib.digest_to_cid(bytes.fromhex(task.input_digest[2:])))
         log.info("re-executing task %s on model %s", task.task_id, task.model_id)
-        return self.executor.run(base, adapters, self.store.get_bytes(input_cid))  # type: ignore[arg-type]
+        return self.executor.run(base, adapters, self._input(task, input_cid))  # type: ignore[arg-type]
+
+    def _input(self, task: Task, input_cid: str) -> bytes:
+        data = self.store.get_bytes(input_cid)
+        if not private.is_encrypted(data):
+            return data
+        if self.oracle_key is None:
+            raise TributaError(f"task {task.task_id} is private and this re-executor has no oracle key to open it")
+        return private.open_input(self.oracle_key, data, self.where, task.requester).input_bytes

@@ -19,6 +19,7 @@ from oracle.ingest import EventDecoder
 from oracle.txmanager import NotSent, TxManager
 from tributa.metrics import OracleMetrics
 from oracle.verify import Reexecute, Verdict, decide, spot_check_selected
+from tributa import private
 from tributa.chain.contracts import Contracts
 from tributa.chain.tx import Signer
 from tributa.errors import ChainError, ContractRevert
@@ -155,10 +156,10 @@ class Settler:
             task = s.get(Task, task_id)
             jobs = s.execute(select(Job).where(Job.task_id == task_id).order_by(Job.id)).scalars().all()
             s.expunge_all()
-        # The oracle cannot re-run a private task from the store (it holds only the requester's seal).
-        spot = task.k == 1 and not task.private and spot_check_selected(task_id, self.spot_check_fraction, self.spot_check_seed)
+        spot = task.k == 1 and spot_check_selected(task_id, self.spot_check_fraction, self.spot_check_seed)
+        oracle_seal: list[str] = []  # a private task's own re-run result, sealed to the requester
         try:
-            verdict = decide(task, jobs, self.reexecute, self._store_output, spot)
+            verdict = decide(task, jobs, self.reexecute, lambda output: self._store_output(task, output, oracle_seal), spot)
         except Exception as exc:  # a re-execution that crashes must not stall the queue
             log.exception("verdict for task %s failed", task_id)
             verdict = Verdict(None, None, source="reexecution", note=f"re-execution failed: {type(exc).__name__}")
@@ -187,11 +188,19 @@ class Settler:
             attribution.dataset_ids,
             attribution.weights_bps,
         )
-        sealed = next((j.requester_cid for j in verdict.paid if j.requester_cid), None)
+        sealed = next((j.requester_cid for j in verdict.paid if j.requester_cid), None) or next(iter(oracle_seal), None)
         return Plan(settlement, verdict.result_cid, attribution, verdict.source, sealed)
 
-    def _store_output(self, output: bytes) -> tuple[str, str]:
-        cid = str(self.store.put_bytes(output))
+    def _store_output(self, task: Task, output: bytes, seals: list[str]) -> tuple[str, str]:
+        """The oracle's own result: stored as is, or for a private task only sealed to the
+        requester (appended to `seals`); returns (CID of the plain output, its 0x-digest)."""
+        if not task.private:
+            cid = str(self.store.put_bytes(output))
+        else:
+            cid = str(self.store.cid_of(output))
+            where = private.Deployment(self.contracts.chain_id, self.escrow.address)
+            sealed = private.seal_output(bytes.fromhex(task.output_pubkey), output, where, task.requester, task.task_id)
+            seals.append(str(self.store.put_bytes(sealed)))
         return cid, "0x" + cidlib.cid_to_digest(cid).hex()
 
     def _record(self, result, plans: dict[int, Plan]) -> int:

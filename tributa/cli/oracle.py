@@ -53,7 +53,9 @@ def run(ctx, host, port, db_url, lease_s, agent_fee_bps, no_attribution, model_d
         from tributa.runtime.sandbox import SandboxedExecutor
 
         # The same sandboxed runtime the agents use, so an honest agent's bytes match the oracle's.
-        reexecute = Reexecutor(ctx.contracts, ctx.store, list(model_dirs), SandboxedExecutor())
+        reexecute = Reexecutor(
+            ctx.contracts, ctx.store, list(model_dirs), SandboxedExecutor(), oracle_key=bytes(signer.account.key)
+        )
     Oracle(ctx.settings, ctx.contracts, signer, options, attributor, reexecute).run()
 
 
