@@ -8,7 +8,7 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 
-from tests.store.helpers import data, write
+from tests.store.helpers import data, overwrite_block, write
 from tributa.config import Settings
 from tributa.store.cli import store
 from tributa.store.embedded import EmbeddedStore
@@ -164,7 +164,7 @@ def test_get__directory_without_output__says_to_pass_output(
 def test_verify__corrupted_block__is_a_one_line_error(runner: CliRunner, data_dir: Path) -> None:
     local = EmbeddedStore(data_dir / "store")
     cid = local.put_bytes(b"will be damaged")
-    local.block_path(cid).write_bytes(b"damaged")
+    overwrite_block(local, cid, 0, b"damaged")
     assert_one_line_error(run(runner, data_dir, "verify", str(cid)), "corrupted or truncated")
 
 

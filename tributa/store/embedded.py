@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Iterator
 
 from tributa.store import dag
 from tributa.store.base import Buffer, CidLike, GcStats, PathLike, Progress, VerifyReport
-from tributa.store.blockstore import Blockstore
+from tributa.store.blockstore import BlockLocation, Blockstore
 from tributa.store.cid import Cid, coerce_cid
 from tributa.store.dagpb import may_have_links
 from tributa.store.errors import IntegrityError, NotFound, StoreError
 from tributa.store.importer import Importer, default_workers
-from tributa.store.layout import HashOnly
-from tributa.store.locking import StoreLock
+from tributa.store.layout import BlockSink, HashOnly, Link
 from tributa.store.pins import PinSet
 
 
 class EmbeddedStore:
-    """Blocks under `root`/blocks, pins under `root`/pins. See tributa.store.base.Store."""
+    """Blocks in pack files under `root` (see blockstore.py), pins under `root`/pins.
+    See tributa.store.base.Store."""
 
     def __init__(
         self, root: PathLike, *, workers: int | None = None, durable: bool = False
@@ -27,7 +27,7 @@ class EmbeddedStore:
         self.root = Path(root)
         self._blocks = Blockstore(self.root, durable=durable)
         self._pins = PinSet(self.root)
-        self._lock = StoreLock(self.root)
+        self._lock = self._blocks.lock
         self._workers = workers
         self._read_ahead = default_workers() if workers is None else workers
 
@@ -36,29 +36,32 @@ class EmbeddedStore:
 
     # -- adding --------------------------------------------------------------------------------
 
-    def _importer(
-        self, progress: Progress | None, cid_version: int, store: bool = True
-    ) -> Importer:
-        sink = self._blocks if store else HashOnly()
+    def _importer(self, sink: BlockSink, progress: Progress | None, cid_version: int) -> Importer:
         return Importer(sink, cid_version=cid_version, workers=self._workers, progress=progress)
+
+    def _add(
+        self, build: Callable[[Importer], Link], progress: Progress | None, cid_version: int
+    ) -> Cid:
+        """Run one add into a write batch and pin its root. The shared lock spans both, so gc
+        cannot collect the new blocks before the pin exists; the pin is written after the
+        batch has indexed them, so a process that sees the pin finds the blocks."""
+        with self._lock.shared():
+            with self._blocks.writing() as batch:
+                cid = build(self._importer(batch, progress, cid_version)).cid
+            self._pins.add(cid)
+        return cid
 
     def put_bytes(self, data: Buffer, *, cid_version: int = 0) -> Cid:
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise StoreError(f"put_bytes takes bytes, not {type(data).__name__}")
-        with self._lock.shared():
-            cid = self._importer(None, cid_version).add_bytes(data).cid
-            self._pins.add(cid)
-        return cid
+        return self._add(lambda importer: importer.add_bytes(data), None, cid_version)
 
     def put_file(
         self, path: PathLike, progress: Progress | None = None, *, cid_version: int = 0
     ) -> Cid:
         if Path(path).is_dir():
             raise StoreError(f"{os.fspath(path)} is a directory: add it with put_dir")
-        with self._lock.shared():
-            cid = self._importer(progress, cid_version).add_file(path).cid
-            self._pins.add(cid)
-        return cid
+        return self._add(lambda importer: importer.add_file(path), progress, cid_version)
 
     def put_dir(
         self, path: PathLike, progress: Progress | None = None, *, cid_version: int = 0
@@ -67,13 +70,10 @@ class EmbeddedStore:
             raise NotFound(f"no such file or directory: {os.fspath(path)}")
         if not Path(path).is_dir():
             raise StoreError(f"{os.fspath(path)} is not a directory: add it with put_file")
-        with self._lock.shared():
-            cid = self._importer(progress, cid_version).add_path(path).cid
-            self._pins.add(cid)
-        return cid
+        return self._add(lambda importer: importer.add_path(path), progress, cid_version)
 
     def cid_of(self, data_or_path: Buffer | PathLike, *, cid_version: int = 0) -> Cid:
-        importer = self._importer(None, cid_version, store=False)
+        importer = self._importer(HashOnly(), None, cid_version)
         if isinstance(data_or_path, (bytes, bytearray, memoryview)):
             return importer.add_bytes(data_or_path).cid
         return importer.add_path(data_or_path).cid
@@ -93,9 +93,9 @@ class EmbeddedStore:
     def export(self, cid: CidLike, dest: PathLike) -> None:
         dag.export_tree(self, coerce_cid(cid), Path(dest), dag.write_file_atomically)
 
-    def block_path(self, cid: CidLike) -> Path:
-        """Where the block of `cid` lives on disk (whether or not it is there)."""
-        return self._blocks.path_for(coerce_cid(cid).digest)
+    def locate(self, cid: CidLike) -> BlockLocation | None:
+        """Where the bytes of `cid`'s block are on disk (None if it is not stored)."""
+        return self._blocks.locate(coerce_cid(cid).digest)
 
     def has(self, cid: CidLike) -> bool:
         return self._blocks.has(coerce_cid(cid).digest)
@@ -132,16 +132,8 @@ class EmbeddedStore:
                         f"gc stopped, nothing was deleted: pinned {root} cannot be fully "
                         f"walked ({exc}); re-add that content or unpin it, then run gc again"
                     ) from None
-            removed_blocks = removed_bytes = kept = 0
-            for digest, path in self._blocks.iter_blocks():
-                if digest in keep:
-                    kept += 1
-                    continue
-                freed = self._blocks.delete(path)
-                removed_blocks += 1
-                removed_bytes += freed
-            self._blocks.clear_tmp()
-        return GcStats(removed_blocks=removed_blocks, removed_bytes=removed_bytes, kept_blocks=kept)
+            removed, removed_bytes, kept = self._blocks.collect(keep)
+        return GcStats(removed_blocks=removed, removed_bytes=removed_bytes, kept_blocks=kept)
 
     def _reachable(self, root: Cid) -> set[bytes]:
         """Digests of every block under `root`. Inner nodes are read and verified; leaves are
@@ -169,4 +161,5 @@ class EmbeddedStore:
         return seen
 
     def close(self) -> None:
-        return None
+        """Closes the index connection and pack handles (reopened if the store is used again)."""
+        self._blocks.close()

@@ -22,7 +22,7 @@ class IntegrityError(StoreError):
 
 
 class StoreFull(StoreError):
-    """The disk filled up while writing; the partial block was removed, older blocks are intact."""
+    """The disk filled up while writing; the partial block is not indexed, older ones are intact."""
 
 
 class BackendUnavailable(StoreError):

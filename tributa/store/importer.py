@@ -1,9 +1,11 @@
 """Reading files, byte strings and directory trees into UnixFS DAGs, as `ipfs add -r` does.
 
 The node formats and the tree shape live in layout.py; this module does the reading. Data is
-read chunk by chunk into a small pool of reusable buffers and each chunk is hashed once, in
-place, by a few threads (hashlib releases the GIL); results are consumed in order, so memory
-stays bounded by the number of chunks in flight, whatever the file's size.
+read a few chunks at a time into a small pool of reusable buffers and each chunk is hashed
+once, in place, by a few threads (hashlib releases the GIL); each thread hands the blocks of
+its chunks to the sink together (for the embedded store: one index lookup and one write).
+Results are consumed in order, so memory stays bounded by the chunks in flight, whatever the
+file's size.
 
 Directories: dot-files are included (like `--hidden`), symlinks inside the tree become UnixFS
 symlinks, named pipes, sockets and devices are refused.
@@ -28,6 +30,7 @@ from tributa.store.layout import (
     directory_node,
     empty_file,
     leaf,
+    leaves,
     symlink_node,
     validate_version,
 )
@@ -49,6 +52,11 @@ def _read_full(stream: Readable, view: memoryview) -> int:
             break
         filled += got
     return filled
+
+
+# Chunks read and handed to a thread at once: per-task costs (a future, an index lookup, a write
+# call, thread hand-offs) are paid once for all of them.
+GROUP = 4
 
 
 def default_workers() -> int:
@@ -89,7 +97,7 @@ class Importer:
         self._buffers.clear()
 
     def _buffer(self) -> memoryview:
-        return self._buffers.pop() if self._buffers else memoryview(bytearray(CHUNK_SIZE))
+        return self._buffers.pop() if self._buffers else memoryview(bytearray(GROUP * CHUNK_SIZE))
 
     # -- files ---------------------------------------------------------------------------------
 
@@ -132,14 +140,15 @@ class Importer:
 
     def _chunks_inline(self, stream: Readable, layout: BalancedLayout) -> bool:
         buf = self._buffer()
+        chunk = buf[:CHUNK_SIZE]
         try:
             any_data = False
             while True:
-                size = _read_full(stream, buf)
+                size = _read_full(stream, chunk)
                 if size == 0:
                     return any_data
                 any_data = True
-                layout.add_leaf(leaf(buf[:size], self._version, self._sink))
+                layout.add_leaf(leaf(chunk[:size], self._version, self._sink))
                 self._advance(size)
                 if size < CHUNK_SIZE:
                     return True
@@ -153,13 +162,14 @@ class Importer:
             )
         pool = self._pool
         in_flight = 2 * self._workers
-        pending: deque[tuple[Future[Link], memoryview, int]] = deque()
+        pending: deque[tuple[Future[list[Link]], memoryview, int]] = deque()
         any_data = False
 
         def settle_oldest() -> None:
             future, buf, size = pending.popleft()
             try:
-                layout.add_leaf(future.result())
+                for link in future.result():
+                    layout.add_leaf(link)
             finally:
                 self._buffers.append(buf)
             self._advance(size)
@@ -174,10 +184,9 @@ class Importer:
                     self._buffers.append(buf)
                     break
                 any_data = True
-                pending.append(
-                    (pool.submit(leaf, buf[:size], self._version, self._sink), buf, size)
-                )
-                if size < CHUNK_SIZE:
+                chunks = [buf[at : min(at + CHUNK_SIZE, size)] for at in range(0, size, CHUNK_SIZE)]
+                pending.append((pool.submit(leaves, chunks, self._version, self._sink), buf, size))
+                if size < len(buf):
                     break
             while pending:
                 settle_oldest()
@@ -233,7 +242,7 @@ class Importer:
         children: list[tuple[bytes, Link]] = []
         for name, child_path in entries:
             children.append((name, self._add_entry(child_path, _lstat(child_path))))
-        return directory_node(children, self._version, self._sink, path)
+        return directory_node(children, self._version, self._sink)
 
 
 class _MemoryReader:

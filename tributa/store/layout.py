@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Protocol, Sequence
 
 from tributa.store import dagpb, unixfs
+from tributa.store.hamt import sharded_directory
 from tributa.store.base import Buffer
 from tributa.store.cid import Cid
 from tributa.store.errors import StoreError
@@ -30,9 +31,24 @@ HAMT_SHARDING_THRESHOLD = 262144
 
 
 class BlockSink(Protocol):
-    """Where finished blocks go. `parts` concatenated are the block; `digest` is its sha2-256."""
+    """Where finished blocks go. `parts` concatenated are the block; `digest` is its sha2-256.
+
+    A sink may also have put_many([(digest, parts), ...]) to take several blocks in one call
+    (the embedded store then looks them up and writes them together); see put_blocks."""
 
     def put(self, digest: bytes, parts: Sequence[Buffer]) -> None: ...
+
+
+Block = tuple[bytes, Sequence[Buffer]]
+
+
+def put_blocks(sink: BlockSink, blocks: list[Block]) -> None:
+    put_many = getattr(sink, "put_many", None)
+    if put_many is not None:
+        put_many(blocks)
+        return
+    for digest, parts in blocks:
+        sink.put(digest, parts)
 
 
 class HashOnly:
@@ -105,18 +121,30 @@ class BalancedLayout:
 
 
 def leaf(chunk: memoryview, cid_version: int, sink: BlockSink) -> Link:
+    link, block = _leaf_block(chunk, cid_version)
+    sink.put(*block)
+    return link
+
+
+def leaves(chunks: Sequence[memoryview], cid_version: int, sink: BlockSink) -> list[Link]:
+    """leaf() for consecutive chunks, their blocks handed to the sink in one put_blocks."""
+    built = [_leaf_block(chunk, cid_version) for chunk in chunks]
+    put_blocks(sink, [block for _, block in built])
+    return [link for link, _ in built]
+
+
+def _leaf_block(chunk: memoryview, cid_version: int) -> tuple[Link, Block]:
     size = len(chunk)
     if cid_version == 1:
         digest = hashlib.sha256(chunk).digest()
-        sink.put(digest, (chunk,))
-        return Link(Cid(1, "raw", digest), size, size)
+        return Link(Cid(1, "raw", digest), size, size), (digest, (chunk,))
     prefix, suffix = unixfs.file_leaf_frame(size)
     hasher = hashlib.sha256(prefix)
     hasher.update(chunk)
     hasher.update(suffix)
     digest = hasher.digest()
-    sink.put(digest, (prefix, chunk, suffix))
-    return Link(Cid(0, "dag-pb", digest), len(prefix) + size + len(suffix), size)
+    link = Link(Cid(0, "dag-pb", digest), len(prefix) + size + len(suffix), size)
+    return link, (digest, (prefix, chunk, suffix))
 
 
 def empty_file(cid_version: int, sink: BlockSink) -> Link:
@@ -142,18 +170,14 @@ def directory_node(
     children: list[tuple[bytes, Link]],
     cid_version: int,
     sink: BlockSink,
-    where: str = "directory",
     sharding_threshold: int = HAMT_SHARDING_THRESHOLD,
 ) -> Link:
-    """A plain UnixFS directory over named children (links sorted by name bytes, like Go)."""
+    """A UnixFS directory over named children: a plain node (links sorted by name bytes, like
+    Go), or, from Kubo's size estimate up, a HAMT shard (tributa/store/hamt.py)."""
     children = sorted(children, key=lambda item: item[0])
     estimate = sum(len(name) + len(link.cid.to_bytes()) for name, link in children)
     if estimate >= sharding_threshold:
-        raise StoreError(
-            f"cannot add {where}: it has {len(children)} entries (estimated {estimate} bytes "
-            f">= {sharding_threshold}), which Kubo would store as a HAMT-sharded directory; "
-            "this store builds plain directories only, so split it into subdirectories"
-        )
+        return sharded_directory(children, cid_version, sink)
     links = [dagpb.encode_link(link.cid.to_bytes(), name, link.tsize) for name, link in children]
     block = dagpb.encode_node(links, unixfs.DIRECTORY_DATA)
     digest = hashlib.sha256(block).digest()

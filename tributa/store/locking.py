@@ -1,7 +1,8 @@
-"""A store-wide reader/writer lock between processes: adds share it, gc takes it alone.
+"""A store-wide reader/writer lock between processes: adds share it, gc (and the one-time
+conversion of an old store) takes it alone.
 
 Without it, gc in one process could delete the blocks of an add still running in another
-(those blocks are not pinned until the add finishes).
+(those blocks are not indexed and pinned until the add finishes).
 """
 
 from __future__ import annotations
