@@ -7,9 +7,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from tributa.store.base import Buffer
-from tributa.store.blockstore import PACK_MAGIC, RECORD_HEADER
 from tributa.store.cid import Cid
 from tributa.store.embedded import EmbeddedStore
+from tributa.store.packformat import PACK_MAGIC, RECORD_HEADER
 
 
 def data(size: int, seed: int) -> bytes:

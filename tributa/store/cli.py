@@ -1,4 +1,4 @@
-"""`tributa store …`: add, get, verify, pin, unpin, pins and gc from the command line.
+"""`tributa store …`: add, get, verify, pin, unpin, pins, gc and repair from the command line.
 
 The data directory comes from --data-dir, else the parent command's settings (ctx.obj with a
 `data_dir`, as tributa.cli passes it), else $TRIBUTA_DATA_DIR, else `.tributa`; blocks live in
@@ -15,12 +15,14 @@ import click
 from click.core import ParameterSource
 
 from tributa.store.base import Store
+from tributa.store.embedded import EmbeddedStore
 from tributa.store.errors import StoreError
 from tributa.store.factory import open_store
 from tributa.store.importer import tree_size
 
 _META_KEY = "tributa.store.options"
-_PROGRESS_MIN_BYTES = 8 << 20  # smaller adds finish before a progress line would help
+_PROGRESS_MIN_BYTES = 8 << 20  # smaller jobs finish before a progress line would help
+_PROBLEMS_SHOWN = 2  # of the records a repair skipped, named on its second line
 
 
 class _StoreGroup(click.Group):
@@ -80,16 +82,18 @@ def _open(ctx: click.Context) -> Store:
 
 
 class _ProgressLine:
-    """A throttled `adding NAME: 42% (108.0/256.0 MiB)` line on stderr."""
+    """A throttled `adding NAME: 42% (108.0/256.0 MiB)` line on stderr (none for jobs of
+    fewer than `min_total` bytes)."""
 
-    def __init__(self, label: str) -> None:
+    def __init__(self, label: str, min_total: int = 0) -> None:
         self._label = label
+        self._min_total = min_total
         self._last = 0.0
         self._shown = False
 
     def __call__(self, done: int, total: int) -> None:
         now = time.monotonic()
-        if now - self._last < 0.25 and done < total:
+        if total < self._min_total or (now - self._last < 0.25 and done < total):
             return
         self._last = now
         percent = 100 * done // total if total else 100
@@ -213,6 +217,34 @@ def gc(ctx: click.Context) -> None:
         f"removed {stats.removed_blocks} blocks ({stats.removed_bytes} bytes), "
         f"kept {stats.kept_blocks}"
     )
+
+
+@store.command("repair")
+@click.pass_context
+def repair(ctx: click.Context) -> None:
+    """Rebuild the block index from the pack files (after it was lost or damaged)."""
+    data_dir, ipfs_api = ctx.meta[_META_KEY]
+    if ipfs_api:
+        raise StoreError(
+            "repair rebuilds the embedded store's index; a Kubo daemon keeps its own "
+            "(check it with `ipfs repo verify`)"
+        )
+    # Opened without its own check: that would rebuild a missing index a first time.
+    target = EmbeddedStore(Path(data_dir) / "store", check_index=False)
+    ctx.call_on_close(target.close)
+    progress = _ProgressLine("scanning packs", min_total=_PROGRESS_MIN_BYTES)
+    try:
+        report = target.rebuild_index(progress)
+    finally:
+        progress.finish()
+    click.echo(report.summary())
+    if report.problems:
+        named = "; ".join(report.problems[:_PROBLEMS_SHOWN])
+        more = len(report.problems) - _PROBLEMS_SHOWN
+        click.echo(
+            f"not indexed: {named}{f' (and {more} more)' if more > 0 else ''}; content that now "
+            "reads as missing or incomplete is repaired by adding it again"
+        )
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tributa.store import dag
 from tributa.store.base import Buffer, CidLike, GcStats, PathLike, Progress, VerifyReport
-from tributa.store.blockstore import BlockLocation, Blockstore
+from tributa.store.blockstore import BlockLocation, Blockstore, RebuildReport
 from tributa.store.cid import Cid, coerce_cid
 from tributa.store.dagpb import may_have_links
 from tributa.store.errors import IntegrityError, NotFound, StoreError
@@ -22,10 +22,17 @@ class EmbeddedStore:
     See tributa.store.base.Store."""
 
     def __init__(
-        self, root: PathLike, *, workers: int | None = None, durable: bool = False
+        self,
+        root: PathLike,
+        *,
+        workers: int | None = None,
+        durable: bool = False,
+        check_index: bool = True,
     ) -> None:
+        """Opening rebuilds a missing or damaged index from the packs (logging a warning);
+        `check_index=False` leaves that to a rebuild_index() call that follows."""
         self.root = Path(root)
-        self._blocks = Blockstore(self.root, durable=durable)
+        self._blocks = Blockstore(self.root, durable=durable, check_index=check_index)
         self._pins = PinSet(self.root)
         self._lock = self._blocks.lock
         self._workers = workers
@@ -159,6 +166,13 @@ class EmbeddedStore:
                 node = dag.decode(cid, self._blocks.read(cid))
                 stack.extend(link.cid for link in node.links)
         return seen
+
+    def rebuild_index(self, progress: Progress | None = None) -> RebuildReport:
+        """Rebuild the block index from the pack files alone (`tributa store repair`): every
+        record is re-hashed, intact ones are indexed, damaged ones and cut-short tails are
+        skipped and reported. Pins are files of their own and are left as they are.
+        progress(bytes scanned, bytes in all packs) is called as it goes."""
+        return self._blocks.rebuild_index(progress)
 
     def close(self) -> None:
         """Closes the index connection and pack handles (reopened if the store is used again)."""

@@ -27,3 +27,15 @@ class StoreFull(StoreError):
 
 class BackendUnavailable(StoreError):
     """The Kubo daemon cannot be reached, or went away in the middle of an operation."""
+
+
+class DamagedIndex(StoreError):
+    """The store's SQLite index is not a database or is malformed. The packs are intact:
+    `tributa store repair` (EmbeddedStore.rebuild_index) rebuilds the index from them."""
+
+    def __init__(self, path: object, reason: str) -> None:
+        self.reason = reason
+        super().__init__(
+            f"the store index {path} is damaged ({reason}): run `tributa store repair` to "
+            "rebuild it from the pack files"
+        )

@@ -4,6 +4,10 @@ One connection per Blockstore, shared by its threads under a lock. WAL mode lets
 other processes go on while a writer commits, and SQLite serialises writers from several
 processes (each waits up to BUSY_TIMEOUT_S). Every lookup goes to the database, so a process
 sees blocks other processes added as soon as they are committed.
+
+The index only says where blocks are: the packs hold everything it records, so a lost or
+damaged index is rebuilt from them (rebuild(), fed by packformat.PackScan) into a new file that
+replaces the old one. A connection notices the replacement and reopens on its next use.
 """
 
 from __future__ import annotations
@@ -11,13 +15,17 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tributa.store.errors import StoreError, StoreFull
+from tributa.store.errors import DamagedIndex, StoreError, StoreFull
+from tributa.store.files import fsync_dir, fsync_file, unlink_quietly
 
 BUSY_TIMEOUT_S = 30.0
+_DAMAGED = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
+_SIDECARS = ("-wal", "-shm")  # SQLite's files beside the database in WAL mode
 _INHERITED: list[sqlite3.Connection] = []  # connections a forked child must leave alone
 
 Location = tuple[str, int, int]
@@ -46,12 +54,16 @@ class PackIndex:
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._pid = 0
+        self._file: tuple[int, int] | None = None  # (device, inode) the connection has open
+        self._created = False  # whether opening the connection created the table
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
         """The connection, opened on first use (and again in a forked child), under the lock."""
         with self._lock, self._errors():
             self._drop_inherited()
+            if self._conn is not None and self._replaced():
+                self._close_locked()
             if self._conn is None:
                 self._conn = self._open()
                 self._pid = os.getpid()
@@ -64,13 +76,29 @@ class PackIndex:
             _INHERITED.append(self._conn)
             self._conn = None
 
+    def _replaced(self) -> bool:
+        """Whether a rebuild put a new file where the open one was (a file deleted from under
+        the connection is kept: it still answers, and the next open rebuilds the index)."""
+        current = _file_id(self.path)
+        return current is not None and current != self._file
+
     def _open(self) -> sqlite3.Connection:
+        self._file = _file_id(self.path)  # before connecting: a race only costs a reopen
         conn = sqlite3.connect(
             self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
         )
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={self._sync_mode}")
-        conn.executescript(_SCHEMA)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self._sync_mode}")
+            self._created = not conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE name = 'blocks'"
+            ).fetchall()
+            conn.executescript(_SCHEMA)
+        except BaseException:
+            conn.close()
+            raise
+        if self._file is None:
+            self._file = _file_id(self.path)
         return conn
 
     @contextmanager
@@ -78,7 +106,10 @@ class PackIndex:
         try:
             yield
         except sqlite3.Error as exc:
-            if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+            code = getattr(exc, "sqlite_errorcode", 0) & 0xFF  # the primary code
+            if code in _DAMAGED:
+                raise DamagedIndex(self.path, str(exc)) from None
+            if code == sqlite3.SQLITE_FULL:
                 raise StoreFull(
                     f"disk full while writing the store index {self.path}: free some space (or "
                     "run `tributa store gc`) and retry; blocks already stored are intact"
@@ -107,10 +138,81 @@ class PackIndex:
 
     def close(self) -> None:
         with self._lock:
-            self._drop_inherited()
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+            self._close_locked()
+
+    def _close_locked(self) -> None:
+        self._drop_inherited()
+        if self._conn is not None:
+            self._conn.close()  # SQLite leaves a file that was moved away alone on close
+            self._conn = None
+
+    # -- rebuilding ----------------------------------------------------------------------------
+
+    def probe(self) -> bool:
+        """Open the index now and read from it: DamagedIndex if it is not a usable database
+        (only what this reads is checked; damage elsewhere shows when it is reached). Returns
+        whether opening it created its table: a new file, or one emptied."""
+        with self._db() as conn:
+            conn.execute("SELECT 1 FROM blocks LIMIT 1").fetchall()
+            return self._created
+
+    def move_aside(self) -> Path:
+        """Rename a damaged index (with its WAL) to index.sqlite.corrupt-<UTC time>, kept for
+        a look; the next use starts a new one."""
+        self.close()
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        number = 1
+        while aside.exists():  # set aside twice in a second
+            number += 1
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{number}")
+        try:
+            os.replace(self.path, aside)
+            if os.path.exists(f"{self.path}-wal"):
+                os.replace(f"{self.path}-wal", f"{aside}-wal")
+        except OSError as exc:
+            raise StoreError(f"cannot move the damaged index {self.path} aside: {exc}") from None
+        unlink_quietly(f"{self.path}-shm")
+        return aside
+
+    def rebuild(self, rows: Iterable[Row]) -> int:
+        """Replace the index with one holding `rows` (the first row of a digest wins) and return
+        how many blocks it holds. The new index is built in a file of its own, fsynced, then
+        renamed over the old one, so a crash leaves either the old index or the new one. Call
+        under the store's exclusive lock (so no add commits meanwhile)."""
+        building = self.path.with_name(f"{self.path.name}.rebuilding")
+        _remove_database(building)  # left by a rebuild that crashed
+        try:
+            with self._errors():
+                conn = sqlite3.connect(building, isolation_level=None)
+                try:
+                    # A crash leaves only this file, redone next time: no journal, no syncs.
+                    conn.execute("PRAGMA journal_mode=OFF")
+                    conn.execute("PRAGMA synchronous=OFF")
+                    conn.execute("PRAGMA cache_size=-65536")  # 64 MiB: digests arrive unsorted
+                    conn.executescript(_SCHEMA)
+                    conn.execute("BEGIN")
+                    conn.executemany("INSERT OR IGNORE INTO blocks VALUES (?, ?, ?, ?)", rows)
+                    (count,) = conn.execute("SELECT count(*) FROM blocks").fetchone()
+                    conn.execute("COMMIT")
+                finally:
+                    conn.close()
+            try:
+                fsync_file(building)
+                with self._lock:  # this instance's other threads wait, then open the new file
+                    self._close_locked()
+                    # The old file's WAL would be replayed into the new one: it goes first.
+                    for sidecar in _SIDECARS:
+                        unlink_quietly(f"{self.path}{sidecar}")
+                    os.replace(building, self.path)
+                fsync_dir(self.path.parent)
+            except OSError as exc:
+                raise StoreError(
+                    f"cannot put the rebuilt index in place at {self.path}: {exc.strerror}"
+                ) from None
+        finally:
+            _remove_database(building)
+        return count
 
     # -- blocks --------------------------------------------------------------------------------
 
@@ -187,3 +289,16 @@ class PackIndex:
                 "SELECT digest, pack, offset, length FROM blocks WHERE pack = ? ORDER BY offset",
                 (pack,),
             ).fetchall()
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
+def _remove_database(path: Path) -> None:
+    for suffix in ("", "-journal", *_SIDECARS):
+        unlink_quietly(f"{path}{suffix}")
