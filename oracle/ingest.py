@@ -322,6 +322,7 @@ class Ingestor:
         confirmations: int = 0,
         max_blocks: int = 2000,
         on_event: Callable[[DecodedLog], None] | None = None,
+        on_reorg: Callable[[int], None] | None = None,
         reorg_window: int = REORG_WINDOW,
         cursor_name: str = CURSOR_NAME,
     ) -> None:
@@ -333,6 +334,8 @@ class Ingestor:
         self.max_blocks = max(1, max_blocks)
         self.decoder = EventDecoder(escrow, WATCHED_EVENTS)
         self.on_event = on_event
+        # Called with the fork point before a reorg is repaired (again on a retried pass, if it raises).
+        self.on_reorg = on_reorg
         self.reorg_window = max(2, reorg_window)
         self.cursor_name = cursor_name
         self.backoff = Backoff("ingest", log)
@@ -460,6 +463,8 @@ class Ingestor:
             fork,
             max(fork, min(cursor_block, head)),
         )
+        if self.on_reorg:
+            self.on_reorg(fork)
         return self._repair(fork, cursor_block, head)
 
     def _repair(self, fork: int, old_cursor: int, head: int) -> int:

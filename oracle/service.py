@@ -121,10 +121,11 @@ class Oracle:
         escrow = contracts.escrow.address
         # The worker's book only expires leases and closes due tasks; the API process leases.
         self.book = JobBook(self.db, self.store, contracts.chain_id, escrow, options.lease_s)
-        self.ingestor = Ingestor(
-            self.db, contracts.escrow, contracts.deployment.block_number, settings.confirmations, settings.max_log_blocks
-        )
         self.txm = TxManager.for_signer(self.db, signer)
+        self.ingestor = Ingestor(
+            self.db, contracts.escrow, contracts.deployment.block_number, settings.confirmations, settings.max_log_blocks,
+            on_reorg=self.txm.reorged,
+        )
         self.settler = Settler(
             self.db,
             contracts,

@@ -9,7 +9,9 @@ After the Chainlink node's transaction manager:
 - a transaction not mined `bump_after_s` seconds (or `bump_after_blocks` blocks) after its last
   broadcast is re-signed with the same nonce and fees raised by at least 12.5% (EIP-1559: both
   maxFeePerGas and maxPriorityFeePerGas; legacy chains: gasPrice), and rebroadcast;
-- `recover()` on start checks the receipt of every in-flight transaction and rebroadcasts the rest.
+- `recover()` on start checks the receipt of every in-flight transaction and rebroadcasts the rest;
+- `reorged(fork)`, called by ingestion when it repairs a reorg, looks again at what was mined
+  above the fork point: a transaction the new chain lacks goes back to pending and is rebroadcast.
 
 RPC failures never leave a half-written state: before the record is written nothing happened
 (`NotSent`); after it, the record is the truth and `check_pending()` finishes the job.
@@ -551,6 +553,42 @@ class TxManager:
         except (Web3RPCError, ValueError) as exc:
             return revert_reason(exc)
         return "reverted (state changed between estimate and inclusion)"
+
+    def reorged(self, fork_block: int) -> int:
+        """After a reorg back to `fork_block`: every transaction recorded as mined above it is
+        looked up again. One mined again elsewhere gets its new block; one the new chain does not
+        hold goes back to PENDING, so check_pending() rebroadcasts it (same nonce, same signed
+        bytes) or finds its nonce taken. Returns how many went back to PENDING."""
+        with self._lock:
+            with self.db.session() as s:
+                rows = s.execute(
+                    select(SentTx.id, SentTx.mined_tx_hash).where(
+                        SentTx.chain_id == self.chain_id, SentTx.sender == self.address,
+                        SentTx.mined_block > fork_block, SentTx.state.in_((TxState.MINED, TxState.FAILED)),
+                    )
+                ).all()
+            reopened = 0
+            for tx_id, tx_hash in rows:
+                try:
+                    receipt = self.w3.eth.get_transaction_receipt(tx_hash)
+                except TransactionNotFound:
+                    receipt = None
+                if receipt is not None and receipt.get("blockNumber") is not None:
+                    with self.db.session() as s:
+                        s.get(SentTx, tx_id).mined_block = receipt["blockNumber"]
+                    continue
+                self._reopen(tx_id)
+                reopened += 1
+        return reopened
+
+    def _reopen(self, tx_id: int) -> None:
+        with self.db.session() as s:
+            tx = s.get(SentTx, tx_id)
+            log.warning("tx #%d (%s, nonce %d) was reorged out of block %s; back to pending", tx_id, tx.purpose, tx.nonce, tx.mined_block)
+            tx.state, tx.updated_at, tx.error = TxState.PENDING, now(), None
+            tx.mined_tx_hash = tx.mined_block = tx.receipt_status = tx.gas_used = None
+            for attempt in s.execute(select(TxAttempt).where(TxAttempt.tx_id == tx_id, TxAttempt.state == TxState.MINED)).scalars():
+                attempt.state = TxState.PENDING
 
     def check_pending(self) -> list[TxRecord]:
         """One pass over every in-flight tx of this key: receipts, first broadcasts, fee bumps.

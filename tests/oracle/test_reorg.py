@@ -202,3 +202,24 @@ def test_reorg__shallower_than_confirmations__is_never_seen(chain, model, db):
     assert ingestor.reorgs == 0 and _task(db, task_id) is None
     with db.session() as s:
         assert s.execute(select(func.count()).select_from(ChainLog).where(ChainLog.task_id == task_id)).scalar_one() == 0
+
+
+def test_reorg__oracle_tx_reorged_out__tx_manager_reopens_and_rebroadcasts_it(chain, model, db):
+    from oracle.txmanager import TxManager, TxPolicy
+
+    txm = TxManager(db, chain.w3, dev_account("oracle"), TxPolicy(wait_timeout_s=10))
+    forks: list[int] = []
+    ingestor = _ingestor(chain, db, on_reorg=lambda fork: (forks.append(fork), txm.reorged(fork)))
+    ingestor.poll_once()
+    task_id, _ = _post(chain, model)
+    failed = txm.transact(fail_task_call(chain.escrow, task_id, "no agent"), "fail_task", [task_id])
+    ingestor.poll_once()
+
+    rpc(chain.w3, "anvil_reorg", 1, [])  # the fail_task block goes
+    ingestor.poll_once()
+
+    assert forks == [failed.block_number - 1]
+    assert [r.task_ids for r in txm.pending()] == [(task_id,)]
+    txm.check_pending()  # rebroadcast: the same signed bytes are mined again
+    txm.check_pending()
+    assert txm.pending() == [] and chain.escrow.functions.task(task_id).call()[-1] == 3  # FAILED on-chain

@@ -183,3 +183,45 @@ def test_wait__reverted_on_chain__raises_the_contract_reason(contracts, tmp_path
         record = txm.record(second.id)
         assert record.state == TxState.FAILED and record.receipt_status == 0
         assert record.task_ids == (task_id,)
+
+
+def test_reorged__mined_tx_reorged_out__goes_back_to_pending_and_is_rebroadcast_once(w3, tmp_path):
+    db = Database(f"sqlite:///{tmp_path / 'oracle.sqlite'}")
+    txm = _manager(db, w3)
+    for _ in range(3):
+        rpc(w3, "evm_mine")  # room below the block that gets reorged
+    before = w3.eth.get_balance(RECIPIENT)
+    sent = txm.send_tx(RECIPIENT, value=1, purpose="transfer")
+    txm.wait(sent)
+    mined = txm.record(sent.id)
+    assert mined.state == TxState.MINED
+    block = mined.mined_block
+
+    rpc(w3, "anvil_reorg", 1, [])  # the block holding it is replaced by an empty one
+    assert w3.eth.get_balance(RECIPIENT) == before
+    assert txm.reorged(block - 1) == 1
+    assert txm.record(sent.id).state == TxState.PENDING
+
+    txm.check_pending()  # rebroadcast (automine mines it)
+    txm.check_pending()  # and its receipt found
+    again = txm.record(sent.id)
+    assert again.state == TxState.MINED and again.tx_hash == sent.tx_hash and again.nonce == sent.nonce
+    assert w3.eth.get_balance(RECIPIENT) == before + 1  # paid once, not twice
+    assert _sent_rows(db) == 1
+
+
+def test_reorged__tx_re_included_in_another_block__stays_mined_with_its_new_block(w3, tmp_path):
+    db = Database(f"sqlite:///{tmp_path / 'oracle.sqlite'}")
+    txm = _manager(db, w3)
+    for _ in range(3):
+        rpc(w3, "evm_mine")
+    sent = txm.send_tx(RECIPIENT, value=1, purpose="transfer")
+    txm.wait(sent)
+    block = txm.record(sent.id).mined_block
+    raw = rpc(w3, "eth_getRawTransactionByHash", sent.tx_hash)
+
+    rpc(w3, "anvil_reorg", 2, [[raw, 1]])  # the new branch carries it one block later
+    assert txm.reorged(block - 2) == 0
+
+    record = txm.record(sent.id)
+    assert record.state == TxState.MINED and record.mined_block == w3.eth.get_transaction_receipt(sent.tx_hash)["blockNumber"]
