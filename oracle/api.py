@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from oracle.auth import AuthError, RequestAuthenticator
+from oracle.auth import RequestAuthenticator
 from oracle.db import Database, Task
 from oracle.jobs import JobBook, JobError, Submission
 from tributa.errors import TributaError
@@ -54,11 +54,7 @@ def create_app(
             raise JobError(400, "body must be a JSON object")
         return agent, parsed
 
-    @app.exception_handler(AuthError)
-    async def _auth_error(_: Request, exc: AuthError):
-        return _error(exc.status, exc.message)
-
-    @app.exception_handler(JobError)
+    @app.exception_handler(JobError)  # AuthError too: it is a JobError
     async def _job_error(_: Request, exc: JobError):
         return _error(exc.status, exc.message)
 

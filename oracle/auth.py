@@ -16,16 +16,14 @@ from sqlalchemy.exc import IntegrityError
 from web3 import Web3
 
 from oracle.db import ApiNonce, Database
+from oracle.jobs import JobError
 from tributa.chain.eip712 import recover_request_signer
 
 MAX_EXPIRY_AHEAD_S = 300
 
 
-class AuthError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+class AuthError(JobError):
+    """A request whose agent, signature, nonce or expiry does not check out (a 4xx)."""
 
 
 @dataclass(frozen=True)

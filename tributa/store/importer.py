@@ -241,7 +241,7 @@ class Importer:
             raise StoreError(f"cannot read directory {path}: {exc.strerror}") from None
         children: list[tuple[bytes, Link]] = []
         for name, child_path in entries:
-            children.append((name, self._add_entry(child_path, _lstat(child_path))))
+            children.append((name, self._add_entry(child_path, _stat(child_path, follow_symlinks=False))))
         return directory_node(children, self._version, self._sink)
 
 
@@ -259,18 +259,9 @@ class _MemoryReader:
         return size
 
 
-def _lstat(path: str | os.PathLike[str]) -> os.stat_result:
+def _stat(path: str | os.PathLike[str], *, follow_symlinks: bool = True) -> os.stat_result:
     try:
-        return os.lstat(path)
-    except FileNotFoundError:
-        raise NotFound(f"no such file or directory: {os.fspath(path)}") from None
-    except OSError as exc:
-        raise StoreError(f"cannot read {os.fspath(path)}: {exc.strerror}") from None
-
-
-def _stat(path: str | os.PathLike[str]) -> os.stat_result:
-    try:
-        return os.stat(path)
+        return os.stat(path, follow_symlinks=follow_symlinks)
     except FileNotFoundError:
         raise NotFound(f"no such file or directory: {os.fspath(path)}") from None
     except OSError as exc:
