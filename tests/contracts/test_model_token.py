@@ -1,4 +1,4 @@
-"""ModelToken: ERC-20 + permit, revenue accrual, claim, burn-to-redeem, accounting, gas."""
+"""ModelToken: ERC-20 + permit, per-token revenue accrual, claim, burn-to-redeem, accounting, gas."""
 
 from __future__ import annotations
 
@@ -37,18 +37,20 @@ def carol():
 
 @pytest.fixture(scope="module")
 def payer():
-    """Sends revenue (in production: TaskEscrow.withdraw_for)."""
+    """Sends revenue (in production: TaskEscrow at settlement, or withdraw_for)."""
     return ih.funded("payer", 10**9 * ETHER)
 
 
 @pytest.fixture(scope="module")
 def token(issuer):
+    """Not live yet: the whole supply sits with the custodian."""
     return ih.deploy_token(issuer, SUPPLY, REDEEM_BPS)
 
 
 @pytest.fixture
 def held(token, issuer, alice, bob):
-    """alice 500k, bob 300k circulating; the custodian keeps 200k."""
+    """Live; alice 500k and bob 300k in hand, the custodian keeps 200k for their future owners."""
+    token.go_live(sender=issuer)
     token.transfer(alice, 500_000 * UNIT, sender=issuer)
     token.transfer(bob, 300_000 * UNIT, sender=issuer)
     return token
@@ -58,16 +60,25 @@ def holders_share(amount: int) -> int:
     return amount - amount * REDEEM_BPS // ih.BPS
 
 
-def replica_claimable(shares_per_event: list[tuple[int, int, int]]) -> int:
-    """The contract's arithmetic: sum of floor(h * MAG // C) * balance, scaled down."""
-    acc = sum((h * MAGNITUDE // c) * bal for h, bal, c in shares_per_event)
-    return acc // MAGNITUDE
+def replica_claimable(increments: list[int], balance: int, handovers: int = 1) -> int:
+    """The contract's arithmetic for an account that got `balance` from the custodian
+    (`handovers` times) and kept it: ((1 + sum of per-share increments) * balance
+    - handovers) // 2**128."""
+    return ((1 + sum(increments)) * balance - handovers) // MAGNITUDE
+
+
+def inc(holders_amount: int, supply: int = SUPPLY) -> int:
+    return holders_amount * MAGNITUDE // supply
 
 
 def identity_holds(token) -> bool:
     return token.total_revenue_in() == (
-        token.total_claimed() + token.total_redeemed() + token.total_unclaimed() + token.redeem_pool() + token.dust()
+        token.total_claimed() + token.total_redeemed() + token.total_unclaimed() + token.redeem_pool()
     )
+
+
+def balance_covers_everything(token) -> bool:
+    return boa.env.get_balance(token.address) >= token.total_unclaimed() + token.redeem_pool()
 
 
 # ------------------------------------------------------------------ construction
@@ -87,7 +98,7 @@ def test_init__mints_whole_supply_to_custodian(token, issuer):
     assert token.total_revenue_in() == 0
     assert token.total_claimed() == 0
     assert token.redeem_pool() == 0
-    assert token.dust() == 0
+    assert token.live() is False
 
 
 def test_init__emits_mint_and_renounces_minter_and_owner(issuer):
@@ -129,11 +140,37 @@ def test_init__max_supply_and_full_redeem_share__are_accepted(issuer):
     assert token.totalSupply() == 2**112
 
 
+# ------------------------------------------------------------------ going live
+
+
+def test_go_live__opens_the_token_to_revenue_and_emits(token, issuer, payer):
+    token.go_live(sender=issuer)
+    [event] = ih.events(token, "Live")
+    assert event.total_supply == SUPPLY
+    assert token.live() is True
+    ih.send_revenue(token, payer, ETHER)
+    assert token.total_revenue_in() == ETHER
+
+
+def test_go_live__by_anyone_but_the_custodian__reverts(token, alice):
+    with boa.reverts("token: caller is not the custodian"):
+        token.go_live(sender=alice)
+
+
+def test_go_live__twice__reverts(token, issuer):
+    token.go_live(sender=issuer)
+    with boa.reverts("token: already live"):
+        token.go_live(sender=issuer)
+
+
+def test_revenue_in__before_live__reverts_and_the_eth_stays_with_the_sender(token, payer):
+    before = boa.env.get_balance(payer)
+    ih.send_revenue_reverts(token, payer, ETHER, "token: not live")
+    assert boa.env.get_balance(payer) == before
+    assert boa.env.get_balance(token.address) == 0
+
+
 # ------------------------------------------------------------------ revenue in
-
-
-def test_revenue_in__with_no_circulating_supply__reverts(token, payer):
-    ih.send_revenue_reverts(token, payer, ETHER, "token: no circulating supply")
 
 
 def test_revenue_in__zero_value__changes_nothing(held, payer):
@@ -143,15 +180,15 @@ def test_revenue_in__zero_value__changes_nothing(held, payer):
     assert held.get_logs(computation) == []
 
 
-def test_revenue_in__credits_holders_pro_rata_to_balances_at_arrival(held, payer, alice, bob, issuer):
+def test_revenue_in__accrues_per_token_of_the_total_supply(held, payer, alice, bob, issuer):
     ih.send_revenue(held, payer, 8 * ETHER)
-    h = holders_share(8 * ETHER)  # 7.2 ETH
-    c = 800_000 * UNIT
-    assert held.claimable_revenue(alice) == replica_claimable([(h, 500_000 * UNIT, c)])
-    assert held.claimable_revenue(bob) == replica_claimable([(h, 300_000 * UNIT, c)])
-    assert abs(held.claimable_revenue(alice) - 45 * ETHER // 10) <= 1
-    assert abs(held.claimable_revenue(bob) - 27 * ETHER // 10) <= 1
-    assert held.claimable_revenue(issuer) == 0  # custodian tokens earn nothing
+    h = holders_share(8 * ETHER)  # 7.2 ETH over 1M tokens, custody included
+    assert held.claimable_revenue(alice) == replica_claimable([inc(h)], 500_000 * UNIT)
+    assert held.claimable_revenue(bob) == replica_claimable([inc(h)], 300_000 * UNIT)
+    assert abs(held.claimable_revenue(alice) - 36 * ETHER // 10) <= 1
+    assert abs(held.claimable_revenue(bob) - 216 * ETHER // 100) <= 1
+    assert held.claimable_revenue(issuer) == 0  # custody accrues for the future owners
+    assert abs(held.accrued_in_custody(200_000 * UNIT) - 144 * ETHER // 100) <= 1
     assert held.total_revenue_in() == 8 * ETHER
     assert boa.env.get_balance(held.address) == 8 * ETHER
 
@@ -170,34 +207,69 @@ def test_revenue_in__pool_cut_is_taken_on_cumulative_revenue(held, payer):
     assert identity_holds(held)
 
 
-def test_revenue_in__later_revenue_follows_new_balances(held, payer, alice, bob, issuer):
+def test_revenue_in__custody_handover__brings_revenue_accrued_in_custody(held, payer, bob, issuer):
     ih.send_revenue(held, payer, 10 * ETHER)
-    held.transfer(bob, 200_000 * UNIT, sender=issuer)  # circulating 1M: alice 50%, bob 50%
+    carried = held.accrued_in_custody(200_000 * UNIT)
+    bob_before = held.claimable_revenue(bob)
+    held.transfer(bob, 200_000 * UNIT, sender=issuer)  # e.g. a late claim_tokens
+    assert held.claimable_revenue(bob) in (bob_before + carried, bob_before + carried + 1)
     ih.send_revenue(held, payer, 10 * ETHER)
     h = holders_share(10 * ETHER)
-    assert held.claimable_revenue(alice) == replica_claimable(
-        [(h, 500_000 * UNIT, 800_000 * UNIT), (h, 500_000 * UNIT, 1_000_000 * UNIT)]
-    )
-    assert held.claimable_revenue(bob) == replica_claimable(
-        [(h, 300_000 * UNIT, 800_000 * UNIT), (h, 500_000 * UNIT, 1_000_000 * UNIT)]
-    )
+    assert held.claimable_revenue(bob) == ((1 + 2 * inc(h)) * 500_000 * UNIT - 2) // MAGNITUDE
 
 
-def test_revenue_in__overflowing_accumulator__reverts(issuer, alice, payer):
-    token = ih.deploy_token(issuer, supply=2**112)
-    token.transfer(alice, 1, sender=issuer)  # one base unit circulates
-    ih.send_revenue_reverts(token, payer, 10**6 * ETHER, "token: revenue overflows accumulator")
-    ih.send_revenue(token, payer, 1_000)  # small amounts still fit
-    assert token.claimable_revenue(alice) == holders_share(1_000)
-
-
-def test_revenue_in__all_to_pool__leaves_accumulator_unchanged(issuer, alice, payer):
+def test_revenue_in__all_to_pool__leaves_holder_accumulator_unchanged(issuer, alice, payer):
     token = ih.deploy_token(issuer, redeem_share_bps=10_000)
+    token.go_live(sender=issuer)
     token.transfer(alice, UNIT, sender=issuer)
     ih.send_revenue(token, payer, ETHER)
     assert token.redeem_pool() == ETHER
     assert token.claimable_revenue(alice) == 0
     assert token.revenue_per_share() == 1
+
+
+def test_revenue_in__freeze_by_recycled_donations_to_one_base_unit__fails(issuer, alice, payer):
+    """The review's high finding: the attacker holds the only circulating base unit, then
+    donates and claims back over and over until the accumulator would overflow. Accrual per
+    token of the total supply, kept modulo 2**256, leaves every later revenue-in working."""
+    token = ih.deploy_token(issuer, supply=1, redeem_share_bps=0)  # one base unit in all
+    token.go_live(sender=issuer)
+    token.transfer(alice, 1, sender=issuer)
+    boa.env.set_balance(alice, 10**6 * ETHER)
+    for _ in range(40):
+        ih.send_revenue(token, alice, 10**5 * ETHER)
+        assert token.claim(sender=alice) == 10**5 * ETHER
+    ih.send_revenue(token, payer, 27)
+    ih.send_revenue(token, payer, 10**4 * ETHER)
+    assert token.claimable_revenue(alice) == 10**4 * ETHER + 27
+    assert identity_holds(token) and balance_covers_everything(token)
+
+
+def test_revenue_in__after_the_accumulator_wraps_past_2_256__credits_exactly(issuer, alice, bob, payer):
+    token = ih.deploy_token(issuer, supply=2, redeem_share_bps=0)
+    token.go_live(sender=issuer)
+    token.transfer(alice, 2, sender=issuer)
+    # Jump the accumulator to just below 2**256, as if ~2**128 wei had gone through per
+    # base unit; bob then buys from alice and starts from an exact zero.
+    boa.env.set_storage(token.address, token._storage.revenue_per_share.slot, 2**256 - 3)
+    token.transfer(bob, 1, sender=alice)
+    assert token.claimable_revenue(bob) == 0
+    ih.send_revenue(token, payer, 10 * ETHER + 1)
+    assert token.revenue_per_share() < 2**256 - 3  # wrapped
+    assert token.claimable_revenue(bob) == 5 * ETHER
+    assert token.claim(sender=bob) == 5 * ETHER
+    ih.send_revenue(token, payer, 4 * ETHER)
+    assert token.claimable_revenue(bob) == 2 * ETHER
+
+
+def test_revenue_in__huge_single_revenue_on_a_tiny_supply__is_credited_exactly(issuer, alice, payer):
+    token = ih.deploy_token(issuer, supply=3, redeem_share_bps=5_000)
+    token.go_live(sender=issuer)
+    token.transfer(alice, 1, sender=issuer)
+    ih.send_revenue(token, payer, 10**8 * ETHER)  # more ether than the payer could ever borrow
+    assert token.claimable_revenue(alice) == (1 + (5 * 10**7 * ETHER) * MAGNITUDE // 3 - 1) // MAGNITUDE
+    assert token.redeemable_on_burn(1) == (5 * 10**7 * ETHER) * MAGNITUDE // 3 // MAGNITUDE
+    assert identity_holds(token) and balance_covers_everything(token)
 
 
 # ------------------------------------------------------------------ transfers
@@ -219,7 +291,7 @@ def test_transfer__buyer_earns_only_revenue_after_the_transfer(held, payer, alic
     assert held.claimable_revenue(carol) == 0
     ih.send_revenue(held, payer, 8 * ETHER)
     h = holders_share(8 * ETHER)
-    assert held.claimable_revenue(carol) == replica_claimable([(h, 100_000 * UNIT, 800_000 * UNIT)])
+    assert held.claimable_revenue(carol) == inc(h) * 100_000 * UNIT // MAGNITUDE
 
 
 def test_transfer__emits_transfer(held, alice, carol):
@@ -379,6 +451,10 @@ def test_permit__signature_for_another_value__reverts(token, bob):
 # ------------------------------------------------------------------ claim
 
 
+
+# ------------------------------------------------------------------ claim
+
+
 def test_claim__pays_accrued_revenue_and_emits(held, payer, alice):
     ih.send_revenue(held, payer, 8 * ETHER)
     owed = held.claimable_revenue(alice)
@@ -404,8 +480,9 @@ def test_claim__twice__second_reverts(held, payer, alice):
         held.claim(sender=alice)
 
 
-def test_claim__by_custodian__reverts(held, payer, issuer):
+def test_claim__by_custodian_taking_future_owners_revenue__fails(held, payer, issuer):
     ih.send_revenue(held, payer, ETHER)
+    assert held.accrued_in_custody(200_000 * UNIT) > 0
     with boa.reverts("token: nothing to claim"):
         held.claim(sender=issuer)
 
@@ -420,10 +497,10 @@ def test_claim__after_selling_everything__pays_revenue_accrued_before_the_sale(h
     ih.send_revenue(held, payer, 8 * ETHER)
     owed = held.claimable_revenue(alice)
     held.transfer(carol, 500_000 * UNIT, sender=alice)
-    ih.send_revenue(held, payer, 8 * ETHER)  # goes to bob and carol only
+    ih.send_revenue(held, payer, 8 * ETHER)  # alice's old tokens now earn for carol
     assert held.claim(sender=alice) == owed
     h = holders_share(8 * ETHER)
-    assert held.claim(sender=carol) == replica_claimable([(h, 500_000 * UNIT, 800_000 * UNIT)])
+    assert held.claim(sender=carol) == inc(h) * 500_000 * UNIT // MAGNITUDE
 
 
 def test_claim__then_more_revenue__pays_only_the_new_part(held, payer, alice):
@@ -432,16 +509,17 @@ def test_claim__then_more_revenue__pays_only_the_new_part(held, payer, alice):
     ih.send_revenue(held, payer, 8 * ETHER)
     second = held.claim(sender=alice)
     h = holders_share(8 * ETHER)
-    assert first + second == replica_claimable([(h, 500_000 * UNIT, 800_000 * UNIT)] * 2)
+    assert first + second == replica_claimable([inc(h)] * 2, 500_000 * UNIT)
 
 
 # ------------------------------------------------------------------ burn / redeem
 
 
-def test_burn__pays_pro_rata_share_of_the_redeem_pool(held, payer, bob):
-    ih.send_revenue(held, payer, 8 * ETHER)  # pool 0.8 ETH
-    expected = held.redeem_pool() * 100_000 * UNIT // (800_000 * UNIT)
-    assert held.redeemable_on_burn(100_000 * UNIT) == expected == ETHER // 10
+def test_burn__pays_what_the_burned_tokens_accrued_in_the_pool(held, payer, bob):
+    ih.send_revenue(held, payer, 8 * ETHER)  # pool 0.8 ETH over 1M tokens
+    expected = 100_000 * UNIT * held.redeem_per_share() // MAGNITUDE
+    assert held.redeemable_on_burn(100_000 * UNIT) == expected
+    assert abs(expected - 8 * ETHER // 100) <= 1
     before = boa.env.get_balance(bob)
     assert held.burn(100_000 * UNIT, sender=bob) == expected
     [event] = ih.events(held, "Redeemed")
@@ -450,8 +528,23 @@ def test_burn__pays_pro_rata_share_of_the_redeem_pool(held, payer, bob):
     assert held.redeem_pool() == 8 * ETHER // 10 - expected
     assert held.total_redeemed() == expected
     assert held.totalSupply() == SUPPLY - 100_000 * UNIT
-    assert held.circulating_supply() == 700_000 * UNIT
     assert identity_holds(held)
+
+
+def test_burn__dilution_by_tokens_that_start_circulating_later__fails(held, payer, bob, issuer):
+    """The review's medium finding 2: tokens handed over later (vesting, late claims)
+    took pool money that arrived before they circulated. Now every token's redeem value
+    is what it accrued, so a handover changes nobody else's payout."""
+    ih.send_revenue(held, payer, 8 * ETHER)
+    bob_value = held.redeemable_on_burn(300_000 * UNIT)
+    held.transfer(bob, 0, sender=issuer)
+    late = boa.env.generate_address("late")
+    held.transfer(late, 200_000 * UNIT, sender=issuer)  # the custody share starts circulating
+    assert held.redeemable_on_burn(300_000 * UNIT) == bob_value
+    assert held.burn(300_000 * UNIT, sender=bob) == bob_value
+    # the late tokens get what they themselves accrued, not the part of bob's
+    assert held.burn(200_000 * UNIT, sender=late) == 200_000 * UNIT * held.redeem_per_share() // MAGNITUDE
+    assert balance_covers_everything(held) and identity_holds(held)
 
 
 def test_burn__keeps_revenue_accrued_before_the_burn_claimable(held, payer, bob):
@@ -464,21 +557,39 @@ def test_burn__keeps_revenue_accrued_before_the_burn_claimable(held, payer, bob)
 
 
 def test_burn__shrinks_the_base_for_later_revenue(held, payer, alice, bob):
-    held.burn(300_000 * UNIT, sender=bob)  # alice alone circulates
-    ih.send_revenue(held, payer, 10 * ETHER)
-    assert held.claimable_revenue(alice) == replica_claimable([(holders_share(10 * ETHER), 500_000 * UNIT, 500_000 * UNIT)])
+    held.burn(300_000 * UNIT, sender=bob)  # 700k tokens remain: alice 500k, custody 200k
+    ih.send_revenue(held, payer, 7 * ETHER)
+    h = holders_share(7 * ETHER)
+    assert held.claimable_revenue(alice) == replica_claimable([inc(h, 700_000 * UNIT)], 500_000 * UNIT)
+    assert abs(held.claimable_revenue(alice) - 45 * ETHER // 10) <= 1
     assert held.claimable_revenue(bob) == 0
 
 
-def test_burn__by_the_last_holders__drains_the_pool_exactly(held, payer, alice, bob):
+def test_burn__of_the_last_base_unit__fails(issuer, alice, payer):
+    """A supply burned to zero would leave revenue nowhere to go (and the model's fee
+    receiver locked to it), so the last base unit stays."""
+    token = ih.deploy_token(issuer, supply=10, redeem_share_bps=5_000)
+    token.go_live(sender=issuer)
+    token.transfer(alice, 10, sender=issuer)
+    ih.send_revenue(token, payer, 1_000)
+    token.burn(9, sender=alice)
+    with boa.reverts("token: last token"):
+        token.burn(1, sender=alice)
+    ih.send_revenue(token, payer, 1_000)  # still takes revenue, all of it for the last unit
+    assert token.claimable_revenue(alice) + token.redeemable_on_burn(1) >= 1_000 + 500 - 2
+    assert balance_covers_everything(token) and identity_holds(token)
+
+
+def test_burn__by_the_holders__drains_the_pool_to_under_a_wei_per_token(held, payer, alice, bob, issuer):
     ih.send_revenue(held, payer, 8 * ETHER + 7)
-    held.burn(300_000 * UNIT, sender=bob)
-    held.burn(500_000 * UNIT, sender=alice)
-    assert held.redeem_pool() == 0
-    assert held.circulating_supply() == 0
+    held.transfer(bob, 200_000 * UNIT, sender=issuer)
+    held.burn(500_000 * UNIT, sender=bob)
+    held.burn(500_000 * UNIT - 1, sender=alice)
+    assert held.redeem_pool() <= 3
     held.claim(sender=alice)
     held.claim(sender=bob)
-    assert boa.env.get_balance(held.address) == held.dust()
+    assert boa.env.get_balance(held.address) == held.total_unclaimed() + held.redeem_pool()
+    assert held.total_unclaimed() <= 3
     assert identity_holds(held)
 
 
@@ -500,64 +611,60 @@ def test_burn__more_than_balance__reverts(held, payer, carol):
         held.burn(1, sender=carol)
 
 
-def test_burn__by_custodian__pays_nothing_and_keeps_circulating_supply(held, payer, issuer):
-    ih.send_revenue(held, payer, 8 * ETHER)
-    pool = held.redeem_pool()
-    assert held.burn(200_000 * UNIT, sender=issuer) == 0
-    [event] = ih.events(held, "Redeemed")
+def test_burn__by_custodian_before_live__pays_nothing(token, issuer):
+    assert token.burn(200_000 * UNIT, sender=issuer) == 0
+    [event] = ih.events(token, "Redeemed")
     assert (event.account, event.amount, event.payout) == (issuer, 200_000 * UNIT, 0)
-    assert held.balanceOf(issuer) == 0
-    assert held.totalSupply() == 800_000 * UNIT
-    assert held.circulating_supply() == 800_000 * UNIT
-    assert held.redeem_pool() == pool
+    assert token.totalSupply() == 800_000 * UNIT
 
 
-def test_redeemable_on_burn__with_nothing_circulating__is_zero(token):
+def test_burn__by_custodian_after_live_erasing_future_owners_revenue__fails(held, payer, issuer):
+    ih.send_revenue(held, payer, 8 * ETHER)
+    with boa.reverts("token: custodian burn after launch"):
+        held.burn(200_000 * UNIT, sender=issuer)
+
+
+def test_redeemable_on_burn__before_any_revenue__is_zero(token):
     assert token.redeemable_on_burn(UNIT) == 0
 
 
-def test_redeemable_on_burn__is_capped_at_the_circulating_supply(held, payer):
+def test_redeemable_on_burn__is_capped_at_the_total_supply(held, payer):
     ih.send_revenue(held, payer, 8 * ETHER)
-    assert held.redeemable_on_burn(10**9 * UNIT) == held.redeem_pool()
+    assert held.redeemable_on_burn(10**9 * UNIT) == held.redeemable_on_burn(SUPPLY) <= held.redeem_pool()
 
 
 # ------------------------------------------------------------------ accounting
 
 
-def test_dust__indivisible_revenue__is_reported_and_never_claimable(token, issuer, alice, bob, payer):
-    token_ = ih.deploy_token(issuer, redeem_share_bps=0)
-    token_.transfer(alice, 1, sender=issuer)
-    token_.transfer(bob, 2, sender=issuer)  # circulating 3 base units
-    ih.send_revenue(token_, payer, 1)
-    # 1 wei over 3 units: 2**128 // 3 per unit, 3 * that = 2**128 - 1 < 1 wei credited
-    assert token_.dust() == 1
-    assert token_.total_unclaimed() == 0
-    ih.send_revenue(token_, payer, 2)
-    # per unit: 2**128 // 3 + 2 * 2**128 // 3 == 2**128 - 1 (1 wei of dust in all)
-    assert token_.dust() == 1
-    assert token_.total_unclaimed() == 2
-    # alice's 1 unit is owed (2**128 - 1) / 2**128 wei: it rounds down to 0 and
-    # stays pending with her until more revenue arrives
-    assert token_.claimable_revenue(alice) == 0
-    assert token_.claimable_revenue(bob) == 1
-    ih.send_revenue(token_, payer, 3)  # exactly 1 wei per unit
-    assert token_.claimable_revenue(alice) == 1
-    assert token_.claimable_revenue(bob) == 3
-    assert token_.total_unclaimed() == 5
-    assert token_.dust() == 1
-    assert identity_holds(token_)
+def test_accounting__indivisible_revenue__is_never_claimable_by_anyone(issuer, alice, bob, payer):
+    token = ih.deploy_token(issuer, supply=3, redeem_share_bps=0)
+    token.go_live(sender=issuer)
+    token.transfer(alice, 1, sender=issuer)
+    token.transfer(bob, 2, sender=issuer)
+    ih.send_revenue(token, payer, 1)
+    # 1 wei over 3 units: less than 1 wei per account, nothing claimable yet
+    assert token.claimable_revenue(alice) == token.claimable_revenue(bob) == 0
+    assert token.total_unclaimed() == 1
+    ih.send_revenue(token, payer, 2)
+    assert token.claimable_revenue(alice) == 0  # (2**128 - 1) / 2**128 wei: stays pending
+    assert token.claimable_revenue(bob) == 1
+    ih.send_revenue(token, payer, 3)  # exactly 1 wei per unit
+    assert token.claimable_revenue(alice) == 1
+    assert token.claimable_revenue(bob) == 3
+    assert token.total_unclaimed() == 6
+    assert identity_holds(token)
 
 
-def test_total_unclaimed__bounds_the_sum_of_claimables(held, payer, alice, bob, carol):
+def test_total_unclaimed__bounds_the_sum_of_claimables(held, payer, alice, bob, carol, issuer):
     for amount in (10**18 + 1, 333, 7 * 10**17 + 5):
         ih.send_revenue(held, payer, amount)
         held.transfer(carol, 12_345, sender=alice)
-    total = held.claimable_revenue(alice) + held.claimable_revenue(bob) + held.claimable_revenue(carol)
-    assert total <= held.total_unclaimed() < total + 3
+    total = sum(held.claimable_revenue(a) for a in (alice, bob, carol)) + held.accrued_in_custody(200_000 * UNIT)
+    assert total <= held.total_unclaimed() < total + 5
     assert identity_holds(held)
 
 
-def test_accounting__every_wei_is_claimed_redeemed_pooled_unclaimed_or_dust(held, payer, alice, bob, carol, issuer):
+def test_accounting__every_wei_is_claimed_redeemed_pooled_or_unclaimed(held, payer, alice, bob, carol, issuer):
     ih.send_revenue(held, payer, 3 * ETHER + 11)
     held.transfer(carol, 77_777 * UNIT, sender=alice)
     held.claim(sender=bob)
@@ -589,6 +696,7 @@ def gas_world():
     with ih.gas_env():
         issuer, alice, bob, payer = (ih.funded(n, 10**6 * ETHER) for n in ("issuer", "alice", "bob", "payer"))
         token = ih.deploy_token(issuer, SUPPLY, REDEEM_BPS)
+        token.go_live(sender=issuer)
         token.transfer(alice, 500_000 * UNIT, sender=issuer)
         token.transfer(bob, 300_000 * UNIT, sender=issuer)
         yield token, issuer, alice, bob, payer
@@ -628,20 +736,23 @@ def test_gas__repeat_claim__is_at_most_50k(gas_world, gas_report):
 
 
 @pytest.mark.ignore_isolation  # gas_env commits state; it runs in its own Env
-def test_gas__revenue_in__is_at_most_40k_and_the_same_for_1_and_1000_holders(gas_report):
+@pytest.mark.parametrize("redeem_bps, limit", [(0, 40_000), (REDEEM_BPS, 46_000)])
+def test_gas__revenue_in__is_bounded_and_the_same_for_1_and_1000_holders(gas_report, redeem_bps, limit):
     with ih.gas_env():
         issuer, payer = ih.funded("issuer"), ih.funded("payer", 10**6 * ETHER)
-        one = ih.deploy_token(issuer)
+        one = ih.deploy_token(issuer, redeem_share_bps=redeem_bps)
+        one.go_live(sender=issuer)
         one.transfer(boa.env.generate_address(), UNIT, sender=issuer)
-        many = ih.deploy_token(issuer)
+        many = ih.deploy_token(issuer, redeem_share_bps=redeem_bps)
+        many.go_live(sender=issuer)
         for _ in range(1_000):
             many.transfer(boa.env.generate_address(), UNIT, sender=issuer)
         gas_one_first = ih.revenue_in_gas(one, payer, ETHER)
         gas_many_first = ih.revenue_in_gas(many, payer, ETHER)
         gas_one = ih.revenue_in_gas(one, payer, ETHER)
         gas_many = ih.revenue_in_gas(many, payer, ETHER)
-    gas_report["model_token_revenue_in_1_holder"] = gas_one
-    gas_report["model_token_revenue_in_1000_holders"] = gas_many
-    gas_report["model_token_first_revenue_in"] = gas_one_first
+    gas_report[f"model_token_revenue_in_1_holder_redeem_{redeem_bps}"] = gas_one
+    gas_report[f"model_token_revenue_in_1000_holders_redeem_{redeem_bps}"] = gas_many
+    gas_report[f"model_token_first_revenue_in_redeem_{redeem_bps}"] = gas_one_first
     assert gas_one == gas_many and gas_one_first == gas_many_first
-    assert max(gas_one, gas_one_first) <= 40_000
+    assert max(gas_one, gas_one_first) <= limit
