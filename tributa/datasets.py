@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import codecs
 import json
+import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
+from eth_abi import encode
+from eth_utils import keccak
+from web3.exceptions import ContractCustomError, ContractLogicError
+
 from tributa import merkle
 from tributa.chain.contracts import Contracts
 from tributa.chain.events import first_event
-from tributa.chain.tx import Signer, TxResult
-from tributa.errors import TributaError
+from tributa.chain.tx import Signer, TxResult, revert_reason
+from tributa.errors import ChainError, ContractRevert, TributaError
 from tributa.store import cid as cidlib
 
 MAX_TERMS = 256
@@ -43,7 +49,8 @@ class RegisteredDataset:
     content_cid: str
     metadata_cid: str
     tokens_indexed: int
-    tx: TxResult
+    tx: TxResult  # the reveal (register_dataset)
+    commit_tx: TxResult | None = None
 
 
 def text_files(path: Path) -> list[Path]:
@@ -133,8 +140,10 @@ def register_dataset(
     name: str | None = None,
     index: Callable[[str, str], int] | None = None,
     progress=None,
+    on_step: Callable[[str], None] | None = None,
 ) -> RegisteredDataset:
-    """Check, store, index and register. Every check happens before any transaction."""
+    """Check, store, index, then register: commit, wait a block, reveal.
+    Every check happens before any transaction; `on_step` hears each step."""
     files = text_files(path)
     if len(terms.encode()) > MAX_TERMS:
         raise TributaError(f"terms are {len(terms.encode())} bytes; the registry takes at most {MAX_TERMS}")
@@ -152,9 +161,90 @@ def register_dataset(
     }
     metadata_cid = str(store.put_bytes(json.dumps(metadata, sort_keys=True, separators=(",", ":")).encode()))
     tokens = index(content_cid, read_text(files)) if index else 0
-    call = contracts.registry.functions.register_dataset(
-        digest, cidlib.cid_to_digest(metadata_cid), contributors, shares, terms
+    commit, result, dataset_id = commit_and_register(
+        contracts, signer, digest, cidlib.cid_to_digest(metadata_cid), contributors, shares, terms, on_step=on_step
     )
-    result = signer.transact(call, action="register_dataset")
-    dataset_id = first_event(contracts.registry, "DatasetRegistered", result.receipt)["dataset_id"]
-    return RegisteredDataset(dataset_id, content_cid, metadata_cid, tokens, result)
+    return RegisteredDataset(dataset_id, content_cid, metadata_cid, tokens, result, commit)
+
+
+def dataset_commitment(content_digest: bytes, metadata_digest: bytes, registrant: str, salt: bytes) -> bytes:
+    """keccak256(abi_encode(content, metadata, registrant, salt)), as DataRegistry.dataset_commitment."""
+    return keccak(encode(["bytes32", "bytes32", "address", "bytes32"], [content_digest, metadata_digest, registrant, salt]))
+
+
+def commit_and_register(
+    contracts: Contracts,
+    signer: Signer,
+    content_digest: bytes,
+    metadata_digest: bytes,
+    contributors: list[str],
+    shares: list[int],
+    terms: str,
+    on_step: Callable[[str], None] | None = None,
+    gas: int | None = None,
+    timeout_s: float = 120.0,
+) -> tuple[TxResult, TxResult, int]:
+    """The registry's two-step registration: commit (hiding the digests behind a
+    random salt), wait for a later block, reveal. Returns (commit tx, reveal tx, dataset id).
+
+    The commitment binds the signer's address, so a copied reveal fails for anyone else."""
+    step = on_step or (lambda message: None)
+    registry = contracts.registry
+    try:  # the reveal's checks of the list, before spending a commit on it
+        registry.functions.compute_contributors_root(contributors, shares).call()
+    except (ContractLogicError, ContractCustomError) as exc:
+        raise TributaError(f"contributors rejected by the registry: {revert_reason(exc)}") from None
+    salt = os.urandom(32)
+    commitment = dataset_commitment(content_digest, metadata_digest, signer.address, salt)
+    step("committing to the dataset (step 1 of 2)…")
+    commit = signer.transact(registry.functions.commit_dataset(commitment), action="commit_dataset")
+    step(f"committed in block {commit.block_number}; waiting for the next block…")
+    wait_for_block_after(contracts.w3, commit.block_number, timeout_s)
+    step("revealing and registering (step 2 of 2)…")
+    call = registry.functions.register_dataset(content_digest, metadata_digest, contributors, shares, terms, salt)
+    try:
+        result = signer.transact(call, gas=gas, action="register_dataset")
+    except ContractRevert as exc:
+        raise TributaError(_explain_reveal(exc.reason, contracts, content_digest, signer.address)) from None
+    dataset_id = first_event(registry, "DatasetRegistered", result.receipt)["dataset_id"]
+    return commit, result, dataset_id
+
+
+def wait_for_block_after(w3, block_number: int, timeout_s: float = 120.0) -> int:
+    """Returns once the chain is past `block_number`. A development node that
+    mines only on transactions (Anvil, Hardhat) is asked to mine one block."""
+    if w3.eth.block_number > block_number:
+        return w3.eth.block_number
+    try:
+        client = str(w3.client_version).lower()
+    except Exception:  # noqa: BLE001 - not every node answers web3_clientVersion
+        client = ""
+    if any(name in client for name in ("anvil", "hardhat", "ganache")):
+        w3.provider.make_request("evm_mine", [])
+    deadline = time.monotonic() + timeout_s
+    while (head := w3.eth.block_number) <= block_number:
+        if time.monotonic() > deadline:
+            raise ChainError(
+                f"no block after {block_number} within {timeout_s:.0f}s; the reveal must come in a later block than the commit"
+            )
+        time.sleep(0.25)
+    return head
+
+
+def _explain_reveal(reason: str, contracts: Contracts, content_digest: bytes, address: str) -> str:
+    """One line for each way a reveal can fail."""
+    if reason == "registry: dataset already registered":
+        other = contracts.registry.functions.dataset_id_of(content_digest).call()
+        owner = contracts.registry.functions.dataset_owner(other).call() if other else "?"
+        return (
+            f"this content was registered as dataset {other} by {owner} before your reveal; "
+            "if it is yours, ask the registry owner to resolve the dispute"
+        )
+    if reason == "registry: commitment expired":
+        max_age = contracts.registry.functions.COMMIT_MAX_AGE().call()
+        return f"the commitment expired before the reveal (max {max_age // 3600} h); run the command again"
+    if reason == "registry: reveal too early (wait a block)":
+        return "the reveal landed in the commit's block; run the command again"
+    if reason == "registry: no matching commitment":
+        return f"no live commitment of {address} matches this dataset; commit and reveal must come from one account"
+    return f"register_dataset reverted: {reason}"

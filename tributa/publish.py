@@ -53,6 +53,10 @@ def register_model(
         raise TributaError(f"{base.path} is an adapter; pass the base model folder first")
     if any(a.kind != "adapter" for a in adapters):
         raise TributaError("every --adapter must be a LoRA adapter folder (with adapter_config.json)")
+    key = contracts.registry.functions.weights_key(base.digest, [a.digest for a in adapters]).call()
+    existing = contracts.registry.functions.model_id_of_weights(key).call()
+    if existing:
+        raise TributaError(f"these weights (base and adapters) are already registered as model {existing}; a weights set registers once")
     ids = sorted(datasets)
     call = contracts.registry.functions.register_model(
         name,

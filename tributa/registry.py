@@ -21,12 +21,18 @@ class ModelInfo:
     adapter_digests: list[bytes]
     dataset_ids: list[int]
     dataset_weights_bps: list[int]
+    fee_receiver_locked: bool = False  # a successful IMO pointed the fees at its token, for good
+    imo_in_progress: bool = False
+    scheduled_fee: int | None = None  # a fee cut not in effect yet ...
+    scheduled_fee_at: int = 0  # ... from this timestamp
+    deactivation_at: int = 0  # the model closes to new tasks at this timestamp (0 = not scheduled)
 
 
 def read_model(registry: Contract, model_id: int) -> ModelInfo:
     if not 1 <= model_id <= registry.functions.model_count().call():
         raise TributaError(f"model {model_id} is not registered (see `tributa model list`)")
     weights, publisher, receiver, fee, active, name = registry.functions.model(model_id).call()
+    pending_fee, pending_fee_at, deactivation_at = registry.functions.pending_pricing(model_id).call()
     return ModelInfo(
         model_id=model_id,
         name=name,
@@ -38,6 +44,11 @@ def read_model(registry: Contract, model_id: int) -> ModelInfo:
         adapter_digests=[bytes(d) for d in registry.functions.model_adapters(model_id).call()],
         dataset_ids=list(registry.functions.model_dataset_ids(model_id).call()),
         dataset_weights_bps=list(registry.functions.model_dataset_weights(model_id).call()),
+        fee_receiver_locked=registry.functions.fee_receiver_locked(model_id).call(),
+        imo_in_progress=int(registry.functions.imo_launcher_of(model_id).call(), 16) != 0,
+        scheduled_fee=pending_fee if pending_fee_at else None,
+        scheduled_fee_at=pending_fee_at,
+        deactivation_at=deactivation_at,
     )
 
 

@@ -167,15 +167,30 @@ def register_agent(escrow, acct, stake: int = MIN_STAKE, models=(1,), device_cla
         escrow.register_agent(list(models), device_class, capacity, pubkey, value=stake)
 
 
+def commit_dataset(registry, content_digest: bytes, metadata_digest: bytes, salt: bytes | None = None) -> bytes:
+    """Commits to a dataset as boa's current sender (use inside boa.env.prank); returns the salt."""
+    salt = salt if salt is not None else os.urandom(32)
+    registry.commit_dataset(registry.dataset_commitment(content_digest, metadata_digest, boa.env.eoa, salt))
+    return salt
+
+
+def commit_and_register(registry, content_digest: bytes, metadata_digest: bytes, contributors, shares, terms: str = "") -> int:
+    """The two-step registration as boa's current sender: commit, mine a block, reveal. Returns the id."""
+    salt = commit_dataset(registry, content_digest, metadata_digest)
+    boa.env.time_travel(blocks=1)
+    return registry.register_dataset(content_digest, metadata_digest, list(contributors), list(shares), terms, salt)
+
+
 def register_dataset(registry, owner: str, n_contributors: int = 3, label: str | int = "ds", shares=None):
-    """Registers a dataset with `n_contributors` fresh accounts; returns (id, contributors, shares)."""
+    """Registers a dataset (commit, next block, reveal) with `n_contributors` fresh accounts;
+    returns (id, contributors, shares)."""
     addrs = [boa.env.generate_address() for _ in range(n_contributors)]
     if shares is None:
         shares = [BPS // n_contributors] * n_contributors
         shares[-1] += BPS - sum(shares)
     contributors, shares = sort_contributors(zip(addrs, shares))
     with boa.env.prank(owner):
-        dataset_id = registry.register_dataset(digest(f"content-{label}"), digest(f"meta-{label}"), contributors, shares, "CC-BY-4.0")
+        dataset_id = commit_and_register(registry, digest(f"content-{label}"), digest(f"meta-{label}"), contributors, shares, "CC-BY-4.0")
     return dataset_id, contributors, shares
 
 

@@ -43,7 +43,7 @@ def _check_all(registry, contributors, shares, indices):
 def test_contributors_root__python_and_chain__agree_and_every_proof_verifies(w, n):
     contributors, shares = _random_contributors(n, seed=n)
     with boa.env.prank(w.stranger):
-        did = w.registry.register_dataset(h.digest(f"m-{n}"), h.digest("meta"), contributors, shares, "")
+        did = h.commit_and_register(w.registry, h.digest(f"m-{n}"), h.digest("meta"), contributors, shares, "")
     root = merkle.contributors_root(contributors, shares)
     assert w.registry.contributors_root(did, 1) == root
     indices = range(n) if n <= 17 else [0, 1, 2, 499, 500, 511, 512, 997, 998, 999]

@@ -197,7 +197,7 @@ def test_claim__recipient_rejects_eth__reverts_transfer_failed(w):
     rejecter = boa.loads(REJECTER)
     c, s = sort_contributors([(rejecter.address, 6000), (boa.env.generate_address(), 4000)])
     with boa.env.prank(w.stranger):
-        did = w.registry.register_dataset(h.digest("rej"), h.digest("m"), c, s, "")
+        did = h.commit_and_register(w.registry, h.digest("rej"), h.digest("m"), c, s, "")
     credit(w, 1, [did], [1000])
     i = c.index(str(rejecter.address))
     with boa.reverts("vault: transfer failed"):
@@ -208,7 +208,7 @@ def test_claim__reentrant_recipient__cannot_claim_twice(w):
     attacker = boa.loads(REENTRANT)
     c, s = sort_contributors([(attacker.address, 5000), (boa.env.generate_address(), 5000)])
     with boa.env.prank(w.stranger):
-        did = w.registry.register_dataset(h.digest("re"), h.digest("m"), c, s, "")
+        did = h.commit_and_register(w.registry, h.digest("re"), h.digest("m"), c, s, "")
     credit(w, 1, [did], [1000])
     i = c.index(str(attacker.address))
     attacker.claim(w.vault.address, did, 1, s[i], contributors_proof(c, s, i))
@@ -245,7 +245,7 @@ def test_claim_many__across_datasets_and_versions__pays_once(w):
         w.registry.update_contributors(d1, *v2)  # version 3
     credit(w, 2, [d1], [2000])  # -> d1 v3
     with boa.env.prank(w.stranger):
-        d3 = w.registry.register_dataset(h.digest("solo"), h.digest("m"), [me], [10_000], "")
+        d3 = h.commit_and_register(w.registry, h.digest("solo"), h.digest("m"), [me], [10_000], "")
     credit(w, 3, [d3], [333])
 
     def entry(did, version, lists):

@@ -40,7 +40,7 @@ def private_setup(contracts, signers, tmp_path, chain_snapshot):
         parts.db, parts.store, contracts.chain_id, contracts.escrow.address, 60,
         oracle_key=oracle_key, agent_pubkey=lambda agent: public_key_of(_key(signers["agent"])),
     )
-    model = register_model(contracts, signers["publisher"], parts.store, "private-embed", minilm_dir(), [], None, 10**15)
+    model = _minilm_model(contracts, signers, parts.store)
     ensure_agent(contracts, signers["agent"], [model.model_id])
     requester = signers["requester"]
     where = private.Deployment(contracts.chain_id, contracts.escrow.address)
@@ -51,6 +51,20 @@ def private_setup(contracts, signers, tmp_path, chain_snapshot):
     offer = parts.book.lease(signers["agent"].address, {model.model_id}, parts.chain_time())
     assert offer is not None and offer.input_envelope_b64 and offer.input_b64 is None
     return parts, offer, task_id, where
+
+
+def _minilm_model(contracts, signers, store):
+    """The MiniLM model: a weights set registers once, and the e2e module may have
+    registered it on this session's chain already (same publisher and fee)."""
+    from types import SimpleNamespace
+
+    from tributa.catalog import describe_folder
+
+    key = contracts.registry.functions.weights_key(describe_folder(store, minilm_dir()).digest, []).call()
+    existing = contracts.registry.functions.model_id_of_weights(key).call()
+    if existing:
+        return SimpleNamespace(model_id=existing)
+    return register_model(contracts, signers["publisher"], store, "private-embed", minilm_dir(), [], None, 10**15)
 
 
 def _submit(parts, signers, offer, output: bytes) -> None:

@@ -39,7 +39,7 @@ def _deployed_world():
     for d in range(N_DATASETS):
         c, sh = _random_list(pool, random.Random(d))
         with boa.env.prank(owner):
-            s.registry.register_dataset(h.digest(f"rm-{d}"), h.digest("m"), c, sh, "")
+            h.commit_and_register(s.registry, h.digest(f"rm-{d}"), h.digest("m"), c, sh, "")
         lists.append((c, sh))
     _WORLD[:] = [(s, owner, pool, lists)]
     yield

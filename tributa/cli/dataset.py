@@ -9,6 +9,7 @@ import click
 from tributa.cli import account_option, pass_ctx
 from tributa.cli.format import eth
 from tributa.datasets import list_datasets, parse_contributors, read_dataset, register_dataset
+from tributa.errors import TributaError
 
 
 def _progress(label: str):
@@ -42,7 +43,11 @@ def dataset() -> None:
 @account_option("creator")
 @pass_ctx
 def register(ctx, path, contributors, terms, name, no_index, account_spec) -> None:
-    """Check PATH (UTF-8 text), store it, index it for attribution, and register it."""
+    """Check PATH (UTF-8 text), store it, index it for attribution, and register it.
+
+    Registration takes two transactions: a commitment that hides the content's
+    digest, then, a block later, the reveal. Nobody who sees the reveal can
+    take the dataset: the commitment is bound to your account."""
     addrs, shares = parse_contributors(contributors)
     signer = ctx.signer(account_spec, "creator")
     index = None
@@ -56,10 +61,12 @@ def register(ctx, path, contributors, terms, name, no_index, account_spec) -> No
             return indexes.build(content_cid, text).token_count
 
     registered = register_dataset(
-        ctx.contracts, signer, ctx.store, path, addrs, shares, terms, name, index, _progress(f"adding {path}")
+        ctx.contracts, signer, ctx.store, path, addrs, shares, terms, name, index, _progress(f"adding {path}"),
+        on_step=lambda message: click.echo(message, err=True),
     )
     click.echo(f"dataset {registered.dataset_id} registered: {registered.content_cid}")
-    click.echo(f"  {len(addrs)} contributors, {registered.tokens_indexed:,} tokens indexed, tx {registered.tx.tx_hash}")
+    click.echo(f"  {len(addrs)} contributors, {registered.tokens_indexed:,} tokens indexed")
+    click.echo(f"  commit tx {registered.commit_tx.tx_hash}, reveal tx {registered.tx.tx_hash}")
 
 
 @dataset.command("list")
@@ -89,6 +96,39 @@ def show(ctx, dataset_id) -> None:
         click.echo(f"  {account}  {bps / 100:6.2f}%")
     revenue = ctx.contracts.vault.functions.revenue(d.dataset_id, d.version).call()
     click.echo(f"  royalties credited to this version: {eth(revenue)}")
+
+
+@dataset.command("transfer")
+@click.argument("dataset_id", type=int)
+@click.argument("new_owner")
+@account_option("creator")
+@pass_ctx
+def transfer(ctx, dataset_id, new_owner, account_spec) -> None:
+    """Offer DATASET_ID to NEW_OWNER, who takes it with `tributa dataset accept`."""
+    from tributa.tasks import checksum
+
+    d = read_dataset(ctx.contracts, dataset_id)
+    signer = ctx.signer(account_spec, "creator")
+    if d.owner != signer.address:
+        raise TributaError(f"dataset {dataset_id} is owned by {d.owner}, not by {signer.address}")
+    new_owner = checksum(new_owner)
+    result = signer.transact(ctx.contracts.registry.functions.transfer_dataset(dataset_id, new_owner), action="transfer_dataset")
+    click.echo(f"dataset {dataset_id} offered to {new_owner} (it takes it with `tributa dataset accept {dataset_id}`), tx {result.tx_hash}")
+
+
+@dataset.command("accept")
+@click.argument("dataset_id", type=int)
+@account_option("creator")
+@pass_ctx
+def accept(ctx, dataset_id, account_spec) -> None:
+    """Take ownership of DATASET_ID after its owner offered it to you."""
+    read_dataset(ctx.contracts, dataset_id)
+    signer = ctx.signer(account_spec, "creator")
+    pending = ctx.contracts.registry.functions.dataset_pending_owner(dataset_id).call()
+    if pending != signer.address:
+        raise TributaError(f"dataset {dataset_id} is not offered to {signer.address}")
+    result = signer.transact(ctx.contracts.registry.functions.accept_dataset(dataset_id), action="accept_dataset")
+    click.echo(f"dataset {dataset_id} is now owned by {signer.address}, tx {result.tx_hash}")
 
 
 @click.group()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
 
 import click
@@ -70,3 +71,13 @@ def list_cmd(ctx) -> None:
         if m.dataset_ids:
             pairs = ", ".join(f"{d}:{w / 100:.0f}%" for d, w in zip(m.dataset_ids, m.dataset_weights_bps))
             click.echo(f"     trained on datasets {pairs}")
+        if m.fee_receiver_locked or m.imo_in_progress:
+            click.echo(f"     fees go to {m.fee_receiver} ({'locked by an IMO' if m.fee_receiver_locked else 'IMO in progress'})")
+        if m.scheduled_fee is not None:
+            click.echo(f"     fee cut to {eth(m.scheduled_fee)} scheduled for {_when(m.scheduled_fee_at)}")
+        if m.deactivation_at:
+            click.echo(f"     closes to new tasks at {_when(m.deactivation_at)}")
+
+
+def _when(timestamp: int) -> str:
+    return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

@@ -1,0 +1,88 @@
+"""`tributa dataset register` commits, waits a block and reveals (issue 10, finding 5);
+`tributa dataset transfer` / `accept` hand a dataset over in two steps. Real Anvil."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from tests.helpers import signer_for
+from tributa import datasets as ds
+from tributa.cli import cli
+from tributa.errors import TributaError
+from tributa.store import cid as cidlib
+
+
+def run_cli(settings, *args):
+    base = ["--rpc-url", settings.rpc_url, "--data-dir", str(settings.data_dir), "--deployments", str(settings.deployments_dir)]
+    return CliRunner().invoke(cli, [*base, *args], catch_exceptions=True)
+
+
+def test_dataset_register__commits_then_reveals_a_block_later_and_shows_each_step(fresh_settings, contracts, tmp_path, chain_snapshot):
+    data = tmp_path / "notes.txt"
+    data.write_text("a small dataset of notes\n")
+    creator = signer_for(contracts, "creator")
+    nonce = contracts.w3.eth.get_transaction_count(creator.address)
+
+    result = run_cli(fresh_settings, "dataset", "register", str(data), "--contributor", f"{creator.address}=10000", "--no-index")
+
+    assert result.exit_code == 0, result.output
+    assert "step 1 of 2" in result.output and "step 2 of 2" in result.output and "waiting for the next block" in result.output
+    assert "commit tx 0x" in result.output and "reveal tx 0x" in result.output
+    assert contracts.w3.eth.get_transaction_count(creator.address) == nonce + 2  # commit + reveal
+    count = contracts.registry.functions.dataset_count().call()
+    assert f"dataset {count} registered" in result.output
+    assert contracts.registry.functions.dataset_owner(count).call() == creator.address
+
+
+def test_register_dataset__someone_registers_the_content_between_commit_and_reveal__one_line_error(contracts, tmp_path, chain_snapshot):
+    # The residual risk: a squatter who knew the digest beforehand and committed first.
+    data = tmp_path / "leaked.txt"
+    data.write_text("content the squatter saw before it was registered\n")
+    creator, squatter = signer_for(contracts, "creator"), signer_for(contracts, "publisher")
+    store = _store(tmp_path)
+    content_digest = cidlib.cid_to_digest(str(store.put_file(data)))
+
+    def squat(message: str) -> None:
+        if "waiting for the next block" in message:
+            ds.commit_and_register(contracts, squatter, content_digest, b"\x00" * 32, [squatter.address], [10_000], "")
+
+    with pytest.raises(TributaError) as err:
+        ds.register_dataset(contracts, creator, store, data, [creator.address], [10_000], "CC0", on_step=squat)
+    message = str(err.value)
+    assert "\n" not in message and squatter.address in message and "resolve the dispute" in message
+
+
+def test_commit_and_register__invalid_contributors__rejected_before_any_transaction(contracts, chain_snapshot):
+    creator = signer_for(contracts, "creator")
+    nonce = contracts.w3.eth.get_transaction_count(creator.address)
+    with pytest.raises(TributaError, match="contributors rejected by the registry: registry: shares must sum to 10000"):
+        ds.commit_and_register(contracts, creator, b"\x01" * 32, b"\x00" * 32, [creator.address], [9_000], "")
+    assert contracts.w3.eth.get_transaction_count(creator.address) == nonce
+
+
+def test_dataset_commitment__python_matches_the_registry(contracts):
+    creator = signer_for(contracts, "creator")
+    args = (b"\x01" * 32, b"\x02" * 32, creator.address, b"\x03" * 32)
+    assert ds.dataset_commitment(*args) == contracts.registry.functions.dataset_commitment(*args).call()
+
+
+def test_dataset_transfer_and_accept__hand_the_dataset_over(fresh_settings, contracts, chain_snapshot):
+    creator, buyer = signer_for(contracts, "creator"), signer_for(contracts, "buyer")
+    *_, dataset_id = ds.commit_and_register(contracts, creator, b"\x0a" * 32, b"\x00" * 32, [creator.address], [10_000], "")
+
+    refused = run_cli(fresh_settings, "dataset", "accept", str(dataset_id), "--account", "dev:buyer")
+    assert refused.exit_code == 1 and "is not offered to" in refused.output
+
+    offered = run_cli(fresh_settings, "dataset", "transfer", str(dataset_id), buyer.address)
+    assert offered.exit_code == 0, offered.output
+    assert contracts.registry.functions.dataset_pending_owner(dataset_id).call() == buyer.address
+    taken = run_cli(fresh_settings, "dataset", "accept", str(dataset_id), "--account", "dev:buyer")
+    assert taken.exit_code == 0, taken.output
+    assert contracts.registry.functions.dataset_owner(dataset_id).call() == buyer.address
+
+
+def _store(tmp_path):
+    from tributa.store import open_store
+
+    return open_store(tmp_path / "store")
