@@ -697,7 +697,7 @@ def set_fee_receiver(model_id: uint256, fee_receiver: address):
     """
     self._check_publisher(model_id)
     assert fee_receiver != empty(address), "registry: zero fee receiver"
-    assert self._holds_revenue(model_id) == False, "registry: fee receiver locked by an IMO"
+    assert not self._holds_revenue(model_id), "registry: fee receiver locked by an IMO"
     self._set_receiver(model_id, fee_receiver)
 
 
@@ -852,11 +852,11 @@ def model_pricing(model_id: uint256) -> (bool, uint256, address):
     @return uint256 The fee per task.
     @return address The current fee receiver (empty if unknown).
     """
-    receiver: address = empty(address)
-    active: bool = False
-    fee: uint256 = 0
-    receiver, active, fee = self._unpack_pricing(self._effective_word(model_id))
-    return active, fee, receiver
+    word: uint256 = self._model_pricing[model_id]
+    if word & _PENDING_BIT != 0:
+        word = self._effective_word(model_id)
+    # @dev Unpacked inline: this view runs in every post_task and settle.
+    return word & _LIVE_BIT != 0, word >> 168, convert(convert(word & _MASK_160, uint160), address)
 
 
 @view
