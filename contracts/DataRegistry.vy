@@ -62,7 +62,11 @@
                    new model; holders are protected only for the model they
                    hold, whose fee and activity the timelock guards.
                  - Fee increases are immediate; requesters must bound the
-                   model fee they accept (TaskEscrow `post_task`).
+                   model fee they accept (TaskEscrow `post_task`). A
+                   prohibitive increase can price a model out of demand at
+                   once; it is public and reversible but not delayed.
+                 - The delay gives holders notice, not a veto: a cut or a
+                   closing announced during a sale takes effect after it.
 """
 
 from snekmate.auth import ownable
