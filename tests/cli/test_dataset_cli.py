@@ -86,3 +86,21 @@ def _store(tmp_path):
     from tributa.store import open_store
 
     return open_store(tmp_path / "store")
+
+
+def test_model_register__same_weights_twice__one_line_error_before_any_transaction(fresh_settings, contracts, tmp_path, chain_snapshot):
+    import json
+
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"architectures": ["GPT2LMHeadModel"], "tag": "dup-check"}))
+    first = run_cli(fresh_settings, "model", "register", str(folder), "--name", "original")
+    assert first.exit_code == 0, first.output
+    publisher = signer_for(contracts, "publisher")
+    nonce = contracts.w3.eth.get_transaction_count(publisher.address)
+
+    again = run_cli(fresh_settings, "model", "register", str(folder), "--name", "copy")
+
+    lines = [line for line in again.output.strip().splitlines() if line]
+    assert again.exit_code == 1 and len(lines) == 1 and "already registered as model" in lines[0], again.output
+    assert contracts.w3.eth.get_transaction_count(publisher.address) == nonce
