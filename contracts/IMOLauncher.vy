@@ -8,12 +8,13 @@
         launcher). After the sale:
           - below the soft cap the IMO fails: every token is burned and every
             buyer gets back exactly the wei it paid (`refund`);
-          - otherwise it succeeds: unsold tokens are burned, buyers pull their
-            tokens (`claim_tokens`), the publisher pulls the proceeds
-            (`withdraw_proceeds`) and its share of the supply, which vests
-            linearly from finalization (`claim_vested`), and the model's fee
-            receiver in the DataRegistry becomes the token, so every later task
-            on the model pays the token's holders.
+          - otherwise it succeeds: unsold tokens are burned, the token goes
+            live, buyers pull their tokens (`claim_tokens`), the publisher
+            pulls the proceeds (`withdraw_proceeds`) and its share of the
+            supply, which vests linearly from finalization (`claim_vested`),
+            and the model's fee receiver in the DataRegistry becomes the token
+            for good, so every later task on the model pays the token's
+            holders.
 
         Decisions:
           - Price: `price` is wei per whole token (10**18 base units); a buy of
@@ -27,23 +28,28 @@
           - Custody: bought tokens stay with the launcher until the IMO is
             finalized, so a failed sale refunds exactly and nobody trades a
             token whose sale may still fail. The launcher is the token's
-            custodian: tokens it holds (not yet claimed, vesting) are not
-            circulating and earn no revenue; revenue goes to tokens in hand.
+            custodian: tokens it holds (not yet claimed, vesting) accrue
+            revenue for their future owners, who get it along with them.
+          - A sale that would leave no token at all (no buyer and no
+            publisher share) fails even with a zero soft cap, so the fee
+            receiver is never locked to a token nobody holds.
           - Unsold tokens are burned at finalization (the whole supply when the
             IMO fails), so no token is ever stuck in the launcher.
-          - One live IMO per model: a model whose IMO is active or succeeded
-            cannot launch another (that would redirect the holders' fees); after
-            a failed IMO the publisher may launch again.
+          - One live IMO per model, across launchers: `launch` calls the
+            registry's `begin_imo`, which binds the model's IMO to this
+            launcher, and `finalize` calls `end_imo`, which only this launcher
+            may call even after the registry switched to another launcher. A
+            model whose IMO is active or succeeded cannot launch another (that
+            would redirect the holders' fees); after a failed IMO the publisher
+            may launch again.
 @custom:security - Pull payments only; every function that moves ETH or tokens
                    is `@nonreentrant` and updates state first.
                  - Every wei has a way out: ACTIVE funds become proceeds or
                    refunds at `finalize` (callable by anyone once the sale is
                    over), excess credits are always withdrawable.
-                 - `finalize` of a successful sale calls
-                   `registry.set_fee_receiver`; it reverts (and can be retried)
-                   while the registry owner has not authorised this launcher
-                   with `registry.set_imo_launcher`. `launch` checks that
-                   authorisation up front.
+                 - `launch` needs the registry owner's authorisation of this
+                   launcher (`registry.set_imo_launcher`); `finalize` does not,
+                   so switching launchers never freezes a sale's ETH.
 """
 
 
@@ -154,6 +160,7 @@ def launch(
     receiver: address = empty(address)
     active, fee, receiver = staticcall IDataRegistry(registry).model_pricing(model_id)
     assert active, "imo: model inactive"
+    # Checked here for a clear reason; `begin_imo` below enforces it.
     assert staticcall IDataRegistry(registry).imo_launcher() == self, "imo: launcher not authorised by registry"
     previous: uint256 = self.imo_of_model[model_id]
     if previous != 0:
@@ -179,6 +186,9 @@ def launch(
     assert hard_cap_tokens != 0, "imo: hard cap buys no tokens"
     assert hard_cap_tokens <= tokens_for_sale, "imo: hard cap exceeds tokens for sale"
 
+    # Binds the model's IMO to this launcher (refused while another IMO of the
+    # model is in progress anywhere, or once its receiver is locked).
+    extcall IDataRegistry(registry).begin_imo(model_id)
     token: address = create_from_blueprint(
         model_token_blueprint, name, symbol, supply, self, redeem_share_bps, model_id
     )
@@ -266,11 +276,13 @@ def buy(imo_id: uint256) -> uint256:
 def finalize(imo_id: uint256) -> bool:
     """
     @dev Closes a sale once `sale_end` has passed or the hard cap is reached.
-         Anyone may call it. Success (raised >= soft cap, or the hard cap
-         reached to within one base unit's price): burns the unsold
-         tokens, starts the publisher's vesting and makes the token the model's
-         fee receiver in the registry. Failure: burns every token; buyers then
-         `refund`.
+         Anyone may call it, whatever launcher the registry trusts by then.
+         Success (raised >= soft cap, or the hard cap reached to within one
+         base unit's price, and at least one token left for a buyer or the
+         publisher): burns the unsold tokens, makes the token live, starts the
+         publisher's vesting and locks the token in as the model's fee
+         receiver (`registry.end_imo`). Failure: burns every token and
+         releases the model for another launch; buyers then `refund`.
     @notice Reverts with "imo: unknown imo", "imo: already finalized" or
             "imo: sale still open".
     @param imo_id The IMO id.
@@ -286,7 +298,10 @@ def finalize(imo_id: uint256) -> bool:
     sold: uint256 = self._imos[imo_id].sold
     # A sale that cannot take another base unit reached its hard cap (to within
     # one unit's price), so it succeeds even if the soft cap equals the hard cap.
-    succeeded: bool = raised >= self._imos[imo_id].soft_cap or sold_out
+    # A sale must leave a holder: a zero-supply token would lock the model's
+    # fee receiver to a token that can never take revenue.
+    holders_left: bool = sold + self._imos[imo_id].publisher_tokens != 0
+    succeeded: bool = (raised >= self._imos[imo_id].soft_cap or sold_out) and holders_left
     burned: uint256 = 0
     if succeeded:
         self._imos[imo_id].state = STATE_SUCCEEDED
@@ -300,7 +315,10 @@ def finalize(imo_id: uint256) -> bool:
     if burned != 0:
         extcall IModelToken(token).burn(burned)
     if succeeded:
-        extcall IDataRegistry(registry).set_fee_receiver(self._imos[imo_id].model_id, token)
+        extcall IModelToken(token).go_live()
+        extcall IDataRegistry(registry).end_imo(self._imos[imo_id].model_id, token)
+    else:
+        extcall IDataRegistry(registry).end_imo(self._imos[imo_id].model_id, empty(address))
     return succeeded
 
 
@@ -329,8 +347,8 @@ def refund(imo_id: uint256) -> uint256:
 @nonreentrant
 def claim_tokens(imo_id: uint256) -> uint256:
     """
-    @dev Transfers the caller's bought tokens after a successful IMO. From then
-         on they earn the model's revenue.
+    @dev Transfers the caller's bought tokens after a successful IMO, with
+         the revenue they accrued in custody since the token went live.
     @notice Reverts with "imo: unknown imo", "imo: not succeeded" or
             "imo: nothing to claim".
     @param imo_id The IMO id.

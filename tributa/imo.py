@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 
 from web3 import Web3
 from web3.contract import Contract
@@ -77,6 +78,8 @@ def launch(
     """Launch a sale of the model's token; returns (imo id, token address, tx)."""
     if not 1 <= len(name) <= MAX_NAME or not 1 <= len(symbol) <= MAX_SYMBOL:
         raise TributaError(f"token name must be 1..{MAX_NAME} and symbol 1..{MAX_SYMBOL} characters")
+    check_launch(launcher(contracts), supply_tokens * TOKEN_UNIT, price_wei, soft_cap_wei, hard_cap_wei,
+                 duration_s, publisher_share_bps, vesting_s, redeem_share_bps)
     now = contracts.w3.eth.get_block("latest")["timestamp"]
     call = launcher(contracts).functions.launch(
         model_id, name, symbol, supply_tokens * TOKEN_UNIT, price_wei, soft_cap_wei, hard_cap_wei,
@@ -85,6 +88,63 @@ def launch(
     result = publisher.transact(call, action="launch")
     event = first_event(launcher(contracts), "Launched", result.receipt)
     return event["imo_id"], event["token"], result
+
+
+def _eth(wei: int) -> str:
+    text = f"{Decimal(wei) / 10**18:f}"
+    return (text.rstrip("0").rstrip(".") if "." in text else text) + " ETH"
+
+
+def _whole(base_units: int) -> str:
+    return f"{base_units / TOKEN_UNIT:,.18g}" if base_units % TOKEN_UNIT else f"{base_units // TOKEN_UNIT:,}"
+
+
+def check_launch(
+    launcher_: Contract,
+    supply: int,
+    price_wei: int,
+    soft_cap_wei: int,
+    hard_cap_wei: int,
+    duration_s: int,
+    publisher_share_bps: int,
+    vesting_s: int,
+    redeem_share_bps: int,
+) -> None:
+    """The launcher's own bounds, checked before anything is sent: each failure is one line
+    that names the limit (the contract enforces the same bounds with "imo: ..." reasons)."""
+    f = launcher_.functions
+    limits = {
+        "supply": f.MAX_SUPPLY().call(),
+        "hard_cap": f.MAX_HARD_CAP().call(),
+        "duration": f.MAX_SALE_DURATION().call(),
+        "vesting": f.MAX_VESTING_DURATION().call(),
+        "publisher": f.MAX_PUBLISHER_SHARE_BPS().call(),
+        "redeem": f.MAX_REDEEM_SHARE_BPS().call(),
+    }
+    if not 0 < supply <= limits["supply"]:
+        raise TributaError(f"supply must be 1..{_whole(limits['supply'])} tokens")
+    if price_wei <= 0:
+        raise TributaError("price must be above 0 ETH per token")
+    if not 0 < hard_cap_wei <= limits["hard_cap"]:
+        raise TributaError(f"hard cap must be above 0 and at most {limits['hard_cap']} wei")
+    if soft_cap_wei > hard_cap_wei:
+        raise TributaError(f"soft cap is above the hard cap (max {_eth(hard_cap_wei)})")
+    if not 0 < duration_s <= limits["duration"]:
+        raise TributaError(f"sale duration must be 1..{limits['duration']:,} s")
+    if publisher_share_bps > limits["publisher"]:
+        raise TributaError(f"publisher share is too high (max {limits['publisher']:,} bps)")
+    if vesting_s > limits["vesting"]:
+        raise TributaError(f"vesting is too long (max {limits['vesting']:,} s)")
+    if redeem_share_bps > limits["redeem"]:
+        raise TributaError(f"redeem share is too high (max {limits['redeem']:,} bps)")
+    for_sale = supply - supply * publisher_share_bps // 10_000
+    hard_cap_tokens = hard_cap_wei * TOKEN_UNIT // price_wei
+    if hard_cap_tokens == 0:
+        raise TributaError(f"hard cap buys no tokens at this price (min {_eth(price_wei)})")
+    if hard_cap_tokens > for_sale:
+        raise TributaError(
+            f"hard cap exceeds tokens for sale (max {_whole(for_sale)}; the hard cap buys {_whole(hard_cap_tokens)})"
+        )
 
 
 def buy(contracts: Contracts, buyer: Signer, imo_id: int, value_wei: int) -> tuple[int, TxResult]:
@@ -108,11 +168,13 @@ def flush_fees(contracts: Contracts, caller: Signer, token: str) -> int:
 
 
 def holders(contracts: Contracts, token: str) -> list[Holder]:
-    """Every address that ever received the token, with its balance and claimable revenue."""
+    """Every address that ever received the token (the custodian aside), with its balance and
+    claimable revenue."""
     t = token_contract(contracts, token)
+    custodian = t.functions.custodian().call()
     seen = {e["args"]["receiver"] for e in t.events.Transfer.get_logs(from_block=contracts.deployment.block_number)}
     result = []
-    for address in sorted(a for a in seen if int(a, 16) != 0):
+    for address in sorted(a for a in seen if int(a, 16) != 0 and a != custodian):
         result.append(Holder(address, t.functions.balanceOf(address).call(), t.functions.claimable_revenue(address).call()))
     return result
 

@@ -1,10 +1,15 @@
 """IMOLauncher state machine (with the real DataRegistry): buy / time passes / finalize /
 refund / claim_tokens / withdraw_proceeds / claim_vested / withdraw_excess in any order.
 
+Revenue arrives at the token at any time (it is refused before a successful finalize and
+never refused after), and the registry owner may switch to another launcher mid-sale
+(finding 8a: the sale must still finalize, refund and pay out).
+
 Invariants: the launcher holds exactly the wei it owes (sale funds, unrefunded payments,
 unwithdrawn proceeds, excess credits) and exactly the tokens it owes (unclaimed purchases,
 unvested or unclaimed publisher tokens). At the end of every run everyone pulls what is
-theirs and the launcher is left with no wei and no token.
+theirs: the launcher is left with no wei and no token, and the token with less than a wei
+per holder beyond its redeem pool.
 """
 
 from __future__ import annotations
@@ -30,24 +35,30 @@ wei = st.one_of(st.integers(min_value=1, max_value=10**6), st.integers(min_value
 
 
 class LauncherMachine(RuleBasedStateMachine):
-    @initialize(soft_cap=st.sampled_from([0, 5 * ETHER, 100 * ETHER]), hard_cap=st.sampled_from([100 * ETHER, 200 * ETHER]))
-    def deploy(self, soft_cap, hard_cap):
-        owner = ih.funded("owner")
+    @initialize(
+        soft_cap=st.sampled_from([0, 5 * ETHER, 100 * ETHER]),
+        hard_cap=st.sampled_from([100 * ETHER, 200 * ETHER]),
+        publisher_bps=st.sampled_from([0, PUBLISHER_BPS]),
+    )
+    def deploy(self, soft_cap, hard_cap, publisher_bps):
+        self.owner = owner = ih.funded("owner")
+        self.payer = ih.funded("payer", 10**9 * ETHER)
         self.publisher = ih.funded("publisher")
         self.buyers = [ih.funded(f"buyer{i}", 10**6 * ETHER) for i in range(N_BUYERS)]
-        registry = ih.partial("DataRegistry").deploy(sender=owner)
+        self.registry = registry = ih.partial("DataRegistry").deploy(sender=owner)
         model_id = registry.register_model("m", keccak(text="w"), [], [], [], 10**15, self.publisher, sender=self.publisher)
         blueprint = ih.partial("ModelToken").deploy_as_blueprint()
         self.launcher = ih.partial("IMOLauncher").deploy(registry.address, blueprint.address)
         registry.set_imo_launcher(self.launcher.address, sender=owner)
         self.imo_id = self.launcher.launch(
-            model_id, "M", "M", SUPPLY, PRICE, soft_cap, hard_cap, boa.env.timestamp + SALE, PUBLISHER_BPS, VESTING, 500,
+            model_id, "M", "M", SUPPLY, PRICE, soft_cap, hard_cap, boa.env.timestamp + SALE, publisher_bps, VESTING, 500,
             sender=self.publisher,
         )
         self.token = ih.partial("ModelToken").at(self.launcher.imo(self.imo_id).token)
         self.soft_cap, self.hard_cap = soft_cap, hard_cap
         self.sale_end = boa.env.timestamp + SALE
-        self.publisher_tokens = SUPPLY * PUBLISHER_BPS // 10_000
+        self.publisher_tokens = SUPPLY * publisher_bps // 10_000
+        self.revenue = 0
         self.state = ACTIVE
         self.raised = self.sold = self.refunded = self.vested_claimed = 0
         self.withdrawn = False
@@ -97,9 +108,23 @@ class LauncherMachine(RuleBasedStateMachine):
             with boa.reverts("imo: sale still open"):
                 self.launcher.finalize(self.imo_id)
         else:
-            succeeded = self.raised >= self.soft_cap or self.sold_out()
+            # a sale that would leave no token at all fails (finding 8b)
+            succeeded = (self.raised >= self.soft_cap or self.sold_out()) and self.sold + self.publisher_tokens > 0
             assert self.launcher.finalize(self.imo_id) is succeeded
             self.state = SUCCEEDED if succeeded else FAILED
+
+    @rule(amount=st.integers(min_value=1, max_value=10 * ETHER))
+    def revenue_in(self, amount):
+        if self.state == SUCCEEDED:
+            ih.send_revenue(self.token, self.payer, amount)  # never refused once live
+            self.revenue += amount
+        else:
+            ih.send_revenue_reverts(self.token, self.payer, amount, "token: not live")
+
+    @rule()
+    def registry_switches_launcher(self):
+        """The registry owner moves to another launcher; this sale must not be frozen."""
+        self.registry.set_imo_launcher(boa.env.generate_address("another launcher"), sender=self.owner)
 
     @rule(who=buyer)
     def refund(self, who):
@@ -197,6 +222,13 @@ class LauncherMachine(RuleBasedStateMachine):
         assert boa.env.get_balance(self.launcher.address) == 0
         assert self.token.balanceOf(self.launcher.address) == 0
         assert self.token.totalSupply() == (self.sold + self.publisher_tokens if self.state == SUCCEEDED else 0)
+        # Every holder pulls its revenue: what stays in the token is the pool plus rounding.
+        for account in [*self.buyers, self.publisher]:
+            if self.token.claimable_revenue(account):
+                self.token.claim(sender=account)
+        left = boa.env.get_balance(self.token.address) - self.token.redeem_pool()
+        assert 0 <= left <= N_BUYERS + 2
+        assert self.token.total_revenue_in() == self.revenue
 
 
 TestLauncherState = LauncherMachine.TestCase

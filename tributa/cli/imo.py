@@ -82,8 +82,13 @@ def status(ctx, imo_id) -> None:
     pending = ctx.contracts.escrow.functions.balance_of(view.token).call()
     click.echo(f"  revenue to date {eth(token.functions.total_revenue_in().call())}"
                + (f" (+{eth(pending)} waiting in the escrow)" if pending else ""))
+    custody = token.functions.balanceOf(token.functions.custodian().call()).call()
     for h in imo_lib.holders(ctx.contracts, view.token):
         click.echo(f"  holder {h.address}: {h.balance / imo_lib.TOKEN_UNIT:g} tokens, claimable {eth(h.claimable)}")
+    if custody:
+        accrued = token.functions.accrued_in_custody(custody).call()
+        click.echo(f"  in custody for buyers and vesting: {custody / imo_lib.TOKEN_UNIT:g} tokens, "
+                   f"{eth(accrued)} accrued for their owners")
 
 
 @imo.command("claim")
