@@ -139,6 +139,36 @@ def sign_result(acct, escrow, task_id: int, result_digest: bytes) -> bytes:
     return bytes(Account.sign_message(signable, acct.key).signature)
 
 
+def typed_lease(escrow_address: str, task_id: int, expires_at: int) -> dict:
+    """The EIP-712 lease acceptance agents sign, as eth_account's `full_message`."""
+    msg = typed_result(escrow_address, task_id, b"\x00" * 32)
+    msg["types"] = {"EIP712Domain": msg["types"]["EIP712Domain"], "Lease": [
+        {"name": "task_id", "type": "uint256"},
+        {"name": "expires_at", "type": "uint256"},
+    ]}
+    msg["primaryType"] = "Lease"
+    msg["message"] = {"task_id": task_id, "expires_at": expires_at}
+    return msg
+
+
+def sign_lease(acct, escrow, task_id: int, expires_at: int) -> bytes:
+    """65-byte EIP-712 signature by `acct` over Lease(task_id, expires_at)."""
+    signable = encode_typed_data(full_message=typed_lease(escrow.address, task_id, expires_at))
+    return bytes(Account.sign_message(signable, acct.key).signature)
+
+
+def lease_proof(acct, escrow, task_id: int, expires_at: int | None = None) -> tuple:
+    """A SlashProof tuple for a silent agent: its lease, expired one second ago by default."""
+    expires_at = expires_at if expires_at is not None else boa.env.timestamp - 1
+    return (acct.address, b"\x00" * 32, expires_at, sign_lease(acct, escrow, task_id, expires_at))
+
+
+def conflict_proof(acct, escrow, task_id: int, result: bytes | None = None) -> tuple:
+    """A SlashProof tuple for a minority agent: its signature over another result."""
+    result = result if result is not None else digest(f"minority-{task_id}")
+    return (acct.address, result, 0, sign_result(acct, escrow, task_id, result))
+
+
 def settlement(
     task_id: int,
     agents=(),
@@ -152,14 +182,15 @@ def settlement(
     escrow=None,
 ) -> tuple:
     """A Settlement struct as a tuple. `agents` may be LocalAccounts: they are then
-    signed for automatically (needs `escrow`)."""
+    signed for automatically (needs `escrow`). `slashed` holds SlashProof tuples,
+    or LocalAccounts, which get a conflict proof (a signature over another result)."""
     result = result if result is not None else digest(f"result-{task_id}")
     attribution = attribution if attribution is not None else digest(f"attribution-{task_id}")
     addrs = [a.address if hasattr(a, "key") else a for a in agents]
     if signatures is None:
         signatures = [sign_result(a, escrow, task_id, result) for a in agents]
-    slashed_addrs = [a.address if hasattr(a, "key") else a for a in slashed]
-    return (task_id, result, attribution, addrs, list(signatures), agent_fee, slashed_addrs, list(dataset_ids), list(weights))
+    proofs = [conflict_proof(a, escrow, task_id) if hasattr(a, "key") else tuple(a) for a in slashed]
+    return (task_id, result, attribution, addrs, list(signatures), agent_fee, proofs, list(dataset_ids), list(weights))
 
 
 def register_agent(escrow, acct, stake: int = MIN_STAKE, models=(1,), device_class=1, capacity=4, pubkey=b"\x04" + b"\x11" * 64):
@@ -199,10 +230,13 @@ def register_model(registry, publisher: str, fee: int = 10**15, receiver: str | 
         return registry.register_model(name, digest(f"weights-{name}"), [digest("adapter-a")], list(dataset_ids), list(weights), fee, receiver or publisher)
 
 
-def post_task(escrow, requester: str, model_id: int = 1, fee: int = 10**16, k: int = 1, deadline: int | None = None, input_digest: bytes | None = None) -> int:
+MAX_UINT256 = 2**256 - 1
+
+
+def post_task(escrow, requester: str, model_id: int = 1, fee: int = 10**16, k: int = 1, deadline: int | None = None, input_digest: bytes | None = None, max_model_fee: int = MAX_UINT256) -> int:
     deadline = deadline if deadline is not None else boa.env.timestamp + DAY
     with boa.env.prank(requester):
-        return escrow.post_task(model_id, input_digest or digest("input"), deadline, k, value=fee)
+        return escrow.post_task(model_id, input_digest or digest("input"), deadline, k, max_model_fee, value=fee)
 
 
 def proof_for(contributors, shares, account):

@@ -45,7 +45,7 @@ def test_gas__settle__is_flat_in_contributors_and_batch_is_cheaper(w):
     thousand = h.register_dataset(w.registry, w.data_owner, 1000, label="thousand")[0]
     agent = w.agents[0]
     tids = [h.post_task(w.escrow, w.requester, k=1) for _ in range(55)]
-    FIGURES["post_task"] = tx_gas(w.escrow, "post_task", 1, h.digest("in"), boa.env.timestamp + h.DAY, 1, sender=w.requester, value=10**16)
+    FIGURES["post_task"] = tx_gas(w.escrow, "post_task", 1, h.digest("in"), boa.env.timestamp + h.DAY, 1, w.model_fee, sender=w.requester, value=10**16)
 
     def s(tid, dataset):
         return h.settlement(tid, agents=[agent], agent_fee=10**15, dataset_ids=[dataset], weights=[10_000], escrow=w.escrow)

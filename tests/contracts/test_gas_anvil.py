@@ -85,7 +85,7 @@ class Env:
 
     def post(self) -> tuple[int, int]:
         now = self.w3.eth.get_block("latest").timestamp
-        gas = self.tx(self.escrow.functions.post_task(1, keccak(text="in"), now + h.DAY, 1), self.requester, value=10**16)
+        gas = self.tx(self.escrow.functions.post_task(1, keccak(text="in"), now + h.DAY, 1, 10**15), self.requester, value=10**16)
         return self.escrow.functions.task_count().call(), gas
 
     def settlement(self, tid, dataset):

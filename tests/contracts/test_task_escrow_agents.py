@@ -106,17 +106,20 @@ def test_add_stake__not_registered_or_zero__reverts(w):
 def test_request_unbond__moves_stake_to_unbonding_with_release_time(w):
     a = w.agents[0].address
     with boa.env.prank(a):
-        w.escrow.request_unbond(400)
+        w.escrow.add_stake(value=400)
+        w.escrow.request_unbond(400)  # leaves exactly min_stake bonded
     (log,) = h.events(w.escrow, "UnbondRequested")
     release = boa.env.timestamp + h.UNBONDING_DELAY
     assert (log.agent, log.amount, log.release_at) == (a, 400, release)
-    assert w.escrow.agent(a)[:3] == (h.MIN_STAKE - 400, 400, release)
-    assert w.escrow.total_staked() == 3 * h.MIN_STAKE  # unbonding stake is still held
+    assert w.escrow.agent(a)[:3] == (h.MIN_STAKE, 400, release)
+    assert w.escrow.total_staked() == 3 * h.MIN_STAKE + 400  # unbonding stake is still held
+    assert w.escrow.serves_model(a, 1)
 
 
 def test_request_unbond__second_request__adds_and_restarts_timer(w):
     a = w.agents[0].address
     with boa.env.prank(a):
+        w.escrow.add_stake(value=150)
         w.escrow.request_unbond(100)
         boa.env.time_travel(seconds=h.DAY)
         w.escrow.request_unbond(50)
@@ -127,6 +130,38 @@ def test_request_unbond__second_request__adds_and_restarts_timer(w):
 def test_request_unbond__bad_amount__reverts(w, amount, reason):
     with boa.env.prank(w.agents[0].address), boa.reverts(reason):
         w.escrow.request_unbond(amount)
+
+
+def test_request_unbond__leave_dust_stake_registered__fails(w):
+    # the review's PoC: unbond all but a dust stake, withdraw it, stay
+    # registered and keep being paid while a slash takes ~0
+    a = w.agents[0].address
+    with boa.env.prank(a), boa.reverts("escrow: stake left below minimum"):
+        w.escrow.request_unbond(h.MIN_STAKE - 1)
+    assert w.escrow.agent(a)[:2] == (h.MIN_STAKE, 0)
+
+
+def test_request_unbond__everything__agent_no_longer_serves_or_gets_paid(w):
+    a = w.agents[0]
+    with boa.env.prank(a.address):
+        w.escrow.request_unbond(h.MIN_STAKE)
+    assert w.escrow.agent(a.address)[:2] == (0, h.MIN_STAKE)
+    assert not w.escrow.serves_model(a.address, 1)  # the oracle leases only where this is true
+    tid = h.post_task(w.escrow, w.requester)
+    with boa.env.prank(w.oracle), boa.reverts("escrow: agent stake below minimum"):
+        w.escrow.settle(h.settlement(tid, agents=[a], agent_fee=1, escrow=w.escrow))
+    with boa.env.prank(a.address):
+        w.escrow.add_stake(value=h.MIN_STAKE)  # re-bonding restores it
+    assert w.escrow.serves_model(a.address, 1)
+
+
+def test_serves_model__stake_below_min_after_min_raised__is_false(w):
+    a = w.agents[0].address
+    with boa.env.prank(w.owner):
+        w.escrow.set_params(h.PROTOCOL_FEE_BPS, h.DATA_SHARE_BPS, h.SLASH_BPS, h.MIN_STAKE + 1, h.UNBONDING_DELAY)
+    assert not w.escrow.serves_model(a, 1)
+    with boa.env.prank(a):
+        w.escrow.request_unbond(h.MIN_STAKE)  # unbonding everything is always allowed
 
 
 def test_request_unbond__not_registered__reverts(w):
