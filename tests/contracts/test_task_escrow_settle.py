@@ -119,16 +119,9 @@ def test_settle__agent_fee_uses_whole_remainder__refund_is_zero(w):
 
 
 def test_settle__slashed_agent__loses_stake_half_to_requester_half_to_treasury(w):
-    global FEE, PROTOCOL  # a fee above half the slash: the requester's cap does not bind
-    FEE, PROTOCOL = 10**17, 10**17 * h.PROTOCOL_FEE_BPS // h.BPS
-    try:
-        _slashed_agent(w)
-    finally:
-        FEE, PROTOCOL = 10**16, 10**16 * h.PROTOCOL_FEE_BPS // h.BPS
-
-
-def _slashed_agent(w):
-    tid = h.post_task(w.escrow, w.requester, k=2, fee=FEE)
+    fee = 10**17  # above half the slash, so the requester's cap (the fee) does not bind
+    protocol = fee * h.PROTOCOL_FEE_BPS // h.BPS
+    tid = h.post_task(w.escrow, w.requester, k=2, fee=fee)
     bad = w.agents[2]
     staked_before = w.escrow.total_staked()
     logs = settle(w, h.settlement(tid, agents=[w.agents[0]], agent_fee=10**15, slashed=[bad], escrow=w.escrow))
@@ -137,9 +130,9 @@ def _slashed_agent(w):
     assert (slashed.agent, slashed.task_id, slashed.amount) == (bad.address, tid, amount)
     assert w.escrow.agent(bad.address)[0] == h.MIN_STAKE - amount
     assert w.escrow.total_staked() == staked_before - amount
-    refund = FEE - PROTOCOL - w.model_fee - 10**15
+    refund = fee - protocol - w.model_fee - 10**15
     assert w.escrow.balance_of(w.requester) == refund + amount // 2
-    assert w.escrow.balance_of(w.treasury) == PROTOCOL + amount - amount // 2
+    assert w.escrow.balance_of(w.treasury) == protocol + amount - amount // 2
     assert boa.env.get_balance(w.escrow.address) == held(w)
 
 
