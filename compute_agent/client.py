@@ -69,6 +69,10 @@ class JobClient:
         response = self._post("/v1/jobs/poll", {"wait_s": wait_s})
         return None if response.status_code == 204 else response.json()
 
+    def accept(self, job_id: int, lease_signature: bytes) -> dict:
+        """Accept a leased job with the agent's signature over Lease(task_id, lease_expires_at)."""
+        return self._post(f"/v1/jobs/{job_id}/accept", {"lease_signature": "0x" + lease_signature.hex()}).json()
+
     def submit(self, job_id: int, output: bytes, result_digest: bytes, signature: bytes) -> dict:
         payload = {
             "output_b64": base64.b64encode(output).decode(),

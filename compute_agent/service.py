@@ -13,7 +13,7 @@ from tributa import private
 from tributa.runtime.executor import JobInputError, JobRunner, SealedInput
 from tributa.catalog import LocalModel, ModelCatalog
 from tributa.chain.contracts import Contracts
-from tributa.chain.eip712 import sign_result
+from tributa.chain.eip712 import sign_lease, sign_result
 from tributa.chain.tx import Signer
 from tributa.metrics import AgentMetrics
 from tributa.registry import ModelInfo, list_models, read_model
@@ -127,6 +127,15 @@ class Agent:
         if parts is None:
             self.client.report_error(job_id, "runtime", f"agent lacks the weights of model {model.model_id}")
             return JobOutcome(job_id, task_id, False, error="model not held")
+        # Accept the lease before any work: signed here, in the agent process (never in a job process).
+        lease_signature = sign_lease(
+            self.signer.account, self.contracts.chain_id, self.contracts.escrow.address, task_id, int(offer["lease_expires_at"])
+        )
+        try:
+            self.client.accept(job_id, lease_signature)
+        except OracleRefused as exc:
+            log.warning("job %s (task %s): lease not accepted: %s", job_id, task_id, exc)
+            return JobOutcome(job_id, task_id, False, error=str(exc), seconds=time.perf_counter() - started)
         try:
             input_bytes, sealed = self._job_input(offer)
             fetched = time.perf_counter()

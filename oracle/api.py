@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from oracle.auth import RequestAuthenticator
 from oracle.db import Database, Task
-from oracle.jobs import JobBook, JobError, Submission
+from oracle.jobs import JobBook, JobError, Submission, parse_lease_signature
 from tributa.errors import TributaError
 from tributa.metrics import OracleMetrics
 
@@ -81,6 +81,9 @@ def create_app(
             raise JobError(422, "wait_s must be a number") from None
         models = await run_in_threadpool(directory.models, agent)
         capacity = await run_in_threadpool(directory.capacity, agent)
+        short = await run_in_threadpool(getattr(directory, "stake_shortfall", lambda _: None), agent)
+        if short is not None:
+            raise JobError(403, short)
         if not models:
             raise JobError(409, f"agent {agent} serves no registered model; update its registration")
         give_up = time.monotonic() + wait_s
@@ -92,6 +95,16 @@ def create_app(
             if time.monotonic() >= give_up:
                 return Response(status_code=204)
             await asyncio.sleep(0.05)
+
+    @app.post("/v1/jobs/{job_id}/accept")
+    async def accept(job_id: int, request: Request):
+        """The agent's signed lease acceptance, {"lease_signature": "0x…"}: EIP-712
+        Lease(task_id, lease_expires_at) in the escrow's domain. Required before the lease runs
+        its full length; it is also the only evidence on which the agent can be slashed for silence."""
+        agent, body = await authenticated(request)
+        signature = parse_lease_signature(body)
+        expires_at = await run_in_threadpool(book.accept, agent, job_id, signature)
+        return {"accepted": True, "lease_expires_at": expires_at}
 
     @app.post("/v1/jobs/{job_id}/result")
     async def submit(job_id: int, request: Request):

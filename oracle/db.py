@@ -149,6 +149,11 @@ class Job(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     submitted_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     requester_cid: Mapped[str | None] = mapped_column(String(100), nullable=True)  # private: sealed output
+    # The lease as the agent signed it: Lease(task_id, lease_chain_expires_at), chain time in seconds.
+    # Only a job with a verified lease signature can be slashed for silence (TaskEscrow checks it).
+    lease_chain_expires_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    lease_signature: Mapped[str | None] = mapped_column(String(140), nullable=True)
+    accepted_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class ApiNonce(Base):
@@ -167,6 +172,10 @@ class AgentSeen(Base):
     agent: Mapped[str] = mapped_column(String(42), primary_key=True)
     last_poll_at: Mapped[float] = mapped_column(Float)
     registered: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Bonded stake as last read from the chain (on a stake event), and whether it is >= min_stake:
+    # the job book leases nothing to an agent with stake_ok False (None: not read yet).
+    bonded_stake: Mapped[int | None] = mapped_column(Wei, nullable=True)
+    stake_ok: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
 
 
 class TxState:

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from oracle.db import AgentSeen, Database, Job, JobState, Task, TaskState, now
 from tributa import private
-from tributa.chain.eip712 import recover_result_signer
+from tributa.chain.eip712 import recover_lease_signer, recover_result_signer
 from tributa.errors import TributaError
 from tributa.store import cid as cidlib
 
@@ -28,6 +28,8 @@ LOW_REPUTATION = 0.5
 LOW_REPUTATION_DELAY_S = 2.0
 REPUTATION_WINDOW = 50
 REPUTATION_MIN_SAMPLES = 3
+# A lease the agent has not accepted (signed) within this many seconds returns to the pool.
+ACCEPT_WINDOW_S = 15.0
 
 
 def reputation(session, agent: str) -> float:
@@ -62,7 +64,9 @@ class JobOffer:
     input_cid: str
     input_digest: str
     deadline: int
-    lease_expires_at: float
+    # Chain time (unix seconds) the lease runs to: the agent signs Lease(task_id, lease_expires_at)
+    # and POSTs it to /v1/jobs/{job_id}/accept before it runs the job.
+    lease_expires_at: int
     # Private tasks: the input, sealed to this agent's registered key (the store holds another seal).
     input_envelope_b64: str | None = None
     # Public inputs up to INLINE_INPUT_BYTES ride along, saving the agent a fetch (it re-hashes them).
@@ -93,6 +97,17 @@ class Submission:
         return cls(output, digest, signature)
 
 
+def parse_lease_signature(body: dict) -> bytes:
+    try:
+        signature = bytes.fromhex(str(body["lease_signature"]).removeprefix("0x"))
+    except (KeyError, TypeError, ValueError):
+        raise JobError(422, "accept body needs lease_signature: hex of the agent's 65-byte EIP-712 signature "
+                            "over Lease(task_id, lease_expires_at)") from None
+    if len(signature) != 65:
+        raise JobError(422, f"lease_signature must be 65 bytes, not {len(signature)}")
+    return signature
+
+
 class JobBook:
     def __init__(
         self,
@@ -103,28 +118,41 @@ class JobBook:
         lease_s: float = 120.0,
         oracle_key: bytes | None = None,
         agent_pubkey: Callable[[str], bytes] | None = None,
+        accept_window_s: float = ACCEPT_WINDOW_S,
     ) -> None:
         self.db = db
         self.store = store
         self.chain_id = chain_id
         self.escrow_address = escrow_address
         self.lease_s = lease_s
+        self._accept_window_s = accept_window_s
         # Without the oracle's key, private inputs cannot be opened (they fail their task).
         self.oracle_key = oracle_key
         self.agent_pubkey = agent_pubkey
         self.where = private.Deployment(chain_id, escrow_address)
+
+    @property
+    def accept_window_s(self) -> float:
+        """How long a lease lasts before the agent accepts it (never longer than the lease)."""
+        return min(self._accept_window_s, self.lease_s)
 
     def lease(self, agent: str, models: set[int], chain_time: int, capacity: int = 1) -> JobOffer | None:
         """Lease the oldest task this agent can take, or None.
 
         A task with redundancy k goes to k distinct agents; an agent holds at most `capacity`
         leases at once; an agent that often disagrees with the majority gets only tasks that
-        nobody better took within LOW_REPUTATION_DELAY_S.
+        nobody better took within LOW_REPUTATION_DELAY_S; an agent whose bonded stake was last
+        read below min_stake (AgentSeen.stake_ok, kept by oracle/stakes.py) gets nothing.
+
+        The lease runs to chain time `chain_time + lease_s` (the offer's lease_expires_at); until
+        the agent accepts it (signs it, `accept`) it lasts only accept_window_s.
         """
         if not models:
             return None
         with self.db.session() as s:
-            self._touch(s, agent)
+            seen = self._touch(s, agent)
+            if seen.stake_ok is False:
+                return None
             held = s.execute(
                 select(func.count()).select_from(Job).where(Job.agent == agent, Job.state == JobState.LEASED)
             ).scalar_one()
@@ -162,19 +190,21 @@ class JobBook:
                     task.reason = f"private input cannot be opened: {exc}"[:128]
                     log.warning("task %s failed: %s", task.task_id, task.reason)
                     continue
+                leased_at = now()
                 job = Job(
                     task_id=task.task_id,
                     agent=agent,
                     state=JobState.LEASED,
-                    leased_at=now(),
-                    lease_expires_at=now() + self.lease_s,
+                    leased_at=leased_at,
+                    lease_expires_at=leased_at + self.accept_window_s,
+                    lease_chain_expires_at=int(chain_time) + int(self.lease_s),
                 )
                 s.add(job)
                 task.state = TaskState.RUNNING
                 s.flush()
                 return JobOffer(
-                    job.id, task.task_id, task.model_id, input_cid, task.input_digest, task.deadline, job.lease_expires_at,
-                    envelope, inline,
+                    job.id, task.task_id, task.model_id, input_cid, task.input_digest, task.deadline,
+                    job.lease_chain_expires_at, envelope, inline,
                 )
         return None
 
@@ -195,12 +225,14 @@ class JobBook:
         return base64.b64encode(sealed).decode()
 
     @staticmethod
-    def _touch(session, agent: str) -> None:
+    def _touch(session, agent: str) -> AgentSeen:
         seen = session.get(AgentSeen, agent)
         if seen is None:
-            session.add(AgentSeen(agent=agent, last_poll_at=now()))
+            seen = AgentSeen(agent=agent, last_poll_at=now())
+            session.add(seen)
         else:
             seen.last_poll_at = now()
+        return seen
 
     @staticmethod
     def _active_jobs(session, task_id: int) -> int:
@@ -226,6 +258,36 @@ class JobBook:
             raise JobError(409, f"job {job_id} is {job.state}, not leased")
         task = session.get(Task, job.task_id)
         return job, task
+
+    def accept(self, agent: str, job_id: int, signature: bytes) -> int:
+        """Record the agent's signed acceptance of its lease; returns the lease's chain expiry.
+
+        The signature must recover to the agent over Lease(task_id, lease_expires_at) in the
+        escrow's EIP-712 domain: it is what lets TaskEscrow slash the agent if it stays silent.
+        The job then holds its lease for the full lease_s.
+        """
+        with self.db.session() as s:
+            job, task = self._held_job(s, agent, job_id)
+            expires_at = job.lease_chain_expires_at
+            if expires_at is None:
+                raise JobError(409, f"job {job_id} predates signed leases; it cannot be accepted")
+            try:
+                signer = recover_lease_signer(self.chain_id, self.escrow_address, task.task_id, expires_at, signature)
+            except Exception:  # eth_account raises several types for undecodable signatures
+                raise JobError(422, "lease_signature does not decode as an ECDSA signature") from None
+            if signer.lower() != agent.lower():
+                raise JobError(
+                    401,
+                    f"the lease signature recovers to {signer}, not to agent {agent}: sign "
+                    f"Lease(task_id={task.task_id}, expires_at={expires_at}) with the agent's own key",
+                )
+            encoded = "0x" + signature.hex()
+            if job.lease_signature not in (None, encoded):
+                raise JobError(409, f"job {job_id}'s lease is already accepted")
+            job.lease_signature = encoded
+            job.accepted_at = job.accepted_at or now()
+            job.lease_expires_at = job.leased_at + self.lease_s
+            return expires_at
 
     def submit(self, agent: str, job_id: int, sub: Submission) -> str:
         """Verify and record an agent's result; returns the result CID.

@@ -17,6 +17,7 @@ from oracle.db import Database, database_url
 from oracle.ingest import Ingestor
 from oracle.jobs import JobBook
 from oracle.settler import Attributor, FeePolicy, Settler
+from oracle.stakes import StakeWatcher
 from oracle.txmanager import TxManager
 from tributa.metrics import RelayedMetrics
 from oracle.verify import Reexecute
@@ -50,31 +51,46 @@ class ChainClock:
 
 
 class AgentDirectory:
-    """On-chain agent registrations, cached briefly so polls cost no RPC."""
+    """On-chain agent registrations and bonded stake, cached briefly so polls cost no RPC.
+
+    An agent whose bonded stake is below min_stake serves no model (as `serves_model` says
+    on-chain), so it is leased nothing; the job book also sees stake events at once through
+    oracle/stakes.py, without waiting for this cache.
+    """
 
     def __init__(self, contracts: Contracts, ttl_s: float = 10.0) -> None:
         self.escrow = contracts.escrow
         self.ttl_s = ttl_s
-        self._cache: dict[str, tuple[float, tuple[bool, set[int], int]]] = {}
+        self._cache: dict[str, tuple[float, tuple[bool, set[int], int, int, int]]] = {}
         self._lock = threading.Lock()
 
-    def _lookup(self, agent: str) -> tuple[bool, set[int], int]:
+    def _lookup(self, agent: str) -> tuple[bool, set[int], int, int, int]:
         with self._lock:
             hit = self._cache.get(agent)
             if hit and hit[0] > time.monotonic():
                 return hit[1]
-        *_, capacity, registered = self.escrow.functions.agent(agent).call()
+        stake, *_, capacity, registered = self.escrow.functions.agent(agent).call()
+        min_stake = self.escrow.functions.min_stake().call()
         models = set(self.escrow.functions.agent_models(agent).call()) if registered else set()
-        entry = (bool(registered), models, max(1, capacity))
+        entry = (bool(registered), models, max(1, capacity), int(stake), int(min_stake))
         with self._lock:
             self._cache[agent] = (time.monotonic() + self.ttl_s, entry)
         return entry
+
+    def stake_shortfall(self, agent: str) -> str | None:
+        """Why a registered agent may not lease (bonded stake below min_stake), or None."""
+        registered, _, _, stake, min_stake = self._lookup(agent)
+        if registered and stake < min_stake:
+            return (f"agent {agent} has {stake} wei bonded, below min_stake {min_stake} wei: "
+                    f"it is leased nothing until it adds stake")
+        return None
 
     def is_registered(self, agent: str) -> bool:
         return self._lookup(agent)[0]
 
     def models(self, agent: str) -> set[int]:
-        return self._lookup(agent)[1]
+        registered, models, _, stake, min_stake = self._lookup(agent)
+        return models if stake >= min_stake else set()
 
     def capacity(self, agent: str) -> int:
         return self._lookup(agent)[2]
@@ -126,6 +142,9 @@ class Oracle:
             self.db, contracts.escrow, contracts.deployment.block_number, settings.confirmations, settings.max_log_blocks,
             on_reorg=self.txm.reorged,
         )
+        self.stakes = StakeWatcher(
+            self.db, contracts.escrow, contracts.deployment.block_number, settings.confirmations, settings.max_log_blocks
+        )
         self.settler = Settler(
             self.db,
             contracts,
@@ -162,12 +181,13 @@ class Oracle:
         self.txm.check_pending()
         self.ingestor.poll_once()
         self.clock.refresh(self.ingestor.take_tip_timestamp())
+        self.stakes.poll_once()
         self.book.expire_leases()
         self.book.close_due(self.clock(), self.options.close_margin_s)
         self.settler.settle_ready()
         # Tasks left SETTLING by a transaction that finished without settling them (not in flight).
         self.settler.recover(in_flight=set(self.txm.pending_task_ids("settle_batch")))
-        self.settler.fail_pending()
+        self.settler.fail_pending(self.clock())
         self.settler.refund_due(self.clock())
 
     def _work(self, api: multiprocessing.Process) -> None:

@@ -28,6 +28,8 @@ from tributa.store import cid as cidlib
 log = logging.getLogger("tributa.oracle.settler")
 
 BPS = 10_000
+# A SlashProof's result_digest for a lease proof (silence); any other digest is a conflict proof.
+LEASE_PROOF = b"\x00" * 32
 # On-chain task states that end the oracle's work on a task.
 ONCHAIN_STATES = {2: TaskState.SETTLED, 3: TaskState.FAILED, 4: TaskState.REFUNDED}
 
@@ -176,7 +178,7 @@ class Settler:
         attribution = self.attributor(task)
         paid = [Web3.to_checksum_address(j.agent) for j in verdict.paid]
         # The contract takes at most k agents in all: the paid ones first, then as many slashed as fit.
-        slashed = [Web3.to_checksum_address(a) for a in verdict.slashed][: max(0, task.k - len(paid))]
+        slashed = self._slash_proofs(task, jobs, verdict)[: max(0, task.k - len(paid))]
         settlement = (
             task_id,
             bytes.fromhex(verdict.result_digest[2:]),
@@ -190,6 +192,45 @@ class Settler:
         )
         sealed = next((j.requester_cid for j in verdict.paid if j.requester_cid), None) or next(iter(oracle_seal), None)
         return Plan(settlement, verdict.result_cid, attribution, verdict.source, sealed)
+
+    def _slash_proofs(self, task: Task, jobs: list[Job], verdict: Verdict) -> list[tuple]:
+        """SlashProofs (agent, result_digest, expires_at, signature) for the verdict's slashed agents.
+
+        A minority agent is proven by its own Result signature over the digest it submitted (a
+        conflict proof); a silent one by the Lease it signed, once chain time is past its expiry
+        (a lease proof). An agent the oracle holds no such signature of is not slashed at all, and
+        a task the escrow marks not slashable gets no proofs (they would reject the settlement).
+        """
+        if not verdict.slashed:
+            return []
+        settled = verdict.result_digest
+        by_agent = {j.agent.lower(): j for j in jobs}
+        proofs: list[tuple] = []
+        chain_time: int | None = None
+        for agent in verdict.slashed:
+            job = by_agent.get(agent.lower())
+            if job is None:
+                continue
+            if job.state == JobState.SUBMITTED and job.result_digest and job.result_digest != settled and job.signature:
+                proofs.append((Web3.to_checksum_address(job.agent), bytes.fromhex(job.result_digest[2:]), 0,
+                               bytes.fromhex(job.signature[2:])))
+                continue
+            chain_time = self._chain_time() if chain_time is None else chain_time
+            proof = _lease_proof(job, chain_time)
+            if proof is not None:
+                proofs.append(proof)
+            else:
+                log.info("task %s: agent %s not slashed: no signed lease past its expiry", task.task_id, job.agent)
+        if proofs and not self._slashable(task.task_id):
+            log.info("task %s is not slashable on-chain (fee or deadline window too small): no slash proofs", task.task_id)
+            return []
+        return proofs
+
+    def _slashable(self, task_id: int) -> bool:
+        return bool(self.escrow.functions.task_slashable(task_id).call())
+
+    def _chain_time(self) -> int:
+        return int(self.contracts.w3.eth.get_block("latest")["timestamp"])
 
     def _store_output(self, task: Task, output: bytes, seals: list[str]) -> tuple[str, str]:
         """The oracle's own result: stored as is, or for a private task only sealed to the
@@ -265,15 +306,22 @@ class Settler:
                 task.state = ONCHAIN_STATES.get(onchain, TaskState.VERIFIED)
 
     # -- failures and refunds ----------------------------------------------------------------
-    def fail_pending(self) -> int:
-        """Fail decided failures on-chain, slashing agents that took the task and never answered."""
+    def fail_pending(self, chain_time: int | None = None) -> int:
+        """Fail decided failures on-chain, slashing agents that accepted a lease and never answered.
+
+        Each slash is a lease proof: the agent's own signature over Lease(task_id, expires_at),
+        offered only once chain time (`chain_time`, else the latest block's) is past expires_at.
+        """
         with self.db.session() as s:
-            failing = [
-                (t.task_id, t.reason or "failed", self._silent_agents(s, t))
-                for t in s.execute(select(Task).where(Task.state == TaskState.FAILING)).scalars()
-            ]
+            tasks = s.execute(select(Task).where(Task.state == TaskState.FAILING)).scalars().all()
+            if tasks and chain_time is None:
+                chain_time = self._chain_time()
+            failing = [(t.task_id, t.reason or "failed", self._silent_agents(s, t, chain_time)) for t in tasks]
         done = 0
         for task_id, reason, silent in failing:
+            if silent and not self._slashable(task_id):
+                log.info("task %s is not slashable on-chain: failed without slashing %s", task_id, [p[0] for p in silent])
+                silent = []
             try:
                 call = self.escrow.functions.fail_task(task_id, reason[:128], silent)
                 sent = self.txm.transact(call, "fail_task", [task_id])
@@ -291,12 +339,19 @@ class Settler:
         return done
 
     @staticmethod
-    def _silent_agents(session, task: Task) -> list[str]:
-        """Agents whose lease on the task ran out (or is still held) with no answer, at most k."""
-        jobs = session.execute(select(Job).where(Job.task_id == task.task_id)).scalars().all()
+    def _silent_agents(session, task: Task, chain_time: int) -> list[tuple]:
+        """Lease proofs of agents that accepted a lease on the task and never answered, whose
+        signed expiry chain time has passed; at most k. A lease never accepted proves nothing."""
+        jobs = session.execute(select(Job).where(Job.task_id == task.task_id).order_by(Job.id)).scalars().all()
         answered = {j.agent for j in jobs if j.state in (JobState.SUBMITTED, JobState.ERRORED)}
-        silent = sorted({j.agent for j in jobs if j.state in (JobState.LEASED, JobState.EXPIRED)} - answered)
-        return [Web3.to_checksum_address(a) for a in silent][: task.k]
+        proofs: dict[str, tuple] = {}
+        for job in jobs:
+            if job.agent in answered or job.agent in proofs or job.state not in (JobState.LEASED, JobState.EXPIRED):
+                continue
+            proof = _lease_proof(job, chain_time)
+            if proof is not None:
+                proofs[job.agent] = proof
+        return sorted(proofs.values())[: task.k]
 
     def refund_due(self, chain_time: int) -> int:
         """Refund failed tasks, and open ones whose deadline passed (anyone may; the oracle does).
@@ -312,7 +367,7 @@ class Settler:
                     | (Task.state.in_((TaskState.OPEN, TaskState.RUNNING)) & (Task.deadline < chain_time))
                 )
             ).scalars():
-                if t.state != TaskState.FAILED and self._silent_agents(s, t):
+                if t.state != TaskState.FAILED and self._silent_agents(s, t, chain_time):
                     t.state = TaskState.FAILING
                     t.reason = "no agent answered by the deadline"
                 else:
@@ -335,3 +390,12 @@ class Settler:
                     task.refund_tx = result.tx_hash
             refunded += 1
         return refunded
+
+
+def _lease_proof(job: Job, chain_time: int) -> tuple | None:
+    """The SlashProof of a job's signed lease, if it has one and it expired before `chain_time`
+    (TaskEscrow wants expires_at < block.timestamp; the next block is no earlier than the tip)."""
+    if not job.lease_signature or job.lease_chain_expires_at is None or job.lease_chain_expires_at >= chain_time:
+        return None
+    return (Web3.to_checksum_address(job.agent), LEASE_PROOF, int(job.lease_chain_expires_at),
+            bytes.fromhex(job.lease_signature[2:]))

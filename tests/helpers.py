@@ -34,12 +34,16 @@ def ensure_agent(contracts, signer, models: list[int]) -> None:
     ensure_registered(contracts, signer, AgentProfile(models, 0, 1, public_key(signer)))
 
 
-def post_raw_task(contracts, requester, model_id: int, input_digest: bytes, deadline_s: int = 600, fee: int | None = None, k: int = 1) -> int:
-    from tributa.tasks import min_fee
+def post_raw_task(
+    contracts, requester, model_id: int, input_digest: bytes, deadline_s: int = 600, fee: int | None = None, k: int = 1,
+    max_model_fee: int | None = None,
+) -> int:
+    from tributa.tasks import min_fee, model_fee_of
 
     now = contracts.w3.eth.get_block("latest")["timestamp"]
     fee = fee if fee is not None else 2 * min_fee(contracts, model_id)
-    call = contracts.escrow.functions.post_task(model_id, input_digest, now + deadline_s, k)
+    max_model_fee = model_fee_of(contracts, model_id) if max_model_fee is None else max_model_fee
+    call = contracts.escrow.functions.post_task(model_id, input_digest, now + deadline_s, k, max_model_fee)
     result = requester.transact(call, value=fee)
     return first_event(contracts.escrow, "TaskPosted", result.receipt)["task_id"]
 

@@ -23,3 +23,25 @@ class ContractRevert(ChainError):
 
 class InsufficientFunds(ChainError):
     """The sending account cannot pay for value + gas."""
+
+
+class ModelFeeAboveMax(ContractRevert):
+    """post_task refused: the model's fee rose above the most the requester accepted."""
+
+    REASON = "escrow: model fee above max"
+
+    def __init__(self, model_fee: int | None, max_model_fee: int) -> None:
+        self.model_fee = model_fee
+        self.max_model_fee = max_model_fee
+        super().__init__(self.REASON, "post_task")
+        rose = f"model fee rose to {_eth(model_fee)}" if model_fee is not None else "the model fee rose"
+        self.args = (f"{rose}, above your max {_eth(max_model_fee)}; post again (or pass --max-model-fee) to accept it",)
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+def _eth(wei: int) -> str:
+    from decimal import Decimal
+
+    return f"{(Decimal(wei) / Decimal(10**18)).normalize():f} ETH" if wei else "0 ETH"

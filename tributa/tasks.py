@@ -12,7 +12,7 @@ from web3 import Web3
 
 from tributa.chain.contracts import Contracts
 from tributa.chain.tx import Signer, TxResult
-from tributa.errors import TributaError
+from tributa.errors import ContractRevert, ModelFeeAboveMax, TributaError
 from tributa.registry import read_model
 from tributa.chain.events import first_event
 from tributa.store import cid as cidlib
@@ -58,13 +58,18 @@ class TaskView:
         return str(cidlib.digest_to_cid(self.settlement["attribution_digest"]))
 
 
-def min_fee(contracts: Contracts, model_id: int) -> int:
-    """The smallest fee post_task accepts for this model."""
-    model = read_model(contracts.registry, model_id)
+def min_fee(contracts: Contracts, model_id: int, model_fee: int | None = None) -> int:
+    """The smallest fee post_task accepts for this model (at `model_fee`, else its current fee)."""
+    model_fee = model_fee if model_fee is not None else model_fee_of(contracts, model_id)
     escrow = contracts.escrow.functions
     cut_bps = escrow.protocol_fee_bps().call() + escrow.data_share_bps().call()
     # fee - fee*cut/BPS >= model_fee  <=>  fee >= model_fee*BPS/(BPS-cut), rounded up, plus slack for floors
-    return -(-model.fee_per_task * BPS // (BPS - cut_bps)) + 2
+    return -(-model_fee * BPS // (BPS - cut_bps)) + 2
+
+
+def model_fee_of(contracts: Contracts, model_id: int) -> int:
+    """The model's fee per task as it stands now: what a requester is shown and accepts as its max."""
+    return read_model(contracts.registry, model_id).fee_per_task
 
 
 def encode_input(prompt: str | None = None, texts: list[str] | None = None, max_new_tokens: int | None = None) -> bytes:
@@ -86,14 +91,31 @@ def post_task(
     fee: int | None = None,
     deadline_s: int = 600,
     k: int = 1,
+    max_model_fee: int | None = None,
 ) -> PostedTask:
-    """Store the input, then post the task with its fee in escrow."""
+    """Store the input, then post the task with its fee in escrow.
+
+    `max_model_fee` is the highest model fee accepted (default: the fee as read now, i.e. what the
+    caller was shown); if the publisher raised it meanwhile, the escrow refuses and this raises
+    ModelFeeAboveMax naming both fees.
+    """
     input_cid = str(store.put_bytes(input_bytes))
     store.pin(input_cid)
-    fee = fee if fee is not None else 2 * min_fee(contracts, model_id)
+    if max_model_fee is None:
+        max_model_fee = model_fee_of(contracts, model_id)
+    fee = fee if fee is not None else 2 * min_fee(contracts, model_id, max_model_fee)
     now = contracts.w3.eth.get_block("latest")["timestamp"]
-    call = contracts.escrow.functions.post_task(model_id, cidlib.cid_to_digest(input_cid), now + deadline_s, k)
-    result = signer.transact(call, value=fee, action="post_task")
+    call = contracts.escrow.functions.post_task(model_id, cidlib.cid_to_digest(input_cid), now + deadline_s, k, max_model_fee)
+    try:
+        result = signer.transact(call, value=fee, action="post_task")
+    except ContractRevert as exc:
+        if exc.reason != ModelFeeAboveMax.REASON:
+            raise
+        try:
+            current = model_fee_of(contracts, model_id)
+        except Exception:  # the revert is what matters; the fee read is only for the message
+            current = None
+        raise ModelFeeAboveMax(current, max_model_fee) from None
     task_id = first_event(contracts.escrow, "TaskPosted", result.receipt)["task_id"]
     return PostedTask(task_id, input_cid, fee, result)
 

@@ -104,3 +104,16 @@ def test_task_submit__fee_not_an_amount__rejected(fresh_settings, contracts):
 def test_imo_buy__zero_eth__rejected(fresh_settings, contracts):
     result = run_cli(fresh_settings, "imo", "buy", "1", "--eth", "0")
     assert_one_line_error(result, "positive amount")
+
+
+def test_task_submit__max_model_fee_below_the_model_fee__one_line_naming_the_limit(fresh_settings, contracts, chain_snapshot):
+    model = register_test_model(contracts, signer_for(contracts, "publisher"), fee_per_task=2 * 10**15)
+    result = run_cli(fresh_settings, "task", "submit", "--model", str(model), "--prompt", "hi", "--max-model-fee", "0.001")
+    assert_one_line_error(result, "model fee rose to 0.002 ETH, above your max 0.001 ETH")
+
+
+def test_task_submit__shows_the_model_fee_it_accepts(fresh_settings, contracts, chain_snapshot):
+    model = register_test_model(contracts, signer_for(contracts, "publisher"), fee_per_task=10**15)
+    result = run_cli(fresh_settings, "task", "submit", "--model", str(model), "--prompt", "hi")
+    assert result.exit_code == 0, result.output
+    assert "model fee 0.001 ETH, max 0.001 ETH" in result.output

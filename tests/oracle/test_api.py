@@ -14,7 +14,7 @@ from oracle.auth import RequestAuthenticator
 from oracle.db import Job, JobState, TaskState
 from oracle.service import AgentDirectory
 from tests.helpers import OracleParts, ensure_agent, post_raw_task, register_test_model, signer_for
-from tributa.chain.eip712 import sign_result
+from tributa.chain.eip712 import recover_lease_signer, sign_lease, sign_result
 from tributa.metrics import OracleMetrics
 from tributa.store import cid as cidlib
 
@@ -71,7 +71,8 @@ def _result(api, offer, output=b'{"vectors":[[1.0]]}', role="agent"):
 
 def test_openapi__schema_lists_the_job_endpoints(api):
     paths = api.http.get("/openapi.json").json()["paths"]
-    assert {"/v1/jobs/poll", "/v1/jobs/{job_id}/result", "/v1/jobs/{job_id}/error", "/metrics"} <= set(paths)
+    assert {"/v1/jobs/poll", "/v1/jobs/{job_id}/accept", "/v1/jobs/{job_id}/result", "/v1/jobs/{job_id}/error",
+            "/metrics"} <= set(paths)
 
 
 def test_poll__no_signature__401_with_reason(api):
@@ -214,3 +215,82 @@ def test_metrics_relay__worker_updates_reach_the_api_process_registry():
     assert 'tributa_oracle_settled_total{source="majority"} 1.0' in text
     assert 'tributa_oracle_gas_spent_total{purpose="settle"} 31612.0' in text
     assert "tributa_oracle_task_latency_seconds_count 1.0" in text
+
+
+def _lease_signature(api, offer, role="agent", expires_at=None) -> str:
+    account = signer_for(api.contracts, role).account
+    expires = offer["lease_expires_at"] if expires_at is None else expires_at
+    return "0x" + sign_lease(account, api.contracts.chain_id, api.contracts.escrow.address, offer["task_id"], expires).hex()
+
+
+def _job(api, job_id: int) -> Job:
+    with api.parts.db.session() as s:
+        job = s.get(Job, job_id)
+        s.expunge(job)
+        return job
+
+
+def test_poll__offer__carries_the_lease_expiry_as_integer_chain_time(api, leased):
+    assert isinstance(leased["lease_expires_at"], int)
+    assert leased["lease_expires_at"] == api.parts.chain_time() + int(api.parts.book.lease_s)
+
+
+def test_accept__agent_signed_lease__stored_verified_and_lease_runs_full_length(api, leased):
+    job_id = leased["job_id"]
+    before = _job(api, job_id)
+    assert before.lease_signature is None and before.lease_expires_at - before.leased_at <= 15.0  # not accepted: short
+
+    response = api.post(f"/v1/jobs/{job_id}/accept", {"lease_signature": _lease_signature(api, leased)})
+
+    assert response.status_code == 200, response.text
+    assert response.json() == {"accepted": True, "lease_expires_at": leased["lease_expires_at"]}
+    job = _job(api, job_id)
+    sig = bytes.fromhex(job.lease_signature[2:])
+    agent = signer_for(api.contracts, "agent").address
+    assert recover_lease_signer(api.contracts.chain_id, api.contracts.escrow.address, leased["task_id"],
+                                job.lease_chain_expires_at, sig) == agent
+    assert job.lease_expires_at == pytest.approx(job.leased_at + api.parts.book.lease_s)
+    # The escrow computes the same EIP-712 digest the agent signed.
+    from tributa.chain.eip712 import lease_digest
+
+    onchain = api.contracts.escrow.functions.lease_digest_to_sign(leased["task_id"], leased["lease_expires_at"]).call()
+    assert bytes(onchain) == lease_digest(api.contracts.chain_id, api.contracts.escrow.address, leased["task_id"],
+                                          leased["lease_expires_at"])
+
+
+@pytest.mark.parametrize("case", ["other_key", "other_expiry", "other_task"])
+def test_accept__lease_signature_not_the_agents__401_with_reason_and_nothing_stored(api, leased, case):
+    if case == "other_key":
+        signature = _lease_signature(api, leased, role="agent2")
+    elif case == "other_expiry":
+        signature = _lease_signature(api, leased, expires_at=leased["lease_expires_at"] + 3600)
+    else:
+        signature = _lease_signature(api, {**leased, "task_id": leased["task_id"] + 1})
+
+    response = api.post(f"/v1/jobs/{leased['job_id']}/accept", {"lease_signature": signature})
+
+    assert response.status_code == 401, response.text
+    assert "lease signature recovers to" in response.json()["error"]
+    assert "not to agent" in response.json()["error"]
+    assert _job(api, leased["job_id"]).lease_signature is None
+
+
+@pytest.mark.parametrize("body", [{}, {"lease_signature": "0x1234"}, {"lease_signature": "zz"}])
+def test_accept__malformed_signature__422(api, leased, body):
+    response = api.post(f"/v1/jobs/{leased['job_id']}/accept", body)
+    assert response.status_code == 422 and "lease_signature" in response.json()["error"]
+
+
+def test_accept__job_of_another_agent__403(api, leased):
+    response = api.post(f"/v1/jobs/{leased['job_id']}/accept", {"lease_signature": _lease_signature(api, leased, role="agent2")},
+                        as_role="agent2")
+    assert response.status_code == 403
+
+
+def test_expire_leases__lease_never_accepted__returns_to_the_pool_within_the_accept_window(api, leased):
+    book = api.parts.book
+    with api.parts.db.session() as s:
+        job = s.get(Job, leased["job_id"])
+        job.lease_expires_at = job.leased_at + book.accept_window_s - 10**6  # the accept window is over
+    assert book.expire_leases() == 1
+    assert api.parts.state(leased["task_id"]) == TaskState.OPEN

@@ -1,4 +1,4 @@
-"""EIP-712 messages: agents' result signatures and signed job-API requests.
+"""EIP-712 messages: agents' result and lease signatures, and signed job-API requests.
 
 Both are bound to the chain id and the TaskEscrow address, so a signature made for one
 deployment is worthless on any other.
@@ -15,6 +15,8 @@ API_DOMAIN_NAME = "Tributa Oracle API"
 DOMAIN_VERSION = "1"
 
 _RESULT_TYPES = {"Result": [{"name": "task_id", "type": "uint256"}, {"name": "result_digest", "type": "bytes32"}]}
+# An agent's acceptance of a lease: the evidence TaskEscrow needs to slash it for silence.
+_LEASE_TYPES = {"Lease": [{"name": "task_id", "type": "uint256"}, {"name": "expires_at", "type": "uint256"}]}
 _REQUEST_TYPES = {
     "ApiRequest": [
         {"name": "agent", "type": "address"},
@@ -46,6 +48,32 @@ def sign_result(account: LocalAccount, chain_id: int, escrow: str, task_id: int,
 
 def recover_result_signer(chain_id: int, escrow: str, task_id: int, result_digest: bytes, signature: bytes) -> str:
     return Account.recover_message(_result_message(chain_id, escrow, task_id, result_digest), signature=signature)
+
+
+def _lease_message(chain_id: int, escrow: str, task_id: int, expires_at: int):
+    return encode_typed_data(
+        domain_data=_domain(RESULT_DOMAIN_NAME, chain_id, escrow),
+        message_types=_LEASE_TYPES,
+        message_data={"task_id": task_id, "expires_at": expires_at},
+    )
+
+
+def lease_digest(chain_id: int, escrow: str, task_id: int, expires_at: int) -> bytes:
+    """hashTypedDataV4(Lease(task_id, expires_at)): what `TaskEscrow.lease_digest_to_sign` returns."""
+    from eth_utils import keccak
+
+    message = _lease_message(chain_id, escrow, task_id, expires_at)
+    return keccak(b"\x19" + message.version + message.header + message.body)
+
+
+def sign_lease(account: LocalAccount, chain_id: int, escrow: str, task_id: int, expires_at: int) -> bytes:
+    """The agent's 65-byte signature over Lease(task_id, expires_at): it accepts the job and may
+    be slashed if it holds the lease past `expires_at` (chain time) without answering."""
+    return bytes(account.sign_message(_lease_message(chain_id, escrow, task_id, expires_at)).signature)
+
+
+def recover_lease_signer(chain_id: int, escrow: str, task_id: int, expires_at: int, signature: bytes) -> str:
+    return Account.recover_message(_lease_message(chain_id, escrow, task_id, expires_at), signature=signature)
 
 
 def _request_message(chain_id: int, escrow: str, agent: str, method: str, path: str, body_hash: bytes, nonce: int, expiry: int):

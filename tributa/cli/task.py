@@ -10,7 +10,7 @@ import click
 from tributa.cli import account_option, pass_ctx
 from tributa.cli.format import eth, hex32, parse_eth
 from tributa.errors import TributaError
-from tributa.tasks import encode_input, open_private_result, post_private_task, post_task, read_task
+from tributa.tasks import encode_input, model_fee_of, open_private_result, post_private_task, post_task, read_task
 
 
 @click.group()
@@ -27,11 +27,14 @@ def task() -> None:
 @click.option("--fee", default=None, help="ETH to escrow (default: twice the model's minimum)")
 @click.option("--deadline-s", type=click.IntRange(10, 30 * 24 * 3600), default=600, show_default=True)
 @click.option("--k", type=click.IntRange(1, 5), default=1, show_default=True, help="agents that must agree")
+@click.option("--max-model-fee", default=None,
+              help="ETH: the highest model fee you accept (default: the model's fee shown now); "
+                   "the escrow refuses the task if the publisher raised it above this")
 @click.option("--private", "private_task", is_flag=True,
               help="seal the input to the oracle and the output to you: the store only holds ciphertext")
 @account_option("requester")
 @pass_ctx
-def submit(ctx, model_id, prompt, texts, input_file, max_new_tokens, fee, deadline_s, k, private_task, account_spec) -> None:
+def submit(ctx, model_id, prompt, texts, input_file, max_new_tokens, fee, deadline_s, k, max_model_fee, private_task, account_spec) -> None:
     """Store the input and post a task."""
     if input_file is not None:
         if prompt or texts:
@@ -47,17 +50,24 @@ def submit(ctx, model_id, prompt, texts, input_file, max_new_tokens, fee, deadli
         input_bytes = encode_input(prompt=prompt, texts=list(texts), max_new_tokens=max_new_tokens)
     try:
         fee_wei = parse_eth(fee) if fee is not None else None
+        max_fee_wei = parse_eth(max_model_fee) if max_model_fee is not None else None
     except ValueError as exc:
         raise TributaError(str(exc)) from None
     signer = ctx.signer(account_spec, "requester")
+    # The fee shown is the fee accepted: the escrow refuses the task if it rose meanwhile.
+    shown_fee = model_fee_of(ctx.contracts, model_id)
+    max_fee_wei = shown_fee if max_fee_wei is None else max_fee_wei
     if private_task:
         posted = post_private_task(
             ctx.contracts, signer, ctx.store, model_id, input_bytes, ctx.settings.oracle_url,
-            fee=fee_wei, deadline_s=deadline_s, k=k,
+            fee=fee_wei, deadline_s=deadline_s, k=k, max_model_fee=max_fee_wei,
         )
     else:
-        posted = post_task(ctx.contracts, signer, ctx.store, model_id, input_bytes, fee_wei, deadline_s, k)
-    click.echo(f"task {posted.task_id} posted: model {model_id}, fee {eth(posted.fee)}, input {posted.input_cid}")
+        posted = post_task(ctx.contracts, signer, ctx.store, model_id, input_bytes, fee_wei, deadline_s, k, max_fee_wei)
+    click.echo(
+        f"task {posted.task_id} posted: model {model_id} (model fee {eth(shown_fee)}, max {eth(max_fee_wei)}), "
+        f"fee {eth(posted.fee)}, input {posted.input_cid}"
+    )
     click.echo(f"  tx {posted.tx.tx_hash} (gas {posted.tx.gas_used})")
 
 
