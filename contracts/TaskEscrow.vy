@@ -84,6 +84,14 @@ MAX_K: public(constant(uint256)) = 5
 MAX_TASK_DURATION: public(constant(uint256)) = 30 * 86_400
 # @dev Longest unbonding delay the owner may set.
 MAX_UNBONDING_DELAY: public(constant(uint256)) = 90 * 86_400
+# @dev How long after a task's deadline its slash proofs still count (the
+# oracle fails an unanswered task at its first pass past the deadline).
+SLASH_GRACE: public(constant(uint256)) = 86_400
+# @dev Shortest unbonding delay: an agent's lease or result signatures can be
+# used against it until its task's deadline (at most MAX_TASK_DURATION after
+# it leased) plus SLASH_GRACE, and stake it unbonds must still be there then,
+# so no agent can sign a lease, unbond and leave before the slash lands.
+MIN_UNBONDING_DELAY: public(constant(uint256)) = MAX_TASK_DURATION + SLASH_GRACE
 
 # @dev EIP-712 type hash of the message agents sign.
 RESULT_TYPEHASH: public(constant(bytes32)) = keccak256("Result(uint256 task_id,bytes32 result_digest)")
@@ -794,6 +802,7 @@ def _set_params(pbps: uint256, dbps: uint256, sbps: uint256, min_stake: uint256,
     assert pbps + dbps <= MAX_FEE_SHARES_BPS, "escrow: fee shares above 5000 bps"
     assert sbps <= BPS, "escrow: slash above 10000 bps"
     assert delay <= MAX_UNBONDING_DELAY, "escrow: unbonding delay too long"
+    assert delay >= MIN_UNBONDING_DELAY, "escrow: unbonding delay shorter than a task's slash window"
     self.protocol_fee_bps = pbps
     self.data_share_bps = dbps
     self.slash_bps = sbps
@@ -860,6 +869,9 @@ def _check_proofs(task_id: uint256, a: uint256, proofs: DynArray[ITaskEscrow.Sla
         return ""
     if (a >> _SLASHABLE_SHIFT) & 1 == 0:
         return "escrow: task not slashable"
+    # Past this, unbonded stake may be gone (see MIN_UNBONDING_DELAY).
+    if block.timestamp > ((a >> _DEADLINE_SHIFT) & _MASK_40) + SLASH_GRACE:
+        return "escrow: slash window closed"
     for p: ITaskEscrow.SlashProof in proofs:
         if not self._agents[p.agent].registered:
             return "escrow: slashed agent not registered"

@@ -24,7 +24,7 @@ DEFAULTS = {
     "data_share_bps": 2000,  # 20% of each task fee to the data contributors
     "slash_bps": 1000,  # an agent in the minority loses 10% of its stake
     "min_stake": 10**17,  # 0.1 ETH
-    "unbonding_delay": 7 * 24 * 3600,
+    "unbonding_delay": 31 * 24 * 3600,  # TaskEscrow.MIN_UNBONDING_DELAY: a task's slash window
 }
 
 

@@ -57,7 +57,7 @@ class Env:
 
         self.registry = deploy("DataRegistry")
         self.vault = deploy("RoyaltyVault", self.registry.address)
-        self.escrow = deploy("TaskEscrow", self.registry.address, self.vault.address, self.treasury, 500, 1000, 1000, 10**18, 7 * h.DAY)
+        self.escrow = deploy("TaskEscrow", self.registry.address, self.vault.address, self.treasury, 500, 1000, 1000, 10**18, h.UNBONDING_DELAY)
         self.tx(self.vault.functions.set_escrow(self.escrow.address), self.owner)
         self.tx(self.escrow.functions.set_oracle(self.oracle, True), self.owner)
         self.tx(self.registry.functions.register_model("m", keccak(text="w"), [], [], [], 10**15, self.publisher), self.publisher)

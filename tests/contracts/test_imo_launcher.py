@@ -484,8 +484,7 @@ def test_finalize__one_wei_position_and_recycled_donations_freezing_revenue__fai
     before = token.total_revenue_in()
     task_id = h.post_task(w.escrow, w.requester, model_id=w.model_id, fee=10**16)
     w.escrow.settle(h.settlement(task_id, agents=[w.agents[0]], agent_fee=10**15, escrow=w.escrow), sender=w.oracle)
-    if w.escrow.balance_of(token.address):  # credited rather than delivered at settlement
-        w.escrow.withdraw_for(token.address)
+    assert w.escrow.balance_of(token.address) == 0  # delivered at settlement
     assert token.total_revenue_in() == before + w.model_fee
     ih.send_revenue(token, w.requester, 27)
     # the publisher's vesting share earned its part of the model fee all along
@@ -816,8 +815,9 @@ def test_end_to_end__task_fees_on_the_model_are_claimed_by_token_holders(launche
         task_id = h.post_task(w.escrow, w.requester, model_id=w.model_id, fee=10**16, input_digest=h.digest(f"q{i}"))
         w.escrow.settle(h.settlement(task_id, agents=[agent], agent_fee=10**15, escrow=w.escrow), sender=w.oracle)
     model_revenue = 3 * w.model_fee
-    assert w.escrow.balance_of(token.address) == model_revenue
-    assert w.escrow.withdraw_for(token.address) == model_revenue
+    # delivered into the token as each task settles (finding 9): nothing waits in the escrow
+    assert w.escrow.balance_of(token.address) == 0
+    assert boa.env.get_balance(token.address) == model_revenue
 
     assert token.total_revenue_in() == model_revenue
     pool = model_revenue * REDEEM_BPS // 10_000
@@ -837,8 +837,7 @@ def test_end_to_end__fees_before_anyone_claims_tokens__accrue_in_custody_for_the
     succeed(launcher, imo_id, buyers)  # 100k + 150k bought, 200k vesting: 450k tokens
     task_id = h.post_task(w.escrow, w.requester, model_id=w.model_id, fee=10**16)
     w.escrow.settle(h.settlement(task_id, agents=[w.agents[0]], agent_fee=10**15, escrow=w.escrow), sender=w.oracle)
-    if w.escrow.balance_of(token.address):  # credited rather than delivered at settlement
-        w.escrow.withdraw_for(token.address)
+    assert w.escrow.balance_of(token.address) == 0  # delivered at settlement
     assert token.total_revenue_in() == w.model_fee
     holders_part = w.model_fee - w.model_fee * REDEEM_BPS // 10_000
     launcher.claim_tokens(imo_id, sender=buyers[0])  # a late claim brings what its tokens accrued

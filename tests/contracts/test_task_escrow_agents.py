@@ -262,18 +262,19 @@ def test_set_oracle__stranger_or_zero__reverts(w):
 
 def test_set_params__owner__updates_and_emits(w):
     with boa.env.prank(w.owner):
-        w.escrow.set_params(100, 200, 300, 400, 500)
+        w.escrow.set_params(100, 200, 300, 400, 40 * h.DAY)
     (log,) = h.events(w.escrow, "ParamsSet")
-    assert (log.protocol_fee_bps, log.data_share_bps, log.slash_bps, log.min_stake, log.unbonding_delay) == (100, 200, 300, 400, 500)
-    assert (w.escrow.protocol_fee_bps(), w.escrow.data_share_bps(), w.escrow.slash_bps(), w.escrow.min_stake(), w.escrow.unbonding_delay()) == (100, 200, 300, 400, 500)
+    assert (log.protocol_fee_bps, log.data_share_bps, log.slash_bps, log.min_stake, log.unbonding_delay) == (100, 200, 300, 400, 40 * h.DAY)
+    assert (w.escrow.protocol_fee_bps(), w.escrow.data_share_bps(), w.escrow.slash_bps(), w.escrow.min_stake(), w.escrow.unbonding_delay()) == (100, 200, 300, 400, 40 * h.DAY)
 
 
 @pytest.mark.parametrize(
     "params, reason",
     [
-        ((2500, 2501, 0, 0, 0), "escrow: fee shares above 5000 bps"),
-        ((0, 0, 10_001, 0, 0), "escrow: slash above 10000 bps"),
+        ((2500, 2501, 0, 0, h.UNBONDING_DELAY), "escrow: fee shares above 5000 bps"),
+        ((0, 0, 10_001, 0, h.UNBONDING_DELAY), "escrow: slash above 10000 bps"),
         ((0, 0, 0, 0, 90 * 86_400 + 1), "escrow: unbonding delay too long"),
+        ((0, 0, 0, 0, 31 * 86_400 - 1), "escrow: unbonding delay shorter than a task's slash window"),
     ],
 )
 def test_set_params__out_of_bounds__reverts(w, params, reason):

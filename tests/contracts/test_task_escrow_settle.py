@@ -467,7 +467,7 @@ def test_settle__pay_agent_below_min_stake__fails(w):
 
 
 def test_settle__agent_that_withdrew_its_stake__is_slashed_zero(w):
-    # the documented limit: stake that finished unbonding before the slash landed is gone
+    # an agent that left before the task was posted has nothing left to slash (nor could it lease it)
     bad = w.agents[1]
     with boa.env.prank(bad.address):
         w.escrow.request_unbond(h.MIN_STAKE)
@@ -608,3 +608,34 @@ def test_settle__flash_holder_takes_earlier_fees__fails(w):
         w.escrow.withdraw_for(token.address)
     assert token.claimable_revenue(flash) == 0
     assert 3 * w.model_fee - 2 <= token.claimable_revenue(alice) <= 3 * w.model_fee
+
+
+def test_withdraw_stake__sign_a_lease_unbond_and_leave_before_the_slash__fails(w):
+    """Sign a lease on a long task, unbond at once, never answer, withdraw before the
+    oracle can slash. The unbonding delay outlasts every task's slash window."""
+    bad = w.agents[1]
+    tid = h.post_task(w.escrow, w.requester, fee=10**17, deadline=boa.env.timestamp + w.escrow.MAX_TASK_DURATION())
+    proof = h.lease_proof(bad, w.escrow, tid, boa.env.timestamp + 120)
+    with boa.env.prank(bad.address):
+        w.escrow.request_unbond(w.escrow.agent(bad.address)[0])
+    boa.env.time_travel(seconds=w.escrow.MAX_TASK_DURATION() + w.escrow.SLASH_GRACE() - 1)
+    with boa.env.prank(bad.address), boa.reverts("escrow: still unbonding"):
+        w.escrow.withdraw_stake()
+    unbonding = w.escrow.agent(bad.address)[1]
+    with boa.env.prank(w.oracle):
+        w.escrow.fail_task(tid, "no answer", [proof])
+    assert w.escrow.agent(bad.address)[1] == unbonding - unbonding * h.SLASH_BPS // h.BPS
+
+
+def test_fail_task__slash_proof_after_the_slash_window__fails(w):
+    tid = h.post_task(w.escrow, w.requester, fee=10**17)
+    proof = h.lease_proof(w.agents[0], w.escrow, tid, boa.env.timestamp + 60)
+    boa.env.time_travel(seconds=h.DAY + w.escrow.SLASH_GRACE() + 1)
+    with boa.env.prank(w.oracle), boa.reverts("escrow: slash window closed"):
+        w.escrow.fail_task(tid, "no answer", [proof])
+
+
+def test_set_params__unbonding_shorter_than_a_slash_window__fails(w):
+    short = w.escrow.MIN_UNBONDING_DELAY() - 1
+    with boa.env.prank(w.owner), boa.reverts("escrow: unbonding delay shorter than a task's slash window"):
+        w.escrow.set_params(h.PROTOCOL_FEE_BPS, h.DATA_SHARE_BPS, h.SLASH_BPS, h.MIN_STAKE, short)

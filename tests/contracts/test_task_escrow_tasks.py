@@ -109,7 +109,7 @@ def test_post_task__model_price_raised_later__keeps_snapshot(w):
 def test_post_task__params_changed_later__keeps_fee_share_snapshot(w):
     tid = h.post_task(w.escrow, w.requester)
     with boa.env.prank(w.owner):
-        w.escrow.set_params(0, 5000, 0, 0, 0)
+        w.escrow.set_params(0, 5000, 0, 0, h.UNBONDING_DELAY)
     assert w.escrow.task_fee_shares(tid) == (h.PROTOCOL_FEE_BPS, h.DATA_SHARE_BPS)
     assert w.escrow.task_fee_shares(h.post_task(w.escrow, w.requester)) == (0, 5000)
 

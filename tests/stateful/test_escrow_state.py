@@ -31,7 +31,7 @@ from tests.contracts import helpers as h
 BPS = 10_000
 PBPS, DBPS, SLASH = 500, 1_000, 2_500
 MIN_STAKE = 10**15
-DELAY = h.DAY
+DELAY = h.UNBONDING_DELAY  # the shortest the escrow accepts
 MODEL_FEE = 10**14
 OPEN, SETTLED, FAILED, REFUNDED = 1, 2, 3, 4
 
@@ -327,10 +327,13 @@ class EscrowMachine(RuleBasedStateMachine):
         silent = registered[:n]
         forge = bool(silent) and data.draw(st.integers(0, 3), label="forge") == 0
         proofs = [self._proof(data, tid, a, forge and i == 0, lease_only=True) for i, a in enumerate(silent)]
+        closed = bool(proofs) and boa.env.timestamp > t["deadline"] + self.e.SLASH_GRACE()
         with boa.env.prank(self.sys.oracle):
-            if forge:
-                with boa.reverts("escrow: bad slash proof"):
+            if closed or forge:
+                # past the slash window the unbonded stake may be gone: no proof counts
+                with boa.reverts("escrow: slash window closed" if closed else "escrow: bad slash proof"):
                     self.e.fail_task(tid, "sm", proofs)
+                event("fail: slash window closed" if closed else "fail: forged proof")
                 return
             self.e.fail_task(tid, "sm", proofs)
         self._slash_model(t, silent)
@@ -355,7 +358,7 @@ class EscrowMachine(RuleBasedStateMachine):
         t["state"] = REFUNDED
         self._credit(t["requester"], t["fee"])
 
-    @rule(seconds=st.integers(1, 2 * h.DAY))
+    @rule(seconds=st.one_of(st.integers(1, 2 * h.DAY), st.just(DELAY)))
     def wait(self, seconds):
         boa.env.time_travel(seconds=seconds)
 
