@@ -249,6 +249,11 @@ class JobBook:
         ).scalar_one()
 
     def _held_job(self, session, agent: str, job_id: int) -> tuple[Job, Task]:
+        job = self._held_job_only(session, agent, job_id)
+        return job, session.get(Task, job.task_id)
+
+    @staticmethod
+    def _held_job_only(session, agent: str, job_id: int) -> Job:
         job = session.get(Job, job_id, with_for_update=True)
         if job is None:
             raise JobError(404, f"job {job_id} does not exist")
@@ -256,8 +261,7 @@ class JobBook:
             raise JobError(403, f"job {job_id} is not leased to {agent}")
         if job.state != JobState.LEASED:
             raise JobError(409, f"job {job_id} is {job.state}, not leased")
-        task = session.get(Task, job.task_id)
-        return job, task
+        return job
 
     def accept(self, agent: str, job_id: int, signature: bytes) -> int:
         """Record the agent's signed acceptance of its lease; returns the lease's chain expiry.
@@ -267,19 +271,19 @@ class JobBook:
         The job then holds its lease for the full lease_s.
         """
         with self.db.session() as s:
-            job, task = self._held_job(s, agent, job_id)
+            job = self._held_job_only(s, agent, job_id)  # the task row is not needed: one query less
             expires_at = job.lease_chain_expires_at
             if expires_at is None:
                 raise JobError(409, f"job {job_id} predates signed leases; it cannot be accepted")
             try:
-                signer = recover_lease_signer(self.chain_id, self.escrow_address, task.task_id, expires_at, signature)
+                signer = recover_lease_signer(self.chain_id, self.escrow_address, job.task_id, expires_at, signature)
             except Exception:  # eth_account raises several types for undecodable signatures
                 raise JobError(422, "lease_signature does not decode as an ECDSA signature") from None
             if signer.lower() != agent.lower():
                 raise JobError(
                     401,
                     f"the lease signature recovers to {signer}, not to agent {agent}: sign "
-                    f"Lease(task_id={task.task_id}, expires_at={expires_at}) with the agent's own key",
+                    f"Lease(task_id={job.task_id}, expires_at={expires_at}) with the agent's own key",
                 )
             encoded = "0x" + signature.hex()
             if job.lease_signature not in (None, encoded):
