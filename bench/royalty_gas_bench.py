@@ -63,6 +63,19 @@ def run(workdir: Path) -> dict[str, float]:
                 gas.append(s["oracle"].transact(call).gas_used)
             figures[f"gas_settle_contributors_{n}"] = median(gas)
 
+        # A contributor of the 1,000-member dataset claims for the first time (its first claim ever, so
+        # nothing of its is warm or non-zero in the vault), then again after one more task was credited.
+        dataset_id, ordered, shares = datasets[1000][:3]
+        index = ordered.index(claimer.address)
+        proof = merkle.contributors_proof(ordered, shares, index)
+        claim = contracts.vault.functions.claim(dataset_id, 1, shares[index], proof)
+        figures["gas_claim_first_contributors_1000"] = claimer.transact(claim).gas_used
+        task_id, _ = post(contracts, s["requester"], model)
+        s["oracle"].transact(escrow.settle(settlement(contracts, s["agent"], task_id, dataset_ids=[dataset_id], weights=[10_000])))
+        # The share is proven now, so the repeat claim sends no proof (as tributa.royalties does).
+        repeat = contracts.vault.functions.claim(dataset_id, 1, shares[index], [])
+        figures["gas_claim_repeat_contributors_1000"] = claimer.transact(repeat).gas_used
+
         # One contributor of a 10-member dataset claims what several tasks credited.
         dataset_id, ordered, shares = register_gas[0][:3]
         for _ in range(REPEATS):

@@ -22,6 +22,12 @@
                  `@nonreentrant` and updates state before the transfer. Only
                  the escrow (set once by the owner) can credit. A claim with
                  nothing owed reverts before any proof check or transfer.
+                 A share is proven once per (dataset, version, account): the
+                 first paying claim checks the Merkle proof (double-hashed
+                 leaves, so no inner node passes for a leaf) and stores the
+                 share next to the claimed amount; later claims must name the
+                 same share and need no proof, since contributors roots of a
+                 version never change in the registry.
 """
 
 from snekmate.auth import ownable
@@ -69,8 +75,13 @@ escrow: public(address)
 
 # @dev Revenue credited per (dataset, version).
 revenue: public(HashMap[uint256, HashMap[uint256, uint256]])
-# @dev Amount claimed per (dataset, version, account).
-claimed: public(HashMap[uint256, HashMap[uint256, HashMap[address, uint256]]])
+# @dev Per (dataset, version, account), packed in one word so that a repeat
+# claim reads and writes one slot and needs no proof: the wei claimed (low 240
+# bits) | the share proven by the first paying claim (high 16 bits; 0 = not
+# proven yet, registry shares are never 0).
+_claims: HashMap[uint256, HashMap[uint256, HashMap[address, uint256]]]
+_SHARE_SHIFT: constant(uint256) = 240
+_AMOUNT_MASK: constant(uint256) = 2**240 - 1
 # @dev Dust swept per (dataset, version) (0 = not swept).
 dust_swept: public(HashMap[uint256, HashMap[uint256, uint256]])
 
@@ -141,13 +152,40 @@ def claim(dataset_id: uint256, version: uint256, shares_bps: uint16, proof: DynA
     @param dataset_id The dataset id.
     @param version The contributors version the share belongs to.
     @param shares_bps The caller's share in that version, in basis points.
-    @param proof The Merkle proof of (caller, shares_bps) for that version.
+    @param proof The Merkle proof of (caller, shares_bps) for that version;
+           ignored (may be empty) once the caller's share there is proven.
     @return uint256 The wei paid.
     """
-    owed: uint256 = self._take(msg.sender, dataset_id, version, shares_bps, proof)
-    assert owed != 0, "vault: nothing to claim"
+    # @dev `_take` inlined, with no internal call and no copy of `proof`:
+    # Vyper copies an array passed to an internal function into a frame
+    # ~17 KiB up in memory, ~2,300 gas of expansion per claim (receipts).
+    word: uint256 = self._claims[dataset_id][version][msg.sender]
+    share: uint256 = convert(shares_bps, uint256)
+    entitled: uint256 = self.revenue[dataset_id][version] * min(share, BPS) // BPS
+    already: uint256 = word & _AMOUNT_MASK
+    assert entitled > already, "vault: nothing to claim"
+    owed: uint256 = entitled - already
+    proven: uint256 = word >> _SHARE_SHIFT
+    if proven == 0:
+        # @dev The proof is read straight from calldata (no copy to memory),
+        # hashed with the registry's leaf encoding and sorted pairs.
+        root: bytes32 = staticcall registry.contributors_root(dataset_id, version)
+        node: bytes32 = keccak256(keccak256(abi_encode(msg.sender, shares_bps)))
+        for i: uint256 in range(len(proof), bound=16):
+            sibling: bytes32 = proof[i]
+            if convert(node, uint256) < convert(sibling, uint256):
+                node = keccak256(concat(node, sibling))
+            else:
+                node = keccak256(concat(sibling, node))
+        assert root != empty(bytes32) and node == root, "vault: invalid proof"
+        word = share << _SHARE_SHIFT | already
+    else:
+        assert proven == share, "vault: invalid proof"
+    self._claims[dataset_id][version][msg.sender] = word + owed
+    log RoyaltyClaimed(account=msg.sender, dataset_id=dataset_id, version=version, amount=owed)
     self._totals += owed * _HALF
-    self._send(msg.sender, owed)
+    success: bool = raw_call(msg.sender, b"", value=owed, revert_on_failure=False)
+    assert success, "vault: transfer failed"
     return owed
 
 
@@ -180,13 +218,48 @@ def claimable(dataset_id: uint256, version: uint256, account: address, shares_bp
     @param version The contributors version.
     @param account The contributor.
     @param shares_bps Its share in basis points.
-    @param proof The Merkle proof of (account, shares_bps).
+    @param proof The Merkle proof of (account, shares_bps); ignored once the
+           share is proven.
     @return uint256 The wei claimable.
     """
-    owed: uint256 = self._owed(account, dataset_id, version, shares_bps)
-    if owed == 0 or not self._verify(dataset_id, version, account, shares_bps, proof):
+    word: uint256 = self._claims[dataset_id][version][account]
+    owed: uint256 = self._owed(word, dataset_id, version, shares_bps)
+    if owed == 0:
+        return 0
+    proven: uint256 = word >> _SHARE_SHIFT
+    if proven != 0:
+        return owed if proven == convert(shares_bps, uint256) else 0
+    if not self._verify(dataset_id, version, account, shares_bps, proof):
         return 0
     return owed
+
+
+@view
+@external
+def claimed(dataset_id: uint256, version: uint256, account: address) -> uint256:
+    """
+    @notice What `account` has been paid from one dataset version.
+    @param dataset_id The dataset id.
+    @param version The contributors version.
+    @param account The contributor.
+    @return uint256 The wei claimed.
+    """
+    return self._claims[dataset_id][version][account] & _AMOUNT_MASK
+
+
+@view
+@external
+def proven_share(dataset_id: uint256, version: uint256, account: address) -> uint16:
+    """
+    @notice The share `account` proved in one dataset version (0 if it never
+            claimed there). Once non-zero, claims name this share and may pass
+            an empty proof.
+    @param dataset_id The dataset id.
+    @param version The contributors version.
+    @param account The contributor.
+    @return uint16 The proven share in basis points.
+    """
+    return convert(self._claims[dataset_id][version][account] >> _SHARE_SHIFT, uint16)
 
 
 @view
@@ -247,12 +320,12 @@ def sweep_dust(dataset_id: uint256, version: uint256, contributors: DynArray[add
 
 @internal
 @view
-def _owed(account: address, dataset_id: uint256, version: uint256, shares_bps: uint16) -> uint256:
+def _owed(word: uint256, dataset_id: uint256, version: uint256, shares_bps: uint16) -> uint256:
     # shares_bps is capped at 10000 so a forged larger share can never compute
     # more than the whole revenue (the proof check rejects it anyway).
     share: uint256 = min(convert(shares_bps, uint256), BPS)
     entitled: uint256 = self.revenue[dataset_id][version] * share // BPS
-    already: uint256 = self.claimed[dataset_id][version][account]
+    already: uint256 = word & _AMOUNT_MASK
     if entitled <= already:
         return 0
     return entitled - already
@@ -261,14 +334,25 @@ def _owed(account: address, dataset_id: uint256, version: uint256, shares_bps: u
 @internal
 def _take(account: address, dataset_id: uint256, version: uint256, shares_bps: uint16, proof: DynArray[bytes32, 16]) -> uint256:
     """
-    @dev Books what `account` is owed from one version (after checking the
-         proof) and returns it; 0 without any proof check if nothing is owed.
+    @dev Books what `account` is owed from one version and returns it; 0
+         without any proof check if nothing is owed. The proof is checked only
+         while the share is not proven yet; after that `shares_bps` must equal
+         the proven share and `proof` is ignored (it may be empty).
     """
-    owed: uint256 = self._owed(account, dataset_id, version, shares_bps)
+    word: uint256 = self._claims[dataset_id][version][account]
+    owed: uint256 = self._owed(word, dataset_id, version, shares_bps)
     if owed == 0:
         return 0
-    assert self._verify(dataset_id, version, account, shares_bps, proof), "vault: invalid proof"
-    self.claimed[dataset_id][version][account] += owed
+    proven: uint256 = word >> _SHARE_SHIFT
+    if proven == 0:
+        assert self._verify(dataset_id, version, account, shares_bps, proof), "vault: invalid proof"
+        # @dev 0 < shares_bps <= 10000 once proven, so it fits the 16 high bits.
+        word = convert(shares_bps, uint256) << _SHARE_SHIFT | (word & _AMOUNT_MASK)
+    else:
+        assert proven == convert(shares_bps, uint256), "vault: invalid proof"
+    # @dev no carry into the share bits: the new amount is a floor share of the
+    # version's revenue, far below 2**240.
+    self._claims[dataset_id][version][account] = word + owed
     log RoyaltyClaimed(account=account, dataset_id=dataset_id, version=version, amount=owed)
     return owed
 

@@ -45,7 +45,10 @@ def shares_of(contracts: Contracts, account: str) -> list[Share]:
         if account not in contributors:
             continue
         index = contributors.index(account)
-        proof = merkle.contributors_proof(contributors, bps, index)
+        # Once a share is proven in the vault (the account's first paying claim there), claims
+        # need no proof: sending none saves ~16 gas per calldata byte.
+        proven = vault.proven_share(dataset_id, version, account).call() == bps[index]
+        proof = [] if proven else merkle.contributors_proof(contributors, bps, index)
         shares.append(
             Share(
                 dataset_id,

@@ -153,6 +153,49 @@ def test_claim__after_more_revenue__pays_only_the_increase(w):
     assert first + second == 30_000 * s[1] // 10_000
 
 
+def test_claim__repeat_after_the_share_is_proven__pays_with_an_empty_proof(w):
+    did, c, s = w.dataset_ten
+    assert w.vault.proven_share(did, 1, c[2]) == 0
+    credit(w, 1, [did], [10**18])
+    first = claim_as(w, c[2], w.dataset_ten)
+    assert w.vault.proven_share(did, 1, c[2]) == s[2]
+    credit(w, 2, [did], [3 * 10**18 + 11])
+    assert w.vault.claimable(did, 1, c[2], s[2], []) == (4 * 10**18 + 11) * s[2] // 10_000 - first
+    second = claim_as(w, c[2], w.dataset_ten, proof=[])
+    assert first + second == w.vault.claimed(did, 1, c[2]) == (4 * 10**18 + 11) * s[2] // 10_000
+    assert w.vault.proven_share(did, 1, c[2]) == s[2]
+
+
+def test_claim__repeat_naming_another_share__reverts_invalid_proof(w):
+    did, c, s = w.dataset_ten
+    credit(w, 1, [did], [10**18])
+    claim_as(w, c[2], w.dataset_ten)
+    credit(w, 2, [did], [10**18])
+    assert w.vault.claimable(did, 1, c[2], s[2] + 1, []) == 0
+    with boa.reverts("vault: invalid proof"):
+        claim_as(w, c[2], w.dataset_ten, bps=s[2] + 1, proof=[])
+    with boa.reverts("vault: invalid proof"):
+        claim_as(w, c[2], w.dataset_ten, bps=10_000, proof=[])
+
+
+def test_claim__empty_proof_before_the_share_is_proven__reverts_invalid_proof(w):
+    did, c, s = w.dataset_ten
+    credit(w, 1, [did], [10**18])
+    with boa.reverts("vault: invalid proof"):
+        claim_as(w, c[2], w.dataset_ten, proof=[])
+    assert w.vault.proven_share(did, 1, c[2]) == 0
+
+
+def test_claim_many__after_a_single_claim__skips_the_proof_of_proven_shares(w):
+    did, c, s = w.dataset_ten
+    credit(w, 1, [did], [10**18])
+    first = claim_as(w, c[5], w.dataset_ten)
+    credit(w, 2, [did], [10**18])
+    with boa.env.prank(c[5]):
+        second = w.vault.claim_many([(did, 1, s[5], [])])
+    assert first + second == w.vault.claimed(did, 1, c[5]) == 2 * 10**18 * s[5] // 10_000
+
+
 def test_claim__no_revenue__reverts_before_checking_proof(w):
     did, c, s = w.dataset_small
     with boa.reverts("vault: nothing to claim"):
