@@ -73,12 +73,14 @@ class JobClient:
         """Accept a leased job with the agent's signature over Lease(task_id, lease_expires_at)."""
         return self._post(f"/v1/jobs/{job_id}/accept", {"lease_signature": "0x" + lease_signature.hex()}).json()
 
-    def submit(self, job_id: int, output: bytes, result_digest: bytes, signature: bytes) -> dict:
+    def submit(self, job_id: int, output: bytes, result_digest: bytes, signature: bytes, lease_signature: bytes | None = None) -> dict:
         payload = {
             "output_b64": base64.b64encode(output).decode(),
             "result_digest": "0x" + result_digest.hex(),
             "signature": "0x" + signature.hex(),
         }
+        if lease_signature is not None:  # the lease acceptance, if it was not POSTed to /accept
+            payload["lease_signature"] = "0x" + lease_signature.hex()
         return self._post(f"/v1/jobs/{job_id}/result", payload).json()
 
     def report_error(self, job_id: int, kind: str, message: str) -> None:

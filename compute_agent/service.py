@@ -6,6 +6,7 @@ import base64
 import logging
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 from compute_agent.client import JobClient, OracleRefused, OracleUnavailable
@@ -22,6 +23,10 @@ from tributa.errors import TributaError
 from tributa.store.errors import NotFound, StoreError
 
 log = logging.getLogger("tributa.agent")
+
+# A job still running this long after its lease POSTs the signed acceptance (well inside the
+# oracle's 15 s accept window); a quicker one sends it with its result, saving a request.
+ACCEPT_AFTER_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -127,15 +132,14 @@ class Agent:
         if parts is None:
             self.client.report_error(job_id, "runtime", f"agent lacks the weights of model {model.model_id}")
             return JobOutcome(job_id, task_id, False, error="model not held")
-        # Accept the lease before any work: signed here, in the agent process (never in a job process).
+        # Accept the lease before any work: signed here, in the agent process (never in a job
+        # process). The acceptance is POSTed if the job runs past ACCEPT_AFTER_S, else it rides
+        # with the result (one request per job less); either way the oracle has it long before
+        # the lease could expire, so the agent can be slashed if it goes silent.
         lease_signature = sign_lease(
             self.signer.account, self.contracts.chain_id, self.contracts.escrow.address, task_id, int(offer["lease_expires_at"])
         )
-        try:
-            self.client.accept(job_id, lease_signature)
-        except OracleRefused as exc:
-            log.warning("job %s (task %s): lease not accepted: %s", job_id, task_id, exc)
-            return JobOutcome(job_id, task_id, False, error=str(exc), seconds=time.perf_counter() - started)
+        accepted = self._accept_later(job_id, lease_signature)
         try:
             input_bytes, sealed = self._job_input(offer)
             fetched = time.perf_counter()
@@ -143,17 +147,22 @@ class Agent:
             ran = time.perf_counter()
         except (NotFound, JobInputError) as exc:
             log.warning("job %s (task %s): bad input: %s", job_id, task_id, exc)
+            self._accepted(accepted, job_id, task_id)
             self.client.report_error(job_id, "input", str(exc))
             return JobOutcome(job_id, task_id, False, error=str(exc), seconds=time.perf_counter() - started)
         except Exception as exc:  # a crashing model fails its job, never the agent
             log.exception("job %s (task %s) failed", job_id, task_id)
+            self._accepted(accepted, job_id, task_id)
             self.client.report_error(job_id, "runtime", f"{type(exc).__name__}: {exc}")
             return JobOutcome(job_id, task_id, False, error=str(exc), seconds=time.perf_counter() - started)
         result_cid = str(self.store.cid_of(output))
         digest = cidlib.cid_to_digest(result_cid)
         signature = sign_result(self.signer.account, self.contracts.chain_id, self.contracts.escrow.address, task_id, digest)
         signed = time.perf_counter()
-        self.client.submit(job_id, output, digest, signature)
+        refused = self._accepted(accepted, job_id, task_id)
+        if refused is not None:
+            return JobOutcome(job_id, task_id, False, error=refused, seconds=time.perf_counter() - started)
+        self.client.submit(job_id, output, digest, signature, lease_signature)
         done = time.perf_counter()
         seconds = done - started
         log.info(
@@ -161,6 +170,35 @@ class Agent:
             job_id, task_id, seconds, fetched - started, ran - fetched, signed - ran, done - signed, result_cid,
         )
         return JobOutcome(job_id, task_id, True, result_cid=result_cid, seconds=seconds)
+
+    def _accept_later(self, job_id: int, lease_signature: bytes) -> Future:
+        """POST the acceptance after ACCEPT_AFTER_S unless `_accepted` cancels it first."""
+        accepted: Future = Future()
+
+        def send() -> None:
+            if not accepted.set_running_or_notify_cancel():
+                return  # the job finished first: the signature goes with its result
+            try:
+                accepted.set_result(self.client.accept(job_id, lease_signature))
+            except BaseException as exc:
+                accepted.set_exception(exc)
+
+        timer = threading.Timer(ACCEPT_AFTER_S, send)
+        timer.daemon = True
+        timer.start()
+        return accepted
+
+    @staticmethod
+    def _accepted(accepted: Future, job_id: int, task_id: int) -> str | None:
+        """None once the acceptance was taken (or was never sent), else why the oracle refused it."""
+        if accepted.cancel():
+            return None
+        try:
+            accepted.result()
+            return None
+        except TributaError as exc:
+            log.warning("job %s (task %s): lease not accepted: %s", job_id, task_id, exc)
+            return str(exc)
 
     def run(self, max_jobs: int | None = None, stop: threading.Event | None = None, wait_s: float = 20.0) -> list[JobOutcome]:
         """Poll and run jobs until `stop` is set or `max_jobs` have run."""

@@ -81,6 +81,8 @@ class Submission:
     output: bytes
     result_digest: bytes
     signature: bytes
+    # The agent's Lease signature, when it did not POST /accept (a job done within its accept delay).
+    lease_signature: bytes | None = None
 
     @classmethod
     def from_json(cls, body: dict) -> "Submission":
@@ -94,7 +96,8 @@ class Submission:
             raise JobError(422, "result_digest must be 32 bytes and signature 65 bytes")
         if len(output) > MAX_OUTPUT_BYTES:
             raise JobError(413, f"output is {len(output)} bytes; the limit is {MAX_OUTPUT_BYTES}")
-        return cls(output, digest, signature)
+        lease_signature = parse_lease_signature(body) if body.get("lease_signature") is not None else None
+        return cls(output, digest, signature, lease_signature)
 
 
 def parse_lease_signature(body: dict) -> bytes:
@@ -272,26 +275,30 @@ class JobBook:
         """
         with self.db.session() as s:
             job = self._held_job_only(s, agent, job_id)  # the task row is not needed: one query less
-            expires_at = job.lease_chain_expires_at
-            if expires_at is None:
-                raise JobError(409, f"job {job_id} predates signed leases; it cannot be accepted")
-            try:
-                signer = recover_lease_signer(self.chain_id, self.escrow_address, job.task_id, expires_at, signature)
-            except Exception:  # eth_account raises several types for undecodable signatures
-                raise JobError(422, "lease_signature does not decode as an ECDSA signature") from None
-            if signer.lower() != agent.lower():
-                raise JobError(
-                    401,
-                    f"the lease signature recovers to {signer}, not to agent {agent}: sign "
-                    f"Lease(task_id={job.task_id}, expires_at={expires_at}) with the agent's own key",
-                )
-            encoded = "0x" + signature.hex()
-            if job.lease_signature not in (None, encoded):
-                raise JobError(409, f"job {job_id}'s lease is already accepted")
-            job.lease_signature = encoded
-            job.accepted_at = job.accepted_at or now()
-            job.lease_expires_at = job.leased_at + self.lease_s
-            return expires_at
+            return self._record_lease(job, agent, signature)
+
+    def _record_lease(self, job: Job, agent: str, signature: bytes) -> int:
+        """Verify a Lease signature for `job` (it must recover to `agent`) and store it."""
+        job_id, expires_at = job.id, job.lease_chain_expires_at
+        if expires_at is None:
+            raise JobError(409, f"job {job_id} predates signed leases; it cannot be accepted")
+        try:
+            signer = recover_lease_signer(self.chain_id, self.escrow_address, job.task_id, expires_at, signature)
+        except Exception:  # eth_account raises several types for undecodable signatures
+            raise JobError(422, "lease_signature does not decode as an ECDSA signature") from None
+        if signer.lower() != agent.lower():
+            raise JobError(
+                401,
+                f"the lease signature recovers to {signer}, not to agent {agent}: sign "
+                f"Lease(task_id={job.task_id}, expires_at={expires_at}) with the agent's own key",
+            )
+        encoded = "0x" + signature.hex()
+        if job.lease_signature not in (None, encoded):
+            raise JobError(409, f"job {job_id}'s lease is already accepted")
+        job.lease_signature = encoded
+        job.accepted_at = job.accepted_at or now()
+        job.lease_expires_at = job.leased_at + self.lease_s
+        return expires_at
 
     def submit(self, agent: str, job_id: int, sub: Submission) -> str:
         """Verify and record an agent's result; returns the result CID.
@@ -312,6 +319,8 @@ class JobBook:
             sealed_cid = str(self.store.put_bytes(sealed))
         with self.db.session() as s:
             job, task = self._held_job(s, agent, job_id)
+            if sub.lease_signature is not None and job.lease_signature is None:
+                self._record_lease(job, agent, sub.lease_signature)
             job.state = JobState.SUBMITTED
             job.requester_cid = sealed_cid
             job.result_cid = str(result_cid)

@@ -294,3 +294,19 @@ def test_expire_leases__lease_never_accepted__returns_to_the_pool_within_the_acc
         job.lease_expires_at = job.leased_at + book.accept_window_s - 10**6  # the accept window is over
     assert book.expire_leases() == 1
     assert api.parts.state(leased["task_id"]) == TaskState.OPEN
+
+
+def test_result__with_the_lease_signature__stores_the_acceptance_without_an_accept_call(api, leased):
+    body = {**_result(api, leased), "lease_signature": _lease_signature(api, leased)}
+    response = api.post(f"/v1/jobs/{leased['job_id']}/result", body)
+    assert response.status_code == 200, response.text
+    job = _job(api, leased["job_id"])
+    assert job.lease_signature == body["lease_signature"] and job.accepted_at is not None
+
+
+def test_result__with_a_lease_signature_not_the_agents__401_and_nothing_recorded(api, leased):
+    body = {**_result(api, leased), "lease_signature": _lease_signature(api, leased, role="agent2")}
+    response = api.post(f"/v1/jobs/{leased['job_id']}/result", body)
+    assert response.status_code == 401 and "lease signature recovers to" in response.json()["error"]
+    job = _job(api, leased["job_id"])
+    assert job.state == JobState.LEASED and job.lease_signature is None
