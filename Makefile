@@ -35,7 +35,8 @@ setup: $(VENV)/.installed node_modules/.installed
 demo: setup
 	$(PY) scripts/demo.py
 
-# A throwaway PostgreSQL (in .tributa/pg, Debian's package) so the oracle's DB tests also run on it.
+# A throwaway PostgreSQL (Debian's package; its data outside the checkout, see scripts/pg.sh) so the
+# oracle's DB tests also run on it.
 postgres:
 	@scripts/pg.sh >/dev/null
 
@@ -47,4 +48,5 @@ bench: setup
 
 clean:
 	-scripts/pg.sh stop
+	-rm -rf "$$(scripts/pg.sh dir)"
 	rm -rf .build .tributa demo-report.json .pytest_cache .hypothesis

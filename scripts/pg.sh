@@ -3,14 +3,17 @@
 #
 #   scripts/pg.sh          install if missing, init + start the cluster, print its SQLAlchemy URL
 #   scripts/pg.sh url      print the URL if the cluster is running (nothing otherwise)
-#   scripts/pg.sh stop     stop the cluster (its data stays in .tributa/pg)
+#   scripts/pg.sh stop     stop the cluster (its data stays where `scripts/pg.sh dir` says)
+#   scripts/pg.sh dir      print the cluster's folder
 #
-# The cluster lives in .tributa/pg, listens on 127.0.0.1 only (port 55432, or a free one when
-# that is taken) and trusts local connections: it is for tests, never for real data.
+# The cluster lives outside the checkout, in /var/tmp/tributa-pg-<hash of the checkout's path>
+# (or $TRIBUTA_PG_DIR): the server runs as the `postgres` user, which cannot enter a checkout
+# in a private (0700) folder. It listens on 127.0.0.1 only (port 55432, or a free one when that
+# is taken) and trusts local connections: it is for tests, never for real data.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PGROOT="$ROOT/.tributa/pg"
+PGROOT="${TRIBUTA_PG_DIR:-/var/tmp/tributa-pg-$(printf '%s' "$ROOT" | sha256sum | cut -c1-12)}"
 DATA="$PGROOT/data"
 PORT_FILE="$PGROOT/port"
 LOG="$PGROOT/postgres.log"
@@ -114,5 +117,6 @@ case "${1:-start}" in
     start) start ;;
     url) if running && [[ -f "$PORT_FILE" ]]; then url; fi ;;
     stop) stop ;;
-    *) say "usage: scripts/pg.sh [start|url|stop]"; exit 2 ;;
+    dir) echo "$PGROOT" ;;
+    *) say "usage: scripts/pg.sh [start|url|stop|dir]"; exit 2 ;;
 esac
