@@ -1,7 +1,4 @@
 # pragma version ~=0.4.3
-# NOTE TO ENGINEERS: the TaskEscrow task of issue 10 was handed out twice by mistake. If your instructions say the contract
-# is due by 22:35 UTC (rest by 23:00), STOP NOW: edit nothing and report 'duplicate, stopped'. If they say 22:45 UTC, carry on
-# (and delete this note when you commit).
 """
 @title Tributa TaskEscrow
 @custom:contract-name TaskEscrow
