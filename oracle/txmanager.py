@@ -378,19 +378,20 @@ class TxManager:
             if tx.state != TxState.PENDING:
                 return True, None
             attempts = list(s.execute(select(TxAttempt).where(TxAttempt.tx_id == tx_id).order_by(TxAttempt.id.desc())).scalars())
-        for attempt in attempts:
-            try:
-                receipt = self.w3.eth.get_transaction_receipt(attempt.tx_hash)
-            except TransactionNotFound:
-                continue
-            if receipt is None or receipt.get("blockNumber") is None:
-                continue
-            self._finalise(tx_id, attempt.id, receipt)
-            return True, receipt
+        found = self._find_receipt(attempts)
+        if found is not None:
+            self._finalise(tx_id, found[0].id, found[1])
+            return True, found[1]
         ever_broadcast = any(a.broadcast_at is not None for a in attempts)
         if allow_replaced and ever_broadcast and latest_nonce is None:
             latest_nonce = self.w3.eth.get_transaction_count(self.address, "latest")
         if allow_replaced and ever_broadcast and latest_nonce > tx.nonce:
+            # The nonce may have been read after our own attempt was mined, though the receipts
+            # were asked for just before it: look once more before blaming a foreign sender.
+            found = self._find_receipt(attempts)
+            if found is not None:
+                self._finalise(tx_id, found[0].id, found[1])
+                return True, found[1]
             with self.db.session() as s:
                 row = s.get(SentTx, tx_id)
                 row.state, row.updated_at = TxState.REPLACED, now()
@@ -398,6 +399,17 @@ class TxManager:
             log.error("tx #%d (%s): nonce %d used by another transaction from %s", tx_id, tx.purpose, tx.nonce, self.address)
             return True, None
         return False, None
+
+    def _find_receipt(self, attempts: list[TxAttempt]) -> tuple[TxAttempt, Any] | None:
+        """The first attempt (newest first) with a mined receipt, and that receipt."""
+        for attempt in attempts:
+            try:
+                receipt = self.w3.eth.get_transaction_receipt(attempt.tx_hash)
+            except TransactionNotFound:
+                continue
+            if receipt is not None and receipt.get("blockNumber") is not None:
+                return attempt, receipt
+        return None
 
     def _finalise(self, tx_id: int, attempt_id: int, receipt: Any) -> None:
         with self.db.session() as s:
