@@ -45,10 +45,13 @@ def shares_of(contracts: Contracts, account: str) -> list[Share]:
         if account not in contributors:
             continue
         index = contributors.index(account)
-        # Once a share is proven in the vault (the account's first paying claim there), claims
-        # need no proof: sending none saves ~16 gas per calldata byte.
-        proven = vault.proven_share(dataset_id, version, account).call() == bps[index]
-        proof = [] if proven else merkle.contributors_proof(contributors, bps, index)
+        proof = merkle.contributors_proof(contributors, bps, index)
+        # After the account's first paying claim in a version its lane there is non-zero and
+        # proves the share: proof[0] alone locates the lane, and each sibling left out saves
+        # ~510 gas of calldata.
+        claimed = vault.claimed(dataset_id, version, account, bps[index], proof[:1]).call()
+        if claimed:
+            proof = proof[:1]
         shares.append(
             Share(
                 dataset_id,
@@ -56,7 +59,7 @@ def shares_of(contracts: Contracts, account: str) -> list[Share]:
                 bps[index],
                 proof,
                 vault.claimable(dataset_id, version, account, bps[index], proof).call(),
-                vault.claimed(dataset_id, version, account).call(),
+                claimed,
             )
         )
     return shares

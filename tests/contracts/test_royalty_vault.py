@@ -1,10 +1,10 @@
-"""RoyaltyVault: crediting by the escrow, Merkle-proved claims, dust sweeping."""
+"""RoyaltyVault: crediting by the escrow, Merkle-proved claims on pair-shared lanes, dust sweeping."""
 
 import boa
 import pytest
 
 from tests.contracts import helpers as h
-from tributa.merkle import contributors_proof, sort_contributors
+from tributa.merkle import contributors_leaf, contributors_proof, sort_contributors
 
 REJECTER = """
 # pragma version ~=0.4.3
@@ -49,6 +49,17 @@ def claim_as(w, account, dataset, version=1, index=None, bps=None, proof=None):
         return w.vault.claim(did, version, s[i] if bps is None else bps, contributors_proof(c, s, i) if proof is None else proof)
 
 
+def claimed_of(w, account, dataset, version=1):
+    did, c, s = dataset
+    i = [x.lower() for x in c].index(str(account).lower())
+    return w.vault.claimed(did, version, account, s[i], contributors_proof(c, s, i)[:1])
+
+
+def first_element(dataset, i):
+    _, c, s = dataset
+    return contributors_proof(c, s, i)[:1]
+
+
 # ------------------------------------------------------------------ set up
 
 
@@ -87,6 +98,30 @@ def test_credit__by_escrow__adds_revenue_per_current_version_and_emits(w):
     assert w.vault.revenue(1, 1) == 150 and w.vault.revenue(2, 1) == 200
     assert w.vault.total_credited() == 350
     assert boa.env.get_balance(w.vault.address) == 350
+
+
+def test_credit__first_non_zero_credit_of_a_version__copies_the_registry_root(w):
+    did = w.dataset_ten[0]
+    credit(w, 1, [did], [0])
+    assert w.vault.contributors_root(did, 1) == b"\x00" * 32
+    credit(w, 2, [did], [5])
+    assert w.vault.contributors_root(did, 1) == w.registry.contributors_root(did, 1) != b"\x00" * 32
+    c, s = sort_contributors([(boa.env.generate_address(), 10_000)])
+    with boa.env.prank(w.data_owner):
+        w.registry.update_contributors(did, c, s)
+    assert w.vault.contributors_root(did, 2) == b"\x00" * 32
+    credit(w, 3, [did], [7])
+    assert w.vault.contributors_root(did, 2) == w.registry.contributors_root(did, 2) == contributors_leaf(c[0], 10_000)
+    assert w.vault.contributors_root(did, 1) == w.registry.contributors_root(did, 1)
+
+
+def test_credit__revenue_reaching_2_128__reverts_revenue_overflow(w):
+    did = w.dataset_ten[0]
+    credit(w, 1, [did], [2**128 - 2])
+    credit(w, 2, [did], [1])
+    with boa.reverts("vault: revenue overflow"):
+        credit(w, 3, [did], [1])
+    assert w.vault.revenue(did, 1) == 2**128 - 1
 
 
 def test_credit__after_contributors_update__goes_to_new_version(w):
@@ -131,8 +166,8 @@ def test_claim__contributor_with_proof__is_paid_its_floor_share(w):
     (log,) = h.events(w.vault, "RoyaltyClaimed")
     assert (log.account, log.dataset_id, log.version, log.amount) == (c[3], did, 1, expected)
     assert boa.env.get_balance(c[3]) == before + expected
-    assert w.vault.claimed(did, 1, c[3]) == expected
-    assert w.vault.total_claimed() == expected
+    assert claimed_of(w, c[3], w.dataset_ten) == expected
+    assert boa.env.get_balance(w.vault.address) == 10**18 + 7 - expected
 
 
 def test_claim__twice_without_new_revenue__reverts_nothing_to_claim(w):
@@ -153,17 +188,64 @@ def test_claim__after_more_revenue__pays_only_the_increase(w):
     assert first + second == 30_000 * s[1] // 10_000
 
 
-def test_claim__repeat_after_the_share_is_proven__pays_with_an_empty_proof(w):
+def test_claim__repeat_after_a_paying_claim__pays_with_only_the_first_proof_element(w):
     did, c, s = w.dataset_ten
-    assert w.vault.proven_share(did, 1, c[2]) == 0
+    assert claimed_of(w, c[2], w.dataset_ten) == 0
     credit(w, 1, [did], [10**18])
     first = claim_as(w, c[2], w.dataset_ten)
-    assert w.vault.proven_share(did, 1, c[2]) == s[2]
     credit(w, 2, [did], [3 * 10**18 + 11])
-    assert w.vault.claimable(did, 1, c[2], s[2], []) == (4 * 10**18 + 11) * s[2] // 10_000 - first
-    second = claim_as(w, c[2], w.dataset_ten, proof=[])
-    assert first + second == w.vault.claimed(did, 1, c[2]) == (4 * 10**18 + 11) * s[2] // 10_000
-    assert w.vault.proven_share(did, 1, c[2]) == s[2]
+    short = first_element(w.dataset_ten, 2)
+    assert w.vault.claimable(did, 1, c[2], s[2], short) == (4 * 10**18 + 11) * s[2] // 10_000 - first
+    second = claim_as(w, c[2], w.dataset_ten, proof=short)
+    assert first + second == claimed_of(w, c[2], w.dataset_ten) == (4 * 10**18 + 11) * s[2] // 10_000
+
+
+def test_claim__repeat_with_the_full_proof__pays_the_same(w):
+    did, c, s = w.dataset_ten
+    credit(w, 1, [did], [10**18])
+    first = claim_as(w, c[7], w.dataset_ten)
+    credit(w, 2, [did], [10**18])
+    assert first + claim_as(w, c[7], w.dataset_ten) == 2 * 10**18 * s[7] // 10_000
+
+
+def test_claim__both_leaves_of_a_pair__keep_separate_lanes(w):
+    did, c, s = w.dataset_ten  # leaves 4 and 5 are hashed together
+    assert contributors_proof(c, s, 4)[0] == contributors_leaf(c[5], s[5])
+    credit(w, 1, [did], [10**18 + 3])
+    a = claim_as(w, c[4], w.dataset_ten)
+    assert claimed_of(w, c[5], w.dataset_ten) == 0
+    b = claim_as(w, c[5], w.dataset_ten)
+    credit(w, 2, [did], [2 * 10**18])
+    a += claim_as(w, c[4], w.dataset_ten, proof=first_element(w.dataset_ten, 4))
+    assert claimed_of(w, c[5], w.dataset_ten) == b == (10**18 + 3) * s[5] // 10_000
+    b += claim_as(w, c[5], w.dataset_ten, proof=first_element(w.dataset_ten, 5))
+    assert (a, b) == ((3 * 10**18 + 3) * s[4] // 10_000, (3 * 10**18 + 3) * s[5] // 10_000)
+    assert (claimed_of(w, c[4], w.dataset_ten), claimed_of(w, c[5], w.dataset_ten)) == (a, b)
+
+
+def test_claim__pair_sibling_with_only_the_first_element__reverts_before_its_own_first_claim(w):
+    # c[5]'s first element is c[4]'s leaf: the same pair word as c[4]'s, but the other lane,
+    # which is empty until c[5] proves its own leaf.
+    did, c, s = w.dataset_ten
+    credit(w, 1, [did], [10**18])
+    claim_as(w, c[4], w.dataset_ten)
+    assert w.vault.claimable(did, 1, c[5], s[5], first_element(w.dataset_ten, 5)) == 0
+    with boa.reverts("vault: invalid proof"):
+        claim_as(w, c[5], w.dataset_ten, proof=first_element(w.dataset_ten, 5))
+
+
+def test_claim__stranger_naming_a_claimed_lane__reverts_invalid_proof(w):
+    did, c, s = w.dataset_ten
+    credit(w, 1, [did], [10**18])
+    claim_as(w, c[2], w.dataset_ten)
+    credit(w, 2, [did], [10**18])
+    short = first_element(w.dataset_ten, 2)
+    assert w.vault.claimable(did, 1, w.stranger, s[2], short) == 0
+    assert w.vault.claimed(did, 1, w.stranger, s[2], short) == 0
+    with boa.env.prank(w.stranger), boa.reverts("vault: invalid proof"):
+        w.vault.claim(did, 1, s[2], short)
+    with boa.env.prank(c[3]), boa.reverts("vault: invalid proof"):  # a fellow contributor
+        w.vault.claim(did, 1, s[2], short)
 
 
 def test_claim__repeat_naming_another_share__reverts_invalid_proof(w):
@@ -171,29 +253,66 @@ def test_claim__repeat_naming_another_share__reverts_invalid_proof(w):
     credit(w, 1, [did], [10**18])
     claim_as(w, c[2], w.dataset_ten)
     credit(w, 2, [did], [10**18])
-    assert w.vault.claimable(did, 1, c[2], s[2] + 1, []) == 0
+    short = first_element(w.dataset_ten, 2)
+    assert w.vault.claimable(did, 1, c[2], s[2] + 1, short) == 0
     with boa.reverts("vault: invalid proof"):
-        claim_as(w, c[2], w.dataset_ten, bps=s[2] + 1, proof=[])
+        claim_as(w, c[2], w.dataset_ten, bps=s[2] + 1, proof=short)
     with boa.reverts("vault: invalid proof"):
-        claim_as(w, c[2], w.dataset_ten, bps=10_000, proof=[])
+        claim_as(w, c[2], w.dataset_ten, bps=10_000, proof=short)
 
 
-def test_claim__empty_proof_before_the_share_is_proven__reverts_invalid_proof(w):
+def test_claim__first_element_only_before_a_paying_claim__reverts_invalid_proof(w):
     did, c, s = w.dataset_ten
     credit(w, 1, [did], [10**18])
     with boa.reverts("vault: invalid proof"):
+        claim_as(w, c[2], w.dataset_ten, proof=first_element(w.dataset_ten, 2))
+    with boa.reverts("vault: invalid proof"):
         claim_as(w, c[2], w.dataset_ten, proof=[])
-    assert w.vault.proven_share(did, 1, c[2]) == 0
+    assert claimed_of(w, c[2], w.dataset_ten) == 0
 
 
-def test_claim_many__after_a_single_claim__skips_the_proof_of_proven_shares(w):
+def test_claim__promoted_leaf_of_an_odd_tree__repeats_with_the_first_element(w):
+    did, c, s = w.dataset_small  # 3 leaves: the last is promoted, its first element is a node
+    credit(w, 1, [did], [9_000])
+    first = claim_as(w, c[2], w.dataset_small)
+    credit(w, 2, [did], [1_000])
+    second = claim_as(w, c[2], w.dataset_small, proof=first_element(w.dataset_small, 2))
+    assert first + second == claimed_of(w, c[2], w.dataset_small) == 10_000 * s[2] // 10_000
+    assert claim_as(w, c[0], w.dataset_small) == 10_000 * s[0] // 10_000
+
+
+def test_claim__single_leaf_dataset__repeats_with_an_empty_proof(w):
+    me = h.funded_address("solo-claimer")
+    with boa.env.prank(w.stranger):
+        did = h.commit_and_register(w.registry, h.digest("solo-repeat"), h.digest("m"), [me], [10_000], "")
+    credit(w, 1, [did], [41])
+    with boa.env.prank(me):
+        assert w.vault.claim(did, 1, 10_000, []) == 41
+    credit(w, 2, [did], [1])
+    with boa.env.prank(w.stranger), boa.reverts("vault: invalid proof"):
+        w.vault.claim(did, 1, 10_000, [])
+    with boa.env.prank(me):
+        assert w.vault.claim(did, 1, 10_000, []) == 1
+    assert w.vault.claimed(did, 1, me, 10_000, []) == 42
+
+
+def test_claim_many__after_a_single_claim__takes_only_the_first_proof_element(w):
     did, c, s = w.dataset_ten
     credit(w, 1, [did], [10**18])
     first = claim_as(w, c[5], w.dataset_ten)
     credit(w, 2, [did], [10**18])
     with boa.env.prank(c[5]):
-        second = w.vault.claim_many([(did, 1, s[5], [])])
-    assert first + second == w.vault.claimed(did, 1, c[5]) == 2 * 10**18 * s[5] // 10_000
+        second = w.vault.claim_many([(did, 1, s[5], first_element(w.dataset_ten, 5))])
+    assert first + second == claimed_of(w, c[5], w.dataset_ten) == 2 * 10**18 * s[5] // 10_000
+
+
+def test_claim_many__stranger_naming_a_claimed_lane__reverts_invalid_proof(w):
+    did, c, s = w.dataset_ten
+    credit(w, 1, [did], [10**18])
+    claim_as(w, c[5], w.dataset_ten)
+    credit(w, 2, [did], [10**18])
+    with boa.env.prank(w.stranger), boa.reverts("vault: invalid proof"):
+        w.vault.claim_many([(did, 1, s[5], first_element(w.dataset_ten, 5))])
 
 
 def test_claim__no_revenue__reverts_before_checking_proof(w):
@@ -257,7 +376,7 @@ def test_claim__reentrant_recipient__cannot_claim_twice(w):
     attacker.claim(w.vault.address, did, 1, s[i], contributors_proof(c, s, i))
     assert attacker.reentered() is False
     assert boa.env.get_balance(attacker.address) == 500
-    assert w.vault.claimed(did, 1, attacker.address) == 500
+    assert w.vault.claimed(did, 1, attacker.address, s[i], contributors_proof(c, s, i)) == 500
 
 
 def test_claimable__reports_owed_or_zero_for_bad_proof(w):
@@ -303,7 +422,7 @@ def test_claim_many__across_datasets_and_versions__pays_once(w):
     assert paid == 700 + 500 + 333
     assert boa.env.get_balance(me) == before + paid
     assert [(e.dataset_id, e.version, e.amount) for e in logs] == [(d1, 2, 700), (d1, 3, 500), (d3, 1, 333)]
-    assert w.vault.total_claimed() == paid
+    assert boa.env.get_balance(w.vault.address) == w.vault.total_credited() - paid
 
 
 def test_claim_many__nothing_owed__reverts(w):
@@ -348,7 +467,7 @@ def test_sweep_dust__closed_version__pays_owner_exact_dust_and_leaves_floor_shar
     rest = claim_as(w, c[1], w.dataset_small) + claim_as(w, c[2], w.dataset_small)
     assert first + rest + swept == revenue
     assert boa.env.get_balance(w.vault.address) == 0
-    assert w.vault.total_claimed() == w.vault.total_credited() == revenue
+    assert w.vault.total_credited() == revenue
 
 
 def test_sweep_dust__by_vault_owner__pays_the_dataset_owner(w):
