@@ -117,6 +117,50 @@ def test_settle__attributed_output__credits_the_quoted_dataset_and_contributors_
     proof = merkle.contributors_proof(members, [5000, 5000], members.index(member.address))
     before = contracts.w3.eth.get_balance(member.address)
     receipt = member.transact(contracts.vault.functions.claim(datasets["baking"], 1, 5000, proof)).receipt
-    assert contracts.vault.functions.claimed(datasets["baking"], 1, member.address).call() == revenue // 2
+    assert contracts.vault.functions.claimed(datasets["baking"], 1, member.address, 5000, proof[:1]).call() == revenue // 2
     gas_paid = receipt.gasUsed * receipt.effectiveGasPrice
     assert contracts.w3.eth.get_balance(member.address) == before + revenue // 2 - gas_paid
+
+
+def _settle_quote(oracle, contracts, signers, model: int, text: str) -> None:
+    from tests.oracle.test_settlement import _submit
+
+    input_cid = str(oracle.store.put_bytes(json.dumps({"prompt": text[:12]}).encode()))
+    task_id = post_raw_task(contracts, signers["requester"], model, cidlib.cid_to_digest(input_cid))
+    oracle.ingestor.poll_once()
+    offer = oracle.book.lease(signers["agent"].address, {model}, oracle.chain_time())
+    _submit(oracle, signers["agent"], offer, json.dumps({"kind": "generate", "text": text}).encode(), task_id)
+    assert oracle.settler.settle_ready() == 1
+
+
+def test_claim_all__first_claim_then_a_new_credit__pays_each_wei_once_and_repeats_with_a_short_proof(
+    world, contracts, signers, tmp_path
+):
+    from tributa.royalties import claim_all, shares_of
+
+    oracle, datasets, attributor, members = world
+    oracle.settler.attributor = attributor
+    model = _model(contracts, signers, oracle.store, tmp_path, {datasets["baking"]: 10_000})
+    ensure_agent(contracts, signers["agent"], [model])
+    member = signer_for(contracts, "17")
+    vault = contracts.vault.functions
+
+    _settle_quote(oracle, contracts, signers, model, "leave it covered in a warm place until it has doubled in size")
+    first_revenue = vault.revenue(datasets["baking"], 1).call()
+    astro, share = shares_of(contracts, member.address)  # a contributor of both datasets
+    assert (astro.dataset_id, astro.claimable) == (datasets["astro"], 0)
+    assert (share.dataset_id, share.claimable, share.claimed) == (datasets["baking"], first_revenue // 2, 0)
+    assert len(share.proof) == 1  # two contributors: the sibling leaf is the whole proof
+    paid, _ = claim_all(contracts, member)
+    assert paid == first_revenue // 2
+
+    _settle_quote(oracle, contracts, signers, model, "Knead the dough on a floured table for ten minutes until it is smooth")
+    second_revenue = vault.revenue(datasets["baking"], 1).call() - first_revenue
+    _, share = shares_of(contracts, member.address)
+    assert len(share.proof) == 1 and share.claimed == first_revenue // 2 and share.claimable == second_revenue // 2
+    before = contracts.w3.eth.get_balance(member.address)
+    paid, (tx,) = claim_all(contracts, member)
+    assert paid == second_revenue // 2
+    assert contracts.w3.eth.get_balance(member.address) == before + paid - tx.receipt.gasUsed * tx.receipt.effectiveGasPrice
+    with pytest.raises(Exception, match="no royalties to claim"):
+        claim_all(contracts, member)
