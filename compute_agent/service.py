@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 from compute_agent.client import JobClient, OracleRefused, OracleUnavailable
 from tributa import private
-from tributa.runtime.executor import JobInputError, JobRunner, SealedInput
+from tributa.crypto import CryptoError, decrypt_with
+from tributa.runtime.executor import JobInputError, JobRunner
 from tributa.catalog import LocalModel, ModelCatalog
 from tributa.chain.contracts import Contracts
 from tributa.chain.eip712 import sign_lease, sign_result
@@ -105,18 +106,24 @@ class Agent:
             raise StoreError(f"the input sent with the offer does not hash to {offer['input_cid']}")
         return data
 
-    def _job_input(self, offer: dict) -> tuple[bytes, SealedInput | None]:
+    def _job_input(self, offer: dict) -> bytes:
         """A public job's input (sent with the offer, or fetched by CID); a private one as the
-        oracle sealed it to this agent."""
+        oracle sealed it to this agent, opened here.
+
+        The agent's key never leaves this process: a job process gets the plaintext it has to
+        compute on, nothing that could open other tasks' inputs or sign as the agent."""
         if offer.get("input_b64"):
-            return self.inline_input(offer), None
+            return self.inline_input(offer)
         if not offer.get("input_envelope_b64"):
-            return self.fetch_input(offer["input_cid"]), None
+            return self.fetch_input(offer["input_cid"])
         envelope = base64.b64decode(offer["input_envelope_b64"])
         where = private.Deployment(self.contracts.chain_id, self.contracts.escrow.address)
         requester = self.contracts.escrow.functions.task(offer["task_id"]).call()[0]
         context = private.job_input_context(where, requester, offer["task_id"])
-        return envelope, SealedInput(bytes(self.signer.account.key), context)
+        try:
+            return decrypt_with(bytes(self.signer.account.key), envelope, context)
+        except CryptoError as exc:
+            raise JobInputError(f"the sealed input does not open with this agent's key: {exc}") from None
 
     def handle(self, offer: dict) -> JobOutcome:
         outcome = self._handle(offer)
@@ -141,9 +148,9 @@ class Agent:
         )
         accepted = self._accept_later(job_id, lease_signature)
         try:
-            input_bytes, sealed = self._job_input(offer)
+            input_bytes = self._job_input(offer)
             fetched = time.perf_counter()
-            output = self.executor.run(parts[0], parts[1], input_bytes, sealed)
+            output = self.executor.run(parts[0], parts[1], input_bytes)
             ran = time.perf_counter()
         except (NotFound, JobInputError) as exc:
             log.warning("job %s (task %s): bad input: %s", job_id, task_id, exc)

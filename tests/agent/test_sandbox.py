@@ -28,6 +28,7 @@ from tributa.runtime.sandbox import (
     SandboxViolation,
 )
 from tributa.catalog import LocalModel
+from tributa.runtime import sandbox as sandbox_module
 
 # Small limits keep the limit tests fast; real demo jobs still fit with a wide margin.
 LIMITS = SandboxLimits(memory_mb=512, cpu_seconds=20, open_files=32, wall_seconds=60)
@@ -131,6 +132,10 @@ def _kill_parent() -> None:
 
 def _parent_pid_and_double(x: int) -> list[int]:
     return [os.getppid(), 2 * x]
+
+
+def _environment() -> list[str]:
+    return sorted(os.environ)
 
 
 def _signal_the_zygote() -> list[int]:
@@ -409,3 +414,14 @@ def test_close__stops_the_zygote_and_refuses_new_jobs():
         executor.run_callable(_parent_pid_and_double, 1)
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def test_run_callable__agent_secrets_in_its_environment__job_sees_none_of_them(monkeypatch):
+    monkeypatch.setenv("TRIBUTA_PRIVATE_KEY", "0x" + "11" * 32)
+    monkeypatch.setenv("TRIBUTA_KEY_PASSWORD", "hunter2")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-for-jobs")
+    with SandboxedExecutor(import_runtime=False) as fresh:  # started after the secrets were set
+        seen = fresh.run_callable(_environment)
+    assert "PATH" in seen
+    assert not {"TRIBUTA_PRIVATE_KEY", "TRIBUTA_KEY_PASSWORD", "AWS_SECRET_ACCESS_KEY"} & set(seen)
+    assert set(seen) <= set(sandbox_module._ZYGOTE_ENV_PASSED) | set(sandbox_module._ZYGOTE_ENV) | {"PYTHONPATH"}

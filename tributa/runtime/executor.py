@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol
 
 from tributa.catalog import LocalModel
@@ -11,29 +10,13 @@ from tributa.runtime.jobs import JobInputError, JobSpec, RunnerRegistry, default
 # The most new tokens any generation job may ask for.
 MAX_NEW_TOKENS = 64
 
-__all__ = ["Executor", "JobInputError", "JobRunner", "SealedInput"]
-
-
-@dataclass(frozen=True)
-class SealedInput:
-    """A private job: its input bytes are an envelope that only this key and context open.
-
-    The runner opens it where the job runs (inside the sandbox's job process), never before.
-    """
-
-    key: bytes
-    context: bytes
-
-    def open(self, envelope: bytes) -> bytes:
-        from tributa.crypto import decrypt_with
-
-        return decrypt_with(self.key, envelope, self.context)
+__all__ = ["Executor", "JobInputError", "JobRunner"]
 
 
 class JobRunner(Protocol):
     """What runs a job: the in-process Executor or the SandboxedExecutor."""
 
-    def run(self, base: LocalModel, adapters: list[LocalModel], input_bytes: bytes, sealed: SealedInput | None = None) -> bytes: ...
+    def run(self, base: LocalModel, adapters: list[LocalModel], input_bytes: bytes) -> bytes: ...
 
 
 class Executor:
@@ -42,9 +25,7 @@ class Executor:
     def __init__(self, registry: RunnerRegistry | None = None) -> None:
         self.registry = registry or default_registry()
 
-    def run(self, base: LocalModel, adapters: list[LocalModel], input_bytes: bytes, sealed: SealedInput | None = None) -> bytes:
-        if sealed is not None:
-            input_bytes = sealed.open(input_bytes)
+    def run(self, base: LocalModel, adapters: list[LocalModel], input_bytes: bytes) -> bytes:
         adapter = adapters[0] if adapters else None
         spec = JobSpec(
             kind=base.kind,

@@ -110,6 +110,21 @@ _ZYGOTE_ENV = {
 }
 
 
+# What the zygote (and so every job) inherits of the agent's environment: only what Python, the
+# locale and the model caches need. Everything else, the agent's TRIBUTA_* settings (a key, its
+# password, RPC credentials) above all, stays out of reach of job code.
+_ZYGOTE_ENV_PASSED = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "VIRTUAL_ENV",
+                      "HF_HOME", "HF_HUB_CACHE", "TRANSFORMERS_CACHE", "TORCH_HOME", "XDG_CACHE_HOME",
+                      "TRIBUTA_CACHE_DIR")
+
+
+def zygote_environment(parent: dict[str, str] | os._Environ[str]) -> dict[str, str]:
+    """The zygote's environment: the allowlisted variables of `parent` plus the zygote's flags."""
+    env = {name: parent[name] for name in _ZYGOTE_ENV_PASSED if name in parent}
+    env.update(_ZYGOTE_ENV)
+    return env
+
+
 class SandboxError(RuntimeError):
     """The sandbox could not run the job (fork server down, sandbox setup failed)."""
 
@@ -227,13 +242,13 @@ class SandboxedExecutor:
         zygote = self._zygote
         return zygote.proc.pid if zygote is not None else None
 
-    def run(self, base: LocalModel, adapters: list[LocalModel], input_bytes: bytes, sealed: Any = None) -> bytes:
+    def run(self, base: LocalModel, adapters: list[LocalModel], input_bytes: bytes) -> bytes:
         """Run one job in the sandbox; the same output bytes as `Executor.run`.
 
-        A private job's input stays sealed until the job process (namespaced, limited) opens it.
+        A private job arrives here already opened by the agent: no key ever enters the sandbox.
         """
         reply = self._request(
-            {"op": "job", "base": base, "adapters": list(adapters), "input": bytes(input_bytes), "sealed": sealed},
+            {"op": "job", "base": base, "adapters": list(adapters), "input": bytes(input_bytes)},
             self.limits,
         )
         return reply["body"]
@@ -267,7 +282,7 @@ class SandboxedExecutor:
 
     def _spawn(self) -> _ZygoteHandle:
         ours, theirs = socket.socketpair()
-        env = dict(os.environ, **_ZYGOTE_ENV)
+        env = zygote_environment(os.environ)
         # The zygote (and the job processes that unpickle run_callable functions) must import
         # whatever this process can.
         env["PYTHONPATH"] = os.pathsep.join(p for p in [os.getcwd(), *sys.path] if p)
@@ -618,12 +633,11 @@ class _Zygote:
         limits: SandboxLimits = message["limits"]
         if message["op"] == "job":
             base, adapters, input_bytes = message["base"], message["adapters"], message["input"]
-            sealed = message.get("sealed")
             self._warm(base, adapters)
             executor = self._executor
 
             def work() -> tuple[str, bytes]:
-                return "bytes", executor.run(base, adapters, input_bytes, sealed)
+                return "bytes", executor.run(base, adapters, input_bytes)
         elif message["op"] == "call":
             payload: bytes = message["payload"]
 
