@@ -14,6 +14,7 @@ from tributa.chain.tx import Signer
 from tributa.config import Settings
 from tributa.crypto import public_key_of
 from tributa.runtime.executor import Executor
+from tributa.runtime.jobs import RunnerRegistry
 from tributa.runtime.sandbox import SandboxedExecutor
 from tributa.errors import TributaError
 
@@ -32,10 +33,32 @@ def public_key(signer: Signer) -> bytes:
     return public_key_of(bytes(signer.account.key))
 
 
-def device_class() -> int:
+def resolve_device(device: str, sandbox: bool) -> str:
+    """Check a `--device` choice ("cpu", "cuda" or "cuda:N") against this machine and mode.
+
+    The agent registers the device class it will really run on, so an agent on a GPU machine
+    that runs jobs on the CPU never advertises itself as a GPU agent."""
+    if device == "cpu":
+        return device
+    if device != "cuda" and not (device.startswith("cuda:") and device[5:].isdigit()):
+        raise TributaError(f"unknown device {device!r}: use cpu, cuda or cuda:N")
+    if sandbox:
+        raise TributaError(
+            f"--device {device} needs --no-sandbox for now: the sandbox forks each job from a "
+            "preloaded process, and CUDA does not survive fork"
+        )
     import torch
 
-    return DEVICE_GPU if torch.cuda.is_available() else DEVICE_CPU
+    if not torch.cuda.is_available():
+        raise TributaError(f"--device {device}: this machine's torch sees no CUDA device; use --device cpu")
+    index = int(device[5:]) if ":" in device else 0
+    if index >= torch.cuda.device_count():
+        raise TributaError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here (cuda:0…)")
+    return device
+
+
+def device_class(device: str) -> int:
+    return DEVICE_GPU if device.startswith("cuda") else DEVICE_CPU
 
 
 def build_agent(
@@ -49,7 +72,9 @@ def build_agent(
     progress: Callable[[str], None] = print,
     sandbox: bool = True,
     threads: int | None = None,
+    device: str = "cpu",
 ) -> Agent:
+    device = resolve_device(device, sandbox)
     catalog = ModelCatalog(store)
     for path in model_dirs or default_model_dirs(progress):
         catalog.add(path)
@@ -60,13 +85,13 @@ def build_agent(
         raise TributaError(
             "none of this agent's model folders matches a registered model; register them with `tributa model register`"
         )
-    outcome = ensure_registered(contracts, signer, AgentProfile(served, device_class(), capacity, public_key(signer)), stake_wei)
+    outcome = ensure_registered(contracts, signer, AgentProfile(served, device_class(device), capacity, public_key(signer)), stake_wei)
     progress(f"agent {signer.address}: {outcome}, serving models {served}")
-    agent.executor = make_executor([agent.model_parts(m) for m in served], sandbox, progress, threads)
+    agent.executor = make_executor([agent.model_parts(m) for m in served], sandbox, progress, threads, device)
     return agent
 
 
-def make_executor(parts, sandbox: bool, progress: Callable[[str], None] = print, threads: int | None = None):
+def make_executor(parts, sandbox: bool, progress: Callable[[str], None] = print, threads: int | None = None, device: str = "cpu"):
     """Jobs run in the sandbox (a forked, network-less, rlimited process per job), models preloaded."""
     if not sandbox:
         if threads is not None:
@@ -74,7 +99,7 @@ def make_executor(parts, sandbox: bool, progress: Callable[[str], None] = print,
 
             # Several agents on one machine: idle OpenMP threads spin and take the cores they share.
             torch.set_num_threads(threads)
-        return Executor()
+        return Executor(RunnerRegistry(device))
     executor = SandboxedExecutor(preload=parts)
     progress(f"jobs run sandboxed ({executor.isolation} isolation)")
     return executor

@@ -26,10 +26,12 @@ def agent() -> None:
 @click.option("--no-sandbox", is_flag=True, help="run jobs in this process (no network namespace or limits)")
 @click.option("--threads", type=click.IntRange(1, 256), default=None,
               help="torch threads for in-process jobs (default: torch's, one per core); sandboxed jobs use 1")
+@click.option("--device", default="cpu", show_default=True,
+              help="where jobs run: cpu, cuda or cuda:N (CUDA needs --no-sandbox); registered on-chain as the device class")
 @click.option("--json-logs/--text-logs", default=True)
 @account_option("agent")
 @pass_ctx
-def run(ctx, model_dirs, stake, capacity, max_jobs, metrics_port, no_sandbox, threads, json_logs, account_spec) -> None:
+def run(ctx, model_dirs, stake, capacity, max_jobs, metrics_port, no_sandbox, threads, device, json_logs, account_spec) -> None:
     """Register (or refresh the registration), then poll and run jobs until interrupted."""
     from compute_agent.bootstrap import build_agent
     from tributa.logs import setup_logging
@@ -42,7 +44,7 @@ def run(ctx, model_dirs, stake, capacity, max_jobs, metrics_port, no_sandbox, th
     signer = ctx.signer(account_spec, "agent")
     agent_ = build_agent(
         ctx.settings, ctx.contracts, signer, ctx.store, list(model_dirs), capacity, stake_wei, progress=click.echo,
-        sandbox=not no_sandbox, threads=threads,
+        sandbox=not no_sandbox, threads=threads, device=device,
     )
     if metrics_port is not None:
         from prometheus_client import start_http_server
