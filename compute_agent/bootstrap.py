@@ -61,6 +61,19 @@ def device_class(device: str) -> int:
     return DEVICE_GPU if device.startswith("cuda") else DEVICE_CPU
 
 
+def check_servable(parts) -> None:
+    """Refuse at start-up what the runtime could only serve wrongly: an embedding folder whose
+    pooling it cannot tell is an error here, not a MiniLM stand-in at the first job."""
+    from tributa.ml.embeddings import EmbeddingFolderError, sentence_pipeline
+
+    for base, _ in parts:
+        if base.kind == "embed":
+            try:
+                sentence_pipeline(Path(base.path))
+            except EmbeddingFolderError as exc:
+                raise TributaError(f"cannot serve {base.path} as an embedding model: {exc}") from None
+
+
 def build_agent(
     settings: Settings,
     contracts: Contracts,
@@ -85,6 +98,7 @@ def build_agent(
         raise TributaError(
             "none of this agent's model folders matches a registered model; register them with `tributa model register`"
         )
+    check_servable([agent.model_parts(m) for m in served])
     outcome = ensure_registered(contracts, signer, AgentProfile(served, device_class(device), capacity, public_key(signer)), stake_wei)
     progress(f"agent {signer.address}: {outcome}, serving models {served}")
     agent.executor = make_executor([agent.model_parts(m) for m in served], sandbox, progress, threads, device)

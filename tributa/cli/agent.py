@@ -33,9 +33,10 @@ def agent() -> None:
 @pass_ctx
 def run(ctx, model_dirs, stake, capacity, max_jobs, metrics_port, no_sandbox, threads, device, json_logs, account_spec) -> None:
     """Register (or refresh the registration), then poll and run jobs until interrupted."""
-    from compute_agent.bootstrap import build_agent
+    from compute_agent.bootstrap import build_agent, resolve_device
     from tributa.logs import setup_logging
 
+    resolve_device(device, sandbox=not no_sandbox)  # a bad choice fails before any set-up
     setup_logging(json_logs=json_logs)
     try:
         stake_wei = parse_eth(stake) if stake is not None else None

@@ -45,8 +45,53 @@ def _max_seq_length(path: Path, default: int = 256) -> int:
     return default
 
 
+class EmbeddingFolderError(OSError):
+    """A folder that is not a sentence-transformers model this code can serve exactly."""
+
+
+_POOLING_MODES = {"cls": "cls_token", "mean": "mean_tokens", "max": "max_tokens"}
+
+
+def sentence_pipeline(path: Path) -> tuple[str, bool]:
+    """(pooling mode, normalize) of a sentence-transformers folder, from its modules.json.
+
+    Only the pipeline Transformer (at the folder's root) → Pooling (cls, mean or max) → optional
+    Normalize is served; anything else is refused, because a guessed pooling gives wrong vectors
+    silently. Reads the configs of sentence-transformers 2.x–5.x."""
+    modules_file = path / "modules.json"
+    if not modules_file.is_file():
+        raise EmbeddingFolderError(
+            f"{path} is not a sentence-transformers folder (no modules.json), so its pooling is unknown; "
+            "save it with SentenceTransformer.save() or serve it as a generation model"
+        )
+    try:
+        modules = [(m["type"].rsplit(".", 1)[-1], m.get("path", "")) for m in json.loads(modules_file.read_text())]
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise EmbeddingFolderError(f"{modules_file} is not a list of modules: {exc}") from None
+    types = [t for t, _ in modules]
+    if types not in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]) or modules[0][1] != "":
+        raise EmbeddingFolderError(
+            f"{path}: modules {' → '.join(types) or 'none'} are not served; supported: Transformer (at the "
+            "folder's root) → Pooling (→ Normalize)"
+        )
+    pooling_file = path / modules[1][1] / "config.json"
+    try:
+        pooling = json.loads(pooling_file.read_text())
+    except (OSError, ValueError) as exc:
+        raise EmbeddingFolderError(f"cannot read the pooling config {pooling_file}: {exc}") from None
+    if isinstance(pooling.get("pooling_mode"), str):  # sentence-transformers 5
+        modes = [pooling["pooling_mode"]]
+    else:
+        modes = [k.removeprefix("pooling_mode_") for k, v in pooling.items() if k.startswith("pooling_mode_") and v]
+        modes = [next((m for m, long in _POOLING_MODES.items() if long == mode), mode) for mode in modes]
+    if len(modes) != 1 or modes[0] not in _POOLING_MODES:
+        raise EmbeddingFolderError(f"{pooling_file}: pooling {modes or 'none'} is not served; supported: one of cls, mean, max")
+    return modes[0], types[-1] == "Normalize"
+
+
 class Embedder:
-    """Encodes texts into L2-normalised float32 vectors of size `dim`."""
+    """Encodes texts into float32 vectors of size `dim` with a sentence-transformers folder's own
+    pooling (MiniLM: mean, then L2-normalised)."""
 
     def __init__(self, path: Path, device: str) -> None:
         # Both flags keep transformers from ever reaching a hub, even for a missing file.
@@ -59,6 +104,7 @@ class Embedder:
         self.model_id: str = MODEL_ID
         self.device: str = device
         self.max_seq_length: int = _max_seq_length(path)
+        self.pooling, self.normalize = sentence_pipeline(path)
         self._tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
         self._model = AutoModel.from_pretrained(str(path), local_files_only=True).to(device)
         self._model.eval()
@@ -89,12 +135,21 @@ class Embedder:
                     return_tensors="pt",
                 ).to(self.device)
                 hidden = self._model(**batch).last_hidden_state
-                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                summed = (hidden * mask).sum(dim=1)
-                mean = summed / mask.sum(dim=1).clamp(min=1e-9)
-                unit = torch.nn.functional.normalize(mean, p=2, dim=1)
-                out[idx] = unit.float().cpu().numpy()
+                pooled = self._pool(hidden, batch["attention_mask"])
+                if self.normalize:
+                    pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
+                out[idx] = pooled.float().cpu().numpy()
         return out
+
+
+    def _pool(self, hidden, attention_mask):
+        """sentence-transformers' Pooling, for the one mode the folder names."""
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        if self.pooling == "max":
+            return hidden.masked_fill(mask == 0, -1e9).max(dim=1).values
+        return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
 
 
 def _default_device() -> str:

@@ -10,7 +10,9 @@ import numpy as np
 
 from tributa.runtime.errors import InferenceInputError
 from tributa.runtime.generation import default_device
-from tributa.ml.embeddings import load_embedder
+from pathlib import Path
+
+from tributa.ml.embeddings import Embedder, load_embedder, model_dir
 
 MAX_TEXTS = 256
 
@@ -26,15 +28,21 @@ class EmbeddingResult:
 
 
 class EmbeddingRunner:
-    """The embedder loaded once per device; texts longer than its window are truncated, as in
-    sentence-transformers."""
+    """One sentence-transformers folder loaded once per device (default: the shipped MiniLM);
+    texts longer than its window are truncated, as in sentence-transformers.
 
-    def __init__(self, device: str | None = None) -> None:
+    The folder is served as itself: its own weights and pooling, and a model id that names it
+    (MiniLM's name, else the digest of its weights), never a stand-in."""
+
+    def __init__(self, device: str | None = None, folder: Path | None = None) -> None:
+        from tributa.runtime.generation import weights_digest
+
         self.device = device or default_device()
         started = time.perf_counter()
-        self._embedder = load_embedder(self.device)
+        shipped = folder is None or Path(folder).resolve() == model_dir().resolve()
+        self._embedder = load_embedder(self.device) if shipped else Embedder(Path(folder).resolve(), self.device)
         self.load_seconds = time.perf_counter() - started
-        self.model_id: str = self._embedder.model_id
+        self.model_id: str = self._embedder.model_id if shipped else weights_digest(Path(folder).resolve())
         self.dim: int = self._embedder.dim
 
     def embed(self, texts: Sequence[str]) -> EmbeddingResult:

@@ -51,8 +51,8 @@ class JobSpecError(JobError):
 class JobSpec:
     """What to run: the task kind, the model, and the limits the requester paid for.
 
-    `model_path` is the base model folder for "generate" (unused for "embed", which runs the
-    shipped MiniLM). `adapter` names a LoRA adapter; its folder is `adapter_path` when given,
+    `model_path` is the base model folder: a causal LM for "generate", a sentence-transformers
+    folder for "embed" (None there: the shipped MiniLM). `adapter` names a LoRA adapter; its folder is `adapter_path` when given,
     else `<model_path>/../adapters/<adapter>` (the layout of the demo model cache).
     """
 
@@ -81,7 +81,7 @@ class RunnerRegistry:
     def __init__(self, device: str | None = None) -> None:
         self.device = device or default_device()
         self._generation: dict[Path, GenerationRunner] = {}
-        self._embedding: EmbeddingRunner | None = None
+        self._embedding: dict[Path | None, EmbeddingRunner] = {}
         self._lock = threading.Lock()
 
     def generation(self, base_dir: Path) -> GenerationRunner:
@@ -93,11 +93,14 @@ class RunnerRegistry:
                 self._generation[key] = runner
             return runner
 
-    def embedding(self) -> EmbeddingRunner:
+    def embedding(self, folder: Path | None = None) -> EmbeddingRunner:
+        """The runner for a sentence-transformers folder (None: the shipped MiniLM)."""
+        key = folder.resolve() if folder is not None else None
         with self._lock:
-            if self._embedding is None:
-                self._embedding = EmbeddingRunner(device=self.device)
-            return self._embedding
+            runner = self._embedding.get(key)
+            if runner is None:
+                runner = self._embedding[key] = EmbeddingRunner(device=self.device, folder=key)
+            return runner
 
 
 _DEFAULT_REGISTRY: RunnerRegistry | None = None
@@ -128,7 +131,7 @@ def run_job(spec: JobSpec, input_bytes: bytes, registry: RunnerRegistry | None =
     registry = registry or default_registry()
     if spec.kind == "generate":
         return _run_generate(spec, payload, registry)
-    return _run_embed(payload, registry)
+    return _run_embed(spec, payload, registry)
 
 
 def parse_input(input_bytes: bytes) -> dict[str, Any]:
@@ -283,7 +286,7 @@ def _spec_adapter_dir(spec: JobSpec) -> Path:
     return path
 
 
-def _run_embed(payload: dict[str, Any], registry: RunnerRegistry) -> JobOutput:
+def _run_embed(spec: JobSpec, payload: dict[str, Any], registry: RunnerRegistry) -> JobOutput:
     _check_fields(payload, ("texts", "text"))
     if ("texts" in payload) == ("text" in payload):
         raise JobInputError('embedding input needs exactly one of "texts" (a list) or "text"')
@@ -298,7 +301,11 @@ def _run_embed(payload: dict[str, Any], registry: RunnerRegistry) -> JobOutput:
         for i, text in enumerate(texts):
             if not isinstance(text, str):
                 raise JobInputError(f'"texts"[{i}] must be a string, got {_json_type(text)}')
-    runner = registry.embedding()
+    folder = Path(os.fspath(spec.model_path)).expanduser() if spec.model_path else None
+    try:
+        runner = registry.embedding(folder)
+    except (OSError, ValueError) as exc:  # EmbeddingFolderError is an OSError
+        raise JobSpecError(f"cannot load the embedding model at {folder}: {exc}") from exc
     try:
         result = runner.embed(texts)
     except InferenceInputError as exc:

@@ -624,7 +624,7 @@ class _Zygote:
                 if adapters:  # Executor serves the first adapter, named by its CID
                     runner.load_adapter(adapters[0].cid, Path(adapters[0].path))
             elif base.kind == "embed":
-                registry.embedding()
+                registry.embedding(Path(base.path))
         except Exception as exc:
             # The job process repeats the load and reports the error with the runtime's message.
             log.warning("sandbox zygote: preloading %s failed: %s", base.path, exc)
