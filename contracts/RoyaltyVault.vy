@@ -125,7 +125,6 @@ total_credited: public(uint256)
 
 
 @deploy
-@payable
 def __init__(registry_: IDataRegistry):
     """
     @notice The deployer becomes the vault owner (who sets the escrow once).

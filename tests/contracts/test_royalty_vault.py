@@ -68,6 +68,14 @@ def test_constructor__zero_registry__reverts():
         h.partial("RoyaltyVault").deploy(h.ZERO_ADDRESS)
 
 
+def test_constructor__ether_sent_at_deploy__reverts_so_none_is_stranded(w):
+    # The vault pays out only what the escrow credits: ether arriving any other way would be
+    # owed to nobody, so the constructor takes none.
+    boa.env.set_balance(w.owner, 10**18)
+    with boa.env.prank(w.owner), boa.reverts():
+        h.partial("RoyaltyVault").deploy(w.registry.address, value=1)
+
+
 def test_set_escrow__owner_once__sets_and_emits(w):
     with boa.env.prank(w.owner):
         v = h.partial("RoyaltyVault").deploy(w.registry.address)
