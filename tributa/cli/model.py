@@ -55,6 +55,26 @@ def register(ctx, path, name, adapters, datasets, fee, fee_receiver, account_spe
         click.echo(f"  adapter {adapter.path.name}: {adapter.cid}")
 
 
+@model.command("convert")
+@click.argument("gguf", required=False, type=click.Path(path_type=Path))
+@click.option("--smollm2", is_flag=True, help="convert the SmolLM2-135M-Instruct GGUF that `make setup` installs")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
+              help="where converted folders are cached (default: $TRIBUTA_CACHE_DIR, else .cache/tributa)")
+def convert(gguf, smollm2, cache_dir) -> None:
+    """Convert a GGUF model file once into a cached Hugging Face folder, and print that folder
+    (register it with `tributa model register FOLDER`)."""
+    from tributa.ml.gguf_models import convert_gguf, smollm2_gguf
+    from tributa.ml.models import ModelFolderError
+
+    if bool(gguf) == smollm2:
+        raise TributaError("give either a GGUF file or --smollm2")
+    try:
+        folder = convert_gguf(smollm2_gguf() if smollm2 else gguf, cache_dir, progress=lambda m: click.echo(m, err=True))
+    except ModelFolderError as exc:
+        raise TributaError(str(exc)) from None
+    click.echo(str(folder))
+
+
 @model.command("list")
 @pass_ctx
 def list_cmd(ctx) -> None:

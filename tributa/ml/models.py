@@ -115,7 +115,7 @@ def _load_hit(root: Path, key: str) -> DemoModels | None:
 
 
 @contextlib.contextmanager
-def _build_lock(path: Path) -> Iterator[None]:
+def build_lock(path: Path) -> Iterator[None]:
     """An exclusive file lock, so concurrent processes build once and the others wait for it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as fh:
@@ -142,7 +142,7 @@ def ensure_demo_models(
     hit = _load_hit(root, key)
     if hit is not None:
         return hit
-    with _build_lock(cache_root / f".models-{key}.lock"):
+    with build_lock(cache_root / f".models-{key}.lock"):
         hit = _load_hit(root, key)  # another process may have built it while we waited
         if hit is not None:
             return hit
@@ -150,7 +150,7 @@ def ensure_demo_models(
         tmp = Path(tempfile.mkdtemp(prefix=f".models-{key}-build-", dir=cache_root))
         try:
             _build(tmp, key, cache_root, base_config, adapter_config, progress)
-            _make_readable(tmp)
+            make_readable(tmp)
             if root.exists():  # an incomplete leftover from a killed build
                 shutil.rmtree(root)
             os.replace(tmp, root)
@@ -172,7 +172,7 @@ def _canonicalise_adapter_config(path: Path) -> None:
     path.write_text(json.dumps(config, indent=2, sort_keys=True))
 
 
-def _make_readable(root: Path) -> None:
+def make_readable(root: Path) -> None:
     # mkdtemp and safetensors create owner-only entries; the cache is shared read-only data.
     for path in [root, *root.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)
