@@ -72,13 +72,20 @@ def model_fee_of(contracts: Contracts, model_id: int) -> int:
     return read_model(contracts.registry, model_id).fee_per_task
 
 
-def encode_input(prompt: str | None = None, texts: list[str] | None = None, max_new_tokens: int | None = None) -> bytes:
-    """The canonical JSON input of a generation (prompt) or embedding (texts) task."""
+def encode_input(
+    prompt: str | None = None, texts: list[str] | None = None, max_new_tokens: int | None = None, adapter: str | None = None
+) -> bytes:
+    """The canonical JSON input of a generation (prompt, optionally an adapter's CID) or embedding
+    (texts) task."""
     if (prompt is None) == (not texts):
         raise TributaError("give either a prompt (generation) or texts (embedding)")
+    if adapter is not None and prompt is None:
+        raise TributaError("an adapter applies to generation only: give --prompt with --adapter")
     body: dict[str, Any] = {"prompt": prompt} if prompt is not None else {"texts": list(texts or [])}
     if max_new_tokens is not None:
         body["max_new_tokens"] = max_new_tokens
+    if adapter is not None:
+        body["adapter"] = adapter
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
 

@@ -173,3 +173,25 @@ def test_run_job__bad_spec__raises_job_spec_error(demo_models, registry, spec_kw
     kwargs = {k: str(demo_models.base_dir) if v == BASE else v for k, v in spec_kwargs.items()}
     with pytest.raises(JobSpecError, match=message):
         run_job(JobSpec(**kwargs), _json({"prompt": "x"}), registry)
+
+
+def test_executor__input_names_an_adapter__that_adapter_runs_null_runs_the_base(demo_models):
+    from pathlib import Path
+
+    from tributa.catalog import LocalModel
+    from tributa.runtime.executor import Executor
+
+    executor = Executor(RunnerRegistry("cpu"))
+    base = LocalModel(Path(demo_models.base_dir), "base-cid", b"", "generate")
+    first, second = (LocalModel(Path(demo_models.adapters[n]), f"{n}-cid", b"", "adapter") for n in sorted(demo_models.adapters)[:2])
+
+    def run(**fields) -> dict:
+        return json.loads(executor.run(base, [first, second], _json({"prompt": "The fox", "max_new_tokens": 12, **fields})))
+
+    assert run()["adapter"] == first.cid  # no field: the first adapter, as before
+    chosen = run(adapter=second.cid)
+    assert chosen["adapter"] == second.cid
+    assert chosen["token_ids"] != run(adapter=first.cid)["token_ids"]
+    assert run(adapter=None)["adapter"] is None
+    with pytest.raises(JobInputError, match="is not one of this model's adapters"):
+        run(adapter="QmNotAnAdapterOfThisModel")

@@ -117,3 +117,20 @@ def test_task_submit__shows_the_model_fee_it_accepts(fresh_settings, contracts, 
     result = run_cli(fresh_settings, "task", "submit", "--model", str(model), "--prompt", "hi")
     assert result.exit_code == 0, result.output
     assert "model fee 0.001 ETH, max 0.001 ETH" in result.output
+
+
+def test_task_submit__adapter_the_model_does_not_register__refused_before_sending(fresh_settings, contracts, chain_snapshot):
+    from tributa.store import cid as cidlib
+
+    model = register_test_model(contracts, signer_for(contracts, "publisher"))
+    stranger = str(cidlib.digest_to_cid(b"\x42" * 32))
+    tasks_before = contracts.escrow.functions.task_count().call()
+    assert_one_line_error(
+        run_cli(fresh_settings, "task", "submit", "--model", str(model), "--prompt", "hi", "--adapter", stranger),
+        f"model {model} has no adapter {stranger}",
+    )
+    assert_one_line_error(
+        run_cli(fresh_settings, "task", "submit", "--model", str(model), "--prompt", "hi", "--adapter", "not-a-cid"),
+        "is not a CID",
+    )
+    assert contracts.escrow.functions.task_count().call() == tasks_before

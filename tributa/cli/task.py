@@ -18,12 +18,30 @@ def task() -> None:
     """Post inference tasks (fee held in escrow) and read verified results."""
 
 
+def _check_adapter(contracts, model_id: int, adapter: str) -> str:
+    """The adapter's CID in the form agents name it (CIDv0), or an error, before anything is sent,
+    if the model does not register it."""
+    from tributa.registry import read_model
+    from tributa.store import cid as cidlib
+
+    try:
+        digest = cidlib.cid_to_digest(adapter)
+    except ValueError:
+        raise TributaError(f"--adapter {adapter!r} is not a CID") from None
+    registered = read_model(contracts.registry, model_id).adapter_digests
+    if bytes(digest) not in [bytes(d) for d in registered]:
+        raise TributaError(f"model {model_id} has no adapter {adapter} ({len(registered)} registered; see `tributa model list`)")
+    return str(cidlib.digest_to_cid(digest))
+
+
 @task.command("submit")
 @click.option("--model", "model_id", type=int, required=True, help="registered model id (see `tributa model list`)")
 @click.option("--prompt", default=None, help="generation: the prompt")
 @click.option("--text", "texts", multiple=True, help="embedding: a text to embed (repeatable)")
 @click.option("--input", "input_file", type=click.Path(path_type=Path), default=None, help="a JSON input file instead")
 @click.option("--max-new-tokens", type=click.IntRange(1, 256), default=None)
+@click.option("--adapter", default=None,
+              help="generation: run this one of the model's adapters (its CID, see `tributa model list`); default: its first")
 @click.option("--fee", default=None, help="ETH to escrow (default: twice the model's minimum)")
 @click.option("--deadline-s", type=click.IntRange(10, 30 * 24 * 3600), default=600, show_default=True)
 @click.option("--k", type=click.IntRange(1, 5), default=1, show_default=True, help="agents that must agree")
@@ -34,7 +52,7 @@ def task() -> None:
               help="seal the input to the oracle and the output to you: the store only holds ciphertext")
 @account_option("requester")
 @pass_ctx
-def submit(ctx, model_id, prompt, texts, input_file, max_new_tokens, fee, deadline_s, k, max_model_fee, private_task, account_spec) -> None:
+def submit(ctx, model_id, prompt, texts, input_file, max_new_tokens, adapter, fee, deadline_s, k, max_model_fee, private_task, account_spec) -> None:
     """Store the input and post a task."""
     if input_file is not None:
         if prompt or texts:
@@ -47,7 +65,9 @@ def submit(ctx, model_id, prompt, texts, input_file, max_new_tokens, fee, deadli
         except ValueError:
             raise TributaError(f"{input_file} is not JSON") from None
     else:
-        input_bytes = encode_input(prompt=prompt, texts=list(texts), max_new_tokens=max_new_tokens)
+        if adapter is not None:
+            adapter = _check_adapter(ctx.contracts, model_id, adapter)
+        input_bytes = encode_input(prompt=prompt, texts=list(texts), max_new_tokens=max_new_tokens, adapter=adapter)
     try:
         fee_wei = parse_eth(fee) if fee is not None else None
         max_fee_wei = parse_eth(max_model_fee) if max_model_fee is not None else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from tributa.catalog import LocalModel
-from tributa.runtime.jobs import JobInputError, JobSpec, RunnerRegistry, default_registry, run_job
+from tributa.runtime.jobs import JobInputError, JobSpec, RunnerRegistry, default_registry, parse_input, run_job
 
 # The most new tokens any generation job may ask for.
 MAX_NEW_TOKENS = 64
@@ -19,6 +19,23 @@ class JobRunner(Protocol):
     def run(self, base: LocalModel, adapters: list[LocalModel], input_bytes: bytes) -> bytes: ...
 
 
+_FIRST = object()  # no "adapter" field: the model's first adapter, as before several were served
+
+
+def choose_adapter(adapters: list[LocalModel], wanted: object = _FIRST) -> LocalModel | None:
+    """The adapter a generation job asked for by CID in its "adapter" field; null asks for the bare
+    base model, and no field for the model's first adapter (or the base if it has none)."""
+    if wanted is _FIRST:
+        return adapters[0] if adapters else None
+    if wanted is None:
+        return None
+    for adapter in adapters:
+        if adapter.cid == wanted:
+            return adapter
+    served = ", ".join(a.cid for a in adapters) or "none (only the base, with null)"
+    raise JobInputError(f'"adapter" {wanted!r} is not one of this model\'s adapters: {served}')
+
+
 class Executor:
     """Runs jobs on this process's loaded models (one base, many adapters stay in memory)."""
 
@@ -26,7 +43,8 @@ class Executor:
         self.registry = registry or default_registry()
 
     def run(self, base: LocalModel, adapters: list[LocalModel], input_bytes: bytes) -> bytes:
-        adapter = adapters[0] if adapters else None
+        wanted = parse_input(input_bytes).get("adapter", _FIRST) if base.kind == "generate" else _FIRST
+        adapter = choose_adapter(adapters, wanted)
         spec = JobSpec(
             kind=base.kind,
             model_path=str(base.path),

@@ -1,7 +1,9 @@
 """`run_job`: the one entry point from a job's input bytes to its canonical output bytes.
 
 Input (UTF-8 JSON, at most MAX_INPUT_BYTES):
-    generate: {"prompt": "...", "max_new_tokens": 32}     (max_new_tokens optional, <= the spec's)
+    generate: {"prompt": "...", "max_new_tokens": 32, "adapter": "<CID>"}
+              (max_new_tokens optional, <= the spec's; adapter optional: one of the model's
+              adapters by CID, null for the bare base, absent for the first; the executor reads it)
     embed:    {"texts": ["...", ...]}  or  {"text": "..."}
 
 Output is canonical JSON (sorted keys, compact separators, UTF-8) so two agents that ran the same
@@ -194,7 +196,7 @@ def _check_fields(payload: dict[str, Any], allowed: tuple[str, ...]) -> None:
 
 
 def _run_generate(spec: JobSpec, payload: dict[str, Any], registry: RunnerRegistry) -> JobOutput:
-    _check_fields(payload, ("prompt", "max_new_tokens"))
+    _check_fields(payload, ("prompt", "max_new_tokens", "adapter"))
     if "prompt" not in payload:
         raise JobInputError('generation input needs a "prompt" string')
     prompt = payload["prompt"]

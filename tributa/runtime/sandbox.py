@@ -621,8 +621,8 @@ class _Zygote:
         try:
             if base.kind == "generate":
                 runner = registry.generation(Path(base.path))
-                if adapters:  # Executor serves the first adapter, named by its CID
-                    runner.load_adapter(adapters[0].cid, Path(adapters[0].path))
+                for adapter in adapters:  # named by CID, as Executor asks for them
+                    runner.load_adapter(adapter.cid, Path(adapter.path))
             elif base.kind == "embed":
                 registry.embedding(Path(base.path))
         except Exception as exc:
