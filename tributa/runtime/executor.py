@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from tributa.catalog import LocalModel
-from tributa.runtime.jobs import JobInputError, JobSpec, RunnerRegistry, default_registry, parse_input, run_job
+from tributa.runtime.jobs import JobInputError, JobSpec, RunnerRegistry, default_registry, parse_input, run_payload
 
 # The most new tokens any generation job may ask for.
 MAX_NEW_TOKENS = 64
@@ -43,7 +43,8 @@ class Executor:
         self.registry = registry or default_registry()
 
     def run(self, base: LocalModel, adapters: list[LocalModel], input_bytes: bytes) -> bytes:
-        wanted = parse_input(input_bytes).get("adapter", _FIRST) if base.kind == "generate" else _FIRST
+        payload = parse_input(input_bytes)  # once: it names the adapter and is the job's input
+        wanted = payload.get("adapter", _FIRST) if base.kind == "generate" else _FIRST
         adapter = choose_adapter(adapters, wanted)
         spec = JobSpec(
             kind=base.kind,
@@ -53,4 +54,4 @@ class Executor:
             adapter_path=str(adapter.path) if adapter else None,
             max_new_tokens=MAX_NEW_TOKENS,
         )
-        return run_job(spec, input_bytes, self.registry).output
+        return run_payload(spec, payload, self.registry).output

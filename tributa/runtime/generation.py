@@ -21,7 +21,7 @@ from peft import PeftModel
 from transformers import GenerationConfig
 
 from tributa.runtime.errors import InferenceInputError
-from tributa.ml.models import ModelFolderError, load_causal_lm
+from tributa.ml.models import ModelFolderError, file_sha256, load_causal_lm
 
 MAX_NEW_TOKENS_LIMIT = 512
 DEFAULT_MAX_ADAPTERS = 32
@@ -221,11 +221,7 @@ def weights_digest(model_dir: Path) -> str:
         raise ModelFolderError(f"{model_dir} holds no .safetensors or .bin weight files")
     h = hashlib.sha256()
     for path in files:
-        file_hash = hashlib.sha256()
-        with path.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                file_hash.update(chunk)
-        h.update(path.name.encode() + b"\0" + file_hash.digest())
+        h.update(path.name.encode() + b"\0" + file_sha256(path))
     return h.hexdigest()
 
 

@@ -127,9 +127,13 @@ def canonical_json(obj: Any) -> bytes:
 
 def run_job(spec: JobSpec, input_bytes: bytes, registry: RunnerRegistry | None = None) -> JobOutput:
     """Run one job. Raises JobInputError for bad input bytes, JobSpecError for a bad spec."""
+    return run_payload(spec, parse_input(input_bytes), registry)
+
+
+def run_payload(spec: JobSpec, payload: dict[str, Any], registry: RunnerRegistry | None = None) -> JobOutput:
+    """`run_job` on input already parsed by `parse_input` (the executor reads its adapter field)."""
     if spec.kind not in KINDS:
         raise JobSpecError(f"unknown job kind {spec.kind!r}; expected one of {', '.join(KINDS)}")
-    payload = parse_input(input_bytes)
     registry = registry or default_registry()
     if spec.kind == "generate":
         return _run_generate(spec, payload, registry)
