@@ -84,7 +84,7 @@ def test_generate__result__holds_only_new_tokens_text_and_timings(runner):
     assert 1 <= len(result.token_ids) <= 8
     assert result.text == runner.tokenizer.decode(list(result.token_ids), skip_special_tokens=True)
     assert result.finish_reason in ("eos", "length") and result.adapter == "cooking"
-    assert {"tokenize_ms", "adapter_switch_ms", "generate_ms", "total_ms"} <= set(result.timings)
+    assert {"tokenize_ms", "generate_ms", "total_ms", "batch_size"} <= set(result.timings)
 
 
 def test_generate__max_new_tokens__bounds_the_output(runner):

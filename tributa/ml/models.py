@@ -245,7 +245,9 @@ def _build(
 
 
 def load_causal_lm(
-    model_dir: str | os.PathLike[str], device: str | torch.device = "cpu"
+    model_dir: str | os.PathLike[str],
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Any local Hugging Face causal-LM folder (weights + tokenizer), in eval mode; no hub."""
     path = Path(model_dir).expanduser()
@@ -255,7 +257,7 @@ def load_causal_lm(
             "holds config.json, the weights and the tokenizer files"
         )
     tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, dtype=dtype)
     model.to(device)
     model.eval()
     if isinstance(model, GPT2LMHeadModel) and tokenizer.pad_token_id is None:

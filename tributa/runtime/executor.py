@@ -10,7 +10,7 @@ from tributa.runtime.jobs import JobInputError, JobSpec, RunnerRegistry, default
 # The most new tokens any generation job may ask for.
 MAX_NEW_TOKENS = 64
 
-__all__ = ["Executor", "JobInputError", "JobRunner"]
+__all__ = ["Executor", "JobInputError", "JobRunner", "job_spec"]
 
 
 class JobRunner(Protocol):
@@ -44,14 +44,18 @@ class Executor:
 
     def run(self, base: LocalModel, adapters: list[LocalModel], input_bytes: bytes) -> bytes:
         payload = parse_input(input_bytes)  # once: it names the adapter and is the job's input
-        wanted = payload.get("adapter", _FIRST) if base.kind == "generate" else _FIRST
-        adapter = choose_adapter(adapters, wanted)
-        spec = JobSpec(
-            kind=base.kind,
-            model_path=str(base.path),
-            # Adapters are named by their CID, so two folders with one name never collide.
-            adapter=adapter.cid if adapter else None,
-            adapter_path=str(adapter.path) if adapter else None,
-            max_new_tokens=MAX_NEW_TOKENS,
-        )
-        return run_payload(spec, payload, self.registry).output
+        return run_payload(job_spec(base, adapters, payload), payload, self.registry).output
+
+
+def job_spec(base: LocalModel, adapters: list[LocalModel], payload: dict) -> JobSpec:
+    """What a job on `base` runs: its kind, folder, the adapter its input asks for, the limits."""
+    wanted = payload.get("adapter", _FIRST) if base.kind == "generate" else _FIRST
+    adapter = choose_adapter(adapters, wanted)
+    return JobSpec(
+        kind=base.kind,
+        model_path=str(base.path),
+        # Adapters are named by their CID, so two folders with one name never collide.
+        adapter=adapter.cid if adapter else None,
+        adapter_path=str(adapter.path) if adapter else None,
+        max_new_tokens=MAX_NEW_TOKENS,
+    )

@@ -1,9 +1,12 @@
 """`run_job`: the one entry point from a job's input bytes to its canonical output bytes.
 
 Input (UTF-8 JSON, at most MAX_INPUT_BYTES):
-    generate: {"prompt": "...", "max_new_tokens": 32, "adapter": "<CID>"}
+    generate: {"prompt": "...", "max_new_tokens": 32, "adapter": "<CID>", "chat": false}
               (max_new_tokens optional, <= the spec's; adapter optional: one of the model's
-              adapters by CID, null for the bare base, absent for the first; the executor reads it)
+              adapters by CID, null for the bare base, absent for the first, the executor reads
+              it; chat optional: wrap the prompt in the tokenizer's chat template as one user
+              turn. Without it the prompt is tokenized as plain transformers does, BOS included
+              where the tokenizer adds one)
     embed:    {"texts": ["...", ...]}  or  {"text": "..."}
 
 Output is canonical JSON (sorted keys, compact separators, UTF-8) so two agents that ran the same
@@ -28,12 +31,20 @@ from typing import Any
 
 from tributa.runtime.embedding import EmbeddingRunner
 from tributa.runtime.errors import InferenceInputError
-from tributa.runtime.generation import MAX_NEW_TOKENS_LIMIT, GenerationRunner, default_device
+from tributa.runtime.generation import (
+    MAX_NEW_TOKENS_LIMIT,
+    GenerationRequest,
+    GenerationResult,
+    GenerationRunner,
+    default_device,
+)
 from tributa.ml.models import ModelFolderError
 
 MAX_INPUT_BYTES = 64 * 1024
 EMBEDDING_DECIMALS = 4
 KINDS = ("generate", "embed")
+GENERATE_FIELDS = ("prompt", "max_new_tokens", "adapter", "chat")
+EMBED_FIELDS = ("texts", "text")
 _ADAPTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -200,7 +211,26 @@ def _check_fields(payload: dict[str, Any], allowed: tuple[str, ...]) -> None:
 
 
 def _run_generate(spec: JobSpec, payload: dict[str, Any], registry: RunnerRegistry) -> JobOutput:
-    _check_fields(payload, ("prompt", "max_new_tokens", "adapter"))
+    request = generation_request(spec, payload)
+    model_dir = _spec_model_dir(spec)
+    try:
+        runner = registry.generation(model_dir)
+    except (OSError, ValueError) as exc:  # ModelFolderError is an OSError
+        raise JobSpecError(f"cannot load the model at {model_dir}: {exc}") from exc
+    if spec.adapter is not None:
+        try:
+            runner.load_adapter(spec.adapter, _spec_adapter_dir(spec))
+        except (ModelFolderError, InferenceInputError) as exc:
+            raise JobSpecError(str(exc)) from exc
+    result = runner.generate_batch([request])[0]
+    if isinstance(result, InferenceInputError):
+        raise JobInputError(str(result)) from result
+    return generation_output(result)
+
+
+def generation_request(spec: JobSpec, payload: dict[str, Any]) -> GenerationRequest:
+    """A generation job's parsed input, checked against its spec, as the runner's request."""
+    _check_fields(payload, GENERATE_FIELDS)
     if "prompt" not in payload:
         raise JobInputError('generation input needs a "prompt" string')
     prompt = payload["prompt"]
@@ -214,21 +244,14 @@ def _run_generate(spec: JobSpec, payload: dict[str, Any], registry: RunnerRegist
         raise JobInputError(f'"max_new_tokens" must be an integer, got {_json_type(max_new)}')
     if not 1 <= max_new <= limit:
         raise JobInputError(f'"max_new_tokens" must be between 1 and {limit}, got {max_new}')
+    chat = payload.get("chat", False)
+    if not isinstance(chat, bool):
+        raise JobInputError(f'"chat" must be true or false, got {_json_type(chat)}')
+    return GenerationRequest(prompt, spec.adapter, max_new, chat)
 
-    model_dir = _spec_model_dir(spec)
-    try:
-        runner = registry.generation(model_dir)
-    except (OSError, ValueError) as exc:  # ModelFolderError is an OSError
-        raise JobSpecError(f"cannot load the model at {model_dir}: {exc}") from exc
-    if spec.adapter is not None:
-        try:
-            runner.load_adapter(spec.adapter, _spec_adapter_dir(spec))
-        except (ModelFolderError, InferenceInputError) as exc:
-            raise JobSpecError(str(exc)) from exc
-    try:
-        result = runner.generate(prompt, adapter=spec.adapter, max_new_tokens=max_new)
-    except InferenceInputError as exc:
-        raise JobInputError(str(exc)) from exc
+
+def generation_output(result: GenerationResult) -> JobOutput:
+    """A generation's canonical output bytes (equal on every agent that ran the same tokens)."""
     output = canonical_json(
         {
             "kind": "generate",
@@ -293,20 +316,7 @@ def _spec_adapter_dir(spec: JobSpec) -> Path:
 
 
 def _run_embed(spec: JobSpec, payload: dict[str, Any], registry: RunnerRegistry) -> JobOutput:
-    _check_fields(payload, ("texts", "text"))
-    if ("texts" in payload) == ("text" in payload):
-        raise JobInputError('embedding input needs exactly one of "texts" (a list) or "text"')
-    if "text" in payload:
-        if not isinstance(payload["text"], str):
-            raise JobInputError(f'"text" must be a string, got {_json_type(payload["text"])}')
-        texts = [payload["text"]]
-    else:
-        texts = payload["texts"]
-        if not isinstance(texts, list):
-            raise JobInputError(f'"texts" must be a list of strings, got {_json_type(texts)}')
-        for i, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise JobInputError(f'"texts"[{i}] must be a string, got {_json_type(text)}')
+    texts = embedding_texts(payload)
     folder = Path(os.fspath(spec.model_path)).expanduser() if spec.model_path else None
     try:
         runner = registry.embedding(folder)
@@ -316,22 +326,47 @@ def _run_embed(spec: JobSpec, payload: dict[str, Any], registry: RunnerRegistry)
         result = runner.embed(texts)
     except InferenceInputError as exc:
         raise JobInputError(str(exc)) from exc
+    return embedding_output(result.model_id, result.dim, result.vectors.tolist(), result.timings)
+
+
+def embedding_texts(payload: dict[str, Any]) -> list[str]:
+    """An embedding job's parsed input as its list of texts."""
+    _check_fields(payload, EMBED_FIELDS)
+    if ("texts" in payload) == ("text" in payload):
+        raise JobInputError('embedding input needs exactly one of "texts" (a list) or "text"')
+    if "text" in payload:
+        if not isinstance(payload["text"], str):
+            raise JobInputError(f'"text" must be a string, got {_json_type(payload["text"])}')
+        return [payload["text"]]
+    texts = payload["texts"]
+    if not isinstance(texts, list):
+        raise JobInputError(f'"texts" must be a list of strings, got {_json_type(texts)}')
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise JobInputError(f'"texts"[{i}] must be a string, got {_json_type(text)}')
+    return texts
+
+
+def embedding_output(
+    model_id: str, dim: int, vectors: list[list[float]], timings: dict[str, float]
+) -> JobOutput:
+    """An embedding's canonical output bytes: vectors rounded to EMBEDDING_DECIMALS places."""
     output = canonical_json(
         {
             "kind": "embed",
-            "model": result.model_id,
-            "dim": result.dim,
+            "model": model_id,
+            "dim": dim,
             "decimals": EMBEDDING_DECIMALS,
-            "vectors": [[_round(x) for x in row] for row in result.vectors.tolist()],
+            "vectors": [[_round(x) for x in row] for row in vectors],
         }
     )
     return JobOutput(
         output=output,
         sha256=hashlib.sha256(output).hexdigest(),
         kind="embed",
-        model_id=result.model_id,
+        model_id=model_id,
         adapter=None,
-        timings=result.timings,
+        timings=timings,
     )
 
 

@@ -1,0 +1,191 @@
+"""The serving worker process: one base model on one device, batches of jobs over a socket.
+
+Started by `tributa.runtime.worker.ModelWorker` as a fresh interpreter (`python -m
+tributa.runtime.worker_main FD`), never forked from a process that may hold CUDA. It speaks JSON
+only (never pickle), so a worker that a job subverted cannot run code in the agent by its replies.
+
+    agent -> worker  {"op": "load", "kind", "base_dir", "device", "dtype", "max_adapters", "threads"}
+    worker -> agent  {"op": "ready", "model_id", "device", "dtype", "pid", "load_s"}
+                     or {"op": "failed", "message"}, and the worker exits
+    agent -> worker  {"op": "run", "jobs": [job, ...]}       (see `_run_generate` / `_run_embed`)
+    worker -> agent  {"op": "done", "results": [{"id", "ok": {...}} or {"id", "error", "message"}]}
+    agent -> worker  {"op": "stats"}  ->  {"op": "stats", "rss_mb", "adapters"}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from multiprocessing.connection import Connection
+from typing import Any
+
+# A message larger than this is refused by the reader: neither side buffers unbounded data.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+def send(conn: Connection, message: dict[str, Any]) -> None:
+    conn.send_bytes(json.dumps(message, separators=(",", ":"), allow_nan=False).encode())
+
+
+def receive(conn: Connection) -> dict[str, Any]:
+    message = json.loads(conn.recv_bytes(MAX_MESSAGE_BYTES))
+    if not isinstance(message, dict):
+        raise ValueError("a worker message must be a JSON object")
+    return message
+
+
+def rss_mb() -> float:
+    """This process's resident set size in MiB (VmRSS of /proc/self/status)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class _Serving:
+    """The loaded model of this worker and how it runs a batch."""
+
+    def __init__(self, load: dict[str, Any]) -> None:
+        import torch
+
+        if load.get("threads"):
+            torch.set_num_threads(int(load["threads"]))
+        self.kind = load["kind"]
+        started = time.perf_counter()
+        if self.kind == "generate":
+            from tributa.runtime.generation import GenerationRunner
+
+            self.runner = GenerationRunner(
+                load["base_dir"], device=load["device"], max_adapters=int(load["max_adapters"]), dtype=load.get("dtype")
+            )
+            self.dtype = self.runner.dtype
+        elif self.kind == "embed":
+            from pathlib import Path
+
+            from tributa.runtime.embedding import EmbeddingRunner
+
+            folder = Path(load["base_dir"]) if load.get("base_dir") else None
+            self.runner = EmbeddingRunner(device=load["device"], folder=folder)
+            self.dtype = "float32"
+        else:
+            raise ValueError(f"unknown worker kind {self.kind!r}")
+        self.load_s = time.perf_counter() - started
+        self.max_adapters = int(load.get("max_adapters", 1))
+
+    def ready(self) -> dict[str, Any]:
+        return {
+            "op": "ready",
+            "model_id": self.runner.model_id,
+            "device": self.runner.device,
+            "dtype": self.dtype,
+            "pid": os.getpid(),
+            "load_s": round(self.load_s, 3),
+        }
+
+    def run(self, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if self.kind == "generate":
+            return self._run_generate(jobs)
+        return [self._run_embed(job) for job in jobs]
+
+    def _run_generate(self, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """job: {"id", "prompt", "adapter" (name or null), "adapter_path", "max_new_tokens", "chat"}.
+
+        Adapters are loaded just in time into the runner's LRU cache; a batch that names more
+        adapters than the cache holds runs in chunks that each fit."""
+        from tributa.ml.models import ModelFolderError
+        from tributa.runtime.errors import InferenceInputError
+        from tributa.runtime.generation import GenerationRequest
+
+        results: dict[int, dict[str, Any]] = {}
+        chunk: list[dict[str, Any]] = []
+        names: set[str] = set()
+
+        def flush() -> None:
+            requests = [GenerationRequest(j["prompt"], j.get("adapter"), j["max_new_tokens"], j.get("chat", False)) for j in chunk]
+            for job, result in zip(chunk, self.runner.generate_batch(requests)):
+                if isinstance(result, InferenceInputError):
+                    results[job["id"]] = {"id": job["id"], "error": "input", "message": str(result)}
+                else:
+                    results[job["id"]] = {"id": job["id"], "ok": _generation_fields(result)}
+            chunk.clear()
+            names.clear()
+
+        for job in jobs:
+            name = job.get("adapter")
+            if name is not None and name not in names and len(names) >= self.max_adapters:
+                flush()
+            if name is not None:
+                try:
+                    self.runner.load_adapter(name, job["adapter_path"])
+                except (ModelFolderError, InferenceInputError) as exc:
+                    results[job["id"]] = {"id": job["id"], "error": "spec", "message": str(exc)}
+                    continue
+                names.add(name)
+            chunk.append(job)
+        if chunk:
+            flush()
+        return [results[job["id"]] for job in jobs]
+
+    def _run_embed(self, job: dict[str, Any]) -> dict[str, Any]:
+        """job: {"id", "texts"}. Each job is embedded on its own (its texts batched longest
+        first): a vector must not depend on which other jobs shared the batch, or two honest
+        agents could round it differently and disagree."""
+        from tributa.runtime.errors import InferenceInputError
+
+        try:
+            result = self.runner.embed(job["texts"])
+        except InferenceInputError as exc:
+            return {"id": job["id"], "error": "input", "message": str(exc)}
+        return {
+            "id": job["id"],
+            "ok": {"model_id": result.model_id, "dim": result.dim, "vectors": result.vectors.tolist(), "timings": result.timings},
+        }
+
+
+def _generation_fields(result: Any) -> dict[str, Any]:
+    return {
+        "text": result.text,
+        "token_ids": list(result.token_ids),
+        "prompt_tokens": result.prompt_tokens,
+        "finish_reason": result.finish_reason,
+        "model_id": result.model_id,
+        "adapter": result.adapter,
+        "timings": result.timings,
+    }
+
+
+def serve(conn: Connection) -> None:
+    try:
+        serving = _Serving(receive(conn))
+    except Exception as exc:  # a model that fails to load fails the worker's jobs with this reason
+        send(conn, {"op": "failed", "message": f"{type(exc).__name__}: {exc}"[:2000]})
+        return
+    send(conn, serving.ready())
+    while True:
+        try:
+            message = receive(conn)
+        except EOFError:
+            return  # the agent closed its end: nothing more to serve
+        if message.get("op") == "run":
+            send(conn, {"op": "done", "results": serving.run(message["jobs"])})
+        elif message.get("op") == "stats":
+            adapters = list(getattr(serving.runner, "adapters", ()))
+            send(conn, {"op": "stats", "rss_mb": round(rss_mb(), 1), "adapters": adapters})
+        else:
+            send(conn, {"op": "error", "message": f"unknown op {message.get('op')!r}"})
+
+
+def main(argv: list[str]) -> None:
+    fd = int(argv[1])
+    conn = Connection(fd)
+    try:
+        serve(conn)
+    finally:
+        conn.close()
+
+
+if __name__ == "__main__":
+    main(sys.argv)
