@@ -6,7 +6,7 @@ import base64
 import logging
 import threading
 import time
-from concurrent.futures import Future
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from compute_agent.client import JobClient, OracleRefused, OracleUnavailable
@@ -50,7 +50,10 @@ class Agent:
         store,
         executor: JobRunner | None,
         metrics: AgentMetrics | None = None,
+        capacity: int = 1,
     ) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
         self.contracts = contracts
         self.signer = signer
         self.catalog = catalog
@@ -59,6 +62,7 @@ class Agent:
         self.executor = executor
         self._models: dict[int, ModelInfo] = {}
         self.metrics = metrics or AgentMetrics()
+        self.capacity = capacity  # jobs in flight at once: what the engine gets to batch
 
     def servable_models(self) -> list[int]:
         """Registered, active models whose weights and adapters this agent holds."""
@@ -126,7 +130,11 @@ class Agent:
             raise JobInputError(f"the sealed input does not open with this agent's key: {exc}") from None
 
     def handle(self, offer: dict) -> JobOutcome:
-        outcome = self._handle(offer)
+        try:
+            outcome = self._handle(offer)
+        except Exception as exc:  # the oracle refused or vanished mid-job: this job is lost, not the agent
+            log.warning("job %s (task %s): %s: %s", offer.get("job_id"), offer.get("task_id"), type(exc).__name__, exc)
+            outcome = JobOutcome(offer.get("job_id", -1), offer.get("task_id", -1), False, error=f"{type(exc).__name__}: {exc}")
         self.metrics.jobs.labels("done" if outcome.ok else "failed").inc()
         self.metrics.job_seconds.observe(outcome.seconds)
         return outcome
@@ -208,22 +216,43 @@ class Agent:
             return str(exc)
 
     def run(self, max_jobs: int | None = None, stop: threading.Event | None = None, wait_s: float = 20.0) -> list[JobOutcome]:
-        """Poll and run jobs until `stop` is set or `max_jobs` have run."""
+        """Poll and run jobs until `stop` is set or `max_jobs` have been leased.
+
+        Up to `capacity` jobs run at once, each on its own thread; a poll leases as many as
+        there is room for, so jobs leased together reach the serving engine together and run
+        as one batch."""
         stop = stop or threading.Event()
         outcomes: list[JobOutcome] = []
-        while not stop.is_set() and (max_jobs is None or len(outcomes) < max_jobs):
-            try:
-                offer = self.client.poll(wait_s=wait_s)
-            except OracleUnavailable as exc:
-                self.metrics.poll_errors.inc()
-                log.warning("%s; retrying in 2s", exc)
-                stop.wait(2.0)
-                continue
-            except OracleRefused as exc:
-                log.error("%s", exc)
-                stop.wait(2.0)
-                continue
-            if offer is None:
-                continue
-            outcomes.append(self.handle(offer))
+        running: set[Future] = set()
+        leased = 0
+
+        def collect(done: set[Future]) -> None:
+            running.difference_update(done)
+            outcomes.extend(f.result() for f in done)  # handle() never raises
+
+        with ThreadPoolExecutor(self.capacity, thread_name_prefix="job") as pool:
+            while not stop.is_set() and (max_jobs is None or leased < max_jobs):
+                collect({f for f in running if f.done()})
+                room = self.capacity - len(running)
+                if room == 0:
+                    collect(wait(running, timeout=1.0, return_when=FIRST_COMPLETED).done)
+                    continue
+                if max_jobs is not None:
+                    room = min(room, max_jobs - leased)
+                offers = self._poll(room, wait_s, stop)
+                for offer in offers:
+                    running.add(pool.submit(self.handle, offer))
+                leased += len(offers)
+            collect(wait(running).done)
         return outcomes
+
+    def _poll(self, room: int, wait_s: float, stop: threading.Event) -> list[dict]:
+        try:
+            return self.client.poll_many(room, wait_s=wait_s)
+        except OracleUnavailable as exc:
+            self.metrics.poll_errors.inc()
+            log.warning("%s; retrying in 2s", exc)
+        except OracleRefused as exc:
+            log.error("%s", exc)
+        stop.wait(2.0)
+        return []
