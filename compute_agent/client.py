@@ -69,6 +69,12 @@ class JobClient:
         response = self._post("/v1/jobs/poll", {"wait_s": wait_s})
         return None if response.status_code == 204 else response.json()
 
+    def poll_many(self, max_jobs: int, wait_s: float = 20.0) -> list[dict]:
+        """Lease up to `max_jobs` jobs (the oracle bounds it by the agent's free capacity) in one
+        long-poll, answered as soon as at least one is available; [] when none came within wait_s."""
+        response = self._post("/v1/jobs/poll", {"wait_s": wait_s, "max_jobs": max_jobs})
+        return [] if response.status_code == 204 else response.json()["jobs"]
+
     def accept(self, job_id: int, lease_signature: bytes) -> dict:
         """Accept a leased job with the agent's signature over Lease(task_id, lease_expires_at)."""
         return self._post(f"/v1/jobs/{job_id}/accept", {"lease_signature": "0x" + lease_signature.hex()}).json()

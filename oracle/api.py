@@ -22,10 +22,69 @@ log = logging.getLogger("tributa.oracle.api")
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 MAX_WAIT_S = 25.0
+# The most jobs one poll may ask for (the agent's free capacity bounds it further).
+MAX_JOBS_PER_POLL = 1000
 
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
+
+
+def _max_jobs(value) -> int:
+    """The poll body's max_jobs: an integer 1..MAX_JOBS_PER_POLL (a bool is not one)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise JobError(422, f"max_jobs must be an integer from 1 to {MAX_JOBS_PER_POLL}, not {json.dumps(value)[:40]}")
+    if not 1 <= value <= MAX_JOBS_PER_POLL:
+        raise JobError(422, f"max_jobs must be from 1 to {MAX_JOBS_PER_POLL}, not {value}")
+    return value
+
+
+_OFFER_SCHEMA = {
+    "type": "object",
+    "description": "A leased job (oracle.jobs.JobOffer).",
+    "properties": {
+        "job_id": {"type": "integer"},
+        "task_id": {"type": "integer"},
+        "model_id": {"type": "integer"},
+        "input_cid": {"type": "string"},
+        "input_digest": {"type": "string"},
+        "deadline": {"type": "integer"},
+        "lease_expires_at": {"type": "integer"},
+        "input_envelope_b64": {"type": ["string", "null"]},
+        "input_b64": {"type": ["string", "null"]},
+    },
+}
+# The poll handler reads its (signed) body itself, so FastAPI cannot infer these.
+POLL_OPENAPI = {
+    "requestBody": {
+        "required": False,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "wait_s": {"type": "number", "minimum": 0, "maximum": MAX_WAIT_S,
+                                   "description": "How long to wait for work (clamped to 0..25 s)."},
+                        "max_jobs": {"type": "integer", "minimum": 1, "maximum": MAX_JOBS_PER_POLL,
+                                     "description": "Lease up to this many jobs (bounded by free capacity); "
+                                                    "the answer is then {\"jobs\": [...]}."},
+                    },
+                }
+            }
+        },
+    }
+}
+POLL_RESPONSES = {
+    200: {
+        "description": "One offer; with max_jobs, {\"jobs\": [offer, ...]} holding at least one.",
+        "content": {"application/json": {"schema": {"oneOf": [
+            _OFFER_SCHEMA,
+            {"type": "object", "required": ["jobs"],
+             "properties": {"jobs": {"type": "array", "minItems": 1, "items": _OFFER_SCHEMA}}},
+        ]}}},
+    },
+    204: {"description": "No job arrived within wait_s."},
+}
 
 
 def create_app(
@@ -71,14 +130,20 @@ def create_app(
     def health() -> dict:
         return {"ok": True, **info}
 
-    @app.post("/v1/jobs/poll")
+    @app.post("/v1/jobs/poll", openapi_extra=POLL_OPENAPI, responses=POLL_RESPONSES)
     async def poll(request: Request):
-        """Long-poll for a job: waits up to wait_s (≤ 25) for a task this agent can run."""
+        """Long-poll for work: waits up to wait_s (≤ 25) for a task this agent can run.
+
+        Body `{"wait_s": 20}` answers one offer object (as it always has); `{"wait_s": 20,
+        "max_jobs": N}` (1 ≤ N ≤ 1000) answers `{"jobs": [offer, ...]}` with 1 to
+        min(N, free capacity) offers, as soon as at least one is available. 204: none in time."""
         agent, body = await authenticated(request)
         try:
             wait_s = min(MAX_WAIT_S, max(0.0, float(body.get("wait_s", 0))))
         except (TypeError, ValueError):
             raise JobError(422, "wait_s must be a number") from None
+        batch = "max_jobs" in body
+        max_jobs = _max_jobs(body["max_jobs"]) if batch else 1
         models = await run_in_threadpool(directory.models, agent)
         capacity = await run_in_threadpool(directory.capacity, agent)
         short = await run_in_threadpool(getattr(directory, "stake_shortfall", lambda _: None), agent)
@@ -88,10 +153,12 @@ def create_app(
             raise JobError(409, f"agent {agent} serves no registered model; update its registration")
         give_up = time.monotonic() + wait_s
         while True:
-            offer = await run_in_threadpool(book.lease, agent, models, chain_time(), capacity)
-            if offer is not None:
-                metrics.leases.inc()
-                return offer.to_json()
+            offers = await run_in_threadpool(book.lease_many, agent, models, chain_time(), capacity, max_jobs)
+            if offers:
+                metrics.leases.inc(len(offers))
+                if batch:
+                    return {"jobs": [offer.to_json() for offer in offers]}
+                return offers[0].to_json()
             if time.monotonic() >= give_up:
                 return Response(status_code=204)
             await asyncio.sleep(0.05)

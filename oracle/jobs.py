@@ -140,28 +140,39 @@ class JobBook:
         return min(self._accept_window_s, self.lease_s)
 
     def lease(self, agent: str, models: set[int], chain_time: int, capacity: int = 1) -> JobOffer | None:
-        """Lease the oldest task this agent can take, or None.
+        """Lease the oldest task this agent can take, or None (`lease_many` with max_jobs=1)."""
+        offers = self.lease_many(agent, models, chain_time, capacity, max_jobs=1)
+        return offers[0] if offers else None
 
-        A task with redundancy k goes to k distinct agents; an agent holds at most `capacity`
-        leases at once; an agent that often disagrees with the majority gets only tasks that
-        nobody better took within LOW_REPUTATION_DELAY_S; an agent whose bonded stake was last
-        read below min_stake (AgentSeen.stake_ok, kept by oracle/stakes.py) gets nothing.
+    def lease_many(self, agent: str, models: set[int], chain_time: int, capacity: int = 1, max_jobs: int = 1) -> list[JobOffer]:
+        """Lease up to min(max_jobs, capacity - held) of the oldest tasks this agent can take,
+        oldest first, in one transaction; [] when there is none.
 
-        The lease runs to chain time `chain_time + lease_s` (the offer's lease_expires_at); until
+        A task with redundancy k goes to k distinct agents (so never twice to one agent, in one
+        batch or across polls); an agent holds at most `capacity` leases at once; an agent that
+        often disagrees with the majority gets only tasks that nobody better took within
+        LOW_REPUTATION_DELAY_S; an agent whose bonded stake was last read below min_stake
+        (AgentSeen.stake_ok, kept by oracle/stakes.py) gets nothing. A candidate whose input is
+        missing, or is private and cannot be opened, fails its task and is skipped.
+
+        Each lease runs to chain time `chain_time + lease_s` (the offer's lease_expires_at); until
         the agent accepts it (signs it, `accept`) it lasts only accept_window_s.
         """
-        if not models:
-            return None
+        if not models or max_jobs < 1:
+            return []
+        offers: list[JobOffer] = []
         with self.db.session() as s:
             seen = self._touch(s, agent)
             if seen.stake_ok is False:
-                return None
+                return []
             held = s.execute(
                 select(func.count()).select_from(Job).where(Job.agent == agent, Job.state == JobState.LEASED)
             ).scalar_one()
-            if held >= capacity:
-                return None
+            wanted = min(max_jobs, capacity - held)
+            if wanted < 1:
+                return []
             trusted = reputation(s, agent) >= LOW_REPUTATION
+            # Rows, not a live cursor: the loop writes (jobs, failed tasks) between them.
             candidates = s.execute(
                 select(Task)
                 .where(
@@ -171,45 +182,54 @@ class JobBook:
                     ~Task.task_id.in_(select(Job.task_id).where(Job.agent == agent)),
                 )
                 .order_by(Task.task_id)
-                .limit(32)
+                .limit(max(32, 2 * wanted))
                 .with_for_update(skip_locked=True)
-            ).scalars()
+            ).scalars().all()
             for task in candidates:
-                if not trusted and now() - task.posted_at < LOW_REPUTATION_DELAY_S:
-                    continue
-                if self._active_jobs(s, task.task_id) >= task.k:
-                    continue
-                input_cid = str(cidlib.digest_to_cid(bytes.fromhex(task.input_digest[2:])))
-                if not self.store.has(input_cid):
-                    # Nothing any agent could run: fail it now, with the reason, so it is refunded.
-                    task.state = TaskState.FAILING
-                    task.reason = f"input {input_cid} is not in the content store"
-                    log.warning("task %s failed: %s", task.task_id, task.reason)
-                    continue
-                try:
-                    envelope, inline = self._input_for(agent, task, input_cid)
-                except TributaError as exc:
-                    task.state = TaskState.FAILING
-                    task.reason = f"private input cannot be opened: {exc}"[:128]
-                    log.warning("task %s failed: %s", task.task_id, task.reason)
-                    continue
-                leased_at = now()
-                job = Job(
-                    task_id=task.task_id,
-                    agent=agent,
-                    state=JobState.LEASED,
-                    leased_at=leased_at,
-                    lease_expires_at=leased_at + self.accept_window_s,
-                    lease_chain_expires_at=int(chain_time) + int(self.lease_s),
-                )
-                s.add(job)
-                task.state = TaskState.RUNNING
-                s.flush()
-                return JobOffer(
-                    job.id, task.task_id, task.model_id, input_cid, task.input_digest, task.deadline,
-                    job.lease_chain_expires_at, envelope, inline,
-                )
-        return None
+                if len(offers) >= wanted:
+                    break
+                offer = self._lease_task(s, agent, task, chain_time, trusted)
+                if offer is not None:
+                    offers.append(offer)
+        return offers
+
+    def _lease_task(self, s, agent: str, task: Task, chain_time: int, trusted: bool) -> JobOffer | None:
+        """Lease one candidate task (row-locked by the caller) to `agent`, or None if it may not
+        have it now; a task nobody could run is failed here, with the reason."""
+        if not trusted and now() - task.posted_at < LOW_REPUTATION_DELAY_S:
+            return None
+        if self._active_jobs(s, task.task_id) >= task.k:
+            return None
+        input_cid = str(cidlib.digest_to_cid(bytes.fromhex(task.input_digest[2:])))
+        if not self.store.has(input_cid):
+            # Nothing any agent could run: fail it now, with the reason, so it is refunded.
+            task.state = TaskState.FAILING
+            task.reason = f"input {input_cid} is not in the content store"
+            log.warning("task %s failed: %s", task.task_id, task.reason)
+            return None
+        try:
+            envelope, inline = self._input_for(agent, task, input_cid)
+        except TributaError as exc:
+            task.state = TaskState.FAILING
+            task.reason = f"private input cannot be opened: {exc}"[:128]
+            log.warning("task %s failed: %s", task.task_id, task.reason)
+            return None
+        leased_at = now()
+        job = Job(
+            task_id=task.task_id,
+            agent=agent,
+            state=JobState.LEASED,
+            leased_at=leased_at,
+            lease_expires_at=leased_at + self.accept_window_s,
+            lease_chain_expires_at=int(chain_time) + int(self.lease_s),
+        )
+        s.add(job)
+        task.state = TaskState.RUNNING
+        s.flush()
+        return JobOffer(
+            job.id, task.task_id, task.model_id, input_cid, task.input_digest, task.deadline,
+            job.lease_chain_expires_at, envelope, inline,
+        )
 
     def _input_for(self, agent: str, task: Task, input_cid: str) -> tuple[str | None, str | None]:
         """(sealed envelope, inline input) for an offer, both base64: a private task's input is
