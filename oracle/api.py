@@ -42,6 +42,7 @@ def _max_jobs(value) -> int:
 _OFFER_SCHEMA = {
     "type": "object",
     "description": "A leased job (oracle.jobs.JobOffer).",
+    "required": ["job_id", "task_id", "model_id", "input_cid", "input_digest", "deadline", "lease_expires_at"],
     "properties": {
         "job_id": {"type": "integer"},
         "task_id": {"type": "integer"},
