@@ -9,7 +9,7 @@ only (never pickle), so a worker that a job subverted cannot run code in the age
                      or {"op": "failed", "message"}, and the worker exits
     agent -> worker  {"op": "run", "jobs": [job, ...]}       (see `_run_generate` / `_run_embed`)
     worker -> agent  {"op": "done", "results": [{"id", "ok": {...}} or {"id", "error", "message"}]}
-    agent -> worker  {"op": "stats"}  ->  {"op": "stats", "rss_mb", "adapters"}
+    agent -> worker  {"op": "stats"}  ->  {"op": "stats", "rss_mb", "adapters", "gpu_peak_mb" on CUDA}
 """
 
 from __future__ import annotations
@@ -84,6 +84,14 @@ class _Serving:
             "pid": os.getpid(),
             "load_s": round(self.load_s, 3),
         }
+
+    def stats(self) -> dict[str, Any]:
+        stats = {"op": "stats", "rss_mb": round(rss_mb(), 1), "adapters": list(getattr(self.runner, "adapters", ()))}
+        if str(self.runner.device).startswith("cuda"):
+            import torch
+
+            stats["gpu_peak_mb"] = round(torch.cuda.max_memory_allocated(self.runner.device) / 2**20, 1)
+        return stats
 
     def run(self, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if self.kind == "generate":
@@ -172,8 +180,7 @@ def serve(conn: Connection) -> None:
         if message.get("op") == "run":
             send(conn, {"op": "done", "results": serving.run(message["jobs"])})
         elif message.get("op") == "stats":
-            adapters = list(getattr(serving.runner, "adapters", ()))
-            send(conn, {"op": "stats", "rss_mb": round(rss_mb(), 1), "adapters": adapters})
+            send(conn, serving.stats())
         else:
             send(conn, {"op": "error", "message": f"unknown op {message.get('op')!r}"})
 
