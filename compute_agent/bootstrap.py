@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -13,18 +14,19 @@ from tributa.chain.contracts import Contracts
 from tributa.chain.tx import Signer
 from tributa.config import Settings
 from tributa.crypto import public_key_of
-from tributa.runtime.executor import Executor
-from tributa.runtime.jobs import RunnerRegistry
+from tributa.runtime.engine import ServingEngine
+from tributa.runtime.jobs import JobError
+from tributa.runtime.worker import WorkerConfig, WorkerError
 from tributa.runtime.sandbox import SandboxedExecutor
 from tributa.errors import TributaError
 
 
 def default_model_dirs(progress: Callable[[str], None] = print) -> list[Path]:
-    """The demo generation model (base + one adapter per dataset) and MiniLM."""
+    """The demo generation model (SmolLM2-135M-Instruct + one LoRA adapter per dataset) and MiniLM."""
     from tributa.ml.embeddings import model_dir as minilm_dir
-    from tributa.ml.models import ensure_demo_models
+    from tributa.ml.smollm_adapters import ensure_smollm2_demo
 
-    demo = ensure_demo_models(progress=progress)
+    demo = ensure_smollm2_demo(progress=progress)
     return [Path(demo.base_dir), *map(Path, demo.adapters.values()), minilm_dir()]
 
 
@@ -86,34 +88,59 @@ def build_agent(
     sandbox: bool = True,
     threads: int | None = None,
     device: str = "cpu",
+    serving: ServingOptions | None = None,
 ) -> Agent:
     device = resolve_device(device, sandbox)
     catalog = ModelCatalog(store)
     for path in model_dirs or default_model_dirs(progress):
         catalog.add(path)
     client = JobClient(settings.oracle_url, signer.account, contracts.chain_id, contracts.escrow.address)
-    agent = Agent(contracts, signer, catalog, client, store, None)
+    agent = Agent(contracts, signer, catalog, client, store, None, capacity=capacity)
     served = agent.servable_models()
     if not served:
         raise TributaError(
             "none of this agent's model folders matches a registered model; register them with `tributa model register`"
         )
-    check_servable([agent.model_parts(m) for m in served])
+    parts = [agent.model_parts(m) for m in served]
+    check_servable(parts)
+    # Load the models before registering: a model this agent cannot serve stops it here.
+    agent.executor = make_executor(parts, sandbox, progress, threads, device, serving or ServingOptions())
     outcome = ensure_registered(contracts, signer, AgentProfile(served, device_class(device), capacity, public_key(signer)), stake_wei)
     progress(f"agent {signer.address}: {outcome}, serving models {served}")
-    agent.executor = make_executor([agent.model_parts(m) for m in served], sandbox, progress, threads, device)
     return agent
 
 
-def make_executor(parts, sandbox: bool, progress: Callable[[str], None] = print, threads: int | None = None, device: str = "cpu"):
-    """Jobs run in the sandbox (a forked, network-less, rlimited process per job), models preloaded."""
-    if not sandbox:
-        if threads is not None:
-            import torch
+@dataclass(frozen=True)
+class ServingOptions:
+    """How the serving engine batches (`tributa agent run --max-batch/--adapter-cache/--dtype`)."""
 
-            # Several agents on one machine: idle OpenMP threads spin and take the cores they share.
-            torch.set_num_threads(threads)
-        return Executor(RunnerRegistry(device))
+    max_batch: int = 32
+    adapter_cache: int = 8
+    dtype: str | None = None  # None: float32 on CPU, bfloat16 (else float16) on a GPU
+
+
+def make_executor(
+    parts,
+    sandbox: bool,
+    progress: Callable[[str], None] = print,
+    threads: int | None = None,
+    device: str = "cpu",
+    serving: ServingOptions = ServingOptions(),
+):
+    """Sandboxed: a forked, network-less, rlimited process per job, models preloaded in its fork
+    server. Else the serving engine: one spawned worker per base model, on `device`, batching the
+    jobs in flight (up to the agent's capacity)."""
+    if not sandbox:
+        engine = ServingEngine(WorkerConfig(
+            kind="generate", base_dir=None, device=device, dtype=serving.dtype,
+            max_adapters=serving.adapter_cache, threads=threads, max_batch=serving.max_batch,
+        ))
+        try:
+            engine.preload(parts, progress)
+        except (JobError, WorkerError) as exc:
+            engine.close()
+            raise TributaError(f"cannot serve this agent's models: {exc}") from None
+        return engine
     executor = SandboxedExecutor(preload=parts)
     progress(f"jobs run sandboxed ({executor.isolation} isolation)")
     return executor

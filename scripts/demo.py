@@ -1,9 +1,9 @@
 """`make demo`: the whole protocol end to end on a fresh local Anvil node, with real models.
 
 Starts Anvil and deploys with `ape run deploy`; data creators register three datasets
-with their contributors; the demo model and one LoRA adapter per dataset are trained and
-registered with their provenance; the publisher launches an IMO for one model and two
-accounts buy it; the oracle and one compute agent run as `tributa … run` processes;
+with their contributors; SmolLM2-135M-Instruct (converted once from its GGUF) and one LoRA
+adapter per dataset (trained once, cached) are registered with their provenance; the
+publisher launches an IMO for one model and two accounts buy it; the oracle and one compute agent run as `tributa … run` processes;
 requesters post generation and embedding tasks with escrowed ETH; the oracle verifies,
 attributes and settles. It then shows the attribution, the royalties each contributor
 can claim, the token holders' revenue growing and claimed, and pull payments. It prints
@@ -43,13 +43,15 @@ CONTRIBUTORS = {
     "cooking": [(2, 4000), (3, 4000), (4, 2000)],
     "fables": [(4, 2500), (5, 7500)],
 }
+# Plain continuations SmolLM2-135M-Instruct completes sensibly, one in each adapter's domain.
 PROMPTS = {
     "astronomy": "The Sun is a star. It is a ball of hot gas,",
-    "cooking": "Step one. Mix the flour, yeast and salt",
-    "fables": "One hot summer day a hungry Fox",
+    "cooking": "The main ingredients of bread are",
+    "fables": "The moral of the story of the tortoise and the hare is",
 }
 IMO_MODEL = "astronomy"
-SECOND_PROMPT = "Light from the surface of the Sun"
+SECOND_PROMPT = "The Milky Way is"
+MAX_NEW_TOKENS = 20  # greedy on the CPU: about a second or two per task once the model is warm
 IMO_BUYS = {"buyer": 5 * 10**17, "buyer2": 3 * 10**17}  # together they reach the hard cap
 
 
@@ -90,21 +92,21 @@ def register_datasets(demo: Demo, settings) -> dict[str, int]:
 
 
 def register_models(demo: Demo, dataset_ids: dict[str, int]):
-    step("training the demo model and one LoRA adapter per dataset (cached after the first run)")
+    step("SmolLM2-135M-Instruct and one LoRA adapter per dataset (converted and trained on the first run, cached after)")
     from tributa.ml.embeddings import model_dir as minilm_dir
-    from tributa.ml.models import ensure_demo_models
+    from tributa.ml.smollm_adapters import ensure_smollm2_demo
 
-    built = ensure_demo_models(progress=lambda msg: print(f"  {msg}"))
+    built = ensure_smollm2_demo(progress=lambda msg: print(f"  {msg}"))
     step("the model publisher registers the models with their provenance")
     publisher = demo.signer("publisher")
     models = {}
     for name in CONTRIBUTORS:
-        # The base saw every dataset; the adapter specialises on its own.
-        provenance = {dataset_ids[n]: (6000 if n == name else 2000) for n in CONTRIBUTORS}
-        published = register_model(demo.contracts, publisher, demo.store, f"tributa-gpt2-{name}", built.base_dir,
+        # SmolLM2 saw none of the demo datasets; each adapter is trained on its own dataset alone.
+        provenance = {dataset_ids[name]: 10_000}
+        published = register_model(demo.contracts, publisher, demo.store, f"smollm2-{name}", built.base_dir,
                                    [built.adapters[name]], provenance, MODEL_FEE)
         models[name] = published.model_id
-        print(f"  model {published.model_id}: tributa-gpt2-{name} (base + {name} adapter)")
+        print(f"  model {published.model_id}: smollm2-{name} (SmolLM2-135M-Instruct + {name} adapter)")
     models["embed"] = register_model(demo.contracts, publisher, demo.store, "all-MiniLM-L6-v2", minilm_dir(), [], None, MODEL_FEE).model_id
     print(f"  model {models['embed']}: all-MiniLM-L6-v2 (embeddings)")
     return models, [built.base_dir, *built.adapters.values(), minilm_dir()]
@@ -113,7 +115,7 @@ def register_models(demo: Demo, dataset_ids: dict[str, int]):
 def launch_imo(demo: Demo, model_id: int) -> tuple[int, str]:
     step(f"Initial Model Offering: the publisher tokenizes model {model_id}; two accounts buy")
     imo_id, token, tx = imo.launch(
-        demo.contracts, demo.signer("publisher"), model_id, "Tributa Astronomy GPT", "ASTRO",
+        demo.contracts, demo.signer("publisher"), model_id, "Tributa Astronomy SmolLM2", "ASTRO",
         supply_tokens=1_000_000, price_wei=10**12, soft_cap_wei=5 * 10**17, hard_cap_wei=8 * 10**17,
         duration_s=3600, publisher_share_bps=2000, vesting_s=180 * 24 * 3600,
     )
@@ -222,12 +224,12 @@ def main() -> int:
         agent = start_agent(settings, RUN_DIR / "agent.log", ["--text-logs", *[a for d in model_dirs for a in ("--model-dir", str(d))]])
         try:
             step("requesters post tasks with escrowed ETH; the agent infers; the oracle verifies, attributes and settles")
-            inputs = {name: encode_input(prompt=prompt, max_new_tokens=32) for name, prompt in PROMPTS.items()}
+            inputs = {name: encode_input(prompt=prompt, max_new_tokens=MAX_NEW_TOKENS) for name, prompt in PROMPTS.items()}
             inputs["embed"] = encode_input(texts=["How far away is the Moon?", "A recipe for bread"])
             views = run_tasks(demo, inputs, models, (oracle, agent))
             revenue_after_first = holder_revenue(demo, token)
             step("a second task on the IMO model, so the token holders' revenue grows")
-            more = run_tasks(demo, {f"{IMO_MODEL}#2": encode_input(prompt=SECOND_PROMPT, max_new_tokens=24)}, models, (oracle, agent))
+            more = run_tasks(demo, {f"{IMO_MODEL}#2": encode_input(prompt=SECOND_PROMPT, max_new_tokens=MAX_NEW_TOKENS)}, models, (oracle, agent))
             views.update(more)
         finally:
             agent.stop()
