@@ -3,11 +3,12 @@
 Starts Anvil and deploys with `ape run deploy`; data creators register three datasets
 with their contributors; SmolLM2-135M-Instruct (converted once from its GGUF) and one LoRA
 adapter per dataset (trained once, cached) are registered with their provenance; the
-publisher launches an IMO for one model and two accounts buy it; the oracle and one compute agent run as `tributa … run` processes;
-requesters post generation and embedding tasks with escrowed ETH; the oracle verifies,
-attributes and settles. It then shows the attribution, the royalties each contributor
-can claim, the token holders' revenue growing and claimed, and pull payments. It prints
-what happened, writes demo-report.json and stops everything it started.
+publisher launches an IMO for one model and two accounts buy it; the oracle and one compute
+agent run as `tributa … run` processes; requesters post generation and embedding tasks with
+escrowed ETH; the oracle verifies, attributes and settles. It then shows the attribution,
+the royalties each contributor can claim, the token holders' revenue growing and claimed,
+and pull payments. It prints what happened, writes demo-report.json and stops everything it
+started.
 """
 
 from __future__ import annotations
