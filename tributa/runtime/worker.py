@@ -25,6 +25,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from tributa.runtime import bwrap, seccomp
 from tributa.runtime.worker_main import receive, send
 
 log = logging.getLogger("tributa.agent.worker")
@@ -45,6 +46,18 @@ def worker_environment(parent: dict[str, str] | os._Environ[str]) -> dict[str, s
     # The worker imports this package by path, wherever the agent was started from.
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
     return env
+
+
+def _memory_file(data: bytes) -> int:
+    """An anonymous file holding `data`, read from its start (bwrap reads the filter from it)."""
+    fd = os.memfd_create("tributa-seccomp")
+    os.write(fd, data)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+class _WorkerDied(Exception):
+    """The worker said why it is exiting (a MemoryError, say) before it went."""
 
 
 class WorkerError(RuntimeError):
@@ -74,10 +87,16 @@ class WorkerConfig:
     load_timeout_s: float = 600.0
     batch_timeout_s: float = 600.0  # a batch running longer than this: the worker is hung
     max_attempts: int = 2  # a job whose worker died this many times under it fails
+    isolation: str = "none"  # "bwrap": inside bubblewrap (bwrap.py) with the seccomp filter
+    read_only: tuple[str, ...] = ()  # the folders the worker may read besides Python: its model's
+    memory_mb: int | None = None  # RLIMIT_AS of the worker (None: no limit; not applied on CUDA)
+    test_hook: bool = False  # tests only: the worker runs {"exec": code} jobs (attack tests)
 
     def __post_init__(self) -> None:
         if self.kind not in ("generate", "embed"):
             raise ValueError(f"worker kind must be generate or embed, got {self.kind!r}")
+        if self.isolation not in ("none", "bwrap"):
+            raise ValueError(f"worker isolation must be none or bwrap, got {self.isolation!r}")
         for name in ("max_adapters", "max_batch", "max_attempts"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -211,11 +230,13 @@ class ModelWorker:
                 if not self._conn.poll(self.config.batch_timeout_s):
                     raise TimeoutError(f"no answer within {self.config.batch_timeout_s:.0f}s")
                 reply = receive(self._conn)
+                if reply.get("op") == "crashed":
+                    raise _WorkerDied(reply.get("message", "the worker failed"))
                 results = {r["id"]: r for r in reply["results"]}
                 missing = [n for n in range(len(batch)) if n not in results]
                 if reply.get("op") != "done" or missing:
                     raise ValueError(f"malformed reply from the worker (missing jobs {missing})")
-            except (EOFError, OSError, TimeoutError, ValueError, KeyError, TypeError) as exc:
+            except (EOFError, OSError, TimeoutError, ValueError, KeyError, TypeError, _WorkerDied) as exc:
                 self._crashed(batch, exc)
                 return
         for n, pending in enumerate(batch):
@@ -248,16 +269,35 @@ class ModelWorker:
             return
         self._stop_process()
         parent, child = socket.socketpair()
+        seccomp_fd = None
         try:
+            argv = [sys.executable, "-m", "tributa.runtime.worker_main", str(child.fileno())]
+            if self.config.isolation == "bwrap" and seccomp.supported():
+                argv.append("--seccomp")
+            if self.config.memory_mb and not self.config.device.startswith("cuda"):
+                argv += ["--memory-mb", str(self.config.memory_mb)]
+            passed = [child.fileno()]
+            env = self._env
+            if self.config.isolation == "bwrap":
+                if seccomp.supported():
+                    seccomp_fd = _memory_file(seccomp.worker_filter(allow_exec=True))
+                    passed.append(seccomp_fd)
+                else:
+                    log.warning("no seccomp filter for %s: it is written for x86-64", os.uname().machine)
+                read_only = [Path(p) for p in (self.config.base_dir, *self.config.read_only) if p]
+                argv = bwrap.command(argv, read_only, {**env, "HOME": "/tmp"}, seccomp_fd, self.config.device.startswith("cuda"))
+                env = {}
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "tributa.runtime.worker_main", str(child.fileno())],
-                pass_fds=(child.fileno(),),
-                env=self._env,
+                argv,
+                pass_fds=passed,
+                env=env,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # signals to the agent's group do not reach it
             )
         finally:
             child.close()
+            if seccomp_fd is not None:
+                os.close(seccomp_fd)
         self._conn = Connection(parent.detach())
         send(self._conn, {
             "op": "load",
@@ -267,6 +307,7 @@ class ModelWorker:
             "dtype": self.config.dtype,
             "max_adapters": self.config.max_adapters,
             "threads": self.config.threads,
+            "test_hook": self.config.test_hook,
         })
         try:
             if not self._conn.poll(self.config.load_timeout_s):

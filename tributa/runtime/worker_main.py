@@ -74,6 +74,7 @@ class _Serving:
             raise ValueError(f"unknown worker kind {self.kind!r}")
         self.load_s = time.perf_counter() - started
         self.max_adapters = int(load.get("max_adapters", 1))
+        self.test_hook = bool(load.get("test_hook"))
 
     def ready(self) -> dict[str, Any]:
         return {
@@ -94,6 +95,8 @@ class _Serving:
         return stats
 
     def run(self, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if self.test_hook and jobs and "exec" in jobs[0]:
+            return [_run_test_code(job) for job in jobs]
         if self.kind == "generate":
             return self._run_generate(jobs)
         return [self._run_embed(job) for job in jobs]
@@ -153,6 +156,17 @@ class _Serving:
         }
 
 
+def _run_test_code(job: dict[str, Any]) -> dict[str, Any]:
+    """Tests only (the agent never enables it): run attacker code inside the worker, as a job
+    subverted through a model would, and return what it set as `result` or the error it hit."""
+    scope: dict[str, Any] = {}
+    try:
+        exec(job["exec"], scope)
+    except Exception as exc:
+        return {"id": job["id"], "error": "exec", "message": f"{type(exc).__name__}: {exc}"}
+    return {"id": job["id"], "ok": {"result": repr(scope.get("result"))}}
+
+
 def _generation_fields(result: Any) -> dict[str, Any]:
     return {
         "text": result.text,
@@ -178,14 +192,35 @@ def serve(conn: Connection) -> None:
         except EOFError:
             return  # the agent closed its end: nothing more to serve
         if message.get("op") == "run":
-            send(conn, {"op": "done", "results": serving.run(message["jobs"])})
+            try:
+                results = serving.run(message["jobs"])
+            except BaseException as exc:  # MemoryError above all: say why, then die; the agent
+                # restarts the worker and re-runs the batch's jobs one by one to find the culprit.
+                send(conn, {"op": "crashed", "message": f"{type(exc).__name__}: {exc}"[:2000]})
+                raise SystemExit(3) from None
+            send(conn, {"op": "done", "results": results})
         elif message.get("op") == "stats":
             send(conn, serving.stats())
         else:
             send(conn, {"op": "error", "message": f"unknown op {message.get('op')!r}"})
 
 
+def _limit_memory(argv: list[str]) -> None:
+    # Before torch is imported: a model or job that maps past this fails with MemoryError.
+    if "--memory-mb" in argv:
+        import resource
+
+        limit = int(argv[argv.index("--memory-mb") + 1]) * 2**20
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
 def main(argv: list[str]) -> None:
+    _limit_memory(argv)
+    if "--seccomp" in argv:  # no process, exec or namespace calls from here on (seccomp.py)
+        from tributa.runtime import seccomp
+
+        seccomp.install(seccomp.worker_filter())
     fd = int(argv[1])
     conn = Connection(fd)
     try:

@@ -1,0 +1,78 @@
+"""The bubblewrap command line a serving worker runs under.
+
+The worker sees, read-only, exactly: the system's /usr (and the /lib, /bin links into it), the
+Python installation and virtual environment it runs on, this package's source, and the model
+folders it serves; a private tmpfs at /tmp; a fresh /proc of its own pid namespace; a minimal
+/dev (plus /dev/nvidia* when it runs on CUDA). It gets new mount, pid, net, ipc, uts, user and
+cgroup namespaces, a cleared environment, no capabilities, a seccomp filter (seccomp.py), and
+dies with the agent. Keys, keystores, the agent's data and every other job's files are simply not
+in its filesystem.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # .../tributa
+
+
+def bwrap_path() -> str | None:
+    return shutil.which("bwrap")
+
+
+def python_paths() -> list[Path]:
+    """What the interpreter needs: its installation, the venv, and (by path) this package."""
+    paths = {Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve(), Path(sys.executable).resolve().parent}
+    return sorted(p for p in paths if p.exists() and not _under_usr(p))
+
+
+def _under_usr(path: Path) -> bool:
+    return path == Path("/usr") or Path("/usr") in path.parents
+
+
+def command(
+    argv: list[str],
+    read_only: list[Path],
+    env: dict[str, str],
+    seccomp_fd: int | None,
+    cuda: bool = False,
+) -> list[str]:
+    """`bwrap … argv`, binding `read_only` (model folders) besides what Python needs."""
+    bwrap = bwrap_path()
+    if bwrap is None:
+        raise FileNotFoundError("bubblewrap (bwrap) is not installed: apt-get install bubblewrap, or run with --no-sandbox")
+    args = [
+        bwrap,
+        "--unshare-all",  # user, ipc, pid, net, uts, cgroup namespaces
+        "--uid", "65534", "--gid", "65534",  # nobody inside its user namespace
+        "--die-with-parent",
+        "--new-session",
+        "--clearenv",
+        "--cap-drop", "ALL",
+        "--ro-bind", "/usr", "/usr",
+        "--proc", "/proc",
+        "--dev", "/dev",
+        "--tmpfs", "/tmp",
+        "--dir", "/var/tmp",
+    ]
+    for link in ("lib", "lib64", "bin", "sbin"):
+        if Path(f"/{link}").is_symlink():
+            args += ["--symlink", f"usr/{link}", f"/{link}"]
+        elif Path(f"/{link}").is_dir():
+            args += ["--ro-bind", f"/{link}", f"/{link}"]
+    for path in [*python_paths(), PACKAGE_ROOT, *read_only]:
+        resolved = Path(path).resolve()
+        args += ["--ro-bind", str(resolved), str(resolved)]
+        if resolved != Path(path).absolute():  # a model folder reached by a symlink: bind that name too
+            args += ["--ro-bind", str(resolved), str(Path(path).absolute())]
+    if cuda:
+        for node in sorted(Path("/dev").glob("nvidia*")):
+            args += ["--dev-bind", str(node), str(node)]
+    args += ["--remount-ro", "/"]  # bwrap's root tmpfs: only /tmp (and /dev/shm) stay writable
+    for name, value in sorted(env.items()):
+        args += ["--setenv", name, value]
+    if seccomp_fd is not None:
+        args += ["--seccomp", str(seccomp_fd)]
+    return [*args, "--", *argv]
