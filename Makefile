@@ -12,7 +12,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo test bench clean help postgres
+.PHONY: setup demo test bench clean help postgres bubblewrap
 help:
 	@echo "make demo   - set up, start Anvil, deploy, run the protocol end to end"
 	@echo "make test   - set up, run the whole test suite"
@@ -31,7 +31,13 @@ node_modules/.installed: package.json
 	npm install --no-audit --no-fund --loglevel=error
 	touch $@
 
-setup: $(VENV)/.installed node_modules/.installed
+# Debian's bubblewrap: compute agents run their serving workers inside it.
+bubblewrap:
+	@command -v bwrap >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; \
+	  else echo "agents need bubblewrap: run as root, or apt-get install -y bubblewrap" >&2; exit 1; fi; }
+
+setup: $(VENV)/.installed node_modules/.installed bubblewrap
 	@anvil --version | head -1
 
 demo: setup

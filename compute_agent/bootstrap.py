@@ -17,7 +17,7 @@ from tributa.crypto import public_key_of
 from tributa.runtime.engine import ServingEngine
 from tributa.runtime.jobs import JobError
 from tributa.runtime.worker import WorkerConfig, WorkerError
-from tributa.runtime.sandbox import SandboxedExecutor
+from tributa.runtime import bwrap
 from tributa.errors import TributaError
 
 
@@ -35,8 +35,8 @@ def public_key(signer: Signer) -> bytes:
     return public_key_of(bytes(signer.account.key))
 
 
-def resolve_device(device: str, sandbox: bool) -> str:
-    """Check a `--device` choice ("cpu", "cuda" or "cuda:N") against this machine and mode.
+def resolve_device(device: str) -> str:
+    """Check a `--device` choice ("cpu", "cuda" or "cuda:N") against this machine.
 
     The agent registers the device class it will really run on, so an agent on a GPU machine
     that runs jobs on the CPU never advertises itself as a GPU agent."""
@@ -44,11 +44,6 @@ def resolve_device(device: str, sandbox: bool) -> str:
         return device
     if device != "cuda" and not (device.startswith("cuda:") and device[5:].isdigit()):
         raise TributaError(f"unknown device {device!r}: use cpu, cuda or cuda:N")
-    if sandbox:
-        raise TributaError(
-            f"--device {device} needs --no-sandbox for now: the sandbox forks each job from a "
-            "preloaded process, and CUDA does not survive fork"
-        )
     import torch
 
     if not torch.cuda.is_available():
@@ -90,7 +85,7 @@ def build_agent(
     device: str = "cpu",
     serving: ServingOptions | None = None,
 ) -> Agent:
-    device = resolve_device(device, sandbox)
+    device = resolve_device(device)
     catalog = ModelCatalog(store)
     for path in model_dirs or default_model_dirs(progress):
         catalog.add(path)
@@ -117,6 +112,7 @@ class ServingOptions:
     max_batch: int = 32
     adapter_cache: int = 8
     dtype: str | None = None  # None: float32 on CPU, bfloat16 (else float16) on a GPU
+    memory_mb: int = 16384  # a sandboxed worker's address-space limit (torch maps far more than it uses)
 
 
 def make_executor(
@@ -126,21 +122,22 @@ def make_executor(
     threads: int | None = None,
     device: str = "cpu",
     serving: ServingOptions = ServingOptions(),
-):
-    """Sandboxed: a forked, network-less, rlimited process per job, models preloaded in its fork
-    server. Else the serving engine: one spawned worker per base model, on `device`, batching the
-    jobs in flight (up to the agent's capacity)."""
-    if not sandbox:
-        engine = ServingEngine(WorkerConfig(
-            kind="generate", base_dir=None, device=device, dtype=serving.dtype,
-            max_adapters=serving.adapter_cache, threads=threads, max_batch=serving.max_batch,
-        ))
-        try:
-            engine.preload(parts, progress)
-        except (JobError, WorkerError) as exc:
-            engine.close()
-            raise TributaError(f"cannot serve this agent's models: {exc}") from None
-        return engine
-    executor = SandboxedExecutor(preload=parts)
-    progress(f"jobs run sandboxed ({executor.isolation} isolation)")
-    return executor
+) -> ServingEngine:
+    """The serving engine: one spawned worker per base model, on `device`, batching the jobs in
+    flight (up to the agent's capacity). Sandboxed (the default), each worker runs inside
+    bubblewrap with a seccomp filter and a memory limit, reading only its model folders."""
+    if sandbox and bwrap.bwrap_path() is None:
+        raise TributaError("bubblewrap (bwrap) is not installed: `make setup` installs it (apt-get install bubblewrap), or run with --no-sandbox")
+    engine = ServingEngine(WorkerConfig(
+        kind="generate", base_dir=None, device=device, dtype=serving.dtype,
+        max_adapters=serving.adapter_cache, threads=threads, max_batch=serving.max_batch,
+        isolation="bwrap" if sandbox else "none", memory_mb=serving.memory_mb if sandbox else None,
+    ))
+    try:
+        engine.preload(parts, progress)
+    except (JobError, WorkerError) as exc:
+        engine.close()
+        raise TributaError(f"cannot serve this agent's models: {exc}") from None
+    if sandbox:
+        progress(f"workers run in bubblewrap (no network, read-only model folders, seccomp, {serving.memory_mb} MiB address space each)")
+    return engine

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tributa.errors import TributaError
+from tributa.ml.folder_check import check_model_folder
 from tributa.store import cid as cidlib
 
 
@@ -44,6 +45,7 @@ def describe_folder(store, path: Path) -> LocalModel:
     path = Path(path)
     if not path.is_dir():
         raise TributaError(f"model folder {path} does not exist")
+    check_model_folder(path)  # no pickles, remote code or symlinks out, before anything reads it
     cid = str(store.cid_of(path))
     return LocalModel(path=path, cid=cid, digest=cidlib.cid_to_digest(cid), kind=model_kind(path))
 

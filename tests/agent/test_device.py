@@ -11,27 +11,21 @@ from tests.cli.test_cli_errors import assert_one_line_error, run_cli
 from tributa.errors import TributaError
 
 
-def test_resolve_device__cpu__accepted_in_either_mode_and_registered_as_cpu():
-    assert resolve_device("cpu", sandbox=True) == resolve_device("cpu", sandbox=False) == "cpu"
+def test_resolve_device__cpu__accepted_and_registered_as_cpu():
+    assert resolve_device("cpu") == "cpu"
     assert device_class("cpu") == DEVICE_CPU
 
 
 @pytest.mark.parametrize("device", ["gpu", "cuda:", "cuda:x", "cuda0", "tpu"])
 def test_resolve_device__unknown_name__names_the_choices(device):
     with pytest.raises(TributaError, match="use cpu, cuda or cuda:N"):
-        resolve_device(device, sandbox=False)
-
-
-@pytest.mark.parametrize("device", ["cuda", "cuda:1"])
-def test_resolve_device__cuda_in_the_forking_sandbox__refused_with_the_reason(device):
-    with pytest.raises(TributaError, match="CUDA does not survive fork"):
-        resolve_device(device, sandbox=True)
+        resolve_device(device)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA: runs on every CPU-only machine, CI included")
 def test_resolve_device__cuda_without_a_gpu__says_to_use_cpu():
     with pytest.raises(TributaError, match="sees no CUDA device; use --device cpu"):
-        resolve_device("cuda", sandbox=False)
+        resolve_device("cuda")
 
 
 def test_device_class__cuda_names__gpu_class():
@@ -44,6 +38,6 @@ def test_agent_run__bad_device__one_line_error_before_anything_is_sent(fresh_set
 
     address = signer_for(contracts, "agent").address
     before = agent(address).call()
-    result = run_cli(fresh_settings, "agent", "run", "--device", "cuda", "--max-jobs", "0")
-    assert_one_line_error(result, "--device cuda needs --no-sandbox")
+    result = run_cli(fresh_settings, "agent", "run", "--device", "cuda:x", "--max-jobs", "0")
+    assert_one_line_error(result, "unknown device 'cuda:x': use cpu, cuda or cuda:N")
     assert agent(address).call() == before

@@ -25,27 +25,29 @@ def agent() -> None:
 @click.option("--max-jobs", type=int, default=None, help="stop after this many jobs")
 @click.option("--metrics-port", type=int, default=None, help="serve Prometheus metrics on this local port")
 @click.option("--no-sandbox", is_flag=True,
-              help="run jobs in the serving engine (a spawned worker per base model, batching; no namespaces or limits)")
+              help="run the serving workers without bubblewrap, seccomp or a memory limit (trusted models only)")
 @click.option("--max-batch", type=click.IntRange(1, 1024), default=32, show_default=True,
               help="the most jobs the engine runs in one batch")
+@click.option("--worker-memory-mb", type=click.IntRange(512, 2**20), default=16384, show_default=True,
+              help="address-space limit of each sandboxed CPU worker (RLIMIT_AS)")
 @click.option("--adapter-cache", type=click.IntRange(1, 1024), default=8, show_default=True,
               help="LoRA adapters a worker keeps loaded (least recently used go first)")
 @click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto", show_default=True,
               help="weights dtype of the engine's workers (auto: float32 on CPU, bfloat16 or float16 on a GPU)")
 @click.option("--threads", type=click.IntRange(1, 256), default=None,
-              help="torch threads of each engine worker (default: torch's, one per core); sandboxed jobs use 1")
+              help="torch threads of each serving worker (default: torch's, one per core)")
 @click.option("--device", default="cpu", show_default=True,
-              help="where jobs run: cpu, cuda or cuda:N (CUDA needs --no-sandbox); registered on-chain as the device class")
+              help="where jobs run: cpu, cuda or cuda:N; registered on-chain as the device class")
 @click.option("--json-logs/--text-logs", default=True)
 @account_option("agent")
 @pass_ctx
-def run(ctx, model_dirs, stake, capacity, max_jobs, metrics_port, no_sandbox, max_batch, adapter_cache, dtype, threads,
+def run(ctx, model_dirs, stake, capacity, max_jobs, metrics_port, no_sandbox, max_batch, worker_memory_mb, adapter_cache, dtype, threads,
         device, json_logs, account_spec) -> None:
     """Register (or refresh the registration), then poll and run jobs until interrupted."""
     from compute_agent.bootstrap import ServingOptions, build_agent, resolve_device
     from tributa.logs import setup_logging
 
-    resolve_device(device, sandbox=not no_sandbox)  # a bad choice fails before any set-up
+    resolve_device(device)  # a bad choice fails before any set-up
     setup_logging(json_logs=json_logs)
     try:
         stake_wei = parse_eth(stake) if stake is not None else None
@@ -55,7 +57,7 @@ def run(ctx, model_dirs, stake, capacity, max_jobs, metrics_port, no_sandbox, ma
     agent_ = build_agent(
         ctx.settings, ctx.contracts, signer, ctx.store, list(model_dirs), capacity, stake_wei, progress=click.echo,
         sandbox=not no_sandbox, threads=threads, device=device,
-        serving=ServingOptions(max_batch, adapter_cache, None if dtype == "auto" else dtype),
+        serving=ServingOptions(max_batch, adapter_cache, None if dtype == "auto" else dtype, worker_memory_mb),
     )
     if metrics_port is not None:
         from prometheus_client import start_http_server

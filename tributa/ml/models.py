@@ -257,7 +257,10 @@ def load_causal_lm(
             "holds config.json, the weights and the tokenizer files"
         )
     tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, dtype=dtype)
+    # Safetensors only, never remote code: loading a stranger's folder must not execute anything.
+    model = AutoModelForCausalLM.from_pretrained(
+        str(path), local_files_only=True, dtype=dtype, use_safetensors=True, trust_remote_code=False
+    )
     model.to(device)
     model.eval()
     if isinstance(model, GPT2LMHeadModel) and tokenizer.pad_token_id is None:

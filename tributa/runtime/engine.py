@@ -39,12 +39,15 @@ class ServingEngine:
         self._workers: dict[Path, ModelWorker] = {}
         self._lock = threading.Lock()
 
-    def worker(self, base: LocalModel) -> ModelWorker:
+    def worker(self, base: LocalModel, adapters: Iterable[LocalModel] = ()) -> ModelWorker:
+        """The worker of `base`, started with read access to `adapters` (in a sandbox, the only
+        folders besides the base it can read: preload passes every adapter of every model)."""
         key = Path(base.path).resolve()
         with self._lock:
             worker = self._workers.get(key)
             if worker is None:
-                config = replace(self.template, kind=base.kind, base_dir=str(key))
+                readable = tuple(dict.fromkeys(str(Path(a.path).resolve()) for a in adapters))
+                config = replace(self.template, kind=base.kind, base_dir=str(key), read_only=readable)
                 worker = self._workers[key] = ModelWorker(config)
             return worker
 
@@ -53,8 +56,11 @@ class ServingEngine:
     ) -> None:
         """Start every model's worker and load its adapters now, so a model this agent cannot
         serve (a folder that fails to load, an adapter of another base) is an error at start-up."""
-        for base, adapters in parts:
-            info = self.worker(base).start()
+        by_base: dict[Path, tuple[LocalModel, list[LocalModel]]] = {}
+        for base, adapters in parts:  # models sharing a base share its worker: bind all adapters
+            by_base.setdefault(Path(base.path).resolve(), (base, []))[1].extend(adapters)
+        for base, adapters in by_base.values():
+            info = self.worker(base, adapters).start()
             progress(f"worker pid {info['pid']}: {Path(base.path).name} on {info['device']} ({info['dtype']}), loaded in {info['load_s']:.1f}s")
             for adapter in adapters if base.kind == "generate" else []:
                 job = {"kind": "generate", "prompt": "a", "adapter": adapter.cid, "adapter_path": str(adapter.path), "max_new_tokens": 1}
@@ -76,7 +82,7 @@ class ServingEngine:
             }
         else:
             job = {"texts": embedding_texts(payload)}
-        reply = self.worker(base).run(job)
+        reply = self.worker(base, adapters).run(job)
         if "error" in reply:
             # An adapter that does not fit its base fails on every agent: like bad input, the
             # task fails with the reason (and is refunded) instead of going round the agents.

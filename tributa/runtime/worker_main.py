@@ -53,8 +53,12 @@ class _Serving:
 
         if load.get("threads"):
             torch.set_num_threads(int(load["threads"]))
+        from tributa.ml.folder_check import check_model_folder
+
         self.kind = load["kind"]
         started = time.perf_counter()
+        if load.get("base_dir"):
+            check_model_folder(load["base_dir"])  # again, inside the sandbox: the agent's check could be raced
         if self.kind == "generate":
             from tributa.runtime.generation import GenerationRunner
 
@@ -106,6 +110,7 @@ class _Serving:
 
         Adapters are loaded just in time into the runner's LRU cache; a batch that names more
         adapters than the cache holds runs in chunks that each fit."""
+        from tributa.ml.folder_check import UnsafeModelFolder, check_model_folder
         from tributa.ml.models import ModelFolderError
         from tributa.runtime.errors import InferenceInputError
         from tributa.runtime.generation import GenerationRequest
@@ -130,8 +135,10 @@ class _Serving:
                 flush()
             if name is not None:
                 try:
+                    if name not in self.runner.adapters:
+                        check_model_folder(job["adapter_path"])
                     self.runner.load_adapter(name, job["adapter_path"])
-                except (ModelFolderError, InferenceInputError) as exc:
+                except (ModelFolderError, InferenceInputError, UnsafeModelFolder) as exc:
                     results[job["id"]] = {"id": job["id"], "error": "spec", "message": str(exc)}
                     continue
                 names.add(name)
