@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from oracle.db import Task
 from tributa import private
@@ -11,8 +12,10 @@ from tributa.catalog import ModelCatalog
 from tributa.chain.contracts import Contracts
 from tributa.errors import TributaError
 from tributa.registry import read_model
-from tributa.runtime.executor import Executor, JobRunner
+from tributa.runtime.executor import Executor, JobRunner, job_spec
+from tributa.runtime.jobs import RunnerRegistry, default_registry, generation_request, parse_input
 from tributa.store import cid as cidlib
+from tributa.verification import ClaimCheck, ClaimChecker
 
 log = logging.getLogger("tributa.oracle.reexecute")
 
@@ -33,18 +36,47 @@ class Reexecutor:
         for path in model_dirs:
             self.catalog.add(path)
         self.executor = executor or Executor()
+        # Rescoring claims runs in this process (a sandboxed executor has no model to ask).
+        self.registry: RunnerRegistry = getattr(self.executor, "registry", None) or default_registry()
 
     def __call__(self, task: Task) -> bytes:
+        base, adapters = self._parts(task)
+        log.info("re-executing task %s on model %s", task.task_id, task.model_id)
+        return self.executor.run(base, adapters, self._input(task))
+
+    def claim_checker(self, task: Task, logit_margin: float) -> ClaimCheck:
+        """Checks agents' claimed generations for `task` on the oracle's copy of its model (base +
+        the adapter the input names), loaded on the first claim that needs it."""
+        checker: list[ClaimChecker] = []
+
+        def check(claim: dict[str, Any]) -> str | None:
+            if not checker:
+                checker.append(self._checker(task, logit_margin))
+            return checker[0](claim)
+
+        return check
+
+    def _checker(self, task: Task, logit_margin: float) -> ClaimChecker:
+        base, adapters = self._parts(task)
+        payload = parse_input(self._input(task))
+        spec = job_spec(base, adapters, payload)
+        if spec.kind != "generate":
+            raise TributaError(f"task {task.task_id} is not a generation; there is no claim to rescore")
+        runner = self.registry.generation(Path(str(spec.model_path)))
+        if spec.adapter is not None:
+            runner.load_adapter(spec.adapter, str(spec.adapter_path))
+        return ClaimChecker(runner, generation_request(spec, payload), logit_margin)
+
+    def _parts(self, task: Task) -> tuple[Any, list[Any]]:
         model = read_model(self.contracts.registry, task.model_id)
         base = self.catalog.get(model.weights_digest)
         adapters = [self.catalog.get(d) for d in model.adapter_digests]
         if base is None or any(a is None for a in adapters):
             raise TributaError(f"the oracle holds no copy of model {task.model_id}; give it with --model-dir")
-        input_cid = str(cidlib.digest_to_cid(bytes.fromhex(task.input_digest[2:])))
-        log.info("re-executing task %s on model %s", task.task_id, task.model_id)
-        return self.executor.run(base, adapters, self._input(task, input_cid))  # type: ignore[arg-type]
+        return base, adapters
 
-    def _input(self, task: Task, input_cid: str) -> bytes:
+    def _input(self, task: Task) -> bytes:
+        input_cid = str(cidlib.digest_to_cid(bytes.fromhex(task.input_digest[2:])))
         data = self.store.get_bytes(input_cid)
         if not private.is_encrypted(data):
             return data

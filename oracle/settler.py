@@ -24,6 +24,7 @@ from tributa.chain.contracts import Contracts
 from tributa.chain.tx import Signer
 from tributa.errors import ChainError, ContractRevert
 from tributa.store import cid as cidlib
+from tributa.verification import Judge, VerificationParams
 
 log = logging.getLogger("tributa.oracle.settler")
 
@@ -85,6 +86,7 @@ class Settler:
         spot_check_fraction: float = 0.0,
         spot_check_seed: bytes = b"",
         metrics: OracleMetrics | None = None,
+        verification: VerificationParams = VerificationParams(),
     ) -> None:
         self.db = db
         self.contracts = contracts
@@ -99,6 +101,7 @@ class Settler:
         self.reexecute = reexecute
         self.spot_check_fraction = spot_check_fraction
         self.spot_check_seed = spot_check_seed
+        self.verification = verification
         self.metrics = metrics or OracleMetrics()
         self.protocol_fee_bps = self.escrow.functions.protocol_fee_bps().call()
         self.data_share_bps = self.escrow.functions.data_share_bps().call()
@@ -161,7 +164,8 @@ class Settler:
         spot = task.k == 1 and spot_check_selected(task_id, self.spot_check_fraction, self.spot_check_seed)
         oracle_seal: list[str] = []  # a private task's own re-run result, sealed to the requester
         try:
-            verdict = decide(task, jobs, self.reexecute, lambda output: self._store_output(task, output, oracle_seal), spot)
+            verdict = decide(task, jobs, self.reexecute, lambda output: self._store_output(task, output, oracle_seal), spot,
+                             self._judge(task), self._output_of(task))
         except Exception as exc:  # a re-execution that crashes must not stall the queue
             log.exception("verdict for task %s failed", task_id)
             verdict = Verdict(None, None, source="reexecution", note=f"re-execution failed: {type(exc).__name__}")
@@ -172,8 +176,8 @@ class Settler:
                 failing.reason = f"no verified result: {verdict.note}"[:128]
             return None
         if verdict.source != "majority" or verdict.slashed:
-            log.info("task %s verdict %s: paid %s, slashed %s %s", task_id, verdict.source,
-                     [j.agent for j in verdict.paid], verdict.slashed, verdict.note)
+            log.info("task %s verdict %s: paid %s, agreed %s, slashed %s %s", task_id, verdict.source,
+                     [j.agent for j in verdict.paid], [j.agent for j in verdict.agreed], verdict.slashed, verdict.note)
         task.result_cid, task.result_digest = verdict.result_cid, verdict.result_digest
         attribution = self.attributor(task)
         paid = [Web3.to_checksum_address(j.agent) for j in verdict.paid]
@@ -192,6 +196,25 @@ class Settler:
         )
         sealed = next((j.requester_cid for j in verdict.paid if j.requester_cid), None) or next(iter(oracle_seal), None)
         return Plan(settlement, verdict.result_cid, attribution, verdict.source, sealed)
+
+    def _judge(self, task: Task) -> Judge:
+        """The acceptance rule for `task`; differing generations are rescored on the re-executor's model."""
+        checker = getattr(self.reexecute, "claim_checker", None)
+        return Judge(self.verification, checker(task, self.verification.logit_margin) if checker else None)
+
+    def _output_of(self, task: Task):
+        """A job's output bytes from the store; a private task keeps none in the clear (digests decide)."""
+        if self.store is None or task.private:
+            return None
+
+        def output_of(job: Job) -> bytes | None:
+            try:
+                return self.store.get_bytes(job.result_cid) if job.result_cid else None
+            except Exception:  # a missing block: that answer agrees by digest only
+                log.warning("task %s: output %s of agent %s not in the store", task.task_id, job.result_cid, job.agent)
+                return None
+
+        return output_of
 
     def _slash_proofs(self, task: Task, jobs: list[Job], verdict: Verdict) -> list[tuple]:
         """SlashProofs (agent, result_digest, expires_at, signature) for the verdict's slashed agents.

@@ -189,6 +189,35 @@ class GenerationRunner:
                 timings["total_ms"] = (time.perf_counter() - started) * 1e3
         return slots  # type: ignore[return-value]
 
+    def rescore(self, request: GenerationRequest, claimed_token_ids: Sequence[int]) -> list[float]:
+        """Teacher-forced margins of a claimed continuation of `request`: per claimed token, this
+        model's highest logit minus the claimed token's logit at that position (0: the claimed
+        token is this model's greedy choice). One forward pass over prompt + claim, routed
+        through the request's adapter as generation is."""
+        claimed = [int(t) for t in claimed_token_ids]
+        if not claimed:
+            return []
+        with self._lock:
+            ids = self._checked_ids(request)
+            if any(not 0 <= t < self._vocab_size() for t in claimed):
+                raise InferenceInputError("a claimed token id is outside this model's vocabulary")
+            # The last claimed token predicts nothing we check, so it is not fed.
+            input_ids = torch.tensor([ids + claimed[:-1]], dtype=torch.long, device=self.device)
+            kwargs: dict[str, object] = {}
+            model: torch.nn.Module = self._base
+            if self._peft is not None:
+                model = self._peft
+                kwargs["adapter_names"] = [request.adapter or BASE_ADAPTER]
+            with torch.inference_mode():
+                logits = model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **kwargs).logits
+            scores = logits[0, len(ids) - 1 :].float()
+            target = torch.tensor(claimed, device=scores.device)
+            margins = scores.max(dim=-1).values - scores.gather(1, target[:, None])[:, 0]
+            return [float(m) for m in margins.tolist()]
+
+    def _vocab_size(self) -> int:
+        return int(self._base.get_output_embeddings().weight.shape[0])
+
     def _checked_ids(self, request: GenerationRequest) -> list[int]:
         prompt, max_new_tokens = request.prompt, request.max_new_tokens
         if not isinstance(prompt, str) or not prompt:

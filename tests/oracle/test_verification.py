@@ -1,0 +1,221 @@
+"""The acceptance rule on real models: honest answers from other hardware, batches and threads
+agree; substituted models, adapters, prompts, truncations, edits and random vectors do not."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+from oracle.db import Job, JobState, Task
+from oracle.verify import decide
+from tributa.ml.gguf_models import ensure_smollm2
+from tributa.ml.models import ensure_demo_models
+from tributa.runtime.generation import GenerationRequest, GenerationRunner
+from tributa.runtime.jobs import canonical_json, embedding_output, generation_output
+from tributa.verification import Answer, ClaimChecker, Judge, VerificationParams, agreeing_sets
+from tributa.verification.matrix import embedding_outputs, generation_outputs, in_child
+
+# The demo GPT-2's adapters are close to each other: its registered margin is tighter than the default.
+GPT2 = VerificationParams(logit_margin=0.1)
+SUBJECTS = ("The moon", "A good soup", "The old fox", "Stars at night", "My grandmother", "The river",
+            "A small robot", "The king", "Bread dough", "The comet", "In the forest", "The recipe",
+            "Once upon a time", "The telescope", "A hungry wolf", "Garlic and onions")
+TEXTS = [f"{s} is sentence {i} of the embedding check." for i, s in enumerate(SUBJECTS * 4)]
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return ensure_demo_models(progress=lambda _: None)
+
+
+@pytest.fixture(scope="module")
+def requests(demo):
+    names = [None, *demo.adapters]
+    return [GenerationRequest(p, names[i % len(names)], 24) for i, p in enumerate(SUBJECTS)]
+
+
+@pytest.fixture(scope="module")
+def verifier(demo):
+    runner = GenerationRunner(demo.base_dir, device="cpu", dtype="float32")
+    for name, path in demo.adapters.items():
+        runner.load_adapter(name, path)
+    return runner
+
+
+@pytest.fixture(scope="module")
+def fp32(demo, requests):
+    return generation_outputs(demo.base_dir, demo.adapters, requests)
+
+
+@pytest.fixture(scope="module")
+def embedded():
+    return embedding_outputs(TEXTS, batch=True)
+
+
+def _judge(verifier, request, params=GPT2) -> Judge:
+    return Judge(params, ClaimChecker(verifier, request, params.logit_margin))
+
+
+def _edited(claim: bytes, verifier, **changes) -> bytes:
+    """A claim with fields replaced; text re-decoded from the new tokens, so only the tokens lie."""
+    out = json.loads(claim)
+    out.update(changes)
+    if "token_ids" in changes and "text" not in changes:
+        out["text"] = verifier.tokenizer.decode(out["token_ids"], skip_special_tokens=True)
+    return canonical_json(out)
+
+
+def _assert_generations_agree(verifier, requests, ours, theirs, params=GPT2) -> int:
+    for request, a, b in zip(requests, ours, theirs):
+        assert _judge(verifier, request, params).agree(a, b), (request, a, b)
+    return sum(a != b for a, b in zip(ours, theirs))
+
+
+# -- generation: accepted ----------------------------------------------------------------------
+def test_generation__bf16_agent__agrees_with_fp32_though_tokens_differ(demo, requests, verifier, fp32):
+    bf16 = generation_outputs(demo.base_dir, demo.adapters, requests, dtype="bfloat16")
+
+    assert _assert_generations_agree(verifier, requests, fp32, bf16) >= 1  # some outputs really differ
+
+
+def test_generation__batch_of_8_and_two_threads__agree_with_one_by_one(demo, requests, verifier, fp32):
+    batched = generation_outputs(demo.base_dir, demo.adapters, requests[:8], batch=True)
+    threaded = generation_outputs(demo.base_dir, demo.adapters, requests, threads=2)
+    single = generation_outputs(demo.base_dir, demo.adapters, requests, threads=1)
+
+    _assert_generations_agree(verifier, requests[:8], fp32[:8], batched)
+    _assert_generations_agree(verifier, requests, single, threaded)
+
+
+def test_generation__aten_default_capability_child__agrees(demo, requests, verifier, fp32):
+    child = in_child({"ATEN_CPU_CAPABILITY": "default"}, "generate", base_dir=demo.base_dir,
+                     adapters=demo.adapters, requests=requests)
+
+    _assert_generations_agree(verifier, requests, fp32, child)
+
+
+def test_generation__smollm2_bf16__agrees_with_fp32_at_the_default_margin():
+    base = ensure_smollm2(progress=lambda _: None)
+    prompts = [GenerationRequest(p, None, 16) for p in ("The capital of France is", "Water boils at",
+                                                        "The largest planet is", "Bread is made from")]
+    ours = generation_outputs(base, {}, prompts)
+    theirs = generation_outputs(base, {}, prompts, dtype="bfloat16")
+
+    _assert_generations_agree(GenerationRunner(base, device="cpu"), prompts, ours, theirs, VerificationParams())
+
+
+# -- generation: rejected ----------------------------------------------------------------------
+def test_generation__another_adapters_output__rejected(requests, verifier, fp32):
+    for request, claim in zip(requests, fp32):
+        other = next(r for r in requests if r.adapter != request.adapter)
+        forged = _edited(claim, verifier, adapter=other.adapter)
+        judge = _judge(verifier, GenerationRequest(request.prompt, other.adapter, 24))
+        honest = generation_output(verifier.generate(request.prompt, other.adapter, 24)).output
+
+        assert forged == honest or "logits below" in judge.rejection(forged)
+
+
+def test_generation__another_model_text_passed_off__rejected(demo, requests, verifier, fp32):
+    smol = generation_outputs(ensure_smollm2(progress=lambda _: None), {}, [GenerationRequest(r.prompt, None, 24) for r in requests[:4]])
+    for request, claim, other in zip(requests, fp32, smol):
+        ids = verifier.tokenizer(json.loads(other)["text"], add_special_tokens=False)["input_ids"][:24]
+        forged = _edited(claim, verifier, token_ids=ids, finish_reason="length" if len(ids) == 24 else "eos")
+        assert _judge(verifier, request).rejection(forged)
+        assert _judge(verifier, request).rejection(other)  # and under its own name: another model
+
+
+def test_generation__another_prompt_truncation_or_one_edited_token__rejected(requests, verifier, fp32):
+    for i, (request, claim) in enumerate(zip(requests, fp32)):
+        judge = _judge(verifier, request)
+        ids = json.loads(claim)["token_ids"]
+        elsewhere = fp32[(i + 1) % len(fp32)]
+        edited = ids[:]
+        edited[len(ids) // 2] = (ids[len(ids) // 2] + 1) % len(verifier.tokenizer)
+
+        assert judge.rejection(claim) is None
+        assert judge.rejection(elsewhere)  # another prompt's answer
+        assert "stops after" in judge.rejection(_edited(claim, verifier, token_ids=ids[:-3], finish_reason="length"))
+        assert "logits below" in judge.rejection(_edited(claim, verifier, token_ids=edited))
+        assert "text" in judge.rejection(_edited(claim, verifier, text="something else"))
+        assert "prompt_tokens" in judge.rejection(_edited(claim, verifier, prompt_tokens=json.loads(claim)["prompt_tokens"] + 1))
+
+
+def test_generation__without_a_verifier_model__only_equal_tokens_agree(demo, requests, fp32):
+    bf16 = generation_outputs(demo.base_dir, demo.adapters, requests, dtype="bfloat16")
+    judge = Judge(GPT2)
+
+    assert all(judge.agree(a, a) for a in fp32)
+    assert [judge.agree(a, b) for a, b in zip(fp32, bf16)] == [a == b for a, b in zip(fp32, bf16)]
+
+
+# -- embeddings ----------------------------------------------------------------------------------
+def test_embedding__alone_vs_batch_threads_and_aten_default__agree(embedded):
+    judge = Judge()
+    alone = embedding_outputs(TEXTS, batch=False, threads=1)
+    child = in_child({"ATEN_CPU_CAPABILITY": "default"}, "embed", texts=TEXTS, batch=True, threads=2)
+
+    for other in (alone, child):
+        assert all(judge.agree(a, b) for a, b in zip(embedded, other))
+    assert sum(a != b for a, b in zip(embedded, alone + child)) >= 1  # the bytes do differ somewhere
+
+
+def test_embedding__random_vectors_other_texts_and_another_model__rejected(embedded):
+    judge = Judge()
+    rng = np.random.default_rng(0)
+    for i, claim in enumerate(embedded):
+        out = json.loads(claim)
+        noise = rng.normal(size=out["dim"])
+        random = embedding_output(out["model"], out["dim"], [list(noise / np.linalg.norm(noise))], {}).output
+        other_text = embedded[(i + 1) % len(embedded)]
+        other_model = canonical_json({**out, "model": "another-model"})
+        doubled = canonical_json({**out, "vectors": out["vectors"] * 2})
+
+        assert not any(judge.agree(claim, x) for x in (random, other_text, other_model, doubled))
+
+
+# -- grouping and verdicts -------------------------------------------------------------------------
+def _jobs(outputs: list[bytes]) -> tuple[list[Job], dict[int, bytes]]:
+    jobs = [Job(id=i, task_id=7, agent=f"A{i}", state=JobState.SUBMITTED, result_digest="0x" + hashlib.sha256(o).hexdigest(),
+                result_cid=f"cid{i}", signature="0x") for i, o in enumerate(outputs)]
+    return jobs, {j.id: o for j, o in zip(jobs, outputs)}
+
+
+def test_decide__fp32_bf16_and_a_substitute__honest_two_not_slashed(demo, requests, verifier, fp32):
+    bf16 = generation_outputs(demo.base_dir, demo.adapters, requests, dtype="bfloat16")
+    i = next(i for i, (a, b) in enumerate(zip(fp32, bf16)) if a != b)
+    wrong = _edited(fp32[i], verifier, token_ids=json.loads(fp32[(i + 1) % len(fp32)])["token_ids"])
+    jobs, outputs = _jobs([fp32[i], bf16[i], wrong])
+
+    verdict = decide(Task(task_id=7, k=3, input_digest="0x" + "00" * 32), jobs, None, lambda o: ("cid", "0x"),
+                     judge=_judge(verifier, requests[i]), output_of=lambda j: outputs[j.id])
+
+    assert verdict.source == "majority" and verdict.slashed == ["A2"]
+    assert {j.agent for j in verdict.paid + verdict.agreed} == {"A0", "A1"} and len(verdict.paid) == 1
+    assert verdict.result_digest == verdict.paid[0].result_digest
+
+
+def test_decide__spot_check_of_a_bf16_agent__paid_with_its_own_digest(demo, requests, verifier, fp32):
+    bf16 = generation_outputs(demo.base_dir, demo.adapters, requests, dtype="bfloat16")
+    i = next(i for i, (a, b) in enumerate(zip(fp32, bf16)) if a != b)
+    jobs, outputs = _jobs([bf16[i]])
+
+    verdict = decide(Task(task_id=7, k=1, input_digest="0x" + "00" * 32), jobs, lambda task: fp32[i],
+                     lambda o: ("oracle-cid", "0xoracle"), spot_check=True,
+                     judge=_judge(verifier, requests[i]), output_of=lambda j: outputs[j.id])
+
+    assert verdict.source == "spot_check" and [j.agent for j in verdict.paid] == ["A0"] and verdict.slashed == []
+    assert verdict.result_digest == jobs[0].result_digest
+
+
+def test_agreeing_sets__tie__broken_by_lowest_digest_and_canonical_is_most_held():
+    same = lambda a, b: a[:1] == b[:1]  # noqa: E731 - agree on the first byte
+    answers = [Answer("0xc", b"x2", 1), Answer("0xb", b"y1", 2), Answer("0xa", b"x1", 1)]
+
+    sets = agreeing_sets(answers, same)
+
+    assert [(s.members, s.agents) for s in sets] == [(frozenset({"0xa", "0xc"}), 2), (frozenset({"0xb"}), 2)]
+    assert sets[0].canonical == "0xa" and sets[1].canonical == "0xb"
+    assert agreeing_sets(list(reversed(answers)), same) == sets

@@ -1,0 +1,37 @@
+"""Verification that holds across hardware: when two answers to one job count as the same.
+
+Exact digests break across hardware and batching (MiniLM embeddings differ in the 4th decimal
+for 7 of 64 texts under ATEN_CPU_CAPABILITY=default and for 4 of 64 embedded alone vs in a
+batch; greedy generation flips at near-ties between fp32 and bf16), so honest agents would be
+slashed. The rule instead:
+
+- embeddings agree when they name the same model, dim and count and every vector pair has
+  cosine similarity >= `min_cosine` (default 0.999);
+- generations agree when model, adapter and prompt_tokens match and the tokens are equal, or,
+  where they differ, when the verifier's own model (base + the named adapter) accepts each:
+  teacher-forced over the claim, no claimed token sits more than `logit_margin` below its top
+  logit, the claim ends at its first stop token or at max_new_tokens as its finish_reason says,
+  prompt_tokens is the verifier's count and text decodes from token_ids.
+
+Measured on this CPU (fp32 verifier unless said; 32 prompts x 24 new tokens, greedy), the
+largest margin of an honest claim, i.e. the gap the default `logit_margin` = 0.25 must cover:
+  demo GPT-2 + 3 adapters: bf16 claims 0.040 (9 of 32 outputs differ from fp32), fp32 claims
+    on a bf16 verifier 0.063; batch 1 vs 8, 1 vs 2 threads: 0 (identical tokens).
+  SmolLM2-135M: bf16 claims 0.199 (14 of 32 differ), fp32 claims on a bf16 verifier 0.125.
+Against it, what must fail: one edited token (id+1) sits >= 0.70 (GPT-2) and >= 4.2 (SmolLM2)
+below; another demo adapter's (or the bare base's) output scored under the claimed adapter has
+a worst token >= 0.156 (the demo adapters are weak: 4 of 382 such pairs fall under 0.25, none
+under 0.15), so the demo GPT-2 is registered with logit_margin 0.1. An adversary choosing the
+runner-up token at a near-tie passes by design: that is the tolerance honest hardware needs.
+"""
+
+from tributa.verification.embeddings import embeddings_agree
+from tributa.verification.generation import ClaimChecker
+from tributa.verification.grouping import AgreeingSet, Answer, agreeing_set, agreeing_sets
+from tributa.verification.judge import ClaimCheck, Judge
+from tributa.verification.params import VerificationParams
+
+__all__ = [
+    "AgreeingSet", "Answer", "ClaimCheck", "ClaimChecker", "Judge", "VerificationParams",
+    "agreeing_set", "agreeing_sets", "embeddings_agree",
+]
