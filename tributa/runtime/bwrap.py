@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # .../tributa
+_PROC_KNOBS = ("sys", "sysrq-trigger", "mtrr", "irq", "bus", "acpi", "scsi", "fs", "driver")
 
 
 def bwrap_path() -> str | None:
@@ -53,6 +54,13 @@ def command(
         "--cap-drop", "ALL",
         "--ro-bind", "/usr", "/usr",
         "--proc", "/proc",
+    ]
+    # An agent started as root maps to host root inside its user namespace, and owns what host
+    # root owns in /proc: cover the kernel's knobs (sysctls, sysrq, mtrr) read-only.
+    for knob in _PROC_KNOBS:
+        if Path("/proc", knob).exists():
+            args += ["--ro-bind", f"/proc/{knob}", f"/proc/{knob}"]
+    args += [
         "--dev", "/dev",
         "--tmpfs", "/tmp",
         "--dir", "/var/tmp",
