@@ -144,5 +144,29 @@ def _smollm_figures() -> dict[str, float]:
     }
 
 
+def _sandbox_overhead() -> dict[str, float]:
+    """An empty job (one new token on the demo base) in a bwrap worker against in-process."""
+    from tributa.ml.models import ensure_demo_models
+    from tributa.runtime import bwrap
+    from tributa.runtime.executor import Executor
+    from tributa.runtime.jobs import RunnerRegistry
+
+    if bwrap.bwrap_path() is None:
+        raise RuntimeError("bubblewrap is not installed: `make setup` installs it")
+    demo = ensure_demo_models(progress=lambda _: None)
+    base = LocalModel(Path(demo.base_dir), "demo-base", b"", "generate")
+    job = json.dumps({"prompt": "The", "max_new_tokens": 1, "adapter": None}).encode()
+    torch.set_num_threads(1)
+    in_process = Executor(RunnerRegistry("cpu"))
+    with ServingEngine(WorkerConfig("generate", None, threads=1, isolation="bwrap", memory_mb=16384)) as engine:
+        engine.preload([(base, [])], progress=lambda _: None)
+        for _ in range(3):  # warm both
+            engine.run(base, [], job), in_process.run(base, [], job)
+        sandboxed_s, local_s = _interleaved_medians(
+            lambda: engine.run(base, [], job), lambda: in_process.run(base, [], job), repeats=30
+        )
+    return {"sandbox_job_overhead_ms": round((sandboxed_s - local_s) * 1e3, 2)}
+
+
 def run(workdir: Path) -> dict[str, float]:
-    return {**_demo_figures(), **_smollm_figures()}
+    return {**_demo_figures(), **_smollm_figures(), **_sandbox_overhead()}
