@@ -158,7 +158,7 @@ class Agent:
         try:
             input_bytes = self._job_input(offer)
             fetched = time.perf_counter()
-            output = self.executor.run(parts[0], parts[1], input_bytes)
+            output = self.executor.run(parts[0], parts[1], input_bytes, model.serving.max_new_tokens)
             ran = time.perf_counter()
         except (NotFound, JobInputError) as exc:
             log.warning("job %s (task %s): bad input: %s", job_id, task_id, exc)

@@ -91,6 +91,10 @@ COMMIT_MAX_AGE: public(constant(uint256)) = 86_400
 # @dev How long holders of a model's token see a fee cut or a deactivation
 # coming before it takes effect, in seconds.
 PRICING_DELAY: public(constant(uint256)) = 7 * 86_400
+# @dev Bounds of a model's serving terms (`set_serving_terms`).
+MAX_NEW_TOKENS_CAP: public(constant(uint256)) = 4096
+MIN_COSINE_PPM_FLOOR: public(constant(uint256)) = 900_000
+MAX_LOGIT_MARGIN_MILLI: public(constant(uint256)) = 50_000
 # @dev Most adapters one model can have.
 MAX_ADAPTERS: constant(uint256) = 16
 _MASK_16: constant(uint256) = 2**16 - 1
@@ -177,6 +181,12 @@ event ModelFeeUpdated:
     model_id: indexed(uint256)
     fee_per_task: uint256
 
+event ModelServingTermsSet:
+    model_id: indexed(uint256)
+    max_new_tokens: uint256
+    min_cosine_ppm: uint256
+    logit_margin_milli: uint256
+
 event ModelFeeCutScheduled:
     model_id: indexed(uint256)
     fee_per_task: uint256
@@ -233,6 +243,10 @@ _models: HashMap[uint256, _ModelInfo]
 _model_pricing: HashMap[uint256, uint256]
 # @dev A scheduled fee cut and / or deactivation (layout above; eta 0 = none).
 _pending_pricing: HashMap[uint256, uint256]
+# @dev Serving terms of a model, packed: max_new_tokens (0..15) | min_cosine_ppm
+# (16..47) | logit_margin_milli (48..79); a zero field reads as the off-chain
+# default. Not read by any money path: agents and the oracle's verifier read it.
+_model_serving: HashMap[uint256, uint256]
 _model_adapters: HashMap[uint256, DynArray[bytes32, 16]]
 _model_dataset_ids: HashMap[uint256, DynArray[uint256, 32]]
 _model_dataset_weights: HashMap[uint256, DynArray[uint16, 32]]
@@ -734,6 +748,55 @@ def set_model_active(model_id: uint256, active: bool):
     self._pending_pricing[model_id] = pending
     self._model_pricing[model_id] = self._with_pending(self._pack_pricing(receiver, active, fee), pending)
     log ModelActiveSet(model_id=model_id, active=active)
+
+
+@external
+def set_serving_terms(
+    model_id: uint256, max_new_tokens: uint256, min_cosine_ppm: uint256, logit_margin_milli: uint256
+):
+    """
+    @notice Sets what one task of the model buys and how its results are
+            verified (publisher only). The fee per task pays for a generation
+            of up to `max_new_tokens` new tokens, so a publisher who raises the
+            limit prices it into the fee. 0 in a field restores the default
+            (64 new tokens; the verifier's cosine floor and logit margin).
+    @param model_id The model id.
+    @param max_new_tokens Most new tokens a generation task may ask for
+           (0, or 1..MAX_NEW_TOKENS_CAP).
+    @param min_cosine_ppm Embeddings agree when every vector pair's cosine
+           similarity is at least this, in millionths (0, or
+           MIN_COSINE_PPM_FLOOR..1_000_000).
+    @param logit_margin_milli A claimed token is accepted when its logit is
+           within this of the verifier's best, in thousandths (0..
+           MAX_LOGIT_MARGIN_MILLI).
+    """
+    self._check_publisher(model_id)
+    assert max_new_tokens <= MAX_NEW_TOKENS_CAP, "registry: max_new_tokens too large"
+    assert min_cosine_ppm == 0 or (
+        min_cosine_ppm >= MIN_COSINE_PPM_FLOOR and min_cosine_ppm <= 1_000_000
+    ), "registry: min_cosine_ppm out of range"
+    assert logit_margin_milli <= MAX_LOGIT_MARGIN_MILLI, "registry: logit margin too large"
+    self._model_serving[model_id] = max_new_tokens | (min_cosine_ppm << 16) | (logit_margin_milli << 48)
+    log ModelServingTermsSet(
+        model_id=model_id,
+        max_new_tokens=max_new_tokens,
+        min_cosine_ppm=min_cosine_ppm,
+        logit_margin_milli=logit_margin_milli,
+    )
+
+
+@view
+@external
+def serving_terms(model_id: uint256) -> (uint256, uint256, uint256):
+    """
+    @notice A model's serving terms as set (0: the default).
+    @param model_id The model id.
+    @return uint256 max_new_tokens.
+    @return uint256 min_cosine_ppm.
+    @return uint256 logit_margin_milli.
+    """
+    word: uint256 = self._model_serving[model_id]
+    return word & _MASK_16, (word >> 16) & (2**32 - 1), (word >> 48) & (2**32 - 1)
 
 
 @view

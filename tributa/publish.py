@@ -10,8 +10,10 @@ from tributa.chain.contracts import Contracts
 from tributa.chain.events import first_event
 from tributa.chain.tx import Signer, TxResult
 from tributa.errors import TributaError
+from tributa.registry import DEFAULT_MAX_NEW_TOKENS, ServingTerms, read_model, read_serving_terms
 
 MAX_NAME = 64
+MAX_NEW_TOKENS_CAP = 4096  # DataRegistry.MAX_NEW_TOKENS_CAP
 
 
 @dataclass(frozen=True)
@@ -70,3 +72,30 @@ def register_model(
     result = signer.transact(call, action="register_model")
     model_id = first_event(contracts.registry, "ModelRegistered", result.receipt)["model_id"]
     return PublishedModel(model_id, base, adapters, result)
+
+
+def set_serving_terms(
+    contracts: Contracts,
+    signer: Signer,
+    model_id: int,
+    max_new_tokens: int | None = None,
+    min_cosine: float | None = None,
+    logit_margin: float | None = None,
+) -> ServingTerms:
+    """Set a model's serving terms (publisher only); a term left None keeps its current value.
+    Bounds are checked here first, so a bad value costs no transaction."""
+    current = contracts.registry.functions.serving_terms(model_id).call()
+    tokens = current[0] if max_new_tokens is None else max_new_tokens
+    ppm = current[1] if min_cosine is None else round(min_cosine * 1e6)
+    milli = current[2] if logit_margin is None else round(logit_margin * 1e3)
+    if not 0 <= tokens <= MAX_NEW_TOKENS_CAP:
+        raise TributaError(f"max_new_tokens must be 1..{MAX_NEW_TOKENS_CAP} (0: the default {DEFAULT_MAX_NEW_TOKENS}), not {tokens}")
+    if ppm and not 900_000 <= ppm <= 1_000_000:
+        raise TributaError(f"min_cosine must be from 0.9 to 1.0, not {ppm / 1e6}")
+    if not 0 <= milli <= 50_000:
+        raise TributaError(f"logit_margin must be from 0 to 50, not {milli / 1e3}")
+    model = read_model(contracts.registry, model_id)
+    if model.publisher.lower() != signer.address.lower():
+        raise TributaError(f"only model {model_id}'s publisher {model.publisher} can set its terms")
+    signer.transact(contracts.registry.functions.set_serving_terms(model_id, tokens, ppm, milli), action="set_serving_terms")
+    return read_serving_terms(contracts.registry, model_id)

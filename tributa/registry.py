@@ -9,6 +9,33 @@ from web3.contract import Contract
 from tributa.errors import TributaError
 
 
+# What a task buys when its model's publisher set no terms (`DataRegistry.set_serving_terms`).
+DEFAULT_MAX_NEW_TOKENS = 64
+
+
+@dataclass(frozen=True)
+class ServingTerms:
+    """A model's serving terms as registered: the most new tokens a generation task may ask for
+    (the fee per task pays for up to that many), and how agents' results are verified (None:
+    the verifier's defaults, tributa.verification.VerificationParams)."""
+
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    min_cosine: float | None = None
+    logit_margin: float | None = None
+
+    @classmethod
+    def from_chain(cls, max_new_tokens: int, min_cosine_ppm: int, logit_margin_milli: int) -> ServingTerms:
+        return cls(
+            max_new_tokens=max_new_tokens or DEFAULT_MAX_NEW_TOKENS,
+            min_cosine=min_cosine_ppm / 1e6 if min_cosine_ppm else None,
+            logit_margin=logit_margin_milli / 1e3 if logit_margin_milli else None,
+        )
+
+
+def read_serving_terms(registry: Contract, model_id: int) -> ServingTerms:
+    return ServingTerms.from_chain(*registry.functions.serving_terms(model_id).call())
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     model_id: int
@@ -26,6 +53,7 @@ class ModelInfo:
     scheduled_fee: int | None = None  # a fee cut not in effect yet ...
     scheduled_fee_at: int = 0  # ... from this timestamp
     deactivation_at: int = 0  # the model closes to new tasks at this timestamp (0 = not scheduled)
+    serving: ServingTerms = ServingTerms()
 
 
 def read_model(registry: Contract, model_id: int) -> ModelInfo:
@@ -49,6 +77,7 @@ def read_model(registry: Contract, model_id: int) -> ModelInfo:
         scheduled_fee=pending_fee if pending_fee_at else None,
         scheduled_fee_at=pending_fee_at,
         deactivation_at=deactivation_at,
+        serving=read_serving_terms(registry, model_id),
     )
 
 

@@ -134,3 +134,28 @@ def test_task_submit__adapter_the_model_does_not_register__refused_before_sendin
         "is not a CID",
     )
     assert contracts.escrow.functions.task_count().call() == tasks_before
+
+
+def test_model_terms__publisher_sets_the_limit__task_submit_enforces_it_before_paying(fresh_settings, contracts, chain_snapshot):
+    model = register_test_model(contracts, signer_for(contracts, "publisher"))
+    shown = run_cli(fresh_settings, "model", "terms", str(model))
+    assert shown.exit_code == 0 and "up to 64 new tokens" in shown.output
+    assert_one_line_error(run_cli(fresh_settings, "model", "terms", str(model), "--max-new-tokens", "100", "--account", "dev:requester"),
+                          "only model")
+    result = run_cli(fresh_settings, "model", "terms", str(model), "--max-new-tokens", "100", "--min-cosine", "0.995")
+    assert result.exit_code == 0 and "up to 100 new tokens" in result.output and "cosine >= 0.995" in result.output
+    assert contracts.registry.functions.serving_terms(model).call() == [100, 995_000, 0]
+    tasks_before = contracts.escrow.functions.task_count().call()
+    assert_one_line_error(
+        run_cli(fresh_settings, "task", "submit", "--model", str(model), "--prompt", "hi", "--max-new-tokens", "101"),
+        f"more than model {model} sells per task (100",
+    )
+    assert contracts.escrow.functions.task_count().call() == tasks_before
+    ok = run_cli(fresh_settings, "task", "submit", "--model", str(model), "--prompt", "hi", "--max-new-tokens", "100")
+    assert ok.exit_code == 0, ok.output
+
+
+def test_model_terms__unknown_model_or_out_of_range__one_line(fresh_settings, contracts):
+    assert_one_line_error(run_cli(fresh_settings, "model", "terms", "999"), "model 999 is not registered")
+    result = run_cli(fresh_settings, "model", "terms", "1", "--min-cosine", "0.5")
+    assert result.exit_code != 0 and "0.5" in result.output

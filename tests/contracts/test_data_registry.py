@@ -292,6 +292,44 @@ def test_set_model_fee__by_stranger_or_unknown_model__reverts(w):
         w.registry.set_model_fee(9, 1)
 
 
+def test_set_serving_terms__by_publisher__stored_logged_and_packed_apart(w):
+    assert w.registry.serving_terms(1) == (0, 0, 0)  # unset: the defaults apply off-chain
+    pricing = w.registry.model_pricing(1)
+    with boa.env.prank(w.publisher):
+        w.registry.set_serving_terms(1, 4096, 1_000_000, 50_000)
+    (log,) = h.events(w.registry, "ModelServingTermsSet")
+    assert (log.model_id, log.max_new_tokens, log.min_cosine_ppm, log.logit_margin_milli) == (1, 4096, 1_000_000, 50_000)
+    assert w.registry.serving_terms(1) == (4096, 1_000_000, 50_000)
+    assert w.registry.model_pricing(1) == pricing  # the money path is untouched
+    with boa.env.prank(w.publisher):
+        w.registry.set_serving_terms(1, 128, 0, 0)
+    assert w.registry.serving_terms(1) == (128, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("terms", "reason"),
+    [
+        ((4097, 0, 0), "registry: max_new_tokens too large"),
+        ((64, 899_999, 0), "registry: min_cosine_ppm out of range"),
+        ((64, 1_000_001, 0), "registry: min_cosine_ppm out of range"),
+        ((64, 0, 50_001), "registry: logit margin too large"),
+    ],
+)
+def test_set_serving_terms__out_of_bounds__reverts_and_keeps_the_old_terms(w, terms, reason):
+    with boa.env.prank(w.publisher):
+        w.registry.set_serving_terms(1, 100, 990_000, 1_500)
+        with boa.reverts(reason):
+            w.registry.set_serving_terms(1, *terms)
+    assert w.registry.serving_terms(1) == (100, 990_000, 1_500)
+
+
+def test_set_serving_terms__by_stranger_or_unknown_model__reverts(w):
+    with boa.env.prank(w.stranger), boa.reverts("registry: caller is not the publisher"):
+        w.registry.set_serving_terms(1, 64, 0, 0)
+    with boa.reverts("registry: unknown model"):
+        w.registry.set_serving_terms(9, 64, 0, 0)
+
+
 def test_set_fee_receiver__by_publisher__updates_receiver(w):
     new = boa.env.generate_address()
     with boa.env.prank(w.publisher):

@@ -10,11 +10,12 @@ import pytest
 
 from tests.helpers import signer_for
 from tributa.processes import start_agent, start_oracle
-from tributa.publish import register_model
+from tributa.publish import register_model, set_serving_terms
 from tributa.store import open_store
 from tributa.tasks import encode_input, post_task, wait_until_final
 
 SETTLE_TIMEOUT_S = 300
+LIMIT = 80  # the model's registered max_new_tokens
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +48,9 @@ def network(contracts, deployed, llama, tmp_path_factory):
     settings = deployed.with_overrides(data_dir=root / "data")
     store = open_store(settings.store_dir)
     base_dir, adapter_dir = llama
-    model = register_model(contracts, signer_for(contracts, "publisher"), store, "e2e-llama", base_dir, [adapter_dir], None, 10**15)
+    publisher = signer_for(contracts, "publisher")
+    model = register_model(contracts, publisher, store, "e2e-llama", base_dir, [adapter_dir], None, 10**15)
+    set_serving_terms(contracts, publisher, model.model_id, max_new_tokens=LIMIT)  # above the default 64
     oracle = start_oracle(settings, root / "oracle.log", ["--no-attribution", "--text-logs"])
     agent = start_agent(settings, root / "agent.log", [
         "--text-logs", "--no-sandbox", "--capacity", "4", "--threads", "1",
@@ -83,3 +86,22 @@ def test_e2e__random_llama_with_adapter__batched_by_the_engine_and_settled(netwo
     assert adapters_used == [adapter.cid, adapter.cid, None, adapter.cid]  # no field: the first adapter
     with_adapter, bare = json.loads(outputs[0])["token_ids"], json.loads(outputs[2])["token_ids"]
     assert with_adapter != bare  # the adapter is really applied
+
+
+def test_e2e__registered_token_limit__up_to_it_runs_past_it_fails_and_refunds(network, contracts):
+    requester = signer_for(contracts, "requester")
+    escrow = contracts.escrow.functions
+    before = escrow.balance_of(requester.address).call()
+    model_id = network["model"].model_id
+    at_limit = post_task(contracts, requester, network["store"], model_id, encode_input(prompt="a", max_new_tokens=LIMIT))
+    past = post_task(contracts, requester, network["store"], model_id, encode_input(prompt="a", max_new_tokens=LIMIT + 1))
+
+    views = wait_until_final(contracts, [at_limit.task_id, past.task_id], SETTLE_TIMEOUT_S, (network["oracle"], network["agent"]),
+                             final=("settled", "refunded"))
+
+    settled, refused = views[at_limit.task_id], views[past.task_id]
+    assert settled.state == "settled"
+    output = json.loads(network["store"].get_bytes(settled.result_cid))
+    assert output["finish_reason"] == "eos" or len(output["token_ids"]) == LIMIT  # more than the default 64 allowed
+    assert refused.state == "refunded" and f"between 1 and {LIMIT}" in refused.failure
+    assert escrow.balance_of(requester.address).call() - before == past.fee + settled.settlement["refund"]

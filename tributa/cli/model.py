@@ -10,7 +10,7 @@ import click
 from tributa.cli import account_option, pass_ctx
 from tributa.cli.format import eth, parse_eth
 from tributa.errors import TributaError
-from tributa.publish import register_model
+from tributa.publish import register_model, set_serving_terms
 from tributa.registry import list_models
 from tributa.store import cid as cidlib
 
@@ -37,9 +37,11 @@ def model() -> None:
 @click.option("--dataset", "datasets", multiple=True, help="training dataset ID=BPS, summing to 10000 (repeatable)")
 @click.option("--fee", default="0", show_default=True, help="ETH per task to the model's fee receiver")
 @click.option("--fee-receiver", default=None, help="default: the publisher")
+@click.option("--max-new-tokens", type=click.IntRange(1, 4096), default=None,
+              help="most new tokens a generation task may ask for; the fee pays for up to this many (default 64)")
 @account_option("publisher")
 @pass_ctx
-def register(ctx, path, name, adapters, datasets, fee, fee_receiver, account_spec) -> None:
+def register(ctx, path, name, adapters, datasets, fee, fee_receiver, max_new_tokens, account_spec) -> None:
     """Add PATH (and adapters) to the content store and register the model."""
     try:
         fee_wei = parse_eth(fee)
@@ -53,6 +55,37 @@ def register(ctx, path, name, adapters, datasets, fee, fee_receiver, account_spe
     click.echo(f"model {published.model_id} registered: {name} ({published.base.kind}), weights {published.base.cid}")
     for adapter in published.adapters:
         click.echo(f"  adapter {adapter.path.name}: {adapter.cid}")
+    if max_new_tokens is not None:
+        terms = set_serving_terms(ctx.contracts, signer, published.model_id, max_new_tokens=max_new_tokens)
+        click.echo(f"  a task buys up to {terms.max_new_tokens} new tokens")
+
+
+@model.command("terms")
+@click.argument("model_id", type=int)
+@click.option("--max-new-tokens", type=click.IntRange(1, 4096), default=None,
+              help="most new tokens a generation task may ask for (the fee pays for up to this many)")
+@click.option("--min-cosine", type=click.FloatRange(0.9, 1.0), default=None,
+              help="embeddings: results agree when every vector pair's cosine is at least this")
+@click.option("--logit-margin", type=click.FloatRange(0.0, 50.0), default=None,
+              help="generation: a claimed token is accepted within this many logits of the verifier's best")
+@account_option("publisher")
+@pass_ctx
+def terms(ctx, model_id, max_new_tokens, min_cosine, logit_margin, account_spec) -> None:
+    """Show a model's serving terms, or set them (publisher only)."""
+    from tributa.registry import read_model, read_serving_terms
+
+    read_model(ctx.contracts.registry, model_id)  # an unknown model is an error, not default terms
+    if (max_new_tokens, min_cosine, logit_margin) != (None, None, None):
+        shown = set_serving_terms(ctx.contracts, ctx.signer(account_spec, "publisher"), model_id, max_new_tokens, min_cosine, logit_margin)
+    else:
+        shown = read_serving_terms(ctx.contracts.registry, model_id)
+    click.echo(f"model {model_id}: up to {shown.max_new_tokens} new tokens per task; "
+               f"embeddings agree at cosine >= {_or_default(shown.min_cosine)}; "
+               f"generations within {_or_default(shown.logit_margin)} logits of the verifier's best")
+
+
+def _or_default(value: float | None) -> str:
+    return "the verifier's default" if value is None else f"{value:g}"
 
 
 @model.command("convert")

@@ -34,12 +34,22 @@ def _check_adapter(contracts, model_id: int, adapter: str) -> str:
     return str(cidlib.digest_to_cid(digest))
 
 
+def _check_max_new_tokens(contracts, model_id: int, wanted: int) -> None:
+    """The model's fee pays for up to its registered max_new_tokens: more is refused before paying."""
+    from tributa.registry import read_model
+
+    limit = read_model(contracts.registry, model_id).serving.max_new_tokens
+    if wanted > limit:
+        raise TributaError(f"--max-new-tokens {wanted} is more than model {model_id} sells per task ({limit}; see `tributa model terms {model_id}`)")
+
+
 @task.command("submit")
 @click.option("--model", "model_id", type=int, required=True, help="registered model id (see `tributa model list`)")
 @click.option("--prompt", default=None, help="generation: the prompt")
 @click.option("--text", "texts", multiple=True, help="embedding: a text to embed (repeatable)")
 @click.option("--input", "input_file", type=click.Path(path_type=Path), default=None, help="a JSON input file instead")
-@click.option("--max-new-tokens", type=click.IntRange(1, 256), default=None)
+@click.option("--max-new-tokens", type=click.IntRange(1, 4096), default=None,
+              help="generation: at most the model's registered limit (see `tributa model terms`)")
 @click.option("--adapter", default=None,
               help="generation: run this one of the model's adapters (its CID, see `tributa model list`); default: its first")
 @click.option("--fee", default=None, help="ETH to escrow (default: twice the model's minimum)")
@@ -67,6 +77,8 @@ def submit(ctx, model_id, prompt, texts, input_file, max_new_tokens, adapter, fe
     else:
         if adapter is not None:
             adapter = _check_adapter(ctx.contracts, model_id, adapter)
+        if max_new_tokens is not None:
+            _check_max_new_tokens(ctx.contracts, model_id, max_new_tokens)
         input_bytes = encode_input(prompt=prompt, texts=list(texts), max_new_tokens=max_new_tokens, adapter=adapter)
     try:
         fee_wei = parse_eth(fee) if fee is not None else None

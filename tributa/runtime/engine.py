@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tributa.catalog import LocalModel
-from tributa.runtime.executor import job_spec
+from tributa.runtime.executor import MAX_NEW_TOKENS, job_spec
 from tributa.runtime.generation import GenerationResult
 from tributa.runtime.jobs import (
     JobInputError,
@@ -68,9 +68,11 @@ class ServingEngine:
                 if "error" in reply:
                     raise JobSpecError(f"model {Path(base.path).name} cannot serve adapter {adapter.path}: {reply['message']}")
 
-    def run(self, base: LocalModel, adapters: list[LocalModel], input_bytes: bytes) -> bytes:
+    def run(
+        self, base: LocalModel, adapters: list[LocalModel], input_bytes: bytes, max_new_tokens: int = MAX_NEW_TOKENS
+    ) -> bytes:
         payload = parse_input(input_bytes)
-        spec = job_spec(base, adapters, payload)
+        spec = job_spec(base, adapters, payload, max_new_tokens)
         if base.kind == "generate":
             request = generation_request(spec, payload)
             job: dict[str, Any] = {

@@ -7,8 +7,7 @@ from typing import Protocol
 from tributa.catalog import LocalModel
 from tributa.runtime.jobs import JobInputError, JobSpec, RunnerRegistry, default_registry, parse_input, run_payload
 
-# The most new tokens any generation job may ask for.
-MAX_NEW_TOKENS = 64
+from tributa.registry import DEFAULT_MAX_NEW_TOKENS as MAX_NEW_TOKENS  # a model without registered terms
 
 __all__ = ["Executor", "JobInputError", "JobRunner", "job_spec"]
 
@@ -16,7 +15,9 @@ __all__ = ["Executor", "JobInputError", "JobRunner", "job_spec"]
 class JobRunner(Protocol):
     """What runs a job: the in-process Executor or the SandboxedExecutor."""
 
-    def run(self, base: LocalModel, adapters: list[LocalModel], input_bytes: bytes) -> bytes: ...
+    def run(
+        self, base: LocalModel, adapters: list[LocalModel], input_bytes: bytes, max_new_tokens: int = MAX_NEW_TOKENS
+    ) -> bytes: ...
 
 
 _FIRST = object()  # no "adapter" field: the model's first adapter, as before several were served
@@ -42,13 +43,16 @@ class Executor:
     def __init__(self, registry: RunnerRegistry | None = None) -> None:
         self.registry = registry or default_registry()
 
-    def run(self, base: LocalModel, adapters: list[LocalModel], input_bytes: bytes) -> bytes:
+    def run(
+        self, base: LocalModel, adapters: list[LocalModel], input_bytes: bytes, max_new_tokens: int = MAX_NEW_TOKENS
+    ) -> bytes:
         payload = parse_input(input_bytes)  # once: it names the adapter and is the job's input
-        return run_payload(job_spec(base, adapters, payload), payload, self.registry).output
+        return run_payload(job_spec(base, adapters, payload, max_new_tokens), payload, self.registry).output
 
 
-def job_spec(base: LocalModel, adapters: list[LocalModel], payload: dict) -> JobSpec:
-    """What a job on `base` runs: its kind, folder, the adapter its input asks for, the limits."""
+def job_spec(base: LocalModel, adapters: list[LocalModel], payload: dict, max_new_tokens: int = MAX_NEW_TOKENS) -> JobSpec:
+    """What a job on `base` runs: its kind, folder, the adapter its input asks for, and the most
+    new tokens its model's registered terms allow (also the default when the input names none)."""
     wanted = payload.get("adapter", _FIRST) if base.kind == "generate" else _FIRST
     adapter = choose_adapter(adapters, wanted)
     return JobSpec(
@@ -57,5 +61,5 @@ def job_spec(base: LocalModel, adapters: list[LocalModel], payload: dict) -> Job
         # Adapters are named by their CID, so two folders with one name never collide.
         adapter=adapter.cid if adapter else None,
         adapter_path=str(adapter.path) if adapter else None,
-        max_new_tokens=MAX_NEW_TOKENS,
+        max_new_tokens=max_new_tokens,
     )

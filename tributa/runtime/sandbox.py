@@ -69,6 +69,7 @@ from pathlib import Path
 from typing import Any, Literal, NoReturn
 
 from tributa.catalog import LocalModel
+from tributa.registry import DEFAULT_MAX_NEW_TOKENS
 
 log = logging.getLogger("tributa.agent.sandbox")
 
@@ -242,13 +243,15 @@ class SandboxedExecutor:
         zygote = self._zygote
         return zygote.proc.pid if zygote is not None else None
 
-    def run(self, base: LocalModel, adapters: list[LocalModel], input_bytes: bytes) -> bytes:
+    def run(
+        self, base: LocalModel, adapters: list[LocalModel], input_bytes: bytes, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    ) -> bytes:
         """Run one job in the sandbox; the same output bytes as `Executor.run`.
 
         A private job arrives here already opened by the agent: no key ever enters the sandbox.
         """
         reply = self._request(
-            {"op": "job", "base": base, "adapters": list(adapters), "input": bytes(input_bytes)},
+            {"op": "job", "base": base, "adapters": list(adapters), "input": bytes(input_bytes), "max_new_tokens": max_new_tokens},
             self.limits,
         )
         return reply["body"]
@@ -633,11 +636,12 @@ class _Zygote:
         limits: SandboxLimits = message["limits"]
         if message["op"] == "job":
             base, adapters, input_bytes = message["base"], message["adapters"], message["input"]
+            limit = message.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)
             self._warm(base, adapters)
             executor = self._executor
 
             def work() -> tuple[str, bytes]:
-                return "bytes", executor.run(base, adapters, input_bytes)
+                return "bytes", executor.run(base, adapters, input_bytes, limit)
         elif message["op"] == "call":
             payload: bytes = message["payload"]
 
