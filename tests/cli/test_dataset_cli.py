@@ -104,3 +104,21 @@ def test_model_register__same_weights_twice__one_line_error_before_any_transacti
     lines = [line for line in again.output.strip().splitlines() if line]
     assert again.exit_code == 1 and len(lines) == 1 and "already registered as model" in lines[0], again.output
     assert contracts.w3.eth.get_transaction_count(publisher.address) == nonce
+
+
+def test_model_register__pickle_weights__one_line_naming_the_file_before_any_transaction(fresh_settings, contracts, tmp_path, chain_snapshot):
+    import json
+    import pickle
+
+    folder = tmp_path / "pickled"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"architectures": ["GPT2LMHeadModel"], "tag": "pickle-check"}))
+    (folder / "pytorch_model.bin").write_bytes(pickle.dumps({"w": 1}))
+    publisher = signer_for(contracts, "publisher")
+    nonce = contracts.w3.eth.get_transaction_count(publisher.address)
+
+    result = run_cli(fresh_settings, "model", "register", str(folder), "--name", "pickled")
+
+    lines = [line for line in result.output.strip().splitlines() if line]
+    assert result.exit_code == 1 and len(lines) == 1 and "pytorch_model.bin" in lines[0] and "safetensors" in lines[0], result.output
+    assert contracts.w3.eth.get_transaction_count(publisher.address) == nonce
