@@ -145,5 +145,5 @@ def make_executor(
         progress(f"workers run in bubblewrap (no network, read-only model folders, seccomp, {serving.memory_mb} MiB address space each)")
         # cgroup v2 limits are not set up: a delegated subtree is rarely available to an agent, and
         # the kernel here mounts v1 controllers. Say what stands in for them.
-        log.warning("no cgroup limits on workers: memory is capped by RLIMIT_AS (--worker-memory-mb), processes by seccomp (no fork)")
+        log.warning("no cgroup limits on workers: memory is capped by RLIMIT_AS (--worker-memory-mb; not on CUDA), processes by seccomp (no fork)")
     return engine
