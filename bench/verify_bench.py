@@ -93,12 +93,12 @@ def _substitutions(accepts: Tally, runner, requests, reference, smollm_texts) ->
             stolen = runner.tokenizer(smollm_texts[i], add_special_tokens=False)["input_ids"][:NEW_TOKENS]
             forgeries.append((request, _forged(claim, runner, token_ids=stolen, finish_reason="length")))
         for asked, forged in forgeries:
-            honest = generation_outputs_of(runner, asked)
+            honest = _honest_output(runner, asked)
             if forged != honest:  # an adapter whose answer is the same is no substitution
                 accepts.count(_judge(runner, asked, GPT2).agree(honest, forged))
 
 
-def generation_outputs_of(runner: GenerationRunner, request: GenerationRequest) -> bytes:
+def _honest_output(runner: GenerationRunner, request: GenerationRequest) -> bytes:
     return generation_output(runner.generate(request.prompt, request.adapter, request.max_new_tokens)).output
 
 

@@ -219,3 +219,59 @@ def test_agreeing_sets__tie__broken_by_lowest_digest_and_canonical_is_most_held(
     assert [(s.members, s.agents) for s in sets] == [(frozenset({"0xa", "0xc"}), 2), (frozenset({"0xb"}), 2)]
     assert sets[0].canonical == "0xa" and sets[1].canonical == "0xb"
     assert agreeing_sets(list(reversed(answers)), same) == sets
+
+
+# -- on a real chain, through the oracle's re-executor ----------------------------------------------
+def _demo_model(contracts, signers, store, demo, adapter_dir):
+    """The demo base + one adapter, registered (or found: a weights set registers once per chain)."""
+    from types import SimpleNamespace
+
+    from tributa.catalog import describe_folder
+    from tributa.publish import register_model
+
+    base, adapter = describe_folder(store, demo.base_dir), describe_folder(store, adapter_dir)
+    key = contracts.registry.functions.weights_key(base.digest, [adapter.digest]).call()
+    existing = contracts.registry.functions.model_id_of_weights(key).call()
+    if existing:
+        return SimpleNamespace(model_id=existing, adapters=[adapter])
+    return register_model(contracts, signers["publisher"], store, "verify-demo", demo.base_dir, [adapter_dir], None, 10**15)
+
+
+def test_settle__fp32_and_bf16_agents_disagree_in_bytes__settles_on_chain_nobody_slashed(demo, contracts, signers, tmp_path, chain_snapshot):
+    from oracle.db import TaskState
+    from oracle.jobs import Submission
+    from oracle.reexecute import Reexecutor
+    from tests.helpers import OracleParts, ensure_agent, post_raw_task, signer_for
+    from tributa.chain.eip712 import sign_result
+    from tributa.runtime.executor import Executor
+    from tributa.store import cid as cidlib
+
+    parts = OracleParts(contracts, signers, tmp_path)
+    adapter_dir = demo.adapters["cooking"]
+    model = _demo_model(contracts, signers, parts.store, demo, adapter_dir)
+    name = model.adapters[0].cid  # the executor names an adapter by its CID, and so does its output
+    parts.settler.reexecute = Reexecutor(contracts, parts.store, [demo.base_dir, adapter_dir], Executor())
+    parts.settler.verification = GPT2
+    asked = [GenerationRequest(p, name, 24) for p in SUBJECTS]
+    fp, bf = (generation_outputs(demo.base_dir, {name: adapter_dir}, asked, dtype=d) for d in ("float32", "bfloat16"))
+    i = next(i for i, (a, b) in enumerate(zip(fp, bf)) if a != b)
+    input_cid = str(parts.store.put_bytes(canonical_json({"prompt": SUBJECTS[i], "max_new_tokens": 24})))
+    agents = [signer_for(contracts, role) for role in ("16", "17")]
+    for agent in agents:
+        ensure_agent(contracts, agent, [model.model_id])
+    task_id = post_raw_task(contracts, signers["requester"], model.model_id, cidlib.cid_to_digest(input_cid), k=2)
+    parts.ingestor.poll_once()
+    escrow = contracts.escrow.functions
+    before = [(escrow.balance_of(a.address).call(), escrow.agent(a.address).call()[0]) for a in agents]
+    for agent, output in zip(agents, (fp[i], bf[i])):
+        offer = parts.book.lease(agent.address, {model.model_id}, parts.chain_time())
+        digest = cidlib.cid_to_digest(str(parts.store.cid_of(output)))
+        signature = sign_result(agent.account, contracts.chain_id, contracts.escrow.address, task_id, digest)
+        parts.book.submit(agent.address, offer.job_id, Submission(output, digest, signature))
+
+    assert parts.settler.settle_ready() == 1
+
+    assert parts.state(task_id) == TaskState.SETTLED
+    after = [(escrow.balance_of(a.address).call(), escrow.agent(a.address).call()[0]) for a in agents]
+    assert [stake for _, stake in after] == [stake for _, stake in before]  # neither honest agent slashed
+    assert sorted(a[0] > b[0] for a, b in zip(after, before)) == [False, True]  # the canonical one is paid

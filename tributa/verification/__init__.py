@@ -17,12 +17,17 @@ Measured on this CPU (fp32 verifier unless said; 32 prompts x 24 new tokens, gre
 largest margin of an honest claim, i.e. the gap the default `logit_margin` = 0.25 must cover:
   demo GPT-2 + 3 adapters: bf16 claims 0.040 (9 of 32 outputs differ from fp32), fp32 claims
     on a bf16 verifier 0.063; batch 1 vs 8, 1 vs 2 threads: 0 (identical tokens).
-  SmolLM2-135M: bf16 claims 0.199 (14 of 32 differ), fp32 claims on a bf16 verifier 0.125.
+  SmolLM2-135M: bf16 claims 0.199 (14 of 32 differ), fp32 claims on a bf16 verifier 0.125;
+    the same 32 as chat turns, 32 new tokens: 0.140 (15 of 32 differ) and 0.125.
+  MiniLM (64 texts): embedded alone vs in a batch, or under ATEN_CPU_CAPABILITY=default, 3 of 64
+    outputs differ in bytes, every cosine >= 0.99999999; another text of the same template <= 0.944.
 Against it, what must fail: one edited token (id+1) sits >= 0.70 (GPT-2) and >= 4.2 (SmolLM2)
 below; another demo adapter's (or the bare base's) output scored under the claimed adapter has
 a worst token >= 0.156 (the demo adapters are weak: 4 of 382 such pairs fall under 0.25, none
-under 0.15), so the demo GPT-2 is registered with logit_margin 0.1. An adversary choosing the
-runner-up token at a near-tie passes by design: that is the tolerance honest hardware needs.
+under 0.15), so the demo GPT-2's registry entry should carry logit_margin 0.1 (the tests and
+bench use it). An adversary choosing the runner-up token at a near-tie passes by design: that is
+the tolerance honest hardware needs. Not measured here (no GPU): CUDA bf16/fp16 kernels, whose
+gaps may be larger; CPU bf16 stands in for them.
 """
 
 from tributa.verification.embeddings import embeddings_agree
