@@ -20,7 +20,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,12 +83,12 @@ def demo_models_key(
         "base": asdict(base_config),
         "adapter": asdict(adapter_config),
         "code": MODELS_CODE_VERSION,
-        "versions": _versions(),
+        "versions": library_versions(),
     }
     return hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _versions() -> dict[str, str]:
+def library_versions() -> dict[str, str]:
     # Kernels and initialisation can change between releases, so they are part of the key.
     return {
         "torch": torch.__version__,
@@ -156,29 +156,35 @@ def ensure_demo_models(
         if hit is not None:
             return hit
         progress(f"building demo models into {root} (first use; cached afterwards)")
-        tmp = Path(tempfile.mkdtemp(prefix=f".models-{key}-build-", dir=cache_root))
-        try:
-            _build(tmp, key, cache_root, base_config, adapter_config, progress)
-            make_readable(tmp)
-            if root.exists():  # an incomplete leftover from a killed build
-                shutil.rmtree(root)
-            os.replace(tmp, root)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+        build_into(root, lambda tmp: _build(tmp, key, cache_root, base_config, adapter_config, progress))
     built = _load_hit(root, key)
     if built is None:
         raise RuntimeError(f"demo model build in {root} is incomplete; delete it and retry")
     return built
 
 
-def _canonicalise_adapter_config(path: Path) -> None:
+def canonicalise_adapter_config(path: Path) -> None:
     """Sort peft's `target_modules`: it is a set, so its order varies with the hash seed, and the
     folder's bytes (hence its content digest) must be the same on every machine."""
     config = json.loads(path.read_text())
     if isinstance(config.get("target_modules"), list):
         config["target_modules"] = sorted(config["target_modules"])
     path.write_text(json.dumps(config, indent=2, sort_keys=True))
+
+
+def build_into(root: Path, build: Callable[[Path], None]) -> None:
+    """Run `build` on a fresh folder beside `root`, then swap it in whole: a killed build leaves
+    a temporary folder, never a half-built `root`. Call under `build_lock`."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}-build-", dir=root.parent))
+    try:
+        build(tmp)
+        make_readable(tmp)
+        if root.exists():  # an incomplete leftover from a killed build
+            shutil.rmtree(root)
+        os.replace(tmp, root)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def make_readable(root: Path) -> None:
@@ -218,7 +224,7 @@ def _build(
         model.save_pretrained(
             str(out / "adapters"), selected_adapters=[name], save_embedding_layers=False
         )
-        _canonicalise_adapter_config(out / "adapters" / name / "adapter_config.json")
+        canonicalise_adapter_config(out / "adapters" / name / "adapter_config.json")
         adapters[name] = {
             "digest": state_dict_digest(model, trainable_only=True),
             "final_loss": stats.final_loss,
@@ -237,7 +243,7 @@ def _build(
         "adapters": adapters,
         "base_config": asdict(base_config),
         "adapter_config": asdict(adapter_config),
-        "versions": _versions(),
+        "versions": library_versions(),
         "build_seconds": round(time.perf_counter() - started, 2),
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))

@@ -19,36 +19,33 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import LoraConfig, PeftModel
 
 from tributa.ml import tokenizer as tok_mod
 from tributa.ml.models import (
     MANIFEST,
     DemoModels,
-    _canonicalise_adapter_config,
-    _versions,
+    canonicalise_adapter_config,
+    library_versions,
     build_lock,
     file_sha256,
     load_causal_lm,
-    make_readable,
+    build_into,
 )
 from tributa.ml.train import (
     AdapterTrainConfig,
     Progress,
     TrainStats,
-    _train_loop,
-    deterministic_torch,
-    encode_corpus,
+    lora_config,
     state_dict_digest,
+    train_adapter,
 )
 
 # Bump when the training or saving code changes in a way the config does not capture.
@@ -77,15 +74,7 @@ SMOLLM_ADAPTER_CONFIG = AdapterTrainConfig(
 
 def smollm_lora_config(config: AdapterTrainConfig) -> LoraConfig:
     """LoRA on Llama's nn.Linear projections (weights stored out x in, so no fan_in_fan_out)."""
-    return LoraConfig(
-        r=config.r,
-        lora_alpha=config.alpha,
-        target_modules=sorted(config.target_modules),
-        lora_dropout=0.0,
-        bias="none",
-        fan_in_fan_out=False,
-        task_type="CAUSAL_LM",
-    )
+    return lora_config(replace(config, target_modules=tuple(sorted(config.target_modules))), fan_in_fan_out=False)
 
 
 _digest_memo: dict[tuple[str, int, int], str] = {}
@@ -120,7 +109,7 @@ def smollm_adapters_key(
         "datasets": list(datasets),
         "adapter": asdict(config),
         "code": SMOLLM_ADAPTERS_CODE_VERSION,
-        "versions": _versions(),
+        "versions": library_versions(),
     }
     return hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -170,16 +159,7 @@ def ensure_smollm2_demo(
         if hit is not None:
             return hit
         progress(f"training {len(names)} SmolLM2 LoRA adapters into {root} (first use; cached afterwards)")
-        tmp = Path(tempfile.mkdtemp(prefix=f".{PREFIX}-{key}-build-", dir=cache_root))
-        try:
-            _build(tmp, key, base_dir, {n: available[n] for n in names}, config, progress)
-            make_readable(tmp)
-            if root.exists():  # an incomplete leftover from a killed build
-                shutil.rmtree(root)
-            os.replace(tmp, root)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+        build_into(root, lambda tmp: _build(tmp, key, base_dir, {n: available[n] for n in names}, config, progress))
     built = _load_hit(root, base_dir, key)
     if built is None:
         raise RuntimeError(f"SmolLM2 adapter build in {root} is incomplete; delete it and retry")
@@ -195,29 +175,7 @@ def train_smollm_adapter(
     progress: Progress,
 ) -> tuple[PeftModel, TrainStats]:
     """Train LoRA adapter `name` on `text` over a frozen `base` (peft injects it in place)."""
-    with deterministic_torch(config.threads):
-        tokens = encode_corpus(tokenizer, [text])
-        torch.manual_seed(config.seed)  # LoRA A matrices are initialised from the global RNG
-        model = get_peft_model(base, smollm_lora_config(config), adapter_name=name)
-        progress(
-            f"[smollm2-{name}] training {sum(p.numel() for p in model.parameters() if p.requires_grad):,} "
-            f"LoRA params on {tokens.numel():,} tokens for {config.steps} steps"
-        )
-        stats = _train_loop(
-            model,
-            tokens,
-            block_size=config.block_size,
-            batch_size=config.batch_size,
-            steps=config.steps,
-            learning_rate=config.learning_rate,
-            warmup_steps=config.warmup_steps,
-            weight_decay=0.0,
-            seed=config.seed,
-            log_every=config.log_every,
-            label=f"smollm2-{name}",
-            progress=progress,
-        )
-    return model, stats
+    return train_adapter(base, tokenizer, [text], name, config, progress, lora=smollm_lora_config(config), label=f"smollm2-{name}")
 
 
 def _build(
@@ -240,7 +198,7 @@ def _build(
         )
         # Embeddings are not LoRA targets; False also skips peft's hub look-up of the base name.
         model.save_pretrained(str(out / "adapters"), selected_adapters=[name], save_embedding_layers=False)
-        _canonicalise_adapter_config(out / "adapters" / name / "adapter_config.json")
+        canonicalise_adapter_config(out / "adapters" / name / "adapter_config.json")
         adapters[name] = {
             "digest": state_dict_digest(model, trainable_only=True),
             "final_loss": stats.final_loss,
@@ -253,7 +211,7 @@ def _build(
         "base": {"name": SMOLLM2_NAME, "dir": base_dir.name, "weights_sha256": base_weights_digest(base_dir)},
         "adapters": adapters,
         "adapter_config": asdict(config),
-        "versions": _versions(),
+        "versions": library_versions(),
         "build_seconds": round(time.perf_counter() - started, 2),
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))

@@ -226,36 +226,45 @@ def train_base_model(
     return model, stats
 
 
-def lora_config(config: AdapterTrainConfig) -> LoraConfig:
-    """The peft LoRA config of a dataset adapter (GPT-2's Conv1D stores weights transposed)."""
+def lora_config(config: AdapterTrainConfig, fan_in_fan_out: bool = True) -> LoraConfig:
+    """The peft LoRA config of a dataset adapter. fan_in_fan_out: GPT-2's Conv1D stores weights
+    transposed (in x out); Llama's nn.Linear projections (out x in) take False."""
     return LoraConfig(
         r=config.r,
         lora_alpha=config.alpha,
         target_modules=list(config.target_modules),
         lora_dropout=0.0,
         bias="none",
-        fan_in_fan_out=True,
+        fan_in_fan_out=fan_in_fan_out,
         task_type="CAUSAL_LM",
     )
 
 
 def train_adapter(
-    base: GPT2LMHeadModel,
+    base: torch.nn.Module,
     tokenizer: PreTrainedTokenizerFast,
     texts: Sequence[str],
     name: str,
     config: AdapterTrainConfig = AdapterTrainConfig(),
     progress: Progress = print,
+    lora: LoraConfig | None = None,
+    label: str | None = None,
 ) -> tuple[PeftModel, TrainStats]:
-    """Train a LoRA adapter named `name` on `texts` over a frozen `base`.
+    """Train a LoRA adapter named `name` on `texts` over a frozen `base` (`lora`: default the
+    GPT-2 layout of `lora_config(config)`).
 
     peft injects LoRA layers into `base` in place; call `.unload()` on the result to get the
     untouched base back before training the next adapter.
     """
+    label = label or f"adapter {name}"
     with deterministic_torch(config.threads):
         tokens = encode_corpus(tokenizer, texts)
         torch.manual_seed(config.seed)  # LoRA A matrices are initialised from the global RNG
-        model = get_peft_model(base, lora_config(config), adapter_name=name)
+        model = get_peft_model(base, lora or lora_config(config), adapter_name=name)
+        progress(
+            f"[{label}] training {sum(p.numel() for p in model.parameters() if p.requires_grad):,} "
+            f"LoRA params on {tokens.numel():,} tokens for {config.steps} steps"
+        )
         stats = _train_loop(
             model,
             tokens,
@@ -267,7 +276,7 @@ def train_adapter(
             weight_decay=0.0,
             seed=config.seed,
             log_every=config.log_every,
-            label=f"adapter {name}",
+            label=label,
             progress=progress,
         )
     return model, stats
