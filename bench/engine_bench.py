@@ -89,6 +89,16 @@ def _interleaved_medians(*fns, repeats: int = REPEATS) -> list[float]:
     return [statistics.median(samples) for samples in times]
 
 
+def _checked_engine(base: LocalModel, adapters: list[LocalModel], inputs: list[bytes]) -> ServingEngine:
+    """A one-thread engine serving `base`, warmed by running `inputs` both ways, which must agree."""
+    engine = ServingEngine(WorkerConfig("generate", None, threads=1, max_batch=len(inputs)))
+    engine.preload([(base, adapters)], progress=lambda _: None)
+    if _batched(engine, base, adapters, inputs) != _sequential(engine, base, adapters, inputs):
+        engine.close()
+        raise RuntimeError(f"{base.path.name}: batched outputs differ from one-by-one outputs")
+    return engine
+
+
 def _demo_figures() -> dict[str, float]:
     from tributa.ml.models import ensure_demo_models
 
@@ -96,11 +106,7 @@ def _demo_figures() -> dict[str, float]:
     base = LocalModel(Path(demo.base_dir), "demo-base", b"", "generate")
     adapters = [LocalModel(Path(p), f"demo-{name}", b"", "adapter") for name, p in demo.adapters.items()]
     inputs = _inputs(adapters, PROMPTS, JOBS, NEW_TOKENS)
-    with ServingEngine(WorkerConfig("generate", None, threads=1, max_batch=JOBS)) as engine:
-        engine.preload([(base, adapters)], progress=lambda _: None)
-        one_by_one = _sequential(engine, base, adapters, inputs)
-        if _batched(engine, base, adapters, inputs) != one_by_one:
-            raise RuntimeError("batched outputs differ from one-by-one outputs")
+    with _checked_engine(base, adapters, inputs) as engine:
         torch.set_num_threads(1)
         hf_generate = _hf_generate(Path(demo.base_dir), {name: Path(p) for name, p in demo.adapters.items()}, inputs)
         hf_generate()  # warm-up
@@ -125,11 +131,7 @@ def _smollm_figures() -> dict[str, float]:
     base = LocalModel(Path(demo.base_dir), "smollm2", b"", "generate")
     adapters = [LocalModel(Path(p), f"smollm2-{name}", b"", "adapter") for name, p in demo.adapters.items()][:3]
     inputs = _inputs(adapters, SMOLLM_PROMPTS, SMOLLM_JOBS, SMOLLM_NEW_TOKENS)
-    with ServingEngine(WorkerConfig("generate", None, threads=1, max_batch=SMOLLM_JOBS)) as engine:
-        engine.preload([(base, adapters)], progress=lambda _: None)
-        one_by_one = _sequential(engine, base, adapters, inputs)
-        if _batched(engine, base, adapters, inputs) != one_by_one:
-            raise RuntimeError("SmolLM2: batched outputs differ from one-by-one outputs")
+    with _checked_engine(base, adapters, inputs) as engine:
         sequential_s, batched_s = _interleaved_medians(
             lambda: _sequential(engine, base, adapters, inputs),
             lambda: _batched(engine, base, adapters, inputs),
