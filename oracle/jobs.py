@@ -11,7 +11,7 @@ import logging
 from typing import Callable
 from dataclasses import asdict, dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from oracle.db import AgentSeen, Database, Job, JobState, Task, TaskState, now
 from tributa import private
@@ -179,7 +179,10 @@ class JobBook:
                     Task.state.in_((TaskState.OPEN, TaskState.RUNNING)),
                     Task.model_id.in_(models),
                     Task.deadline > chain_time,
-                    ~Task.task_id.in_(select(Job.task_id).where(Job.agent == agent)),
+                    # Never a task this agent holds or answered (k distinct agents, one job each);
+                    # one whose lease it let expire it may take again (else, alone on a model, the
+                    # task would wait for its deadline). An errored one stays its own: it would fail again.
+                    ~Task.task_id.in_(select(Job.task_id).where(Job.agent == agent, Job.state != JobState.EXPIRED)),
                 )
                 .order_by(Task.task_id)
                 .limit(max(32, 2 * wanted))
@@ -273,16 +276,31 @@ class JobBook:
 
     def _held_job(self, session, agent: str, job_id: int) -> tuple[Job, Task]:
         job = self._held_job_only(session, agent, job_id)
-        return job, session.get(Task, job.task_id)
+        # Row-locked on PostgreSQL: the k jobs of one task count each other's answers in turn.
+        return job, session.get(Task, job.task_id, with_for_update=True)
 
     @staticmethod
     def _held_job_only(session, agent: str, job_id: int) -> Job:
-        job = session.get(Job, job_id, with_for_update=True)
+        """The agent's LEASED job, claimed for this transaction: no other transition of it (a
+        second submit, an error report, an expiry) can commit until this one ends, and after it
+        the job is no longer LEASED.
+
+        The claim is a conditional UPDATE, the first statement of the transaction. On PostgreSQL
+        it row-locks the job (a concurrent claim waits, then re-checks the state and matches
+        nothing); on SQLite, where FOR UPDATE locks nothing and reads run outside the write
+        transaction, it takes the database's write lock, so every read after it is current."""
+        claimed = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.agent == agent, Job.state == JobState.LEASED)
+            .values(state=JobState.LEASED)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        job = session.get(Job, job_id, populate_existing=True)
         if job is None:
             raise JobError(404, f"job {job_id} does not exist")
         if job.agent != agent:
             raise JobError(403, f"job {job_id} is not leased to {agent}")
-        if job.state != JobState.LEASED:
+        if claimed != 1 or job.state != JobState.LEASED:
             raise JobError(409, f"job {job_id} is {job.state}, not leased")
         return job
 
@@ -372,10 +390,19 @@ class JobBook:
         with self.db.session() as s:
             for job in s.execute(
                 select(Job).where(Job.state == JobState.LEASED, Job.lease_expires_at < now()).with_for_update(skip_locked=True)
-            ).scalars():
-                job.state = JobState.EXPIRED
-                s.flush()
-                task = s.get(Task, job.task_id)
+            ).scalars().all():
+                # Conditional: on SQLite the select above locks nothing, so a submit (in the API
+                # process) may have taken the job since; it is expired only if still leased and due.
+                changed = s.execute(
+                    update(Job)
+                    .where(Job.id == job.id, Job.state == JobState.LEASED, Job.lease_expires_at < now())
+                    .values(state=JobState.EXPIRED)
+                    .execution_options(synchronize_session=False)
+                ).rowcount
+                if changed != 1:
+                    continue
+                s.refresh(job)
+                task = s.get(Task, job.task_id, with_for_update=True)
                 if task.state == TaskState.RUNNING and self._active_jobs(s, task.task_id) == 0:
                     task.state = TaskState.OPEN
                 expired += 1
