@@ -99,12 +99,12 @@ def test_generation__aten_default_capability_child__agrees(demo, requests, verif
 
 def test_generation__smollm2_bf16__agrees_with_fp32_at_the_default_margin():
     base = ensure_smollm2(progress=lambda _: None)
-    prompts = [GenerationRequest(p, None, 16) for p in ("The capital of France is", "Water boils at",
-                                                        "The largest planet is", "Bread is made from")]
+    prompts = [GenerationRequest(p, None, 16) for p in ("A week has", "The sun rises in the", "Cats like to",
+                                                        "The opposite of hot is")]
     ours = generation_outputs(base, {}, prompts)
     theirs = generation_outputs(base, {}, prompts, dtype="bfloat16")
 
-    _assert_generations_agree(GenerationRunner(base, device="cpu"), prompts, ours, theirs, VerificationParams())
+    assert _assert_generations_agree(GenerationRunner(base, device="cpu"), prompts, ours, theirs, VerificationParams()) >= 1
 
 
 # -- generation: rejected ----------------------------------------------------------------------
