@@ -23,9 +23,26 @@ class OracleUnavailable(TributaError):
 
 
 class OracleRefused(TributaError):
-    def __init__(self, status: int, message: str) -> None:
+    """The oracle answered with an error status. A 5xx or 429 is `transient` (try again, after
+    `retry_after_s` when the oracle said so); any other 4xx is its decision on this request."""
+
+    def __init__(self, status: int, message: str, retry_after_s: float | None = None) -> None:
         super().__init__(f"oracle refused ({status}): {message}")
         self.status = status
+        self.retry_after_s = retry_after_s
+
+    @property
+    def transient(self) -> bool:
+        return self.status >= 500 or self.status == 429
+
+
+def retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds form; an HTTP date is not used here)."""
+    try:
+        seconds = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and 0 <= seconds < 86400 else None
 
 
 class JobClient:
@@ -60,9 +77,9 @@ class JobClient:
         if response.status_code >= 400:
             try:
                 message = response.json().get("error", response.text)
-            except ValueError:
+            except (ValueError, AttributeError):
                 message = response.text
-            raise OracleRefused(response.status_code, message)
+            raise OracleRefused(response.status_code, message, retry_after(response.headers.get("retry-after")))
         return response
 
     def poll(self, wait_s: float = 20.0) -> dict | None:

@@ -28,6 +28,23 @@ log = logging.getLogger("tributa.agent")
 # A job still running this long after its lease POSTs the signed acceptance (well inside the
 # oracle's 15 s accept window); a quicker one sends it with its result, saving a request.
 ACCEPT_AFTER_S = 1.0
+# A job's accept, result or error report is retried while the oracle is unreachable or answers
+# 5xx/429 (a restart, a node outage, a full disk), backing off from RETRY_INITIAL_S to
+# RETRY_MAX_S (or as its Retry-After says, up to RETRY_MAX_S) for at most RETRY_FOR_S; a 4xx is
+# the oracle's decision (e.g. 409: the lease expired), and the job is dropped.
+RETRY_INITIAL_S = 0.5
+RETRY_MAX_S = 10.0
+RETRY_FOR_S = 180.0
+# Polls back off the same way while the oracle is away, up to POLL_BACKOFF_MAX_S between tries.
+POLL_BACKOFF_MAX_S = 5.0
+
+
+def backoff_delay(failures: int, maximum_s: float, hint_s: float | None = None) -> float:
+    """The wait before try `failures + 1`: the server's Retry-After if it gave one, else
+    exponential from RETRY_INITIAL_S; never more than maximum_s."""
+    if hint_s is not None:
+        return min(maximum_s, max(0.05, hint_s))
+    return min(maximum_s, RETRY_INITIAL_S * 2 ** max(0, failures - 1))
 
 
 @dataclass(frozen=True)
@@ -63,6 +80,9 @@ class Agent:
         self._models: dict[int, ModelInfo] = {}
         self.metrics = metrics or AgentMetrics()
         self.capacity = capacity  # jobs in flight at once: what the engine gets to batch
+        self._stop = threading.Event()  # run()'s: retries give up when it is set
+        self._poll_failures = 0
+        self._poll_down_since: float | None = None
 
     def servable_models(self) -> list[int]:
         """Registered, active models whose weights and adapters this agent holds."""
@@ -129,10 +149,37 @@ class Agent:
         except CryptoError as exc:
             raise JobInputError(f"the sealed input does not open with this agent's key: {exc}") from None
 
+    def _retrying(self, what: str, job_id: int, call):
+        """`call()`, tried again while the oracle is away or answers 5xx/429, with capped
+        exponential backoff (or its Retry-After) for at most RETRY_FOR_S; a 4xx raises at once."""
+        give_up = time.monotonic() + RETRY_FOR_S
+        failures = 0
+        while True:
+            try:
+                result = call()
+            except (OracleUnavailable, OracleRefused) as exc:
+                if isinstance(exc, OracleRefused) and not exc.transient:
+                    raise
+                failures += 1
+                delay = backoff_delay(failures, RETRY_MAX_S, getattr(exc, "retry_after_s", None))
+                if time.monotonic() + delay > give_up or self._stop.is_set():
+                    raise
+                if failures == 1:
+                    log.warning("job %s: %s failed (%s); retrying with backoff for up to %.0fs", job_id, what, exc, RETRY_FOR_S)
+                self.metrics.poll_errors.inc()
+                self._stop.wait(delay)
+                continue
+            if failures:
+                log.info("job %s: %s went through after %d retries", job_id, what, failures)
+            return result
+
     def handle(self, offer: dict) -> JobOutcome:
         try:
             outcome = self._handle(offer)
-        except Exception as exc:  # the oracle refused or vanished mid-job: this job is lost, not the agent
+        except OracleRefused as exc:  # the oracle's decision on this job (a 409 past its lease): drop it
+            log.warning("job %s (task %s) dropped: %s", offer.get("job_id"), offer.get("task_id"), exc)
+            outcome = JobOutcome(offer.get("job_id", -1), offer.get("task_id", -1), False, error=str(exc))
+        except Exception as exc:  # the oracle vanished for good mid-job, or a bug: this job is lost, not the agent
             log.warning("job %s (task %s): %s: %s", offer.get("job_id"), offer.get("task_id"), type(exc).__name__, exc)
             outcome = JobOutcome(offer.get("job_id", -1), offer.get("task_id", -1), False, error=f"{type(exc).__name__}: {exc}")
         self.metrics.jobs.labels("done" if outcome.ok else "failed").inc()
@@ -145,7 +192,7 @@ class Agent:
         model = self._model(offer["model_id"])
         parts = self._local_parts(model)
         if parts is None:
-            self.client.report_error(job_id, "runtime", f"agent lacks the weights of model {model.model_id}")
+            self._report_error(job_id, "runtime", f"agent lacks the weights of model {model.model_id}")
             return JobOutcome(job_id, task_id, False, error="model not held")
         # Accept the lease before any work: signed here, in the agent process (never in a job
         # process). The acceptance is POSTed if the job runs past ACCEPT_AFTER_S, else it rides
@@ -163,12 +210,12 @@ class Agent:
         except (NotFound, JobInputError) as exc:
             log.warning("job %s (task %s): bad input: %s", job_id, task_id, exc)
             self._accepted(accepted, job_id, task_id)
-            self.client.report_error(job_id, "input", str(exc))
+            self._report_error(job_id, "input", str(exc))
             return JobOutcome(job_id, task_id, False, error=str(exc), seconds=time.perf_counter() - started)
         except Exception as exc:  # a crashing model fails its job, never the agent
             log.exception("job %s (task %s) failed", job_id, task_id)
             self._accepted(accepted, job_id, task_id)
-            self.client.report_error(job_id, "runtime", f"{type(exc).__name__}: {exc}")
+            self._report_error(job_id, "runtime", f"{type(exc).__name__}: {exc}")
             return JobOutcome(job_id, task_id, False, error=str(exc), seconds=time.perf_counter() - started)
         result_cid = str(self.store.cid_of(output))
         digest = cidlib.cid_to_digest(result_cid)
@@ -177,7 +224,7 @@ class Agent:
         refused = self._accepted(accepted, job_id, task_id)
         if refused is not None:
             return JobOutcome(job_id, task_id, False, error=refused, seconds=time.perf_counter() - started)
-        self.client.submit(job_id, output, digest, signature, lease_signature)
+        self._retrying("submit", job_id, lambda: self.client.submit(job_id, output, digest, signature, lease_signature))
         done = time.perf_counter()
         seconds = done - started
         log.info(
@@ -185,6 +232,9 @@ class Agent:
             job_id, task_id, seconds, fetched - started, ran - fetched, signed - ran, done - signed, result_cid,
         )
         return JobOutcome(job_id, task_id, True, result_cid=result_cid, seconds=seconds)
+
+    def _report_error(self, job_id: int, kind: str, message: str) -> None:
+        self._retrying("error report", job_id, lambda: self.client.report_error(job_id, kind, message))
 
     def _accept_later(self, job_id: int, lease_signature: bytes) -> Future:
         """POST the acceptance after ACCEPT_AFTER_S unless `_accepted` cancels it first."""
@@ -194,7 +244,7 @@ class Agent:
             if not accepted.set_running_or_notify_cancel():
                 return  # the job finished first: the signature goes with its result
             try:
-                accepted.set_result(self.client.accept(job_id, lease_signature))
+                accepted.set_result(self._retrying("accept", job_id, lambda: self.client.accept(job_id, lease_signature)))
             except BaseException as exc:
                 accepted.set_exception(exc)
 
@@ -222,6 +272,7 @@ class Agent:
         there is room for, so jobs leased together reach the serving engine together and run
         as one batch."""
         stop = stop or threading.Event()
+        self._stop = stop
         outcomes: list[JobOutcome] = []
         running: set[Future] = set()
         leased = 0
@@ -247,12 +298,26 @@ class Agent:
         return outcomes
 
     def _poll(self, room: int, wait_s: float, stop: threading.Event) -> list[dict]:
+        """One long-poll. While the oracle is away (or answers 5xx/429, or refuses this agent),
+        polls back off exponentially up to POLL_BACKOFF_MAX_S (or as Retry-After says): one log
+        line when the trouble starts, one with its length when a poll goes through again."""
         try:
-            return self.client.poll_many(room, wait_s=wait_s)
-        except OracleUnavailable as exc:
-            self.metrics.poll_errors.inc()
-            log.warning("%s; retrying in 2s", exc)
-        except OracleRefused as exc:
-            log.error("%s", exc)
-        stop.wait(2.0)
-        return []
+            offers = self.client.poll_many(room, wait_s=wait_s)
+        except Exception as exc:  # never the loop's end: an unreachable oracle, a refusal, a garbled answer
+            self._poll_failures += 1
+            hint = exc.retry_after_s if isinstance(exc, OracleRefused) else None
+            delay = backoff_delay(self._poll_failures, POLL_BACKOFF_MAX_S, hint)
+            if isinstance(exc, OracleUnavailable):
+                self.metrics.poll_errors.inc()
+            if self._poll_failures == 1:
+                self._poll_down_since = time.monotonic()
+                log.warning("poll failed (%s); retrying with backoff up to %.0fs", exc, POLL_BACKOFF_MAX_S)
+            elif isinstance(exc, OracleRefused) and not exc.transient and self._poll_failures % 20 == 0:
+                log.error("polls still refused after %d tries: %s", self._poll_failures, exc)
+            stop.wait(delay)
+            return []
+        if self._poll_failures:
+            down = time.monotonic() - (self._poll_down_since or time.monotonic())
+            log.info("polling again after %d failed polls over %.1fs", self._poll_failures, down)
+            self._poll_failures, self._poll_down_since = 0, None
+        return offers
