@@ -1,22 +1,40 @@
-"""The job API agents poll (FastAPI). Bad requests get a 4xx with a reason, never a 500."""
+"""The job API agents poll (FastAPI). Bad requests get a 4xx with a reason, never a 500.
+
+Hostile clients: a body is refused on its Content-Length (413) before it is read and read with a
+cap; ids past SQLite's 64-bit range are unknown (404); nesting, huge numbers, lone surrogates and
+non-canonical signatures are 4xx; an agent's request rate and concurrent long-polls are bounded
+(429 with Retry-After). Outages (the node, the database or its disk, shutdown) answer 503 with
+Retry-After, logged once per outage rather than a traceback per request.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
+import math
+import re
+import threading
 import time
 from typing import Callable
 
+import requests
+from web3.exceptions import ProviderConnectionError
+
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
 from starlette.concurrency import run_in_threadpool
 
-from oracle.auth import RequestAuthenticator
-from oracle.db import Database, Task
+from oracle.auth import RateLimited, RequestAuthenticator, check_contract_signature, retry_after_header
+from oracle.db import AgentSeen, Database, Job, JobState, Task, now
 from oracle.jobs import JobBook, JobError, Submission, parse_lease_signature
+from oracle.rpc import RpcUnavailable
+from tributa.chain.eip712 import recover_result_signer
 from tributa.errors import TributaError
 from tributa.metrics import OracleMetrics
+from tributa.store import cid as cidlib
 
 log = logging.getLogger("tributa.oracle.api")
 
@@ -24,10 +42,134 @@ MAX_BODY_BYTES = 8 * 1024 * 1024
 MAX_WAIT_S = 25.0
 # The most jobs one poll may ask for (the agent's free capacity bounds it further).
 MAX_JOBS_PER_POLL = 1000
+# Ids are SQLite/PostgreSQL 64-bit integers: anything past this names nothing (and overflows the driver).
+MAX_DB_ID = 2**63 - 1
+# How deep a body's arrays/objects may nest (the API's own bodies are one level deep).
+MAX_JSON_DEPTH = 32
+# A signed body must arrive within this long (a client trickling its body holds a connection).
+BODY_READ_TIMEOUT_S = 30.0
+# Retry-After (seconds) for a 503: the node, the database or its disk is down, or the API is stopping.
+OUTAGE_RETRY_AFTER_S = 5
+SHUTDOWN_RETRY_AFTER_S = 2
+_DISK_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EIO, errno.EDQUOT, errno.EPERM, errno.EACCES}
+# What a chain call raises while the node is down or unreachable.
+_NODE_ERRORS = (RpcUnavailable, ProviderConnectionError, requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError)
+_SIGNED_HEADERS = ("x-tributa-agent", "x-tributa-nonce", "x-tributa-expiry", "x-tributa-signature")
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+class Unavailable(Exception):
+    """The API cannot serve this request now (503 with Retry-After): `kind` names the outage."""
+
+    def __init__(self, kind: str, message: str, retry_after_s: int = OUTAGE_RETRY_AFTER_S) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.retry_after_s = retry_after_s
+
+
+class Outages:
+    """One log line when an outage (node, database, disk) starts and one when it ends, with its
+    duration, however many requests it fails in between."""
+
+    def __init__(self) -> None:
+        self._since: dict[str, tuple[float, str]] = {}
+        self._lock = threading.Lock()
+
+    def down(self, kind: str, detail: str) -> None:
+        with self._lock:
+            if kind in self._since:
+                return
+            self._since[kind] = (time.monotonic(), detail)
+        log.warning("job API: %s unavailable (%s); answering 503 until it is back", kind, detail)
+
+    def up(self) -> None:
+        if not self._since:  # the common case: no lock, nothing to do
+            return
+        with self._lock:
+            ended, self._since = self._since, {}
+        for kind, (since, _detail) in ended.items():
+            log.warning("job API: %s available again after %.1f s", kind, time.monotonic() - since)
+
+    @property
+    def current(self) -> set[str]:
+        return set(self._since)
+
+
+def classify_outage(exc: BaseException, _depth: int = 0) -> Unavailable | None:
+    """The 503 an exception stands for (a node, database or disk outage), or None for a real bug."""
+    found = _classify(exc)
+    cause = exc.__cause__ or exc.__context__
+    if found is None and cause is not None and _depth < 4:
+        return classify_outage(cause, _depth + 1)
+    return found
+
+
+def _classify(exc: BaseException) -> Unavailable | None:
+    if isinstance(exc, Unavailable):
+        return exc
+    if isinstance(exc, OperationalError):
+        text = str(exc.orig if exc.orig is not None else exc).splitlines()[0][:160]
+        lowered = text.lower()
+        if any(word in lowered for word in ("disk", "readonly", "read-only", "full", "i/o")):
+            return Unavailable("disk", f"database storage: {text}")
+        return Unavailable("database", f"database: {text}")
+    if isinstance(exc, DatabaseError) and not isinstance(exc, IntegrityError):
+        text = str(exc.orig if exc.orig is not None else exc).splitlines()[0][:160]
+        if any(word in text.lower() for word in ("disk", "readonly", "read-only", "i/o")):
+            return Unavailable("disk", f"database storage: {text}")
+    if isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS:
+        return Unavailable("disk", f"storage: {exc.strerror or exc} ({errno.errorcode.get(exc.errno, exc.errno)})")
+    if isinstance(exc, _NODE_ERRORS):
+        first = str(exc).splitlines()[0][:160] if str(exc) else ""
+        return Unavailable("node", f"chain node: {type(exc).__name__}: {first}")
+    return None
+
+
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKET = re.compile(rb"[^\[\]{}]+")
+_INNERMOST = re.compile(rb"\[\]|\{\}")
+
+
+def json_depth_ok(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether a JSON body nests arrays/objects at most `limit` deep. Checked before parsing: the
+    parser's recursion is bounded only by the interpreter's recursion limit (which a process may
+    raise), and past the thread's C stack a deep body would crash the process, not raise.
+    Each step is a C-speed regex pass, at most `limit` + 2 of them."""
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return True
+    brackets = _NOT_BRACKET.sub(b"", _JSON_STRING.sub(b"", body))
+    if re.search(rb"[\[{]{%d}" % (limit + 1), brackets):
+        return False
+    for _ in range(limit):
+        if not brackets:
+            return True
+        brackets = _INNERMOST.sub(b"", brackets)
+    return not brackets  # anything left nests deeper (or does not balance: not JSON either way)
+
+
+def _error(status: int, message: str, retry_after_s: float | None = None) -> JSONResponse:
+    headers = {"Retry-After": retry_after_header(retry_after_s)} if retry_after_s is not None else None
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _db_id(value: int, what: str) -> int:
+    """An id the database can hold; a larger (or negative) one names nothing: 404."""
+    if not 0 <= value <= MAX_DB_ID:
+        raise JobError(404, f"{what} {value} does not exist (ids are 0..{MAX_DB_ID})")
+    return value
+
+
+def _text(value, what: str, limit: int) -> str:
+    """A non-empty string the database can store: UTF-8 encodable (no lone surrogates), no NUL."""
+    if not isinstance(value, str) or not value:
+        raise JobError(422, f"{what} must be a non-empty string")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise JobError(422, f"{what} is not valid Unicode text (it holds a lone surrogate such as \\ud800)") from None
+    if "\x00" in value:
+        raise JobError(422, f"{what} must not contain NUL characters")
+    return value[:limit]
 
 
 def _max_jobs(value) -> int:
@@ -35,10 +177,87 @@ def _max_jobs(value) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise JobError(422, f"max_jobs must be an integer from 1 to {MAX_JOBS_PER_POLL}, not {json.dumps(value)[:40]}")
     if not 1 <= value <= MAX_JOBS_PER_POLL:
-        raise JobError(422, f"max_jobs must be from 1 to {MAX_JOBS_PER_POLL}, not {value}")
+        raise JobError(422, f"max_jobs must be from 1 to {MAX_JOBS_PER_POLL}, not {str(value)[:40]}")
     return value
 
 
+def _wait_s(value) -> float:
+    """The poll body's wait_s, clamped to 0..MAX_WAIT_S; a non-number, or one no float holds, is 422."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise JobError(422, "wait_s must be a number of seconds")
+    try:
+        wait = float(value)
+    except OverflowError:
+        raise JobError(422, f"wait_s is out of range (0 to {MAX_WAIT_S:g} s)") from None
+    if not math.isfinite(wait):
+        raise JobError(422, "wait_s must be a finite number")
+    return min(MAX_WAIT_S, max(0.0, wait))
+
+
+def parse_body(body: bytes) -> dict:
+    """A signed request's JSON object body ({} when empty), or a 400 that says what is wrong."""
+    if not body:
+        return {}
+    if not json_depth_ok(body):
+        raise JobError(400, f"body nests too deeply (more than {MAX_JSON_DEPTH} levels)")
+    try:
+        parsed = json.loads(body)
+    except RecursionError:
+        raise JobError(400, "body nests too deeply") from None
+    except ValueError:  # UnicodeDecodeError too
+        raise JobError(400, "body is not JSON") from None
+    if not isinstance(parsed, dict):
+        raise JobError(400, "body must be a JSON object")
+    return parsed
+
+
+class BodyLimit:
+    """ASGI middleware: a request whose Content-Length is over the limit (or not a number) is
+    answered before a byte of its body is read; the server then closes the connection."""
+
+    def __init__(self, app, limit: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            for name, value in scope["headers"]:
+                if name == b"content-length":
+                    try:
+                        length = int(value)
+                    except ValueError:
+                        length = -1
+                    if length < 0:
+                        response = _error(400, "Content-Length is not a non-negative integer")
+                    elif length > self.limit:
+                        response = _error(413, f"body of {length} bytes is over the {self.limit}-byte limit")
+                    else:
+                        break
+                    response.headers["connection"] = "close"
+                    await response(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
+async def read_capped(request: Request, limit: int = MAX_BODY_BYTES, timeout_s: float = BODY_READ_TIMEOUT_S) -> bytes:
+    """The request body, read as a stream and refused (413) the moment it passes `limit` bytes,
+    or (408) when it has not all arrived within `timeout_s`."""
+    chunks: list[bytes] = []
+    size = 0
+
+    async def read() -> None:
+        nonlocal size
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise JobError(413, f"body over {limit} bytes")
+            chunks.append(chunk)
+
+    try:
+        await asyncio.wait_for(read(), timeout_s)
+    except asyncio.TimeoutError:
+        raise JobError(408, f"the body did not arrive within {timeout_s:g} s") from None
+    return b"".join(chunks)
 _OFFER_SCHEMA = {
     "type": "object",
     "description": "A leased job (oracle.jobs.JobOffer).",
@@ -87,6 +306,51 @@ POLL_RESPONSES = {
     204: {"description": "No job arrived within wait_s."},
 }
 
+# The signed endpoints' auth headers (oracle/auth.py): declared so a client, or schemathesis,
+# knows from the schema alone what to send. The handlers check them (401 when missing).
+SIGNED_HEADER_PARAMS = [
+    {"name": "x-tributa-agent", "in": "header", "required": True,
+     "description": "The agent's address (0x + 40 hex).", "schema": {"type": "string"}},
+    {"name": "x-tributa-nonce", "in": "header", "required": True,
+     "description": "A decimal nonce, used once.", "schema": {"type": "string"}},
+    {"name": "x-tributa-expiry", "in": "header", "required": True,
+     "description": "Unix time (decimal) the signature expires, at most 300 s ahead.", "schema": {"type": "string"}},
+    {"name": "x-tributa-signature", "in": "header", "required": True,
+     "description": "0x + hex of the agent's 65-byte EIP-712 signature over ApiRequest(agent, method, path, "
+                    "keccak(body), nonce, expiry), low-s and v of 27 or 28.", "schema": {"type": "string"}},
+]
+_HEX_SIGNATURE = {"type": "string", "pattern": "^(0x)?[0-9a-fA-F]{130}$"}
+
+
+def _signed(body_schema: dict | None, required: bool = True) -> dict:
+    extra: dict = {"parameters": [dict(p) for p in SIGNED_HEADER_PARAMS]}
+    if body_schema is not None:
+        extra["requestBody"] = {"required": required, "content": {"application/json": {"schema": body_schema}}}
+    return extra
+
+
+POLL_OPENAPI["parameters"] = [dict(p) for p in SIGNED_HEADER_PARAMS]
+ACCEPT_OPENAPI = _signed({
+    "type": "object", "required": ["lease_signature"],
+    "properties": {"lease_signature": {**_HEX_SIGNATURE, "description": "EIP-712 Lease(task_id, lease_expires_at)."}},
+})
+RESULT_OPENAPI = _signed({
+    "type": "object", "required": ["output_b64", "result_digest", "signature"],
+    "properties": {
+        "output_b64": {"type": "string", "description": "The output, base64 (at most 4 MiB decoded)."},
+        "result_digest": {"type": "string", "pattern": "^(0x)?[0-9a-fA-F]{64}$",
+                          "description": "The output's CID digest."},
+        "signature": {**_HEX_SIGNATURE, "description": "EIP-712 Result(task_id, result_digest)."},
+        "lease_signature": {"oneOf": [_HEX_SIGNATURE, {"type": "null"}],
+                            "description": "The lease acceptance, if /accept was not called."},
+    },
+})
+ERROR_OPENAPI = _signed({
+    "type": "object", "required": ["kind", "error"],
+    "properties": {"kind": {"type": "string", "enum": ["input", "runtime"]},
+                   "error": {"type": "string", "minLength": 1, "description": "Why (kept to 500 characters)."}},
+})
+
 
 def create_app(
     db: Database,
@@ -97,29 +361,81 @@ def create_app(
     chain_time: Callable[[], int],
     info: dict,
     metrics: OracleMetrics,
+    *,
+    stopping: Callable[[], bool] = lambda: False,
 ) -> FastAPI:
+    """The job API. `stopping()` turns true when the server begins to shut down: long-polls then
+    end with 503 and Retry-After (the agent retries against the restarted oracle)."""
     app = FastAPI(title="Tributa oracle job API", version="1")
+    app.add_middleware(BodyLimit)
+    outages = Outages()
+    app.state.outages = outages
+    limiter = getattr(auth, "limiter", None)
+    seen_agents: set[str] = set()  # agents known to have an agents_seen row (bounded below)
+
+    def refuse_when_stopping() -> None:
+        if stopping():
+            raise Unavailable("api", "the oracle is shutting down; retry shortly", SHUTDOWN_RETRY_AFTER_S)
 
     async def authenticated(request: Request) -> tuple[str, dict]:
-        body = await request.body()
-        if len(body) > MAX_BODY_BYTES:
-            raise JobError(413, f"body over {MAX_BODY_BYTES} bytes")
+        refuse_when_stopping()
+        body = await read_capped(request)
         path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         agent = await run_in_threadpool(auth.verify, request.headers, request.method, path, body)
+        return agent, await run_in_threadpool(parse_body, body)
+
+    def ensure_seen(agent: str) -> None:
+        """Create the agent's agents_seen row if it has none, so that concurrent first polls of a
+        new agent do not race to insert it (a UNIQUE violation, once a 500)."""
+        if agent in seen_agents:
+            return
         try:
-            parsed = json.loads(body) if body else {}
-        except ValueError:
-            raise JobError(400, "body is not JSON") from None
-        if not isinstance(parsed, dict):
-            raise JobError(400, "body must be a JSON object")
-        return agent, parsed
+            with db.session() as s:
+                if s.get(AgentSeen, agent) is None:
+                    s.add(AgentSeen(agent=agent, last_poll_at=now()))
+        except IntegrityError:
+            pass  # a concurrent first poll inserted it: what we wanted
+        if len(seen_agents) > 100_000:
+            seen_agents.clear()
+        seen_agents.add(agent)
+
+    @app.middleware("http")
+    async def _note_recovery(request: Request, call_next):
+        response = await call_next(request)
+        if response.status_code < 500 and outages.current:
+            outages.up()
+        return response
+
+    @app.exception_handler(RateLimited)
+    async def _rate_limited(_: Request, exc: RateLimited):
+        return _error(429, exc.message, exc.retry_after_s)
 
     @app.exception_handler(JobError)  # AuthError too: it is a JobError
     async def _job_error(_: Request, exc: JobError):
         return _error(exc.status, exc.message)
 
+    @app.exception_handler(Unavailable)
+    async def _unavailable(_: Request, exc: Unavailable):
+        if exc.kind != "api":
+            outages.down(exc.kind, exc.message)
+        return _error(503, exc.message, exc.retry_after_s)
+
+    async def _outage_or_500(request: Request, exc: Exception):
+        outage = classify_outage(exc)
+        if outage is None:
+            log.exception("job API: unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+            return _error(500, "internal error")
+        outages.down(outage.kind, outage.message)
+        return _error(503, f"{outage.kind} unavailable: {outage.message}", outage.retry_after_s)
+
+    for exc_type in (DatabaseError, OSError, RpcUnavailable, ProviderConnectionError, requests.RequestException):
+        app.add_exception_handler(exc_type, _outage_or_500)
+
     @app.exception_handler(TributaError)
-    async def _tributa_error(_: Request, exc: TributaError):
+    async def _tributa_error(request: Request, exc: TributaError):
+        outage = classify_outage(exc)
+        if outage is not None:
+            return await _outage_or_500(request, exc)
         return _error(400, str(exc))
 
     @app.get("/metrics")
@@ -137,14 +453,18 @@ def create_app(
 
         Body `{"wait_s": 20}` answers one offer object (as it always has); `{"wait_s": 20,
         "max_jobs": N}` (1 ≤ N ≤ 1000) answers `{"jobs": [offer, ...]}` with 1 to
-        min(N, free capacity) offers, as soon as at least one is available. 204: none in time."""
+        min(N, free capacity) offers, as soon as at least one is available. 204: none in time.
+        429 with Retry-After: the agent already holds its limit of concurrent long-polls."""
         agent, body = await authenticated(request)
-        try:
-            wait_s = min(MAX_WAIT_S, max(0.0, float(body.get("wait_s", 0))))
-        except (TypeError, ValueError):
-            raise JobError(422, "wait_s must be a number") from None
+        wait_s = _wait_s(body.get("wait_s", 0))
         batch = "max_jobs" in body
         max_jobs = _max_jobs(body["max_jobs"]) if batch else 1
+        if limiter is None:
+            return await _poll(agent, wait_s, batch, max_jobs)
+        with limiter.poll_slot(agent):
+            return await _poll(agent, wait_s, batch, max_jobs)
+
+    async def _poll(agent: str, wait_s: float, batch: bool, max_jobs: int):
         models = await run_in_threadpool(directory.models, agent)
         capacity = await run_in_threadpool(directory.capacity, agent)
         short = await run_in_threadpool(getattr(directory, "stake_shortfall", lambda _: None), agent)
@@ -152,8 +472,10 @@ def create_app(
             raise JobError(403, short)
         if not models:
             raise JobError(409, f"agent {agent} serves no registered model; update its registration")
+        await run_in_threadpool(ensure_seen, agent)
         give_up = time.monotonic() + wait_s
         while True:
+            refuse_when_stopping()
             offers = await run_in_threadpool(book.lease_many, agent, models, chain_time(), capacity, max_jobs)
             if offers:
                 metrics.leases.inc(len(offers))
@@ -164,30 +486,61 @@ def create_app(
                 return Response(status_code=204)
             await asyncio.sleep(0.05)
 
-    @app.post("/v1/jobs/{job_id}/accept")
+    @app.post("/v1/jobs/{job_id}/accept", openapi_extra=ACCEPT_OPENAPI)
     async def accept(job_id: int, request: Request):
         """The agent's signed lease acceptance, {"lease_signature": "0x…"}: EIP-712
         Lease(task_id, lease_expires_at) in the escrow's domain. Required before the lease runs
         its full length; it is also the only evidence on which the agent can be slashed for silence."""
         agent, body = await authenticated(request)
+        _db_id(job_id, "job")
         signature = parse_lease_signature(body)
+        check_contract_signature(signature, "lease_signature would be rejected by the escrow")
         expires_at = await run_in_threadpool(book.accept, agent, job_id, signature)
         return {"accepted": True, "lease_expires_at": expires_at}
 
-    @app.post("/v1/jobs/{job_id}/result")
+    def precheck_submit(agent: str, job_id: int, sub: Submission) -> None:
+        """Everything a submit can be refused for, checked before anything is stored: the job is
+        the agent's and leased, the result signature is the agent's, the digest is the output's."""
+        with db.session() as s:
+            job = s.get(Job, job_id)
+            if job is None:
+                raise JobError(404, f"job {job_id} does not exist")
+            if job.agent != agent:
+                raise JobError(403, f"job {job_id} is not leased to {agent}")
+            if job.state != JobState.LEASED:
+                raise JobError(409, f"job {job_id} is {job.state}, not leased")
+            task_id = job.task_id
+        signer = recover_result_signer(book.chain_id, book.escrow_address, task_id, sub.result_digest, sub.signature)
+        if signer.lower() != agent.lower():
+            raise JobError(401, "the result signature does not recover to the submitting agent")
+        result_cid = store.cid_of(sub.output)
+        if cidlib.cid_to_digest(result_cid) != sub.result_digest:
+            raise JobError(422, f"result_digest does not match the output (its CID is {result_cid})")
+
+    @app.post("/v1/jobs/{job_id}/result", openapi_extra=RESULT_OPENAPI)
     async def submit(job_id: int, request: Request):
+        """The agent's result: output, its digest and the agent's EIP-712 Result signature. A
+        signature the escrow would reject (high s, v not 27/28) is refused, as is anything that
+        would be refused later: nothing is stored for a refused submit."""
         agent, body = await authenticated(request)
+        _db_id(job_id, "job")
         sub = Submission.from_json(body)
+        check_contract_signature(sub.signature, "result signature would be rejected by the escrow")
+        if sub.lease_signature is not None:
+            check_contract_signature(sub.lease_signature, "lease_signature would be rejected by the escrow")
+        await run_in_threadpool(precheck_submit, agent, job_id, sub)
         result_cid = await run_in_threadpool(book.submit, agent, job_id, sub)
         return {"accepted": True, "result_cid": result_cid}
 
-    @app.post("/v1/jobs/{job_id}/error")
+    @app.post("/v1/jobs/{job_id}/error", openapi_extra=ERROR_OPENAPI)
     async def report_error(job_id: int, request: Request):
+        """The agent could not run the job: kind "input" (the task fails) or "runtime" (requeued)."""
         agent, body = await authenticated(request)
+        _db_id(job_id, "job")
         kind = body.get("kind")
-        message = body.get("error")
-        if kind not in ("input", "runtime") or not isinstance(message, str) or not message:
+        if kind not in ("input", "runtime"):
             raise JobError(422, 'error body needs kind ("input" or "runtime") and a non-empty error message')
+        message = _text(body.get("error"), "error", 500)
         await run_in_threadpool(book.report_error, agent, job_id, kind, message)
         return {"recorded": True}
 
@@ -205,6 +558,8 @@ def create_app(
 
     @app.get("/v1/tasks/{task_id}")
     def task(task_id: int):
+        if not 0 <= task_id <= MAX_DB_ID:
+            raise JobError(404, f"task {task_id} is unknown to this oracle")
         with db.session() as s:
             t = s.get(Task, task_id)
             if t is None:

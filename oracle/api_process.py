@@ -27,6 +27,131 @@ log = logging.getLogger("tributa.oracle.api")
 
 _PR_SET_PDEATHSIG = 1
 
+# Connection hygiene against clients that hold sockets (half-open, slowloris, floods):
+# a connection must deliver a request's headers within HEADER_TIMEOUT_S of opening (or of its
+# previous response); an idle keep-alive one closes after KEEP_ALIVE_S; past MAX_CONNECTIONS open
+# sockets a new one is closed at once (so the fd limit is never reached), and past
+# LIMIT_CONCURRENCY requests in flight uvicorn answers 503; headers are capped at MAX_HEADER_BYTES.
+HEADER_TIMEOUT_S = 10.0
+KEEP_ALIVE_S = 5
+MAX_CONNECTIONS = 4096
+LIMIT_CONCURRENCY = 2048
+MAX_HEADER_BYTES = 16 * 1024
+BACKLOG = 1024
+# Repeats of one server log message (uvicorn's "Exceeded concurrency limit.", asyncio's accept
+# errors such as "Too many open files") are logged once per LOG_REPEAT_S, with a count.
+LOG_REPEAT_S = 10.0
+
+
+class RepeatFilter(logging.Filter):
+    """Lets a given message through once per `every_s`, then once more with how many were dropped."""
+
+    def __init__(self, every_s: float = LOG_REPEAT_S) -> None:
+        super().__init__()
+        self.every_s = every_s
+        self._last: dict[tuple[str, object], tuple[float, int]] = {}
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        import time
+
+        key = (record.name, record.msg if isinstance(record.msg, str) else repr(record.msg))
+        now = time.monotonic()
+        with self._lock:
+            last, dropped = self._last.get(key, (float("-inf"), 0))
+            if now - last < self.every_s:
+                self._last[key] = (last, dropped + 1)
+                return False
+            if len(self._last) > 1000:
+                self._last.clear()
+            self._last[key] = (now, 0)
+        if dropped:
+            record.msg = f"{record.msg} [{dropped} more like this in the last {self.every_s:g} s]"
+        return True
+
+
+def install_log_limits() -> RepeatFilter:
+    """Rate-limit the server loggers that a flood of connections makes repeat themselves."""
+    limit = RepeatFilter()
+    for name in ("uvicorn.error", "asyncio"):
+        logging.getLogger(name).addFilter(limit)
+    return limit
+
+
+def guarded_protocol(header_timeout_s: float = HEADER_TIMEOUT_S, max_connections: int = MAX_CONNECTIONS):
+    """uvicorn's h11 protocol with a header-read timeout and a cap on open connections."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class GuardedH11Protocol(H11Protocol):
+        _refused = False
+        _header_timer = None
+        _timed_cycle = None
+
+        def connection_made(self, transport) -> None:
+            if len(self.connections) >= max_connections:
+                self._refused = True  # closed before a byte is read: the fd is freed at once
+                transport.abort()
+                return
+            super().connection_made(transport)
+            self._arm_header_timer()
+
+        def connection_lost(self, exc) -> None:
+            if self._refused:
+                return
+            self._cancel_header_timer()
+            super().connection_lost(exc)
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self._header_timer is not None and self.cycle is not self._timed_cycle:
+                self._cancel_header_timer()  # a new request's headers are in
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing() and (self.cycle is None or self.cycle.response_complete):
+                self._arm_header_timer()
+
+        def _arm_header_timer(self) -> None:
+            self._cancel_header_timer()
+            self._timed_cycle = self.cycle
+            self._header_timer = self.loop.call_later(header_timeout_s, self._header_timeout)
+
+        def _cancel_header_timer(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _header_timeout(self) -> None:
+            self._header_timer = None
+            if self.cycle is not self._timed_cycle and self.cycle is not None and not self.cycle.response_complete:
+                return  # a request is being served
+            if not self.transport.is_closing():
+                self.transport.close()
+
+    return GuardedH11Protocol
+
+
+def server_config(app, host: str, port: int, **overrides):
+    """The uvicorn settings the job API runs with (hardened as above); tests start the same."""
+    import uvicorn
+
+    header_timeout_s = overrides.pop("header_timeout_s", HEADER_TIMEOUT_S)
+    max_connections = overrides.pop("max_connections", MAX_CONNECTIONS)
+    settings = dict(
+        host=host,
+        port=port,
+        log_level="warning",
+        # A short graceful shutdown: long-polls end with 503 (the app sees should_exit), agents retry.
+        timeout_graceful_shutdown=2,
+        timeout_keep_alive=KEEP_ALIVE_S,
+        limit_concurrency=LIMIT_CONCURRENCY,
+        backlog=BACKLOG,
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+        http=guarded_protocol(header_timeout_s, max_connections),
+    )
+    settings.update(overrides)
+    return uvicorn.Config(app, **settings)
+
 
 @dataclass(frozen=True)
 class ApiSpec:
@@ -95,8 +220,15 @@ def _serve(spec: ApiSpec, clock: SharedClock, metrics_queue, parent_pid: int) ->
     escrow = contracts.escrow.address
     book = JobBook(db, store, contracts.chain_id, escrow, spec.lease_s, oracle_key=spec.oracle_key, agent_pubkey=directory.pubkey)
     auth = RequestAuthenticator(db, contracts.chain_id, escrow, directory.is_registered)
-    app = create_app(db, book, auth, store, directory, clock, spec.info, metrics)
+    from oracle.auth import BoundedCache
+
+    # The directory caches every address it looks up; bound it (a never-seen address costs an
+    # eth_call and one entry, evicted least recently used first).
+    directory._cache = BoundedCache()
+    server: list[uvicorn.Server] = []
+    app = create_app(db, book, auth, store, directory, clock, spec.info, metrics,
+                     stopping=lambda: bool(server) and server[0].should_exit)
     log.info("oracle serving jobs on http://%s:%s", spec.host, spec.port)
-    # A short graceful shutdown: long-polling agents retry, nothing is lost by closing their polls.
-    config = uvicorn.Config(app, host=spec.host, port=spec.port, log_level="warning", timeout_graceful_shutdown=2)
-    uvicorn.Server(config).run()
+    install_log_limits()
+    server.append(uvicorn.Server(server_config(app, spec.host, spec.port)))
+    server[0].run()
