@@ -42,7 +42,7 @@ class Reexecutor:
     def __call__(self, task: Task) -> bytes:
         base, adapters = self._parts(task)
         log.info("re-executing task %s on model %s", task.task_id, task.model_id)
-        return self.executor.run(base, adapters, self._input(task))
+        return self.executor.run(base, adapters, self._input(task), self._token_limit(task))
 
     def claim_checker(self, task: Task, logit_margin: float) -> ClaimCheck:
         """Checks agents' claimed generations for `task` on the oracle's copy of its model (base +
@@ -59,13 +59,17 @@ class Reexecutor:
     def _checker(self, task: Task, logit_margin: float) -> ClaimChecker:
         base, adapters = self._parts(task)
         payload = parse_input(self._input(task))
-        spec = job_spec(base, adapters, payload)
+        spec = job_spec(base, adapters, payload, self._token_limit(task))
         if spec.kind != "generate":
             raise TributaError(f"task {task.task_id} is not a generation; there is no claim to rescore")
         runner = self.registry.generation(Path(str(spec.model_path)))
         if spec.adapter is not None:
             runner.load_adapter(spec.adapter, str(spec.adapter_path))
         return ClaimChecker(runner, generation_request(spec, payload), logit_margin)
+
+    def _token_limit(self, task: Task) -> int:
+        """The model's registered max_new_tokens: it bounds the job, and is its default, as on the agents."""
+        return read_model(self.contracts.registry, task.model_id).serving.max_new_tokens
 
     def _parts(self, task: Task) -> tuple[Any, list[Any]]:
         model = read_model(self.contracts.registry, task.model_id)

@@ -24,6 +24,7 @@ from tributa.chain.contracts import Contracts
 from tributa.chain.tx import Signer
 from tributa.errors import ChainError, ContractRevert
 from tributa.store import cid as cidlib
+from tributa.registry import read_serving_terms
 from tributa.verification import Judge, VerificationParams
 
 log = logging.getLogger("tributa.oracle.settler")
@@ -198,9 +199,18 @@ class Settler:
         return Plan(settlement, verdict.result_cid, attribution, verdict.source, sealed)
 
     def _judge(self, task: Task) -> Judge:
-        """The acceptance rule for `task`; differing generations are rescored on the re-executor's model."""
+        """The acceptance rule for `task`, with its model's registered terms where the publisher set
+        them (else `self.verification`); differing generations are rescored on the re-executor's model."""
+        params = self._params(task.model_id)
         checker = getattr(self.reexecute, "claim_checker", None)
-        return Judge(self.verification, checker(task, self.verification.logit_margin) if checker else None)
+        return Judge(params, checker(task, params.logit_margin) if checker else None)
+
+    def _params(self, model_id: int) -> VerificationParams:
+        terms = read_serving_terms(self.contracts.registry, model_id)
+        return VerificationParams(
+            min_cosine=terms.min_cosine if terms.min_cosine is not None else self.verification.min_cosine,
+            logit_margin=terms.logit_margin if terms.logit_margin is not None else self.verification.logit_margin,
+        )
 
     def _output_of(self, task: Task):
         """A job's output bytes from the store; a private task keeps none in the clear (digests decide)."""

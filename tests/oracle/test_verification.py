@@ -237,7 +237,12 @@ def _demo_model(contracts, signers, store, demo, adapter_dir):
     return register_model(contracts, signers["publisher"], store, "verify-demo", demo.base_dir, [adapter_dir], None, 10**15)
 
 
-def test_settle__fp32_and_bf16_agents_disagree_in_bytes__settles_on_chain_nobody_slashed(demo, contracts, signers, tmp_path, chain_snapshot):
+@pytest.mark.parametrize("registered_margin", [None, 0.001], ids=["default-margin", "registered-tight-margin"])
+def test_settle__fp32_and_bf16_agents_disagree_in_bytes__settles_on_chain_by_the_models_terms(
+    demo, contracts, signers, tmp_path, chain_snapshot, registered_margin
+):
+    """With the margin the settler is given, both honest agents agree and nobody is slashed; with a
+    tighter margin registered on the model (`set_serving_terms`), the bf16 answer is rejected."""
     from oracle.db import TaskState
     from oracle.jobs import Submission
     from oracle.reexecute import Reexecutor
@@ -250,6 +255,10 @@ def test_settle__fp32_and_bf16_agents_disagree_in_bytes__settles_on_chain_nobody
     adapter_dir = demo.adapters["cooking"]
     model = _demo_model(contracts, signers, parts.store, demo, adapter_dir)
     name = model.adapters[0].cid  # the executor names an adapter by its CID, and so does its output
+    if registered_margin is not None:
+        from tributa.publish import set_serving_terms
+
+        set_serving_terms(contracts, signers["publisher"], model.model_id, logit_margin=registered_margin)
     parts.settler.reexecute = Reexecutor(contracts, parts.store, [demo.base_dir, adapter_dir], Executor())
     parts.settler.verification = GPT2
     asked = [GenerationRequest(p, name, 24) for p in SUBJECTS]
@@ -273,5 +282,6 @@ def test_settle__fp32_and_bf16_agents_disagree_in_bytes__settles_on_chain_nobody
 
     assert parts.state(task_id) == TaskState.SETTLED
     after = [(escrow.balance_of(a.address).call(), escrow.agent(a.address).call()[0]) for a in agents]
-    assert [stake for _, stake in after] == [stake for _, stake in before]  # neither honest agent slashed
+    slashed = [a[1] < b[1] for a, b in zip(after, before)]
+    assert slashed == ([False, False] if registered_margin is None else [False, True])  # the bf16 agent is agents[1]
     assert sorted(a[0] > b[0] for a, b in zip(after, before)) == [False, True]  # the canonical one is paid
