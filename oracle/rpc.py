@@ -44,6 +44,7 @@ class Backoff:
     maximum_s: float = 30.0
     failures: int = 0
     _next_try: float = field(default=0.0, repr=False)
+    _down_since: float | None = field(default=None, repr=False)
 
     def ready(self) -> bool:
         return time.monotonic() >= self._next_try
@@ -56,16 +57,26 @@ class Backoff:
         """Record a transport failure, log it as one line, and return the error to raise."""
         self.failures += 1
         self._next_try = time.monotonic() + self.delay_s
+        if self._down_since is None:
+            self._down_since = time.monotonic()
         where = f" at {url}" if url else ""
         message = f"{self.what}: RPC node{where} unreachable ({describe(exc)}); retrying in {self.delay_s:.1f}s (failure {self.failures})"
-        self.logger.warning(message)
+        # One line when the outage starts; the retries during it are debug (the end says how long it lasted).
+        self.logger.log(logging.WARNING if self.failures == 1 else logging.DEBUG, message)
         return RpcUnavailable(message)
+
+    @property
+    def down_for_s(self) -> float:
+        """How long the current outage has lasted (0 while the node answers)."""
+        return 0.0 if self._down_since is None else time.monotonic() - self._down_since
 
     def succeeded(self) -> None:
         if self.failures:
-            self.logger.info("%s: RPC node reachable again after %d failed attempts", self.what, self.failures)
+            self.logger.info("%s: RPC node reachable again after an outage of %.1fs (%d failed attempts)",
+                             self.what, self.down_for_s, self.failures)
         self.failures = 0
         self._next_try = 0.0
+        self._down_since = None
 
 
 def endpoint(w3) -> str:

@@ -15,6 +15,7 @@ from web3 import Web3
 from oracle.api_process import ApiSpec, SharedClock, start_api_process
 from oracle.db import Database, database_url
 from oracle.ingest import Ingestor
+from oracle.rpc import Backoff, RpcUnavailable, describe, endpoint, is_transient
 from oracle.jobs import JobBook
 from oracle.settler import Attributor, FeePolicy, Settler
 from oracle.stakes import StakeWatcher
@@ -33,6 +34,12 @@ log = logging.getLogger("tributa.oracle")
 _SEED_MESSAGE = encode_defunct(text="tributa spot-check seed v1")
 
 
+def chain_trouble(exc: BaseException) -> bool:
+    """A pass stopped by the chain: the node refused (ChainError) or could not be reached at all
+    (a raw transport error from a part that does not wrap it)."""
+    return isinstance(exc, ChainError) or is_transient(exc)
+
+
 class ChainClock:
     """The latest block's timestamp, refreshed by the worker loop (not per request) and shared
     with the API process."""
@@ -40,10 +47,26 @@ class ChainClock:
     def __init__(self, w3: Web3) -> None:
         self.w3 = w3
         self.shared = SharedClock(int(w3.eth.get_block("latest")["timestamp"]))
+        self.backoff = Backoff("chain clock", log, maximum_s=5.0)
 
     def refresh(self, timestamp: int | None = None) -> int:
-        """Take `timestamp` (the tip the ingestor just read), or ask the node."""
-        self.shared.set(int(self.w3.eth.get_block("latest")["timestamp"]) if timestamp is None else timestamp)
+        """Take `timestamp` (the tip the ingestor just read), or ask the node.
+
+        While the node is unreachable the clock keeps its last reading (chain time stands still,
+        as it does when no block comes) and asks again with backoff: one log line when the
+        outage starts, one with its length when the node answers again; never a raw web3 error."""
+        if timestamp is None:
+            if not self.backoff.ready():
+                return self.shared()
+            try:
+                timestamp = int(self.w3.eth.get_block("latest")["timestamp"])
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                self.backoff.failed(exc, endpoint(self.w3))
+                return self.shared()
+        self.backoff.succeeded()
+        self.shared.set(timestamp)
         return self.shared()
 
     def __call__(self) -> int:
@@ -58,24 +81,50 @@ class AgentDirectory:
     oracle/stakes.py, without waiting for this cache.
     """
 
+    MAX_ENTRIES = 10_000  # the oldest entry goes first: unknown addresses cannot grow it without bound
+
     def __init__(self, contracts: Contracts, ttl_s: float = 10.0) -> None:
         self.escrow = contracts.escrow
         self.ttl_s = ttl_s
         self._cache: dict[str, tuple[float, tuple[bool, set[int], int, int, int]]] = {}
         self._lock = threading.Lock()
+        self._node_down_since: float | None = None
 
     def _lookup(self, agent: str) -> tuple[bool, set[int], int, int, int]:
         with self._lock:
             hit = self._cache.get(agent)
             if hit and hit[0] > time.monotonic():
                 return hit[1]
-        stake, *_, capacity, registered = self.escrow.functions.agent(agent).call()
-        min_stake = self.escrow.functions.min_stake().call()
-        models = set(self.escrow.functions.agent_models(agent).call()) if registered else set()
+        try:
+            stake, *_, capacity, registered = self.escrow.functions.agent(agent).call()
+            min_stake = self.escrow.functions.min_stake().call()
+            models = set(self.escrow.functions.agent_models(agent).call()) if registered else set()
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            return self._stale(agent, hit, exc)
         entry = (bool(registered), models, max(1, capacity), int(stake), int(min_stake))
         with self._lock:
+            if self._node_down_since is not None:
+                log.info("agent directory: RPC node reachable again after %.1fs", time.monotonic() - self._node_down_since)
+                self._node_down_since = None
+            self._cache.pop(agent, None)
             self._cache[agent] = (time.monotonic() + self.ttl_s, entry)
+            while len(self._cache) > self.MAX_ENTRIES:
+                self._cache.pop(next(iter(self._cache)))
         return entry
+
+    def _stale(self, agent: str, hit, exc: BaseException) -> tuple[bool, set[int], int, int, int]:
+        """While the node is away: the agent's last reading if there is one (so known agents keep
+        polling through an outage), else RpcUnavailable. One log line per outage."""
+        with self._lock:
+            if self._node_down_since is None:
+                self._node_down_since = time.monotonic()
+                log.warning("agent directory: RPC node at %s unreachable (%s); serving cached registrations",
+                            endpoint(self.escrow.w3), describe(exc))
+        if hit is not None:
+            return hit[1]
+        raise RpcUnavailable(f"the oracle's RPC node is unreachable, so agent {agent}'s registration cannot be read; retry later")
 
     def stake_shortfall(self, agent: str) -> str | None:
         """Why a registered agent may not lease (bonded stake below min_stake), or None."""
@@ -175,15 +224,27 @@ class Oracle:
             },
         )
         self._stop = threading.Event()
+        self._trouble: tuple[float, str] | None = None  # (since, error kind) while passes fail on the chain
 
     def step(self) -> None:
-        """One pass of the worker loop; exceptions are logged and the loop goes on."""
-        self.txm.check_pending()
-        self.ingestor.poll_once()
-        self.clock.refresh(self.ingestor.take_tip_timestamp())
-        self.stakes.poll_once()
+        """One pass of the worker loop; exceptions are logged and the loop goes on.
+
+        While the node is away the job book's own work (expiring leases, closing due tasks on
+        the last chain time read) still runs; the pass then stops with the chain's error."""
+        stopped: BaseException | None = None
+        try:
+            self.txm.check_pending()
+            self.ingestor.poll_once()
+        except Exception as exc:
+            if not chain_trouble(exc):
+                raise
+            stopped = exc
+        self.clock.refresh(self.ingestor.take_tip_timestamp())  # keeps its last reading while the node is away
         self.book.expire_leases()
         self.book.close_due(self.clock(), self.options.close_margin_s)
+        if stopped is not None:
+            raise stopped
+        self.stakes.poll_once()
         self.settler.settle_ready()
         # Tasks left SETTLING by a transaction that finished without settling them (not in flight).
         self.settler.recover(in_flight=set(self.txm.pending_task_ids("settle_batch")))
@@ -197,15 +258,30 @@ class Oracle:
                 raise ChainError(f"the oracle's job API process exited (code {api.exitcode}); restart the oracle")
             try:
                 self.step()
-            except ChainError as exc:  # the node is away or refused: one line, then retry
+                self._chain_answers()
+            except Exception as exc:
                 self.metrics.rpc_errors.inc()
-                log.warning("oracle pass stopped by the chain: %s; retrying", exc)
-                self._stop.wait(1.0)
-            except Exception:  # anything else is a bug worth a traceback, but not worth dying for
-                self.metrics.rpc_errors.inc()
-                log.exception("oracle pass failed; retrying")
+                if chain_trouble(exc):  # the node is away or refused: one line per outage, then retry
+                    self._chain_trouble(exc)
+                else:  # anything else is a bug worth a traceback, but not worth dying for
+                    log.exception("oracle pass failed; retrying")
                 self._stop.wait(1.0)
             self._stop.wait(self.settings.poll_interval_s)
+
+    def _chain_trouble(self, exc: BaseException) -> None:
+        """A pass stopped by the chain: one line when the trouble starts, then quiet (debug)
+        until a pass completes again (`_chain_answers` logs how long it lasted)."""
+        what = str(exc) if isinstance(exc, ChainError) else f"RPC node unreachable ({describe(exc)})"
+        if self._trouble is None:
+            log.warning("oracle pass stopped by the chain: %s; retrying each pass, quiet until it answers", what)
+            self._trouble = (time.monotonic(), type(exc).__name__)
+        else:
+            log.debug("oracle pass stopped by the chain again: %s", what)
+
+    def _chain_answers(self) -> None:
+        if self._trouble is not None:
+            log.info("oracle passes complete again after %.1fs stopped by the chain", time.monotonic() - self._trouble[0])
+            self._trouble = None
 
     def _recover(self) -> None:
         """After a restart: finish the transactions in flight, then the tasks caught mid-settlement."""
