@@ -444,7 +444,7 @@ def create_app(
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
     @app.get("/v1/health")
-    def health() -> dict:
+    async def health() -> dict:  # async: it must answer while the thread pool is busy
         return {"ok": True, **info}
 
     @app.post("/v1/jobs/poll", openapi_extra=POLL_OPENAPI, responses=POLL_RESPONSES)
@@ -455,6 +455,8 @@ def create_app(
         "max_jobs": N}` (1 ≤ N ≤ 1000) answers `{"jobs": [offer, ...]}` with 1 to
         min(N, free capacity) offers, as soon as at least one is available. 204: none in time.
         429 with Retry-After: the agent already holds its limit of concurrent long-polls."""
+        if limiter is not None:  # cheap, before the signature is checked: see check_poll_room
+            limiter.check_poll_room(request.headers.get("x-tributa-agent"))
         agent, body = await authenticated(request)
         wait_s = _wait_s(body.get("wait_s", 0))
         batch = "max_jobs" in body

@@ -131,12 +131,27 @@ def guarded_protocol(header_timeout_s: float = HEADER_TIMEOUT_S, max_connections
     return GuardedH11Protocol
 
 
+def connection_cap(wanted: int = MAX_CONNECTIONS) -> int:
+    """MAX_CONNECTIONS, or fewer where the fd limit is low: three quarters of the soft
+    RLIMIT_NOFILE (the rest is the database, the store, the RPC connection and logs), so that
+    the process never runs out of descriptors however many sockets clients open."""
+    try:
+        import resource
+
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):
+        return wanted
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    return max(16, min(wanted, soft * 3 // 4))
+
+
 def server_config(app, host: str, port: int, **overrides):
     """The uvicorn settings the job API runs with (hardened as above); tests start the same."""
     import uvicorn
 
     header_timeout_s = overrides.pop("header_timeout_s", HEADER_TIMEOUT_S)
-    max_connections = overrides.pop("max_connections", MAX_CONNECTIONS)
+    max_connections = overrides.pop("max_connections", None) or connection_cap()
     settings = dict(
         host=host,
         port=port,
@@ -144,7 +159,7 @@ def server_config(app, host: str, port: int, **overrides):
         # A short graceful shutdown: long-polls end with 503 (the app sees should_exit), agents retry.
         timeout_graceful_shutdown=2,
         timeout_keep_alive=KEEP_ALIVE_S,
-        limit_concurrency=LIMIT_CONCURRENCY,
+        limit_concurrency=min(LIMIT_CONCURRENCY, max_connections),
         backlog=BACKLOG,
         h11_max_incomplete_event_size=MAX_HEADER_BYTES,
         http=guarded_protocol(header_timeout_s, max_connections),

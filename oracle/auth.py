@@ -158,6 +158,23 @@ class AgentLimiter:
                 raise RateLimited(f"agent {agent} sends over {self.rate_per_s:g} requests/s; retry later", wait)
             bucket.tokens -= 1.0
 
+    def check_poll_room(self, claimed_agent: str | None) -> None:
+        """Refuse (429) a poll whose claimed agent already holds all its slots, before the
+        request is authenticated (that costs a signature recovery and a database write). Safe
+        unauthenticated: it only refuses what poll_slot would refuse anyway, and takes nothing."""
+        if not claimed_agent:
+            return
+        try:
+            agent = Web3.to_checksum_address(claimed_agent)
+        except (ValueError, TypeError):
+            return  # authentication will say what is wrong with it
+        with self._lock:
+            bucket = self._buckets.get(agent)
+            polls = bucket.polls if bucket is not None else 0
+        if polls >= self.max_polls:
+            raise RateLimited(f"agent {agent} already holds {polls} long-polls (the limit is "
+                              f"{self.max_polls}); wait for one to end", 1.0)
+
     @contextmanager
     def poll_slot(self, agent: str) -> Iterator[None]:
         """Hold one of `agent`'s max_polls long-poll slots for the block, or raise RateLimited."""
