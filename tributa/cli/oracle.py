@@ -50,9 +50,12 @@ def run(ctx, host, port, db_url, lease_s, agent_fee_bps, no_attribution, model_d
     reexecute = None
     if model_dirs:
         from oracle.reexecute import Reexecutor
+        from tributa.runtime import bwrap
         from tributa.runtime.sandbox import SandboxedExecutor
 
-        # The same sandboxed runtime the agents use, so an honest agent's bytes match the oracle's.
+        if bwrap.bwrap_path() is None:
+            raise TributaError("re-execution (--model-dir) runs models in bubblewrap, which is not installed: apt-get install bubblewrap")
+        # The same bwrap workers the agents serve from, so an honest agent's bytes match the oracle's.
         reexecute = Reexecutor(
             ctx.contracts, ctx.store, list(model_dirs), SandboxedExecutor(), oracle_key=bytes(signer.account.key)
         )

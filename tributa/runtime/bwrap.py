@@ -39,8 +39,10 @@ def command(
     env: dict[str, str],
     seccomp_fd: int | None,
     cuda: bool = False,
+    mounted: list[tuple[Path, str]] = (),
 ) -> list[str]:
-    """`bwrap … argv`, binding `read_only` (model folders) besides what Python needs."""
+    """`bwrap … argv`, binding `read_only` (model folders) besides what Python needs, and each
+    (source, destination) of `mounted` read-only at its destination."""
     bwrap = bwrap_path()
     if bwrap is None:
         raise FileNotFoundError("bubblewrap (bwrap) is not installed: apt-get install bubblewrap, or run with --no-sandbox")
@@ -75,6 +77,8 @@ def command(
         args += ["--ro-bind", str(resolved), str(resolved)]
         if resolved != Path(path).absolute():  # a model folder reached by a symlink: bind that name too
             args += ["--ro-bind", str(resolved), str(Path(path).absolute())]
+    for source, destination in mounted:
+        args += ["--ro-bind", str(Path(source).resolve()), destination]
     if cuda:
         for node in sorted(Path("/dev").glob("nvidia*")):
             args += ["--dev-bind", str(node), str(node)]

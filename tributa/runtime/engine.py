@@ -27,7 +27,7 @@ from tributa.runtime.jobs import (
     generation_request,
     parse_input,
 )
-from tributa.runtime.worker import ModelWorker, WorkerConfig, WorkerError
+from tributa.runtime.worker import ModelWorker, WorkerConfig, WorkerError, WorkerLoadError
 
 
 class ServingEngine:
@@ -84,7 +84,10 @@ class ServingEngine:
             }
         else:
             job = {"texts": embedding_texts(payload)}
-        reply = self.worker(base, adapters).run(job)
+        try:
+            reply = self.worker(base, adapters).run(job)
+        except WorkerLoadError as exc:  # this agent's copy of the model does not load
+            raise JobSpecError(str(exc)) from None
         if "error" in reply:
             # An adapter that does not fit its base fails on every agent: like bad input, the
             # task fails with the reason (and is refunded) instead of going round the agents.

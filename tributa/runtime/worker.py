@@ -76,7 +76,7 @@ class WorkerCrashed(WorkerError):
 class WorkerConfig:
     """One worker: which model, on which device, and how it batches."""
 
-    kind: str  # "generate" or "embed"
+    kind: str  # "generate", "embed", or "call" (no model: audit callables, sandbox.run_callable)
     base_dir: str | None
     device: str = "cpu"
     dtype: str | None = None  # None: fp32 on CPU, bf16/fp16 on GPU
@@ -91,10 +91,13 @@ class WorkerConfig:
     read_only: tuple[str, ...] = ()  # the folders the worker may read besides Python: its model's
     memory_mb: int | None = None  # RLIMIT_AS of the worker (None: no limit; not applied on CUDA)
     test_hook: bool = False  # tests only: the worker runs {"exec": code} jobs (attack tests)
+    cpu_seconds: int | None = None  # RLIMIT_CPU (None: none)
+    open_files: int | None = None  # RLIMIT_NOFILE (None: inherited)
+    import_roots: tuple[str, ...] = ()  # folders put on sys.path (sandbox.run_callable: the callable's package)
 
     def __post_init__(self) -> None:
-        if self.kind not in ("generate", "embed"):
-            raise ValueError(f"worker kind must be generate or embed, got {self.kind!r}")
+        if self.kind not in ("generate", "embed", "call"):
+            raise ValueError(f"worker kind must be generate, embed or call, got {self.kind!r}")
         if self.isolation not in ("none", "bwrap"):
             raise ValueError(f"worker isolation must be none or bwrap, got {self.isolation!r}")
         for name in ("max_adapters", "max_batch", "max_attempts"):
@@ -243,10 +246,10 @@ class ModelWorker:
             pending.future.set_result(results[n])
 
     def _crashed(self, batch: list[_Pending], exc: BaseException) -> None:
-        status = self._stop_process()
+        status = self._stop_process(grace_s=0.0 if isinstance(exc, TimeoutError) else 1.0)
         self.restarts += 1
         why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        log.warning("worker for %s died (%s, exit status %s); restarting", self.config.base_dir, why, status)
+        log.warning("worker for %s died (%s, exit status %s); restarting", self.config.base_dir or f"{self.config.kind} jobs", why, status)
         retry: list[_Pending] = []
         for pending in batch:
             pending.attempts += 1
@@ -276,8 +279,17 @@ class ModelWorker:
                 argv.append("--seccomp")
             if self.config.memory_mb and not self.config.device.startswith("cuda"):
                 argv += ["--memory-mb", str(self.config.memory_mb)]
+            if self.config.cpu_seconds:
+                argv += ["--cpu-seconds", str(self.config.cpu_seconds)]
+            if self.config.open_files:
+                argv += ["--open-files", str(self.config.open_files)]
             passed = [child.fileno()]
-            env = self._env
+            env = dict(self._env)
+            sandboxed = self.config.isolation == "bwrap"
+            # In bwrap, import roots are bound at fixed places: one under /tmp would hide its tmpfs.
+            roots = {root: f"/opt/tributa-imports/{i}" if sandboxed else root for i, root in enumerate(self.config.import_roots)}
+            if roots:
+                env["PYTHONPATH"] = os.pathsep.join([*roots.values(), env["PYTHONPATH"]])
             if self.config.isolation == "bwrap":
                 if seccomp.supported():
                     seccomp_fd = _memory_file(seccomp.worker_filter(allow_exec=True))
@@ -285,7 +297,8 @@ class ModelWorker:
                 else:
                     log.warning("no seccomp filter for %s: it is written for x86-64", os.uname().machine)
                 read_only = [Path(p) for p in (self.config.base_dir, *self.config.read_only) if p]
-                argv = bwrap.command(argv, read_only, {**env, "HOME": "/tmp"}, seccomp_fd, self.config.device.startswith("cuda"))
+                argv = bwrap.command(argv, read_only, {**env, "HOME": "/tmp"}, seccomp_fd, self.config.device.startswith("cuda"),
+                                     mounted=[(Path(src), dest) for src, dest in roots.items()])
                 env = {}
             self._process = subprocess.Popen(
                 argv,
@@ -322,7 +335,7 @@ class ModelWorker:
         self.info = ready
         log.info("worker pid %s serves %s on %s (%s), loaded in %.1fs", ready["pid"], self.config.base_dir, ready["device"], ready["dtype"], ready["load_s"])
 
-    def _stop_process(self) -> int | None:
+    def _stop_process(self, grace_s: float = 0.0) -> int | None:
         """Kill and reap the worker process, if any; its exit status."""
         if self._conn is not None:
             self._conn.close()
@@ -330,9 +343,12 @@ class ModelWorker:
         process, self._process = self._process, None
         if process is None:
             return None
-        if process.poll() is None:
-            try:
-                os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        try:  # a worker whose socket closed is usually exiting: let it say how (its exit status)
+            return process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         return process.wait()

@@ -49,12 +49,12 @@ class _Serving:
     """The loaded model of this worker and how it runs a batch."""
 
     def __init__(self, load: dict[str, Any]) -> None:
-        import torch
-
-        if load.get("threads"):
-            torch.set_num_threads(int(load["threads"]))
         from tributa.ml.folder_check import check_model_folder
 
+        if load.get("threads") and load["kind"] != "call":
+            import torch
+
+            torch.set_num_threads(int(load["threads"]))
         self.kind = load["kind"]
         started = time.perf_counter()
         if load.get("base_dir"):
@@ -66,6 +66,9 @@ class _Serving:
                 load["base_dir"], device=load["device"], max_adapters=int(load["max_adapters"]), dtype=load.get("dtype")
             )
             self.dtype = self.runner.dtype
+        elif self.kind == "call":
+            self.runner = None  # audit callables only: no model
+            self.dtype = None
         elif self.kind == "embed":
             from pathlib import Path
 
@@ -83,8 +86,8 @@ class _Serving:
     def ready(self) -> dict[str, Any]:
         return {
             "op": "ready",
-            "model_id": self.runner.model_id,
-            "device": self.runner.device,
+            "model_id": getattr(self.runner, "model_id", None),
+            "device": getattr(self.runner, "device", "cpu"),
             "dtype": self.dtype,
             "pid": os.getpid(),
             "load_s": round(self.load_s, 3),
@@ -92,7 +95,7 @@ class _Serving:
 
     def stats(self) -> dict[str, Any]:
         stats = {"op": "stats", "rss_mb": round(rss_mb(), 1), "adapters": list(getattr(self.runner, "adapters", ()))}
-        if str(self.runner.device).startswith("cuda"):
+        if str(getattr(self.runner, "device", "cpu")).startswith("cuda"):
             import torch
 
             stats["gpu_peak_mb"] = round(torch.cuda.max_memory_allocated(self.runner.device) / 2**20, 1)
@@ -101,6 +104,8 @@ class _Serving:
     def run(self, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if self.test_hook and jobs and "exec" in jobs[0]:
             return [_run_test_code(job) for job in jobs]
+        if self.kind == "call":
+            return [_run_call(job) for job in jobs]
         if self.kind == "generate":
             return self._run_generate(jobs)
         return [self._run_embed(job) for job in jobs]
@@ -163,6 +168,22 @@ class _Serving:
         }
 
 
+def _run_call(job: dict[str, Any]) -> dict[str, Any]:
+    """A pickled (fn, args) from the agent (sandbox.run_callable): only the trusted side pickles;
+    the result goes back as bytes or JSON, which the agent can read without running anything."""
+    import base64
+    import pickle
+
+    try:
+        fn, args = pickle.loads(base64.b64decode(job["call"]))
+        result = fn(*args)
+        if isinstance(result, (bytes, bytearray)):
+            return {"id": job["id"], "ok": {"bytes": base64.b64encode(bytes(result)).decode()}}
+        return {"id": job["id"], "ok": {"json": json.dumps(result)}}
+    except Exception as exc:
+        return {"id": job["id"], "error": "call", "type": type(exc).__name__, "message": f"{type(exc).__name__}: {exc}"[:2000]}
+
+
 def _run_test_code(job: dict[str, Any]) -> dict[str, Any]:
     """Tests only (the agent never enables it): run attacker code inside the worker, as a job
     subverted through a model would, and return what it set as `result` or the error it hit."""
@@ -212,18 +233,36 @@ def serve(conn: Connection) -> None:
             send(conn, {"op": "error", "message": f"unknown op {message.get('op')!r}"})
 
 
-def _limit_memory(argv: list[str]) -> None:
-    # Before torch is imported: a model or job that maps past this fails with MemoryError.
-    if "--memory-mb" in argv:
-        import resource
+def _apply_limits(argv: list[str]) -> None:
+    # Before torch is imported: a model or job that maps past the memory limit gets MemoryError.
+    # Soft and hard alike, so nothing in the worker can raise them again.
+    import resource
 
-        limit = int(argv[argv.index("--memory-mb") + 1]) * 2**20
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    for flag, which, scale in (("--memory-mb", resource.RLIMIT_AS, 2**20), ("--open-files", resource.RLIMIT_NOFILE, 1)):
+        if flag in argv:
+            limit = int(argv[argv.index(flag) + 1]) * scale
+            resource.setrlimit(which, (limit, limit))
+    if "--cpu-seconds" in argv:
+        # SIGXCPU at the limit raises CpuLimitExceeded in the job (reported like any failure);
+        # the kernel's SIGKILL two seconds later stops code that never returns to Python.
+        import signal
+
+        limit = int(argv[argv.index("--cpu-seconds") + 1])
+        signal.signal(signal.SIGXCPU, _cpu_limit_reached)
+        resource.setrlimit(resource.RLIMIT_CPU, (limit, limit + 2))
+
+
+class CpuLimitExceeded(Exception):
+    """The worker used up its CPU seconds (RLIMIT_CPU)."""
+
+
+def _cpu_limit_reached(signum: int, frame: Any) -> None:
+    raise CpuLimitExceeded("the worker used up its CPU time limit")
 
 
 def main(argv: list[str]) -> None:
-    _limit_memory(argv)
+    _apply_limits(argv)
     if "--seccomp" in argv:  # no process, exec or namespace calls from here on (seccomp.py)
         from tributa.runtime import seccomp
 
