@@ -26,6 +26,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from oracle.auth import RateLimited, RequestAuthenticator, check_contract_signature, retry_after_header
 from oracle.db import AgentSeen, Database, Job, JobState, Task, now
@@ -413,6 +414,10 @@ def create_app(
     @app.exception_handler(JobError)  # AuthError too: it is a JobError
     async def _job_error(_: Request, exc: JobError):
         return _error(exc.status, exc.message)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(_: Request, _exc: ClientDisconnect):
+        return _error(400, "the client disconnected before its body arrived")  # nobody reads it; no traceback
 
     @app.exception_handler(Unavailable)
     async def _unavailable(_: Request, exc: Unavailable):

@@ -468,3 +468,37 @@ def test_openapi__signed_endpoints_declare_their_body_and_auth_headers(api):
         assert "application/json" in operation["requestBody"]["content"], path
     assert paths["/v1/jobs/{job_id}/result"]["post"]["requestBody"]["content"]["application/json"]["schema"][
         "required"] == ["output_b64", "result_digest", "signature"]
+
+
+def test_server_shutdown__in_flight_long_poll_on_uvicorn_ends_with_503(api, leased, contracts):
+    """uvicorn's graceful shutdown (what SIGTERM starts): the poll sees should_exit and answers 503."""
+    import httpx
+    import uvicorn
+
+    from oracle.api_process import server_config
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    holder: list = []
+    app = _app(api, contracts, stopping=lambda: bool(holder) and holder[0].should_exit)
+    server = uvicorn.Server(server_config(app, "127.0.0.1", port))
+    holder.append(server)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    body = b'{"wait_s": 20}'
+    headers = api.signer("agent").signed_headers("POST", "/v1/jobs/poll", body)
+    with ThreadPoolExecutor(1) as pool:
+        polling = pool.submit(httpx.post, f"http://127.0.0.1:{port}/v1/jobs/poll", content=body, headers=headers, timeout=30)
+        time.sleep(1.0)
+        started = time.monotonic()
+        server.should_exit = True
+        response = polling.result(timeout=10)
+    thread.join(10)
+    assert response.status_code == 503 and "shutting down" in response.json()["error"]
+    assert int(response.headers["retry-after"]) >= 1
+    assert time.monotonic() - started < 3.0 and not thread.is_alive()
