@@ -41,7 +41,7 @@ class Backoff:
     what: str
     logger: logging.Logger
     initial_s: float = 0.5
-    maximum_s: float = 30.0
+    maximum_s: float = 8.0  # also how late, at most, an outage's end is noticed
     failures: int = 0
     _next_try: float = field(default=0.0, repr=False)
     _down_since: float | None = field(default=None, repr=False)

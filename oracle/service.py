@@ -244,6 +244,11 @@ class Oracle:
         self.book.close_due(self.clock(), self.options.close_margin_s)
         if stopped is not None:
             raise stopped
+        if self.txm.backoff.failures and self.txm.pending():
+            # The node answers again, but the transaction manager has not caught up yet: what it
+            # recorded during the outage (never broadcast) goes out on its next pass, before any
+            # new transaction, else a later nonce would wait behind the gap.
+            return
         self.stakes.poll_once()
         self.settler.settle_ready()
         # Tasks left SETTLING by a transaction that finished without settling them (not in flight).

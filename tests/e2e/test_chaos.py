@@ -19,9 +19,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, func, select
 
 from bench.crash_bench import audit
-from bench.network import Network
+from bench.network import AGENT_ACCOUNTS, Network
+from oracle.db import Job, JobState, database_url
 from tributa.chain.accounts import dev_account
 from tributa.chain.contracts import load_contracts
 from tributa.chain.tx import Signer
@@ -30,6 +32,7 @@ from tributa.errors import ConfigError
 from tributa.publish import register_model
 from tributa.store import open_store
 
+STOPPED_AGENT = dev_account(AGENT_ACCOUNTS[0]).address  # net.agents[0]'s account
 LEASE_S = "5"  # an unaccepted lease (the tiny model answers in ms, so none is accepted) lasts 5 s
 
 
@@ -95,6 +98,26 @@ def _alive(net) -> None:
         assert proc.alive(), f"{proc.name} died:\n{proc.log_tail()}"
 
 
+def _wait_for(predicate, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def _jobs_of(net, agent: str, state: str) -> int:
+    """Jobs of `agent` in `state`, read from the oracle's own database."""
+    engine = create_engine(database_url(net.settings.data_dir))
+    try:
+        with engine.connect() as conn:
+            return conn.execute(
+                select(func.count()).select_from(Job).where(func.lower(Job.agent) == agent.lower(), Job.state == state)
+            ).scalar_one()
+    finally:
+        engine.dispose()
+
+
 def _node_down(net, seconds: float) -> None:
     net.node.stop()  # SIGTERM: it writes its state file
     assert not port_in_use(net.node.port)
@@ -125,6 +148,8 @@ def test_node_outage__anvil_stopped_20s__oracle_logs_it_once_with_its_length_and
 
 def test_chaos__oracle_restart_node_outage_and_a_stopped_agent__every_task_final_once_and_books_balance(net):
     started = time.monotonic()
+    stopped = net.agents[0]
+    mark = len(stopped.log_path.read_text(errors="replace"))
     tasks = net.post(6)
     time.sleep(1.0)
     net.oracle.stop()  # a restart with tasks in flight
@@ -132,11 +157,17 @@ def test_chaos__oracle_restart_node_outage_and_a_stopped_agent__every_task_final
     tasks += net.post(6)
     time.sleep(0.5)
     _node_down(net, 8)  # settlements and leases in flight while the node is away
-    stopped = net.agents[0]
+
+    def polling() -> bool:  # back from its backoff: a fresh oracle knows no agent until the node answers
+        since = stopped.log_path.read_text(errors="replace")[mark:]
+        return "poll failed" not in since or "polling again after" in since
+
+    _wait_for(polling, 30, "the agent to poll again")
     os.kill(stopped.process.pid, signal.SIGSTOP)  # past its lease: its jobs expire and go to the other agent, or back to it
     tasks += net.post(6)
-    time.sleep(float(LEASE_S) + 4)
-    os.kill(stopped.process.pid, signal.SIGCONT)
+    _wait_for(lambda: _jobs_of(net, STOPPED_AGENT, JobState.LEASED) > 0, 20, "the stopped agent's open poll to lease a job")
+    _wait_for(lambda: _jobs_of(net, STOPPED_AGENT, JobState.EXPIRED) > 0, 30, "the stopped agent's lease to expire")
+    os.kill(stopped.process.pid, signal.SIGCONT)  # it hands in a result for an expired job: refused, dropped
     tasks += net.post(4)
 
     net.wait_final(tasks, timeout_s=150)
@@ -147,4 +178,5 @@ def test_chaos__oracle_restart_node_outage_and_a_stopped_agent__every_task_final
     assert result.books_balance and result.agent_credits_match
     time.sleep(1)
     _alive(net)
+    assert "dropped: oracle refused (409)" in stopped.log_path.read_text(errors="replace")
     print(f"chaos: {len(tasks)} tasks, {result.settled} settled, {result.refunded} refunded in {time.monotonic() - started:.0f}s")
