@@ -24,6 +24,7 @@ from tributa.chain.contracts import Contracts
 from tributa.chain.tx import Signer
 from tributa.errors import ChainError, ContractRevert
 from tributa.store import cid as cidlib
+from oracle.auth import contract_signature_problem
 from tributa.registry import read_serving_terms
 from tributa.verification import Judge, VerificationParams
 
@@ -162,6 +163,7 @@ class Settler:
             task = s.get(Task, task_id)
             jobs = s.execute(select(Job).where(Job.task_id == task_id).order_by(Job.id)).scalars().all()
             s.expunge_all()
+        jobs = _without_unsettleable_signatures(task_id, jobs)
         spot = task.k == 1 and spot_check_selected(task_id, self.spot_check_fraction, self.spot_check_seed)
         oracle_seal: list[str] = []  # a private task's own re-run result, sealed to the requester
         try:
@@ -432,3 +434,17 @@ def _lease_proof(job: Job, chain_time: int) -> tuple | None:
         return None
     return (Web3.to_checksum_address(job.agent), LEASE_PROOF, int(job.lease_chain_expires_at),
             bytes.fromhex(job.lease_signature[2:]))
+
+
+def _without_unsettleable_signatures(task_id: int, jobs: list[Job]) -> list[Job]:
+    """Drop answers whose signature the escrow would refuse (high-s, v not 27/28): one such
+    signature would revert the whole settlement and leave the honest agents unpaid. The API
+    refuses them on arrival; this guards rows stored before it did."""
+    kept = []
+    for job in jobs:
+        problem = job.signature and contract_signature_problem(bytes.fromhex(job.signature.removeprefix("0x")))
+        if job.state == JobState.SUBMITTED and problem:
+            log.warning("task %s: ignoring job %s of %s: %s", task_id, job.id, job.agent, problem)
+            continue
+        kept.append(job)
+    return kept

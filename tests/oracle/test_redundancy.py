@@ -230,3 +230,28 @@ def test_lease__agent_stake_fell_below_min_stake__job_book_skips_it(contracts, s
     assert directory.models(unbonder.address) == set()
     assert "below min_stake" in directory.stake_shortfall(unbonder.address)
     assert escrow.functions.serves_model(unbonder.address, model).call() is False
+
+
+def test_settle__a_high_s_signature_stored_by_an_old_oracle__dropped_and_the_honest_majority_paid(contracts, signers, tmp_path, chain_snapshot):
+    """Issue 18: one signature the escrow refuses (high s, v flipped; eth_account still recovers it)
+    would revert the whole settlement. The settler leaves it out; the two honest agents are paid."""
+    from oracle.auth import SECP256K1_N
+
+    oracle, model, agents, task_id = _setup(contracts, signers, tmp_path, k=3)
+    escrow = contracts.escrow.functions
+    offers = [oracle.book.lease(a.address, {model}, oracle.chain_time()) for a in agents[:3]]
+    output = b'{"v":1}'
+    digest = cidlib.cid_to_digest(str(oracle.store.cid_of(output)))
+    for agent, offer in zip(agents[:2], offers[:2]):
+        _submit(oracle, agent, offer, output)
+    good = sign_result(agents[2].account, contracts.chain_id, contracts.escrow.address, task_id, digest)
+    s = int.from_bytes(good[32:64], "big")
+    high_s = good[:32] + (SECP256K1_N - s).to_bytes(32, "big") + bytes([55 - good[64]])  # 27 <-> 28
+    oracle.book.submit(agents[2].address, offers[2].job_id, Submission(output, digest, high_s))
+    before = [escrow.balance_of(a.address).call() for a in agents[:3]]
+
+    assert oracle.settler.settle_ready() == 1
+
+    assert oracle.state(task_id) == TaskState.SETTLED
+    gains = [escrow.balance_of(a.address).call() - b for a, b in zip(agents[:3], before)]
+    assert gains[0] == gains[1] > 0 and gains[2] == 0
