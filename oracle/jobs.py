@@ -11,7 +11,7 @@ import logging
 from typing import Callable
 from dataclasses import asdict, dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 
 from oracle.db import AgentSeen, Database, Job, JobState, Task, TaskState, now
 from tributa import private
@@ -162,6 +162,7 @@ class JobBook:
             return []
         offers: list[JobOffer] = []
         with self.db.session() as s:
+            self._write_lock(s)
             seen = self._touch(s, agent)
             if seen.stake_ok is False:
                 return []
@@ -259,6 +260,15 @@ class JobBook:
         else:
             seen.last_poll_at = now()
         return seen
+
+    @staticmethod
+    def _write_lock(session) -> None:
+        """On SQLite, take the database's write lock before the lease reads anything: its FOR
+        UPDATE SKIP LOCKED locks nothing, and reads outside the write transaction could lease one
+        task past its k (or twice to one agent). A write matching no row takes the lock until
+        commit. PostgreSQL's row locks already do this; nothing is sent there."""
+        if session.get_bind().dialect.name == "sqlite":
+            session.execute(text("UPDATE jobs SET state = state WHERE 0"))
 
     @staticmethod
     def _active_jobs(session, task_id: int) -> int:

@@ -263,7 +263,8 @@ class Oracle:
                 raise ChainError(f"the oracle's job API process exited (code {api.exitcode}); restart the oracle")
             try:
                 self.step()
-                self._chain_answers()
+                if not self._backing_off():  # a pass is complete only once no part skips its RPC work
+                    self._chain_answers()
             except Exception as exc:
                 self.metrics.rpc_errors.inc()
                 if chain_trouble(exc):  # the node is away or refused: one line per outage, then retry
@@ -282,6 +283,10 @@ class Oracle:
             self._trouble = (time.monotonic(), type(exc).__name__)
         else:
             log.debug("oracle pass stopped by the chain again: %s", what)
+
+    def _backing_off(self) -> bool:
+        parts = (self.ingestor, self.txm, self.clock)
+        return any(getattr(getattr(part, "backoff", None), "failures", 0) for part in parts)
 
     def _chain_answers(self) -> None:
         if self._trouble is not None:

@@ -163,6 +163,7 @@ def test_chaos__oracle_restart_node_outage_and_a_stopped_agent__every_task_final
         return "poll failed" not in since or "polling again after" in since
 
     _wait_for(polling, 30, "the agent to poll again")
+    time.sleep(1.0)  # inside its next long-poll, not between two
     os.kill(stopped.process.pid, signal.SIGSTOP)  # past its lease: its jobs expire and go to the other agent, or back to it
     tasks += net.post(6)
     _wait_for(lambda: _jobs_of(net, STOPPED_AGENT, JobState.LEASED) > 0, 20, "the stopped agent's open poll to lease a job")

@@ -242,3 +242,28 @@ def test_relet__one_agent_lets_its_lease_expire__leases_the_task_again_and_it_se
     assert parts.state(task_id) == TaskState.SETTLED
     assert escrow.task(task_id).call()[-1] == 2  # SETTLED on-chain
     assert escrow.balance_of(agent.address).call() > before  # paid once, not slashed for its expired lease
+
+
+def test_lease_many__polls_at_once_by_two_agents_and_twice_by_one__each_task_once_per_agent_within_k(book):
+    ids = [_add_task(book, 800 + i, k=2) for i in range(12)]
+    agents = [AGENT, AGENT, OTHER.address, OTHER.address, "0x" + "cc" * 20]  # two polls each by two agents, one by a third
+
+    from oracle.db import AgentSeen
+
+    with book.db.session() as s:  # seen before (a first poll's own race is not this test's)
+        s.add_all([AgentSeen(agent=a, last_poll_at=0.0) for a in set(agents)])
+
+    def lease(agent: str) -> list[int]:
+        offers = []
+        for _ in range(40):  # on PostgreSQL a poll skips the rows another holds: poll on, as agents do
+            offers += book.lease_many(agent, {1}, 1000, capacity=100, max_jobs=2)
+        return [o.task_id for o in offers]
+
+    results = _race([lambda a=a: lease(a) for a in agents])
+
+    with book.db.session() as s:
+        jobs = s.execute(select(Job.task_id, Job.agent).where(Job.task_id.in_(ids))).all()
+    assert len(jobs) == len(set(jobs)), "a task leased twice to one agent"
+    per_task = {t: sum(1 for task, _ in jobs if task == t) for t in ids}
+    assert set(per_task.values()) == {2}, per_task  # k=2: exactly two distinct agents per task
+    assert sum(len(r) for r in results) == len(jobs) == 2 * len(ids)
