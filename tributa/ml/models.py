@@ -41,6 +41,7 @@ from tributa.ml.train import (
     AdapterTrainConfig,
     BaseTrainConfig,
     Progress,
+    TrainStats,
     state_dict_digest,
     train_adapter,
     train_base_model,
@@ -172,6 +173,19 @@ def canonicalise_adapter_config(path: Path) -> None:
     path.write_text(json.dumps(config, indent=2, sort_keys=True))
 
 
+def save_adapter(model: peft.PeftModel, stats: TrainStats, folder: Path, name: str) -> dict[str, Any]:
+    """Save adapter `name` under `folder/name` with a canonical config; its manifest entry."""
+    # Embeddings are not LoRA targets; False also skips peft's hub look-up of the base name.
+    model.save_pretrained(str(folder), selected_adapters=[name], save_embedding_layers=False)
+    canonicalise_adapter_config(folder / name / "adapter_config.json")
+    return {
+        "digest": state_dict_digest(model, trainable_only=True),
+        "final_loss": stats.final_loss,
+        "seconds": round(stats.seconds, 2),
+        "trainable_params": stats.trainable_params,
+    }
+
+
 def build_into(root: Path, build: Callable[[Path], None]) -> None:
     """Run `build` on a fresh folder beside `root`, then swap it in whole: a killed build leaves
     a temporary folder, never a half-built `root`. Call under `build_lock`."""
@@ -220,17 +234,7 @@ def _build(
         fresh.config.name_or_path = BASE_NAME
         fresh.name_or_path = BASE_NAME  # what peft writes into adapter_config.json
         model, stats = train_adapter(fresh, tokenizer, [text], name, adapter_config, progress)
-        # Embeddings are not LoRA targets; False also skips peft's hub look-up of the base name.
-        model.save_pretrained(
-            str(out / "adapters"), selected_adapters=[name], save_embedding_layers=False
-        )
-        canonicalise_adapter_config(out / "adapters" / name / "adapter_config.json")
-        adapters[name] = {
-            "digest": state_dict_digest(model, trainable_only=True),
-            "final_loss": stats.final_loss,
-            "seconds": round(stats.seconds, 2),
-            "trainable_params": stats.trainable_params,
-        }
+        adapters[name] = save_adapter(model, stats, out / "adapters", name)
     manifest = {
         "cache_key": key,
         "base": {

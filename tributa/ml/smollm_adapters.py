@@ -32,19 +32,18 @@ from tributa.ml import tokenizer as tok_mod
 from tributa.ml.models import (
     MANIFEST,
     DemoModels,
-    canonicalise_adapter_config,
     library_versions,
     build_lock,
     file_sha256,
     load_causal_lm,
     build_into,
+    save_adapter,
 )
 from tributa.ml.train import (
     AdapterTrainConfig,
     Progress,
     TrainStats,
     lora_config,
-    state_dict_digest,
     train_adapter,
 )
 
@@ -196,15 +195,7 @@ def _build(
         model, stats = train_smollm_adapter(
             base, tokenizer, tok_mod.read_dataset_text(folder), name, config, progress
         )
-        # Embeddings are not LoRA targets; False also skips peft's hub look-up of the base name.
-        model.save_pretrained(str(out / "adapters"), selected_adapters=[name], save_embedding_layers=False)
-        canonicalise_adapter_config(out / "adapters" / name / "adapter_config.json")
-        adapters[name] = {
-            "digest": state_dict_digest(model, trainable_only=True),
-            "final_loss": stats.final_loss,
-            "seconds": round(stats.seconds, 2),
-            "trainable_params": stats.trainable_params,
-        }
+        adapters[name] = save_adapter(model, stats, out / "adapters", name)
         del model, base
     manifest = {
         "cache_key": key,
