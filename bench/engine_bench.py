@@ -43,9 +43,12 @@ def _sequential(engine: ServingEngine, base: LocalModel, adapters: list[LocalMod
     return [engine.run(base, adapters, x) for x in inputs]
 
 
+# The job threads of an agent with capacity JOBS: long-lived, as Agent.run keeps its pool.
+_JOB_THREADS = ThreadPoolExecutor(JOBS, thread_name_prefix="job")
+
+
 def _batched(engine: ServingEngine, base: LocalModel, adapters: list[LocalModel], inputs: list[bytes]) -> list[bytes]:
-    with ThreadPoolExecutor(len(inputs)) as pool:  # as an agent with capacity len(inputs) runs them
-        return list(pool.map(lambda x: engine.run(base, adapters, x), inputs))
+    return list(_JOB_THREADS.map(lambda x: engine.run(base, adapters, x), inputs))
 
 
 def _hf_generate(base_dir: Path, adapters: dict[str, Path], inputs: list[bytes]):
