@@ -6,6 +6,7 @@ keeps serving real jobs."""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import shutil
@@ -119,12 +120,25 @@ def test_worker__connects_out_even_to_loopback__refused(worker, demo):
     # unshare(CLONE_NEWUSER) through libc (os.unshare is Python 3.12+)
     "import ctypes, os; libc = ctypes.CDLL(None, use_errno=True)\n"
     "if libc.unshare(0x10000000): raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))",
+    # io_uring_setup(4, params): its operations would run out of the filter's sight
+    "import ctypes, os; libc = ctypes.CDLL(None, use_errno=True); params = ctypes.create_string_buffer(120)\n"
+    "if libc.syscall(425, 4, params) < 0: raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))",
 ])
 def test_worker__starts_processes_or_namespaces__refused(worker, demo, code):
     reply = _attack(worker, code)
     assert reply.get("error") == "exec" and "Operation not permitted" in reply["message"], reply
     # threads still work: torch needs them
     assert _attack(worker, "import threading; t = threading.Thread(target=int); t.start(); t.join(); result = 1")["ok"]
+    _still_serves(worker, demo)
+
+
+def test_worker__stdout_and_stderr__its_own_pipes_not_the_agents(worker, demo):
+    # Through /proc/self/fd a job could reopen inherited ones and read or truncate the agent's log.
+    reply = _attack(worker, "import os; result = [os.readlink(f'/proc/self/fd/{n}') for n in (1, 2)]")
+    links = ast.literal_eval(reply["ok"]["result"])
+    ours = {os.readlink(f"/proc/self/fd/{n}") for n in (1, 2)}
+    assert len(links) == 2 and all(link.startswith("pipe:") for link in links), reply
+    assert not ours & set(links), (ours, links)
     _still_serves(worker, demo)
 
 
@@ -179,7 +193,29 @@ def _symlink_out(folder: Path) -> str:
     return "vocab.txt"
 
 
-@pytest.mark.parametrize("poison", [_pickle, _auto_map, _custom_tokenizer, _symlink_out])
+def _hard_link(folder: Path) -> str:
+    outside = folder.parent / "agent.log"  # same filesystem, outside the folder
+    outside.write_text("AGENT")
+    os.link(outside, folder / "notes.txt")
+    return "notes.txt"
+
+
+def _fifo(folder: Path) -> str:
+    (folder / "config.json").unlink()
+    os.mkfifo(folder / "config.json")  # reading it would block forever
+    return "config.json"
+
+
+def _oversized_config(folder: Path) -> str:
+    path = folder / "tokenizer_config.json"
+    config = json.loads(path.read_text()) if path.exists() else {}
+    config["tokenizer_class"] = "EvilTokenizer"
+    config["padding"] = "x" * (17 * 2**20)  # past the size the check reads
+    path.write_text(json.dumps(config))
+    return "tokenizer_config.json"
+
+
+@pytest.mark.parametrize("poison", [_pickle, _auto_map, _custom_tokenizer, _symlink_out, _hard_link, _fifo, _oversized_config])
 def test_model_folder__malicious__refused_naming_the_file_at_register_start_and_in_the_worker(demo, tmp_path, poison):
     folder = _copy_model(demo, tmp_path)
     culprit = poison(folder)

@@ -8,7 +8,9 @@ is refused, with one line naming the file, if it holds:
   not transformers: remote code
   (`trust_remote_code` is never on, but a folder that asks for it is not a model we serve);
 - a tokenizer class that transformers does not ship;
-- a symlink that leaves the folder (a model could otherwise name the agent's keystore).
+- a symlink that leaves the folder, or a hard link (a model could otherwise name the agent's
+  keystore or log), or anything that is not a file, folder or symlink (a FIFO would hang a read);
+- a JSON file too big to check, other than a tokenizer.json vocabulary.
 It runs at `model register`, at agent start-up (the catalog) and again in the worker.
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from pathlib import Path
 
 from tributa.errors import TributaError
@@ -37,6 +40,14 @@ def check_model_folder(folder: str | os.PathLike[str]) -> None:
                 raise UnsafeModelFolder(f"{path} is a symlink out of the model folder (to {target})")
         if path.is_dir():
             continue
+        try:
+            info = path.stat()
+        except OSError as exc:
+            raise UnsafeModelFolder(f"{path} cannot be read: {exc.strerror}") from None
+        if not stat.S_ISREG(info.st_mode):
+            raise UnsafeModelFolder(f"{path} is not a regular file (a FIFO, socket or device is never read)")
+        if info.st_nlink > 1 and not path.is_symlink():
+            raise UnsafeModelFolder(f"{path} is a hard link ({info.st_nlink} names): it may be a file outside the model folder")
         name = path.name.lower()
         if name.endswith(PICKLE_SUFFIXES):
             raise UnsafeModelFolder(f"{path}: pickle-based weights can run code when loaded; convert them to safetensors")
@@ -55,7 +66,9 @@ def _walk(folder: Path):
 
 def _check_json(path: Path) -> None:
     if path.stat().st_size > _MAX_JSON_BYTES:
-        return  # a tokenizer.json vocabulary: no config keys live in it
+        if path.name == "tokenizer.json":
+            return  # a vocabulary: transformers reads no config keys from it
+        raise UnsafeModelFolder(f"{path} is over {_MAX_JSON_BYTES >> 20} MiB: too big for a config file to check")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -8,7 +8,8 @@ the kernel's administrative calls. The filter (x86-64) makes those fail with EPE
   stacks the full filter on itself first thing (`install`), before it reads a model;
 - ptrace, process_vm_readv/writev, unshare, setns, mount, umount2, pivot_root, chroot;
 - bpf, perf_event_open, userfaultfd, keyctl, add_key, request_key, open_by_handle_at,
-  name_to_handle_at, module and kexec calls, reboot, swapon/off, acct, iopl/ioperm, sethostname.
+  name_to_handle_at, module and kexec calls, reboot, swapon/off, acct, iopl/ioperm, sethostname;
+- io_uring, the new mount API (open_tree, move_mount, fs*), mount_setattr, pidfd_getfd.
 Any call of another architecture's ABI (x32, i386) kills the process: its numbers differ.
 """
 
@@ -42,6 +43,11 @@ DENIED_X86_64 = {
     "perf_event_open": 298, "name_to_handle_at": 303, "open_by_handle_at": 304, "setns": 308,
     "process_vm_readv": 310, "process_vm_writev": 311, "finit_module": 313, "kexec_file_load": 320,
     "bpf": 321, "execveat": 322, "userfaultfd": 323,
+    # io_uring runs its operations inside the kernel, out of this filter's sight; the new mount
+    # API and pidfd_getfd are administrative or cross-process.
+    "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427, "open_tree": 428,
+    "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433,
+    "pidfd_getfd": 438, "mount_setattr": 442,
 }
 _CLONE, _CLONE3 = 56, 435
 

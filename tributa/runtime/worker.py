@@ -305,8 +305,15 @@ class ModelWorker:
                 pass_fds=passed,
                 env=env,
                 stdin=subprocess.DEVNULL,
+                # A sandboxed worker never gets the agent's own stdout/stderr: through
+                # /proc/self/fd it could reopen them and read or truncate the agent's log.
+                stdout=subprocess.PIPE if sandboxed else None,
+                stderr=subprocess.STDOUT if sandboxed else None,
                 start_new_session=True,  # signals to the agent's group do not reach it
             )
+            if sandboxed:
+                threading.Thread(target=_forward_output, args=(self._process.stdout,), daemon=True,
+                                 name="worker-output").start()
         finally:
             child.close()
             if seccomp_fd is not None:
@@ -352,3 +359,15 @@ class ModelWorker:
         except ProcessLookupError:
             pass
         return process.wait()
+
+
+_MAX_FORWARDED_LINE = 500
+
+
+def _forward_output(stream) -> None:
+    """Log a sandboxed worker's output lines (cut to a bounded length) until it exits."""
+    with stream:
+        for raw in iter(lambda: stream.readline(4096), b""):  # bounded: a line without end
+            line = raw[:_MAX_FORWARDED_LINE].decode("utf-8", "replace").rstrip()
+            if line:
+                log.info("worker: %s", line)
