@@ -319,17 +319,17 @@ class ModelWorker:
             if seccomp_fd is not None:
                 os.close(seccomp_fd)
         self._conn = Connection(parent.detach())
-        send(self._conn, {
-            "op": "load",
-            "kind": self.config.kind,
-            "base_dir": self.config.base_dir,
-            "device": self.config.device,
-            "dtype": self.config.dtype,
-            "max_adapters": self.config.max_adapters,
-            "threads": self.config.threads,
-            "test_hook": self.config.test_hook,
-        })
-        try:
+        try:  # a worker that failed to start (bwrap refusing a bind) has closed its end already
+            send(self._conn, {
+                "op": "load",
+                "kind": self.config.kind,
+                "base_dir": self.config.base_dir,
+                "device": self.config.device,
+                "dtype": self.config.dtype,
+                "max_adapters": self.config.max_adapters,
+                "threads": self.config.threads,
+                "test_hook": self.config.test_hook,
+            })
             if not self._conn.poll(self.config.load_timeout_s):
                 raise TimeoutError(f"the model did not load within {self.config.load_timeout_s:.0f}s")
             ready = receive(self._conn)
