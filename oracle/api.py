@@ -10,12 +10,10 @@ Retry-After, logged once per outage rather than a traceback per request.
 from __future__ import annotations
 
 import asyncio
-import errno
 import json
 import logging
 import math
 import re
-import threading
 import time
 from typing import Callable
 
@@ -24,13 +22,14 @@ from web3.exceptions import ProviderConnectionError
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
+from sqlalchemy.exc import DatabaseError, IntegrityError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from oracle.auth import RateLimited, RequestAuthenticator, check_contract_signature, retry_after_header
 from oracle.db import AgentSeen, Database, Job, JobState, Task, now
 from oracle.jobs import JobBook, JobError, Submission, parse_lease_signature
+from oracle.outages import Outages, Unavailable, classify_outage
 from oracle.rpc import RpcUnavailable
 from tributa.chain.eip712 import recover_result_signer
 from tributa.errors import TributaError
@@ -49,81 +48,9 @@ MAX_DB_ID = 2**63 - 1
 MAX_JSON_DEPTH = 32
 # A signed body must arrive within this long (a client trickling its body holds a connection).
 BODY_READ_TIMEOUT_S = 30.0
-# Retry-After (seconds) for a 503: the node, the database or its disk is down, or the API is stopping.
-OUTAGE_RETRY_AFTER_S = 5
+# Retry-After (seconds) for the 503 a long-poll gets while the API is stopping.
 SHUTDOWN_RETRY_AFTER_S = 2
-_DISK_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EIO, errno.EDQUOT, errno.EPERM, errno.EACCES}
-# What a chain call raises while the node is down or unreachable.
-_NODE_ERRORS = (RpcUnavailable, ProviderConnectionError, requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError)
 _SIGNED_HEADERS = ("x-tributa-agent", "x-tributa-nonce", "x-tributa-expiry", "x-tributa-signature")
-
-
-class Unavailable(Exception):
-    """The API cannot serve this request now (503 with Retry-After): `kind` names the outage."""
-
-    def __init__(self, kind: str, message: str, retry_after_s: int = OUTAGE_RETRY_AFTER_S) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.message = message
-        self.retry_after_s = retry_after_s
-
-
-class Outages:
-    """One log line when an outage (node, database, disk) starts and one when it ends, with its
-    duration, however many requests it fails in between."""
-
-    def __init__(self) -> None:
-        self._since: dict[str, tuple[float, str]] = {}
-        self._lock = threading.Lock()
-
-    def down(self, kind: str, detail: str) -> None:
-        with self._lock:
-            if kind in self._since:
-                return
-            self._since[kind] = (time.monotonic(), detail)
-        log.warning("job API: %s unavailable (%s); answering 503 until it is back", kind, detail)
-
-    def up(self) -> None:
-        if not self._since:  # the common case: no lock, nothing to do
-            return
-        with self._lock:
-            ended, self._since = self._since, {}
-        for kind, (since, _detail) in ended.items():
-            log.warning("job API: %s available again after %.1f s", kind, time.monotonic() - since)
-
-    @property
-    def current(self) -> set[str]:
-        return set(self._since)
-
-
-def classify_outage(exc: BaseException, _depth: int = 0) -> Unavailable | None:
-    """The 503 an exception stands for (a node, database or disk outage), or None for a real bug."""
-    found = _classify(exc)
-    cause = exc.__cause__ or exc.__context__
-    if found is None and cause is not None and _depth < 4:
-        return classify_outage(cause, _depth + 1)
-    return found
-
-
-def _classify(exc: BaseException) -> Unavailable | None:
-    if isinstance(exc, Unavailable):
-        return exc
-    if isinstance(exc, OperationalError):
-        text = str(exc.orig if exc.orig is not None else exc).splitlines()[0][:160]
-        lowered = text.lower()
-        if any(word in lowered for word in ("disk", "readonly", "read-only", "full", "i/o")):
-            return Unavailable("disk", f"database storage: {text}")
-        return Unavailable("database", f"database: {text}")
-    if isinstance(exc, DatabaseError) and not isinstance(exc, IntegrityError):
-        text = str(exc.orig if exc.orig is not None else exc).splitlines()[0][:160]
-        if any(word in text.lower() for word in ("disk", "readonly", "read-only", "i/o")):
-            return Unavailable("disk", f"database storage: {text}")
-    if isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS:
-        return Unavailable("disk", f"storage: {exc.strerror or exc} ({errno.errorcode.get(exc.errno, exc.errno)})")
-    if isinstance(exc, _NODE_ERRORS):
-        first = str(exc).splitlines()[0][:160] if str(exc) else ""
-        return Unavailable("node", f"chain node: {type(exc).__name__}: {first}")
-    return None
 
 
 _JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')

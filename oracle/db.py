@@ -6,6 +6,7 @@ resumes where it stopped without losing or repeating anything.
 
 from __future__ import annotations
 
+import errno
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -28,6 +29,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from tributa.errors import TributaError
+from tributa.writable import describe, sqlite_files, unwritable
 
 
 class Wei(TypeDecorator):
@@ -266,12 +270,32 @@ def _enter_wal(cur, wait_s: float = 30.0) -> None:
             delay = min(delay * 2, 0.2)
 
 
+class StorageUnavailable(TributaError, OSError):
+    """The database's files cannot be written now: an immutable (`chattr +i`) or read-only data dir."""
+
+
+def _sqlite_files(url: str) -> tuple[str, ...]:
+    """The folder and files SQLite writes for the database at `url` (none for an in-memory one)."""
+    path = url.split(":///", 1)[1] if ":///" in url else ""
+    return sqlite_files(path) if path and not path.startswith(":memory:") else ()
+
+
+def check_writable(files: tuple[str, ...]) -> None:
+    """Refuse a transaction, with the reason, while any of SQLite's files cannot be written: see
+    tributa.writable (otherwise SQLite's next write to its -shm mapping kills the process)."""
+    path = unwritable(files)
+    if path is not None:
+        raise StorageUnavailable(errno.EROFS, f"the data dir is not writable ({describe(path)}); the oracle waits until it is")
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        files = _sqlite_files(url)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # WAL: readers never block the writer
+            check_writable(files)
             cur = dbapi_conn.cursor()
             _enter_wal(cur)
             # WAL + NORMAL survives a killed process (kill -9) with every commit intact; only an OS
@@ -279,6 +303,10 @@ def make_engine(url: str) -> Engine:
             # they are rebuilt from. FULL fsyncs every commit and caps the job API at ~100 commits/s.
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _storage_writable(_conn):  # readers too: a read transaction writes its mark in -shm
+            check_writable(files)
 
     else:
         engine = create_engine(url, pool_pre_ping=True)

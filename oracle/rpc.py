@@ -7,6 +7,7 @@ the node (a revert, "nonce too low") is a decision, handled by the caller.
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
 from dataclasses import dataclass, field
@@ -20,9 +21,16 @@ class RpcUnavailable(ChainError):
     """The RPC node could not be reached; nothing was lost, the caller retries later."""
 
 
+# What an OSError from the oracle's own disk carries (full, read-only, immutable, failing): an
+# outage of its storage, not of the node, though both are OSErrors.
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EIO, errno.EDQUOT, errno.EPERM, errno.EACCES})
+
+
 def is_transient(exc: BaseException) -> bool:
     """True for failures to talk to the node at all (as opposed to the node answering an error)."""
-    return isinstance(exc, (requests.RequestException, ConnectionError, TimeoutError, OSError))
+    if isinstance(exc, (requests.RequestException, ConnectionError, TimeoutError)):
+        return True
+    return isinstance(exc, OSError) and exc.errno not in STORAGE_ERRNOS
 
 
 def describe(exc: BaseException) -> str:

@@ -15,6 +15,7 @@ from web3 import Web3
 from oracle.api_process import ApiSpec, SharedClock, start_api_process
 from oracle.db import Database, database_url
 from oracle.ingest import Ingestor
+from oracle.outages import Outages, classify_outage
 from oracle.rpc import Backoff, RpcUnavailable, describe, endpoint, is_transient
 from oracle.jobs import JobBook
 from oracle.settler import Attributor, FeePolicy, Settler
@@ -32,6 +33,20 @@ from tributa.store import open_store
 log = logging.getLogger("tributa.oracle")
 
 _SEED_MESSAGE = encode_defunct(text="tributa spot-check seed v1")
+
+
+# A job API process killed by a signal is restarted, at most this many times in this window.
+API_RESTARTS_PER_WINDOW = 5
+API_RESTART_WINDOW_S = 60.0
+
+
+def _exit_status(code: int | None) -> str:
+    if code is not None and code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
 
 
 def chain_trouble(exc: BaseException) -> bool:
@@ -225,6 +240,9 @@ class Oracle:
         )
         self._stop = threading.Event()
         self._trouble: tuple[float, str] | None = None  # (since, error kind) while passes fail on the chain
+        # The database or its disk (full, immutable, read-only): one line when passes start failing on
+        # it, one when they complete again; the pass is retried meanwhile, as for the chain.
+        self.storage = Outages("oracle pass", "retrying each pass, quiet", log)
 
     def step(self) -> None:
         """One pass of the worker loop; exceptions are logged and the loop goes on.
@@ -256,19 +274,21 @@ class Oracle:
         self.settler.fail_pending(self.clock())
         self.settler.refund_due(self.clock())
 
-    def _work(self, api: multiprocessing.Process) -> None:
+    def _work(self) -> None:
         self._recover()
         while not self._stop.is_set():
-            if not api.is_alive():
-                raise ChainError(f"the oracle's job API process exited (code {api.exitcode}); restart the oracle")
+            self._keep_api_up()
             try:
                 self.step()
+                self.storage.up()
                 if not self._backing_off():  # a pass is complete only once no part skips its RPC work
                     self._chain_answers()
             except Exception as exc:
-                self.metrics.rpc_errors.inc()
                 if chain_trouble(exc):  # the node is away or refused: one line per outage, then retry
+                    self.metrics.rpc_errors.inc()
                     self._chain_trouble(exc)
+                elif (outage := classify_outage(exc)) is not None and outage.kind in ("disk", "database", "store"):
+                    self.storage.down(outage.kind, outage.message)
                 else:  # anything else is a bug worth a traceback, but not worth dying for
                     log.exception("oracle pass failed; retrying")
                 self._stop.wait(1.0)
@@ -304,15 +324,31 @@ class Oracle:
                 log.warning("recovery waits for the chain: %s", exc)
                 self._stop.wait(2.0)
 
+    def _keep_api_up(self) -> None:
+        """Restart a job API process killed by a signal (SIGBUS from a storage fault, the OOM
+        killer): it holds no state of its own. One that exited by itself (its port taken, bad
+        settings) would only exit again, and so would one that keeps dying: the oracle stops."""
+        api = self._api
+        if api.is_alive():
+            return
+        recent = [t for t in self._api_restarts if time.monotonic() - t < API_RESTART_WINDOW_S]
+        if api.exitcode is None or api.exitcode >= 0 or len(recent) >= API_RESTARTS_PER_WINDOW:
+            raise ChainError(f"the oracle's job API process exited ({_exit_status(api.exitcode)}); restart the oracle")
+        log.warning("the job API process died (%s); starting a new one", _exit_status(api.exitcode))
+        self._api_restarts = [*recent, time.monotonic()]
+        self._api = start_api_process(self.api_spec, self.clock.shared, self.metrics_queue)
+
     def run(self) -> None:
         """Serve the job API from a forked process and run the worker loop here until a signal."""
-        api = start_api_process(self.api_spec, self.clock.shared, self.metrics_queue)
+        self._api = start_api_process(self.api_spec, self.clock.shared, self.metrics_queue)
+        self._api_restarts: list[float] = []
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: self._stop.set())
         try:
-            self._work(api)
+            self._work()
         finally:
             self._stop.set()
+            api = self._api
             if api.is_alive():
                 api.terminate()  # SIGTERM: uvicorn closes its polls within its 2 s grace
             api.join(timeout=10)

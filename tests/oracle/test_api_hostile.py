@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import event
 from web3 import Web3
 
+from bench.loopback import raw_request
 from oracle.api import MAX_BODY_BYTES, classify_outage, create_app
 from oracle.auth import MALLEABILITY_THRESHOLD, SECP256K1_N, AgentLimiter, BoundedCache, RequestAuthenticator
 from oracle.db import AgentSeen, Job, JobState
@@ -26,6 +27,7 @@ from oracle.service import AgentDirectory
 from tests.helpers import ensure_agent, register_test_model, signer_for
 from tests.oracle.test_api import Api, _lease_signature, _result, api, leased  # noqa: F401 (fixtures)
 from tributa.chain.eip712 import recover_result_signer, sign_result
+from tributa.devnet import free_port
 from tributa.metrics import OracleMetrics
 from tributa.store import cid as cidlib
 
@@ -320,9 +322,7 @@ def served(api, contracts):
 
     from oracle.api_process import server_config
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     server = uvicorn.Server(server_config(_app(api, contracts), "127.0.0.1", port, header_timeout_s=1.0, max_connections=8))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -335,23 +335,10 @@ def served(api, contracts):
     thread.join(10)
 
 
-def _raw_request(port: int, head: bytes, timeout_s: float = 3.0) -> tuple[bytes, float]:
-    started = time.monotonic()
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as conn:
-        conn.sendall(head)
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = conn.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    return data, time.monotonic() - started
-
-
 def test_content_length_of_256_mib__413_before_the_body_is_read(served):
     head = (b"POST /v1/jobs/poll HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             b"Content-Length: 268435456\r\n\r\n{}")
-    data, elapsed = _raw_request(served.port, head)
+    data, elapsed = raw_request(served.port, head)
     assert data.startswith(b"HTTP/1.1 413"), data[:200]
     assert elapsed < 1.0, f"413 took {elapsed:.2f} s"
 
@@ -387,9 +374,7 @@ def test_connections_past_the_cap__closed_at_once_and_health_still_answers(serve
 def test_node_down__503_with_retry_after_and_one_log_line(api, leased, contracts, caplog):
     from web3 import HTTPProvider, Web3
 
-    with socket.socket() as probe:  # a port nothing listens on: the node is down
-        probe.bind(("127.0.0.1", 0))
-        dead = probe.getsockname()[1]
+    dead = free_port()  # a port nothing listens on: the node is down
     w3 = Web3(HTTPProvider(f"http://127.0.0.1:{dead}", exception_retry_configuration=None))
     down = SimpleNamespace(escrow=w3.eth.contract(address=contracts.escrow.address, abi=contracts.escrow.abi))
     http = TestClient(_app(api, contracts, directory=AgentDirectory(down, ttl_s=0)), raise_server_exceptions=False)
@@ -477,9 +462,7 @@ def test_server_shutdown__in_flight_long_poll_on_uvicorn_ends_with_503(api, leas
 
     from oracle.api_process import server_config
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     holder: list = []
     app = _app(api, contracts, stopping=lambda: bool(holder) and holder[0].should_exit)
     server = uvicorn.Server(server_config(app, "127.0.0.1", port))

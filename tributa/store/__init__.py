@@ -11,6 +11,7 @@ from tributa.store.errors import (
     NotFound,
     StoreError,
     StoreFull,
+    StoreUnwritable,
 )
 from tributa.store.factory import IPFS_API_ENV, open_store, store_root
 
@@ -27,6 +28,7 @@ __all__ = [
     "Store",
     "StoreError",
     "StoreFull",
+    "StoreUnwritable",
     "VerifyReport",
     "cid_to_digest",
     "digest_to_cid",

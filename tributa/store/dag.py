@@ -6,7 +6,6 @@ DAG's depth (one node's links per level), never by the content's size.
 
 from __future__ import annotations
 
-import errno
 import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -16,7 +15,7 @@ from typing import Callable, Iterator, Protocol
 
 from tributa.store import dagpb, unixfs
 from tributa.store.cid import Cid
-from tributa.store.errors import IntegrityError, NotFound, StoreError, StoreFull
+from tributa.store.errors import IntegrityError, NotFound, StoreError, write_error
 from tributa.store.unixfs import DataType
 
 
@@ -211,7 +210,7 @@ def export_tree(source: BlockSource, cid: Cid, dest: Path, write_file: WriteFile
         dest.parent.mkdir(parents=True, exist_ok=True)
         export(source, cid, dest, write_file)
     except OSError as exc:
-        raise StoreError(f"cannot write {exc.filename or dest}: {exc.strerror}") from None
+        raise write_error(exc, str(exc.filename or dest)) from None
 
 
 def export(source: BlockSource, cid: Cid, dest: Path, write_file: WriteFile) -> None:
@@ -239,9 +238,7 @@ def write_file_atomically(chunks: Iterator[bytes], dest: Path) -> None:
         os.replace(tmp, dest)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            raise StoreFull(f"disk full while writing {dest}: free some space and retry") from None
-        raise StoreError(f"cannot write {dest}: {exc.strerror}") from None
+        raise write_error(exc, str(dest)) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -13,7 +13,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from tributa.store.errors import StoreError
+from tributa.store.errors import write_error
 
 
 class StoreLock:
@@ -25,7 +25,7 @@ class StoreLock:
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
-            raise StoreError(f"cannot open the store lock {self.path}: {exc.strerror}") from None
+            raise write_error(exc, f"the store lock {self.path}") from None
         try:
             fcntl.flock(fd, mode)
             yield

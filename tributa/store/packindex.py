@@ -20,8 +20,9 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tributa.store.errors import DamagedIndex, StoreError, StoreFull
+from tributa.store.errors import DamagedIndex, StoreError, StoreFull, StoreUnwritable
 from tributa.store.files import fsync_dir, fsync_file, unlink_quietly
+from tributa.writable import describe, sqlite_files, unwritable
 
 BUSY_TIMEOUT_S = 30.0
 _DAMAGED = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
@@ -61,6 +62,10 @@ class PackIndex:
     def _db(self) -> Iterator[sqlite3.Connection]:
         """The connection, opened on first use (and again in a forked child), under the lock."""
         with self._lock, self._errors():
+            # Reads too write to -shm, through an mmap: an immutable one would be SIGBUS, not an error.
+            blocked = unwritable(sqlite_files(self.path))
+            if blocked is not None:
+                raise StoreUnwritable(f"the store index cannot be used now: {describe(blocked)}; make it writable and retry")
             self._drop_inherited()
             if self._conn is not None and self._replaced():
                 self._close_locked()

@@ -18,13 +18,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tributa.store.base import Buffer
-from tributa.store.errors import StoreError, StoreFull
+from tributa.store.errors import StoreError, write_error
 from tributa.store.files import fsync_dir, unlink_quietly
 from tributa.store.layout import Block
 from tributa.store.packformat import PACK_MAGIC, RECORD_HEADER
 from tributa.store.packindex import Location, PackIndex, Row
 
-_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _IOV_MAX = 1024  # buffers one pwritev takes (Linux's IOV_MAX)
 
 
@@ -177,9 +176,4 @@ def _pwrite_all(fd: int, parts: Sequence[Buffer], offset: int) -> tuple[int, OSE
 
 
 def _write_error(exc: OSError, root: Path) -> StoreError:
-    if exc.errno in _FULL_ERRNOS:
-        return StoreFull(
-            f"disk full while writing to {root}: free some space (or run "
-            "`tributa store gc`) and retry; blocks already stored are intact"
-        )
-    return StoreError(f"cannot write a block under {root}: {exc.strerror}")
+    return write_error(exc, f"to {root}")

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from tributa.store.cid import Cid
-from tributa.store.errors import CidError, StoreError
+from tributa.store.errors import CidError, write_error
 
 
 class PinSet:
@@ -19,14 +19,14 @@ class PinSet:
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise StoreError(f"cannot create pin records under {root}: {exc.strerror}") from None
+            raise write_error(exc, f"pin records under {root}") from None
 
     def add(self, cid: Cid) -> None:
         path = self.dir / str(cid)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
-            raise StoreError(f"cannot record the pin for {cid}: {exc.strerror}") from None
+            raise write_error(exc, f"the pin for {cid}") from None
         os.close(fd)
 
     def remove(self, cid: Cid) -> bool:
