@@ -28,7 +28,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from oracle.attribution import AttributionEngine, AttributionIndex, IndexParams, as_tokenizer  # noqa: E402
+from oracle.attribution.params import AttributionParams  # noqa: E402
 from oracle.attribution.semantic import window_starts  # noqa: E402
+from oracle.attribution.spans import maximal_spans, maximal_spans_reference  # noqa: E402
+from oracle.attribution.suffix_array import SuffixArraySearch  # noqa: E402
 from tributa.ml.embeddings import load_embedder  # noqa: E402
 from tributa.ml.tokenizer import (  # noqa: E402
     DATASETS_DIR,
@@ -42,6 +45,7 @@ TOKENS_PER_DATASET = 1_050_000  # 10.5M in all
 OUTPUT_TOKENS = 64
 N_QUERIES = 24
 SUBSTITUTION_RATE = 0.02
+BIG_CORPUS_TOKENS = 100_000_000  # issue 17: one corpus of 100M tokens, spans in <= 2 ms
 
 
 def _quiet(stage: str, done: int, total: int) -> None:
@@ -104,6 +108,67 @@ def _p50_ms(engine: AttributionEngine, queries: list[np.ndarray]) -> tuple[float
     return statistics.median(times), statistics.mean(spans)
 
 
+def _compiled_vs_numpy_ms(engine: AttributionEngine, queries: list[np.ndarray], repeats: int = 3) -> tuple[float, float]:
+    """Median ms of one output's spans over every dataset: compiled search, then the numpy
+    reference, interleaved query by query (same process, same pages, same noise)."""
+    searches = [engine._search[d] for d in engine.dataset_ids]
+    n = engine.params.min_span_tokens
+    compiled, reference = [], []
+    for _ in range(repeats):
+        for ids in queries:
+            for spans_of, times in ((maximal_spans, compiled), (maximal_spans_reference, reference)):
+                start = time.perf_counter()
+                for search in searches:
+                    spans_of(search, ids, n)
+                times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(compiled), statistics.median(reference)
+
+
+def _one_big_corpus(root: Path, source: np.ndarray, tokenizer) -> tuple[float, float, int]:
+    """(p50 ms of the spans of 64-token outputs, the build's peak RSS MB, tokens) for one corpus
+    of BIG_CORPUS_TOKENS tokens. It is generated and indexed in a fresh process, whose own peak
+    RSS is the build's (this one holds MiniLM and ten mapped indexes); then searched here."""
+    import shutil
+    import subprocess
+
+    print(f"attribution bench: indexing one corpus of {BIG_CORPUS_TOKENS:,} tokens ...", file=sys.stderr, flush=True)
+    big = root / "big"
+    np.save(root / "source.npy", source)
+    done = subprocess.run(
+        [sys.executable, "-c", f"from bench.attribution_bench import build_big; build_big({str(root)!r})"],
+        capture_output=True, text=True, check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"building the {BIG_CORPUS_TOKENS:,}-token index failed:\n{done.stderr[-3000:]}")
+    peak_mb = float(done.stdout.split()[-1])
+    index = AttributionIndex.load(big)
+    search = SuffixArraySearch(index.tokens, index.suffix_array)
+    queries = _queries([np.asarray(index.tokens)], seed=5000)
+    n = AttributionParams().min_span_tokens
+    maximal_spans(search, queries[0], n)  # warm the pages it touches
+    times = []
+    for ids in queries * 3:
+        start = time.perf_counter()
+        maximal_spans(search, ids, n)
+        times.append((time.perf_counter() - start) * 1000)
+    del search, index
+    shutil.rmtree(big, ignore_errors=True)
+    return statistics.median(times), peak_mb, BIG_CORPUS_TOKENS
+
+
+def build_big(root: str) -> None:
+    """In its own process: generate the big corpus in 10 parts (the generator's temporaries stay
+    small), index it, print this process's peak RSS in MB."""
+    import resource
+
+    source = np.load(Path(root) / "source.npy")
+    tokenizer = load_tokenizer()
+    part = BIG_CORPUS_TOKENS // 10
+    tokens = np.concatenate([_salad(source, part, len(tokenizer), seed=4000 + i) for i in range(10)])
+    AttributionIndex.build("big", tokens, tokenizer, None, Path(root) / "big", _quiet)
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
 def run(workdir: str | os.PathLike[str], torch_threads: int = 1) -> dict[str, float]:
     """Measure, print the table, return the figures. `torch_threads` applies during the run only:
     on a small shared CPU, one intra-op thread embeds a single query window fastest (more threads
@@ -155,8 +220,11 @@ def _run(workdir: Path, torch_threads: int) -> dict[str, float]:
     chunk_rows = sum(ix.manifest.chunk_count for ix in semantic_indexes)
 
     queries = _queries(corpora, seed=3000)
-    span_ms, mean_spans = _p50_ms(AttributionEngine(span_indexes, tokenizer, None), queries)
+    span_engine = AttributionEngine(span_indexes, tokenizer, None)
+    span_ms, mean_spans = _p50_ms(span_engine, queries)
     total_ms, _ = _p50_ms(AttributionEngine(semantic_indexes, tokenizer, embedder), queries)
+    compiled_ms, numpy_ms = _compiled_vs_numpy_ms(span_engine, queries)
+    big_ms, big_rss_mb, big_tokens = _one_big_corpus(root, source, tokenizer)
 
     rows = [
         ("attribution_ms_p50", round(total_ms, 2), "ms",
@@ -165,6 +233,15 @@ def _run(workdir: Path, torch_threads: int) -> dict[str, float]:
          f"median of {N_QUERIES}; index build excluded"),
         ("attribution_span_ms_p50", round(span_ms, 2), "ms",
          f"the same, span evidence only ({mean_spans:.1f} maximal spans per output on average)"),
+        ("attribution_span_ms_p50_10x1m", round(compiled_ms, 3), "ms",
+         f"the spans alone: compiled search (oracle/attribution/kernels.py) over the {N_DATASETS} datasets"),
+        ("attribution_span_numpy_ms_p50_10x1m", round(numpy_ms, 3), "ms",
+         "the same queries through the vectorised numpy reference, interleaved in this run"),
+        ("attribution_span_compiled_speedup", round(numpy_ms / compiled_ms, 1), "x", "numpy reference ÷ compiled"),
+        ("attribution_span_ms_p50_100m", round(big_ms, 3), "ms",
+         f"the spans of the same kind of outputs against one corpus of {big_tokens:,} tokens"),
+        ("attribution_index_build_100m_peak_rss_mb", round(big_rss_mb, 1), "MB",
+         "this process's peak RSS once that corpus is generated and indexed (an upper bound on the build's)"),
         ("attribution_index_bytes_per_token", round(span_bytes / total_tokens, 3), "B/token",
          "token array (uint16) + suffix array (uint32) on disk; Infini-gram: ~7"),
         ("attribution_index_bytes_per_token_with_embeddings",

@@ -22,25 +22,43 @@ class RawSpan:
 def maximal_spans(search: SuffixArraySearch, output: np.ndarray, min_tokens: int) -> list[RawSpan]:
     """Spans of >= min_tokens output tokens found in the dataset that no other such span contains.
 
-    For each start i the longest match L_i comes from the suffix array; the span [i, i+L_i) is
-    maximal unless an earlier span already reaches its end (then it lies inside that one).
+    For each start i the longest match L_i, and the suffix-array range of its occurrences, come
+    from one compiled search; the range of a span's own start gives its count and first offset.
     """
-    m = len(output)
-    if m < min_tokens:
+    if len(output) < min_tokens:
         return []
-    starts = np.arange(m - min_tokens + 1, dtype=np.int64)
-    lengths = search.longest_matches(output, starts)
-    found: list[tuple[int, int]] = []
-    reach = 0
-    for i, length in zip(starts.tolist(), lengths.tolist()):
-        if length >= min_tokens and i + length > reach:
-            found.append((i, i + length))
-            reach = i + length
-    occurrences = search.occurrences([output[s:e] for s, e in found])
+    lengths, lows, highs = search.match_ranges(output, np.arange(len(output) - min_tokens + 1, dtype=np.int64))
+    rows = _maximal_starts(lengths, min_tokens)
+    offsets = search.first_offsets(lows[rows], highs[rows])
     return [
-        RawSpan(start=s, end=e, dataset_offset=occ.first_offset, count=occ.count)
-        for (s, e), occ in zip(found, occurrences)
+        RawSpan(start=i, end=i + int(lengths[i]), dataset_offset=int(offset), count=int(highs[i] - lows[i]))
+        for i, offset in zip(rows.tolist(), offsets.tolist())
     ]
+
+
+def maximal_spans_reference(search: SuffixArraySearch, output: np.ndarray, min_tokens: int) -> list[RawSpan]:
+    """The same spans from the vectorised numpy searches: what the compiled path is tested against."""
+    if len(output) < min_tokens:
+        return []
+    lengths = search.longest_matches(output, np.arange(len(output) - min_tokens + 1, dtype=np.int64))
+    rows = _maximal_starts(lengths, min_tokens).tolist()
+    occurrences = search.occurrences([output[i : i + lengths[i]] for i in rows])
+    return [
+        RawSpan(start=i, end=i + int(lengths[i]), dataset_offset=occ.first_offset, count=occ.count)
+        for i, occ in zip(rows, occurrences)
+    ]
+
+
+def _maximal_starts(lengths: np.ndarray, min_tokens: int) -> np.ndarray:
+    """Starts i whose span [i, i+L_i) is long enough and not inside an earlier one (which would
+    reach its end: spans are visited left to right)."""
+    picked: list[int] = []
+    reach = 0
+    for i, length in enumerate(lengths.tolist()):
+        if length >= min_tokens and i + length > reach:
+            picked.append(i)
+            reach = i + length
+    return np.asarray(picked, dtype=np.int64)
 
 
 def covered_tokens(spans: list[RawSpan], output_len: int) -> int:

@@ -1,4 +1,8 @@
-"""Suffix-array search over a dataset's token array (Infini-gram style, exact, vectorised).
+"""Suffix-array search over a dataset's token array (Infini-gram style, exact).
+
+`match_ranges`, `first_offsets` and `count` run the compiled kernels (kernels.py); the
+vectorised numpy searches (`longest_matches`, `occurrences`) are the reference they are tested
+against, one numpy step over all rows at a time.
 
 Suffixes compare token by token; a suffix that ends sorts before any longer one (the order
 libdivsufsort produces). Queries are padded with END (-1, "the string stops here") or TOP
@@ -11,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pydivsufsort
+
+from . import kernels
 
 END = -1
 TOP = 1 << 40
@@ -72,6 +78,33 @@ class SuffixArraySearch:
             counts[: len(part)] += part
         self._top_token = len(counts) - 1
         self._first_bounds = np.concatenate([[0], np.cumsum(counts)])
+
+    def match_ranges(self, seq: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For each start i: the longest L such that seq[i:i+L] occurs, and the suffix-array
+        range [lo, hi) of its occurrences (hi - lo of them; (0, 0, 0) when L is 0)."""
+        seq = np.ascontiguousarray(seq, dtype=np.int64)
+        starts = np.ascontiguousarray(starts, dtype=np.int64)
+        if len(starts) and (starts.min() < 0 or starts.max() >= len(seq)):
+            raise ValueError("every start must index the sequence")
+        lengths, lows, highs = (np.empty(len(starts), dtype=np.int64) for _ in range(3))
+        kernels.longest_matches(self.tokens, self.sa, self._first_bounds, seq, starts, lengths, lows, highs)
+        return lengths, lows, highs
+
+    def first_offsets(self, lows: np.ndarray, highs: np.ndarray) -> np.ndarray:
+        """The smallest dataset offset in each suffix-array range (-1 for an empty one)."""
+        out = np.empty(len(lows), dtype=np.int64)
+        kernels.smallest_positions(self.sa, np.asarray(lows, dtype=np.int64), np.asarray(highs, dtype=np.int64), out)
+        return out
+
+    def count(self, ngram) -> int:
+        """How many times `ngram` (token ids) occurs in the dataset; 0 when it never does."""
+        pattern = np.ascontiguousarray(ngram, dtype=np.int64)
+        if pattern.ndim != 1 or len(pattern) == 0:
+            raise ValueError("count needs a non-empty 1-D sequence of token ids")
+        if pattern.min() < 0:
+            return 0
+        lo, hi = kernels.pattern_range(self.tokens, self.sa, self._first_bounds, pattern)
+        return int(hi - lo)
 
     def _suffix_prefixes(self, positions: np.ndarray, width: int) -> np.ndarray:
         """The first `width` tokens of the suffixes at `positions`, END past the array's end."""
@@ -139,7 +172,7 @@ class SuffixArraySearch:
         return best
 
     def occurrences(self, patterns: list[np.ndarray]) -> list[Occurrence]:
-        """Count and first offset of each (non-empty) pattern."""
+        """Count and first offset (-1 when it never occurs) of each non-empty pattern."""
         if not patterns:
             return []
         width = max(len(p) for p in patterns) + 1
@@ -154,6 +187,7 @@ class SuffixArraySearch:
         out = []
         for lo, hi in zip(first.tolist(), last.tolist()):
             if hi <= lo:
-                raise RuntimeError("a matched span has no occurrence: the index is corrupt, rebuild it")
-            out.append(Occurrence(count=hi - lo, first_offset=int(self.sa[lo:hi].min())))
+                out.append(Occurrence(count=0, first_offset=-1))
+            else:
+                out.append(Occurrence(count=hi - lo, first_offset=int(self.sa[lo:hi].min())))
         return out

@@ -31,7 +31,8 @@ from oracle.attribution import (  # noqa: E402
     fallback_weights,
     largest_remainder_bps,
 )
-from oracle.attribution.suffix_array import SuffixArraySearch, build_suffix_array  # noqa: E402
+from oracle.attribution.spans import maximal_spans, maximal_spans_reference  # noqa: E402
+from oracle.attribution.suffix_array import Occurrence, SuffixArraySearch, build_suffix_array  # noqa: E402
 from tributa.ml.embeddings import load_embedder  # noqa: E402
 from tributa.ml.tokenizer import load_tokenizer  # noqa: E402
 
@@ -366,6 +367,51 @@ def test_suffix_array_search__longest_matches_and_counts__agree_with_brute_force
     hits = [p for p in range(len(text) - 5) if text[p : p + 6] == pattern.tolist()]
     [occ] = search.occurrences([pattern])
     assert (occ.count, occ.first_offset) == (len(hits), min(hits))
+
+
+def _brute_count(text: list[int], pattern: list[int]) -> tuple[int, int]:
+    hits = [p for p in range(len(text) - len(pattern) + 1) if text[p : p + len(pattern)] == pattern]
+    return len(hits), (min(hits) if hits else -1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    corpus=st.lists(st.integers(0, 6), min_size=1, max_size=400),
+    output=st.lists(st.integers(0, 8), min_size=0, max_size=80),
+    pieces=st.lists(st.tuples(st.integers(0, 399), st.integers(1, 40)), max_size=4),
+    min_tokens=st.integers(1, 6),
+    wide=st.booleans(),
+)
+def test_compiled_search__random_corpora__same_spans_counts_and_offsets_as_numpy(corpus, output, pieces, min_tokens, wide):
+    tokens = np.asarray(corpus, dtype=np.uint32 if wide else np.uint16)
+    search = SuffixArraySearch(tokens, build_suffix_array(tokens))
+    for start, length in pieces:  # quotes of the corpus inside the output: long matches
+        output = output + corpus[start % len(corpus) : start % len(corpus) + length]
+    ids = np.asarray(output, dtype=np.int64)
+
+    compiled = maximal_spans(search, ids, min_tokens)
+    assert compiled == maximal_spans_reference(search, ids, min_tokens)
+    for span in compiled:
+        assert (span.count, span.dataset_offset) == _brute_count(corpus, output[span.start : span.end])
+    if output:
+        lengths, _, _ = search.match_ranges(ids, np.arange(len(ids)))
+        assert lengths.tolist() == search.longest_matches(ids, np.arange(len(ids))).tolist()
+
+
+@pytest.mark.parametrize("pattern", [[9], [0, 9], [1, 2, 3, 4, 1, 2, 3, 4, 4, 4, 4], [4, 3]])
+def test_count__a_pattern_that_never_occurs__zero_not_corrupt(pattern):
+    tokens = np.asarray([1, 2, 3, 4, 1, 2, 3, 4], dtype=np.uint16)
+    search = SuffixArraySearch(tokens, build_suffix_array(tokens))
+    assert search.count(pattern) == 0
+    assert search.occurrences([np.asarray(pattern)]) == [Occurrence(count=0, first_offset=-1)]
+
+
+def test_count__patterns_that_occur__their_number_of_occurrences():
+    tokens = np.asarray([1, 2, 3, 4, 1, 2, 3, 4, 1, 2], dtype=np.uint16)
+    search = SuffixArraySearch(tokens, build_suffix_array(tokens))
+    assert [search.count(p) for p in ([1], [1, 2], [1, 2, 3], [4, 1, 2], [2])] == [3, 3, 2, 2, 3]
+    with pytest.raises(ValueError, match="non-empty"):
+        search.count([])
 
 
 def test_build__token_ids_source__indexes_them_without_a_tokenizer_pass(tmp_path, tokenizer):
