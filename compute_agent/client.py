@@ -13,7 +13,7 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from tributa.chain.eip712 import sign_request
-from tributa.errors import ChainError, TributaError
+from tributa.errors import TributaError
 
 REQUEST_TTL_S = 60
 
@@ -113,7 +113,7 @@ class JobClient:
         try:
             response = self.http.get(f"{self.base}/v1/content/{cid}")
         except httpx.HTTPError as exc:
-            raise ChainError(f"cannot reach the oracle's content gateway: {exc}") from None
+            raise OracleUnavailable(f"cannot reach the oracle's content gateway: {exc}") from None
         if response.status_code != 200:
-            raise OracleRefused(response.status_code, response.text)
+            raise OracleRefused(response.status_code, response.text, retry_after(response.headers.get("retry-after")))
         return response.content

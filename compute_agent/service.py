@@ -111,14 +111,15 @@ class Agent:
             self._models[model_id] = read_model(self.contracts.registry, model_id)
         return self._models[model_id]
 
-    def fetch_input(self, input_cid: str) -> bytes:
-        """From the local store if it holds the CID, else the oracle's gateway, re-hashed here."""
+    def fetch_input(self, input_cid: str, job_id: int | None = None) -> bytes:
+        """From the local store if it holds the CID, else the oracle's gateway (retried while it
+        is away or answers 503), re-hashed here."""
         try:
             if self.store.has(input_cid):
                 return self.store.get_bytes(input_cid)
         except StoreError:
             pass
-        data = self.client.fetch_content(input_cid)
+        data = self._retrying("input fetch", job_id, lambda: self.client.fetch_content(input_cid))
         if str(self.store.cid_of(data)) != input_cid:
             raise StoreError(f"content served for {input_cid} does not hash to that CID")
         return data
@@ -139,7 +140,7 @@ class Agent:
         if offer.get("input_b64"):
             return self.inline_input(offer)
         if not offer.get("input_envelope_b64"):
-            return self.fetch_input(offer["input_cid"])
+            return self.fetch_input(offer["input_cid"], offer.get("job_id"))
         envelope = base64.b64decode(offer["input_envelope_b64"])
         where = private.Deployment(self.contracts.chain_id, self.contracts.escrow.address)
         requester = self.contracts.escrow.functions.task(offer["task_id"]).call()[0]

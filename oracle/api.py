@@ -50,6 +50,8 @@ MAX_JSON_DEPTH = 32
 BODY_READ_TIMEOUT_S = 30.0
 # Retry-After (seconds) for the 503 a long-poll gets while the API is stopping.
 SHUTDOWN_RETRY_AFTER_S = 2
+# Paths whose success says nothing about the database, the store or the node.
+_TOUCHES_NOTHING = frozenset({"/v1/health", "/openapi.json", "/docs", "/redoc", "/docs/oauth2-redirect"})
 _SIGNED_HEADERS = ("x-tributa-agent", "x-tributa-nonce", "x-tributa-expiry", "x-tributa-signature")
 
 
@@ -330,7 +332,9 @@ def create_app(
     @app.middleware("http")
     async def _note_recovery(request: Request, call_next):
         response = await call_next(request)
-        if response.status_code < 500 and outages.current:
+        # Only a success of a request that used the database, the store or the node ends an
+        # outage: a health check or a refused bad id touches none of them, and would end it at once.
+        if outages.current and 200 <= response.status_code < 300 and request.url.path not in _TOUCHES_NOTHING:
             outages.up()
         return response
 

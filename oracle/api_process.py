@@ -212,6 +212,29 @@ def _die_with(parent_pid: int) -> None:
         os._exit(0)
 
 
+def _open_parts(spec: ApiSpec, load_contracts, open_database, open_store, retry_s: float = 1.0):
+    """The node's contracts, the database and the store, waiting out an outage of any of them:
+    an API process restarted after a storage fault or during a node outage meets the same
+    outage, and exiting would stop the oracle. One line when it starts waiting, one when done."""
+    import time
+
+    from oracle.outages import Outages, classify_outage
+
+    outages = Outages("job API start", "waiting", log)
+    while True:
+        try:
+            parts = load_contracts(spec.settings), open_database(spec.db_url), open_store(spec.settings.store_dir)
+        except Exception as exc:
+            outage = classify_outage(exc)
+            if outage is None:
+                raise
+            outages.down(outage.kind, outage.message)
+            time.sleep(retry_s)
+            continue
+        outages.up()
+        return parts
+
+
 def _serve(spec: ApiSpec, clock: SharedClock, metrics_queue, parent_pid: int) -> None:
     _die_with(parent_pid)
     import uvicorn
@@ -226,9 +249,7 @@ def _serve(spec: ApiSpec, clock: SharedClock, metrics_queue, parent_pid: int) ->
     from tributa.metrics import OracleMetrics, apply_relayed
     from tributa.store import open_store
 
-    contracts = load_contracts(spec.settings)
-    db = Database(spec.db_url)
-    store = open_store(spec.settings.store_dir)
+    contracts, db, store = _open_parts(spec, load_contracts, Database, open_store)
     metrics = OracleMetrics(task_counts=lambda: task_counts(db))
     threading.Thread(target=apply_relayed, args=(metrics, metrics_queue), name="metrics-relay", daemon=True).start()
     directory = AgentDirectory(contracts)

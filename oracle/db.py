@@ -304,8 +304,8 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
 
-        @event.listens_for(engine, "begin")
-        def _storage_writable(_conn):  # readers too: a read transaction writes its mark in -shm
+        @event.listens_for(engine, "before_cursor_execute")
+        def _storage_writable(*_args):  # every statement, reads too: each may write a read mark in -shm
             check_writable(files)
 
     else:

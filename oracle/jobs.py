@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from sqlalchemy import func, select, text, update
 
 from oracle.db import AgentSeen, Database, Job, JobState, Task, TaskState, now
+from oracle.outages import is_outage
 from tributa import private
 from tributa.chain.eip712 import recover_lease_signer, recover_result_signer
 from tributa.errors import TributaError
@@ -214,6 +215,8 @@ class JobBook:
         try:
             envelope, inline = self._input_for(agent, task, input_cid)
         except TributaError as exc:
+            if is_outage(exc):  # the store's disk, not the input: the task waits for it
+                raise
             task.state = TaskState.FAILING
             task.reason = f"private input cannot be opened: {exc}"[:128]
             log.warning("task %s failed: %s", task.task_id, task.reason)

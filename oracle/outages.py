@@ -24,6 +24,12 @@ OUTAGE_RETRY_AFTER_S = 5
 _NODE_ERRORS = (RpcUnavailable, ProviderConnectionError, requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError)
 
 
+# Words of a database error that mean its disk is away (SQLite) or the server is (PostgreSQL).
+_DISK_WORDS = ("disk", "readonly", "read-only", "full", "i/o", "unable to open")
+_UNREACHABLE_WORDS = ("locked", "could not connect", "connection", "server closed", "terminating", "timeout",
+                      "the database system is", "no route", "refused")
+
+
 class Unavailable(Exception):
     """The API cannot serve this request now (503 with Retry-After): `kind` names the outage."""
 
@@ -65,6 +71,12 @@ class Outages:
         return set(self._since)
 
 
+def is_outage(exc: BaseException) -> bool:
+    """Whether `exc` stands for an outage of the disk, the store, the database or the node (wait
+    and retry), rather than something wrong with the task at hand (fail it)."""
+    return classify_outage(exc) is not None
+
+
 def classify_outage(exc: BaseException, _depth: int = 0) -> Unavailable | None:
     """The 503 an exception stands for (a node, database or disk outage), or None for a real bug."""
     found = _classify(exc)
@@ -84,9 +96,13 @@ def _classify(exc: BaseException) -> Unavailable | None:
     if isinstance(exc, OperationalError):
         text = str(exc.orig if exc.orig is not None else exc).splitlines()[0][:160]
         lowered = text.lower()
-        if any(word in lowered for word in ("disk", "readonly", "read-only", "full", "i/o")):
+        if "malformed" in lowered:  # a damaged database is not waited out
+            return None
+        if any(word in lowered for word in _DISK_WORDS):
             return Unavailable("disk", f"database storage: {text}")
-        return Unavailable("database", f"database: {text}")
+        if any(word in lowered for word in _UNREACHABLE_WORDS):
+            return Unavailable("database", f"database: {text}")
+        return None  # `no such column`, too many variables…: a bug, worth its traceback
     if isinstance(exc, DatabaseError) and not isinstance(exc, IntegrityError):
         text = str(exc.orig if exc.orig is not None else exc).splitlines()[0][:160]
         if any(word in text.lower() for word in ("disk", "readonly", "read-only", "i/o")):

@@ -336,6 +336,11 @@ class Oracle:
             raise ChainError(f"the oracle's job API process exited ({_exit_status(api.exitcode)}); restart the oracle")
         log.warning("the job API process died (%s); starting a new one", _exit_status(api.exitcode))
         self._api_restarts = [*recent, time.monotonic()]
+        # A fresh metrics queue: the dead process may hold the old one's read lock for good.
+        self.metrics_queue.cancel_join_thread()  # never block the worker's exit on its buffer
+        self.metrics_queue.close()
+        self.metrics_queue = multiprocessing.get_context("fork").Queue()
+        self.metrics.retarget(self.metrics_queue)
         self._api = start_api_process(self.api_spec, self.clock.shared, self.metrics_queue)
 
     def run(self) -> None:

@@ -16,6 +16,7 @@ from web3 import Web3
 
 from oracle.db import Database, Job, JobState, Task, TaskState, now
 from oracle.ingest import EventDecoder
+from oracle.outages import is_outage
 from oracle.txmanager import NotSent, TxManager
 from tributa.metrics import OracleMetrics
 from oracle.verify import Reexecute, Verdict, decide, spot_check_selected
@@ -170,6 +171,8 @@ class Settler:
             verdict = decide(task, jobs, self.reexecute, lambda output: self._store_output(task, output, oracle_seal), spot,
                              self._judge(task), self._output_of(task))
         except Exception as exc:  # a re-execution that crashes must not stall the queue
+            if is_outage(exc):  # a full disk or an away store: the pass stops and retries, the task waits
+                raise
             log.exception("verdict for task %s failed", task_id)
             verdict = Verdict(None, None, source="reexecution", note=f"re-execution failed: {type(exc).__name__}")
         if verdict.result_digest is None:
@@ -222,7 +225,9 @@ class Settler:
         def output_of(job: Job) -> bytes | None:
             try:
                 return self.store.get_bytes(job.result_cid) if job.result_cid else None
-            except Exception:  # a missing block: that answer agrees by digest only
+            except Exception as exc:  # a missing block: that answer agrees by digest only
+                if is_outage(exc):
+                    raise
                 log.warning("task %s: output %s of agent %s not in the store", task.task_id, job.result_cid, job.agent)
                 return None
 

@@ -63,22 +63,28 @@ class RelayedMetrics:
     put one small message on the queue, never blocking the worker."""
 
     def __init__(self, queue) -> None:
+        self._queue = [queue]  # a box: every metric handed out follows `retarget`
         for name in RELAYED_METRICS:
-            setattr(self, name, _RelayedMetric(queue, name, ()))
+            setattr(self, name, _RelayedMetric(self._queue, name, ()))
+
+    def retarget(self, queue) -> None:
+        """Relay to `queue` from now on: a restarted API process reads a fresh one (the killed
+        one may have died holding the old queue's read lock)."""
+        self._queue[0] = queue
 
 
 class _RelayedMetric:
-    def __init__(self, queue, name: str, labels: tuple[str, ...]) -> None:
-        self._queue, self._name, self._labels = queue, name, labels
+    def __init__(self, box: list, name: str, labels: tuple[str, ...]) -> None:
+        self._box, self._name, self._labels = box, name, labels
 
     def labels(self, *values: str) -> "_RelayedMetric":
-        return _RelayedMetric(self._queue, self._name, tuple(str(v) for v in values))
+        return _RelayedMetric(self._box, self._name, tuple(str(v) for v in values))
 
     def inc(self, amount: float = 1) -> None:
-        self._queue.put((self._name, self._labels, "inc", amount))
+        self._box[0].put((self._name, self._labels, "inc", amount))
 
     def observe(self, value: float) -> None:
-        self._queue.put((self._name, self._labels, "observe", value))
+        self._box[0].put((self._name, self._labels, "observe", value))
 
 
 def apply_relayed(metrics: OracleMetrics, queue) -> None:

@@ -40,6 +40,19 @@ def test_cli__unreachable_rpc__one_line_error_and_exit_1_without_traceback(fresh
     assert "cannot reach an Ethereum node at http://127.0.0.1:9" in proc.stderr
 
 
+def test_oracle_run__node_never_answers__waits_node_wait_s_then_one_line_error(fresh_settings):
+    proc = subprocess.run(
+        [sys.executable, "-m", "tributa.cli.__main__", "--rpc-url", "http://127.0.0.1:9", "oracle", "run", "--node-wait-s", "3",
+         "--text-logs"],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "TRIBUTA_DATA_DIR": str(fresh_settings.data_dir)},
+    )
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert "waiting up to 3s for it" in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "cannot reach an Ethereum node at http://127.0.0.1:9" in last and "--node-wait-s" in last, proc.stderr
+
+
 def test_cli__rpc_url_not_http__says_so(fresh_settings):
     result = run_cli(fresh_settings.with_overrides(rpc_url="ws://localhost:8545"), "model", "list")
     assert_one_line_error(result, "is not http(s)://")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -93,16 +94,34 @@ def _api_pid(net) -> int:
     return int(children[0])
 
 
-def test_api_process_killed_by_a_signal__the_oracle_logs_it_starts_a_new_one_and_tasks_settle(net):
+def test_api_process_killed_during_a_storage_outage__a_new_one_waits_it_out__tasks_and_metrics_go_on(net):
+    """What a SIGBUS from SQLite's -shm mapping leaves: the disk still immutable when the worker
+    starts the new API process, which must wait for it, not exit (and stop the oracle)."""
+    immutable = "immutable data dir" not in net.skipped
     mark = len(net.oracle.log_path.read_text(errors="replace"))
     old = _api_pid(net)
-    os.kill(old, signal.SIGBUS)  # what a storage fault in SQLite's -shm mapping would be
+    if immutable:
+        set_immutable(net.settings.data_dir, True)
+    try:
+        os.kill(old, signal.SIGBUS)
+        time.sleep(4)  # the worker has started a new API process, which meets the outage
+        _alive(net)
+    finally:
+        if immutable:
+            set_immutable(net.settings.data_dir, False)
 
     _wait_for_new_api(net, old)
     assert net.wait_final(net.post(2), timeout_s=90) > 0
     _alive(net)
     during = net.oracle.log_path.read_text(errors="replace")[mark:]
     assert "the job API process died (killed by SIGBUS); starting a new one" in during, during
+    if immutable:
+        assert "job API start: disk unavailable" in during and "job API start: disk available again" in during, during
+    # The new process relays the worker's metrics (a fresh queue: the dead one may hold the old's lock).
+    deadline = time.monotonic() + 10
+    while not re.search(r"tributa_oracle_settled_total\{[^}]*\} [1-9]", metrics := httpx.get(f"{net.settings.oracle_url}/metrics").text):
+        assert time.monotonic() < deadline, metrics
+        time.sleep(0.5)
 
 
 def _wait_for_new_api(net, old: int, timeout_s: float = 30) -> None:
@@ -115,6 +134,23 @@ def _wait_for_new_api(net, old: int, timeout_s: float = 30) -> None:
             pass  # between the old process and the new one
         time.sleep(0.2)
     raise AssertionError(f"no new job API process within {timeout_s}s:\n{net.oracle.log_tail()}")
+
+
+def test_oracle_started_while_the_node_is_down__waits_for_it_then_serves(net):
+    net.oracle.stop()
+    net.node.stop()
+    started = threading.Thread(target=net.start_oracle)  # it blocks until the API answers
+    started.start()
+    time.sleep(6)  # the new oracle is waiting for the node
+    net.node.start()
+    started.join(120)
+    assert not started.is_alive() and net.oracle.alive(), net.oracle.log_tail()
+    assert net.wait_final(net.post(2), timeout_s=90) > 0
+    log = net.oracle.log_path.read_text(errors="replace")
+    assert "cannot reach an Ethereum node" in log and "waiting up to 300s for it" in log, log
+    assert re.search(r"the chain node at \S+ answered after [0-9]+s", log), log
+    assert "Traceback" not in log
+    _alive(net)
 
 
 def test_chaos__every_fault_in_turn__every_task_final_once_books_balance_and_all_alive(net):

@@ -398,7 +398,12 @@ def test_database_read_only__503_then_recovers_with_a_log_line(api, leased, capl
     engine.dispose()
     try:
         with caplog.at_level(logging.WARNING, logger="tributa.oracle.api"):
-            responses = [api.post("/v1/jobs/poll", {"wait_s": 0}) for _ in range(3)]
+            responses = []
+            for _ in range(3):
+                responses.append(api.post("/v1/jobs/poll", {"wait_s": 0}))
+                assert api.http.get("/v1/health").status_code == 200  # touches no storage: ends nothing
+                assert api.http.get("/v1/tasks/-1").status_code in (404, 422)  # refused before any query
+            assert not any("available again" in r.getMessage() for r in caplog.records)
     finally:
         event.remove(engine, "connect", read_only)
         engine.dispose()

@@ -7,9 +7,11 @@ missing the tests that need it are skipped with the reason."""
 from __future__ import annotations
 
 import errno
+import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -142,3 +144,53 @@ def test_store__folder_made_immutable__store_unwritable_then_writes_again(immuta
     set_immutable(immutable_dir, False)
     cid = store.put_bytes(b"after")
     assert store.get_bytes(cid) == b"after"
+
+
+@pytest.mark.parametrize(
+    "message, kind",
+    [
+        ("database is locked", "database"),
+        ("could not connect to server: Connection refused", "database"),
+        ("server closed the connection unexpectedly", "database"),
+        ("disk I/O error", "disk"),
+        ("attempt to write a readonly database", "disk"),
+        ("database or disk is full", "disk"),
+        ("no such column: tasks.nope", None),
+        ("too many SQL variables", None),
+        ("database disk image is malformed", None),
+    ],
+)
+def test_classify_outage__database_errors__outages_only_when_the_database_is_away(message, kind):
+    from sqlalchemy.exc import OperationalError
+
+    outage = classify_outage(OperationalError("SELECT 1", {}, Exception(message)))
+    assert (outage.kind if outage else None) == kind
+
+
+def test_unwritable__a_file_this_user_may_only_read__let_through_not_a_fault():
+    """A reader without write permission: SQLite maps -shm read-only and never faults, so the
+    guard must not refuse it (it once refused `oracle status` for such a user)."""
+    import shutil
+    import tempfile
+
+    # The system's python: the project's venv may sit in a folder other users cannot enter, and
+    # the module needs nothing beyond the standard library.
+    python = shutil.which("python3", path="/usr/bin:/bin")
+    if os.geteuid() != 0 or shutil.which("setpriv") is None or python is None:
+        pytest.skip("needs root, setpriv and /usr/bin/python3 to check as another user")
+    folder = Path(tempfile.mkdtemp(prefix="tributa-readonly-"))  # under /tmp: reachable by others
+    try:
+        os.chmod(folder, 0o755)
+        db = folder / "o.sqlite"
+        db.write_bytes(b"")
+        os.chmod(db, 0o644)
+        source = Path(__file__).resolve().parents[2] / "tributa" / "writable.py"
+        program = source.read_text() + (
+            f"\nprint(os.path.lexists({str(db)!r}), os.access({str(db)!r}, os.W_OK), unwritable(({str(folder)!r}, {str(db)!r})))\n"
+        )
+        done = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", python, "-c", program],
+                              capture_output=True, text=True, timeout=60, cwd="/")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "False", "None"]  # it sees the file, may not write it, is let through

@@ -26,3 +26,28 @@ def connect(rpc_url: str, timeout_s: float = 10.0) -> Web3:
             f"is Anvil running? (`make demo` starts one) or pass --rpc-url"
         ) from None
     return w3
+
+
+def wait_for_node(rpc_url: str, wait_s: float, log, poll_s: float = 2.0) -> Web3:
+    """`connect(rpc_url)`, retried for up to `wait_s` while the node does not answer: a service
+    started before its node (a reboot, a node restarting) waits for it instead of exiting. One
+    log line when it starts waiting and one when the node answers; ChainError after `wait_s`."""
+    import time
+
+    started = time.monotonic()
+    waiting = False
+    while True:
+        try:
+            w3 = connect(rpc_url)
+        except ChainError as exc:
+            waited = time.monotonic() - started
+            if waited + poll_s > wait_s:
+                raise ChainError(f"{exc} (waited {waited:.0f}s; --node-wait-s sets how long)") from None
+            if not waiting:
+                log.warning("%s; waiting up to %.0fs for it", exc, wait_s)
+                waiting = True
+            time.sleep(poll_s)
+            continue
+        if waiting:
+            log.info("the chain node at %s answered after %.0fs", rpc_url, time.monotonic() - started)
+        return w3

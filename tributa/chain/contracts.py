@@ -41,8 +41,9 @@ def bind(w3: Web3, deployment: Deployment) -> Contracts:
     return Contracts(w3, deployment, at("TaskEscrow"), at("DataRegistry"), at("RoyaltyVault"), launcher)
 
 
-def load_contracts(settings: Settings) -> Contracts:
-    """Connect to the node in `settings` and bind the contracts deployed on its chain."""
-    w3 = connect(settings.rpc_url)
+def load_contracts(settings: Settings, w3: Web3 | None = None) -> Contracts:
+    """Connect to the node in `settings` (or use `w3`, connected to it) and bind the contracts
+    deployed on its chain."""
+    w3 = w3 if w3 is not None else connect(settings.rpc_url)
     deployment = load_deployment(settings.deployments_dir, w3.eth.chain_id)
     return bind(w3, deployment)

@@ -22,6 +22,14 @@ class CliContext:
 
         return load_contracts(self.settings)
 
+    def wait_for_chain(self, wait_s: float, log) -> None:
+        """Bind the contracts once the node answers, waiting up to `wait_s` for it (services)."""
+        from tributa.chain.connection import wait_for_node
+        from tributa.chain.contracts import load_contracts
+
+        if wait_s > 0 and "contracts" not in self.__dict__:
+            self.__dict__["contracts"] = load_contracts(self.settings, wait_for_node(self.settings.rpc_url, wait_s, log))
+
     @cached_property
     def store(self):
         from tributa.store import open_store
@@ -37,6 +45,12 @@ class CliContext:
 
 
 pass_ctx = click.make_pass_decorator(CliContext)
+
+# For the long-running services: started before their node (a reboot), they wait for it.
+node_wait_option = click.option(
+    "--node-wait-s", type=click.FloatRange(0), default=300.0, show_default=True,
+    help="how long to wait for the chain node to answer at start (0: fail at once)",
+)
 
 
 def account_option(role: str):

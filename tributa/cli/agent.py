@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import click
 
-from tributa.cli import account_option, pass_ctx
+from tributa.cli import account_option, node_wait_option, pass_ctx
 from tributa.cli.format import eth, parse_eth
 from tributa.errors import TributaError
 
@@ -39,16 +40,18 @@ def agent() -> None:
 @click.option("--device", default="cpu", show_default=True,
               help="where jobs run: cpu, cuda or cuda:N; registered on-chain as the device class")
 @click.option("--json-logs/--text-logs", default=True)
+@node_wait_option
 @account_option("agent")
 @pass_ctx
 def run(ctx, model_dirs, stake, capacity, max_jobs, metrics_port, no_sandbox, max_batch, worker_memory_mb, adapter_cache, dtype, threads,
-        device, json_logs, account_spec) -> None:
+        device, json_logs, node_wait_s, account_spec) -> None:
     """Register (or refresh the registration), then poll and run jobs until interrupted."""
     from compute_agent.bootstrap import ServingOptions, build_agent, resolve_device
     from tributa.logs import setup_logging
 
     resolve_device(device)  # a bad choice fails before any set-up
     setup_logging(json_logs=json_logs)
+    ctx.wait_for_chain(node_wait_s, logging.getLogger("tributa.agent"))
     try:
         stake_wei = parse_eth(stake) if stake is not None else None
     except ValueError as exc:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import click
 
-from tributa.cli import account_option, pass_ctx
+from tributa.cli import account_option, node_wait_option, pass_ctx
 from tributa.errors import TributaError
 
 
@@ -27,14 +28,17 @@ def oracle() -> None:
 @click.option("--spot-check-fraction", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="share of k=1 tasks the oracle re-runs itself (needs --model-dir)")
 @click.option("--json-logs/--text-logs", default=True)
+@node_wait_option
 @account_option("oracle")
 @pass_ctx
-def run(ctx, host, port, db_url, lease_s, agent_fee_bps, no_attribution, model_dirs, spot_check_fraction, json_logs, account_spec) -> None:
+def run(ctx, host, port, db_url, lease_s, agent_fee_bps, no_attribution, model_dirs, spot_check_fraction, json_logs, node_wait_s,
+        account_spec) -> None:
     """Run the oracle until interrupted."""
     from oracle.service import Oracle, OracleOptions
     from tributa.logs import setup_logging
 
     setup_logging(json_logs=json_logs)
+    ctx.wait_for_chain(node_wait_s, logging.getLogger("tributa.oracle"))
     signer = ctx.signer(account_spec, "oracle")
     if spot_check_fraction and not model_dirs:
         raise TributaError("--spot-check-fraction needs the models to re-run: give --model-dir")

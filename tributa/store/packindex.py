@@ -26,6 +26,8 @@ from tributa.writable import describe, sqlite_files, unwritable
 
 BUSY_TIMEOUT_S = 30.0
 _DAMAGED = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
+# The disk under the index failing, read-only or gone for a moment: an outage to retry, not a bad request.
+_UNUSABLE = {sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN}
 _SIDECARS = ("-wal", "-shm")  # SQLite's files beside the database in WAL mode
 _INHERITED: list[sqlite3.Connection] = []  # connections a forked child must leave alone
 
@@ -114,6 +116,11 @@ class PackIndex:
             code = getattr(exc, "sqlite_errorcode", 0) & 0xFF  # the primary code
             if code in _DAMAGED:
                 raise DamagedIndex(self.path, str(exc)) from None
+            if code in _UNUSABLE:
+                raise StoreUnwritable(
+                    f"the store index {self.path} cannot be used now ({exc}): check the disk and its "
+                    "permissions, then retry; blocks already stored are intact"
+                ) from None
             if code == sqlite3.SQLITE_FULL:
                 raise StoreFull(
                     f"disk full while writing the store index {self.path}: free some space (or "
