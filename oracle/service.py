@@ -16,6 +16,7 @@ from oracle.api_process import ApiSpec, SharedClock, start_api_process
 from oracle.db import Database, database_url
 from oracle.ingest import Ingestor
 from oracle.outages import Outages, classify_outage
+from oracle.supervisor import exit_status
 from oracle.rpc import Backoff, RpcUnavailable, describe, endpoint, is_transient
 from oracle.jobs import JobBook
 from oracle.settler import Attributor, FeePolicy, Settler
@@ -38,15 +39,6 @@ _SEED_MESSAGE = encode_defunct(text="tributa spot-check seed v1")
 # A job API process killed by a signal is restarted, at most this many times in this window.
 API_RESTARTS_PER_WINDOW = 5
 API_RESTART_WINDOW_S = 60.0
-
-
-def _exit_status(code: int | None) -> str:
-    if code is not None and code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit code {code}"
 
 
 def chain_trouble(exc: BaseException) -> bool:
@@ -333,8 +325,8 @@ class Oracle:
             return
         recent = [t for t in self._api_restarts if time.monotonic() - t < API_RESTART_WINDOW_S]
         if api.exitcode is None or api.exitcode >= 0 or len(recent) >= API_RESTARTS_PER_WINDOW:
-            raise ChainError(f"the oracle's job API process exited ({_exit_status(api.exitcode)}); restart the oracle")
-        log.warning("the job API process died (%s); starting a new one", _exit_status(api.exitcode))
+            raise ChainError(f"the oracle's job API process exited ({exit_status(api.exitcode)}); restart the oracle")
+        log.warning("the job API process died (%s); starting a new one", exit_status(api.exitcode))
         self._api_restarts = [*recent, time.monotonic()]
         # A fresh metrics queue: the dead process may hold the old one's read lock for good.
         self.metrics_queue.cancel_join_thread()  # never block the worker's exit on its buffer

@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.crash_bench import audit
 from bench.chaos_bench import chaos_round, dead_processes, node_down, set_immutable, stateful_network
 
 
@@ -86,12 +87,37 @@ def test_data_dir_immutable__oracle_logs_why_answers_503_and_settles_once_writab
     assert "available again after" in during, during
 
 
-def _api_pid(net) -> int:
-    """The job API process: the oracle's one multiprocessing child (the worker forks it)."""
-    oracle_pid = net.oracle.process.pid
-    children = Path(f"/proc/{oracle_pid}/task/{oracle_pid}/children").read_text().split()
+def _children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _worker_pid(net) -> int:
+    """The oracle's worker: the one child of `tributa oracle run` (its supervisor)."""
+    children = _children(net.oracle.process.pid)
     assert len(children) == 1, children
-    return int(children[0])
+    return children[0]
+
+
+def _api_pid(net) -> int:
+    """The job API process: the worker's one multiprocessing child."""
+    children = _children(_worker_pid(net))
+    assert len(children) == 1, children
+    return children[0]
+
+
+def test_worker_killed_by_a_signal__the_supervisor_starts_a_new_one__tasks_settle_once(net):
+    mark = len(net.oracle.log_path.read_text(errors="replace"))
+    old = _worker_pid(net)
+    tasks = net.post(3)
+    os.kill(old, signal.SIGBUS)  # what a storage fault in the worker's own -shm mapping would be
+
+    assert net.wait_final(tasks + net.post(2), timeout_s=120) > 0
+    _alive(net)
+    assert _worker_pid(net) != old
+    during = net.oracle.log_path.read_text(errors="replace")[mark:]
+    assert "the oracle worker died (killed by SIGBUS); starting a new one" in during, during
+    result = audit(net.contracts, tasks)
+    assert result.lost == 0 and result.double_settlements == 0
 
 
 def test_api_process_killed_during_a_storage_outage__a_new_one_waits_it_out__tasks_and_metrics_go_on(net):

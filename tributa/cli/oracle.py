@@ -46,24 +46,35 @@ def run(ctx, host, port, db_url, lease_s, agent_fee_bps, no_attribution, model_d
         host=host, port=port, db_url=db_url, lease_s=lease_s, agent_fee_bps=agent_fee_bps,
         spot_check_fraction=spot_check_fraction,
     )
-    attributor = None
-    if not no_attribution:
-        from oracle.attribution.service import build_attributor
+    from oracle.supervisor import supervise
 
-        attributor = build_attributor(ctx.settings, ctx.contracts, ctx.store)
-    reexecute = None
-    if model_dirs:
-        from oracle.reexecute import Reexecutor
-        from tributa.runtime import bwrap
-        from tributa.runtime.sandbox import SandboxedExecutor
+    def serve() -> None:  # in the supervised child: a worker killed by a signal starts afresh
+        try:
+            attributor = None
+            if not no_attribution:
+                from oracle.attribution.service import build_attributor
 
-        if bwrap.bwrap_path() is None:
-            raise TributaError("re-execution (--model-dir) runs models in bubblewrap, which is not installed: apt-get install bubblewrap")
-        # The same bwrap workers the agents serve from, so an honest agent's bytes match the oracle's.
-        reexecute = Reexecutor(
-            ctx.contracts, ctx.store, list(model_dirs), SandboxedExecutor(), oracle_key=bytes(signer.account.key)
-        )
-    Oracle(ctx.settings, ctx.contracts, signer, options, attributor, reexecute).run()
+                attributor = build_attributor(ctx.settings, ctx.contracts, ctx.store)
+            reexecute = None
+            if model_dirs:
+                from oracle.reexecute import Reexecutor
+                from tributa.runtime import bwrap
+                from tributa.runtime.sandbox import SandboxedExecutor
+
+                if bwrap.bwrap_path() is None:
+                    raise TributaError("re-execution (--model-dir) runs models in bubblewrap, which is not installed: apt-get install bubblewrap")
+                # The same bwrap workers the agents serve from, so an honest agent's bytes match the oracle's.
+                reexecute = Reexecutor(
+                    ctx.contracts, ctx.store, list(model_dirs), SandboxedExecutor(), oracle_key=bytes(signer.account.key)
+                )
+            Oracle(ctx.settings, ctx.contracts, signer, options, attributor, reexecute).run()
+        except TributaError as exc:  # one line, as the CLI prints it, then the exit code
+            click.echo(f"Error: {exc}", err=True)
+            raise SystemExit(1) from None
+
+    code = supervise(serve)
+    if code:
+        raise SystemExit(code)
 
 
 @oracle.command("status")
