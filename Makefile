@@ -49,7 +49,7 @@ postgres:
 	@scripts/pg.sh >/dev/null
 
 test: setup postgres
-	TRIBUTA_TEST_PG_URL="$$(scripts/pg.sh url)" $(PY) -m pytest -q
+	TRIBUTA_TEST_PG_URL="$$(scripts/pg.sh url)" $(PY) -m pytest -q --durations=15
 
 bench: setup
 	$(PY) scripts/bench.py
