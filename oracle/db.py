@@ -7,7 +7,6 @@ resumes where it stopped without losing or repeating anything.
 from __future__ import annotations
 
 import errno
-import sqlite3
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,6 +30,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from tributa.errors import TributaError
+from tributa.sqlite_wal import enter_wal
 from tributa.writable import describe, sqlite_files, unwritable
 
 
@@ -253,23 +253,6 @@ def database_url(data_dir: Path, url: str | None = None) -> str:
     return f"sqlite:///{(data_dir / 'oracle.sqlite').resolve()}"
 
 
-def _enter_wal(cur, wait_s: float = 30.0) -> None:
-    """Switch the file to WAL (persistent, so later opens find it done). Switching needs the file
-    to itself and SQLite answers "locked" at once, without its busy handler, when another process
-    opening a fresh database holds it for a moment: retry for up to `wait_s`."""
-    deadline = time.monotonic() + wait_s
-    delay = 0.005
-    while True:
-        try:
-            cur.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(delay)
-            delay = min(delay * 2, 0.2)
-
-
 class StorageUnavailable(TributaError, OSError):
     """The database's files cannot be written now: an immutable (`chattr +i`) or read-only data dir."""
 
@@ -297,7 +280,7 @@ def make_engine(url: str) -> Engine:
         def _sqlite_pragmas(dbapi_conn, _record):  # WAL: readers never block the writer
             check_writable(files)
             cur = dbapi_conn.cursor()
-            _enter_wal(cur)
+            enter_wal(cur)
             # WAL + NORMAL survives a killed process (kill -9) with every commit intact; only an OS
             # crash or power cut can lose the last commits, and the chain is the source of truth
             # they are rebuilt from. FULL fsyncs every commit and caps the job API at ~100 commits/s.

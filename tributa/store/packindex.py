@@ -22,6 +22,7 @@ from pathlib import Path
 
 from tributa.store.errors import DamagedIndex, StoreError, StoreFull, StoreUnwritable
 from tributa.store.files import fsync_dir, fsync_file, unlink_quietly
+from tributa.sqlite_wal import enter_wal
 from tributa.writable import describe, sqlite_files, unwritable
 
 BUSY_TIMEOUT_S = 30.0
@@ -95,7 +96,7 @@ class PackIndex:
             self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
         )
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
+            enter_wal(conn)  # two processes opening a fresh store at once: one waits, not fails
             conn.execute(f"PRAGMA synchronous={self._sync_mode}")
             self._created = not conn.execute(
                 "SELECT 1 FROM sqlite_master WHERE name = 'blocks'"
