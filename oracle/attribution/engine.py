@@ -47,9 +47,9 @@ class AttributionEngine:
             self._check_compatible(index)
             self.indexes[index.dataset_id] = index
         self._search = {d: SuffixArraySearch(i.tokens, i.suffix_array) for d, i in self.indexes.items()}
-        # Converted once: BLAS has no float16 matmul, and the conversion per query would dominate.
+        # float32 once (BLAS has no float16 matmul), memory-mapped from the index's cache file.
         self._chunks = {
-            d: np.asarray(i.chunk_embeddings, dtype=np.float32)
+            d: i.chunk_matrix()
             for d, i in self.indexes.items()
             if self.embedder is not None and i.manifest.embedder_id is not None
         }

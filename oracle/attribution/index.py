@@ -6,6 +6,7 @@ Layout of an index directory (arrays memory-mapped on load):
     suffix_array.npy     positions sorted by suffix, the smallest unsigned dtype that holds them
     chunk_starts.npy     token offset of each semantic chunk (uint32)
     chunk_embeddings.npy one unit-length float16 row per chunk (absent for span-only indexes)
+    chunk_embeddings.f32.npy  the same rows as float32, written on first use (chunk_matrix)
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from .suffix_array import build_suffix_array, token_dtype
 from .tokenizer import TokenizerLike, as_tokenizer, check_embedder, tokenizer_id
 
 MANIFEST = "manifest.json"
+CHUNK_CACHE = "chunk_embeddings.f32.npy"  # float32 copy of chunk_embeddings, written on first use
 _ARRAYS = ("tokens", "suffix_array", "chunk_starts", "chunk_embeddings")
 
 
@@ -183,6 +185,31 @@ class AttributionIndex:
         index = cls(manifest=manifest, path=path, **arrays)
         index.validate()
         return index
+
+    def chunk_matrix(self) -> np.ndarray:
+        """The chunk embeddings as float32, for the cosine matmul (BLAS has no float16 GEMM).
+
+        Memory-mapped from a cache file beside the index, written once: every engine and process
+        on the machine then shares one copy in the page cache instead of converting its own (10
+        datasets of 1 M tokens: 252 MB each time). Converted in memory when the index has no
+        folder or the folder cannot be written."""
+        if self.path is None:
+            return self._chunk_matrix_in_memory()
+        cache = self.path / CHUNK_CACHE
+        if not cache.is_file():
+            tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+            try:
+                with open(tmp, "wb") as out:
+                    np.save(out, self._chunk_matrix_in_memory(), allow_pickle=False)
+                os.replace(tmp, cache)  # whole or not at all, if two processes race
+            except OSError:
+                tmp.unlink(missing_ok=True)
+                return self._chunk_matrix_in_memory()
+        matrix = np.load(cache, mmap_mode="r", allow_pickle=False)
+        return matrix if matrix.shape == self.chunk_embeddings.shape else self._chunk_matrix_in_memory()
+
+    def _chunk_matrix_in_memory(self) -> np.ndarray:
+        return np.asarray(self.chunk_embeddings, dtype=np.float32)
 
     def validate(self) -> None:
         """Cheap consistency checks between the manifest and the arrays."""
