@@ -237,6 +237,10 @@ def _open_parts(spec: ApiSpec, load_contracts, open_database, open_store, retry_
 
 def _serve(spec: ApiSpec, clock: SharedClock, metrics_queue, parent_pid: int) -> None:
     _die_with(parent_pid)
+    # Ctrl-C reaches the whole group; the worker stops this process itself (SIGTERM), and uvicorn
+    # installs its own handlers once it runs. Before that a KeyboardInterrupt would be a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})  # the worker's start-up mask
     import uvicorn
 
     from oracle.api import create_app

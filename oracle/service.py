@@ -16,7 +16,7 @@ from oracle.api_process import ApiSpec, SharedClock, start_api_process
 from oracle.db import Database, database_url
 from oracle.ingest import Ingestor
 from oracle.outages import Outages, classify_outage
-from oracle.supervisor import exit_status
+from oracle.supervisor import accept_stop_signals, exit_status
 from oracle.rpc import Backoff, RpcUnavailable, describe, endpoint, is_transient
 from oracle.jobs import JobBook
 from oracle.settler import Attributor, FeePolicy, Settler
@@ -341,6 +341,7 @@ class Oracle:
         self._api_restarts: list[float] = []
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: self._stop.set())
+        accept_stop_signals()  # one that came during start-up is delivered now, to the handler above
         try:
             self._work()
         finally:

@@ -57,6 +57,8 @@ def supervise(run: Callable[[], None], what: str = "oracle worker") -> int:
         while True:
             child = multiprocessing.get_context("fork").Process(target=_child, args=(run, previous), name=what)
             child.start()
+            if stopping:  # a stop signal that came while the last one was being replaced
+                os.kill(child.pid, signal.SIGTERM)
             child.join()
             code = child.exitcode
             _reap_orphans()  # its job API holds the port until it is gone
@@ -112,8 +114,20 @@ def _children() -> list[int]:
         return []
 
 
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
 def _child(run: Callable[[], None], handlers: dict) -> None:
     _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # die with the supervisor, even by SIGKILL
-    for signum, handler in handlers.items():
-        signal.signal(signum, handler)  # the worker installs its own; until then, the defaults
+    # Stop signals wait (blocked, kept pending) until the worker has installed its handlers and
+    # calls `accept_stop_signals`: Ctrl-C mid-start-up would otherwise be a KeyboardInterrupt
+    # traceback wherever it lands, for what is only a stop.
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    for signum, handler in handlers.items():  # not the supervisor's forwarding ones: its own
+        signal.signal(signum, handler)        # children (the job API) would inherit those
     run()
+
+
+def accept_stop_signals() -> None:
+    """Deliver the stop signals held back during start-up (a no-op outside a supervised child)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)

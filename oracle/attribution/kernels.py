@@ -17,11 +17,39 @@ smallest position the first offset, so nothing is searched twice.
 
 from __future__ import annotations
 
-import numba as nb
-import numpy as np
+import os
+import tempfile
+from pathlib import Path
 
 
-@nb.njit(cache=True, nogil=True)
+def _prepare_cache() -> bool:
+    """Whether the kernels can be cached on disk; points numba at a folder it can write when its
+    default (`__pycache__` beside this file) is not writable, e.g. a read-only install run by a
+    service user. numba raises at import when it finds no writable folder: then compile per
+    process (about a second) instead of failing."""
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return True
+    beside = Path(__file__).resolve().parent
+    if os.access(beside / "__pycache__" if (beside / "__pycache__").exists() else beside, os.W_OK):
+        return True
+    for folder in (Path.home() / ".cache" / "tributa-numba", Path(tempfile.gettempdir()) / f"tributa-numba-{os.getuid()}"):
+        try:
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if folder.stat().st_uid == os.getuid() and os.access(folder, os.W_OK):  # not another user's
+                os.environ["NUMBA_CACHE_DIR"] = str(folder)
+                return True
+        except OSError:
+            continue
+    return False
+
+
+_CACHE = _prepare_cache()
+
+import numba as nb  # noqa: E402 - after NUMBA_CACHE_DIR is settled: numba reads it on import
+import numpy as np  # noqa: E402
+
+
+@nb.njit(cache=_CACHE, nogil=True)
 def _token_at(tokens, position):
     """The token at `position`, or -1 (END: the suffix has ended) past the array's end."""
     if position >= tokens.shape[0]:
@@ -29,7 +57,7 @@ def _token_at(tokens, position):
     return np.int64(tokens[position])
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=_CACHE, nogil=True)
 def _narrow(tokens, sa, lo, hi, depth, token):
     """Within sa[lo:hi), whose suffixes share their first `depth` tokens, the sub-range whose
     token at `depth` is `token` (empty: lo == hi)."""
@@ -52,7 +80,7 @@ def _narrow(tokens, sa, lo, hi, depth, token):
     return start, a
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=_CACHE, nogil=True)
 def _match(tokens, sa, first_bounds, seq, begin, end):
     """(length, lo, hi): the longest prefix of seq[begin:end] that occurs, and the suffix-array
     range of its occurrences ((0, 0, 0) when not even its first token does)."""
@@ -64,12 +92,16 @@ def _match(tokens, sa, first_bounds, seq, begin, end):
     hi = np.int64(first_bounds[first + 1])
     depth = np.int64(1)
     while begin + depth < end:
+        token = np.int64(seq[begin + depth])
+        if token < 0:  # no token (END is -1 inside the search): it matches nothing
+            break
         if hi - lo == 1:  # one suffix left: compare along it
             position = np.int64(sa[lo])
-            while begin + depth < end and _token_at(tokens, position + depth) == np.int64(seq[begin + depth]):
+            while begin + depth < end and np.int64(seq[begin + depth]) >= 0 and \
+                    _token_at(tokens, position + depth) == np.int64(seq[begin + depth]):
                 depth += 1
             break
-        nlo, nhi = _narrow(tokens, sa, lo, hi, depth, np.int64(seq[begin + depth]))
+        nlo, nhi = _narrow(tokens, sa, lo, hi, depth, token)
         if nlo >= nhi:
             break
         lo = nlo
@@ -78,7 +110,7 @@ def _match(tokens, sa, first_bounds, seq, begin, end):
     return depth, lo, hi
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=_CACHE, nogil=True)
 def longest_matches(tokens, sa, first_bounds, seq, starts, lengths, lows, highs):
     """For each start: the longest match of seq[start:] and its suffix-array range, written
     into `lengths`, `lows` and `highs`."""
@@ -90,7 +122,7 @@ def longest_matches(tokens, sa, first_bounds, seq, starts, lengths, lows, highs)
         highs[row] = hi
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=_CACHE, nogil=True)
 def pattern_range(tokens, sa, first_bounds, pattern):
     """The suffix-array range of the occurrences of the whole `pattern` (lo == hi: none)."""
     length, lo, hi = _match(tokens, sa, first_bounds, pattern, np.int64(0), pattern.shape[0])
@@ -99,7 +131,7 @@ def pattern_range(tokens, sa, first_bounds, pattern):
     return lo, hi
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=_CACHE, nogil=True)
 def smallest_positions(sa, lows, highs, out):
     """For each range: the smallest position in sa[lo:hi) (the first occurrence), -1 if empty."""
     for row in range(lows.shape[0]):

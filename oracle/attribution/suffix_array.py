@@ -47,6 +47,17 @@ def build_suffix_array(tokens: np.ndarray) -> np.ndarray:
     return sa.astype(smallest_uint_dtype(len(tokens) - 1), copy=False)
 
 
+def _as_int64_ids(ids) -> np.ndarray:
+    """Token ids as int64 for the kernels; an unsigned id past int64 (which a cast would wrap
+    to a negative) becomes -1, which matches nothing."""
+    array = np.asarray(ids)
+    if array.dtype.kind == "u" and array.size and array.max() > np.iinfo(np.int64).max:
+        too_big = array > np.iinfo(np.int64).max
+        array = array.astype(np.int64)
+        array[too_big] = -1
+    return np.ascontiguousarray(array, dtype=np.int64)
+
+
 @dataclass(frozen=True)
 class Occurrence:
     """Where a pattern occurs: its suffix-array range, count and first (lowest) offset."""
@@ -82,7 +93,7 @@ class SuffixArraySearch:
     def match_ranges(self, seq: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """For each start i: the longest L such that seq[i:i+L] occurs, and the suffix-array
         range [lo, hi) of its occurrences (hi - lo of them; (0, 0, 0) when L is 0)."""
-        seq = np.ascontiguousarray(seq, dtype=np.int64)
+        seq = _as_int64_ids(seq)
         starts = np.ascontiguousarray(starts, dtype=np.int64)
         if len(starts) and (starts.min() < 0 or starts.max() >= len(seq)):
             raise ValueError("every start must index the sequence")
@@ -98,7 +109,7 @@ class SuffixArraySearch:
 
     def count(self, ngram) -> int:
         """How many times `ngram` (token ids) occurs in the dataset; 0 when it never does."""
-        pattern = np.ascontiguousarray(ngram, dtype=np.int64)
+        pattern = _as_int64_ids(ngram)
         if pattern.ndim != 1 or len(pattern) == 0:
             raise ValueError("count needs a non-empty 1-D sequence of token ids")
         if pattern.min() < 0:

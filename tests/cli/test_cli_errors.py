@@ -53,6 +53,20 @@ def test_oracle_run__node_never_answers__waits_node_wait_s_then_one_line_error(f
     assert "cannot reach an Ethereum node at http://127.0.0.1:9" in last and "--node-wait-s" in last, proc.stderr
 
 
+def test_oracle_run__an_account_that_is_not_an_oracle__refused_before_anything_starts(fresh_settings, contracts):
+    """A real process: `oracle run` sets up the process's logging, which must not leak into other tests."""
+    s = fresh_settings
+    proc = subprocess.run(
+        [sys.executable, "-m", "tributa.cli.__main__", "--rpc-url", s.rpc_url, "--data-dir", str(s.data_dir),
+         "--deployments", str(s.deployments_dir), "oracle", "run", "--account", "dev:publisher", "--text-logs"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "is not an oracle of the escrow" in last and contracts.escrow.address in last and "--account" in last, proc.stderr
+    assert not (s.data_dir / "oracle.sqlite").exists()  # refused before the database was made
+
+
 def test_cli__rpc_url_not_http__says_so(fresh_settings):
     result = run_cli(fresh_settings.with_overrides(rpc_url="ws://localhost:8545"), "model", "list")
     assert_one_line_error(result, "is not http(s)://")

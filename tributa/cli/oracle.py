@@ -40,6 +40,12 @@ def run(ctx, host, port, db_url, lease_s, agent_fee_bps, no_attribution, model_d
     setup_logging(json_logs=json_logs)
     ctx.wait_for_chain(node_wait_s, logging.getLogger("tributa.oracle"))
     signer = ctx.signer(account_spec, "oracle")
+    escrow = ctx.contracts.escrow
+    if not escrow.functions.is_oracle(signer.address).call():
+        raise TributaError(
+            f"account {signer.address} is not an oracle of the escrow at {escrow.address}: run with the oracle's "
+            "key (--account), or have the escrow's owner add this one"
+        )
     if spot_check_fraction and not model_dirs:
         raise TributaError("--spot-check-fraction needs the models to re-run: give --model-dir")
     options = OracleOptions(
