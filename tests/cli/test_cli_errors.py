@@ -67,6 +67,13 @@ def test_oracle_run__an_account_that_is_not_an_oracle__refused_before_anything_s
     assert not (s.data_dir / "oracle.sqlite").exists()  # refused before the database was made
 
 
+def test_oracle_status__a_data_dir_without_a_database__says_so_and_creates_nothing(fresh_settings, tmp_path):
+    empty = tmp_path / "never-ran-an-oracle"
+    result = run_cli(fresh_settings.with_overrides(data_dir=empty), "oracle", "status")
+    assert_one_line_error(result, "no oracle database in", str(empty), "--db-url")
+    assert not empty.exists()
+
+
 def test_cli__rpc_url_not_http__says_so(fresh_settings):
     result = run_cli(fresh_settings.with_overrides(rpc_url="ws://localhost:8545"), "model", "list")
     assert_one_line_error(result, "is not http(s)://")

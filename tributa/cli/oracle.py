@@ -91,6 +91,11 @@ def status(ctx, db_url) -> None:
     from oracle.db import Database, database_url
     from oracle.status import summarise
 
+    if db_url is None and not (ctx.settings.data_dir / "oracle.sqlite").is_file():  # never make an empty one
+        raise TributaError(
+            f"no oracle database in {ctx.settings.data_dir}: no oracle has run with this --data-dir "
+            "(start one with `tributa oracle run`), or pass --db-url"
+        )
     db = Database(database_url(ctx.settings.data_dir, db_url))
     for line in summarise(db):
         click.echo(line)
