@@ -16,7 +16,7 @@ from oracle.api_process import ApiSpec, SharedClock, start_api_process
 from oracle.db import Database, database_url
 from oracle.ingest import Ingestor
 from oracle.outages import Outages, classify_outage
-from oracle.supervisor import accept_stop_signals, exit_status
+from oracle.supervisor import RESTART_WINDOW_S, RESTARTS_PER_WINDOW, accept_stop_signals, exit_status
 from oracle.rpc import Backoff, RpcUnavailable, describe, endpoint, is_transient
 from oracle.jobs import JobBook
 from oracle.settler import Attributor, FeePolicy, Settler
@@ -34,11 +34,6 @@ from tributa.store import open_store
 log = logging.getLogger("tributa.oracle")
 
 _SEED_MESSAGE = encode_defunct(text="tributa spot-check seed v1")
-
-
-# A job API process killed by a signal is restarted, at most this many times in this window.
-API_RESTARTS_PER_WINDOW = 5
-API_RESTART_WINDOW_S = 60.0
 
 
 def chain_trouble(exc: BaseException) -> bool:
@@ -323,8 +318,8 @@ class Oracle:
         api = self._api
         if api.is_alive():
             return
-        recent = [t for t in self._api_restarts if time.monotonic() - t < API_RESTART_WINDOW_S]
-        if api.exitcode is None or api.exitcode >= 0 or len(recent) >= API_RESTARTS_PER_WINDOW:
+        recent = [t for t in self._api_restarts if time.monotonic() - t < RESTART_WINDOW_S]
+        if api.exitcode is None or api.exitcode >= 0 or len(recent) >= RESTARTS_PER_WINDOW:
             raise ChainError(f"the oracle's job API process exited ({exit_status(api.exitcode)}); restart the oracle")
         log.warning("the job API process died (%s); starting a new one", exit_status(api.exitcode))
         self._api_restarts = [*recent, time.monotonic()]

@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 log = logging.getLogger("tributa.oracle")
 
-# A worker killed by a signal is started again, at most this many times in this window.
+# A worker (or the worker's job API) killed by a signal is started again, at most this many times in this window.
 RESTARTS_PER_WINDOW = 5
 RESTART_WINDOW_S = 60.0
 _PR_SET_PDEATHSIG = 1
