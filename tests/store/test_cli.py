@@ -132,6 +132,22 @@ def test_data_dir__comes_from_env_then_parent_settings_then_the_option(
     assert EmbeddedStore(flag_dir / "store").has(cid)
 
 
+def test_data_dir__of_the_top_level_tributa_command__is_the_stores(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tributa.cli import cli
+
+    monkeypatch.chdir(tmp_path)
+    path = write(tmp_path / "f", b"global option")
+    top_dir = tmp_path / "top"
+    result = runner.invoke(cli, ["--data-dir", str(top_dir), "store", "add", str(path)])
+    assert result.exit_code == 0, result.output
+    cid = result.stdout.strip()
+    assert EmbeddedStore(top_dir / "store").has(cid)
+    assert runner.invoke(cli, ["--data-dir", str(top_dir), "store", "pins"]).stdout.split() == [cid]
+    assert not (tmp_path / ".tributa").exists()
+
+
 # -- errors: one line on stderr, exit code 1, no traceback ----------------------------------------
 
 

@@ -68,10 +68,11 @@ def store(ctx: click.Context, data_dir: Path, ipfs_api: str | None) -> None:
 
 
 def _parent_setting(obj: object, name: str) -> Any:
-    """A setting the parent command put in ctx.obj (a settings object or a dict), if any."""
+    """A setting the parent command put in ctx.obj (a settings object, a context holding one as
+    `.settings` as tributa.cli's does, or a dict), if any."""
     if isinstance(obj, dict):
         return obj.get(name)
-    return getattr(obj, name, None)
+    return getattr(getattr(obj, "settings", obj), name, None)
 
 
 def _open(ctx: click.Context) -> Store:
