@@ -16,6 +16,7 @@ from eth_utils import keccak
 from web3.exceptions import ContractCustomError, ContractLogicError
 
 from tributa import merkle
+from tributa.chain.accounts import checksum
 from tributa.chain.contracts import Contracts
 from tributa.chain.events import first_event
 from tributa.chain.tx import Signer, TxResult, revert_reason
@@ -106,7 +107,7 @@ def parse_contributors(specs: Iterable[str]) -> tuple[list[str], list[int]]:
         address, sep, bps = spec.partition("=")
         if not sep or not bps.strip().isdigit():
             raise TributaError(f"--contributor takes ADDR=BPS (e.g. 0xabc…=2500), not {spec!r}")
-        pairs.append((address.strip(), int(bps)))
+        pairs.append((checksum(address.strip()), int(bps)))
     if not pairs:
         raise TributaError("give at least one --contributor ADDR=BPS")
     try:

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hexbytes import HexBytes
-from web3 import Web3
 
 from tributa.chain.contracts import Contracts
 from tributa.chain.tx import Signer, TxResult
@@ -159,13 +158,6 @@ def read_task(contracts: Contracts, task_id: int) -> TaskView:
     for entry in _task_logs(contracts, "TaskRefunded", task_id):
         view.refund_tx = HexBytes(entry["transactionHash"]).to_0x_hex()
     return view
-
-
-def checksum(address: str) -> str:
-    try:
-        return Web3.to_checksum_address(address)
-    except ValueError:
-        raise TributaError(f"{address!r} is not an Ethereum address") from None
 
 
 def wait_until_final(

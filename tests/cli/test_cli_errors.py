@@ -130,6 +130,22 @@ def test_dataset_register__shares_not_summing_to_10000__rejected(fresh_settings,
     assert_one_line_error(result, "10000")
 
 
+@pytest.mark.parametrize("address", ["0x12", "0x1234", "nobody", "0x" + "g" * 40])
+def test_dataset_register__contributor_not_an_address__one_line_before_any_transaction(fresh_settings, contracts, tmp_path, address):
+    good = tmp_path / "data.txt"
+    good.write_text("some text")
+    creator = signer_for(contracts, "creator")
+    nonce = contracts.w3.eth.get_transaction_count(creator.address)
+    result = run_cli(fresh_settings, "dataset", "register", str(good), "--contributor", f"{address}=10000", "--no-index")
+    assert_one_line_error(result, repr(address), "is not an Ethereum address")
+    assert contracts.w3.eth.get_transaction_count(creator.address) == nonce
+
+
+@pytest.mark.parametrize("command", [("account", "balance"), ("agent", "status"), ("royalties", "show")])
+def test_read_commands__address_argument_not_an_address__one_line(fresh_settings, contracts, command):
+    assert_one_line_error(run_cli(fresh_settings, *command, "0x12"), "'0x12' is not an Ethereum address")
+
+
 def test_task_submit__fee_not_an_amount__rejected(fresh_settings, contracts):
     result = run_cli(fresh_settings, "task", "submit", "--model", "1", "--prompt", "x", "--fee", "lots")
     assert_one_line_error(result, "is not an ETH amount")

@@ -122,3 +122,19 @@ def test_model_register__pickle_weights__one_line_naming_the_file_before_any_tra
     lines = [line for line in result.output.strip().splitlines() if line]
     assert result.exit_code == 1 and len(lines) == 1 and "pytorch_model.bin" in lines[0] and "safetensors" in lines[0], result.output
     assert contracts.w3.eth.get_transaction_count(publisher.address) == nonce
+
+
+def test_model_register__fee_receiver_not_an_address__one_line_before_any_transaction(fresh_settings, contracts, tmp_path, chain_snapshot):
+    import json
+
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"architectures": ["GPT2LMHeadModel"], "tag": "receiver-check"}))
+    publisher = signer_for(contracts, "publisher")
+    nonce = contracts.w3.eth.get_transaction_count(publisher.address)
+
+    result = run_cli(fresh_settings, "model", "register", str(folder), "--name", "m", "--fee-receiver", "0x12")
+
+    lines = [line for line in result.output.strip().splitlines() if line]
+    assert result.exit_code == 1 and lines == ["Error: '0x12' is not an Ethereum address (0x and 40 hex digits)"], result.output
+    assert contracts.w3.eth.get_transaction_count(publisher.address) == nonce

@@ -11,9 +11,10 @@ from pathlib import Path
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from eth_utils import to_checksum_address
 
 from tributa.config import LOCAL_CHAIN_ID
-from tributa.errors import ConfigError
+from tributa.errors import ConfigError, TributaError
 
 # Anvil's public development mnemonic: these accounts hold test ETH on a local node only.
 ANVIL_MNEMONIC = "test test test test test test test test test test test junk"
@@ -89,3 +90,11 @@ def load_account(spec: str | None, chain_id: int, default_role: str) -> LocalAcc
             raise ConfigError(f"cannot decrypt {path}; set TRIBUTA_KEY_PASSWORD to its password") from None
         return Account.from_key(key)
     raise ConfigError(f"account spec {spec!r} is not env:VAR, keyfile:PATH or dev:ROLE")
+
+
+def checksum(address: str) -> str:
+    """An address typed by a user, checksummed; anything else is one clear error."""
+    try:
+        return to_checksum_address(address)
+    except (ValueError, TypeError):
+        raise TributaError(f"{address!r} is not an Ethereum address (0x and 40 hex digits)") from None

@@ -7,7 +7,7 @@ import click
 from tributa.cli import account_option, pass_ctx
 from tributa.cli.format import eth
 from tributa.errors import TributaError
-from tributa.tasks import checksum
+from tributa.chain.accounts import checksum
 
 
 @click.group()

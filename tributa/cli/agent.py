@@ -84,7 +84,7 @@ def run(ctx, model_dirs, stake, capacity, max_jobs, metrics_port, no_sandbox, ma
 @pass_ctx
 def status(ctx, address, account_spec) -> None:
     """An agent's stake, unbonding, served models and credited fees."""
-    from tributa.tasks import checksum
+    from tributa.chain.accounts import checksum
 
     address = checksum(address) if address else ctx.signer(account_spec, "agent").address
     escrow = ctx.contracts.escrow.functions

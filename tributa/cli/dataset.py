@@ -105,7 +105,7 @@ def show(ctx, dataset_id) -> None:
 @pass_ctx
 def transfer(ctx, dataset_id, new_owner, account_spec) -> None:
     """Offer DATASET_ID to NEW_OWNER, who takes it with `tributa dataset accept`."""
-    from tributa.tasks import checksum
+    from tributa.chain.accounts import checksum
 
     d = read_dataset(ctx.contracts, dataset_id)
     signer = ctx.signer(account_spec, "creator")
@@ -143,7 +143,7 @@ def royalties() -> None:
 def royalties_show(ctx, address, account_spec) -> None:
     """What ADDRESS (default: your account) can claim, per dataset version."""
     from tributa.royalties import shares_of
-    from tributa.tasks import checksum
+    from tributa.chain.accounts import checksum
 
     address = checksum(address) if address else ctx.signer(account_spec, "creator").address
     shares = shares_of(ctx.contracts, address)

@@ -47,6 +47,10 @@ def register(ctx, path, name, adapters, datasets, fee, fee_receiver, max_new_tok
         fee_wei = parse_eth(fee)
     except ValueError as exc:
         raise TributaError(str(exc)) from None
+    if fee_receiver is not None:
+        from tributa.chain.accounts import checksum
+
+        fee_receiver = checksum(fee_receiver)
     signer = ctx.signer(account_spec, "publisher")
     published = register_model(
         ctx.contracts, signer, ctx.store, name, path, list(adapters), _parse_weights(datasets), fee_wei, fee_receiver,
