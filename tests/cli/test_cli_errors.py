@@ -209,3 +209,16 @@ def test_model_terms__unknown_model_or_out_of_range__one_line(fresh_settings, co
     assert_one_line_error(run_cli(fresh_settings, "model", "terms", "999"), "model 999 is not registered")
     result = run_cli(fresh_settings, "model", "terms", "1", "--min-cosine", "0.5")
     assert result.exit_code != 0 and "0.5" in result.output
+
+
+def test_version__prints_the_installed_package_version():
+    from importlib.metadata import version
+
+    result = CliRunner().invoke(cli, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"tributa {version('tributa')}"
+
+
+def test_shell_completion__as_the_readme_documents__completes_command_names():
+    env = {"_TRIBUTA_COMPLETE": "bash_complete", "COMP_WORDS": "tributa sto", "COMP_CWORD": "1"}
+    result = CliRunner().invoke(cli, [], prog_name="tributa", env=env)
+    assert result.output.split() == ["plain,store"]

@@ -77,6 +77,7 @@ class OneLineErrors(click.Group):
 @click.option("--data-dir", envvar="TRIBUTA_DATA_DIR", type=click.Path(path_type=Path), default=None, help="state and content store (default .tributa)")
 @click.option("--deployments", "deployments_dir", envvar="TRIBUTA_DEPLOYMENTS", type=click.Path(path_type=Path), default=None)
 @click.option("--oracle-url", envvar="TRIBUTA_ORACLE_URL", default=None, help="the oracle's job API (default http://127.0.0.1:8700)")
+@click.version_option(package_name="tributa", message="tributa %(version)s")
 @click.pass_context
 def cli(ctx: click.Context, rpc_url, data_dir, deployments_dir, oracle_url) -> None:
     """Tributa: pay the compute, models and data behind every AI answer."""
