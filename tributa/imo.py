@@ -32,6 +32,10 @@ class ImoView:
     sold: int
     tokens_for_sale: int
     publisher_tokens: int
+    vesting_start: int
+    vesting_duration: int
+    vested_claimed: int
+    proceeds_withdrawn: bool
     state: str
 
 
@@ -57,7 +61,7 @@ def read_imo(contracts: Contracts, imo_id: int) -> ImoView:
     if not 1 <= imo_id <= count:
         raise TributaError(f"IMO {imo_id} does not exist (there are {count})")
     f = launcher(contracts).functions.imo(imo_id).call()
-    return ImoView(imo_id, f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10], STATES.get(f[16], str(f[16])))
+    return ImoView(imo_id, *f[0:11], f[11], f[12], f[13], f[15], STATES.get(f[16], str(f[16])))
 
 
 def launch(
@@ -95,8 +99,11 @@ def _eth(wei: int) -> str:
     return (text.rstrip("0").rstrip(".") if "." in text else text) + " ETH"
 
 
-def _whole(base_units: int) -> str:
-    return f"{base_units / TOKEN_UNIT:,.18g}" if base_units % TOKEN_UNIT else f"{base_units // TOKEN_UNIT:,}"
+def whole_tokens(base_units: int) -> str:
+    """Token base units as whole tokens with thousands separators (1,000,000; never 1e+06)."""
+    if base_units % TOKEN_UNIT == 0:
+        return f"{base_units // TOKEN_UNIT:,}"
+    return f"{Decimal(base_units) / TOKEN_UNIT:,f}".rstrip("0")
 
 
 def check_launch(
@@ -122,7 +129,7 @@ def check_launch(
         "redeem": f.MAX_REDEEM_SHARE_BPS().call(),
     }
     if not 0 < supply <= limits["supply"]:
-        raise TributaError(f"supply must be 1..{_whole(limits['supply'])} tokens")
+        raise TributaError(f"supply must be 1..{whole_tokens(limits['supply'])} tokens")
     if price_wei <= 0:
         raise TributaError("price must be above 0 ETH per token")
     if not 0 < hard_cap_wei <= limits["hard_cap"]:
@@ -143,7 +150,7 @@ def check_launch(
         raise TributaError(f"hard cap buys no tokens at this price (min {_eth(price_wei)})")
     if hard_cap_tokens > for_sale:
         raise TributaError(
-            f"hard cap exceeds tokens for sale (max {_whole(for_sale)}; the hard cap buys {_whole(hard_cap_tokens)})"
+            f"hard cap exceeds tokens for sale (max {whole_tokens(for_sale)}; the hard cap buys {whole_tokens(hard_cap_tokens)})"
         )
 
 
@@ -195,3 +202,42 @@ def claim(contracts: Contracts, holder: Signer, imo_id: int) -> tuple[int, int]:
     if not tokens and not owed:
         raise TributaError(f"{holder.address} has nothing to claim from IMO {imo_id}")
     return tokens, owed
+
+
+def withdraw_excess(contracts: Contracts, buyer: Signer) -> tuple[int, TxResult]:
+    """Pull what the buyer sent above hard caps (credited by `buy`); returns (wei, tx)."""
+    owed = launcher(contracts).functions.excess_of(buyer.address).call()
+    if owed == 0:
+        raise TributaError(f"{buyer.address} has no excess to withdraw (only a buy above a hard cap leaves one)")
+    return owed, buyer.transact(launcher(contracts).functions.withdraw_excess(), action="withdraw_excess")
+
+
+def _publisher_of_success(contracts: Contracts, publisher: Signer, imo_id: int) -> ImoView:
+    view = read_imo(contracts, imo_id)
+    if view.publisher != publisher.address:
+        raise TributaError(f"IMO {imo_id} was launched by {view.publisher}, not by {publisher.address}")
+    if view.state != "succeeded":
+        raise TributaError(f"IMO {imo_id} is {view.state}, not succeeded (a sale pays its publisher only after a successful finalize)")
+    return view
+
+
+def withdraw_proceeds(contracts: Contracts, publisher: Signer, imo_id: int) -> tuple[int, TxResult]:
+    """The publisher pulls everything a successful sale raised; returns (wei, tx)."""
+    view = _publisher_of_success(contracts, publisher, imo_id)
+    if view.proceeds_withdrawn:
+        raise TributaError(f"the proceeds of IMO {imo_id} were already withdrawn")
+    if view.raised == 0:
+        raise TributaError(f"IMO {imo_id} raised nothing")
+    return view.raised, publisher.transact(launcher(contracts).functions.withdraw_proceeds(imo_id), action="withdraw_proceeds")
+
+
+def claim_vested(contracts: Contracts, publisher: Signer, imo_id: int) -> tuple[int, TxResult, ImoView]:
+    """The publisher takes its share vested so far; returns (token base units, tx, the IMO)."""
+    view = _publisher_of_success(contracts, publisher, imo_id)
+    amount = launcher(contracts).functions.claimable_vested(imo_id).call()
+    if amount == 0:
+        if view.vested_claimed >= view.publisher_tokens:
+            raise TributaError(f"all {whole_tokens(view.publisher_tokens)} publisher tokens of IMO {imo_id} are claimed")
+        raise TributaError(f"nothing of IMO {imo_id} has vested since the last claim (vesting runs "
+                           f"{view.vesting_duration:,} s from {view.vesting_start})")
+    return amount, publisher.transact(launcher(contracts).functions.claim_vested(imo_id), action="claim_vested"), view

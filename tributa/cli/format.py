@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal
 
 from web3 import Web3
@@ -12,6 +13,10 @@ def eth(wei: int | None) -> str:
         return "-"
     value = Decimal(wei) / Decimal(10**18)
     return f"{value.normalize():f} ETH" if wei else "0 ETH"
+
+
+def utc_time(timestamp: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(timestamp))
 
 
 def parse_eth(text: str) -> int:

@@ -6,7 +6,7 @@ import click
 
 from tributa import imo as imo_lib
 from tributa.cli import account_option, pass_ctx
-from tributa.cli.format import eth, parse_eth
+from tributa.cli.format import eth, parse_eth, utc_time
 from tributa.errors import TributaError
 
 
@@ -56,7 +56,7 @@ def buy(ctx, imo_id, amount, account_spec) -> None:
     """Buy IMO_ID's token at its fixed price (beyond the hard cap, the excess is credited back)."""
     signer = ctx.signer(account_spec, "buyer")
     tokens, tx = imo_lib.buy(ctx.contracts, signer, imo_id, _wei(amount))
-    click.echo(f"bought {tokens / imo_lib.TOKEN_UNIT:g} tokens of IMO {imo_id} (gas {tx.gas_used})")
+    click.echo(f"bought {_tokens(tokens)} tokens of IMO {imo_id} (gas {tx.gas_used})")
 
 
 @imo.command("finalize")
@@ -76,19 +76,39 @@ def status(ctx, imo_id) -> None:
     """Sale progress, holders and revenue to date."""
     view = imo_lib.read_imo(ctx.contracts, imo_id)
     token = imo_lib.token_contract(ctx.contracts, view.token)
-    click.echo(f"IMO {imo_id} for model {view.model_id}: {view.state}; token {token.functions.symbol().call()} at {view.token}")
+    now = ctx.contracts.w3.eth.get_block("latest")["timestamp"]
+    click.echo(f"IMO {imo_id} for model {view.model_id}: {_sale_state(view, now)}; token {token.functions.symbol().call()} at {view.token}")
     click.echo(f"  raised {eth(view.raised)} of soft cap {eth(view.soft_cap)} / hard cap {eth(view.hard_cap)}; "
-               f"sold {view.sold / imo_lib.TOKEN_UNIT:g} of {view.tokens_for_sale / imo_lib.TOKEN_UNIT:g} tokens")
+               f"sold {_tokens(view.sold)} of {_tokens(view.tokens_for_sale)} tokens")
     pending = ctx.contracts.escrow.functions.balance_of(view.token).call()
     click.echo(f"  revenue to date {eth(token.functions.total_revenue_in().call())}"
                + (f" (+{eth(pending)} waiting in the escrow)" if pending else ""))
     custody = token.functions.balanceOf(token.functions.custodian().call()).call()
+    labels = {view.publisher: " (publisher)", imo_lib.launcher(ctx.contracts).address: " (IMO launcher)"}
     for h in imo_lib.holders(ctx.contracts, view.token):
-        click.echo(f"  holder {h.address}: {h.balance / imo_lib.TOKEN_UNIT:g} tokens, claimable {eth(h.claimable)}")
+        click.echo(f"  holder {h.address}{labels.get(h.address, '')}: {_tokens(h.balance)} tokens, claimable {eth(h.claimable)}")
     if custody:
         accrued = token.functions.accrued_in_custody(custody).call()
-        click.echo(f"  in custody for buyers and vesting: {custody / imo_lib.TOKEN_UNIT:g} tokens, "
+        click.echo(f"  in custody for buyers and vesting: {_tokens(custody)} tokens, "
                    f"{eth(accrued)} accrued for their owners")
+
+
+def _sale_state(view: imo_lib.ImoView, now: int) -> str:
+    """The state with the sale's end: 'active, ends …', 'ended, not finalized (…)', or the final state."""
+    if view.state != "active":
+        return f"{view.state} (sale ended {utc_time(view.sale_end)})"
+    if now >= view.sale_end:
+        return f"ended {utc_time(view.sale_end)}, not finalized (anyone may `tributa imo finalize {view.imo_id}`)"
+    return f"active, sale ends {utc_time(view.sale_end)} (in {_duration(view.sale_end - now)})"
+
+
+def _duration(seconds: int) -> str:
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    return f"{days}d {hours}h" if days else f"{hours}h {rest // 60}m" if hours else f"{rest // 60}m {rest % 60}s"
+
+
+_tokens = imo_lib.whole_tokens
 
 
 @imo.command("claim")
@@ -99,7 +119,7 @@ def claim(ctx, imo_id, account_spec) -> None:
     """Collect your bought tokens (after a successful sale) and your share of the model's revenue."""
     signer = ctx.signer(account_spec, "buyer")
     tokens, wei = imo_lib.claim(ctx.contracts, signer, imo_id)
-    click.echo(f"claimed {tokens / imo_lib.TOKEN_UNIT:g} tokens and {eth(wei)} of revenue to {signer.address}")
+    click.echo(f"claimed {_tokens(tokens)} tokens and {eth(wei)} of revenue to {signer.address}")
 
 
 @imo.command("refund")
@@ -111,3 +131,37 @@ def refund(ctx, imo_id, account_spec) -> None:
     signer = ctx.signer(account_spec, "buyer")
     signer.transact(imo_lib.launcher(ctx.contracts).functions.refund(imo_id), action="refund")
     click.echo(f"refunded your purchase in IMO {imo_id}")
+
+
+@imo.command("withdraw-excess")
+@account_option("buyer")
+@pass_ctx
+def withdraw_excess(ctx, account_spec) -> None:
+    """Take back what you sent above a sale's hard cap (credited at `imo buy`)."""
+    signer = ctx.signer(account_spec, "buyer")
+    wei, tx = imo_lib.withdraw_excess(ctx.contracts, signer)
+    click.echo(f"withdrew {eth(wei)} of excess to {signer.address} (tx {tx.tx_hash})")
+
+
+@imo.command("withdraw-proceeds")
+@click.argument("imo_id", type=int)
+@account_option("publisher")
+@pass_ctx
+def withdraw_proceeds(ctx, imo_id, account_spec) -> None:
+    """Publisher: take what a successful sale raised."""
+    signer = ctx.signer(account_spec, "publisher")
+    wei, tx = imo_lib.withdraw_proceeds(ctx.contracts, signer, imo_id)
+    click.echo(f"withdrew the {eth(wei)} IMO {imo_id} raised to {signer.address} (tx {tx.tx_hash})")
+
+
+@imo.command("claim-vested")
+@click.argument("imo_id", type=int)
+@account_option("publisher")
+@pass_ctx
+def claim_vested(ctx, imo_id, account_spec) -> None:
+    """Publisher: take the part of your token share vested so far."""
+    signer = ctx.signer(account_spec, "publisher")
+    amount, tx, view = imo_lib.claim_vested(ctx.contracts, signer, imo_id)
+    left = view.publisher_tokens - view.vested_claimed - amount
+    click.echo(f"claimed {_tokens(amount)} vested tokens of IMO {imo_id} to {signer.address}; "
+               f"{_tokens(left)} still vesting (tx {tx.tx_hash})")
