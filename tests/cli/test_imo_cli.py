@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.cli.test_cli_errors import assert_one_line_error, run_cli
-from tests.helpers import register_test_model, signer_for
+from tests.helpers import advance_time, register_test_model, signer_for
 
 
 @pytest.mark.parametrize(
@@ -62,8 +62,7 @@ def test_imo_status_and_money_exits__end_time_then_ended_not_finalized__excess_p
     assert "withdrew 5 ETH of excess" in excess.output, excess.output
     assert w3.eth.get_balance(buyer.address) > before + 49 * 10**17  # 5 ETH less gas
 
-    w3.provider.make_request("evm_increaseTime", [3601])
-    w3.provider.make_request("evm_mine", [])
+    advance_time(w3, 3601)
     ended = run_cli(fresh_settings, "imo", "status", imo_id).output
     assert f"not finalized (anyone may `tributa imo finalize {imo_id}`)" in ended, ended
 
@@ -78,8 +77,7 @@ def test_imo_status_and_money_exits__end_time_then_ended_not_finalized__excess_p
     assert w3.eth.get_balance(publisher.address) > before + 59 * 10**18
     assert_one_line_error(run_cli(fresh_settings, "imo", "withdraw-proceeds", imo_id, "--account", "dev:publisher"), "already withdrawn")
 
-    w3.provider.make_request("evm_increaseTime", [43200])  # half the vesting
-    w3.provider.make_request("evm_mine", [])
+    advance_time(w3, 43200)  # half the vesting
     vested = run_cli(fresh_settings, "imo", "claim-vested", imo_id, "--account", "dev:publisher")
     assert vested.exit_code == 0 and "vested tokens of IMO" in vested.output and "still vesting" in vested.output, vested.output
     assert run_cli(fresh_settings, "imo", "claim", imo_id, "--account", "dev:buyer").exit_code == 0

@@ -9,7 +9,6 @@ import click
 
 from tributa.cli import account_option, node_wait_option, pass_ctx
 from tributa.cli.format import eth, parse_eth
-from tributa.errors import TributaError
 
 
 @click.group()
@@ -52,10 +51,7 @@ def run(ctx, model_dirs, stake, capacity, max_jobs, metrics_port, no_sandbox, ma
     resolve_device(device)  # a bad choice fails before any set-up
     setup_logging(json_logs=json_logs)
     ctx.wait_for_chain(node_wait_s, logging.getLogger("tributa.agent"))
-    try:
-        stake_wei = parse_eth(stake) if stake is not None else None
-    except ValueError as exc:
-        raise TributaError(str(exc)) from None
+    stake_wei = parse_eth(stake) if stake is not None else None
     signer = ctx.signer(account_spec, "agent")
     agent_ = build_agent(
         ctx.settings, ctx.contracts, signer, ctx.store, list(model_dirs), capacity, stake_wei, progress=click.echo,
@@ -97,3 +93,47 @@ def status(ctx, address, account_spec) -> None:
                + (f" (release at {unbond_at})" if unbonding else ""))
     click.echo(f"  device {'gpu' if device else 'cpu'}, capacity {capacity}, models {list(models)}")
     click.echo(f"  credited fees {eth(escrow.balance_of(address).call())}")
+
+
+@agent.group("stake")
+def stake() -> None:
+    """The agent's bonded stake in the escrow."""
+
+
+@stake.command("add")
+@click.option("--eth", "amount", required=True, help="ETH to add to the bonded stake")
+@account_option("agent")
+@pass_ctx
+def stake_add(ctx, amount, account_spec) -> None:
+    """Add to your bonded stake."""
+    from tributa.staking import add_stake, read_stake
+
+    signer = ctx.signer(account_spec, "agent")
+    tx = add_stake(ctx.contracts, signer, parse_eth(amount))
+    click.echo(f"stake of {signer.address} is now {eth(read_stake(ctx.contracts, signer.address).bonded)} (tx {tx.tx_hash})")
+
+
+@agent.command("unbond")
+@click.option("--eth", "amount", default=None, help="ETH to unbond (default: all the bonded stake)")
+@account_option("agent")
+@pass_ctx
+def unbond(ctx, amount, account_spec) -> None:
+    """Start unbonding stake; `agent withdraw-stake` pays it after the escrow's delay."""
+    from tributa.cli.format import utc_time
+    from tributa.staking import request_unbond
+
+    signer = ctx.signer(account_spec, "agent")
+    wei, release_at, tx = request_unbond(ctx.contracts, signer, None if amount is None else parse_eth(amount))
+    click.echo(f"unbonding {eth(wei)}: withdraw it with `tributa agent withdraw-stake` from {utc_time(release_at)} (tx {tx.tx_hash})")
+
+
+@agent.command("withdraw-stake")
+@account_option("agent")
+@pass_ctx
+def withdraw_stake(ctx, account_spec) -> None:
+    """Withdraw stake whose unbonding delay has passed."""
+    from tributa.staking import withdraw_stake as withdraw
+
+    signer = ctx.signer(account_spec, "agent")
+    wei, tx = withdraw(ctx.contracts, signer)
+    click.echo(f"withdrew {eth(wei)} of stake to {signer.address} (tx {tx.tx_hash})")

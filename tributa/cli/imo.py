@@ -7,14 +7,6 @@ import click
 from tributa import imo as imo_lib
 from tributa.cli import account_option, pass_ctx
 from tributa.cli.format import eth, parse_eth, utc_time
-from tributa.errors import TributaError
-
-
-def _wei(text: str) -> int:
-    try:
-        return parse_eth(text)
-    except ValueError as exc:
-        raise TributaError(str(exc)) from None
 
 
 @click.group()
@@ -41,7 +33,7 @@ def launch(ctx, model_id, name, symbol, supply, price, soft_cap, hard_cap, durat
     """Open a fixed-price sale of MODEL's token (only its registered publisher)."""
     signer = ctx.signer(account_spec, "publisher")
     imo_id, token, tx = imo_lib.launch(
-        ctx.contracts, signer, model_id, name, symbol, supply, _wei(price), _wei(soft_cap), _wei(hard_cap),
+        ctx.contracts, signer, model_id, name, symbol, supply, parse_eth(price), parse_eth(soft_cap), parse_eth(hard_cap),
         duration_s, publisher_share_bps, vesting_s, redeem_share_bps,
     )
     click.echo(f"IMO {imo_id} launched for model {model_id}: token {symbol} at {token} (gas {tx.gas_used})")
@@ -55,7 +47,7 @@ def launch(ctx, model_id, name, symbol, supply, price, soft_cap, hard_cap, durat
 def buy(ctx, imo_id, amount, account_spec) -> None:
     """Buy IMO_ID's token at its fixed price (beyond the hard cap, the excess is credited back)."""
     signer = ctx.signer(account_spec, "buyer")
-    tokens, tx = imo_lib.buy(ctx.contracts, signer, imo_id, _wei(amount))
+    tokens, tx = imo_lib.buy(ctx.contracts, signer, imo_id, parse_eth(amount))
     click.echo(f"bought {_tokens(tokens)} tokens of IMO {imo_id} (gas {tx.gas_used})")
 
 

@@ -43,10 +43,7 @@ def model() -> None:
 @pass_ctx
 def register(ctx, path, name, adapters, datasets, fee, fee_receiver, max_new_tokens, account_spec) -> None:
     """Add PATH (and adapters) to the content store and register the model."""
-    try:
-        fee_wei = parse_eth(fee)
-    except ValueError as exc:
-        raise TributaError(str(exc)) from None
+    fee_wei = parse_eth(fee)
     if fee_receiver is not None:
         from tributa.chain.accounts import checksum
 

@@ -80,11 +80,8 @@ def submit(ctx, model_id, prompt, texts, input_file, max_new_tokens, adapter, fe
         if max_new_tokens is not None:
             _check_max_new_tokens(ctx.contracts, model_id, max_new_tokens)
         input_bytes = encode_input(prompt=prompt, texts=list(texts), max_new_tokens=max_new_tokens, adapter=adapter)
-    try:
-        fee_wei = parse_eth(fee) if fee is not None else None
-        max_fee_wei = parse_eth(max_model_fee) if max_model_fee is not None else None
-    except ValueError as exc:
-        raise TributaError(str(exc)) from None
+    fee_wei = parse_eth(fee) if fee is not None else None
+    max_fee_wei = parse_eth(max_model_fee) if max_model_fee is not None else None
     signer = ctx.signer(account_spec, "requester")
     # The fee shown is the fee accepted: the escrow refuses the task if it rose meanwhile.
     shown_fee = model_fee_of(ctx.contracts, model_id)
