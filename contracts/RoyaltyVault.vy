@@ -255,6 +255,31 @@ def claim_many(claims: DynArray[IRoyaltyVault.Claim, 32]) -> uint256:
     return total
 
 
+@external
+@nonreentrant
+def claim_for(account: address, claims: DynArray[IRoyaltyVault.Claim, 32]) -> uint256:
+    """
+    @notice Pays `account` what it is owed across several dataset versions,
+            as `claim_many` pays its caller. Anyone may call it and pay the
+            gas, so a contributor holding no ether is still paid. The proofs
+            bind each share to `account` and the wei goes to `account` alone:
+            the caller gains nothing and moves no one else's money.
+    @param account The contributor to pay.
+    @param claims (dataset_id, version, shares_bps, proof) entries of `account`.
+    @return uint256 The wei paid to `account`.
+    """
+    assert account != empty(address), "vault: zero account"
+    # @dev The loop of `claim_many`, not a shared internal: passing `claims`
+    # to an internal function copies all 32 entries into its frame, +6,200
+    # gas per call (measured on claim_many).
+    total: uint256 = 0
+    for c: IRoyaltyVault.Claim in claims:
+        total += self._take(account, c.dataset_id, c.version, c.shares_bps, c.proof)
+    assert total != 0, "vault: nothing to claim"
+    self._send(account, total)
+    return total
+
+
 @view
 @external
 def claimable(dataset_id: uint256, version: uint256, account: address, shares_bps: uint16, proof: DynArray[bytes32, 16]) -> uint256:

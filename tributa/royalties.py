@@ -65,13 +65,20 @@ def shares_of(contracts: Contracts, account: str) -> list[Share]:
     return shares
 
 
-def claim_all(contracts: Contracts, signer: Signer) -> tuple[int, list[TxResult]]:
-    """Claim everything owed to the signer, in as few transactions as the vault allows."""
-    owed = [s for s in shares_of(contracts, signer.address) if s.claimable > 0]
+def claim_all(contracts: Contracts, signer: Signer, account: str | None = None) -> tuple[int, list[TxResult]]:
+    """Claim everything owed to `account` (default: the signer), in as few transactions as the
+    vault allows. With another account the signer relays the claim (`claim_for`): it pays the gas,
+    and the wei goes to `account` alone, so a contributor holding no ether is still paid."""
+    account = signer.address if account is None else Web3.to_checksum_address(account)
+    owed = [s for s in shares_of(contracts, account) if s.claimable > 0]
     if not owed:
-        raise TributaError(f"{signer.address} has no royalties to claim")
+        raise TributaError(f"{account} has no royalties to claim")
+    vault = contracts.vault.functions
     results = []
     for start in range(0, len(owed), MAX_CLAIMS_PER_TX):
         batch = [(s.dataset_id, s.version, s.shares_bps, s.proof) for s in owed[start : start + MAX_CLAIMS_PER_TX]]
-        results.append(signer.transact(contracts.vault.functions.claim_many(batch), action="claim_many"))
+        if account == signer.address:
+            results.append(signer.transact(vault.claim_many(batch), action="claim_many"))
+        else:
+            results.append(signer.transact(vault.claim_for(account, batch), action="claim_for"))
     return sum(s.claimable for s in owed), results

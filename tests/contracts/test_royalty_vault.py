@@ -541,3 +541,79 @@ def test_dust__any_revenue__is_below_contributor_count(w, revenue):
     paid = sum(claim_as(w, a, w.dataset_ten) for a in c if revenue * s[c.index(a)] // 10_000 > 0)
     assert 0 <= revenue - paid <= len(c) - 1
     assert boa.env.get_balance(w.vault.address) == revenue - paid
+
+
+# -------------------------------------------------------------- claim_for
+
+
+def test_claim_for__a_relayer_pays_the_gas__the_contributor_with_no_ether_is_paid(w):
+    did, c, s = w.dataset_small
+    credit(w, 1, [did], [9000])
+    contributor = c[1]
+    boa.env.set_balance(contributor, 0)
+    relayer_before = boa.env.get_balance(w.stranger)
+    with boa.env.prank(w.stranger):
+        paid = w.vault.claim_for(contributor, [(did, 1, s[1], contributors_proof(c, s, 1))])
+    assert paid == 9000 * s[1] // 10_000
+    assert boa.env.get_balance(contributor) == paid
+    assert boa.env.get_balance(w.stranger) == relayer_before
+    [event] = h.events(w.vault, "RoyaltyClaimed")
+    assert (event.account, event.amount) == (contributor, paid)
+    with boa.env.prank(contributor), boa.reverts("vault: nothing to claim"):
+        claim_as(w, contributor, w.dataset_small)  # paid once, not twice
+
+
+def test_claim_for__naming_yourself_with_someone_elses_share__reverts_and_moves_nothing(w):
+    did, c, s = w.dataset_small
+    credit(w, 1, [did], [9000])
+    vault_before = boa.env.get_balance(w.vault.address)
+    with boa.env.prank(w.stranger), boa.reverts("vault: invalid proof"):
+        w.vault.claim_for(w.stranger, [(did, 1, s[1], contributors_proof(c, s, 1))])
+    with boa.env.prank(w.stranger), boa.reverts("vault: invalid proof"):
+        w.vault.claim_for(c[0], [(did, 1, s[1], contributors_proof(c, s, 1))])  # c[1]'s share, c[0]'s name
+    with boa.env.prank(w.stranger), boa.reverts("vault: zero account"):
+        w.vault.claim_for(h.ZERO_ADDRESS, [(did, 1, s[1], contributors_proof(c, s, 1))])
+    assert boa.env.get_balance(w.vault.address) == vault_before
+
+
+def test_claim_for__a_contributor_contract_reentering_on_receipt__is_locked_out(w):
+    attacker = boa.loads(REENTRANT_FOR)
+    with boa.env.prank(w.stranger):
+        first = h.commit_and_register(w.registry, h.digest("reenter-for-1"), h.digest("m"), [attacker.address], [10_000], "")
+        second = h.commit_and_register(w.registry, h.digest("reenter-for-2"), h.digest("m"), [attacker.address], [10_000], "")
+    credit(w, 1, [first, second], [500, 700])
+    # On receipt of the first payment it claims the second, which it is owed: only the lock stops it.
+    attacker.arm(w.vault.address, second)
+    with boa.env.prank(w.stranger):
+        assert w.vault.claim_for(attacker.address, [(first, 1, 10_000, [])]) == 500
+    assert attacker.reentered() is False
+    assert boa.env.get_balance(attacker.address) == 500
+    with boa.env.prank(w.stranger):
+        assert w.vault.claim_for(attacker.address, [(second, 1, 10_000, [])]) == 700  # still owed, paid once
+
+
+REENTRANT_FOR = """
+# pragma version ~=0.4.3
+struct Claim:
+    dataset_id: uint256
+    version: uint256
+    shares_bps: uint16
+    proof: DynArray[bytes32, 16]
+
+vault: address
+data: Bytes[1024]
+reentered: public(bool)
+
+@external
+def arm(vault: address, dataset_id: uint256):
+    self.vault = vault
+    entries: DynArray[Claim, 1] = [Claim(dataset_id=dataset_id, version=1, shares_bps=10000, proof=[])]
+    self.data = abi_encode(self, entries, method_id=method_id("claim_for(address,(uint256,uint256,uint16,bytes32[])[])"))
+
+@external
+@payable
+def __default__():
+    if self.vault != empty(address) and msg.sender == self.vault:
+        self.vault = empty(address)  # once
+        self.reentered = raw_call(msg.sender, self.data, revert_on_failure=False)
+"""

@@ -164,3 +164,33 @@ def test_claim_all__first_claim_then_a_new_credit__pays_each_wei_once_and_repeat
     assert contracts.w3.eth.get_balance(member.address) == before + paid - tx.receipt.gasUsed * tx.receipt.effectiveGasPrice
     with pytest.raises(Exception, match="no royalties to claim"):
         claim_all(contracts, member)
+
+
+def test_royalties_claim__contributor_with_no_ether__told_how_then_paid_by_a_relayer_through_claim_for(
+    world, contracts, signers, tmp_path, fresh_settings
+):
+    from tests.cli.test_cli_errors import assert_one_line_error, run_cli
+
+    oracle, datasets, attributor, members = world
+    oracle.settler.attributor = attributor
+    model = _model(contracts, signers, oracle.store, tmp_path, {datasets["baking"]: 10_000})
+    ensure_agent(contracts, signers["agent"], [model])
+    from tributa.royalties import shares_of
+
+    member = signer_for(contracts, "16")
+    _settle_quote(oracle, contracts, signers, model, "leave it covered in a warm place until it has doubled in size")
+    owed = sum(s.claimable for s in shares_of(contracts, member.address))
+    assert owed > 0
+    w3 = contracts.w3
+    w3.provider.make_request("anvil_setBalance", [member.address, "0x0"])
+
+    broke = run_cli(fresh_settings, "royalties", "claim", "--account", "dev:16")
+    assert_one_line_error(broke, member.address, "cannot pay", f"royalties claim --for {member.address}")
+    assert w3.eth.get_balance(member.address) == 0
+
+    relayer = signers["requester"]
+    relayed = run_cli(fresh_settings, "royalties", "claim", "--for", member.address, "--account", "dev:requester")
+    assert relayed.exit_code == 0, relayed.output
+    assert f"to {member.address} in 1 transaction(s), gas paid by {relayer.address}" in relayed.output
+    assert w3.eth.get_balance(member.address) == owed
+    assert_one_line_error(run_cli(fresh_settings, "royalties", "claim", "--for", member.address), "has no royalties to claim")

@@ -176,12 +176,20 @@ class RoyaltyMachine(RuleBasedStateMachine):
             total += owed
             self.claimed[(*key, account)] += owed
             self.touched.add(key)
-        with boa.env.prank(account):
+        # Anyone may relay the claim (claim_for): the account is paid, the relayer gets nothing.
+        relayer = data.draw(st.sampled_from([None, *self.pool]), label="relayer")
+        caller = account if relayer is None else relayer
+        pay = (lambda: self.vault.claim_many(entries)) if relayer is None else (lambda: self.vault.claim_for(account, entries))
+        before = {a: boa.env.get_balance(a) for a in {account, caller}}
+        with boa.env.prank(caller):
             if total == 0:
                 with boa.reverts("vault: nothing to claim"):
-                    self.vault.claim_many(entries)
+                    pay()
                 return
-            assert self.vault.claim_many(entries) == total
+            assert pay() == total
+        assert boa.env.get_balance(account) == before[account] + total
+        if caller != account:
+            assert boa.env.get_balance(caller) == before[caller]
         self.paid += total
 
     @precondition(lambda self: any(v < self.current[d] for d, v in self.versions))

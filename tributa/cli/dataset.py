@@ -156,12 +156,22 @@ def royalties_show(ctx, address, account_spec) -> None:
 
 
 @royalties.command("claim")
+@click.option("--for", "for_address", default=None,
+              help="claim for this contributor: the wei goes to it, you pay the gas (it may hold no ETH)")
 @account_option("creator")
 @pass_ctx
-def royalties_claim(ctx, account_spec) -> None:
-    """Claim everything owed to your account, across datasets and tasks."""
+def royalties_claim(ctx, for_address, account_spec) -> None:
+    """Claim everything owed to your account (or to --for ADDRESS), across datasets and tasks."""
+    from tributa.chain.accounts import checksum
+    from tributa.errors import InsufficientFunds
     from tributa.royalties import claim_all
 
+    account = checksum(for_address) if for_address else None
     signer = ctx.signer(account_spec, "creator")
-    total, results = claim_all(ctx.contracts, signer)
-    click.echo(f"claimed {eth(total)} to {signer.address} in {len(results)} transaction(s)")
+    try:
+        total, results = claim_all(ctx.contracts, signer, account)
+    except InsufficientFunds as exc:
+        raise TributaError(f"{exc}, or let any funded account pay the gas: "
+                           f"`tributa royalties claim --for {account or signer.address}`") from None
+    click.echo(f"claimed {eth(total)} to {account or signer.address} in {len(results)} transaction(s)"
+               + (f", gas paid by {signer.address}" if account and account != signer.address else ""))
