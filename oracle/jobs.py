@@ -31,6 +31,9 @@ REPUTATION_WINDOW = 50
 REPUTATION_MIN_SAMPLES = 3
 # A lease the agent has not accepted (signed) within this many seconds returns to the pool.
 ACCEPT_WINDOW_S = 15.0
+# Agents that failed to run a task (not its input: their runtime, a limit, a model that would not
+# load) before it is failed and refunded rather than offered to yet another agent.
+RUNTIME_ERRORS_TO_FAIL = 3
 
 
 def reputation(session, agent: str) -> float:
@@ -274,6 +277,14 @@ class JobBook:
             session.execute(text("UPDATE jobs SET state = state WHERE 0"))
 
     @staticmethod
+    def _runtime_errors(session, task_id: int) -> int:
+        """Jobs of the task whose agent reported it could not run them (an input error fails the
+        task at once, so these are runtime errors)."""
+        return session.execute(
+            select(func.count()).select_from(Job).where(Job.task_id == task_id, Job.state == JobState.ERRORED)
+        ).scalar_one()
+
+    @staticmethod
     def _active_jobs(session, task_id: int) -> int:
         return session.execute(
             select(func.count())
@@ -394,6 +405,13 @@ class JobBook:
             if kind == "input":
                 task.state = TaskState.FAILING
                 task.reason = f"bad input: {message}"[:128]
+            elif (
+                task.state in (TaskState.OPEN, TaskState.RUNNING)
+                and self._active_jobs(s, task.task_id) == 0
+                and self._runtime_errors(s, task.task_id) >= RUNTIME_ERRORS_TO_FAIL
+            ):
+                task.state = TaskState.FAILING
+                task.reason = f"{RUNTIME_ERRORS_TO_FAIL} agents could not run it: {message}"[:128]
             elif task.state == TaskState.RUNNING and self._active_jobs(s, task.task_id) == 0:
                 task.state = TaskState.OPEN
 

@@ -10,10 +10,9 @@ from tributa.chain.contracts import Contracts
 from tributa.chain.events import first_event
 from tributa.chain.tx import Signer, TxResult
 from tributa.errors import TributaError
-from tributa.registry import DEFAULT_MAX_NEW_TOKENS, ServingTerms, read_model, read_serving_terms
+from tributa.registry import DEFAULT_MAX_NEW_TOKENS, MAX_NEW_TOKENS_CAP, ServingTerms, read_model, read_serving_terms
 
 MAX_NAME = 64
-MAX_NEW_TOKENS_CAP = 4096  # DataRegistry.MAX_NEW_TOKENS_CAP
 
 
 @dataclass(frozen=True)

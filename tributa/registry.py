@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from web3.contract import Contract
+if TYPE_CHECKING:  # the sandboxed worker imports the limits here, and never web3
+    from web3.contract import Contract
 
 from tributa.errors import TributaError
 
 
 # What a task buys when its model's publisher set no terms (`DataRegistry.set_serving_terms`).
 DEFAULT_MAX_NEW_TOKENS = 64
+MAX_NEW_TOKENS_CAP = 4096  # DataRegistry.MAX_NEW_TOKENS_CAP: the most a task can buy; the runtime serves up to it
 
 
 @dataclass(frozen=True)

@@ -195,3 +195,18 @@ def test_executor__input_names_an_adapter__that_adapter_runs_null_runs_the_base(
     assert run(adapter=None)["adapter"] is None
     with pytest.raises(JobInputError, match="is not one of this model's adapters"):
         run(adapter="QmNotAnAdapterOfThisModel")
+
+
+def test_run_job__registered_limit_above_512__served_up_to_the_models_context(demo_models, registry):
+    # The registry sells up to MAX_NEW_TOKENS_CAP tokens a task; the runtime serves the same cap
+    # (it once stopped at 512, so every job of a model registered above that failed as "runtime").
+    from tributa.registry import MAX_NEW_TOKENS_CAP
+
+    spec = JobSpec(kind="generate", model_path=str(demo_models.base_dir), max_new_tokens=1000)
+    body = json.loads(run_job(spec, _json({"prompt": "The", "max_new_tokens": 200}), registry).output)
+    assert 1 <= len(body["token_ids"]) <= 200
+    with pytest.raises(JobInputError, match="context of 256 tokens"):  # the demo GPT-2's n_positions
+        run_job(spec, _json({"prompt": "The", "max_new_tokens": 600}), registry)
+    capped = JobSpec(kind="generate", model_path=str(demo_models.base_dir), max_new_tokens=MAX_NEW_TOKENS_CAP + 1)
+    with pytest.raises(JobSpecError, match=f"from 1 to {MAX_NEW_TOKENS_CAP}"):
+        run_job(capped, _json({"prompt": "x"}), registry)

@@ -211,6 +211,31 @@ def test_lease__own_job_errored__not_leased_to_that_agent_again(book):
     assert book.lease(OTHER.address, {1}, 1000).task_id == task_id
 
 
+def test_report_error__runtime_errors_from_three_agents__the_task_fails_with_the_last_reason(book):
+    from oracle.jobs import RUNTIME_ERRORS_TO_FAIL
+
+    task_id = _add_task(book, 701, k=1)
+    agents = [AGENT, OTHER.address, dev_account(12).address, dev_account(13).address]
+    for n, agent in enumerate(agents[:RUNTIME_ERRORS_TO_FAIL], start=1):
+        offer = book.lease(agent, {1}, 1000)
+        assert offer is not None and offer.task_id == task_id, f"agent {n} was not offered the task"
+        book.report_error(agent, offer.job_id, "runtime", f"out of memory on agent {n}")
+        expected = TaskState.FAILING if n == RUNTIME_ERRORS_TO_FAIL else TaskState.OPEN
+        assert _task(book, task_id).state == expected
+    assert _task(book, task_id).reason == f"{RUNTIME_ERRORS_TO_FAIL} agents could not run it: out of memory on agent 3"
+    assert book.lease(agents[-1], {1}, 1000) is None  # failing (then refunded), not offered again
+
+
+def test_report_error__a_runtime_error_while_another_agent_holds_the_task__does_not_fail_it(book):
+    task_id = _add_task(book, 702, k=2)
+    held = book.lease(AGENT, {1}, 1000)
+    for agent in (OTHER.address, dev_account(12).address, dev_account(13).address):
+        offer = book.lease(agent, {1}, 1000)
+        book.report_error(agent, offer.job_id, "runtime", "killed")
+    assert _task(book, task_id).state == TaskState.RUNNING  # AGENT may still answer
+    assert held is not None
+
+
 def test_relet__one_agent_lets_its_lease_expire__leases_the_task_again_and_it_settles_on_chain(contracts, signers, tmp_path, chain_snapshot):
     from tests.helpers import OracleParts, ensure_agent, post_raw_task, register_test_model
 

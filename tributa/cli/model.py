@@ -10,6 +10,7 @@ import click
 from tributa.cli import account_option, pass_ctx
 from tributa.cli.format import eth, parse_eth
 from tributa.errors import TributaError
+from tributa.registry import MAX_NEW_TOKENS_CAP
 from tributa.publish import register_model, set_serving_terms
 from tributa.registry import list_models
 from tributa.store import cid as cidlib
@@ -37,7 +38,7 @@ def model() -> None:
 @click.option("--dataset", "datasets", multiple=True, help="training dataset ID=BPS, summing to 10000 (repeatable)")
 @click.option("--fee", default="0", show_default=True, help="ETH per task to the model's fee receiver")
 @click.option("--fee-receiver", default=None, help="default: the publisher")
-@click.option("--max-new-tokens", type=click.IntRange(1, 4096), default=None,
+@click.option("--max-new-tokens", type=click.IntRange(1, MAX_NEW_TOKENS_CAP), default=None,
               help="most new tokens a generation task may ask for; the fee pays for up to this many (default 64)")
 @account_option("publisher")
 @pass_ctx
@@ -63,7 +64,7 @@ def register(ctx, path, name, adapters, datasets, fee, fee_receiver, max_new_tok
 
 @model.command("terms")
 @click.argument("model_id", type=int)
-@click.option("--max-new-tokens", type=click.IntRange(1, 4096), default=None,
+@click.option("--max-new-tokens", type=click.IntRange(1, MAX_NEW_TOKENS_CAP), default=None,
               help="most new tokens a generation task may ask for (the fee pays for up to this many)")
 @click.option("--min-cosine", type=click.FloatRange(0.9, 1.0), default=None,
               help="embeddings: results agree when every vector pair's cosine is at least this")

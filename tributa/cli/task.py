@@ -10,6 +10,7 @@ import click
 from tributa.cli import account_option, pass_ctx
 from tributa.cli.format import eth, hex32, parse_eth
 from tributa.errors import TributaError
+from tributa.registry import MAX_NEW_TOKENS_CAP
 from tributa.tasks import encode_input, model_fee_of, open_private_result, post_private_task, post_task, read_task
 
 
@@ -48,7 +49,7 @@ def _check_max_new_tokens(contracts, model_id: int, wanted: int) -> None:
 @click.option("--prompt", default=None, help="generation: the prompt")
 @click.option("--text", "texts", multiple=True, help="embedding: a text to embed (repeatable)")
 @click.option("--input", "input_file", type=click.Path(path_type=Path), default=None, help="a JSON input file instead")
-@click.option("--max-new-tokens", type=click.IntRange(1, 4096), default=None,
+@click.option("--max-new-tokens", type=click.IntRange(1, MAX_NEW_TOKENS_CAP), default=None,
               help="generation: at most the model's registered limit (see `tributa model terms`)")
 @click.option("--adapter", default=None,
               help="generation: run this one of the model's adapters (its CID, see `tributa model list`); default: its first")

@@ -24,8 +24,8 @@ from transformers import GenerationConfig
 
 from tributa.runtime.errors import InferenceInputError
 from tributa.ml.models import ModelFolderError, file_sha256, load_causal_lm
+from tributa.registry import MAX_NEW_TOKENS_CAP as MAX_NEW_TOKENS_LIMIT  # one cap with the registry
 
-MAX_NEW_TOKENS_LIMIT = 512
 DEFAULT_MAX_ADAPTERS = 32
 BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in a mixed batch
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
