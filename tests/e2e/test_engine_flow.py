@@ -42,8 +42,22 @@ def llama(tmp_path_factory):
     return root / "base", root / "adapter"
 
 
+def _model_id_of(contracts, publisher, store, name, folder) -> int:
+    """The model registered with these weights (another test module may have), else a new one."""
+    from tributa.catalog import describe_folder
+    from tributa.registry import list_models
+
+    digest = describe_folder(store, folder).digest
+    for model in list_models(contracts.registry):
+        if bytes(model.weights_digest) == digest and not model.adapter_digests:
+            return model.model_id
+    return register_model(contracts, publisher, store, name, folder, [], None, 10**15).model_id
+
+
 @pytest.fixture(scope="module")
 def network(contracts, deployed, llama, tmp_path_factory):
+    from tributa.ml.embeddings import model_dir as minilm_dir
+
     root = tmp_path_factory.mktemp("engine-e2e")
     settings = deployed.with_overrides(data_dir=root / "data")
     store = open_store(settings.store_dir)
@@ -51,12 +65,13 @@ def network(contracts, deployed, llama, tmp_path_factory):
     publisher = signer_for(contracts, "publisher")
     model = register_model(contracts, publisher, store, "e2e-llama", base_dir, [adapter_dir], None, 10**15)
     set_serving_terms(contracts, publisher, model.model_id, max_new_tokens=LIMIT)  # above the default 64
+    embedder = _model_id_of(contracts, publisher, store, "e2e-minilm", minilm_dir())
     oracle = start_oracle(settings, root / "oracle.log", ["--no-attribution", "--text-logs"])
     agent = start_agent(settings, root / "agent.log", [
         "--text-logs", "--no-sandbox", "--capacity", "4", "--threads", "1",
-        "--model-dir", str(base_dir), "--model-dir", str(adapter_dir),
+        "--model-dir", str(base_dir), "--model-dir", str(adapter_dir), "--model-dir", str(minilm_dir()),
     ])
-    yield {"store": store, "model": model, "oracle": oracle, "agent": agent, "log": root / "agent.log"}
+    yield {"store": store, "model": model, "embedder": embedder, "oracle": oracle, "agent": agent, "log": root / "agent.log"}
     agent.stop()
     oracle.stop()
 
@@ -105,3 +120,28 @@ def test_e2e__registered_token_limit__up_to_it_runs_past_it_fails_and_refunds(ne
     assert output["finish_reason"] == "eos" or len(output["token_ids"]) == LIMIT  # more than the default 64 allowed
     assert refused.state == "refunded" and f"between 1 and {LIMIT}" in refused.failure
     assert escrow.balance_of(requester.address).call() - before == past.fee + settled.settlement["refund"]
+
+
+def test_e2e__bad_inputs__each_task_fails_with_its_reason_is_refunded_and_the_agent_keeps_serving(network, contracts):
+    requester = signer_for(contracts, "requester")
+    escrow = contracts.escrow.functions
+    llama, embedder, store = network["model"].model_id, network["embedder"], network["store"]
+    cases = {  # model, input, a fragment of the recorded reason
+        "prompt over the context": (llama, encode_input(prompt="moon " * 200), "exceeds the model's context of 128 tokens"),
+        "embedding job to a generation model": (llama, encode_input(texts=["a star"]), "unknown field"),
+        "generation job to an embedding model": (embedder, encode_input(prompt="a star"), "unknown field"),
+        "prompt not a string": (llama, b'{"prompt":5}', '"prompt" must be a string, got a number'),
+    }
+    before = escrow.balance_of(requester.address).call()
+    bad = {name: post_task(contracts, requester, store, model, data) for name, (model, data, _) in cases.items()}
+    views = wait_until_final(contracts, [t.task_id for t in bad.values()], SETTLE_TIMEOUT_S,
+                             (network["oracle"], network["agent"]), final=("settled", "refunded"))
+    for name, task in bad.items():
+        view = views[task.task_id]
+        assert view.state == "refunded" and cases[name][2] in view.failure, (name, view.state, view.failure)
+    assert escrow.balance_of(requester.address).call() - before == sum(t.fee for t in bad.values())  # every wei back
+
+    after = [post_task(contracts, requester, store, llama, encode_input(prompt="the moon", max_new_tokens=4)),
+             post_task(contracts, requester, store, embedder, encode_input(texts=["a star"]))]
+    served = wait_until_final(contracts, [t.task_id for t in after], SETTLE_TIMEOUT_S, (network["oracle"], network["agent"]))
+    assert [served[t.task_id].state for t in after] == ["settled", "settled"]  # the same agent, still serving
