@@ -72,20 +72,51 @@ def model_fee_of(contracts: Contracts, model_id: int) -> int:
 
 
 def encode_input(
-    prompt: str | None = None, texts: list[str] | None = None, max_new_tokens: int | None = None, adapter: str | None = None
+    prompt: str | None = None,
+    texts: list[str] | None = None,
+    max_new_tokens: int | None = None,
+    adapter: str | None = None,
+    chat: bool = False,
 ) -> bytes:
-    """The canonical JSON input of a generation (prompt, optionally an adapter's CID) or embedding
-    (texts) task."""
+    """The canonical JSON input of a generation (prompt, optionally an adapter's CID, optionally
+    wrapped in the tokenizer's chat template as one user turn) or embedding (texts) task."""
     if (prompt is None) == (not texts):
         raise TributaError("give either a prompt (generation) or texts (embedding)")
     if adapter is not None and prompt is None:
         raise TributaError("an adapter applies to generation only: give --prompt with --adapter")
+    if chat and prompt is None:
+        raise TributaError("a chat template applies to generation only: give --prompt with --chat")
+    if prompt is not None and not prompt.strip():
+        raise TributaError("the prompt is empty: give the text the model should continue or answer")
+    if texts and not all(t.strip() for t in texts):
+        raise TributaError("an embedding text is empty")
     body: dict[str, Any] = {"prompt": prompt} if prompt is not None else {"texts": list(texts or [])}
     if max_new_tokens is not None:
         body["max_new_tokens"] = max_new_tokens
     if adapter is not None:
         body["adapter"] = adapter
+    if chat:
+        body["chat"] = True
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+
+def check_input_shape(data: bytes, where: str = "the input") -> None:
+    """The shape every agent checks, checked before paying: a JSON object with a non-empty
+    "prompt" string (generation) or a non-empty list of strings in "texts" (embedding). The
+    agent's runtime checks the rest (fields, limits, the model's context) and refunds on failure."""
+    try:
+        body = json.loads(data)
+    except ValueError:
+        raise TributaError(f"{where} is not JSON") from None
+    if not isinstance(body, dict):
+        raise TributaError(f"{where} must be a JSON object with \"prompt\" or \"texts\"")
+    if ("prompt" in body) == ("texts" in body):
+        raise TributaError(f"{where} needs exactly one of \"prompt\" (generation) or \"texts\" (embedding)")
+    if "prompt" in body and not (isinstance(body["prompt"], str) and body["prompt"].strip()):
+        raise TributaError(f"{where}: \"prompt\" must be a non-empty string, not {json.dumps(body['prompt'])[:40]}")
+    texts = body.get("texts")
+    if "texts" in body and not (isinstance(texts, list) and texts and all(isinstance(t, str) and t.strip() for t in texts)):
+        raise TributaError(f"{where}: \"texts\" must be a non-empty list of non-empty strings")
 
 
 def post_task(

@@ -222,3 +222,39 @@ def test_shell_completion__as_the_readme_documents__completes_command_names():
     env = {"_TRIBUTA_COMPLETE": "bash_complete", "COMP_WORDS": "tributa sto", "COMP_CWORD": "1"}
     result = CliRunner().invoke(cli, [], prog_name="tributa", env=env)
     assert result.output.split() == ["plain,store"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--prompt", ""], "the prompt is empty"),
+        (["--prompt", "   "], "the prompt is empty"),
+        (["--text", ""], "an embedding text is empty"),
+        (["--text", "a", "--chat"], "a chat template applies to generation only"),
+        (["--input", "{in}", "--prompt", "x"], "not both"),
+    ],
+)
+def test_task_submit__empty_or_contradictory_input__refused_before_anything_is_sent(fresh_settings, contracts, tmp_path, args, message):
+    requester = signer_for(contracts, "requester")
+    nonce = contracts.w3.eth.get_transaction_count(requester.address)
+    (tmp_path / "in.json").write_text('{"prompt": "x"}')
+    args = [a.replace("{in}", str(tmp_path / "in.json")) for a in args]
+    assert_one_line_error(run_cli(fresh_settings, "task", "submit", "--model", "1", *args), message)
+    assert contracts.w3.eth.get_transaction_count(requester.address) == nonce
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (b'{"prompt": 5}', '"prompt" must be a non-empty string, not 5'),
+        (b'{"prompt": ""}', '"prompt" must be a non-empty string'),
+        (b'[1, 2]', "must be a JSON object"),
+        (b'{"prompt": "a", "texts": ["b"]}', "exactly one of"),
+        (b'{"texts": []}', '"texts" must be a non-empty list'),
+        (b'{"texts": ["a", 3]}', '"texts" must be a non-empty list'),
+        (b'not json', "is not JSON"),
+    ],
+)
+def test_task_submit__input_file_of_the_wrong_shape__one_line_before_paying(fresh_settings, contracts, tmp_path, body, message):
+    (tmp_path / "in.json").write_bytes(body)
+    assert_one_line_error(run_cli(fresh_settings, "task", "submit", "--model", "1", "--input", str(tmp_path / "in.json")), message)

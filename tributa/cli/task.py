@@ -11,7 +11,7 @@ from tributa.cli import account_option, pass_ctx
 from tributa.cli.format import eth, hex32, parse_eth
 from tributa.errors import TributaError
 from tributa.registry import MAX_NEW_TOKENS_CAP
-from tributa.tasks import encode_input, model_fee_of, open_private_result, post_private_task, post_task, read_task
+from tributa.tasks import check_input_shape, encode_input, model_fee_of, open_private_result, post_private_task, post_task, read_task
 
 
 @click.group()
@@ -53,6 +53,7 @@ def _check_max_new_tokens(contracts, model_id: int, wanted: int) -> None:
               help="generation: at most the model's registered limit (see `tributa model terms`)")
 @click.option("--adapter", default=None,
               help="generation: run this one of the model's adapters (its CID, see `tributa model list`); default: its first")
+@click.option("--chat", is_flag=True, help="generation: wrap the prompt in the model's chat template as one user turn (instruct models)")
 @click.option("--fee", default=None, help="ETH to escrow (default: twice the model's minimum)")
 @click.option("--deadline-s", type=click.IntRange(10, 30 * 24 * 3600), default=600, show_default=True)
 @click.option("--k", type=click.IntRange(1, 5), default=1, show_default=True, help="agents that must agree")
@@ -63,24 +64,21 @@ def _check_max_new_tokens(contracts, model_id: int, wanted: int) -> None:
               help="seal the input to the oracle and the output to you: the store only holds ciphertext")
 @account_option("requester")
 @pass_ctx
-def submit(ctx, model_id, prompt, texts, input_file, max_new_tokens, adapter, fee, deadline_s, k, max_model_fee, private_task, account_spec) -> None:
+def submit(ctx, model_id, prompt, texts, input_file, max_new_tokens, adapter, chat, fee, deadline_s, k, max_model_fee, private_task, account_spec) -> None:
     """Store the input and post a task."""
     if input_file is not None:
-        if prompt or texts:
-            raise TributaError("give --input or --prompt/--text, not both")
+        if prompt or texts or chat:
+            raise TributaError("give --input or --prompt/--text/--chat, not both")
         if not input_file.is_file():
             raise TributaError(f"input file {input_file} does not exist")
         input_bytes = input_file.read_bytes()
-        try:
-            json.loads(input_bytes)
-        except ValueError:
-            raise TributaError(f"{input_file} is not JSON") from None
+        check_input_shape(input_bytes, str(input_file))
     else:
         if adapter is not None:
             adapter = _check_adapter(ctx.contracts, model_id, adapter)
         if max_new_tokens is not None:
             _check_max_new_tokens(ctx.contracts, model_id, max_new_tokens)
-        input_bytes = encode_input(prompt=prompt, texts=list(texts), max_new_tokens=max_new_tokens, adapter=adapter)
+        input_bytes = encode_input(prompt=prompt, texts=list(texts), max_new_tokens=max_new_tokens, adapter=adapter, chat=chat)
     fee_wei = parse_eth(fee) if fee is not None else None
     max_fee_wei = parse_eth(max_model_fee) if max_model_fee is not None else None
     signer = ctx.signer(account_spec, "requester")
