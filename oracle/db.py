@@ -154,6 +154,8 @@ class Job(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     submitted_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     requester_cid: Mapped[str | None] = mapped_column(String(100), nullable=True)  # private: sealed output
+    # Private: the same output sealed to the oracle's own key, opened only to judge the answers.
+    oracle_cid: Mapped[str | None] = mapped_column(String(100), nullable=True)
     # The lease as the agent signed it: Lease(task_id, lease_chain_expires_at), chain time in seconds.
     # Only a job with a verified lease signature can be slashed for silence (TaskEscrow checks it).
     lease_chain_expires_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)

@@ -17,6 +17,7 @@ from oracle.db import AgentSeen, Database, Job, JobState, Task, TaskState, now
 from oracle.outages import is_outage
 from tributa import private
 from tributa.chain.eip712 import recover_lease_signer, recover_result_signer
+from tributa.crypto import public_key_of
 from tributa.errors import TributaError
 from tributa.store import cid as cidlib
 
@@ -375,16 +376,20 @@ class JobBook:
         result_cid = self.store.cid_of(sub.output) if output_pubkey else self.store.put_bytes(sub.output)
         if cidlib.cid_to_digest(result_cid) != sub.result_digest:
             raise JobError(422, f"result_digest does not match the output (its CID is {result_cid})")
-        sealed_cid = None
+        sealed_cid = oracle_cid = None
         if output_pubkey:
             sealed = private.seal_output(bytes.fromhex(output_pubkey), sub.output, self.where, requester, task_id)
             sealed_cid = str(self.store.put_bytes(sealed))
+            if self.oracle_key is not None:
+                copy = private.seal_oracle_copy(public_key_of(self.oracle_key), sub.output, self.where, requester, task_id, job_id)
+                oracle_cid = str(self.store.put_bytes(copy))
         with self.db.session() as s:
             job, task = self._held_job(s, agent, job_id)
             if sub.lease_signature is not None and job.lease_signature is None:
                 self._record_lease(job, agent, sub.lease_signature)
             job.state = JobState.SUBMITTED
             job.requester_cid = sealed_cid
+            job.oracle_cid = oracle_cid
             job.result_cid = str(result_cid)
             job.result_digest = "0x" + sub.result_digest.hex()
             job.signature = "0x" + sub.signature.hex()

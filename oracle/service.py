@@ -209,6 +209,7 @@ class Oracle:
             # Derived from the oracle's key: agents cannot predict which tasks get re-run.
             spot_check_seed=bytes(signer.account.sign_message(_SEED_MESSAGE).signature),
             metrics=self.metrics,
+            oracle_key=bytes(signer.account.key),
         )
         self.api_spec = ApiSpec(
             settings=settings,

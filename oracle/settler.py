@@ -90,8 +90,10 @@ class Settler:
         spot_check_seed: bytes = b"",
         metrics: OracleMetrics | None = None,
         verification: VerificationParams = VerificationParams(),
+        oracle_key: bytes | None = None,
     ) -> None:
         self.db = db
+        self.oracle_key = oracle_key  # opens private tasks' answers (their oracle copies) to judge them
         self.contracts = contracts
         self.escrow = contracts.escrow
         self.signer = signer
@@ -218,17 +220,25 @@ class Settler:
         )
 
     def _output_of(self, task: Task):
-        """A job's output bytes from the store; a private task keeps none in the clear (digests decide)."""
-        if self.store is None or task.private:
+        """A job's output bytes from the store: a public task's in the clear, a private one's from
+        the copy sealed to the oracle's key (without that key, or that copy, digests decide)."""
+        if self.store is None or (task.private and self.oracle_key is None):
             return None
+        where = private.Deployment(self.contracts.chain_id, self.escrow.address)
 
         def output_of(job: Job) -> bytes | None:
+            cid = job.oracle_cid if task.private else job.result_cid
             try:
-                return self.store.get_bytes(job.result_cid) if job.result_cid else None
-            except Exception as exc:  # a missing block: that answer agrees by digest only
+                if not cid:
+                    return None
+                data = self.store.get_bytes(cid)
+                if task.private:
+                    data = private.open_oracle_copy(self.oracle_key, data, where, task.requester, task.task_id, job.id)
+                return data
+            except Exception as exc:  # a missing block or a bad seal: that answer agrees by digest only
                 if is_outage(exc):
                     raise
-                log.warning("task %s: output %s of agent %s not in the store", task.task_id, job.result_cid, job.agent)
+                log.warning("task %s: output %s of agent %s unreadable (%s)", task.task_id, cid, job.agent, type(exc).__name__)
                 return None
 
         return output_of

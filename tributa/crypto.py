@@ -73,7 +73,7 @@ MAX_CONTEXT_BYTES = 1024
 PRIVATE_KEY_BYTES = 32
 PUBLIC_KEY_BYTES = 65
 
-Purpose = Literal["input", "job-input", "output"]
+Purpose = Literal["input", "job-input", "output", "oracle-copy"]
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 
 
@@ -148,10 +148,10 @@ def context_for(purpose: Purpose, chain_id: int, escrow: str, requester: str, ta
 
     The input context names the requester: otherwise anyone could post their own task pointing at
     someone else's input envelope and have the oracle decrypt it for them. "input" is sealed
-    before the task exists, so it has no task id; "job-input" and "output" must name the task.
+    before the task exists, so it has no task id; the others must name the task.
     """
-    if purpose not in ("input", "job-input", "output"):
-        raise InvalidContextError(f"unknown purpose {purpose!r}: use 'input', 'job-input' or 'output'")
+    if purpose not in ("input", "job-input", "output", "oracle-copy"):
+        raise InvalidContextError(f"unknown purpose {purpose!r}: use 'input', 'job-input', 'output' or 'oracle-copy'")
     if isinstance(chain_id, bool) or not isinstance(chain_id, int) or chain_id <= 0:
         raise InvalidContextError("chain_id must be a positive integer")
     for name, value in (("escrow", escrow), ("requester", requester)):

@@ -4,6 +4,7 @@
     oracle    --open_input, seal_job_input(agent key)--> job offer
     agent     --opens the job input inside its sandbox, runs, returns the output to the oracle
     oracle    --seal_output(requester key)--------> store; the chain gets the plaintext's digest
+    oracle    --seal_oracle_copy(its own key)-----> store: what the verdict compares answers by
     requester --open_output, checks it against the on-chain digest
 
 Every envelope is bound to the chain, the escrow and the requester (and, past the first hop, the
@@ -25,7 +26,7 @@ from tributa.crypto import (
 )
 from tributa.errors import TributaError
 
-__all__ = ["OpenedInput", "Deployment", "is_encrypted", "seal_input", "open_input", "seal_job_input", "seal_output", "open_output"]
+__all__ = ["OpenedInput", "Deployment", "is_encrypted", "seal_input", "open_input", "seal_job_input", "seal_output", "open_output", "seal_oracle_copy", "open_oracle_copy"]
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,21 @@ def seal_job_input(agent_pubkey: bytes, input_bytes: bytes, where: Deployment, r
 
 def seal_output(requester_pubkey: bytes, output: bytes, where: Deployment, requester: str, task_id: int) -> bytes:
     return encrypt_to(requester_pubkey, output, context_for("output", where.chain_id, where.escrow, requester, task_id))
+
+
+def seal_oracle_copy(oracle_pubkey: bytes, output: bytes, where: Deployment, requester: str, task_id: int, job_id: int) -> bytes:
+    """An agent's answer to a private task, kept for the oracle alone: the verdict needs the outputs
+    (equal digests are too strict across hardware), the store must hold no plaintext."""
+    return encrypt_to(oracle_pubkey, output, _oracle_copy_context(where, requester, task_id, job_id))
+
+
+def open_oracle_copy(oracle_key: bytes, envelope: bytes, where: Deployment, requester: str, task_id: int, job_id: int) -> bytes:
+    return decrypt_with(oracle_key, envelope, _oracle_copy_context(where, requester, task_id, job_id))
+
+
+def _oracle_copy_context(where: Deployment, requester: str, task_id: int, job_id: int) -> bytes:
+    # Bound to the job too: one agent's copy cannot stand in for another's.
+    return context_for("oracle-copy", where.chain_id, where.escrow, requester, task_id) + b"/job:%d" % job_id
 
 
 def open_output(requester_key: bytes, envelope: bytes, where: Deployment, requester: str, task_id: int) -> bytes:

@@ -1,7 +1,8 @@
 """Spot checks of private tasks on a real chain and real MiniLM weights.
 
-The oracle opens the requester's sealed input with its own key, re-runs it, and compares
-digests; the plaintext output never enters the store, only its seal to the requester does.
+The oracle opens the requester's sealed input with its own key, re-runs it, and judges the
+answers (opened from their copies sealed to its key) by the acceptance rule; the plaintext
+output never enters the store, only its seals to the requester and to the oracle do.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ def private_setup(contracts, signers, tmp_path, chain_snapshot):
     parts = OracleParts(contracts, signers, tmp_path)
     reexecutor = Reexecutor(contracts, parts.store, [minilm_dir()], Executor(), oracle_key=oracle_key)
     parts.settler.reexecute = reexecutor
+    parts.settler.oracle_key = oracle_key  # opens the answers' oracle copies to judge them
     parts.settler.spot_check_fraction = 1.0  # every k=1 task is re-run
     parts.book = JobBook(
         parts.db, parts.store, contracts.chain_id, contracts.escrow.address, 60,
@@ -120,3 +122,31 @@ def test_spot_check__private_task_answered_right__agent_paid_with_its_own_seal(p
     assert escrow.balance_of(signers["agent"].address).call() > credit_before
     assert _opened_result(parts, signers, task_id, where) == honest
     assert not parts.store.has(str(parts.store.cid_of(honest)))
+
+
+def test_spot_check__private_answer_differing_in_bytes_but_agreeing_by_cosine__paid_not_slashed(private_setup, contracts, signers):
+    # Another CPU kernel or batch shape moves embeddings in the 4th decimal: the verdict must judge
+    # the private answer by the acceptance rule (opening the oracle's sealed copy), not by digest.
+    import json
+
+    from tributa.runtime.jobs import canonical_json
+
+    parts, offer, task_id, where = private_setup
+    escrow = contracts.escrow.functions
+    honest = parts.settler.reexecute(_task(parts, task_id))
+    body = json.loads(honest)
+    body["vectors"] = [[round(x + 1e-4, 4) for x in vector] for vector in body["vectors"]]
+    nudged = canonical_json(body)
+    assert nudged != honest
+    stake_before = escrow.agent(signers["agent"].address).call()[0]
+    credit_before = escrow.balance_of(signers["agent"].address).call()
+    _submit(parts, signers, offer, nudged)
+
+    assert parts.settler.settle_ready() == 1
+
+    assert parts.state(task_id) == TaskState.SETTLED
+    assert escrow.agent(signers["agent"].address).call()[0] == stake_before  # not slashed
+    assert escrow.balance_of(signers["agent"].address).call() > credit_before  # paid
+    assert _opened_result(parts, signers, task_id, where) == nudged  # its own answer, settled
+    for cid in (parts.store.cid_of(nudged), parts.store.cid_of(honest)):
+        assert not parts.store.has(str(cid))  # still no plaintext in the store
