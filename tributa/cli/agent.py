@@ -21,7 +21,7 @@ def agent() -> None:
               help="a model or adapter folder this agent serves (repeatable; default: the demo models)")
 @click.option("--stake", default=None, help="ETH to stake on first registration (default: the minimum)")
 @click.option("--capacity", type=click.IntRange(1, 1000), default=1, show_default=True,
-              help="jobs leased and run at once; with --no-sandbox the engine batches them")
+              help="jobs leased and run at once: what the engine gets to batch")
 @click.option("--max-jobs", type=int, default=None, help="stop after this many jobs")
 @click.option("--metrics-port", type=int, default=None, help="serve Prometheus metrics on this local port")
 @click.option("--no-sandbox", is_flag=True,
