@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import codecs
+import io
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +22,7 @@ from tributa.chain.events import first_event
 from tributa.chain.tx import Signer, TxResult, revert_reason
 from tributa.errors import ChainError, ContractRevert, TributaError
 from tributa.store import cid as cidlib
+from tributa.store import dag
 
 MAX_TERMS = 256
 READ_CHUNK = 1 << 20
@@ -59,12 +60,24 @@ def text_files(path: Path) -> list[Path]:
     path = Path(path)
     if not path.exists():
         raise TributaError(f"dataset path {path} does not exist")
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    files = [path] if path.is_file() else _folder_files(path)
     if not files:
         raise TributaError(f"dataset folder {path} holds no files")
     for file in files:
         _check_text(file)
     return files
+
+
+def _folder_files(folder: Path) -> list[Path]:
+    files: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+        for name in dirnames + filenames:
+            # The store keeps a link, not its target's text, and dataset_text never follows one:
+            # indexing the target here would index text no one else can see.
+            if (Path(dirpath) / name).is_symlink():
+                raise TributaError(f"{Path(dirpath) / name} is a symlink; a dataset folder holds regular files only (copy the file in)")
+        files.extend(Path(dirpath) / name for name in filenames)
+    return sorted(files)
 
 
 def _check_text(file: Path) -> None:
@@ -93,11 +106,16 @@ def read_text(files: Iterable[Path]) -> str:
 
 
 def dataset_text(store, cid: str) -> str:
-    """A stored dataset's text: the file itself, or a folder's files in name order."""
-    with tempfile.TemporaryDirectory() as tmp:
-        dest = Path(tmp) / "dataset"
-        store.export(cid, dest)
-        return read_text([dest] if dest.is_file() else sorted(p for p in dest.rglob("*") if p.is_file()))
+    """A stored dataset's text: the file itself, or a folder's files in path order.
+
+    Read from the store's blocks, not from an export: a stranger's tree is never written to this
+    machine's disk, and its symlinks are skipped, never followed. Newlines are read as
+    read_text reads the files at registration, so both sides index the same text."""
+    files = sorted(dag.tree_files(store, cidlib.coerce_cid(cid)), key=lambda item: item[0])
+    return "\n".join(
+        io.TextIOWrapper(io.BytesIO(b"".join(dag.file_chunks(store, node))), encoding="utf-8").read()
+        for _, node in files
+    )
 
 
 def parse_contributors(specs: Iterable[str]) -> tuple[list[str], list[int]]:

@@ -138,3 +138,62 @@ def test_model_register__fee_receiver_not_an_address__one_line_before_any_transa
     lines = [line for line in result.output.strip().splitlines() if line]
     assert result.exit_code == 1 and lines == ["Error: '0x12' is not an Ethereum address (0x and 40 hex digits)"], result.output
     assert contracts.w3.eth.get_transaction_count(publisher.address) == nonce
+
+
+# -- unsafe model folders: refused in one line naming the file, before anything is sent ------------
+
+
+def _folder_with(tmp_path, poison):
+    import json
+
+    folder = tmp_path / "unsafe"
+    folder.mkdir()
+    config = {"architectures": ["GPT2LMHeadModel"], "tag": f"unsafe-{poison}"}
+    if poison == "auto_map":
+        config["auto_map"] = {"AutoModelForCausalLM": "evil.EvilModel"}
+    (folder / "config.json").write_text(json.dumps(config))
+    if poison == "auto_map":
+        return folder, "config.json"
+    if poison == "symlink out":
+        (folder / "vocab.txt").symlink_to("/etc/passwd")
+        return folder, "vocab.txt"
+    if poison == "pyc":
+        (folder / "tributa").mkdir()
+        (folder / "tributa" / "__init__.pyc").write_bytes(b"\x00" * 16)
+        return folder, "__init__.pyc"
+    (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "BertTokenizer", "vocab_file": "/proc/self/environ"}))
+    return folder, "tokenizer_config.json"
+
+
+UNSAFE = ["auto_map", "symlink out", "pyc", "vocab_file"]
+
+
+@pytest.mark.parametrize("poison", UNSAFE)
+def test_model_register__unsafe_folder__one_line_naming_the_file_before_any_transaction(fresh_settings, contracts, tmp_path, chain_snapshot, poison):
+    folder, culprit = _folder_with(tmp_path, poison)
+    publisher = signer_for(contracts, "publisher")
+    nonce = contracts.w3.eth.get_transaction_count(publisher.address)
+    count = contracts.registry.functions.model_count().call()
+
+    result = run_cli(fresh_settings, "model", "register", str(folder), "--name", "unsafe")
+
+    lines = [line for line in result.output.strip().splitlines() if line]
+    assert result.exit_code == 1 and len(lines) == 1 and lines[0].startswith("Error: ") and culprit in lines[0], result.output
+    assert contracts.w3.eth.get_transaction_count(publisher.address) == nonce
+    assert contracts.registry.functions.model_count().call() == count
+
+
+@pytest.mark.parametrize("poison", UNSAFE)
+def test_agent_run__unsafe_model_dir__one_line_naming_the_file_at_start_up(fresh_settings, contracts, tmp_path, chain_snapshot, poison):
+    # The catalog checks every --model-dir before anything is loaded, registered or polled.
+    folder, culprit = _folder_with(tmp_path, poison)
+    agent = signer_for(contracts, "agent")
+    nonce = contracts.w3.eth.get_transaction_count(agent.address)
+    registered = contracts.escrow.functions.agent(agent.address).call()
+
+    result = run_cli(fresh_settings, "agent", "run", "--model-dir", str(folder), "--max-jobs", "0", "--text-logs")
+
+    lines = [line for line in result.output.strip().splitlines() if line]
+    assert result.exit_code == 1 and len(lines) == 1 and lines[0].startswith("Error: ") and culprit in lines[0], result.output
+    assert contracts.w3.eth.get_transaction_count(agent.address) == nonce
+    assert contracts.escrow.functions.agent(agent.address).call() == registered

@@ -106,7 +106,11 @@ class Embedder:
         self.max_seq_length: int = _max_seq_length(path)
         self.pooling, self.normalize = sentence_pipeline(path)
         self._tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-        self._model = AutoModel.from_pretrained(str(path), local_files_only=True).to(device)
+        # safetensors only, here too: the folder check refuses pickles, but a loader that would
+        # fall back to torch.load must not rest on that check alone.
+        self._model = AutoModel.from_pretrained(
+            str(path), local_files_only=True, use_safetensors=True, trust_remote_code=False
+        ).to(device)
         self._model.eval()
         self.dim: int = int(self._model.config.hidden_size)
 

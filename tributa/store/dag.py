@@ -7,6 +7,7 @@ DAG's depth (one node's links per level), never by the content's size.
 from __future__ import annotations
 
 import os
+import secrets
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -191,56 +192,167 @@ def list_dir(source: BlockSource, node: Node) -> Iterator[tuple[bytes, Cid]]:
             yield link.name[prefix:], link.cid
 
 
+TEMP_SUFFIX = ".tributa-tmp"
+MAX_EXPORT_DEPTH = 256  # folders below the root; deeper trees are refused, not recursed into
+
+
 def _safe_name(name: bytes, where: Cid) -> str:
     if not name or name in (b".", b"..") or b"/" in name or b"\0" in name:
         raise IntegrityError(
             f"directory {where} holds an unsafe entry name {name!r}; refusing to export it"
         )
-    return os.fsdecode(name)
+    text = os.fsdecode(name)
+    if text.endswith(TEMP_SUFFIX):
+        # Never valid content: such a name could only be there to meet an export's temp file.
+        raise IntegrityError(
+            f"directory {where} holds an entry named like an export's temporary file ({name!r}); "
+            "refusing to export it"
+        )
+    return text
 
 
-WriteFile = Callable[[Iterator[bytes], Path], None]
+def entries(source: BlockSource, node: Node) -> Iterator[tuple[str, Cid]]:
+    """(name, cid) of a directory's entries, each name checked safe to create in a folder and
+    unique: a crafted node may repeat a name, which Kubo never writes."""
+    seen: set[str] = set()
+    for raw, child in list_dir(source, node):
+        name = _safe_name(raw, node.cid)
+        if name in seen:
+            raise IntegrityError(
+                f"directory {node.cid} holds the entry {raw!r} twice; refusing to export it"
+            )
+        seen.add(name)
+        yield name, child
+
+
+def link_target(node: Node, depth: int | None, shown: object) -> str:
+    """A symlink node's target, if following it from where it is exported stays inside the
+    exported tree; `depth`: folders between the tree's root and the link (None: the link is the
+    root itself, so every target is outside).
+
+    Only relative targets whose '..' all come first, no more of them than `depth`: a '..' after
+    another component could climb out through a second link (`a -> .`, `b -> a/..`)."""
+    target = bytes(node.fs.data) if node.fs is not None and node.fs.data is not None else b""
+    parts = [part for part in target.split(b"/") if part not in (b"", b".")]
+    ups = 0
+    while ups < len(parts) and parts[ups] == b"..":
+        ups += 1
+    inside = (
+        depth is not None
+        and target
+        and not target.startswith(b"/")
+        and b"\0" not in target
+        and b".." not in parts[ups:]
+        and ups <= depth
+    )
+    if not inside:
+        raise IntegrityError(
+            f"{shown} would be a symlink to {target!r}, which points outside the exported tree; "
+            "refusing to export it"
+        )
+    return os.fsdecode(target)
+
+
+def tree_files(source: BlockSource, cid: Cid) -> Iterator[tuple[tuple[str, ...], Node]]:
+    """(path below the root, root node) of every file in a file or directory DAG, straight from
+    the blocks: symlinks are skipped, never resolved, and nothing touches the file system."""
+    # CIDs, not nodes, wait on the stack: a single-chunk file is its own (up to 256 KiB) block.
+    stack: list[tuple[tuple[str, ...], Cid]] = [((), cid)]
+    while stack:
+        parts, at = stack.pop()
+        node = decode(at, _read_child(source, at, cid)) if parts else load(source, cid)
+        if node.kind in (DataType.DIRECTORY, DataType.HAMT_SHARD):
+            if len(parts) > MAX_EXPORT_DEPTH:
+                raise IntegrityError(f"{cid} nests folders more than {MAX_EXPORT_DEPTH} deep")
+            stack.extend((parts + (name,), child) for name, child in entries(source, node))
+        elif node.kind != DataType.SYMLINK:
+            require_file(node)
+            yield parts, node
+
+
+def file_chunks(source: BlockSource, node: Node) -> Iterator[bytes]:
+    """The bytes of a file node from tree_files, streamed and re-hashed block by block."""
+    return _file_chunks(source, node)
+
+
+WriteFile = Callable[[Iterator[bytes], int, str], None]
+"""write_file(chunks, dir_fd, name): create the new file `name` in the open folder `dir_fd`."""
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def export_tree(source: BlockSource, cid: Cid, dest: Path, write_file: WriteFile) -> None:
-    """Recreate `cid` at `dest`, which must not exist yet; its parent folders are created."""
+    """Recreate `cid` at `dest`, which must not exist yet; its parent folders are created.
+
+    Every entry is created new (mkdir, O_EXCL|O_NOFOLLOW) relative to its folder's descriptor,
+    so nothing in the tree, not even one of its own symlinks, is ever followed while writing."""
+    dest = Path(dest)
     if dest.exists() or dest.is_symlink():
         raise StoreError(f"{dest} already exists: choose a new path or remove it first")
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        export(source, cid, dest, write_file)
+        parent = os.open(dest.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as exc:
         raise write_error(exc, str(exc.filename or dest)) from None
-
-
-def export(source: BlockSource, cid: Cid, dest: Path, write_file: WriteFile) -> None:
-    """Recreate a file, symlink or directory tree at `dest`."""
-    node = load(source, cid)
-    if node.kind in (DataType.DIRECTORY, DataType.HAMT_SHARD):
-        dest.mkdir()
-        for name, child in list_dir(source, node):
-            export(source, child, dest / _safe_name(name, cid), write_file)
-    elif node.kind == DataType.SYMLINK:
-        target = bytes(node.fs.data) if node.fs is not None and node.fs.data is not None else b""
-        os.symlink(os.fsdecode(target), dest)
-    else:
-        require_file(node)
-        write_file(_file_chunks(source, node), dest)
-
-
-def write_file_atomically(chunks: Iterator[bytes], dest: Path) -> None:
-    """Write a streamed file via a temp name, so a failed export leaves no partial file."""
-    tmp = dest.with_name(f".{dest.name}.tributa-tmp")
     try:
-        with open(tmp, "wb") as handle:
+        _export(source, cid, parent, dest.name, dest, None, write_file)
+    finally:
+        os.close(parent)
+
+
+def _export(
+    source: BlockSource,
+    cid: Cid,
+    parent: int,
+    name: str,
+    shown: Path,
+    depth: int | None,
+    write_file: WriteFile,
+) -> None:
+    """Create `name` in the folder `parent`; `depth` as for link_target."""
+    node = load(source, cid)
+    try:
+        if node.kind in (DataType.DIRECTORY, DataType.HAMT_SHARD):
+            level = 0 if depth is None else depth + 1
+            if level > MAX_EXPORT_DEPTH:
+                raise IntegrityError(
+                    f"{cid} nests folders more than {MAX_EXPORT_DEPTH} deep; refusing to export it"
+                )
+            os.mkdir(name, dir_fd=parent)
+            folder = os.open(name, _DIR_FLAGS, dir_fd=parent)
+            try:
+                for child_name, child in entries(source, node):
+                    _export(source, child, folder, child_name, shown / child_name, level, write_file)
+            finally:
+                os.close(folder)
+        elif node.kind == DataType.SYMLINK:
+            os.symlink(link_target(node, depth, shown), name, dir_fd=parent)
+        else:
+            require_file(node)
+            write_file(_file_chunks(source, node), parent, name)
+    except OSError as exc:
+        raise write_error(exc, str(shown)) from None
+
+
+def write_file_atomically(chunks: Iterator[bytes], dir_fd: int, name: str) -> None:
+    """Write a streamed file via a fresh temp name, so a failed export leaves no partial file.
+
+    The temp file is created with O_EXCL|O_NOFOLLOW: an entry already there (a planted symlink)
+    makes the write fail rather than go through it."""
+    tmp = f".{secrets.token_hex(8)}{TEMP_SUFFIX}"
+    fd = os.open(
+        tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666, dir_fd=dir_fd
+    )
+    try:
+        with os.fdopen(fd, "wb") as handle:
             for chunk in chunks:
                 handle.write(chunk)
-        os.replace(tmp, dest)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise write_error(exc, str(dest)) from None
+        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        try:
+            os.unlink(tmp, dir_fd=dir_fd)
+        except OSError:
+            pass
         raise
 
 
