@@ -36,6 +36,10 @@ class OracleRefused(TributaError):
         return self.status >= 500 or self.status == 429
 
 
+class OversizedContent(TributaError):
+    """The oracle's answer is larger than the caller bounded it to; nothing past the bound was read."""
+
+
 def retry_after(value: str | None) -> float | None:
     """Seconds from a Retry-After header (delta-seconds form; an HTTP date is not used here)."""
     try:
@@ -117,3 +121,37 @@ class JobClient:
         if response.status_code != 200:
             raise OracleRefused(response.status_code, response.text, retry_after(response.headers.get("retry-after")))
         return response.content
+
+    def fetch_block(self, cid: str, max_bytes: int) -> bytes:
+        """One raw block of the oracle's store by its CID (`GET /v1/blocks/{cid}`), read as a
+        stream and given up on past `max_bytes`. The caller re-hashes it against the CID."""
+        try:
+            with self.http.stream("GET", f"{self.base}/v1/blocks/{cid}") as response:
+                if response.status_code != 200:
+                    message = _read_capped(response, 2048).decode("utf-8", "replace")
+                    try:
+                        message = json.loads(message).get("error", message)
+                    except (ValueError, AttributeError):
+                        pass
+                    raise OracleRefused(response.status_code, message, retry_after(response.headers.get("retry-after")))
+                declared = response.headers.get("content-length")
+                if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+                    raise OversizedContent(f"the oracle's block {cid} is {declared} bytes, over the {max_bytes}-byte limit")
+                data = _read_capped(response, max_bytes + 1)
+        except httpx.HTTPError as exc:
+            raise OracleUnavailable(f"cannot reach the oracle's content gateway: {type(exc).__name__}: {exc}") from None
+        if len(data) > max_bytes:
+            raise OversizedContent(f"the oracle's block {cid} is over the {max_bytes}-byte limit")
+        return data
+
+
+def _read_capped(response: httpx.Response, limit: int) -> bytes:
+    """At most `limit` bytes of a streamed response's body."""
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.iter_bytes():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size >= limit:
+            break
+    return b"".join(chunks)[:limit]

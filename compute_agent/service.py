@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import base64
 import logging
+import shutil
+import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from pathlib import Path
 
-from compute_agent.client import JobClient, OracleRefused, OracleUnavailable
+from compute_agent.client import JobClient, OracleRefused, OracleUnavailable, OversizedContent
 from tributa import private
 from tributa.crypto import CryptoError, decrypt_with
 from tributa.runtime.executor import JobInputError, JobRunner
-from tributa.catalog import LocalModel, ModelCatalog
+from tributa.runtime.jobs import parse_input
+from tributa.catalog import MAX_BLOCK_BYTES, FolderRefused, LocalModel, ModelCatalog, fetch_folder
 from tributa.chain.contracts import Contracts
 from tributa.chain.eip712 import sign_lease, sign_result
 from tributa.chain.tx import Signer
@@ -21,6 +26,7 @@ from tributa.metrics import AgentMetrics
 from tributa.registry import ModelInfo, list_models, read_model
 from tributa.store import cid as cidlib
 from tributa.errors import TributaError
+from tributa.store.cid import Cid
 from tributa.store.errors import NotFound, StoreError
 
 log = logging.getLogger("tributa.agent")
@@ -47,6 +53,136 @@ def backoff_delay(failures: int, maximum_s: float, hint_s: float | None = None) 
     return min(maximum_s, RETRY_INITIAL_S * 2 ** max(0, failures - 1))
 
 
+# A fetched adapter folder may hold at most this many bytes of files (LoRA adapters are MBs to
+# a few hundred MB; a full fine-tune is a model of its own, registered as a base).
+MAX_ADAPTER_BYTES = 4 * 2**30
+# A fetch that failed for this copy (not for the registered content) is tried again by a job
+# this long after; the jobs in between fail at once with the same reason.
+REFETCH_AFTER_S = 30.0
+
+
+class AdapterRefused(TributaError):
+    """A registered adapter this agent will not serve: its fetched folder failed a check, or it
+    could not be fetched. `everywhere`: the registered content itself is at fault, so every agent
+    refuses it (the job is reported as bad input: the task fails and is refunded); otherwise the
+    job goes back to the pool for another agent."""
+
+    def __init__(self, message: str, everywhere: bool) -> None:
+        super().__init__(" ".join(message.split())[:400])  # one line, whatever a server said
+        self.everywhere = everywhere
+
+
+class AdapterCache:
+    """Registered adapters this agent lacks, fetched by CID into `root` (under its data dir) and
+    added to the catalog, from which the serving worker loads them into its LRU by path.
+
+    Fetched lazily, by the first job that names an adapter, rather than at start-up: that is
+    what "just in time" asks; start-up stays as fast as the base folders allow, and disk and
+    bandwidth go only to adapters some task uses (a base may carry hundreds). The price, one
+    fetch's latency on that first job, is paid once per adapter; concurrent jobs wait on one fetch.
+
+    Blocks come from the agent's own content store when it holds them, else from the oracle's
+    /v1/blocks; each is re-hashed against its CID, the rebuilt folder must re-hash to the
+    registered CID (digest) and pass tributa/ml/folder_check.py. A refused folder is removed and
+    never replaced by anything: the jobs needing it are reported as errors."""
+
+    def __init__(self, catalog: ModelCatalog, store, root: Path, max_bytes: int = MAX_ADAPTER_BYTES) -> None:
+        self.catalog = catalog
+        self.store = store
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._fetching: dict[bytes, Future] = {}
+        self._refused: dict[bytes, tuple[AdapterRefused, float]] = {}  # digest -> (why, when)
+
+    def ensure(self, digest: bytes, remote: Callable[[Cid], bytes]) -> LocalModel:
+        """The adapter's local folder, fetched now (with `remote(cid)` for blocks this agent's
+        store lacks) unless held; AdapterRefused if it may not be served."""
+        digest = bytes(digest)
+        held = self.catalog.get(digest)
+        if held is not None:
+            return held
+        with self._lock:
+            refused = self._refused.get(digest)
+            if refused is not None and (refused[0].everywhere or time.monotonic() - refused[1] < REFETCH_AFTER_S):
+                raise refused[0]
+            future = self._fetching.get(digest)
+            mine = future is None
+            if mine:
+                future = self._fetching[digest] = Future()
+        if not mine:
+            return future.result()
+        cid = str(cidlib.digest_to_cid(digest))
+        try:
+            model = self._obtain(digest, cid, remote)
+        except AdapterRefused as exc:
+            log.warning("adapter %s refused: %s", cid, exc)
+            with self._lock:
+                self._refused[digest] = (exc, time.monotonic())
+            future.set_exception(exc)
+            raise
+        except BaseException as exc:
+            future.set_exception(exc)
+            raise
+        finally:
+            with self._lock:
+                self._fetching.pop(digest, None)
+        with self._lock:
+            self._refused.pop(digest, None)
+        future.set_result(model)
+        return model
+
+    def _obtain(self, digest: bytes, cid: str, remote: Callable[[Cid], bytes]) -> LocalModel:
+        final = self.root / cid
+        if final.exists():  # fetched by an earlier run: checked again, like a --model-dir folder
+            try:
+                model = self.catalog.add_fetched(final, digest)
+                log.info("adapter %s: using the copy fetched earlier (%s)", cid, final)
+                return model
+            except FolderRefused as exc:
+                log.warning("adapter %s: the copy fetched earlier fails its check (%s); fetching it again", cid, exc)
+                shutil.rmtree(final, ignore_errors=True)
+        started = time.monotonic()
+        counts = {"local": 0, "oracle": 0}
+        staging: Path | None = None
+        try:
+            staging = Path(tempfile.mkdtemp(prefix=".fetch-", dir=self.root))
+            fetch_folder(lambda block: self._read_block(block, remote, counts), cid, staging / "folder", max_bytes=self.max_bytes)
+            (staging / "folder").rename(final)
+            try:
+                model = self.catalog.add_fetched(final, digest)
+            except FolderRefused:
+                shutil.rmtree(final, ignore_errors=True)
+                raise
+        except FolderRefused as exc:
+            raise AdapterRefused(str(exc), exc.everywhere) from None
+        except OSError as exc:  # this agent's disk: full, read-only, or the cache dir gone
+            raise AdapterRefused(f"cannot write it to the adapter cache {self.root}: {exc.strerror or exc}", everywhere=False) from None
+        finally:
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
+        log.info("adapter %s fetched in %.2fs (%d blocks from this agent's store, %d from the oracle) into %s",
+                 cid, time.monotonic() - started, counts["local"], counts["oracle"], final)
+        return model
+
+    def _read_block(self, block: Cid, remote: Callable[[Cid], bytes], counts: dict[str, int]) -> bytes:
+        read_local = getattr(self.store, "read", None)
+        if read_local is not None:
+            try:
+                data = read_local(block)  # re-hashed by the store; fetch_folder checks it again
+                counts["local"] += 1
+                return data
+            except StoreError:  # absent, or a damaged copy the store just set aside
+                pass
+        try:
+            data = remote(block)  # retried while the oracle is away or answers 503 (Agent._retrying)
+        except (OracleRefused, OracleUnavailable, OversizedContent) as exc:  # 404, or away for too long
+            raise FolderRefused(f"block {block}: {exc}") from None
+        counts["oracle"] += 1
+        return data
+
+
 @dataclass(frozen=True)
 class JobOutcome:
     job_id: int
@@ -68,7 +204,10 @@ class Agent:
         executor: JobRunner | None,
         metrics: AgentMetrics | None = None,
         capacity: int = 1,
+        adapters: AdapterCache | None = None,
     ) -> None:
+        """`adapters`: where registered adapters missing from the catalog are fetched to; None:
+        this agent serves only models whose every adapter is in its catalog."""
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
         self.contracts = contracts
@@ -80,12 +219,14 @@ class Agent:
         self._models: dict[int, ModelInfo] = {}
         self.metrics = metrics or AgentMetrics()
         self.capacity = capacity  # jobs in flight at once: what the engine gets to batch
+        self.adapters = adapters
         self._stop = threading.Event()  # run()'s: retries give up when it is set
         self._poll_failures = 0
         self._poll_down_since: float | None = None
 
     def servable_models(self) -> list[int]:
-        """Registered, active models whose weights and adapters this agent holds."""
+        """Registered, active models whose base weights this agent holds, and their adapters too
+        unless it fetches missing ones (`adapters`)."""
         served = []
         for model in list_models(self.contracts.registry):
             if model.active and self._local_parts(model) is not None:
@@ -94,17 +235,49 @@ class Agent:
         return served
 
     def model_parts(self, model_id: int) -> tuple[LocalModel, list[LocalModel]]:
+        """The model's base and the adapters held now (what start-up preloads; others are fetched
+        when a job names them)."""
         parts = self._local_parts(self._model(model_id))
         if parts is None:
             raise TributaError(f"this agent holds no copy of model {model_id}")
         return parts
 
+    def missing_adapters(self, model_id: int) -> list[str]:
+        """CIDs of the model's registered adapters not held now."""
+        model = self._model(model_id)
+        return [str(cidlib.digest_to_cid(d)) for d in model.adapter_digests if self.catalog.get(d) is None]
+
     def _local_parts(self, model: ModelInfo) -> tuple[LocalModel, list[LocalModel]] | None:
         base = self.catalog.get(model.weights_digest)
         adapters = [self.catalog.get(d) for d in model.adapter_digests]
-        if base is None or any(a is None for a in adapters):
+        if base is None or (self.adapters is None and any(a is None for a in adapters)):
             return None
-        return base, adapters  # type: ignore[return-value]
+        return base, [a for a in adapters if a is not None]
+
+    def _job_adapters(self, model: ModelInfo, base: LocalModel, input_bytes: bytes, job_id: int) -> list[LocalModel]:
+        """The adapters to hand the runtime for this job, in registered order: those held, plus
+        the one the job asks for (its "adapter" CID; no field: the model's first), fetched now if
+        this agent lacks it. A job for the bare base (null), or for an embedding model, fetches
+        nothing. AdapterRefused if the adapter it needs may not be served."""
+        held = [self.catalog.get(d) for d in model.adapter_digests]
+        if all(a is not None for a in held) or self.adapters is None or base.kind != "generate":
+            return [a for a in held if a is not None]
+        payload = parse_input(input_bytes)  # JobInputError: the task's input is bad
+        cids = [str(cidlib.digest_to_cid(d)) for d in model.adapter_digests]
+        if "adapter" not in payload:
+            wanted = 0 if cids else None
+        elif payload["adapter"] is None:
+            wanted = None
+        elif isinstance(payload["adapter"], str) and payload["adapter"] in cids:
+            wanted = cids.index(payload["adapter"])
+        else:  # as the runtime would say, naming every registered adapter, not only those held
+            raise JobInputError(f'"adapter" {payload["adapter"]!r} is not one of this model\'s adapters: {", ".join(cids) or "none (only the base, with null)"}')
+        if wanted is not None and held[wanted] is None:
+            remote = lambda block: self._retrying(  # noqa: E731
+                f"adapter block {block} fetch", job_id, lambda: self.client.fetch_block(str(block), MAX_BLOCK_BYTES)
+            )
+            held[wanted] = self.adapters.ensure(model.adapter_digests[wanted], remote)
+        return [a for a in held if a is not None]
 
     def _model(self, model_id: int) -> ModelInfo:
         if model_id not in self._models:
@@ -195,6 +368,7 @@ class Agent:
         if parts is None:
             self._report_error(job_id, "runtime", f"agent lacks the weights of model {model.model_id}")
             return JobOutcome(job_id, task_id, False, error="model not held")
+        base = parts[0]
         # Accept the lease before any work: signed here, in the agent process (never in a job
         # process). The acceptance is POSTed if the job runs past ACCEPT_AFTER_S, else it rides
         # with the result (one request per job less); either way the oracle has it long before
@@ -205,9 +379,16 @@ class Agent:
         accepted = self._accept_later(job_id, lease_signature)
         try:
             input_bytes = self._job_input(offer)
+            adapters = self._job_adapters(model, base, input_bytes, job_id)
             fetched = time.perf_counter()
-            output = self.executor.run(parts[0], parts[1], input_bytes, model.serving.max_new_tokens)
+            output = self.executor.run(base, adapters, input_bytes, model.serving.max_new_tokens)
             ran = time.perf_counter()
+        except AdapterRefused as exc:  # never served with a substitute: the job is an error
+            kind = "input" if exc.everywhere else "runtime"
+            log.warning("job %s (task %s) not run: adapter refused (%s)", job_id, task_id, exc)
+            self._accepted(accepted, job_id, task_id)
+            self._report_error(job_id, kind, f"adapter refused: {exc}")
+            return JobOutcome(job_id, task_id, False, error=str(exc), seconds=time.perf_counter() - started)
         except (NotFound, JobInputError) as exc:
             log.warning("job %s (task %s): bad input: %s", job_id, task_id, exc)
             self._accepted(accepted, job_id, task_id)

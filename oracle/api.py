@@ -50,6 +50,8 @@ MAX_JSON_DEPTH = 32
 BODY_READ_TIMEOUT_S = 30.0
 # Retry-After (seconds) for the 503 a long-poll gets while the API is stopping.
 SHUTDOWN_RETRY_AFTER_S = 2
+# The largest block /v1/blocks serves (Kubo's limit on a block it exchanges; adds make <= 256 KiB + framing).
+MAX_BLOCK_BYTES = 2 * 1024 * 1024
 # Paths whose success says nothing about the database, the store or the node.
 _TOUCHES_NOTHING = frozenset({"/v1/health", "/openapi.json", "/docs", "/redoc", "/docs/oauth2-redirect"})
 _SIGNED_HEADERS = ("x-tributa-agent", "x-tributa-nonce", "x-tributa-expiry", "x-tributa-signature")
@@ -234,6 +236,13 @@ POLL_RESPONSES = {
         ]}}},
     },
     204: {"description": "No job arrived within wait_s."},
+}
+
+BLOCK_RESPONSES = {
+    200: {"description": "The block's bytes, as stored (hash them: their sha2-256 is the CID's digest).",
+          "content": {"application/vnd.ipld.raw": {"schema": {"type": "string", "format": "binary"}}}},
+    400: {"description": "Not a CID."},
+    404: {"description": "Not in the oracle's store."},
 }
 
 # The signed endpoints' auth headers (oracle/auth.py): declared so a client, or schemathesis,
@@ -493,6 +502,31 @@ def create_app(
             raise JobError(400, str(exc)) from None
         except NotFound:
             raise JobError(404, f"{cid} is not in the oracle's store") from None
+
+    @app.get("/v1/blocks/{cid}", responses=BLOCK_RESPONSES)
+    def block(cid: str):
+        """One raw block of the oracle's content store by its CID (re-hashed as it is read), so
+        an agent can rebuild a folder DAG (a registered adapter) block by block, checking each
+        block against its CID. 404: not in the store; 400: not a CID."""
+        from tributa.store.cid import Cid
+        from tributa.store.errors import CidError, IntegrityError, NotFound
+
+        try:
+            parsed = Cid.parse(cid)
+        except CidError as exc:
+            raise JobError(400, str(exc)) from None
+        read = getattr(store, "read", None)
+        if read is None:
+            raise JobError(404, "this oracle's store serves no raw blocks")
+        try:
+            data = read(parsed)
+        except NotFound:
+            raise JobError(404, f"{cid} is not in the oracle's store") from None
+        except IntegrityError:  # the store has set the damaged copy aside: there is none to give
+            raise JobError(404, f"the oracle's copy of {cid} is damaged") from None
+        if len(data) > MAX_BLOCK_BYTES:
+            raise JobError(404, f"{cid} is over the {MAX_BLOCK_BYTES}-byte block limit")
+        return Response(data, media_type="application/vnd.ipld.raw")
 
     @app.get("/v1/tasks/{task_id}")
     def task(task_id: int):
