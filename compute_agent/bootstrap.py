@@ -9,8 +9,8 @@ from typing import Callable
 
 from compute_agent.client import JobClient
 from compute_agent.registration import DEVICE_CPU, DEVICE_GPU, AgentProfile, ensure_registered
-from compute_agent.service import Agent
-from tributa.catalog import ModelCatalog
+from compute_agent.service import AdapterCache, Agent
+from tributa.catalog import LocalModel, ModelCatalog
 from tributa.chain.contracts import Contracts
 from tributa.chain.tx import Signer
 from tributa.config import Settings
@@ -93,7 +93,10 @@ def build_agent(
     for path in model_dirs or default_model_dirs(progress):
         catalog.add(path)
     client = JobClient(settings.oracle_url, signer.account, contracts.chain_id, contracts.escrow.address)
-    agent = Agent(contracts, signer, catalog, client, store, None, capacity=capacity)
+    # Registered adapters missing from the model folders are fetched by CID into the data dir
+    # when a job first names one (AdapterCache says why lazily), checked, then served.
+    adapters = AdapterCache(catalog, store, adapter_cache_dir(settings))
+    agent = Agent(contracts, signer, catalog, client, store, None, capacity=capacity, adapters=adapters)
     served = agent.servable_models()
     if not served:
         raise TributaError(
@@ -101,11 +104,20 @@ def build_agent(
         )
     parts = [agent.model_parts(m) for m in served]
     check_servable(parts)
+    missing = sorted({cid for m in served for cid in agent.missing_adapters(m)})
+    if missing:
+        progress(f"{len(missing)} registered adapter(s) not in the model folders, fetched by CID when a job first names one "
+                 f"(into {adapters.root}): {', '.join(missing)}")
     # Load the models before registering: a model this agent cannot serve stops it here.
-    agent.executor = make_executor(parts, sandbox, progress, threads, device, serving or ServingOptions())
+    agent.executor = make_executor(parts, sandbox, progress, threads, device, serving or ServingOptions(), readable=[adapters.root])
     outcome = ensure_registered(contracts, signer, AgentProfile(served, device_class(device), capacity, public_key(signer)), stake_wei)
     progress(f"agent {signer.address}: {outcome}, serving models {served}")
     return agent
+
+
+def adapter_cache_dir(settings: Settings) -> Path:
+    """Where an agent keeps the adapters it fetched by CID (each in a folder named by its CID)."""
+    return Path(settings.data_dir) / "adapters"
 
 
 @dataclass(frozen=True)
@@ -125,10 +137,12 @@ def make_executor(
     threads: int | None = None,
     device: str = "cpu",
     serving: ServingOptions = ServingOptions(),
+    readable: list[Path] = (),
 ) -> ServingEngine:
     """The serving engine: one spawned worker per base model, on `device`, batching the jobs in
     flight (up to the agent's capacity). Sandboxed (the default), each worker runs inside
-    bubblewrap with a seccomp filter and a memory limit, reading only its model folders."""
+    bubblewrap with a seccomp filter and a memory limit, reading only its model folders and the
+    `readable` folders (the adapter cache: adapters fetched after start-up land there)."""
     if sandbox and bwrap.bwrap_path() is None:
         raise TributaError("bubblewrap (bwrap) is not installed: `make setup` installs it (apt-get install bubblewrap), or run with --no-sandbox")
     engine = ServingEngine(WorkerConfig(
@@ -137,6 +151,8 @@ def make_executor(
         isolation="bwrap" if sandbox else "none", memory_mb=serving.memory_mb if sandbox else None,
     ))
     try:
+        if readable:
+            bind_folders(engine, parts, readable)
         engine.preload(parts, progress)
     except (JobError, WorkerError) as exc:
         engine.close()
@@ -147,3 +163,18 @@ def make_executor(
         # the kernel here mounts v1 controllers. Say what stands in for them.
         log.warning("no cgroup limits on workers: memory is capped by RLIMIT_AS (--worker-memory-mb; not on CUDA), processes by seccomp (no fork)")
     return engine
+
+
+def bind_folders(engine: ServingEngine, parts, folders: list[Path]) -> None:
+    """Create each base's worker now, able to read its adapters and `folders` as well.
+
+    A sandboxed worker reads only the folders bound when it starts (read-only bind mounts, which
+    show what is put in them later): the adapter cache is bound up front, so an adapter fetched
+    after start-up can be loaded just in time without restarting the worker. preload then finds
+    these workers made (ServingEngine.worker keys them by base folder)."""
+    by_base: dict[Path, tuple[LocalModel, list]] = {}
+    for base, adapters in parts:
+        by_base.setdefault(Path(base.path).resolve(), (base, []))[1].extend(adapters)
+    for base, adapters in by_base.values():
+        extra = [LocalModel(path=Path(folder), cid="", digest=b"", kind="folder") for folder in folders]
+        engine.worker(base, [*adapters, *extra])
