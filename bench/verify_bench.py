@@ -83,8 +83,12 @@ def _substitutions(accepts: Tally, runner, requests, reference, smollm_texts) ->
         edited[len(ids) // 2] = (ids[len(ids) // 2] + 1) % len(runner.tokenizer)
         other = next(r for r in requests if r.adapter != request.adapter)
         relabelled = GenerationRequest(request.prompt, other.adapter, NEW_TOKENS)
+        # Another prompt's answer with the same adapter, relabelled to this prompt's length: only
+        # rescoring can tell it apart (another adapter's answer would fail on its label).
+        j = next(j for j in range(i + 1, i + len(requests)) if requests[j % len(requests)].adapter == request.adapter)
+        elsewhere = _forged(reference[j % len(requests)], runner, prompt_tokens=json.loads(claim)["prompt_tokens"])
         forgeries = [
-            (request, reference[(i + 1) % len(reference)]),  # another prompt's answer
+            (request, elsewhere),
             (request, _forged(claim, runner, token_ids=ids[:-3], finish_reason="length")),  # truncated
             (request, _forged(claim, runner, token_ids=edited)),  # one edited token
             (relabelled, _forged(claim, runner, adapter=other.adapter)),  # another adapter's answer

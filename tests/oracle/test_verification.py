@@ -127,16 +127,20 @@ def test_generation__another_model_text_passed_off__rejected(demo, requests, ver
         assert _judge(verifier, request).rejection(other)  # and under its own name: another model
 
 
-def test_generation__another_prompt_truncation_or_one_edited_token__rejected(requests, verifier, fp32):
+def test_generation__another_prompt_truncation_or_one_edited_token__rejected(demo, requests, verifier, fp32):
+    period = 1 + len(demo.adapters)  # requests cycle through the bare base and each adapter
     for i, (request, claim) in enumerate(zip(requests, fp32)):
         judge = _judge(verifier, request)
         ids = json.loads(claim)["token_ids"]
-        elsewhere = fp32[(i + 1) % len(fp32)]
+        # Another prompt's answer with the same adapter, its prompt length relabelled to this
+        # one's: only the rescoring can tell it apart.
+        elsewhere = _edited(fp32[(i + period) % len(fp32)], verifier, prompt_tokens=json.loads(claim)["prompt_tokens"])
+        assert json.loads(elsewhere)["adapter"] == json.loads(claim)["adapter"]
         edited = ids[:]
         edited[len(ids) // 2] = (ids[len(ids) // 2] + 1) % len(verifier.tokenizer)
 
         assert judge.rejection(claim) is None
-        assert judge.rejection(elsewhere)  # another prompt's answer
+        assert "logits below" in judge.rejection(elsewhere)
         assert "stops after" in judge.rejection(_edited(claim, verifier, token_ids=ids[:-3], finish_reason="length"))
         assert "logits below" in judge.rejection(_edited(claim, verifier, token_ids=edited))
         assert "text" in judge.rejection(_edited(claim, verifier, text="something else"))
