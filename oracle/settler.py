@@ -376,6 +376,7 @@ class Settler:
                 call = self.escrow.functions.fail_task(task_id, reason[:128], silent)
                 sent = self.txm.transact(call, "fail_task", [task_id])
                 self.metrics.gas_spent.labels("fail_task").inc(sent.gas_used)
+                self.metrics.slashes.inc(len(silent))  # silence slashes count like a settlement's
             except ContractRevert as exc:
                 log.warning("fail_task(%s) reverted: %s (the chain state wins)", task_id, exc.reason)
             except ChainError as exc:

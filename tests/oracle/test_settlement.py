@@ -177,8 +177,10 @@ def test_refund_due__agent_took_task_and_went_silent__slashed_and_requester_refu
     before = escrow.balance_of(signers["requester"].address).call()
     advance_time(contracts.w3, 180)
 
+    slashes_before = oracle.settler.metrics.slashes._value.get()
     oracle.settler.refund_due(oracle.chain_time())  # decides the failure
     assert oracle.settler.fail_pending() == 1  # fails on-chain, slashing the silent agent
+    assert oracle.settler.metrics.slashes._value.get() == slashes_before + 1  # counted like a settlement's
     oracle.settler.refund_due(oracle.chain_time())  # refunds the whole fee
 
     slashed = stake * escrow.slash_bps().call() // 10_000
