@@ -10,6 +10,7 @@ from typing import Callable
 from compute_agent.client import JobClient
 from compute_agent.registration import DEVICE_CPU, DEVICE_GPU, AgentProfile, ensure_registered
 from compute_agent.service import AdapterCache, Agent
+from compute_agent.slashes import SlashWatcher
 from tributa.catalog import LocalModel, ModelCatalog
 from tributa.chain.contracts import Contracts
 from tributa.chain.tx import Signer
@@ -111,6 +112,7 @@ def build_agent(
     # Load the models before registering: a model this agent cannot serve stops it here.
     agent.executor = make_executor(parts, sandbox, progress, threads, device, serving or ServingOptions(), readable=[adapters.root])
     outcome = ensure_registered(contracts, signer, AgentProfile(served, device_class(device), capacity, public_key(signer)), stake_wei)
+    agent.slash_watcher = SlashWatcher(contracts, signer.address, agent.metrics)
     progress(f"agent {signer.address}: {outcome}, serving models {served}")
     return agent
 

@@ -223,6 +223,7 @@ class Agent:
         self._stop = threading.Event()  # run()'s: retries give up when it is set
         self._poll_failures = 0
         self._poll_down_since: float | None = None
+        self.slash_watcher = None  # a SlashWatcher: logs and counts this agent's slashes (bootstrap sets it)
 
     def servable_models(self) -> list[int]:
         """Registered, active models whose base weights this agent holds, and their adapters too
@@ -447,6 +448,14 @@ class Agent:
             log.warning("job %s (task %s): lease not accepted: %s", job_id, task_id, exc)
             return str(exc)
 
+    def _check_slashes(self) -> None:
+        if self.slash_watcher is None:
+            return
+        try:
+            self.slash_watcher.check()
+        except Exception as exc:  # a node hiccup must not stop the agent: checked again later
+            log.debug("slash check failed: %s", exc)
+
     def run(self, max_jobs: int | None = None, stop: threading.Event | None = None, wait_s: float = 20.0) -> list[JobOutcome]:
         """Poll and run jobs until `stop` is set or `max_jobs` have been leased.
 
@@ -473,6 +482,7 @@ class Agent:
                 if max_jobs is not None:
                     room = min(room, max_jobs - leased)
                 offers = self._poll(room, wait_s, stop)
+                self._check_slashes()
                 for offer in offers:
                     running.add(pool.submit(self.handle, offer))
                 leased += len(offers)

@@ -1,0 +1,45 @@
+"""The agent's own slashes, read from the escrow's AgentSlashed events: each is logged once with
+its task and amount, and counted (`tributa_agent_slashes_total`, `tributa_agent_slashed_wei_total`),
+so an operator learns of a slash from the agent itself, not only from the chain."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from tributa.chain.contracts import Contracts
+
+log = logging.getLogger("tributa.agent.slashes")
+
+CHECK_EVERY_S = 30.0  # slashes are rare; one log query per half minute is plenty
+
+
+class SlashWatcher:
+    def __init__(self, contracts: Contracts, agent: str, metrics, from_block: int | None = None) -> None:
+        self.contracts = contracts
+        self.agent = agent
+        self.metrics = metrics
+        # From now on by default: slashes before this start were reported by earlier runs.
+        self._next_block = contracts.w3.eth.block_number + 1 if from_block is None else from_block
+        self._checked_at = 0.0
+        self.seen: list[tuple[int, int]] = []  # (task_id, wei)
+
+    def check(self, force: bool = False) -> list[tuple[int, int]]:
+        """New slashes of this agent since the last check (at most every CHECK_EVERY_S)."""
+        if not force and time.monotonic() - self._checked_at < CHECK_EVERY_S:
+            return []
+        self._checked_at = time.monotonic()
+        tip = self.contracts.w3.eth.block_number
+        if tip < self._next_block:
+            return []
+        events = self.contracts.escrow.events.AgentSlashed.get_logs(
+            from_block=self._next_block, to_block=tip, argument_filters={"agent": self.agent}
+        )
+        self._next_block = tip + 1
+        found = [(e["args"]["task_id"], e["args"]["amount"]) for e in events]
+        for task_id, amount in found:
+            log.warning("this agent was slashed %s wei on task %s (see `tributa task show %s`)", amount, task_id, task_id)
+            self.metrics.slashes.inc()
+            self.metrics.slashed_wei.inc(amount)
+        self.seen.extend(found)
+        return found
