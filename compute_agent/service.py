@@ -223,6 +223,7 @@ class Agent:
         self._stop = threading.Event()  # run()'s: retries give up when it is set
         self._poll_failures = 0
         self._poll_down_since: float | None = None
+        self.outcomes: list = []  # the last run()'s finished jobs
         self.slash_watcher = None  # a SlashWatcher: logs and counts this agent's slashes (bootstrap sets it)
 
     def servable_models(self) -> list[int]:
@@ -464,7 +465,9 @@ class Agent:
         as one batch."""
         stop = stop or threading.Event()
         self._stop = stop
+        # Kept on the agent: after Ctrl-C interrupts this loop, the caller still has the tally.
         outcomes: list[JobOutcome] = []
+        self.outcomes = outcomes
         running: set[Future] = set()
         leased = 0
 

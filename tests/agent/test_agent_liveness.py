@@ -117,3 +117,13 @@ def test_agent__result_after_its_lease_expired__409_drops_the_job_then_it_leases
     assert during.count("dropped: oracle refused (409)") == 1, during
     assert net.wait_final(net.post(2), timeout_s=120) > 0
     assert _agent(net).alive()
+
+
+def test_agent__ctrl_c__finishes_prints_its_summary_and_exits_130(net):
+    # Last in this module: it stops the module's agent.
+    agent = _agent(net)
+    os.kill(agent.process.pid, signal.SIGINT)
+    assert agent.process.wait(timeout=60) == 130
+    summary = [line for line in _log(agent).splitlines() if "agent interrupted after" in line]
+    assert len(summary) == 1 and " jobs (" in summary[0] and " done, " in summary[0], _log(agent)[-2000:]
+    assert "Traceback" not in _log(agent)

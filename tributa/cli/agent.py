@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 from pathlib import Path
 
 import click
@@ -64,14 +65,28 @@ def run(ctx, model_dirs, stake, capacity, max_jobs, metrics_port, no_sandbox, ma
         start_http_server(metrics_port, addr="127.0.0.1", registry=agent_.metrics.registry)
         click.echo(f"metrics on http://127.0.0.1:{metrics_port}/metrics")
     click.echo(f"agent {signer.address} polling {ctx.settings.oracle_url}")
+    interrupted = None  # the signal that stopped the agent, if one did
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # a service manager's stop: as Ctrl-C
     try:
-        outcomes = agent_.run(max_jobs=max_jobs)
+        agent_.run(max_jobs=max_jobs)
+    except KeyboardInterrupt as exc:  # jobs in flight finished (or were cut by a second signal)
+        interrupted = exc.args[0] if exc.args else signal.SIGINT
     finally:
+        signal.signal(signal.SIGTERM, previous)
         close = getattr(agent_.executor, "close", None)
         if close:
             close()
+    outcomes = agent_.outcomes
     done = sum(o.ok for o in outcomes)
-    click.echo(f"agent stopped after {len(outcomes)} jobs ({done} done, {len(outcomes) - done} failed)")
+    slashed = len(agent_.slash_watcher.seen) if agent_.slash_watcher else 0
+    click.echo(f"agent {'interrupted' if interrupted else 'stopped'} after {len(outcomes)} jobs "
+               f"({done} done, {len(outcomes) - done} failed{f', slashed {slashed} times' if slashed else ''})")
+    if interrupted:
+        raise SystemExit(128 + interrupted)  # the shell's convention: 130 for Ctrl-C, 143 for SIGTERM
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(signum)
 
 
 @agent.command("status")
