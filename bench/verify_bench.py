@@ -5,6 +5,8 @@ False rejects: honest answers produced under another dtype (bf16), batch (8 vs 1
 answer, for the demo GPT-2 with its adapters (registered margin 0.1), SmolLM2 (default margin)
 and MiniLM embeddings. False accepts: substituted adapter, prompt, model, truncated output,
 one edited token, random vectors, another text's vectors, another model's name. Both must be 0.
+Apart from them: the demo's weak SmolLM2 adapters swapped for one another at the default margin
+(`verify_smollm_adapter_swap_accept_rate`), which the rule cannot always tell apart.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ SUBJECTS = ("The moon", "A good soup", "The old fox", "Stars at night", "My gran
             "Once upon a time", "The telescope", "A hungry wolf", "Garlic and onions")
 SMOLLM_PROMPTS = ("The capital of France is", "Water boils at", "The largest planet is", "Bread is made from",
                   "A week has", "The sun rises in the", "Cats like to", "The opposite of hot is")
+SWAP_PROMPTS = ("The fox", "A crow sat", "Bake the bread", "Once upon a time", "The recipe for soup", "The king said",
+                "In the forest", "Stir the")
 TEXTS = [f"{s} is sentence {i} of the embedding check." for i, s in enumerate(SUBJECTS * 4)]
 NEW_TOKENS = 24
 REPEATS = 5
@@ -129,6 +133,33 @@ def _embedding_matrix(rejects: Tally, accepts: Tally) -> None:
             accepts.count(judge.agree(claim, forged))
 
 
+def _smollm_adapter_swaps(smollm_runner: GenerationRunner) -> tuple[int, int, float]:
+    """The demo's own adapters (SmolLM2, rank 4, six training steps each) swapped for one another
+    and for the bare base at the default margin: (swaps, accepted, the least worst-token margin of
+    a swap). Reported apart from the false-accept rate: adapters this weak sometimes part from
+    each other only at near-ties, where a swap is indistinguishable from honest bf16 variation."""
+    from tributa.ml.smollm_adapters import ensure_smollm2_demo
+
+    demo = ensure_smollm2_demo(**QUIET)
+    for name, path in demo.adapters.items():
+        smollm_runner.load_adapter(name, path)
+    names = [None, *demo.adapters]
+    params = VerificationParams()
+    swaps = accepted = 0
+    least = float("inf")
+    for prompt in SWAP_PROMPTS:
+        outputs = {a: _honest_output(smollm_runner, GenerationRequest(prompt, a, NEW_TOKENS)) for a in names}
+        for ran, claimed in ((a, b) for a in names for b in names if a != b):
+            asked = GenerationRequest(prompt, claimed, NEW_TOKENS)
+            forged = _forged(outputs[ran], smollm_runner, adapter=claimed)
+            if json.loads(forged)["token_ids"] == json.loads(outputs[claimed])["token_ids"]:
+                continue  # the same tokens: no substitution to catch
+            swaps += 1
+            accepted += _judge(smollm_runner, asked, params).agree(outputs[claimed], forged)
+            least = min(least, max(smollm_runner.rescore(asked, json.loads(forged)["token_ids"])))
+    return swaps, accepted, least
+
+
 def _rescore_ms_per_token(runner: GenerationRunner, requests: list[GenerationRequest], claims: list[bytes]) -> float:
     ids = [json.loads(c)["token_ids"] for c in claims]
     tokens = sum(len(i) for i in ids)
@@ -164,8 +195,13 @@ def run(workdir: Path) -> dict[str, float]:
     ))
     _substitutions(accepts, gpt2, requests, reference, [json.loads(c)["text"] for c in smollm_reference])
     _embedding_matrix(rejects, accepts)
+    rescore_ms = _rescore_ms_per_token(smollm_runner, smollm_requests, smollm_reference)
+    swaps, swaps_accepted, least_swap_margin = _smollm_adapter_swaps(smollm_runner)
     return {
-        "verify_rescore_ms_per_token": _rescore_ms_per_token(smollm_runner, smollm_requests, smollm_reference),
+        "verify_rescore_ms_per_token": rescore_ms,
+        "verify_smollm_adapter_swaps": float(swaps),
+        "verify_smollm_adapter_swap_accept_rate": swaps_accepted / swaps if swaps else 0.0,
+        "verify_smollm_adapter_swap_least_margin": least_swap_margin,
         "verify_false_reject_rate": rejects.rate,
         "verify_false_accept_rate": accepts.rate,
         "verify_honest_pairs": float(rejects.total),
