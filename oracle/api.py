@@ -26,6 +26,7 @@ from sqlalchemy.exc import DatabaseError, IntegrityError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
+from oracle.api_docs import mount_docs
 from oracle.auth import RateLimited, RequestAuthenticator, check_contract_signature, retry_after_header
 from oracle.db import AgentSeen, Database, Job, JobState, Task, now
 from oracle.jobs import JobBook, JobError, Submission, parse_lease_signature
@@ -53,7 +54,7 @@ SHUTDOWN_RETRY_AFTER_S = 2
 # The largest block /v1/blocks serves (Kubo's limit on a block it exchanges; adds make <= 256 KiB + framing).
 MAX_BLOCK_BYTES = 2 * 1024 * 1024
 # Paths whose success says nothing about the database, the store or the node.
-_TOUCHES_NOTHING = frozenset({"/v1/health", "/openapi.json", "/docs", "/redoc", "/docs/oauth2-redirect"})
+_TOUCHES_NOTHING = frozenset({"/v1/health", "/openapi.json", "/docs", "/docs/oauth2-redirect"})
 _SIGNED_HEADERS = ("x-tributa-agent", "x-tributa-nonce", "x-tributa-expiry", "x-tributa-signature")
 
 
@@ -305,7 +306,8 @@ def create_app(
 ) -> FastAPI:
     """The job API. `stopping()` turns true when the server begins to shut down: long-polls then
     end with 503 and Retry-After (the agent retries against the restarted oracle)."""
-    app = FastAPI(title="Tributa oracle job API", version="1")
+    app = FastAPI(title="Tributa oracle job API", version="1", docs_url=None, redoc_url=None)
+    mount_docs(app)  # Swagger UI from local files: the CDN default is a blank page offline
     app.add_middleware(BodyLimit)
     outages = Outages()
     app.state.outages = outages
@@ -343,7 +345,7 @@ def create_app(
         response = await call_next(request)
         # Only a success of a request that used the database, the store or the node ends an
         # outage: a health check or a refused bad id touches none of them, and would end it at once.
-        if outages.current and 200 <= response.status_code < 300 and request.url.path not in _TOUCHES_NOTHING:
+        if outages.current and 200 <= response.status_code < 300 and request.url.path not in _TOUCHES_NOTHING and not request.url.path.startswith("/docs/"):
             outages.up()
         return response
 

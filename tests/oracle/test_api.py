@@ -75,6 +75,15 @@ def test_openapi__schema_lists_the_job_endpoints(api):
             "/metrics"} <= set(paths)
 
 
+def test_docs__swagger_ui_from_local_assets__nothing_from_a_cdn(api):
+    page = api.http.get("/docs")
+    assert page.status_code == 200 and "/docs/assets/swagger-ui-bundle.js" in page.text
+    assert "http://" not in page.text.replace("http://www.w3.org", "") and "https://" not in page.text  # offline
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
+        response = api.http.get(f"/docs/assets/{asset}")
+        assert response.status_code == 200 and len(response.content) > 10_000
+
+
 def test_poll__no_signature__401_with_reason(api):
     response = api.http.post("/v1/jobs/poll", content=b"{}")
     assert response.status_code == 401 and "missing header" in response.json()["error"]
