@@ -335,16 +335,27 @@ class Oracle:
         """Serve the job API from a forked process and run the worker loop here until a signal."""
         self._api = start_api_process(self.api_spec, self.clock.shared, self.metrics_queue)
         self._api_restarts: list[float] = []
+        stopped_by: list[int] = []
+
+        def stop(signum, _frame) -> None:
+            stopped_by.append(signum)
+            self._stop.set()
+
         for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: self._stop.set())
+            signal.signal(signum, stop)
         accept_stop_signals()  # one that came during start-up is delivered now, to the handler above
         try:
             self._work()
         finally:
             self._stop.set()
+            began = time.monotonic()
+            if stopped_by:
+                log.info("oracle stopping (%s): closing the job API", signal.Signals(stopped_by[0]).name)
             api = self._api
             if api.is_alive():
                 api.terminate()  # SIGTERM: uvicorn closes its polls within its 2 s grace
             api.join(timeout=10)
             if api.is_alive():
                 api.kill()
+            if stopped_by:
+                log.info("oracle stopped in %.1fs", time.monotonic() - began)

@@ -258,3 +258,26 @@ def test_task_submit__empty_or_contradictory_input__refused_before_anything_is_s
 def test_task_submit__input_file_of_the_wrong_shape__one_line_before_paying(fresh_settings, contracts, tmp_path, body, message):
     (tmp_path / "in.json").write_bytes(body)
     assert_one_line_error(run_cli(fresh_settings, "task", "submit", "--model", "1", "--input", str(tmp_path / "in.json")), message)
+
+
+def test_oracle_run__sigterm__both_processes_stop_within_5s_and_say_so(fresh_settings, contracts, tmp_path):
+    import signal
+    import time
+
+    from tributa.devnet import free_port
+    from tributa.processes import start_oracle
+
+    settings = fresh_settings.with_overrides(oracle_url=f"http://127.0.0.1:{free_port()}")
+    oracle = start_oracle(settings, tmp_path / "oracle.log", ["--no-attribution", "--text-logs"])
+    children = subprocess.run(["pgrep", "-g", str(oracle.process.pid)], capture_output=True, text=True).stdout.split()
+    assert len(children) >= 3  # the supervisor, its worker and the job API
+
+    began = time.monotonic()
+    os.kill(oracle.process.pid, signal.SIGTERM)
+    code = oracle.process.wait(timeout=30)
+    took = time.monotonic() - began
+    log = (tmp_path / "oracle.log").read_text()
+    assert code == 0 and took < 5, (code, took, log[-2000:])
+    assert "oracle stopping (SIGTERM): closing the job API" in log and "oracle stopped in " in log
+    assert "Traceback" not in log
+    assert subprocess.run(["pgrep", "-g", str(oracle.process.pid)], capture_output=True).returncode == 1  # none left
