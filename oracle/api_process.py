@@ -156,6 +156,7 @@ def server_config(app, host: str, port: int, **overrides):
         host=host,
         port=port,
         log_level="warning",
+        log_config=None,  # keep the process's logging (tributa.logs: JSON lines), tracebacks included
         # A short graceful shutdown: long-polls end with 503 (the app sees should_exit), agents retry.
         timeout_graceful_shutdown=2,
         timeout_keep_alive=KEEP_ALIVE_S,

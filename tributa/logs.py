@@ -34,3 +34,13 @@ def setup_logging(level: str = "info", json_logs: bool = True) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
+    # The job API's server: its errors (a handler's traceback among them) in the same format, not
+    # uvicorn's own plain-text config (the API runs it with log_config=None).
+    for name in UVICORN_LOGGERS:
+        server = logging.getLogger(name)
+        server.handlers[:] = [handler]
+        server.setLevel(logging.WARNING)
+        server.propagate = False
+
+
+UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")

@@ -319,3 +319,27 @@ def test_result__with_a_lease_signature_not_the_agents__401_and_nothing_recorded
     assert response.status_code == 401 and "lease signature recovers to" in response.json()["error"]
     job = _job(api, leased["job_id"])
     assert job.state == JobState.LEASED and job.lease_signature is None
+
+
+def test_logging__the_job_api_servers_errors__are_json_lines_with_the_traceback(capsys):
+    import logging
+
+    from tributa.logs import UVICORN_LOGGERS, setup_logging
+
+    saved = {name: (logging.getLogger(name).handlers[:], logging.getLogger(name).propagate, logging.getLogger(name).level)
+             for name in ("tributa", *UVICORN_LOGGERS)}
+    try:
+        setup_logging(json_logs=True)
+        try:
+            raise RuntimeError("boom in a handler")
+        except RuntimeError:
+            logging.getLogger("uvicorn.error").exception("Exception in ASGI application")
+        [line] = capsys.readouterr().err.strip().splitlines()
+        entry = json.loads(line)
+        assert entry["logger"] == "uvicorn.error" and entry["msg"] == "Exception in ASGI application"
+        assert "RuntimeError: boom in a handler" in entry["exc"]
+    finally:
+        for name, (handlers, propagate, level) in saved.items():
+            logger = logging.getLogger(name)
+            logger.handlers[:], logger.propagate = handlers, propagate
+            logger.setLevel(level)
