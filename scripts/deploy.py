@@ -9,6 +9,7 @@ oracle, the agents and the CLI read it, so no address is pasted by hand.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
@@ -17,7 +18,7 @@ from ape.cli import ConnectedProviderCommand
 
 from tributa.chain.accounts import DEV_ROLES
 from tributa.config import LOCAL_CHAIN_ID, Settings
-from tributa.deployments import Deployment, save_deployment
+from tributa.deployments import Deployment, deployment_path, save_deployment
 
 DEFAULTS = {
     "protocol_fee_bps": 500,  # 5% of each task fee to the treasury
@@ -36,6 +37,23 @@ def _deployer(account_alias: str | None):
     return accounts.test_accounts[DEV_ROLES["deployer"]]
 
 
+def _refuse_to_replace_a_live_deployment(deployments_dir: Path) -> None:
+    """Everything reads deployments/<chain_id>.json: replacing it points every role at new, empty
+    contracts. A file whose escrow has no code any more (a restarted Anvil) is replaced freely."""
+    path = deployment_path(deployments_dir, chain.chain_id)
+    if not path.exists():
+        return
+    try:
+        escrow = json.loads(path.read_text())["addresses"]["TaskEscrow"]
+    except (ValueError, KeyError, TypeError):
+        raise click.UsageError(f"{path} exists and is not a deployment file; move it away or pass --force") from None
+    if chain.provider.get_code(escrow):
+        raise click.UsageError(
+            f"{path} already names a live deployment on chain {chain.chain_id} (TaskEscrow {escrow}); "
+            "pass --force to replace it, or --deployments-dir to write elsewhere"
+        )
+
+
 def _local_role(role: str) -> str:
     return accounts.test_accounts[DEV_ROLES[role]].address
 
@@ -50,7 +68,11 @@ def _local_role(role: str) -> str:
 @click.option("--min-stake", type=int, default=DEFAULTS["min_stake"], show_default=True, help="wei")
 @click.option("--unbonding-delay", type=int, default=DEFAULTS["unbonding_delay"], show_default=True, help="seconds")
 @click.option("--deployments-dir", type=click.Path(path_type=Path), default=None)
-def cli(account_alias, oracle, treasury, protocol_fee_bps, data_share_bps, slash_bps, min_stake, unbonding_delay, deployments_dir):
+@click.option("--force", is_flag=True, help="replace an existing deployments/<chain_id>.json whose contracts are live")
+def cli(account_alias, oracle, treasury, protocol_fee_bps, data_share_bps, slash_bps, min_stake, unbonding_delay, deployments_dir, force):
+    deployments_dir = deployments_dir or Settings().deployments_dir
+    if not force:
+        _refuse_to_replace_a_live_deployment(deployments_dir)
     deployer = _deployer(account_alias)
     local = chain.chain_id == LOCAL_CHAIN_ID
     if not local and not (oracle and treasury):
@@ -94,7 +116,7 @@ def cli(account_alias, oracle, treasury, protocol_fee_bps, data_share_bps, slash
         oracle=oracle,
         treasury=treasury,
     )
-    path = save_deployment(deployments_dir or Settings().deployments_dir, deployment)
+    path = save_deployment(deployments_dir, deployment)
     for name, address in addresses.items():
         click.echo(f"  {name:<20} {address}")
     click.echo(f"wrote {path}")

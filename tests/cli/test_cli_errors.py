@@ -281,3 +281,14 @@ def test_oracle_run__sigterm__both_processes_stop_within_5s_and_say_so(fresh_set
     assert "oracle stopping (SIGTERM): closing the job API" in log and "oracle stopped in " in log
     assert "Traceback" not in log
     assert subprocess.run(["pgrep", "-g", str(oracle.process.pid)], capture_output=True).returncode == 1  # none left
+
+
+def test_ape_deploy__a_live_deployment_file__refused_without_force_and_left_as_it_was(deployed, anvil):
+    from tributa.devnet import ape_deploy
+    from tributa.errors import ConfigError
+
+    path = next(deployed.deployments_dir.glob("*.json"))
+    before = path.read_bytes()
+    with pytest.raises(ConfigError, match="already names a live deployment on chain 31337 .* pass --force"):
+        ape_deploy(anvil.rpc_url, deployed.deployments_dir)
+    assert path.read_bytes() == before
