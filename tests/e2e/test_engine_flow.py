@@ -1,6 +1,7 @@
 """Any Hugging Face causal LM, end to end on Anvil: a random-init Llama the test builds and saves
 with its tokenizer, plus a real peft LoRA adapter, served by an agent's serving engine
-(`--no-sandbox`, capacity 4: the jobs leased together run as one mixed-adapter batch)."""
+(`--no-sandbox`, capacity 4: jobs leased together reach the engine together; that they then run
+as one mixed-adapter batch with batch-1 tokens is tests/agent/test_engine.py's to show)."""
 
 from __future__ import annotations
 
@@ -76,7 +77,7 @@ def network(contracts, deployed, llama, tmp_path_factory):
     oracle.stop()
 
 
-def test_e2e__random_llama_with_adapter__batched_by_the_engine_and_settled(network, contracts, llama):
+def test_e2e__random_llama_with_adapter__served_by_the_engine_and_settled(network, contracts, llama):
     from tributa.catalog import describe_folder
     from tributa.runtime.executor import Executor
 
