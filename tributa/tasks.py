@@ -66,6 +66,34 @@ def min_fee(contracts: Contracts, model_id: int, model_fee: int | None = None) -
     return -(-model_fee * BPS // (BPS - cut_bps)) + 2
 
 
+def default_fee(contracts: Contracts, model_id: int, model_fee: int | None = None) -> int:
+    """The fee post_task escrows when none is given: twice the minimum, so the agents get paid too."""
+    return 2 * min_fee(contracts, model_id, model_fee)
+
+
+@dataclass(frozen=True)
+class FeeSplit:
+    """How the escrow will split `fee` at settlement, as far as the chain fixes it now. The agents'
+    part is the oracle's fee policy (at most `agents_max`); what no one is paid is refunded."""
+
+    fee: int
+    protocol_fee: int
+    protocol_fee_bps: int
+    data_share: int  # to the datasets the attribution names; refunded when it names none
+    data_share_bps: int
+    model_fee: int
+    agents_max: int
+
+
+def expected_split(contracts: Contracts, fee: int, model_fee: int) -> FeeSplit:
+    """The split the escrow applies (TaskEscrow._apply, floors included) to a task of `fee`
+    whose model fee is `model_fee`."""
+    escrow = contracts.escrow.functions
+    protocol_bps, data_bps = escrow.protocol_fee_bps().call(), escrow.data_share_bps().call()
+    protocol, data = fee * protocol_bps // BPS, fee * data_bps // BPS
+    return FeeSplit(fee, protocol, protocol_bps, data, data_bps, model_fee, max(0, fee - protocol - data - model_fee))
+
+
 def model_fee_of(contracts: Contracts, model_id: int) -> int:
     """The model's fee per task as it stands now: what a requester is shown and accepts as its max."""
     return read_model(contracts.registry, model_id).fee_per_task
@@ -140,7 +168,7 @@ def post_task(
     store.pin(input_cid)
     if max_model_fee is None:
         max_model_fee = model_fee_of(contracts, model_id)
-    fee = fee if fee is not None else 2 * min_fee(contracts, model_id, max_model_fee)
+    fee = fee if fee is not None else default_fee(contracts, model_id, max_model_fee)
     now = contracts.w3.eth.get_block("latest")["timestamp"]
     call = contracts.escrow.functions.post_task(model_id, cidlib.cid_to_digest(input_cid), now + deadline_s, k, max_model_fee)
     try:
@@ -162,12 +190,13 @@ def _task_logs(contracts: Contracts, event_name: str, task_id: int) -> list:
     return event.get_logs(from_block=contracts.deployment.block_number, argument_filters={"task_id": task_id})
 
 
-def read_task(contracts: Contracts, task_id: int) -> TaskView:
+def _read_state(contracts: Contracts, task_id: int) -> TaskView:
+    """The task as the escrow stores it (one call, no logs): enough for lists and polling."""
     count = contracts.escrow.functions.task_count().call()
     if not 1 <= task_id <= count:
         raise TributaError(f"task {task_id} does not exist (there are {count} tasks)")
     requester, model_id, input_digest, fee, model_fee, deadline, k, state = contracts.escrow.functions.task(task_id).call()
-    view = TaskView(
+    return TaskView(
         task_id=task_id,
         requester=requester,
         model_id=model_id,
@@ -178,6 +207,10 @@ def read_task(contracts: Contracts, task_id: int) -> TaskView:
         k=k,
         state=STATES.get(state, str(state)),
     )
+
+
+def read_task(contracts: Contracts, task_id: int) -> TaskView:
+    view = _read_state(contracts, task_id)
     if view.state == "settled":
         for entry in _task_logs(contracts, "TaskSettled", task_id):
             args = dict(entry["args"])
@@ -191,23 +224,71 @@ def read_task(contracts: Contracts, task_id: int) -> TaskView:
     return view
 
 
+def list_tasks(contracts: Contracts, requester: str | None = None, limit: int = 20) -> list[TaskView]:
+    """The newest `limit` tasks (of `requester`, if given), newest first, as the escrow stores them."""
+    if requester is None:
+        count = contracts.escrow.functions.task_count().call()
+        ids = list(range(count, max(0, count - limit), -1))
+    else:
+        logs = contracts.escrow.events.TaskPosted.get_logs(
+            from_block=contracts.deployment.block_number, argument_filters={"requester": requester}
+        )
+        ids = sorted((entry["args"]["task_id"] for entry in logs), reverse=True)[:limit]
+    return [_read_state(contracts, task_id) for task_id in ids]
+
+
+def settled_weights(contracts: Contracts, view: TaskView) -> list[tuple[int, int]] | None:
+    """The (dataset id, weight bps) pairs a settled task paid its data share by, read from the
+    settlement transaction's own calldata (the event does not log them). None when that
+    transaction is not a direct settle/settle_batch call to the escrow (e.g. a relayed one)."""
+    if not view.settlement:
+        return None
+    tx = contracts.w3.eth.get_transaction(view.settlement["tx"])
+    if tx["to"] != contracts.escrow.address:
+        return None
+    try:
+        function, args = contracts.escrow.decode_function_input(tx["input"])
+    except ValueError:
+        return None
+    batch = args["batch"] if function.fn_name == "settle_batch" else [args["s"]] if function.fn_name == "settle" else []
+    for s in batch:
+        if s["task_id"] == view.task_id:
+            return list(zip(s["dataset_ids"], s["dataset_weights_bps"]))
+    return None
+
+
+FINAL_STATES = ("settled", "failed", "refunded")
+
+
+class WaitTimeout(TributaError):
+    """wait_until_final gave up: some task was not final in time (`views` holds the last look)."""
+
+    def __init__(self, message: str, views: dict[int, TaskView]) -> None:
+        super().__init__(message)
+        self.views = views
+
+
 def wait_until_final(
-    contracts: Contracts, task_ids: list[int], timeout_s: float, watch=(), final=("settled", "failed", "refunded")
+    contracts: Contracts, task_ids: list[int], timeout_s: float, watch=(), final=FINAL_STATES, on_poll=None, poll_s: float = 0.25
 ) -> dict[int, TaskView]:
-    """Poll until every task is in one of `final`; `watch` holds processes that must stay alive."""
+    """Poll until every task is in one of `final`; `watch` holds processes that must stay alive;
+    `on_poll` hears each look at the tasks' state. Raises WaitTimeout after `timeout_s`."""
     deadline = time.monotonic() + timeout_s
     while True:
-        views = {t: read_task(contracts, t) for t in task_ids}
+        # Polling reads only the escrow's state; the logs are read once, for the answer.
+        views = {t: _read_state(contracts, t) for t in task_ids}
+        if on_poll is not None:
+            on_poll(views)
         if all(v.state in final for v in views.values()):
-            return views
+            return {t: read_task(contracts, t) for t in task_ids}
         for proc in watch:
             if not proc.alive():
                 raise TributaError(f"the {proc.name} exited early:\n{proc.log_tail()}")
         if time.monotonic() > deadline:
             logs = "\n".join(f"{p.name} log:\n{p.log_tail()}" for p in watch)
             waiting = {t: v.state for t, v in views.items() if v.state not in final}
-            raise TributaError(f"tasks not yet {'/'.join(final)} after {timeout_s:.0f}s: {waiting}\n{logs}")
-        time.sleep(0.25)
+            raise WaitTimeout(f"tasks not yet {'/'.join(final)} after {timeout_s:.0f}s: {waiting}" + (f"\n{logs}" if logs else ""), views)
+        time.sleep(poll_s)
 
 
 def oracle_public_key(contracts: Contracts, oracle_url: str) -> bytes:

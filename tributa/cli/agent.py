@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from tributa.cli import account_option, node_wait_option, pass_ctx
-from tributa.cli.format import eth, parse_eth
+from tributa.cli.format import emit_json, eth, json_option, parse_eth, wei
 
 
 @click.group()
@@ -91,9 +91,10 @@ def _raise_interrupt(signum, frame) -> None:
 
 @agent.command("status")
 @click.argument("address", required=False)
+@json_option
 @account_option("agent")
 @pass_ctx
-def status(ctx, address, account_spec) -> None:
+def status(ctx, address, as_json, account_spec) -> None:
     """An agent's stake, unbonding, served models and credited fees."""
     from tributa.chain.accounts import checksum
 
@@ -101,13 +102,24 @@ def status(ctx, address, account_spec) -> None:
     escrow = ctx.contracts.escrow.functions
     stake, unbonding, unbond_at, device, capacity, registered = escrow.agent(address).call()
     if not registered:
-        click.echo(f"{address} is not a registered agent")
+        if as_json:
+            emit_json({"address": address, "registered": False})
+        else:
+            click.echo(f"{address} is not a registered agent")
         return
-    models = escrow.agent_models(address).call()
+    models = list(escrow.agent_models(address).call())
+    credited = escrow.balance_of(address).call()
+    if as_json:
+        emit_json({
+            "address": address, "registered": True, "stake_wei": wei(stake), "unbonding_wei": wei(unbonding),
+            "unbond_release_at": unbond_at if unbonding else None, "device": "gpu" if device else "cpu",
+            "capacity": capacity, "models": models, "credited_wei": wei(credited),
+        })
+        return
     click.echo(f"agent {address}: stake {eth(stake)}, unbonding {eth(unbonding)}"
                + (f" (release at {unbond_at})" if unbonding else ""))
-    click.echo(f"  device {'gpu' if device else 'cpu'}, capacity {capacity}, models {list(models)}")
-    click.echo(f"  credited fees {eth(escrow.balance_of(address).call())}")
+    click.echo(f"  device {'gpu' if device else 'cpu'}, capacity {capacity}, models {models}")
+    click.echo(f"  credited fees {eth(credited)}")
 
 
 @agent.group("stake")

@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 
 from tributa.cli import account_option, pass_ctx
-from tributa.cli.format import eth
-from tributa.datasets import list_datasets, parse_contributors, read_dataset, register_dataset
+from tributa.cli.format import emit_json, eth, json_option, wei
+from tributa.datasets import DatasetInfo, list_datasets, parse_contributors, read_dataset, register_dataset
 from tributa.errors import TributaError
 
 
@@ -69,11 +69,31 @@ def register(ctx, path, contributors, terms, name, no_index, account_spec) -> No
     click.echo(f"  commit tx {registered.commit_tx.tx_hash}, reveal tx {registered.tx.tx_hash}")
 
 
+def _dataset_doc(d: DatasetInfo) -> dict:
+    """A dataset as --json prints it (`dataset list`, `dataset show`)."""
+    from tributa.store import cid as cidlib
+
+    return {
+        "dataset_id": d.dataset_id,
+        "content_cid": d.content_cid,
+        "metadata_cid": str(cidlib.digest_to_cid(d.metadata_digest)),
+        "owner": d.owner,
+        "version": d.version,
+        "contributor_count": d.contributor_count,
+        "terms": d.terms,
+        "active": d.active,
+    }
+
+
 @dataset.command("list")
+@json_option
 @pass_ctx
-def list_cmd(ctx) -> None:
+def list_cmd(ctx, as_json) -> None:
     """Every registered dataset."""
     datasets = list_datasets(ctx.contracts)
+    if as_json:
+        emit_json({"datasets": [_dataset_doc(d) for d in datasets]})
+        return
     if not datasets:
         click.echo("no datasets registered")
     for d in datasets:
@@ -83,18 +103,26 @@ def list_cmd(ctx) -> None:
 
 @dataset.command("show")
 @click.argument("dataset_id", type=int)
+@json_option
 @pass_ctx
-def show(ctx, dataset_id) -> None:
+def show(ctx, dataset_id, as_json) -> None:
     """A dataset's content, owner, terms, contributors and royalties credited."""
     from tributa.royalties import contributor_sets
 
     d = read_dataset(ctx.contracts, dataset_id)
+    contributors, shares = contributor_sets(ctx.contracts).get((d.dataset_id, d.version), ([], []))
+    revenue = ctx.contracts.vault.functions.revenue(d.dataset_id, d.version).call()
+    if as_json:
+        emit_json({
+            **_dataset_doc(d),
+            "contributors": [{"address": a, "shares_bps": bps} for a, bps in zip(contributors, shares)],
+            "revenue_wei": wei(revenue),
+        })
+        return
     click.echo(f"dataset {d.dataset_id}: {d.content_cid} ({'active' if d.active else 'inactive'})")
     click.echo(f"  owner {d.owner}, version {d.version}, terms: {d.terms}")
-    contributors, shares = contributor_sets(ctx.contracts).get((d.dataset_id, d.version), ([], []))
     for account, bps in zip(contributors, shares):
         click.echo(f"  {account}  {bps / 100:6.2f}%")
-    revenue = ctx.contracts.vault.functions.revenue(d.dataset_id, d.version).call()
     click.echo(f"  royalties credited to this version: {eth(revenue)}")
 
 
@@ -138,21 +166,34 @@ def royalties() -> None:
 
 @royalties.command("show")
 @click.argument("address", required=False)
+@json_option
 @account_option("creator")
 @pass_ctx
-def royalties_show(ctx, address, account_spec) -> None:
+def royalties_show(ctx, address, as_json, account_spec) -> None:
     """What ADDRESS (default: your account) can claim, per dataset version."""
     from tributa.royalties import shares_of
     from tributa.chain.accounts import checksum
 
     address = checksum(address) if address else ctx.signer(account_spec, "creator").address
     shares = shares_of(ctx.contracts, address)
+    total = sum(s.claimable for s in shares)
+    if as_json:
+        emit_json({
+            "address": address,
+            "shares": [
+                {"dataset_id": s.dataset_id, "version": s.version, "shares_bps": s.shares_bps,
+                 "claimable_wei": wei(s.claimable), "claimed_wei": wei(s.claimed)}
+                for s in shares
+            ],
+            "total_claimable_wei": wei(total),
+        })
+        return
     if not shares:
         click.echo(f"{address} contributes to no registered dataset")
         return
     for s in shares:
         click.echo(f"dataset {s.dataset_id} v{s.version}: share {s.shares_bps / 100:.2f}%, claimable {eth(s.claimable)}, claimed {eth(s.claimed)}")
-    click.echo(f"total claimable: {eth(sum(s.claimable for s in shares))}")
+    click.echo(f"total claimable: {eth(total)}")
 
 
 @royalties.command("claim")

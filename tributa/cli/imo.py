@@ -6,7 +6,7 @@ import click
 
 from tributa import imo as imo_lib
 from tributa.cli import account_option, pass_ctx
-from tributa.cli.format import eth, parse_eth, utc_time
+from tributa.cli.format import emit_json, eth, json_option, parse_eth, utc_time, wei
 
 
 @click.group()
@@ -63,24 +63,60 @@ def finalize(ctx, imo_id, account_spec) -> None:
 
 @imo.command("status")
 @click.argument("imo_id", type=int)
+@json_option
 @pass_ctx
-def status(ctx, imo_id) -> None:
+def status(ctx, imo_id, as_json) -> None:
     """Sale progress, holders and revenue to date."""
     view = imo_lib.read_imo(ctx.contracts, imo_id)
     token = imo_lib.token_contract(ctx.contracts, view.token)
     now = ctx.contracts.w3.eth.get_block("latest")["timestamp"]
-    click.echo(f"IMO {imo_id} for model {view.model_id}: {_sale_state(view, now)}; token {token.functions.symbol().call()} at {view.token}")
+    symbol = token.functions.symbol().call()
+    pending = ctx.contracts.escrow.functions.balance_of(view.token).call()
+    revenue = token.functions.total_revenue_in().call()
+    custody = token.functions.balanceOf(token.functions.custodian().call()).call()
+    accrued = token.functions.accrued_in_custody(custody).call() if custody else 0
+    roles = {view.publisher: "publisher", imo_lib.launcher(ctx.contracts).address: "IMO launcher"}
+    holders = imo_lib.holders(ctx.contracts, view.token)
+    if as_json:
+        emit_json({
+            "imo_id": imo_id,
+            "model_id": view.model_id,
+            "state": view.state,
+            "sale_ended": now >= view.sale_end,  # an "active" sale past its end awaits `imo finalize`
+            "sale_end": view.sale_end,
+            "token": view.token,
+            "symbol": symbol,
+            "publisher": view.publisher,
+            "price_wei": wei(view.price),
+            "soft_cap_wei": wei(view.soft_cap),
+            "hard_cap_wei": wei(view.hard_cap),
+            "raised_wei": wei(view.raised),
+            "sold_units": wei(view.sold),
+            "tokens_for_sale_units": wei(view.tokens_for_sale),
+            "publisher_tokens_units": wei(view.publisher_tokens),
+            "vested_claimed_units": wei(view.vested_claimed),
+            "vesting_start": view.vesting_start,
+            "vesting_duration": view.vesting_duration,
+            "proceeds_withdrawn": view.proceeds_withdrawn,
+            "revenue_wei": wei(revenue),
+            "revenue_in_escrow_wei": wei(pending),
+            "holders": [
+                {"address": h.address, "role": roles.get(h.address), "balance_units": wei(h.balance), "claimable_wei": wei(h.claimable)}
+                for h in holders
+            ],
+            "custody_units": wei(custody),
+            "custody_accrued_wei": wei(accrued),
+        })
+        return
+    click.echo(f"IMO {imo_id} for model {view.model_id}: {_sale_state(view, now)}; token {symbol} at {view.token}")
     click.echo(f"  raised {eth(view.raised)} of soft cap {eth(view.soft_cap)} / hard cap {eth(view.hard_cap)}; "
                f"sold {_tokens(view.sold)} of {_tokens(view.tokens_for_sale)} tokens")
-    pending = ctx.contracts.escrow.functions.balance_of(view.token).call()
-    click.echo(f"  revenue to date {eth(token.functions.total_revenue_in().call())}"
+    click.echo(f"  revenue to date {eth(revenue)}"
                + (f" (+{eth(pending)} waiting in the escrow)" if pending else ""))
-    custody = token.functions.balanceOf(token.functions.custodian().call()).call()
-    labels = {view.publisher: " (publisher)", imo_lib.launcher(ctx.contracts).address: " (IMO launcher)"}
-    for h in imo_lib.holders(ctx.contracts, view.token):
-        click.echo(f"  holder {h.address}{labels.get(h.address, '')}: {_tokens(h.balance)} tokens, claimable {eth(h.claimable)}")
+    for h in holders:
+        label = f" ({roles[h.address]})" if h.address in roles else ""
+        click.echo(f"  holder {h.address}{label}: {_tokens(h.balance)} tokens, claimable {eth(h.claimable)}")
     if custody:
-        accrued = token.functions.accrued_in_custody(custody).call()
         click.echo(f"  in custody for buyers and vesting: {_tokens(custody)} tokens, "
                    f"{eth(accrued)} accrued for their owners")
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import click
 
 from tributa.cli import account_option, pass_ctx
-from tributa.cli.format import eth, parse_eth
+from tributa.cli.format import emit_json, eth, json_option, parse_eth, wei
 from tributa.errors import TributaError
 from tributa.registry import MAX_NEW_TOKENS_CAP
 from tributa.publish import register_model, set_serving_terms
-from tributa.registry import list_models
+from tributa.registry import ModelInfo, list_models, read_model
 from tributa.store import cid as cidlib
 
 
@@ -111,27 +111,78 @@ def convert(gguf, smollm2, cache_dir) -> None:
 
 
 @model.command("list")
+@json_option
 @pass_ctx
-def list_cmd(ctx) -> None:
+def list_cmd(ctx, as_json) -> None:
     """Every registered model."""
     models = list_models(ctx.contracts.registry)
+    if as_json:
+        emit_json({"models": [_model_doc(m) for m in models]})
+        return
     if not models:
         click.echo("no models registered")
     for m in models:
-        status = "active" if m.active else "inactive"
-        weights_cid = cidlib.digest_to_cid(m.weights_digest)
-        click.echo(f"{m.model_id:>3}  {m.name:<28} {status:<8} fee {eth(m.fee_per_task):<14} weights {weights_cid}")
-        if m.adapter_digests:
-            click.echo(f"     adapters: {', '.join(str(cidlib.digest_to_cid(d)) for d in m.adapter_digests)}")
-        if m.dataset_ids:
-            pairs = ", ".join(f"{d}:{w / 100:.0f}%" for d, w in zip(m.dataset_ids, m.dataset_weights_bps))
-            click.echo(f"     trained on datasets {pairs}")
-        if m.fee_receiver_locked or m.imo_in_progress:
-            click.echo(f"     fees go to {m.fee_receiver} ({'locked by an IMO' if m.fee_receiver_locked else 'IMO in progress'})")
-        if m.scheduled_fee is not None:
-            click.echo(f"     fee cut to {eth(m.scheduled_fee)} scheduled for {_when(m.scheduled_fee_at)}")
-        if m.deactivation_at:
-            click.echo(f"     closes to new tasks at {_when(m.deactivation_at)}")
+        for line in _model_lines(m):
+            click.echo(line)
+
+
+@model.command("show")
+@click.argument("model_id", type=int)
+@json_option
+@pass_ctx
+def show(ctx, model_id, as_json) -> None:
+    """One model: as `model list` shows it, with its publisher and serving terms."""
+    m = read_model(ctx.contracts.registry, model_id)
+    if as_json:
+        emit_json(_model_doc(m))
+        return
+    for line in _model_lines(m):
+        click.echo(line)
+    click.echo(f"     published by {m.publisher}, fees to {m.fee_receiver}")
+    click.echo(f"     a task buys up to {m.serving.max_new_tokens} new tokens; embeddings agree at cosine >= "
+               f"{_or_default(m.serving.min_cosine)}; generations within {_or_default(m.serving.logit_margin)} logits")
+
+
+def _model_lines(m: ModelInfo) -> list[str]:
+    status = "active" if m.active else "inactive"
+    lines = [f"{m.model_id:>3}  {m.name:<28} {status:<8} fee {eth(m.fee_per_task):<14} weights {cidlib.digest_to_cid(m.weights_digest)}"]
+    if m.adapter_digests:
+        lines.append(f"     adapters: {', '.join(str(cidlib.digest_to_cid(d)) for d in m.adapter_digests)}")
+    if m.dataset_ids:
+        pairs = ", ".join(f"{d}:{w / 100:.0f}%" for d, w in zip(m.dataset_ids, m.dataset_weights_bps))
+        lines.append(f"     trained on datasets {pairs}")
+    if m.fee_receiver_locked or m.imo_in_progress:
+        lines.append(f"     fees go to {m.fee_receiver} ({'locked by an IMO' if m.fee_receiver_locked else 'IMO in progress'})")
+    if m.scheduled_fee is not None:
+        lines.append(f"     fee cut to {eth(m.scheduled_fee)} scheduled for {_when(m.scheduled_fee_at)}")
+    if m.deactivation_at:
+        lines.append(f"     closes to new tasks at {_when(m.deactivation_at)}")
+    return lines
+
+
+def _model_doc(m: ModelInfo) -> dict:
+    """A model as --json prints it (`model list`, `model show`); 0 timestamps are null."""
+    return {
+        "model_id": m.model_id,
+        "name": m.name,
+        "active": m.active,
+        "publisher": m.publisher,
+        "fee_receiver": m.fee_receiver,
+        "fee_per_task_wei": wei(m.fee_per_task),
+        "weights_cid": str(cidlib.digest_to_cid(m.weights_digest)),
+        "adapters": [str(cidlib.digest_to_cid(d)) for d in m.adapter_digests],
+        "datasets": [{"dataset_id": d, "weight_bps": w} for d, w in zip(m.dataset_ids, m.dataset_weights_bps)],
+        "fee_receiver_locked": m.fee_receiver_locked,
+        "imo_in_progress": m.imo_in_progress,
+        "scheduled_fee_wei": wei(m.scheduled_fee),
+        "scheduled_fee_at": m.scheduled_fee_at or None,
+        "deactivation_at": m.deactivation_at or None,
+        "serving": {
+            "max_new_tokens": m.serving.max_new_tokens,
+            "min_cosine": m.serving.min_cosine,
+            "logit_margin": m.serving.logit_margin,
+        },
+    }
 
 
 def _when(timestamp: int) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from tributa.cli import account_option, node_wait_option, pass_ctx
+from tributa.cli.format import emit_json, json_option
 from tributa.errors import TributaError
 
 
@@ -85,8 +86,9 @@ def run(ctx, host, port, db_url, lease_s, agent_fee_bps, no_attribution, model_d
 
 @oracle.command("status")
 @click.option("--db-url", envvar="TRIBUTA_DB_URL", default=None)
+@json_option
 @pass_ctx
-def status(ctx, db_url) -> None:
+def status(ctx, db_url, as_json) -> None:
     """Tasks by state, the ingestion cursor and recent agents, from the oracle's database."""
     from oracle.db import Database, database_url
     from oracle.status import summarise
@@ -97,5 +99,30 @@ def status(ctx, db_url) -> None:
             "(start one with `tributa oracle run`), or pass --db-url"
         )
     db = Database(database_url(ctx.settings.data_dir, db_url))
+    if as_json:
+        emit_json(_status_doc(db))
+        return
     for line in summarise(db):
         click.echo(line)
+
+
+def _status_doc(db) -> dict:
+    """What `summarise` prints, as fields (read here: oracle.status only renders lines)."""
+    from sqlalchemy import func, select
+    from web3 import Web3
+
+    from oracle.db import AgentSeen, Job
+    from oracle.ingest import CURSOR_NAME
+    from oracle.status import task_counts
+
+    by_state = task_counts(db)
+    with db.session() as s:
+        jobs = dict(s.execute(select(Job.state, func.count()).group_by(Job.state)).all())
+        agents = s.execute(select(AgentSeen).order_by(AgentSeen.last_poll_at.desc()).limit(10)).scalars().all()
+        seen = [{"address": Web3.to_checksum_address(a.agent), "last_poll_at": a.last_poll_at} for a in agents]
+    return {
+        "ingested_block": db.cursor(CURSOR_NAME),
+        "tasks": {"total": sum(by_state.values()), "by_state": dict(sorted(by_state.items()))},
+        "jobs": dict(sorted(jobs.items())),
+        "agents": seen,
+    }

@@ -3,15 +3,32 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import click
 
 from tributa.cli import account_option, pass_ctx
-from tributa.cli.format import eth, hex32, parse_eth
+from tributa.cli.format import emit_json, eth, hex32, json_option, parse_eth, utc_time, wei
 from tributa.errors import TributaError
 from tributa.registry import MAX_NEW_TOKENS_CAP
-from tributa.tasks import check_input_shape, encode_input, model_fee_of, open_private_result, post_private_task, post_task, read_task
+from tributa.tasks import (
+    FeeSplit,
+    TaskView,
+    WaitTimeout,
+    check_input_shape,
+    default_fee,
+    encode_input,
+    expected_split,
+    list_tasks,
+    model_fee_of,
+    open_private_result,
+    post_private_task,
+    post_task,
+    read_task,
+    settled_weights,
+    wait_until_final,
+)
 
 
 @click.group()
@@ -44,6 +61,23 @@ def _check_max_new_tokens(contracts, model_id: int, wanted: int) -> None:
         raise TributaError(f"--max-new-tokens {wanted} is more than model {model_id} sells per task ({limit}; see `tributa model terms {model_id}`)")
 
 
+# `task wait` / `task submit --wait` exit codes (README, "Using it"); 1 stays "error", 2 "usage".
+EXIT_FAILED = 3  # the task ended failed or refunded
+EXIT_TIMEOUT = 4  # the task was not final within --timeout-s
+
+
+class StillOpen(click.ClickException):
+    """`Error: …` as every error prints, with the timeout's own exit code."""
+
+    exit_code = EXIT_TIMEOUT
+
+
+# Shared by `task wait` and `task submit --wait`.
+timeout_option = click.option("--timeout-s", type=click.FloatRange(0), default=900.0, show_default=True,
+                              help="waiting: give up (exit 4) if the task is not settled, failed or refunded by then")
+quiet_option = click.option("-q", "--quiet", is_flag=True, help="nothing on stderr but errors and prompts (no progress, no fee split)")
+
+
 @task.command("submit")
 @click.option("--model", "model_id", type=int, required=True, help="registered model id (see `tributa model list`)")
 @click.option("--prompt", default=None, help="generation: the prompt")
@@ -62,10 +96,16 @@ def _check_max_new_tokens(contracts, model_id: int, wanted: int) -> None:
                    "the escrow refuses the task if the publisher raised it above this")
 @click.option("--private", "private_task", is_flag=True,
               help="seal the input to the oracle and the output to you: the store only holds ciphertext")
+@click.option("-y", "--yes", is_flag=True, help="post without asking (it only asks when stdin is a terminal)")
+@click.option("--wait", "wait", is_flag=True, help="then follow the task to its end and show it, as `task wait` does")
+@timeout_option
+@quiet_option
+@json_option
 @account_option("requester")
 @pass_ctx
-def submit(ctx, model_id, prompt, texts, input_file, max_new_tokens, adapter, chat, fee, deadline_s, k, max_model_fee, private_task, account_spec) -> None:
-    """Store the input and post a task."""
+def submit(ctx, model_id, prompt, texts, input_file, max_new_tokens, adapter, chat, fee, deadline_s, k, max_model_fee, private_task,
+           yes, wait, timeout_s, quiet, as_json, account_spec) -> None:
+    """Store the input and post a task (showing the fee split first)."""
     if input_file is not None:
         if prompt or texts or chat:
             raise TributaError("give --input or --prompt/--text/--chat, not both")
@@ -85,6 +125,17 @@ def submit(ctx, model_id, prompt, texts, input_file, max_new_tokens, adapter, ch
     # The fee shown is the fee accepted: the escrow refuses the task if it rose meanwhile.
     shown_fee = model_fee_of(ctx.contracts, model_id)
     max_fee_wei = shown_fee if max_fee_wei is None else max_fee_wei
+    fee_wei = default_fee(ctx.contracts, model_id, max_fee_wei) if fee_wei is None else fee_wei
+    split = expected_split(ctx.contracts, fee_wei, shown_fee)
+    stdin, stderr = click.get_text_stream("stdin"), click.get_text_stream("stderr")
+    ask = not yes and stdin.isatty()  # scripts and pipes are never asked
+    # Shown where someone can read it before the send; unattended, an error stays the only line
+    # (--json carries the split either way).
+    if ask or (not quiet and (stdin.isatty() or stderr.isatty())):
+        for line in _split_lines(split, model_id, max_fee_wei, k):
+            click.echo(line, err=True)
+    if ask:
+        click.confirm(f"post this task and escrow {eth(fee_wei)}?", abort=True, err=True)
     if private_task:
         posted = post_private_task(
             ctx.contracts, signer, ctx.store, model_id, input_bytes, ctx.settings.oracle_url,
@@ -92,48 +143,157 @@ def submit(ctx, model_id, prompt, texts, input_file, max_new_tokens, adapter, ch
         )
     else:
         posted = post_task(ctx.contracts, signer, ctx.store, model_id, input_bytes, fee_wei, deadline_s, k, max_fee_wei)
-    click.echo(
+    lines = [
         f"task {posted.task_id} posted: model {model_id} (model fee {eth(shown_fee)}, max {eth(max_fee_wei)}), "
-        f"fee {eth(posted.fee)}, input {posted.input_cid}"
-    )
-    click.echo(f"  tx {posted.tx.tx_hash} (gas {posted.tx.gas_used})")
+        f"fee {eth(posted.fee)}, input {posted.input_cid}",
+        f"  tx {posted.tx.tx_hash} (gas {posted.tx.gas_used})",
+    ]
+    if wait:
+        # stdout is kept for the task's final view (one JSON document with --json)
+        for line in lines:
+            if not as_json:
+                click.echo(line)
+            elif not quiet:
+                click.echo(line, err=True)
+        _wait_and_show(ctx, posted.task_id, timeout_s, quiet, as_json, private_task, account_spec)
+    elif as_json:
+        emit_json({
+            "task_id": posted.task_id, "model_id": model_id, "requester": signer.address, "input_cid": posted.input_cid,
+            "fee_wei": wei(posted.fee), "model_fee_wei": wei(shown_fee), "max_model_fee_wei": wei(max_fee_wei),
+            "split": _split_doc(split), "tx": posted.tx.tx_hash, "gas_used": posted.tx.gas_used,
+        })
+    else:
+        for line in lines:
+            click.echo(line)
+
+
+def _split_lines(split: FeeSplit, model_id: int, max_model_fee: int, k: int) -> list[str]:
+    def pct(bps: int) -> str:
+        return f"{bps / 100:.2f}%"
+
+    return [
+        f"fee {eth(split.fee)} for a task on model {model_id} (k={k}), split at settlement:",
+        f"  protocol fee  {eth(split.protocol_fee)} ({pct(split.protocol_fee_bps)})",
+        f"  data share    {eth(split.data_share)} ({pct(split.data_share_bps)}, to the datasets the attribution names; refunded if none)",
+        f"  model fee     {eth(split.model_fee)} (you accept up to {eth(max_model_fee)})",
+        f"  agents        up to {eth(split.agents_max)} (the oracle's fee policy; what they are not paid is refunded)",
+    ]
+
+
+def _split_doc(split: FeeSplit) -> dict:
+    return {
+        "fee_wei": wei(split.fee), "protocol_fee_wei": wei(split.protocol_fee), "protocol_fee_bps": split.protocol_fee_bps,
+        "data_share_wei": wei(split.data_share), "data_share_bps": split.data_share_bps,
+        "model_fee_wei": wei(split.model_fee), "agents_max_wei": wei(split.agents_max),
+    }
+
+
+@task.command("wait")
+@click.argument("task_id", type=int)
+@timeout_option
+@quiet_option
+@click.option("--private", "private_task", is_flag=True, help="open the sealed result with your key (private tasks)")
+@json_option
+@account_option("requester")
+@pass_ctx
+def wait_cmd(ctx, task_id, timeout_s, quiet, private_task, as_json, account_spec) -> None:
+    """Follow TASK_ID until it is settled, failed or refunded, then show it as `task show` does.
+
+    Exit 0 settled, 3 failed or refunded, 4 still open after --timeout-s."""
+    _wait_and_show(ctx, task_id, timeout_s, quiet, as_json, private_task, account_spec)
+
+
+def _wait_and_show(ctx, task_id, timeout_s, quiet, as_json, private_task, account_spec) -> None:
+    began = time.monotonic()
+    said = {"state": None, "at": began}
+
+    def progress(views) -> None:
+        state, now = views[task_id].state, time.monotonic()
+        if quiet or (state == said["state"] and now - said["at"] < 15):  # a line per change, and one every 15 s
+            return
+        said.update(state=state, at=now)
+        click.echo(f"task {task_id}: {state} after {now - began:.0f}s", err=True)
+
+    try:
+        view = wait_until_final(ctx.contracts, [task_id], timeout_s, on_poll=progress, poll_s=0.5)[task_id]
+    except WaitTimeout as exc:
+        raise StillOpen(f"task {task_id} is still {exc.views[task_id].state} after {timeout_s:g}s "
+                        f"(`tributa task wait {task_id}` to keep waiting)") from None
+    _show_view(ctx, view, as_json, private_task, account_spec)
+    if view.state != "settled":
+        raise SystemExit(EXIT_FAILED)
+
+
+@task.command("list")
+@click.option("--all", "all_tasks", is_flag=True, help="everyone's tasks, not only yours")
+@click.option("--requester", default=None, help="this requester's tasks (default: your account's)")
+@click.option("--limit", type=click.IntRange(1), default=20, show_default=True, help="the newest this many")
+@json_option
+@account_option("requester")
+@pass_ctx
+def list_cmd(ctx, all_tasks, requester, limit, as_json, account_spec) -> None:
+    """Your tasks (or everyone's with --all), newest first."""
+    from tributa.chain.accounts import checksum
+
+    if all_tasks and requester:
+        raise TributaError("give --all or --requester, not both")
+    who = None if all_tasks else checksum(requester) if requester else ctx.signer(account_spec, "requester").address
+    views = list_tasks(ctx.contracts, who, limit)
+    if as_json:
+        emit_json({"requester": who, "tasks": [_task_doc(v) for v in views]})
+        return
+    if not views:
+        click.echo("no tasks" + (f" posted by {who}" if who else ""))
+    for v in views:
+        click.echo(f"{v.task_id:>4}  {v.state:<8} model {v.model_id:<3} fee {eth(v.fee):<14} k={v.k}  "
+                   f"deadline {utc_time(v.deadline)}" + ("" if who else f"  requester {v.requester}"))
+
+
+def _task_doc(view: TaskView) -> dict:
+    """The fields of a task the escrow stores, as --json prints them (`task list`, `task show`)."""
+    return {
+        "task_id": view.task_id,
+        "state": view.state,
+        "model_id": view.model_id,
+        "requester": view.requester,
+        "fee_wei": wei(view.fee),
+        "model_fee_wei": wei(view.model_fee),
+        "deadline": view.deadline,
+        "k": view.k,
+        "input_cid": view.input_cid,
+    }
 
 
 @task.command("show")
 @click.argument("task_id", type=int)
-@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@json_option
 @click.option("--private", "private_task", is_flag=True, help="open the sealed result with your key (private tasks)")
 @account_option("requester")
 @pass_ctx
 def show(ctx, task_id, as_json, private_task, account_spec) -> None:
     """A task's state, fee split, result and attribution."""
-    view = read_task(ctx.contracts, task_id)
-    result_text = None
+    _show_view(ctx, read_task(ctx.contracts, task_id), as_json, private_task, account_spec)
+
+
+def _result_bytes(ctx, view, private_task, account_spec) -> tuple[bytes | None, str | None]:
+    """The task's output and, when it cannot be read here, why not."""
     if private_task:
         signer = ctx.signer(account_spec, "requester")
-        output = open_private_result(ctx.contracts, signer, ctx.store, view, ctx.settings.oracle_url)
-        result_text = output.decode("utf-8", "replace")
-    elif view.result_cid:
-        try:
-            result_text = ctx.store.get_bytes(view.result_cid).decode("utf-8", "replace")
-        except Exception as exc:  # the result may live only in the oracle's store
-            result_text = f"(not in the local store: {exc})"
+        return open_private_result(ctx.contracts, signer, ctx.store, view, ctx.settings.oracle_url), None
+    if not view.result_cid:
+        return None, None
+    try:
+        return ctx.store.get_bytes(view.result_cid), None
+    except Exception as exc:  # the result may live only in the oracle's store
+        return None, f"not in the local store: {exc}"
+
+
+def _show_view(ctx, view, as_json, private_task, account_spec) -> None:
+    output, missing = _result_bytes(ctx, view, private_task, account_spec)
     if as_json:
-        out = {
-            "task_id": view.task_id,
-            "state": view.state,
-            "model_id": view.model_id,
-            "requester": view.requester,
-            "fee_wei": view.fee,
-            "input_cid": view.input_cid,
-            "result_cid": view.result_cid,
-            "attribution_cid": view.attribution_cid,
-            "failure": view.failure,
-            "settlement": {k: (hex32(v) if isinstance(v, bytes) else v) for k, v in (view.settlement or {}).items()},
-            "result": result_text,
-        }
-        click.echo(json.dumps(out, indent=2, default=str))
+        emit_json(_task_show_doc(ctx, view, output, missing))
         return
+    result_text = output.decode("utf-8", "replace") if output is not None else f"({missing})" if missing else None
     click.echo(f"task {view.task_id}: {view.state}")
     click.echo(f"  model {view.model_id}, requester {view.requester}, fee {eth(view.fee)}, k={view.k}")
     click.echo(f"  input  {view.input_cid}")
@@ -148,27 +308,74 @@ def show(ctx, task_id, as_json, private_task, account_spec) -> None:
         )
         if result_text is not None:
             click.echo(f"  output: {result_text[:400]}")
-    for line in _attribution_lines(ctx, view):
+    for line in _attribution_lines(_attribution_doc(ctx, view)):
         click.echo(line)
 
 
-def _attribution_lines(ctx, view) -> list[str]:
-    cid = view.attribution_cid
-    if not cid:
-        return []
-    try:
-        envelope = json.loads(ctx.store.get_bytes(cid))
-    except Exception as exc:  # the record may live only in the oracle's store
-        return [f"  attribution {cid} (not readable here: {exc})"]
+def _task_show_doc(ctx, view, output: bytes | None, missing: str | None) -> dict:
+    result, result_error = None, missing
+    if output is not None:
+        try:
+            result = json.loads(output)
+        except ValueError:
+            result_error = "the output is not JSON"
+    s = view.settlement
+    return {
+        **_task_doc(view),
+        "result_cid": view.result_cid,
+        "result": result,
+        "result_error": result_error,
+        "failure": view.failure,
+        "refund_tx": view.refund_tx,
+        "settlement": None if not s else {
+            "tx": s["tx"], "block": s["block"], "agents": list(s["agents"]),
+            "agent_fee_wei": wei(s["agent_fee"]), "model_fee_wei": wei(s["model_fee"]), "data_share_wei": wei(s["data_share"]),
+            "protocol_fee_wei": wei(s["protocol_fee"]), "refund_wei": wei(s["refund"]),
+            "result_digest": hex32(s["result_digest"]), "attribution_digest": hex32(s["attribution_digest"]),
+        },
+        "attribution": _attribution_doc(ctx, view),
+    }
+
+
+def _attribution_doc(ctx, view) -> dict | None:
+    """Weights as settled on-chain (from the settle transaction), else as the oracle's record
+    states them; the record's source and spans when it is in the local store. None: not settled."""
+    if not view.settlement:
+        return None
+    envelope, record_error = {}, None
+    if view.attribution_cid:
+        try:
+            envelope = json.loads(ctx.store.get_bytes(view.attribution_cid))
+        except Exception as exc:  # the record may live only in the oracle's store
+            record_error = f"not readable here: {exc}"
     settlement = envelope.get("settlement", {})
-    lines = [f"  attribution {cid} ({settlement.get('source', '?')})"]
-    for dataset_id, bps in zip(settlement.get("dataset_ids", []), settlement.get("weights_bps", [])):
-        lines.append(f"    dataset {dataset_id}: {bps / 100:.2f}% of the data share")
-    record = envelope.get("record") or {}
+    pairs = settled_weights(ctx.contracts, view)
+    if pairs is None:
+        pairs = list(zip(settlement.get("dataset_ids", []), settlement.get("weights_bps", [])))
     ids = envelope.get("datasets", {})
-    for span in record.get("spans", [])[:5]:
-        source = ids.get(span.get("dataset_id"), span.get("dataset_id"))
-        lines.append(f"    span [{span.get('output_start')}:{span.get('output_end')}] from dataset {source}: {span.get('text', '')[:70]!r}")
+    return {
+        "cid": view.attribution_cid,
+        "source": settlement.get("source"),
+        "weights": [{"dataset_id": d, "weight_bps": bps} for d, bps in pairs],
+        "spans": [
+            {"output_start": span.get("output_start"), "output_end": span.get("output_end"),
+             "dataset_id": ids.get(span.get("dataset_id"), span.get("dataset_id")), "text": span.get("text", "")}
+            for span in (envelope.get("record") or {}).get("spans", [])
+        ],
+        "record_error": record_error,
+    }
+
+
+def _attribution_lines(doc: dict | None) -> list[str]:
+    if doc is None or doc["cid"] is None:
+        return []
+    if doc["record_error"]:
+        return [f"  attribution {doc['cid']} ({doc['record_error']})"]
+    lines = [f"  attribution {doc['cid']} ({doc['source'] or '?'})"]
+    for weight in doc["weights"]:
+        lines.append(f"    dataset {weight['dataset_id']}: {weight['weight_bps'] / 100:.2f}% of the data share")
+    for span in doc["spans"][:5]:
+        lines.append(f"    span [{span['output_start']}:{span['output_end']}] from dataset {span['dataset_id']}: {span['text'][:70]!r}")
     return lines
 
 
