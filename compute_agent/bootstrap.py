@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -19,10 +18,9 @@ from tributa.crypto import public_key_of
 from tributa.runtime.engine import ServingEngine
 from tributa.runtime.jobs import JobError
 from tributa.runtime.worker import WorkerConfig, WorkerError
-from tributa.runtime import bwrap
+from tributa.runtime import bwrap, cgroups
 from tributa.errors import TributaError
 
-log = logging.getLogger("tributa.agent")
 
 
 def default_model_dirs(progress: Callable[[str], None] = print) -> list[Path]:
@@ -160,10 +158,8 @@ def make_executor(
         engine.close()
         raise TributaError(f"cannot serve this agent's models: {exc}") from None
     if sandbox:
-        progress(f"workers run in bubblewrap (no network, read-only model folders, seccomp, {serving.memory_mb} MiB address space each)")
-        # cgroup v2 limits are not set up: a delegated subtree is rarely available to an agent, and
-        # the kernel here mounts v1 controllers. Say what stands in for them.
-        log.warning("no cgroup limits on workers: memory is capped by RLIMIT_AS (--worker-memory-mb; not on CUDA), processes by seccomp (no fork)")
+        progress(f"workers run in bubblewrap (no network, read-only model folders, seccomp, Landlock, {serving.memory_mb} MiB each)")
+        progress(cgroups.summary())  # a missing controller was warned about once, naming its stand-in
     return engine
 
 

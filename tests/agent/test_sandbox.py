@@ -35,18 +35,30 @@ def _connect(host: str, port: int) -> str:
     return "connected"
 
 
-def _native_connect(host: str, port: int) -> int:
-    """connect(2) straight through libc, past anything Python-level: the errno it gets."""
+def _native_socket(family: int) -> int:
+    """socket(2) straight through libc, past anything Python-level: the errno it gets."""
     libc = ctypes.CDLL(None, use_errno=True)
-    fd = libc.socket(socket.AF_INET, socket.SOCK_STREAM, 0)
-    addr = socket.inet_aton(host)
-    sockaddr = (ctypes.c_ubyte * 16)(*([2, 0] + list(port.to_bytes(2, "big")) + list(addr) + [0] * 8))
-    result = libc.connect(fd, sockaddr, 16)
-    return 0 if result == 0 else ctypes.get_errno()
+    fd = libc.socket(family, socket.SOCK_STREAM, 0)
+    return 0 if fd >= 0 else ctypes.get_errno()
 
 
 def _interfaces() -> list[str]:
-    return sorted(name for _, name in socket.if_nameindex())
+    """The network interfaces of its namespace (/proc: netlink sockets are refused)."""
+    return sorted(line.split(":")[0].strip() for line in Path("/proc/net/dev").read_text().splitlines()[2:])
+
+
+def _escape_attempts() -> dict:
+    """What got a job out of the sandbox before: another process to write into through
+    /proc/PID/mem (bwrap's init), clearing its parent-death signal, a vsock, a memfd."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    others = [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) != os.getpid()]
+    cleared = libc.prctl(1, 0, 0, 0, 0) == 0
+    try:
+        os.memfd_create("m")
+        memfd = 0
+    except OSError as exc:
+        memfd = exc.errno
+    return {"others": others, "pdeathsig_cleared": cleared, "vsock": _native_socket(socket.AF_VSOCK), "memfd": memfd}
 
 
 def _visible(path: str) -> bool:
@@ -145,12 +157,18 @@ def test_run__bad_input_or_missing_model__clear_errors_and_it_still_serves(sandb
 # -- what code in the sandbox can reach --
 
 
-def test_run_callable__network__only_its_own_loopback_and_nothing_out(sandbox):
+def test_run_callable__network__only_its_own_loopback_and_no_socket_but_unix(sandbox):
     assert sandbox.run_callable(_interfaces) == ["lo"]
-    assert sandbox.run_callable(_native_connect, "1.1.1.1", 80) in (errno.ENETUNREACH, errno.EPERM)
-    with pytest.raises(JobFailed) as refused:
+    for family in (socket.AF_INET, socket.AF_INET6, socket.AF_VSOCK, socket.AF_NETLINK):
+        assert sandbox.run_callable(_native_socket, family) == errno.EAFNOSUPPORT, family
+    assert sandbox.run_callable(_native_socket, socket.AF_UNIX) == 0
+    with pytest.raises(JobFailed, match="Address family not supported"):
         sandbox.run_callable(_connect, "127.0.0.1", 8545)  # the host's Anvil port: another loopback
-    assert refused.value.remote_type == "ConnectionRefusedError"
+
+
+def test_run_callable__escape_routes_of_the_red_team__all_closed(sandbox):
+    attempts = sandbox.run_callable(_escape_attempts)
+    assert attempts == {"others": [], "pdeathsig_cleared": False, "vsock": errno.EAFNOSUPPORT, "memfd": errno.EPERM}
 
 
 def test_run_callable__filesystem__no_host_files_and_only_tmp_writable(sandbox, tmp_path):
@@ -193,6 +211,27 @@ def test_limits__memory_cpu_wall_open_files__each_its_own_error(sandbox):
         sandbox.run_callable(_open_many, 1000)
     assert files.value.limit == "open_files"
     assert sandbox.run_callable(_open_many, 8) == 8
+
+
+def _fill_tmp_then_allocate(tmp_mb: int, anonymous_mb: int) -> int:
+    with open("/tmp/fill", "wb") as f:
+        for _ in range(tmp_mb):
+            f.write(b"x" * 2**20)
+    return len(b"x" * (anonymous_mb * 2**20))
+
+
+def test_limits__memory_held_in_tmpfs__counted_against_the_memory_limit(sandbox):
+    from tributa.runtime import cgroups
+
+    limits = SandboxLimits(memory_mb=512, wall_seconds=60)
+    assert sandbox.run_callable(_fill_tmp_then_allocate, 100, 100, limits=limits) == 100 * 2**20
+    with pytest.raises(JobFailed, match="No space left"):  # its /tmp: a quarter of its memory
+        sandbox.run_callable(_fill_tmp_then_allocate, 200, 0, limits=limits)
+    if not cgroups.kernel_has("memory"):
+        pytest.skip("this kernel has no memory cgroup controller: only the tmpfs size holds")
+    with pytest.raises(JobLimitExceeded) as memory:  # within its address space, not its memory
+        sandbox.run_callable(_fill_tmp_then_allocate, 120, 420, limits=limits)
+    assert memory.value.limit == "memory", memory.value
 
 
 def test_run_callable__exception_or_death__job_failed_with_the_cause(sandbox):

@@ -1,13 +1,16 @@
 """`SandboxedExecutor`: jobs, and code under audit, inside bubblewrap workers.
 
 Every job runs in a serving worker under bubblewrap (`bwrap.py`: new user/pid/net/ipc/uts/cgroup
-namespaces as nobody, read-only binds of Python, this package and the model folders only, a
-private /tmp, a fresh /proc, a cleared environment, no capabilities) with the seccomp filter of
-`seccomp.py` (no fork, exec, ptrace or new namespaces). This is the code path agents serve
+namespaces as nobody, the worker its pid namespace's only process, read-only binds of Python,
+this package and the model folders only, a private size-capped /tmp, a fresh /proc, a cleared
+environment, no capabilities) with the seccomp filter of `seccomp.py` (no fork, exec, ptrace,
+new namespaces, memfd or socket but AF_UNIX), a Landlock domain, and per-worker memory and pids
+cgroups where the host allows (`cgroups.py`). This is the code path agents serve
 through (`ServingEngine` with `isolation="bwrap"`) and the oracle re-executes through.
 
 `run_callable(fn, *args)` runs `fn` in a fresh sandboxed worker of its own, under `SandboxLimits`
-(address space, CPU seconds, open files, wall clock), for tests and audits of the sandbox. `fn`
+(memory: address space, and where the host has one a memory cgroup that also counts its tmpfs;
+CPU seconds, open files, wall clock), for tests and audits of the sandbox. `fn`
 must be importable by reference (a module-level function); its module's folder is bound
 read-only so the worker can import it. The result comes back as bytes (if `fn` returned bytes)
 or as JSON, never unpickled by the caller.
@@ -144,7 +147,7 @@ def _import_roots(module: Any) -> tuple[str, ...]:
 
 
 def _limit_or_failure(message: str, limits: SandboxLimits, remote_type: str | None = None) -> SandboxError:
-    if "MemoryError" in message or remote_type == "MemoryError":
+    if "MemoryError" in message or remote_type == "MemoryError" or "by its memory cgroup" in message:
         return JobLimitExceeded("memory", f"the job hit its memory limit ({limits.memory_mb} MiB): {message}")
     if "TimeoutError: no answer within" in message:
         return JobLimitExceeded("wall", f"the job ran past its wall-clock limit ({limits.wall_seconds:g}s)")

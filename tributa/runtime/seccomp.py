@@ -9,8 +9,12 @@ the kernel's administrative calls. The filter (x86-64) makes those fail with EPE
 - ptrace, process_vm_readv/writev, unshare, setns, mount, umount2, pivot_root, chroot;
 - bpf, perf_event_open, userfaultfd, keyctl, add_key, request_key, open_by_handle_at,
   name_to_handle_at, module and kexec calls, reboot, swapon/off, acct, iopl/ioperm, sethostname;
-- io_uring, the new mount API (open_tree, move_mount, fs*), mount_setattr, pidfd_getfd.
-Any call of another architecture's ABI (x32, i386) kills the process: its numbers differ.
+- io_uring, the new mount API (open_tree, move_mount, fs*), mount_setattr, pidfd_getfd;
+- memfd_create, memfd_secret and shmget (memory outside any rlimit), fanotify_init, io_setup,
+  and prctl(PR_SET_PDEATHSIG) (the worker must die with bwrap).
+socket and socketpair fail with EAFNOSUPPORT for any family but AF_UNIX (AF_VSOCK, for one,
+ignores the network namespace). Any call of another architecture's ABI (x32, i386) kills the
+process: its numbers differ.
 """
 
 from __future__ import annotations
@@ -48,8 +52,15 @@ DENIED_X86_64 = {
     "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427, "open_tree": 428,
     "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433,
     "pidfd_getfd": 438, "mount_setattr": 442,
+    # Memory no rlimit counts: a memfd or a SysV segment holds pages after they are unmapped
+    # (tmpfs mounts are sized by bwrap instead).
+    "memfd_create": 319, "memfd_secret": 447, "shmget": 29,
+    # Kernel surface a worker has no use for: fanotify, and legacy AIO (its rings count against
+    # a host-wide limit, aio-max-nr).
+    "fanotify_init": 300, "io_setup": 206,
 }
-_CLONE, _CLONE3 = 56, 435
+_CLONE, _CLONE3, _SOCKET, _SOCKETPAIR, _PRCTL = 56, 435, 41, 53, 157
+_AF_UNIX, _PR_SET_PDEATHSIG = 1, 1
 
 
 def supported() -> bool:
@@ -60,31 +71,51 @@ def supported() -> bool:
 def worker_filter(allow_exec: bool = False) -> bytes:
     """The compiled filter: struct sock_filter {u16 code; u8 jt; u8 jf; u32 k} entries."""
     denied = {name: nr for name, nr in DENIED_X86_64.items() if not (allow_exec and name in ("execve", "execveat"))}
-    body: list[tuple[int, int, int, int]] = []  # (code, jt, jf, k) with jumps resolved
-    # Jump targets are symbolic until the returns' positions are known.
-    ALLOW, EPERM, ENOSYS, KILL = "allow", "eperm", "enosys", "kill"
-    program: list[tuple[int, object, object, int]] = [
+    # Jump targets are labels until every label's position is known; a label marks the
+    # instruction that follows it.
+    ALLOW, EPERM, ENOSYS, EAFNOSUPPORT, KILL = "allow", "eperm", "enosys", "eafnosupport", "kill"
+    CLONE, SOCKET, PRCTL = "clone", "socket", "prctl"
+    program: list[tuple[int, object, object, int] | str] = [
         (_BPF_LD_W_ABS, 0, 0, _ARCH),
         (_BPF_JEQ_K, 0, KILL, _AUDIT_ARCH_X86_64),
         (_BPF_LD_W_ABS, 0, 0, _NR),
         (_BPF_JGE_K, KILL, 0, _X32_BIT),
         *[(_BPF_JEQ_K, EPERM, 0, nr) for nr in sorted(denied.values())],
         (_BPF_JEQ_K, ENOSYS, 0, _CLONE3),
-        (_BPF_JEQ_K, 0, ALLOW, _CLONE),
-        (_BPF_LD_W_ABS, 0, 0, _ARG0_LOW),  # clone's flags
+        (_BPF_JEQ_K, CLONE, 0, _CLONE),
+        (_BPF_JEQ_K, SOCKET, 0, _SOCKET),
+        (_BPF_JEQ_K, SOCKET, 0, _SOCKETPAIR),
+        (_BPF_JEQ_K, PRCTL, ALLOW, _PRCTL),
+        CLONE,
+        (_BPF_LD_W_ABS, 0, 0, _ARG0_LOW),  # clone's flags: threads only
         (_BPF_JSET_K, ALLOW, EPERM, _CLONE_THREAD),
+        # The worker talks only over the socketpair it is given. AF_VSOCK ignores network
+        # namespaces (it reaches the hypervisor); netlink, packet and the rest are kernel surface.
+        SOCKET,
+        (_BPF_LD_W_ABS, 0, 0, _ARG0_LOW),  # the address family
+        (_BPF_JEQ_K, ALLOW, EAFNOSUPPORT, _AF_UNIX),
+        # Clearing the parent-death signal would let the worker outlive bwrap, and the agent.
+        PRCTL,
+        (_BPF_LD_W_ABS, 0, 0, _ARG0_LOW),  # the option
+        (_BPF_JEQ_K, EPERM, ALLOW, _PR_SET_PDEATHSIG),
     ]
     returns = {
         ALLOW: _RET_ALLOW,
         EPERM: _RET_ERRNO | errno.EPERM,
         ENOSYS: _RET_ERRNO | errno.ENOSYS,
+        EAFNOSUPPORT: _RET_ERRNO | errno.EAFNOSUPPORT,
         KILL: _RET_KILL_PROCESS,
     }
-    where = {name: len(program) + i for i, name in enumerate(returns)}
-    for i, (code, jt, jf, k) in enumerate(program):
-        # A jump offset counts instructions after the next one.
-        body.append((code, _offset(jt, i, where), _offset(jf, i, where), k))
-    body.extend((_BPF_RET_K, 0, 0, value) for value in returns.values())
+    for name in returns:
+        program += [name, (_BPF_RET_K, 0, 0, returns[name])]
+    where: dict[str, int] = {}
+    instructions: list[tuple[int, object, object, int]] = []
+    for entry in program:
+        if isinstance(entry, str):
+            where[entry] = len(instructions)
+        else:
+            instructions.append(entry)
+    body = [(code, _offset(jt, i, where), _offset(jf, i, where), k) for i, (code, jt, jf, k) in enumerate(instructions)]
     return b"".join(struct.pack("=HBBI", *entry) for entry in body)
 
 

@@ -10,8 +10,10 @@ result or an exception.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -25,8 +27,9 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from tributa.runtime import bwrap, seccomp
-from tributa.runtime.worker_main import receive, send
+from tributa.runtime import seccomp
+from tributa.runtime.sandbox_process import SandboxProcess, Watchdog
+from tributa.runtime.worker_main import MAX_MESSAGE_BYTES, send
 
 log = logging.getLogger("tributa.agent.worker")
 
@@ -46,14 +49,6 @@ def worker_environment(parent: dict[str, str] | os._Environ[str]) -> dict[str, s
     # The worker imports this package by path, wherever the agent was started from.
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
     return env
-
-
-def _memory_file(data: bytes) -> int:
-    """An anonymous file holding `data`, read from its start (bwrap reads the filter from it)."""
-    fd = os.memfd_create("tributa-seccomp")
-    os.write(fd, data)
-    os.lseek(fd, 0, os.SEEK_SET)
-    return fd
 
 
 class _WorkerDied(Exception):
@@ -123,6 +118,9 @@ class ModelWorker:
         self._wake = threading.Condition()
         self._closed = False
         self._process: subprocess.Popen | None = None
+        self._sandbox: SandboxProcess | None = None  # with isolation="bwrap": the whole sandbox
+        self._oom_killed = False  # the last worker stopped was killed by its memory cgroup
+        self._seq = 0  # numbers each message to the worker; its reply must carry the number
         self._conn: Connection | None = None
         self._conn_lock = threading.Lock()  # the dispatcher and stats() share the socket
         self.info: dict[str, Any] = {}
@@ -157,10 +155,24 @@ class ModelWorker:
     def stats(self) -> dict[str, Any]:
         """The worker's resident memory (MiB) and loaded adapters."""
         with self._conn_lock:
-            self._ensure_started()
-            assert self._conn is not None
-            send(self._conn, {"op": "stats"})
-            return receive(self._conn)
+            self._ensure_idle()
+            self._seq += 1
+            token = Watchdog.arm(_STATS_TIMEOUT_S + 10, self._kill_now)
+            try:
+                assert self._conn is not None
+                send(self._conn, {"op": "stats", "seq": self._seq})
+                if not self._conn.poll(_STATS_TIMEOUT_S):
+                    raise TimeoutError(f"no answer within {_STATS_TIMEOUT_S:.0f}s")
+                reply = _receive(self._conn, _SMALL_REPLY)
+                if not _answers(reply, self._seq) or reply.get("op") != "stats":
+                    raise ValueError("a reply to another message")
+            except Exception as exc:
+                self._stop_process()
+                self.restarts += 1
+                raise WorkerError(f"the worker's answer to stats was not one ({type(exc).__name__}: {exc}); it was stopped") from None
+            finally:
+                Watchdog.disarm(token)
+            return reply
 
     def close(self) -> None:
         with self._wake:
@@ -220,28 +232,28 @@ class ModelWorker:
     def _run_batch(self, batch: list[_Pending]) -> None:
         with self._conn_lock:
             try:
-                self._ensure_started()
+                self._ensure_idle()
             except WorkerLoadError as exc:
                 for pending in batch:
                     pending.future.set_exception(exc)
                 return
             self.batches.append(len(batch))
+            self._seq += 1
             jobs = [{**pending.job, "id": n} for n, pending in enumerate(batch)]
+            # A worker that stops reading, or sends half a frame, would hold this thread for
+            # ever: past the batch timeout the watchdog kills it, which ends any wait on it.
+            token = Watchdog.arm(self.config.batch_timeout_s + 10, self._kill_now)
             try:
                 assert self._conn is not None
-                send(self._conn, {"op": "run", "jobs": jobs})
+                send(self._conn, {"op": "run", "seq": self._seq, "jobs": jobs})
                 if not self._conn.poll(self.config.batch_timeout_s):
                     raise TimeoutError(f"no answer within {self.config.batch_timeout_s:.0f}s")
-                reply = receive(self._conn)
-                if reply.get("op") == "crashed":
-                    raise _WorkerDied(reply.get("message", "the worker failed"))
-                results = {r["id"]: r for r in reply["results"]}
-                missing = [n for n in range(len(batch)) if n not in results]
-                if reply.get("op") != "done" or missing:
-                    raise ValueError(f"malformed reply from the worker (missing jobs {missing})")
-            except (EOFError, OSError, TimeoutError, ValueError, KeyError, TypeError, _WorkerDied) as exc:
+                results = _results(_receive(self._conn, _reply_cap(jobs, self.info)), self._seq, len(batch))
+            except Exception as exc:  # any reply but the expected one: this worker serves no more
                 self._crashed(batch, exc)
                 return
+            finally:
+                Watchdog.disarm(token)
         for n, pending in enumerate(batch):
             pending.future.set_result(results[n])
 
@@ -249,6 +261,8 @@ class ModelWorker:
         status = self._stop_process(grace_s=0.0 if isinstance(exc, TimeoutError) else 1.0)
         self.restarts += 1
         why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        if self._oom_killed:  # what counts tmpfs, shmem and threads' stacks too, not only mappings
+            why += f"; killed past its memory limit ({self.config.memory_mb} MiB) by its memory cgroup"
         log.warning("worker for %s died (%s, exit status %s); restarting", self.config.base_dir or f"{self.config.kind} jobs", why, status)
         retry: list[_Pending] = []
         for pending in batch:
@@ -272,11 +286,14 @@ class ModelWorker:
             return
         self._stop_process()
         parent, child = socket.socketpair()
-        seccomp_fd = None
         try:
-            argv = [sys.executable, "-m", "tributa.runtime.worker_main", str(child.fileno())]
-            if self.config.isolation == "bwrap" and seccomp.supported():
-                argv.append("--seccomp")
+            # -P: nothing from the cwd on sys.path (a model folder's compiled Python, say).
+            safe_path = ["-P"] if sys.version_info >= (3, 11) else []
+            argv = [sys.executable, *safe_path, "-m", "tributa.runtime.worker_main", str(child.fileno())]
+            if self.config.isolation == "bwrap":
+                argv.append("--scratch")  # its tmpfs is its own: cleared after each batch
+                if seccomp.supported():
+                    argv.append("--seccomp")
             if self.config.memory_mb and not self.config.device.startswith("cuda"):
                 argv += ["--memory-mb", str(self.config.memory_mb)]
             if self.config.cpu_seconds:
@@ -290,34 +307,26 @@ class ModelWorker:
             roots = {root: f"/opt/tributa-imports/{i}" if sandboxed else root for i, root in enumerate(self.config.import_roots)}
             if roots:
                 env["PYTHONPATH"] = os.pathsep.join([*roots.values(), env["PYTHONPATH"]])
-            if self.config.isolation == "bwrap":
-                if seccomp.supported():
-                    seccomp_fd = _memory_file(seccomp.worker_filter(allow_exec=True))
-                    passed.append(seccomp_fd)
-                else:
-                    log.warning("no seccomp filter for %s: it is written for x86-64", os.uname().machine)
+            if sandboxed:  # bwrap.py, seccomp.py, cgroups.py; its output is logged, never inherited
                 read_only = [Path(p) for p in (self.config.base_dir, *self.config.read_only) if p]
-                argv = bwrap.command(argv, read_only, {**env, "HOME": "/tmp"}, seccomp_fd, self.config.device.startswith("cuda"),
-                                     mounted=[(Path(src), dest) for src, dest in roots.items()])
-                env = {}
-            self._process = subprocess.Popen(
-                argv,
-                pass_fds=passed,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                # A sandboxed worker never gets the agent's own stdout/stderr: through
-                # /proc/self/fd it could reopen them and read or truncate the agent's log.
-                stdout=subprocess.PIPE if sandboxed else None,
-                stderr=subprocess.STDOUT if sandboxed else None,
-                start_new_session=True,  # signals to the agent's group do not reach it
-            )
-            if sandboxed:
+                try:
+                    self._sandbox = SandboxProcess.spawn(
+                        argv, passed, {**env, "HOME": "/tmp"}, read_only, [(Path(src), dest) for src, dest in roots.items()],
+                        self.config.device.startswith("cuda"), self.config.memory_mb,
+                    )
+                except (OSError, ValueError) as exc:
+                    parent.close()
+                    raise WorkerLoadError(f"cannot start the sandbox for {self.config.base_dir}: {exc}") from None
+                self._process = self._sandbox.process
                 threading.Thread(target=_forward_output, args=(self._process.stdout,), daemon=True,
                                  name="worker-output").start()
+            else:
+                self._process = subprocess.Popen(
+                    argv, pass_fds=passed, env=env, stdin=subprocess.DEVNULL,
+                    start_new_session=True,  # signals to the agent's group do not reach it
+                )
         finally:
             child.close()
-            if seccomp_fd is not None:
-                os.close(seccomp_fd)
         self._conn = Connection(parent.detach())
         try:  # a worker that failed to start (bwrap refusing a bind) has closed its end already
             send(self._conn, {
@@ -327,20 +336,24 @@ class ModelWorker:
                 "device": self.config.device,
                 "dtype": self.config.dtype,
                 "max_adapters": self.config.max_adapters,
+                "max_batch": self.config.max_batch,
                 "threads": self.config.threads,
                 "test_hook": self.config.test_hook,
             })
             if not self._conn.poll(self.config.load_timeout_s):
                 raise TimeoutError(f"the model did not load within {self.config.load_timeout_s:.0f}s")
-            ready = receive(self._conn)
-        except (EOFError, OSError, TimeoutError, ValueError) as exc:
+            ready = _receive(self._conn, _SMALL_REPLY)
+        except Exception as exc:
             status = self._stop_process()
             raise WorkerLoadError(f"the worker for {self.config.base_dir} died while loading ({exc or type(exc).__name__}, exit status {status})") from None
         if ready.get("op") != "ready":
             self._stop_process()
-            raise WorkerLoadError(f"cannot load the model at {self.config.base_dir}: {ready.get('message', ready)}")
+            raise WorkerLoadError(f"cannot load the model at {self.config.base_dir}: {str(ready.get('message', ready))[:2000]}")
+        if self._sandbox is not None and self._sandbox.init_pid:
+            ready["pid"] = self._sandbox.init_pid  # the host's pid of it (inside, it is pid 1)
         self.info = ready
-        log.info("worker pid %s serves %s on %s (%s), loaded in %.1fs", ready["pid"], self.config.base_dir, ready["device"], ready["dtype"], ready["load_s"])
+        log.info("worker pid %s serves %s on %s (%s), loaded in %.1fs", ready.get("pid"), self.config.base_dir, ready.get("device"),
+                 ready.get("dtype"), float(ready.get("load_s") or 0))
 
     def _stop_process(self, grace_s: float = 0.0) -> int | None:
         """Kill and reap the worker process, if any; its exit status."""
@@ -348,26 +361,171 @@ class ModelWorker:
             self._conn.close()
             self._conn = None
         process, self._process = self._process, None
+        sandbox, self._sandbox = self._sandbox, None
         if process is None:
             return None
+        self._oom_killed = False
         try:  # a worker whose socket closed is usually exiting: let it say how (its exit status)
-            return process.wait(timeout=grace_s)
+            status = process.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
-            pass
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        return process.wait()
+            _kill(process, sandbox)
+            status = process.wait()
+        if sandbox is not None:
+            sandbox.release()  # whatever bwrap left running dies, and its cgroups go
+            self._oom_killed = sandbox.oom_killed
+        return status
+
+    def _kill_now(self) -> None:
+        """From the watchdog, without the lock its stuck holder keeps: kill the worker now."""
+        process, sandbox = self._process, self._sandbox
+        if process is not None:
+            _kill(process, sandbox)
+
+    def _ensure_idle(self) -> None:
+        """A started worker with nothing to say: between messages it has none to send, so one
+        waiting now (or its end of the socket closed) is stale, forged or dying. It is replaced
+        before it can answer anything; the jobs about to be sent are not blamed."""
+        self._ensure_started()
+        assert self._conn is not None
+        if self._conn.poll(0):
+            status = self._stop_process()
+            self.restarts += 1
+            log.warning("worker for %s sent what nobody asked for, or exited (exit status %s); restarting",
+                        self.config.base_dir or f"{self.config.kind} jobs", status)
+            self._ensure_started()
+
+
+def _kill(process: subprocess.Popen, sandbox: SandboxProcess | None) -> None:
+    if sandbox is not None:
+        sandbox.kill()  # the sandbox's init and everything else in it, then bwrap
+        return
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+# Caps on a reply's frame, from what the batch it answers can legitimately hold: a reply past
+# its cap is never read, let alone parsed (JSON of tiny containers takes ~20x its size).
+_SMALL_REPLY = 64 * 1024  # ready, stats
+_REPLY_PER_JOB = 8 * 1024  # id, model id, adapter, timings, or an error message (cut at 2000)
+_REPLY_PER_TOKEN = 256  # a token's id and its text, JSON-escaped
+_REPLY_PER_FLOAT = 26  # one embedding value as JSON
+_REPLY_PER_TEST_JOB = 2**20  # test_hook jobs only
+_STATS_TIMEOUT_S = 30.0
+
+
+def _reply_cap(jobs: list[dict[str, Any]], info: dict[str, Any]) -> int:
+    dim = info.get("dim")
+    dim = dim if type(dim) is int and 0 < dim <= 65536 else 4096
+    cap = _SMALL_REPLY
+    for job in jobs:
+        if "call" in job:  # run_callable: what the audited function returns, to the protocol's limit
+            return MAX_MESSAGE_BYTES
+        if "exec" in job:
+            cap += _REPLY_PER_TEST_JOB
+        elif "texts" in job:
+            texts = job["texts"]
+            cap += len(texts) * (64 + dim * _REPLY_PER_FLOAT) if isinstance(texts, list) else 0
+        else:
+            tokens = job.get("max_new_tokens")
+            cap += _REPLY_PER_TOKEN * tokens if type(tokens) is int and tokens > 0 else 0
+        cap += _REPLY_PER_JOB
+    return min(cap, MAX_MESSAGE_BYTES)
+
+
+def _receive(conn: Connection, cap: int) -> dict[str, Any]:
+    try:
+        data = conn.recv_bytes(cap)
+    except OSError as exc:
+        if exc.args == ("bad message length",):
+            raise ValueError(f"a reply over its cap of {cap} bytes") from None
+        raise
+    if not _shallow(data, _MAX_DEPTH):
+        raise ValueError(f"a reply nested deeper than {_MAX_DEPTH}")
+    message = json.loads(data)
+    if not isinstance(message, dict):
+        raise ValueError("a worker message must be a JSON object")
+    return message
+
+
+# json.loads recurses in C once per level of nesting, up to the recursion limit, which py_ecc
+# (under eth-account) raises to 100000 in the agent: deep enough nesting overflows the thread's
+# stack and kills the agent. No reply nests past 6 levels.
+_MAX_DEPTH = 16
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_INNERMOST = re.compile(rb"\[\]|\{\}")
+
+
+def _shallow(data: bytes, depth: int) -> bool:
+    """Whether the JSON text `data` nests at most `depth` levels (unbalanced: no)."""
+    brackets = _JSON_STRING.sub(b"", data).translate(None, _NOT_BRACKETS)
+    for _ in range(depth):
+        if not brackets:
+            return True
+        brackets = _INNERMOST.sub(b"", brackets)
+    return not brackets
+
+
+def _answers(reply: dict[str, Any], seq: int) -> bool:
+    return type(reply.get("seq")) is int and reply["seq"] == seq
+
+
+def _results(reply: dict[str, Any], seq: int, n: int) -> dict[int, dict[str, Any]]:
+    """The batch's results by job id, from a reply that must answer exactly this batch."""
+    if not _answers(reply, seq):
+        raise ValueError(f"a reply to another message (seq {str(reply.get('seq'))[:40]}, expected {seq})")
+    if reply.get("op") == "crashed":
+        raise _WorkerDied(str(reply.get("message", "the worker failed"))[:2000])
+    results = reply.get("results")
+    if reply.get("op") != "done" or not isinstance(results, list) or len(results) != n:
+        raise ValueError("malformed reply from the worker (not one result per job)")
+    by_id: dict[int, dict[str, Any]] = {}
+    for result in results:
+        if not (isinstance(result, dict) and type(result.get("id")) is int and 0 <= result["id"] < n and result["id"] not in by_id
+                and (isinstance(result.get("ok"), dict) or (isinstance(result.get("error"), str) and isinstance(result.get("message"), str)))):
+            raise ValueError("malformed reply from the worker (a result that is not one)")
+        by_id[result["id"]] = result
+    return by_id
 
 
 _MAX_FORWARDED_LINE = 500
+# What one worker may put in the agent's log per window; the rest is read, counted and dropped.
+_OUTPUT_WINDOW_S = 60.0
+_OUTPUT_LINES = 200
+_OUTPUT_BYTES = 64 * 1024
 
 
 def _forward_output(stream) -> None:
-    """Log a sandboxed worker's output lines (cut to a bounded length) until it exits."""
+    """Log a sandboxed worker's output lines, cut, escaped and within a budget, until it exits."""
+    window_ends, lines, size, dropped, dropped_bytes = 0.0, 0, 0, 0, 0
+
+    def report() -> None:
+        if dropped:
+            log.warning("worker: %d more lines (%d bytes) of output dropped, over its budget of %d lines or %d bytes in %.0fs",
+                        dropped, dropped_bytes, _OUTPUT_LINES, _OUTPUT_BYTES, _OUTPUT_WINDOW_S)
+
     with stream:
         for raw in iter(lambda: stream.readline(4096), b""):  # bounded: a line without end
-            line = raw[:_MAX_FORWARDED_LINE].decode("utf-8", "replace").rstrip()
-            if line:
-                log.info("worker: %s", line)
+            now = time.monotonic()
+            if now >= window_ends:
+                report()
+                window_ends, lines, size, dropped, dropped_bytes = now + _OUTPUT_WINDOW_S, 0, 0, 0, 0
+            line = _printable(raw[:_MAX_FORWARDED_LINE].decode("utf-8", "replace").rstrip())
+            if not line:
+                continue
+            if lines >= _OUTPUT_LINES or size + len(line) > _OUTPUT_BYTES:
+                dropped, dropped_bytes = dropped + 1, dropped_bytes + len(raw)
+                continue
+            lines, size = lines + 1, size + len(line)
+            log.info("worker: %s", line)
+    report()
+
+
+def _printable(text: str) -> str:
+    """`text` with control and other unprintable characters (terminal escapes, carriage
+    returns, bidi overrides) written as escapes: no worker line can pass for another."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}" for c in text)

@@ -4,7 +4,7 @@ Started by `tributa.runtime.worker.ModelWorker` as a fresh interpreter (`python 
 tributa.runtime.worker_main FD`), never forked from a process that may hold CUDA. It speaks JSON
 only (never pickle), so a worker that a job subverted cannot run code in the agent by its replies.
 
-    agent -> worker  {"op": "load", "kind", "base_dir", "device", "dtype", "max_adapters", "threads"}
+    agent -> worker  {"op": "load", "kind", "base_dir", "device", "dtype", "max_adapters", "max_batch", "threads"}
     worker -> agent  {"op": "ready", "model_id", "device", "dtype", "pid", "load_s"}
                      or {"op": "failed", "message"}, and the worker exits
     agent -> worker  {"op": "run", "jobs": [job, ...]}       (see `_run_generate` / `_run_embed`)
@@ -81,6 +81,7 @@ class _Serving:
             raise ValueError(f"unknown worker kind {self.kind!r}")
         self.load_s = time.perf_counter() - started
         self.max_adapters = int(load.get("max_adapters", 1))
+        self.max_batch = int(load.get("max_batch") or 32)  # rows per forward pass of an embedding batch
         self.test_hook = bool(load.get("test_hook"))
 
     def ready(self) -> dict[str, Any]:
@@ -89,6 +90,7 @@ class _Serving:
             "model_id": getattr(self.runner, "model_id", None),
             "device": getattr(self.runner, "device", "cpu"),
             "dtype": self.dtype,
+            "dim": getattr(self.runner, "dim", None),  # embeddings: how large a reply may be
             "pid": os.getpid(),
             "load_s": round(self.load_s, 3),
         }
@@ -108,7 +110,7 @@ class _Serving:
             return [_run_call(job) for job in jobs]
         if self.kind == "generate":
             return self._run_generate(jobs)
-        return [self._run_embed(job) for job in jobs]
+        return self._run_embed(jobs)
 
     def _run_generate(self, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """job: {"id", "prompt", "adapter" (name or null), "adapter_path", "max_new_tokens", "chat"}.
@@ -152,20 +154,23 @@ class _Serving:
             flush()
         return [results[job["id"]] for job in jobs]
 
-    def _run_embed(self, job: dict[str, Any]) -> dict[str, Any]:
-        """job: {"id", "texts"}. Each job is embedded on its own (its texts batched longest
-        first): a vector must not depend on which other jobs shared the batch, or two honest
-        agents could round it differently and disagree."""
+    def _run_embed(self, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """job: {"id", "texts"}. The batch's texts are embedded together, sorted by token length
+        across jobs in chunks of max_batch (`EmbeddingRunner.embed_many`): a vector may then
+        differ from its job alone in the last bits, which the acceptance rule allows (cosine
+        >= min_cosine, `tributa.verification`). A job with bad input fails alone."""
         from tributa.runtime.errors import InferenceInputError
 
-        try:
-            result = self.runner.embed(job["texts"])
-        except InferenceInputError as exc:
-            return {"id": job["id"], "error": "input", "message": str(exc)}
-        return {
-            "id": job["id"],
-            "ok": {"model_id": result.model_id, "dim": result.dim, "vectors": result.vectors.tolist(), "timings": result.timings},
-        }
+        results = self.runner.embed_many([job.get("texts") for job in jobs], chunk=self.max_batch)
+        out = []
+        for job, result in zip(jobs, results):
+            if isinstance(result, InferenceInputError):
+                out.append({"id": job["id"], "error": "input", "message": str(result)})
+            else:
+                out.append({"id": job["id"], "ok": {
+                    "model_id": result.model_id, "dim": result.dim, "vectors": result.vectors.tolist(), "timings": result.timings,
+                }})
+        return out
 
 
 def _run_call(job: dict[str, Any]) -> dict[str, Any]:
@@ -207,28 +212,38 @@ def _generation_fields(result: Any) -> dict[str, Any]:
     }
 
 
-def serve(conn: Connection) -> None:
+def serve(conn: Connection, scratch: bool = False) -> None:
+    """scratch: in a sandbox, each batch writes to a fresh place and leaves nothing behind."""
     try:
         serving = _Serving(receive(conn))
     except Exception as exc:  # a model that fails to load fails the worker's jobs with this reason
         send(conn, {"op": "failed", "message": f"{type(exc).__name__}: {exc}"[:2000]})
         return
+    from tributa.runtime.scratch import Scratch
+
+    space = Scratch() if scratch else None  # after the load: what loading wrote stays
     send(conn, serving.ready())
     while True:
         try:
             message = receive(conn)
         except EOFError:
             return  # the agent closed its end: nothing more to serve
+        # Every reply names the message it answers: the agent drops a worker whose replies stray.
+        seq = message.get("seq")
         if message.get("op") == "run":
             try:
+                if space:
+                    space.begin()
                 results = serving.run(message["jobs"])
             except BaseException as exc:  # MemoryError above all: say why, then die; the agent
                 # restarts the worker and re-runs the batch's jobs one by one to find the culprit.
-                send(conn, {"op": "crashed", "message": f"{type(exc).__name__}: {exc}"[:2000]})
+                send(conn, {"op": "crashed", "seq": seq, "message": f"{type(exc).__name__}: {exc}"[:2000]})
                 raise SystemExit(3) from None
-            send(conn, {"op": "done", "results": results})
+            send(conn, {"op": "done", "seq": seq, "results": results})
+            if space:
+                space.end()
         elif message.get("op") == "stats":
-            send(conn, serving.stats())
+            send(conn, {**serving.stats(), "seq": seq})
         else:
             send(conn, {"op": "error", "message": f"unknown op {message.get('op')!r}"})
 
@@ -239,7 +254,9 @@ def _apply_limits(argv: list[str]) -> None:
     import resource
 
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    for flag, which, scale in (("--memory-mb", resource.RLIMIT_AS, 2**20), ("--open-files", resource.RLIMIT_NOFILE, 1)):
+    # --max-threads stands in for a pids cgroup (counted per user namespace; not for host root).
+    for flag, which, scale in (("--memory-mb", resource.RLIMIT_AS, 2**20), ("--open-files", resource.RLIMIT_NOFILE, 1),
+                               ("--max-threads", resource.RLIMIT_NPROC, 1)):
         if flag in argv:
             limit = int(argv[argv.index(flag) + 1]) * scale
             resource.setrlimit(which, (limit, limit))
@@ -264,13 +281,14 @@ def _cpu_limit_reached(signum: int, frame: Any) -> None:
 def main(argv: list[str]) -> None:
     _apply_limits(argv)
     if "--seccomp" in argv:  # no process, exec or namespace calls from here on (seccomp.py)
-        from tributa.runtime import seccomp
+        from tributa.runtime import landlock, seccomp
 
         seccomp.install(seccomp.worker_filter())
+        landlock.restrict_self()  # no ptrace-mode access (/proc/PID/mem) to anything outside
     fd = int(argv[1])
     conn = Connection(fd)
     try:
-        serve(conn)
+        serve(conn, scratch="--scratch" in argv)
     finally:
         conn.close()
 
