@@ -16,6 +16,7 @@ from tributa.runtime.executor import Executor, JobRunner, job_spec
 from tributa.runtime.jobs import RunnerRegistry, default_registry, generation_request, parse_input
 from tributa.store import cid as cidlib
 from tributa.verification import ClaimCheck, ClaimChecker
+from tributa.verification.sandboxed import rescore_claim
 
 log = logging.getLogger("tributa.oracle.reexecute")
 
@@ -36,8 +37,12 @@ class Reexecutor:
         for path in model_dirs:
             self.catalog.add(path)
         self.executor = executor or Executor()
-        # Rescoring claims runs in this process (a sandboxed executor has no model to ask).
-        self.registry: RunnerRegistry = getattr(self.executor, "registry", None) or default_registry()
+        # A sandboxed executor rescores claims in a bwrap worker of its own (never a registered
+        # model's loader next to the oracle's key); an in-process one, in this process.
+        self._run_sandboxed = getattr(self.executor, "run_callable", None)
+        self.registry: RunnerRegistry | None = (
+            None if self._run_sandboxed else getattr(self.executor, "registry", None) or default_registry()
+        )
 
     def __call__(self, task: Task) -> bytes:
         base, adapters = self._parts(task)
@@ -47,7 +52,7 @@ class Reexecutor:
     def claim_checker(self, task: Task, logit_margin: float) -> ClaimCheck:
         """Checks agents' claimed generations for `task` on the oracle's copy of its model (base +
         the adapter the input names), loaded on the first claim that needs it."""
-        checker: list[ClaimChecker] = []
+        checker: list[ClaimCheck] = []
 
         def check(claim: dict[str, Any]) -> str | None:
             if not checker:
@@ -56,16 +61,22 @@ class Reexecutor:
 
         return check
 
-    def _checker(self, task: Task, logit_margin: float) -> ClaimChecker:
+    def _checker(self, task: Task, logit_margin: float) -> ClaimCheck:
         base, adapters = self._parts(task)
         payload = parse_input(self._input(task))
         spec = job_spec(base, adapters, payload, self._token_limit(task))
         if spec.kind != "generate":
             raise TributaError(f"task {task.task_id} is not a generation; there is no claim to rescore")
+        request = generation_request(spec, payload)
+        if self._run_sandboxed is not None:
+            folders = [Path(str(spec.model_path))] + ([Path(str(spec.adapter_path))] if spec.adapter is not None else [])
+            fields = (str(spec.model_path), spec.adapter, None if spec.adapter is None else str(spec.adapter_path),
+                      request.prompt, request.max_new_tokens, request.chat)
+            return lambda claim: self._run_sandboxed(rescore_claim, *fields, claim, logit_margin, read_only=folders)
         runner = self.registry.generation(Path(str(spec.model_path)))
         if spec.adapter is not None:
             runner.load_adapter(spec.adapter, str(spec.adapter_path))
-        return ClaimChecker(runner, generation_request(spec, payload), logit_margin)
+        return ClaimChecker(runner, request, logit_margin)
 
     def _token_limit(self, task: Task) -> int:
         """The model's registered max_new_tokens: it bounds the job, and is its default, as on the agents."""

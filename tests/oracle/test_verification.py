@@ -241,12 +241,17 @@ def _demo_model(contracts, signers, store, demo, adapter_dir):
     return register_model(contracts, signers["publisher"], store, "verify-demo", demo.base_dir, [adapter_dir], None, 10**15)
 
 
-@pytest.mark.parametrize("registered_margin", [None, 0.001], ids=["default-margin", "registered-tight-margin"])
+@pytest.mark.parametrize(
+    "registered_margin, sandboxed", [(None, False), (0.001, False), (None, True)],
+    ids=["default-margin", "registered-tight-margin", "rescored-in-a-bwrap-worker"],
+)
 def test_settle__fp32_and_bf16_agents_disagree_in_bytes__settles_on_chain_by_the_models_terms(
-    demo, contracts, signers, tmp_path, chain_snapshot, registered_margin
+    demo, contracts, signers, tmp_path, chain_snapshot, registered_margin, sandboxed
 ):
     """With the margin the settler is given, both honest agents agree and nobody is slashed; with a
-    tighter margin registered on the model (`set_serving_terms`), the bf16 answer is rejected."""
+    tighter margin registered on the model (`set_serving_terms`), the bf16 answer is rejected.
+    With the oracle's sandboxed executor the claims are rescored in a bwrap worker, and the
+    oracle's own process loads no model."""
     from oracle.db import TaskState
     from oracle.jobs import Submission
     from oracle.reexecute import Reexecutor
@@ -263,7 +268,14 @@ def test_settle__fp32_and_bf16_agents_disagree_in_bytes__settles_on_chain_by_the
         from tributa.publish import set_serving_terms
 
         set_serving_terms(contracts, signers["publisher"], model.model_id, logit_margin=registered_margin)
-    parts.settler.reexecute = Reexecutor(contracts, parts.store, [demo.base_dir, adapter_dir], Executor())
+    if sandboxed:
+        from tributa.runtime.sandbox import SandboxedExecutor
+
+        executor = SandboxedExecutor()
+    else:
+        executor = Executor()
+    parts.settler.reexecute = Reexecutor(contracts, parts.store, [demo.base_dir, adapter_dir], executor)
+    assert (parts.settler.reexecute.registry is None) == sandboxed  # nothing to load models in-process with
     parts.settler.verification = GPT2
     asked = [GenerationRequest(p, name, 24) for p in SUBJECTS]
     fp, bf = (generation_outputs(demo.base_dir, {name: adapter_dir}, asked, dtype=d) for d in ("float32", "bfloat16"))
@@ -289,3 +301,5 @@ def test_settle__fp32_and_bf16_agents_disagree_in_bytes__settles_on_chain_by_the
     slashed = [a[1] < b[1] for a, b in zip(after, before)]
     assert slashed == ([False, False] if registered_margin is None else [False, True])  # the bf16 agent is agents[1]
     assert sorted(a[0] > b[0] for a, b in zip(after, before)) == [False, True]  # the canonical one is paid
+    if sandboxed:
+        executor.close()

@@ -101,13 +101,17 @@ class SandboxedExecutor:
             return self.engine.run(base, adapters, input_bytes)
         return self.engine.run(base, adapters, input_bytes, max_new_tokens)
 
-    def run_callable(self, fn: Callable[..., Any], *args: Any, limits: SandboxLimits | None = None) -> Any:
+    def run_callable(
+        self, fn: Callable[..., Any], *args: Any, limits: SandboxLimits | None = None, read_only: Iterable[Path] = ()
+    ) -> Any:
+        """`fn(*args)` in a fresh worker; `read_only`: folders it may read (model folders)."""
         limits = limits or self.limits
         module = sys.modules.get(getattr(fn, "__module__", ""), None)
         config = WorkerConfig(
             kind="call", base_dir=None, isolation="bwrap", memory_mb=limits.memory_mb,
             batch_timeout_s=limits.wall_seconds, max_attempts=1,
             cpu_seconds=limits.cpu_seconds, open_files=limits.open_files, import_roots=_import_roots(module),
+            read_only=tuple(str(p) for p in read_only),
         )
         call = base64.b64encode(pickle.dumps((fn, args))).decode()
         with ModelWorker(config) as worker:
