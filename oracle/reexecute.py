@@ -49,9 +49,14 @@ class Reexecutor:
         log.info("re-executing task %s on model %s", task.task_id, task.model_id)
         return self.executor.run(base, adapters, self._input(task), self._token_limit(task))
 
-    def claim_checker(self, task: Task, logit_margin: float) -> ClaimCheck:
+    def claim_checker(self, task: Task, logit_margin: float) -> ClaimCheck | None:
         """Checks agents' claimed generations for `task` on the oracle's copy of its model (base +
-        the adapter the input names), loaded on the first claim that needs it."""
+        the adapter the input names), loaded on the first claim that needs it. None when the
+        oracle holds no copy: then only equal generations agree."""
+        try:
+            self._parts(task)
+        except TributaError:
+            return None
         checker: list[ClaimCheck] = []
 
         def check(claim: dict[str, Any]) -> str | None:
@@ -65,8 +70,8 @@ class Reexecutor:
         base, adapters = self._parts(task)
         payload = parse_input(self._input(task))
         spec = job_spec(base, adapters, payload, self._token_limit(task))
-        if spec.kind != "generate":
-            raise TributaError(f"task {task.task_id} is not a generation; there is no claim to rescore")
+        if spec.kind != "generate":  # a claimed generation for another kind of task is simply wrong
+            return lambda claim: f"task {task.task_id} is not a generation"
         request = generation_request(spec, payload)
         if self._run_sandboxed is not None:
             folders = [Path(str(spec.model_path))] + ([Path(str(spec.adapter_path))] if spec.adapter is not None else [])

@@ -201,6 +201,44 @@ def test_decide__fp32_bf16_and_a_substitute__honest_two_not_slashed(demo, reques
     assert verdict.result_digest == verdict.paid[0].result_digest
 
 
+@pytest.mark.parametrize("poison_ids", [[-1], [2**40], ["x"]], ids=["negative", "past-the-vocabulary", "not-an-int"])
+def test_decide__a_claim_that_breaks_the_tokenizer__rejected_alone_and_the_honest_two_still_agree(
+    demo, requests, verifier, fp32, poison_ids
+):
+    # The review's attack: ids the tokenizer cannot decode made the check raise, which switched
+    # rescoring off for the task, so the honest fp32 and bf16 answers no longer agreed and the
+    # bf16 agent was slashed. The poison's digest sorts first, so it is judged first.
+    bf16 = generation_outputs(demo.base_dir, demo.adapters, requests, dtype="bfloat16")
+    i = next(i for i, (a, b) in enumerate(zip(fp32, bf16)) if a != b)
+    eos = sorted(verifier.stop_ids)[0]
+    digest = lambda o: "0x" + hashlib.sha256(o).hexdigest()  # noqa: E731
+    pad = 0
+    while True:
+        poison = canonical_json({**json.loads(fp32[i]), "token_ids": [*poison_ids, eos], "finish_reason": "eos", "pad": pad})
+        if digest(poison) < min(digest(fp32[i]), digest(bf16[i])):
+            break
+        pad += 1
+    jobs, outputs = _jobs([fp32[i], bf16[i], poison])
+
+    verdict = decide(Task(task_id=7, k=3, input_digest="0x" + "00" * 32), jobs, None, lambda o: ("cid", "0x"),
+                     judge=_judge(verifier, requests[i]), output_of=lambda j: outputs[j.id])
+
+    assert verdict.source == "majority" and verdict.slashed == ["A2"]
+    assert {j.agent for j in verdict.paid + verdict.agreed} == {"A0", "A1"}
+
+
+def test_judge__the_verifier_itself_fails__raises_instead_of_falling_back_to_equal_bytes(requests, fp32):
+    from tributa.verification.judge import RescoreFailed
+
+    def broken(claim):
+        raise MemoryError("the sandbox ran out")
+
+    judge = Judge(GPT2, broken)
+    with pytest.raises(RescoreFailed, match="MemoryError"):
+        judge.agree(fp32[0], canonical_json({**json.loads(fp32[0]), "pad": 1}))
+    assert judge.agree(fp32[0], fp32[0])  # equal bytes need no verifier
+
+
 def test_decide__spot_check_of_a_bf16_agent__paid_with_its_own_digest(demo, requests, verifier, fp32):
     bf16 = generation_outputs(demo.base_dir, demo.adapters, requests, dtype="bfloat16")
     i = next(i for i, (a, b) in enumerate(zip(fp32, bf16)) if a != b)

@@ -20,6 +20,7 @@ class Rescorer(Protocol):
     tokenizer: Any
 
     def _prompt_ids(self, request: "GenerationRequest") -> list[int]: ...
+    def _vocab_size(self) -> int: ...
     def rescore(self, request: "GenerationRequest", claimed_token_ids: Sequence[int]) -> list[float]: ...
 
 
@@ -36,6 +37,11 @@ class ClaimChecker:
         ids = claim.get("token_ids")
         if not isinstance(ids, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in ids):
             return "token_ids is not a list of integers"
+        vocab = self.runner._vocab_size()
+        if any(not 0 <= t < vocab for t in ids):
+            # Checked before decoding: the tokenizer raises on an id out of range, and a raise
+            # must not stand in for a verdict.
+            return f"a token id is outside the model's vocabulary of {vocab}"
         if claim.get("model") != self.runner.model_id:
             return f"names model {claim.get('model')!r}, not {self.runner.model_id}"
         if claim.get("adapter") != self.request.adapter:
@@ -49,7 +55,11 @@ class ClaimChecker:
         why = self._finish(ids, claim.get("finish_reason"))
         if why:
             return why
-        if claim.get("text") != self.runner.tokenizer.decode(ids, skip_special_tokens=True):
+        try:
+            decoded = self.runner.tokenizer.decode(ids, skip_special_tokens=True)
+        except Exception as exc:  # whatever the tokenizer refuses is this claim's fault alone
+            return f"token_ids do not decode: {type(exc).__name__}"
+        if claim.get("text") != decoded:
             return "text is not the decoding of token_ids"
         try:
             margins = self.runner.rescore(self.request, ids)

@@ -12,6 +12,11 @@ from tributa.verification.params import VerificationParams
 # A claimed generation -> None when the verifier's model accepts it, else why not.
 ClaimCheck = Callable[[dict[str, Any]], "str | None"]
 _IDENTITY = ("model", "adapter", "prompt_tokens")
+
+
+class RescoreFailed(RuntimeError):
+    """The verifier's model could not judge a claim (a crash, not a rejection): the task's verdict
+    must wait or fail, never fall back to byte equality."""
 log = logging.getLogger("tributa.verification")
 
 
@@ -47,10 +52,10 @@ class Judge:
             else:
                 try:
                     self._verdicts[output] = self.check_claim(claim)
-                except Exception as exc:  # no model to rescore on: only equal generations agree
-                    log.warning("cannot rescore a claimed generation: %s", exc)
-                    self.check_claim = None
-                    self._verdicts[output] = f"the verifier could not rescore: {exc}"
+                except Exception as exc:
+                    # Not a verdict on this claim: falling back to equal bytes here would let one
+                    # claim that breaks the check get honest hardware-variant answers slashed.
+                    raise RescoreFailed(f"the verifier could not rescore a claimed generation: {type(exc).__name__}: {exc}") from exc
         return self._verdicts[output]
 
 
