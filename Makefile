@@ -37,7 +37,7 @@ node_modules/.installed: package.json
 # Debian's bubblewrap: compute agents run their serving workers inside it.
 bubblewrap:
 	@command -v bwrap >/dev/null || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get -o DPkg::Lock::Timeout=300 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq bubblewrap >/dev/null; \
 	  else echo "agents need bubblewrap: run as root, or apt-get install -y bubblewrap" >&2; exit 1; fi; }
 
 setup: $(VENV)/.installed node_modules/.installed bubblewrap

@@ -57,8 +57,8 @@ install_if_missing() {
             say "run as root, or install it yourself: apt-get install -y postgresql"
             exit 1
         fi
-        apt-get update -qq >&2
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >&2
+        apt-get -o DPkg::Lock::Timeout=300 update -qq >&2
+        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq postgresql >&2
     fi
 }
 

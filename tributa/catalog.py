@@ -32,6 +32,10 @@ MAX_BLOCK_BYTES = 2 * 2**20  # Kubo's own limit on a block it exchanges; ours ar
 MAX_FETCH_ENTRIES = 10_000  # files and folders in one fetched folder
 MAX_FETCH_DEPTH = 32  # folders inside folders
 MAX_NAME_BYTES = 255
+# Block reads per fetch: an honest folder reads each block once (a file's root twice), and even a
+# 4 KiB chunker stays under this for MAX_ADAPTER-sized folders; links that repeat one block do not.
+MIN_FETCH_VISITS = 100_000
+BYTES_PER_VISIT = 4096
 
 
 @dataclass(frozen=True)
@@ -122,13 +126,18 @@ class _CheckedBlocks:
     the bytes read; it keeps the last block, since a file is decoded once to check it and again
     by dag.open_file."""
 
-    def __init__(self, read_block: Callable[[Cid], bytes], max_bytes: int) -> None:
+    def __init__(self, read_block: Callable[[Cid], bytes], max_bytes: int, max_visits: int) -> None:
         self._read_block = read_block
         self.max_bytes = max_bytes
+        self.max_visits = max_visits
         self.bytes_read = 0
+        self.visits = 0
         self._last: tuple[Cid, bytes] | None = None
 
     def read(self, cid: Cid) -> bytes:
+        self.visits += 1  # cached reads too: links repeating one block cost time however cheap the block
+        if self.visits > self.max_visits:
+            raise FolderRefused(f"the folder's DAG takes more than {self.max_visits} block reads", everywhere=True)
         if self._last is not None and self._last[0] == cid:
             return self._last[1]
         try:
@@ -148,15 +157,18 @@ class _CheckedBlocks:
 
 
 def fetch_folder(read_block: Callable[[Cid], bytes], cid: str | Cid, dest: Path, *, max_bytes: int,
-                 max_entries: int = MAX_FETCH_ENTRIES) -> None:
+                 max_entries: int = MAX_FETCH_ENTRIES, max_visits: int | None = None) -> None:
     """Rebuild the UnixFS folder `cid` at `dest` (which must not exist) from the blocks
     `read_block(cid)` returns, each re-hashed here against its CID, so the folder is the one the
     CID names or nothing. The DAG may be a stranger's: only folders and regular files are made
     (each created new, never through a link: a UnixFS symlink is refused), entry names must be
     plain and unique, and the files' declared sizes, the blocks read, the entry count and the
-    depth are bounded. Raises FolderRefused (a partial `dest` is the caller's to remove)."""
+    depth, the block reads and the shard nesting are bounded. Raises FolderRefused, and nothing
+    else, whatever the blocks hold (a partial `dest` is the caller's to remove)."""
     root = Cid.parse(str(cid))
-    source = _CheckedBlocks(read_block, max_bytes)
+    if max_visits is None:
+        max_visits = max(MIN_FETCH_VISITS, max_bytes // BYTES_PER_VISIT + 2 * max_entries)
+    source = _CheckedBlocks(read_block, max_bytes, max_visits)
     budget = {"entries": 0, "bytes": 0}
     try:
         node = dag.load(source, root)
@@ -169,6 +181,10 @@ def fetch_folder(read_block: Callable[[Cid], bytes], cid: str | Cid, dest: Path,
         raise FolderRefused(f"cannot write the fetched folder: {exc.strerror or exc}") from None
     except StoreError as exc:  # blocks that hash right but are no well-formed UnixFS folder: the content's fault
         raise FolderRefused(f"{root} is not a well-formed UnixFS folder: {exc}", everywhere=True) from None
+    except RecursionError:  # bounded above; kept so no shape of DAG can take the agent down
+        raise FolderRefused(f"{root} nests too deep to rebuild", everywhere=True) from None
+    except Exception as exc:  # a bug here, not proof against the content: this copy only, never a crash
+        raise FolderRefused(f"rebuilding {root} failed unexpectedly: {type(exc).__name__}: {exc}") from None
 
 
 def _fetch_node(source: _CheckedBlocks, node: dag.Node, dest: Path, depth: int, budget: dict, max_bytes: int,

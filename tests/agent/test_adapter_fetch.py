@@ -218,3 +218,76 @@ def test_adapter_cache__oracle_lacks_a_block__refused_for_now_then_tried_again(s
     assert len(asked) == 1
     monkeypatch.setattr(service, "REFETCH_AFTER_S", 0.0)
     assert cache.ensure(cid.digest, remote).cid == str(cid)
+
+
+# -- crafted DAGs: blocks that hash right but are shaped to exhaust the agent -----------------
+
+
+def _put(blocks: dict[Cid, bytes], block: bytes, codec: str = "dag-pb") -> Cid:
+    import hashlib
+
+    cid = Cid(version=0 if codec == "dag-pb" else 1, codec=codec, digest=hashlib.sha256(block).digest())
+    blocks[cid] = block
+    return cid
+
+
+def _node(links: list[tuple[Cid, bytes]], data: bytes) -> bytes:
+    from tributa.store import dagpb
+
+    return dagpb.encode_node([dagpb.encode_link(c.to_bytes(), name, 1) for c, name in links], data)
+
+
+HAMT_SHARD_DATA = b"\x08\x05\x28\x22\x30\x80\x02"  # Type HAMTShard, hashType murmur3, fanout 256
+
+
+def test_fetch_folder__hamt_shards_nested_thousands_deep__refused_everywhere_not_a_crash(tmp_path):
+    blocks: dict[Cid, bytes] = {}
+    inner = _put(blocks, _node([], HAMT_SHARD_DATA))
+    for _ in range(3000):  # each shard's only link is a two-character sub-shard name
+        inner = _put(blocks, _node([(inner, b"00")], HAMT_SHARD_DATA))
+
+    with pytest.raises(FolderRefused, match="HAMT shards more than 64 deep") as refused:
+        fetch_folder(blocks.__getitem__, inner, tmp_path / "out", max_bytes=10**7)
+    assert refused.value.everywhere
+
+
+def test_fetch_folder__a_file_repeating_one_big_leaf__stops_at_its_declared_size(tmp_path):
+    from tributa.store import unixfs
+
+    blocks: dict[Cid, bytes] = {}
+    leaf = _put(blocks, bytes(2**20), codec="raw")  # 1 MiB, read once and then served from the cache
+    file_root = _put(blocks, _node([(leaf, b"")] * 2000, unixfs.encode_file_node_data(10, [])))  # claims 10 bytes
+    folder = _put(blocks, _node([(file_root, b"adapter_model.safetensors")], unixfs.DIRECTORY_DATA))
+
+    with pytest.raises(FolderRefused, match="more than the 10 bytes") as refused:
+        fetch_folder(blocks.__getitem__, folder, tmp_path / "out", max_bytes=10**9)
+    assert refused.value.everywhere
+    assert (tmp_path / "out" / "adapter_model.safetensors").stat().st_size == 0  # not 2 GiB: nothing past the size
+
+
+def test_fetch_folder__a_file_repeating_one_empty_leaf__bounded_by_block_reads(tmp_path):
+    from tributa.store import unixfs
+
+    blocks: dict[Cid, bytes] = {}
+    empty = _put(blocks, b"", codec="raw")
+    file_root = _put(blocks, _node([(empty, b"")] * 20_000, unixfs.encode_file_node_data(0, [])))
+    folder = _put(blocks, _node([(file_root, b"weights.safetensors")], unixfs.DIRECTORY_DATA))
+    reads = []
+
+    def read(block: Cid) -> bytes:
+        reads.append(block)
+        return blocks[block]
+
+    with pytest.raises(FolderRefused, match="more than 5000 block reads") as refused:
+        fetch_folder(read, folder, tmp_path / "out", max_bytes=10**9, max_visits=5000)
+    assert refused.value.everywhere
+    assert len(reads) <= 4  # the folder, the file's root and the one leaf: the rest were the cache's
+
+
+def test_fetch_folder__a_source_that_misbehaves__refused_for_this_copy_not_raised(tmp_path):
+    def read(block: Cid) -> str:
+        return "a block source returning text, not bytes"  # a transport defect: TypeError inside
+
+    with pytest.raises(FolderRefused, match="failed unexpectedly: TypeError") as refused:
+        fetch_folder(read, Cid.parse("QmUNLLsPACCz1vLxQVkXqqLX5R1X345qqfHbsf67hvA3Nn"), tmp_path / "out", max_bytes=10**7)
+    assert not refused.value.everywhere  # a fault of this path is no proof against the content

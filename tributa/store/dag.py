@@ -142,6 +142,12 @@ def _file_chunks(source: BlockSource, root: Node, prefetch: int = 0) -> Iterator
             chunk = emit(node)
             if chunk:
                 produced += len(chunk)
+                if expected is not None and produced > expected:
+                    # Stop at once: links repeating one leaf could otherwise write far past the size.
+                    raise IntegrityError(
+                        f"{root.cid} yields more than the {expected} bytes its root records: "
+                        "the DAG is inconsistent; re-add the content"
+                    )
                 yield chunk
     finally:
         if pool is not None:
@@ -175,7 +181,10 @@ def walk(source: BlockSource, cid: Cid) -> Iterator[Node]:
 # -- directories -------------------------------------------------------------------------------
 
 
-def list_dir(source: BlockSource, node: Node) -> Iterator[tuple[bytes, Cid]]:
+MAX_SHARD_DEPTH = 64  # a HAMT over a 64-bit hash splits at most 64 times (fanout 2); Kubo's 256 needs 8
+
+
+def list_dir(source: BlockSource, node: Node, _depth: int = 0) -> Iterator[tuple[bytes, Cid]]:
     """(name, cid) of each entry of a plain or HAMT-sharded UnixFS directory."""
     if node.kind == DataType.DIRECTORY:
         for link in node.links:
@@ -187,7 +196,9 @@ def list_dir(source: BlockSource, node: Node) -> Iterator[tuple[bytes, Cid]]:
     prefix = len(f"{fanout - 1:X}")
     for link in node.links:
         if len(link.name) == prefix:  # a sub-shard: its entries carry the real names
-            yield from list_dir(source, decode(link.cid, _read_child(source, link.cid, node.cid)))
+            if _depth >= MAX_SHARD_DEPTH:
+                raise IntegrityError(f"directory {node.cid} nests HAMT shards more than {MAX_SHARD_DEPTH} deep")
+            yield from list_dir(source, decode(link.cid, _read_child(source, link.cid, node.cid)), _depth + 1)
         else:
             yield link.name[prefix:], link.cid
 
