@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Callable, Iterator, Protocol, runtime_checkable
+from typing import Callable, Iterable, Iterator, Protocol, runtime_checkable
 
 from tributa.store.cid import Cid
 
@@ -51,6 +51,14 @@ class Store(Protocol):
     def put_dir(
         self, path: PathLike, progress: Progress | None = None, *, cid_version: int = 0
     ) -> Cid: ...
+
+    def put_blocks(self, root: CidLike, blocks: Iterable[tuple[Cid, Buffer]]) -> Cid:
+        """Store ready-made blocks, e.g. a CAR upload (tributa.store.car.read_car), and pin
+        `root`; returns it. Every block is re-hashed against its CID before any is stored
+        (IntegrityError names a mismatch). The DAG under `root` must then be complete (from
+        these blocks and those already stored), else nothing is pinned: the embedded store
+        raises IntegrityError naming a missing block (Kubo's pin may look for it first)."""
+        ...
 
     def get(self, cid: CidLike) -> Iterator[bytes]:
         """The file's bytes, streamed in chunks. Errors about the root are raised at once."""

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from tributa.store import dag
 from tributa.store.base import Buffer, CidLike, GcStats, PathLike, Progress, VerifyReport
 from tributa.store.blockstore import BlockLocation, Blockstore, RebuildReport
+from tributa.store.car import verified_blocks
 from tributa.store.cid import Cid, coerce_cid
 from tributa.store.dagpb import may_have_links
 from tributa.store.errors import IntegrityError, NotFound, StoreError
 from tributa.store.importer import Importer, default_workers
 from tributa.store.layout import BlockSink, HashOnly, Link
 from tributa.store.pins import PinSet
+
+_PUT_CHUNK = 512  # blocks per put_many: one index lookup and one pwritev each
 
 
 class EmbeddedStore:
@@ -78,6 +81,26 @@ class EmbeddedStore:
         if not Path(path).is_dir():
             raise StoreError(f"{os.fspath(path)} is not a directory: add it with put_file")
         return self._add(lambda importer: importer.add_path(path), progress, cid_version)
+
+    def put_blocks(self, root: CidLike, blocks: Iterable[tuple[Cid, Buffer]]) -> Cid:
+        """Store ready-made blocks (a CAR upload, car.read_car) and pin `root`. Every block is
+        re-hashed before any is written; under one shared lock (as in _add) they go in one
+        write batch, then the DAG under `root` is walked and pinned. An incomplete DAG is
+        IntegrityError and is not pinned; its blocks stay until gc collects them."""
+        root = coerce_cid(root)
+        records = [(cid.digest, (block,)) for cid, block in verified_blocks(blocks)]
+        with self._lock.shared():
+            with self._blocks.writing() as batch:
+                for start in range(0, len(records), _PUT_CHUNK):
+                    batch.put_many(records[start : start + _PUT_CHUNK])
+            try:
+                self._reachable(root)
+            except NotFound as exc:
+                raise IntegrityError(
+                    f"the upload of {root} is incomplete: {exc}; send every block under it"
+                ) from None
+            self._pins.add(root)
+        return root
 
     def cid_of(self, data_or_path: Buffer | PathLike, *, cid_version: int = 0) -> Cid:
         importer = self._importer(HashOnly(), None, cid_version)

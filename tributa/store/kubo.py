@@ -12,6 +12,7 @@ misbehaving daemon cannot hand back wrong bytes unnoticed.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import stat
@@ -20,7 +21,7 @@ import uuid
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, NoReturn
+from typing import Any, Callable, Iterable, Iterator, NoReturn
 
 import httpx
 import ipfshttpclient
@@ -29,6 +30,7 @@ from ipfshttpclient import exceptions as ipfs_exc
 
 from tributa.store import dag
 from tributa.store.base import Buffer, CidLike, GcStats, PathLike, Progress, VerifyReport
+from tributa.store.car import verified_blocks
 from tributa.store.cid import Cid, coerce_cid
 from tributa.store.errors import (
     BackendUnavailable,
@@ -219,6 +221,20 @@ class KuboStore:
         return self._add(
             parts, cid_version=cid_version, progress=progress, only_hash=False, action="add"
         )
+
+    def put_blocks(self, root: CidLike, blocks: Iterable[tuple[Cid, Buffer]]) -> Cid:
+        """Each block (re-hashed here first) through `block/put`, then a recursive pin of
+        `root`, which makes the daemon check the DAG is complete."""
+        root = coerce_cid(root)
+        for cid, block in verified_blocks(blocks):
+            opts = {"cid-codec": cid.codec, "mhtype": "sha2-256"}
+            self._call(
+                "block/put",
+                lambda: self._client.block.put(io.BytesIO(bytes(block)), opts=opts),
+                cid,
+            )
+        self.pin(root)
+        return root
 
     def cid_of(self, data_or_path: Buffer | PathLike, *, cid_version: int = 0) -> Cid:
         if isinstance(data_or_path, (bytes, bytearray, memoryview)):
