@@ -185,6 +185,8 @@ class Oracle:
         self.metrics = RelayedMetrics(self.metrics_queue)
         self.store = open_store(settings.store_dir)
         self.clock = ChainClock(contracts.w3)
+        # Indexes datasets as they are registered, in its own thread (oracle/attribution/indexer.py).
+        self.indexer = getattr(attributor, "indexer", None)
         escrow = contracts.escrow.address
         # The worker's book only expires leases and closes due tasks; the API process leases.
         self.book = JobBook(self.db, self.store, contracts.chain_id, escrow, options.lease_s)
@@ -335,6 +337,8 @@ class Oracle:
         """Serve the job API from a forked process and run the worker loop here until a signal."""
         self._api = start_api_process(self.api_spec, self.clock.shared, self.metrics_queue)
         self._api_restarts: list[float] = []
+        if self.indexer is not None:  # after the fork: the API process gets no copy of its thread
+            self.indexer.start()
         stopped_by: list[int] = []
 
         def stop(signum, _frame) -> None:
@@ -354,6 +358,8 @@ class Oracle:
             api = self._api
             if api.is_alive():
                 api.terminate()  # SIGTERM: uvicorn closes its polls within its 2 s grace
+            if self.indexer is not None:  # a build in progress stops at its next progress report
+                self.indexer.stop(timeout_s=2.0)
             api.join(timeout=10)
             if api.is_alive():
                 api.kill()

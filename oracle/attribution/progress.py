@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 # (stage, done, total): stages are "tokenize" (chars), "suffix_array" (tokens) and "embed" (chunks).
 ProgressFn = Callable[[str, int, int], None]
+UNITS = {"tokenize": "chars", "suffix_array": "tokens", "embed": "chunks"}
 
 log = logging.getLogger("tributa.oracle.attribution")
 
@@ -24,10 +25,13 @@ class LogProgress:
             return
         self._last[stage] = tenth
         log.info(
-            "index %s: %s %d/%d",
+            "index %s: %s %d/%d %s (%d%%)",
             self.dataset_id,
             stage,
             done,
             total,
-            extra={"fields": {"dataset_id": self.dataset_id, "stage": stage, "done": done, "total": total}},
+            UNITS.get(stage, "items"),
+            10 * tenth,
+            extra={"fields": {"dataset_id": self.dataset_id, "stage": stage, "done": done, "total": total,
+                              "percent": 10 * tenth}},
         )

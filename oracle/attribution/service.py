@@ -3,6 +3,10 @@
 Engine dataset ids are the datasets' content CIDs (an index is built before the registry
 assigns a number); the settlement maps them to on-chain ids. The stored record wraps the
 engine's record with that mapping, so anyone can re-run the engine and check both.
+
+Indexes are built by the indexer (indexer.py) when a dataset is registered, never here: a task
+is attributed against the datasets indexed by then, and its record names the registered ones
+left out ("unindexed", with a reason each), so one missing dataset does not stop the others.
 """
 
 from __future__ import annotations
@@ -11,22 +15,24 @@ import json
 import logging
 import threading
 from pathlib import Path
-from typing import Callable
 
 from oracle.attribution.engine import AttributionEngine
 from oracle.attribution.index import AttributionIndex
+from oracle.attribution.indexer import NOT_YET_INDEXED, DatasetIndexer
+from oracle.attribution.shared_models import serialized
 from oracle.attribution.weights import fallback_weights
 from oracle.db import Task
 from oracle.settler import Attribution
 from tributa.chain.contracts import Contracts
 from tributa.config import Settings
-from tributa.datasets import DatasetInfo, dataset_text, list_datasets
+from tributa.datasets import DatasetInfo, list_datasets
 from tributa.registry import read_model
 from tributa.store import cid as cidlib
 
 log = logging.getLogger("tributa.oracle.attribution")
 
-RECORD_VERSION = 1
+RECORD_VERSION = 2  # 2: "unindexed" and "unindexed_reasons"
+INDEX_UNREADABLE = "index_unreadable"
 
 
 class DatasetIndexes:
@@ -34,8 +40,8 @@ class DatasetIndexes:
 
     def __init__(self, root: Path, tokenizer, embedder) -> None:
         self.root = Path(root)
-        self.tokenizer = tokenizer
-        self.embedder = embedder
+        # The indexer's thread and the settler's share these: each call takes one lock.
+        self.tokenizer, self.embedder = serialized(tokenizer, embedder)
 
     def path(self, content_cid: str) -> Path:
         return self.root / content_cid
@@ -45,12 +51,6 @@ class DatasetIndexes:
 
     def build(self, content_cid: str, text: str, progress=None) -> AttributionIndex:
         return AttributionIndex.build(content_cid, text, self.tokenizer, self.embedder, self.path(content_cid), progress)
-
-    def ensure(self, content_cid: str, text_source: Callable[[], str], progress=None) -> AttributionIndex:
-        if self.has(content_cid):
-            return AttributionIndex.load(self.path(content_cid))
-        log.info("indexing dataset %s", content_cid)
-        return self.build(content_cid, text_source(), progress)
 
 
 def default_indexes(settings: Settings) -> DatasetIndexes:
@@ -63,25 +63,44 @@ def default_indexes(settings: Settings) -> DatasetIndexes:
 class OracleAttributor:
     """Called by the settler for each verified task."""
 
-    def __init__(self, contracts: Contracts, store, indexes: DatasetIndexes) -> None:
+    def __init__(self, contracts: Contracts, store, indexes: DatasetIndexes, indexer: DatasetIndexer | None = None) -> None:
         self.contracts = contracts
         self.store = store
         self.indexes = indexes
+        self.indexer = indexer  # started and stopped by the oracle's service (oracle/service.py)
         self._engine: AttributionEngine | None = None
         self._engine_key: tuple[str, ...] = ()
         self._cid_to_id: dict[str, int] = {}
+        self._unreadable: set[str] = set()  # content CIDs whose index would not load (said once)
         self._lock = threading.Lock()
 
-    def _engine_for(self, datasets: list[DatasetInfo]) -> AttributionEngine | None:
-        key = tuple(sorted(d.content_cid for d in datasets))
+    def _engine_for(self, datasets: list[DatasetInfo]) -> tuple[AttributionEngine | None, dict[int, str]]:
+        """The engine over the datasets indexed now, and {dataset id: reason} for the others."""
+        unindexed = {}
+        for d in datasets:
+            if d.content_cid in self._unreadable:
+                unindexed[d.dataset_id] = INDEX_UNREADABLE
+            elif not self.indexes.has(d.content_cid):
+                reason = self.indexer.reason(d.content_cid) if self.indexer is not None else None
+                unindexed[d.dataset_id] = reason or NOT_YET_INDEXED
+        ready = [d for d in datasets if d.dataset_id not in unindexed]
+        key = tuple(sorted(d.content_cid for d in ready))
         if key != self._engine_key:
-            loaded = [
-                self.indexes.ensure(d.content_cid, lambda d=d: dataset_text(self.store, d.content_cid)) for d in datasets
-            ]
-            self._engine = AttributionEngine(loaded, self.indexes.tokenizer, self.indexes.embedder) if loaded else None
-            self._engine_key = key
-            self._cid_to_id = {d.content_cid: d.dataset_id for d in datasets}
-        return self._engine
+            loaded = {}
+            for d in ready:
+                try:
+                    loaded[d.content_cid] = AttributionIndex.load(self.indexes.path(d.content_cid))
+                except (OSError, ValueError) as exc:  # a damaged index leaves out its dataset alone
+                    log.warning("the attribution index of dataset %d (%s) does not load, so attribution leaves "
+                                "it out: %s; delete %s and restart the oracle to rebuild it",
+                                d.dataset_id, d.content_cid, exc, self.indexes.path(d.content_cid))
+                    self._unreadable.add(d.content_cid)
+                    unindexed[d.dataset_id] = INDEX_UNREADABLE
+            indexes = list(loaded.values())
+            self._engine = AttributionEngine(indexes, self.indexes.tokenizer, self.indexes.embedder) if indexes else None
+            self._engine_key = tuple(sorted(loaded))  # an unreadable one is left out of `ready` from now on
+            self._cid_to_id = {d.content_cid: d.dataset_id for d in ready if d.content_cid in loaded}
+        return self._engine, unindexed
 
     def __call__(self, task: Task) -> Attribution:
         with self._lock:
@@ -100,13 +119,14 @@ class OracleAttributor:
         if output.get("kind") != "generate":
             return self._settle_with(task, None, "not_generation")
         datasets = [d for d in list_datasets(self.contracts) if d.active]
-        engine = self._engine_for(datasets)
+        engine, unindexed = self._engine_for(datasets)
         if engine is None:
-            return self._settle_with(task, None, "no_datasets")
+            return self._settle_with(task, None, "no_datasets", unindexed)
         record = engine.attribute(output["text"]) if output.get("text") else None
-        return self._settle_with(task, record, "engine")
+        return self._settle_with(task, record, "engine", unindexed)
 
-    def _settle_with(self, task: Task, record, source: str) -> Attribution:
+    def _settle_with(self, task: Task, record, source: str, unindexed: dict[int, str] | None = None) -> Attribution:
+        unindexed = unindexed or {}
         weights = {self._cid_to_id[c]: bps for c, bps in (record.weights_bps.items() if record else ()) if c in self._cid_to_id}
         if not weights:
             model = read_model(self.contracts.registry, task.model_id)
@@ -120,6 +140,9 @@ class OracleAttributor:
             "result_cid": task.result_cid,
             "settlement": {"source": source, "dataset_ids": ids, "weights_bps": [weights[i] for i in ids]},
             "datasets": {cid: self._cid_to_id[cid] for cid in sorted(self._cid_to_id)},
+            # Registered datasets the engine did not see (content not in the store yet, index building…).
+            "unindexed": sorted(unindexed),
+            "unindexed_reasons": {str(i): unindexed[i] for i in sorted(unindexed)},
             "record": record.to_dict() if record else None,
         }
         data = json.dumps(envelope, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
@@ -128,4 +151,6 @@ class OracleAttributor:
 
 
 def build_attributor(settings: Settings, contracts: Contracts, store) -> OracleAttributor:
-    return OracleAttributor(contracts, store, default_indexes(settings))
+    """The attributor with its indexer (`attributor.indexer`), which the oracle's service runs."""
+    indexes = default_indexes(settings)
+    return OracleAttributor(contracts, store, indexes, DatasetIndexer(contracts, store, indexes))
