@@ -4,19 +4,13 @@ from __future__ import annotations
 
 import base64
 import json
-import secrets
-import time
 from typing import Any
 
 import httpx
 from eth_account.signers.local import LocalAccount
-from web3 import Web3
 
-from tributa.chain.eip712 import sign_request
+from tributa.chain.eip712 import request_headers
 from tributa.errors import TributaError
-
-REQUEST_TTL_S = 60
-
 
 class OracleUnavailable(TributaError):
     """The oracle's API cannot be reached."""
@@ -61,16 +55,8 @@ class JobClient:
         self.http.close()
 
     def signed_headers(self, method: str, path: str, body: bytes, nonce: int | None = None, expiry: int | None = None) -> dict[str, str]:
-        nonce = secrets.randbits(63) if nonce is None else nonce
-        expiry = int(time.time()) + REQUEST_TTL_S if expiry is None else expiry
-        signature = sign_request(self.account, self.chain_id, self.escrow, method, path, bytes(Web3.keccak(body)), nonce, expiry)
-        return {
-            "content-type": "application/json",
-            "x-tributa-agent": self.account.address,
-            "x-tributa-nonce": str(nonce),
-            "x-tributa-expiry": str(expiry),
-            "x-tributa-signature": "0x" + signature.hex(),
-        }
+        headers = request_headers(self.account, self.chain_id, self.escrow, method, path, body, nonce, expiry)
+        return {"content-type": "application/json", **headers}
 
     def _post(self, path: str, payload: dict[str, Any]) -> httpx.Response:
         body = json.dumps(payload, separators=(",", ":")).encode()

@@ -20,7 +20,7 @@ from typing import Callable
 import requests
 from web3.exceptions import ProviderConnectionError
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DatabaseError, IntegrityError
 from starlette.concurrency import run_in_threadpool
@@ -28,6 +28,7 @@ from starlette.requests import ClientDisconnect
 
 from oracle.api_docs import mount_docs
 from oracle.auth import RateLimited, RequestAuthenticator, check_contract_signature, retry_after_header
+from oracle.content import MAX_UPLOAD_BYTES, ContentBook, parse_purpose
 from oracle.db import AgentSeen, Database, Job, JobState, Task, now
 from oracle.jobs import JobBook, JobError, Submission, parse_lease_signature
 from oracle.outages import Outages, Unavailable, classify_outage
@@ -53,6 +54,8 @@ BODY_READ_TIMEOUT_S = 30.0
 SHUTDOWN_RETRY_AFTER_S = 2
 # The largest block /v1/blocks serves (Kubo's limit on a block it exchanges; adds make <= 256 KiB + framing).
 MAX_BLOCK_BYTES = 2 * 1024 * 1024
+UPLOAD_PATH = "/v1/uploads"
+UPLOAD_READ_TIMEOUT_S = 600.0  # 256 MiB at under 1 MB/s still arrives
 # Paths whose success says nothing about the database, the store or the node.
 _TOUCHES_NOTHING = frozenset({"/v1/health", "/openapi.json", "/docs", "/docs/oauth2-redirect"})
 _SIGNED_HEADERS = ("x-tributa-agent", "x-tributa-nonce", "x-tributa-expiry", "x-tributa-signature")
@@ -148,12 +151,14 @@ class BodyLimit:
     """ASGI middleware: a request whose Content-Length is over the limit (or not a number) is
     answered before a byte of its body is read; the server then closes the connection."""
 
-    def __init__(self, app, limit: int = MAX_BODY_BYTES) -> None:
+    def __init__(self, app, limit: int = MAX_BODY_BYTES, upload_limit: int = MAX_UPLOAD_BYTES) -> None:
         self.app = app
         self.limit = limit
+        self.upload_limit = upload_limit  # POST /v1/uploads carries a CAR, not JSON
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http":
+            limit = self.upload_limit if scope.get("path") == UPLOAD_PATH else self.limit
             for name, value in scope["headers"]:
                 if name == b"content-length":
                     try:
@@ -162,8 +167,8 @@ class BodyLimit:
                         length = -1
                     if length < 0:
                         response = _error(400, "Content-Length is not a non-negative integer")
-                    elif length > self.limit:
-                        response = _error(413, f"body of {length} bytes is over the {self.limit}-byte limit")
+                    elif length > limit:
+                        response = _error(413, f"body of {length} bytes is over the {limit}-byte limit")
                     else:
                         break
                     response.headers["connection"] = "close"
@@ -285,6 +290,22 @@ RESULT_OPENAPI = _signed({
                             "description": "The lease acceptance, if /accept was not called."},
     },
 })
+UPLOAD_OPENAPI = {
+    "parameters": [dict(p) for p in SIGNED_HEADER_PARAMS],
+    # The body is a CARv1 (application/vnd.ipld.car); declared as octet-stream, which every client can send.
+    "requestBody": {"required": True, "description": "A single-root CARv1, as `ipfs dag export` writes.",
+                    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+}
+UPLOAD_RESPONSES = {
+    200: {"description": "Stored: root, bytes, blocks, already_held, quota_used_bytes, quota_bytes."},
+    400: {"description": "No or a malformed ?for=."},
+    401: {"description": "Unsigned, expired or badly signed."},
+    403: {"description": "Not registered for that entry by the signer, or over the account's quota."},
+    404: {"description": "No such dataset or model."},
+    409: {"description": "A replayed nonce, or a task not ingested yet (retry)."},
+    413: {"description": "Over the per-upload limit."},
+    422: {"description": "Not a single-root CARv1, a block that is not its CID's, or an incomplete DAG."},
+}
 ERROR_OPENAPI = _signed({
     "type": "object", "required": ["kind", "error"],
     "properties": {"kind": {"type": "string", "enum": ["input", "runtime"]},
@@ -303,12 +324,14 @@ def create_app(
     metrics: OracleMetrics,
     *,
     stopping: Callable[[], bool] = lambda: False,
+    content: ContentBook | None = None,
 ) -> FastAPI:
     """The job API. `stopping()` turns true when the server begins to shut down: long-polls then
     end with 503 and Retry-After (the agent retries against the restarted oracle)."""
     app = FastAPI(title="Tributa oracle job API", version="1", docs_url=None, redoc_url=None)
     mount_docs(app)  # Swagger UI from local files: the CDN default is a blank page offline
-    app.add_middleware(BodyLimit)
+    content = content if content is not None else ContentBook(db, store, None)
+    app.add_middleware(BodyLimit, upload_limit=content.limits.max_upload_bytes)
     outages = Outages()
     app.state.outages = outages
     limiter = getattr(auth, "limiter", None)
@@ -493,11 +516,40 @@ def create_app(
         await run_in_threadpool(book.report_error, agent, job_id, kind, message)
         return {"recorded": True}
 
+    def signed_path(request: Request) -> str:
+        return request.url.path + (f"?{request.url.query}" if request.url.query else "")
+
+    def check_sealed_read(request: Request, cid: str) -> None:
+        """A private task's sealed copies go only to its requester, on a request they signed."""
+        owner = content.sealed_owner(cid)
+        if owner is None:
+            return
+        if not any(h in request.headers for h in _SIGNED_HEADERS):
+            raise JobError(401, f"{cid} is a private task's sealed copy: sign the request with the requester's key")
+        reader = auth.verify_account(request.headers, request.method, signed_path(request), b"")
+        if reader.lower() != owner.lower():
+            raise JobError(403, f"{cid} is a private task's sealed copy; only its requester {owner} may read it")
+
+    @app.post(UPLOAD_PATH, openapi_extra=UPLOAD_OPENAPI, responses=UPLOAD_RESPONSES)
+    async def upload(request: Request, purpose: str | None = Query(None, alias="for")):
+        """Store a CARv1 (one root) the signing account registered on-chain: a task's input
+        (`for=task:ID`, by its requester), a dataset's content (`dataset:ID`, its owner) or a
+        model's weights or adapter (`model:ID`, its publisher). Every block is re-hashed and the
+        DAG must be complete; the upload counts against the account's quota. Idempotent."""
+        refuse_when_stopping()
+        parse_purpose(purpose)  # 400 before a byte of a body is read
+        body = await read_capped(request, content.limits.max_upload_bytes, UPLOAD_READ_TIMEOUT_S)
+        account = await run_in_threadpool(auth.verify_account, request.headers, request.method, signed_path(request), body)
+        accepted = await run_in_threadpool(content.upload, account, purpose, body)
+        return accepted.to_json()
+
     @app.get("/v1/content/{cid}")
-    def content(cid: str):
-        """A read-only gateway to the oracle's content store; agents re-check the CID."""
+    def content_bytes(cid: str, request: Request):
+        """A read-only gateway to the oracle's content store; agents re-check the CID. A private
+        task's sealed copies need a request signed by its requester."""
         from tributa.store.errors import CidError, NotFound
 
+        check_sealed_read(request, cid)
         try:
             return Response(store.get_bytes(cid), media_type="application/octet-stream")
         except CidError as exc:
@@ -506,7 +558,7 @@ def create_app(
             raise JobError(404, f"{cid} is not in the oracle's store") from None
 
     @app.get("/v1/blocks/{cid}", responses=BLOCK_RESPONSES)
-    def block(cid: str):
+    def block(cid: str, request: Request):
         """One raw block of the oracle's content store by its CID (re-hashed as it is read), so
         an agent can rebuild a folder DAG (a registered adapter) block by block, checking each
         block against its CID. 404: not in the store; 400: not a CID."""
@@ -517,6 +569,7 @@ def create_app(
             parsed = Cid.parse(cid)
         except CidError as exc:
             raise JobError(400, str(exc)) from None
+        check_sealed_read(request, cid)
         read = getattr(store, "read", None)
         if read is None:
             raise JobError(404, "this oracle's store serves no raw blocks")

@@ -19,8 +19,9 @@ import multiprocessing
 import os
 import signal
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from oracle.content import UploadLimits
 from tributa.config import Settings
 
 log = logging.getLogger("tributa.oracle.api")
@@ -180,6 +181,7 @@ class ApiSpec:
     lease_s: float
     oracle_key: bytes
     info: dict
+    upload_limits: UploadLimits = field(default_factory=UploadLimits)
 
 
 class SharedClock:
@@ -246,6 +248,7 @@ def _serve(spec: ApiSpec, clock: SharedClock, metrics_queue, parent_pid: int) ->
 
     from oracle.api import create_app
     from oracle.auth import RequestAuthenticator
+    from oracle.content import ContentBook
     from oracle.db import Database
     from oracle.jobs import JobBook
     from oracle.service import AgentDirectory
@@ -267,8 +270,9 @@ def _serve(spec: ApiSpec, clock: SharedClock, metrics_queue, parent_pid: int) ->
     # eth_call and one entry, evicted least recently used first).
     directory._cache = BoundedCache()
     server: list[uvicorn.Server] = []
+    content = ContentBook(db, store, contracts, spec.upload_limits)
     app = create_app(db, book, auth, store, directory, clock, spec.info, metrics,
-                     stopping=lambda: bool(server) and server[0].should_exit)
+                     stopping=lambda: bool(server) and server[0].should_exit, content=content)
     log.info("oracle serving jobs on http://%s:%s", spec.host, spec.port)
     install_log_limits()
     server.append(uvicorn.Server(server_config(app, spec.host, spec.port)))

@@ -244,9 +244,14 @@ class RequestAuthenticator:
     def verify(self, headers, method: str, path: str, body: bytes) -> str:
         """The authenticated agent address, or AuthError."""
         with self._verifying:
-            return self._verify(headers, method, path, body)
+            return self._verify(headers, method, path, body, agents_only=True)
 
-    def _verify(self, headers, method: str, path: str, body: bytes) -> str:
+    def verify_account(self, headers, method: str, path: str, body: bytes) -> str:
+        """The address that signed the request, any account (uploads, sealed reads), or AuthError."""
+        with self._verifying:
+            return self._verify(headers, method, path, body, agents_only=False)
+
+    def _verify(self, headers, method: str, path: str, body: bytes, agents_only: bool) -> str:
         h = SignedHeaders.parse(headers)
         now = int(time.time())
         if h.expiry < now:
@@ -265,7 +270,7 @@ class RequestAuthenticator:
         if signer != h.agent:
             raise AuthError(401, "signature does not match the agent header")
         self.limiter.take(h.agent)  # only now: the agent is proven, so nobody spends another's allowance
-        if not self.is_registered(h.agent):
+        if agents_only and not self.is_registered(h.agent):
             raise AuthError(403, f"agent {h.agent} is not registered on-chain; run `tributa agent run` to register")
         self._use_nonce(h.agent, h.nonce, h.expiry, now)
         return h.agent

@@ -172,6 +172,17 @@ class ApiNonce(Base):
     expiry: Mapped[int] = mapped_column(BigInteger, index=True)
 
 
+class Upload(Base):
+    """Content an account uploaded through the content API (oracle/content.py): its quota."""
+
+    __tablename__ = "uploads"
+    account: Mapped[str] = mapped_column(String(42), primary_key=True)
+    root_cid: Mapped[str] = mapped_column(String(100), primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(40))  # task:N, dataset:N or model:N
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
 class AgentSeen(Base):
     """Agents' last contact, for routing and `tributa oracle status`."""
 

@@ -35,6 +35,9 @@ ACCEPT_WINDOW_S = 15.0
 # Agents that failed to run a task (not its input: their runtime, a limit, a model that would not
 # load) before it is failed and refunded rather than offered to yet another agent.
 RUNTIME_ERRORS_TO_FAIL = 3
+# How long after ingesting a task the oracle waits for its input to be uploaded before failing
+# (and refunding) it.
+INPUT_UPLOAD_GRACE_S = 120.0
 
 
 def reputation(session, agent: str) -> float:
@@ -211,9 +214,11 @@ class JobBook:
             return None
         input_cid = str(cidlib.digest_to_cid(bytes.fromhex(task.input_digest[2:])))
         if not self.store.has(input_cid):
+            if now() - task.posted_at < INPUT_UPLOAD_GRACE_S:
+                return None  # a requester on its own machine uploads the input once the task is ingested
             # Nothing any agent could run: fail it now, with the reason, so it is refunded.
             task.state = TaskState.FAILING
-            task.reason = f"input {input_cid} is not in the content store"
+            task.reason = f"input {input_cid} was not uploaded to the oracle within {INPUT_UPLOAD_GRACE_S:g} s"
             log.warning("task %s failed: %s", task.task_id, task.reason)
             return None
         try:

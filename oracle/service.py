@@ -7,12 +7,13 @@ import multiprocessing
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from eth_account.messages import encode_defunct
 from web3 import Web3
 
 from oracle.api_process import ApiSpec, SharedClock, start_api_process
+from oracle.content import UploadLimits
 from oracle.db import Database, database_url
 from oracle.ingest import Ingestor
 from oracle.outages import Outages, classify_outage
@@ -164,6 +165,7 @@ class OracleOptions:
     spot_check_fraction: float = 0.0
     # Seconds before a deadline when a task with fewer than k answers is decided with what it has.
     close_margin_s: int = 30
+    upload_limits: UploadLimits = field(default_factory=UploadLimits)
 
 
 class Oracle:
@@ -220,6 +222,7 @@ class Oracle:
             port=options.port,
             lease_s=options.lease_s,
             oracle_key=bytes(signer.account.key),
+            upload_limits=options.upload_limits,
             info={
                 "chain_id": contracts.chain_id,
                 "escrow": escrow,

@@ -321,10 +321,13 @@ def post_private_task(
 
 
 def open_private_result(contracts: Contracts, signer: Signer, store, view: TaskView, oracle_url: str) -> bytes:
-    """A private task's output: fetched sealed, opened with the requester's key, checked on-chain."""
+    """A private task's output: fetched sealed (from this machine's store, else through the
+    oracle's content API on a request the requester signs), opened with the requester's key,
+    checked on-chain."""
     import httpx
 
     from tributa import private
+    from tributa.content_api import ContentApi
 
     if view.settlement is None:
         raise TributaError(f"task {view.task_id} is {view.state}; there is no result to open")
@@ -336,7 +339,20 @@ def open_private_result(contracts: Contracts, signer: Signer, store, view: TaskV
     if not sealed_cid:
         raise TributaError(f"task {view.task_id} has no sealed result (it is not a private task)")
     where = private.Deployment(contracts.chain_id, contracts.escrow.address)
-    output = private.open_output(bytes(signer.account.key), store.get_bytes(sealed_cid), where, view.requester, view.task_id)
+    with ContentApi(oracle_url, contracts.chain_id, contracts.escrow.address, signer.account) as remote:
+        sealed = read_content(store, remote, sealed_cid)
+    output = private.open_output(bytes(signer.account.key), sealed, where, view.requester, view.task_id)
     if cidlib.cid_to_digest(str(store.cid_of(output))) != bytes(view.settlement["result_digest"]):
         raise TributaError(f"task {view.task_id}'s sealed result does not match the digest settled on-chain")
     return output
+
+
+def read_content(store, remote, cid: str) -> bytes:
+    """`cid`'s bytes from this machine's store, else from `remote` (the oracle's content API,
+    every block re-hashed there)."""
+    from tributa.store.errors import NotFound
+
+    try:
+        return store.get_bytes(cid)
+    except NotFound:
+        return remote.get_bytes(cid)

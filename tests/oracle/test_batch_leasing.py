@@ -310,7 +310,7 @@ def test_lease_many__missing_input__fails_that_task_and_leases_the_next_in_the_s
     assert [o.task_id for o in offers] == [ids[0], ids[2]]
     with book.db.session() as s:
         missing = s.get(Task, ids[1])
-        assert missing.state == TaskState.FAILING and "not in the content store" in missing.reason
+        assert missing.state == TaskState.FAILING and "was not uploaded to the oracle" in missing.reason
 
 
 def test_lease_many__k2_tasks__each_once_per_agent_then_to_another_agent(book):

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from oracle.db import Task, TaskState
-from oracle.jobs import JobError, Submission
+from oracle.jobs import INPUT_UPLOAD_GRACE_S, JobError, Submission
 from tests.helpers import OracleParts, advance_time, ensure_agent, post_raw_task, register_test_model
 from tributa.chain.eip712 import sign_lease, sign_result
 from tributa.store import cid as cidlib
@@ -93,16 +93,35 @@ def test_lease__input_missing_from_store__fails_task_with_reason_and_refunds(ora
     fee = escrow.task(task_id).call()[3]
     requester_before = escrow.balance_of(signers["requester"].address).call()
     oracle.ingestor.poll_once()
+    with oracle.db.session() as s:  # ingested longer ago than the oracle waits for an upload
+        s.get(Task, task_id).posted_at -= INPUT_UPLOAD_GRACE_S + 1
 
     assert oracle.book.lease(signers["agent"].address, {model}, oracle.chain_time()) is None
     assert oracle.settler.fail_pending() == 1
     oracle.ingestor.poll_once()
     with oracle.db.session() as s:
-        assert "not in the content store" in s.get(Task, task_id).reason
+        assert "was not uploaded to the oracle within" in s.get(Task, task_id).reason
     assert oracle.settler.refund_due(oracle.chain_time()) >= 1
 
     assert escrow.task(task_id).call()[-1] == ONCHAIN_REFUNDED
     assert escrow.balance_of(signers["requester"].address).call() - requester_before == fee
+
+
+def test_lease__input_not_uploaded_yet__task_waits_then_is_leased_once_it_arrives(oracle, signers):
+    contracts = oracle.contracts
+    model = register_test_model(contracts, signers["publisher"])
+    ensure_agent(contracts, signers["agent"], [model])
+    data = b'{"prompt":"uploaded after posting"}'
+    digest = cidlib.cid_to_digest(str(oracle.store.cid_of(data)))  # its CID, not yet stored
+    task_id = post_raw_task(contracts, signers["requester"], model, digest)
+    oracle.ingestor.poll_once()
+
+    assert oracle.book.lease(signers["agent"].address, {model}, oracle.chain_time()) is None
+    with oracle.db.session() as s:
+        assert s.get(Task, task_id).state == TaskState.OPEN  # waiting for the requester's upload, not failed
+    oracle.store.put_bytes(data)
+    offer = oracle.book.lease(signers["agent"].address, {model}, oracle.chain_time())
+    assert offer is not None and offer.task_id == task_id
 
 
 def test_submit__signature_from_another_key__is_refused(oracle, signers):

@@ -96,6 +96,28 @@ def sign_request(account: LocalAccount, chain_id: int, escrow: str, method: str,
     return bytes(account.sign_message(message).signature)
 
 
+REQUEST_TTL_S = 60
+
+
+def request_headers(account: LocalAccount, chain_id: int, escrow: str, method: str, path: str, body: bytes,
+                    nonce: int | None = None, expiry: int | None = None) -> dict[str, str]:
+    """The oracle API's auth headers for one request (a fresh random nonce; valid REQUEST_TTL_S)."""
+    import secrets
+    import time
+
+    from web3 import Web3
+
+    nonce = secrets.randbits(63) if nonce is None else nonce
+    expiry = int(time.time()) + REQUEST_TTL_S if expiry is None else expiry
+    signature = sign_request(account, chain_id, escrow, method, path, bytes(Web3.keccak(body)), nonce, expiry)
+    return {
+        "x-tributa-agent": account.address,
+        "x-tributa-nonce": str(nonce),
+        "x-tributa-expiry": str(expiry),
+        "x-tributa-signature": "0x" + signature.hex(),
+    }
+
+
 def recover_request_signer(chain_id: int, escrow: str, agent: str, method: str, path: str, body_hash: bytes, nonce: int, expiry: int, signature: bytes) -> str:
     message = _request_message(chain_id, escrow, agent, method, path, body_hash, nonce, expiry)
     return Account.recover_message(message, signature=signature)

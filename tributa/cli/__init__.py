@@ -44,7 +44,42 @@ class CliContext:
         return Signer(contracts.w3, load_account(account_spec, contracts.chain_id, default_role))
 
 
+    def content_api(self, account=None):
+        """The oracle's content API (TRIBUTA_ORACLE_URL), signing with `account` when given."""
+        from tributa.content_api import ContentApi
+
+        return ContentApi(self.settings.oracle_url, self.contracts.chain_id, self.contracts.escrow.address, account)
+
+    def upload(self, signer, root: str, purpose: str) -> dict:
+        """Upload `root` from this machine's store to the oracle, for `purpose` (task:N, dataset:N,
+        model:N), saying so on stderr. Returns {"uploaded": bool, ...}; a failure is a warning,
+        since what was registered on-chain stands: the command to try again is printed."""
+        from tributa.content_api import ContentApiError
+
+        shown = sys.stderr.isatty()  # progress for a person; a script's stderr stays for errors
+        if shown:
+            click.echo(f"uploading {root} to the oracle at {self.settings.oracle_url} ({purpose})…", err=True)
+        try:
+            with self.content_api(signer.account) as api:
+                answer = api.upload(self.store, root, purpose)
+        except (ContentApiError, TributaError) as exc:
+            click.echo(f"warning: {exc}; try again with `tributa upload {root} --for {purpose}`", err=True)
+            return {"uploaded": False, "upload_error": str(exc)}
+        held = " (the oracle already held it)" if answer.get("already_held") else ""
+        if shown:
+            click.echo(f"  uploaded {answer['bytes']:,} bytes in {answer['blocks']} blocks{held}; "
+                       f"quota {answer['quota_used_bytes']:,} of {answer['quota_bytes']:,} bytes used", err=True)
+        return {"uploaded": True, **answer}
+
+
 pass_ctx = click.make_pass_decorator(CliContext)
+
+# Roles on their own machines send what they register to the oracle; --no-upload where the
+# oracle reads this machine's store itself (one data dir) or a shared Kubo node holds it.
+upload_option = click.option(
+    "--upload/--no-upload", "upload", default=True, show_default=True,
+    help="send the content to the oracle's content API (TRIBUTA_ORACLE_URL)",
+)
 
 # For the long-running services: started before their node (a reboot), they wait for it.
 node_wait_option = click.option(
@@ -88,10 +123,11 @@ def cli(ctx: click.Context, rpc_url, data_dir, deployments_dir, oracle_url) -> N
 
 
 def _mount() -> None:
-    from tributa.cli import account, agent, dataset, imo, model, oracle, task
+    from tributa.cli import account, agent, content, dataset, imo, model, oracle, task
     from tributa.store.cli import store
 
-    groups = (task.task, model.model, dataset.dataset, dataset.royalties, imo.imo, oracle.oracle, agent.agent, account.account, store)
+    groups = (task.task, model.model, dataset.dataset, dataset.royalties, imo.imo, oracle.oracle, agent.agent, account.account, store,
+              content.upload)
     for group in groups:
         cli.add_command(group)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from tributa.cli import account_option, pass_ctx
+from tributa.cli import account_option, pass_ctx, upload_option
 from tributa.cli.format import emit_json, eth, json_option, wei
 from tributa.datasets import DatasetInfo, list_datasets, parse_contributors, read_dataset, register_dataset
 from tributa.errors import TributaError
@@ -40,9 +40,10 @@ def dataset() -> None:
 @click.option("--terms", default="CC-BY-4.0; royalties per Tributa attribution", show_default=True)
 @click.option("--name", default=None, help="a name for the metadata (default: the file or folder name)")
 @click.option("--no-index", is_flag=True, help="skip building the attribution index here (the oracle builds it)")
+@upload_option
 @account_option("creator")
 @pass_ctx
-def register(ctx, path, contributors, terms, name, no_index, account_spec) -> None:
+def register(ctx, path, contributors, terms, name, no_index, upload, account_spec) -> None:
     """Check PATH (UTF-8 text), store it, index it for attribution, and register it.
 
     Registration takes two transactions: a commitment that hides the content's
@@ -67,6 +68,9 @@ def register(ctx, path, contributors, terms, name, no_index, account_spec) -> No
     click.echo(f"dataset {registered.dataset_id} registered: {registered.content_cid}")
     click.echo(f"  {len(addrs)} contributors, {registered.tokens_indexed:,} tokens indexed")
     click.echo(f"  commit tx {registered.commit_tx.tx_hash}, reveal tx {registered.tx.tx_hash}")
+    # The oracle indexes the dataset for attribution once its content arrives.
+    for root in (registered.content_cid, registered.metadata_cid) if upload else ():
+        ctx.upload(signer, root, f"dataset:{registered.dataset_id}")
 
 
 def _dataset_doc(d: DatasetInfo) -> dict:

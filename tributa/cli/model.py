@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from tributa.cli import account_option, pass_ctx
+from tributa.cli import account_option, pass_ctx, upload_option
 from tributa.cli.format import emit_json, eth, json_option, parse_eth, wei
 from tributa.errors import TributaError
 from tributa.registry import MAX_NEW_TOKENS_CAP
@@ -40,9 +40,10 @@ def model() -> None:
 @click.option("--fee-receiver", default=None, help="default: the publisher")
 @click.option("--max-new-tokens", type=click.IntRange(1, MAX_NEW_TOKENS_CAP), default=None,
               help="most new tokens a generation task may ask for; the fee pays for up to this many (default 64)")
+@upload_option
 @account_option("publisher")
 @pass_ctx
-def register(ctx, path, name, adapters, datasets, fee, fee_receiver, max_new_tokens, account_spec) -> None:
+def register(ctx, path, name, adapters, datasets, fee, fee_receiver, max_new_tokens, upload, account_spec) -> None:
     """Add PATH (and adapters) to the content store and register the model."""
     fee_wei = parse_eth(fee)
     if fee_receiver is not None:
@@ -57,6 +58,9 @@ def register(ctx, path, name, adapters, datasets, fee, fee_receiver, max_new_tok
     click.echo(f"model {published.model_id} registered: {name} ({published.base.kind}), weights {published.base.cid}")
     for adapter in published.adapters:
         click.echo(f"  adapter {adapter.path.name}: {adapter.cid}")
+    # Agents fetch adapters by CID through the oracle; the base weights each agent holds itself.
+    for adapter in published.adapters if upload else ():
+        ctx.upload(signer, adapter.cid, f"model:{published.model_id}")
     if max_new_tokens is not None:
         terms = set_serving_terms(ctx.contracts, signer, published.model_id, max_new_tokens=max_new_tokens)
         click.echo(f"  a task buys up to {terms.max_new_tokens} new tokens")

@@ -28,13 +28,18 @@ def oracle() -> None:
               help="the oracle's own copy of a model or adapter, for re-execution (repeatable)")
 @click.option("--spot-check-fraction", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="share of k=1 tasks the oracle re-runs itself (needs --model-dir)")
+@click.option("--max-upload-mb", type=click.IntRange(1, 4096), default=256, show_default=True,
+              help="largest content upload (one CAR) the content API takes")
+@click.option("--upload-quota-mb", type=click.IntRange(1, 10**7), default=2048, show_default=True,
+              help="bytes of uploads each account may store")
 @click.option("--json-logs/--text-logs", default=True)
 @node_wait_option
 @account_option("oracle")
 @pass_ctx
-def run(ctx, host, port, db_url, lease_s, agent_fee_bps, no_attribution, model_dirs, spot_check_fraction, json_logs, node_wait_s,
-        account_spec) -> None:
+def run(ctx, host, port, db_url, lease_s, agent_fee_bps, no_attribution, model_dirs, spot_check_fraction, max_upload_mb,
+        upload_quota_mb, json_logs, node_wait_s, account_spec) -> None:
     """Run the oracle until interrupted."""
+    from oracle.content import UploadLimits
     from oracle.service import Oracle, OracleOptions
     from tributa.logs import setup_logging
 
@@ -52,6 +57,7 @@ def run(ctx, host, port, db_url, lease_s, agent_fee_bps, no_attribution, model_d
     options = OracleOptions(
         host=host, port=port, db_url=db_url, lease_s=lease_s, agent_fee_bps=agent_fee_bps,
         spot_check_fraction=spot_check_fraction,
+        upload_limits=UploadLimits(max_upload_mb * 2**20, upload_quota_mb * 2**20),
     )
     from oracle.supervisor import supervise
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from tributa.cli import account_option, pass_ctx
+from tributa.cli import account_option, pass_ctx, upload_option
 from tributa.cli.format import emit_json, eth, hex32, json_option, parse_eth, utc_time, wei
 from tributa.errors import TributaError
 from tributa.registry import MAX_NEW_TOKENS_CAP
@@ -25,6 +25,7 @@ from tributa.tasks import (
     open_private_result,
     post_private_task,
     post_task,
+    read_content,
     read_task,
     settled_weights,
     wait_until_final,
@@ -100,11 +101,12 @@ quiet_option = click.option("-q", "--quiet", is_flag=True, help="nothing on stde
 @click.option("--wait", "wait", is_flag=True, help="then follow the task to its end and show it, as `task wait` does")
 @timeout_option
 @quiet_option
+@upload_option
 @json_option
 @account_option("requester")
 @pass_ctx
 def submit(ctx, model_id, prompt, texts, input_file, max_new_tokens, adapter, chat, fee, deadline_s, k, max_model_fee, private_task,
-           yes, wait, timeout_s, quiet, as_json, account_spec) -> None:
+           yes, wait, timeout_s, quiet, upload, as_json, account_spec) -> None:
     """Store the input and post a task (showing the fee split first)."""
     if input_file is not None:
         if prompt or texts or chat:
@@ -143,6 +145,8 @@ def submit(ctx, model_id, prompt, texts, input_file, max_new_tokens, adapter, ch
         )
     else:
         posted = post_task(ctx.contracts, signer, ctx.store, model_id, input_bytes, fee_wei, deadline_s, k, max_fee_wei)
+    # The oracle (on its own machine) needs the input: it waits INPUT_UPLOAD_GRACE_S for it.
+    uploaded = ctx.upload(signer, posted.input_cid, f"task:{posted.task_id}") if upload else {"uploaded": None}
     lines = [
         f"task {posted.task_id} posted: model {model_id} (model fee {eth(shown_fee)}, max {eth(max_fee_wei)}), "
         f"fee {eth(posted.fee)}, input {posted.input_cid}",
@@ -161,6 +165,7 @@ def submit(ctx, model_id, prompt, texts, input_file, max_new_tokens, adapter, ch
             "task_id": posted.task_id, "model_id": model_id, "requester": signer.address, "input_cid": posted.input_cid,
             "fee_wei": wei(posted.fee), "model_fee_wei": wei(shown_fee), "max_model_fee_wei": wei(max_fee_wei),
             "split": _split_doc(split), "tx": posted.tx.tx_hash, "gas_used": posted.tx.gas_used,
+            "input_uploaded": uploaded["uploaded"],
         })
     else:
         for line in lines:
@@ -283,9 +288,10 @@ def _result_bytes(ctx, view, private_task, account_spec) -> tuple[bytes | None, 
     if not view.result_cid:
         return None, None
     try:
-        return ctx.store.get_bytes(view.result_cid), None
-    except Exception as exc:  # the result may live only in the oracle's store
-        return None, f"not in the local store: {exc}"
+        with ctx.content_api() as remote:
+            return read_content(ctx.store, remote, view.result_cid), None
+    except TributaError as exc:  # neither here nor at the oracle (or the oracle is away)
+        return None, f"not in the local store, nor readable from the oracle: {exc}"
 
 
 def _show_view(ctx, view, as_json, private_task, account_spec) -> None:
@@ -339,14 +345,15 @@ def _task_show_doc(ctx, view, output: bytes | None, missing: str | None) -> dict
 
 def _attribution_doc(ctx, view) -> dict | None:
     """Weights as settled on-chain (from the settle transaction), else as the oracle's record
-    states them; the record's source and spans when it is in the local store. None: not settled."""
+    states them; the record's source and spans when it can be read (here, else from the oracle). None: not settled."""
     if not view.settlement:
         return None
     envelope, record_error = {}, None
     if view.attribution_cid:
         try:
-            envelope = json.loads(ctx.store.get_bytes(view.attribution_cid))
-        except Exception as exc:  # the record may live only in the oracle's store
+            with ctx.content_api() as remote:
+                envelope = json.loads(read_content(ctx.store, remote, view.attribution_cid))
+        except (TributaError, ValueError) as exc:  # neither here nor at the oracle, or not JSON
             record_error = f"not readable here: {exc}"
     settlement = envelope.get("settlement", {})
     pairs = settled_weights(ctx.contracts, view)

@@ -1,0 +1,187 @@
+"""The oracle's content API rules: who may upload what, how much, and who may read a sealed copy.
+
+Roles on their own machines upload what they registered (a task's input, a dataset's content, a
+model's weights or adapters) as one CARv1 per root. An upload is accepted only when
+
+- it is signed by the account (the job API's EIP-712 request signature: chain, escrow, nonce);
+- it names what it is for (`task:N`, `dataset:N`, `model:N`) and the chain registers the CAR's
+  root for that entry, by that account (the task's requester, the dataset's owner, the model's
+  publisher): storage is then bounded by what someone paid gas to register, not by how many
+  keys a stranger can make;
+- every block hashes to its CID and the DAG under the root is complete;
+- it fits the per-upload limit and the account's quota (bytes of accepted uploads).
+
+Reads are open (content addressed, re-checked by whoever reads), except the sealed copies of
+private tasks: their input envelope, the requester's sealed output and the oracle's own sealed
+copies are served only on a request the task's requester signed.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from dataclasses import dataclass
+from typing import Callable
+
+from sqlalchemy import func, or_, select
+
+from oracle.db import Database, Job, Task, Upload, now
+from oracle.jobs import JobError
+from tributa.chain.contracts import Contracts
+from tributa.errors import TributaError
+from tributa.store import cid as cidlib
+from tributa.store.car import CarError, read_car
+from tributa.store.cid import Cid
+from tributa.store.errors import IntegrityError, StoreError
+
+log = logging.getLogger("tributa.oracle.content")
+
+MAX_UPLOAD_BYTES = 256 * 2**20  # one CAR; a larger dataset goes through a shared Kubo node
+ACCOUNT_QUOTA_BYTES = 2 * 2**30
+UPLOADS_AT_ONCE = 2  # each holds its CAR in memory while it is checked
+_PURPOSE = re.compile(r"^(task|dataset|model):([0-9]{1,18})$")
+
+
+@dataclass(frozen=True)
+class UploadLimits:
+    max_upload_bytes: int = MAX_UPLOAD_BYTES
+    account_quota_bytes: int = ACCOUNT_QUOTA_BYTES
+
+
+@dataclass(frozen=True)
+class Accepted:
+    root: str
+    bytes: int
+    blocks: int
+    already_held: bool
+    quota_used: int
+    quota: int
+
+    def to_json(self) -> dict:
+        return {"root": self.root, "bytes": self.bytes, "blocks": self.blocks, "already_held": self.already_held,
+                "quota_used_bytes": self.quota_used, "quota_bytes": self.quota}
+
+
+class ContentBook:
+    """Checks and records uploads into `store`; `contracts` answers what the chain registers."""
+
+    def __init__(self, db: Database, store, contracts: Contracts | None, limits: UploadLimits = UploadLimits(),
+                 on_stored: Callable[[str, str], None] | None = None) -> None:
+        self.db = db
+        self.store = store
+        self.contracts = contracts
+        self.limits = limits
+        self.on_stored = on_stored  # (purpose, root): e.g. index a dataset the moment its content arrives
+        self._slots = threading.BoundedSemaphore(UPLOADS_AT_ONCE)
+
+    # -- uploads -----------------------------------------------------------------------------
+
+    def upload(self, account: str, purpose: str, body: bytes) -> Accepted:
+        """Store a signed CAR upload, or JobError (4xx) saying why not; nothing is kept on refusal."""
+        kind, entry_id = parse_purpose(purpose)
+        if len(body) > self.limits.max_upload_bytes:
+            raise JobError(413, f"the upload is {len(body)} bytes, over the {self.limits.max_upload_bytes}-byte limit")
+        if not self._slots.acquire(timeout=30):
+            raise JobError(503, "the oracle is checking other uploads; retry shortly")
+        try:
+            try:
+                root, blocks = read_car(body)
+            except CarError as exc:
+                raise JobError(422, f"not an acceptable CAR: {exc}") from None
+            self._check_registered(account, kind, entry_id, root)
+            size = sum(len(data) for _, data in blocks)
+            held = self._held_by(account, str(root))
+            used = self._quota_used(account)
+            if not held and used + size > self.limits.account_quota_bytes:
+                raise JobError(403, f"account {account} has used {used} of its {self.limits.account_quota_bytes}-byte "
+                                    f"upload quota; this upload of {size} bytes does not fit")
+            try:
+                self.store.put_blocks(root, blocks)
+            except IntegrityError as exc:  # incomplete DAG, or a block that is not its CID's
+                raise JobError(422, f"the CAR does not hold all of {root}: {exc}") from None
+            if not held:
+                with self.db.session() as s:
+                    s.add(Upload(account=account, root_cid=str(root), purpose=purpose, bytes=size, created_at=now()))
+                used += size
+        finally:
+            self._slots.release()
+        log.info("upload of %s for %s by %s: %d bytes in %d blocks", root, purpose, account, size, len(blocks))
+        if self.on_stored is not None:
+            self.on_stored(purpose, str(root))
+        return Accepted(str(root), size, len(blocks), held, used, self.limits.account_quota_bytes)
+
+    def _held_by(self, account: str, root: str) -> bool:
+        with self.db.session() as s:
+            return s.get(Upload, (account, root)) is not None
+
+    def _quota_used(self, account: str) -> int:
+        with self.db.session() as s:
+            return int(s.execute(select(func.coalesce(func.sum(Upload.bytes), 0)).where(Upload.account == account)).scalar_one())
+
+    def _check_registered(self, account: str, kind: str, entry_id: int, root: Cid) -> None:
+        digest = root.digest
+        if kind == "task":
+            with self.db.session() as s:
+                task = s.get(Task, entry_id)
+                if task is None:  # posted, perhaps, but not ingested yet: the client retries
+                    raise JobError(409, f"task {entry_id} is not known to this oracle yet; retry in a few seconds")
+                requester, wanted = task.requester, bytes.fromhex(task.input_digest[2:])
+            self._same(account, requester, "task", entry_id, "requester")
+            if digest != wanted:
+                raise JobError(403, f"{root} is not the input task {entry_id} registers ({cidlib.digest_to_cid(wanted)})")
+            return
+        if self.contracts is None:
+            raise JobError(403, "this oracle has no chain connection to check registrations against")
+        try:
+            if kind == "dataset":
+                from tributa.datasets import read_dataset
+
+                info = read_dataset(self.contracts, entry_id)
+                owner, digests = info.owner, {info.content_digest, info.metadata_digest}
+                role = "owner"
+            else:
+                from tributa.registry import read_model
+
+                model = read_model(self.contracts.registry, entry_id)
+                owner, digests = model.publisher, {model.weights_digest, *model.adapter_digests}
+                role = "publisher"
+        except TributaError as exc:
+            raise JobError(404, str(exc)) from None
+        self._same(account, owner, kind, entry_id, role)
+        if digest not in digests:
+            raise JobError(403, f"{root} is not registered for {kind} {entry_id}")
+
+    @staticmethod
+    def _same(account: str, owner: str, kind: str, entry_id: int, role: str) -> None:
+        if account.lower() != owner.lower():
+            raise JobError(403, f"only {kind} {entry_id}'s {role} ({owner}) may upload its content, not {account}")
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def sealed_owner(self, cid: str) -> str | None:
+        """The requester who alone may read `cid`, when it is a sealed copy of a private task."""
+        try:
+            parsed = Cid.parse(cid)
+        except StoreError:
+            return None
+        text_forms = {str(parsed), str(parsed.to_v1())} | ({str(parsed.to_v0())} if parsed.codec == "dag-pb" else set())
+        digest_hex = "0x" + parsed.digest.hex()
+        with self.db.session() as s:
+            task = s.execute(
+                select(Task).where(Task.output_pubkey.is_not(None),
+                                   or_(Task.result_ciphertext_cid.in_(text_forms), Task.input_digest == digest_hex))
+            ).scalars().first()
+            if task is not None:
+                return task.requester
+            job = s.execute(select(Job).where(Job.oracle_cid.in_(text_forms))).scalars().first()
+            if job is not None:
+                return s.get(Task, job.task_id).requester
+        return None
+
+
+def parse_purpose(purpose: str | None) -> tuple[str, int]:
+    match = _PURPOSE.match(purpose or "")
+    if match is None:
+        raise JobError(400, 'say what the upload is for: ?for=task:ID, ?for=dataset:ID or ?for=model:ID')
+    return match.group(1), int(match.group(2))

@@ -1,0 +1,115 @@
+"""The roles' side of the oracle's content API (oracle/content.py): upload what this account
+registered, and read content (a private task's sealed copies with a signed request).
+
+A role on its own machine keeps its own content store; the oracle, and the agents through it,
+get the bytes by upload. Reads go block by block through /v1/blocks and every block is re-hashed
+against its CID here, so the oracle is trusted for availability only, never for the bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from typing import Iterator
+
+import httpx
+from eth_account.signers.local import LocalAccount
+
+from tributa.chain.eip712 import request_headers
+from tributa.errors import TributaError
+from tributa.store import dag
+from tributa.store.car import iter_car
+from tributa.store.cid import Cid, coerce_cid
+from tributa.store.errors import IntegrityError, NotFound
+
+log = logging.getLogger("tributa.content")
+
+NOT_INGESTED_RETRY_S = 60.0  # a task just posted: the oracle ingests it after its confirmations
+UPLOAD_TIMEOUT_S = 600.0
+
+
+class ContentApiError(TributaError):
+    """The oracle's content API refused a request or could not be reached."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ContentApi:
+    def __init__(self, oracle_url: str, chain_id: int, escrow: str, account: LocalAccount | None = None,
+                 timeout_s: float = 30.0) -> None:
+        self.base = oracle_url.rstrip("/")
+        self.chain_id = chain_id
+        self.escrow = escrow
+        self.account = account
+        self.http = httpx.Client(timeout=timeout_s)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> ContentApi:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- uploads -----------------------------------------------------------------------------
+
+    def upload(self, store, root: Cid | str, purpose: str, wait_s: float = NOT_INGESTED_RETRY_S) -> dict:
+        """Upload the DAG under `root` from `store` as one CAR for `purpose` (task:N, dataset:N,
+        model:N); retried while the oracle has not ingested the entry yet (409), up to `wait_s`."""
+        if self.account is None:
+            raise ContentApiError("uploads are signed: this content API client has no account")
+        body = b"".join(iter_car(store, coerce_cid(root)))
+        path = f"/v1/uploads?for={purpose}"
+        deadline = time.monotonic() + wait_s
+        while True:
+            headers = {"content-type": "application/vnd.ipld.car",
+                       **request_headers(self.account, self.chain_id, self.escrow, "POST", path, body)}
+            response = self._send("POST", path, content=body, headers=headers, timeout=UPLOAD_TIMEOUT_S)
+            if response.status_code == 409 and "not known" in _message(response) and time.monotonic() < deadline:
+                time.sleep(1.0)
+                continue
+            _raise_for(response, f"upload of {root} for {purpose}")
+            return response.json()
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def read(self, cid: Cid) -> bytes:
+        """One block, re-hashed against its CID (the dag.BlockSource interface); NotFound on 404."""
+        path = f"/v1/blocks/{cid}"
+        headers = request_headers(self.account, self.chain_id, self.escrow, "GET", path, b"") if self.account else {}
+        response = self._send("GET", path, headers=headers)
+        if response.status_code == 404:
+            raise NotFound(f"{cid} is not in the oracle's store: {_message(response)}")
+        _raise_for(response, f"block {cid}")
+        data = response.content
+        if hashlib.sha256(data).digest() != cid.digest:
+            raise IntegrityError(f"the oracle served bytes for {cid} that do not hash to it")
+        return data
+
+    def get(self, cid: Cid | str) -> Iterator[bytes]:
+        return dag.open_file(self, coerce_cid(cid))
+
+    def get_bytes(self, cid: Cid | str) -> bytes:
+        return b"".join(self.get(cid))
+
+    def _send(self, method: str, path: str, **kwargs) -> httpx.Response:
+        try:
+            return self.http.request(method, self.base + path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ContentApiError(f"cannot reach the oracle's content API at {self.base}: {exc}") from None
+
+
+def _message(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("error", response.text))
+    except ValueError:
+        return response.text[:200]
+
+
+def _raise_for(response: httpx.Response, what: str) -> None:
+    if response.status_code >= 400:
+        raise ContentApiError(f"the oracle refused the {what} ({response.status_code}): {_message(response)}", response.status_code)
