@@ -22,6 +22,7 @@ from web3.exceptions import ProviderConnectionError
 
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy import func, select
 from sqlalchemy.exc import DatabaseError, IntegrityError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
@@ -30,7 +31,7 @@ from oracle.api_docs import mount_docs
 from oracle.auth import RateLimited, RequestAuthenticator, check_contract_signature, retry_after_header
 from oracle.content import MAX_UPLOAD_BYTES, ContentBook, parse_purpose
 from oracle.db import AgentSeen, Database, Job, JobState, Task, now
-from oracle.jobs import JobBook, JobError, Submission, parse_lease_signature
+from oracle.jobs import JobBook, JobError, Submission, agreement, parse_lease_signature
 from oracle.outages import Outages, Unavailable, classify_outage
 from oracle.rpc import RpcUnavailable
 from tributa.chain.eip712 import recover_result_signer
@@ -55,6 +56,7 @@ SHUTDOWN_RETRY_AFTER_S = 2
 # The largest block /v1/blocks serves (Kubo's limit on a block it exchanges; adds make <= 256 KiB + framing).
 MAX_BLOCK_BYTES = 2 * 1024 * 1024
 UPLOAD_PATH = "/v1/uploads"
+ONLINE_WITHIN_S = 60.0  # an agent long-polls every few seconds; a minute of silence is offline
 UPLOAD_READ_TIMEOUT_S = 600.0  # 256 MiB at under 1 MB/s still arrives
 # Paths whose success says nothing about the database, the store or the node.
 _TOUCHES_NOTHING = frozenset({"/v1/health", "/openapi.json", "/docs", "/docs/oauth2-redirect"})
@@ -582,6 +584,30 @@ def create_app(
         if len(data) > MAX_BLOCK_BYTES:
             raise JobError(404, f"{cid} is over the {MAX_BLOCK_BYTES}-byte block limit")
         return Response(data, media_type="application/vnd.ipld.raw")
+
+    @app.get("/v1/agents/{address}")
+    def agent_view(address: str):
+        """What this oracle knows of an agent: its last poll (online: within ONLINE_WITHIN_S), its
+        jobs by state, and how often its answers agreed with the settled verdict."""
+        from web3 import Web3
+
+        if not Web3.is_address(address):
+            raise JobError(400, f"{address[:60]!r} is not an address (0x + 40 hex)")
+        agent = Web3.to_checksum_address(address)
+        with db.session() as s:
+            seen = s.get(AgentSeen, agent)
+            by_state = dict(s.execute(select(Job.state, func.count()).where(Job.agent == agent).group_by(Job.state)).all())
+            agreed, judged = agreement(s, agent)
+        last_poll = seen.last_poll_at if seen is not None else None
+        return {
+            "address": agent,
+            "last_poll_at": last_poll,
+            "online": last_poll is not None and now() - last_poll < ONLINE_WITHIN_S,
+            "jobs": {state: int(n) for state, n in sorted(by_state.items())},
+            "agreed": agreed,
+            "judged": judged,
+            "agreement_rate": agreed / judged if judged else None,
+        }
 
     @app.get("/v1/tasks/{task_id}")
     def task(task_id: int):

@@ -160,6 +160,8 @@ class Job(Base):
     # Only a job with a verified lease signature can be slashed for silence (TaskEscrow checks it).
     lease_chain_expires_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     lease_signature: Mapped[str | None] = mapped_column(String(140), nullable=True)
+    # Set at settlement: whether this answer agreed with the verdict (None: not judged yet).
+    agreed: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     accepted_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 

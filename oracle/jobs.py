@@ -42,17 +42,26 @@ INPUT_UPLOAD_GRACE_S = 120.0
 
 def reputation(session, agent: str) -> float:
     """Recent agreement with the settled result: agreed / (agreed + disagreed + missed)."""
+    agreed, samples = agreement(session, agent)
+    return agreed / samples if samples >= REPUTATION_MIN_SAMPLES else 1.0
+
+
+def agreement(session, agent: str, window: int = REPUTATION_WINDOW) -> tuple[int, int]:
+    """(answers that agreed with the settled verdict, answers judged or missed), over the agent's
+    last `window` jobs on settled tasks. An answer agrees as the settler recorded it (Job.agreed,
+    the acceptance rule), or, for jobs settled before that was recorded, by equal digests."""
     rows = session.execute(
-        select(Job.state, Job.result_digest, Task.result_digest)
+        select(Job.state, Job.agreed, Job.result_digest, Task.result_digest)
         .join(Task, Task.task_id == Job.task_id)
         .where(Job.agent == agent, Task.state == TaskState.SETTLED, Job.state.in_((JobState.SUBMITTED, JobState.EXPIRED)))
         .order_by(Job.id.desc())
-        .limit(REPUTATION_WINDOW)
+        .limit(window)
     ).all()
-    if len(rows) < REPUTATION_MIN_SAMPLES:
-        return 1.0
-    agreed = sum(1 for state, mine, settled in rows if state == JobState.SUBMITTED and mine == settled)
-    return agreed / len(rows)
+    agreed = sum(
+        1 for state, judged, mine, settled in rows
+        if state == JobState.SUBMITTED and (judged if judged is not None else mine == settled)
+    )
+    return agreed, len(rows)
 
 
 class JobError(Exception):

@@ -186,6 +186,7 @@ class Settler:
         if verdict.source != "majority" or verdict.slashed:
             log.info("task %s verdict %s: paid %s, agreed %s, slashed %s %s", task_id, verdict.source,
                      [j.agent for j in verdict.paid], [j.agent for j in verdict.agreed], verdict.slashed, verdict.note)
+        self._record_agreement(task_id, verdict)
         task.result_cid, task.result_digest = verdict.result_cid, verdict.result_digest
         attribution = self.attributor(task)
         paid = [Web3.to_checksum_address(j.agent) for j in verdict.paid]
@@ -242,6 +243,15 @@ class Settler:
                 return None
 
         return output_of
+
+    def _record_agreement(self, task_id: int, verdict: Verdict) -> None:
+        """Each answer's agreement with the verdict, for routing (jobs.reputation) and `agent
+        status`: under the acceptance rule an honest answer on other hardware agrees with other
+        bytes, so comparing digests alone would count it against its agent."""
+        agreeing = {j.id for j in (*verdict.paid, *verdict.agreed)}
+        with self.db.session() as s:
+            for job in s.execute(select(Job).where(Job.task_id == task_id, Job.state == JobState.SUBMITTED)).scalars():
+                job.agreed = job.id in agreeing
 
     def _slash_proofs(self, task: Task, jobs: list[Job], verdict: Verdict) -> list[tuple]:
         """SlashProofs (agent, result_digest, expires_at, signature) for the verdict's slashed agents.

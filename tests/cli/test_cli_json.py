@@ -149,6 +149,8 @@ def test_dataset_model_royalties_agent_oracle_json__the_settled_tasks_parties(fr
     status = run_json(fresh_settings, "agent", "status", agent.address)
     assert status["registered"] is True and model_id in status["models"] and status["device"] == "cpu"
     assert status["credited_wei"] == str(contracts.escrow.functions.balance_of(agent.address).call())
+    assert status["slashes"] == 0 and status["slashed_wei"] == "0"
+    assert status["oracle"] is None and "online state and agreement unknown" in status["oracle_error"]  # no oracle runs here
     assert run_json(fresh_settings, "agent", "status", signers["treasury"].address) == {"address": signers["treasury"].address, "registered": False}
 
     oracle = run_json(fresh_settings, "oracle", "status")

@@ -343,3 +343,16 @@ def test_logging__the_job_api_servers_errors__are_json_lines_with_the_traceback(
             logger = logging.getLogger(name)
             logger.handlers[:], logger.propagate = handlers, propagate
             logger.setLevel(level)
+
+
+def test_agent_view__after_a_poll__online_with_its_jobs_and_nothing_judged_yet(api, leased, signers):
+    view = api.http.get(f"/v1/agents/{signers['agent'].address.lower()}")
+    assert view.status_code == 200, view.text
+    doc = view.json()
+    assert doc["address"] == signers["agent"].address and doc["online"] is True
+    assert doc["jobs"] == {"leased": 1} and doc["judged"] == 0 and doc["agreement_rate"] is None
+
+    stranger = api.http.get(f"/v1/agents/{signers['treasury'].address}").json()
+    assert stranger["online"] is False and stranger["last_poll_at"] is None and stranger["jobs"] == {}
+    bad = api.http.get("/v1/agents/0x1234")
+    assert bad.status_code == 400 and "not an address" in bad.json()["error"]

@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+from sqlalchemy import select
 
 from oracle.db import Job, JobState, Task
 from oracle.verify import decide
@@ -339,5 +340,12 @@ def test_settle__fp32_and_bf16_agents_disagree_in_bytes__settles_on_chain_by_the
     slashed = [a[1] < b[1] for a, b in zip(after, before)]
     assert slashed == ([False, False] if registered_margin is None else [False, True])  # the bf16 agent is agents[1]
     assert sorted(a[0] > b[0] for a, b in zip(after, before)) == [False, True]  # the canonical one is paid
+    from oracle.db import Job
+    from oracle.jobs import agreement
+
+    with parts.db.session() as s:  # routing counts the honest bf16 answer as agreeing, though its bytes differ
+        assert [s.execute(select(Job.agreed).where(Job.agent == a.address)).scalar_one() for a in agents] == \
+            ([True, True] if registered_margin is None else [True, False])
+        assert agreement(s, agents[1].address) == ((1, 1) if registered_margin is None else (0, 1))
     if sandboxed:
         executor.close()

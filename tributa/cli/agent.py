@@ -95,7 +95,8 @@ def _raise_interrupt(signum, frame) -> None:
 @account_option("agent")
 @pass_ctx
 def status(ctx, address, as_json, account_spec) -> None:
-    """An agent's stake, unbonding, served models and credited fees."""
+    """An agent's stake, unbonding, served models, credited fees and slashes (from the chain), and
+    its online state, jobs and agreement rate (from the oracle)."""
     from tributa.chain.accounts import checksum
 
     address = checksum(address) if address else ctx.signer(account_spec, "agent").address
@@ -109,17 +110,49 @@ def status(ctx, address, as_json, account_spec) -> None:
         return
     models = list(escrow.agent_models(address).call())
     credited = escrow.balance_of(address).call()
+    slashes = ctx.contracts.escrow.events.AgentSlashed.get_logs(
+        from_block=ctx.contracts.deployment.block_number, argument_filters={"agent": address})
+    slashed_wei = sum(e["args"]["amount"] for e in slashes)
+    seen, unseen = _oracle_view(ctx, address)
     if as_json:
         emit_json({
             "address": address, "registered": True, "stake_wei": wei(stake), "unbonding_wei": wei(unbonding),
             "unbond_release_at": unbond_at if unbonding else None, "device": "gpu" if device else "cpu",
             "capacity": capacity, "models": models, "credited_wei": wei(credited),
+            "slashes": len(slashes), "slashed_wei": wei(slashed_wei),
+            "oracle": seen, **({"oracle_error": unseen} if unseen else {}),
         })
         return
     click.echo(f"agent {address}: stake {eth(stake)}, unbonding {eth(unbonding)}"
                + (f" (release at {unbond_at})" if unbonding else ""))
     click.echo(f"  device {'gpu' if device else 'cpu'}, capacity {capacity}, models {models}")
-    click.echo(f"  credited fees {eth(credited)}")
+    click.echo(f"  credited fees {eth(credited)}; slashed {len(slashes)} times ({eth(slashed_wei)})")
+    if seen is None:
+        click.echo(f"  the oracle: {unseen}")
+        return
+    rate = f"{100 * seen['agreement_rate']:.1f}% of {seen['judged']} judged" if seen["judged"] else "none judged yet"
+    jobs = ", ".join(f"{n} {state}" for state, n in seen["jobs"].items()) or "none"
+    click.echo(f"  {'online' if seen['online'] else 'offline'} at the oracle "
+               f"(last poll {_ago(seen['last_poll_at'])}); jobs: {jobs}; agreement {rate}")
+
+
+def _oracle_view(ctx, address: str) -> tuple[dict | None, str | None]:
+    """The oracle's GET /v1/agents/{address}, or why it could not be read."""
+    import httpx
+
+    url = f"{ctx.settings.oracle_url.rstrip('/')}/v1/agents/{address}"
+    try:
+        response = httpx.get(url, timeout=5)
+        response.raise_for_status()
+        return response.json(), None
+    except (httpx.HTTPError, ValueError) as exc:
+        return None, f"not reachable at {ctx.settings.oracle_url} ({type(exc).__name__}): online state and agreement unknown"
+
+
+def _ago(timestamp: float | None) -> str:
+    import time
+
+    return "never" if timestamp is None else f"{max(0.0, time.time() - timestamp):.0f} s ago"
 
 
 @agent.group("stake")

@@ -1,4 +1,5 @@
-"""Content uploads through the oracle's API, per account, for the upload quota.
+"""Content uploads through the oracle's API, per account, for the upload quota; and each
+answer's agreement with its task's verdict (jobs.agreed), for reputation across hardware.
 
 Revision ID: 0006
 Revises: 0005
@@ -25,7 +26,11 @@ def upgrade() -> None:
         sa.Column("bytes", sa.BigInteger(), nullable=False),
         sa.Column("created_at", sa.Float(), nullable=False),
     )
+    with op.batch_alter_table("jobs") as batch:
+        batch.add_column(sa.Column("agreed", sa.Boolean(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("jobs") as batch:
+        batch.drop_column("agreed")
     op.drop_table("uploads")
