@@ -69,3 +69,18 @@ def withdraw_stake(contracts: Contracts, agent: Signer) -> tuple[int, TxResult]:
         raise TributaError(f"{stake.unbonding} wei is still unbonding: it can be withdrawn from {when} "
                            f"({stake.release_at - now:,} s from now)")
     return stake.unbonding, agent.transact(contracts.escrow.functions.withdraw_stake(), action="withdraw_stake")
+
+
+def agents_serving(contracts: Contracts, model_id: int) -> list[str]:
+    """Registered agents whose model list holds `model_id` and whose bonded stake meets the
+    minimum now: the agents a task on that model can go to (k of them, distinct). Read from the
+    registrations in the escrow's logs, then each agent's current state."""
+    escrow = contracts.escrow
+    start = contracts.deployment.block_number
+    agents = {e["args"]["agent"] for event in (escrow.events.AgentRegistered, escrow.events.AgentUpdated)
+              for e in event.get_logs(from_block=start)}
+    minimum = escrow.functions.min_stake().call()
+    return sorted(
+        agent for agent in agents
+        if model_id in escrow.functions.agent_models(agent).call() and read_stake(contracts, agent).bonded >= minimum
+    )

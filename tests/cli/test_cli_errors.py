@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 from eth_account import Account
 
-from tests.helpers import register_test_model, signer_for
+from tests.helpers import ensure_agent, register_test_model, signer_for
 from tributa.cli import cli
 
 
@@ -160,6 +160,28 @@ def test_task_submit__max_model_fee_below_the_model_fee__one_line_naming_the_lim
     model = register_test_model(contracts, signer_for(contracts, "publisher"), fee_per_task=2 * 10**15)
     result = run_cli(fresh_settings, "task", "submit", "--model", str(model), "--prompt", "hi", "--max-model-fee", "0.001")
     assert_one_line_error(result, "model fee rose to 0.002 ETH, above your max 0.001 ETH")
+
+
+def test_task_submit__k_over_the_agents_serving_the_model__refused_and_nothing_posted(fresh_settings, contracts, chain_snapshot):
+    model = register_test_model(contracts, signer_for(contracts, "publisher"))
+    ensure_agent(contracts, signer_for(contracts, "agent"), [model])
+    posted = contracts.escrow.functions.task_count().call()
+
+    result = run_cli(fresh_settings, "task", "submit", "--model", str(model), "--prompt", "hi", "--k", "3")
+
+    assert_one_line_error(result, "--k 3 needs 3 distinct agents, but 1 staked agent serves model")
+    assert contracts.escrow.functions.task_count().call() == posted
+
+
+def test_task_submit__no_agent_serves_the_model__a_warning_and_the_task_posted(fresh_settings, contracts, chain_snapshot):
+    model = register_test_model(contracts, signer_for(contracts, "publisher"))
+    posted = contracts.escrow.functions.task_count().call()
+
+    result = run_cli(fresh_settings, "task", "submit", "--model", str(model), "--prompt", "hi", "--no-upload")
+
+    assert result.exit_code == 0, result.output
+    assert f"warning: no staked agent serves model {model} now" in result.output
+    assert contracts.escrow.functions.task_count().call() == posted + 1
 
 
 def test_task_submit__shows_the_model_fee_it_accepts(fresh_settings, contracts, chain_snapshot):

@@ -203,6 +203,7 @@ def test_json__unknown_id__still_one_line_error_and_exit_1(fresh_settings, contr
 def test_task_submit_json__carries_the_split_the_escrow_applies__no_prompt_without_a_terminal(fresh_settings, contracts, chain_snapshot):
     escrow = contracts.escrow.functions
     model = register_test_model(contracts, signer_for(contracts, "publisher"), fee_per_task=10**15)
+    ensure_agent(contracts, signer_for(contracts, "agent"), [model])  # else a warning that nobody serves it
     result = run_cli(fresh_settings, "task", "submit", "--model", str(model), "--prompt", "hi", "--fee", "0.01", "--json", "--no-upload")
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)

@@ -123,6 +123,7 @@ def submit(ctx, model_id, prompt, texts, input_file, max_new_tokens, adapter, ch
         input_bytes = encode_input(prompt=prompt, texts=list(texts), max_new_tokens=max_new_tokens, adapter=adapter, chat=chat)
     fee_wei = parse_eth(fee) if fee is not None else None
     max_fee_wei = parse_eth(max_model_fee) if max_model_fee is not None else None
+    serving = _agents_for(ctx.contracts, model_id, k)
     signer = ctx.signer(account_spec, "requester")
     # The fee shown is the fee accepted: the escrow refuses the task if it rose meanwhile.
     shown_fee = model_fee_of(ctx.contracts, model_id)
@@ -145,6 +146,7 @@ def submit(ctx, model_id, prompt, texts, input_file, max_new_tokens, adapter, ch
         )
     else:
         posted = post_task(ctx.contracts, signer, ctx.store, model_id, input_bytes, fee_wei, deadline_s, k, max_fee_wei)
+    _warn_unserved(model_id, serving, quiet)
     # The oracle (on its own machine) needs the input: it waits INPUT_UPLOAD_GRACE_S for it.
     uploaded = ctx.upload(signer, posted.input_cid, f"task:{posted.task_id}") if upload else {"uploaded": None}
     lines = [
@@ -170,6 +172,24 @@ def submit(ctx, model_id, prompt, texts, input_file, max_new_tokens, adapter, ch
     else:
         for line in lines:
             click.echo(line)
+
+
+def _agents_for(contracts, model_id: int, k: int) -> int:
+    """How many staked agents serve the model; refuses a k that no set of them could meet. None
+    at all is only a warning, after posting: an agent may register before the deadline."""
+    from tributa.staking import agents_serving
+
+    serving = len(agents_serving(contracts, model_id))
+    if 0 < serving < k:
+        raise TributaError(f"--k {k} needs {k} distinct agents, but {serving} staked agent"
+                           f"{'s serve' if serving != 1 else ' serves'} model {model_id}")
+    return serving
+
+
+def _warn_unserved(model_id: int, serving: int, quiet: bool) -> None:
+    if serving == 0 and not quiet:
+        click.echo(f"warning: no staked agent serves model {model_id} now; unless one registers, "
+                   "the task waits for its deadline and is refunded", err=True)
 
 
 def _split_lines(split: FeeSplit, model_id: int, max_model_fee: int, k: int) -> list[str]:
