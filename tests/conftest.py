@@ -61,3 +61,19 @@ def fresh_settings(deployed, tmp_path):
     return deployed.with_overrides(data_dir=tmp_path / "data")
 
 
+
+
+@pytest.fixture(autouse=True)
+def _logging_restored():
+    """`tributa agent run` / `oracle run` invoked in-process call setup_logging, which stops the
+    tributa loggers propagating; caplog in every later test would then see nothing."""
+    import logging
+
+    from tributa.logs import UVICORN_LOGGERS
+
+    loggers = [logging.getLogger(name) for name in ("tributa", *UVICORN_LOGGERS)]
+    saved = [(lg.handlers[:], lg.propagate, lg.level) for lg in loggers]
+    yield
+    for lg, (handlers, propagate, level) in zip(loggers, saved):
+        lg.handlers[:], lg.propagate = handlers, propagate
+        lg.setLevel(level)

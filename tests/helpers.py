@@ -79,3 +79,18 @@ class OracleParts:
 
         with self.db.session() as s:
             s.get(Task, task_id).state = state
+
+
+def registered_model(contracts, publisher, store, name: str, folder, adapters=()) -> int:
+    """The model registered with these weights and adapters (another test module on the same
+    chain may have registered it: a weights set registers once), else a new one."""
+    from tributa.catalog import describe_folder
+    from tributa.publish import register_model
+    from tributa.registry import list_models
+
+    digest = describe_folder(store, folder).digest
+    adapter_digests = [describe_folder(store, a).digest for a in adapters]
+    for model in list_models(contracts.registry):
+        if bytes(model.weights_digest) == digest and [bytes(d) for d in model.adapter_digests] == adapter_digests:
+            return model.model_id
+    return register_model(contracts, publisher, store, name, folder, list(adapters), None, 10**15).model_id

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from tests.helpers import signer_for
+from tests.helpers import registered_model, signer_for
 from tributa.processes import start_agent, start_oracle
 from tributa.publish import register_model, set_serving_terms
 from tributa.store import open_store
@@ -43,18 +43,6 @@ def llama(tmp_path_factory):
     return root / "base", root / "adapter"
 
 
-def _model_id_of(contracts, publisher, store, name, folder) -> int:
-    """The model registered with these weights (another test module may have), else a new one."""
-    from tributa.catalog import describe_folder
-    from tributa.registry import list_models
-
-    digest = describe_folder(store, folder).digest
-    for model in list_models(contracts.registry):
-        if bytes(model.weights_digest) == digest and not model.adapter_digests:
-            return model.model_id
-    return register_model(contracts, publisher, store, name, folder, [], None, 10**15).model_id
-
-
 @pytest.fixture(scope="module")
 def network(contracts, deployed, llama, tmp_path_factory):
     from tributa.ml.embeddings import model_dir as minilm_dir
@@ -66,7 +54,7 @@ def network(contracts, deployed, llama, tmp_path_factory):
     publisher = signer_for(contracts, "publisher")
     model = register_model(contracts, publisher, store, "e2e-llama", base_dir, [adapter_dir], None, 10**15)
     set_serving_terms(contracts, publisher, model.model_id, max_new_tokens=LIMIT)  # above the default 64
-    embedder = _model_id_of(contracts, publisher, store, "e2e-minilm", minilm_dir())
+    embedder = registered_model(contracts, publisher, store, "e2e-minilm", minilm_dir())
     oracle = start_oracle(settings, root / "oracle.log", ["--no-attribution", "--text-logs"])
     agent = start_agent(settings, root / "agent.log", [
         "--text-logs", "--no-sandbox", "--capacity", "4", "--threads", "1",

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.helpers import signer_for
+from tests.helpers import registered_model, signer_for
 from tributa.processes import start_agent, start_oracle
 from tributa.publish import register_model
 from tributa.store import open_store
@@ -34,7 +34,7 @@ def network(contracts, deployed, demo_models, tmp_path_factory):
     publisher = signer_for(contracts, "publisher")
     adapter = sorted(demo_models.adapters)[0]
     gen = register_model(contracts, publisher, store, "e2e-gen", demo_models.base_dir, [demo_models.adapters[adapter]], None, 10**15)
-    emb = register_model(contracts, publisher, store, "e2e-embed", minilm_dir(), [], None, 10**15)
+    emb = registered_model(contracts, publisher, store, "e2e-embed", minilm_dir())  # test_engine_flow may have
     dirs = [demo_models.base_dir, demo_models.adapters[adapter], minilm_dir()]
     oracle = start_oracle(settings, root / "oracle.log", ["--no-attribution", "--text-logs"])
     agent = start_agent(settings, root / "agent.log", ["--text-logs", *[a for d in dirs for a in ("--model-dir", str(d))]])
@@ -51,7 +51,7 @@ def test_e2e__generation_and_embedding_tasks__settle_with_verifiable_results(net
     store = network["store"]
     gen_input = encode_input(prompt="The stars", max_new_tokens=16)
     gen = post_task(contracts, requester, store, network["gen"].model_id, gen_input)
-    emb = post_task(contracts, requester, store, network["emb"].model_id, encode_input(texts=["the moon", "bread"]))
+    emb = post_task(contracts, requester, store, network["emb"], encode_input(texts=["the moon", "bread"]))
 
     views = wait_until_final(contracts, [gen.task_id, emb.task_id], SETTLE_TIMEOUT_S, (network["oracle"], network["agent"]))
 
@@ -93,7 +93,7 @@ def test_e2e__oracle_metrics__count_settled_tasks_and_latency(network, contracts
     import httpx
 
     requester = signer_for(contracts, "requester")
-    posted = post_task(contracts, requester, network["store"], network["emb"].model_id, encode_input(texts=["metrics"]))
+    posted = post_task(contracts, requester, network["store"], network["emb"], encode_input(texts=["metrics"]))
     wait_until_final(contracts, [posted.task_id], SETTLE_TIMEOUT_S, (network["oracle"], network["agent"]))
 
     def scrape() -> dict[str, float]:
@@ -117,7 +117,7 @@ def test_e2e__private_task__store_holds_only_ciphertext_and_requester_opens_chec
     requester = signer_for(contracts, "requester")
     settings, store = network["settings"], network["store"]
     marker = f"private-marker-{os.urandom(6).hex()}"
-    posted = post_private_task(contracts, requester, store, network["emb"].model_id, encode_input(texts=[marker]), settings.oracle_url)
+    posted = post_private_task(contracts, requester, store, network["emb"], encode_input(texts=[marker]), settings.oracle_url)
 
     view = wait_until_final(contracts, [posted.task_id], SETTLE_TIMEOUT_S, (network["oracle"], network["agent"]))[posted.task_id]
 
@@ -134,10 +134,10 @@ def test_e2e__someone_else_posts_a_private_input__oracle_refuses_to_open_it(netw
 
     settings, store = network["settings"], network["store"]
     victim, thief = signer_for(contracts, "requester"), signer_for(contracts, "buyer2")
-    sealed = post_private_task(contracts, victim, store, network["emb"].model_id, encode_input(texts=["mine"]), settings.oracle_url)
+    sealed = post_private_task(contracts, victim, store, network["emb"], encode_input(texts=["mine"]), settings.oracle_url)
     envelope = store.get_bytes(sealed.input_cid)
 
-    stolen = post_task(contracts, thief, store, network["emb"].model_id, envelope)
+    stolen = post_task(contracts, thief, store, network["emb"], envelope)
     views = wait_until_final(contracts, [sealed.task_id, stolen.task_id], SETTLE_TIMEOUT_S, (network["oracle"],),
                              final=("settled", "refunded"))
 

@@ -324,25 +324,17 @@ def test_result__with_a_lease_signature_not_the_agents__401_and_nothing_recorded
 def test_logging__the_job_api_servers_errors__are_json_lines_with_the_traceback(capsys):
     import logging
 
-    from tributa.logs import UVICORN_LOGGERS, setup_logging
+    from tributa.logs import setup_logging
 
-    saved = {name: (logging.getLogger(name).handlers[:], logging.getLogger(name).propagate, logging.getLogger(name).level)
-             for name in ("tributa", *UVICORN_LOGGERS)}
+    setup_logging(json_logs=True)  # undone after the test by conftest's _logging_restored
     try:
-        setup_logging(json_logs=True)
-        try:
-            raise RuntimeError("boom in a handler")
-        except RuntimeError:
-            logging.getLogger("uvicorn.error").exception("Exception in ASGI application")
-        [line] = capsys.readouterr().err.strip().splitlines()
-        entry = json.loads(line)
-        assert entry["logger"] == "uvicorn.error" and entry["msg"] == "Exception in ASGI application"
-        assert "RuntimeError: boom in a handler" in entry["exc"]
-    finally:
-        for name, (handlers, propagate, level) in saved.items():
-            logger = logging.getLogger(name)
-            logger.handlers[:], logger.propagate = handlers, propagate
-            logger.setLevel(level)
+        raise RuntimeError("boom in a handler")
+    except RuntimeError:
+        logging.getLogger("uvicorn.error").exception("Exception in ASGI application")
+    [line] = capsys.readouterr().err.strip().splitlines()
+    entry = json.loads(line)
+    assert entry["logger"] == "uvicorn.error" and entry["msg"] == "Exception in ASGI application"
+    assert "RuntimeError: boom in a handler" in entry["exc"]
 
 
 def test_agent_view__after_a_poll__online_with_its_jobs_and_nothing_judged_yet(api, leased, signers):
