@@ -29,7 +29,7 @@ from starlette.requests import ClientDisconnect
 
 from oracle.api_docs import mount_docs
 from oracle.auth import RateLimited, RequestAuthenticator, check_contract_signature, retry_after_header
-from oracle.content import MAX_UPLOAD_BYTES, ContentBook, parse_purpose
+from oracle.content import MAX_UPLOAD_BYTES, UPLOADS_AT_ONCE, ContentBook, parse_purpose
 from oracle.db import AgentSeen, Database, Job, JobState, Task, now
 from oracle.jobs import JobBook, JobError, Submission, agreement, parse_lease_signature
 from oracle.outages import Outages, Unavailable, classify_outage
@@ -58,6 +58,7 @@ MAX_BLOCK_BYTES = 2 * 1024 * 1024
 UPLOAD_PATH = "/v1/uploads"
 ONLINE_WITHIN_S = 60.0  # an agent long-polls every few seconds; a minute of silence is offline
 UPLOAD_READ_TIMEOUT_S = 600.0  # 256 MiB at under 1 MB/s still arrives
+UPLOAD_RETRY_AFTER_S = 5
 # Paths whose success says nothing about the database, the store or the node.
 _TOUCHES_NOTHING = frozenset({"/v1/health", "/openapi.json", "/docs", "/docs/oauth2-redirect"})
 _SIGNED_HEADERS = ("x-tributa-agent", "x-tributa-nonce", "x-tributa-expiry", "x-tributa-signature")
@@ -333,6 +334,7 @@ def create_app(
     app = FastAPI(title="Tributa oracle job API", version="1", docs_url=None, redoc_url=None)
     mount_docs(app)  # Swagger UI from local files: the CDN default is a blank page offline
     content = content if content is not None else ContentBook(db, store, None)
+    upload_slots = asyncio.Semaphore(UPLOADS_AT_ONCE)
     app.add_middleware(BodyLimit, upload_limit=content.limits.max_upload_bytes)
     outages = Outages()
     app.state.outages = outages
@@ -533,16 +535,22 @@ def create_app(
             raise JobError(403, f"{cid} is a private task's sealed copy; only its requester {owner} may read it")
 
     @app.post(UPLOAD_PATH, openapi_extra=UPLOAD_OPENAPI, responses=UPLOAD_RESPONSES)
-    async def upload(request: Request, purpose: str | None = Query(None, alias="for")):
-        """Store a CARv1 (one root) the signing account registered on-chain: a task's input
+    async def upload(request: Request, purpose: str | None = Query(None, alias="for"), root: str | None = Query(None)):
+        """Store a CARv1 of `root` that the signing account registered on-chain: a task's input
         (`for=task:ID`, by its requester), a dataset's content (`dataset:ID`, its owner) or a
-        model's weights or adapter (`model:ID`, its publisher). Every block is re-hashed and the
-        DAG must be complete; the upload counts against the account's quota. Idempotent."""
+        model's weights or adapter (`model:ID`, its publisher). The request is signed with an
+        empty body hash (the path names the root; every block is re-hashed against its CID), so
+        the signer and the registration are checked before the body is read. The DAG must be
+        complete; the upload counts against the account's quota. Idempotent."""
         refuse_when_stopping()
-        parse_purpose(purpose)  # 400 before a byte of a body is read
-        body = await read_capped(request, content.limits.max_upload_bytes, UPLOAD_READ_TIMEOUT_S)
-        account = await run_in_threadpool(auth.verify_account, request.headers, request.method, signed_path(request), body)
-        accepted = await run_in_threadpool(content.upload, account, purpose, body)
+        parse_purpose(purpose)
+        account = await run_in_threadpool(auth.verify_account, request.headers, request.method, signed_path(request), b"")
+        wanted = await run_in_threadpool(content.authorize, account, purpose, root)
+        if upload_slots.locked():  # each body is held in memory while it is checked
+            raise Unavailable("api", f"{UPLOADS_AT_ONCE} uploads are being received; retry shortly", UPLOAD_RETRY_AFTER_S)
+        async with upload_slots:
+            body = await read_capped(request, content.limits.max_upload_bytes, UPLOAD_READ_TIMEOUT_S)
+            accepted = await run_in_threadpool(content.upload, account, purpose, wanted, body)
         return accepted.to_json()
 
     @app.get("/v1/content/{cid}")

@@ -3,9 +3,12 @@
 Roles on their own machines upload what they registered (a task's input, a dataset's content, a
 model's weights or adapters) as one CARv1 per root. An upload is accepted only when
 
-- it is signed by the account (the job API's EIP-712 request signature: chain, escrow, nonce);
-- it names what it is for (`task:N`, `dataset:N`, `model:N`) and the chain registers the CAR's
-  root for that entry, by that account (the task's requester, the dataset's owner, the model's
+- it is signed by the account (the job API's EIP-712 request signature: chain, escrow, nonce)
+  over a path naming its root and purpose; the body is not hashed into the signature, since
+  every block is checked against its CID and only the named root's DAG is accepted. So the
+  signature and the registration are checked before a byte of the body is read;
+- it names what it is for (`task:N`, `dataset:N`, `model:N`) and the chain registers that root
+  for that entry, by that account (the task's requester, the dataset's owner, the model's
   publisher): storage is then bounded by what someone paid gas to register, not by how many
   keys a stranger can make;
 - every block hashes to its CID and the DAG under the root is complete;
@@ -39,7 +42,7 @@ log = logging.getLogger("tributa.oracle.content")
 
 MAX_UPLOAD_BYTES = 256 * 2**20  # one CAR; a larger dataset goes through a shared Kubo node
 ACCOUNT_QUOTA_BYTES = 2 * 2**30
-UPLOADS_AT_ONCE = 2  # each holds its CAR in memory while it is checked
+UPLOADS_AT_ONCE = 2  # each holds its CAR in memory while it is read and checked (oracle/api.py)
 _PURPOSE = re.compile(r"^(task|dataset|model):([0-9]{1,18})$")
 
 
@@ -73,24 +76,35 @@ class ContentBook:
         self.contracts = contracts
         self.limits = limits
         self.on_stored = on_stored  # (purpose, root): e.g. index a dataset the moment its content arrives
-        self._slots = threading.BoundedSemaphore(UPLOADS_AT_ONCE)
+        self._quota_lock = threading.Lock()
 
     # -- uploads -----------------------------------------------------------------------------
 
-    def upload(self, account: str, purpose: str, body: bytes) -> Accepted:
-        """Store a signed CAR upload, or JobError (4xx) saying why not; nothing is kept on refusal."""
+    def authorize(self, account: str, purpose: str, root: str | None) -> Cid:
+        """The root `account` may upload for `purpose`, checked before any body is read; JobError
+        (4xx) when the chain does not register it so."""
         kind, entry_id = parse_purpose(purpose)
+        try:
+            parsed = Cid.parse(root or "")
+        except StoreError as exc:
+            raise JobError(400, f"name the upload's root: ?root=CID ({exc})") from None
+        self._check_registered(account, kind, entry_id, parsed)
+        return parsed
+
+    def upload(self, account: str, purpose: str, root: Cid, body: bytes) -> Accepted:
+        """Store the CAR `body` of the authorized `root`, or JobError (4xx) saying why not;
+        nothing is kept on refusal. Every block is re-hashed, so the body itself needs no
+        signature: the signed request names the root, and only that root's DAG is accepted."""
         if len(body) > self.limits.max_upload_bytes:
             raise JobError(413, f"the upload is {len(body)} bytes, over the {self.limits.max_upload_bytes}-byte limit")
-        if not self._slots.acquire(timeout=30):
-            raise JobError(503, "the oracle is checking other uploads; retry shortly")
         try:
-            try:
-                root, blocks = read_car(body)
-            except CarError as exc:
-                raise JobError(422, f"not an acceptable CAR: {exc}") from None
-            self._check_registered(account, kind, entry_id, root)
-            size = sum(len(data) for _, data in blocks)
+            car_root, blocks = read_car(body)
+        except CarError as exc:
+            raise JobError(422, f"not an acceptable CAR: {exc}") from None
+        if car_root.digest != root.digest:
+            raise JobError(422, f"the CAR's root is {car_root}, not the signed root {root}")
+        size = sum(len(data) for _, data in blocks)
+        with self._quota_lock:  # one account's concurrent uploads must not both fit in the last room
             held = self._held_by(account, str(root))
             used = self._quota_used(account)
             if not held and used + size > self.limits.account_quota_bytes:
@@ -104,8 +118,6 @@ class ContentBook:
                 with self.db.session() as s:
                     s.add(Upload(account=account, root_cid=str(root), purpose=purpose, bytes=size, created_at=now()))
                 used += size
-        finally:
-            self._slots.release()
         log.info("upload of %s for %s by %s: %d bytes in %d blocks", root, purpose, account, size, len(blocks))
         if self.on_stored is not None:
             self.on_stored(purpose, str(root))

@@ -59,18 +59,21 @@ class ContentApi:
 
     def upload(self, store, root: Cid | str, purpose: str, wait_s: float = NOT_INGESTED_RETRY_S) -> dict:
         """Upload the DAG under `root` from `store` as one CAR for `purpose` (task:N, dataset:N,
-        model:N); retried while the oracle has not ingested the entry yet (409), up to `wait_s`."""
+        model:N); retried while the oracle has not ingested the entry yet (409) or is receiving
+        other uploads (503), up to `wait_s`."""
         if self.account is None:
             raise ContentApiError("uploads are signed: this content API client has no account")
-        body = b"".join(iter_car(store, coerce_cid(root)))
-        path = f"/v1/uploads?for={purpose}"
+        root = coerce_cid(root)
+        body = b"".join(iter_car(store, root))
+        path = f"/v1/uploads?for={purpose}&root={root}"
         deadline = time.monotonic() + wait_s
-        while True:
+        while True:  # signed over the path (root and purpose), not the body: the oracle re-hashes every block
             headers = {"content-type": "application/vnd.ipld.car",
-                       **request_headers(self.account, self.chain_id, self.escrow, "POST", path, body)}
+                       **request_headers(self.account, self.chain_id, self.escrow, "POST", path, b"")}
             response = self._send("POST", path, content=body, headers=headers, timeout=UPLOAD_TIMEOUT_S)
-            if response.status_code == 409 and "not known" in _message(response) and time.monotonic() < deadline:
-                time.sleep(1.0)
+            waiting = (response.status_code == 409 and "not known" in _message(response)) or response.status_code == 503
+            if waiting and time.monotonic() < deadline:  # not ingested yet, or busy with other uploads
+                time.sleep(min(_retry_after(response), max(0.0, deadline - time.monotonic())))
                 continue
             _raise_for(response, f"upload of {root} for {purpose}")
             return response.json()
@@ -101,6 +104,13 @@ class ContentApi:
             return self.http.request(method, self.base + path, **kwargs)
         except httpx.HTTPError as exc:
             raise ContentApiError(f"cannot reach the oracle's content API at {self.base}: {exc}") from None
+
+
+def _retry_after(response: httpx.Response) -> float:
+    try:
+        return min(30.0, max(0.5, float(response.headers.get("retry-after", 1))))
+    except ValueError:
+        return 1.0
 
 
 def _message(response: httpx.Response) -> str:

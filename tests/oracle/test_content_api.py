@@ -45,8 +45,9 @@ class Oracle:
         return api
 
     def signed_post(self, role: str, path: str, body: bytes):
+        """As the client signs an upload: over the path (root, purpose), with an empty body hash."""
         account = signer_for(self.contracts, role).account
-        headers = request_headers(account, self.contracts.chain_id, self.contracts.escrow.address, "POST", path, body)
+        headers = request_headers(account, self.contracts.chain_id, self.contracts.escrow.address, "POST", path, b"")
         return self.http.post(path, content=body, headers=headers), headers
 
 
@@ -94,7 +95,7 @@ def test_upload__bytes_that_do_not_match_their_cid__422_and_nothing_stored(oracl
     car = _car(requester_store, cid)
     tampered = car[:-3] + bytes([car[-3] ^ 1]) + car[-2:]
 
-    response, _ = oracle.signed_post("requester", f"/v1/uploads?for=task:{task_id}", tampered)
+    response, _ = oracle.signed_post("requester", f"/v1/uploads?for=task:{task_id}&root={cid}", tampered)
 
     assert response.status_code == 422 and "does not hash to its CID" in response.json()["error"], response.text
     assert not oracle.parts.store.has(cid)
@@ -109,7 +110,7 @@ def test_upload__an_incomplete_dag__422_and_the_root_not_pinned(oracle, signers,
     root = Cid.parse(cid)
     block = requester_store.read(root)  # the root alone, without its chunks
     section = root.to_bytes() + block
-    response, _ = oracle.signed_post("requester", f"/v1/uploads?for=task:{task_id}",
+    response, _ = oracle.signed_post("requester", f"/v1/uploads?for=task:{task_id}&root={cid}",
                                      car_header(root) + encode_uvarint(len(section)) + section)
 
     assert response.status_code == 422 and "does not hold all of" in response.json()["error"]
@@ -137,7 +138,7 @@ def test_upload__over_the_per_upload_limit__413_before_the_body_is_read(oracle, 
 
 def test_upload__unsigned_or_replayed__401_then_409(oracle, signers, requester_store):
     task_id, cid, _ = _task_for(oracle, signers, requester_store, b'{"prompt":"replay me"}')
-    path = f"/v1/uploads?for=task:{task_id}"
+    path = f"/v1/uploads?for=task:{task_id}&root={cid}"
     car = _car(requester_store, cid)
 
     unsigned = oracle.http.post(path, content=car)
@@ -146,6 +147,16 @@ def test_upload__unsigned_or_replayed__401_then_409(oracle, signers, requester_s
     assert first.status_code == 200
     replayed = oracle.http.post(path, content=car, headers=headers)
     assert replayed.status_code == 409 and "replayed" in replayed.json()["error"]
+
+
+def test_upload__a_car_of_another_root_than_the_signed_one__422_nothing_stored(oracle, signers, requester_store):
+    task_id, cid, _ = _task_for(oracle, signers, requester_store, b'{"prompt":"signed root"}')
+    other = str(requester_store.put_bytes(b"smuggled in under a registered root"))
+
+    response, _ = oracle.signed_post("requester", f"/v1/uploads?for=task:{task_id}&root={cid}", _car(requester_store, other))
+
+    assert response.status_code == 422 and "not the signed root" in response.json()["error"]
+    assert not oracle.parts.store.has(other) and not oracle.parts.store.has(cid)
 
 
 def test_upload__by_another_account_or_of_another_root__403_nothing_stored(oracle, signers, requester_store):
