@@ -116,6 +116,22 @@ def test_dataset_register__bad_file__rejected_before_any_transaction(fresh_setti
     assert contracts.w3.eth.get_transaction_count(creator.address) == nonce
 
 
+def test_dataset_register__empty_file_with_indexing_on__refused_before_the_models_load(fresh_settings, contracts, tmp_path, monkeypatch):
+    from oracle.attribution import service
+
+    def loaded(*_args, **_kwargs):
+        raise AssertionError("the tokenizer and embedder were loaded before the file was checked")
+
+    monkeypatch.setattr(service, "default_indexes", loaded)  # a tripwire: it must not be reached
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    creator = signer_for(contracts, "creator")
+
+    result = run_cli(fresh_settings, "dataset", "register", str(empty), "--contributor", f"{creator.address}=10000")
+
+    assert_one_line_error(result, "is empty")
+
+
 def test_dataset_register__missing_path__rejected(fresh_settings, contracts, tmp_path):
     creator = signer_for(contracts, "creator")
     result = run_cli(fresh_settings, "dataset", "register", str(tmp_path / "absent"), "--contributor", f"{creator.address}=10000")

@@ -53,13 +53,13 @@ def register(ctx, path, contributors, terms, name, no_index, upload, account_spe
     signer = ctx.signer(account_spec, "creator")
     index = None
     if not no_index:
-        from oracle.attribution.service import default_indexes
-
-        indexes = default_indexes(ctx.settings)
-
         def index(content_cid: str, text: str) -> int:
+            # The tokenizer and embedder load only now, after register_dataset has checked the
+            # file (an empty or non-UTF-8 one is refused in a moment, not after the models load).
+            from oracle.attribution.service import default_indexes
+
             click.echo(f"indexing {len(text):,} characters for attribution…", err=True)
-            return indexes.build(content_cid, text).token_count
+            return default_indexes(ctx.settings).build(content_cid, text).token_count
 
     registered = register_dataset(
         ctx.contracts, signer, ctx.store, path, addrs, shares, terms, name, index, _progress(f"adding {path}"),
