@@ -1,7 +1,10 @@
 """Deploy Tributa's contracts with ape and write deployments/<chain_id>.json.
 
     ape run deploy                                   # local Anvil node (ape-config.yaml)
-    ape run deploy --network ethereum:sepolia:node --account my-ape-alias --oracle 0x…
+    ape run deploy --network ethereum:sepolia:node --account my-ape-alias --oracle 0x… --treasury 0x…
+
+With --account the plan is shown and confirmed once (--yes: not asked), then the key is unlocked
+for all of the deploy's transactions instead of a signing prompt for each.
 
 The deployments file holds addresses, ABIs, the chain id and the deploy block; the
 oracle, the agents and the CLI read it, so no address is pasted by hand.
@@ -54,6 +57,21 @@ def _refuse_to_replace_a_live_deployment(deployments_dir: Path) -> None:
         )
 
 
+DEPLOY_TRANSACTIONS = 8  # 5 contracts (one a blueprint declare), then 3 wiring calls
+
+
+def _confirm_once(deployer, oracle: str, treasury: str, yes: bool, **params) -> None:
+    """One confirmation for the whole deploy, then the key unlocked for its transactions (ape
+    would otherwise ask to sign each of the 8)."""
+    click.echo(f"chain {chain.chain_id}: {DEPLOY_TRANSACTIONS} transactions from {deployer.address} "
+               f"(balance {deployer.balance / 10**18:.6f} ETH)")
+    click.echo(f"  oracle {oracle}, treasury {treasury}")
+    click.echo("  " + ", ".join(f"{name} {value}" for name, value in params.items()))
+    if not yes:
+        click.confirm("send them?", abort=True)
+    deployer.set_autosign(True)  # asks for the passphrase once (or reads APE_ACCOUNTS_<alias>_PASSPHRASE)
+
+
 def _local_role(role: str) -> str:
     return accounts.test_accounts[DEV_ROLES[role]].address
 
@@ -69,7 +87,10 @@ def _local_role(role: str) -> str:
 @click.option("--unbonding-delay", type=int, default=DEFAULTS["unbonding_delay"], show_default=True, help="seconds")
 @click.option("--deployments-dir", type=click.Path(path_type=Path), default=None)
 @click.option("--force", is_flag=True, help="replace an existing deployments/<chain_id>.json whose contracts are live")
-def cli(account_alias, oracle, treasury, protocol_fee_bps, data_share_bps, slash_bps, min_stake, unbonding_delay, deployments_dir, force):
+@click.option("--yes", is_flag=True, help="with --account: send without asking (the passphrase still comes from a prompt "
+              "or APE_ACCOUNTS_<ALIAS>_PASSPHRASE)")
+def cli(account_alias, oracle, treasury, protocol_fee_bps, data_share_bps, slash_bps, min_stake, unbonding_delay, deployments_dir, force,
+        yes):
     deployments_dir = deployments_dir or Settings().deployments_dir
     if not force:
         _refuse_to_replace_a_live_deployment(deployments_dir)
@@ -79,6 +100,9 @@ def cli(account_alias, oracle, treasury, protocol_fee_bps, data_share_bps, slash
         raise click.UsageError("on a non-local network pass --oracle and --treasury explicitly")
     oracle = oracle or _local_role("oracle")
     treasury = treasury or _local_role("treasury")
+    if account_alias:
+        _confirm_once(deployer, oracle, treasury, yes, protocol_fee_bps=protocol_fee_bps, data_share_bps=data_share_bps,
+                      slash_bps=slash_bps, min_stake=min_stake, unbonding_delay=unbonding_delay)
     start_block = chain.blocks.head.number
 
     click.echo(f"deploying to chain {chain.chain_id} from {deployer.address}")

@@ -83,15 +83,17 @@ class AnvilNode:
         self.stop()
 
 
-def ape_deploy(rpc_url: str, deployments_dir: Path, extra_args: list[str] = (), timeout_s: float = 300.0) -> None:
-    """Run `ape run deploy` against the node at rpc_url, writing into deployments_dir."""
+def ape_deploy(rpc_url: str, deployments_dir: Path, extra_args: list[str] = (), timeout_s: float = 300.0,
+               env: dict[str, str] | None = None) -> str:
+    """Run `ape run deploy` against the node at rpc_url, writing into deployments_dir; its output."""
     ape = Path(sys.executable).with_name("ape")
     cmd = [str(ape), "run", "deploy", "--network", rpc_url, "--deployments-dir", str(deployments_dir), *extra_args]
-    env = {**os.environ, "PATH": os.pathsep.join([str(d) for d in ANVIL_DIRS] + [os.environ.get("PATH", "")])}
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout_s)
+    env = {**os.environ, **(env or {}), "PATH": os.pathsep.join([str(d) for d in ANVIL_DIRS] + [os.environ.get("PATH", "")])}
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
     if proc.returncode != 0:
         tail = (proc.stdout + proc.stderr).strip().splitlines()[-15:]
         raise ConfigError("`ape run deploy` failed:\n" + "\n".join(tail))
+    return proc.stdout + proc.stderr
 
 
 def settings_for(node: AnvilNode, data_dir: Path, deployments_dir: Path, oracle_port: int | None = None) -> Settings:

@@ -330,3 +330,28 @@ def test_ape_deploy__a_live_deployment_file__refused_without_force_and_left_as_i
     with pytest.raises(ConfigError, match="already names a live deployment on chain 31337 .* pass --force"):
         ape_deploy(anvil.rpc_url, deployed.deployments_dir)
     assert path.read_bytes() == before
+
+
+def test_ape_deploy__an_ape_keyfile_account__one_confirmation_then_every_transaction_signed_unattended(anvil, tmp_path):
+    """The testnet path, on Anvil: an encrypted ape account (imported offline), --yes for the one
+    confirmation and the passphrase from APE_ACCOUNTS_<alias>_PASSPHRASE; no prompt per transaction
+    (stdin is closed, so any prompt would fail the deploy)."""
+    import json
+
+    from tributa.chain.accounts import dev_account
+    from tributa.devnet import ape_deploy
+
+    env = {"APE_DATA_FOLDER": str(tmp_path / "ape"), "APE_ACCOUNTS_deployer-test_PASSPHRASE": "correct horse"}
+    key = dev_account("deployer").key.hex()
+    subprocess.run([sys.executable, "-c", "import sys; from ape_accounts import import_account_from_private_key as i; "
+                    "i('deployer-test', 'correct horse', sys.argv[1])", key],
+                   env={**os.environ, **env}, check=True, capture_output=True, timeout=120)
+    out = tmp_path / "deployments"
+    roles = {r: dev_account(r).address for r in ("oracle", "treasury")}
+
+    shown = ape_deploy(anvil.rpc_url, out, ["--account", "deployer-test", "--yes", "--oracle", roles["oracle"],
+                                            "--treasury", roles["treasury"]], env=env)
+
+    assert f"8 transactions from {dev_account('deployer').address}" in shown
+    deployment = json.loads(next(out.glob("*.json")).read_text())
+    assert deployment["deployer"] == dev_account("deployer").address and deployment["oracle"] == roles["oracle"]
