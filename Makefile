@@ -10,6 +10,8 @@ export PATH := $(CURDIR)/node_modules/@foundry-rs/anvil-linux-amd64/bin:$(CURDIR
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
+# Converted and trained models, shared by demo, test and bench whatever folder make runs from.
+export TRIBUTA_CACHE_DIR ?= $(CURDIR)/.cache/tributa
 export PYTHONUNBUFFERED := 1
 
 .PHONY: setup demo test bench clean help postgres bubblewrap

@@ -1,7 +1,8 @@
 """Settings shared by the oracle, the agents and the CLI.
 
 Every value comes from an explicit argument, else a TRIBUTA_* environment variable,
-else a default that works against a local Anvil node started by `make demo`.
+else a default that works against a local Anvil node started by `make demo`. Folders default
+to the current folder (.tributa/, deployments/), never to the package's source folder.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ def _env(name: str, default: str) -> str:
 class Settings:
     rpc_url: str = field(default_factory=lambda: _env("TRIBUTA_RPC_URL", "http://127.0.0.1:8545"))
     data_dir: Path = field(default_factory=lambda: Path(_env("TRIBUTA_DATA_DIR", ".tributa")))
+    # The current folder's deployments/, as `ape run deploy` writes it (never the package's own
+    # folder: an installed tributa has no deployments of its own).
     deployments_dir: Path = field(
-        default_factory=lambda: Path(_env("TRIBUTA_DEPLOYMENTS", str(REPO_ROOT / "deployments")))
+        default_factory=lambda: Path(_env("TRIBUTA_DEPLOYMENTS", str(Path.cwd() / "deployments")))
     )
     oracle_url: str = field(default_factory=lambda: _env("TRIBUTA_ORACLE_URL", "http://127.0.0.1:8700"))
     # Blocks a log must be buried under before the oracle acts on it.

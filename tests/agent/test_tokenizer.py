@@ -87,6 +87,18 @@ def test_load_tokenizer__cache_env_var__overrides_default_dir(tmp_path, monkeypa
     assert list((tmp_path / "env-cache").glob("tokenizer-*/tokenizer.json"))
 
 
+def test_defaults__without_tributa_env__follow_the_current_folder_not_the_package(tmp_path, monkeypatch):
+    from tributa.config import Settings
+
+    for name in (T.CACHE_ENV_VAR, "TRIBUTA_DEPLOYMENTS", "TRIBUTA_DATA_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+
+    assert T.default_cache_dir() == tmp_path / ".cache" / "tributa"
+    assert Settings().deployments_dir == tmp_path / "deployments"
+    assert Settings().data_dir.resolve() == tmp_path / ".tributa"
+
+
 def test_tokenizer_cache_key__changed_text_or_config__changes_key(tmp_path):
     corpus = tmp_path / "a.txt"
     corpus.write_text("the sun is a star\n" * 50)

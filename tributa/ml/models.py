@@ -144,7 +144,7 @@ def ensure_demo_models(
 ) -> DemoModels:
     """The demo base model and per-dataset adapters, trained on first use, then a cache hit.
 
-    `cache_dir` defaults to $TRIBUTA_CACHE_DIR, else `.cache/tributa/` under the repo root.
+    `cache_dir` defaults to $TRIBUTA_CACHE_DIR, else `.cache/tributa/` under the current folder.
     """
     cache_root = tok_mod.resolve_cache_dir(cache_dir)
     key = demo_models_key(base_config, adapter_config)

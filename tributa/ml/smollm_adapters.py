@@ -137,7 +137,7 @@ def ensure_smollm2_demo(
     already converted SmolLM2 folder to train over (default: `ensure_smollm2` in the same cache).
     All three are in the key.
 
-    `cache_dir` defaults to $TRIBUTA_CACHE_DIR, else `.cache/tributa/` under the repo root.
+    `cache_dir` defaults to $TRIBUTA_CACHE_DIR, else `.cache/tributa/` under the current folder.
     """
     from tributa.ml.gguf_models import ensure_smollm2
 

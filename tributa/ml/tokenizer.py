@@ -46,9 +46,10 @@ DEFAULT_TOKENIZER_CONFIG = TokenizerConfig()
 
 
 def default_cache_dir() -> Path:
-    """The cache root: $TRIBUTA_CACHE_DIR if set, else `.cache/tributa/` under the repo root."""
+    """The cache root: $TRIBUTA_CACHE_DIR if set, else `.cache/tributa/` under the current folder
+    (the Makefile sets it to the checkout's, so `make demo` and `make test` share one)."""
     override = os.environ.get(CACHE_ENV_VAR)
-    return Path(override).expanduser().resolve() if override else REPO_ROOT / ".cache" / "tributa"
+    return Path(override).expanduser().resolve() if override else Path.cwd() / ".cache" / "tributa"
 
 
 def resolve_cache_dir(cache_dir: str | os.PathLike[str] | None) -> Path:
