@@ -120,6 +120,23 @@ def test_task_list_json__newest_first__mine_or_all_and_limit(fresh_settings, con
     assert [t["task_id"] for t in theirs["tasks"]] == [other]
 
 
+def test_account_history__the_settled_tasks_requester_and_agent__each_sees_their_side(fresh_settings, contracts, settled, signers):
+    task_id = settled["task_id"]
+    settlement = run_json(fresh_settings, "task", "show", str(task_id))["settlement"]
+    fee = contracts.escrow.functions.task(task_id).call()[3]
+
+    mine = run_json(fresh_settings, "account", "history", signers["requester"].address)["entries"]
+    theirs = run_json(fresh_settings, "account", "history", signers["agent"].address)["entries"]
+
+    assert {"kind": "posted", "task_id": task_id, "amount_wei": str(fee)}.items() <= \
+        next(e for e in mine if e["kind"] == "posted" and e["task_id"] == task_id).items()
+    paid = [e for e in theirs if e["kind"] == "paid_as_agent" and e["task_id"] == task_id]
+    assert len(paid) == 1 and paid[0]["amount_wei"] == settlement["agent_fee_wei"]
+    assert not any(e["kind"] == "posted" for e in theirs)
+    text = run_cli(fresh_settings, "account", "history", signers["agent"].address)
+    assert text.exit_code == 0 and "paid_as_agent" in text.stdout
+
+
 def test_dataset_model_royalties_agent_oracle_json__the_settled_tasks_parties(fresh_settings, contracts, settled, signers):
     creator, agent = signers["creator"], signers["agent"]
     dataset_id, model_id = settled["dataset_id"], settled["model_id"]

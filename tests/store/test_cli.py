@@ -75,6 +75,21 @@ def test_add__large_file__shows_progress_on_stderr_only(
     assert result.stdout.count("\n") == 1 and result.stdout.startswith("Qm")
 
 
+def test_get_and_add__large_file__progress_on_stderr_bytes_on_stdout_and_quiet_silences_it(
+    runner: CliRunner, data_dir: Path, tmp_path: Path
+) -> None:
+    big = tmp_path / "big.bin"
+    big.write_bytes(bytes(range(256)) * (36 << 10))  # 9 MiB
+    cid = run(runner, data_dir, "add", "--quiet", str(big))
+    assert cid.stderr == "" and cid.stdout.startswith("Qm")
+
+    got = run(runner, data_dir, "get", cid.stdout.strip())
+    quiet = run(runner, data_dir, "get", "-q", cid.stdout.strip())
+
+    assert got.stdout_bytes == big.read_bytes() == quiet.stdout_bytes
+    assert "100% (9.0/9.0 MiB)" in got.stderr and quiet.stderr == ""
+
+
 def test_add_directory__then_get_output__recreates_it(
     runner: CliRunner, data_dir: Path, tmp_path: Path
 ) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from tributa.cli import account_option, pass_ctx
-from tributa.cli.format import eth
+from tributa.cli.format import emit_json, eth, json_option
 from tributa.errors import TributaError
 from tributa.chain.accounts import checksum
 
@@ -40,3 +40,27 @@ def withdraw(ctx, account_spec) -> None:
         raise TributaError(f"{signer.address} has nothing to withdraw")
     result = signer.transact(ctx.contracts.escrow.functions.withdraw(), action="withdraw")
     click.echo(f"withdrew {eth(credited)} to {signer.address} (tx {result.tx_hash})")
+
+
+@account.command("history")
+@click.argument("address", required=False)
+@json_option
+@account_option("requester")
+@pass_ctx
+def history(ctx, address, as_json, account_spec) -> None:
+    """ADDRESS's tasks, payouts, refunds, claims and slashes, from the contracts' events (default:
+    your account), oldest first."""
+    from tributa.history import account_history
+
+    address = checksum(address) if address else ctx.signer(account_spec, "requester").address
+    entries = account_history(ctx.contracts, address)
+    if as_json:
+        emit_json({"address": address, "entries": [e.to_json() for e in entries]})
+        return
+    if not entries:
+        click.echo(f"{address}: no tasks, payouts, claims or slashes on this deployment")
+        return
+    click.echo(f"{address}: {len(entries)} events")
+    for e in entries:
+        task = f" task {e.task_id}" if e.task_id is not None else ""
+        click.echo(f"  block {e.block:>8}  {e.kind:<16}{task:<10} {eth(e.amount_wei):>22}  {e.detail}")

@@ -7,26 +7,9 @@ from pathlib import Path
 import click
 
 from tributa.cli import account_option, pass_ctx, upload_option
-from tributa.cli.format import emit_json, eth, json_option, wei
+from tributa.cli.format import emit_json, eth, json_option, progress_bar, quiet_option, wei
 from tributa.datasets import DatasetInfo, list_datasets, parse_contributors, read_dataset, register_dataset
 from tributa.errors import TributaError
-
-
-def _progress(label: str):
-    """A progress callback for click that draws only for large inputs."""
-    state = {"bar": None}
-
-    def update(done: int, total: int) -> None:
-        if total < 8 << 20:
-            return
-        if state["bar"] is None:
-            state["bar"] = click.progressbar(length=total, label=label, file=click.get_text_stream("stderr"))
-            state["bar"].__enter__()
-        state["bar"].update(done - state["bar"].pos)
-        if done >= total:
-            state["bar"].__exit__(None, None, None)
-
-    return update
 
 
 @click.group()
@@ -41,9 +24,10 @@ def dataset() -> None:
 @click.option("--name", default=None, help="a name for the metadata (default: the file or folder name)")
 @click.option("--no-index", is_flag=True, help="skip building the attribution index here (the oracle builds it)")
 @upload_option
+@quiet_option
 @account_option("creator")
 @pass_ctx
-def register(ctx, path, contributors, terms, name, no_index, upload, account_spec) -> None:
+def register(ctx, path, contributors, terms, name, no_index, upload, quiet, account_spec) -> None:
     """Check PATH (UTF-8 text), store it, index it for attribution, and register it.
 
     Registration takes two transactions: a commitment that hides the content's
@@ -62,7 +46,7 @@ def register(ctx, path, contributors, terms, name, no_index, upload, account_spe
             return default_indexes(ctx.settings).build(content_cid, text).token_count
 
     registered = register_dataset(
-        ctx.contracts, signer, ctx.store, path, addrs, shares, terms, name, index, _progress(f"adding {path}"),
+        ctx.contracts, signer, ctx.store, path, addrs, shares, terms, name, index, progress_bar(f"adding {path}", quiet),
         on_step=lambda message: click.echo(message, err=True),
     )
     click.echo(f"dataset {registered.dataset_id} registered: {registered.content_cid}")

@@ -64,3 +64,29 @@ def _json_value(value):
 
 def emit_json(document) -> None:
     click.echo(json.dumps(document, indent=2, default=_json_value))
+
+
+PROGRESS_MIN_BYTES = 8 << 20  # smaller work finishes before a bar would help
+
+
+def progress_bar(label: str, quiet: bool = False):
+    """A (done, total) byte-progress callback drawing a bar on stderr for large work, or None
+    with --quiet; stdout stays for the command's result."""
+    if quiet:
+        return None
+    state = {"bar": None}
+
+    def update(done: int, total: int) -> None:
+        if total < PROGRESS_MIN_BYTES:
+            return
+        if state["bar"] is None:
+            state["bar"] = click.progressbar(length=total, label=label, file=click.get_text_stream("stderr"))
+            state["bar"].__enter__()
+        state["bar"].update(done - state["bar"].pos)
+        if done >= total:
+            state["bar"].__exit__(None, None, None)
+
+    return update
+
+
+quiet_option = click.option("-q", "--quiet", is_flag=True, help="nothing on stderr but errors and prompts (no progress)")

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from tributa.cli import account_option, pass_ctx, upload_option
-from tributa.cli.format import emit_json, eth, json_option, parse_eth, wei
+from tributa.cli.format import emit_json, eth, json_option, parse_eth, progress_bar, quiet_option, wei
 from tributa.errors import TributaError
 from tributa.registry import MAX_NEW_TOKENS_CAP
 from tributa.publish import register_model, set_serving_terms
@@ -41,9 +41,10 @@ def model() -> None:
 @click.option("--max-new-tokens", type=click.IntRange(1, MAX_NEW_TOKENS_CAP), default=None,
               help="most new tokens a generation task may ask for; the fee pays for up to this many (default 64)")
 @upload_option
+@quiet_option
 @account_option("publisher")
 @pass_ctx
-def register(ctx, path, name, adapters, datasets, fee, fee_receiver, max_new_tokens, upload, account_spec) -> None:
+def register(ctx, path, name, adapters, datasets, fee, fee_receiver, max_new_tokens, upload, quiet, account_spec) -> None:
     """Add PATH (and adapters) to the content store and register the model."""
     fee_wei = parse_eth(fee)
     if fee_receiver is not None:
@@ -53,7 +54,7 @@ def register(ctx, path, name, adapters, datasets, fee, fee_receiver, max_new_tok
     signer = ctx.signer(account_spec, "publisher")
     published = register_model(
         ctx.contracts, signer, ctx.store, name, path, list(adapters), _parse_weights(datasets), fee_wei, fee_receiver,
-        progress=lambda done, total: None,
+        progress=progress_bar(f"adding {path}", quiet),
     )
     click.echo(f"model {published.model_id} registered: {name} ({published.base.kind}), weights {published.base.cid}")
     for adapter in published.adapters:

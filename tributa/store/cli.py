@@ -124,8 +124,9 @@ def _content_bytes(path: Path) -> int:
     help="1 gives CIDv1 with raw leaves, like `ipfs add --cid-version=1`.",
 )
 @click.option("-n", "--only-hash", is_flag=True, help="Print the CID without storing anything.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress line on stderr.")
 @click.pass_context
-def add(ctx: click.Context, path: Path, cid_version: str, only_hash: bool) -> None:
+def add(ctx: click.Context, path: Path, cid_version: str, only_hash: bool, quiet: bool) -> None:
     """Add a file or a directory tree; prints its CID."""
     if not path.exists() and not path.is_symlink():
         raise StoreError(f"no such file or directory: {path}")
@@ -136,7 +137,7 @@ def add(ctx: click.Context, path: Path, cid_version: str, only_hash: bool) -> No
         return
     progress = (
         _ProgressLine(f"adding {path.name}")
-        if _content_bytes(path) >= _PROGRESS_MIN_BYTES
+        if not quiet and _content_bytes(path) >= _PROGRESS_MIN_BYTES
         else None
     )
     try:
@@ -159,8 +160,9 @@ def add(ctx: click.Context, path: Path, cid_version: str, only_hash: bool) -> No
     default=None,
     help="Write here (a file, or a directory tree) instead of to stdout.",
 )
+@click.option("-q", "--quiet", is_flag=True, help="No progress line on stderr.")
 @click.pass_context
-def get(ctx: click.Context, cid: str, output: Path | None) -> None:
+def get(ctx: click.Context, cid: str, output: Path | None, quiet: bool) -> None:
     """Write the content of CID to stdout, or to --output."""
     target = _open(ctx)
     if output is not None:
@@ -168,10 +170,32 @@ def get(ctx: click.Context, cid: str, output: Path | None) -> None:
         click.echo(f"wrote {cid} to {output}", err=True)
         return
     chunks = target.get(cid)
+    size = _file_size(target, cid)
+    progress = _ProgressLine(f"getting {cid}") if not quiet and size >= _PROGRESS_MIN_BYTES else None
     out: BinaryIO = click.get_binary_stream("stdout")
-    for chunk in chunks:
-        out.write(chunk)
+    done = 0
+    try:
+        for chunk in chunks:
+            out.write(chunk)
+            done += len(chunk)
+            if progress is not None:
+                progress(done, size)
+    finally:
+        if progress is not None:
+            progress.finish()
     out.flush()
+
+
+def _file_size(target: Store, cid: str) -> int:
+    """The file's size as its root records it (0 when this store cannot say cheaply)."""
+    read = getattr(target, "read", None)
+    if read is None:
+        return 0
+    from tributa.store import dag
+    from tributa.store.cid import coerce_cid
+
+    root = dag.load(target, coerce_cid(cid))
+    return root.fs.filesize if root.fs is not None and root.fs.filesize is not None else len(root.block)
 
 
 @store.command("verify")
