@@ -26,6 +26,9 @@ INDEXING = "indexing"
 CONTENT_NOT_IN_STORE = "content_not_in_store"
 STORE_UNAVAILABLE = "store_unavailable"
 INDEX_FAILED = "index_failed"  # the content cannot be indexed (not text, empty): never retried
+# A dataset's content reaches the oracle by upload just after its registration: until this long
+# after the indexer first saw it, a missing copy is looked for on every pass, without a warning.
+UPLOAD_GRACE_S = 120.0
 
 
 class IndexingStopped(Exception):
@@ -38,17 +41,20 @@ class _Pending:
     reason: str = NOT_YET_INDEXED
     retry_at: float = 0.0
     warned: set[str] = field(default_factory=set)  # reasons already logged: each is said once
+    seen_at: float = field(default_factory=time.monotonic)
 
 
 class DatasetIndexer:
     """`step()` is one pass (tests call it); `start()` runs passes in a thread until `stop()`."""
 
-    def __init__(self, contracts, store, indexes, interval_s: float = 2.0, retry_s: float = 10.0) -> None:
+    def __init__(self, contracts, store, indexes, interval_s: float = 2.0, retry_s: float = 10.0,
+                 upload_grace_s: float = UPLOAD_GRACE_S) -> None:
         self.contracts = contracts
         self.store = store
         self.indexes = indexes
         self.interval_s = interval_s
         self.retry_s = retry_s  # how often a dataset whose content is missing is looked for again
+        self.upload_grace_s = upload_grace_s
         self._seen = 0  # registry ids 1.._seen have been read
         self._pending: dict[int, _Pending] = {}
         self._indexed: set[int] = set()
@@ -106,6 +112,9 @@ class DatasetIndexer:
                 self._set(p, NOT_YET_INDEXED)
                 return False
             except NotFound:
+                if time.monotonic() - p.seen_at < self.upload_grace_s:  # its owner uploads it right after registering
+                    self._set(p, CONTENT_NOT_IN_STORE)
+                    return False
                 self._wait(p, CONTENT_NOT_IN_STORE, (
                     f"dataset {info.dataset_id} (content {cid}) is not in the oracle's content store, so attribution "
                     "leaves it out until it arrives: upload it to the oracle's content API (`tributa dataset register` "

@@ -46,7 +46,8 @@ class World:
         self.oracle = OracleParts(contracts, signers, tmp_path)  # the oracle's store: tmp_path/store
         self.creator_store = open_store(tmp_path / "creator-store")
         self.indexes = DatasetIndexes(tmp_path / "attribution", *models)
-        self.indexer = DatasetIndexer(contracts, self.oracle.store, self.indexes, interval_s=0.05, retry_s=0)
+        # No upload grace: these tests look at a dataset whose content stays missing.
+        self.indexer = DatasetIndexer(contracts, self.oracle.store, self.indexes, interval_s=0.05, retry_s=0, upload_grace_s=0)
         self.attributor = OracleAttributor(contracts, self.oracle.store, self.indexes, self.indexer)
         self.tasks = 0
 
@@ -141,6 +142,21 @@ def test_indexer__dataset_content_missing__others_still_attributed_and_it_is_nam
     assert baking.dataset_id not in envelope["unindexed"] and astro.dataset_id not in envelope["unindexed"]
 
 
+def test_indexer__content_uploaded_just_after_registration__no_warning_and_indexed_on_the_next_pass(world, caplog):
+    baking = world.register("baking", BAKING, in_oracle_store=False)
+    world.indexer.upload_grace_s = 120.0  # the default: the creator's upload follows its registration
+    world.indexer.retry_s = 10.0
+
+    with caplog.at_level(logging.WARNING, logger="tributa.oracle.attribution"):
+        assert world.indexer.step() == 0  # registered, not uploaded yet
+    assert not [r for r in caplog.records if f"dataset {baking.dataset_id} " in r.getMessage()]
+    assert world.indexer.reason(baking.content_cid) == CONTENT_NOT_IN_STORE
+
+    world.arrive("baking")
+    assert world.indexer.step() == 1  # the next pass, not after the 10 s retry
+    assert world.indexes.has(baking.content_cid)
+
+
 def test_attributor__one_index_damaged__others_still_attributed_and_it_is_named(world, caplog):
     astro = world.register("astro", ASTRO, in_oracle_store=True)
     baking = world.register("baking", BAKING, in_oracle_store=True)
@@ -195,13 +211,15 @@ def test_oracle_run__dataset_registered_while_it_runs__indexed_from_its_log_and_
             for path in (shipped, withheld)
         )
         manifest = settings.data_dir / "attribution" / astro.content_cid / "manifest.json"
-        deadline = time.monotonic() + 120
-        while not (manifest.is_file() and baking.content_cid in log_path.read_text()) and time.monotonic() < deadline:
-            time.sleep(0.2)
+        _wait_for(lambda: manifest.is_file(), 120)
         log = log_path.read_text()
         assert manifest.is_file(), log[-3000:]
         assert f"indexed dataset {astro.dataset_id} ({astro.content_cid})" in log
-        assert f"dataset {baking.dataset_id} (content {baking.content_cid}) is not in the oracle's content store" in log
+        # Within the upload grace the missing one is looked for on every pass, without a warning...
+        assert "is not in the oracle's content store" not in log
+        open_store(settings.store_dir).put_file(withheld)  # ...and indexed once its upload lands
+        _wait_for(lambda: f"indexed dataset {baking.dataset_id} ({baking.content_cid})" in log_path.read_text(), 60)
+        assert f"indexed dataset {baking.dataset_id} ({baking.content_cid})" in log_path.read_text(), log_path.read_text()[-3000:]
     finally:
         began = time.monotonic()
         os.kill(oracle.process.pid, signal.SIGTERM)
@@ -210,3 +228,9 @@ def test_oracle_run__dataset_registered_while_it_runs__indexed_from_its_log_and_
     log = log_path.read_text()
     assert code == 0 and took < 5, (code, took, log[-2000:])
     assert "Traceback" not in log
+
+
+def _wait_for(condition, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.2)
