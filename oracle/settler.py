@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass
 from typing import Protocol
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from web3 import Web3
 
 from oracle.db import Database, Job, JobState, Task, TaskState, now
@@ -62,6 +62,10 @@ class Plan:
     attribution: Attribution
     source: str  # the verdict's: majority, spot_check, reexecution
     ciphertext_cid: str | None = None  # private tasks: the result sealed to the requester
+    # Answers that agreed with the verdict (paid, or accepted with other bytes): recorded on each
+    # job at settlement for routing (jobs.reputation) and `agent status`. Comparing digests alone
+    # would count an honest answer from other hardware against its agent.
+    agreeing: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -186,7 +190,6 @@ class Settler:
         if verdict.source != "majority" or verdict.slashed:
             log.info("task %s verdict %s: paid %s, agreed %s, slashed %s %s", task_id, verdict.source,
                      [j.agent for j in verdict.paid], [j.agent for j in verdict.agreed], verdict.slashed, verdict.note)
-        self._record_agreement(task_id, verdict)
         task.result_cid, task.result_digest = verdict.result_cid, verdict.result_digest
         attribution = self.attributor(task)
         paid = [Web3.to_checksum_address(j.agent) for j in verdict.paid]
@@ -204,7 +207,8 @@ class Settler:
             attribution.weights_bps,
         )
         sealed = next((j.requester_cid for j in verdict.paid if j.requester_cid), None) or next(iter(oracle_seal), None)
-        return Plan(settlement, verdict.result_cid, attribution, verdict.source, sealed)
+        agreeing = frozenset(j.id for j in (*verdict.paid, *verdict.agreed))
+        return Plan(settlement, verdict.result_cid, attribution, verdict.source, sealed, agreeing)
 
     def _judge(self, task: Task) -> Judge:
         """The acceptance rule for `task`, with its model's registered terms where the publisher set
@@ -243,15 +247,6 @@ class Settler:
                 return None
 
         return output_of
-
-    def _record_agreement(self, task_id: int, verdict: Verdict) -> None:
-        """Each answer's agreement with the verdict, for routing (jobs.reputation) and `agent
-        status`: under the acceptance rule an honest answer on other hardware agrees with other
-        bytes, so comparing digests alone would count it against its agent."""
-        agreeing = {j.id for j in (*verdict.paid, *verdict.agreed)}
-        with self.db.session() as s:
-            for job in s.execute(select(Job).where(Job.task_id == task_id, Job.state == JobState.SUBMITTED)).scalars():
-                job.agreed = job.id in agreeing
 
     def _slash_proofs(self, task: Task, jobs: list[Job], verdict: Verdict) -> list[tuple]:
         """SlashProofs (agent, result_digest, expires_at, signature) for the verdict's slashed agents.
@@ -331,6 +326,10 @@ class Settler:
                 self.metrics.settled.labels(plans[task_id].source).inc()
                 self.metrics.slashes.inc(len(plans[task_id].settlement[6]))
                 self.metrics.latency.observe(max(0.0, task.settled_at - task.posted_at))
+                s.execute(
+                    update(Job).where(Job.task_id == task_id, Job.state == JobState.SUBMITTED)
+                    .values(agreed=Job.id.in_(sorted(plans[task_id].agreeing))).execution_options(synchronize_session=False)
+                )
         missing = {t: rejected.get(t, "no settlement event") for t in task_ids if t not in settled}
         if missing:
             self._reconcile(missing)
