@@ -14,7 +14,7 @@ export TOKENIZERS_PARALLELISM := false
 export TRIBUTA_CACHE_DIR ?= $(CURDIR)/.cache/tributa
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo test bench clean help postgres bubblewrap
+.PHONY: setup demo test bench clean help postgres bubblewrap chromium
 help:
 	@echo "make demo   - set up, start Anvil, deploy, run the protocol end to end"
 	@echo "make test   - set up, run the whole test suite"
@@ -42,7 +42,14 @@ bubblewrap:
 	  if [ "$$(id -u)" = 0 ]; then apt-get -o DPkg::Lock::Timeout=300 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq bubblewrap >/dev/null; \
 	  else echo "agents need bubblewrap: run as root, or apt-get install -y bubblewrap" >&2; exit 1; fi; }
 
-setup: $(VENV)/.installed node_modules/.installed bubblewrap
+# Debian's chromium: the dashboard's browser tests drive it headless with Playwright, which
+# cannot download its own browsers here.
+chromium:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get -o DPkg::Lock::Timeout=300 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq chromium >/dev/null; \
+	  else echo "the dashboard's browser tests need chromium: run as root, or apt-get install -y chromium" >&2; exit 1; fi; }
+
+setup: $(VENV)/.installed node_modules/.installed bubblewrap chromium
 	@anvil --version | head -1
 
 demo: setup

@@ -328,6 +328,7 @@ def create_app(
     *,
     stopping: Callable[[], bool] = lambda: False,
     content: ContentBook | None = None,
+    ui=None,  # an oracle.dashboard.OracleUi: the read-only dashboard at /ui
 ) -> FastAPI:
     """The job API. `stopping()` turns true when the server begins to shut down: long-polls then
     end with 503 and Retry-After (the agent retries against the restarted oracle)."""
@@ -637,4 +638,6 @@ def create_app(
                 "settle_tx": t.settle_tx,
             }
 
+    if ui is not None:
+        ui.mount(app, db, store, metrics, info)
     return app

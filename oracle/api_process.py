@@ -182,6 +182,7 @@ class ApiSpec:
     oracle_key: bytes
     info: dict
     upload_limits: UploadLimits = field(default_factory=UploadLimits)
+    ui_token: str | None = None  # the dashboard's (/ui); required when bound beyond loopback
 
 
 class SharedClock:
@@ -271,8 +272,11 @@ def _serve(spec: ApiSpec, clock: SharedClock, metrics_queue, parent_pid: int) ->
     directory._cache = BoundedCache()
     server: list[uvicorn.Server] = []
     content = ContentBook(db, store, contracts, spec.upload_limits)
+    from oracle.dashboard import OracleUi
+
     app = create_app(db, book, auth, store, directory, clock, spec.info, metrics,
-                     stopping=lambda: bool(server) and server[0].should_exit, content=content)
+                     stopping=lambda: bool(server) and server[0].should_exit, content=content,
+                     ui=OracleUi(contracts, spec.host, spec.ui_token))
     log.info("oracle serving jobs on http://%s:%s", spec.host, spec.port)
     install_log_limits()
     server.append(uvicorn.Server(server_config(app, spec.host, spec.port)))

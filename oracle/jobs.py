@@ -46,22 +46,28 @@ def reputation(session, agent: str) -> float:
     return agreed / samples if samples >= REPUTATION_MIN_SAMPLES else 1.0
 
 
-def agreement(session, agent: str, window: int = REPUTATION_WINDOW) -> tuple[int, int]:
-    """(answers that agreed with the settled verdict, answers judged or missed), over the agent's
-    last `window` jobs on settled tasks. An answer agrees as the settler recorded it (Job.agreed,
-    the acceptance rule), or, for jobs settled before that was recorded, by equal digests."""
+def judged_answers(session, agent: str, window: int = REPUTATION_WINDOW) -> list[tuple[int, float | None, bool]]:
+    """(task id, settled at, agreed) for the agent's last `window` jobs on settled tasks, newest
+    first. An answer agrees as the settler recorded it (Job.agreed, the acceptance rule), or, for
+    jobs settled before that was recorded, by equal digests; a missed (expired) job never agrees."""
     rows = session.execute(
-        select(Job.state, Job.agreed, Job.result_digest, Task.result_digest)
+        select(Job.task_id, Task.settled_at, Job.state, Job.agreed, Job.result_digest, Task.result_digest)
         .join(Task, Task.task_id == Job.task_id)
         .where(Job.agent == agent, Task.state == TaskState.SETTLED, Job.state.in_((JobState.SUBMITTED, JobState.EXPIRED)))
         .order_by(Job.id.desc())
         .limit(window)
     ).all()
-    agreed = sum(
-        1 for state, judged, mine, settled in rows
-        if state == JobState.SUBMITTED and (judged if judged is not None else mine == settled)
-    )
-    return agreed, len(rows)
+    return [
+        (task_id, settled_at, state == JobState.SUBMITTED and (judged if judged is not None else mine == settled))
+        for task_id, settled_at, state, judged, mine, settled in rows
+    ]
+
+
+def agreement(session, agent: str, window: int = REPUTATION_WINDOW) -> tuple[int, int]:
+    """(answers that agreed with the settled verdict, answers judged or missed), over the agent's
+    last `window` jobs on settled tasks (judged_answers)."""
+    answers = judged_answers(session, agent, window)
+    return sum(1 for *_, agreed in answers if agreed), len(answers)
 
 
 class JobError(Exception):

@@ -166,6 +166,7 @@ class OracleOptions:
     # Seconds before a deadline when a task with fewer than k answers is decided with what it has.
     close_margin_s: int = 30
     upload_limits: UploadLimits = field(default_factory=UploadLimits)
+    ui_token: str | None = None  # the dashboard's at /ui (oracle/dashboard.py)
 
 
 class Oracle:
@@ -223,6 +224,7 @@ class Oracle:
             lease_s=options.lease_s,
             oracle_key=bytes(signer.account.key),
             upload_limits=options.upload_limits,
+            ui_token=options.ui_token,
             info={
                 "chain_id": contracts.chain_id,
                 "escrow": escrow,

@@ -32,12 +32,15 @@ def oracle() -> None:
               help="largest content upload (one CAR) the content API takes")
 @click.option("--upload-quota-mb", type=click.IntRange(1, 10**7), default=2048, show_default=True,
               help="bytes of uploads each account may store")
+@click.option("--ui-token", envvar="TRIBUTA_UI_TOKEN", default=None,
+              help="the dashboard's (/ui) access token; required with a --host beyond loopback (prefer the env var: "
+                   "a flag shows in ps)")
 @click.option("--json-logs/--text-logs", default=True)
 @node_wait_option
 @account_option("oracle")
 @pass_ctx
 def run(ctx, host, port, db_url, lease_s, agent_fee_bps, no_attribution, model_dirs, spot_check_fraction, max_upload_mb,
-        upload_quota_mb, json_logs, node_wait_s, account_spec) -> None:
+        upload_quota_mb, ui_token, json_logs, node_wait_s, account_spec) -> None:
     """Run the oracle until interrupted."""
     from oracle.content import UploadLimits
     from oracle.service import Oracle, OracleOptions
@@ -57,7 +60,7 @@ def run(ctx, host, port, db_url, lease_s, agent_fee_bps, no_attribution, model_d
     options = OracleOptions(
         host=host, port=port, db_url=db_url, lease_s=lease_s, agent_fee_bps=agent_fee_bps,
         spot_check_fraction=spot_check_fraction,
-        upload_limits=UploadLimits(max_upload_mb * 2**20, upload_quota_mb * 2**20),
+        upload_limits=UploadLimits(max_upload_mb * 2**20, upload_quota_mb * 2**20), ui_token=ui_token or None,
     )
     from oracle.supervisor import supervise
 

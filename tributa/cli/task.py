@@ -27,7 +27,6 @@ from tributa.tasks import (
     post_task,
     read_content,
     read_task,
-    settled_weights,
     wait_until_final,
 )
 
@@ -364,33 +363,14 @@ def _task_show_doc(ctx, view, output: bytes | None, missing: str | None) -> dict
 
 
 def _attribution_doc(ctx, view) -> dict | None:
-    """Weights as settled on-chain (from the settle transaction), else as the oracle's record
-    states them; the record's source and spans when it can be read (here, else from the oracle). None: not settled."""
-    if not view.settlement:
-        return None
-    envelope, record_error = {}, None
-    if view.attribution_cid:
-        try:
-            with ctx.content_api() as remote:
-                envelope = json.loads(read_content(ctx.store, remote, view.attribution_cid))
-        except (TributaError, ValueError) as exc:  # neither here nor at the oracle, or not JSON
-            record_error = f"not readable here: {exc}"
-    settlement = envelope.get("settlement", {})
-    pairs = settled_weights(ctx.contracts, view)
-    if pairs is None:
-        pairs = list(zip(settlement.get("dataset_ids", []), settlement.get("weights_bps", [])))
-    ids = envelope.get("datasets", {})
-    return {
-        "cid": view.attribution_cid,
-        "source": settlement.get("source"),
-        "weights": [{"dataset_id": d, "weight_bps": bps} for d, bps in pairs],
-        "spans": [
-            {"output_start": span.get("output_start"), "output_end": span.get("output_end"),
-             "dataset_id": ids.get(span.get("dataset_id"), span.get("dataset_id")), "text": span.get("text", "")}
-            for span in (envelope.get("record") or {}).get("spans", [])
-        ],
-        "record_error": record_error,
-    }
+    """The task's attribution (tributa.attribution), its record read here, else from the oracle."""
+    from tributa.attribution import attribution_doc
+
+    def read(cid: str) -> bytes:
+        with ctx.content_api() as remote:
+            return read_content(ctx.store, remote, cid)
+
+    return attribution_doc(ctx.contracts, view, read)
 
 
 def _attribution_lines(doc: dict | None) -> list[str]:
