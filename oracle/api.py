@@ -21,7 +21,7 @@ import requests
 from web3.exceptions import ProviderConnectionError
 
 from fastapi import FastAPI, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from sqlalchemy import func, select
 from sqlalchemy.exc import DatabaseError, IntegrityError
 from starlette.concurrency import run_in_threadpool
@@ -59,6 +59,7 @@ UPLOAD_PATH = "/v1/uploads"
 ONLINE_WITHIN_S = 60.0  # an agent long-polls every few seconds; a minute of silence is offline
 UPLOAD_READ_TIMEOUT_S = 600.0  # 256 MiB at under 1 MB/s still arrives
 UPLOAD_RETRY_AFTER_S = 5
+UPLOAD_MIN_RATE = 256 * 1024  # bytes/s
 # Paths whose success says nothing about the database, the store or the node.
 _TOUCHES_NOTHING = frozenset({"/v1/health", "/openapi.json", "/docs", "/docs/oauth2-redirect"})
 _SIGNED_HEADERS = ("x-tributa-agent", "x-tributa-nonce", "x-tributa-expiry", "x-tributa-signature")
@@ -336,6 +337,7 @@ def create_app(
     mount_docs(app)  # Swagger UI from local files: the CDN default is a blank page offline
     content = content if content is not None else ContentBook(db, store, None)
     upload_slots = asyncio.Semaphore(UPLOADS_AT_ONCE)
+    uploading: set[str] = set()  # accounts with a body in flight: one each
     app.add_middleware(BodyLimit, upload_limit=content.limits.max_upload_bytes)
     outages = Outages()
     app.state.outages = outages
@@ -547,11 +549,21 @@ def create_app(
         parse_purpose(purpose)
         account = await run_in_threadpool(auth.verify_account, request.headers, request.method, signed_path(request), b"")
         wanted = await run_in_threadpool(content.authorize, account, purpose, root)
-        if upload_slots.locked():  # each body is held in memory while it is checked
-            raise Unavailable("api", f"{UPLOADS_AT_ONCE} uploads are being received; retry shortly", UPLOAD_RETRY_AFTER_S)
-        async with upload_slots:
-            body = await read_capped(request, content.limits.max_upload_bytes, UPLOAD_READ_TIMEOUT_S)
-            accepted = await run_in_threadpool(content.upload, account, purpose, wanted, body)
+        if await run_in_threadpool(content.held, account, wanted):  # a repeat: the body is not read
+            return {"root": str(wanted), "already_held": True}
+        if upload_slots.locked() or account in uploading:  # each body is held in memory while it is checked
+            raise Unavailable("api", "the oracle is receiving other uploads (one per account at a time); retry shortly",
+                              UPLOAD_RETRY_AFTER_S)
+        uploading.add(account)
+        try:
+            async with upload_slots:
+                length = int(request.headers.get("content-length") or 0)
+                # A slow sender holds a slot: the body must arrive at 256 KiB/s or better (30 s at least).
+                body = await read_capped(request, content.limits.max_upload_bytes,
+                                         min(UPLOAD_READ_TIMEOUT_S, max(30.0, length / UPLOAD_MIN_RATE)))
+                accepted = await run_in_threadpool(content.upload, account, purpose, wanted, body)
+        finally:
+            uploading.discard(account)
         return accepted.to_json()
 
     @app.get("/v1/content/{cid}")
@@ -561,8 +573,8 @@ def create_app(
         from tributa.store.errors import CidError, NotFound
 
         check_sealed_read(request, cid)
-        try:
-            return Response(store.get_bytes(cid), media_type="application/octet-stream")
+        try:  # streamed, each block re-hashed as it goes: a large file is never held whole
+            return StreamingResponse(store.get(cid), media_type="application/octet-stream")
         except CidError as exc:
             raise JobError(400, str(exc)) from None
         except NotFound:

@@ -29,11 +29,12 @@ from typing import Callable
 
 from sqlalchemy import func, or_, select
 
-from oracle.db import Database, Job, Task, Upload, now
+from oracle.db import Database, Job, Task, TaskState, Upload, now
 from oracle.jobs import JobError
 from tributa.chain.contracts import Contracts
 from tributa.errors import TributaError
 from tributa.store import cid as cidlib
+from tributa.store import dagpb
 from tributa.store.car import CarError, read_car
 from tributa.store.cid import Cid
 from tributa.store.errors import IntegrityError, StoreError
@@ -42,6 +43,8 @@ log = logging.getLogger("tributa.oracle.content")
 
 MAX_UPLOAD_BYTES = 256 * 2**20  # one CAR; a larger dataset goes through a shared Kubo node
 ACCOUNT_QUOTA_BYTES = 2 * 2**30
+MIN_BYTES_PER_BLOCK = 1024  # honest DAGs carry 256 KiB chunks; a CAR of tiny blocks is refused
+BLOCK_OVERHEAD_BYTES = 512  # charged per block: the store's index row and pack framing
 UPLOADS_AT_ONCE = 2  # each holds its CAR in memory while it is read and checked (oracle/api.py)
 _PURPOSE = re.compile(r"^(task|dataset|model):([0-9]{1,18})$")
 
@@ -103,9 +106,14 @@ class ContentBook:
             raise JobError(422, f"not an acceptable CAR: {exc}") from None
         if car_root.digest != root.digest:
             raise JobError(422, f"the CAR's root is {car_root}, not the signed root {root}")
-        size = sum(len(data) for _, data in blocks)
+        if len(blocks) > len(body) // MIN_BYTES_PER_BLOCK + 16:
+            raise JobError(422, f"{len(blocks)} blocks in {len(body)} bytes: blocks under {MIN_BYTES_PER_BLOCK} bytes "
+                                "on average cost the store far more than their bytes")
+        self._check_exactly_the_dag(root, blocks)  # before anything is written: nothing kept on refusal
+        size = len(body) + BLOCK_OVERHEAD_BYTES * len(blocks)  # what storing it costs, not only its payload
+        key = canonical(root)
         with self._quota_lock:  # one account's concurrent uploads must not both fit in the last room
-            held = self._held_by(account, str(root))
+            held = self._held_by(account, key)
             used = self._quota_used(account)
             if not held and used + size > self.limits.account_quota_bytes:
                 raise JobError(403, f"account {account} has used {used} of its {self.limits.account_quota_bytes}-byte "
@@ -116,12 +124,41 @@ class ContentBook:
                 raise JobError(422, f"the CAR does not hold all of {root}: {exc}") from None
             if not held:
                 with self.db.session() as s:
-                    s.add(Upload(account=account, root_cid=str(root), purpose=purpose, bytes=size, created_at=now()))
+                    s.add(Upload(account=account, root_cid=key, purpose=purpose, bytes=size, created_at=now()))
                 used += size
         log.info("upload of %s for %s by %s: %d bytes in %d blocks", root, purpose, account, size, len(blocks))
         if self.on_stored is not None:
             self.on_stored(purpose, str(root))
         return Accepted(str(root), size, len(blocks), held, used, self.limits.account_quota_bytes)
+
+    def held(self, account: str, root: Cid) -> bool:
+        """`account` uploaded `root` before and the store still holds it: a repeat needs no body."""
+        return self._held_by(account, canonical(root)) and self.store.has(root)
+
+    def _check_exactly_the_dag(self, root: Cid, blocks: list[tuple[Cid, bytes]]) -> None:
+        """422 unless the CAR's blocks are exactly those of root's DAG this store lacks: no
+        missing block, and no stray block that would be stored unpinned and uncounted."""
+        by_digest = {cid.digest: (cid, data) for cid, data in blocks}
+        reached: set[bytes] = set()
+        stack = [root]
+        while stack:
+            cid = stack.pop()
+            if cid.digest in reached:
+                continue
+            entry = by_digest.get(cid.digest)
+            if entry is None:
+                if self.store.has(cid):  # already here (an earlier upload): its subtree is too, or gc would say
+                    continue
+                raise JobError(422, f"the CAR does not hold all of {root}: block {cid} is missing")
+            reached.add(cid.digest)
+            if cid.codec == "dag-pb":
+                try:
+                    stack.extend(link.cid for link in dagpb.decode_node(entry[1]).links)
+                except ValueError as exc:
+                    raise JobError(422, f"block {cid} of {root} is not dag-pb: {exc}") from None
+        stray = len(by_digest) - len(reached)
+        if stray:
+            raise JobError(422, f"the CAR holds {stray} block(s) that are not part of {root}'s DAG")
 
     def _held_by(self, account: str, root: str) -> bool:
         with self.db.session() as s:
@@ -138,8 +175,12 @@ class ContentBook:
                 task = s.get(Task, entry_id)
                 if task is None:  # posted, perhaps, but not ingested yet: the client retries
                     raise JobError(409, f"task {entry_id} is not known to this oracle yet; retry in a few seconds")
-                requester, wanted = task.requester, bytes.fromhex(task.input_digest[2:])
+                requester, wanted, state = task.requester, bytes.fromhex(task.input_digest[2:]), task.state
             self._same(account, requester, "task", entry_id, "requester")
+            if state not in (TaskState.OPEN, TaskState.RUNNING):
+                raise JobError(409, f"task {entry_id} is {state}: its input is no longer needed")
+            if root.codec != "dag-pb":
+                raise JobError(422, f"a task input is a UnixFS file (dag-pb), not a {root.codec} block")
             if digest != wanted:
                 raise JobError(403, f"{root} is not the input task {entry_id} registers ({cidlib.digest_to_cid(wanted)})")
             return
@@ -177,8 +218,10 @@ class ContentBook:
             parsed = Cid.parse(cid)
         except StoreError:
             return None
-        text_forms = {str(parsed), str(parsed.to_v1())} | ({str(parsed.to_v0())} if parsed.codec == "dag-pb" else set())
-        digest_hex = "0x" + parsed.digest.hex()
+        # Every text naming this digest: the store finds blocks by digest, whatever codec a CID says.
+        d = parsed.digest
+        text_forms = {str(Cid(0, "dag-pb", d)), str(Cid(1, "dag-pb", d)), str(Cid(1, "raw", d))}
+        digest_hex = "0x" + d.hex()
         with self.db.session() as s:
             task = s.execute(
                 select(Task).where(Task.output_pubkey.is_not(None),
@@ -186,10 +229,15 @@ class ContentBook:
             ).scalars().first()
             if task is not None:
                 return task.requester
-            job = s.execute(select(Job).where(Job.oracle_cid.in_(text_forms))).scalars().first()
+            job = s.execute(select(Job).where(or_(Job.oracle_cid.in_(text_forms), Job.requester_cid.in_(text_forms)))).scalars().first()
             if job is not None:
                 return s.get(Task, job.task_id).requester
         return None
+
+
+def canonical(cid: Cid) -> str:
+    """One text per digest (the dag-pb CIDv0), for quota rows and sealed-copy lookups."""
+    return str(cidlib.digest_to_cid(cid.digest))
 
 
 def parse_purpose(purpose: str | None) -> tuple[str, int]:

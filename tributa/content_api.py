@@ -27,6 +27,7 @@ log = logging.getLogger("tributa.content")
 
 NOT_INGESTED_RETRY_S = 60.0  # a task just posted: the oracle ingests it after its confirmations
 UPLOAD_TIMEOUT_S = 600.0
+MAX_BLOCK_BYTES = 2 * 2**20  # Kubo's limit on a block it exchanges
 
 
 class ContentApiError(TributaError):
@@ -84,11 +85,16 @@ class ContentApi:
         """One block, re-hashed against its CID (the dag.BlockSource interface); NotFound on 404."""
         path = f"/v1/blocks/{cid}"
         headers = request_headers(self.account, self.chain_id, self.escrow, "GET", path, b"") if self.account else {}
-        response = self._send("GET", path, headers=headers)
-        if response.status_code == 404:
-            raise NotFound(f"{cid} is not in the oracle's store: {_message(response)}")
-        _raise_for(response, f"block {cid}")
-        data = response.content
+        try:
+            with self.http.stream("GET", self.base + path, headers=headers) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    if response.status_code == 404:
+                        raise NotFound(f"{cid} is not in the oracle's store: {_message(response)}")
+                    _raise_for(response, f"block {cid}")
+                data = _capped(response, MAX_BLOCK_BYTES, cid)
+        except httpx.HTTPError as exc:
+            raise ContentApiError(f"cannot reach the oracle's content API at {self.base}: {exc}") from None
         if hashlib.sha256(data).digest() != cid.digest:
             raise IntegrityError(f"the oracle served bytes for {cid} that do not hash to it")
         return data
@@ -104,6 +110,17 @@ class ContentApi:
             return self.http.request(method, self.base + path, **kwargs)
         except httpx.HTTPError as exc:
             raise ContentApiError(f"cannot reach the oracle's content API at {self.base}: {exc}") from None
+
+
+def _capped(response: httpx.Response, limit: int, cid: Cid) -> bytes:
+    """The body, refused the moment it passes `limit` bytes: an oracle cannot make us hold more."""
+    chunks, size = [], 0
+    for chunk in response.iter_bytes():
+        size += len(chunk)
+        if size > limit:
+            raise IntegrityError(f"the oracle's answer for block {cid} passes the {limit}-byte block limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _retry_after(response: httpx.Response) -> float:

@@ -65,9 +65,10 @@ class CliContext:
         except (ContentApiError, TributaError) as exc:
             click.echo(f"warning: {exc}; try again with `tributa upload {root} --for {purpose}`", err=True)
             return {"uploaded": False, "upload_error": str(exc)}
-        held = " (the oracle already held it)" if answer.get("already_held") else ""
-        if shown:
-            click.echo(f"  uploaded {answer['bytes']:,} bytes in {answer['blocks']} blocks{held}; "
+        if shown and answer.get("bytes") is None:
+            click.echo("  the oracle already holds it", err=True)
+        elif shown:
+            click.echo(f"  uploaded {answer['bytes']:,} bytes in {answer['blocks']} blocks; "
                        f"quota {answer['quota_used_bytes']:,} of {answer['quota_bytes']:,} bytes used", err=True)
         return {"uploaded": True, **answer}
 
