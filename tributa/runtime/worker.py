@@ -34,10 +34,11 @@ from tributa.runtime.worker_main import MAX_MESSAGE_BYTES, send
 log = logging.getLogger("tributa.agent.worker")
 
 # What the worker inherits of the agent's environment: what Python, the locale, the model caches
-# and CUDA need. The agent's own settings (its key, password, RPC credentials) stay out.
+# and CUDA need. The agent's own settings (its key, password, RPC credentials) stay out, and so
+# does every TRIBUTA_* variable: workers get model folders by path, never a cache to build in.
 WORKER_ENV_PASSED = (
     "PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "VIRTUAL_ENV",
-    "HF_HOME", "HF_HUB_CACHE", "TRANSFORMERS_CACHE", "TORCH_HOME", "XDG_CACHE_HOME", "TRIBUTA_CACHE_DIR",
+    "HF_HOME", "HF_HUB_CACHE", "TRANSFORMERS_CACHE", "TORCH_HOME", "XDG_CACHE_HOME",
     "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "CUDA_HOME", "LD_LIBRARY_PATH",
 )
 _OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
