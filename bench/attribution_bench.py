@@ -5,9 +5,12 @@ would take minutes on two cores): each of 10 datasets is a seeded salad of 1-16-
 from the shipped demo corpora (tokenized once with the project's BPE), with 2% of tokens replaced
 by random vocabulary ids. Embedding 10M tokens of chunks with MiniLM on CPU would take hours, so
 each dataset gets a chunk matrix of the size the default chunking gives (IndexParams: 64-token
-windows every 64 tokens), filled with seeded random unit vectors: the semantic query does the same matmul and
-top-k as on real embeddings. Index build speed is reported both for that span index (token ids in)
-and for a complete build from text (tokenize + suffix array + MiniLM chunk embeddings).
+windows every 64 tokens), filled with seeded random unit vectors, and its int8 screen: the semantic
+query screens and scores them as it would real embeddings (random rows reach the threshold less
+often than real ones, so fewer are rescored; that part is small either way). The ten datasets are
+searched as one span corpus (oracle/attribution/corpus.py), as the oracle's merged segments are.
+Index build speed is reported both for that span index (token ids in) and for a complete build from
+text (tokenize + suffix array + MiniLM chunk embeddings).
 
     .venv/bin/python -m bench.attribution_bench
 """
@@ -27,10 +30,12 @@ import numpy as np
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from oracle.attribution import AttributionEngine, AttributionIndex, IndexParams, as_tokenizer  # noqa: E402
+from oracle.attribution import AttributionEngine, AttributionIndex, IndexParams, as_tokenizer, workers  # noqa: E402
+from oracle.attribution.corpus import SpanCorpus  # noqa: E402
 from oracle.attribution.params import AttributionParams  # noqa: E402
-from oracle.attribution.semantic import window_starts  # noqa: E402
-from oracle.attribution.spans import maximal_spans, maximal_spans_reference  # noqa: E402
+from oracle.attribution.screen import ChunkScreen  # noqa: E402
+from oracle.attribution.semantic import top_chunks, top_chunks_reference, window_starts, window_texts  # noqa: E402
+from oracle.attribution.spans import maximal_spans, maximal_spans_by_dataset, maximal_spans_reference  # noqa: E402
 from oracle.attribution.suffix_array import SuffixArraySearch  # noqa: E402
 from bench import tokengrams_peer  # noqa: E402
 from tributa.ml.embeddings import load_embedder  # noqa: E402
@@ -74,11 +79,14 @@ def _with_random_chunks(index: AttributionIndex, dim: int, model_id: str, seed: 
     starts = window_starts(index.token_count, p.chunk_tokens, p.chunk_stride).astype(np.uint32)
     rows = np.random.default_rng(seed).standard_normal((len(starts), dim), dtype=np.float32)
     rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    rows = rows.astype(np.float16)
+    screen = ChunkScreen.of(rows)
     manifest = dataclasses.replace(
         index.manifest, embedder_id=model_id, embedding_dim=dim, chunk_count=len(starts)
     )
     return dataclasses.replace(
-        index, manifest=manifest, chunk_starts=starts, chunk_embeddings=rows.astype(np.float16)
+        index, manifest=manifest, chunk_starts=starts, chunk_embeddings=rows,
+        chunk_screen_codes=screen.codes, chunk_screen_bounds=screen.bounds,
     )
 
 
@@ -98,25 +106,68 @@ def _queries(datasets: list[np.ndarray], seed: int) -> list[np.ndarray]:
     return out
 
 
-def _p50_ms(engine: AttributionEngine, queries: list[np.ndarray]) -> tuple[float, float]:
-    engine.attribute(queries[0])  # warm caches (page cache, BLAS, the embedder)
-    times, spans = [], []
+def _warm(engine: AttributionEngine, queries: list[np.ndarray]) -> None:
+    """Page cache, BLAS, kernels and the embedder, on an output the timings do not use (the
+    engine keeps the embeddings of outputs it has seen)."""
+    engine.attribute(queries[0][::-1].copy())
+
+
+def _latency_ms(engines: dict[int, AttributionEngine], queries: list[np.ndarray]) -> dict[int, float]:
+    """Median ms of attribute() per torch intra-op thread count, one count after the other
+    (switching per query slowed the next forward), each with its own engine so that no engine
+    sees an output twice. The caller's setting is restored."""
+    import torch
+
+    previous = torch.get_num_threads()
+    medians = {}
+    try:
+        for threads, engine in engines.items():
+            torch.set_num_threads(threads)
+            _warm(engine, queries)
+            times = []
+            for ids in queries:
+                start = time.perf_counter()
+                engine.attribute(ids)
+                times.append((time.perf_counter() - start) * 1000)
+            medians[threads] = statistics.median(times)
+    finally:
+        torch.set_num_threads(previous)
+    return medians
+
+
+def _stages_ms(engine: AttributionEngine, queries: list[np.ndarray]) -> dict[str, float]:
+    """Median ms of attribute()'s stages: spans, the output's embedding, the semantic top-k; and
+    of the top-k by a float32 product with every chunk (the way before the screen), interleaved.
+    Raises if the two top-k disagree."""
+    _warm(engine, queries)
+    p, candidates = engine.params, engine.dataset_ids
+    full = {d: np.asarray(embeddings, dtype=np.float32) for d, (embeddings, _) in engine._chunks.items()}
+    times: dict[str, list[float]] = {"spans": [], "embed": [], "topk": [], "topk_full": []}
     for ids in queries:
-        start = time.perf_counter()
-        record = engine.attribute(ids)
-        times.append((time.perf_counter() - start) * 1000)
-        spans.append(len(record.spans))
-    return statistics.median(times), statistics.mean(spans)
+        marks = [time.perf_counter()]
+        engine._span_evidence(ids, candidates, engine._span_search(ids, candidates))
+        marks.append(time.perf_counter())
+        starts = window_starts(len(ids), p.query_window_tokens, p.query_window_stride)
+        embedded = engine._embed(window_texts(ids, starts, p.query_window_tokens, engine.tokenizer.decode))
+        marks.append(time.perf_counter())
+        screened = top_chunks(embedded, engine._chunks, p.threshold_e4, p.top_k)
+        marks.append(time.perf_counter())
+        if screened != top_chunks_reference(embedded, full, p.threshold_e4, p.top_k):
+            raise AssertionError(f"screened top-k differs from the full product on output {ids.tolist()}")
+        marks.append(time.perf_counter())
+        for name, (a, b) in zip(times, zip(marks, marks[1:])):
+            times[name].append((b - a) * 1000)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
-def _span_ms(engine: AttributionEngine, peer: list, queries: list[np.ndarray], repeats: int = 3) -> dict[str, float]:
-    """Median ms of one output's spans over every dataset, by the compiled search, the numpy
-    reference and tokengrams (driven from Python), interleaved query by query: same process,
-    same pages, same noise. Raises if any two disagree on a span, its count or its offset."""
-    searches = [engine._search[d] for d in engine.dataset_ids]
-    n = engine.params.min_span_tokens
+def _span_ms(corpus: SpanCorpus, searches: list, peer: list, queries: list[np.ndarray], n: int, repeats: int = 3) -> dict[str, float]:
+    """Median ms of one output's spans over every dataset: by the compiled search over the one
+    corpus, by the compiled search on each dataset's own index, by the numpy reference and by
+    tokengrams (driven from Python), interleaved query by query: same process, same pages, same
+    noise. Raises if any two disagree on a span, its count or its offset."""
     contenders = {
-        "compiled": lambda ids: [maximal_spans(s, ids, n) for s in searches],
+        "compiled": lambda ids: maximal_spans_by_dataset(corpus.search, ids, n),
+        "per_dataset": lambda ids: [maximal_spans(s, ids, n) for s in searches],
         "numpy": lambda ids: [maximal_spans_reference(s, ids, n) for s in searches],
         "tokengrams": lambda ids: [tokengrams_peer.maximal_spans(index, ids, n) for index in peer],
     }
@@ -179,9 +230,11 @@ def build_big(root: str) -> None:
 
 
 def run(workdir: str | os.PathLike[str], torch_threads: int = 1) -> dict[str, float]:
-    """Measure, print the table, return the figures. `torch_threads` applies during the run only:
-    on a small shared CPU, one intra-op thread embeds a single query window fastest (more threads
-    spin-wait on each other); the previous setting is restored afterwards."""
+    """Measure, print the table, return the figures. The headline latency runs with
+    `torch_threads` intra-op threads (1, as this figure always has: on a small shared CPU the
+    threads of one query's forward wait on each other whenever another process takes a core);
+    one thread per core, torch's default and so the oracle's, is measured right after it.
+    Other stages run with `torch_threads`; the previous setting is restored afterwards."""
     import torch
 
     previous = torch.get_num_threads()
@@ -213,7 +266,10 @@ def _run(workdir: Path, torch_threads: int) -> dict[str, float]:
         span_indexes.append(index)
         print(f"  indexed bench-{i}: {len(tokens):,} tokens", file=sys.stderr, flush=True)
     total_tokens = sum(ix.token_count for ix in span_indexes)
-    span_bytes = sum(ix.manifest.bytes["tokens"] + ix.manifest.bytes["suffix_array"] for ix in span_indexes)
+    start = time.perf_counter()
+    corpus = SpanCorpus.from_indexes(span_indexes, root / "corpus")  # one suffix array over all ten
+    corpus_build_s = time.perf_counter() - start
+    span_bytes = sum(corpus.path.joinpath(f"{name}.npy").stat().st_size for name in ("tokens", "suffix_array"))
 
     # A complete build from text, embeddings included, on one shipped demo corpus.
     start = time.perf_counter()
@@ -225,48 +281,74 @@ def _run(workdir: Path, torch_threads: int) -> dict[str, float]:
         _with_random_chunks(ix, embedder.dim, embedder.model_id, seed=2000 + i)
         for i, ix in enumerate(span_indexes)
     ]
-    chunk_bytes = sum(ix.chunk_embeddings.nbytes + ix.chunk_starts.nbytes for ix in semantic_indexes)
+    chunk_bytes = sum(
+        ix.chunk_embeddings.nbytes + ix.chunk_starts.nbytes + ix.chunk_screen_codes.nbytes + ix.chunk_screen_bounds.nbytes
+        for ix in semantic_indexes
+    )
     chunk_rows = sum(ix.manifest.chunk_count for ix in semantic_indexes)
 
     queries = _queries(corpora, seed=3000)
-    span_engine = AttributionEngine(span_indexes, tokenizer, None)
-    span_ms, mean_spans = _p50_ms(span_engine, queries)
-    total_ms, _ = _p50_ms(AttributionEngine(semantic_indexes, tokenizer, embedder), queries)
+    spans_only = AttributionEngine(span_indexes, tokenizer, None, corpora=[corpus])
+    span_ms = _latency_ms({torch_threads: spans_only}, queries)[torch_threads]
+    mean_spans = statistics.mean(len(spans_only.attribute(ids).spans) for ids in queries)
+
+    def engine() -> AttributionEngine:
+        return AttributionEngine(semantic_indexes, tokenizer, embedder, corpora=[corpus])
+
+    cores = workers.cores()
+    total = _latency_ms({torch_threads: engine(), cores: engine()}, queries)
+    stages = _stages_ms(engine(), queries)
     tokengrams = tokengrams_peer.load_tokengrams()
     peer = [tokengrams_peer.build_index(tokengrams, tokens, len(tokenizer)) for tokens in corpora]
-    span_times = _span_ms(span_engine, peer, queries)
+    searches = [SuffixArraySearch(ix.tokens, ix.suffix_array) for ix in span_indexes]
+    span_times = _span_ms(corpus, searches, peer, queries, AttributionParams().min_span_tokens)
     del peer
     compiled_ms, numpy_ms, tokengrams_ms = span_times["compiled"], span_times["numpy"], span_times["tokengrams"]
     big_ms, big_rss_mb, big_tokens = _one_big_corpus(root, source, tokenizer)
 
     rows = [
-        ("attribution_ms_p50", round(total_ms, 2), "ms",
+        ("attribution_ms_p50", round(total[torch_threads], 2), "ms",
          f"1 output of {OUTPUT_TOKENS} token ids vs {N_DATASETS} datasets ({total_tokens:,} tokens): "
-         f"span search + MiniLM query embedding + cosine top-k over {chunk_rows:,} chunk rows; "
+         f"span search + MiniLM query embedding + exact cosine top-k over {chunk_rows:,} chunk rows; "
          f"median of {N_QUERIES}; index build excluded"),
+        ("attribution_ms_p50_threads_per_core", round(total[cores], 2), "ms",
+         f"the same with {cores} torch intra-op threads (torch's default here), measured right after"),
+        ("attribution_stage_spans_ms_p50", round(stages["spans"], 3), "ms", "of which: span search and span records"),
+        ("attribution_stage_embed_ms_p50", round(stages["embed"], 2), "ms",
+         "of which: the output's window texts and their MiniLM embedding (one call)"),
+        ("attribution_stage_topk_ms_p50", round(stages["topk"], 3), "ms",
+         "of which: int8 screen of every chunk, then float32 scores of those it leaves"),
+        ("attribution_topk_full_product_ms_p50", round(stages["topk_full"], 3), "ms",
+         "the same top-k from a float32 product with every chunk (as before the screen), interleaved; equal results"),
+        ("attribution_topk_screen_speedup", round(stages["topk_full"] / stages["topk"], 1), "x",
+         "full product ÷ screen, same queries, same run"),
         ("attribution_span_ms_p50", round(span_ms, 2), "ms",
-         f"the same, span evidence only ({mean_spans:.1f} maximal spans per output on average)"),
+         f"attribute() with span evidence only ({mean_spans:.1f} maximal spans per output on average)"),
         ("attribution_span_ms_p50_10x1m", round(compiled_ms, 3), "ms",
-         f"the spans alone: compiled search (oracle/attribution/kernels.py) over the {N_DATASETS} datasets"),
+         f"the spans alone: one compiled search (oracle/attribution/kernels.py) over the {N_DATASETS} datasets' corpus"),
+        ("attribution_span_per_dataset_ms_p50_10x1m", round(span_times["per_dataset"], 3), "ms",
+         "the same spans, compiled, searching each dataset's own index in turn, interleaved"),
         ("attribution_span_numpy_ms_p50_10x1m", round(numpy_ms, 3), "ms",
-         "the same queries through the vectorised numpy reference, interleaved in this run"),
+         "the same queries through the vectorised numpy reference (per dataset), interleaved in this run"),
         ("attribution_span_compiled_speedup", round(numpy_ms / compiled_ms, 1), "x", "numpy reference ÷ compiled"),
         ("attribution_span_tokengrams_ms_p50_10x1m", round(tokengrams_ms, 3), "ms",
-         "the same spans through tokengrams 0.3.3 (Rust suffix arrays) driven from Python, interleaved"),
+         "the same spans through tokengrams 0.3.3 (Rust suffix arrays, per dataset) driven from Python, interleaved"),
         ("attribution_span_vs_tokengrams_ratio", round(compiled_ms / tokengrams_ms, 3), "x",
-         "compiled ÷ tokengrams on the same queries (target ≤ 1.0); all three agree on every span"),
+         "compiled ÷ tokengrams on the same queries (target ≤ 1.0); all four agree on every span"),
         ("attribution_span_ms_p50_100m", round(big_ms, 3), "ms",
          f"the spans of the same kind of outputs against one corpus of {big_tokens:,} tokens"),
         ("attribution_index_build_100m_peak_rss_mb", round(big_rss_mb, 1), "MB",
          "this process's peak RSS once that corpus is generated and indexed (an upper bound on the build's)"),
         ("attribution_index_bytes_per_token", round(span_bytes / total_tokens, 3), "B/token",
-         "token array (uint16) + suffix array (uint32) on disk; Infini-gram: ~7"),
+         "the corpus searched: token array (uint16) + suffix array (uint32) on disk, separators included; Infini-gram: ~7"),
         ("attribution_index_bytes_per_token_with_embeddings",
          round((span_bytes + chunk_bytes) / total_tokens, 3), "B/token",
          f"plus float16 chunk embeddings ({IndexParams().chunk_tokens}-token windows every "
-         f"{IndexParams().chunk_stride} tokens) and chunk starts"),
+         f"{IndexParams().chunk_stride} tokens), their int8 screen and chunk starts"),
         ("attribution_index_build_tokens_per_s", round(total_tokens / build_s), "tokens/s",
          "span index from token ids: suffix array + write, 10 datasets"),
+        ("attribution_corpus_build_tokens_per_s", round(total_tokens / corpus_build_s), "tokens/s",
+         "the ten datasets' indexes joined into one corpus: concatenation + suffix array + write"),
         ("attribution_index_full_build_tokens_per_s", round(full.token_count / full_build_s, 1), "tokens/s",
          f"from text, '{names[0]}' demo corpus ({full.token_count:,} tokens, {full_bytes_per_token:.1f} "
          "B/token): tokenize + suffix array + MiniLM chunk embeddings on CPU"),

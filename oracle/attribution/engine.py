@@ -5,24 +5,31 @@ Evidence of two kinds (after OpenLedger's Proof of Attribution for LLMs):
   * semantic hits  -- the top-k dataset chunks whose embedding is close to the output's.
 weights.py turns them into basis points. Everything is deterministic: datasets are visited in
 id order, cosines are rounded to 4 decimals, and the weights are exact rational arithmetic.
+
+Spans come from span corpora (corpus.py): one suffix array over many datasets is searched once
+per output. A dataset no given corpus holds is searched on its own index.
 """
 
 from __future__ import annotations
 
 import hashlib
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from .corpus import CorpusMember, SpanCorpus
 from .index import AttributionIndex
 from .params import ENGINE_VERSION, AttributionParams
 from .record import FALLBACK_MODEL_DATASETS, AttributionRecord, ChunkMatch, DatasetScore, SpanMatch
-from .semantic import SCORE_SCALE, ChunkScore, embed_texts, top_chunks, window_starts, window_texts
-from .spans import covered_tokens, maximal_spans
-from .suffix_array import SuffixArraySearch
+from .semantic import SCORE_SCALE, ChunkScore, top_chunks, window_starts, window_texts
+from .spans import RawSpan, covered_tokens, maximal_spans_by_dataset
 from .tokenizer import EmbedderLike, as_tokenizer, check_embedder, tokenizer_id
 from .weights import combine, largest_remainder_bps, semantic_scores, span_coverage
+
+_QUERY_CACHE = 256  # outputs whose window embeddings are kept (an output attributed again)
 
 
 class AttributionEngine:
@@ -34,6 +41,7 @@ class AttributionEngine:
         tokenizer: Any,
         embedder: EmbedderLike | None,
         params: AttributionParams = AttributionParams(),
+        corpora: Sequence[SpanCorpus] = (),
     ) -> None:
         self.tokenizer = as_tokenizer(tokenizer)
         self.tokenizer_id = tokenizer_id(self.tokenizer)
@@ -46,13 +54,17 @@ class AttributionEngine:
                 raise ValueError(f"two indexes for dataset {index.dataset_id!r}; pass each dataset once")
             self._check_compatible(index)
             self.indexes[index.dataset_id] = index
-        self._search = {d: SuffixArraySearch(i.tokens, i.suffix_array) for d, i in self.indexes.items()}
-        # float32 once (BLAS has no float16 matmul), memory-mapped from the index's cache file.
+        self._corpora = _assign(self.indexes, corpora)
         self._chunks = {
-            d: i.chunk_matrix()
+            d: (i.chunk_embeddings, i.screen)
             for d, i in self.indexes.items()
             if self.embedder is not None and i.manifest.embedder_id is not None
         }
+        for d, (embeddings, screen) in self._chunks.items():
+            if not screen.matches(embeddings):
+                raise ValueError(f"index {d!r}: its chunk screen does not match its chunk embeddings; rebuild it")
+        self._queries: OrderedDict[tuple[str, ...], np.ndarray] = OrderedDict()
+        self._queries_lock = threading.Lock()
 
     def _check_compatible(self, index: AttributionIndex) -> None:
         m = index.manifest
@@ -86,7 +98,7 @@ class AttributionEngine:
         m = len(ids)
         p = self.params
 
-        spans, covered = self._span_evidence(ids, candidates)
+        spans, covered = self._span_evidence(ids, candidates, self._span_search(ids, candidates))
         coverage = {d: span_coverage(n, m) for d, n in covered.items()}
         hits = self._semantic_hits(ids, candidates)
         semantic = semantic_scores(hits, p)
@@ -126,14 +138,25 @@ class AttributionEngine:
             fallback=None if bps else FALLBACK_MODEL_DATASETS,
         )
 
+    def _span_search(self, ids: np.ndarray, candidates: list[str]) -> dict[str, list[RawSpan]]:
+        """The maximal verbatim spans in each candidate dataset that has any: one search per corpus."""
+        wanted = set(candidates)
+        found: dict[str, list[RawSpan]] = {}
+        for corpus, members in self._corpora:
+            if wanted.isdisjoint(members.values()):
+                continue
+            per_member = maximal_spans_by_dataset(corpus.search, ids, self.params.min_span_tokens)
+            found.update((d, per_member[k]) for k, d in members.items() if d in wanted and per_member[k])
+        return found
+
     def _span_evidence(
-        self, ids: np.ndarray, candidates: list[str]
+        self, ids: np.ndarray, candidates: list[str], found: dict[str, list[RawSpan]]
     ) -> tuple[list[SpanMatch], dict[str, int]]:
-        """Maximal verbatim spans per dataset, and how many output tokens each dataset covers."""
+        """The spans as record entries, and how many output tokens each dataset covers."""
         spans: list[SpanMatch] = []
         covered: dict[str, int] = {}
         for d in candidates:
-            raw = maximal_spans(self._search[d], ids, self.params.min_span_tokens)
+            raw = found.get(d)
             if not raw:
                 continue
             covered[d] = covered_tokens(raw, len(ids))
@@ -177,14 +200,52 @@ class AttributionEngine:
         return wanted
 
     def _semantic_hits(self, ids: np.ndarray, candidates: list[str]) -> list[ChunkScore]:
-        matrices = {d: self._chunks[d] for d in candidates if d in self._chunks}
-        if self.embedder is None or not matrices or len(ids) == 0:
+        chunks = {d: self._chunks[d] for d in candidates if d in self._chunks}
+        if self.embedder is None or not chunks or len(ids) == 0:
             return []
         p = self.params
         starts = window_starts(len(ids), p.query_window_tokens, p.query_window_stride)
         texts = window_texts(ids, starts, p.query_window_tokens, self.tokenizer.decode)
-        queries = embed_texts(texts, self.embedder, batch_size=32)
-        return top_chunks(queries, matrices, p.threshold_e4, p.top_k)
+        return top_chunks(self._embed(texts), chunks, p.threshold_e4, p.top_k)
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        """The output's window embeddings: one embedder call for its distinct windows, and none
+        for an output seen lately (the same windows give the same batch, so the same bits)."""
+        key = tuple(texts)
+        with self._queries_lock:
+            if key in self._queries:
+                self._queries.move_to_end(key)
+                return self._queries[key]
+        distinct = list(dict.fromkeys(texts))
+        vectors = np.asarray(self.embedder.encode(distinct), dtype=np.float32)
+        row = {text: i for i, text in enumerate(distinct)}
+        queries = vectors[[row[t] for t in texts]] if len(distinct) < len(texts) else vectors
+        queries.setflags(write=False)
+        with self._queries_lock:
+            self._queries[key] = queries
+            while len(self._queries) > _QUERY_CACHE:
+                self._queries.popitem(last=False)
+        return queries
+
+
+def _assign(
+    indexes: Mapping[str, AttributionIndex], corpora: Sequence[SpanCorpus]
+) -> list[tuple[SpanCorpus, dict[int, str]]]:
+    """Each dataset's corpus, as (corpus, {member position: dataset id}): the first corpus
+    holding that very index (same content and size), else the dataset's own index."""
+    placed: dict[str, SpanCorpus] = {}
+    out = []
+    for corpus in corpora:
+        members = {
+            k: m.dataset_id
+            for k, m in enumerate(corpus.members)
+            if m.dataset_id in indexes and m.dataset_id not in placed and CorpusMember.of(indexes[m.dataset_id]) == m
+        }
+        placed.update((d, corpus) for d in members.values())
+        if members:
+            out.append((corpus, members))
+    out.extend((SpanCorpus.of_index(i), {0: d}) for d, i in sorted(indexes.items()) if d not in placed)
+    return out
 
 
 def _index_ref(index: AttributionIndex) -> dict[str, Any]:

@@ -5,17 +5,20 @@ Layout of an index directory (arrays memory-mapped on load):
     tokens.npy           the dataset's tokens, uint16 (or uint32 for vocabularies over 65536)
     suffix_array.npy     positions sorted by suffix, the smallest unsigned dtype that holds them
     chunk_starts.npy     token offset of each semantic chunk (uint32)
-    chunk_embeddings.npy one unit-length float16 row per chunk (absent for span-only indexes)
-    chunk_embeddings.f32.npy  the same rows as float32, written on first use (chunk_matrix)
+    chunk_embeddings.npy one unit-length float16 row per chunk ((0, 0) for span-only indexes)
+    chunk_screen_codes.npy, chunk_screen_bounds.npy  their int8 screen (screen.py), format 2 on
+
+float16 rows, not float32: the float32 values are exactly the float16 ones widened, at twice
+the bytes, and a query widens only the few rows the screen leaves (the full pass reads the
+int8 codes). A format-1 index (no screen) gets one written beside it when first loaded.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,13 +28,18 @@ import numpy as np
 
 from .params import INDEX_FORMAT_VERSION, IndexParams
 from .progress import LogProgress, ProgressFn
+from .screen import ChunkScreen
 from .semantic import embed_texts, window_starts, window_texts
+from .storage import MANIFEST, load_arrays, read_manifest, write_folder
 from .suffix_array import build_suffix_array, token_dtype
 from .tokenizer import TokenizerLike, as_tokenizer, check_embedder, tokenizer_id
 
-MANIFEST = "manifest.json"
-CHUNK_CACHE = "chunk_embeddings.f32.npy"  # float32 copy of chunk_embeddings, written on first use
-_ARRAYS = ("tokens", "suffix_array", "chunk_starts", "chunk_embeddings")
+log = logging.getLogger("tributa.oracle.attribution")
+
+_ARRAYS_V1 = ("tokens", "suffix_array", "chunk_starts", "chunk_embeddings")
+_SCREEN = ("chunk_screen_codes", "chunk_screen_bounds")
+_ARRAYS = _ARRAYS_V1 + _SCREEN
+_OLD_FILES = ("chunk_embeddings.f32.npy",)  # format 1's float32 cache: the screen replaces it
 
 
 @dataclass(frozen=True)
@@ -63,7 +71,13 @@ class AttributionIndex:
     suffix_array: np.ndarray
     chunk_starts: np.ndarray
     chunk_embeddings: np.ndarray  # (chunk_count, dim) float16; (0, 0) for span-only indexes
+    chunk_screen_codes: np.ndarray  # (chunk_count, dim) int8: see screen.py
+    chunk_screen_bounds: np.ndarray  # (chunk_count, 2) float32
     path: Path | None = None
+
+    @property
+    def screen(self) -> ChunkScreen:
+        return ChunkScreen(self.chunk_screen_codes, self.chunk_screen_bounds)
 
     @property
     def dataset_id(self) -> str:
@@ -114,23 +128,18 @@ class AttributionIndex:
             )
             embeddings = vectors.astype(np.float16)
 
-        out = Path(out_dir)
-        _check_out_dir(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        # Written into a sibling temp dir and moved into place: a crash never leaves half an index.
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-build-", dir=out.parent))
-        try:
-            arrays = {
-                "tokens": tokens,
-                "suffix_array": sa,
-                "chunk_starts": starts.astype(np.uint32),
-                "chunk_embeddings": embeddings,
-            }
-            sizes = {}
-            for name, array in arrays.items():
-                np.save(tmp / f"{name}.npy", array, allow_pickle=False)
-                sizes[name] = (tmp / f"{name}.npy").stat().st_size
-            manifest = IndexManifest(
+        screen = ChunkScreen.of(embeddings)
+        arrays = {
+            "tokens": tokens,
+            "suffix_array": sa,
+            "chunk_starts": starts.astype(np.uint32),
+            "chunk_embeddings": embeddings,
+            "chunk_screen_codes": screen.codes,
+            "chunk_screen_bounds": screen.bounds,
+        }
+
+        def manifest(sizes: dict[str, int]) -> dict[str, Any]:
+            return asdict(IndexManifest(
                 format_version=INDEX_FORMAT_VERSION,
                 dataset_id=dataset_id,
                 content_kind=kind,
@@ -144,72 +153,37 @@ class AttributionIndex:
                 chunk_count=int(len(starts)),
                 params=asdict(params),
                 bytes=sizes,
-            )
-            (tmp / MANIFEST).write_text(json.dumps(asdict(manifest), indent=2, sort_keys=True) + "\n")
-            if out.exists():
-                shutil.rmtree(out)
-            os.replace(tmp, out)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+            ))
+
+        out = Path(out_dir)
+        write_folder(out, arrays, manifest)
         return cls.load(out)
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str]) -> AttributionIndex:
         """Open an index built by build(); arrays are memory-mapped, not read into memory."""
         path = Path(directory)
-        manifest_path = path / MANIFEST
-        if not manifest_path.is_file():
-            raise FileNotFoundError(
-                f"no attribution index at {path} (missing {MANIFEST}): "
-                "build one with AttributionIndex.build(dataset_id, text, tokenizer, embedder, out_dir)"
-            )
+        raw = read_manifest(path, "attribution index", "AttributionIndex.build(dataset_id, text, tokenizer, embedder, out_dir)")
         try:
-            raw = json.loads(manifest_path.read_text())
             manifest = IndexManifest(**raw)
-        except (ValueError, TypeError) as exc:
+        except TypeError as exc:
             raise ValueError(
-                f"{manifest_path} is not a valid index manifest ({exc}); rebuild the index"
+                f"{path / MANIFEST} is not a valid index manifest ({exc}); rebuild the index"
             ) from exc
-        if manifest.format_version != INDEX_FORMAT_VERSION:
+        if manifest.format_version not in (1, INDEX_FORMAT_VERSION):
             raise ValueError(
                 f"index at {path} has format {manifest.format_version}, this engine reads "
                 f"{INDEX_FORMAT_VERSION}: rebuild it with AttributionIndex.build"
             )
-        arrays = {}
-        for name in _ARRAYS:
-            file = path / f"{name}.npy"
-            if not file.is_file():
-                raise FileNotFoundError(f"index at {path} is missing {file.name}: rebuild it")
-            arrays[name] = np.load(file, mmap_mode="r", allow_pickle=False)
+        arrays = load_arrays(path, _ARRAYS_V1)
+        if manifest.format_version == 1:
+            manifest, screen = _add_screen(path, manifest, arrays["chunk_embeddings"])
+            arrays.update(chunk_screen_codes=screen.codes, chunk_screen_bounds=screen.bounds)
+        else:
+            arrays.update(load_arrays(path, _SCREEN))
         index = cls(manifest=manifest, path=path, **arrays)
         index.validate()
         return index
-
-    def chunk_matrix(self) -> np.ndarray:
-        """The chunk embeddings as float32, for the cosine matmul (BLAS has no float16 GEMM).
-
-        Memory-mapped from a cache file beside the index, written once: every engine and process
-        on the machine then shares one copy in the page cache instead of converting its own (10
-        datasets of 1 M tokens: 252 MB each time). Converted in memory when the index has no
-        folder or the folder cannot be written."""
-        if self.path is None:
-            return self._chunk_matrix_in_memory()
-        cache = self.path / CHUNK_CACHE
-        if not cache.is_file():
-            tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
-            try:
-                with open(tmp, "wb") as out:
-                    np.save(out, self._chunk_matrix_in_memory(), allow_pickle=False)
-                os.replace(tmp, cache)  # whole or not at all, if two processes race
-            except OSError:
-                tmp.unlink(missing_ok=True)
-                return self._chunk_matrix_in_memory()
-        matrix = np.load(cache, mmap_mode="r", allow_pickle=False)
-        return matrix if matrix.shape == self.chunk_embeddings.shape else self._chunk_matrix_in_memory()
-
-    def _chunk_matrix_in_memory(self) -> np.ndarray:
-        return np.asarray(self.chunk_embeddings, dtype=np.float32)
 
     def validate(self) -> None:
         """Cheap consistency checks between the manifest and the arrays."""
@@ -223,18 +197,40 @@ class AttributionIndex:
             problems.append(f"chunk count {m.chunk_count} vs {len(self.chunk_starts)} chunk starts")
         if m.embedder_id is not None and self.chunk_embeddings.shape != (m.chunk_count, m.embedding_dim):
             problems.append(f"chunk embeddings shape {self.chunk_embeddings.shape}")
+        if not self.screen.matches(self.chunk_embeddings):
+            problems.append(f"chunk screen shape {self.chunk_screen_codes.shape} for {self.chunk_embeddings.shape}")
         if problems:
             where = self.path or "memory"
             raise ValueError(f"attribution index {m.dataset_id!r} at {where} is inconsistent: "
                              + "; ".join(problems) + ". Rebuild it.")
 
 
-def _check_out_dir(out: Path) -> None:
-    # Refuse to wipe a folder that holds anything other than an earlier index.
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).is_file())):
-        raise FileExistsError(
-            f"{out} exists and is not an attribution index; pass an empty or new directory as out_dir"
-        )
+def _add_screen(path: Path, manifest: IndexManifest, embeddings: np.ndarray) -> tuple[IndexManifest, ChunkScreen]:
+    """Upgrade a format-1 index: its chunk screen, computed from its embeddings and written into
+    its folder (format 2 from then on), or kept in memory when the folder is read-only."""
+    screen = ChunkScreen.of(embeddings)
+    temps = [path / f".{name}.{os.getpid()}.tmp.npy" for name in (*_SCREEN, MANIFEST)]
+    try:
+        sizes = dict(manifest.bytes)
+        for name, array, tmp in zip(_SCREEN, (screen.codes, screen.bounds), temps):
+            np.save(tmp, array, allow_pickle=False)
+            sizes[name] = tmp.stat().st_size
+            os.replace(tmp, path / f"{name}.npy")
+        upgraded = IndexManifest(**{**asdict(manifest), "format_version": INDEX_FORMAT_VERSION, "bytes": sizes})
+        temps[-1].write_text(json.dumps(asdict(upgraded), indent=2, sort_keys=True) + "\n")
+        os.replace(temps[-1], path / MANIFEST)  # the screen files are in place before the manifest names them
+        for old in _OLD_FILES:
+            (path / old).unlink(missing_ok=True)
+    except OSError as exc:
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)
+        log.warning("attribution index %s at %s has format 1: its chunk screen is computed in memory on each "
+                    "load (%s); rebuild it, or make the folder writable, to upgrade it to format %d",
+                    manifest.dataset_id, path, exc, INDEX_FORMAT_VERSION)
+        return manifest, screen
+    log.info("attribution index %s at %s upgraded from format 1 to %d: chunk screen written (%d chunks)",
+             manifest.dataset_id, path, INDEX_FORMAT_VERSION, manifest.chunk_count)
+    return upgraded, screen
 
 
 def _tokens_of(

@@ -9,7 +9,7 @@ from typing import Any
 # re-runs the engine of the version a record names.
 ENGINE_VERSION = "tributa-poa/1.0.0"
 # Bump when the on-disk index layout changes.
-INDEX_FORMAT_VERSION = 1
+INDEX_FORMAT_VERSION = 2  # 2: the int8 chunk screen (screen.py); 1 is upgraded on load
 BPS_TOTAL = 10_000
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-# (stage, done, total): stages are "tokenize" (chars), "suffix_array" (tokens) and "embed" (chunks).
+# (stage, done, total): stages are "tokenize" (chars), "suffix_array" (tokens), "embed" (chunks)
+# and "merge" (tokens, span segments).
 ProgressFn = Callable[[str, int, int], None]
-UNITS = {"tokenize": "chars", "suffix_array": "tokens", "embed": "chunks"}
+UNITS = {"tokenize": "chars", "suffix_array": "tokens", "embed": "chunks", "merge": "tokens"}
 
 log = logging.getLogger("tributa.oracle.attribution")
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .screen import ChunkScreen, candidates
 from .tokenizer import EmbedderLike
 
 SCORE_SCALE = 10_000  # cosines are rounded to 4 decimals before anything else uses them
@@ -56,27 +57,54 @@ class ChunkScore:
 
 def top_chunks(
     queries: np.ndarray,
-    matrices: Mapping[str, np.ndarray],
+    chunks: Mapping[str, tuple[np.ndarray, ChunkScreen]],
     threshold_e4: int,
     top_k: int,
 ) -> list[ChunkScore]:
     """The top_k chunks over all datasets whose rounded cosine reaches the threshold.
 
-    Order: score descending, then dataset id, then chunk index, so ties never depend on dict or
-    BLAS order. Rounding to 4 decimals first keeps last-bit float differences out of the result.
+    `chunks` maps each dataset to its (float16 embeddings, screen). The screen leaves every
+    chunk that can reach the threshold (screen.py), and those are scored by one float32
+    product with the queries, as the whole-matrix product (top_chunks_reference) scores them.
     """
+    left = candidates({d: s for d, (_, s) in chunks.items()}, queries, (threshold_e4 - 0.5) / SCORE_SCALE)
+    hits: list[ChunkScore] = []
+    for dataset_id in sorted(chunks):
+        rows = left[dataset_id]
+        if len(rows):
+            hits.extend(_above(dataset_id, rows, queries, chunks[dataset_id][0][rows], threshold_e4, top_k))
+    return _first(hits, top_k)
+
+
+def top_chunks_reference(
+    queries: np.ndarray, matrices: Mapping[str, np.ndarray], threshold_e4: int, top_k: int
+) -> list[ChunkScore]:
+    """The same from a product with every chunk: what top_chunks is checked against."""
     hits: list[ChunkScore] = []
     for dataset_id in sorted(matrices):
-        matrix = matrices[dataset_id]
-        if matrix.shape[0] == 0:
-            continue
-        best = (queries @ matrix.T).max(axis=0)
-        scores = np.rint(best.astype(np.float64) * SCORE_SCALE).astype(np.int64)
-        above = np.flatnonzero(scores >= threshold_e4)
-        if len(above) > top_k:
-            # Keep the top_k of this dataset (plus ties at the cut) before the global sort.
-            cut = np.partition(scores[above], len(above) - top_k)[len(above) - top_k]
-            above = above[scores[above] >= cut]
-        hits.extend(ChunkScore(dataset_id, int(i), int(scores[i])) for i in above)
+        rows = np.arange(len(matrices[dataset_id]))
+        hits.extend(_above(dataset_id, rows, queries, matrices[dataset_id], threshold_e4, top_k))
+    return _first(hits, top_k)
+
+
+def _above(
+    dataset_id: str, rows: np.ndarray, queries: np.ndarray, matrix: np.ndarray, threshold_e4: int, top_k: int
+) -> list[ChunkScore]:
+    """The chunks `rows` (whose embeddings are `matrix`) reaching the threshold: this dataset's
+    top_k of them, plus ties at the cut, before the global sort."""
+    if len(rows) == 0:
+        return []
+    best = (queries @ np.asarray(matrix, dtype=np.float32).T).max(axis=0)
+    scores = np.rint(best.astype(np.float64) * SCORE_SCALE).astype(np.int64)
+    above = np.flatnonzero(scores >= threshold_e4)
+    if len(above) > top_k:
+        cut = np.partition(scores[above], len(above) - top_k)[len(above) - top_k]
+        above = above[scores[above] >= cut]
+    return [ChunkScore(dataset_id, int(rows[i]), int(scores[i])) for i in above]
+
+
+def _first(hits: list[ChunkScore], top_k: int) -> list[ChunkScore]:
+    """Order: score descending, then dataset id, then chunk index, so ties never depend on dict or
+    BLAS order. Rounding to 4 decimals first keeps last-bit float differences out of the result."""
     hits.sort(key=lambda h: (-h.score_e4, h.dataset_id, h.chunk_index))
     return hits[:top_k]

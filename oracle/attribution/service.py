@@ -18,7 +18,8 @@ from pathlib import Path
 
 from oracle.attribution.engine import AttributionEngine
 from oracle.attribution.index import AttributionIndex
-from oracle.attribution.indexer import NOT_YET_INDEXED, DatasetIndexer
+from oracle.attribution.indexer import NOT_YET_INDEXED, DatasetIndexer, IndexingStopped
+from oracle.attribution.segments import SpanSegments
 from oracle.attribution.shared_models import serialized
 from oracle.attribution.weights import fallback_weights
 from oracle.db import Task
@@ -36,12 +37,14 @@ INDEX_UNREADABLE = "index_unreadable"
 
 
 class DatasetIndexes:
-    """Attribution indexes on disk, one folder per dataset content CID."""
+    """Attribution indexes on disk, one folder per dataset content CID, and the span segments
+    (segments.py) that cover them with a few suffix arrays."""
 
     def __init__(self, root: Path, tokenizer, embedder) -> None:
         self.root = Path(root)
         # The indexer's thread and the settler's share these: each call takes one lock.
         self.tokenizer, self.embedder = serialized(tokenizer, embedder)
+        self.segments = SpanSegments(self.root)
 
     def path(self, content_cid: str) -> Path:
         return self.root / content_cid
@@ -50,7 +53,15 @@ class DatasetIndexes:
         return (self.path(content_cid) / "manifest.json").exists()
 
     def build(self, content_cid: str, text: str, progress=None) -> AttributionIndex:
-        return AttributionIndex.build(content_cid, text, self.tokenizer, self.embedder, self.path(content_cid), progress)
+        index = AttributionIndex.build(content_cid, text, self.tokenizer, self.embedder, self.path(content_cid), progress)
+        try:
+            self.segments.add(index, progress)
+        except IndexingStopped:
+            raise
+        except Exception as exc:  # the index stands; attribution searches it on its own until a later add
+            log.warning("dataset %s is indexed, but the span segments were not updated (%s): attribution searches "
+                        "its own index", content_cid, exc, exc_info=not isinstance(exc, OSError))
+        return index
 
 
 def default_indexes(settings: Settings) -> DatasetIndexes:
@@ -69,7 +80,7 @@ class OracleAttributor:
         self.indexes = indexes
         self.indexer = indexer  # started and stopped by the oracle's service (oracle/service.py)
         self._engine: AttributionEngine | None = None
-        self._engine_key: tuple[str, ...] = ()
+        self._engine_key: tuple = ()
         self._cid_to_id: dict[str, int] = {}
         self._unreadable: set[str] = set()  # content CIDs whose index would not load (said once)
         self._lock = threading.Lock()
@@ -84,7 +95,8 @@ class OracleAttributor:
                 reason = self.indexer.reason(d.content_cid) if self.indexer is not None else None
                 unindexed[d.dataset_id] = reason or NOT_YET_INDEXED
         ready = [d for d in datasets if d.dataset_id not in unindexed]
-        key = tuple(sorted(d.content_cid for d in ready))
+        generation = self.indexes.segments.generation()  # a merge changes which corpora to search
+        key = (tuple(sorted(d.content_cid for d in ready)), generation)
         if key != self._engine_key:
             loaded = {}
             for d in ready:
@@ -97,8 +109,11 @@ class OracleAttributor:
                     self._unreadable.add(d.content_cid)
                     unindexed[d.dataset_id] = INDEX_UNREADABLE
             indexes = list(loaded.values())
-            self._engine = AttributionEngine(indexes, self.indexes.tokenizer, self.indexes.embedder) if indexes else None
-            self._engine_key = tuple(sorted(loaded))  # an unreadable one is left out of `ready` from now on
+            corpora = self.indexes.segments.corpora()[1] if indexes else []
+            self._engine = AttributionEngine(
+                indexes, self.indexes.tokenizer, self.indexes.embedder, corpora=corpora
+            ) if indexes else None
+            self._engine_key = (tuple(sorted(loaded)), generation)  # an unreadable one is left out of `ready` from now on
             self._cid_to_id = {d.content_cid: d.dataset_id for d in ready if d.content_cid in loaded}
         return self._engine, unindexed
 

@@ -20,20 +20,29 @@ class RawSpan:
 
 
 def maximal_spans(search: SuffixArraySearch, output: np.ndarray, min_tokens: int) -> list[RawSpan]:
-    """Spans of >= min_tokens output tokens found in the dataset that no other such span contains.
+    """Spans of >= min_tokens output tokens found in the (one) dataset that no other such span
+    contains."""
+    if search.dataset_count != 1:
+        raise ValueError("this index holds several datasets: use maximal_spans_by_dataset")
+    return maximal_spans_by_dataset(search, output, min_tokens)[0]
 
-    For each start i the longest match L_i, and the suffix-array range of its occurrences, come
-    from one compiled search; the range of a span's own start gives its count and first offset.
+
+def maximal_spans_by_dataset(search: SuffixArraySearch, output: np.ndarray, min_tokens: int) -> list[list[RawSpan]]:
+    """maximal_spans for each dataset of the index, in its order, from one compiled search.
+
+    For each start i and dataset d, the longest match L_i,d and the suffix-array range it ends
+    in come from that search; a span's count and first offset in d are read from the range of
+    its own start, so nothing is searched twice.
     """
-    if len(output) < min_tokens:
-        return []
-    lengths, lows, highs = search.match_ranges(output, np.arange(len(output) - min_tokens + 1, dtype=np.int64))
-    rows = _maximal_starts(lengths, min_tokens)
-    offsets = search.first_offsets(lows[rows], highs[rows])
-    return [
-        RawSpan(start=i, end=i + int(lengths[i]), dataset_offset=int(offset), count=int(highs[i] - lows[i]))
-        for i, offset in zip(rows.tolist(), offsets.tolist())
-    ]
+    lengths, lows, highs = search.dataset_matches(output, min_tokens)
+    picked = [_maximal_starts(lengths[:, d], min_tokens) for d in range(search.dataset_count)]
+    rows = np.concatenate([np.zeros(0, dtype=np.int64), *picked])
+    docs = np.repeat(np.arange(search.dataset_count), [len(p) for p in picked])
+    counts, offsets = search.dataset_occurrences(lows[rows, docs], highs[rows, docs], docs)
+    spans: list[list[RawSpan]] = [[] for _ in picked]
+    for i, d, count, offset in zip(rows.tolist(), docs.tolist(), counts.tolist(), offsets.tolist()):
+        spans[d].append(RawSpan(start=i, end=i + int(lengths[i, d]), dataset_offset=offset, count=count))
+    return spans
 
 
 def maximal_spans_reference(search: SuffixArraySearch, output: np.ndarray, min_tokens: int) -> list[RawSpan]:

@@ -1,8 +1,9 @@
-"""Suffix-array search over a dataset's token array (Infini-gram style, exact).
+"""Suffix-array search over a token array (Infini-gram style, exact): one dataset's, or several
+datasets' joined by a separator token, with a table of where each begins (corpus.py).
 
-`match_ranges`, `first_offsets` and `count` run the compiled kernels (kernels.py); the
-vectorised numpy searches (`longest_matches`, `occurrences`) are the reference they are tested
-against, one numpy step over all rows at a time.
+`match_ranges`, `dataset_matches`, `dataset_occurrences` and `count` run the compiled kernels
+(kernels.py); the vectorised numpy searches (`longest_matches`, `occurrences`) are the
+one-dataset reference they are tested against, one numpy step over all rows at a time.
 
 Suffixes compare token by token; a suffix that ends sorts before any longer one (the order
 libdivsufsort produces). Queries are padded with END (-1, "the string stops here") or TOP
@@ -47,15 +48,19 @@ def build_suffix_array(tokens: np.ndarray) -> np.ndarray:
     return sa.astype(smallest_uint_dtype(len(tokens) - 1), copy=False)
 
 
-def _as_int64_ids(ids) -> np.ndarray:
+def _as_int64_ids(ids, limit: int | None = None) -> np.ndarray:
     """Token ids as int64 for the kernels; an unsigned id past int64 (which a cast would wrap
-    to a negative) becomes -1, which matches nothing."""
+    to a negative), or one at or past `limit` (the separator between datasets), becomes -1,
+    which matches nothing."""
     array = np.asarray(ids)
     if array.dtype.kind == "u" and array.size and array.max() > np.iinfo(np.int64).max:
         too_big = array > np.iinfo(np.int64).max
         array = array.astype(np.int64)
         array[too_big] = -1
-    return np.ascontiguousarray(array, dtype=np.int64)
+    array = np.ascontiguousarray(array, dtype=np.int64)
+    if limit is not None and array.size and array.max() >= limit:
+        array = np.where(array >= limit, -1, array)
+    return array
 
 
 @dataclass(frozen=True)
@@ -67,9 +72,20 @@ class Occurrence:
 
 
 class SuffixArraySearch:
-    """Binary searches over (tokens, suffix array); both may be memory-mapped."""
+    """Binary searches over (tokens, suffix array); both may be memory-mapped.
 
-    def __init__(self, tokens: np.ndarray, suffix_array: np.ndarray) -> None:
+    `doc_starts` (int64, one more than the datasets) is where each dataset begins in `tokens`,
+    then the length; None: one dataset, all of it. With several, each dataset ends with the
+    `separator` token, which no query id matches, so no match crosses from one to the next.
+    """
+
+    def __init__(
+        self,
+        tokens: np.ndarray,
+        suffix_array: np.ndarray,
+        doc_starts: np.ndarray | None = None,
+        separator: int | None = None,
+    ) -> None:
         if len(tokens) != len(suffix_array):
             raise ValueError(
                 f"token array ({len(tokens)}) and suffix array ({len(suffix_array)}) differ in "
@@ -79,6 +95,22 @@ class SuffixArraySearch:
         self.tokens = np.asarray(tokens)
         self.sa = np.asarray(suffix_array)
         self.n = len(tokens)
+        starts = np.asarray([0, self.n] if doc_starts is None else doc_starts, dtype=np.int64)
+        if starts[0] != 0 or starts[-1] != self.n or np.any(np.diff(starts) < 1):
+            raise ValueError("dataset starts must rise from 0 to the token count: the index is corrupt, rebuild it.")
+        if len(starts) > 2 and separator is None:
+            raise ValueError("an index over several datasets needs the separator token between them")
+        self.doc_starts = starts
+        self.separator = separator
+        # Which datasets each block of the suffix array holds (in memory, n/32 bytes), so that
+        # dataset_matches skips blocks of datasets already placed; one dataset needs none.
+        words = (len(starts) - 2) // 64 + 1
+        if len(starts) > 2:
+            self._block = 256 * words
+            self._masks = np.empty(((self.n + self._block - 1) // self._block, words), dtype=np.uint64)
+            kernels.block_masks(self.sa, starts, self._block, self._masks)
+        else:
+            self._block, self._masks = 1 << 62, np.zeros((1, 1), dtype=np.uint64)
         # Suffix-array range of each first token: the binary search starts inside it, which saves
         # about log2(vocabulary) of its ~log2(n) steps. Suffixes are grouped by first token in
         # token order, so the ranges are the running totals of the token counts.
@@ -90,10 +122,14 @@ class SuffixArraySearch:
         self._top_token = len(counts) - 1
         self._first_bounds = np.concatenate([[0], np.cumsum(counts)])
 
+    @property
+    def dataset_count(self) -> int:
+        return len(self.doc_starts) - 1
+
     def match_ranges(self, seq: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """For each start i: the longest L such that seq[i:i+L] occurs, and the suffix-array
-        range [lo, hi) of its occurrences (hi - lo of them; (0, 0, 0) when L is 0)."""
-        seq = _as_int64_ids(seq)
+        """For each start i: the longest L such that seq[i:i+L] occurs (in any dataset), and the
+        suffix-array range [lo, hi) of its occurrences (hi - lo of them; (0, 0, 0) when L is 0)."""
+        seq = _as_int64_ids(seq, self.separator)
         starts = np.ascontiguousarray(starts, dtype=np.int64)
         if len(starts) and (starts.min() < 0 or starts.max() >= len(seq)):
             raise ValueError("every start must index the sequence")
@@ -101,15 +137,33 @@ class SuffixArraySearch:
         kernels.longest_matches(self.tokens, self.sa, self._first_bounds, seq, starts, lengths, lows, highs)
         return lengths, lows, highs
 
-    def first_offsets(self, lows: np.ndarray, highs: np.ndarray) -> np.ndarray:
-        """The smallest dataset offset in each suffix-array range (-1 for an empty one)."""
-        out = np.empty(len(lows), dtype=np.int64)
-        kernels.smallest_positions(self.sa, np.asarray(lows, dtype=np.int64), np.asarray(highs, dtype=np.int64), out)
-        return out
+    def dataset_matches(self, seq, min_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(lengths, lows, highs), each (starts, datasets): for every start i of seq (up to the
+        last with min_len tokens after it) and dataset k, the longest L >= min_len such that
+        seq[i:i+L] occurs in k (0 when shorter), and the suffix-array range holding those
+        occurrences (among other datasets'): dataset_occurrences reads them from it."""
+        seq = _as_int64_ids(seq, self.separator)
+        shape = (max(0, len(seq) - min_len + 1), self.dataset_count)
+        lengths, lows, highs = (np.empty(shape, dtype=np.int64) for _ in range(3))
+        if shape[0]:
+            kernels.dataset_matches(
+                self.tokens, self.sa, self._first_bounds, self.doc_starts, self._masks, self._block,
+                seq, min_len, lengths, lows, highs,
+            )
+        return lengths, lows, highs
+
+    def dataset_occurrences(self, lows, highs, datasets) -> tuple[np.ndarray, np.ndarray]:
+        """(counts, first offsets): per row, how many suffixes of sa[lo:hi) are in that row's
+        dataset and the smallest offset among them, counted from the dataset's start."""
+        counts, offsets = (np.empty(len(lows), dtype=np.int64) for _ in range(2))
+        as_int = [np.ascontiguousarray(a, dtype=np.int64) for a in (lows, highs, datasets)]
+        kernels.dataset_occurrences(self.sa, self.doc_starts, *as_int, counts, offsets)
+        return counts, offsets
 
     def count(self, ngram) -> int:
-        """How many times `ngram` (token ids) occurs in the dataset; 0 when it never does."""
-        pattern = _as_int64_ids(ngram)
+        """How many times `ngram` (token ids) occurs (in all datasets together); 0 when it
+        never does."""
+        pattern = _as_int64_ids(ngram, self.separator)
         if pattern.ndim != 1 or len(pattern) == 0:
             raise ValueError("count needs a non-empty 1-D sequence of token ids")
         if pattern.min() < 0:

@@ -369,32 +369,6 @@ def test_suffix_array_search__longest_matches_and_counts__agree_with_brute_force
     assert (occ.count, occ.first_offset) == (len(hits), min(hits))
 
 
-def test_chunk_matrix__float32_cache_beside_the_index__memory_mapped_and_equal(tmp_path, tokenizer, embedder):
-    index = AttributionIndex.build("c", BEES, tokenizer, embedder, tmp_path / "c", progress=_quiet)
-    matrix = index.chunk_matrix()
-    cache = tmp_path / "c" / "chunk_embeddings.f32.npy"
-    assert cache.is_file() and isinstance(matrix, np.memmap) and matrix.dtype == np.float32
-    assert np.array_equal(matrix, np.asarray(index.chunk_embeddings, dtype=np.float32))
-    again = AttributionIndex.load(tmp_path / "c").chunk_matrix()  # a second engine maps the same file
-    assert np.array_equal(again, matrix)
-
-
-def test_chunk_matrix__index_folder_not_writable__converted_in_memory(tmp_path, tokenizer, embedder):
-    from bench.chaos_bench import immutable_supported, set_immutable
-
-    index = AttributionIndex.build("c", BEES, tokenizer, embedder, tmp_path / "c", progress=_quiet)
-    why = immutable_supported(tmp_path)
-    if why:
-        pytest.skip(why)
-    set_immutable(tmp_path / "c", True)  # not even root may add the cache file
-    try:
-        matrix = index.chunk_matrix()
-    finally:
-        set_immutable(tmp_path / "c", False)
-    assert not isinstance(matrix, np.memmap) and not (tmp_path / "c" / "chunk_embeddings.f32.npy").exists()
-    assert np.array_equal(matrix, np.asarray(index.chunk_embeddings, dtype=np.float32))
-
-
 def _brute_count(text: list[int], pattern: list[int]) -> tuple[int, int]:
     hits = [p for p in range(len(text) - len(pattern) + 1) if text[p : p + len(pattern)] == pattern]
     return len(hits), (min(hits) if hits else -1)
