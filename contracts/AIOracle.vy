@@ -802,8 +802,8 @@ def _request(model_id: uint256, input: Bytes[_INPUT_ABI], callback: address, gas
     task_fee: uint256 = 0
     model_fee: uint256 = 0
     task_fee, model_fee = self._task_fee(model_id)
+    # <= 2**96 - 1: gas_limit <= MAX_GAS_LIMIT and set_params bounds gas_price
     reserve: uint256 = convert(gas_limit, uint256) * self.gas_price
-    assert reserve <= _MASK_96, "aioracle: reserve too large"
     assert paid >= task_fee + reserve, "aioracle: fee below estimate"
 
     window: uint256 = self._window(model_id)

@@ -465,6 +465,12 @@ def test_challenge__bad_challenges__revert_with_their_reasons_and_hold_nothing(a
     challenge(ao, rid)
     with boa.env.prank(ao.w.requester), boa.reverts("aioracle: already challenged"):
         ao.oracle.challenge(rid, value=x.CHALLENGE_BOND)
+    boa.env.time_travel(seconds=600)
+    with boa.reverts("aioracle: challenged"):  # a challenged result waits for resolve
+        x.finalize(ao, rid, WRONG, s)
+    boa.env.set_balance(ao.w.stranger, 2**97)
+    with boa.env.prank(ao.w.stranger), boa.reverts("aioracle: bond too large"):
+        ao.oracle.challenge(provisional(ao)[0], value=2**96)
     rid2, _ = provisional(ao)
     boa.env.time_travel(seconds=600)
     before = boa.env.get_balance(ao.oracle.address)
@@ -605,6 +611,8 @@ def test_expire__unanswered_request__refunds_fee_and_reserve_to_the_refund_addre
     fee = ao.escrow.task(rid)[3]
     with boa.env.prank(ao.w.stranger):
         ao.oracle.expire(rid)
+    (failed,) = x.events(ao.oracle, "TaskFailed")
+    assert failed.reason == "aioracle: request ended without a final settlement"
     assert ao.escrow.task(rid)[7] == h.REFUNDED
     assert ao.oracle.balance_of(ao.w.requester) == fee + x.GAS_LIMIT * x.GAS_PRICE
     assert ao.oracle.request(rid).state == x.EXPIRED and ao.consumer.calls() == 0
@@ -675,6 +683,17 @@ def test_withdraw__nothing_credited__reverts_and_withdraw_for_pushes(ao):
     x.assert_conserved(ao, [rid])
 
 
+def test_withdraw__to_an_account_that_refuses_eth__reverts_and_keeps_the_credit(ao):
+    refuser = ao.committee.address  # a contract without a payable default
+    with boa.env.prank(ao.w.requester):
+        ao.oracle.set_payee(refuser)
+        ao.oracle.request_callback(1, b"q", ao.consumer.address, 1, b"", value=ao.oracle.estimate_fee(1, 1) + 10)
+    assert ao.oracle.balance_of(refuser) == 10
+    with boa.env.prank(ao.w.stranger), boa.reverts("aioracle: transfer failed"):
+        ao.oracle.withdraw_for(refuser)
+    assert ao.oracle.balance_of(refuser) == 10
+
+
 def test_default__only_the_escrow_may_send_eth(ao):
     with pytest.raises(Exception, match="aioracle: only the escrow pays in"):
         boa.env.raw_call(ao.oracle.address, sender=ao.w.stranger, value=1)
@@ -730,6 +749,8 @@ def test_deploy__zero_escrow_or_a_committee_of_another_escrow__reverts(ao):
         h.partial("AIOracle").deploy(ao.escrow.address, other_committee.address, 1, 1, 1, 1, 1)
     with boa.reverts("committee: zero escrow"):
         h.partial("AICommittee").deploy(h.ZERO_ADDRESS)
+    with boa.reverts("aioracle: zero escrow"):
+        h.partial("AIOracle").deploy(h.ZERO_ADDRESS, other_committee.address, 1, 1, 1, 1, 1)
 
 
 def test_ownership__transfer_and_renounce_are_owner_only(ao):

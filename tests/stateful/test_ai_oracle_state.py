@@ -1,0 +1,236 @@
+"""AIOracle state machine: random requests (windows 0 or 600 s, consumers that
+store, revert, burn their gas or bomb returndata), fulfilments, finalizations,
+challenges resolved as upheld, overturned or without quorum, expiries (also of
+tasks a stranger refunded in the escrow directly), time passing and
+withdrawals by anyone.
+
+Invariants after every step:
+  * AIOracle's ETH + its escrow credit + its requests' fees still in the escrow
+    == what it owes (credits, callback reserves, bonds, open fees), and the
+    escrow's own invariant holds;
+  * no request is delivered twice, and a delivered request is FINAL.
+At the end every request is expired or final, every credit is withdrawn and
+AIOracle holds zero wei, in itself and in the escrow: nothing is ever stuck.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from types import SimpleNamespace
+
+import boa
+import pytest
+from hypothesis import HealthCheck, event, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from tests.contracts import ai_oracle_helpers as x
+from tests.contracts import helpers as h
+
+_WORLD: list = []
+SEEN: Counter = Counter()  # paths taken, over all examples (printed with -s)
+
+
+def _seen(what: str):
+    SEEN[what] += 1
+    event(what)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _deployed_world():
+    s = h.deploy_system()
+    publisher = h.funded_address("aosm-publisher")
+    h.register_model(s.registry, publisher, fee=10**15, receiver=boa.env.generate_address("aosm-receiver"))
+    agents = [h.new_account() for _ in range(2)]
+    for a in agents:
+        h.register_agent(s.escrow, a)
+    w = SimpleNamespace(
+        sys=s, escrow=s.escrow, registry=s.registry, owner=s.owner, oracle=s.oracle, treasury=s.treasury,
+        publisher=publisher, agents=agents, requester=h.funded_address("aosm-requester"),
+        stranger=h.funded_address("aosm-stranger"),
+    )
+    _WORLD[:] = [x.deploy(w, n_members=4)]
+    yield
+    _WORLD.clear()
+    print("\npaths taken:", dict(sorted(SEEN.items())))
+
+
+class AIOracleMachine(RuleBasedStateMachine):
+    def __init__(self):
+        super().__init__()
+        self._anchor = boa.env.anchor()
+        self._anchor.__enter__()
+        self.ao = _WORLD[0]
+        self.w = self.ao.w
+        self.rids: list[int] = []
+        self.outputs: dict[int, tuple[bytes, bytes]] = {}  # rid -> (output, settlement)
+        self.candidates: dict[int, list] = {}
+        self.delivered: Counter = Counter()
+        self.actors = {self.w.requester, self.w.oracle, self.w.stranger, *(a.address for a in self.w.agents), *(m.address for m in self.ao.members)}
+
+    def teardown(self):
+        try:
+            self._drain()
+        finally:
+            self._anchor.__exit__(None, None, None)
+
+    # ------------------------------------------------------------ helpers
+
+    def _state(self, rid):
+        return self.ao.oracle.request(rid).state
+
+    def _in(self, *states):
+        return [r for r in self.rids if self._state(r) in states]
+
+    def _fulfillable(self):
+        return [r for r in self._in(x.REQUESTED) if boa.env.timestamp <= self.ao.oracle.request(r).due]
+
+    def _finalizable(self):
+        return [r for r in self._in(x.PROVISIONAL) if boa.env.timestamp >= self.ao.oracle.request(r).due]
+
+    def _challengeable(self):
+        return [r for r in self._in(x.PROVISIONAL) if boa.env.timestamp < self.ao.oracle.request(r).due]
+
+    def _expirable(self):
+        now = boa.env.timestamp
+        out = []
+        for r in self.rids:
+            q = self.ao.oracle.request(r)
+            if (q.state == x.REQUESTED and now > q.due) or (q.state in (x.PROVISIONAL, x.CHALLENGED) and now > q.escrow_deadline):
+                out.append(r)
+        return out
+
+    def _refundable_in_escrow(self):
+        return [r for r in self.rids if self.w.escrow.task(r)[7] == h.OPEN and boa.env.timestamp > self.w.escrow.task(r)[5]]
+
+    def _record_deliveries(self, contract):
+        for e in x.events(contract, "CallbackDelivered"):
+            self.delivered[e.request_id] += 1
+
+    # -------------------------------------------------------------- rules
+
+    @rule(window=st.sampled_from([0, 600]), mode=st.sampled_from([0, 0, 1, 2, 4]), gas_limit=st.sampled_from([50_000, 200_000]), extra=st.sampled_from([0, 0, 7]))
+    def request(self, window, mode, gas_limit, extra):
+        x.set_window(self.ao, window)
+        self.ao.consumer.set_mode(mode, b"")
+        self.rids.append(x.request(self.ao, gas_limit=gas_limit, extra=extra))
+
+    @precondition(lambda self: self._fulfillable())
+    @rule(data=st.data(), paid=st.booleans(), correct=st.booleans())
+    def fulfill(self, data, paid, correct):
+        rid = data.draw(st.sampled_from(self._fulfillable()))
+        output = b"4" if correct else b"5"
+        # an agent slashed below the minimum stake can no longer be paid
+        serving = [a for a in self.w.agents if self.w.escrow.serves_model(a.address, 1)]
+        agents = serving[:1] if paid else []
+        s = x.settlement_for(self.ao, rid, output, agents=agents, agent_fee=10**15 if agents else 0)
+        x.fulfill(self.ao, rid, output, s, gas=5_000_000)
+        self._record_deliveries(self.ao.oracle)
+        self.outputs[rid] = (output, s, [a.address for a in agents])
+        _seen(f"fulfilled with window {self.ao.oracle.request(rid).challenge_window}")
+
+    @precondition(lambda self: self._finalizable())
+    @rule(data=st.data())
+    def finalize(self, data):
+        rid = data.draw(st.sampled_from(self._finalizable()))
+        output, s, _ = self.outputs[rid]
+        x.finalize(self.ao, rid, output, s, gas=5_000_000)
+        self._record_deliveries(self.ao.oracle)
+        _seen("finalized")
+
+    @precondition(lambda self: self._challengeable())
+    @rule(data=st.data())
+    def challenge(self, data):
+        rid = data.draw(st.sampled_from(self._challengeable()))
+        with boa.env.prank(self.w.stranger):
+            self.ao.oracle.challenge(rid, value=x.CHALLENGE_BOND)
+        (ev,) = x.events(self.ao.oracle, "Challenged")
+        self.candidates[rid] = list(ev.candidates)
+
+    @precondition(lambda self: self._in(x.CHALLENGED))
+    @rule(data=st.data(), verdict=st.sampled_from(["uphold", "overturn", "none"]))
+    def resolve(self, data, verdict):
+        rid = data.draw(st.sampled_from(self._in(x.CHALLENGED)))
+        output, s, originals = self.outputs[rid]
+        cands = self.candidates[rid]
+        members = [x.member(self.ao, m) for m in self.ao.committee.committee_of(cands, originals)]
+        if verdict == "none":
+            if boa.env.timestamp <= self.ao.oracle.request(rid).due:
+                return
+            verdicts, final = [], output
+        else:
+            final = output if verdict == "uphold" else (b"5" if output == b"4" else b"4")
+            verdicts = [x.verdict(self.ao, m, rid, x.sha256(final)) for m in members[:2]]
+        with boa.env.prank(self.w.stranger):
+            self.ao.oracle.resolve(rid, cands, s, verdicts, final, False, b"ctx", gas=5_000_000)
+        self._record_deliveries(self.ao.oracle)
+        _seen(f"resolved: {verdict}")
+
+    @precondition(lambda self: self._expirable())
+    @rule(data=st.data())
+    def expire(self, data):
+        rid = data.draw(st.sampled_from(self._expirable()))
+        state = self._state(rid)
+        with boa.env.prank(self.w.stranger):
+            self.ao.oracle.expire(rid)
+        _seen(f"expired from state {state}")
+
+    @precondition(lambda self: self._refundable_in_escrow())
+    @rule(data=st.data())
+    def stranger_refunds_in_the_escrow(self, data):
+        rid = data.draw(st.sampled_from(self._refundable_in_escrow()))
+        self.w.escrow.refund(rid)
+        _seen("refunded in the escrow by a stranger")
+
+    @rule(seconds=st.sampled_from([30, 300, 601, 601, 3_601, h.DAY + 1, 23 * h.DAY]))
+    def time_passes(self, seconds):
+        boa.env.time_travel(seconds=seconds)
+
+    def _credited(self):
+        return [a for a in sorted(self.actors) if self.ao.oracle.balance_of(a)]
+
+    @precondition(lambda self: self._credited())
+    @rule(data=st.data())
+    def withdraw(self, data):
+        who = data.draw(st.sampled_from(self._credited()))
+        with boa.env.prank(self.w.stranger):
+            self.ao.oracle.withdraw_for(who)
+        _seen("withdrawn")
+
+    # --------------------------------------------------------- invariants
+
+    @invariant()
+    def oracle_holds_exactly_what_it_owes(self):
+        x.assert_conserved(self.ao, self.rids)
+
+    @invariant()
+    def delivered_at_most_once_and_only_when_final(self):
+        for rid, n in self.delivered.items():
+            assert n == 1 and self._state(rid) == x.FINAL
+
+    # -------------------------------------------------------------- drain
+
+    def _drain(self):
+        boa.env.time_travel(seconds=30 * h.DAY)
+        for rid in self.rids:
+            if self._state(rid) in (x.REQUESTED, x.PROVISIONAL, x.CHALLENGED):
+                with boa.env.prank(self.w.stranger):
+                    self.ao.oracle.expire(rid)
+        x.assert_conserved(self.ao, self.rids)
+        o = self.ao.oracle
+        assert (o.total_held(), o.total_open_fees()) == (0, 0)
+        for who in sorted(self.actors):
+            if o.balance_of(who):
+                o.withdraw_for(who)
+        assert o.total_credited() == 0
+        assert boa.env.get_balance(o.address) == 0 and self.w.escrow.balance_of(o.address) == 0
+
+
+TestAIOracleState = AIOracleMachine.TestCase
+TestAIOracleState.settings = settings(
+    max_examples=int(os.environ.get("AIORACLE_SM_EXAMPLES", "25")),
+    stateful_step_count=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
