@@ -33,7 +33,6 @@ import time
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from unittest import mock
 
 import pytest
 from eth_account import Account
@@ -191,20 +190,13 @@ class Machine:
     def json(self, *args: str) -> dict:
         return json.loads(self.cli(*args, "--json").stdout)
 
-    @contextmanager
-    def _in_namespace(self):
-        """tributa.processes starts `python -m tributa.cli…`: here, inside this role's namespace."""
-        cli = [*self.net.prefix(self.name), sys.executable, "-m", "tributa.cli.__main__"]
-        with mock.patch("tributa.processes._cli", return_value=cli):
-            yield
-
     def start_oracle(self, args: list[str]):
-        with self._in_namespace():
-            return start_oracle(self.settings, self.settings.data_dir / "oracle.log", args, self.env)
+        return start_oracle(self.settings, self.settings.data_dir / "oracle.log", args, self.env,
+                            prefix=self.net.prefix(self.name))  # inside this role's network namespace
 
     def start_agent(self, args: list[str]):
-        with self._in_namespace():
-            return start_agent(self.settings, self.settings.data_dir / "agent.log", [*args, "--account", "env:TRIBUTA_KEY"], self.env)
+        return start_agent(self.settings, self.settings.data_dir / "agent.log", [*args, "--account", "env:TRIBUTA_KEY"], self.env,
+                           prefix=self.net.prefix(self.name))
 
 
 def gas_paid(w3, address: str, after_block: int, to_block: int) -> int:
