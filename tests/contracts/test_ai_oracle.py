@@ -560,6 +560,15 @@ def test_resolve__no_answer_at_all_by_the_deadline__posted_result_stands(ao):
     assert ao.oracle.is_finalized(rid)
 
 
+SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+
+
+def malleable(sig: bytes) -> bytes:
+    """The same signature with high s (recovers to the same signer; refused)."""
+    r, s_, v = sig[:32], int.from_bytes(sig[32:64], "big"), sig[64]
+    return r + (SECP256K1_N - s_).to_bytes(32, "big") + bytes([55 - v])
+
+
 def test_resolve__bad_resolutions__revert_with_their_reasons(ao):
     rid, s = provisional(ao, output=WRONG)
     with boa.env.prank(ao.w.stranger), boa.reverts("aioracle: not challenged"):
@@ -575,6 +584,7 @@ def test_resolve__bad_resolutions__revert_with_their_reasons(ao):
         (dict(verdicts=[good[0], good[0]]), "committee: duplicate verdict"),
         (dict(verdicts=[(members[0].address, ANSWER, h.sign_result(members[1], ao.escrow, rid, ANSWER)), good[1]]), "committee: bad verdict signature"),
         (dict(verdicts=[(members[0].address, ANSWER, h.sign_result(members[0], ao.escrow, rid + 1, ANSWER)), good[1]]), "committee: bad verdict signature"),
+        (dict(verdicts=[(members[0].address, ANSWER, malleable(good[0][2])), good[1]]), "committee: bad verdict signature"),
         (dict(output=WRONG), "aioracle: output does not match the result digest"),
     ]
     for change, reason in cases:
@@ -846,6 +856,10 @@ def test_gas__request_fulfil_challenge_resolve(ao):
     rid = post()
     GAS["  the same, the callback storing the answer (4 SSTOREs)"] = tx_gas(ao.oracle, "fulfill", rid, b"Paris", False, paid(rid), b"ctx", sender=w.oracle)
 
+    tid = h.post_task(w.escrow, w.requester, fee=ao.escrow.task(rid)[3])
+    h.post_task(w.escrow, w.requester)  # keeps the escrow's open total non-zero
+    plain = h.settlement(tid, agents=[w.agents[0]], agent_fee=10**15, result=x.sha256(b"Paris"), escrow=ao.escrow)
+    GAS["  for comparison: escrow.settle of a plain task, same settlement"] = tx_gas(ao.escrow, "settle", plain, sender=w.oracle)
     x.set_window(ao, 600)
     ao.consumer.set_mode(6, b"")
     rid = post()
