@@ -196,6 +196,21 @@ def test_fulfill__window_zero__settles_and_delivers_once_in_the_same_transaction
     assert ao.consumer.calls() == 1
 
 
+def test_fulfill__settlement_with_datasets_and_slashes__reaches_the_escrow_as_posted(ao):
+    x.set_window(ao, 0)
+    rid = x.request(ao)
+    s = x.settlement_for(ao, rid, OUT, agents=[ao.w.agents[0]], agent_fee=10**15, slashed=[ao.w.agents[1]], dataset_ids=[1, 2], weights=[2500, 7500])
+    stake = ao.escrow.agent(ao.w.agents[1].address)[0]
+    x.fulfill(ao, rid, OUT, s)
+    logs = ao.oracle.get_logs()
+    (settled,) = [e for e in logs if type(e).__name__ == "TaskSettled"]
+    (slash,) = [e for e in logs if type(e).__name__ == "AgentSlashed"]
+    credited = [e for e in logs if type(e).__name__ == "RoyaltyCredited"]
+    assert settled.data_share == ao.escrow.task(rid)[3] * h.DATA_SHARE_BPS // h.BPS and len(credited) == 2
+    assert slash.agent == ao.w.agents[1].address and slash.amount == stake * h.SLASH_BPS // h.BPS
+    x.assert_conserved(ao, [rid])
+
+
 def test_fulfill__cid_output__is_accepted_for_v0_and_v1_cids_of_the_digest(ao):
     x.set_window(ao, 0)
     digest = x.sha256(b"a long output" * 200)
