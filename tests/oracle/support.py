@@ -90,3 +90,14 @@ def fail_task_call(escrow, task_id: int, reason: str):
     """escrow.fail_task(task_id, reason[, no agents to slash]), whichever arity the deployed ABI has."""
     inputs = next(e["inputs"] for e in escrow.abi if e.get("type") == "function" and e["name"] == "fail_task")
     return escrow.functions.fail_task(task_id, reason, *([[]] * (len(inputs) - 2)))
+
+
+# Two small datasets whose texts share no span, for attribution tests.
+ASTRO = (
+    "The Moon orbits the Earth once every twenty seven days, and the same face of the Moon always "
+    "points toward us because its spin is locked to its orbit by the pull of the Earth. "
+) * 4
+BAKING = (
+    "Knead the dough on a floured table for ten minutes until it is smooth and springs back, then "
+    "leave it covered in a warm place until it has doubled in size. "
+) * 4

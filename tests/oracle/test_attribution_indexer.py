@@ -16,18 +16,11 @@ from oracle.attribution.indexer import CONTENT_NOT_IN_STORE, INDEXING, DatasetIn
 from oracle.attribution.service import DatasetIndexes, OracleAttributor
 from oracle.db import Task
 from tests.helpers import OracleParts
+from tests.oracle.support import ASTRO, BAKING
 from tributa.datasets import register_dataset
 from tributa.publish import register_model
 from tributa.store import open_store
 
-ASTRO = (
-    "The Moon orbits the Earth once every twenty seven days, and the same face of the Moon always "
-    "points toward us because its spin is locked to its orbit by the pull of the Earth. "
-) * 4
-BAKING = (
-    "Knead the dough on a floured table for ten minutes until it is smooth and springs back, then "
-    "leave it covered in a warm place until it has doubled in size. "
-) * 4
 ASTRO_QUOTE = "the same face of the Moon always points toward us because its spin is locked to its orbit"
 BAKING_QUOTE = "leave it covered in a warm place until it has doubled in size"
 
