@@ -809,7 +809,7 @@ def _request(model_id: uint256, input: Bytes[_INPUT_ABI], callback: address, gas
     window: uint256 = self._window(model_id)
     fulfil_by: uint256 = block.timestamp + self.response_window
     deadline: uint256 = fulfil_by + window + self.committee_window + SETTLE_GRACE
-    request_id: uint256 = extcall escrow.post_task(model_id, sha256(input), deadline, TASK_K, model_fee, value=task_fee)
+    request_id: uint256 = extcall escrow.post_task(model_id, self._file_digest(input), deadline, TASK_K, model_fee, value=task_fee)
 
     refund_to: address = self.payee_of[msg.sender]
     if refund_to == empty(address):
@@ -884,15 +884,42 @@ def _hash_data(data: Bytes[MAX_CALLBACK_DATA_BYTES]) -> bytes32:
 @pure
 def _check_output(output: Bytes[MAX_OUTPUT_BYTES], is_cid: bool, digest: bytes32):
     """
-    @dev The output must name `digest`: its sha2-256, or a binary sha2-256 CID
-         (v0 0x1220 || digest, v1 0x01 || raw 0x55 or dag-pb 0x70 || 0x1220 || digest).
+    @dev The output must name `digest`: the digest of its `ipfs add` CID (see
+         _file_digest), or a binary sha2-256 CID (v0 0x1220 || digest, v1 0x01 ||
+         raw 0x55 or dag-pb 0x70 || 0x1220 || digest).
     """
     ok: bool = False
     if is_cid:
         ok = output == concat(b"\x12\x20", digest) or output == concat(b"\x01\x55\x12\x20", digest) or output == concat(b"\x01\x70\x12\x20", digest)
     else:
-        ok = sha256(output) == digest
+        ok = self._file_digest(output) == digest
     assert ok, "aioracle: output does not match the result digest"
+
+
+@internal
+@pure
+def _varint(n: uint256) -> Bytes[2]:
+    # protobuf varint of n < 16,384 (every length here is at most 8,203)
+    if n < 128:
+        return slice(convert(n, bytes32), 31, 1)
+    return concat(slice(convert((n & 127) | 128, bytes32), 31, 1), slice(convert(n >> 7, bytes32), 31, 1))
+
+
+@internal
+@pure
+def _file_digest(data: Bytes[_INPUT_ABI]) -> bytes32:
+    """
+    @dev The sha2-256 inside the CIDv0 `ipfs add` gives a file of one chunk
+         (<= 256 KiB): its dag-pb node PBNode{Data: UnixFS{Type: File, Data:
+         data, filesize}}. Inputs and outputs are then named on-chain exactly
+         as every other task's content, so the oracle's store and the agents
+         need no second kind of CID.
+    """
+    n: uint256 = len(data)
+    unixfs: Bytes[_INPUT_ABI + 8] = b"\x08\x02\x18\x00"
+    if n != 0:
+        unixfs = concat(b"\x08\x02\x12", self._varint(n), data, b"\x18", self._varint(n))
+    return sha256(concat(b"\x0a", self._varint(len(unixfs)), unixfs))
 
 
 @internal

@@ -5,13 +5,13 @@ Vyper that the callback tests call."""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import boa
 from eth_abi import encode
 
 from tests.contracts import helpers as h
+from tributa.store import cid_of_bytes, cid_to_digest
 
 SETTLEMENT_T = "(uint256,bytes32,bytes32,address[],bytes[],uint256,(address,bytes32,uint256,bytes)[],uint256[],uint16[])"
 
@@ -128,8 +128,9 @@ def deploy(w, n_members: int = 5) -> AO:
     return AO(w, oracle, committee, consumer, members)
 
 
-def sha256(data: bytes) -> bytes:
-    return hashlib.sha256(data).digest()
+def file_digest(data: bytes) -> bytes:
+    """The digest AIOracle names an input or output by: that of its `ipfs add` CID."""
+    return cid_to_digest(cid_of_bytes(data))
 
 
 def encode_settlement(s: tuple) -> bytes:
@@ -138,8 +139,8 @@ def encode_settlement(s: tuple) -> bytes:
 
 
 def settlement_for(ao: AO, rid: int, output: bytes, agents=(), agent_fee: int = 0, result: bytes | None = None, **kw) -> bytes:
-    """The encoded settlement of request `rid` whose result is sha2-256(output), paying `agents`."""
-    s = h.settlement(rid, agents=list(agents), agent_fee=agent_fee, result=result or sha256(output), escrow=ao.escrow, **kw)
+    """The encoded settlement of request `rid` whose result is file_digest(output), paying `agents`."""
+    s = h.settlement(rid, agents=list(agents), agent_fee=agent_fee, result=result or file_digest(output), escrow=ao.escrow, **kw)
     return encode_settlement(s)
 
 

@@ -2,6 +2,8 @@
 callbacks), outputs on-chain, a challenge window with a committee of staked
 agents, and no wei ever stuck."""
 
+import hashlib
+
 import boa
 import pytest
 from eth_utils import function_signature_to_4byte_selector as selector
@@ -11,7 +13,7 @@ from tests.contracts import ai_oracle_helpers as x
 from tests.contracts import helpers as h
 
 OUT = b"4"
-ANSWER = x.sha256(OUT)
+ANSWER = x.file_digest(OUT)
 WRONG = b"5"
 
 
@@ -69,7 +71,7 @@ def test_request_callback__posts_an_escrow_task_and_emits_the_input(ao):
     task = ao.escrow.task(rid)
     reserve = x.GAS_LIMIT * x.GAS_PRICE
     assert task[0] == ao.oracle.address and task[1] == 1  # requester, model
-    assert task[2] == x.sha256(b"What is 2+2?")  # input digest: sha2-256 of the input
+    assert task[2] == x.file_digest(b"What is 2+2?")  # input digest: that of its `ipfs add` CID
     assert task[3] == fee - reserve == terms.task_fee and task[6] == 5  # fee, k
     assert task[5] == terms.escrow_deadline == terms.fulfil_by + 600 + x.COMMITTEE_WINDOW + h.DAY
     r = ao.oracle.request(rid)
@@ -211,9 +213,28 @@ def test_fulfill__settlement_with_datasets_and_slashes__reaches_the_escrow_as_po
     x.assert_conserved(ao, [rid])
 
 
+@pytest.mark.parametrize("size", [1, 127, 128, 1024, 4096])
+def test_request_and_fulfill__input_and_output_digests_are_their_ipfs_add_cids_at_every_varint_width(ao, size):
+    x.set_window(ao, 0)
+    prompt = bytes(i % 251 for i in range(size))
+    rid = x.request(ao, prompt=prompt, gas_limit=1_000_000)  # room to store a 1 KiB answer
+    assert ao.escrow.task(rid)[2] == x.file_digest(prompt)
+    output = prompt[:1024] if size != 4096 else b""  # the empty file has its own encoding
+    x.fulfill(ao, rid, output, x.settlement_for(ao, rid, output))
+    assert ao.oracle.request(rid).state == x.FINAL and ao.consumer.last_output() == output
+
+
+def test_fulfill__an_output_named_by_its_plain_sha256__refused(ao):
+    x.set_window(ao, 0)
+    rid = x.request(ao)
+    s = x.settlement_for(ao, rid, OUT, result=hashlib.sha256(OUT).digest())
+    with boa.reverts("aioracle: output does not match the result digest"):
+        x.fulfill(ao, rid, OUT, s)
+
+
 def test_fulfill__cid_output__is_accepted_for_v0_and_v1_cids_of_the_digest(ao):
     x.set_window(ao, 0)
-    digest = x.sha256(b"a long output" * 200)
+    digest = x.file_digest(b"a long output" * 200)
     for prefix in (b"\x12\x20", b"\x01\x55\x12\x20", b"\x01\x70\x12\x20"):
         rid = x.request(ao)
         s = x.settlement_for(ao, rid, b"", result=digest)
@@ -545,7 +566,7 @@ def test_resolve__overturned__slashes_the_original_agent_pays_the_committee_and_
 def test_resolve__overturned_to_a_cid__marks_the_output_as_a_cid(ao):
     rid, s = provisional(ao, output=WRONG)
     cands = challenge(ao, rid)
-    digest = x.sha256(b"long" * 500)
+    digest = x.file_digest(b"long" * 500)
     verdicts = [x.verdict(ao, m, rid, digest) for m in committee_of(ao, cands)[:2]]
     resolve(ao, rid, cands, s, verdicts, b"\x12\x20" + digest, is_cid=True)
     assert ao.oracle.request(rid).output_is_cid and ao.consumer.last_output() == b"\x12\x20" + digest
@@ -555,7 +576,7 @@ def test_resolve__no_quorum__waits_for_the_deadline_then_returns_the_bond(ao):
     rid, s = provisional(ao, output=OUT)
     cands = challenge(ao, rid)
     members = committee_of(ao, cands)
-    split = [x.verdict(ao, members[0], rid, ANSWER), x.verdict(ao, members[1], rid, x.sha256(b"other"))]
+    split = [x.verdict(ao, members[0], rid, ANSWER), x.verdict(ao, members[1], rid, x.file_digest(b"other"))]
     with boa.env.prank(ao.w.stranger), boa.reverts("aioracle: no quorum yet"):
         ao.oracle.resolve(rid, cands, s, split, OUT, False, b"ctx")
     boa.env.time_travel(seconds=x.COMMITTEE_WINDOW + 1)
@@ -873,7 +894,7 @@ def test_gas__request_fulfil_challenge_resolve(ao):
 
     tid = h.post_task(w.escrow, w.requester, fee=ao.escrow.task(rid)[3])
     h.post_task(w.escrow, w.requester)  # keeps the escrow's open total non-zero
-    plain = h.settlement(tid, agents=[w.agents[0]], agent_fee=10**15, result=x.sha256(b"Paris"), escrow=ao.escrow)
+    plain = h.settlement(tid, agents=[w.agents[0]], agent_fee=10**15, result=x.file_digest(b"Paris"), escrow=ao.escrow)
     GAS["  for comparison: escrow.settle of a plain task, same settlement"] = tx_gas(ao.escrow, "settle", plain, sender=w.oracle)
     x.set_window(ao, 600)
     ao.consumer.set_mode(6, b"")
@@ -888,9 +909,9 @@ def test_gas__request_fulfil_challenge_resolve(ao):
     cands = list(ev.candidates)
     members = committee_of(ao, cands)
     with boa.env.anchor():
-        vs = [x.verdict(ao, m, rid, x.sha256(b"Paris")) for m in members[:2]]
+        vs = [x.verdict(ao, m, rid, x.file_digest(b"Paris")) for m in members[:2]]
         GAS["gas_resolve (upheld, 2 verdicts, settle + callback)"] = tx_gas(ao.oracle, "resolve", rid, cands, s, vs, b"Paris", False, b"ctx", sender=w.stranger)
-    vs = [x.verdict(ao, m, rid, x.sha256(b"Lyon")) for m in members]
+    vs = [x.verdict(ao, m, rid, x.file_digest(b"Lyon")) for m in members]
     GAS["gas_resolve (overturned, 3 verdicts, 1 slash, settle + callback)"] = tx_gas(ao.oracle, "resolve", rid, cands, s, vs, b"Lyon", False, b"ctx", sender=w.stranger)
     print("\n" + "\n".join(f"{k:<68} {v:>9,}" for k, v in GAS.items()))
     assert ao.oracle.is_finalized(rid) and ao.escrow.task(rid)[7] == h.SETTLED

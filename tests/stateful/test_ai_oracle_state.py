@@ -161,7 +161,7 @@ class AIOracleMachine(RuleBasedStateMachine):
             verdicts, final = [], output
         else:
             final = output if verdict == "uphold" else (b"5" if output == b"4" else b"4")
-            verdicts = [x.verdict(self.ao, m, rid, x.sha256(final)) for m in members[:2]]
+            verdicts = [x.verdict(self.ao, m, rid, x.file_digest(final)) for m in members[:2]]
         with boa.env.prank(self.w.stranger):
             self.ao.oracle.resolve(rid, cands, s, verdicts, final, False, b"ctx", gas=5_000_000)
         self._record_deliveries(self.ao.oracle)

@@ -13,6 +13,7 @@ from tributa.store.errors import (
     StoreFull,
     StoreUnwritable,
 )
+from tributa.store.importer import cid_of_bytes
 from tributa.store.factory import IPFS_API_ENV, open_store, store_root
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "StoreFull",
     "StoreUnwritable",
     "VerifyReport",
+    "cid_of_bytes",
     "cid_to_digest",
     "digest_to_cid",
     "open_store",

@@ -13,7 +13,7 @@ from tributa.store.car import verified_blocks
 from tributa.store.cid import Cid, coerce_cid
 from tributa.store.dagpb import may_have_links
 from tributa.store.errors import IntegrityError, NotFound, StoreError
-from tributa.store.importer import Importer, default_workers
+from tributa.store.importer import Importer, cid_of_bytes, default_workers
 from tributa.store.layout import BlockSink, HashOnly, Link
 from tributa.store.pins import PinSet
 
@@ -103,10 +103,9 @@ class EmbeddedStore:
         return root
 
     def cid_of(self, data_or_path: Buffer | PathLike, *, cid_version: int = 0) -> Cid:
-        importer = self._importer(HashOnly(), None, cid_version)
         if isinstance(data_or_path, (bytes, bytearray, memoryview)):
-            return importer.add_bytes(data_or_path).cid
-        return importer.add_path(data_or_path).cid
+            return cid_of_bytes(data_or_path, cid_version)
+        return self._importer(HashOnly(), None, cid_version).add_path(data_or_path).cid
 
     # -- reading -------------------------------------------------------------------------------
 

@@ -21,11 +21,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol
 
 from tributa.store.base import Buffer, Progress
+from tributa.store.cid import Cid
 from tributa.store.errors import NotFound, StoreError
 from tributa.store.layout import (
     CHUNK_SIZE,
     BalancedLayout,
     BlockSink,
+    HashOnly,
     Link,
     directory_node,
     empty_file,
@@ -304,3 +306,8 @@ def _kind(mode: int) -> str:
     if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
         return "device file"
     return "special file"
+
+
+def cid_of_bytes(data: Buffer, cid_version: int = 0) -> Cid:
+    """The CID `ipfs add` gives `data`, computed without a store (nothing is written)."""
+    return Importer(HashOnly(), cid_version=cid_version).add_bytes(data).cid
