@@ -30,6 +30,14 @@ DEFAULTS = {
     "min_stake": 10**17,  # 0.1 ETH
     "unbonding_delay": 31 * 24 * 3600,  # TaskEscrow.MIN_UNBONDING_DELAY: a task's slash window
 }
+# AIOracle (contracts that ask for AI, docs/AI_ORACLE.md); the owner retunes them with set_params.
+AI_ORACLE_DEFAULTS = {
+    "gas_price": 10**9,  # 1 gwei per gas of callback gas
+    "agent_fee": 10**15,  # 0.001 ETH per request to the agents
+    "challenge_bond": 10**16,  # 0.01 ETH
+    "response_window": 600,  # seconds the oracle has to post a result
+    "committee_window": 3600,  # seconds a challenge's committee has to sign its verdicts
+}
 
 
 def _deployer(account_alias: str | None):
@@ -125,8 +133,12 @@ def cli(account_alias, oracle, treasury, protocol_fee_bps, data_share_bps, slash
     blueprint = deployer.declare(project.ModelToken, sender=deployer).contract_address
     launcher = deployer.deploy(project.IMOLauncher, registry.address, blueprint)
     registry.set_imo_launcher(launcher.address, sender=deployer)
+    committee = deployer.deploy(project.AICommittee, escrow.address)
+    ai_oracle = deployer.deploy(project.AIOracle, escrow.address, committee.address, *AI_ORACLE_DEFAULTS.values())
+    escrow.set_oracle(ai_oracle.address, True, sender=deployer)  # it settles only the tasks it posted
 
-    contracts = {"DataRegistry": registry, "RoyaltyVault": vault, "TaskEscrow": escrow, "IMOLauncher": launcher}
+    contracts = {"DataRegistry": registry, "RoyaltyVault": vault, "TaskEscrow": escrow, "IMOLauncher": launcher,
+                 "AICommittee": committee, "AIOracle": ai_oracle}
     abis = {name: [entry.model_dump(mode="json", by_alias=True) for entry in c.contract_type.abi] for name, c in contracts.items()}
     abis["ModelToken"] = [entry.model_dump(mode="json", by_alias=True) for entry in project.ModelToken.contract_type.abi]
     addresses = {name: c.address for name, c in contracts.items()}

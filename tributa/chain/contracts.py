@@ -21,6 +21,9 @@ class Contracts:
     registry: Contract
     vault: Contract
     launcher: Contract | None
+    # Contracts that ask for AI (absent from deployments made before them).
+    ai_oracle: Contract | None = None
+    committee: Contract | None = None
 
     @property
     def chain_id(self) -> int:
@@ -37,8 +40,11 @@ def bind(w3: Web3, deployment: Deployment) -> Contracts:
             )
         return w3.eth.contract(address=address, abi=deployment.abis[name])
 
-    launcher = at("IMOLauncher") if "IMOLauncher" in deployment.addresses else None
-    return Contracts(w3, deployment, at("TaskEscrow"), at("DataRegistry"), at("RoyaltyVault"), launcher)
+    def optional(name: str) -> Contract | None:
+        return at(name) if name in deployment.addresses else None
+
+    return Contracts(w3, deployment, at("TaskEscrow"), at("DataRegistry"), at("RoyaltyVault"), optional("IMOLauncher"),
+                     optional("AIOracle"), optional("AICommittee"))
 
 
 def load_contracts(settings: Settings, w3: Web3 | None = None) -> Contracts:
