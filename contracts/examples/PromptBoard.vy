@@ -29,7 +29,9 @@
 """
 
 
-# @dev The part of the AIOracle the board uses (contracts/AIOracle.vy).
+# @dev The part of the AIOracle the board uses (contracts/AIOracle.vy); the
+#      byte bounds are what the board sends (no callback data), the ABI types
+#      and selectors are the AIOracle's.
 interface IAIOracle:
     def requestCallback(modelId: uint256, input: Bytes[MAX_PROMPT_BYTES], callbackContract: address, gasLimit: uint64, callbackData: Bytes[1]) -> uint256: payable
     def estimateFee(modelId: uint256, gasLimit: uint256) -> uint256: view
