@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from . import workers
 from .corpus import CorpusMember, SpanCorpus
 from .index import AttributionIndex
 from .params import ENGINE_VERSION, AttributionParams
@@ -98,9 +99,16 @@ class AttributionEngine:
         m = len(ids)
         p = self.params
 
-        spans, covered = self._span_evidence(ids, candidates, self._span_search(ids, candidates))
+        if self._semantic_wanted(ids, candidates):
+            # The span search (compiled, without the GIL) runs on a pool thread while this one
+            # embeds the output: the two do not depend on each other.
+            searching = workers.submit(self._span_search, ids, candidates)
+            hits = self._semantic_hits(ids, candidates)
+            found = searching.result()
+        else:
+            found, hits = self._span_search(ids, candidates), []
+        spans, covered = self._span_evidence(ids, candidates, found)
         coverage = {d: span_coverage(n, m) for d, n in covered.items()}
-        hits = self._semantic_hits(ids, candidates)
         semantic = semantic_scores(hits, p)
         weights = combine(coverage, semantic, p)
         bps = largest_remainder_bps(weights)
@@ -199,9 +207,12 @@ class AttributionEngine:
             )
         return wanted
 
+    def _semantic_wanted(self, ids: np.ndarray, candidates: list[str]) -> bool:
+        return self.embedder is not None and len(ids) > 0 and any(d in self._chunks for d in candidates)
+
     def _semantic_hits(self, ids: np.ndarray, candidates: list[str]) -> list[ChunkScore]:
         chunks = {d: self._chunks[d] for d in candidates if d in self._chunks}
-        if self.embedder is None or not chunks or len(ids) == 0:
+        if not self._semantic_wanted(ids, candidates):
             return []
         p = self.params
         starts = window_starts(len(ids), p.query_window_tokens, p.query_window_stride)
