@@ -3,7 +3,8 @@
 It runs in its own thread beside the oracle's worker loop, so a build (about 75 s for a large
 dataset) holds back neither ingestion nor settlement. Until a dataset is indexed, attribution
 uses the datasets that are, and its record names the rest with `reason` (see service.py).
-A dataset's content is fixed at registration, so an index, once built, never goes stale.
+A dataset's content is fixed at registration, so an index, once built, never goes stale, unless
+the oracle's embedder changes: an index of another embedder's chunk vectors is built again.
 """
 
 from __future__ import annotations
@@ -143,6 +144,9 @@ class DatasetIndexer:
         self._set(p, INDEXING)
         began = time.monotonic()
         arrived = " (its content arrived)" if CONTENT_NOT_IN_STORE in p.warned else ""
+        stale = self.indexes.stale(cid)
+        if stale is not None:
+            arrived += f" (again: its index holds {stale} chunk vectors, the oracle embeds with {self.indexes.embedder.model_id})"
         log.info("indexing dataset %d (%s) for attribution%s: %d characters", info.dataset_id, cid, arrived, len(text),
                  extra={"fields": {"dataset_id": info.dataset_id, "content_cid": cid, "chars": len(text)}})
         index = self.indexes.build(cid, text, self._progress(cid))

@@ -45,12 +45,32 @@ class DatasetIndexes:
         # The indexer's thread and the settler's share these: each call takes one lock.
         self.tokenizer, self.embedder = serialized(tokenizer, embedder)
         self.segments = SpanSegments(self.root)
+        self._built_with: dict[str, tuple[int, object]] = {}  # content CID -> (manifest mtime, its embedder id)
 
     def path(self, content_cid: str) -> Path:
         return self.root / content_cid
 
     def has(self, content_cid: str) -> bool:
-        return (self.path(content_cid) / "manifest.json").exists()
+        """Whether this content's index is on disk and usable with this embedder."""
+        return (self.path(content_cid) / "manifest.json").exists() and self.stale(content_cid) is None
+
+    def stale(self, content_cid: str) -> str | None:
+        """The embedder an index on disk was built with when it is another than this one's (its
+        chunk vectors cannot be compared with this embedder's queries, so the indexer rebuilds
+        it: e.g. float32 MiniLM's after the switch to the quantized one); else None."""
+        if self.embedder is None:
+            return None
+        file = self.path(content_cid) / "manifest.json"
+        try:
+            stamp = file.stat().st_mtime_ns
+            cached = self._built_with.get(content_cid)
+            if cached is None or cached[0] != stamp:
+                cached = (stamp, json.loads(file.read_text()).get("embedder_id"))
+                self._built_with[content_cid] = cached
+        except (OSError, ValueError, AttributeError):  # missing, or unreadable: the loader says which
+            return None
+        built_with = cached[1]
+        return built_with if isinstance(built_with, str) and built_with != self.embedder.model_id else None
 
     def build(self, content_cid: str, text: str, progress=None) -> AttributionIndex:
         index = AttributionIndex.build(content_cid, text, self.tokenizer, self.embedder, self.path(content_cid), progress)
@@ -65,10 +85,12 @@ class DatasetIndexes:
 
 
 def default_indexes(settings: Settings) -> DatasetIndexes:
-    from tributa.ml.embeddings import load_embedder
+    """The oracle's indexes: the project's tokenizer, and the quantized MiniLM (quantized.py) for
+    chunk and query vectors alike, on the CPU."""
+    from oracle.attribution.quantized import load_quantized_embedder
     from tributa.ml.tokenizer import load_tokenizer
 
-    return DatasetIndexes(settings.data_dir / "attribution", load_tokenizer(), load_embedder())
+    return DatasetIndexes(settings.data_dir / "attribution", load_tokenizer(), load_quantized_embedder())
 
 
 class OracleAttributor:
