@@ -108,8 +108,8 @@ def _quantize(x, codes, scale, peak_at, peak):
         rest = max(magnitude.view(np.float32)[0], np.float32(1e-30))
         scale[i] = rest / np.float32(127)
         inverse = np.float32(127) / rest
-        for j in range(cols):
-            codes[i, j] = np.int8(np.rint(x[i, j] * inverse))
+        for j in range(cols):  # only the peak's can pass 127: it is zeroed below
+            codes[i, j] = np.int8(min(max(np.rint(x[i, j] * inverse), np.float32(-127)), np.float32(127)))
         codes[i, c] = 0
         peak_at[i] = c
         peak[i] = x[i, c]

@@ -1,8 +1,9 @@
 """Proof of attribution: verbatim spans, semantic evidence, weights, determinism, bad input.
 
 Real weights throughout: the project's byte-level BPE (tributa.ml.tokenizer) and the shipped
-all-MiniLM-L6-v2 embedder. The three small datasets below are written for these tests so that
-what they quote and paraphrase cannot drift with the demo data.
+all-MiniLM-L6-v2 embedder, float32 and quantized (the oracle's; each test runs with both). The
+three small datasets below are written for these tests so that what they quote and paraphrase
+cannot drift with the demo data.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from fractions import Fraction
 from pathlib import Path
 
@@ -31,6 +33,7 @@ from oracle.attribution import (  # noqa: E402
     fallback_weights,
     largest_remainder_bps,
 )
+from oracle.attribution.quantized import load_quantized_embedder  # noqa: E402
 from oracle.attribution.spans import maximal_spans, maximal_spans_reference  # noqa: E402
 from oracle.attribution.suffix_array import Occurrence, SuffixArraySearch, build_suffix_array  # noqa: E402
 from tributa.ml.embeddings import load_embedder  # noqa: E402
@@ -98,14 +101,15 @@ def tokenizer():
     return load_tokenizer()
 
 
-@pytest.fixture(scope="module")
-def embedder():
-    return load_embedder("cpu")
+@pytest.fixture(scope="module", params=["float32", "quantized"])
+def embedder(request):
+    """Every test once with float32 MiniLM and once with the quantized one the oracle uses."""
+    return load_embedder("cpu") if request.param == "float32" else load_quantized_embedder()
 
 
 @pytest.fixture(scope="module")
-def index_root(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("attribution-indexes")
+def index_root(tmp_path_factory, embedder) -> Path:
+    return tmp_path_factory.mktemp(f"attribution-indexes-{embedder.model_id}")
 
 
 @pytest.fixture(scope="module")
@@ -289,13 +293,13 @@ def test_fallback_weights__mismatched_lengths__raise_value_error():
 # -- indexes ---------------------------------------------------------------------------------
 
 
-def test_index__load__memory_maps_arrays_and_records_the_manifest(index_root, indexes, tokenizer):
+def test_index__load__memory_maps_arrays_and_records_the_manifest(index_root, indexes, tokenizer, embedder):
     index = AttributionIndex.load(index_root / "bees")
     assert isinstance(index.tokens, np.memmap) and isinstance(index.suffix_array, np.memmap)
     m = index.manifest
     assert m.dataset_id == "bees" and m.token_count == len(_ids(tokenizer, BEES))
     assert m.token_dtype == "uint16" and m.suffix_array_dtype == "uint16"
-    assert m.embedder_id == "all-MiniLM-L6-v2" and index.chunk_embeddings.dtype == np.float16
+    assert m.embedder_id == embedder.model_id and index.chunk_embeddings.dtype == np.float16
     assert m.chunk_count == index.chunk_embeddings.shape[0] > 1
     assert m.bytes_per_token < 7
     assert m.content_sha256 == indexes["bees"].manifest.content_sha256
@@ -466,6 +470,12 @@ def test_engine__index_from_another_tokenizer__raises_value_error(tmp_path, inde
     )
     with pytest.raises(ValueError, match="rebuild the index"):
         AttributionEngine([other], tokenizer, embedder)
+
+
+def test_engine__index_of_another_embedder__raises_value_error_saying_rebuild(indexes, tokenizer, embedder):
+    other = load_quantized_embedder() if embedder.model_id == load_embedder("cpu").model_id else load_embedder("cpu")
+    with pytest.raises(ValueError, match=f"holds {re.escape(embedder.model_id)} embeddings.*rebuild the index"):
+        AttributionEngine([indexes["bees"]], tokenizer, other)
 
 
 def test_engine__same_dataset_twice__raises_value_error(indexes, tokenizer, embedder):
