@@ -33,6 +33,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from oracle.attribution import AttributionEngine, AttributionIndex, IndexParams, as_tokenizer, workers  # noqa: E402
 from oracle.attribution.corpus import SpanCorpus  # noqa: E402
 from oracle.attribution.params import AttributionParams  # noqa: E402
+from oracle.attribution.quantized import load_quantized_embedder  # noqa: E402
 from oracle.attribution.screen import ChunkScreen  # noqa: E402
 from oracle.attribution.semantic import top_chunks, top_chunks_reference, window_starts, window_texts  # noqa: E402
 from oracle.attribution.spans import maximal_spans, maximal_spans_by_dataset, maximal_spans_reference  # noqa: E402
@@ -112,52 +113,116 @@ def _warm(engine: AttributionEngine, queries: list[np.ndarray]) -> None:
     engine.attribute(queries[0][::-1].copy())
 
 
-def _latency_ms(engines: dict[int, AttributionEngine], queries: list[np.ndarray]) -> dict[int, float]:
-    """Median ms of attribute() per torch intra-op thread count, one count after the other
-    (switching per query slowed the next forward), each with its own engine so that no engine
-    sees an output twice. The caller's setting is restored."""
+def _latency_ms(engines: dict[str, tuple[AttributionEngine, int]], queries: list[np.ndarray], repeats: int = 3) -> dict[str, float]:
+    """Median ms of attribute() for each (engine, torch intra-op threads), interleaved query by
+    query (same process, same pages, same noise). Each engine sees each output once: `repeats`
+    rounds use reversed and shifted copies, which its query cache has not seen. The caller's
+    thread setting is restored."""
     import torch
 
     previous = torch.get_num_threads()
-    medians = {}
+    times: dict[str, list[float]] = {name: [] for name in engines}
     try:
-        for threads, engine in engines.items():
+        for engine, threads in engines.values():
             torch.set_num_threads(threads)
             _warm(engine, queries)
-            times = []
-            for ids in queries:
+        rounds = [queries] + [[np.roll(q, 7 * r) for q in queries] for r in range(1, repeats)]
+        for ids in (q for batch in rounds for q in batch):
+            for name, (engine, threads) in engines.items():
+                torch.set_num_threads(threads)
                 start = time.perf_counter()
                 engine.attribute(ids)
-                times.append((time.perf_counter() - start) * 1000)
-            medians[threads] = statistics.median(times)
+                times[name].append((time.perf_counter() - start) * 1000)
     finally:
         torch.set_num_threads(previous)
-    return medians
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
-def _stages_ms(engine: AttributionEngine, queries: list[np.ndarray]) -> dict[str, float]:
-    """Median ms of attribute()'s stages: spans, the output's embedding, the semantic top-k; and
-    of the top-k by a float32 product with every chunk (the way before the screen), interleaved.
-    Raises if the two top-k disagree."""
+def _stages_ms(engine: AttributionEngine, float32, queries: list[np.ndarray]) -> dict[str, float]:
+    """Median ms of attribute()'s stages, one after the other: spans, the output's embedding, the
+    semantic top-k; and, interleaved, the same windows through float32 MiniLM (`float32`) and the
+    top-k by a float32 product with every chunk (the way before the screen). Raises if the two
+    top-k disagree."""
     _warm(engine, queries)
     p, candidates = engine.params, engine.dataset_ids
     full = {d: np.asarray(embeddings, dtype=np.float32) for d, (embeddings, _) in engine._chunks.items()}
-    times: dict[str, list[float]] = {"spans": [], "embed": [], "topk": [], "topk_full": []}
+    times: dict[str, list[float]] = {"spans": [], "embed": [], "topk": [], "topk_full": [], "embed_float32": []}
     for ids in queries:
         marks = [time.perf_counter()]
         engine._span_evidence(ids, candidates, engine._span_search(ids, candidates))
         marks.append(time.perf_counter())
         starts = window_starts(len(ids), p.query_window_tokens, p.query_window_stride)
-        embedded = engine._embed(window_texts(ids, starts, p.query_window_tokens, engine.tokenizer.decode))
+        texts = window_texts(ids, starts, p.query_window_tokens, engine.tokenizer.decode)
+        embedded = engine._embed(texts)
         marks.append(time.perf_counter())
         screened = top_chunks(embedded, engine._chunks, p.threshold_e4, p.top_k)
         marks.append(time.perf_counter())
         if screened != top_chunks_reference(embedded, full, p.threshold_e4, p.top_k):
             raise AssertionError(f"screened top-k differs from the full product on output {ids.tolist()}")
         marks.append(time.perf_counter())
+        float32.encode(list(dict.fromkeys(texts)))
+        marks.append(time.perf_counter())
         for name, (a, b) in zip(times, zip(marks, marks[1:])):
             times[name].append((b - a) * 1000)
     return {name: statistics.median(values) for name, values in times.items()}
+
+
+def _agreement(root: Path, texts: list[str], tokenizer, float32, quantized) -> dict[str, float]:
+    """Quantized MiniLM against float32 MiniLM on real text: the shipped corpora indexed by each
+    (chunk vectors of its own), the same 64-token outputs attributed by each engine. Returns the
+    mean top-k recall (float32's chunks the quantized engine also reports), the share of outputs
+    with identical weights, the largest and 90th-percentile weight move (bps), the smallest cosine
+    between the two embedders' vectors of a chunk, and the build speed of each (tokens/s)."""
+    engines, built, seconds = {}, {}, {}
+    for name, embedder in (("float32", float32), ("quantized", quantized)):
+        start = time.perf_counter()
+        built[name] = [
+            AttributionIndex.build(f"corpus-{i}", t, tokenizer, embedder, root / f"agree-{name}-{i}", _quiet)
+            for i, t in enumerate(texts)
+        ]
+        seconds[name] = time.perf_counter() - start
+        engines[name] = AttributionEngine(built[name], tokenizer, embedder)
+    tokens = sum(ix.token_count for ix in built["float32"])
+    cosines = np.concatenate([
+        (np.asarray(a.chunk_embeddings, np.float32) * np.asarray(b.chunk_embeddings, np.float32)).sum(axis=1)
+        for a, b in zip(built["float32"], built["quantized"])
+    ])
+    outputs = _corpus_outputs([np.asarray(ix.tokens).astype(np.int64) for ix in built["float32"]], seed=6000)
+    recall, moved, same = [], [], 0
+    for ids in outputs:
+        a, b = engines["float32"].attribute(ids), engines["quantized"].attribute(ids)
+        wanted = {(c.dataset_id, c.chunk_index) for c in a.chunks}
+        if wanted:
+            recall.append(len(wanted & {(c.dataset_id, c.chunk_index) for c in b.chunks}) / len(wanted))
+        moved.append(max((abs(a.weights_bps.get(d, 0) - b.weights_bps.get(d, 0)) for d in set(a.weights_bps) | set(b.weights_bps)), default=0))
+        same += a.weights_bps == b.weights_bps
+    return {
+        "outputs": len(outputs), "chunks": len(cosines), "tokens": tokens, "recall": float(np.mean(recall)), "identical": same / len(outputs),
+        "max_bps": float(max(moved)), "p90_bps": float(np.percentile(moved, 90)), "min_cosine": float(cosines.min()),
+        "float32_tokens_per_s": tokens / seconds["float32"], "quantized_tokens_per_s": tokens / seconds["quantized"],
+    }
+
+
+def _corpus_outputs(corpora: list[np.ndarray], seed: int, n: int = 90) -> list[np.ndarray]:
+    """64-token outputs from real corpora: a slice of one, or halves of two (every third), and
+    every fourth with a third of its tokens replaced from another corpus, so that many reach the
+    semantic threshold without a verbatim span."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for q in range(n):
+        a = corpora[q % len(corpora)]
+        start = int(rng.integers(0, len(a) - OUTPUT_TOKENS))
+        ids = a[start : start + OUTPUT_TOKENS].copy()
+        if q % 3 == 2:
+            b = corpora[(q + 1) % len(corpora)]
+            other = int(rng.integers(0, len(b) - OUTPUT_TOKENS // 2))
+            ids[OUTPUT_TOKENS // 2 :] = b[other : other + OUTPUT_TOKENS // 2]
+        if q % 4 == 3:
+            swap = rng.random(OUTPUT_TOKENS) < 0.33
+            c = corpora[(q + 2) % len(corpora)]
+            ids[swap] = c[rng.integers(0, len(c), int(swap.sum()))]
+        out.append(ids)
+    return out
 
 
 def _span_ms(corpus: SpanCorpus, searches: list, peer: list, queries: list[np.ndarray], n: int, repeats: int = 3) -> dict[str, float]:
@@ -249,7 +314,8 @@ def _run(workdir: Path, torch_threads: int) -> dict[str, float]:
     root = workdir / "attribution-bench"
     root.mkdir(parents=True, exist_ok=True)
     tokenizer = load_tokenizer()
-    embedder = load_embedder("cpu")
+    embedder = load_quantized_embedder()  # the oracle's (oracle/attribution/service.py)
+    float32 = load_embedder("cpu")  # the baseline, in the same run
 
     print("attribution bench: generating the token corpus ...", file=sys.stderr, flush=True)
     names = sorted(demo_dataset_dirs())
@@ -271,14 +337,17 @@ def _run(workdir: Path, torch_threads: int) -> dict[str, float]:
     corpus_build_s = time.perf_counter() - start
     span_bytes = sum(corpus.path.joinpath(f"{name}.npy").stat().st_size for name in ("tokens", "suffix_array"))
 
-    # A complete build from text, embeddings included, on one shipped demo corpus.
-    start = time.perf_counter()
-    full = AttributionIndex.build("demo", texts[0], tokenizer, embedder, root / "demo-full", _quiet)
-    full_build_s = time.perf_counter() - start
-    full_bytes_per_token = sum(full.manifest.bytes.values()) / full.token_count
+    # Complete builds from text, embeddings included, of the shipped corpora, by each embedder;
+    # then the same outputs attributed against each.
+    print("attribution bench: quantized against float32 MiniLM on the shipped corpora ...", file=sys.stderr, flush=True)
+    agree = _agreement(root, texts, tokenizer, float32, embedder)
 
     semantic_indexes = [
         _with_random_chunks(ix, embedder.dim, embedder.model_id, seed=2000 + i)
+        for i, ix in enumerate(span_indexes)
+    ]
+    float32_indexes = [  # the same random rows: the top-k does the same work for both
+        _with_random_chunks(ix, float32.dim, float32.model_id, seed=2000 + i)
         for i, ix in enumerate(span_indexes)
     ]
     chunk_bytes = sum(
@@ -289,15 +358,17 @@ def _run(workdir: Path, torch_threads: int) -> dict[str, float]:
 
     queries = _queries(corpora, seed=3000)
     spans_only = AttributionEngine(span_indexes, tokenizer, None, corpora=[corpus])
-    span_ms = _latency_ms({torch_threads: spans_only}, queries)[torch_threads]
+    span_ms = _latency_ms({"spans": (spans_only, torch_threads)}, queries)["spans"]
     mean_spans = statistics.mean(len(spans_only.attribute(ids).spans) for ids in queries)
 
-    def engine() -> AttributionEngine:
-        return AttributionEngine(semantic_indexes, tokenizer, embedder, corpora=[corpus])
+    def engine(indexes=semantic_indexes, with_embedder=embedder) -> AttributionEngine:
+        return AttributionEngine(indexes, tokenizer, with_embedder, corpora=[corpus])
 
     cores = workers.cores()
-    total = _latency_ms({torch_threads: engine(), cores: engine()}, queries)
-    stages = _stages_ms(engine(), queries)
+    total = _latency_ms({"quantized": (engine(), torch_threads), "float32": (engine(float32_indexes, float32), torch_threads)}, queries)
+    # Apart, right after: switching torch's thread count between queries slows the next forward.
+    total.update(_latency_ms({"threads_per_core": (engine(), cores)}, queries))
+    stages = _stages_ms(engine(), float32, queries)
     tokengrams = tokengrams_peer.load_tokengrams()
     peer = [tokengrams_peer.build_index(tokengrams, tokens, len(tokenizer)) for tokens in corpora]
     searches = [SuffixArraySearch(ix.tokens, ix.suffix_array) for ix in span_indexes]
@@ -307,15 +378,23 @@ def _run(workdir: Path, torch_threads: int) -> dict[str, float]:
     big_ms, big_rss_mb, big_tokens = _one_big_corpus(root, source, tokenizer)
 
     rows = [
-        ("attribution_ms_p50", round(total[torch_threads], 2), "ms",
+        ("attribution_ms_p50", round(total["quantized"], 2), "ms",
          f"1 output of {OUTPUT_TOKENS} token ids vs {N_DATASETS} datasets ({total_tokens:,} tokens): "
-         f"span search + MiniLM query embedding + exact cosine top-k over {chunk_rows:,} chunk rows; "
-         f"median of {N_QUERIES}; index build excluded"),
-        ("attribution_ms_p50_threads_per_core", round(total[cores], 2), "ms",
-         f"the same with {cores} torch intra-op threads (torch's default here), measured right after"),
+         f"span search (on a pool thread, during the embedding) + quantized MiniLM query embedding "
+         f"({embedder.model_id}, the oracle's) + exact cosine top-k over {chunk_rows:,} chunk rows; "
+         f"median of {3 * N_QUERIES}; index build excluded"),
+        ("attribution_ms_p50_float32", round(total["float32"], 2), "ms",
+         "the same with float32 MiniLM for query and chunk vectors (the embedder before), interleaved query by query"),
+        ("attribution_quantized_speedup", round(total["float32"] / total["quantized"], 2), "x",
+         "float32 ÷ quantized, same queries, same run"),
+        ("attribution_ms_p50_threads_per_core", round(total["threads_per_core"], 2), "ms",
+         f"the quantized engine under torch's default of {cores} intra-op threads (the oracle's setting; its "
+         "forward still runs on one), measured right after"),
         ("attribution_stage_spans_ms_p50", round(stages["spans"], 3), "ms", "of which: span search and span records"),
         ("attribution_stage_embed_ms_p50", round(stages["embed"], 2), "ms",
-         "of which: the output's window texts and their MiniLM embedding (one call)"),
+         "of which: the output's window texts and their quantized MiniLM embedding (one call)"),
+        ("attribution_stage_embed_float32_ms_p50", round(stages["embed_float32"], 2), "ms",
+         "the same windows through float32 MiniLM, interleaved"),
         ("attribution_stage_topk_ms_p50", round(stages["topk"], 3), "ms",
          "of which: int8 screen of every chunk, then float32 scores of those it leaves"),
         ("attribution_topk_full_product_ms_p50", round(stages["topk_full"], 3), "ms",
@@ -349,9 +428,21 @@ def _run(workdir: Path, torch_threads: int) -> dict[str, float]:
          "span index from token ids: suffix array + write, 10 datasets"),
         ("attribution_corpus_build_tokens_per_s", round(total_tokens / corpus_build_s), "tokens/s",
          "the ten datasets' indexes joined into one corpus: concatenation + suffix array + write"),
-        ("attribution_index_full_build_tokens_per_s", round(full.token_count / full_build_s, 1), "tokens/s",
-         f"from text, '{names[0]}' demo corpus ({full.token_count:,} tokens, {full_bytes_per_token:.1f} "
-         "B/token): tokenize + suffix array + MiniLM chunk embeddings on CPU"),
+        ("attribution_index_full_build_tokens_per_s", round(agree["quantized_tokens_per_s"], 1), "tokens/s",
+         f"from text, the {len(names)} shipped corpora ({agree['tokens']:,} tokens): tokenize + suffix array + "
+         "quantized MiniLM chunk embeddings, one torch thread"),
+        ("attribution_index_full_build_float32_tokens_per_s", round(agree["float32_tokens_per_s"], 1), "tokens/s",
+         "the same with float32 MiniLM, one torch thread"),
+        ("attribution_quantized_topk_recall", round(agree["recall"], 4), "",
+         f"quantized vs float32 MiniLM, each over its own chunk vectors of the shipped corpora ({agree['chunks']} "
+         f"chunks), {agree['outputs']} outputs cut from them: share of float32's top-{AttributionParams().top_k} "
+         "chunks the quantized engine also reports (mean over outputs with any)"),
+        ("attribution_quantized_weights_identical_share", round(agree["identical"], 3), "",
+         "outputs whose weights (bps) are identical"),
+        ("attribution_quantized_weight_max_diff_bps", agree["max_bps"], "bps",
+         f"the largest move of one dataset's weight (90th percentile: {agree['p90_bps']:g})"),
+        ("attribution_quantized_min_chunk_cosine", round(agree["min_cosine"], 5), "",
+         "the smallest cosine between a chunk's two vectors (float16 as stored)"),
     ]
     _print_table(rows, f"attribution bench ({os.cpu_count()} CPUs, torch intra-op threads: {torch_threads})")
     return {name: float(value) for name, value, _, _ in rows}
