@@ -22,6 +22,7 @@ import os
 from pathlib import Path
 
 from bench.chain import deployed_chain, median, register_agent, register_model
+from compute_agent.registration import join_committees
 from tributa import prompt_board
 from tributa.chain.accounts import FIRST_CONTRIBUTOR_INDEX, dev_account
 from tributa.chain.eip712 import sign_result
@@ -84,7 +85,7 @@ class Bench:
         self.members = [Signer(contracts.w3, dev_account(FIRST_CONTRIBUTOR_INDEX + i)) for i in range(COMMITTEE)]
         for m in self.members:
             register_agent(contracts, m, [self.slow])
-            m.transact(contracts.committee.functions.join(self.slow))
+            join_committees(contracts, m, [self.slow])
         self.boards = {model: prompt_board.deploy(contracts, s["deployer"], model) for model in (self.fast, self.slow)}
 
     def ask(self, model: int) -> tuple[int, TxResult]:

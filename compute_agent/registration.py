@@ -61,3 +61,30 @@ def ensure_registered(contracts: Contracts, signer: Signer, profile: AgentProfil
     )
     log.info("updated agent %s: models %s", signer.address, profile.models)
     return "updated"
+
+
+def join_committees(contracts: Contracts, signer: Signer, models: list[int]) -> list[int]:
+    """Put the agent on the AIOracle committee roster of each model it serves (AICommittee.join),
+    so it can be drawn to re-execute a challenged request; returns the models it joined now.
+
+    The first join deposits AICommittee.member_deposit (half of it is lost for a duty left
+    unanswered by the committee deadline). A full roster (64) is skipped with a log line: the
+    agent still serves the model."""
+    committee = contracts.committee
+    if committee is None:
+        return []
+    joined = []
+    for model_id in models:
+        roster = committee.functions.roster(model_id).call()
+        if signer.address in roster:
+            continue
+        if len(roster) >= committee.functions.MAX_ROSTER().call():
+            log.info("model %s's committee roster is full: not joined", model_id)
+            continue
+        # The roster wants a deposit (AICommittee.member_deposit), lost in part by a member that stays silent.
+        short = committee.functions.member_deposit().call() - committee.functions.deposit_of(signer.address).call()
+        signer.transact(committee.functions.join(model_id), value=max(0, short), action="committee.join")
+        joined.append(model_id)
+    if joined:
+        log.info("joined the AIOracle committee rosters of models %s", joined)
+    return joined

@@ -6,8 +6,13 @@
 @notice The judges of AIOracle challenges: per-model rosters of staked agents
         serving the model (agents opt in; the TaskEscrow cannot list its
         agents), the draw of a challenge's candidates from prevrandao and the
-        request id, and the count of the committee's signed verdicts. Holds
-        no money and decides nothing by itself: AIOracle acts on the tally.
+        request id, and the count of the committee's signed verdicts;
+        AIOracle acts on the tally. Members hold a deposit here (at least
+        `member_deposit` to join a roster): a drawn committee member that
+        gives no verdict by the committee deadline loses
+        SILENCE_PENALTY_BPS of it to the escrow's treasury. A member proves
+        it answered by its signature: in the verdicts `resolve` counted, or
+        posted here itself (`post_verdict`) before the deadline.
 @dev A verdict is the member's EIP-712 Result(task_id, digest) signature under
      the TaskEscrow's domain: for the posted digest it upholds the result; for
      another digest it votes for that digest as the replacement, and the same
@@ -23,37 +28,195 @@ implements: IAICommittee
 
 COMMITTEE_SIZE: public(constant(uint256)) = 3
 MAX_ROSTER: public(constant(uint256)) = 64
+# @dev Share of its deposit a silent committee member loses.
+SILENCE_PENALTY_BPS: public(constant(uint256)) = 5_000
+# @dev A drawn candidate's deposit stays until this long after the committee
+#      deadline (a late resolve, then anyone's `penalize`, fit in it).
+DEPOSIT_LOCK: public(constant(uint256)) = 3 * 86_400
+_BPS: constant(uint256) = 10_000
 # @dev Draw attempts (with replacement) before giving up.
 _MAX_DRAWS: constant(uint256) = 64
 
 escrow: public(immutable(ITaskEscrow))
+member_deposit: public(immutable(uint256))
+_deployer: immutable(address)
+# @dev The AIOracle whose challenges draw and tally here (bound once by the deployer).
+oracle: public(address)
 
 _roster: HashMap[uint256, DynArray[address, MAX_ROSTER]]
 _roster_pos: HashMap[uint256, HashMap[address, uint256]]  # index + 1
+_rosters_of: HashMap[address, uint256]
+
+deposit_of: public(HashMap[address, uint256])
+locked_until: public(HashMap[address, uint256])
+credit_of: public(HashMap[address, uint256])
+total_deposits: public(uint256)
+total_credits: public(uint256)
+# @dev Per challenge (request id): its committee deadline, who gave a verdict,
+#      and who was found silent at its tally.
+deadline_of: public(HashMap[uint256, uint256])
+answered: public(HashMap[uint256, HashMap[address, bool]])
+silent: public(HashMap[uint256, HashMap[address, bool]])
+
+
+event Bound:
+    oracle: indexed(address)
+
+event Deposited:
+    agent: indexed(address)
+    amount: uint256
+
+event DepositWithdrawn:
+    agent: indexed(address)
+    amount: uint256
+
+event VerdictPosted:
+    request_id: indexed(uint256)
+    member: indexed(address)
+    result_digest: bytes32
+
+event SilenceRecorded:
+    request_id: indexed(uint256)
+    member: indexed(address)
+
+event Penalized:
+    request_id: indexed(uint256)
+    member: indexed(address)
+    amount: uint256
+    to: address
+
+event Withdrawn:
+    account: indexed(address)
+    amount: uint256
 
 
 @deploy
-def __init__(escrow_: ITaskEscrow):
+def __init__(escrow_: ITaskEscrow, member_deposit_: uint256):
     """
     @param escrow_ The TaskEscrow whose agents sit on the committees.
+    @param member_deposit_ The least deposit (wei) of a roster member.
     """
     assert escrow_.address != empty(address), "committee: zero escrow"
+    assert member_deposit_ != 0, "committee: zero member deposit"
     escrow = escrow_
+    member_deposit = member_deposit_
+    _deployer = msg.sender
 
 
+@external
+def bind(oracle_: address):
+    """
+    @notice Names the AIOracle that may draw and tally (the deployer, once).
+    @param oracle_ The AIOracle.
+    """
+    assert msg.sender == _deployer, "committee: caller is not the deployer"
+    assert self.oracle == empty(address), "committee: already bound"
+    assert oracle_.is_contract, "committee: oracle is not a contract"
+    self.oracle = oracle_
+    log Bound(oracle=oracle_)
+
+
+@payable
 @external
 def join(model_id: uint256):
     """
     @notice Puts the caller on `model_id`'s roster; it must be a staked agent
-            serving the model in the escrow.
+            serving the model in the escrow, with at least `member_deposit`
+            deposited (msg.value adds to its deposit).
     @param model_id The model.
     """
     assert staticcall escrow.serves_model(msg.sender, model_id), "committee: not an agent serving the model"
     assert self._roster_pos[model_id][msg.sender] == 0, "committee: already on the roster"
     assert len(self._roster[model_id]) < MAX_ROSTER, "committee: roster full"
+    self._add_deposit(msg.sender, msg.value)
+    assert self.deposit_of[msg.sender] >= member_deposit, "committee: deposit below minimum"
     self._roster[model_id].append(msg.sender)
     self._roster_pos[model_id][msg.sender] = len(self._roster[model_id])
+    self._rosters_of[msg.sender] += 1
     log IAICommittee.CommitteeJoined(model_id=model_id, agent=msg.sender)
+
+
+@payable
+@external
+def deposit():
+    """
+    @notice Adds msg.value to the caller's deposit (e.g. after a penalty).
+    """
+    assert msg.value != 0, "committee: nothing deposited"
+    self._add_deposit(msg.sender, msg.value)
+
+
+@external
+@nonreentrant
+def withdraw_deposit(amount: uint256):
+    """
+    @notice Takes back `amount` of the caller's deposit: once it is on no
+            roster and no challenge that drew it can still penalize it.
+    @param amount Wei.
+    """
+    assert self._rosters_of[msg.sender] == 0, "committee: leave every roster first"
+    assert block.timestamp > self.locked_until[msg.sender], "committee: deposit locked by a challenge"
+    assert amount != 0 and amount <= self.deposit_of[msg.sender], "committee: amount above the deposit"
+    self.deposit_of[msg.sender] -= amount
+    self.total_deposits -= amount
+    log DepositWithdrawn(agent=msg.sender, amount=amount)
+    raw_call(msg.sender, b"", value=amount)
+
+
+@external
+def post_verdict(request_id: uint256, result_digest: bytes32, signature: Bytes[65]):
+    """
+    @notice Records a verdict on-chain before the committee deadline (anyone
+            may post a member's signature): proof that the member answered,
+            whichever verdicts `resolve` later counts.
+    @param request_id The challenged request (its escrow task id).
+    @param result_digest The digest the member signed.
+    @param signature Its Result(request_id, result_digest) signature.
+    """
+    deadline: uint256 = self.deadline_of[request_id]
+    assert deadline != 0, "committee: no challenge drawn for this request"
+    assert block.timestamp <= deadline, "committee: committee deadline passed"
+    member: address = self._recover(staticcall escrow.result_digest_to_sign(request_id, result_digest), signature)
+    assert member != empty(address), "committee: bad verdict signature"
+    self.answered[request_id][member] = True
+    self.silent[request_id][member] = False
+    log VerdictPosted(request_id=request_id, member=member, result_digest=result_digest)
+
+
+@external
+def penalize(request_id: uint256, member: address):
+    """
+    @notice Takes SILENCE_PENALTY_BPS of a silent member's deposit to the
+            escrow's treasury (anyone, after the committee deadline).
+    @param request_id The challenge's request.
+    @param member A committee member its tally found without a verdict.
+    """
+    assert self.silent[request_id][member], "committee: no silence recorded"
+    assert block.timestamp > self.deadline_of[request_id], "committee: committee deadline not passed"
+    self.silent[request_id][member] = False
+    amount: uint256 = self.deposit_of[member] * SILENCE_PENALTY_BPS // _BPS
+    treasury: address = staticcall escrow.treasury()
+    self.deposit_of[member] -= amount
+    self.total_deposits -= amount
+    self.credit_of[treasury] += amount
+    self.total_credits += amount
+    log Penalized(request_id=request_id, member=member, amount=amount, to=treasury)
+
+
+@external
+@nonreentrant
+def withdraw() -> uint256:
+    """
+    @notice Sends the caller its credit (penalties, to the treasury).
+    @return uint256 Wei sent.
+    """
+    amount: uint256 = self.credit_of[msg.sender]
+    assert amount != 0, "committee: nothing to withdraw"
+    self.credit_of[msg.sender] = 0
+    self.total_credits -= amount
+    log Withdrawn(account=msg.sender, amount=amount)
+    raw_call(msg.sender, b"", value=amount)
+    return amount
 
 
 @external
@@ -88,19 +251,22 @@ def roster(model_id: uint256) -> DynArray[address, MAX_ROSTER]:
     return self._roster[model_id]
 
 
-@view
 @external
-def draw(model_id: uint256, request_id: uint256, need: uint256, exclude: address) -> DynArray[address, 5]:
+def draw(model_id: uint256, request_id: uint256, need: uint256, exclude: address, deadline: uint256) -> DynArray[address, 5]:
     """
     @notice Draws `need` (<= 5) distinct roster members that serve the model
             now, never `exclude`, from keccak(prevrandao, request_id, i);
-            fewer if the roster cannot supply them within 64 draws.
+            fewer if the roster cannot supply them within 64 draws (the bound
+            AIOracle only, at a challenge). Their deposits stay until
+            DEPOSIT_LOCK after `deadline`, the committee deadline.
     @param model_id The model.
     @param request_id The request (seeds the draw with prevrandao).
     @param need How many.
     @param exclude An account never drawn (the challenger).
+    @param deadline The committee deadline of the challenge.
     @return DynArray The candidates, in draw order.
     """
+    assert msg.sender == self.oracle, "committee: caller is not the AIOracle"
     picked: DynArray[address, 5] = []
     n: uint256 = len(self._roster[model_id])
     if n == 0:
@@ -110,11 +276,14 @@ def draw(model_id: uint256, request_id: uint256, need: uint256, exclude: address
         if len(picked) == need or len(picked) == 5:
             break
         x: address = self._roster[model_id][convert(keccak256(abi_encode(seed, i)), uint256) % n]
-        if x == exclude or x in picked:
+        if x == exclude or x in picked or self.deposit_of[x] < member_deposit:
             continue
         if not staticcall escrow.serves_model(x, model_id):
             continue
         picked.append(x)
+    self.deadline_of[request_id] = deadline
+    for x: address in picked:
+        self.locked_until[x] = max(self.locked_until[x], deadline + DEPOSIT_LOCK)
     return picked
 
 
@@ -131,7 +300,6 @@ def committee_of(candidates: DynArray[address, 5], original_agents: DynArray[add
     return self._committee(candidates, original_agents)
 
 
-@view
 @external
 def tally(task_id: uint256, candidates: DynArray[address, 5], settlement: Bytes[3904], verdicts: DynArray[IAICommittee.Verdict, COMMITTEE_SIZE]) -> IAICommittee.Tally:
     """
@@ -139,7 +307,10 @@ def tally(task_id: uint256, candidates: DynArray[address, 5], settlement: Bytes[
             the posted digest, and the other digest most signed (first seen on
             a tie) with its signers. Reverts on a verdict of a non-member, a
             second verdict of a member or a signature that does not recover
-            to its member.
+            to its member. Records as silent each member with no verdict
+            here nor posted (`post_verdict`): `penalize` takes part of its
+            deposit after the committee deadline unless it posts one by
+            then. The bound AIOracle only, at `resolve`.
     @param task_id The escrow task (= request id).
     @param candidates The drawn candidates.
     @param settlement The challenged settlement, ABI-encoded (its paid
@@ -147,6 +318,7 @@ def tally(task_id: uint256, candidates: DynArray[address, 5], settlement: Bytes[
     @param verdicts The verdicts.
     @return Tally The count.
     """
+    assert msg.sender == self.oracle, "committee: caller is not the AIOracle"
     s: ITaskEscrow.Settlement = abi_decode(settlement, ITaskEscrow.Settlement)
     posted: bytes32 = s.result_digest
     committee: DynArray[address, COMMITTEE_SIZE] = self._committee(candidates, s.agents)
@@ -162,6 +334,11 @@ def tally(task_id: uint256, candidates: DynArray[address, 5], settlement: Bytes[
         assert self._recover(digest, v.signature) == v.member, "committee: bad verdict signature"
         if v.result_digest == posted:
             t.upholders.append(v.member)
+        self.answered[task_id][v.member] = True
+    for m: address in committee:
+        if not self.answered[task_id][m]:
+            self.silent[task_id][m] = True
+            log SilenceRecorded(request_id=task_id, member=m)
     best_count: uint256 = 0
     for v: IAICommittee.Verdict in verdicts:
         if v.result_digest == posted:
@@ -243,6 +420,14 @@ def _committee(candidates: DynArray[address, 5], original_agents: DynArray[addre
 
 
 @internal
+def _add_deposit(agent: address, amount: uint256):
+    if amount != 0:
+        self.deposit_of[agent] += amount
+        self.total_deposits += amount
+        log Deposited(agent=agent, amount=amount)
+
+
+@internal
 def _remove(model_id: uint256, agent: address):
     pos: uint256 = self._roster_pos[model_id][agent]
     assert pos != 0, "committee: not on the roster"
@@ -253,6 +438,7 @@ def _remove(model_id: uint256, agent: address):
         self._roster_pos[model_id][moved] = pos
     self._roster[model_id].pop()
     self._roster_pos[model_id][agent] = 0
+    self._rosters_of[agent] -= 1
     log IAICommittee.CommitteeLeft(model_id=model_id, agent=agent)
 
 

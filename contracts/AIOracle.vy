@@ -322,7 +322,7 @@ def request_callback(model_id: uint256, input: Bytes[_INPUT_ABI], callback: addr
             if the requester named none.
     @param model_id The registered, active model.
     @param input The model's input (at most 4096 bytes), emitted in
-           AICallbackRequest; its sha2-256 is the escrow task's input digest.
+           AICallbackRequest; its `ipfs add` CID digest (_file_digest) is the escrow task's input digest.
     @param callback The contract to call back.
     @param gas_limit Gas for the callback (1..5,000,000).
     @param callback_data Bytes handed back to the callback (at most 1024).
@@ -392,7 +392,7 @@ def fulfill(request_id: uint256, output: Bytes[MAX_OUTPUT_BYTES], output_is_cid:
             the task settles and the callback runs now; otherwise both wait
             for `finalize` (or `resolve`) and the output is provisional.
     @param request_id The request.
-    @param output The output bytes, whose sha2-256 is s.result_digest; or, with
+    @param output The output bytes, whose `ipfs add` CID digest (_file_digest) is s.result_digest; or, with
            output_is_cid, a binary sha2-256 CID (v0: 0x1220 + digest, v1:
            0x01 codec 0x1220 + digest) naming it.
     @param output_is_cid Whether `output` is a CID.
@@ -495,11 +495,11 @@ def challenge(request_id: uint256):
 
     model_id: uint256 = self._req_b[request_id] >> _MODEL_SHIFT
     need: uint256 = COMMITTEE_SIZE + ((a >> _NORIG_SHIFT) & _MASK_8)
-    picked: DynArray[address, 5] = staticcall committee.draw(model_id, request_id, need, msg.sender)
-    assert len(picked) == need, "aioracle: too few committee members"
-
     edl: uint256 = (c >> _EDL_SHIFT) & _MASK_40
     resolve_by: uint256 = min(block.timestamp + self.committee_window, edl - SETTLE_GRACE)
+    picked: DynArray[address, 5] = extcall committee.draw(model_id, request_id, need, msg.sender, resolve_by)
+    assert len(picked) == need, "aioracle: too few committee members"
+
     self._req_a[request_id] = self._with_state(a, CHALLENGED)
     self._req_c[request_id] = self._with_due(c, resolve_by)
     self._challenge[request_id] = convert(msg.sender, uint256) | (msg.value << _BOND_SHIFT)
@@ -545,7 +545,7 @@ def resolve(
     assert keccak256(abi_encode(candidates)) == self._candidates_hash[request_id], "aioracle: wrong candidates"
     assert keccak256(settlement) == self._settlement_hash[request_id], "aioracle: wrong settlement"
     assert self._hash_data(callback_data) == self._data_hash[request_id], "aioracle: wrong callback data"
-    t: IAICommittee.Tally = staticcall committee.tally(request_id, candidates, settlement, verdicts)
+    t: IAICommittee.Tally = extcall committee.tally(request_id, candidates, settlement, verdicts)
     posted: bytes32 = t.posted
     upheld: uint256 = len(t.upholders)
     best_count: uint256 = len(t.signers)

@@ -38,6 +38,8 @@ AI_ORACLE_DEFAULTS = {
     "response_window": 600,  # seconds the oracle has to post a result
     "committee_window": 3600,  # seconds a challenge's committee has to sign its verdicts
 }
+# AICommittee: the least deposit of a roster member; a silent member loses half (docs/AI_ORACLE.md).
+COMMITTEE_MEMBER_DEPOSIT = 10**16  # 0.01 ETH
 
 
 def _deployer(account_alias: str | None):
@@ -65,12 +67,12 @@ def _refuse_to_replace_a_live_deployment(deployments_dir: Path) -> None:
         )
 
 
-DEPLOY_TRANSACTIONS = 8  # 5 contracts (one a blueprint declare), then 3 wiring calls
+DEPLOY_TRANSACTIONS = 12  # 7 contracts (one a blueprint declare), then 5 wiring calls
 
 
 def _confirm_once(deployer, oracle: str, treasury: str, yes: bool, **params) -> None:
     """One confirmation for the whole deploy, then the key unlocked for its transactions (ape
-    would otherwise ask to sign each of the 8)."""
+    would otherwise ask to sign each of the 12)."""
     click.echo(f"chain {chain.chain_id}: {DEPLOY_TRANSACTIONS} transactions from {deployer.address} "
                f"(balance {deployer.balance / 10**18:.6f} ETH)")
     click.echo(f"  oracle {oracle}, treasury {treasury}")
@@ -133,8 +135,9 @@ def cli(account_alias, oracle, treasury, protocol_fee_bps, data_share_bps, slash
     blueprint = deployer.declare(project.ModelToken, sender=deployer).contract_address
     launcher = deployer.deploy(project.IMOLauncher, registry.address, blueprint)
     registry.set_imo_launcher(launcher.address, sender=deployer)
-    committee = deployer.deploy(project.AICommittee, escrow.address)
+    committee = deployer.deploy(project.AICommittee, escrow.address, COMMITTEE_MEMBER_DEPOSIT)
     ai_oracle = deployer.deploy(project.AIOracle, escrow.address, committee.address, *AI_ORACLE_DEFAULTS.values())
+    committee.bind(ai_oracle.address, sender=deployer)
     escrow.set_oracle(ai_oracle.address, True, sender=deployer)  # it settles only the tasks it posted
 
     contracts = {"DataRegistry": registry, "RoyaltyVault": vault, "TaskEscrow": escrow, "IMOLauncher": launcher,

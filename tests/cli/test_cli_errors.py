@@ -352,6 +352,6 @@ def test_ape_deploy__an_ape_keyfile_account__one_confirmation_then_every_transac
     shown = ape_deploy(anvil.rpc_url, out, ["--account", "deployer-test", "--yes", "--oracle", roles["oracle"],
                                             "--treasury", roles["treasury"]], env=env)
 
-    assert f"8 transactions from {dev_account('deployer').address}" in shown
+    assert f"12 transactions from {dev_account('deployer').address}" in shown
     deployment = json.loads(next(out.glob("*.json")).read_text())
     assert deployment["deployer"] == dev_account("deployer").address and deployment["oracle"] == roles["oracle"]

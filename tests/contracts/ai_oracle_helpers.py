@@ -21,6 +21,7 @@ CHALLENGE_BOND = 10**16
 RESPONSE_WINDOW = 3_600
 COMMITTEE_WINDOW = h.DAY
 GAS_LIMIT = 200_000
+MEMBER_DEPOSIT = 10**16  # AICommittee's least deposit of a roster member
 
 REQUESTED, PROVISIONAL, CHALLENGED, FINAL, EXPIRED = 1, 2, 3, 4, 5
 UPHELD, OVERTURNED, NO_QUORUM = 1, 2, 3
@@ -115,17 +116,24 @@ class AO:
 
 def deploy(w, n_members: int = 5) -> AO:
     with boa.env.prank(w.owner):
-        committee = h.partial("AICommittee").deploy(w.escrow.address)
+        committee = h.partial("AICommittee").deploy(w.escrow.address, MEMBER_DEPOSIT)
         oracle = h.partial("AIOracle").deploy(w.escrow.address, committee.address, GAS_PRICE, AGENT_FEE, CHALLENGE_BOND, RESPONSE_WINDOW, COMMITTEE_WINDOW)
+        committee.bind(oracle.address)
         w.escrow.set_oracle(oracle.address, True)
     members = [h.new_account() for _ in range(n_members)]
     for m in members:
         h.register_agent(w.escrow, m)
-        with boa.env.prank(m.address):
-            committee.join(1)
+        join(committee, m.address)
     consumer = boa.loads(CONSUMER, oracle.address)
     boa.env.set_balance(consumer.address, 10 * h.ETHER)
     return AO(w, oracle, committee, consumer, members)
+
+
+def join(committee, member: str, model_id: int = 1) -> None:
+    """`member` (a registered agent of the model) joins its roster with the least deposit."""
+    boa.env.set_balance(member, boa.env.get_balance(member) + MEMBER_DEPOSIT)
+    with boa.env.prank(member):
+        committee.join(model_id, value=MEMBER_DEPOSIT)
 
 
 def file_digest(data: bytes) -> bytes:

@@ -637,8 +637,7 @@ def test_resolve__bad_resolutions__revert_with_their_reasons(ao):
 def test_resolve__committee_excludes_the_original_agents_even_when_drawn(ao):
     # every roster member but three is also an original agent: the committee is the other three
     for a in ao.w.agents[:2]:
-        with boa.env.prank(a.address):
-            ao.committee.join(1)
+        x.join(ao.committee, a.address)
     rid, s = provisional(ao, output=WRONG, agents=ao.w.agents[:2])
     cands = challenge(ao, rid)
     originals = [a.address for a in ao.w.agents[:2]]
@@ -790,11 +789,11 @@ def test_set_params__owner_only_bounded_and_applies_to_new_requests(ao):
 
 def test_deploy__zero_escrow_or_a_committee_of_another_escrow__reverts(ao):
     other = h.deploy_system()
-    other_committee = h.partial("AICommittee").deploy(other.escrow.address)
+    other_committee = h.partial("AICommittee").deploy(other.escrow.address, x.MEMBER_DEPOSIT)
     with boa.reverts("aioracle: committee of another escrow"):
         h.partial("AIOracle").deploy(ao.escrow.address, other_committee.address, 1, 1, 1, 1, 1)
     with boa.reverts("committee: zero escrow"):
-        h.partial("AICommittee").deploy(h.ZERO_ADDRESS)
+        h.partial("AICommittee").deploy(h.ZERO_ADDRESS, x.MEMBER_DEPOSIT)
     with boa.reverts("aioracle: zero escrow"):
         h.partial("AIOracle").deploy(h.ZERO_ADDRESS, other_committee.address, 1, 1, 1, 1, 1)
 
@@ -812,10 +811,10 @@ def test_ownership__transfer_and_renounce_are_owner_only(ao):
 def test_committee_roster__join_leave_prune(ao):
     outsider = ao.w.outsider
     with boa.env.prank(outsider.address), boa.reverts("committee: not an agent serving the model"):
-        ao.committee.join(1)
+        ao.committee.join(1, value=x.MEMBER_DEPOSIT)
     m = ao.members[0]
     with boa.env.prank(m.address), boa.reverts("committee: already on the roster"):
-        ao.committee.join(1)
+        ao.committee.join(1, value=x.MEMBER_DEPOSIT)
     with boa.env.prank(ao.w.stranger), boa.reverts("committee: agent still serves the model"):
         ao.committee.prune(1, m.address)
     with boa.env.prank(m.address):
@@ -835,12 +834,117 @@ def test_committee_roster__is_capped_at_64(ao):
     for _ in range(64 - len(ao.members)):
         a = h.new_account()
         h.register_agent(ao.escrow, a)
-        with boa.env.prank(a.address):
-            ao.committee.join(1)
+        x.join(ao.committee, a.address)
     a = h.new_account()
     h.register_agent(ao.escrow, a)
     with boa.env.prank(a.address), boa.reverts("committee: roster full"):
-        ao.committee.join(1)
+        ao.committee.join(1, value=x.MEMBER_DEPOSIT)
+
+
+# ---------------------------------------------------- committee deposits
+
+
+def assert_committee_conserved(ao):
+    c = ao.committee
+    assert boa.env.get_balance(c.address) == c.total_deposits() + c.total_credits()
+
+
+def quorum_upholds(ao):
+    """A challenged request upheld by two of its three members; returns (rid, members, deadline)."""
+    rid, s = provisional(ao, output=OUT)
+    cands = challenge(ao, rid)
+    members = committee_of(ao, cands)
+    resolve(ao, rid, cands, s, [x.verdict(ao, m, rid, ANSWER) for m in members[:2]], OUT)
+    return rid, members, ao.committee.deadline_of(rid)
+
+
+def test_committee__join_without_the_deposit__refused(ao):
+    a = h.new_account()
+    h.register_agent(ao.escrow, a)
+    with boa.env.prank(a.address), boa.reverts("committee: deposit below minimum"):
+        ao.committee.join(1, value=x.MEMBER_DEPOSIT - 1)
+    assert a.address not in ao.committee.roster(1) and ao.committee.deposit_of(a.address) == 0
+    assert_committee_conserved(ao)
+
+
+def test_committee__draw_tally_and_bind__only_the_bound_oracle_or_deployer(ao):
+    with boa.env.prank(ao.w.stranger), boa.reverts("committee: caller is not the AIOracle"):
+        ao.committee.draw(1, 1, 3, ao.w.stranger, 10**10)
+    with boa.env.prank(ao.w.stranger), boa.reverts("committee: caller is not the AIOracle"):
+        ao.committee.tally(1, [], b"", [])
+    with boa.env.prank(ao.w.stranger), boa.reverts("committee: caller is not the deployer"):
+        ao.committee.bind(ao.oracle.address)
+    with boa.env.prank(ao.w.owner), boa.reverts("committee: already bound"):
+        ao.committee.bind(ao.oracle.address)
+
+
+def test_committee__a_silent_member__loses_half_its_deposit_to_the_treasury_after_the_deadline(ao):
+    rid, members, deadline = quorum_upholds(ao)
+    silent = members[2].address
+    assert ao.committee.silent(rid, silent) and not any(ao.committee.silent(rid, m.address) for m in members[:2])
+    with boa.env.prank(ao.w.stranger), boa.reverts("committee: committee deadline not passed"):
+        ao.committee.penalize(rid, silent)
+    boa.env.time_travel(seconds=deadline - boa.env.timestamp + 1)
+    with boa.env.prank(ao.w.stranger), boa.reverts("committee: no silence recorded"):
+        ao.committee.penalize(rid, members[0].address)  # it answered
+    with boa.env.prank(ao.w.stranger):
+        ao.committee.penalize(rid, silent)
+    treasury = ao.w.treasury
+    assert ao.committee.deposit_of(silent) == x.MEMBER_DEPOSIT // 2 == ao.committee.credit_of(treasury)
+    with boa.env.prank(ao.w.stranger), boa.reverts("committee: no silence recorded"):
+        ao.committee.penalize(rid, silent)  # once
+    before = boa.env.get_balance(treasury)
+    with boa.env.prank(treasury):
+        ao.committee.withdraw()
+    assert boa.env.get_balance(treasury) - before == x.MEMBER_DEPOSIT // 2
+    assert_committee_conserved(ao)
+    # below the least deposit it is drawn no more, until it tops up
+    for _ in range(3):
+        rid2, _ = provisional(ao, output=OUT)
+        assert silent not in challenge(ao, rid2)
+    with boa.env.prank(silent):
+        ao.committee.deposit(value=x.MEMBER_DEPOSIT // 2)
+    assert ao.committee.deposit_of(silent) == x.MEMBER_DEPOSIT
+
+
+def test_committee__a_member_left_out_of_resolve__proves_it_answered_by_posting_its_signature(ao):
+    rid, members, deadline = quorum_upholds(ao)
+    third = members[2]
+    assert ao.committee.silent(rid, third.address)
+    with boa.env.prank(ao.w.stranger), boa.reverts("committee: bad verdict signature"):
+        ao.committee.post_verdict(rid, ANSWER, b"\x01" * 65)
+    v = x.verdict(ao, third, rid, ANSWER)
+    with boa.env.prank(ao.w.stranger):  # anyone may post a member's signature
+        ao.committee.post_verdict(rid, v[1], v[2])
+    assert ao.committee.answered(rid, third.address) and not ao.committee.silent(rid, third.address)
+    boa.env.time_travel(seconds=deadline - boa.env.timestamp + 1)
+    with boa.env.prank(ao.w.stranger), boa.reverts("committee: no silence recorded"):
+        ao.committee.penalize(rid, third.address)
+    with boa.env.prank(ao.w.stranger), boa.reverts("committee: committee deadline passed"):
+        ao.committee.post_verdict(rid, v[1], v[2])
+    with boa.env.prank(ao.w.stranger), boa.reverts("committee: no challenge drawn for this request"):
+        ao.committee.post_verdict(rid + 100, v[1], v[2])
+    assert ao.committee.deposit_of(third.address) == x.MEMBER_DEPOSIT
+
+
+def test_committee__withdraw_deposit__only_off_every_roster_and_after_the_lock(ao):
+    rid, members, deadline = quorum_upholds(ao)
+    m = members[0].address
+    with boa.env.prank(m), boa.reverts("committee: leave every roster first"):
+        ao.committee.withdraw_deposit(x.MEMBER_DEPOSIT)
+    with boa.env.prank(m):
+        ao.committee.leave(1)
+    with boa.env.prank(m), boa.reverts("committee: deposit locked by a challenge"):
+        ao.committee.withdraw_deposit(x.MEMBER_DEPOSIT)
+    assert ao.committee.locked_until(m) == deadline + ao.committee.DEPOSIT_LOCK()
+    boa.env.time_travel(seconds=ao.committee.locked_until(m) - boa.env.timestamp + 1)
+    with boa.env.prank(m), boa.reverts("committee: amount above the deposit"):
+        ao.committee.withdraw_deposit(x.MEMBER_DEPOSIT + 1)
+    before = boa.env.get_balance(m)
+    with boa.env.prank(m):
+        ao.committee.withdraw_deposit(x.MEMBER_DEPOSIT)
+    assert boa.env.get_balance(m) - before == x.MEMBER_DEPOSIT and ao.committee.deposit_of(m) == 0
+    assert_committee_conserved(ao)
 
 
 # ------------------------------------------------------------------ gas

@@ -8,9 +8,12 @@ Invariants after every step:
   * AIOracle's ETH + its escrow credit + its requests' fees still in the escrow
     == what it owes (credits, callback reserves, bonds, open fees), and the
     escrow's own invariant holds;
-  * no request is delivered twice, and a delivered request is FINAL.
+  * no request is delivered twice, and a delivered request is FINAL;
+  * AICommittee holds exactly its members' deposits and the treasury's credit
+    (silent members penalized, left-out members proving they answered).
 At the end every request is expired or final, every credit is withdrawn and
-AIOracle holds zero wei, in itself and in the escrow: nothing is ever stuck.
+AIOracle holds zero wei, in itself and in the escrow; every member leaves and
+takes its deposit back and AICommittee holds zero: nothing is ever stuck.
 """
 
 from __future__ import annotations
@@ -66,6 +69,7 @@ class AIOracleMachine(RuleBasedStateMachine):
         self.rids: list[int] = []
         self.outputs: dict[int, tuple[bytes, bytes]] = {}  # rid -> (output, settlement)
         self.candidates: dict[int, list] = {}
+        self.committees: dict[int, list[str]] = {}  # rid -> its resolved committee's members
         self.delivered: Counter = Counter()
         self.actors = {self.w.requester, self.w.oracle, self.w.stranger, *(a.address for a in self.w.agents), *(m.address for m in self.ao.members)}
 
@@ -149,8 +153,8 @@ class AIOracleMachine(RuleBasedStateMachine):
         self.candidates[rid] = list(ev.candidates)
 
     @precondition(lambda self: self._in(x.CHALLENGED))
-    @rule(data=st.data(), verdict=st.sampled_from(["uphold", "overturn", "none"]))
-    def resolve(self, data, verdict):
+    @rule(data=st.data(), verdict=st.sampled_from(["uphold", "overturn", "none"]), n=st.sampled_from([2, 3]))
+    def resolve(self, data, verdict, n):
         rid = data.draw(st.sampled_from(self._in(x.CHALLENGED)))
         output, s, originals = self.outputs[rid]
         cands = self.candidates[rid]
@@ -161,11 +165,46 @@ class AIOracleMachine(RuleBasedStateMachine):
             verdicts, final = [], output
         else:
             final = output if verdict == "uphold" else (b"5" if output == b"4" else b"4")
-            verdicts = [x.verdict(self.ao, m, rid, x.file_digest(final)) for m in members[:2]]
+            verdicts = [x.verdict(self.ao, m, rid, x.file_digest(final)) for m in members[:n]]
         with boa.env.prank(self.w.stranger):
             self.ao.oracle.resolve(rid, cands, s, verdicts, final, False, b"ctx", gas=5_000_000)
+        self.committees[rid] = [m.address for m in members]
         self._record_deliveries(self.ao.oracle)
         _seen(f"resolved: {verdict}")
+
+    def _duties(self, silent: bool, due: bool):
+        """(request, member) pairs of resolved committees: those recorded silent (or not yet
+        answered), whose committee deadline has (or has not) passed."""
+        c = self.ao.committee
+        return [
+            (rid, m) for rid, members in sorted(self.committees.items()) for m in members
+            if (c.silent(rid, m) if silent else not c.answered(rid, m)) and (boa.env.timestamp > c.deadline_of(rid)) == due
+        ]
+
+    @precondition(lambda self: self._duties(silent=False, due=False))
+    @rule(data=st.data())
+    def member_posts_its_verdict_late(self, data):
+        rid, m = data.draw(st.sampled_from(self._duties(silent=False, due=False)))
+        v = x.verdict(self.ao, x.member(self.ao, m), rid, x.file_digest(b"4"))
+        self.ao.committee.post_verdict(rid, v[1], v[2])
+        assert not self.ao.committee.silent(rid, m)
+        _seen("a left-out member proves it answered")
+
+    @precondition(lambda self: self._duties(silent=True, due=False))
+    @rule()
+    def past_a_committee_deadline(self):
+        rid, _ = self._duties(silent=True, due=False)[0]
+        boa.env.time_travel(seconds=self.ao.committee.deadline_of(rid) - boa.env.timestamp + 1)
+
+    @precondition(lambda self: self._duties(silent=True, due=True))
+    @rule(data=st.data())
+    def penalize_silence(self, data):
+        rid, m = data.draw(st.sampled_from(self._duties(silent=True, due=True)))
+        before = self.ao.committee.deposit_of(m)
+        with boa.env.prank(self.w.stranger):
+            self.ao.committee.penalize(rid, m)
+        assert self.ao.committee.deposit_of(m) == before - before * 5_000 // 10_000
+        _seen("a silent member penalized")
 
     @precondition(lambda self: self._expirable())
     @rule(data=st.data())
@@ -205,6 +244,13 @@ class AIOracleMachine(RuleBasedStateMachine):
         x.assert_conserved(self.ao, self.rids)
 
     @invariant()
+    def committee_holds_exactly_deposits_and_credits(self):
+        c = self.ao.committee
+        members = [m.address for m in self.ao.members] + [a.address for a in self.w.agents]
+        assert c.total_deposits() == sum(c.deposit_of(m) for m in members)
+        assert boa.env.get_balance(c.address) == c.total_deposits() + c.total_credits() == c.total_deposits() + c.credit_of(self.w.treasury)
+
+    @invariant()
     def delivered_at_most_once_and_only_when_final(self):
         for rid, n in self.delivered.items():
             assert n == 1 and self._state(rid) == x.FINAL
@@ -225,6 +271,18 @@ class AIOracleMachine(RuleBasedStateMachine):
                 o.withdraw_for(who)
         assert o.total_credited() == 0
         assert boa.env.get_balance(o.address) == 0 and self.w.escrow.balance_of(o.address) == 0
+        # The committee: every silence penalized, the treasury paid, every member out with its deposit.
+        c = self.ao.committee
+        for rid, m in self._duties(silent=True, due=True):
+            c.penalize(rid, m)
+        if c.credit_of(self.w.treasury):
+            with boa.env.prank(self.w.treasury):
+                c.withdraw()
+        for m in self.ao.members:
+            with boa.env.prank(m.address):
+                c.leave(1)
+                c.withdraw_deposit(c.deposit_of(m.address))
+        assert c.total_deposits() == c.total_credits() == 0 and boa.env.get_balance(c.address) == 0
 
 
 TestAIOracleState = AIOracleMachine.TestCase
