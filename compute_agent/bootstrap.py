@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Callable
 
 from compute_agent.client import JobClient
-from compute_agent.registration import DEVICE_CPU, DEVICE_GPU, AgentProfile, ensure_registered
+from compute_agent.registration import DEVICE_CPU, DEVICE_GPU, AgentProfile, ensure_registered, join_committees
 from compute_agent.service import AdapterCache, Agent
 from compute_agent.slashes import SlashWatcher
 from tributa.catalog import LocalModel, ModelCatalog
@@ -86,6 +86,7 @@ def build_agent(
     threads: int | None = None,
     device: str = "cpu",
     serving: ServingOptions | None = None,
+    committee: bool = True,
 ) -> Agent:
     device = resolve_device(device)
     catalog = ModelCatalog(store)
@@ -111,7 +112,9 @@ def build_agent(
     agent.executor = make_executor(parts, sandbox, progress, threads, device, serving or ServingOptions(), readable=[adapters.root])
     outcome = ensure_registered(contracts, signer, AgentProfile(served, device_class(device), capacity, public_key(signer)), stake_wei)
     agent.slash_watcher = SlashWatcher(contracts, signer.address, agent.metrics)
-    progress(f"agent {signer.address}: {outcome}, serving models {served}")
+    joined = join_committees(contracts, signer, served) if committee else []
+    progress(f"agent {signer.address}: {outcome}, serving models {served}"
+             + (f"; joined the AIOracle committees of models {joined}" if joined else ""))
     return agent
 
 

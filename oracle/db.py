@@ -60,11 +60,15 @@ class TaskState:
     FAILING = "failing"  # failure decided, fail_task not yet mined
     FAILED = "failed"  # failed on-chain; the fee is refundable
     REFUNDED = "refunded"
+    # A contract's request (oracle/callbacks.py): result posted to AIOracle, final after its window.
+    PROVISIONAL = "provisional"
+    # A provisional result under challenge: leased only to its committee (CommitteeDuty).
+    CHALLENGED = "challenged"
     # Its TaskPosted was reorged out after agents had worked on it: kept for the record, never
     # leased or settled; restored if the same posting is re-included (see oracle/ingest.py).
     ORPHANED = "orphaned"
 
-    ACTIVE = (OPEN, RUNNING, VERIFIED, SETTLING, FAILING)
+    ACTIVE = (OPEN, RUNNING, VERIFIED, SETTLING, FAILING, PROVISIONAL, CHALLENGED)
 
 
 class JobState:
@@ -132,10 +136,17 @@ class Task(Base):
     # Private tasks: the requester's key outputs are sealed to, and the sealed result's CID.
     output_pubkey: Mapped[str | None] = mapped_column(String(132), nullable=True)
     result_ciphertext_cid: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    # How many agents run it, when fewer than k (a contract's request: k leaves room for a committee).
+    replicas: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
     @property
     def private(self) -> bool:
         return self.output_pubkey is not None
+
+    @property
+    def wanted(self) -> int:
+        """The number of agents' answers the task waits for."""
+        return self.replicas if self.replicas is not None else self.k
 
 
 class Job(Base):
@@ -163,6 +174,40 @@ class Job(Base):
     # Set at settlement: whether this answer agreed with the verdict (None: not judged yet).
     agreed: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     accepted_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class CallbackRequest(Base):
+    """A contract's request through AIOracle (oracle/callbacks.py); request_id is its task id."""
+
+    __tablename__ = "callback_requests"
+    request_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    model_id: Mapped[int] = mapped_column(BigInteger)
+    callback: Mapped[str] = mapped_column(String(42))
+    gas_limit: Mapped[int] = mapped_column(BigInteger)
+    callback_data: Mapped[str] = mapped_column(Text)  # 0x-hex
+    input_cid: Mapped[str] = mapped_column(String(100))
+    state: Mapped[str] = mapped_column(String(16), index=True)  # see CallbackState
+    fulfil_by: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    challenge_window: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    escrow_deadline: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # What fulfill posted (0x-hex), kept for finalize / resolve, which must repeat it.
+    output: Mapped[str | None] = mapped_column(Text, nullable=True)
+    output_is_cid: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    settlement: Mapped[str | None] = mapped_column(Text, nullable=True)
+    final_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    candidates: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON list, as in Challenged
+    resolve_by: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    outcome: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    delivered: Mapped[bool | None] = mapped_column(Boolean, nullable=True)  # the callback's success
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class CommitteeDuty(Base):
+    """A committee member of a challenged request: the only agents its task is leased to."""
+
+    __tablename__ = "committee_duties"
+    task_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    agent: Mapped[str] = mapped_column(String(42), primary_key=True)
 
 
 class ApiNonce(Base):

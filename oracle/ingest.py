@@ -227,7 +227,7 @@ def _progress_state(session: Session, task: Task) -> str:
     """Where the off-chain work on a task stands, ignoring every on-chain outcome."""
     jobs = _jobs(session, task.task_id)
     submitted = sum(1 for j in jobs if j.state == JobState.SUBMITTED)
-    if submitted and submitted >= task.k:
+    if submitted and submitted >= task.wanted:
         return TaskState.VERIFIED
     if any(j.state in (JobState.LEASED, JobState.SUBMITTED) for j in jobs):
         return TaskState.RUNNING
@@ -325,8 +325,11 @@ class Ingestor:
         on_reorg: Callable[[int], None] | None = None,
         reorg_window: int = REORG_WINDOW,
         cursor_name: str = CURSOR_NAME,
+        replicas_by_requester: dict[str, int] | None = None,
     ) -> None:
         self.db = db
+        # Tasks these requesters post are run by fewer agents than their k (AIOracle's: 1).
+        self.replicas_by_requester = {a.lower(): n for a, n in (replicas_by_requester or {}).items()}
         self.escrow = escrow
         self.w3 = escrow.w3
         self.start_block = start_block
@@ -393,6 +396,8 @@ class Ingestor:
                 tasks = self._load_tasks(s, new)
                 for ev in new:
                     apply_event(s, ev, tasks)
+                    if ev.event == "TaskPosted":
+                        self._set_replicas(tasks.get(ev.args["task_id"]))
                 self._advance(s, end, end_hash, decoded)
             ingested += len(new)
             self._notify(new)
@@ -530,7 +535,12 @@ class Ingestor:
                     task.posted_block = posted[-1].block_number
                 continue
             outcome = rebuild_task(s, task_id, surviving, lost_rows)
+            self._set_replicas(s.get(Task, task_id))
             log.warning("reorg: task %s rebuilt from its surviving logs: %s", task_id, outcome)
+
+    def _set_replicas(self, task: Task | None) -> None:
+        if task is not None:
+            task.replicas = self.replicas_by_requester.get(task.requester.lower())
 
     # -- storage ------------------------------------------------------------------------------
     def _advance(self, s: Session, end: int, end_hash: str, decoded: Iterable[DecodedLog]) -> None:

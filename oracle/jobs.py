@@ -12,8 +12,9 @@ from typing import Callable
 from dataclasses import asdict, dataclass
 
 from sqlalchemy import func, select, text, update
+from web3 import Web3
 
-from oracle.db import AgentSeen, Database, Job, JobState, Task, TaskState, now
+from oracle.db import AgentSeen, CallbackRequest, CommitteeDuty, Database, Job, JobState, Task, TaskState, now
 from oracle.outages import is_outage
 from tributa import private
 from tributa.chain.eip712 import recover_lease_signer, recover_result_signer
@@ -200,7 +201,14 @@ class JobBook:
             candidates = s.execute(
                 select(Task)
                 .where(
-                    Task.state.in_((TaskState.OPEN, TaskState.RUNNING)),
+                    # A challenged request goes to its committee only, until the committee deadline
+                    # (also once resolved: a late verdict still proves its member answered).
+                    Task.state.in_((TaskState.OPEN, TaskState.RUNNING))
+                    | Task.task_id.in_(
+                        select(CommitteeDuty.task_id)
+                        .join(CallbackRequest, CallbackRequest.request_id == CommitteeDuty.task_id)
+                        .where(CommitteeDuty.agent == Web3.to_checksum_address(agent), CallbackRequest.resolve_by >= chain_time)
+                    ),
                     Task.model_id.in_(models),
                     Task.deadline > chain_time,
                     # Never a task this agent holds or answered (k distinct agents, one job each);
@@ -223,9 +231,11 @@ class JobBook:
     def _lease_task(self, s, agent: str, task: Task, chain_time: int, trusted: bool) -> JobOffer | None:
         """Lease one candidate task (row-locked by the caller) to `agent`, or None if it may not
         have it now; a task nobody could run is failed here, with the reason."""
-        if not trusted and now() - task.posted_at < LOW_REPUTATION_DELAY_S:
+        # A committee member's re-execution (the query admits no other task in these states), whatever its reputation.
+        duty = task.state not in (TaskState.OPEN, TaskState.RUNNING)
+        if not duty and not trusted and now() - task.posted_at < LOW_REPUTATION_DELAY_S:
             return None
-        if self._active_jobs(s, task.task_id) >= task.k:
+        if not duty and self._active_jobs(s, task.task_id) >= task.wanted:
             return None
         input_cid = str(cidlib.digest_to_cid(bytes.fromhex(task.input_digest[2:])))
         if not self.store.has(input_cid):
@@ -255,7 +265,8 @@ class JobBook:
             lease_chain_expires_at=int(chain_time) + int(self.lease_s),
         )
         s.add(job)
-        task.state = TaskState.RUNNING
+        if not duty:
+            task.state = TaskState.RUNNING
         s.flush()
         return JobOffer(
             job.id, task.task_id, task.model_id, input_cid, task.input_digest, task.deadline,
@@ -416,7 +427,7 @@ class JobBook:
             job.submitted_at = now()
             s.flush()
             # All k answers are in: the verdict (majority, spot check) is the settler's to make.
-            if task.state == TaskState.RUNNING and self._submitted(s, task.task_id) >= task.k:
+            if task.state == TaskState.RUNNING and self._submitted(s, task.task_id) >= task.wanted:
                 task.state = TaskState.VERIFIED
         return str(result_cid)
 
@@ -427,7 +438,9 @@ class JobBook:
             job, task = self._held_job(s, agent, job_id)
             job.state = JobState.ERRORED
             job.error = f"{kind}: {message}"
-            if kind == "input":
+            if task.state not in (TaskState.OPEN, TaskState.RUNNING):
+                pass  # a committee member's error is its missing verdict: the challenge decides without it
+            elif kind == "input":
                 task.state = TaskState.FAILING
                 task.reason = f"bad input: {message}"[:128]
             elif (

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from eth_account.messages import encode_defunct
 from web3 import Web3
 
+from oracle.callbacks import REPLICAS as CALLBACK_REPLICAS, CallbackRelay
 from oracle.api_process import ApiSpec, SharedClock, start_api_process
 from oracle.content import UploadLimits
 from oracle.db import Database, database_url
@@ -194,9 +195,15 @@ class Oracle:
         # The worker's book only expires leases and closes due tasks; the API process leases.
         self.book = JobBook(self.db, self.store, contracts.chain_id, escrow, options.lease_s)
         self.txm = TxManager.for_signer(self.db, signer)
+        # Contracts' requests through AIOracle, when the deployment has it (oracle/callbacks.py).
+        self.callbacks = (
+            CallbackRelay(self.db, contracts, self.txm, self.store, settings.confirmations, settings.max_log_blocks)
+            if contracts.ai_oracle is not None else None
+        )
         self.ingestor = Ingestor(
             self.db, contracts.escrow, contracts.deployment.block_number, settings.confirmations, settings.max_log_blocks,
             on_reorg=self.txm.reorged,
+            replicas_by_requester={contracts.ai_oracle.address: CALLBACK_REPLICAS} if self.callbacks else None,
         )
         self.stakes = StakeWatcher(
             self.db, contracts.escrow, contracts.deployment.block_number, settings.confirmations, settings.max_log_blocks
@@ -215,6 +222,7 @@ class Oracle:
             spot_check_seed=bytes(signer.account.sign_message(_SEED_MESSAGE).signature),
             metrics=self.metrics,
             oracle_key=bytes(signer.account.key),
+            callbacks=self.callbacks,
         )
         self.api_spec = ApiSpec(
             settings=settings,
@@ -248,6 +256,8 @@ class Oracle:
         try:
             self.txm.check_pending()
             self.ingestor.poll_once()
+            if self.callbacks is not None:
+                self.callbacks.poll_once()
         except Exception as exc:
             if not chain_trouble(exc):
                 raise
@@ -265,7 +275,9 @@ class Oracle:
         self.stakes.poll_once()
         self.settler.settle_ready()
         # Tasks left SETTLING by a transaction that finished without settling them (not in flight).
-        self.settler.recover(in_flight=set(self.txm.pending_task_ids("settle_batch")))
+        self.settler.recover(in_flight=self.txm.pending_task_ids("settle_batch") | self.txm.pending_task_ids("fulfill"))
+        if self.callbacks is not None:
+            self.callbacks.step(self.clock())
         self.settler.fail_pending(self.clock())
         self.settler.refund_due(self.clock())
 
@@ -313,7 +325,7 @@ class Oracle:
         while not self._stop.is_set():
             try:
                 self.txm.recover()
-                self.settler.recover(in_flight=set(self.txm.pending_task_ids("settle_batch")))
+                self.settler.recover(in_flight=self.txm.pending_task_ids("settle_batch") | self.txm.pending_task_ids("fulfill"))
                 return
             except ChainError as exc:
                 log.warning("recovery waits for the chain: %s", exc)

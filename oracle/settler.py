@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy import select, update
 from web3 import Web3
@@ -26,8 +26,8 @@ from tributa.chain.tx import Signer
 from tributa.errors import ChainError, ContractRevert
 from tributa.store import cid as cidlib
 from oracle.auth import contract_signature_problem
-from tributa.registry import read_serving_terms
 from tributa.verification import Judge, VerificationParams
+from tributa.verification.params import model_params
 
 log = logging.getLogger("tributa.oracle.settler")
 
@@ -79,6 +79,10 @@ class FeePolicy:
         return max(0, min(available, task.fee * self.agent_fee_bps // BPS))
 
 
+if TYPE_CHECKING:
+    from oracle.callbacks import CallbackRelay
+
+
 class Settler:
     def __init__(
         self,
@@ -95,8 +99,11 @@ class Settler:
         metrics: OracleMetrics | None = None,
         verification: VerificationParams = VerificationParams(),
         oracle_key: bytes | None = None,
+        callbacks: "CallbackRelay | None" = None,
     ) -> None:
         self.db = db
+        # Answers contracts' requests through AIOracle instead of settling them here (oracle/callbacks.py).
+        self.callbacks = callbacks
         self.oracle_key = oracle_key  # opens private tasks' answers (their oracle copies) to judge them
         self.contracts = contracts
         self.escrow = contracts.escrow
@@ -139,6 +146,9 @@ class Settler:
                 task.result_ciphertext_cid = plan.ciphertext_cid
                 task.attribution_cid = plan.attribution.record_cid
                 task.attribution_digest = "0x" + plan.attribution.record_digest.hex()
+        plans = self._answer_requests(plans)
+        if not plans:
+            return 0
         settlements = [plan.settlement for _, plan in plans]
         task_ids = [task_id for task_id, _ in plans]
         try:
@@ -164,6 +174,25 @@ class Settler:
         self.metrics.gas_spent.labels("settle").inc(result.gas_used)
         return self._record(result, dict(plans))
 
+    def _answer_requests(self, plans: list[tuple[int, "Plan"]]) -> list[tuple[int, "Plan"]]:
+        """Post contracts' requests to AIOracle (never settled in the escrow directly: AIOracle
+        could not deliver them); returns the other plans."""
+        if self.callbacks is None:
+            return plans
+        rest = []
+        with self.db.session() as s:
+            owned = {task_id for task_id, _ in plans if self.callbacks.owns(s.get(Task, task_id))}
+        for task_id, plan in plans:
+            if task_id not in owned:
+                rest.append((task_id, plan))
+            elif self.callbacks.post(task_id, plan.settlement, plan.result_cid):
+                with self.db.session() as s:
+                    s.execute(
+                        update(Job).where(Job.task_id == task_id, Job.state == JobState.SUBMITTED)
+                        .values(agreed=Job.id.in_(sorted(plan.agreeing))).execution_options(synchronize_session=False)
+                    )
+        return rest
+
     def _plan(self, task_id: int) -> "Plan | None":
         """The settlement for one task, or None after marking it FAILING (no trustworthy result)."""
         with self.db.session() as s:
@@ -171,7 +200,7 @@ class Settler:
             jobs = s.execute(select(Job).where(Job.task_id == task_id).order_by(Job.id)).scalars().all()
             s.expunge_all()
         jobs = _without_unsettleable_signatures(task_id, jobs)
-        spot = task.k == 1 and spot_check_selected(task_id, self.spot_check_fraction, self.spot_check_seed)
+        spot = task.wanted == 1 and spot_check_selected(task_id, self.spot_check_fraction, self.spot_check_seed)
         oracle_seal: list[str] = []  # a private task's own re-run result, sealed to the requester
         try:
             verdict = decide(task, jobs, self.reexecute, lambda output: self._store_output(task, output, oracle_seal), spot,
@@ -218,11 +247,7 @@ class Settler:
         return Judge(params, checker(task, params.logit_margin) if checker else None)
 
     def _params(self, model_id: int) -> VerificationParams:
-        terms = read_serving_terms(self.contracts.registry, model_id)
-        return VerificationParams(
-            min_cosine=terms.min_cosine if terms.min_cosine is not None else self.verification.min_cosine,
-            logit_margin=terms.logit_margin if terms.logit_margin is not None else self.verification.logit_margin,
-        )
+        return model_params(self.contracts.registry, model_id, self.verification)
 
     def _output_of(self, task: Task):
         """A job's output bytes from the store: a public task's in the clear, a private one's from

@@ -69,7 +69,7 @@ def decide(
     agree = judge.agree if judge is not None else _bytes_equal
     sets = agreeing_sets(answers, agree)
     best = sets[0]
-    needed = task.k // 2 + 1
+    needed = task.wanted // 2 + 1
     majority = best.agents >= needed and not (len(sets) > 1 and sets[1].agents == best.agents)
 
     if majority and not spot_check:

@@ -5,7 +5,9 @@ with their contributors; SmolLM2-135M-Instruct (converted once from its GGUF) an
 adapter per dataset (trained once, cached) are registered with their provenance; the
 publisher launches an IMO for one model and two accounts buy it; the oracle and one compute
 agent run as `tributa … run` processes; requesters post generation and embedding tasks with
-escrowed ETH; the oracle verifies, attributes and settles. It then shows the attribution,
+escrowed ETH; the oracle verifies, attributes and settles; a contract (the example PromptBoard)
+asks a question on-chain through AIOracle and stores the answer its callback delivers. It then
+shows the attribution,
 the royalties each contributor can claim, the token holders' revenue growing and claimed,
 and pull payments. It prints what happened, writes demo-report.json and stops everything it
 started.
@@ -18,7 +20,7 @@ import shutil
 import sys
 from dataclasses import dataclass, field
 
-from tributa import imo
+from tributa import imo, prompt_board
 from tributa.chain.accounts import FIRST_CONTRIBUTOR_INDEX, dev_account
 from tributa.chain.contracts import Contracts, load_contracts
 from tributa.chain.tx import Signer
@@ -54,6 +56,10 @@ IMO_MODEL = "astronomy"
 SECOND_PROMPT = "The Milky Way is"
 MAX_NEW_TOKENS = 20  # greedy on the CPU: about a second or two per task once the model is warm
 IMO_BUYS = {"buyer": 5 * 10**17, "buyer2": 3 * 10**17}  # together they reach the hard cap
+# A contract's question through AIOracle, on the fables model, with a short challenge window.
+BOARD_MODEL = "fables"
+BOARD_QUESTION = {"prompt": "The capital of France is", "max_new_tokens": 8}
+BOARD_WINDOW_S = 5
 
 
 def step(text: str) -> None:
@@ -185,6 +191,26 @@ def describe_task(demo: Demo, kind: str, v) -> dict:
     }
 
 
+def ask_from_a_contract(demo: Demo, model_id: int) -> dict:
+    """The example consumer (contracts/examples/PromptBoard.vy) asks on-chain; the answer comes
+    back by callback once the result is final."""
+    step(f"a smart contract asks: PromptBoard puts a question to model {model_id} through AIOracle")
+    publisher = demo.signer("publisher")
+    publisher.transact(demo.contracts.ai_oracle.functions.set_challenge_window(model_id, BOARD_WINDOW_S), action="set window")
+    board = prompt_board.deploy(demo.contracts, demo.signer("deployer"), model_id)
+    question = json.dumps(BOARD_QUESTION)
+    asked = prompt_board.ask(board, demo.signer("requester"), question)
+    print(f"  PromptBoard {board.address}: request {asked.request_id}, fee {eth(asked.fee)} "
+          f"(gas {asked.tx.gas_used}); the input travels on-chain, no upload")
+    answer = prompt_board.wait_for_answer(board, asked.request_id, SETTLE_TIMEOUT_S)
+    text = json.loads(answer)["text"] if answer[:1] == b"{" else answer.hex()
+    print(f"  the oracle posted the agent's result; final after the model's {BOARD_WINDOW_S}s challenge window; "
+          f"delivered to aiOracleCallback once")
+    print(f"    question: {BOARD_QUESTION['prompt']!r}")
+    print(f"    answer stored by the contract: {text!r}")
+    return {"board": board.address, "request_id": asked.request_id, "question": BOARD_QUESTION["prompt"], "answer": text}
+
+
 def show_royalties(demo: Demo) -> dict:
     step("royalties: what each data contributor can claim (pull payments from the RoyaltyVault)")
     royalties = {}
@@ -232,6 +258,7 @@ def main() -> int:
             step("a second task on the IMO model, so the token holders' revenue grows")
             more = run_tasks(demo, {f"{IMO_MODEL}#2": encode_input(prompt=SECOND_PROMPT, max_new_tokens=MAX_NEW_TOKENS)}, models, (oracle, agent))
             views.update(more)
+            board = ask_from_a_contract(demo, models[BOARD_MODEL])
         finally:
             agent.stop()
             oracle.stop()
@@ -267,6 +294,7 @@ def main() -> int:
             "tasks": report_tasks,
             "royalties": royalties,
             "imo": {"imo_id": imo_id, "model": models[IMO_MODEL], "token": token, "holders": holders},
+            "prompt_board": board,
         }
         REPORT.write_text(json.dumps(report, indent=2))
         step(f"wrote {REPORT.relative_to(REPO_ROOT)}; stopping the node")

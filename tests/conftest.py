@@ -40,6 +40,14 @@ def contracts(deployed):
     return load_contracts(deployed)
 
 
+@pytest.fixture(scope="session")
+def demo_models():
+    """The tiny GPT-2 base and its three LoRA adapters (built once, cached under .cache/tributa)."""
+    from tributa.ml.models import ensure_demo_models
+
+    return ensure_demo_models(progress=lambda msg: None)
+
+
 @pytest.fixture
 def chain_snapshot(contracts):
     """Revert the chain to where it was after the test (evm_snapshot/evm_revert)."""

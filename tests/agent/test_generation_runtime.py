@@ -9,14 +9,9 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from tributa.runtime.errors import InferenceInputError
 from tributa.runtime.generation import GenerationRunner, weights_digest
 from tributa.ml import tokenizer as T
-from tributa.ml.models import ModelFolderError, ensure_demo_models
+from tributa.ml.models import ModelFolderError
 
 PROMPT = "The"
-
-
-@pytest.fixture(scope="session")
-def demo_models():
-    return ensure_demo_models()
 
 
 @pytest.fixture(scope="module")

@@ -16,14 +16,10 @@ from tributa.runtime.jobs import (
     JobSpecError,
     RunnerRegistry,
     canonical_json,
+    parse_input,
     run_job,
 )
 from tributa.ml.models import ensure_demo_models
-
-
-@pytest.fixture(scope="session")
-def demo_models():
-    return ensure_demo_models()
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +104,7 @@ def test_run_job__embed_twice__identical_bytes(registry):
     [
         (b"\xff\xfe{}", "not UTF-8"),
         (b"{prompt: 1}", "not JSON"),
+        (b"  [1, ", "not JSON"),
         (b"", "not JSON"),
         (b'["The"]', "must be a JSON object, got an array"),
         (b'{"max_new_tokens": 4}', 'needs a "prompt"'),
@@ -210,3 +207,8 @@ def test_run_job__registered_limit_above_512__served_up_to_the_models_context(de
     capped = JobSpec(kind="generate", model_path=str(demo_models.base_dir), max_new_tokens=MAX_NEW_TOKENS_CAP + 1)
     with pytest.raises(JobSpecError, match=f"from 1 to {MAX_NEW_TOKENS_CAP}"):
         run_job(capped, _json({"prompt": "x"}), registry)
+
+
+@pytest.mark.parametrize("text", ["What is 2+2?", "  The capital of France is", "42", "Ünïcode prompt"])
+def test_parse_input__plain_text__is_a_prompt_as_an_oao_consumer_sends_it(text):
+    assert parse_input(text.encode()) == {"prompt": text}

@@ -145,7 +145,7 @@ def test_run__bad_input_or_missing_model__clear_errors_and_it_still_serves(sandb
     from tributa.runtime.jobs import JobInputError, JobSpecError
 
     with pytest.raises(JobInputError, match="input is not JSON"):
-        sandbox.run(base, [], b"not json")
+        sandbox.run(base, [], b"{not json")
     with pytest.raises(JobInputError, match='"prompt" is empty'):
         sandbox.run(base, [], b'{"prompt": ""}')
     missing = LocalModel(path=tmp_path / "nothing-here", cid="x", digest=b"", kind="generate")

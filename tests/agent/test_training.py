@@ -30,11 +30,6 @@ TINY_BASE = replace(
 TINY_ADAPTER = replace(AdapterTrainConfig(), r=2, block_size=32, batch_size=4, steps=6, log_every=3)
 
 
-@pytest.fixture(scope="session")
-def demo_models():
-    return ensure_demo_models()
-
-
 @pytest.fixture(scope="module")
 def tokenizer():
     return T.load_tokenizer()

@@ -17,13 +17,6 @@ SETTLE_TIMEOUT_S = 240
 
 
 @pytest.fixture(scope="module")
-def demo_models():
-    from tributa.ml.models import ensure_demo_models
-
-    return ensure_demo_models(progress=lambda msg: None)
-
-
-@pytest.fixture(scope="module")
 def network(contracts, deployed, demo_models, tmp_path_factory):
     """Models registered, an oracle and one agent running as `tributa … run` processes."""
     from tributa.ml.embeddings import model_dir as minilm_dir

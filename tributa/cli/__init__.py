@@ -124,11 +124,11 @@ def cli(ctx: click.Context, rpc_url, data_dir, deployments_dir, oracle_url) -> N
 
 
 def _mount() -> None:
-    from tributa.cli import account, agent, content, dashboard, dataset, imo, model, oracle, task
+    from tributa.cli import account, agent, content, dashboard, dataset, imo, model, oracle, task, verify
     from tributa.store.cli import store
 
     groups = (task.task, model.model, dataset.dataset, dataset.royalties, imo.imo, oracle.oracle, agent.agent, account.account, store,
-              content.upload, dashboard.dashboard)
+              content.upload, dashboard.dashboard, verify.verify)
     for group in groups:
         cli.add_command(group)
 

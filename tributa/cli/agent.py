@@ -39,12 +39,14 @@ def agent() -> None:
               help="torch threads of each serving worker (default: torch's, one per core)")
 @click.option("--device", default="cpu", show_default=True,
               help="where jobs run: cpu, cuda or cuda:N; registered on-chain as the device class")
+@click.option("--committee/--no-committee", default=True, show_default=True,
+              help="join the AIOracle committee roster of each served model (drawn to re-execute challenged requests)")
 @click.option("--json-logs/--text-logs", default=True)
 @node_wait_option
 @account_option("agent")
 @pass_ctx
 def run(ctx, model_dirs, stake, capacity, max_jobs, metrics_port, no_sandbox, max_batch, worker_memory_mb, adapter_cache, dtype, threads,
-        device, json_logs, node_wait_s, account_spec) -> None:
+        device, committee, json_logs, node_wait_s, account_spec) -> None:
     """Register (or refresh the registration), then poll and run jobs until interrupted."""
     from compute_agent.bootstrap import ServingOptions, build_agent, resolve_device
     from tributa.logs import setup_logging
@@ -58,6 +60,7 @@ def run(ctx, model_dirs, stake, capacity, max_jobs, metrics_port, no_sandbox, ma
         ctx.settings, ctx.contracts, signer, ctx.store, list(model_dirs), capacity, stake_wei, progress=click.echo,
         sandbox=not no_sandbox, threads=threads, device=device,
         serving=ServingOptions(max_batch, adapter_cache, None if dtype == "auto" else dtype, worker_memory_mb),
+        committee=committee,
     )
     if metrics_port is not None:
         from prometheus_client import start_http_server

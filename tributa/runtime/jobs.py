@@ -152,7 +152,8 @@ def run_payload(spec: JobSpec, payload: dict[str, Any], registry: RunnerRegistry
 
 
 def parse_input(input_bytes: bytes) -> dict[str, Any]:
-    """Input bytes -> JSON object, or JobInputError saying what is wrong with them."""
+    """Input bytes -> JSON object, or JobInputError saying what is wrong with them. Text that
+    does not start with `{` or `[` is a plain prompt: {"prompt": text}."""
     if not isinstance(input_bytes, (bytes, bytearray, memoryview)):
         raise JobInputError(f"input must be bytes, got {type(input_bytes).__name__}")
     data = bytes(input_bytes)
@@ -162,6 +163,10 @@ def parse_input(input_bytes: bytes) -> dict[str, Any]:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise JobInputError(f"input is not UTF-8 (bad byte at offset {exc.start})") from exc
+    head = text.lstrip()[:1]
+    if head and head not in "{[":
+        # Plain text is a prompt: what a contract written for ORA's OAO sends (AIOracle requests).
+        return {"prompt": text}
     try:
         payload = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_nan)
     except json.JSONDecodeError as exc:
