@@ -29,11 +29,15 @@ from typing import Any
 from eth_abi import decode, encode
 from sqlalchemy import select
 from web3 import Web3
+from web3.exceptions import ContractCustomError, ContractLogicError
 
 from oracle.db import CallbackRequest, CommitteeDuty, Cursor, Database, Job, JobState, Task, TaskState
 from oracle.ingest import DecodedLog, EventDecoder
+from oracle.outages import is_outage
+from oracle.rpc import is_transient
 from oracle.txmanager import NotSent, TxManager
 from tributa.chain.contracts import Contracts
+from tributa.chain.tx import revert_reason
 from tributa.errors import ChainError, ContractRevert
 from tributa.store import cid_of_bytes, cid_to_digest
 
@@ -108,7 +112,7 @@ class CallbackRelay:
             events = [ev for ev in (self.decoder.decode(r) for r in raw) if ev is not None]
             with self.db.session() as s:
                 for ev in events:
-                    self._apply(s, ev)
+                    self._apply_one(s, ev)
                 cursor = s.get(Cursor, CURSOR)
                 if cursor is None:
                     s.add(Cursor(name=CURSOR, block_number=end))
@@ -117,6 +121,17 @@ class CallbackRelay:
             count += len(events)
             start = end + 1
         return count
+
+    def _apply_one(self, s, ev: DecodedLog) -> None:
+        """Fold one event in a savepoint: one that cannot be folded is logged and skipped, so it
+        never stalls the oracle's passes (an outage of the store, database or node is retried)."""
+        try:
+            with s.begin_nested():
+                self._apply(s, ev)
+        except Exception as exc:
+            if is_outage(exc) or is_transient(exc):
+                raise
+            log.exception("AIOracle event %s of request %s (tx %s) not folded in", ev.event, ev.args.get("request_id"), ev.tx_hash)
 
     def _apply(self, s, ev: DecodedLog) -> None:
         a = ev.args
@@ -321,9 +336,16 @@ class CallbackRelay:
         return self.store.get_bytes(cid)
 
     def _send(self, purpose: str, request_id: int, call: Any) -> bool:
-        """Send one of the relay's calls; whether it was mined (else it is tried on a later pass)."""
+        """Send one of the relay's calls; whether it was mined (else it is tried on a later pass).
+
+        Estimated on the pending block, where it lands: a call due by time passes once that
+        block's timestamp is due, even while no block is mined (the latest block's would not)."""
         try:
-            result = self.txm.transact(call, purpose, [request_id])
+            try:
+                estimate = call.estimate_gas({"from": self.txm.address}, block_identifier="pending")
+            except (ContractLogicError, ContractCustomError) as exc:
+                raise ContractRevert(revert_reason(exc), purpose) from None
+            result = self.txm.transact(call, purpose, [request_id], gas=estimate * 6 // 5 + 10_000)
         except ContractRevert as exc:
             if any(reason in (exc.reason or "") for reason in _NOT_YET):
                 log.debug("%s of request %s not due on-chain yet: %s", purpose, request_id, exc.reason)

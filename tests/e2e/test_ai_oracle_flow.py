@@ -229,3 +229,18 @@ def test_callback__a_committee_member_that_never_answers__loses_half_its_deposit
     assert committee.deposit_of(liar).call() == deposit - sum(e.args.amount for e in events if e.args.member == liar)
     assert committee.credit_of(treasury).call() - credit_before == sum(e.args.amount for e in events)
     assert not committee.silent(rid, liar).call() and all(committee.deposit_of(m).call() == deposit for m in running)
+
+
+def test_callback__nobody_answers__the_oracle_expires_it_and_the_asker_gets_every_wei_back(world, contracts):
+    stop_honest(world)
+    asker = signer_for(contracts, "requester")
+    oracle = contracts.ai_oracle.functions
+    credit_before = oracle.balance_of(asker.address).call()
+    asked = prompt_board.ask(world["board_b"], asker, b"Nobody serves this now")
+    rid = asked.request_id
+    fulfil_by = request_row(contracts, rid)[6]
+    contracts.w3.provider.make_request("evm_increaseTime", [fulfil_by - contracts.w3.eth.get_block("latest")["timestamp"] + 1])
+    contracts.w3.provider.make_request("evm_mine", [])
+    wait_for(lambda: request_row(contracts, rid)[4] == 5, "the oracle's expire", [world["oracle"]])  # EXPIRED
+    assert oracle.balance_of(asker.address).call() - credit_before == asked.fee  # fee, reserve and excess: all of it
+    assert prompt_board.answer(world["board_b"], rid) is None
