@@ -37,7 +37,6 @@ from pathlib import Path
 import pytest
 from eth_account import Account
 
-from tests.e2e.test_full_flow import demo_models  # noqa: F401 (fixture)
 from tests.helpers import advance_time, signer_for
 from tributa.cli.format import parse_eth
 from tributa.imo import token_contract
