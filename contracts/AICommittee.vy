@@ -30,8 +30,8 @@ COMMITTEE_SIZE: public(constant(uint256)) = 3
 MAX_ROSTER: public(constant(uint256)) = 64
 # @dev Share of its deposit a silent committee member loses.
 SILENCE_PENALTY_BPS: public(constant(uint256)) = 5_000
-# @dev A drawn candidate's deposit stays until this long after the committee
-#      deadline (a late resolve, then anyone's `penalize`, fit in it).
+# @dev A drawn candidate's deposit stays until this long after the challenge's
+#      last possible resolve (anyone's `penalize` fits in it).
 DEPOSIT_LOCK: public(constant(uint256)) = 3 * 86_400
 _BPS: constant(uint256) = 10_000
 # @dev Draw attempts (with replacement) before giving up.
@@ -57,6 +57,11 @@ total_credits: public(uint256)
 deadline_of: public(HashMap[uint256, uint256])
 answered: public(HashMap[uint256, HashMap[address, bool]])
 silent: public(HashMap[uint256, HashMap[address, bool]])
+# @dev Verdicts posted on-chain before the deadline (digest, signature): the
+#      tally counts them with those `resolve` brings, so nobody can resolve
+#      around them.
+posted_digest: public(HashMap[uint256, HashMap[address, bytes32]])
+_posted_signature: HashMap[uint256, HashMap[address, Bytes[65]]]
 
 
 event Bound:
@@ -168,7 +173,8 @@ def post_verdict(request_id: uint256, result_digest: bytes32, signature: Bytes[6
     """
     @notice Records a verdict on-chain before the committee deadline (anyone
             may post a member's signature): proof that the member answered,
-            whichever verdicts `resolve` later counts.
+            and a vote the tally counts whatever verdicts `resolve` brings
+            (a member's first posted verdict stands).
     @param request_id The challenged request (its escrow task id).
     @param result_digest The digest the member signed.
     @param signature Its Result(request_id, result_digest) signature.
@@ -178,6 +184,9 @@ def post_verdict(request_id: uint256, result_digest: bytes32, signature: Bytes[6
     assert block.timestamp <= deadline, "committee: committee deadline passed"
     member: address = self._recover(staticcall escrow.result_digest_to_sign(request_id, result_digest), signature)
     assert member != empty(address), "committee: bad verdict signature"
+    if self.posted_digest[request_id][member] == empty(bytes32):
+        self.posted_digest[request_id][member] = result_digest
+        self._posted_signature[request_id][member] = signature
     self.answered[request_id][member] = True
     self.silent[request_id][member] = False
     log VerdictPosted(request_id=request_id, member=member, result_digest=result_digest)
@@ -232,11 +241,14 @@ def leave(model_id: uint256):
 @external
 def prune(model_id: uint256, agent: address):
     """
-    @notice Takes an agent that no longer serves the model off its roster (anyone).
+    @notice Takes an agent that no longer serves the model, or whose deposit
+            fell below `member_deposit`, off its roster (anyone): a roster
+            full of members that cannot be drawn would make the model
+            unchallengeable.
     @param model_id The model.
     @param agent The agent.
     """
-    assert not staticcall escrow.serves_model(agent, model_id), "committee: agent still serves the model"
+    assert not staticcall escrow.serves_model(agent, model_id) or self.deposit_of[agent] < member_deposit, "committee: agent still serves the model"
     self._remove(model_id, agent)
 
 
@@ -252,18 +264,20 @@ def roster(model_id: uint256) -> DynArray[address, MAX_ROSTER]:
 
 
 @external
-def draw(model_id: uint256, request_id: uint256, need: uint256, exclude: address, deadline: uint256) -> DynArray[address, 5]:
+def draw(model_id: uint256, request_id: uint256, need: uint256, exclude: address, deadline: uint256, last_resolve: uint256) -> DynArray[address, 5]:
     """
     @notice Draws `need` (<= 5) distinct roster members that serve the model
             now, never `exclude`, from keccak(prevrandao, request_id, i);
             fewer if the roster cannot supply them within 64 draws (the bound
             AIOracle only, at a challenge). Their deposits stay until
-            DEPOSIT_LOCK after `deadline`, the committee deadline.
+            DEPOSIT_LOCK after `last_resolve`, so a late tally still finds
+            a silent member's deposit.
     @param model_id The model.
     @param request_id The request (seeds the draw with prevrandao).
     @param need How many.
     @param exclude An account never drawn (the challenger).
     @param deadline The committee deadline of the challenge.
+    @param last_resolve When its resolve may come at the latest (the escrow deadline).
     @return DynArray The candidates, in draw order.
     """
     assert msg.sender == self.oracle, "committee: caller is not the AIOracle"
@@ -283,7 +297,7 @@ def draw(model_id: uint256, request_id: uint256, need: uint256, exclude: address
         picked.append(x)
     self.deadline_of[request_id] = deadline
     for x: address in picked:
-        self.locked_until[x] = max(self.locked_until[x], deadline + DEPOSIT_LOCK)
+        self.locked_until[x] = max(self.locked_until[x], max(deadline, last_resolve) + DEPOSIT_LOCK)
     return picked
 
 
@@ -307,10 +321,11 @@ def tally(task_id: uint256, candidates: DynArray[address, 5], settlement: Bytes[
             the posted digest, and the other digest most signed (first seen on
             a tie) with its signers. Reverts on a verdict of a non-member, a
             second verdict of a member or a signature that does not recover
-            to its member. Records as silent each member with no verdict
-            here nor posted (`post_verdict`): `penalize` takes part of its
-            deposit after the committee deadline unless it posts one by
-            then. The bound AIOracle only, at `resolve`.
+            to its member. Verdicts posted on-chain (`post_verdict`) count
+            too, in place of any other `resolve` brings for their member.
+            Records as silent each member with neither: `penalize` takes part
+            of its deposit after the committee deadline unless it posts one
+            by then. The bound AIOracle only, at `resolve`.
     @param task_id The escrow task (= request id).
     @param candidates The drawn candidates.
     @param settlement The challenged settlement, ABI-encoded (its paid
@@ -326,32 +341,39 @@ def tally(task_id: uint256, candidates: DynArray[address, 5], settlement: Bytes[
     t: IAICommittee.Tally = empty(IAICommittee.Tally)
     t.posted = posted
     t.originals = s.agents
+    counted: DynArray[IAICommittee.Verdict, COMMITTEE_SIZE] = []
     for v: IAICommittee.Verdict in verdicts:
         assert v.member in committee, "committee: not a committee member"
         assert v.member not in seen, "committee: duplicate verdict"
         seen.append(v.member)
         digest: bytes32 = staticcall escrow.result_digest_to_sign(task_id, v.result_digest)
         assert self._recover(digest, v.signature) == v.member, "committee: bad verdict signature"
-        if v.result_digest == posted:
-            t.upholders.append(v.member)
+        if self.posted_digest[task_id][v.member] == empty(bytes32):
+            counted.append(v)
         self.answered[task_id][v.member] = True
     for m: address in committee:
-        if not self.answered[task_id][m]:
+        # a verdict posted on-chain counts, whether or not `resolve` brought it (its first one)
+        if self.posted_digest[task_id][m] != empty(bytes32):
+            counted.append(IAICommittee.Verdict(member=m, result_digest=self.posted_digest[task_id][m], signature=self._posted_signature[task_id][m]))
+        elif not self.answered[task_id][m]:
             self.silent[task_id][m] = True
             log SilenceRecorded(request_id=task_id, member=m)
+    for v: IAICommittee.Verdict in counted:
+        if v.result_digest == posted:
+            t.upholders.append(v.member)
     best_count: uint256 = 0
-    for v: IAICommittee.Verdict in verdicts:
+    for v: IAICommittee.Verdict in counted:
         if v.result_digest == posted:
             continue
         count: uint256 = 0
-        for u: IAICommittee.Verdict in verdicts:
+        for u: IAICommittee.Verdict in counted:
             if u.result_digest == v.result_digest:
                 count += 1
         if count > best_count:
             best_count = count
             t.best = v.result_digest
     if best_count != 0:
-        for v: IAICommittee.Verdict in verdicts:
+        for v: IAICommittee.Verdict in counted:
             if v.result_digest == t.best:
                 t.signers.append(v.member)
                 t.signatures.append(v.signature)

@@ -256,6 +256,7 @@ _req_b: HashMap[uint256, uint256]
 _req_c: HashMap[uint256, uint256]
 _data_hash: HashMap[uint256, bytes32]
 _settlement_hash: HashMap[uint256, bytes32]
+_output_hash: HashMap[uint256, bytes32]
 _challenge: HashMap[uint256, uint256]
 _candidates_hash: HashMap[uint256, bytes32]
 
@@ -394,7 +395,7 @@ def fulfill(request_id: uint256, output: Bytes[MAX_OUTPUT_BYTES], output_is_cid:
     @param request_id The request.
     @param output The output bytes, whose `ipfs add` CID digest (_file_digest) is s.result_digest; or, with
            output_is_cid, a binary sha2-256 CID (v0: 0x1220 + digest, v1:
-           0x01 codec 0x1220 + digest) naming it.
+           0x01 0x70 0x1220 + digest) naming it.
     @param output_is_cid Whether `output` is a CID.
     @param settlement abi_encode(s) of the TaskEscrow Settlement s paying for
            it (what escrow.settle takes after its selector): at most 2 agents
@@ -438,6 +439,8 @@ def fulfill(request_id: uint256, output: Bytes[MAX_OUTPUT_BYTES], output_is_cid:
     self._req_a[request_id] = self._with_state(a, PROVISIONAL)
     self._req_c[request_id] = self._with_due(c, final_at)
     self._settlement_hash[request_id] = h
+    # the exact bytes delivered later (a CID form of the same digest is another output)
+    self._output_hash[request_id] = keccak256(output)
 
 
 @external
@@ -497,7 +500,7 @@ def challenge(request_id: uint256):
     need: uint256 = COMMITTEE_SIZE + ((a >> _NORIG_SHIFT) & _MASK_8)
     edl: uint256 = (c >> _EDL_SHIFT) & _MASK_40
     resolve_by: uint256 = min(block.timestamp + self.committee_window, edl - SETTLE_GRACE)
-    picked: DynArray[address, 5] = extcall committee.draw(model_id, request_id, need, msg.sender, resolve_by)
+    picked: DynArray[address, 5] = extcall committee.draw(model_id, request_id, need, msg.sender, resolve_by, edl)
     assert len(picked) == need, "aioracle: too few committee members"
 
     self._req_a[request_id] = self._with_state(a, CHALLENGED)
@@ -559,7 +562,7 @@ def resolve(
     to_challenger: uint256 = 0
 
     if upheld >= COMMITTEE_QUORUM or (best_count < COMMITTEE_QUORUM and block.timestamp > (self._req_c[request_id] >> _DUE_SHIFT) & _MASK_40):
-        self._check_output(output, (a >> _CID_SHIFT) & 1 == 1, posted)
+        assert keccak256(output) == self._output_hash[request_id], "aioracle: not the posted output"
         delta: uint256 = 0
         applied: uint256 = 0
         delta, applied = self._end_task(request_id, [settlement], True)
@@ -575,6 +578,8 @@ def resolve(
         assert best_count >= COMMITTEE_QUORUM, "aioracle: no quorum yet"
         outcome = OVERTURNED
         final_digest = t.best
+        # only the oracle, which holds the replacement, may deliver it as a CID instead of its bytes
+        assert not output_is_cid or staticcall escrow.is_oracle(msg.sender), "aioracle: only the oracle delivers a CID"
         self._check_output(output, output_is_cid, t.best)
         if output_is_cid:
             a = a | (1 << _CID_SHIFT)
@@ -885,12 +890,12 @@ def _hash_data(data: Bytes[MAX_CALLBACK_DATA_BYTES]) -> bytes32:
 def _check_output(output: Bytes[MAX_OUTPUT_BYTES], is_cid: bool, digest: bytes32):
     """
     @dev The output must name `digest`: the digest of its `ipfs add` CID (see
-         _file_digest), or a binary sha2-256 CID (v0 0x1220 || digest, v1 0x01 ||
-         raw 0x55 or dag-pb 0x70 || 0x1220 || digest).
+         _file_digest), or its binary CID (v0 0x1220 || digest, or v1 dag-pb
+         0x01 0x70 0x1220 || digest; a raw-codec CID would name other bytes).
     """
     ok: bool = False
     if is_cid:
-        ok = output == concat(b"\x12\x20", digest) or output == concat(b"\x01\x55\x12\x20", digest) or output == concat(b"\x01\x70\x12\x20", digest)
+        ok = output == concat(b"\x12\x20", digest) or output == concat(b"\x01\x70\x12\x20", digest)
     else:
         ok = self._file_digest(output) == digest
     assert ok, "aioracle: output does not match the result digest"
@@ -926,7 +931,7 @@ def _file_digest(data: Bytes[_INPUT_ABI]) -> bytes32:
 @view
 def _check_posted(request_id: uint256, a: uint256, output: Bytes[MAX_OUTPUT_BYTES], settlement: Bytes[SETTLEMENT_ABI_BYTES], callback_data: Bytes[MAX_CALLBACK_DATA_BYTES]):
     assert keccak256(settlement) == self._settlement_hash[request_id], "aioracle: wrong settlement"
-    self._check_output(output, (a >> _CID_SHIFT) & 1 == 1, extract32(settlement, 64))
+    assert keccak256(output) == self._output_hash[request_id], "aioracle: not the posted output"
     assert self._hash_data(callback_data) == self._data_hash[request_id], "aioracle: wrong callback data"
 
 

@@ -27,11 +27,11 @@ import time
 from typing import Any
 
 from eth_abi import decode, encode
-from sqlalchemy import select
+from sqlalchemy import select, update
 from web3 import Web3
 from web3.exceptions import ContractCustomError, ContractLogicError
 
-from oracle.db import CallbackRequest, CommitteeDuty, Cursor, Database, Job, JobState, Task, TaskState
+from oracle.db import CallbackRequest, CommitteeDuty, Cursor, Database, Job, JobState, SentTx, Task, TaskState
 from oracle.ingest import DecodedLog, EventDecoder
 from oracle.outages import is_outage
 from oracle.rpc import is_transient
@@ -161,6 +161,10 @@ class CallbackRelay:
             self._challenged(s, row, list(a["candidates"]), int(a["resolve_by"]), a["challenger"])
         elif ev.event == "ChallengeResolved":
             row.outcome = OUTCOMES.get(int(a["outcome"]), str(a["outcome"]))
+            if row.outcome == "overturned":  # the answers it posted disagreed with the final result, for reputation
+                duty = select(CommitteeDuty.agent).where(CommitteeDuty.task_id == rid)
+                s.execute(update(Job).where(Job.task_id == rid, Job.agreed.is_(True), Job.agent.not_in(duty))
+                          .values(agreed=False).execution_options(synchronize_session=False))
         elif ev.event == "CallbackDelivered":
             row.state, row.delivered = CallbackState.FINAL, bool(a["success"])
             log.info("request %s delivered to %s (callback %s, %s)", rid, row.callback,
@@ -203,6 +207,9 @@ class CallbackRelay:
         try:
             result = self.txm.transact(self.ai_oracle.functions.fulfill(task_id, output, is_cid, encoded, data), "fulfill", [task_id])
         except ContractRevert as exc:
+            if "not awaiting a result" in (exc.reason or ""):  # an earlier fulfill landed unrecorded
+                self._set_task(task_id, self.adopt_posted(task_id), None)
+                return None
             log.error("fulfill of request %s reverted: %s", task_id, exc.reason)
             self._set_task(task_id, TaskState.FAILING, f"AIOracle refused the result: {exc.reason}"[:128])
             return None
@@ -224,6 +231,32 @@ class CallbackRelay:
             task.settle_tx = result.tx_hash
         log.info("request %s answered in %s (%d output bytes%s)", task_id, result.tx_hash, len(output), ", a CID" if is_cid else "")
         return result.tx_hash
+
+    def adopt_posted(self, task_id: int) -> str:
+        """The task state for a request caught mid-fulfil (a restart, a receipt never seen): per
+        AIOracle, answered again (VERIFIED) or, posted, its fulfill recovered from the oracle's own
+        sent transaction, so finalize / resolve can repeat it. Never FAILING: failing a posted
+        request in the escrow would leave its agents unpaid and its challenge undecidable."""
+        state = int(self.ai_oracle.functions.request(task_id).call()[4])
+        if state == 1:  # REQUESTED: the fulfill never landed
+            return TaskState.VERIFIED
+        with self.db.session() as s:
+            sent = s.execute(select(SentTx).where(SentTx.purpose == "fulfill", SentTx.to_address == self.address)
+                             .order_by(SentTx.id.desc())).scalars().all()
+            data = next((t.data for t in sent if task_id in json.loads(t.task_ids or "[]")), None)
+        if data is None:
+            log.error("request %s was posted by another oracle install: finalize / resolve left to others", task_id)
+        else:
+            _, args = self.ai_oracle.decode_function_input(data)
+            with self.db.session() as s:
+                row = s.get(CallbackRequest, task_id)
+                if row is not None and not row.settlement:
+                    row.output, row.output_is_cid = "0x" + bytes(args["output"]).hex(), bool(args["output_is_cid"])
+                    row.settlement = "0x" + bytes(args["settlement"]).hex()
+                    if row.state == CallbackState.CHALLENGED and row.candidates:
+                        self._challenged(s, row, json.loads(row.candidates), row.resolve_by or 0, "(recovered)")
+            log.info("request %s: its fulfill, already mined, recovered from the sent transaction", task_id)
+        return {2: TaskState.PROVISIONAL, 3: TaskState.CHALLENGED, 5: TaskState.FAILED}.get(state, TaskState.SETTLED)
 
     def _set_task(self, task_id: int, state: str, reason: str | None) -> None:
         with self.db.session() as s:
@@ -273,11 +306,18 @@ class CallbackRelay:
                 CallbackRequest.state == CallbackState.FINAL, CallbackRequest.resolve_by >= chain_time,
                 CallbackRequest.candidates.is_not(None))).scalars().all()
         for rid in resolved:
-            for member, digest, signature in self.verdicts(rid):
-                if (rid, member) in self._posted or not self.committee.functions.silent(rid, member).call():
-                    continue
-                if self._send("post_verdict", rid, self.committee.functions.post_verdict(rid, digest, signature)):
-                    self._posted.add((rid, member))
+            self._post_verdicts(rid, self.verdicts(rid), only_silent=True)
+
+    def _post_verdicts(self, rid: int, verdicts: list[tuple[str, bytes, bytes]], only_silent: bool = False) -> None:
+        for member, digest, signature in verdicts:
+            if (rid, member) in self._posted:
+                continue
+            committee = self.committee.functions
+            if committee.posted_digest(rid, member).call() != b"\x00" * 32 or (only_silent and not committee.silent(rid, member).call()):
+                self._posted.add((rid, member))
+                continue
+            if self._send("post_verdict", rid, committee.post_verdict(rid, digest, signature)):
+                self._posted.add((rid, member))
 
     def _answered(self, task_id: int) -> bool:
         """Whether fulfill went out (the state follows from AIOracle's log on a later pass)."""
@@ -295,6 +335,9 @@ class CallbackRelay:
             counts[digest] = counts.get(digest, 0) + 1
         quorum = [d for d, n in counts.items() if n >= COMMITTEE_QUORUM]
         if not quorum and chain_time <= (row.resolve_by or 0):
+            # No quorum yet: each verdict goes on-chain now, so it counts (and proves its member
+            # answered) whoever resolves and whenever, even with no verdicts in hand.
+            self._post_verdicts(row.request_id, verdicts)
             return
         output, is_cid = _hex(row.output), bool(row.output_is_cid)
         if quorum and quorum[0] != posted:

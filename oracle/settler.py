@@ -382,12 +382,22 @@ class Settler:
         Tasks whose settlement is still in flight (`in_flight`) stay SETTLING: resending them would
         only cost gas, since the contract refuses to settle a task twice.
         """
+        requests: list[int] = []  # contracts' requests: AIOracle, not the escrow, says where they stand
         with self.db.session() as s:
             for task in s.execute(select(Task).where(Task.state == TaskState.SETTLING)).scalars():
                 if task.task_id in in_flight:
                     continue
+                if self.callbacks is not None and self.callbacks.owns(task):
+                    requests.append(task.task_id)
+                    continue
                 onchain = self.escrow.functions.task(task.task_id).call()[-1]
                 task.state = ONCHAIN_STATES.get(onchain, TaskState.VERIFIED)
+        for task_id in requests:
+            state = self.callbacks.adopt_posted(task_id)
+            with self.db.session() as s:
+                task = s.get(Task, task_id)
+                if task is not None and task.state == TaskState.SETTLING:
+                    task.state = state
 
     # -- failures and refunds ----------------------------------------------------------------
     def fail_pending(self, chain_time: int | None = None) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import signal
@@ -83,9 +84,24 @@ class AnvilNode:
         self.stop()
 
 
+def _drop_build_if_interfaces_changed() -> None:
+    """ape recompiles a contract when its own source changes, not when an interface it imports
+    does: a contract built against an older interfaces/*.vyi would call functions that no longer
+    exist. So the build cache goes whenever the interfaces' contents differ from its last build."""
+    build = REPO_ROOT / ".build"
+    digest = hashlib.sha256(b"".join(p.name.encode() + p.read_bytes() for p in sorted((REPO_ROOT / "interfaces").glob("*.vyi")))).hexdigest()
+    stamp = build / "interfaces.sha256"
+    if stamp.is_file() and stamp.read_text() == digest:
+        return
+    (build / "__local__.json").unlink(missing_ok=True)
+    build.mkdir(exist_ok=True)
+    stamp.write_text(digest)
+
+
 def ape_deploy(rpc_url: str, deployments_dir: Path, extra_args: list[str] = (), timeout_s: float = 300.0,
                env: dict[str, str] | None = None) -> str:
     """Run `ape run deploy` against the node at rpc_url, writing into deployments_dir; its output."""
+    _drop_build_if_interfaces_changed()
     ape = Path(sys.executable).with_name("ape")
     cmd = [str(ape), "run", "deploy", "--network", rpc_url, "--deployments-dir", str(deployments_dir), *extra_args]
     env = {**os.environ, **(env or {}), "PATH": os.pathsep.join([str(d) for d in ANVIL_DIRS] + [os.environ.get("PATH", "")])}

@@ -105,6 +105,9 @@ def test_run_job__embed_twice__identical_bytes(registry):
         (b"\xff\xfe{}", "not UTF-8"),
         (b"{prompt: 1}", "not JSON"),
         (b"  [1, ", "not JSON"),
+        (b"42", "must be a JSON object"),
+        (b"null", "must be a JSON object"),
+        ('\ufeff{"prompt": "x"}'.encode(), "not JSON"),
         (b"", "not JSON"),
         (b'["The"]', "must be a JSON object, got an array"),
         (b'{"max_new_tokens": 4}', 'needs a "prompt"'),
@@ -209,6 +212,6 @@ def test_run_job__registered_limit_above_512__served_up_to_the_models_context(de
         run_job(capped, _json({"prompt": "x"}), registry)
 
 
-@pytest.mark.parametrize("text", ["What is 2+2?", "  The capital of France is", "42", "Ünïcode prompt"])
+@pytest.mark.parametrize("text", ["What is 2+2?", "  The capital of France is", "42 is the answer", "Ünïcode prompt"])
 def test_parse_input__plain_text__is_a_prompt_as_an_oao_consumer_sends_it(text):
     assert parse_input(text.encode()) == {"prompt": text}

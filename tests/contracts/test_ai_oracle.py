@@ -232,15 +232,18 @@ def test_fulfill__an_output_named_by_its_plain_sha256__refused(ao):
         x.fulfill(ao, rid, OUT, s)
 
 
-def test_fulfill__cid_output__is_accepted_for_v0_and_v1_cids_of_the_digest(ao):
+def test_fulfill__cid_output__is_accepted_for_v0_and_v1_dag_pb_cids_of_the_digest_only(ao):
     x.set_window(ao, 0)
     digest = x.file_digest(b"a long output" * 200)
-    for prefix in (b"\x12\x20", b"\x01\x55\x12\x20", b"\x01\x70\x12\x20"):
+    for prefix in (b"\x12\x20", b"\x01\x70\x12\x20"):
         rid = x.request(ao)
         s = x.settlement_for(ao, rid, b"", result=digest)
         x.fulfill(ao, rid, prefix + digest, s, is_cid=True)
         assert ao.consumer.last_output() == prefix + digest
         assert ao.oracle.request(rid).output_is_cid
+    rid = x.request(ao)  # a raw-codec CID of the digest names other bytes than the output's
+    with boa.reverts("aioracle: output does not match the result digest"):
+        x.fulfill(ao, rid, b"\x01\x55\x12\x20" + digest, x.settlement_for(ao, rid, b"", result=digest), is_cid=True)
 
 
 @pytest.mark.parametrize(
@@ -323,7 +326,7 @@ def test_finalize__wrong_settlement_output_or_callback_data__reverts(ao):
     other = x.settlement_for(ao, rid, OUT, agents=[ao.w.agents[1]], agent_fee=10**15)
     with boa.reverts("aioracle: wrong settlement"):
         x.finalize(ao, rid, OUT, other)
-    with boa.reverts("aioracle: output does not match the result digest"):
+    with boa.reverts("aioracle: not the posted output"):
         x.finalize(ao, rid, WRONG, s)
     with boa.reverts("aioracle: wrong callback data"):
         x.finalize(ao, rid, OUT, s, data=b"nope")
@@ -568,8 +571,51 @@ def test_resolve__overturned_to_a_cid__marks_the_output_as_a_cid(ao):
     cands = challenge(ao, rid)
     digest = x.file_digest(b"long" * 500)
     verdicts = [x.verdict(ao, m, rid, digest) for m in committee_of(ao, cands)[:2]]
-    resolve(ao, rid, cands, s, verdicts, b"\x12\x20" + digest, is_cid=True)
+    with boa.reverts("aioracle: only the oracle delivers a CID"):  # anyone else must bring the bytes
+        resolve(ao, rid, cands, s, verdicts, b"\x12\x20" + digest, is_cid=True)
+    resolve(ao, rid, cands, s, verdicts, b"\x12\x20" + digest, is_cid=True, sender=ao.w.oracle)
     assert ao.oracle.request(rid).output_is_cid and ao.consumer.last_output() == b"\x12\x20" + digest
+
+
+def test_finalize_and_resolve__the_posted_output_in_another_form__refused(ao):
+    digest = x.file_digest(OUT)
+    rid, s = provisional(ao, output=OUT)
+    boa.env.time_travel(seconds=601)
+    with boa.reverts("aioracle: not the posted output"):  # its CID names the same digest
+        x.finalize(ao, rid, b"\x12\x20" + digest, s)
+    rid, s = provisional(ao, output=OUT)
+    cands = challenge(ao, rid)
+    upheld = [x.verdict(ao, m, rid, ANSWER) for m in committee_of(ao, cands)[:2]]
+    with boa.reverts("aioracle: not the posted output"):
+        resolve(ao, rid, cands, s, upheld, b"\x12\x20" + digest)
+    resolve(ao, rid, cands, s, upheld, OUT)
+    assert ao.consumer.last_output() == OUT
+
+
+def test_resolve__verdicts_posted_on_chain__count_even_when_resolve_leaves_them_out(ao):
+    rid, s = provisional(ao, output=WRONG)
+    cands = challenge(ao, rid)
+    members = committee_of(ao, cands)
+    for m in members[:2]:  # the committee overturns on-chain, before the deadline
+        v = x.verdict(ao, m, rid, ANSWER)
+        ao.committee.post_verdict(rid, v[1], v[2])
+    boa.env.time_travel(seconds=x.COMMITTEE_WINDOW + 1)
+    resolve(ao, rid, cands, s, [], OUT)  # a resolver bringing no verdicts cannot make it NO_QUORUM
+    (ev,) = [e for e in x.events(ao.oracle, "ChallengeResolved")]
+    assert ev.outcome == x.OVERTURNED and ao.consumer.last_output() == OUT
+    assert not any(ao.committee.silent(rid, m.address) for m in members[:2]) and ao.committee.silent(rid, members[2].address)
+
+
+def test_committee__prune__a_member_below_the_deposit__anyone(ao):
+    rid, members, deadline = quorum_upholds(ao)
+    silent = members[2].address
+    boa.env.time_travel(seconds=deadline - boa.env.timestamp + 1)
+    with boa.env.prank(ao.w.stranger):
+        ao.committee.penalize(rid, silent)
+        ao.committee.prune(1, silent)
+    assert silent not in ao.committee.roster(1)
+    with boa.env.prank(ao.w.stranger), boa.reverts("committee: agent still serves the model"):
+        ao.committee.prune(1, members[0].address)
 
 
 def test_resolve__no_quorum__waits_for_the_deadline_then_returns_the_bond(ao):
@@ -869,7 +915,7 @@ def test_committee__join_without_the_deposit__refused(ao):
 
 def test_committee__draw_tally_and_bind__only_the_bound_oracle_or_deployer(ao):
     with boa.env.prank(ao.w.stranger), boa.reverts("committee: caller is not the AIOracle"):
-        ao.committee.draw(1, 1, 3, ao.w.stranger, 10**10)
+        ao.committee.draw(1, 1, 3, ao.w.stranger, 10**10, 10**10)
     with boa.env.prank(ao.w.stranger), boa.reverts("committee: caller is not the AIOracle"):
         ao.committee.tally(1, [], b"", [])
     with boa.env.prank(ao.w.stranger), boa.reverts("committee: caller is not the deployer"):
@@ -936,7 +982,7 @@ def test_committee__withdraw_deposit__only_off_every_roster_and_after_the_lock(a
         ao.committee.leave(1)
     with boa.env.prank(m), boa.reverts("committee: deposit locked by a challenge"):
         ao.committee.withdraw_deposit(x.MEMBER_DEPOSIT)
-    assert ao.committee.locked_until(m) == deadline + ao.committee.DEPOSIT_LOCK()
+    assert ao.committee.locked_until(m) == ao.oracle.request(rid).escrow_deadline + ao.committee.DEPOSIT_LOCK()  # past any late resolve
     boa.env.time_travel(seconds=ao.committee.locked_until(m) - boa.env.timestamp + 1)
     with boa.env.prank(m), boa.reverts("committee: amount above the deposit"):
         ao.committee.withdraw_deposit(x.MEMBER_DEPOSIT + 1)

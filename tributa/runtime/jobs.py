@@ -153,7 +153,7 @@ def run_payload(spec: JobSpec, payload: dict[str, Any], registry: RunnerRegistry
 
 def parse_input(input_bytes: bytes) -> dict[str, Any]:
     """Input bytes -> JSON object, or JobInputError saying what is wrong with them. Text that
-    does not start with `{` or `[` is a plain prompt: {"prompt": text}."""
+    is not JSON and does not start with `{` or `[` is a plain prompt: {"prompt": text}."""
     if not isinstance(input_bytes, (bytes, bytearray, memoryview)):
         raise JobInputError(f"input must be bytes, got {type(input_bytes).__name__}")
     data = bytes(input_bytes)
@@ -163,8 +163,8 @@ def parse_input(input_bytes: bytes) -> dict[str, Any]:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise JobInputError(f"input is not UTF-8 (bad byte at offset {exc.start})") from exc
-    head = text.lstrip()[:1]
-    if head and head not in "{[":
+    head = text.lstrip("\ufeff \t\r\n")[:1]
+    if head and head not in "{[" and not _is_json(text):
         # Plain text is a prompt: what a contract written for ORA's OAO sends (AIOracle requests).
         return {"prompt": text}
     try:
@@ -178,6 +178,16 @@ def parse_input(input_bytes: bytes) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise JobInputError(f"input must be a JSON object, got {_json_type(payload)}")
     return payload
+
+
+def _is_json(text: str) -> bool:
+    """Whether `text` is a JSON value (a number, string, true, false or null here): those stay
+    errors ("must be a JSON object") rather than prompts."""
+    try:
+        json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        return False
+    return True
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
