@@ -9,7 +9,6 @@ import pytest
 
 from tests.helpers import registered_model, signer_for
 from tributa.processes import start_agent, start_oracle
-from tributa.publish import register_model
 from tributa.store import open_store
 from tributa.tasks import encode_input, post_task, wait_until_final
 
@@ -26,8 +25,8 @@ def network(contracts, deployed, demo_models, tmp_path_factory):
     store = open_store(settings.store_dir)
     publisher = signer_for(contracts, "publisher")
     adapter = sorted(demo_models.adapters)[0]
-    gen = register_model(contracts, publisher, store, "e2e-gen", demo_models.base_dir, [demo_models.adapters[adapter]], None, 10**15)
-    emb = registered_model(contracts, publisher, store, "e2e-embed", minilm_dir())  # test_engine_flow may have
+    gen = registered_model(contracts, publisher, store, "e2e-gen", demo_models.base_dir, [demo_models.adapters[adapter]])
+    emb = registered_model(contracts, publisher, store, "e2e-embed", minilm_dir())
     dirs = [demo_models.base_dir, demo_models.adapters[adapter], minilm_dir()]
     oracle = start_oracle(settings, root / "oracle.log", ["--no-attribution", "--text-logs"])
     agent = start_agent(settings, root / "agent.log", ["--text-logs", *[a for d in dirs for a in ("--model-dir", str(d))]])
@@ -43,7 +42,7 @@ def test_e2e__generation_and_embedding_tasks__settle_with_verifiable_results(net
     agent_before = escrow.balance_of(agent_address).call()
     store = network["store"]
     gen_input = encode_input(prompt="The stars", max_new_tokens=16)
-    gen = post_task(contracts, requester, store, network["gen"].model_id, gen_input)
+    gen = post_task(contracts, requester, store, network["gen"], gen_input)
     emb = post_task(contracts, requester, store, network["emb"], encode_input(texts=["the moon", "bread"]))
 
     views = wait_until_final(contracts, [gen.task_id, emb.task_id], SETTLE_TIMEOUT_S, (network["oracle"], network["agent"]))
@@ -70,7 +69,7 @@ def test_e2e__malformed_input__fails_with_reason_and_refunds_in_full(network, co
     requester = signer_for(contracts, "requester")
     escrow = contracts.escrow.functions
     before = escrow.balance_of(requester.address).call()
-    bad = post_task(contracts, requester, network["store"], network["gen"].model_id, b'{"prompt": 42}')
+    bad = post_task(contracts, requester, network["store"], network["gen"], b'{"prompt": 42}')
 
     # The agent reports the bad input, the oracle fails the task on-chain with the reason and refunds it.
     watch = (network["oracle"], network["agent"])
