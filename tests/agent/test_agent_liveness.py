@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 
 import httpx
@@ -123,7 +124,13 @@ def test_agent__ctrl_c__finishes_prints_its_summary_and_exits_130(net):
     # Last in this module: it stops the module's agent.
     agent = _agent(net)
     os.kill(agent.process.pid, signal.SIGINT)
-    assert agent.process.wait(timeout=60) == 130
+    try:
+        status = agent.process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.kill(agent.process.pid, signal.SIGUSR1)  # every thread's stack into its log (tributa.cli.main)
+        time.sleep(2)
+        raise AssertionError(f"the agent did not exit within 60 s of SIGINT:\n{_log(agent)[-6000:]}") from None
+    assert status == 130
     summary = [line for line in _log(agent).splitlines() if "agent interrupted after" in line]
     assert len(summary) == 1 and " jobs (" in summary[0] and " done, " in summary[0], _log(agent)[-2000:]
     assert "Traceback" not in _log(agent)

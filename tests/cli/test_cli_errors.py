@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -51,6 +52,26 @@ def test_oracle_run__node_never_answers__waits_node_wait_s_then_one_line_error(f
     assert "waiting up to 3s for it" in proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
     assert "cannot reach an Ethereum node at http://127.0.0.1:9" in last and "--node-wait-s" in last, proc.stderr
+
+
+def test_oracle_run__sigusr1__prints_every_threads_stack_and_keeps_running(fresh_settings):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tributa.cli.__main__", "--rpc-url", "http://127.0.0.1:9", "oracle", "run", "--node-wait-s", "60",
+         "--text-logs"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, "TRIBUTA_DATA_DIR": str(fresh_settings.data_dir)},
+    )
+    try:
+        before = []
+        while not before or "waiting up to 60s for it" not in before[-1]:  # the process is up, waiting for its node
+            before.append(proc.stderr.readline())
+            assert before[-1] and len(before) < 20, before
+        proc.send_signal(signal.SIGUSR1)
+        dump = [proc.stderr.readline() for _ in range(3)]
+        assert any(line.startswith("Current thread") or line.startswith("Thread 0x") for line in dump), dump
+        assert proc.poll() is None  # a dump, not an exit
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
 
 
 def test_oracle_run__an_account_that_is_not_an_oracle__refused_before_anything_starts(fresh_settings, contracts):
@@ -299,7 +320,6 @@ def test_task_submit__input_file_of_the_wrong_shape__one_line_before_paying(fres
 
 
 def test_oracle_run__sigterm__both_processes_stop_within_5s_and_say_so(fresh_settings, contracts, tmp_path):
-    import signal
     import time
 
     from tributa.devnet import free_port

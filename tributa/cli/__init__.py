@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import faulthandler
+import signal
 import sys
 from functools import cached_property
 from pathlib import Path
@@ -137,6 +139,8 @@ _mount()
 
 
 def main() -> None:
+    # `kill -USR1 PID` prints every thread's stack to stderr: how a stuck oracle or agent is read.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         cli(prog_name="tributa")
     except KeyboardInterrupt:
