@@ -30,7 +30,9 @@ pg_bindir() {
 # initdb and postgres refuse to run as root: run them as the `postgres` user then.
 as_pg() {
     if [[ $EUID -eq 0 ]]; then
-        runuser -u postgres -- "$@"
+        # From /: postgres cannot enter a 0700 checkout, and its tools warn (or fail) when they
+        # cannot change back into the directory they were started from.
+        (cd / && runuser -u postgres -- "$@")
     else
         "$@"
     fi
