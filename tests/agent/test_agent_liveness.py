@@ -23,7 +23,13 @@ SETTLED = 2
 @pytest.fixture(scope="module")
 def net(tmp_path_factory):
     with local_network(tmp_path_factory.mktemp("liveness")) as network:
-        network.start_agents(1)
+        # Started with SIGINT ignored, as from a non-interactive shell's `&` (CI's case): the
+        # agent must still take Ctrl-C (the last test).
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            network.start_agents(1)
+        finally:
+            signal.signal(signal.SIGINT, previous)
         network.start_oracle()
         network.wait_agents_ready()
         assert network.wait_final(network.post(1), timeout_s=120) > 0

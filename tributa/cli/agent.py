@@ -69,13 +69,16 @@ def run(ctx, model_dirs, stake, capacity, max_jobs, metrics_port, no_sandbox, ma
         click.echo(f"metrics on http://127.0.0.1:{metrics_port}/metrics")
     click.echo(f"agent {signer.address} polling {ctx.settings.oracle_url}")
     interrupted = None  # the signal that stopped the agent, if one did
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # a service manager's stop: as Ctrl-C
+    # Ctrl-C and a service manager's SIGTERM alike. SIGINT explicitly too: started from a
+    # non-interactive shell's `&`, a process inherits SIGINT ignored, and Python then leaves it so.
+    previous = {signum: signal.signal(signum, _raise_interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         agent_.run(max_jobs=max_jobs)
     except KeyboardInterrupt as exc:  # jobs in flight finished (or were cut by a second signal)
         interrupted = exc.args[0] if exc.args else signal.SIGINT
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         close = getattr(agent_.executor, "close", None)
         if close:
             close()
