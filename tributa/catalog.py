@@ -57,6 +57,12 @@ def model_kind(path: Path) -> str:
         config = json.loads(config_file.read_text())
     except ValueError:
         raise TributaError(f"{config_file} is not valid JSON") from None
+    return config_kind(config)
+
+
+def config_kind(config: dict) -> str:
+    """"generate" or "embed", from a base folder's parsed config.json (as agents classify it;
+    tributa.model_kind reads a registered folder's config.json by CID for the same answer)."""
     architectures = " ".join(config.get("architectures") or [config.get("model_type", "")])
     if "LMHead" in architectures or "CausalLM" in architectures:
         return "generate"

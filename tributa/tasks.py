@@ -67,8 +67,15 @@ def min_fee(contracts: Contracts, model_id: int, model_fee: int | None = None) -
 
 
 def default_fee(contracts: Contracts, model_id: int, model_fee: int | None = None) -> int:
-    """The fee post_task escrows when none is given: twice the minimum, so the agents get paid too."""
-    return 2 * min_fee(contracts, model_id, model_fee)
+    """The fee post_task escrows when none is given: twice the minimum, so the agents get paid too,
+    rounded up to two significant digits (0.0027 ETH, not 0.002666666666666672 ETH)."""
+    return round_up(2 * min_fee(contracts, model_id, model_fee))
+
+
+def round_up(amount: int, digits: int = 2) -> int:
+    """`amount` rounded up to `digits` significant decimal digits (never below it)."""
+    step = 10 ** max(0, len(str(amount)) - digits) if amount > 0 else 1
+    return -(-amount // step) * step
 
 
 @dataclass(frozen=True)
@@ -224,17 +231,28 @@ def read_task(contracts: Contracts, task_id: int) -> TaskView:
     return view
 
 
-def list_tasks(contracts: Contracts, requester: str | None = None, limit: int = 20) -> list[TaskView]:
-    """The newest `limit` tasks (of `requester`, if given), newest first, as the escrow stores them."""
-    if requester is None:
+def list_tasks(
+    contracts: Contracts, requester: str | None = None, limit: int = 20, state: str | None = None, model_id: int | None = None
+) -> list[TaskView]:
+    """The newest `limit` tasks (of `requester`, on `model_id`, in `state`, each if given), newest
+    first, as the escrow stores them. The filters apply before the limit."""
+    if requester is None and model_id is None:
         count = contracts.escrow.functions.task_count().call()
-        ids = list(range(count, max(0, count - limit), -1))
+        ids = list(range(count, 0, -1))
     else:
+        filters = {"requester": requester, "model_id": model_id}
         logs = contracts.escrow.events.TaskPosted.get_logs(
-            from_block=contracts.deployment.block_number, argument_filters={"requester": requester}
+            from_block=contracts.deployment.block_number, argument_filters={k: v for k, v in filters.items() if v is not None}
         )
-        ids = sorted((entry["args"]["task_id"] for entry in logs), reverse=True)[:limit]
-    return [_read_state(contracts, task_id) for task_id in ids]
+        ids = sorted((entry["args"]["task_id"] for entry in logs), reverse=True)
+    views: list[TaskView] = []
+    for task_id in ids:
+        if len(views) >= limit:
+            break
+        view = _read_state(contracts, task_id)
+        if state is None or view.state == state:
+            views.append(view)
+    return views
 
 
 def settled_weights(contracts: Contracts, view: TaskView) -> list[tuple[int, int]] | None:

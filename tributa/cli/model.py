@@ -100,16 +100,26 @@ def _or_default(value: float | None) -> str:
 @click.option("--smollm2", is_flag=True, help="convert the SmolLM2-135M-Instruct GGUF that `make setup` installs")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
               help="where converted folders are cached (default: $TRIBUTA_CACHE_DIR, else .cache/tributa)")
-def convert(gguf, smollm2, cache_dir) -> None:
+@quiet_option
+def convert(gguf, smollm2, cache_dir, quiet) -> None:
     """Convert a GGUF model file once into a cached Hugging Face folder, and print that folder
-    (register it with `tributa model register FOLDER`)."""
+    (register it with `tributa model register FOLDER`). Progress (digesting the file, then
+    de-quantising its tensors) goes to stderr; --quiet leaves only errors there."""
+    import contextlib
+    import os
+
     from tributa.ml.gguf_models import convert_gguf, smollm2_gguf
     from tributa.ml.models import ModelFolderError
 
     if bool(gguf) == smollm2:
         raise TributaError("give either a GGUF file or --smollm2")
+    path = smollm2_gguf() if smollm2 else gguf
     try:
-        folder = convert_gguf(smollm2_gguf() if smollm2 else gguf, cache_dir, progress=lambda m: click.echo(m, err=True))
+        # transformers draws its own tqdm bar while de-quantising (on sys.stderr): --quiet hides it too.
+        with open(os.devnull, "w") if quiet else contextlib.nullcontext() as devnull, \
+                contextlib.redirect_stderr(devnull) if quiet else contextlib.nullcontext():
+            folder = convert_gguf(path, cache_dir, progress=lambda m: None if quiet else click.echo(m, err=True),
+                                  hash_progress=progress_bar(f"digesting {Path(path).name}", quiet))
     except ModelFolderError as exc:
         raise TributaError(str(exc)) from None
     click.echo(str(folder))
@@ -136,13 +146,20 @@ def list_cmd(ctx, as_json) -> None:
 @json_option
 @pass_ctx
 def show(ctx, model_id, as_json) -> None:
-    """One model: as `model list` shows it, with its publisher and serving terms."""
+    """One model: as `model list` shows it, with its kind, publisher and serving terms.
+
+    The kind (generation or embedding) is read from the base folder's config.json: from this
+    machine's store, else from the oracle's content API; "unknown (why)" when neither has it."""
+    from tributa.model_kind import registered_kind
+
     m = read_model(ctx.contracts.registry, model_id)
+    kind = registered_kind(ctx.contracts, ctx.store, ctx.settings.oracle_url, m.weights_digest)
     if as_json:
-        emit_json(_model_doc(m))
+        emit_json({**_model_doc(m), "kind": kind.kind, "kind_source": kind.source, "kind_unknown_because": kind.reason})
         return
     for line in _model_lines(m):
         click.echo(line)
+    click.echo(f"     kind: {kind}" + (f" (config.json from the {kind.source})" if kind.known else ""))
     click.echo(f"     published by {m.publisher}, fees to {m.fee_receiver}")
     click.echo(f"     a task buys up to {m.serving.max_new_tokens} new tokens; embeddings agree at cosine >= "
                f"{_or_default(m.serving.min_cosine)}; generations within {_or_default(m.serving.logit_margin)} logits")

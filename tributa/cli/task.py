@@ -13,6 +13,7 @@ from tributa.cli.format import emit_json, eth, hex32, json_option, parse_eth, ut
 from tributa.errors import TributaError
 from tributa.registry import MAX_NEW_TOKENS_CAP
 from tributa.tasks import (
+    STATES,
     FeeSplit,
     TaskView,
     WaitTimeout,
@@ -29,6 +30,8 @@ from tributa.tasks import (
     read_task,
     wait_until_final,
 )
+
+TASK_STATES = [name for name in STATES.values() if name != "unknown"]  # open, settled, failed, refunded
 
 
 @click.group()
@@ -61,6 +64,39 @@ def _check_max_new_tokens(contracts, model_id: int, wanted: int) -> None:
         raise TributaError(f"--max-new-tokens {wanted} is more than model {model_id} sells per task ({limit}; see `tributa model terms {model_id}`)")
 
 
+# The most input bytes an agent runs (tributa.runtime.jobs.MAX_INPUT_BYTES, not imported here: it
+# loads torch); a larger input is failed and refunded by every agent, so it is refused before paying.
+AGENT_MAX_INPUT_BYTES = 64 * 1024
+
+
+def _check_input_size(input_bytes: bytes) -> None:
+    if len(input_bytes) > AGENT_MAX_INPUT_BYTES:
+        raise TributaError(f"the input is {len(input_bytes):,} bytes; agents run inputs of at most "
+                           f"{AGENT_MAX_INPUT_BYTES:,} bytes, so the task would fail and be refunded")
+
+
+def _check_model_kind(ctx, model_id: int, input_bytes: bytes, input_flag: str | None, quiet: bool) -> None:
+    """A prompt to an embedding model, or texts to a generation model, refused before paying when
+    the model's kind is known (tributa.model_kind); unknown, the task is sent as given."""
+    from tributa.model_kind import EMBEDDING, GENERATION, registered_kind
+    from tributa.registry import read_model
+
+    wants = GENERATION if "prompt" in json.loads(input_bytes) else EMBEDDING
+    weights = read_model(ctx.contracts.registry, model_id).weights_digest
+    kind = registered_kind(ctx.contracts, ctx.store, ctx.settings.oracle_url, weights)
+    if not kind.known:
+        if not quiet and click.get_text_stream("stderr").isatty():
+            click.echo(f"warning: model {model_id}'s kind is {kind}; sending the task as given", err=True)
+        return
+    if kind.kind != wants:
+        given, needed = ('"prompt"', '"texts"') if wants == GENERATION else ('"texts"', '"prompt"')
+        if input_flag is None:
+            given, needed = ("--prompt", "--text") if wants == GENERATION else ("--text", "--prompt")
+        where = f" in {input_flag}" if input_flag else ""
+        raise TributaError(f"model {model_id} is {'an' if kind.kind == EMBEDDING else 'a'} {kind.kind} model: "
+                           f"give {needed}{where}, not {given} (see `tributa model show {model_id}`)")
+
+
 # `task wait` / `task submit --wait` exit codes (README, "Using it"); 1 stays "error", 2 "usage".
 EXIT_FAILED = 3  # the task ended failed or refunded
 EXIT_TIMEOUT = 4  # the task was not final within --timeout-s
@@ -88,7 +124,7 @@ quiet_option = click.option("-q", "--quiet", is_flag=True, help="nothing on stde
 @click.option("--adapter", default=None,
               help="generation: run this one of the model's adapters (its CID, see `tributa model list`); default: its first")
 @click.option("--chat", is_flag=True, help="generation: wrap the prompt in the model's chat template as one user turn (instruct models)")
-@click.option("--fee", default=None, help="ETH to escrow (default: twice the model's minimum)")
+@click.option("--fee", default=None, help="ETH to escrow (default: twice the model's minimum, rounded up to 2 significant digits)")
 @click.option("--deadline-s", type=click.IntRange(10, 30 * 24 * 3600), default=600, show_default=True)
 @click.option("--k", type=click.IntRange(1, 5), default=1, show_default=True, help="agents that must agree")
 @click.option("--max-model-fee", default=None,
@@ -122,6 +158,8 @@ def submit(ctx, model_id, prompt, texts, input_file, max_new_tokens, adapter, ch
         input_bytes = encode_input(prompt=prompt, texts=list(texts), max_new_tokens=max_new_tokens, adapter=adapter, chat=chat)
     fee_wei = parse_eth(fee) if fee is not None else None
     max_fee_wei = parse_eth(max_model_fee) if max_model_fee is not None else None
+    _check_input_size(input_bytes)
+    _check_model_kind(ctx, model_id, input_bytes, "--input" if input_file is not None else None, quiet)
     serving = _agents_for(ctx.contracts, model_id, k)
     signer = ctx.signer(account_spec, "requester")
     # The fee shown is the fee accepted: the escrow refuses the task if it rose meanwhile.
@@ -249,25 +287,30 @@ def _wait_and_show(ctx, task_id, timeout_s, quiet, as_json, private_task, accoun
 
 
 @task.command("list")
+@click.option("--mine", is_flag=True, help="your account's tasks (the default)")
 @click.option("--all", "all_tasks", is_flag=True, help="everyone's tasks, not only yours")
 @click.option("--requester", default=None, help="this requester's tasks (default: your account's)")
-@click.option("--limit", type=click.IntRange(1), default=20, show_default=True, help="the newest this many")
+@click.option("--state", type=click.Choice(TASK_STATES), default=None, help="only tasks in this state")
+@click.option("--model", "model_id", type=int, default=None, help="only tasks on this model id")
+@click.option("--limit", type=click.IntRange(1), default=20, show_default=True, help="the newest this many (after the filters)")
 @json_option
 @account_option("requester")
 @pass_ctx
-def list_cmd(ctx, all_tasks, requester, limit, as_json, account_spec) -> None:
-    """Your tasks (or everyone's with --all), newest first."""
+def list_cmd(ctx, mine, all_tasks, requester, state, model_id, limit, as_json, account_spec) -> None:
+    """Your tasks (--mine, the default; everyone's with --all), newest first, optionally only
+    those in --state or on --model."""
     from tributa.chain.accounts import checksum
 
-    if all_tasks and requester:
-        raise TributaError("give --all or --requester, not both")
+    if sum((mine, all_tasks, requester is not None)) > 1:
+        raise TributaError("give one of --mine, --all or --requester")
     who = None if all_tasks else checksum(requester) if requester else ctx.signer(account_spec, "requester").address
-    views = list_tasks(ctx.contracts, who, limit)
+    views = list_tasks(ctx.contracts, who, limit, state=state, model_id=model_id)
     if as_json:
-        emit_json({"requester": who, "tasks": [_task_doc(v) for v in views]})
+        emit_json({"requester": who, "state": state, "model_id": model_id, "tasks": [_task_doc(v) for v in views]})
         return
     if not views:
-        click.echo("no tasks" + (f" posted by {who}" if who else ""))
+        click.echo("no tasks" + (f" {state}" if state else "") + (f" on model {model_id}" if model_id is not None else "")
+                   + (f" posted by {who}" if who else ""))
     for v in views:
         click.echo(f"{v.task_id:>4}  {v.state:<8} model {v.model_id:<3} fee {eth(v.fee):<14} k={v.k}  "
                    f"deadline {utc_time(v.deadline)}" + ("" if who else f"  requester {v.requester}"))

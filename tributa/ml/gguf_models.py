@@ -43,16 +43,17 @@ def convert_gguf(
     gguf_path: str | os.PathLike[str],
     cache_dir: str | os.PathLike[str] | None = None,
     progress: Callable[[str], None] = print,
+    hash_progress: Callable[[int, int], None] | None = None,
 ) -> Path:
     """A Hugging Face folder (float32 safetensors + tokenizer) for `gguf_path`, converted on first
     use and cached by the file's digest and the transformers version; concurrent callers convert
-    once."""
+    once. `hash_progress` hears (bytes hashed, file size) while the file is digested."""
     import transformers
 
     gguf_path = Path(gguf_path).expanduser().resolve()
     if not gguf_path.is_file():
         raise ModelFolderError(f"GGUF file {gguf_path} does not exist")
-    digest = file_sha256(gguf_path).hex()
+    digest = file_sha256(gguf_path, hash_progress).hex()
     key = hashlib.sha256(f"{digest}:{transformers.__version__}".encode()).hexdigest()[:16]
     cache_root = tok_mod.resolve_cache_dir(cache_dir)
     root = cache_root / f"gguf-{key}"

@@ -115,12 +115,17 @@ def _load_hit(root: Path, key: str) -> DemoModels | None:
     )
 
 
-def file_sha256(path: Path) -> bytes:
-    """sha256 of one file's bytes, read in 1 MiB chunks (weights are hundreds of MB)."""
+def file_sha256(path: Path, progress: Callable[[int, int], None] | None = None) -> bytes:
+    """sha256 of one file's bytes, read in 1 MiB chunks (weights are hundreds of MB); `progress`
+    hears (bytes done, file size) after each chunk."""
     h = hashlib.sha256()
+    total, done = path.stat().st_size, 0
     with path.open("rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
+            done += len(chunk)
+            if progress is not None:
+                progress(done, total)
     return h.digest()
 
 
