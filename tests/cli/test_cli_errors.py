@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 from click.testing import CliRunner
@@ -73,20 +72,6 @@ def test_oracle_run__sigusr1__prints_every_threads_stack_and_keeps_running(fresh
     finally:
         proc.kill()
         proc.wait(timeout=30)
-
-
-def test_cli_main__a_thread_that_never_ends__exit_forced_after_the_grace_with_its_stack_and_the_status():
-    program = (
-        "import sys, threading, time\n"
-        "import tributa.cli as cli\n"
-        "def stuck_forever(): time.sleep(3600)\n"
-        "threading.Thread(target=stuck_forever).start()  # not a daemon: the interpreter waits for it\n"
-        "try:\n    sys.exit(7)\nfinally:\n    cli._exit_within(1.0, 7)\n"
-    )
-    started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 7 and time.monotonic() - started < 30
-    assert "still exiting 1s after the command ended" in proc.stderr and "stuck_forever" in proc.stderr, proc.stderr
 
 
 def test_oracle_run__an_account_that_is_not_an_oracle__refused_before_anything_starts(fresh_settings, contracts):
@@ -335,6 +320,7 @@ def test_task_submit__input_file_of_the_wrong_shape__one_line_before_paying(fres
 
 
 def test_oracle_run__sigterm__both_processes_stop_within_5s_and_say_so(fresh_settings, contracts, tmp_path):
+    import time
 
     from tributa.devnet import free_port
     from tributa.processes import start_oracle

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import faulthandler
-import os
 import signal
 import sys
-import threading
-import time
 from functools import cached_property
 from pathlib import Path
 
@@ -141,37 +138,10 @@ def _mount() -> None:
 _mount()
 
 
-EXIT_GRACE_S = 15.0
-
-
 def main() -> None:
     # `kill -USR1 PID` prints every thread's stack to stderr: how a stuck oracle or agent is read.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
-    status: int | str | None = 1
     try:
         cli(prog_name="tributa")
     except KeyboardInterrupt:
-        status = 130
         sys.exit(130)
-    except SystemExit as exc:  # click ends every command this way
-        status = exc.code
-        raise
-    finally:
-        _exit_within(EXIT_GRACE_S, status)
-
-
-def _exit_within(grace_s: float, status: int | str | None) -> None:
-    """Once the command is done, the interpreter's shutdown gets `grace_s`: a library's thread or
-    exit handler that never returns must not keep a stopped agent or oracle alive (CI saw an
-    agent print its Ctrl-C summary and then not exit). Past it: every thread's stack on stderr
-    (what held the exit), then os._exit with the command's status."""
-    code = status if isinstance(status, int) else (0 if status is None else 1)
-
-    def force() -> None:
-        time.sleep(grace_s)
-        sys.stderr.write(f"tributa: still exiting {grace_s:.0f}s after the command ended; the threads that held it:\n")
-        faulthandler.dump_traceback(all_threads=True)
-        sys.stderr.flush()
-        os._exit(code)
-
-    threading.Thread(target=force, name="exit-guard", daemon=True).start()
