@@ -166,7 +166,8 @@ def test_reorg__worked_task_reorged_out__is_orphaned_then_restored_when_reposted
     orphan = _task(db, task_id)
     assert orphan.state == TaskState.ORPHANED and "reorged out" in orphan.reason
 
-    chain.w3.eth.send_raw_transaction(raw)  # the dropped posting is mined again later
+    # The dropped posting is mined again later (its receipt first: Anvil mines it a moment after accepting it).
+    chain.w3.eth.wait_for_transaction_receipt(chain.w3.eth.send_raw_transaction(raw), timeout=30)
     assert ingestor.poll_once() == 1
     assert _task(db, task_id).state == TaskState.RUNNING  # the agent's lease still counts
 
