@@ -13,7 +13,6 @@ import asyncio
 import json
 import logging
 import math
-import re
 import time
 from typing import Callable
 
@@ -34,6 +33,7 @@ from oracle.db import AgentSeen, Database, Job, JobState, Task, now
 from oracle.jobs import JobBook, JobError, Submission, agreement, parse_lease_signature
 from oracle.outages import Outages, Unavailable, classify_outage
 from oracle.rpc import RpcUnavailable
+from tributa.json_input import depth_ok
 from tributa.chain.eip712 import recover_result_signer
 from tributa.errors import TributaError
 from tributa.metrics import OracleMetrics
@@ -63,28 +63,6 @@ UPLOAD_MIN_RATE = 256 * 1024  # bytes/s
 # Paths whose success says nothing about the database, the store or the node.
 _TOUCHES_NOTHING = frozenset({"/v1/health", "/openapi.json", "/docs", "/docs/oauth2-redirect"})
 _SIGNED_HEADERS = ("x-tributa-agent", "x-tributa-nonce", "x-tributa-expiry", "x-tributa-signature")
-
-
-_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
-_NOT_BRACKET = re.compile(rb"[^\[\]{}]+")
-_INNERMOST = re.compile(rb"\[\]|\{\}")
-
-
-def json_depth_ok(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
-    """Whether a JSON body nests arrays/objects at most `limit` deep. Checked before parsing: the
-    parser's recursion is bounded only by the interpreter's recursion limit (which a process may
-    raise), and past the thread's C stack a deep body would crash the process, not raise.
-    Each step is a C-speed regex pass, at most `limit` + 2 of them."""
-    if body.count(b"[") + body.count(b"{") <= limit:
-        return True
-    brackets = _NOT_BRACKET.sub(b"", _JSON_STRING.sub(b"", body))
-    if re.search(rb"[\[{]{%d}" % (limit + 1), brackets):
-        return False
-    for _ in range(limit):
-        if not brackets:
-            return True
-        brackets = _INNERMOST.sub(b"", brackets)
-    return not brackets  # anything left nests deeper (or does not balance: not JSON either way)
 
 
 def _error(status: int, message: str, retry_after_s: float | None = None) -> JSONResponse:
@@ -138,7 +116,7 @@ def parse_body(body: bytes) -> dict:
     """A signed request's JSON object body ({} when empty), or a 400 that says what is wrong."""
     if not body:
         return {}
-    if not json_depth_ok(body):
+    if not depth_ok(body, MAX_JSON_DEPTH):
         raise JobError(400, f"body nests too deeply (more than {MAX_JSON_DEPTH} levels)")
     try:
         parsed = json.loads(body)

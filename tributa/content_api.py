@@ -16,6 +16,7 @@ from typing import Iterator
 import httpx
 from eth_account.signers.local import LocalAccount
 
+from tributa import json_input
 from tributa.chain.eip712 import request_headers
 from tributa.errors import TributaError
 from tributa.store import dag
@@ -28,6 +29,7 @@ log = logging.getLogger("tributa.content")
 NOT_INGESTED_RETRY_S = 60.0  # a task just posted: the oracle ingests it after its confirmations
 UPLOAD_TIMEOUT_S = 600.0
 MAX_BLOCK_BYTES = 2 * 2**20  # Kubo's limit on a block it exchanges
+MAX_ERROR_BYTES = 64 * 2**10  # an error answer's body: a message, not data
 
 
 class ContentApiError(TributaError):
@@ -81,19 +83,20 @@ class ContentApi:
 
     # -- reads -------------------------------------------------------------------------------
 
-    def read(self, cid: Cid) -> bytes:
-        """One block, re-hashed against its CID (the dag.BlockSource interface); NotFound on 404."""
+    def read(self, cid: Cid, deadline: float | None = None) -> bytes:
+        """One block, re-hashed against its CID (the dag.BlockSource interface); NotFound on 404.
+        `deadline` (time.monotonic()): the read is abandoned past it, however slowly bytes come."""
         path = f"/v1/blocks/{cid}"
         headers = request_headers(self.account, self.chain_id, self.escrow, "GET", path, b"") if self.account else {}
         try:
             with self.http.stream("GET", self.base + path, headers=headers) as response:
-                if response.status_code >= 400:
-                    response.read()
+                if response.status_code >= 400:  # its message, capped like a block: never the whole of an endless body
+                    detail = _error_text(_capped(response, MAX_ERROR_BYTES, cid, deadline))
                     if response.status_code == 404:
-                        raise NotFound(f"{cid} is not in the oracle's store: {_message(response)}")
-                    _raise_for(response, f"block {cid}")
-                data = _capped(response, MAX_BLOCK_BYTES, cid)
-        except httpx.HTTPError as exc:
+                        raise NotFound(f"{cid} is not in the oracle's store: {detail}")
+                    raise ContentApiError(f"the oracle refused the block {cid} ({response.status_code}): {detail}", response.status_code)
+                data = _capped(response, MAX_BLOCK_BYTES, cid, deadline)
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise ContentApiError(f"cannot reach the oracle's content API at {self.base}: {exc}") from None
         if hashlib.sha256(data).digest() != cid.digest:
             raise IntegrityError(f"the oracle served bytes for {cid} that do not hash to it")
@@ -108,19 +111,33 @@ class ContentApi:
     def _send(self, method: str, path: str, **kwargs) -> httpx.Response:
         try:
             return self.http.request(method, self.base + path, **kwargs)
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise ContentApiError(f"cannot reach the oracle's content API at {self.base}: {exc}") from None
 
 
-def _capped(response: httpx.Response, limit: int, cid: Cid) -> bytes:
-    """The body, refused the moment it passes `limit` bytes: an oracle cannot make us hold more."""
+def _capped(response: httpx.Response, limit: int, cid: Cid, deadline: float | None = None) -> bytes:
+    """The body, refused the moment it passes `limit` bytes (an oracle cannot make us hold more)
+    or `deadline` (nor keep us waiting on a trickle)."""
     chunks, size = [], 0
     for chunk in response.iter_bytes():
         size += len(chunk)
         if size > limit:
             raise IntegrityError(f"the oracle's answer for block {cid} passes the {limit}-byte block limit")
+        if deadline is not None and time.monotonic() > deadline:
+            raise ContentApiError(f"the oracle's answer for block {cid} is too slow; gave up")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _error_text(body: bytes) -> str:
+    """An error body's "error" field, else its first 200 characters, whatever the body holds."""
+    try:
+        doc = json_input.loads(body)
+        if isinstance(doc, dict) and isinstance(doc.get("error"), str):
+            return doc["error"][:500]
+    except ValueError:
+        pass
+    return body[:200].decode(errors="replace")
 
 
 def _retry_after(response: httpx.Response) -> float:
@@ -131,10 +148,7 @@ def _retry_after(response: httpx.Response) -> float:
 
 
 def _message(response: httpx.Response) -> str:
-    try:
-        return str(response.json().get("error", response.text))
-    except ValueError:
-        return response.text[:200]
+    return _error_text(response.content)
 
 
 def _raise_for(response: httpx.Response, what: str) -> None:

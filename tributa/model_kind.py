@@ -10,9 +10,10 @@ folders with). Nothing else of the folder is read: never the weights.
 
 from __future__ import annotations
 
-import json
+import time
 from dataclasses import dataclass
 
+from tributa import json_input
 from tributa.catalog import FolderRefused, _CheckedBlocks, config_kind
 from tributa.errors import TributaError
 from tributa.store import cid as cidlib
@@ -25,7 +26,8 @@ GENERATION, EMBEDDING, UNKNOWN = "generation", "embedding", "unknown"
 _FROM_CATALOG = {"generate": GENERATION, "embed": EMBEDDING}
 MAX_CONFIG_BYTES = 1 * 2**20  # a Hugging Face config.json is a few KiB
 MAX_BLOCK_READS = 2_000  # the directory node (or its HAMT shards) and config.json's blocks
-REMOTE_TIMEOUT_S = 10.0
+REMOTE_TIMEOUT_S = 10.0  # each request's connect and read steps
+TOTAL_TIMEOUT_S = 20.0  # the whole lookup: task submit waits no longer before going on
 
 
 @dataclass(frozen=True)
@@ -42,11 +44,13 @@ class ModelKind:
         return self.kind if self.known else f"unknown ({self.reason})"
 
 
-def kind_of_weights(weights_digest: bytes, store, remote=None) -> ModelKind:
+def kind_of_weights(weights_digest: bytes, store, remote=None, total_s: float = TOTAL_TIMEOUT_S) -> ModelKind:
     """The kind of the base folder registered as `weights_digest`, read from `store`, else from
-    `remote` (a tributa.content_api.ContentApi, or None: local only)."""
+    `remote` (a tributa.content_api.ContentApi, or None: local only), within `total_s` seconds
+    however the remote answers (past it: unknown, and the caller goes on)."""
     root = cidlib.digest_to_cid(bytes(weights_digest))
     used = {"oracle": False, "remote_error": None}
+    deadline = time.monotonic() + total_s
 
     def read_block(cid: Cid) -> bytes:
         try:
@@ -55,8 +59,11 @@ def kind_of_weights(weights_digest: bytes, store, remote=None) -> ModelKind:
             pass
         if remote is None:
             raise NotFound(f"{cid} is not in this machine's store")
+        if time.monotonic() > deadline:
+            used["remote_error"] = f"the oracle's content API took over {total_s:.0f}s to serve its folder"
+            raise NotFound(used["remote_error"])
         try:
-            data = remote.read(cid)
+            data = remote.read(cid, deadline)
         except NotFound:
             raise NotFound(f"neither this machine's store nor the oracle's holds block {cid}") from None
         except (StoreError, TributaError) as exc:  # unreachable, refused, or bytes that do not hash
@@ -70,7 +77,11 @@ def kind_of_weights(weights_digest: bytes, store, remote=None) -> ModelKind:
         node = dag.load(source, root)
         if node.kind not in (DataType.DIRECTORY, DataType.HAMT_SHARD):
             return ModelKind(UNKNOWN, f"its weights {root} are a UnixFS {node.kind.name.lower()}, not a model folder")
-        names = dict(dag.entries(source, node))
+        names = {}
+        for name, link in dag.entries(source, node):  # up to config.json, not the whole listing
+            names[name] = link
+            if name == "config.json":
+                break
         if "config.json" not in names:
             what = "an adapter folder" if "adapter_config.json" in names else "a folder without config.json"
             return ModelKind(UNKNOWN, f"its weights {root} are {what}")
@@ -86,7 +97,7 @@ def kind_of_weights(weights_digest: bytes, store, remote=None) -> ModelKind:
         return ModelKind(UNKNOWN, f"its weights {root} are not a well-formed folder: {exc}")
     where = "oracle" if used["oracle"] else "local store"
     try:
-        config = json.loads(raw)
+        config = json_input.loads(raw)
         kind = config_kind(config) if isinstance(config, dict) else None
     except (ValueError, TypeError, AttributeError):
         kind = None

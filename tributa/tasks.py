@@ -9,6 +9,7 @@ from typing import Any
 
 from hexbytes import HexBytes
 
+from tributa import json_input
 from tributa.chain.contracts import Contracts
 from tributa.chain.tx import Signer, TxResult
 from tributa.errors import ContractRevert, ModelFeeAboveMax, TributaError
@@ -140,7 +141,7 @@ def check_input_shape(data: bytes, where: str = "the input") -> None:
     "prompt" string (generation) or a non-empty list of strings in "texts" (embedding). The
     agent's runtime checks the rest (fields, limits, the model's context) and refunds on failure."""
     try:
-        body = json.loads(data)
+        body = json_input.loads(data)
     except ValueError:
         raise TributaError(f"{where} is not JSON") from None
     if not isinstance(body, dict):

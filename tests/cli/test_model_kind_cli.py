@@ -102,8 +102,8 @@ def test_kind_of_weights__blocks_only_at_the_oracle__reads_config_json_and_never
         def __init__(self, api):
             self.api, self.bytes = api, 0
 
-        def read(self, cid):
-            data = self.api.read(cid)
+        def read(self, cid, deadline=None):
+            data = self.api.read(cid, deadline)
             self.bytes += len(data)
             return data
 
@@ -158,3 +158,93 @@ def test_task_submit__input_over_what_agents_run__refused_in_one_line_nothing_po
     result = run_cli(fresh_settings, "task", "submit", "--model", str(model_id), "--input", str(input_file), "--yes")
     assert_one_line_error(result, "agents run inputs of at most 65,536 bytes")
     assert _requester_state(contracts) == before
+
+
+# --- a hostile oracle or publisher: every answer bounded, no traceback ------------------------------
+
+class _Hostile:
+    """An HTTP server on loopback answering every GET with `answer(handler)`."""
+
+    def __init__(self, answer):
+        import http.server
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - http.server's name
+                try:
+                    answer(self)
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up, as it should
+                    pass
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _answer(status: int, body: bytes, chunks: int = 1, pause_s: float = 0.0):
+    import time
+
+    def answer(handler):
+        handler.send_response(status)
+        handler.send_header("content-length", str(len(body) * chunks))
+        handler.end_headers()
+        for _ in range(chunks):
+            handler.wfile.write(body)
+            handler.wfile.flush()
+            time.sleep(pause_s)
+    return answer
+
+
+@pytest.mark.parametrize("answer, expected", [
+    (_answer(404, b"[]"), "nor the oracle's"),  # a JSON body that is no object
+    (_answer(404, b"[" * 60_000), "nor the oracle's"),  # nested past what CPython's parser survives
+    (_answer(500, b"x" * 65_536, chunks=64), "block limit"),  # a 4 MiB error body: read up to 64 KiB
+    (_answer(200, b"y" * 4096, chunks=400, pause_s=0.01), "too slow"),  # a trickle past the deadline
+], ids=["404-list", "404-deep", "500-huge", "trickle"])
+def test_kind_of_weights__hostile_oracle__unknown_with_why_and_bounded(tmp_path, answer, expected):
+    import time
+
+    from tributa.content_api import ContentApi
+    from tributa.model_kind import kind_of_weights
+
+    hostile = _Hostile(answer)
+    try:
+        started = time.monotonic()
+        with ContentApi(hostile.url, 31337, "0x" + "11" * 20, timeout_s=5) as remote:
+            kind = kind_of_weights(b"\x42" * 32, open_store(tmp_path / "store"), remote, total_s=2)
+        assert time.monotonic() - started < 15
+    finally:
+        hostile.close()
+    assert not kind.known and expected in kind.reason, kind.reason
+
+
+def test_json_input__nested_past_the_parser__refused_as_a_value_error_strings_not_counted():
+    """What model_kind, the content API client and task submit parse with: a '[' * 100000
+    config.json or input segfaulted json.loads under a deep call stack (seen in this module)."""
+    from tributa import json_input
+
+    with pytest.raises(ValueError, match="deeper than 256"):
+        json_input.loads(b"[" * 100_000)
+    assert json_input.loads(b'{"prompt": "[[[[ not nesting \\" [[", "texts": null}') == {"prompt": '[[[[ not nesting " [[', "texts": None}
+    assert json_input.depth_ok(b"[" * 256 + b"]" * 256, 256) and not json_input.depth_ok(b"[" * 257 + b"]" * 257, 256)
+    deepest = json_input.loads(b"[" * 256 + b"]" * 256)  # parses: 256 lists, each holding the next
+    for _ in range(255):
+        (deepest,) = deepest
+    assert deepest == []
+    assert not json_input.depth_ok(b"[" * 300, 256)  # unbalanced: no
+
+
+def test_task_list__model_out_of_range_and_deep_input__usage_error_and_one_line(fresh_settings, tmp_path):
+    bad = run_cli(fresh_settings, "task", "list", "--model", "-1")
+    assert bad.exit_code == 2 and "--model" in bad.stderr and "Traceback" not in bad.stderr
+    deep = tmp_path / "deep.json"
+    deep.write_bytes(b"[" * 100_000)
+    assert_one_line_error(run_cli(fresh_settings, "task", "submit", "--model", "1", "--input", str(deep)), "is not JSON")

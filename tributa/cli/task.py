@@ -291,7 +291,7 @@ def _wait_and_show(ctx, task_id, timeout_s, quiet, as_json, private_task, accoun
 @click.option("--all", "all_tasks", is_flag=True, help="everyone's tasks, not only yours")
 @click.option("--requester", default=None, help="this requester's tasks (default: your account's)")
 @click.option("--state", type=click.Choice(TASK_STATES), default=None, help="only tasks in this state")
-@click.option("--model", "model_id", type=int, default=None, help="only tasks on this model id")
+@click.option("--model", "model_id", type=click.IntRange(0, 2**256 - 1), default=None, help="only tasks on this model id")
 @click.option("--limit", type=click.IntRange(1), default=20, show_default=True, help="the newest this many (after the filters)")
 @json_option
 @account_option("requester")

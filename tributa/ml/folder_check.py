@@ -31,6 +31,7 @@ import stat
 from pathlib import Path
 
 from tributa.errors import TributaError
+from tributa.json_input import depth_ok
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 CODE_SUFFIXES = (".py", ".pyc", ".pyo", ".pyd", ".so")  # .pth (a site hook too) is a pickle suffix
@@ -111,7 +112,7 @@ def _check_json(root: Path, path: Path) -> None:
         raise UnsafeModelFolder(f"{path} is not valid JSON: {exc}") from None
     # json's C parser recurses per level and trusts the recursion limit, which libraries raise
     # (py_ecc sets 100000): far past the C stack, so deep nesting would crash this process.
-    if not _nesting_within(text, _MAX_JSON_DEPTH):
+    if not depth_ok(text.encode(), _MAX_JSON_DEPTH):
         raise UnsafeModelFolder(f"{path} nests deeper than {_MAX_JSON_DEPTH} levels (or is unbalanced): not a config file")
     try:
         data = json.loads(text)
@@ -130,24 +131,6 @@ def _check_json(root: Path, path: Path) -> None:
         raise UnsafeModelFolder(f"{path}: 'auto_mapping' names code outside transformers, which is never run")
     if "tokenizer_class" in data and not isinstance(data["tokenizer_class"], (str, type(None))):
         raise UnsafeModelFolder(f"{path}: tokenizer class {data['tokenizer_class']!r} is not a class name")
-
-
-_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
-_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
-_PAIRS = str.maketrans("[{]}", "(())")
-
-
-def _nesting_within(text: str, limit: int) -> bool:
-    """Brackets outside strings balance and nest at most `limit` deep; C-speed passes only."""
-    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text)).translate(_PAIRS)
-    for _ in range(limit):
-        if not brackets:
-            return True
-        shorter = brackets.replace("()", "")  # one innermost level per pass
-        if shorter == brackets:
-            return False  # unbalanced: the parser would recurse before failing
-        brackets = shorter
-    return not brackets
 
 
 def _items(data):

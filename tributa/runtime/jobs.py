@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tributa.json_input import depth_ok
 from tributa.runtime.embedding import EmbeddingRunner
 from tributa.runtime.errors import InferenceInputError
 from tributa.runtime.generation import (
@@ -41,6 +42,7 @@ from tributa.runtime.generation import (
 from tributa.ml.models import ModelFolderError
 
 MAX_INPUT_BYTES = 64 * 1024
+MAX_INPUT_DEPTH = 64  # a task's input nests 2 levels
 EMBEDDING_DECIMALS = 4
 KINDS = ("generate", "embed")
 GENERATE_FIELDS = ("prompt", "max_new_tokens", "adapter", "chat")
@@ -163,6 +165,8 @@ def parse_input(input_bytes: bytes) -> dict[str, Any]:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise JobInputError(f"input is not UTF-8 (bad byte at offset {exc.start})") from exc
+    if not depth_ok(data, MAX_INPUT_DEPTH):  # before any parse: deep nesting crashes the parser (json_input)
+        raise JobInputError(f"input JSON is nested too deeply (more than {MAX_INPUT_DEPTH} levels)")
     head = text.lstrip("\ufeff \t\r\n")[:1]
     if head and head not in "{[" and not _is_json(text):
         # Plain text is a prompt: what a contract written for ORA's OAO sends (AIOracle requests).
@@ -173,8 +177,6 @@ def parse_input(input_bytes: bytes) -> dict[str, Any]:
         raise JobInputError(
             f"input is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from exc
-    except RecursionError as exc:
-        raise JobInputError("input JSON is nested too deeply") from exc
     if not isinstance(payload, dict):
         raise JobInputError(f"input must be a JSON object, got {_json_type(payload)}")
     return payload
@@ -185,7 +187,7 @@ def _is_json(text: str) -> bool:
     errors ("must be a JSON object") rather than prompts."""
     try:
         json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
+    except json.JSONDecodeError:
         return False
     return True
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -27,6 +26,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from tributa.json_input import depth_ok
 from tributa.runtime import seccomp
 from tributa.runtime.sandbox_process import SandboxProcess, Watchdog
 from tributa.runtime.worker_main import MAX_MESSAGE_BYTES, send
@@ -442,7 +442,7 @@ def _receive(conn: Connection, cap: int) -> dict[str, Any]:
         if exc.args == ("bad message length",):
             raise ValueError(f"a reply over its cap of {cap} bytes") from None
         raise
-    if not _shallow(data, _MAX_DEPTH):
+    if not depth_ok(data, _MAX_DEPTH):
         raise ValueError(f"a reply nested deeper than {_MAX_DEPTH}")
     message = json.loads(data)
     if not isinstance(message, dict):
@@ -454,21 +454,6 @@ def _receive(conn: Connection, cap: int) -> dict[str, Any]:
 # (under eth-account) raises to 100000 in the agent: deep enough nesting overflows the thread's
 # stack and kills the agent. No reply nests past 6 levels.
 _MAX_DEPTH = 16
-_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
-_INNERMOST = re.compile(rb"\[\]|\{\}")
-
-
-def _shallow(data: bytes, depth: int) -> bool:
-    """Whether the JSON text `data` nests at most `depth` levels (unbalanced: no)."""
-    brackets = _JSON_STRING.sub(b"", data).translate(None, _NOT_BRACKETS)
-    for _ in range(depth):
-        if not brackets:
-            return True
-        brackets = _INNERMOST.sub(b"", brackets)
-    return not brackets
-
-
 def _answers(reply: dict[str, Any], seq: int) -> bool:
     return type(reply.get("seq")) is int and reply["seq"] == seq
 
