@@ -2,11 +2,11 @@
 
 False rejects: honest answers produced under another dtype (bf16), batch (8 vs 1), thread count
 (2 vs 1) or ATEN_CPU_CAPABILITY=default (a child process), judged against the fp32 one-by-one
-answer, for the demo GPT-2 with its adapters (registered margin 0.1), SmolLM2 (default margin)
-and MiniLM embeddings. False accepts: substituted adapter, prompt, model, truncated output,
-one edited token, random vectors, another text's vectors, another model's name. Both must be 0.
-Apart from them: the demo's weak SmolLM2 adapters swapped for one another at the default margin
-(`verify_smollm_adapter_swap_accept_rate`), which the rule cannot always tell apart.
+answer, for the demo GPT-2 with its adapters (registered margin 0.1), the demo's SmolLM2 with
+its adapters (default margin) and MiniLM embeddings. False accepts: substituted adapter, prompt,
+model, truncated output, one edited token, random vectors, another text's vectors, another
+model's name, and every swap of one SmolLM2 demo adapter's (or the bare base's) answer for
+another's (also reported alone, `verify_smollm_adapter_swap_accept_rate`). Both must be 0.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tributa.ml.gguf_models import ensure_smollm2
 from tributa.ml.models import ensure_demo_models
+from tributa.ml.smollm_adapters import ensure_smollm2_demo
 from tributa.runtime.generation import GenerationRequest, GenerationRunner
 from tributa.runtime.jobs import canonical_json, embedding_output, generation_output
 from tributa.verification import ClaimChecker, Judge, VerificationParams
@@ -133,17 +133,10 @@ def _embedding_matrix(rejects: Tally, accepts: Tally) -> None:
             accepts.count(judge.agree(claim, forged))
 
 
-def _smollm_adapter_swaps(smollm_runner: GenerationRunner) -> tuple[int, int, float]:
-    """The demo's own adapters (SmolLM2, rank 4, six training steps each) swapped for one another
-    and for the bare base at the default margin: (swaps, accepted, the least worst-token margin of
-    a swap). Reported apart from the false-accept rate: adapters this weak sometimes part from
-    each other only at near-ties, where a swap is indistinguishable from honest bf16 variation."""
-    from tributa.ml.smollm_adapters import ensure_smollm2_demo
-
-    demo = ensure_smollm2_demo(**QUIET)
-    for name, path in demo.adapters.items():
-        smollm_runner.load_adapter(name, path)
-    names = [None, *demo.adapters]
+def _smollm_adapter_swaps(accepts: Tally, smollm_runner: GenerationRunner, names: list[str | None]) -> tuple[int, int, float]:
+    """The demo's own SmolLM2 adapters swapped for one another and for the bare base at the
+    default margin, each counted in `accepts`: (swaps, accepted, the least worst-token margin of
+    a swap)."""
     params = VerificationParams()
     swaps = accepted = 0
     least = float("inf")
@@ -155,7 +148,9 @@ def _smollm_adapter_swaps(smollm_runner: GenerationRunner) -> tuple[int, int, fl
             if json.loads(forged)["token_ids"] == json.loads(outputs[claimed])["token_ids"]:
                 continue  # the same tokens: no substitution to catch
             swaps += 1
-            accepted += _judge(smollm_runner, asked, params).agree(outputs[claimed], forged)
+            passed = _judge(smollm_runner, asked, params).agree(outputs[claimed], forged)
+            accepted += passed
+            accepts.count(passed)
             least = min(least, max(smollm_runner.rescore(asked, json.loads(forged)["token_ids"])))
     return swaps, accepted, least
 
@@ -187,16 +182,21 @@ def run(workdir: Path) -> dict[str, float]:
         in_child({"ATEN_CPU_CAPABILITY": "default"}, "generate", base_dir=demo.base_dir, adapters=demo.adapters, requests=requests),
     ))
 
-    smollm = ensure_smollm2(**QUIET)
-    smollm_requests = [GenerationRequest(p, None, NEW_TOKENS) for p in SMOLLM_PROMPTS]
-    smollm_runner = _verifier(smollm, {})
-    smollm_reference = _honest_generations(rejects, smollm_runner, smollm, {}, smollm_requests, VerificationParams(), (
-        generation_outputs(smollm, {}, smollm_requests, dtype="bfloat16"),
+    smollm = ensure_smollm2_demo(**QUIET)
+    smollm_names = [None, *smollm.adapters]
+    smollm_requests = [GenerationRequest(p, smollm_names[i % len(smollm_names)], NEW_TOKENS) for i, p in enumerate(SMOLLM_PROMPTS)]
+    smollm_runner = _verifier(smollm.base_dir, smollm.adapters)
+    smollm_reference = _honest_generations(rejects, smollm_runner, smollm.base_dir, smollm.adapters, smollm_requests, VerificationParams(), (
+        generation_outputs(smollm.base_dir, smollm.adapters, smollm_requests, dtype="bfloat16"),
+        generation_outputs(smollm.base_dir, smollm.adapters, smollm_requests, batch=True),
+        generation_outputs(smollm.base_dir, smollm.adapters, smollm_requests, threads=2),
+        in_child({"ATEN_CPU_CAPABILITY": "default"}, "generate", base_dir=smollm.base_dir, adapters=smollm.adapters,
+                 requests=smollm_requests),
     ))
     _substitutions(accepts, gpt2, requests, reference, [json.loads(c)["text"] for c in smollm_reference])
     _embedding_matrix(rejects, accepts)
     rescore_ms = _rescore_ms_per_token(smollm_runner, smollm_requests, smollm_reference)
-    swaps, swaps_accepted, least_swap_margin = _smollm_adapter_swaps(smollm_runner)
+    swaps, swaps_accepted, least_swap_margin = _smollm_adapter_swaps(accepts, smollm_runner, smollm_names)
     return {
         "verify_rescore_ms_per_token": rescore_ms,
         "verify_smollm_adapter_swaps": float(swaps),

@@ -125,12 +125,14 @@ def adapter_cache_dir(settings: Settings) -> Path:
 
 @dataclass(frozen=True)
 class ServingOptions:
-    """How the serving engine batches (`tributa agent run --max-batch/--adapter-cache/--dtype`)."""
+    """How the serving engine batches and what it allows a job (`tributa agent run --max-batch/
+    --adapter-cache/--dtype/--worker-memory-mb/--job-timeout-s`)."""
 
     max_batch: int = 32
     adapter_cache: int = 8
     dtype: str | None = None  # None: float32 on CPU, bfloat16 (else float16) on a GPU
     memory_mb: int = 16384  # a sandboxed worker's address-space limit (torch maps far more than it uses)
+    job_timeout_s: float = 600.0  # a batch still running after this is killed; its jobs then run alone
 
 
 def make_executor(
@@ -152,6 +154,7 @@ def make_executor(
         kind="generate", base_dir=None, device=device, dtype=serving.dtype,
         max_adapters=serving.adapter_cache, threads=threads, max_batch=serving.max_batch,
         isolation="bwrap" if sandbox else "none", memory_mb=serving.memory_mb if sandbox else None,
+        batch_timeout_s=serving.job_timeout_s,
     ))
     try:
         if readable:

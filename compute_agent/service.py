@@ -18,6 +18,7 @@ from tributa import private
 from tributa.crypto import CryptoError, decrypt_with
 from tributa.runtime.executor import JobInputError, JobRunner
 from tributa.runtime.jobs import parse_input
+from tributa.runtime.worker import WorkerCrashed
 from tributa.catalog import MAX_BLOCK_BYTES, FolderRefused, LocalModel, ModelCatalog, fetch_folder
 from tributa.chain.contracts import Contracts
 from tributa.chain.eip712 import sign_lease, sign_result
@@ -397,7 +398,10 @@ class Agent:
             self._report_error(job_id, "input", str(exc))
             return JobOutcome(job_id, task_id, False, error=str(exc), seconds=time.perf_counter() - started)
         except Exception as exc:  # a crashing model fails its job, never the agent
-            log.exception("job %s (task %s) failed", job_id, task_id)
+            if isinstance(exc, WorkerCrashed):  # a limit or a dying worker: the reason says it all
+                log.warning("job %s (task %s) failed: %s", job_id, task_id, exc)
+            else:
+                log.exception("job %s (task %s) failed", job_id, task_id)
             self._accepted(accepted, job_id, task_id)
             self._report_error(job_id, "runtime", f"{type(exc).__name__}: {exc}")
             return JobOutcome(job_id, task_id, False, error=str(exc), seconds=time.perf_counter() - started)

@@ -224,13 +224,13 @@ def test_worker__hung__killed_restarted_and_the_job_completes(base, adapters):
         assert worker.restarts == 1 and worker.pid != pid
 
 
-def test_worker__dies_under_the_same_job_again__fails_with_the_reason(base, adapters):
+def test_worker__hangs_under_the_same_job_again__fails_naming_the_time_limit(base, adapters):
     config = WorkerConfig("generate", str(base.path), threads=1, batch_timeout_s=2.0, max_attempts=1)
     with ModelWorker(config) as worker:
         worker.start()
         os.kill(worker.pid, signal.SIGSTOP)
         future = worker.submit(_generate_job(adapters, "The", 0, 4))
-        with pytest.raises(WorkerCrashed, match="died running this job 1 times"):
+        with pytest.raises(WorkerCrashed, match=r"ran past its 2s time limit \(tries: 1\); not completed"):
             future.result(timeout=120)
         # the next job gets a fresh worker
         assert "ok" in worker.run(_generate_job(adapters, "The", 0, 4), timeout=120)

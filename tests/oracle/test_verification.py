@@ -109,14 +109,40 @@ def test_generation__smollm2_bf16__agrees_with_fp32_at_the_default_margin():
 
 
 # -- generation: rejected ----------------------------------------------------------------------
-def test_generation__another_adapters_output__rejected(requests, verifier, fp32):
-    for request, claim in zip(requests, fp32):
-        other = next(r for r in requests if r.adapter != request.adapter)
-        forged = _edited(claim, verifier, adapter=other.adapter)
-        judge = _judge(verifier, GenerationRequest(request.prompt, other.adapter, 24))
-        honest = generation_output(verifier.generate(request.prompt, other.adapter, 24)).output
+def _swaps_rejected(verifier, prompts, names, params, new_tokens=24) -> int:
+    """Each adapter's (or the bare base's) answer relabelled as another's, for each prompt: every
+    swap whose tokens differ from the claimed adapter's own answer is refused by the rescoring.
+    Returns how many such swaps there were (an adapter that gives the same tokens is no swap)."""
+    swaps = 0
+    for prompt in prompts:
+        answers = {a: generation_output(verifier.generate(prompt, a, new_tokens)).output for a in names}
+        for ran in names:
+            for claimed in names:
+                forged = _edited(answers[ran], verifier, adapter=claimed)
+                if ran == claimed or forged == answers[claimed]:
+                    continue
+                swaps += 1
+                assert "logits below" in _judge(verifier, GenerationRequest(prompt, claimed, new_tokens), params).rejection(forged), (prompt, ran, claimed)
+    return swaps
 
-        assert forged == honest or "logits below" in judge.rejection(forged)
+
+def test_generation__another_adapters_output__rejected(demo, verifier):
+    names = [None, *demo.adapters]
+
+    assert _swaps_rejected(verifier, SUBJECTS[:4], names, GPT2) >= 24  # of 48 ordered pairs, most really differ
+
+
+def test_generation__smollm2_demo_adapters_swapped__rejected_at_the_default_margin():
+    # The demo's real model: its adapters must be far enough apart that a swap is caught at the
+    # margin honest bf16 needs (six training steps were not: 12 of 96 swaps passed).
+    from tributa.ml.smollm_adapters import ensure_smollm2_demo
+
+    smollm = ensure_smollm2_demo(progress=lambda _: None)  # a cache hit after `make setup`
+    verifier = GenerationRunner(smollm.base_dir, device="cpu", dtype="float32")
+    for name, path in smollm.adapters.items():
+        verifier.load_adapter(name, path)
+
+    assert _swaps_rejected(verifier, ("The fox", "Bake the bread"), [None, *smollm.adapters], VerificationParams(), 16) >= 20
 
 
 def test_generation__another_model_text_passed_off__rejected(demo, requests, verifier, fp32):

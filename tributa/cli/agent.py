@@ -31,6 +31,9 @@ def agent() -> None:
               help="the most jobs the engine runs in one batch")
 @click.option("--worker-memory-mb", type=click.IntRange(512, 2**20), default=16384, show_default=True,
               help="address-space limit of each sandboxed CPU worker (RLIMIT_AS)")
+@click.option("--job-timeout-s", type=click.FloatRange(0.1, 86400), default=600.0, show_default=True,
+              help="wall-clock limit of a job: past it the worker is killed and restarted, the job is tried once more "
+                   "alone, then reported as failed (the oracle offers it to another agent)")
 @click.option("--adapter-cache", type=click.IntRange(1, 1024), default=8, show_default=True,
               help="LoRA adapters a worker keeps loaded (least recently used go first)")
 @click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto", show_default=True,
@@ -45,7 +48,7 @@ def agent() -> None:
 @node_wait_option
 @account_option("agent")
 @pass_ctx
-def run(ctx, model_dirs, stake, capacity, max_jobs, metrics_port, no_sandbox, max_batch, worker_memory_mb, adapter_cache, dtype, threads,
+def run(ctx, model_dirs, stake, capacity, max_jobs, metrics_port, no_sandbox, max_batch, worker_memory_mb, job_timeout_s, adapter_cache, dtype, threads,
         device, committee, json_logs, node_wait_s, account_spec) -> None:
     """Register (or refresh the registration), then poll and run jobs until interrupted."""
     from compute_agent.bootstrap import ServingOptions, build_agent, resolve_device
@@ -59,7 +62,7 @@ def run(ctx, model_dirs, stake, capacity, max_jobs, metrics_port, no_sandbox, ma
     agent_ = build_agent(
         ctx.settings, ctx.contracts, signer, ctx.store, list(model_dirs), capacity, stake_wei, progress=click.echo,
         sandbox=not no_sandbox, threads=threads, device=device,
-        serving=ServingOptions(max_batch, adapter_cache, None if dtype == "auto" else dtype, worker_memory_mb),
+        serving=ServingOptions(max_batch, adapter_cache, None if dtype == "auto" else dtype, worker_memory_mb, job_timeout_s),
         committee=committee,
     )
     if metrics_port is not None:

@@ -52,18 +52,22 @@ SMOLLM_ADAPTERS_CODE_VERSION = 1
 SMOLLM2_NAME = "SmolLM2-135M-Instruct"  # what adapter_config.json names as its base
 PREFIX = "smollm2-adapters"
 
-# Sized for a 2-core CPU (about 12 s an adapter): rank 4 on the attention's q and v projections
-# (0.23 M trainable parameters), 48-token windows, six steps. Enough to move the base's greedy
-# continuations towards each dataset's wording while the text stays SmolLM2's. One thread: on a
-# shared two-vCPU machine two OpenMP threads ran up to 5x slower whenever the other core was busy.
+# Sized for a 2-core CPU (about 19 s an adapter): rank 4 on the attention's q and v projections
+# (0.23 M trainable parameters), 48-token windows, twelve steps. Enough that each adapter's greedy
+# continuations take its dataset's wording while the text stays SmolLM2's, and far enough apart
+# that the verification rule tells them apart: six steps at 3e-3 left adapters that parted from
+# one another only at near-ties, and 12 of 96 swaps of one's answer for another's passed the
+# default logit margin (least swap margin 0.019); with these, 0 of 96 pass (least 0.805) while
+# honest bf16 answers stay within 0.085 (bench/verify_bench.py). One thread: on a shared two-vCPU
+# machine two OpenMP threads ran up to 5x slower whenever the other core was busy.
 SMOLLM_ADAPTER_CONFIG = AdapterTrainConfig(
     r=4,
     alpha=8,
     target_modules=("q_proj", "v_proj"),
     block_size=48,
     batch_size=4,
-    steps=6,
-    learning_rate=3e-3,
+    steps=12,
+    learning_rate=6e-3,
     warmup_steps=2,
     seed=4321,
     threads=1,

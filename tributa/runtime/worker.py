@@ -248,7 +248,7 @@ class ModelWorker:
                 assert self._conn is not None
                 send(self._conn, {"op": "run", "seq": self._seq, "jobs": jobs})
                 if not self._conn.poll(self.config.batch_timeout_s):
-                    raise TimeoutError(f"no answer within {self.config.batch_timeout_s:.0f}s")
+                    raise TimeoutError(f"no answer within {self.config.batch_timeout_s:g}s")
                 results = _results(_receive(self._conn, _reply_cap(jobs, self.info)), self._seq, len(batch))
             except Exception as exc:  # any reply but the expected one: this worker serves no more
                 self._crashed(batch, exc)
@@ -269,7 +269,10 @@ class ModelWorker:
         for pending in batch:
             pending.attempts += 1
             if len(batch) == 1 and pending.attempts >= self.config.max_attempts:
+                # Short first: the oracle keeps 128 characters of a task's failure on-chain.
                 pending.future.set_exception(WorkerCrashed(
+                    f"the job ran past its {self.config.batch_timeout_s:g}s time limit (tries: {pending.attempts}); not completed"
+                    if isinstance(exc, TimeoutError) else
                     f"the serving worker died running this job {pending.attempts} times "
                     f"(last: {why}, exit status {status}); the job was not completed"
                 ))

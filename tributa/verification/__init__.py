@@ -26,15 +26,14 @@ below; another demo adapter's (or the bare base's) output scored under the claim
 a worst token >= 0.156 (the demo adapters are weak: 4 of 382 such pairs fall under 0.25, none
 under 0.15), so the demo GPT-2's registry entry should carry logit_margin 0.1 (the tests and
 bench use it). An adversary choosing the runner-up token at a near-tie passes by design: that is
-the tolerance honest hardware needs. The demo's SmolLM2 adapters (rank 4, six steps each) are
-weaker still: over 8 prompts x 24 tokens, 12 of 96 swaps between them and the bare base pass at
-0.25 (the least worst-token margin of a swap is 0.019), while 20 honest bf16 claims reach 0.161
-(at most 3 tokens off the top, summing to 0.211). No margin separates the two where a swap parts
-from the claimed adapter's own output only at a near-tie: there the swapped output is one the
-claimed adapter gives under other numerics. A swap saves no compute (same base, same adapter
-size). `verify_bench` reports it apart (`verify_smollm_adapter_swap_accept_rate`); a bound on
-the sum of margins (0.25) would have cut the 12 to 4 with no honest claim refused here, but
-without GPU measurements it risks slashing honest agents, so it is not the rule. Not measured here (no GPU): CUDA bf16/fp16 kernels, whose
+the tolerance honest hardware needs. The demo's SmolLM2 adapters (rank 4, twelve steps each) are
+far apart: over 8 prompts x 24 tokens, 0 of 96 swaps between them and the bare base pass at 0.25
+(the least worst-token margin of a swap is 0.805), while honest bf16 claims stay within 0.085.
+Trained six steps they were not: 12 of 96 swaps passed (least 0.019) where a swap parted from the
+claimed adapter's own output only at a near-tie, and there no margin separates a swap from other
+numerics. So the rule tells adapters apart only as far as they differ; an adapter that barely
+moves its base can be passed off as another such one (a swap saves no compute: same base, same
+adapter size). Not measured here (no GPU): CUDA bf16/fp16 kernels, whose
 gaps may be larger; CPU bf16 stands in for them.
 """
 
