@@ -153,7 +153,7 @@ def _import_roots(module: Any) -> tuple[str, ...]:
 def _limit_or_failure(message: str, limits: SandboxLimits, remote_type: str | None = None) -> SandboxError:
     if "MemoryError" in message or remote_type == "MemoryError" or "by its memory cgroup" in message:
         return JobLimitExceeded("memory", f"the job hit its memory limit ({limits.memory_mb} MiB): {message}")
-    if "TimeoutError: no answer within" in message:
+    if "TimeoutError: no answer within" in message or "s time limit (tries:" in message:
         return JobLimitExceeded("wall", f"the job ran past its wall-clock limit ({limits.wall_seconds:g}s)")
     if remote_type == "CpuLimitExceeded" or "CpuLimitExceeded" in message or "exit status -24" in message:
         return JobLimitExceeded("cpu", f"the job ran past its CPU limit ({limits.cpu_seconds}s)")
