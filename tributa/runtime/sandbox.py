@@ -118,7 +118,7 @@ class SandboxedExecutor:
             try:
                 reply = worker.run({"call": call})
             except WorkerCrashed as exc:
-                raise _limit_or_failure(str(exc), limits) from None
+                raise _limit_or_failure(str(exc), limits, timed_out=exc.timed_out) from None
             except WorkerError as exc:
                 raise SandboxError(str(exc)) from None
         if "error" in reply:
@@ -150,10 +150,10 @@ def _import_roots(module: Any) -> tuple[str, ...]:
     return (str(root),)
 
 
-def _limit_or_failure(message: str, limits: SandboxLimits, remote_type: str | None = None) -> SandboxError:
+def _limit_or_failure(message: str, limits: SandboxLimits, remote_type: str | None = None, timed_out: bool = False) -> SandboxError:
     if "MemoryError" in message or remote_type == "MemoryError" or "by its memory cgroup" in message:
         return JobLimitExceeded("memory", f"the job hit its memory limit ({limits.memory_mb} MiB): {message}")
-    if "TimeoutError: no answer within" in message or "s time limit (tries:" in message:
+    if timed_out:
         return JobLimitExceeded("wall", f"the job ran past its wall-clock limit ({limits.wall_seconds:g}s)")
     if remote_type == "CpuLimitExceeded" or "CpuLimitExceeded" in message or "exit status -24" in message:
         return JobLimitExceeded("cpu", f"the job ran past its CPU limit ({limits.cpu_seconds}s)")

@@ -65,7 +65,12 @@ class WorkerLoadError(WorkerError):
 
 
 class WorkerCrashed(WorkerError):
-    """The worker died (or hung) running this job, twice: the job fails, the worker restarts."""
+    """The worker died (or hung) running this job, twice: the job fails, the worker restarts.
+    `timed_out`: it was killed past the batch time limit (the job's wall-clock limit)."""
+
+    def __init__(self, message: str, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out
 
 
 @dataclass(frozen=True)
@@ -274,7 +279,8 @@ class ModelWorker:
                     f"the job ran past its {self.config.batch_timeout_s:g}s time limit (tries: {pending.attempts}); not completed"
                     if isinstance(exc, TimeoutError) else
                     f"the serving worker died running this job {pending.attempts} times "
-                    f"(last: {why}, exit status {status}); the job was not completed"
+                    f"(last: {why}, exit status {status}); the job was not completed",
+                    timed_out=isinstance(exc, TimeoutError),
                 ))
             else:
                 pending.alone = True
