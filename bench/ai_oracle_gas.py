@@ -11,6 +11,8 @@
 * gas_challenge (W = 600 s, a roster of 4, so all 4 candidates are drawn), gas_resolve_upheld
   (2 verdicts) and gas_resolve_overturned (3 verdicts, the original agent slashed), each with
   the board's callback; their _excluding_callback twins subtract the callback's own gas.
+* gas_post_verdict: a committee member posting its own verdict (AICommittee.post_verdict), as
+  agents do for each duty (compute_agent/duties.py), paid from the member's balance.
 
 Every figure is in steady state: a request was settled before, and another one stays open, so
 no running total goes from zero to non-zero in a measured transaction.
@@ -149,6 +151,18 @@ def run(workdir: Path) -> dict[str, float]:
             challenged(outcome)
         rounds = {outcome: [challenged(outcome) for _ in range(REPEATS)] for outcome in ("upheld", "overturned")}
 
+        def posted_verdict() -> int:
+            """A committee member posting its own verdict (what an agent pays per duty)."""
+            rid, _ = b.ask(b.slow)
+            b.fulfill(rid)
+            candidates, _ = b.challenge(rid)
+            first = b.c.committee.functions.committee_of(candidates, [b.agent.address]).call()[0]
+            member = next(m for m in b.members if m.address.lower() == first.lower())
+            signature = sign_result(member.account, contracts.chain_id, contracts.escrow.address, rid, file_digest(ANSWER))
+            return member.transact(contracts.committee.functions.post_verdict(rid, file_digest(ANSWER), signature)).gas_used
+
+        verdicts = [posted_verdict() for _ in range(REPEATS)]
+
     figures = {
         "gas_request_callback": median(requests),
         "gas_prompt_board_ask": median(asks),
@@ -156,6 +170,7 @@ def run(workdir: Path) -> dict[str, float]:
         "gas_settle_callback_own": median(settle_cb),
         "gas_settle_excluding_callback": median([t - c for t, c in zip(settles, settle_cb)]),
         "gas_challenge": median([r[0] for rs in rounds.values() for r in rs]),
+        "gas_post_verdict": median(verdicts),
     }
     for outcome, rs in rounds.items():
         figures[f"gas_resolve_{outcome}"] = median([r[1] for r in rs])

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Callable
 
 from compute_agent.client import JobClient
+from compute_agent.duties import DutyWatcher
 from compute_agent.registration import DEVICE_CPU, DEVICE_GPU, AgentProfile, ensure_registered, join_committees
 from compute_agent.service import AdapterCache, Agent
 from compute_agent.slashes import SlashWatcher
@@ -112,6 +113,8 @@ def build_agent(
     agent.executor = make_executor(parts, sandbox, progress, threads, device, serving or ServingOptions(), readable=[adapters.root])
     outcome = ensure_registered(contracts, signer, AgentProfile(served, device_class(device), capacity, public_key(signer)), stake_wei)
     agent.slash_watcher = SlashWatcher(contracts, signer.address, agent.metrics)
+    if contracts.ai_oracle is not None and contracts.committee is not None:  # on a roster, whoever put it there
+        agent.duty_watcher = DutyWatcher(contracts, signer.address)
     joined = join_committees(contracts, signer, served) if committee else []
     progress(f"agent {signer.address}: {outcome}, serving models {served}"
              + (f"; joined the AIOracle committees of models {joined}" if joined else ""))

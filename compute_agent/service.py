@@ -13,13 +13,16 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
+from compute_agent.duties import Duty
 from compute_agent.client import JobClient, OracleRefused, OracleUnavailable, OversizedContent
 from tributa import private
 from tributa.crypto import CryptoError, decrypt_with
 from tributa.runtime.executor import JobInputError, JobRunner
 from tributa.runtime.jobs import parse_input
+from tributa.runtime import sandbox
 from tributa.runtime.worker import WorkerCrashed
 from tributa.catalog import MAX_BLOCK_BYTES, FolderRefused, LocalModel, ModelCatalog, fetch_folder
+from tributa.ai_oracle import CHALLENGED, posted_result, request_state
 from tributa.chain.contracts import Contracts
 from tributa.chain.eip712 import sign_lease, sign_result
 from tributa.chain.tx import Signer
@@ -29,6 +32,9 @@ from tributa.store import cid as cidlib
 from tributa.errors import TributaError
 from tributa.store.cid import Cid
 from tributa.store.errors import NotFound, StoreError
+from tributa.verification.judge import Judge
+from tributa.verification.local import claim_checker, committee_answer
+from tributa.verification.params import model_params
 
 log = logging.getLogger("tributa.agent")
 
@@ -226,6 +232,9 @@ class Agent:
         self._poll_down_since: float | None = None
         self.outcomes: list = []  # the last run()'s finished jobs
         self.slash_watcher = None  # a SlashWatcher: logs and counts this agent's slashes (bootstrap sets it)
+        self.duty_watcher = None  # a DutyWatcher: challenges this agent must judge, read on-chain (bootstrap sets it)
+        self._duty_lock = threading.Lock()
+        self._duty_answers: dict[int, Future] = {}  # request id -> the output this member signs
 
     def servable_models(self) -> list[int]:
         """Registered, active models whose base weights this agent holds, and their adapters too
@@ -384,7 +393,10 @@ class Agent:
             input_bytes = self._job_input(offer)
             adapters = self._job_adapters(model, base, input_bytes, job_id)
             fetched = time.perf_counter()
-            output = self.executor.run(base, adapters, input_bytes, model.serving.max_new_tokens)
+            if offer.get("committee_duty"):  # the same answer as the agent's own duty watcher gives, run once
+                output = self._committee_verdict(task_id, lambda: self._answer_duty(task_id, model, base, adapters, input_bytes))
+            else:
+                output = self.executor.run(base, adapters, input_bytes, model.serving.max_new_tokens)
             ran = time.perf_counter()
         except AdapterRefused as exc:  # never served with a substitute: the job is an error
             kind = "input" if exc.everywhere else "runtime"
@@ -420,6 +432,94 @@ class Agent:
             job_id, task_id, seconds, fetched - started, ran - fetched, signed - ran, done - signed, result_cid,
         )
         return JobOutcome(job_id, task_id, True, result_cid=result_cid, seconds=seconds)
+
+    def answer_duty(self, duty: Duty) -> JobOutcome:
+        """Answer a committee duty found on-chain (DutyWatcher): re-execute the request's on-chain
+        input and post the verdict on-chain; no oracle involved."""
+        started = time.perf_counter()
+        rid = duty.request_id
+        try:
+            model = self._model(duty.model_id)
+            parts = self._local_parts(model)
+            if parts is None:
+                raise TributaError(f"this agent holds no copy of model {duty.model_id}")
+            adapters = self._job_adapters(model, parts[0], duty.input_bytes, -1)
+            output = self._committee_verdict(rid, lambda: self._answer_duty(rid, model, parts[0], adapters, duty.input_bytes))
+        except Exception as exc:  # the duty is lost (the member sits silent), never the agent
+            log.warning("committee duty on request %s failed: %s: %s", rid, type(exc).__name__, exc)
+            return JobOutcome(-1, rid, False, error=f"{type(exc).__name__}: {exc}", seconds=time.perf_counter() - started)
+        return JobOutcome(-1, rid, True, result_cid=str(self.store.cid_of(output)), seconds=time.perf_counter() - started)
+
+    def _committee_verdict(self, task_id: int, answer: Callable[[], bytes]) -> bytes:
+        """`answer()` once per challenged request, whether the oracle's lease or the agent's own
+        duty watcher asks first; the other waits for it and gets the same output."""
+        with self._duty_lock:
+            pending = self._duty_answers.get(task_id)
+            mine = pending is None
+            if mine:
+                pending = self._duty_answers[task_id] = Future()
+        if mine:
+            try:
+                pending.set_result(answer())
+            except BaseException as exc:
+                with self._duty_lock:
+                    del self._duty_answers[task_id]  # a later ask may try again
+                pending.set_exception(exc)
+        return pending.result()
+
+    def _answer_duty(self, task_id: int, model: ModelInfo, base: LocalModel, adapters: list[LocalModel], input_bytes: bytes) -> bytes:
+        own = self.executor.run(base, adapters, input_bytes, model.serving.max_new_tokens)
+        output = self._committee_output(task_id, model, base, adapters, input_bytes, own)
+        digest = cidlib.cid_to_digest(str(self.store.cid_of(output)))
+        signature = sign_result(self.signer.account, self.contracts.chain_id, self.contracts.escrow.address, task_id, digest)
+        self._post_verdict(task_id, digest, signature)
+        return output
+
+    def _committee_output(self, task_id: int, model: ModelInfo, base: LocalModel, adapters: list[LocalModel],
+                          input_bytes: bytes, own: bytes) -> bytes:
+        """What this agent signs as a member of a challenged request's committee: the posted
+        output when the acceptance rule accepts it beside its own run (an honest answer from
+        other hardware is upheld), else its own. The duty is checked on-chain: the oracle's word
+        that a task is challenged changes nothing here."""
+        if request_state(self.contracts, task_id) != CHALLENGED:
+            return own
+        posted = posted_result(self.contracts, task_id)
+        if posted is None:
+            return own
+        try:
+            claimed = posted.output_bytes(lambda cid: self.fetch_input(cid, None))
+        except (TributaError, StoreError, ValueError) as exc:
+            log.warning("task %s: the posted output could not be read (%s): signing this run's", task_id, exc)
+            return own
+        params = model_params(self.contracts.registry, model.model_id)
+        judge = Judge(params, claim_checker(base, adapters, input_bytes, model.serving.max_new_tokens, params.logit_margin,
+                                            run_callable=self._rescore_in, registry=getattr(self.executor, "registry", None)))
+        return committee_answer(claimed, own, judge)
+
+    def _post_verdict(self, task_id: int, digest: bytes, signature: bytes) -> None:
+        """Post this member's verdict on-chain itself (AICommittee.post_verdict), so that it counts
+        and proves the member answered whatever the oracle does with it; best effort (the oracle
+        posts the verdicts it holds too), paid from the agent's own balance. Sent before the result
+        goes to the oracle, which may resolve as soon as it holds a quorum; the contract takes it
+        until the committee deadline, and refuses it for a request nobody challenged."""
+        committee = self.contracts.committee
+        if committee is None:
+            return
+        try:
+            if committee.functions.posted_digest(task_id, self.signer.address).call() != bytes(32):
+                return
+            tx = self.signer.transact(committee.functions.post_verdict(task_id, digest, signature), action="committee.post_verdict")
+            log.info("task %s: committee verdict posted on-chain in %s", task_id, tx.tx_hash)
+        except Exception as exc:  # a revert (e.g. past the committee deadline) or the node away: never the job's failure
+            log.warning("task %s: committee verdict not posted on-chain: %s", task_id, exc)
+
+    @property
+    def _rescore_in(self):
+        """Where a claim is rescored: a sandbox of its own when this agent's jobs run in one."""
+        if hasattr(self.executor, "run_callable"):
+            return self.executor.run_callable
+        template = getattr(self.executor, "template", None)  # a ServingEngine's worker template
+        return sandbox.run_callable if getattr(template, "isolation", None) == "bwrap" else None
 
     def _report_error(self, job_id: int, kind: str, message: str) -> None:
         self._retrying("error report", job_id, lambda: self.client.report_error(job_id, kind, message))
@@ -461,6 +561,15 @@ class Agent:
         except Exception as exc:  # a node hiccup must not stop the agent: checked again later
             log.debug("slash check failed: %s", exc)
 
+    def _due_duties(self) -> list[Duty]:
+        if self.duty_watcher is None:
+            return []
+        try:
+            return self.duty_watcher.due()
+        except Exception as exc:  # a node hiccup must not stop the agent: checked again later
+            log.debug("duty check failed: %s", exc)
+            return []
+
     def run(self, max_jobs: int | None = None, stop: threading.Event | None = None, wait_s: float = 20.0) -> list[JobOutcome]:
         """Poll and run jobs until `stop` is set or `max_jobs` have been leased.
 
@@ -483,7 +592,7 @@ class Agent:
             while not stop.is_set() and (max_jobs is None or leased < max_jobs):
                 collect({f for f in running if f.done()})
                 room = self.capacity - len(running)
-                if room == 0:
+                if room <= 0:  # duties may take it past capacity
                     collect(wait(running, timeout=1.0, return_when=FIRST_COMPLETED).done)
                     continue
                 if max_jobs is not None:
@@ -492,6 +601,8 @@ class Agent:
                 self._check_slashes()
                 for offer in offers:
                     running.add(pool.submit(self.handle, offer))
+                for duty in self._due_duties():  # rare, and due by a deadline: queued whatever the room
+                    running.add(pool.submit(self.answer_duty, duty))
                 leased += len(offers)
             collect(wait(running).done)
         return outcomes

@@ -5,8 +5,8 @@ so an operator learns of a slash from the agent itself, not only from the chain.
 from __future__ import annotations
 
 import logging
-import time
 
+from compute_agent.block_ranges import BlockRanges
 from tributa.chain.contracts import Contracts
 
 log = logging.getLogger("tributa.agent.slashes")
@@ -20,22 +20,18 @@ class SlashWatcher:
         self.agent = agent
         self.metrics = metrics
         # From now on by default: slashes before this start were reported by earlier runs.
-        self._next_block = contracts.w3.eth.block_number + 1 if from_block is None else from_block
-        self._checked_at = 0.0
+        start = contracts.w3.eth.block_number + 1 if from_block is None else from_block
+        self._blocks = BlockRanges(contracts.w3, start, CHECK_EVERY_S)
         self.seen: list[tuple[int, int]] = []  # (task_id, wei)
 
     def check(self, force: bool = False) -> list[tuple[int, int]]:
         """New slashes of this agent since the last check (at most every CHECK_EVERY_S)."""
-        if not force and time.monotonic() - self._checked_at < CHECK_EVERY_S:
-            return []
-        self._checked_at = time.monotonic()
-        tip = self.contracts.w3.eth.block_number
-        if tip < self._next_block:
+        blocks = self._blocks.take(force)
+        if blocks is None:
             return []
         events = self.contracts.escrow.events.AgentSlashed.get_logs(
-            from_block=self._next_block, to_block=tip, argument_filters={"agent": self.agent}
+            from_block=blocks[0], to_block=blocks[1], argument_filters={"agent": self.agent}
         )
-        self._next_block = tip + 1
         found = [(e["args"]["task_id"], e["args"]["amount"]) for e in events]
         for task_id, amount in found:
             log.warning("this agent was slashed %s wei on task %s (see `tributa task show %s`)", amount, task_id, task_id)

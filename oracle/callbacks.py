@@ -36,6 +36,7 @@ from oracle.ingest import DecodedLog, EventDecoder
 from oracle.outages import is_outage
 from oracle.rpc import is_transient
 from oracle.txmanager import NotSent, TxManager
+from tributa.ai_oracle import SETTLEMENT_ABI_TYPE
 from tributa.chain.contracts import Contracts
 from tributa.chain.tx import revert_reason
 from tributa.errors import ChainError, ContractRevert
@@ -43,7 +44,6 @@ from tributa.store import cid_of_bytes, cid_to_digest
 
 log = logging.getLogger("tributa.oracle.callbacks")
 
-SETTLEMENT_ABI_TYPE = "(uint256,bytes32,bytes32,address[],bytes[],uint256,(address,bytes32,uint256,bytes)[],uint256[],uint16[])"
 MAX_OUTPUT_BYTES = 1024  # AIOracle.MAX_OUTPUT_BYTES: longer outputs are posted as their CID
 MAX_ORIGINAL_AGENTS = 2  # AIOracle.MAX_ORIGINAL_AGENTS: paid + slashed in a posted settlement
 COMMITTEE_QUORUM = 2

@@ -12,11 +12,11 @@ from tributa.catalog import ModelCatalog
 from tributa.chain.contracts import Contracts
 from tributa.errors import TributaError
 from tributa.registry import read_model
-from tributa.runtime.executor import Executor, JobRunner, job_spec
-from tributa.runtime.jobs import RunnerRegistry, default_registry, generation_request, parse_input
+from tributa.runtime.executor import Executor, JobRunner
+from tributa.runtime.jobs import RunnerRegistry, default_registry
 from tributa.store import cid as cidlib
-from tributa.verification import ClaimCheck, ClaimChecker
-from tributa.verification.sandboxed import rescore_claim
+from tributa.verification import ClaimCheck
+from tributa.verification.local import claim_checker
 
 log = logging.getLogger("tributa.oracle.reexecute")
 
@@ -68,20 +68,8 @@ class Reexecutor:
 
     def _checker(self, task: Task, logit_margin: float) -> ClaimCheck:
         base, adapters = self._parts(task)
-        payload = parse_input(self._input(task))
-        spec = job_spec(base, adapters, payload, self._token_limit(task))
-        if spec.kind != "generate":  # a claimed generation for another kind of task is simply wrong
-            return lambda claim: f"task {task.task_id} is not a generation"
-        request = generation_request(spec, payload)
-        if self._run_sandboxed is not None:
-            folders = [Path(str(spec.model_path))] + ([Path(str(spec.adapter_path))] if spec.adapter is not None else [])
-            fields = (str(spec.model_path), spec.adapter, None if spec.adapter is None else str(spec.adapter_path),
-                      request.prompt, request.max_new_tokens, request.chat)
-            return lambda claim: self._run_sandboxed(rescore_claim, *fields, claim, logit_margin, read_only=folders)
-        runner = self.registry.generation(Path(str(spec.model_path)))
-        if spec.adapter is not None:
-            runner.load_adapter(spec.adapter, str(spec.adapter_path))
-        return ClaimChecker(runner, request, logit_margin)
+        return claim_checker(base, adapters, self._input(task), self._token_limit(task), logit_margin,
+                             run_callable=self._run_sandboxed, registry=self.registry)
 
     def _token_limit(self, task: Task) -> int:
         """The model's registered max_new_tokens: it bounds the job, and is its default, as on the agents."""

@@ -15,18 +15,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from tributa.ai_oracle import PROVISIONAL
 from tributa.catalog import ModelCatalog
 from tributa.chain.contracts import Contracts
 from tributa.chain.tx import Signer
 from tributa.errors import ContractRevert, TributaError
 from tributa.registry import read_model
 from tributa.store import cid_of_bytes, cid_to_digest
-from tributa.verification.judge import Judge
+from tributa.verification.judge import Judge, RescoreFailed
+from tributa.verification.local import claim_checker
 from tributa.verification.params import model_params
 
 log = logging.getLogger("tributa.watch")
 
-PROVISIONAL = 2
 
 
 @dataclass(frozen=True)
@@ -96,8 +97,17 @@ class Watcher:
                 return Check(rid, "agrees", "same digest")
             if not self.challenge_cids:
                 return Check(rid, "disagrees", "a CID output of another digest (give --challenge-cids to challenge it)")
-        elif Judge(params).agree(output, own):
-            return Check(rid, "agrees")
+        else:
+            # The posted claim is rescored on this machine's model where the bytes differ: an honest
+            # answer from other hardware agrees, so its challenger would only lose the bond.
+            judge = Judge(params, claim_checker(
+                base, adapters, input_bytes, max_new_tokens, params.logit_margin,
+                run_callable=getattr(self.executor, "run_callable", None), registry=getattr(self.executor, "registry", None)))
+            try:
+                if judge.agree(output, own):
+                    return Check(rid, "agrees", "" if output == own else "other bytes, accepted by the rule")
+            except RescoreFailed as exc:
+                return Check(rid, "skipped", str(exc))
         return self._challenge(rid)
 
     def _model(self, model_id: int):

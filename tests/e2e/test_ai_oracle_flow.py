@@ -1,7 +1,10 @@
 """Contracts that ask for AI, end to end on Anvil: the example PromptBoard asks through AIOracle,
 the oracle runs the request on an agent and fulfils it, the answer is delivered by callback once
 it is final; a wrong answer is challenged by a watcher (`tributa verify watch`), re-executed by
-a committee of staked agents drawn on-chain and overturned; a frivolous challenge loses its bond.
+a committee of staked agents drawn on-chain and overturned; a frivolous challenge loses its bond;
+an honest bf16 answer is upheld by fp32 members (they sign the posted digest the rule accepts);
+members find a challenge on-chain and post their verdicts while the oracle is down; reverting
+and gas-burning consumers change nothing else.
 
 Real parts throughout: the oracle and four honest agents are `tributa … run` processes with the
 demo's tiny GPT-2 and its adapter in bwrap workers; the dishonest agent is a real job-API client
@@ -62,16 +65,16 @@ def world(contracts, deployed, demo_models, tmp_path_factory):
              "board_b": prompt_board.deploy(contracts, signer_for(contracts, "deployer"), model_b)}
     yield world
     stop_honest(world)
-    oracle.stop()
+    world["oracle"].stop()  # perhaps a restarted one
 
 
-def start_honest(world, indexes=HONEST):
+def start_honest(world, indexes=HONEST, extra=()):
     for i in indexes:
         if i not in world["agents"]:
             data = world["root"] / f"agent-{i}"
             settings = world["settings"].with_overrides(data_dir=data)
             dirs = [*world["dirs"], world["dir_b"]] if i in ON_B else world["dirs"]
-            args = ["--text-logs", "--account", f"dev:{i}", "--no-committee", *[a for d in dirs for a in ("--model-dir", str(d))]]
+            args = ["--text-logs", "--account", f"dev:{i}", "--no-committee", *extra, *[a for d in dirs for a in ("--model-dir", str(d))]]
             world["agents"][i] = start_agent(settings, world["root"] / f"agent-{i}.log", args)
 
 
@@ -104,15 +107,17 @@ def wait_for(predicate, what, procs, timeout_s=TIMEOUT_S):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def honest_output(world, prompt: bytes, adapter_dir=None) -> bytes:
+def honest_output(world, prompt: bytes, adapter_dir=None, dtype=None) -> bytes:
     """What the registered weights give, recomputed here (greedy decoding is deterministic)."""
     from tributa.catalog import describe_folder
     from tributa.registry import read_model
     from tributa.runtime.executor import Executor
+    from tributa.runtime.jobs import RunnerRegistry
 
     store = open_store(world["settings"].store_dir)
     base, adapter = (describe_folder(store, d) for d in (world["dirs"][0], adapter_dir or world["dirs"][1]))
-    return Executor().run(base, [adapter], prompt, read_model(world["contracts"].registry, world["model"]).serving.max_new_tokens)
+    executor = Executor(RunnerRegistry("cpu", dtype)) if dtype else Executor()
+    return executor.run(base, [adapter], prompt, read_model(world["contracts"].registry, world["model"]).serving.max_new_tokens)
 
 
 def as_delivered(output: bytes) -> bytes:
@@ -176,6 +181,116 @@ def test_callback__honest_answer__provisional_in_its_window_then_a_frivolous_cha
     assert contracts.ai_oracle.functions.balance_of(stranger.address).call() == 0
     delivered = contracts.ai_oracle.events.CallbackDelivered.get_logs(from_block=asked.tx.block_number)
     assert [(e.args.request_id, e.args.success) for e in delivered] == [(rid, True)]
+
+
+def test_callback__an_honest_bf16_answer__the_watcher_agrees_and_fp32_committee_members_uphold_it_without_slashing(world, contracts):
+    # Members that signed their own fp32 bytes would agree with each other, overturn this honest
+    # answer from other numerics and slash its agent: they must sign the posted one, which the rule accepts.
+    bf16_agent = HONEST[-1]
+    prompt = next((p for p in (b"The stars", b"The river", b"Once upon a time", b"My favourite food", b"In the morning",
+                               b"The king said", b"Rain fell on", b"A small dog", b"The city at night", b"She opened the door")
+                   if honest_output(world, p) != honest_output(world, p, dtype="bfloat16")), None)
+    assert prompt is not None, "bf16 and fp32 agree on every prompt: nothing to uphold"
+    only_honest(world, ())
+    start_honest(world, (bf16_agent,), extra=("--dtype", "bfloat16"))
+    agent = world["signers"][bf16_agent].address
+    stake_before = contracts.escrow.functions.agent(agent).call()[0]
+    asked = prompt_board.ask(world["board"], signer_for(contracts, "requester"), prompt)
+    rid = asked.request_id
+    wait_for(lambda: request_row(contracts, rid)[4] == 2, "the bf16 agent's provisional result", [world["oracle"], *world["agents"].values()])
+    (posted,) = contracts.ai_oracle.events.ResultPosted.get_logs(from_block=asked.tx.block_number, argument_filters={"request_id": rid})
+    bf16, fp32 = honest_output(world, prompt, dtype="bfloat16"), honest_output(world, prompt)
+    assert bytes(posted.args.output) == as_delivered(bf16) != as_delivered(fp32)
+
+    check = {c["request_id"]: c for c in watch_once(world)}[rid]
+    assert (check["verdict"], check["note"]) == ("agrees", "other bytes, accepted by the rule"), check
+
+    stranger = signer_for(contracts, "buyer2")
+    stranger.transact(contracts.ai_oracle.functions.challenge(rid), value=contracts.ai_oracle.functions.challenge_bond().call(),
+                      action="challenge")
+    start_honest(world, tuple(i for i in HONEST if i != bf16_agent))  # the fp32 committee
+    assert prompt_board.wait_for_answer(world["board"], rid, TIMEOUT_S) == as_delivered(bf16)
+    (resolved,) = [e for e in contracts.ai_oracle.events.ChallengeResolved.get_logs(from_block=asked.tx.block_number)
+                   if e.args.request_id == rid]
+    assert resolved.args.outcome == 1  # UPHELD
+    assert contracts.escrow.functions.agent(agent).call()[0] >= stake_before  # not slashed
+    # The members posted their verdicts on-chain themselves, each over the posted digest.
+    (challenged,) = [e for e in contracts.ai_oracle.events.Challenged.get_logs(from_block=asked.tx.block_number)
+                     if e.args.request_id == rid]
+    members = contracts.committee.functions.committee_of(challenged.args.candidates, [agent]).call()
+    verdicts = [contracts.committee.functions.posted_digest(rid, m).call() for m in members if m != world["signers"][LIAR].address]
+    assert len(verdicts) >= 2 and set(verdicts) == {bytes(posted.args.result_digest)}
+    world["agents"].pop(bf16_agent).stop()  # later tests start it on float32
+
+
+def test_callback__oracle_down_through_a_challenge__members_find_their_duty_on_chain_and_their_verdicts_decide(world, contracts):
+    # Members that learnt of a duty only from the oracle would sit silent while it is away (or
+    # withholds it), and the posted result would stand on the oracle's word alone.
+    start_honest(world)
+    prompt = b"The forest"
+    asked = prompt_board.ask(world["board"], signer_for(contracts, "requester"), prompt)
+    rid = asked.request_id
+    wait_for(lambda: request_row(contracts, rid)[4] == 2, "the provisional result", [world["oracle"], *world["agents"].values()])
+    (posted,) = contracts.ai_oracle.events.ResultPosted.get_logs(from_block=asked.tx.block_number, argument_filters={"request_id": rid})
+    world["oracle"].stop()
+    try:
+        stranger = signer_for(contracts, "buyer2")
+        stranger.transact(contracts.ai_oracle.functions.challenge(rid), value=contracts.ai_oracle.functions.challenge_bond().call(),
+                          action="challenge")
+        (challenged,) = [e for e in contracts.ai_oracle.events.Challenged.get_logs(from_block=asked.tx.block_number)
+                         if e.args.request_id == rid]
+        honest = {world["signers"][i].address for i in HONEST}
+        on_chain = lambda: [m for m in challenged.args.candidates if m in honest  # noqa: E731
+                            and contracts.committee.functions.posted_digest(rid, m).call() == bytes(posted.args.result_digest)]
+        assert len(wait_for(lambda: len(on_chain()) >= 2 and on_chain(), "two verdicts posted by the members themselves",
+                            list(world["agents"].values()))) >= 2
+    finally:
+        world["oracle"] = start_oracle(world["settings"], world["root"] / "oracle-restarted.log", ["--no-attribution", "--text-logs"])
+    assert prompt_board.wait_for_answer(world["board"], rid, TIMEOUT_S) == as_delivered(honest_output(world, prompt))
+    (resolved,) = [e for e in contracts.ai_oracle.events.ChallengeResolved.get_logs(from_block=asked.tx.block_number)
+                   if e.args.request_id == rid]
+    assert resolved.args.outcome == 1  # UPHELD, on the members' own verdicts
+
+
+def test_callback__reverting_and_gas_burning_consumers__their_requests_still_settle_and_the_board_still_gets_its_answer(world, contracts):
+    import vyper
+    from web3.logs import DISCARD
+
+    from tests.contracts.ai_oracle_helpers import CONSUMER
+
+    start_honest(world)
+    deployer, asker = signer_for(contracts, "deployer"), signer_for(contracts, "requester")
+    out = vyper.compile_code(CONSUMER, output_formats=["abi", "bytecode"])
+    factory = contracts.w3.eth.contract(abi=out["abi"], bytecode=out["bytecode"])
+    gas_limit = 200_000
+    fee = contracts.ai_oracle.functions.estimate_fee(world["model"], gas_limit).call()
+    consumers, rids, first_block = {}, {}, 0
+    for mode, name in ((1, "reverts"), (2, "burns all its gas")):
+        address = deployer.transact(factory.constructor(contracts.ai_oracle.address), action="deploy consumer").receipt.contractAddress
+        consumer = contracts.w3.eth.contract(address=address, abi=out["abi"])
+        deployer.transact(consumer.functions.set_mode(mode, b""), action="set mode")
+        receipt = asker.transact(consumer.functions.ask(world["model"], b"The garden", gas_limit, b"ctx"), value=fee, action="ask").receipt
+        (asked,) = contracts.ai_oracle.events.AICallbackRequest().process_receipt(receipt, errors=DISCARD)  # the escrow's logs too
+        consumers[name], rids[name] = consumer, int(asked.args.request_id)
+        first_block = first_block or receipt.blockNumber
+    board_ask = prompt_board.ask(world["board"], asker, b"The garden")
+    rids["board"] = board_ask.request_id
+    procs = [world["oracle"], *world["agents"].values()]
+    wait_for(lambda: all(request_row(contracts, r)[4] == 2 for r in rids.values()), "three provisional results", procs)
+    final_at = max(request_row(contracts, r)[6] for r in rids.values())
+    contracts.w3.provider.make_request("evm_increaseTime", [final_at - contracts.w3.eth.get_block("latest")["timestamp"] + 1])
+    contracts.w3.provider.make_request("evm_mine", [])
+    wait_for(lambda: all(request_row(contracts, r)[4] == 4 for r in rids.values()), "three finalized results", procs)  # FINAL
+
+    delivered = {int(e.args.request_id): e.args for e in contracts.ai_oracle.events.CallbackDelivered.get_logs(
+        from_block=first_block)}
+    for name, consumer in consumers.items():
+        assert (delivered[rids[name]].success, delivered[rids[name]].settled) == (False, True), name
+        assert consumer.functions.calls().call() == 0, name  # its callback's writes were rolled back
+    assert (delivered[rids["board"]].success, delivered[rids["board"]].settled) == (True, True)
+    assert prompt_board.answer(world["board"], rids["board"]) == as_delivered(honest_output(world, b"The garden"))
+    assert all(contracts.escrow.functions.task(r).call()[7] == 2 for r in rids.values())  # SETTLED: its agent paid
+    assert all(p.alive() for p in procs)
 
 
 def test_callback__garbage_answer__watcher_challenges_committee_overturns_and_the_consumer_gets_the_right_answer(world, contracts):

@@ -279,6 +279,30 @@ def test_decide__spot_check_of_a_bf16_agent__paid_with_its_own_digest(demo, requ
     assert verdict.result_digest == jobs[0].result_digest
 
 
+def test_committee_answer__a_bf16_posted_answer__upheld_on_the_members_fp32_model_in_process_and_sandboxed(demo, tmp_path):
+    from tributa.catalog import describe_folder
+    from tributa.runtime.executor import Executor
+    from tributa.runtime.jobs import RunnerRegistry
+    from tributa.runtime.sandbox import run_callable
+    from tributa.store import open_store
+    from tributa.verification.local import claim_checker, committee_answer
+
+    store = open_store(tmp_path / "store")
+    base, adapter = describe_folder(store, demo.base_dir), describe_folder(store, next(iter(demo.adapters.values())))
+    fp32_run, bf16_run = Executor(RunnerRegistry("cpu")), Executor(RunnerRegistry("cpu", "bfloat16"))
+    pairs = ((p.encode(), fp32_run.run(base, [adapter], p.encode(), 24), bf16_run.run(base, [adapter], p.encode(), 24)) for p in SUBJECTS)
+    prompt, own, posted = next((p, a, b) for p, a, b in pairs if a != b)
+    claim = json.loads(posted)
+    edited = canonical_json({**claim, "token_ids": [claim["token_ids"][0] + 1, *claim["token_ids"][1:]]})
+    swapped = Executor(RunnerRegistry("cpu")).run(base, [], json.dumps({"prompt": prompt.decode(), "adapter": None}).encode(), 24)
+    for where in ({"registry": RunnerRegistry("cpu")}, {"run_callable": run_callable}):
+        judge = Judge(GPT2, claim_checker(base, [adapter], prompt, 24, GPT2.logit_margin, **where))
+        assert committee_answer(posted, own, judge) == posted  # the rule accepts it: the member signs it
+        for wrong in (edited, b'{"kind": "generate", "text": "lies"}', swapped):
+            assert committee_answer(wrong, own, judge) == own
+        assert committee_answer(None, own, judge) == own
+
+
 def test_agreeing_sets__tie__broken_by_lowest_digest_and_canonical_is_most_held():
     same = lambda a, b: a[:1] == b[:1]  # noqa: E731 - agree on the first byte
     answers = [Answer("0xc", b"x2", 1), Answer("0xb", b"y1", 2), Answer("0xa", b"x1", 1)]

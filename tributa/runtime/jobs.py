@@ -93,8 +93,9 @@ class JobOutput:
 class RunnerRegistry:
     """Loaded runners of this process, keyed by model folder and device, reused across jobs."""
 
-    def __init__(self, device: str | None = None) -> None:
+    def __init__(self, device: str | None = None, dtype: str | None = None) -> None:
         self.device = device or default_device()
+        self.dtype = dtype  # generation weights' dtype (None: the device's default)
         self._generation: dict[Path, GenerationRunner] = {}
         self._embedding: dict[Path | None, EmbeddingRunner] = {}
         self._lock = threading.Lock()
@@ -104,7 +105,7 @@ class RunnerRegistry:
         with self._lock:
             runner = self._generation.get(key)
             if runner is None:
-                runner = GenerationRunner(key, device=self.device)
+                runner = GenerationRunner(key, device=self.device, dtype=self.dtype)
                 self._generation[key] = runner
             return runner
 

@@ -36,7 +36,7 @@ from tributa.runtime.worker import ModelWorker, WorkerConfig, WorkerCrashed, Wor
 
 log = logging.getLogger("tributa.agent.sandbox")
 
-__all__ = ["JobFailed", "JobLimitExceeded", "SandboxError", "SandboxLimits", "SandboxedExecutor"]
+__all__ = ["JobFailed", "JobLimitExceeded", "SandboxError", "SandboxLimits", "SandboxedExecutor", "run_callable"]
 
 
 class SandboxError(RuntimeError):
@@ -104,27 +104,8 @@ class SandboxedExecutor:
     def run_callable(
         self, fn: Callable[..., Any], *args: Any, limits: SandboxLimits | None = None, read_only: Iterable[Path] = ()
     ) -> Any:
-        """`fn(*args)` in a fresh worker; `read_only`: folders it may read (model folders)."""
-        limits = limits or self.limits
-        module = sys.modules.get(getattr(fn, "__module__", ""), None)
-        config = WorkerConfig(
-            kind="call", base_dir=None, isolation="bwrap", memory_mb=limits.memory_mb,
-            batch_timeout_s=limits.wall_seconds, max_attempts=1,
-            cpu_seconds=limits.cpu_seconds, open_files=limits.open_files, import_roots=_import_roots(module),
-            read_only=tuple(str(p) for p in read_only),
-        )
-        call = base64.b64encode(pickle.dumps((fn, args))).decode()
-        with ModelWorker(config) as worker:
-            try:
-                reply = worker.run({"call": call})
-            except WorkerCrashed as exc:
-                raise _limit_or_failure(str(exc), limits, timed_out=exc.timed_out) from None
-            except WorkerError as exc:
-                raise SandboxError(str(exc)) from None
-        if "error" in reply:
-            raise _limit_or_failure(reply["message"], limits, reply.get("type"))
-        ok = reply["ok"]
-        return base64.b64decode(ok["bytes"]) if "bytes" in ok else json.loads(ok["json"])
+        """`fn(*args)` in a fresh worker under this executor's limits unless given others."""
+        return run_callable(fn, *args, limits=limits or self.limits, read_only=read_only)
 
     def close(self) -> None:
         self.engine.close()
@@ -134,6 +115,29 @@ class SandboxedExecutor:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def run_callable(fn: Callable[..., Any], *args: Any, limits: SandboxLimits = SandboxLimits(), read_only: Iterable[Path] = ()) -> Any:
+    """`fn(*args)` in a fresh bwrap worker of its own; `read_only`: folders it may read (model folders)."""
+    module = sys.modules.get(getattr(fn, "__module__", ""), None)
+    config = WorkerConfig(
+        kind="call", base_dir=None, isolation="bwrap", memory_mb=limits.memory_mb,
+        batch_timeout_s=limits.wall_seconds, max_attempts=1,
+        cpu_seconds=limits.cpu_seconds, open_files=limits.open_files, import_roots=_import_roots(module),
+        read_only=tuple(str(p) for p in read_only),
+    )
+    call = base64.b64encode(pickle.dumps((fn, args))).decode()
+    with ModelWorker(config) as worker:
+        try:
+            reply = worker.run({"call": call})
+        except WorkerCrashed as exc:
+            raise _limit_or_failure(str(exc), limits, timed_out=exc.timed_out) from None
+        except WorkerError as exc:
+            raise SandboxError(str(exc)) from None
+    if "error" in reply:
+        raise _limit_or_failure(reply["message"], limits, reply.get("type"))
+    ok = reply["ok"]
+    return base64.b64decode(ok["bytes"]) if "bytes" in ok else json.loads(ok["json"])
 
 
 def _import_roots(module: Any) -> tuple[str, ...]:

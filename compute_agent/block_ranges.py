@@ -1,0 +1,24 @@
+"""The block range an agent's chain watcher has not read yet, handed out at most every so often."""
+
+from __future__ import annotations
+
+import time
+
+
+class BlockRanges:
+    def __init__(self, w3, next_block: int, every_s: float) -> None:
+        self.w3 = w3
+        self.next_block = next_block
+        self.every_s = every_s
+        self._checked_at = 0.0
+
+    def take(self, force: bool = False) -> tuple[int, int] | None:
+        """(first, last) blocks to read now, or None (checked too recently, or nothing new)."""
+        if not force and time.monotonic() - self._checked_at < self.every_s:
+            return None
+        self._checked_at = time.monotonic()
+        tip = self.w3.eth.block_number
+        if tip < self.next_block:
+            return None
+        first, self.next_block = self.next_block, tip + 1
+        return first, tip
