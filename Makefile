@@ -14,11 +14,12 @@ export TOKENIZERS_PARALLELISM := false
 export TRIBUTA_CACHE_DIR ?= $(CURDIR)/.cache/tributa
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo test bench clean help postgres bubblewrap chromium
+.PHONY: setup demo test bench lint clean help postgres bubblewrap chromium
 help:
 	@echo "make demo   - set up, start Anvil, deploy, run the protocol end to end"
 	@echo "make test   - set up, run the whole test suite"
 	@echo "make bench  - set up, write bench-results.json"
+	@echo "make lint   - the layering contracts (import-linter), as CI runs them before the tests"
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -31,6 +32,14 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps tokengrams==0.3.3
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@
+
+$(VENV)/.lint-installed: requirements-lint.txt $(VENV)/.installed
+	$(PY) -m pip install -q -r requirements-lint.txt
+	touch $@
+
+# tributa/ below both services, the services independent (pyproject.toml [tool.importlinter]).
+lint: $(VENV)/.lint-installed
+	cd $(CURDIR) && $(VENV)/bin/lint-imports
 
 node_modules/.installed: package.json
 	npm install --no-audit --no-fund --loglevel=error

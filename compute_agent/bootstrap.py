@@ -17,7 +17,7 @@ from tributa.chain.tx import Signer
 from tributa.config import Settings
 from tributa.crypto import public_key_of
 from tributa.runtime.engine import ServingEngine
-from tributa.runtime.jobs import JobError
+from tributa.runtime.jobs import JobNotRunnable
 from tributa.runtime.worker import WorkerConfig, WorkerError
 from tributa.runtime import bwrap, cgroups
 from tributa.errors import TributaError
@@ -163,7 +163,7 @@ def make_executor(
         if readable:
             bind_folders(engine, parts, readable)
         engine.preload(parts, progress)
-    except (JobError, WorkerError) as exc:
+    except (JobNotRunnable, WorkerError) as exc:
         engine.close()
         raise TributaError(f"cannot serve this agent's models: {exc}") from None
     if sandbox:

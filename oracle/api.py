@@ -30,7 +30,7 @@ from oracle.api_docs import mount_docs
 from oracle.auth import RateLimited, RequestAuthenticator, check_contract_signature, retry_after_header
 from oracle.content import MAX_UPLOAD_BYTES, UPLOADS_AT_ONCE, ContentBook, parse_purpose
 from oracle.db import AgentSeen, Database, Job, JobState, Task, now
-from oracle.jobs import JobBook, JobError, Submission, agreement, parse_lease_signature
+from oracle.jobs import JobBook, RequestRefused, Submission, agreement, parse_lease_signature
 from oracle.outages import Outages, Unavailable, classify_outage
 from oracle.rpc import RpcUnavailable
 from tributa.json_input import depth_ok
@@ -73,42 +73,42 @@ def _error(status: int, message: str, retry_after_s: float | None = None) -> JSO
 def _db_id(value: int, what: str) -> int:
     """An id the database can hold; a larger (or negative) one names nothing: 404."""
     if not 0 <= value <= MAX_DB_ID:
-        raise JobError(404, f"{what} {value} does not exist (ids are 0..{MAX_DB_ID})")
+        raise RequestRefused(404, f"{what} {value} does not exist (ids are 0..{MAX_DB_ID})")
     return value
 
 
 def _text(value, what: str, limit: int) -> str:
     """A non-empty string the database can store: UTF-8 encodable (no lone surrogates), no NUL."""
     if not isinstance(value, str) or not value:
-        raise JobError(422, f"{what} must be a non-empty string")
+        raise RequestRefused(422, f"{what} must be a non-empty string")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise JobError(422, f"{what} is not valid Unicode text (it holds a lone surrogate such as \\ud800)") from None
+        raise RequestRefused(422, f"{what} is not valid Unicode text (it holds a lone surrogate such as \\ud800)") from None
     if "\x00" in value:
-        raise JobError(422, f"{what} must not contain NUL characters")
+        raise RequestRefused(422, f"{what} must not contain NUL characters")
     return value[:limit]
 
 
 def _max_jobs(value) -> int:
     """The poll body's max_jobs: an integer 1..MAX_JOBS_PER_POLL (a bool is not one)."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise JobError(422, f"max_jobs must be an integer from 1 to {MAX_JOBS_PER_POLL}, not {json.dumps(value)[:40]}")
+        raise RequestRefused(422, f"max_jobs must be an integer from 1 to {MAX_JOBS_PER_POLL}, not {json.dumps(value)[:40]}")
     if not 1 <= value <= MAX_JOBS_PER_POLL:
-        raise JobError(422, f"max_jobs must be from 1 to {MAX_JOBS_PER_POLL}, not {str(value)[:40]}")
+        raise RequestRefused(422, f"max_jobs must be from 1 to {MAX_JOBS_PER_POLL}, not {str(value)[:40]}")
     return value
 
 
 def _wait_s(value) -> float:
     """The poll body's wait_s, clamped to 0..MAX_WAIT_S; a non-number, or one no float holds, is 422."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise JobError(422, "wait_s must be a number of seconds")
+        raise RequestRefused(422, "wait_s must be a number of seconds")
     try:
         wait = float(value)
     except OverflowError:
-        raise JobError(422, f"wait_s is out of range (0 to {MAX_WAIT_S:g} s)") from None
+        raise RequestRefused(422, f"wait_s is out of range (0 to {MAX_WAIT_S:g} s)") from None
     if not math.isfinite(wait):
-        raise JobError(422, "wait_s must be a finite number")
+        raise RequestRefused(422, "wait_s must be a finite number")
     return min(MAX_WAIT_S, max(0.0, wait))
 
 
@@ -117,15 +117,15 @@ def parse_body(body: bytes) -> dict:
     if not body:
         return {}
     if not depth_ok(body, MAX_JSON_DEPTH):
-        raise JobError(400, f"body nests too deeply (more than {MAX_JSON_DEPTH} levels)")
+        raise RequestRefused(400, f"body nests too deeply (more than {MAX_JSON_DEPTH} levels)")
     try:
         parsed = json.loads(body)
     except RecursionError:
-        raise JobError(400, "body nests too deeply") from None
+        raise RequestRefused(400, "body nests too deeply") from None
     except ValueError:  # UnicodeDecodeError too
-        raise JobError(400, "body is not JSON") from None
+        raise RequestRefused(400, "body is not JSON") from None
     if not isinstance(parsed, dict):
-        raise JobError(400, "body must be a JSON object")
+        raise RequestRefused(400, "body must be a JSON object")
     return parsed
 
 
@@ -170,13 +170,13 @@ async def read_capped(request: Request, limit: int = MAX_BODY_BYTES, timeout_s: 
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
-                raise JobError(413, f"body over {limit} bytes")
+                raise RequestRefused(413, f"body over {limit} bytes")
             chunks.append(chunk)
 
     try:
         await asyncio.wait_for(read(), timeout_s)
     except asyncio.TimeoutError:
-        raise JobError(408, f"the body did not arrive within {timeout_s:g} s") from None
+        raise RequestRefused(408, f"the body did not arrive within {timeout_s:g} s") from None
     return b"".join(chunks)
 _OFFER_SCHEMA = {
     "type": "object",
@@ -362,8 +362,8 @@ def create_app(
     async def _rate_limited(_: Request, exc: RateLimited):
         return _error(429, exc.message, exc.retry_after_s)
 
-    @app.exception_handler(JobError)  # AuthError too: it is a JobError
-    async def _job_error(_: Request, exc: JobError):
+    @app.exception_handler(RequestRefused)  # AuthError too: it is a RequestRefused
+    async def _job_error(_: Request, exc: RequestRefused):
         return _error(exc.status, exc.message)
 
     @app.exception_handler(ClientDisconnect)
@@ -427,9 +427,9 @@ def create_app(
         capacity = await run_in_threadpool(directory.capacity, agent)
         short = await run_in_threadpool(getattr(directory, "stake_shortfall", lambda _: None), agent)
         if short is not None:
-            raise JobError(403, short)
+            raise RequestRefused(403, short)
         if not models:
-            raise JobError(409, f"agent {agent} serves no registered model; update its registration")
+            raise RequestRefused(409, f"agent {agent} serves no registered model; update its registration")
         await run_in_threadpool(ensure_seen, agent)
         give_up = time.monotonic() + wait_s
         while True:
@@ -462,18 +462,18 @@ def create_app(
         with db.session() as s:
             job = s.get(Job, job_id)
             if job is None:
-                raise JobError(404, f"job {job_id} does not exist")
+                raise RequestRefused(404, f"job {job_id} does not exist")
             if job.agent != agent:
-                raise JobError(403, f"job {job_id} is not leased to {agent}")
+                raise RequestRefused(403, f"job {job_id} is not leased to {agent}")
             if job.state != JobState.LEASED:
-                raise JobError(409, f"job {job_id} is {job.state}, not leased")
+                raise RequestRefused(409, f"job {job_id} is {job.state}, not leased")
             task_id = job.task_id
         signer = recover_result_signer(book.chain_id, book.escrow_address, task_id, sub.result_digest, sub.signature)
         if signer.lower() != agent.lower():
-            raise JobError(401, "the result signature does not recover to the submitting agent")
+            raise RequestRefused(401, "the result signature does not recover to the submitting agent")
         result_cid = store.cid_of(sub.output)
         if cidlib.cid_to_digest(result_cid) != sub.result_digest:
-            raise JobError(422, f"result_digest does not match the output (its CID is {result_cid})")
+            raise RequestRefused(422, f"result_digest does not match the output (its CID is {result_cid})")
 
     @app.post("/v1/jobs/{job_id}/result", openapi_extra=RESULT_OPENAPI)
     async def submit(job_id: int, request: Request):
@@ -497,7 +497,7 @@ def create_app(
         _db_id(job_id, "job")
         kind = body.get("kind")
         if kind not in ("input", "runtime"):
-            raise JobError(422, 'error body needs kind ("input" or "runtime") and a non-empty error message')
+            raise RequestRefused(422, 'error body needs kind ("input" or "runtime") and a non-empty error message')
         message = _text(body.get("error"), "error", 500)
         await run_in_threadpool(book.report_error, agent, job_id, kind, message)
         return {"recorded": True}
@@ -511,10 +511,10 @@ def create_app(
         if owner is None:
             return
         if not any(h in request.headers for h in _SIGNED_HEADERS):
-            raise JobError(401, f"{cid} is a private task's sealed copy: sign the request with the requester's key")
+            raise RequestRefused(401, f"{cid} is a private task's sealed copy: sign the request with the requester's key")
         reader = auth.verify_account(request.headers, request.method, signed_path(request), b"")
         if reader.lower() != owner.lower():
-            raise JobError(403, f"{cid} is a private task's sealed copy; only its requester {owner} may read it")
+            raise RequestRefused(403, f"{cid} is a private task's sealed copy; only its requester {owner} may read it")
 
     @app.post(UPLOAD_PATH, openapi_extra=UPLOAD_OPENAPI, responses=UPLOAD_RESPONSES)
     async def upload(request: Request, purpose: str | None = Query(None, alias="for"), root: str | None = Query(None)):
@@ -555,9 +555,9 @@ def create_app(
         try:  # streamed, each block re-hashed as it goes: a large file is never held whole
             return StreamingResponse(store.get(cid), media_type="application/octet-stream")
         except CidError as exc:
-            raise JobError(400, str(exc)) from None
+            raise RequestRefused(400, str(exc)) from None
         except NotFound:
-            raise JobError(404, f"{cid} is not in the oracle's store") from None
+            raise RequestRefused(404, f"{cid} is not in the oracle's store") from None
 
     @app.get("/v1/blocks/{cid}", responses=BLOCK_RESPONSES)
     def block(cid: str, request: Request):
@@ -565,24 +565,24 @@ def create_app(
         an agent can rebuild a folder DAG (a registered adapter) block by block, checking each
         block against its CID. 404: not in the store; 400: not a CID."""
         from tributa.store.cid import Cid
-        from tributa.store.errors import CidError, IntegrityError, NotFound
+        from tributa.store.errors import CidError, ContentIntegrityError, NotFound
 
         try:
             parsed = Cid.parse(cid)
         except CidError as exc:
-            raise JobError(400, str(exc)) from None
+            raise RequestRefused(400, str(exc)) from None
         check_sealed_read(request, cid)
         read = getattr(store, "read", None)
         if read is None:
-            raise JobError(404, "this oracle's store serves no raw blocks")
+            raise RequestRefused(404, "this oracle's store serves no raw blocks")
         try:
             data = read(parsed)
         except NotFound:
-            raise JobError(404, f"{cid} is not in the oracle's store") from None
-        except IntegrityError:  # the store has set the damaged copy aside: there is none to give
-            raise JobError(404, f"the oracle's copy of {cid} is damaged") from None
+            raise RequestRefused(404, f"{cid} is not in the oracle's store") from None
+        except ContentIntegrityError:  # the store has set the damaged copy aside: there is none to give
+            raise RequestRefused(404, f"the oracle's copy of {cid} is damaged") from None
         if len(data) > MAX_BLOCK_BYTES:
-            raise JobError(404, f"{cid} is over the {MAX_BLOCK_BYTES}-byte block limit")
+            raise RequestRefused(404, f"{cid} is over the {MAX_BLOCK_BYTES}-byte block limit")
         return Response(data, media_type="application/vnd.ipld.raw")
 
     @app.get("/v1/agents/{address}")
@@ -592,7 +592,7 @@ def create_app(
         from web3 import Web3
 
         if not Web3.is_address(address):
-            raise JobError(400, f"{address[:60]!r} is not an address (0x + 40 hex)")
+            raise RequestRefused(400, f"{address[:60]!r} is not an address (0x + 40 hex)")
         agent = Web3.to_checksum_address(address)
         with db.session() as s:
             seen = s.get(AgentSeen, agent)
@@ -612,11 +612,11 @@ def create_app(
     @app.get("/v1/tasks/{task_id}")
     def task(task_id: int):
         if not 0 <= task_id <= MAX_DB_ID:
-            raise JobError(404, f"task {task_id} is unknown to this oracle")
+            raise RequestRefused(404, f"task {task_id} is unknown to this oracle")
         with db.session() as s:
             t = s.get(Task, task_id)
             if t is None:
-                raise JobError(404, f"task {task_id} is unknown to this oracle")
+                raise RequestRefused(404, f"task {task_id} is unknown to this oracle")
             return {
                 "task_id": t.task_id,
                 "state": t.state,

@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from web3 import Web3
 
 from oracle.db import ApiNonce, Database
-from oracle.jobs import JobError
+from oracle.jobs import RequestRefused
 from tributa.chain.eip712 import recover_request_signer
 
 MAX_EXPIRY_AHEAD_S = 300
@@ -44,11 +44,11 @@ AGENT_MAX_CONCURRENT_POLLS = 8
 MAX_TRACKED_AGENTS = 10_000
 
 
-class AuthError(JobError):
+class AuthError(RequestRefused):
     """A request whose agent, signature, nonce or expiry does not check out (a 4xx)."""
 
 
-class RateLimited(JobError):
+class RateLimited(RequestRefused):
     """429 with Retry-After: the agent sends faster, or holds more long-polls, than it may."""
 
     def __init__(self, message: str, retry_after_s: float) -> None:
@@ -78,10 +78,10 @@ def contract_signature_problem(signature: bytes) -> str | None:
 
 
 def check_contract_signature(signature: bytes, what: str, status: int = 401) -> None:
-    """Refuse (JobError `status`) a signature the escrow contract would reject."""
+    """Refuse (RequestRefused `status`) a signature the escrow contract would reject."""
     problem = contract_signature_problem(signature)
     if problem is not None:
-        raise JobError(status, f"{what}: {problem}")
+        raise RequestRefused(status, f"{what}: {problem}")
 
 
 class BoundedCache(OrderedDict):

@@ -30,14 +30,14 @@ from typing import Callable
 from sqlalchemy import func, or_, select
 
 from oracle.db import Database, Job, Task, TaskState, Upload, now
-from oracle.jobs import JobError
+from oracle.jobs import RequestRefused
 from tributa.chain.contracts import Contracts
 from tributa.errors import TributaError
 from tributa.store import cid as cidlib
 from tributa.store import dagpb
 from tributa.store.car import CarError, read_car
 from tributa.store.cid import Cid
-from tributa.store.errors import IntegrityError, StoreError
+from tributa.store.errors import ContentIntegrityError, StoreError
 
 log = logging.getLogger("tributa.oracle.content")
 
@@ -84,30 +84,30 @@ class ContentBook:
     # -- uploads -----------------------------------------------------------------------------
 
     def authorize(self, account: str, purpose: str, root: str | None) -> Cid:
-        """The root `account` may upload for `purpose`, checked before any body is read; JobError
+        """The root `account` may upload for `purpose`, checked before any body is read; RequestRefused
         (4xx) when the chain does not register it so."""
         kind, entry_id = parse_purpose(purpose)
         try:
             parsed = Cid.parse(root or "")
         except StoreError as exc:
-            raise JobError(400, f"name the upload's root: ?root=CID ({exc})") from None
+            raise RequestRefused(400, f"name the upload's root: ?root=CID ({exc})") from None
         self._check_registered(account, kind, entry_id, parsed)
         return parsed
 
     def upload(self, account: str, purpose: str, root: Cid, body: bytes) -> Accepted:
-        """Store the CAR `body` of the authorized `root`, or JobError (4xx) saying why not;
+        """Store the CAR `body` of the authorized `root`, or RequestRefused (4xx) saying why not;
         nothing is kept on refusal. Every block is re-hashed, so the body itself needs no
         signature: the signed request names the root, and only that root's DAG is accepted."""
         if len(body) > self.limits.max_upload_bytes:
-            raise JobError(413, f"the upload is {len(body)} bytes, over the {self.limits.max_upload_bytes}-byte limit")
+            raise RequestRefused(413, f"the upload is {len(body)} bytes, over the {self.limits.max_upload_bytes}-byte limit")
         try:
             car_root, blocks = read_car(body)
         except CarError as exc:
-            raise JobError(422, f"not an acceptable CAR: {exc}") from None
+            raise RequestRefused(422, f"not an acceptable CAR: {exc}") from None
         if car_root.digest != root.digest:
-            raise JobError(422, f"the CAR's root is {car_root}, not the signed root {root}")
+            raise RequestRefused(422, f"the CAR's root is {car_root}, not the signed root {root}")
         if len(blocks) > len(body) // MIN_BYTES_PER_BLOCK + 16:
-            raise JobError(422, f"{len(blocks)} blocks in {len(body)} bytes: blocks under {MIN_BYTES_PER_BLOCK} bytes "
+            raise RequestRefused(422, f"{len(blocks)} blocks in {len(body)} bytes: blocks under {MIN_BYTES_PER_BLOCK} bytes "
                                 "on average cost the store far more than their bytes")
         self._check_exactly_the_dag(root, blocks)  # before anything is written: nothing kept on refusal
         size = len(body) + BLOCK_OVERHEAD_BYTES * len(blocks)  # what storing it costs, not only its payload
@@ -116,12 +116,12 @@ class ContentBook:
             held = self._held_by(account, key)
             used = self._quota_used(account)
             if not held and used + size > self.limits.account_quota_bytes:
-                raise JobError(403, f"account {account} has used {used} of its {self.limits.account_quota_bytes}-byte "
+                raise RequestRefused(403, f"account {account} has used {used} of its {self.limits.account_quota_bytes}-byte "
                                     f"upload quota; this upload of {size} bytes does not fit")
             try:
                 self.store.put_blocks(root, blocks)
-            except IntegrityError as exc:  # incomplete DAG, or a block that is not its CID's
-                raise JobError(422, f"the CAR does not hold all of {root}: {exc}") from None
+            except ContentIntegrityError as exc:  # incomplete DAG, or a block that is not its CID's
+                raise RequestRefused(422, f"the CAR does not hold all of {root}: {exc}") from None
             if not held:
                 with self.db.session() as s:
                     s.add(Upload(account=account, root_cid=key, purpose=purpose, bytes=size, created_at=now()))
@@ -149,16 +149,16 @@ class ContentBook:
             if entry is None:
                 if self.store.has(cid):  # already here (an earlier upload): its subtree is too, or gc would say
                     continue
-                raise JobError(422, f"the CAR does not hold all of {root}: block {cid} is missing")
+                raise RequestRefused(422, f"the CAR does not hold all of {root}: block {cid} is missing")
             reached.add(cid.digest)
             if cid.codec == "dag-pb":
                 try:
                     stack.extend(link.cid for link in dagpb.decode_node(entry[1]).links)
                 except ValueError as exc:
-                    raise JobError(422, f"block {cid} of {root} is not dag-pb: {exc}") from None
+                    raise RequestRefused(422, f"block {cid} of {root} is not dag-pb: {exc}") from None
         stray = len(by_digest) - len(reached)
         if stray:
-            raise JobError(422, f"the CAR holds {stray} block(s) that are not part of {root}'s DAG")
+            raise RequestRefused(422, f"the CAR holds {stray} block(s) that are not part of {root}'s DAG")
 
     def _held_by(self, account: str, root: str) -> bool:
         with self.db.session() as s:
@@ -174,18 +174,18 @@ class ContentBook:
             with self.db.session() as s:
                 task = s.get(Task, entry_id)
                 if task is None:  # posted, perhaps, but not ingested yet: the client retries
-                    raise JobError(409, f"task {entry_id} is not known to this oracle yet; retry in a few seconds")
+                    raise RequestRefused(409, f"task {entry_id} is not known to this oracle yet; retry in a few seconds")
                 requester, wanted, state = task.requester, bytes.fromhex(task.input_digest[2:]), task.state
             self._same(account, requester, "task", entry_id, "requester")
             if state not in (TaskState.OPEN, TaskState.RUNNING):
-                raise JobError(409, f"task {entry_id} is {state}: its input is no longer needed")
+                raise RequestRefused(409, f"task {entry_id} is {state}: its input is no longer needed")
             if root.codec != "dag-pb":
-                raise JobError(422, f"a task input is a UnixFS file (dag-pb), not a {root.codec} block")
+                raise RequestRefused(422, f"a task input is a UnixFS file (dag-pb), not a {root.codec} block")
             if digest != wanted:
-                raise JobError(403, f"{root} is not the input task {entry_id} registers ({cidlib.digest_to_cid(wanted)})")
+                raise RequestRefused(403, f"{root} is not the input task {entry_id} registers ({cidlib.digest_to_cid(wanted)})")
             return
         if self.contracts is None:
-            raise JobError(403, "this oracle has no chain connection to check registrations against")
+            raise RequestRefused(403, "this oracle has no chain connection to check registrations against")
         try:
             if kind == "dataset":
                 from tributa.datasets import read_dataset
@@ -200,15 +200,15 @@ class ContentBook:
                 owner, digests = model.publisher, {model.weights_digest, *model.adapter_digests}
                 role = "publisher"
         except TributaError as exc:
-            raise JobError(404, str(exc)) from None
+            raise RequestRefused(404, str(exc)) from None
         self._same(account, owner, kind, entry_id, role)
         if digest not in digests:
-            raise JobError(403, f"{root} is not registered for {kind} {entry_id}")
+            raise RequestRefused(403, f"{root} is not registered for {kind} {entry_id}")
 
     @staticmethod
     def _same(account: str, owner: str, kind: str, entry_id: int, role: str) -> None:
         if account.lower() != owner.lower():
-            raise JobError(403, f"only {kind} {entry_id}'s {role} ({owner}) may upload its content, not {account}")
+            raise RequestRefused(403, f"only {kind} {entry_id}'s {role} ({owner}) may upload its content, not {account}")
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -243,5 +243,5 @@ def canonical(cid: Cid) -> str:
 def parse_purpose(purpose: str | None) -> tuple[str, int]:
     match = _PURPOSE.match(purpose or "")
     if match is None:
-        raise JobError(400, 'say what the upload is for: ?for=task:ID, ?for=dataset:ID or ?for=model:ID')
+        raise RequestRefused(400, 'say what the upload is for: ?for=task:ID, ?for=dataset:ID or ?for=model:ID')
     return match.group(1), int(match.group(2))

@@ -19,7 +19,7 @@ from web3 import Web3
 
 from oracle.db import AgentSeen, Database, SentTx, TxAttempt, TxState, now
 from oracle.ingest import CURSOR_NAME
-from oracle.jobs import JobError, judged_answers
+from oracle.jobs import RequestRefused, judged_answers
 from oracle.status import task_counts
 from tributa.dashboard.sources import OracleAway
 
@@ -65,7 +65,7 @@ def _task_ids(text: str) -> list[int]:
 
 def agent_answers(db: Database, address: str) -> dict:
     if not Web3.is_address(address):
-        raise JobError(400, f"{address[:60]!r} is not an address (0x + 40 hex)")
+        raise RequestRefused(400, f"{address[:60]!r} is not an address (0x + 40 hex)")
     agent = Web3.to_checksum_address(address)
     with db.session() as s:
         answers = judged_answers(s, agent, ANSWERS_SHOWN)
@@ -89,7 +89,7 @@ class InProcessOracle:
     def _call(self, fn, *args):
         try:
             return fn(*args)
-        except JobError as exc:
+        except RequestRefused as exc:
             if exc.status in (400, 404):
                 return None
             raise OracleAway(exc.message) from None

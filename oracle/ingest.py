@@ -27,8 +27,19 @@ from web3 import Web3
 from web3.contract import Contract
 from web3.exceptions import BlockNotFound
 
-from oracle.db import ChainLog, Cursor, Database, IngestedBlock, Job, JobState, Task, TaskState, now
+from oracle.db import (
+    ChainLog,
+    Cursor,
+    Database,
+    IngestedBlock,
+    Job,
+    JobState,
+    Task,
+    TaskState,
+    now,
+)
 from oracle.rpc import Backoff, endpoint, is_transient
+from tributa.errors import TributaError
 
 log = logging.getLogger("tributa.oracle.ingest")
 
@@ -309,7 +320,7 @@ def rebuild_task(session: Session, task_id: int, surviving: list[ChainLog], lost
 
 
 # -- the ingestor --------------------------------------------------------------------------------
-class ChainMoved(Exception):
+class ChainMoved(TributaError):
     """The chain reorganised while a range was being read; the poll is retried."""
 
 

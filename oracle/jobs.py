@@ -71,7 +71,7 @@ def agreement(session, agent: str, window: int = REPUTATION_WINDOW) -> tuple[int
     return sum(1 for *_, agreed in answers if agreed), len(answers)
 
 
-class JobError(Exception):
+class RequestRefused(TributaError):
     """A request the job book refuses; `status` is the HTTP status it maps to."""
 
     def __init__(self, status: int, message: str) -> None:
@@ -118,11 +118,11 @@ class Submission:
             digest = bytes.fromhex(str(body["result_digest"]).removeprefix("0x"))
             signature = bytes.fromhex(str(body["signature"]).removeprefix("0x"))
         except (KeyError, TypeError, ValueError) as exc:
-            raise JobError(422, f"result body needs output_b64 (base64), result_digest and signature (hex): {exc}") from None
+            raise RequestRefused(422, f"result body needs output_b64 (base64), result_digest and signature (hex): {exc}") from None
         if len(digest) != 32 or len(signature) != 65:
-            raise JobError(422, "result_digest must be 32 bytes and signature 65 bytes")
+            raise RequestRefused(422, "result_digest must be 32 bytes and signature 65 bytes")
         if len(output) > MAX_OUTPUT_BYTES:
-            raise JobError(413, f"output is {len(output)} bytes; the limit is {MAX_OUTPUT_BYTES}")
+            raise RequestRefused(413, f"output is {len(output)} bytes; the limit is {MAX_OUTPUT_BYTES}")
         lease_signature = parse_lease_signature(body) if body.get("lease_signature") is not None else None
         return cls(output, digest, signature, lease_signature)
 
@@ -131,10 +131,10 @@ def parse_lease_signature(body: dict) -> bytes:
     try:
         signature = bytes.fromhex(str(body["lease_signature"]).removeprefix("0x"))
     except (KeyError, TypeError, ValueError):
-        raise JobError(422, "accept body needs lease_signature: hex of the agent's 65-byte EIP-712 signature "
+        raise RequestRefused(422, "accept body needs lease_signature: hex of the agent's 65-byte EIP-712 signature "
                             "over Lease(task_id, lease_expires_at)") from None
     if len(signature) != 65:
-        raise JobError(422, f"lease_signature must be 65 bytes, not {len(signature)}")
+        raise RequestRefused(422, f"lease_signature must be 65 bytes, not {len(signature)}")
     return signature
 
 
@@ -356,11 +356,11 @@ class JobBook:
         ).rowcount
         job = session.get(Job, job_id, populate_existing=True)
         if job is None:
-            raise JobError(404, f"job {job_id} does not exist")
+            raise RequestRefused(404, f"job {job_id} does not exist")
         if job.agent != agent:
-            raise JobError(403, f"job {job_id} is not leased to {agent}")
+            raise RequestRefused(403, f"job {job_id} is not leased to {agent}")
         if claimed != 1 or job.state != JobState.LEASED:
-            raise JobError(409, f"job {job_id} is {job.state}, not leased")
+            raise RequestRefused(409, f"job {job_id} is {job.state}, not leased")
         return job
 
     def accept(self, agent: str, job_id: int, signature: bytes) -> int:
@@ -378,20 +378,20 @@ class JobBook:
         """Verify a Lease signature for `job` (it must recover to `agent`) and store it."""
         job_id, expires_at = job.id, job.lease_chain_expires_at
         if expires_at is None:
-            raise JobError(409, f"job {job_id} predates signed leases; it cannot be accepted")
+            raise RequestRefused(409, f"job {job_id} predates signed leases; it cannot be accepted")
         try:
             signer = recover_lease_signer(self.chain_id, self.escrow_address, job.task_id, expires_at, signature)
         except Exception:  # eth_account raises several types for undecodable signatures
-            raise JobError(422, "lease_signature does not decode as an ECDSA signature") from None
+            raise RequestRefused(422, "lease_signature does not decode as an ECDSA signature") from None
         if signer.lower() != agent.lower():
-            raise JobError(
+            raise RequestRefused(
                 401,
                 f"the lease signature recovers to {signer}, not to agent {agent}: sign "
                 f"Lease(task_id={job.task_id}, expires_at={expires_at}) with the agent's own key",
             )
         encoded = "0x" + signature.hex()
         if job.lease_signature not in (None, encoded):
-            raise JobError(409, f"job {job_id}'s lease is already accepted")
+            raise RequestRefused(409, f"job {job_id}'s lease is already accepted")
         job.lease_signature = encoded
         job.accepted_at = job.accepted_at or now()
         job.lease_expires_at = job.leased_at + self.lease_s
@@ -406,10 +406,10 @@ class JobBook:
         task_id, requester, output_pubkey = self._task_of(job_id)
         signer = recover_result_signer(self.chain_id, self.escrow_address, task_id, sub.result_digest, sub.signature)
         if signer.lower() != agent.lower():
-            raise JobError(401, "the result signature does not recover to the submitting agent")
+            raise RequestRefused(401, "the result signature does not recover to the submitting agent")
         result_cid = self.store.cid_of(sub.output) if output_pubkey else self.store.put_bytes(sub.output)
         if cidlib.cid_to_digest(result_cid) != sub.result_digest:
-            raise JobError(422, f"result_digest does not match the output (its CID is {result_cid})")
+            raise RequestRefused(422, f"result_digest does not match the output (its CID is {result_cid})")
         sealed_cid = oracle_cid = None
         if output_pubkey:
             sealed = private.seal_output(bytes.fromhex(output_pubkey), sub.output, self.where, requester, task_id)
@@ -497,6 +497,6 @@ class JobBook:
         with self.db.session() as s:
             job = s.get(Job, job_id)
             if job is None:
-                raise JobError(404, f"job {job_id} does not exist")
+                raise RequestRefused(404, f"job {job_id} does not exist")
             task = s.get(Task, job.task_id)
             return task.task_id, task.requester, task.output_pubkey

@@ -14,6 +14,7 @@ from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
 from web3.exceptions import ProviderConnectionError
 
 from oracle.rpc import STORAGE_ERRNOS, RpcUnavailable
+from tributa.errors import TributaError
 from tributa.store.errors import BackendUnavailable, StoreFull, StoreUnwritable
 
 log = logging.getLogger("tributa.oracle.api")
@@ -30,7 +31,7 @@ _UNREACHABLE_WORDS = ("locked", "could not connect", "connection", "server close
                       "the database system is", "no route", "refused")
 
 
-class Unavailable(Exception):
+class Unavailable(TributaError):
     """The API cannot serve this request now (503 with Retry-After): `kind` names the outage."""
 
     def __init__(self, kind: str, message: str, retry_after_s: int = OUTAGE_RETRY_AFTER_S) -> None:

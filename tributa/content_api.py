@@ -22,7 +22,7 @@ from tributa.errors import TributaError
 from tributa.store import dag
 from tributa.store.car import iter_car
 from tributa.store.cid import Cid, coerce_cid
-from tributa.store.errors import IntegrityError, NotFound
+from tributa.store.errors import ContentIntegrityError, NotFound
 
 log = logging.getLogger("tributa.content")
 
@@ -99,7 +99,7 @@ class ContentApi:
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise ContentApiError(f"cannot reach the oracle's content API at {self.base}: {exc}") from None
         if hashlib.sha256(data).digest() != cid.digest:
-            raise IntegrityError(f"the oracle served bytes for {cid} that do not hash to it")
+            raise ContentIntegrityError(f"the oracle served bytes for {cid} that do not hash to it")
         return data
 
     def get(self, cid: Cid | str) -> Iterator[bytes]:
@@ -122,7 +122,7 @@ def _capped(response: httpx.Response, limit: int, cid: Cid, deadline: float | No
     for chunk in response.iter_bytes():
         size += len(chunk)
         if size > limit:
-            raise IntegrityError(f"the oracle's answer for block {cid} passes the {limit}-byte block limit")
+            raise ContentIntegrityError(f"the oracle's answer for block {cid} passes the {limit}-byte block limit")
         if deadline is not None and time.monotonic() > deadline:
             raise ContentApiError(f"the oracle's answer for block {cid} is too slow; gave up")
         chunks.append(chunk)

@@ -109,7 +109,7 @@ class WrongContextError(CryptoError):
     """The envelope was sealed for a different deployment, requester, task or purpose."""
 
 
-class IntegrityError(CryptoError):
+class TamperedEnvelopeError(CryptoError):
     """The envelope was altered after sealing (authentication failed)."""
 
 
@@ -185,7 +185,7 @@ def decrypt_with(private_key: bytes, envelope: bytes, context: bytes, *, max_byt
     """Open an envelope sealed to `private_key`'s public key under `context`.
 
     Raises MalformedEnvelopeError, EnvelopeTooLargeError, WrongKeyError, WrongContextError or
-    IntegrityError (in the order they are checked), all CryptoError.
+    TamperedEnvelopeError (in the order they are checked), all CryptoError.
     """
     key = _private_key(private_key)
     _check_context(context)
@@ -201,13 +201,13 @@ def decrypt_with(private_key: bytes, envelope: bytes, context: bytes, *, max_byt
     try:
         shared = key.ecdh(ephemeral)
     except ValueError:
-        raise IntegrityError("the envelope's ephemeral key is not a curve point: it was altered") from None
+        raise TamperedEnvelopeError("the envelope's ephemeral key is not a curve point: it was altered") from None
     cipher = AES.new(_hkdf_sha256(shared, b"", INFO + ephemeral + recipient), AES.MODE_GCM, nonce=nonce, mac_len=TAG_BYTES)
     cipher.update(envelope[:HEADER_BYTES] + bytes(context))
     try:
         return cipher.decrypt_and_verify(envelope[HEADER_BYTES:-TAG_BYTES], envelope[-TAG_BYTES:])
     except ValueError:
-        raise IntegrityError("the envelope failed authentication: it was altered or truncated in transit") from None
+        raise TamperedEnvelopeError("the envelope failed authentication: it was altered or truncated in transit") from None
 
 
 def reencrypt(

@@ -1,4 +1,9 @@
-"""User-facing errors: each says what went wrong and what to do, in one line."""
+"""User-facing errors: each says what went wrong and what to do, in one line.
+
+Every exception class the project defines sits under TributaError (tests/test_error_hierarchy.py
+checks it), with the builtin it specialises as its second base (`class SandboxError(TributaError,
+RuntimeError)`), so the CLI's one-line handler catches them all and `except ValueError` sites
+still do too."""
 
 
 class TributaError(Exception):

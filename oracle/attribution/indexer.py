@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from oracle.attribution.progress import LogProgress
 from oracle.rpc import describe
 from tributa.datasets import DatasetInfo, dataset_text, read_dataset
+from tributa.errors import TributaError
 from tributa.store import NotFound, StoreError
 
 log = logging.getLogger("tributa.oracle.attribution")
@@ -32,7 +33,7 @@ INDEX_FAILED = "index_failed"  # the content cannot be indexed (not text, empty)
 UPLOAD_GRACE_S = 120.0
 
 
-class IndexingStopped(Exception):
+class IndexingStopped(TributaError):
     """The oracle is stopping: the build in progress is dropped (the next start builds it)."""
 
 

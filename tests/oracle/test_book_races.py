@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import select, update
 
 from oracle.db import Database, Job, JobState, Task, TaskState
-from oracle.jobs import JobBook, JobError, Submission
+from oracle.jobs import JobBook, RequestRefused, Submission
 from tests.oracle.support import backend_params, database_url
 from tributa.chain.accounts import dev_account
 from tributa.chain.eip712 import sign_lease, sign_result
@@ -53,7 +53,7 @@ def _submission(book: JobBook, task_id: int, account=ACCOUNT, output: bytes = b'
 
 
 def _race(calls) -> list[object]:
-    """Run every call at once (released together by a barrier); each one's result or JobError."""
+    """Run every call at once (released together by a barrier); each one's result or RequestRefused."""
     barrier = threading.Barrier(len(calls))
     results: list[object] = [None] * len(calls)
 
@@ -61,7 +61,7 @@ def _race(calls) -> list[object]:
         barrier.wait()
         try:
             results[i] = calls[i]()
-        except JobError as exc:
+        except RequestRefused as exc:
             results[i] = exc
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
@@ -92,7 +92,7 @@ def test_submit__20_identical_submits_at_once__exactly_one_accepted(book):
         results = _race([lambda: book.submit(AGENT, offer.job_id, sub)] * RACERS)
 
         accepted = [r for r in results if isinstance(r, str)]
-        refused = [r for r in results if isinstance(r, JobError)]
+        refused = [r for r in results if isinstance(r, RequestRefused)]
         assert len(accepted) == 1, f"round {round_}: {len(accepted)} of {RACERS} identical submits accepted"
         assert len(refused) == RACERS - 1 and {e.status for e in refused} == {409}
         assert _job(book, offer.job_id).state == JobState.SUBMITTED
@@ -111,7 +111,7 @@ def test_submit_vs_error_report__exactly_one_wins_and_the_task_agrees_with_it(bo
             lambda: book.report_error(AGENT, offer.job_id, "input", "race"),
         ])
 
-        ok = [not isinstance(submitted, JobError), not isinstance(reported, JobError)]
+        ok = [not isinstance(submitted, RequestRefused), not isinstance(reported, RequestRefused)]
         assert sum(ok) == 1, f"round {round_}: submit {submitted!r}, error report {reported!r}"
         job, task = _job(book, offer.job_id), _task(book, task_id)
         if ok[0]:
@@ -136,7 +136,7 @@ def test_submit_vs_expiry__the_job_is_either_submitted_or_expired_never_both(boo
         submitted, expired = _race([lambda: book.submit(AGENT, offer.job_id, sub), book.expire_leases])
 
         job, task = _job(book, offer.job_id), _task(book, task_id)
-        if isinstance(submitted, JobError):
+        if isinstance(submitted, RequestRefused):
             assert submitted.status == 409 and expired == 1
             assert job.state == JobState.EXPIRED and job.result_digest is None and task.state == TaskState.OPEN
         else:
@@ -172,7 +172,7 @@ def test_lease__own_lease_expired__same_agent_leases_it_again_and_its_new_job_co
     again = book.lease(AGENT, {1}, 1000)
 
     assert again is not None and again.task_id == task_id and again.job_id != first.job_id
-    with pytest.raises(JobError) as late:  # the expired job's result is refused; the new one's taken
+    with pytest.raises(RequestRefused) as late:  # the expired job's result is refused; the new one's taken
         book.submit(AGENT, first.job_id, _submission(book, task_id))
     assert late.value.status == 409
     book.submit(AGENT, again.job_id, _submission(book, task_id))

@@ -20,7 +20,7 @@ from tributa.crypto import (
     OVERHEAD_BYTES,
     CryptoError,
     EnvelopeTooLargeError,
-    IntegrityError,
+    TamperedEnvelopeError,
     InvalidContextError,
     InvalidPrivateKeyError,
     InvalidPublicKeyError,
@@ -175,7 +175,7 @@ def test_decrypt__tampered_byte__raises_integrity_error(region):
         "gcm_tag": len(envelope) - 1,
     }[region]
 
-    with pytest.raises(IntegrityError):
+    with pytest.raises(TamperedEnvelopeError):
         decrypt_with(bytes(ORACLE.key), _flip(envelope, index), INPUT_CONTEXT)
 
 
@@ -199,7 +199,7 @@ def test_decrypt__truncated_or_extended__raises_crypto_error(data):
 
     with pytest.raises(CryptoError):
         decrypt_with(bytes(AGENT.key), envelope[:cut], JOB_CONTEXT)
-    with pytest.raises(IntegrityError):
+    with pytest.raises(TamperedEnvelopeError):
         decrypt_with(bytes(AGENT.key), envelope + extra, JOB_CONTEXT)
 
 
@@ -223,7 +223,7 @@ def test_decrypt__context_tag_rewritten_to_match_another_context__still_raises_i
     envelope = _sealed_input()
     forged = envelope[:at] + crypto._context_tag(other) + envelope[at + crypto.CONTEXT_TAG_BYTES :]
 
-    with pytest.raises(IntegrityError):
+    with pytest.raises(TamperedEnvelopeError):
         decrypt_with(bytes(ORACLE.key), forged, other)
 
 

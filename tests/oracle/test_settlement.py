@@ -7,7 +7,7 @@ import os
 import pytest
 
 from oracle.db import Task, TaskState
-from oracle.jobs import INPUT_UPLOAD_GRACE_S, JobError, Submission
+from oracle.jobs import INPUT_UPLOAD_GRACE_S, RequestRefused, Submission
 from tests.helpers import OracleParts, advance_time, ensure_agent, post_raw_task, register_test_model
 from tributa.chain.eip712 import sign_lease, sign_result
 from tributa.store import cid as cidlib
@@ -136,7 +136,7 @@ def test_submit__signature_from_another_key__is_refused(oracle, signers):
     digest = cidlib.cid_to_digest(str(oracle.store.cid_of(output)))
     forged = sign_result(signers["agent2"].account, contracts.chain_id, contracts.escrow.address, task_id, digest)
 
-    with pytest.raises(JobError) as err:
+    with pytest.raises(RequestRefused) as err:
         oracle.book.submit(signers["agent"].address, offer.job_id, Submission(output, digest, forged))
 
     assert err.value.status == 401

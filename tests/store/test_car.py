@@ -11,7 +11,7 @@ from tests.store.helpers import data, write
 from tributa.store import dag, open_store
 from tributa.store.car import CarError, car_header, iter_car, read_car
 from tributa.store.cid import Cid
-from tributa.store.errors import IntegrityError, StoreError
+from tributa.store.errors import ContentIntegrityError, StoreError
 from tributa.store.factory import IPFS_API_ENV
 from tributa.store.layout import CHUNK_SIZE
 from tributa.store.varint import encode_uvarint
@@ -337,7 +337,7 @@ def test_put_blocks__an_inner_block_missing__refuses_to_pin_naming_it(
     root = store_a.put_dir(folder(tmp_path))
     _, blocks = read_car(car_of(store_a, root))
     missing, _ = blocks[2]
-    with pytest.raises(IntegrityError, match=f"{root} is incomplete: block {missing} under"):
+    with pytest.raises(ContentIntegrityError, match=f"{root} is incomplete: block {missing} under"):
         store_b.put_blocks(root, [item for item in blocks if item[0] != missing])
     assert root not in store_b.pins()
     assert store_b.has(blocks[1][0]), "the blocks that came stay until gc"
@@ -347,7 +347,7 @@ def test_put_blocks__an_inner_block_missing__refuses_to_pin_naming_it(
 
 def test_put_blocks__the_root_missing__refuses_to_pin(store_b) -> None:
     root, blocks = small_car()
-    with pytest.raises(IntegrityError, match=f"{root} is incomplete: block {root} under"):
+    with pytest.raises(ContentIntegrityError, match=f"{root} is incomplete: block {root} under"):
         store_b.put_blocks(root, blocks[1:])
     assert store_b.pins() == []
 
@@ -367,7 +367,7 @@ def test_put_blocks__completed_by_blocks_already_stored__pins(
 def test_put_blocks__a_block_not_matching_its_cid__refused_and_nothing_written(store_b) -> None:
     root, blocks = small_car()
     forged = [*blocks[:2], (blocks[2][0], b"something else")]
-    with pytest.raises(IntegrityError, match=f"block {blocks[2][0]} does not hash to its CID"):
+    with pytest.raises(ContentIntegrityError, match=f"block {blocks[2][0]} does not hash to its CID"):
         store_b.put_blocks(root, forged)
     assert not any(store_b.has(cid) for cid, _ in blocks)
     assert store_b.pins() == []

@@ -25,7 +25,7 @@ from tributa.store import dagpb
 from tributa.store.blockstore import BlockLocation, Blockstore
 from tributa.store.cid import Cid
 from tributa.store.embedded import EmbeddedStore
-from tributa.store.errors import IntegrityError, NotFound, StoreError
+from tributa.store.errors import ContentIntegrityError, NotFound, StoreError
 from tributa.store.importer import Importer
 from tributa.store.layout import CHUNK_SIZE, directory_node
 
@@ -98,7 +98,7 @@ def test_get__flipped_byte_in_a_leaf__raises_integrity_error_naming_the_block(
     root = embedded.put_bytes(content)
     leaf = leaf_cids(embedded, root)[1]
     flip_byte(embedded, leaf, 1000)
-    with pytest.raises(IntegrityError, match=f"block {leaf} is corrupted") as info:
+    with pytest.raises(ContentIntegrityError, match=f"block {leaf} is corrupted") as info:
         embedded.get_bytes(root)
     assert "re-add the original content" in str(info.value)
     assert embedded.locate(leaf) is None, "the damaged block is forgotten so a re-add rewrites it"
@@ -112,7 +112,7 @@ def test_readd__after_corruption_was_found__repairs_the_content(embedded: Embedd
     root = embedded.put_bytes(content)
     pack = the_pack(embedded)
     os.truncate(pack, pack.stat().st_size // 2)  # the second leaf and the root are cut off
-    with pytest.raises(IntegrityError, match="corrupted or truncated"):
+    with pytest.raises(ContentIntegrityError, match="corrupted or truncated"):
         embedded.verify(root)
     assert embedded.put_bytes(content) == root
     assert embedded.get_bytes(root) == content
@@ -125,7 +125,7 @@ def test_get__pack_file_gone__says_the_block_is_lost_and_readd_repairs(
     content = data(CHUNK_SIZE + 1, seed=21)
     root = embedded.put_bytes(content)
     the_pack(embedded).unlink()
-    with pytest.raises(IntegrityError, match=f"block {root} is lost: its pack .* is gone"):
+    with pytest.raises(ContentIntegrityError, match=f"block {root} is lost: its pack .* is gone"):
         embedded.get_bytes(root)
     assert embedded.put_bytes(content) == root
     assert embedded.get_bytes(root) == content
@@ -136,7 +136,7 @@ def test_get__missing_leaf__says_the_content_is_incomplete(embedded: EmbeddedSto
     leaf = leaf_cids(embedded, root)[1]
     assert Blockstore(embedded.root).forget(leaf.digest)  # dropped by another instance
     chunks = embedded.get(root)  # the root is fine: the error comes when the leaf is reached
-    with pytest.raises(IntegrityError, match=f"block {leaf} of {root} is missing"):
+    with pytest.raises(ContentIntegrityError, match=f"block {leaf} of {root} is missing"):
         b"".join(chunks)
 
 
@@ -144,7 +144,7 @@ def test_verify__damage_in_one_file__does_not_affect_another(embedded: EmbeddedS
     good = embedded.put_bytes(data(CHUNK_SIZE + 1, seed=15))
     bad = embedded.put_bytes(data(CHUNK_SIZE + 1, seed=16))
     overwrite_block(embedded, bad, 0, b"garbage")
-    with pytest.raises(IntegrityError):
+    with pytest.raises(ContentIntegrityError):
         embedded.verify(bad)
     assert embedded.verify(good).blocks == 3
 
@@ -157,7 +157,7 @@ def test_gc__pinned_dag_with_a_damaged_inner_node__stops_and_deletes_nothing(
     embedded.unpin(unpinned)
     overwrite_block(embedded, damaged, 0, b"not the root any more")
     before = pack_files(embedded)
-    with pytest.raises(IntegrityError, match="gc stopped, nothing was deleted"):
+    with pytest.raises(ContentIntegrityError, match="gc stopped, nothing was deleted"):
         embedded.gc()
     assert pack_files(embedded) == before
     assert embedded.has(unpinned)
@@ -209,7 +209,7 @@ def test_export__entry_name_escaping_the_directory__is_refused(
     blocks = Blockstore(embedded.root)
     file_link = Importer(blocks).add_bytes(b"payload")
     evil = directory_node([(b"../escaped", file_link)], 0, blocks)
-    with pytest.raises(IntegrityError, match="unsafe entry name"):
+    with pytest.raises(ContentIntegrityError, match="unsafe entry name"):
         embedded.export(evil.cid, tmp_path / "out" / "inner")
     assert not (tmp_path / "out" / "escaped").exists()
 

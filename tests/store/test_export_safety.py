@@ -21,7 +21,7 @@ from tributa.store import dag
 from tributa.store.blockstore import Blockstore
 from tributa.store.cli import store as store_cli
 from tributa.store.embedded import EmbeddedStore
-from tributa.store.errors import IntegrityError, StoreError
+from tributa.store.errors import ContentIntegrityError, StoreError
 from tributa.store.importer import Importer
 from tributa.store.layout import Link, directory_node, symlink_node
 
@@ -61,7 +61,7 @@ def test_export__symlink_planted_at_the_temp_name__refused_and_nothing_written_t
         (".config.json.tributa-tmp", build.link(str(victim))),
         ("config.json", build.file(b"WRITTEN BY THE TREE\n")),
     )
-    with pytest.raises(IntegrityError, match="temporary file"):
+    with pytest.raises(ContentIntegrityError, match="temporary file"):
         embedded.export(tree.cid, tmp_path / "out")
     assert victim.read_bytes() == b"ORIGINAL\n"
 
@@ -90,7 +90,7 @@ def test_export__one_name_twice_as_a_symlink_and_a_file__refused_and_the_target_
 ) -> None:
     entries = [("config.json", build.link(str(victim))), ("config.json", build.file(b"PAYLOAD"))]
     tree = build.folder(*(entries if order == "link first" else entries[::-1]))
-    with pytest.raises(IntegrityError, match="twice"):
+    with pytest.raises(ContentIntegrityError, match="twice"):
         embedded.export(tree.cid, tmp_path / "out")
     assert victim.read_bytes() == b"ORIGINAL\n"
 
@@ -124,7 +124,7 @@ def test_export__symlink_pointing_out_of_the_tree__refused_with_its_path(
 ) -> None:
     link = ("escape", build.link(target))
     tree = build.folder(link) if where == "root" else build.folder(("sub", build.folder(link)))
-    with pytest.raises(IntegrityError, match="escape.*points outside the exported tree"):
+    with pytest.raises(ContentIntegrityError, match="escape.*points outside the exported tree"):
         embedded.export(tree.cid, tmp_path / "out")
 
 
@@ -133,7 +133,7 @@ def test_export__two_links_that_each_stay_inside_but_chain_out__refused(
 ) -> None:
     # Lexically `b` is `./a/..` = the root; on disk it is `out/.` + `..` = out's parent.
     tree = build.folder(("a", build.link(".")), ("b", build.link("a/..")))
-    with pytest.raises(IntegrityError, match="points outside"):
+    with pytest.raises(ContentIntegrityError, match="points outside"):
         embedded.export(tree.cid, tmp_path / "out")
     assert not (tmp_path / "out" / "b").is_symlink()
 
@@ -141,7 +141,7 @@ def test_export__two_links_that_each_stay_inside_but_chain_out__refused(
 def test_export__symlink_as_the_root__refused(
     embedded: EmbeddedStore, build: Builder, tmp_path: Path, victim: Path
 ) -> None:
-    with pytest.raises(IntegrityError, match="points outside"):
+    with pytest.raises(ContentIntegrityError, match="points outside"):
         embedded.export(build.link(str(victim)).cid, tmp_path / "out")
     assert not (tmp_path / "out").is_symlink()
 
@@ -174,7 +174,7 @@ def test_export__folders_nested_past_the_limit__refused_without_recursing(
     tree = build.file(b"leaf")
     for _ in range(MAX_EXPORT_DEPTH + 2):
         tree = build.folder(("d", tree))
-    with pytest.raises(IntegrityError, match="nests folders"):
+    with pytest.raises(ContentIntegrityError, match="nests folders"):
         embedded.export(tree.cid, tmp_path / "out")
 
 
@@ -222,7 +222,7 @@ def test_dataset_text__planted_temp_name__refused_and_nothing_written(
         (".a.txt.tributa-tmp", build.link(str(victim))),
         ("a.txt", build.file(b"WRITTEN BY THE TREE\n")),
     )
-    with pytest.raises(IntegrityError):
+    with pytest.raises(ContentIntegrityError):
         datasets.dataset_text(embedded, str(tree.cid))
     assert victim.read_bytes() == b"ORIGINAL\n"
 

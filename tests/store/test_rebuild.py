@@ -18,7 +18,7 @@ from tributa.store import dagpb
 from tributa.store.cid import Cid
 from tributa.store.cli import store as store_cli
 from tributa.store.embedded import EmbeddedStore
-from tributa.store.errors import DamagedIndex, IntegrityError
+from tributa.store.errors import DamagedIndex, ContentIntegrityError
 from tributa.store.layout import CHUNK_SIZE
 from tributa.store.packformat import RECORD_HEADER
 
@@ -143,7 +143,7 @@ def test_rebuild__damaged_record_and_torn_tail__indexes_the_rest_and_readd_repai
         "1 pack cut short at the end, 1 unreadable file"
     )
     assert not embedded.has(leaves[1]) and embedded.has(leaves[2]) and embedded.has(root)
-    with pytest.raises(IntegrityError, match=f"block {leaves[1]} of {root} is missing"):
+    with pytest.raises(ContentIntegrityError, match=f"block {leaves[1]} of {root} is missing"):
         embedded.get_bytes(root)
     assert embedded.put_bytes(content) == root  # writes the missing leaf again
     assert embedded.get_bytes(root) == content

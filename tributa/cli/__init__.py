@@ -125,13 +125,24 @@ def cli(ctx: click.Context, rpc_url, data_dir, deployments_dir, oracle_url) -> N
     ctx.obj = CliContext(settings)
 
 
+# The services' command groups (`tributa oracle`, `tributa agent`) live in their own packages
+# (oracle/cli.py, compute_agent/cli.py), above this one: pyproject.toml names them as entry points.
+COMMAND_ENTRY_POINTS = "tributa.commands"
+
+
 def _mount() -> None:
-    from tributa.cli import account, agent, content, dashboard, dataset, imo, model, oracle, task, verify
+    from importlib.metadata import entry_points
+
+    from tributa.cli import account, content, dashboard, dataset, imo, model, task, verify
     from tributa.store.cli import store
 
-    groups = (task.task, model.model, dataset.dataset, dataset.royalties, imo.imo, oracle.oracle, agent.agent, account.account, store,
-              content.upload, dashboard.dashboard, verify.verify)
-    for group in groups:
+    groups = [task.task, model.model, dataset.dataset, dataset.royalties, imo.imo, account.account, store,
+              content.upload, dashboard.dashboard, verify.verify]
+    services = sorted(entry_points(group=COMMAND_ENTRY_POINTS), key=lambda ep: ep.name)
+    if not services:
+        raise SystemExit("tributa: the oracle and agent commands are not installed: run `make setup` "
+                         "(pip install -e . registers them)")
+    for group in groups + [ep.load() for ep in services]:
         cli.add_command(group)
 
 

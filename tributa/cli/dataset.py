@@ -40,10 +40,8 @@ def register(ctx, path, contributors, terms, name, no_index, upload, quiet, acco
         def index(content_cid: str, text: str) -> int:
             # The tokenizer and embedder load only now, after register_dataset has checked the
             # file (an empty or non-UTF-8 one is refused in a moment, not after the models load).
-            from oracle.attribution.service import default_indexes
-
             click.echo(f"indexing {len(text):,} characters for attribution…", err=True)
-            return default_indexes(ctx.settings).build(content_cid, text).token_count
+            return _attribution_indexes(ctx.settings).build(content_cid, text).token_count
 
     registered = register_dataset(
         ctx.contracts, signer, ctx.store, path, addrs, shares, terms, name, index, progress_bar(f"adding {path}", quiet),
@@ -55,6 +53,20 @@ def register(ctx, path, contributors, terms, name, no_index, upload, quiet, acco
     # The oracle indexes the dataset for attribution once its content arrives.
     for root in (registered.content_cid, registered.metadata_cid) if upload else ():
         ctx.upload(signer, root, f"dataset:{registered.dataset_id}")
+
+
+# The oracle's attribution indexes (oracle/attribution), named in pyproject.toml: the oracle
+# package sits above this one, so it is found by entry point, not imported.
+INDEXES_ENTRY_POINT = "tributa.attribution_indexes"
+
+
+def _attribution_indexes(settings):
+    from importlib.metadata import entry_points
+
+    found = list(entry_points(group=INDEXES_ENTRY_POINT))
+    if not found:
+        raise TributaError("the attribution indexes are not installed (run `make setup`), or pass --no-index")
+    return found[0].load()(settings)
 
 
 def _dataset_doc(d: DatasetInfo) -> dict:

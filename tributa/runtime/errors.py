@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from tributa.errors import TributaError
 
-class InferenceInputError(ValueError):
+
+class InferenceInputError(TributaError, ValueError):
     """The request itself is wrong (empty prompt, too long, unknown adapter); fix the request."""

@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tributa.errors import TributaError
+
 PROMPTS = (
     "The capital of France is", "Water boils at", "The largest planet in the solar system is",
     "Bread is made from", "A week has", "The sun rises in the", "Photosynthesis turns",
@@ -37,7 +39,7 @@ SETUP_HINT = (
 )
 
 
-class JobFailed(Exception):
+class GpuJobFailed(TributaError):
     """A job of the check failed in its worker (the message says why): nothing to measure."""
 
 
@@ -90,7 +92,7 @@ def _tokens_per_s(worker, jobs: list[dict[str, Any]], batched: bool) -> tuple[fl
     seconds = time.perf_counter() - started
     failed = [r for r in replies if "ok" not in r]
     if failed:
-        raise JobFailed(f"{len(failed)} of {len(jobs)} jobs failed in the worker, first: {failed[0].get('message', failed[0])}")
+        raise GpuJobFailed(f"{len(failed)} of {len(jobs)} jobs failed in the worker, first: {failed[0].get('message', failed[0])}")
     results = [r["ok"] for r in replies]
     return sum(len(r["token_ids"]) for r in results) / seconds, results
 
@@ -149,7 +151,11 @@ def _rule_agreement(
 ) -> dict[str, Any]:
     """Each claim against the CPU float32 one-by-one result under the verification rule, as the
     oracle judges two agents' answers: equal, or both accepted by the CPU float32 model."""
-    from tributa.runtime.generation import GenerationRequest, GenerationResult, GenerationRunner
+    from tributa.runtime.generation import (
+        GenerationRequest,
+        GenerationResult,
+        GenerationRunner,
+    )
     from tributa.runtime.jobs import generation_output
     from tributa.verification import ClaimChecker, Judge, VerificationParams
 
@@ -233,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     except ModuleNotFoundError as exc:  # a dependency of one of NEEDED, or of this package
         print(f"gpu_check: missing Python package: {exc.name}; {SETUP_HINT}", file=sys.stderr)
         return 2
-    except JobFailed as exc:
+    except GpuJobFailed as exc:
         print(f"gpu_check: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(report, indent=2))

@@ -29,7 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tributa.errors import TributaError
 from tributa.json_input import depth_ok
+from tributa.ml.models import ModelFolderError
 from tributa.runtime.embedding import EmbeddingRunner
 from tributa.runtime.errors import InferenceInputError
 from tributa.runtime.generation import (
@@ -39,7 +41,6 @@ from tributa.runtime.generation import (
     GenerationRunner,
     default_device,
 )
-from tributa.ml.models import ModelFolderError
 
 MAX_INPUT_BYTES = 64 * 1024
 MAX_INPUT_DEPTH = 64  # a task's input nests 2 levels
@@ -50,15 +51,15 @@ EMBED_FIELDS = ("texts", "text")
 _ADAPTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
-class JobError(ValueError):
+class JobNotRunnable(TributaError, ValueError):
     """A job that cannot run; nothing was computed."""
 
 
-class JobInputError(JobError):
+class JobInputError(JobNotRunnable):
     """The job's input bytes are malformed; the message says what to fix."""
 
 
-class JobSpecError(JobError):
+class JobSpecError(JobNotRunnable):
     """The job's spec (kind, model, adapter) is wrong or names files this agent does not have."""
 
 
@@ -390,6 +391,6 @@ def embedding_output(
 
 def _round(x: float) -> float:
     if not math.isfinite(x):
-        raise JobError("the embedder returned a non-finite value; the model files may be corrupt")
+        raise JobNotRunnable("the embedder returned a non-finite value; the model files may be corrupt")
     r = round(x, EMBEDDING_DECIMALS)
     return 0.0 if r == 0 else r  # no "-0.0": it would hash differently from "0.0"

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from tributa.catalog import LocalModel
+from tributa.errors import TributaError
 from tributa.runtime.worker import ModelWorker, WorkerConfig, WorkerCrashed, WorkerError
 
 # torch, transformers and web3 are imported only where jobs run: a run_callable worker imports
@@ -39,7 +40,7 @@ log = logging.getLogger("tributa.agent.sandbox")
 __all__ = ["JobFailed", "JobLimitExceeded", "SandboxError", "SandboxLimits", "SandboxedExecutor", "run_callable"]
 
 
-class SandboxError(RuntimeError):
+class SandboxError(TributaError, RuntimeError):
     """The sandbox could not run the job."""
 
 

@@ -26,6 +26,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from tributa.errors import TributaError
 from tributa.json_input import depth_ok
 from tributa.runtime import seccomp
 from tributa.runtime.sandbox_process import SandboxProcess, Watchdog
@@ -52,11 +53,11 @@ def worker_environment(parent: dict[str, str] | os._Environ[str]) -> dict[str, s
     return env
 
 
-class _WorkerDied(Exception):
+class _WorkerDied(TributaError):
     """The worker said why it is exiting (a MemoryError, say) before it went."""
 
 
-class WorkerError(RuntimeError):
+class WorkerError(TributaError, RuntimeError):
     """The worker could not run the job; the message says why."""
 
 

@@ -21,6 +21,8 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any
 
+from tributa.errors import TributaError
+
 # A message larger than this is refused by the reader: neither side buffers unbounded data.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
@@ -270,7 +272,7 @@ def _apply_limits(argv: list[str]) -> None:
         resource.setrlimit(resource.RLIMIT_CPU, (limit, limit + 2))
 
 
-class CpuLimitExceeded(Exception):
+class CpuLimitExceeded(TributaError):
     """The worker used up its CPU seconds (RLIMIT_CPU)."""
 
 

@@ -7,7 +7,7 @@ from tributa.store.embedded import EmbeddedStore
 from tributa.store.errors import (
     BackendUnavailable,
     CidError,
-    IntegrityError,
+    ContentIntegrityError,
     NotFound,
     StoreError,
     StoreFull,
@@ -23,7 +23,7 @@ __all__ = [
     "EmbeddedStore",
     "GcStats",
     "IPFS_API_ENV",
-    "IntegrityError",
+    "ContentIntegrityError",
     "NotFound",
     "Progress",
     "Store",

@@ -55,9 +55,9 @@ class Store(Protocol):
     def put_blocks(self, root: CidLike, blocks: Iterable[tuple[Cid, Buffer]]) -> Cid:
         """Store ready-made blocks, e.g. a CAR upload (tributa.store.car.read_car), and pin
         `root`; returns it. Every block is re-hashed against its CID before any is stored
-        (IntegrityError names a mismatch). The DAG under `root` must then be complete (from
+        (ContentIntegrityError names a mismatch). The DAG under `root` must then be complete (from
         these blocks and those already stored), else nothing is pinned: the embedded store
-        raises IntegrityError naming a missing block (Kubo's pin may look for it first)."""
+        raises ContentIntegrityError naming a missing block (Kubo's pin may look for it first)."""
         ...
 
     def get(self, cid: CidLike) -> Iterator[bytes]:
@@ -85,7 +85,7 @@ class Store(Protocol):
         ...
 
     def verify(self, cid: CidLike) -> VerifyReport:
-        """Re-hash every block of the content; raises IntegrityError on the first bad one."""
+        """Re-hash every block of the content; raises ContentIntegrityError on the first bad one."""
         ...
 
     def close(self) -> None: ...

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from tributa.store.base import Buffer, Progress
 from tributa.store.cid import Cid
-from tributa.store.errors import DamagedIndex, IntegrityError, NotFound, StoreError
+from tributa.store.errors import DamagedIndex, ContentIntegrityError, NotFound, StoreError
 from tributa.store.files import block_file_name, unlink_quietly
 from tributa.store.locking import StoreLock
 from tributa.store.migrate import convert_old_layout
@@ -177,7 +177,7 @@ class Blockstore:
         return BlockLocation(self.packs_dir / pack, offset, length)
 
     def read(self, cid: Cid) -> bytes:
-        """The verified bytes of a block; NotFound if absent, IntegrityError if damaged."""
+        """The verified bytes of a block; NotFound if absent, ContentIntegrityError if damaged."""
         found = self._fetch(cid.digest, cid)
         if found is None:
             raise NotFound(f"{cid} is not in the store: add it first, or check the CID")
@@ -216,7 +216,7 @@ class Blockstore:
                 raise StoreError(f"cannot read block {name}: {exc.strerror}") from None
         # Every block in it is lost: forget them all, so adding the content again rewrites them.
         self._index.discard_past(pack, 0)
-        raise IntegrityError(
+        raise ContentIntegrityError(
             f"block {name} is lost: its pack {self.packs_dir / pack} is gone; re-add the "
             "original content to repair it"
         )
@@ -224,7 +224,7 @@ class Blockstore:
     def _check(self, digest: bytes, name: object, where: Location, data: bytes) -> None:
         if hashlib.sha256(data).digest() != digest:
             moved = self._quarantine(digest, where, data)
-            raise IntegrityError(
+            raise ContentIntegrityError(
                 f"block {name} is corrupted or truncated ({len(data)} bytes no longer hash to "
                 f"its CID); moved it to {moved}: re-add the original content to repair it"
             )
@@ -285,7 +285,7 @@ class Blockstore:
                     try:
                         data = self._readers.pread(pack, offset, length)
                         self._check(digest, block_file_name(digest), where, data)
-                    except IntegrityError:
+                    except ContentIntegrityError:
                         continue  # moved to corrupt/ and forgotten, as a read would
                     batch.append(digest, (data,))
                 batch.flush()  # the copies are on disk and indexed before the original goes

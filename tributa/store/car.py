@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from tributa.store import dag, dagpb
 from tributa.store.base import Buffer, CidLike
 from tributa.store.cid import SHA2_256, Cid, coerce_cid
-from tributa.store.errors import CidError, IntegrityError, StoreError
+from tributa.store.errors import CidError, ContentIntegrityError, StoreError
 from tributa.store.varint import decode_uvarint, encode_uvarint
 
 MAX_BLOCKS = 1 << 20  # sections in one CAR: 256 GiB of 256 KiB chunks
@@ -70,7 +70,7 @@ def _links(cid: Cid, block: bytes) -> list[Cid]:
     try:
         return [link.cid for link in dagpb.decode_node(block).links]
     except ValueError as exc:
-        raise IntegrityError(f"block {cid} is not a valid dag-pb node ({exc})") from None
+        raise ContentIntegrityError(f"block {cid} is not a valid dag-pb node ({exc})") from None
 
 
 def _unique_blocks(source: dag.BlockSource, root: Cid) -> Iterator[tuple[Cid, bytes]]:
@@ -107,12 +107,12 @@ def hashes_to(cid: Cid, block: Buffer) -> bool:
 
 def verified_blocks(blocks: Iterable[tuple[CidLike, Buffer]]) -> list[tuple[Cid, Buffer]]:
     """The blocks as a list, each re-hashed against its CID: a store calls this before it
-    writes any of them. IntegrityError names the first block that does not match."""
+    writes any of them. ContentIntegrityError names the first block that does not match."""
     checked = []
     for cid, block in blocks:
         cid = coerce_cid(cid)
         if not hashes_to(cid, block):
-            raise IntegrityError(
+            raise ContentIntegrityError(
                 f"block {cid} does not hash to its CID: nothing was stored; send the content again"
             )
         checked.append((cid, block))

@@ -16,13 +16,13 @@ from typing import Callable, Iterator, Protocol
 
 from tributa.store import dagpb, unixfs
 from tributa.store.cid import Cid
-from tributa.store.errors import IntegrityError, NotFound, StoreError, write_error
+from tributa.store.errors import ContentIntegrityError, NotFound, StoreError, write_error
 from tributa.store.unixfs import DataType
 
 
 class BlockSource(Protocol):
     def read(self, cid: Cid) -> bytes:
-        """Verified block bytes; NotFound if absent, IntegrityError if damaged."""
+        """Verified block bytes; NotFound if absent, ContentIntegrityError if damaged."""
         ...
 
 
@@ -49,7 +49,7 @@ def decode(cid: Cid, block: bytes) -> Node:
             raise unixfs.UnixFsError("the node has no UnixFS Data")
         fs = unixfs.decode_data(pb.data)
     except ValueError as exc:
-        raise IntegrityError(f"block {cid} is not a valid UnixFS node ({exc})") from None
+        raise ContentIntegrityError(f"block {cid} is not a valid UnixFS node ({exc})") from None
     return Node(cid, block, pb.links, fs)
 
 
@@ -57,7 +57,7 @@ def _read_child(source: BlockSource, cid: Cid, root: Cid) -> bytes:
     try:
         return source.read(cid)
     except NotFound:
-        raise IntegrityError(
+        raise ContentIntegrityError(
             f"block {cid} of {root} is missing: the content is incomplete; re-add it"
         ) from None
 
@@ -121,7 +121,7 @@ def _file_chunks(source: BlockSource, root: Node, prefetch: int = 0) -> Iterator
         if node.fs is None:
             return node.block
         if node.fs.type not in (DataType.FILE, DataType.RAW):
-            raise IntegrityError(f"block {node.cid} inside file {root.cid} is not file data")
+            raise ContentIntegrityError(f"block {node.cid} inside file {root.cid} is not file data")
         if node.links:
             if pool is None:
                 stack.append(fetch(link) for link in node.links)
@@ -144,7 +144,7 @@ def _file_chunks(source: BlockSource, root: Node, prefetch: int = 0) -> Iterator
                 produced += len(chunk)
                 if expected is not None and produced > expected:
                     # Stop at once: links repeating one leaf could otherwise write far past the size.
-                    raise IntegrityError(
+                    raise ContentIntegrityError(
                         f"{root.cid} yields more than the {expected} bytes its root records: "
                         "the DAG is inconsistent; re-add the content"
                     )
@@ -153,7 +153,7 @@ def _file_chunks(source: BlockSource, root: Node, prefetch: int = 0) -> Iterator
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
     if expected is not None and produced != expected:
-        raise IntegrityError(
+        raise ContentIntegrityError(
             f"{root.cid} yielded {produced} bytes but its root records {expected}: "
             "the DAG is truncated or inconsistent; re-add the content"
         )
@@ -197,7 +197,7 @@ def list_dir(source: BlockSource, node: Node, _depth: int = 0) -> Iterator[tuple
     for link in node.links:
         if len(link.name) == prefix:  # a sub-shard: its entries carry the real names
             if _depth >= MAX_SHARD_DEPTH:
-                raise IntegrityError(f"directory {node.cid} nests HAMT shards more than {MAX_SHARD_DEPTH} deep")
+                raise ContentIntegrityError(f"directory {node.cid} nests HAMT shards more than {MAX_SHARD_DEPTH} deep")
             yield from list_dir(source, decode(link.cid, _read_child(source, link.cid, node.cid)), _depth + 1)
         else:
             yield link.name[prefix:], link.cid
@@ -209,13 +209,13 @@ MAX_EXPORT_DEPTH = 256  # folders below the root; deeper trees are refused, not 
 
 def _safe_name(name: bytes, where: Cid) -> str:
     if not name or name in (b".", b"..") or b"/" in name or b"\0" in name:
-        raise IntegrityError(
+        raise ContentIntegrityError(
             f"directory {where} holds an unsafe entry name {name!r}; refusing to export it"
         )
     text = os.fsdecode(name)
     if text.endswith(TEMP_SUFFIX):
         # Never valid content: such a name could only be there to meet an export's temp file.
-        raise IntegrityError(
+        raise ContentIntegrityError(
             f"directory {where} holds an entry named like an export's temporary file ({name!r}); "
             "refusing to export it"
         )
@@ -229,7 +229,7 @@ def entries(source: BlockSource, node: Node) -> Iterator[tuple[str, Cid]]:
     for raw, child in list_dir(source, node):
         name = _safe_name(raw, node.cid)
         if name in seen:
-            raise IntegrityError(
+            raise ContentIntegrityError(
                 f"directory {node.cid} holds the entry {raw!r} twice; refusing to export it"
             )
         seen.add(name)
@@ -257,7 +257,7 @@ def link_target(node: Node, depth: int | None, shown: object) -> str:
         and ups <= depth
     )
     if not inside:
-        raise IntegrityError(
+        raise ContentIntegrityError(
             f"{shown} would be a symlink to {target!r}, which points outside the exported tree; "
             "refusing to export it"
         )
@@ -274,7 +274,7 @@ def tree_files(source: BlockSource, cid: Cid) -> Iterator[tuple[tuple[str, ...],
         node = decode(at, _read_child(source, at, cid)) if parts else load(source, cid)
         if node.kind in (DataType.DIRECTORY, DataType.HAMT_SHARD):
             if len(parts) > MAX_EXPORT_DEPTH:
-                raise IntegrityError(f"{cid} nests folders more than {MAX_EXPORT_DEPTH} deep")
+                raise ContentIntegrityError(f"{cid} nests folders more than {MAX_EXPORT_DEPTH} deep")
             stack.extend((parts + (name,), child) for name, child in entries(source, node))
         elif node.kind != DataType.SYMLINK:
             require_file(node)
@@ -326,7 +326,7 @@ def _export(
         if node.kind in (DataType.DIRECTORY, DataType.HAMT_SHARD):
             level = 0 if depth is None else depth + 1
             if level > MAX_EXPORT_DEPTH:
-                raise IntegrityError(
+                raise ContentIntegrityError(
                     f"{cid} nests folders more than {MAX_EXPORT_DEPTH} deep; refusing to export it"
                 )
             os.mkdir(name, dir_fd=parent)

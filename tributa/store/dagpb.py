@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from tributa.store.cid import Cid
+from tributa.store.errors import StoreError
 from tributa.store.varint import decode_uvarint, encode_uvarint
 
 _TAG_LINK_HASH = b"\x0a"
@@ -22,7 +23,7 @@ _TAG_NODE_LINK = b"\x12"
 _TAG_NODE_DATA = b"\x0a"
 
 
-class DagPbError(ValueError):
+class DagPbError(StoreError, ValueError):
     """The bytes are not a well-formed dag-pb node."""
 
 

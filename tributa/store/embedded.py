@@ -12,7 +12,7 @@ from tributa.store.blockstore import BlockLocation, Blockstore, RebuildReport
 from tributa.store.car import verified_blocks
 from tributa.store.cid import Cid, coerce_cid
 from tributa.store.dagpb import may_have_links
-from tributa.store.errors import IntegrityError, NotFound, StoreError
+from tributa.store.errors import ContentIntegrityError, NotFound, StoreError
 from tributa.store.importer import Importer, cid_of_bytes, default_workers
 from tributa.store.layout import BlockSink, HashOnly, Link
 from tributa.store.pins import PinSet
@@ -86,7 +86,7 @@ class EmbeddedStore:
         """Store ready-made blocks (a CAR upload, car.read_car) and pin `root`. Every block is
         re-hashed before any is written; under one shared lock (as in _add) they go in one
         write batch, then the DAG under `root` is walked and pinned. An incomplete DAG is
-        IntegrityError and is not pinned; its blocks stay until gc collects them."""
+        ContentIntegrityError and is not pinned; its blocks stay until gc collects them."""
         root = coerce_cid(root)
         records = [(cid.digest, (block,)) for cid, block in verified_blocks(blocks)]
         with self._lock.shared():
@@ -96,7 +96,7 @@ class EmbeddedStore:
             try:
                 self._reachable(root)
             except NotFound as exc:
-                raise IntegrityError(
+                raise ContentIntegrityError(
                     f"the upload of {root} is incomplete: {exc}; send every block under it"
                 ) from None
             self._pins.add(root)
@@ -156,8 +156,8 @@ class EmbeddedStore:
             for root in self._pins.list():
                 try:
                     keep |= self._reachable(root)
-                except (IntegrityError, NotFound) as exc:
-                    raise IntegrityError(
+                except (ContentIntegrityError, NotFound) as exc:
+                    raise ContentIntegrityError(
                         f"gc stopped, nothing was deleted: pinned {root} cannot be fully "
                         f"walked ({exc}); re-add that content or unpin it, then run gc again"
                     ) from None

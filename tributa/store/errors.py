@@ -19,7 +19,7 @@ class NotFound(StoreError):
     """A CID that is not in the store, or a local path that does not exist."""
 
 
-class IntegrityError(StoreError):
+class ContentIntegrityError(StoreError):
     """A stored block no longer hashes to its CID, is truncated, or a DAG is incomplete."""
 
 

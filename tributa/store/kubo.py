@@ -35,7 +35,7 @@ from tributa.store.cid import Cid, coerce_cid
 from tributa.store.errors import (
     BackendUnavailable,
     CidError,
-    IntegrityError,
+    ContentIntegrityError,
     NotFound,
     StoreError,
 )
@@ -251,7 +251,7 @@ class KuboStore:
         """One block, fetched and re-hashed here (the dag.BlockSource interface)."""
         data = bytes(self._call("block/get", lambda: self._client.block.get(str(cid)), cid))
         if hashlib.sha256(data).digest() != cid.digest:
-            raise IntegrityError(
+            raise ContentIntegrityError(
                 f"the Kubo daemon at {self.addr} returned bytes for block {cid} that do not hash "
                 "to it: run `ipfs repo verify` on that node"
             )

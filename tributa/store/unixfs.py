@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Iterable
 
+from tributa.store.errors import StoreError
 from tributa.store.varint import decode_uvarint, encode_uvarint
 
 
@@ -32,7 +33,7 @@ class DataType(IntEnum):
     HAMT_SHARD = 5
 
 
-class UnixFsError(ValueError):
+class UnixFsError(StoreError, ValueError):
     """The bytes are not a well-formed UnixFS Data message."""
 
 

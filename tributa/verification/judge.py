@@ -6,6 +6,7 @@ import json
 import logging
 from typing import Any, Callable
 
+from tributa.errors import TributaError
 from tributa.verification.embeddings import embeddings_agree
 from tributa.verification.params import VerificationParams
 
@@ -14,7 +15,7 @@ ClaimCheck = Callable[[dict[str, Any]], "str | None"]
 _IDENTITY = ("model", "adapter", "prompt_tokens")
 
 
-class RescoreFailed(RuntimeError):
+class RescoreFailed(TributaError, RuntimeError):
     """The verifier's model could not judge a claim (a crash, not a rejection): the task's verdict
     must wait or fail, never fall back to byte equality."""
 log = logging.getLogger("tributa.verification")

@@ -42,19 +42,16 @@ def oracle() -> None:
 def run(ctx, host, port, db_url, lease_s, agent_fee_bps, no_attribution, model_dirs, spot_check_fraction, max_upload_mb,
         upload_quota_mb, ui_token, json_logs, node_wait_s, account_spec) -> None:
     """Run the oracle until interrupted."""
+    from oracle.bootstrap import build_oracle, check_oracle_key
     from oracle.content import UploadLimits
-    from oracle.service import Oracle, OracleOptions
+    from oracle.service import OracleOptions
+    from oracle.supervisor import supervise
     from tributa.logs import setup_logging
 
     setup_logging(json_logs=json_logs)
     ctx.wait_for_chain(node_wait_s, logging.getLogger("tributa.oracle"))
     signer = ctx.signer(account_spec, "oracle")
-    escrow = ctx.contracts.escrow
-    if not escrow.functions.is_oracle(signer.address).call():
-        raise TributaError(
-            f"account {signer.address} is not an oracle of the escrow at {escrow.address}: run with the oracle's "
-            "key (--account), or have the escrow's owner add this one"
-        )
+    check_oracle_key(ctx.contracts, signer)
     if spot_check_fraction and not model_dirs:
         raise TributaError("--spot-check-fraction needs the models to re-run: give --model-dir")
     options = OracleOptions(
@@ -62,28 +59,10 @@ def run(ctx, host, port, db_url, lease_s, agent_fee_bps, no_attribution, model_d
         spot_check_fraction=spot_check_fraction,
         upload_limits=UploadLimits(max_upload_mb * 2**20, upload_quota_mb * 2**20), ui_token=ui_token or None,
     )
-    from oracle.supervisor import supervise
 
     def serve() -> None:  # in the supervised child: a worker killed by a signal starts afresh
         try:
-            attributor = None
-            if not no_attribution:
-                from oracle.attribution.service import build_attributor
-
-                attributor = build_attributor(ctx.settings, ctx.contracts, ctx.store)
-            reexecute = None
-            if model_dirs:
-                from oracle.reexecute import Reexecutor
-                from tributa.runtime import bwrap
-                from tributa.runtime.sandbox import SandboxedExecutor
-
-                if bwrap.bwrap_path() is None:
-                    raise TributaError("re-execution (--model-dir) runs models in bubblewrap, which is not installed: apt-get install bubblewrap")
-                # The same bwrap workers the agents serve from, so an honest agent's bytes match the oracle's.
-                reexecute = Reexecutor(
-                    ctx.contracts, ctx.store, list(model_dirs), SandboxedExecutor(), oracle_key=bytes(signer.account.key)
-                )
-            Oracle(ctx.settings, ctx.contracts, signer, options, attributor, reexecute).run()
+            build_oracle(ctx.settings, ctx.contracts, ctx.store, signer, options, not no_attribution, list(model_dirs)).run()
         except TributaError as exc:  # one line, as the CLI prints it, then the exit code
             click.echo(f"Error: {exc}", err=True)
             raise SystemExit(1) from None
