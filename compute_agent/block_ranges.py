@@ -13,12 +13,15 @@ class BlockRanges:
         self._checked_at = 0.0
 
     def take(self, force: bool = False) -> tuple[int, int] | None:
-        """(first, last) blocks to read now, or None (checked too recently, or nothing new)."""
+        """(first, last) blocks to read now, or None (checked too recently, or nothing new). The
+        range is handed out again until `done` says it was read."""
         if not force and time.monotonic() - self._checked_at < self.every_s:
             return None
         self._checked_at = time.monotonic()
         tip = self.w3.eth.block_number
         if tip < self.next_block:
             return None
-        first, self.next_block = self.next_block, tip + 1
-        return first, tip
+        return self.next_block, tip
+
+    def done(self, blocks: tuple[int, int]) -> None:
+        self.next_block = max(self.next_block, blocks[1] + 1)

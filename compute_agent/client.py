@@ -99,20 +99,27 @@ class JobClient:
     def report_error(self, job_id: int, kind: str, message: str) -> None:
         self._post(f"/v1/jobs/{job_id}/error", {"kind": kind, "error": message})
 
-    def fetch_content(self, cid: str) -> bytes:
-        try:
-            response = self.http.get(f"{self.base}/v1/content/{cid}")
-        except httpx.HTTPError as exc:
-            raise OracleUnavailable(f"cannot reach the oracle's content gateway: {exc}") from None
-        if response.status_code != 200:
-            raise OracleRefused(response.status_code, response.text, retry_after(response.headers.get("retry-after")))
-        return response.content
+    def fetch_content(self, cid: str, max_bytes: int | None = None) -> bytes:
+        """A CID's whole content from the oracle's gateway; OversizedContent past `max_bytes`
+        (read as a stream, never buffered beyond it). The caller re-hashes it against the CID."""
+        if max_bytes is None:
+            try:
+                response = self.http.get(f"{self.base}/v1/content/{cid}")
+            except httpx.HTTPError as exc:
+                raise OracleUnavailable(f"cannot reach the oracle's content gateway: {exc}") from None
+            if response.status_code != 200:
+                raise OracleRefused(response.status_code, response.text, retry_after(response.headers.get("retry-after")))
+            return response.content
+        return self._get_capped(f"/v1/content/{cid}", f"content {cid}", max_bytes)
 
     def fetch_block(self, cid: str, max_bytes: int) -> bytes:
         """One raw block of the oracle's store by its CID (`GET /v1/blocks/{cid}`), read as a
         stream and given up on past `max_bytes`. The caller re-hashes it against the CID."""
+        return self._get_capped(f"/v1/blocks/{cid}", f"block {cid}", max_bytes)
+
+    def _get_capped(self, path: str, what: str, max_bytes: int) -> bytes:
         try:
-            with self.http.stream("GET", f"{self.base}/v1/blocks/{cid}") as response:
+            with self.http.stream("GET", f"{self.base}{path}") as response:
                 if response.status_code != 200:
                     message = _read_capped(response, 2048).decode("utf-8", "replace")
                     try:
@@ -122,12 +129,12 @@ class JobClient:
                     raise OracleRefused(response.status_code, message, retry_after(response.headers.get("retry-after")))
                 declared = response.headers.get("content-length")
                 if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-                    raise OversizedContent(f"the oracle's block {cid} is {declared} bytes, over the {max_bytes}-byte limit")
+                    raise OversizedContent(f"the oracle's {what} is {declared} bytes, over the {max_bytes}-byte limit")
                 data = _read_capped(response, max_bytes + 1)
         except httpx.HTTPError as exc:
             raise OracleUnavailable(f"cannot reach the oracle's content gateway: {type(exc).__name__}: {exc}") from None
         if len(data) > max_bytes:
-            raise OversizedContent(f"the oracle's block {cid} is over the {max_bytes}-byte limit")
+            raise OversizedContent(f"the oracle's {what} is over the {max_bytes}-byte limit")
         return data
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import logging
 import shutil
 import tempfile
@@ -13,7 +14,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
-from compute_agent.duties import Duty
+from compute_agent.duties import Duty, DutyUnreadable, duty_for
 from compute_agent.client import JobClient, OracleRefused, OracleUnavailable, OversizedContent
 from tributa import private
 from tributa.crypto import CryptoError, decrypt_with
@@ -22,7 +23,7 @@ from tributa.runtime.jobs import parse_input
 from tributa.runtime import sandbox
 from tributa.runtime.worker import WorkerCrashed
 from tributa.catalog import MAX_BLOCK_BYTES, FolderRefused, LocalModel, ModelCatalog, fetch_folder
-from tributa.ai_oracle import CHALLENGED, posted_result, request_state
+from tributa.ai_oracle import REQUESTED, posted_result, request_state
 from tributa.chain.contracts import Contracts
 from tributa.chain.eip712 import sign_lease, sign_result
 from tributa.chain.tx import Signer
@@ -50,6 +51,10 @@ RETRY_MAX_S = 10.0
 RETRY_FOR_S = 180.0
 # Polls back off the same way while the oracle is away, up to POLL_BACKOFF_MAX_S between tries.
 POLL_BACKOFF_MAX_S = 5.0
+# Committee duties found on-chain answered at once, beside the jobs (each re-executes and rescores).
+MAX_DUTIES_IN_FLIGHT = 2
+# The most a posted output named by its CID is read of (a generation's canonical JSON is far smaller).
+MAX_POSTED_OUTPUT_BYTES = 16 * 2**20
 
 
 def backoff_delay(failures: int, maximum_s: float, hint_s: float | None = None) -> float:
@@ -234,6 +239,7 @@ class Agent:
         self.slash_watcher = None  # a SlashWatcher: logs and counts this agent's slashes (bootstrap sets it)
         self.duty_watcher = None  # a DutyWatcher: challenges this agent must judge, read on-chain (bootstrap sets it)
         self._duty_lock = threading.Lock()
+        self._post_lock = threading.Lock()
         self._duty_answers: dict[int, Future] = {}  # request id -> the output this member signs
 
     def servable_models(self) -> list[int]:
@@ -296,15 +302,15 @@ class Agent:
             self._models[model_id] = read_model(self.contracts.registry, model_id)
         return self._models[model_id]
 
-    def fetch_input(self, input_cid: str, job_id: int | None = None) -> bytes:
+    def fetch_input(self, input_cid: str, job_id: int | None = None, max_bytes: int | None = None) -> bytes:
         """From the local store if it holds the CID, else the oracle's gateway (retried while it
-        is away or answers 503), re-hashed here."""
+        is away or answers 503; at most `max_bytes`), re-hashed here."""
         try:
             if self.store.has(input_cid):
                 return self.store.get_bytes(input_cid)
         except StoreError:
             pass
-        data = self._retrying("input fetch", job_id, lambda: self.client.fetch_content(input_cid))
+        data = self._retrying("input fetch", job_id, lambda: self.client.fetch_content(input_cid, max_bytes))
         if str(self.store.cid_of(data)) != input_cid:
             raise StoreError(f"content served for {input_cid} does not hash to that CID")
         return data
@@ -375,7 +381,12 @@ class Agent:
     def _handle(self, offer: dict) -> JobOutcome:
         started = time.perf_counter()
         job_id, task_id = offer["job_id"], offer["task_id"]
-        model = self._model(offer["model_id"])
+        duty, refusal = self._duty_of_offer(task_id)
+        if refusal is not None:  # never a signature on a request that is not awaiting one from this agent
+            log.warning("job %s (task %s) refused: %s", job_id, task_id, refusal)
+            self._report_error(job_id, "runtime", refusal)
+            return JobOutcome(job_id, task_id, False, error=refusal, seconds=time.perf_counter() - started)
+        model = self._model(duty.model_id if duty is not None else offer["model_id"])
         parts = self._local_parts(model)
         if parts is None:
             self._report_error(job_id, "runtime", f"agent lacks the weights of model {model.model_id}")
@@ -390,11 +401,12 @@ class Agent:
         )
         accepted = self._accept_later(job_id, lease_signature)
         try:
-            input_bytes = self._job_input(offer)
+            # A challenged request's model and input are those on-chain, whatever the offer says.
+            input_bytes = duty.input_bytes if duty is not None else self._job_input(offer)
             adapters = self._job_adapters(model, base, input_bytes, job_id)
             fetched = time.perf_counter()
-            if offer.get("committee_duty"):  # the same answer as the agent's own duty watcher gives, run once
-                output = self._committee_verdict(task_id, lambda: self._answer_duty(task_id, model, base, adapters, input_bytes))
+            if duty is not None:  # the same answer the agent's own duty watcher gives, run once
+                output = self._committee_verdict(task_id, lambda: self._answer_duty(duty, model, base, adapters))
             else:
                 output = self.executor.run(base, adapters, input_bytes, model.serving.max_new_tokens)
             ran = time.perf_counter()
@@ -424,6 +436,8 @@ class Agent:
         refused = self._accepted(accepted, job_id, task_id)
         if refused is not None:
             return JobOutcome(job_id, task_id, False, error=refused, seconds=time.perf_counter() - started)
+        if duty is not None:
+            self._post_verdict(task_id, digest, signature)
         self._retrying("submit", job_id, lambda: self.client.submit(job_id, output, digest, signature, lease_signature))
         done = time.perf_counter()
         seconds = done - started
@@ -433,9 +447,27 @@ class Agent:
         )
         return JobOutcome(job_id, task_id, True, result_cid=result_cid, seconds=seconds)
 
+    def _duty_of_offer(self, task_id: int) -> tuple[Duty | None, str | None]:
+        """(the committee duty, None) for a challenged request this agent must judge, (None, None)
+        for an ordinary task, or (None, why not) for an AIOracle request that awaits no result
+        from this agent: the oracle's offer decides none of it, the chain does."""
+        if self.contracts.ai_oracle is None:
+            return None, None
+        state = request_state(self.contracts, task_id)
+        if state in (0, REQUESTED):  # not a request, or one awaiting its answer: an ordinary job
+            return None, None
+        try:
+            duty = duty_for(self.contracts, self.signer.address, task_id, answered_too=True)
+        except DutyUnreadable as exc:
+            return None, f"committee duty unreadable on-chain now: {exc}"
+        if duty is None:
+            return None, f"AIOracle request {task_id} awaits no result from this agent (state {state}, and it is not on its committee)"
+        return duty, None
+
     def answer_duty(self, duty: Duty) -> JobOutcome:
         """Answer a committee duty found on-chain (DutyWatcher): re-execute the request's on-chain
-        input and post the verdict on-chain; no oracle involved."""
+        input and post the verdict on-chain; no oracle involved. One that fails goes back to the
+        watcher, which tries it again until the committee deadline."""
         started = time.perf_counter()
         rid = duty.request_id
         try:
@@ -444,15 +476,21 @@ class Agent:
             if parts is None:
                 raise TributaError(f"this agent holds no copy of model {duty.model_id}")
             adapters = self._job_adapters(model, parts[0], duty.input_bytes, -1)
-            output = self._committee_verdict(rid, lambda: self._answer_duty(rid, model, parts[0], adapters, duty.input_bytes))
-        except Exception as exc:  # the duty is lost (the member sits silent), never the agent
-            log.warning("committee duty on request %s failed: %s: %s", rid, type(exc).__name__, exc)
+            output = self._committee_verdict(rid, lambda: self._answer_duty(duty, model, parts[0], adapters))
+            digest = cidlib.cid_to_digest(str(self.store.cid_of(output)))
+            signature = sign_result(self.signer.account, self.contracts.chain_id, self.contracts.escrow.address, rid, digest)
+            if not self._post_verdict(rid, digest, signature):
+                raise TributaError("the verdict could not be posted on-chain")
+        except Exception as exc:  # the duty waits for another try, never the agent
+            if self.duty_watcher is not None:
+                self.duty_watcher.failed(rid, f"{type(exc).__name__}: {exc}")
             return JobOutcome(-1, rid, False, error=f"{type(exc).__name__}: {exc}", seconds=time.perf_counter() - started)
         return JobOutcome(-1, rid, True, result_cid=str(self.store.cid_of(output)), seconds=time.perf_counter() - started)
 
     def _committee_verdict(self, task_id: int, answer: Callable[[], bytes]) -> bytes:
         """`answer()` once per challenged request, whether the oracle's lease or the agent's own
-        duty watcher asks first; the other waits for it and gets the same output."""
+        duty watcher asks first; the other waits for it and gets the same output. A failed
+        answer is not kept: the next ask tries again."""
         with self._duty_lock:
             pending = self._duty_answers.get(task_id)
             mine = pending is None
@@ -463,63 +501,54 @@ class Agent:
                 pending.set_result(answer())
             except BaseException as exc:
                 with self._duty_lock:
-                    del self._duty_answers[task_id]  # a later ask may try again
+                    del self._duty_answers[task_id]
                 pending.set_exception(exc)
         return pending.result()
 
-    def _answer_duty(self, task_id: int, model: ModelInfo, base: LocalModel, adapters: list[LocalModel], input_bytes: bytes) -> bytes:
-        own = self.executor.run(base, adapters, input_bytes, model.serving.max_new_tokens)
-        output = self._committee_output(task_id, model, base, adapters, input_bytes, own)
-        digest = cidlib.cid_to_digest(str(self.store.cid_of(output)))
-        signature = sign_result(self.signer.account, self.contracts.chain_id, self.contracts.escrow.address, task_id, digest)
-        self._post_verdict(task_id, digest, signature)
-        return output
-
-    def _committee_output(self, task_id: int, model: ModelInfo, base: LocalModel, adapters: list[LocalModel],
-                          input_bytes: bytes, own: bytes) -> bytes:
-        """What this agent signs as a member of a challenged request's committee: the posted
-        output when the acceptance rule accepts it beside its own run (an honest answer from
-        other hardware is upheld), else its own. The duty is checked on-chain: the oracle's word
-        that a task is challenged changes nothing here."""
-        if request_state(self.contracts, task_id) != CHALLENGED:
-            return own
-        posted = posted_result(self.contracts, task_id)
+    def _answer_duty(self, duty: Duty, model: ModelInfo, base: LocalModel, adapters: list[LocalModel]) -> bytes:
+        """What this member signs: the posted output when the acceptance rule accepts it beside its
+        own run (an honest answer from other hardware is upheld), else its own. Whatever keeps it
+        from judging the posted output raises: no verdict rather than a vote against."""
+        own = self.executor.run(base, adapters, duty.input_bytes, model.serving.max_new_tokens)
+        posted = posted_result(self.contracts, duty.request_id)
         if posted is None:
-            return own
-        try:
-            claimed = posted.output_bytes(lambda cid: self.fetch_input(cid, None))
-        except (TributaError, StoreError, ValueError) as exc:
-            log.warning("task %s: the posted output could not be read (%s): signing this run's", task_id, exc)
-            return own
+            raise DutyUnreadable(f"request {duty.request_id}: no posted result found")
+        claimed = posted.output_bytes(lambda cid: self.fetch_input(cid, None, MAX_POSTED_OUTPUT_BYTES))
         params = model_params(self.contracts.registry, model.model_id)
-        judge = Judge(params, claim_checker(base, adapters, input_bytes, model.serving.max_new_tokens, params.logit_margin,
+        judge = Judge(params, claim_checker(base, adapters, duty.input_bytes, model.serving.max_new_tokens, params.logit_margin,
                                             run_callable=self._rescore_in, registry=getattr(self.executor, "registry", None)))
         return committee_answer(claimed, own, judge)
 
-    def _post_verdict(self, task_id: int, digest: bytes, signature: bytes) -> None:
+    def _post_verdict(self, task_id: int, digest: bytes, signature: bytes) -> bool:
         """Post this member's verdict on-chain itself (AICommittee.post_verdict), so that it counts
-        and proves the member answered whatever the oracle does with it; best effort (the oracle
-        posts the verdicts it holds too), paid from the agent's own balance. Sent before the result
-        goes to the oracle, which may resolve as soon as it holds a quorum; the contract takes it
-        until the committee deadline, and refuses it for a request nobody challenged."""
-        committee = self.contracts.committee
-        if committee is None:
-            return
+        and proves the member answered whatever the oracle does with it; paid from the agent's own
+        balance. Sent before the result goes to the oracle, which may resolve as soon as it holds
+        a quorum. Whether the verdict is on-chain now (a failure is logged, never raised)."""
+        committee = self.contracts.committee.functions
         try:
-            if committee.functions.posted_digest(task_id, self.signer.address).call() != bytes(32):
-                return
-            tx = self.signer.transact(committee.functions.post_verdict(task_id, digest, signature), action="committee.post_verdict")
+            with self._post_lock:  # the lease and the duty watcher may both answer: one transaction
+                if committee.posted_digest(task_id, self.signer.address).call() != bytes(32):
+                    return True
+                tx = self.signer.transact(committee.post_verdict(task_id, digest, signature), action="committee.post_verdict")
             log.info("task %s: committee verdict posted on-chain in %s", task_id, tx.tx_hash)
+            return True
         except Exception as exc:  # a revert (e.g. past the committee deadline) or the node away: never the job's failure
             log.warning("task %s: committee verdict not posted on-chain: %s", task_id, exc)
+            return False
 
     @property
     def _rescore_in(self):
-        """Where a claim is rescored: a sandbox of its own when this agent's jobs run in one."""
+        """Where a claim is rescored: a sandbox of its own, under this agent's worker limits, when
+        this agent's jobs run in one; else None (in this process, on a float32 CPU copy)."""
         if hasattr(self.executor, "run_callable"):
             return self.executor.run_callable
         template = getattr(self.executor, "template", None)  # a ServingEngine's worker template
-        return sandbox.run_callable if getattr(template, "isolation", None) == "bwrap" else None
+        if getattr(template, "isolation", None) != "bwrap":
+            return None
+        limits = sandbox.SandboxLimits(
+            memory_mb=max(template.memory_mb or 0, sandbox.SandboxLimits.memory_mb),
+            wall_seconds=template.batch_timeout_s or sandbox.SandboxLimits.wall_seconds)
+        return functools.partial(sandbox.run_callable, limits=limits)
 
     def _report_error(self, job_id: int, kind: str, message: str) -> None:
         self._retrying("error report", job_id, lambda: self.client.report_error(job_id, kind, message))
@@ -561,11 +590,11 @@ class Agent:
         except Exception as exc:  # a node hiccup must not stop the agent: checked again later
             log.debug("slash check failed: %s", exc)
 
-    def _due_duties(self) -> list[Duty]:
-        if self.duty_watcher is None:
+    def _due_duties(self, busy: set[int], room: int) -> list[Duty]:
+        if self.duty_watcher is None or room < 1:
             return []
         try:
-            return self.duty_watcher.due()
+            return self.duty_watcher.due(busy, room)
         except Exception as exc:  # a node hiccup must not stop the agent: checked again later
             log.debug("duty check failed: %s", exc)
             return []
@@ -588,11 +617,19 @@ class Agent:
             running.difference_update(done)
             outcomes.extend(f.result() for f in done)  # handle() never raises
 
-        with ThreadPoolExecutor(self.capacity, thread_name_prefix="job") as pool:
+        duties: dict[Future, int] = {}  # committee duties found on-chain, in flight -> their request
+
+        with ThreadPoolExecutor(self.capacity, thread_name_prefix="job") as pool, \
+                ThreadPoolExecutor(MAX_DUTIES_IN_FLIGHT, thread_name_prefix="duty") as duty_pool:
             while not stop.is_set() and (max_jobs is None or leased < max_jobs):
                 collect({f for f in running if f.done()})
+                for done in [f for f in duties if f.done()]:
+                    del duties[done]
+                # Duties have their own threads: a burst of challenges never stops the jobs.
+                for duty in self._due_duties(set(duties.values()), MAX_DUTIES_IN_FLIGHT - len(duties)):
+                    duties[duty_pool.submit(self.answer_duty, duty)] = duty.request_id
                 room = self.capacity - len(running)
-                if room <= 0:  # duties may take it past capacity
+                if room == 0:
                     collect(wait(running, timeout=1.0, return_when=FIRST_COMPLETED).done)
                     continue
                 if max_jobs is not None:
@@ -601,10 +638,9 @@ class Agent:
                 self._check_slashes()
                 for offer in offers:
                     running.add(pool.submit(self.handle, offer))
-                for duty in self._due_duties():  # rare, and due by a deadline: queued whatever the room
-                    running.add(pool.submit(self.answer_duty, duty))
                 leased += len(offers)
             collect(wait(running).done)
+            wait(duties)
         return outcomes
 
     def _poll(self, room: int, wait_s: float, stop: threading.Event) -> list[dict]:

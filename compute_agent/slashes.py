@@ -32,6 +32,7 @@ class SlashWatcher:
         events = self.contracts.escrow.events.AgentSlashed.get_logs(
             from_block=blocks[0], to_block=blocks[1], argument_filters={"agent": self.agent}
         )
+        self._blocks.done(blocks)  # only once read: a refused query reads the same range again
         found = [(e["args"]["task_id"], e["args"]["amount"]) for e in events]
         for task_id, amount in found:
             log.warning("this agent was slashed %s wei on task %s (see `tributa task show %s`)", amount, task_id, task_id)

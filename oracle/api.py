@@ -192,7 +192,6 @@ _OFFER_SCHEMA = {
         "lease_expires_at": {"type": "integer"},
         "input_envelope_b64": {"type": ["string", "null"]},
         "input_b64": {"type": ["string", "null"]},
-        "committee_duty": {"type": "boolean", "description": "A challenged request's re-execution by its committee."},
     },
 }
 # The poll handler reads its (signed) body itself, so FastAPI cannot infer these.

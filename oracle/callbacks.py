@@ -331,9 +331,11 @@ class CallbackRelay:
         verdicts = self.verdicts(row.request_id)
         posted = bytes.fromhex(row.settlement[2:])[64:96]
         counts: dict[bytes, int] = {}
-        for _, digest, _ in verdicts:
+        for digest in self._verdict_digests(row.request_id, verdicts):
             counts[digest] = counts.get(digest, 0) + 1
         quorum = [d for d, n in counts.items() if n >= COMMITTEE_QUORUM]
+        if quorum and quorum[0] != posted and not self._has_output(row.request_id, quorum[0]):
+            quorum = []  # a replacement known only on-chain: its bytes come with a member's submission
         if not quorum and chain_time <= (row.resolve_by or 0):
             # No quorum yet: each verdict goes on-chain now, so it counts (and proves its member
             # answered) whoever resolves and whenever, even with no verdicts in hand.
@@ -346,6 +348,27 @@ class CallbackRelay:
         call = self.ai_oracle.functions.resolve(row.request_id, json.loads(row.candidates), _hex(row.settlement), verdicts[:3],
                                                 output, is_cid, _hex(row.callback_data))
         self._send("resolve", row.request_id, call)
+
+    def _verdict_digests(self, task_id: int, verdicts: list[tuple[str, bytes, bytes]]) -> list[bytes]:
+        """One digest per member that answered: the verdict it posted on-chain (which the tally
+        counts in place of any other), else the one it submitted here. Members answer on-chain
+        themselves (compute_agent/duties.py), also while this oracle is away."""
+        held = {member: digest for member, digest, _ in verdicts}
+        with self.db.session() as s:
+            members = [Web3.to_checksum_address(a) for a in s.execute(
+                select(CommitteeDuty.agent).where(CommitteeDuty.task_id == task_id)).scalars()]
+        digests = []
+        for member in members:
+            on_chain = bytes(self.committee.functions.posted_digest(task_id, member).call())
+            digest = on_chain if on_chain != bytes(32) else held.get(member)
+            if digest is not None:
+                digests.append(digest)
+        return digests
+
+    def _has_output(self, task_id: int, digest: bytes) -> bool:
+        with self.db.session() as s:
+            return s.execute(select(Job.result_cid).where(Job.task_id == task_id, Job.result_digest == "0x" + digest.hex())
+                             ).scalars().first() is not None
 
     def _penalize_silence(self, chain_time: int) -> None:
         """After a resolved challenge's committee deadline, penalize its members recorded silent

@@ -95,9 +95,6 @@ class JobOffer:
     input_envelope_b64: str | None = None
     # Public inputs up to INLINE_INPUT_BYTES ride along, saving the agent a fetch (it re-hashes them).
     input_b64: str | None = None
-    # A challenged request's re-execution by a member of its committee: the agent compares its own
-    # output with the posted one under the acceptance rule (it checks the challenge on-chain).
-    committee_duty: bool = False
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -273,7 +270,7 @@ class JobBook:
         s.flush()
         return JobOffer(
             job.id, task.task_id, task.model_id, input_cid, task.input_digest, task.deadline,
-            job.lease_chain_expires_at, envelope, inline, committee_duty=duty,
+            job.lease_chain_expires_at, envelope, inline,
         )
 
     def _input_for(self, agent: str, task: Task, input_cid: str) -> tuple[str | None, str | None]:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from eth_abi import decode
+from eth_abi.exceptions import DecodingError
 
 from tributa.chain.contracts import Contracts
 from tributa.store import cid as cidlib
@@ -17,7 +18,12 @@ from tributa.store import cid as cidlib
 REQUESTED, PROVISIONAL, CHALLENGED, FINAL, EXPIRED = 1, 2, 3, 4, 5
 # TaskEscrow.Settlement, as fulfil and resolve take it ABI-encoded (escrow.settle's calldata after the selector).
 SETTLEMENT_ABI_TYPE = "(uint256,bytes32,bytes32,address[],bytes[],uint256,(address,bytes32,uint256,bytes)[],uint256[],uint16[])"
-_CIDV0_PREFIX = b"\x12\x20"
+_CIDV0_PREFIX = b"\x12\x20"  # sha2-256, 32 bytes
+_CIDV1_DAG_PB_PREFIX = b"\x01\x70\x12\x20"  # the other form AIOracle takes (a raw-codec one names other bytes)
+# Logs are searched back from a known block in ranges a node serves (many refuse wider ones),
+# at most as far as a request lives: 7 days each of response, challenge and committee windows.
+LOG_CHUNK_BLOCKS = 5_000
+MAX_SEARCH_BLOCKS = 160_000
 
 
 @dataclass(frozen=True)
@@ -33,9 +39,11 @@ class PostedResult:
         must re-hash what it returns)."""
         if not self.output_is_cid:
             return self.output
-        if not self.output.startswith(_CIDV0_PREFIX) or len(self.output) != 34:
-            raise ValueError(f"request {self.request_id}'s posted output is not a CIDv0")
-        return fetch(str(cidlib.digest_to_cid(self.output[2:])))
+        digest = self.output[-32:]
+        if len(self.output) != len(_CIDV0_PREFIX) + 32 or not self.output.startswith(_CIDV0_PREFIX):
+            if len(self.output) != len(_CIDV1_DAG_PB_PREFIX) + 32 or not self.output.startswith(_CIDV1_DAG_PB_PREFIX):
+                raise ValueError(f"request {self.request_id}'s posted output is not a CIDv0 or dag-pb CIDv1")
+        return fetch(str(cidlib.digest_to_cid(digest)))
 
 
 def request_state(contracts: Contracts, request_id: int) -> int:
@@ -45,15 +53,30 @@ def request_state(contracts: Contracts, request_id: int) -> int:
     return int(contracts.ai_oracle.functions.request(request_id).call()[4])
 
 
-def posted_result(contracts: Contracts, request_id: int) -> PostedResult | None:
-    """The result fulfil posted for `request_id`, or None if none was."""
+def find_logs(contracts: Contracts, event, request_id: int, before_block: int):
+    """The latest `event` log of `request_id` at or before `before_block`, searched backwards in
+    LOG_CHUNK_BLOCKS ranges, down to the deployment's block or MAX_SEARCH_BLOCKS; None if none."""
+    floor = max(contracts.deployment.block_number, before_block - MAX_SEARCH_BLOCKS)
+    end = before_block
+    while end >= floor:
+        start = max(floor, end - LOG_CHUNK_BLOCKS + 1)
+        logs = event.get_logs(argument_filters={"request_id": request_id}, from_block=start, to_block=end)
+        if logs:
+            return logs[-1]
+        end = start - 1
+    return None
+
+
+def posted_result(contracts: Contracts, request_id: int, before_block: int | None = None) -> PostedResult | None:
+    """The result fulfil posted for `request_id` (at or before `before_block`, default the tip),
+    or None if none was."""
     if contracts.ai_oracle is None:
         return None
-    logs = contracts.ai_oracle.events.ResultPosted.get_logs(
-        argument_filters={"request_id": request_id}, from_block=contracts.deployment.block_number)
-    if not logs:
+    tip = contracts.w3.eth.block_number if before_block is None else before_block
+    posted = find_logs(contracts, contracts.ai_oracle.events.ResultPosted, request_id, tip)
+    if posted is None:
         return None
-    posted = logs[-1]  # fulfil posts once per request: a resolve never posts again
+    # fulfil posts once per request: a resolve never posts again
     args = posted.args
     return PostedResult(request_id, bytes(args.result_digest), bytes(args.output), bool(args.output_is_cid),
                         bytes(posted.transactionHash))
@@ -65,19 +88,9 @@ def original_agents(contracts: Contracts, posted: PostedResult) -> list[str] | N
     tx = contracts.w3.eth.get_transaction(posted.tx_hash)
     try:
         fn, args = contracts.ai_oracle.decode_function_input(tx["input"])
-    except ValueError:
+        if fn.fn_name != "fulfill" or int(args["request_id"]) != posted.request_id:
+            return None
+        settlement = decode([SETTLEMENT_ABI_TYPE], bytes(args["settlement"]))[0]
+    except (ValueError, DecodingError):  # not a direct fulfill, or words fulfil never reads
         return None
-    if fn.fn_name != "fulfill" or int(args["request_id"]) != posted.request_id:
-        return None
-    settlement = decode([SETTLEMENT_ABI_TYPE], bytes(args["settlement"]))[0]
     return [contracts.w3.to_checksum_address(a) for a in settlement[3]]
-
-
-def request_input(contracts: Contracts, request_id: int, from_block: int | None = None) -> tuple[int, bytes] | None:
-    """(model id, input bytes) of a request, from its AICallbackRequest event; None if not found."""
-    logs = contracts.ai_oracle.events.AICallbackRequest.get_logs(
-        argument_filters={"request_id": request_id},
-        from_block=contracts.deployment.block_number if from_block is None else from_block)
-    if not logs:
-        return None
-    return int(logs[0].args.model_id), bytes(logs[0].args.input)

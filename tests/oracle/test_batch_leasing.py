@@ -25,7 +25,7 @@ from tributa.store import cid as cidlib
 from tributa.store import open_store
 
 OFFER_KEYS = {"job_id", "task_id", "model_id", "input_cid", "input_digest", "deadline", "lease_expires_at",
-              "input_envelope_b64", "input_b64", "committee_duty"}
+              "input_envelope_b64", "input_b64"}
 
 
 class BatchApi:

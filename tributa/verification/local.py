@@ -5,7 +5,7 @@ A claim is rescored on a float32 CPU copy of the registered base and the adapter
 names, loaded on the first claim that needs it (equal bytes, or a claim whose identity fields
 already differ, need no model). `run_callable` (sandbox.run_callable) rescores in a bwrap worker
 of its own, so a registered model's loader never runs next to the caller's key; without it the
-claim is rescored in this process on `registry`."""
+claim is rescored in this process on `registry` (default: a float32 CPU one)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def claim_checker(
     """Checks claimed generations of the job (`base`, `adapters`, `input_bytes`) against this
     machine's model. JobInputError if the input is not a job."""
     from tributa.runtime.executor import job_spec
-    from tributa.runtime.jobs import default_registry, generation_request, parse_input
+    from tributa.runtime.jobs import generation_request, parse_input
 
     payload = parse_input(input_bytes)
     spec = job_spec(base, adapters, payload, max_new_tokens)
@@ -44,13 +44,26 @@ def claim_checker(
 
     def check(claim: dict[str, Any]) -> str | None:
         if not loaded:
-            runner = (registry or default_registry()).generation(Path(str(spec.model_path)))
+            runner = (registry or _cpu_float32()).generation(Path(str(spec.model_path)))
             if spec.adapter is not None:
                 runner.load_adapter(spec.adapter, str(spec.adapter_path))
             loaded.append(ClaimChecker(runner, request, logit_margin))
         return loaded[0](claim)
 
     return check
+
+
+_CPU_FLOAT32: list[Any] = []
+
+
+def _cpu_float32():
+    """The registry claims are rescored on without one given: float32 on the CPU, whatever the
+    machine serves with, as in the sandboxed rescoring."""
+    from tributa.runtime.jobs import RunnerRegistry
+
+    if not _CPU_FLOAT32:
+        _CPU_FLOAT32.append(RunnerRegistry("cpu", "float32"))
+    return _CPU_FLOAT32[0]
 
 
 def committee_answer(posted: bytes | None, own: bytes, judge: Judge) -> bytes:
