@@ -47,7 +47,9 @@ def file_digest(data: bytes) -> bytes:
 
 def callback_gas(contracts, tx: TxResult, callback: str) -> int:
     """The callee's own gas of the delivery CALL to `callback` (callTracer's gasUsed)."""
-    trace = contracts.w3.provider.make_request("debug_traceTransaction", [tx.tx_hash, {"tracer": "callTracer"}])["result"]
+    trace = contracts.w3.provider.make_request("debug_traceTransaction", [tx.tx_hash, {"tracer": "callTracer"}])[
+        "result"
+    ]
     found = []
 
     def walk(frame):
@@ -83,7 +85,9 @@ class Bench:
         s["publisher"].transact(self.oracle.set_challenge_window(self.fast, 0))
         # the original agent is slashed once per overturn: stake well above the minimum
         register_agent(contracts, self.agent, [self.fast, self.slow])
-        self.agent.transact(contracts.escrow.functions.add_stake(), value=10 * contracts.escrow.functions.min_stake().call())
+        self.agent.transact(
+            contracts.escrow.functions.add_stake(), value=10 * contracts.escrow.functions.min_stake().call()
+        )
         self.members = [Signer(contracts.w3, dev_account(FIRST_CONTRIBUTOR_INDEX + i)) for i in range(COMMITTEE)]
         for m in self.members:
             register_agent(contracts, m, [self.slow])
@@ -102,19 +106,23 @@ class Bench:
         tx = self.s["buyer"].transact(self.oracle.challenge(rid), value=self.oracle.challenge_bond().call())
         return list(first_event(self.c.ai_oracle, "Challenged", tx.receipt)["candidates"]), tx
 
-    def resolve(self, rid: int, candidates: list[str], encoded: bytes, digest: bytes, n: int, output: bytes) -> TxResult:
+    def resolve(
+        self, rid: int, candidates: list[str], encoded: bytes, digest: bytes, n: int, output: bytes
+    ) -> TxResult:
         committee = self.c.committee.functions.committee_of(candidates, [self.agent.address]).call()
         by_address = {m.address.lower(): m for m in self.members}
         verdicts = []
         for address in committee[:n]:
             account = by_address[address.lower()].account
-            verdicts.append((address, digest, sign_result(account, self.c.chain_id, self.c.escrow.address, rid, digest)))
+            verdicts.append(
+                (address, digest, sign_result(account, self.c.chain_id, self.c.escrow.address, rid, digest))
+            )
         return self.s["buyer2"].transact(self.oracle.resolve(rid, candidates, encoded, verdicts, output, False, b""))
 
 
 def run(workdir: Path) -> dict[str, float]:
     workdir.mkdir(parents=True, exist_ok=True)
-    with deployed_chain(workdir) as (node, contracts, s):
+    with deployed_chain(workdir) as (_node, contracts, s):
         b = Bench(contracts, s)
         fast_board, slow_board = b.boards[b.fast].address, b.boards[b.slow].address
         # steady state: one request settled before, one left open throughout
@@ -123,8 +131,12 @@ def run(workdir: Path) -> dict[str, float]:
         b.ask(b.fast)
 
         fee = b.oracle.estimate_fee(b.fast, EOA_GAS_LIMIT).call()
-        requests = [s["requester"].transact(b.oracle.requestCallback(b.fast, PROMPT, fast_board, EOA_GAS_LIMIT, b"ctx"), value=fee).gas_used
-                    for _ in range(REPEATS)]
+        requests = [
+            s["requester"]
+            .transact(b.oracle.requestCallback(b.fast, PROMPT, fast_board, EOA_GAS_LIMIT, b"ctx"), value=fee)
+            .gas_used
+            for _ in range(REPEATS)
+        ]
         asks, settles, settle_cb = [], [], []
         for _ in range(REPEATS):
             rid, tx = b.ask(b.fast)
@@ -158,8 +170,12 @@ def run(workdir: Path) -> dict[str, float]:
             candidates, _ = b.challenge(rid)
             first = b.c.committee.functions.committee_of(candidates, [b.agent.address]).call()[0]
             member = next(m for m in b.members if m.address.lower() == first.lower())
-            signature = sign_result(member.account, contracts.chain_id, contracts.escrow.address, rid, file_digest(ANSWER))
-            return member.transact(contracts.committee.functions.post_verdict(rid, file_digest(ANSWER), signature)).gas_used
+            signature = sign_result(
+                member.account, contracts.chain_id, contracts.escrow.address, rid, file_digest(ANSWER)
+            )
+            return member.transact(
+                contracts.committee.functions.post_verdict(rid, file_digest(ANSWER), signature)
+            ).gas_used
 
         verdicts = [posted_verdict() for _ in range(REPEATS)]
 
@@ -168,7 +184,7 @@ def run(workdir: Path) -> dict[str, float]:
         "gas_prompt_board_ask": median(asks),
         "gas_settle_with_callback": median(settles),
         "gas_settle_callback_own": median(settle_cb),
-        "gas_settle_excluding_callback": median([t - c for t, c in zip(settles, settle_cb)]),
+        "gas_settle_excluding_callback": median([t - c for t, c in zip(settles, settle_cb, strict=False)]),
         "gas_challenge": median([r[0] for rs in rounds.values() for r in rs]),
         "gas_post_verdict": median(verdicts),
     }

@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.chain import deployed_chain, register_agent, register_model
-from bench.loopback import header_of, raw_request, status_of
+from bench.loopback import raw_request, status_of
 from compute_agent.client import JobClient
 from oracle.api_process import ApiSpec, SharedClock, start_api_process
 from oracle.db import database_url
@@ -206,8 +206,10 @@ def measure_polls(port: int, client: JobClient) -> dict[str, float]:
         raise RuntimeError(f"the agent's process failed: {counts['crashed']}")
     if any(key.startswith("5") for key in counts):
         raise RuntimeError(f"the API answered a poll with a 5xx: {counts}")
-    print(f"  polls answered: {dict(sorted(counts.items()))}; health failures: {failures} of {HEALTH_SAMPLES} "
-          f"under load, {idle_failures} of {IDLE_SAMPLES} idle")
+    print(
+        f"  polls answered: {dict(sorted(counts.items()))}; health failures: {failures} of {HEALTH_SAMPLES} "
+        f"under load, {idle_failures} of {IDLE_SAMPLES} idle"
+    )
     return {
         "api_p99_ms_idle": round(float(np.percentile(idle, 99)), 2),
         "api_p50_ms_under_1000_polls": round(float(np.percentile(loaded, 50)), 2),
@@ -248,7 +250,7 @@ def _big_body(port: int, path: str, *, chunked: bool, stream: bool) -> tuple[int
                     sent += CHUNK
                     pending = memoryview(frame + (b"0\r\n\r\n" if chunked and sent >= BIG_BODY else b""))
                 try:
-                    pending = pending[conn.send(pending):]
+                    pending = pending[conn.send(pending) :]
                 except BlockingIOError:
                     pass
                 except ConnectionError:
@@ -287,8 +289,13 @@ def measure_big_bodies(port: int, api_pid: int) -> dict[str, float]:
     peak[0] = max(peak[0], after)
     if any(status != 413 for status, _, _ in answers):
         raise RuntimeError(f"a 256 MiB body was not refused with 413: {answers}")
-    print("  big bodies: " + "; ".join(f"{path} {'chunked' if o['chunked'] else 'Content-Length'}: {s} in {t:.3f} s, "
-                                       f"{sent >> 20} MiB sent" for (path, o), (s, t, sent) in zip(requests, answers)))
+    print(
+        "  big bodies: "
+        + "; ".join(
+            f"{path} {'chunked' if o['chunked'] else 'Content-Length'}: {s} in {t:.3f} s, {sent >> 20} MiB sent"
+            for (path, o), (s, t, sent) in zip(requests, answers, strict=False)
+        )
+    )
     return {
         "api_rss_mb_before_big_bodies": round(before, 1),
         "api_rss_mb_after_big_bodies": round(after, 1),
@@ -309,8 +316,13 @@ def run(workdir: Path) -> dict[str, float]:
 
     from tributa.config import REPO_ROOT
 
-    done = subprocess.run([sys.executable, "-m", "bench.api_bench", str(workdir), "--json"], cwd=REPO_ROOT,
-                          stdout=subprocess.PIPE, text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.api_bench", str(workdir), "--json"],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        check=False,
+    )
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
         raise RuntimeError(f"api_bench failed (exit {done.returncode}):\n{done.stdout[-2000:]}")
@@ -327,10 +339,18 @@ def measure(workdir: Path) -> dict[str, float]:
         oracle_key = bytes(s["oracle"].account.key)
         port = free_port()
         spec = ApiSpec(
-            settings=settings, db_url=database_url(settings.data_dir), host=HOST, port=port, lease_s=60,
+            settings=settings,
+            db_url=database_url(settings.data_dir),
+            host=HOST,
+            port=port,
+            lease_s=60,
             oracle_key=oracle_key,
-            info={"chain_id": contracts.chain_id, "escrow": contracts.escrow.address, "oracle": s["oracle"].address,
-                  "oracle_public_key": "0x" + public_key_of(oracle_key).hex()},
+            info={
+                "chain_id": contracts.chain_id,
+                "escrow": contracts.escrow.address,
+                "oracle": s["oracle"].address,
+                "oracle_public_key": "0x" + public_key_of(oracle_key).hex(),
+            },
         )
         clock = SharedClock(int(contracts.w3.eth.get_block("latest")["timestamp"]))
         metrics_queue = multiprocessing.get_context("fork").Queue()

@@ -30,17 +30,19 @@ import numpy as np
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from oracle.attribution import AttributionEngine, AttributionIndex, IndexParams, as_tokenizer, workers  # noqa: E402
-from oracle.attribution.corpus import SpanCorpus  # noqa: E402
-from oracle.attribution.params import AttributionParams  # noqa: E402
-from oracle.attribution.quantized import load_quantized_embedder  # noqa: E402
-from oracle.attribution.screen import ChunkScreen  # noqa: E402
-from oracle.attribution.semantic import top_chunks, top_chunks_reference, window_starts, window_texts  # noqa: E402
-from oracle.attribution.spans import maximal_spans, maximal_spans_by_dataset, maximal_spans_reference  # noqa: E402
-from oracle.attribution.suffix_array import SuffixArraySearch  # noqa: E402
-from bench import tokengrams_peer  # noqa: E402
-from tributa.ml.embeddings import load_embedder  # noqa: E402
-from tributa.ml.tokenizer import (  # noqa: E402
+import itertools
+
+from bench import tokengrams_peer
+from oracle.attribution import AttributionEngine, AttributionIndex, IndexParams, as_tokenizer, workers
+from oracle.attribution.corpus import SpanCorpus
+from oracle.attribution.params import AttributionParams
+from oracle.attribution.quantized import load_quantized_embedder
+from oracle.attribution.screen import ChunkScreen
+from oracle.attribution.semantic import top_chunks, top_chunks_reference, window_starts, window_texts
+from oracle.attribution.spans import maximal_spans, maximal_spans_by_dataset, maximal_spans_reference
+from oracle.attribution.suffix_array import SuffixArraySearch
+from tributa.ml.embeddings import load_embedder
+from tributa.ml.tokenizer import (
     DATASETS_DIR,
     demo_dataset_dirs,
     load_tokenizer,
@@ -82,12 +84,14 @@ def _with_random_chunks(index: AttributionIndex, dim: int, model_id: str, seed: 
     rows /= np.linalg.norm(rows, axis=1, keepdims=True)
     rows = rows.astype(np.float16)
     screen = ChunkScreen.of(rows)
-    manifest = dataclasses.replace(
-        index.manifest, embedder_id=model_id, embedding_dim=dim, chunk_count=len(starts)
-    )
+    manifest = dataclasses.replace(index.manifest, embedder_id=model_id, embedding_dim=dim, chunk_count=len(starts))
     return dataclasses.replace(
-        index, manifest=manifest, chunk_starts=starts, chunk_embeddings=rows,
-        chunk_screen_codes=screen.codes, chunk_screen_bounds=screen.bounds,
+        index,
+        manifest=manifest,
+        chunk_starts=starts,
+        chunk_embeddings=rows,
+        chunk_screen_codes=screen.codes,
+        chunk_screen_bounds=screen.bounds,
     )
 
 
@@ -113,7 +117,9 @@ def _warm(engine: AttributionEngine, queries: list[np.ndarray]) -> None:
     engine.attribute(queries[0][::-1].copy())
 
 
-def _latency_ms(engines: dict[str, tuple[AttributionEngine, int]], queries: list[np.ndarray], repeats: int = 3) -> dict[str, float]:
+def _latency_ms(
+    engines: dict[str, tuple[AttributionEngine, int]], queries: list[np.ndarray], repeats: int = 3
+) -> dict[str, float]:
     """Median ms of attribute() for each (engine, torch intra-op threads), interleaved query by
     query (same process, same pages, same noise). Each engine sees each output once: `repeats`
     rounds use reversed and shifted copies, which its query cache has not seen. The caller's
@@ -162,7 +168,7 @@ def _stages_ms(engine: AttributionEngine, float32, queries: list[np.ndarray]) ->
         marks.append(time.perf_counter())
         float32.encode(list(dict.fromkeys(texts)))
         marks.append(time.perf_counter())
-        for name, (a, b) in zip(times, zip(marks, marks[1:])):
+        for name, (a, b) in zip(times, itertools.pairwise(marks), strict=False):
             times[name].append((b - a) * 1000)
     return {name: statistics.median(values) for name, values in times.items()}
 
@@ -183,10 +189,12 @@ def _agreement(root: Path, texts: list[str], tokenizer, float32, quantized) -> d
         seconds[name] = time.perf_counter() - start
         engines[name] = AttributionEngine(built[name], tokenizer, embedder)
     tokens = sum(ix.token_count for ix in built["float32"])
-    cosines = np.concatenate([
-        (np.asarray(a.chunk_embeddings, np.float32) * np.asarray(b.chunk_embeddings, np.float32)).sum(axis=1)
-        for a, b in zip(built["float32"], built["quantized"])
-    ])
+    cosines = np.concatenate(
+        [
+            (np.asarray(a.chunk_embeddings, np.float32) * np.asarray(b.chunk_embeddings, np.float32)).sum(axis=1)
+            for a, b in zip(built["float32"], built["quantized"], strict=False)
+        ]
+    )
     outputs = _corpus_outputs([np.asarray(ix.tokens).astype(np.int64) for ix in built["float32"]], seed=6000)
     recall, moved, same = [], [], 0
     for ids in outputs:
@@ -194,12 +202,27 @@ def _agreement(root: Path, texts: list[str], tokenizer, float32, quantized) -> d
         wanted = {(c.dataset_id, c.chunk_index) for c in a.chunks}
         if wanted:
             recall.append(len(wanted & {(c.dataset_id, c.chunk_index) for c in b.chunks}) / len(wanted))
-        moved.append(max((abs(a.weights_bps.get(d, 0) - b.weights_bps.get(d, 0)) for d in set(a.weights_bps) | set(b.weights_bps)), default=0))
+        moved.append(
+            max(
+                (
+                    abs(a.weights_bps.get(d, 0) - b.weights_bps.get(d, 0))
+                    for d in set(a.weights_bps) | set(b.weights_bps)
+                ),
+                default=0,
+            )
+        )
         same += a.weights_bps == b.weights_bps
     return {
-        "outputs": len(outputs), "chunks": len(cosines), "tokens": tokens, "recall": float(np.mean(recall)), "identical": same / len(outputs),
-        "max_bps": float(max(moved)), "p90_bps": float(np.percentile(moved, 90)), "min_cosine": float(cosines.min()),
-        "float32_tokens_per_s": tokens / seconds["float32"], "quantized_tokens_per_s": tokens / seconds["quantized"],
+        "outputs": len(outputs),
+        "chunks": len(cosines),
+        "tokens": tokens,
+        "recall": float(np.mean(recall)),
+        "identical": same / len(outputs),
+        "max_bps": float(max(moved)),
+        "p90_bps": float(np.percentile(moved, 90)),
+        "min_cosine": float(cosines.min()),
+        "float32_tokens_per_s": tokens / seconds["float32"],
+        "quantized_tokens_per_s": tokens / seconds["quantized"],
     }
 
 
@@ -225,7 +248,9 @@ def _corpus_outputs(corpora: list[np.ndarray], seed: int, n: int = 90) -> list[n
     return out
 
 
-def _span_ms(corpus: SpanCorpus, searches: list, peer: list, queries: list[np.ndarray], n: int, repeats: int = 3) -> dict[str, float]:
+def _span_ms(
+    corpus: SpanCorpus, searches: list, peer: list, queries: list[np.ndarray], n: int, repeats: int = 3
+) -> dict[str, float]:
     """Median ms of one output's spans over every dataset: by the compiled search over the one
     corpus, by the compiled search on each dataset's own index, by the numpy reference and by
     tokengrams (driven from Python), interleaved query by query: same process, same pages, same
@@ -261,7 +286,9 @@ def _one_big_corpus(root: Path, source: np.ndarray, tokenizer) -> tuple[float, f
     np.save(root / "source.npy", source)
     done = subprocess.run(
         [sys.executable, "-c", f"from bench.attribution_bench import build_big; build_big({str(root)!r})"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if done.returncode != 0:
         raise RuntimeError(f"building the {BIG_CORPUS_TOKENS:,}-token index failed:\n{done.stderr[-3000:]}")
@@ -343,15 +370,16 @@ def _run(workdir: Path, torch_threads: int) -> dict[str, float]:
     agree = _agreement(root, texts, tokenizer, float32, embedder)
 
     semantic_indexes = [
-        _with_random_chunks(ix, embedder.dim, embedder.model_id, seed=2000 + i)
-        for i, ix in enumerate(span_indexes)
+        _with_random_chunks(ix, embedder.dim, embedder.model_id, seed=2000 + i) for i, ix in enumerate(span_indexes)
     ]
     float32_indexes = [  # the same random rows: the top-k does the same work for both
-        _with_random_chunks(ix, float32.dim, float32.model_id, seed=2000 + i)
-        for i, ix in enumerate(span_indexes)
+        _with_random_chunks(ix, float32.dim, float32.model_id, seed=2000 + i) for i, ix in enumerate(span_indexes)
     ]
     chunk_bytes = sum(
-        ix.chunk_embeddings.nbytes + ix.chunk_starts.nbytes + ix.chunk_screen_codes.nbytes + ix.chunk_screen_bounds.nbytes
+        ix.chunk_embeddings.nbytes
+        + ix.chunk_starts.nbytes
+        + ix.chunk_screen_codes.nbytes
+        + ix.chunk_screen_bounds.nbytes
         for ix in semantic_indexes
     )
     chunk_rows = sum(ix.manifest.chunk_count for ix in semantic_indexes)
@@ -365,7 +393,9 @@ def _run(workdir: Path, torch_threads: int) -> dict[str, float]:
         return AttributionEngine(indexes, tokenizer, with_embedder, corpora=[corpus])
 
     cores = workers.cores()
-    total = _latency_ms({"quantized": (engine(), torch_threads), "float32": (engine(float32_indexes, float32), torch_threads)}, queries)
+    total = _latency_ms(
+        {"quantized": (engine(), torch_threads), "float32": (engine(float32_indexes, float32), torch_threads)}, queries
+    )
     # Apart, right after: switching torch's thread count between queries slows the next forward.
     total.update(_latency_ms({"threads_per_core": (engine(), cores)}, queries))
     stages = _stages_ms(engine(), float32, queries)
@@ -378,71 +408,178 @@ def _run(workdir: Path, torch_threads: int) -> dict[str, float]:
     big_ms, big_rss_mb, big_tokens = _one_big_corpus(root, source, tokenizer)
 
     rows = [
-        ("attribution_ms_p50", round(total["quantized"], 2), "ms",
-         f"1 output of {OUTPUT_TOKENS} token ids vs {N_DATASETS} datasets ({total_tokens:,} tokens): "
-         f"span search (on a pool thread, during the embedding) + quantized MiniLM query embedding "
-         f"({embedder.model_id}, the oracle's) + exact cosine top-k over {chunk_rows:,} chunk rows; "
-         f"median of {3 * N_QUERIES}; index build excluded"),
-        ("attribution_ms_p50_float32", round(total["float32"], 2), "ms",
-         "the same with float32 MiniLM for query and chunk vectors (the embedder before), interleaved query by query"),
-        ("attribution_quantized_speedup", round(total["float32"] / total["quantized"], 2), "x",
-         "float32 ÷ quantized, same queries, same run"),
-        ("attribution_ms_p50_threads_per_core", round(total["threads_per_core"], 2), "ms",
-         f"the quantized engine under torch's default of {cores} intra-op threads (the oracle's setting; its "
-         "forward still runs on one), measured right after"),
+        (
+            "attribution_ms_p50",
+            round(total["quantized"], 2),
+            "ms",
+            f"1 output of {OUTPUT_TOKENS} token ids vs {N_DATASETS} datasets ({total_tokens:,} tokens): "
+            f"span search (on a pool thread, during the embedding) + quantized MiniLM query embedding "
+            f"({embedder.model_id}, the oracle's) + exact cosine top-k over {chunk_rows:,} chunk rows; "
+            f"median of {3 * N_QUERIES}; index build excluded",
+        ),
+        (
+            "attribution_ms_p50_float32",
+            round(total["float32"], 2),
+            "ms",
+            "the same with float32 MiniLM for query and chunk vectors (the embedder before), interleaved query by query",
+        ),
+        (
+            "attribution_quantized_speedup",
+            round(total["float32"] / total["quantized"], 2),
+            "x",
+            "float32 ÷ quantized, same queries, same run",
+        ),
+        (
+            "attribution_ms_p50_threads_per_core",
+            round(total["threads_per_core"], 2),
+            "ms",
+            f"the quantized engine under torch's default of {cores} intra-op threads (the oracle's setting; its "
+            "forward still runs on one), measured right after",
+        ),
         ("attribution_stage_spans_ms_p50", round(stages["spans"], 3), "ms", "of which: span search and span records"),
-        ("attribution_stage_embed_ms_p50", round(stages["embed"], 2), "ms",
-         "of which: the output's window texts and their quantized MiniLM embedding (one call)"),
-        ("attribution_stage_embed_float32_ms_p50", round(stages["embed_float32"], 2), "ms",
-         "the same windows through float32 MiniLM, interleaved"),
-        ("attribution_stage_topk_ms_p50", round(stages["topk"], 3), "ms",
-         "of which: int8 screen of every chunk, then float32 scores of those it leaves"),
-        ("attribution_topk_full_product_ms_p50", round(stages["topk_full"], 3), "ms",
-         "the same top-k from a float32 product with every chunk (as before the screen), interleaved; equal results"),
-        ("attribution_topk_screen_speedup", round(stages["topk_full"] / stages["topk"], 1), "x",
-         "full product ÷ screen, same queries, same run"),
-        ("attribution_span_ms_p50", round(span_ms, 2), "ms",
-         f"attribute() with span evidence only ({mean_spans:.1f} maximal spans per output on average)"),
-        ("attribution_span_ms_p50_10x1m", round(compiled_ms, 3), "ms",
-         f"the spans alone: one compiled search (oracle/attribution/kernels.py) over the {N_DATASETS} datasets' corpus"),
-        ("attribution_span_per_dataset_ms_p50_10x1m", round(span_times["per_dataset"], 3), "ms",
-         "the same spans, compiled, searching each dataset's own index in turn, interleaved"),
-        ("attribution_span_numpy_ms_p50_10x1m", round(numpy_ms, 3), "ms",
-         "the same queries through the vectorised numpy reference (per dataset), interleaved in this run"),
+        (
+            "attribution_stage_embed_ms_p50",
+            round(stages["embed"], 2),
+            "ms",
+            "of which: the output's window texts and their quantized MiniLM embedding (one call)",
+        ),
+        (
+            "attribution_stage_embed_float32_ms_p50",
+            round(stages["embed_float32"], 2),
+            "ms",
+            "the same windows through float32 MiniLM, interleaved",
+        ),
+        (
+            "attribution_stage_topk_ms_p50",
+            round(stages["topk"], 3),
+            "ms",
+            "of which: int8 screen of every chunk, then float32 scores of those it leaves",
+        ),
+        (
+            "attribution_topk_full_product_ms_p50",
+            round(stages["topk_full"], 3),
+            "ms",
+            "the same top-k from a float32 product with every chunk (as before the screen), interleaved; equal results",
+        ),
+        (
+            "attribution_topk_screen_speedup",
+            round(stages["topk_full"] / stages["topk"], 1),
+            "x",
+            "full product ÷ screen, same queries, same run",
+        ),
+        (
+            "attribution_span_ms_p50",
+            round(span_ms, 2),
+            "ms",
+            f"attribute() with span evidence only ({mean_spans:.1f} maximal spans per output on average)",
+        ),
+        (
+            "attribution_span_ms_p50_10x1m",
+            round(compiled_ms, 3),
+            "ms",
+            f"the spans alone: one compiled search (oracle/attribution/kernels.py) over the {N_DATASETS} datasets' corpus",
+        ),
+        (
+            "attribution_span_per_dataset_ms_p50_10x1m",
+            round(span_times["per_dataset"], 3),
+            "ms",
+            "the same spans, compiled, searching each dataset's own index in turn, interleaved",
+        ),
+        (
+            "attribution_span_numpy_ms_p50_10x1m",
+            round(numpy_ms, 3),
+            "ms",
+            "the same queries through the vectorised numpy reference (per dataset), interleaved in this run",
+        ),
         ("attribution_span_compiled_speedup", round(numpy_ms / compiled_ms, 1), "x", "numpy reference ÷ compiled"),
-        ("attribution_span_tokengrams_ms_p50_10x1m", round(tokengrams_ms, 3), "ms",
-         "the same spans through tokengrams 0.3.3 (Rust suffix arrays, per dataset) driven from Python, interleaved"),
-        ("attribution_span_vs_tokengrams_ratio", round(compiled_ms / tokengrams_ms, 3), "x",
-         "compiled ÷ tokengrams on the same queries (target ≤ 1.0); all four agree on every span"),
-        ("attribution_span_ms_p50_100m", round(big_ms, 3), "ms",
-         f"the spans of the same kind of outputs against one corpus of {big_tokens:,} tokens"),
-        ("attribution_index_build_100m_peak_rss_mb", round(big_rss_mb, 1), "MB",
-         "this process's peak RSS once that corpus is generated and indexed (an upper bound on the build's)"),
-        ("attribution_index_bytes_per_token", round(span_bytes / total_tokens, 3), "B/token",
-         "the corpus searched: token array (uint16) + suffix array (uint32) on disk, separators included; Infini-gram: ~7"),
-        ("attribution_index_bytes_per_token_with_embeddings",
-         round((span_bytes + chunk_bytes) / total_tokens, 3), "B/token",
-         f"plus float16 chunk embeddings ({IndexParams().chunk_tokens}-token windows every "
-         f"{IndexParams().chunk_stride} tokens), their int8 screen and chunk starts"),
-        ("attribution_index_build_tokens_per_s", round(total_tokens / build_s), "tokens/s",
-         "span index from token ids: suffix array + write, 10 datasets"),
-        ("attribution_corpus_build_tokens_per_s", round(total_tokens / corpus_build_s), "tokens/s",
-         "the ten datasets' indexes joined into one corpus: concatenation + suffix array + write"),
-        ("attribution_index_full_build_tokens_per_s", round(agree["quantized_tokens_per_s"], 1), "tokens/s",
-         f"from text, the {len(names)} shipped corpora ({agree['tokens']:,} tokens): tokenize + suffix array + "
-         "quantized MiniLM chunk embeddings, one torch thread"),
-        ("attribution_index_full_build_float32_tokens_per_s", round(agree["float32_tokens_per_s"], 1), "tokens/s",
-         "the same with float32 MiniLM, one torch thread"),
-        ("attribution_quantized_topk_recall", round(agree["recall"], 4), "",
-         f"quantized vs float32 MiniLM, each over its own chunk vectors of the shipped corpora ({agree['chunks']} "
-         f"chunks), {agree['outputs']} outputs cut from them: share of float32's top-{AttributionParams().top_k} "
-         "chunks the quantized engine also reports (mean over outputs with any)"),
-        ("attribution_quantized_weights_identical_share", round(agree["identical"], 3), "",
-         "outputs whose weights (bps) are identical"),
-        ("attribution_quantized_weight_max_diff_bps", agree["max_bps"], "bps",
-         f"the largest move of one dataset's weight (90th percentile: {agree['p90_bps']:g})"),
-        ("attribution_quantized_min_chunk_cosine", round(agree["min_cosine"], 5), "",
-         "the smallest cosine between a chunk's two vectors (float16 as stored)"),
+        (
+            "attribution_span_tokengrams_ms_p50_10x1m",
+            round(tokengrams_ms, 3),
+            "ms",
+            "the same spans through tokengrams 0.3.3 (Rust suffix arrays, per dataset) driven from Python, interleaved",
+        ),
+        (
+            "attribution_span_vs_tokengrams_ratio",
+            round(compiled_ms / tokengrams_ms, 3),
+            "x",
+            "compiled ÷ tokengrams on the same queries (target ≤ 1.0); all four agree on every span",
+        ),
+        (
+            "attribution_span_ms_p50_100m",
+            round(big_ms, 3),
+            "ms",
+            f"the spans of the same kind of outputs against one corpus of {big_tokens:,} tokens",
+        ),
+        (
+            "attribution_index_build_100m_peak_rss_mb",
+            round(big_rss_mb, 1),
+            "MB",
+            "this process's peak RSS once that corpus is generated and indexed (an upper bound on the build's)",
+        ),
+        (
+            "attribution_index_bytes_per_token",
+            round(span_bytes / total_tokens, 3),
+            "B/token",
+            "the corpus searched: token array (uint16) + suffix array (uint32) on disk, separators included; Infini-gram: ~7",
+        ),
+        (
+            "attribution_index_bytes_per_token_with_embeddings",
+            round((span_bytes + chunk_bytes) / total_tokens, 3),
+            "B/token",
+            f"plus float16 chunk embeddings ({IndexParams().chunk_tokens}-token windows every "
+            f"{IndexParams().chunk_stride} tokens), their int8 screen and chunk starts",
+        ),
+        (
+            "attribution_index_build_tokens_per_s",
+            round(total_tokens / build_s),
+            "tokens/s",
+            "span index from token ids: suffix array + write, 10 datasets",
+        ),
+        (
+            "attribution_corpus_build_tokens_per_s",
+            round(total_tokens / corpus_build_s),
+            "tokens/s",
+            "the ten datasets' indexes joined into one corpus: concatenation + suffix array + write",
+        ),
+        (
+            "attribution_index_full_build_tokens_per_s",
+            round(agree["quantized_tokens_per_s"], 1),
+            "tokens/s",
+            f"from text, the {len(names)} shipped corpora ({agree['tokens']:,} tokens): tokenize + suffix array + "
+            "quantized MiniLM chunk embeddings, one torch thread",
+        ),
+        (
+            "attribution_index_full_build_float32_tokens_per_s",
+            round(agree["float32_tokens_per_s"], 1),
+            "tokens/s",
+            "the same with float32 MiniLM, one torch thread",
+        ),
+        (
+            "attribution_quantized_topk_recall",
+            round(agree["recall"], 4),
+            "",
+            f"quantized vs float32 MiniLM, each over its own chunk vectors of the shipped corpora ({agree['chunks']} "
+            f"chunks), {agree['outputs']} outputs cut from them: share of float32's top-{AttributionParams().top_k} "
+            "chunks the quantized engine also reports (mean over outputs with any)",
+        ),
+        (
+            "attribution_quantized_weights_identical_share",
+            round(agree["identical"], 3),
+            "",
+            "outputs whose weights (bps) are identical",
+        ),
+        (
+            "attribution_quantized_weight_max_diff_bps",
+            agree["max_bps"],
+            "bps",
+            f"the largest move of one dataset's weight (90th percentile: {agree['p90_bps']:g})",
+        ),
+        (
+            "attribution_quantized_min_chunk_cosine",
+            round(agree["min_cosine"], 5),
+            "",
+            "the smallest cosine between a chunk's two vectors (float16 as stored)",
+        ),
     ]
     _print_table(rows, f"attribution bench ({os.cpu_count()} CPUs, torch intra-op threads: {torch_threads})")
     return {name: float(value) for name, value, _, _ in rows}

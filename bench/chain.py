@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import os
 import statistics
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from tributa.chain.accounts import dev_account
 from tributa.chain.contracts import Contracts, load_contracts
 from tributa.chain.eip712 import sign_result
+from tributa.chain.events import first_event
 from tributa.chain.tx import Signer
 from tributa.devnet import AnvilNode, ape_deploy, settings_for
-from tributa.chain.events import first_event
 
 
 @contextmanager
-def deployed_chain(workdir: Path, block_time: float | None = None) -> Iterator[tuple[AnvilNode, Contracts, dict[str, Signer]]]:
+def deployed_chain(
+    workdir: Path, block_time: float | None = None
+) -> Iterator[tuple[AnvilNode, Contracts, dict[str, Signer]]]:
     with AnvilNode(block_time=block_time, log_path=workdir / "anvil.log") as node:
         settings = settings_for(node, workdir / "data", workdir / "deployments")
         ape_deploy(node.rpc_url, settings.deployments_dir)
@@ -31,7 +33,9 @@ def median(values: list[float]) -> float:
 
 
 def register_model(contracts: Contracts, publisher: Signer, dataset_ids=(), weights=(), fee: int = 10**15) -> int:
-    call = contracts.registry.functions.register_model("bench", os.urandom(32), [], list(dataset_ids), list(weights), fee, publisher.address)
+    call = contracts.registry.functions.register_model(
+        "bench", os.urandom(32), [], list(dataset_ids), list(weights), fee, publisher.address
+    )
     receipt = publisher.transact(call).receipt
     return first_event(contracts.registry, "ModelRegistered", receipt)["model_id"]
 
@@ -40,7 +44,9 @@ def register_agent(contracts: Contracts, agent: Signer, models: list[int]) -> No
     stake = contracts.escrow.functions.min_stake().call()
     from tributa.crypto import public_key_of
 
-    agent.transact(contracts.escrow.functions.register_agent(models, 0, 1, public_key_of(bytes(agent.account.key))), value=stake)
+    agent.transact(
+        contracts.escrow.functions.register_agent(models, 0, 1, public_key_of(bytes(agent.account.key))), value=stake
+    )
 
 
 def post(contracts: Contracts, requester: Signer, model_id: int, fee: int = 10**16, deadline_s: int = 3600):
@@ -52,7 +58,9 @@ def post(contracts: Contracts, requester: Signer, model_id: int, fee: int = 10**
     return task_id, result.gas_used
 
 
-def settlement(contracts: Contracts, agent: Signer, task_id: int, agent_fee: int = 10**15, dataset_ids=(), weights=()) -> tuple:
+def settlement(
+    contracts: Contracts, agent: Signer, task_id: int, agent_fee: int = 10**15, dataset_ids=(), weights=()
+) -> tuple:
     digest = os.urandom(32)
     sig = sign_result(agent.account, contracts.chain_id, contracts.escrow.address, task_id, digest)
     return (task_id, digest, os.urandom(32), [agent.address], [sig], agent_fee, [], list(dataset_ids), list(weights))

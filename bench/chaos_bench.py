@@ -51,11 +51,22 @@ class StatefulAnvil(AnvilNode):
         super().__init__(log_path=log_path)
         self.state_path = state_path
 
-    def start(self, timeout_s: float = 30.0) -> "StatefulAnvil":
+    def start(self, timeout_s: float = 30.0) -> StatefulAnvil:
         if port_in_use(self.port):
             raise ConfigError(f"port {self.port} is already in use")
-        cmd = [anvil_binary(), "--port", str(self.port), "--host", "127.0.0.1", "--accounts", "20", "--balance", "10000",
-               "--state", str(self.state_path)]
+        cmd = [
+            anvil_binary(),
+            "--port",
+            str(self.port),
+            "--host",
+            "127.0.0.1",
+            "--accounts",
+            "20",
+            "--balance",
+            "10000",
+            "--state",
+            str(self.state_path),
+        ]
         with open(self.log_path, "ab") as out:
             self.process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout_s
@@ -72,8 +83,9 @@ class StatefulAnvil(AnvilNode):
 def mount_tmpfs(path: Path, size_mb: int) -> str | None:
     """Mount a `size_mb` tmpfs at `path`; None when mounted, else why not (not root, no mount)."""
     path.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m,mode=0700", "tmpfs", str(path)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size_mb}m,mode=0700", "tmpfs", str(path)], capture_output=True, text=True
+    )
     return None if done.returncode == 0 else f"cannot mount a tmpfs: {done.stderr.strip() or done.returncode}"
 
 
@@ -144,8 +156,16 @@ def stateful_network(workdir: Path, data_tmpfs_mb: int | None = DATA_TMPFS_MB):
         signers = {r: Signer(contracts.w3, dev_account(r)) for r in roles}
         store = open_store(settings.store_dir)
         model_id = register_model(contracts, signers["publisher"], store, "chaos-gpt2", base, [], None, 10**15).model_id
-        net = Network(workdir, settings, contracts, store, signers, model_id, base,
-                      ["--no-attribution", "--text-logs", "--lease-s", LEASE_S])
+        net = Network(
+            workdir,
+            settings,
+            contracts,
+            store,
+            signers,
+            model_id,
+            base,
+            ["--no-attribution", "--text-logs", "--lease-s", LEASE_S],
+        )
         net.node = node
         net.skipped = skipped
         yield net
@@ -223,9 +243,13 @@ def chaos_round(net: Network) -> ChaosReport:
 
     wait_for(polling, 30, "the agent to poll again")
     time.sleep(1.0)  # inside its next long-poll, not between two
-    os.kill(stopped.process.pid, signal.SIGSTOP)  # past its lease: its jobs expire and go to the other agent, or back to it
+    os.kill(
+        stopped.process.pid, signal.SIGSTOP
+    )  # past its lease: its jobs expire and go to the other agent, or back to it
     tasks += net.post(6)
-    wait_for(lambda: jobs_of(net, STOPPED_AGENT, JobState.LEASED) > 0, 20, "the stopped agent's open poll to lease a job")
+    wait_for(
+        lambda: jobs_of(net, STOPPED_AGENT, JobState.LEASED) > 0, 20, "the stopped agent's open poll to lease a job"
+    )
     wait_for(lambda: jobs_of(net, STOPPED_AGENT, JobState.EXPIRED) > 0, 30, "the stopped agent's lease to expire")
     os.kill(stopped.process.pid, signal.SIGCONT)  # it hands in a result for an expired job: refused, dropped
     faults.append("agent stopped past its lease")
@@ -246,8 +270,15 @@ def chaos_round(net: Network) -> ChaosReport:
 
     net.wait_final(tasks, timeout_s=150)
     time.sleep(1)  # a process that dies of what came last has died by now
-    return ChaosReport(audit(net.contracts, tasks), len(net.agents), sum(a.alive() for a in net.agents),
-                       net.oracle.alive(), time.monotonic() - started, faults, dict(net.skipped))
+    return ChaosReport(
+        audit(net.contracts, tasks),
+        len(net.agents),
+        sum(a.alive() for a in net.agents),
+        net.oracle.alive(),
+        time.monotonic() - started,
+        faults,
+        dict(net.skipped),
+    )
 
 
 def run(workdir: Path) -> dict[str, float]:

@@ -83,14 +83,24 @@ def run(workdir: Path) -> dict[str, float]:
     with deployed_chain(workdir) as (node, contracts, s):
         settings = settings_for(node, workdir / "oracle", workdir / "deployments")
         creator_store = open_store(workdir / "creator" / "store")
-        registered = register_dataset(contracts, s["creator"], creator_store, dataset, [s["creator"].address], [10_000],
-                                      "bench terms")
+        registered = register_dataset(
+            contracts, s["creator"], creator_store, dataset, [s["creator"].address], [10_000], "bench terms"
+        )
         oracle_key = bytes(s["oracle"].account.key)
         port = free_port()
         spec = ApiSpec(
-            settings=settings, db_url=database_url(settings.data_dir), host=HOST, port=port, lease_s=60, oracle_key=oracle_key,
-            info={"chain_id": contracts.chain_id, "escrow": contracts.escrow.address, "oracle": s["oracle"].address,
-                  "oracle_public_key": "0x" + public_key_of(oracle_key).hex()},
+            settings=settings,
+            db_url=database_url(settings.data_dir),
+            host=HOST,
+            port=port,
+            lease_s=60,
+            oracle_key=oracle_key,
+            info={
+                "chain_id": contracts.chain_id,
+                "escrow": contracts.escrow.address,
+                "oracle": s["oracle"].address,
+                "oracle_public_key": "0x" + public_key_of(oracle_key).hex(),
+            },
         )
         clock = SharedClock(int(contracts.w3.eth.get_block("latest")["timestamp"]))
         metrics_queue = multiprocessing.get_context("fork").Queue()

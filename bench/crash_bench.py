@@ -52,10 +52,20 @@ def audit(contracts, task_ids: list[int]) -> Audit:
         for agent in agents:
             paid[agent] += e["args"]["agent_fee"] // len(agents)
     credits_match = all(f.balance_of(agent).call() == amount for agent, amount in paid.items())
-    return Audit(len(task_ids), sum(s == 2 for s in states.values()), sum(s == 4 for s in states.values()), lost, double, books, credits_match)
+    return Audit(
+        len(task_ids),
+        sum(s == 2 for s in states.values()),
+        sum(s == 4 for s in states.values()),
+        lost,
+        double,
+        books,
+        credits_match,
+    )
 
 
-def run_crash(workdir: Path, tasks: int = CRASH_TASKS, kills: int = CRASH_KILLS, agents: int = AGENTS, seed: int = 7) -> Audit:
+def run_crash(
+    workdir: Path, tasks: int = CRASH_TASKS, kills: int = CRASH_KILLS, agents: int = AGENTS, seed: int = 7
+) -> Audit:
     rng = random.Random(seed)
     with local_network(workdir) as net:
         net.start_agents(agents)

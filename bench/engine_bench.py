@@ -27,19 +27,33 @@ PROMPTS = ("The", "A star", "Heat the oven", "Once upon a time", "Step one.", "T
 SMOLLM_JOBS = 8
 SMOLLM_NEW_TOKENS = 16
 SMOLLM_PROMPTS = (
-    "The capital of France is", "Water boils at", "The largest planet is", "Bread is made from",
-    "A week has", "The sun rises in the", "Cats like to", "The opposite of hot is",
+    "The capital of France is",
+    "Water boils at",
+    "The largest planet is",
+    "Bread is made from",
+    "A week has",
+    "The sun rises in the",
+    "Cats like to",
+    "The opposite of hot is",
 )
 
 
 def _inputs(adapters: list[LocalModel], prompts: tuple[str, ...], n: int, new_tokens: int) -> list[bytes]:
     return [
-        json.dumps({"prompt": prompts[i % len(prompts)], "adapter": adapters[i % len(adapters)].cid, "max_new_tokens": new_tokens}).encode()
+        json.dumps(
+            {
+                "prompt": prompts[i % len(prompts)],
+                "adapter": adapters[i % len(adapters)].cid,
+                "max_new_tokens": new_tokens,
+            }
+        ).encode()
         for i in range(n)
     ]
 
 
-def _sequential(engine: ServingEngine, base: LocalModel, adapters: list[LocalModel], inputs: list[bytes]) -> list[bytes]:
+def _sequential(
+    engine: ServingEngine, base: LocalModel, adapters: list[LocalModel], inputs: list[bytes]
+) -> list[bytes]:
     return [engine.run(base, adapters, x) for x in inputs]
 
 
@@ -69,14 +83,20 @@ def _hf_generate(base_dir: Path, adapters: dict[str, Path], inputs: list[bytes])
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in ids])
     mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in ids])
-    config = GenerationConfig(max_new_tokens=NEW_TOKENS, do_sample=False, num_beams=1,
-                              eos_token_id=tokenizer.eos_token_id, pad_token_id=pad)
+    config = GenerationConfig(
+        max_new_tokens=NEW_TOKENS, do_sample=False, num_beams=1, eos_token_id=tokenizer.eos_token_id, pad_token_id=pad
+    )
     adapter_names = [names[i % len(names)] for i in range(len(inputs))]  # as _inputs assigns them
 
     def generate() -> None:
         with torch.inference_mode():
-            peft.generate(input_ids=input_ids, attention_mask=mask, generation_config=config,
-                          use_model_defaults=False, adapter_names=adapter_names)
+            peft.generate(
+                input_ids=input_ids,
+                attention_mask=mask,
+                generation_config=config,
+                use_model_defaults=False,
+                adapter_names=adapter_names,
+            )
 
     return generate
 
@@ -85,7 +105,7 @@ def _interleaved_medians(*fns, repeats: int = REPEATS) -> list[float]:
     """Median seconds of each fn, run in turn each repeat, so noise hits them alike."""
     times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
-        for fn, samples in zip(fns, times):
+        for fn, samples in zip(fns, times, strict=False):
             started = time.perf_counter()
             fn()
             samples.append(time.perf_counter() - started)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import os
+from pathlib import Path
 
 from bench.chain import deployed_chain, median, register_agent, register_model, settlement
 from tributa.chain.events import first_event
@@ -24,7 +23,7 @@ def post(contracts, requester, model_id: int, fee: int = 10**16, deadline_s: int
 
 def run(workdir: Path) -> dict[str, float]:
     workdir.mkdir(parents=True, exist_ok=True)
-    with deployed_chain(workdir) as (node, contracts, s):
+    with deployed_chain(workdir) as (_node, contracts, s):
         escrow = contracts.escrow.functions
         model = register_model(contracts, s["publisher"])
         register_agent(contracts, s["agent"], [model])
@@ -55,5 +54,7 @@ def run(workdir: Path) -> dict[str, float]:
         "gas_withdraw": median(withdraw_gas),
         f"gas_settle_batch_per_task_{BATCH}": batch_gas / BATCH,
     }
-    figures["settle_batch_vs_settle_ratio"] = round(figures[f"gas_settle_batch_per_task_{BATCH}"] / figures["gas_settle"], 3)
+    figures["settle_batch_vs_settle_ratio"] = round(
+        figures[f"gas_settle_batch_per_task_{BATCH}"] / figures["gas_settle"], 3
+    )
     return figures

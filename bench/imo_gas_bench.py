@@ -19,14 +19,24 @@ HOLDERS = 1000
 
 def run(workdir: Path) -> dict[str, float]:
     workdir.mkdir(parents=True, exist_ok=True)
-    with deployed_chain(workdir) as (node, contracts, s):
+    with deployed_chain(workdir) as (_node, contracts, s):
         publisher, buyer, buyer2 = s["publisher"], s["buyer"], s["buyer2"]
         launches, buys = [], []
         for _ in range(3):
             model = register_model(contracts, publisher)
             imo_id, token, tx = imo.launch(
-                contracts, publisher, model, "Bench Model", "BNCH", supply_tokens=1_000_000, price_wei=10**12,
-                soft_cap_wei=10**17, hard_cap_wei=8 * 10**17, duration_s=3600, publisher_share_bps=2000, vesting_s=86_400,
+                contracts,
+                publisher,
+                model,
+                "Bench Model",
+                "BNCH",
+                supply_tokens=1_000_000,
+                price_wei=10**12,
+                soft_cap_wei=10**17,
+                hard_cap_wei=8 * 10**17,
+                duration_s=3600,
+                publisher_share_bps=2000,
+                vesting_s=86_400,
             )
             launches.append(tx.gas_used)
         # The last IMO: several buys by a new buyer, the sale sold out to one holder.

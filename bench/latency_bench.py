@@ -41,7 +41,9 @@ def run(workdir: Path) -> dict[str, float]:
     with deployed_chain(workdir, block_time=1) as (node, contracts, s):
         settings = settings_for(node, workdir / "data", workdir / "deployments")
         store = open_store(settings.store_dir)
-        model = register_model(contracts, s["publisher"], store, "bench-minilm", minilm_dir(), [], None, 10**15).model_id
+        model = register_model(
+            contracts, s["publisher"], store, "bench-minilm", minilm_dir(), [], None, 10**15
+        ).model_id
         oracle = start_oracle(settings, workdir / "oracle.log", ["--no-attribution", "--text-logs"])
         agent = start_agent(settings, workdir / "agent.log", ["--text-logs", "--model-dir", str(minilm_dir())])
         try:

@@ -37,5 +37,5 @@ def header_of(head: bytes, name: bytes) -> bytes | None:
     wanted = name.lower() + b":"
     for line in head.split(b"\r\n")[1:]:
         if line.lower().startswith(wanted):
-            return line[len(wanted):].strip()
+            return line[len(wanted) :].strip()
     return None

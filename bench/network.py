@@ -10,10 +10,10 @@ killed with SIGKILL and restarted on the same state.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 
@@ -48,7 +48,9 @@ class Network:
     def start_oracle(self) -> ManagedProcess:
         self.oracle_starts += 1
         self.oracle = start_oracle(
-            self.settings, self.workdir / f"oracle-{self.oracle_starts}.log", self.oracle_args,
+            self.settings,
+            self.workdir / f"oracle-{self.oracle_starts}.log",
+            self.oracle_args,
             env={"TRIBUTA_POLL_INTERVAL": str(self.poll_interval_s)},
         )
         return self.oracle
@@ -57,16 +59,32 @@ class Network:
         for index in AGENT_ACCOUNTS[:count]:
             self.agents.append(
                 start_agent(
-                    self.settings, self.workdir / f"agent-{index}.log",
-                    ["--text-logs", "--no-sandbox", "--threads", "1", "--account", f"dev:{index}", "--model-dir", str(self.model_dir)],
+                    self.settings,
+                    self.workdir / f"agent-{index}.log",
+                    [
+                        "--text-logs",
+                        "--no-sandbox",
+                        "--threads",
+                        "1",
+                        "--account",
+                        f"dev:{index}",
+                        "--model-dir",
+                        str(self.model_dir),
+                    ],
                 )
             )
 
     def post(self, count: int, deadline_s: int = 1800) -> list[int]:
         requester = self.signers["requester"]
         return [
-            post_task(self.contracts, requester, self.store, self.model_id,
-                      encode_input(prompt=f"task {i} {time.time()}", max_new_tokens=1), deadline_s=deadline_s).task_id
+            post_task(
+                self.contracts,
+                requester,
+                self.store,
+                self.model_id,
+                encode_input(prompt=f"task {i} {time.time()}", max_new_tokens=1),
+                deadline_s=deadline_s,
+            ).task_id
             for i in range(count)
         ]
 
@@ -111,7 +129,7 @@ class Network:
         raise RuntimeError("agents did not start: " + "\n".join(a.log_tail() for a in self.agents))
 
     def stop(self) -> None:
-        for proc in [*self.agents, *( [self.oracle] if self.oracle else [])]:
+        for proc in [*self.agents, *([self.oracle] if self.oracle else [])]:
             proc.stop()
 
 
@@ -124,7 +142,9 @@ def local_network(workdir: Path, oracle_args: list[str] = ("--no-attribution", "
     with deployed_chain(workdir) as (node, contracts, signers):
         settings = settings_for(node, workdir / "data", workdir / "deployments")
         store = open_store(settings.store_dir)
-        model_id = register_model(contracts, signers["publisher"], store, "trivial-gpt2", base, [], None, 10**15).model_id
+        model_id = register_model(
+            contracts, signers["publisher"], store, "trivial-gpt2", base, [], None, 10**15
+        ).model_id
         net = Network(workdir, settings, contracts, store, signers, model_id, base, list(oracle_args))
         try:
             yield net

@@ -39,9 +39,16 @@ def _register_dataset(contracts, creator, contributors: list[str]) -> tuple[int,
     """Commit, next block, reveal; returns (id, contributors, shares, reveal gas, commit gas)."""
     n = len(contributors)
     shares = [10_000 // n + (1 if i < 10_000 % n else 0) for i in range(n)]
-    ordered, shares = merkle.sort_contributors(zip(contributors, shares))
+    ordered, shares = merkle.sort_contributors(zip(contributors, shares, strict=False))
     commit, reveal, dataset_id = commit_and_register(
-        contracts, creator, _rng.randbytes(32), _rng.randbytes(32), ordered, shares, "bench", gas=29_000_000 if n > 100 else None
+        contracts,
+        creator,
+        _rng.randbytes(32),
+        _rng.randbytes(32),
+        ordered,
+        shares,
+        "bench",
+        gas=29_000_000 if n > 100 else None,
     )
     return dataset_id, ordered, shares, reveal.gas_used, commit.gas_used
 
@@ -50,7 +57,7 @@ def run(workdir: Path) -> dict[str, float]:
     workdir.mkdir(parents=True, exist_ok=True)
     _rng.seed(SEED)
     figures: dict[str, float] = {}
-    with deployed_chain(workdir) as (node, contracts, s):
+    with deployed_chain(workdir) as (_node, contracts, s):
         escrow = contracts.escrow.functions
         claimer = s["creator"]
         datasets = {}
@@ -71,12 +78,16 @@ def run(workdir: Path) -> dict[str, float]:
         model = register_model(contracts, s["publisher"])
         register_agent(contracts, s["agent"], [model])
         warm, _ = post(contracts, s["requester"], model)
-        s["oracle"].transact(escrow.settle(settlement(contracts, s["agent"], warm, dataset_ids=[datasets[1][0]], weights=[10_000])))
+        s["oracle"].transact(
+            escrow.settle(settlement(contracts, s["agent"], warm, dataset_ids=[datasets[1][0]], weights=[10_000]))
+        )
         for n, (dataset_id, *_rest) in datasets.items():
             gas = []
             for _ in range(REPEATS):
                 task_id, _ = post(contracts, s["requester"], model)
-                call = escrow.settle(settlement(contracts, s["agent"], task_id, dataset_ids=[dataset_id], weights=[10_000]))
+                call = escrow.settle(
+                    settlement(contracts, s["agent"], task_id, dataset_ids=[dataset_id], weights=[10_000])
+                )
                 gas.append(s["oracle"].transact(call).gas_used)
             figures[f"gas_settle_contributors_{n}"] = median(gas)
             if n == SIZES[-1]:
@@ -104,7 +115,9 @@ def run(workdir: Path) -> dict[str, float]:
         figures["gas_claim_first_joins_pair_contributors_1000"] = first[sibling]
         figures["gas_claim_first_contributors_1000"] = round(sum(first.values()) / len(first), 1)
         task_id, _ = post(contracts, s["requester"], model)
-        s["oracle"].transact(escrow.settle(settlement(contracts, s["agent"], task_id, dataset_ids=[dataset_id], weights=[10_000])))
+        s["oracle"].transact(
+            escrow.settle(settlement(contracts, s["agent"], task_id, dataset_ids=[dataset_id], weights=[10_000]))
+        )
         # The claimer's lane is non-zero now, so the repeat claim sends only proof[0], which locates
         # the lane (as tributa.royalties does).
         repeat = contracts.vault.functions.claim(dataset_id, 1, shares[index], proofs[index][:1])
@@ -114,7 +127,9 @@ def run(workdir: Path) -> dict[str, float]:
         dataset_id, ordered, shares = register_gas[0][:3]
         for _ in range(REPEATS):
             task_id, _ = post(contracts, s["requester"], model)
-            s["oracle"].transact(escrow.settle(settlement(contracts, s["agent"], task_id, dataset_ids=[dataset_id], weights=[10_000])))
+            s["oracle"].transact(
+                escrow.settle(settlement(contracts, s["agent"], task_id, dataset_ids=[dataset_id], weights=[10_000]))
+            )
         index = ordered.index(claimer.address)
         proof = merkle.contributors_proof(ordered, shares, index)
         claim = contracts.vault.functions.claim(dataset_id, 1, shares[index], proof)

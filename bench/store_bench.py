@@ -30,8 +30,8 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from tributa.store.embedded import EmbeddedStore
 from tributa.store.libkubo import LibKubo
@@ -186,9 +186,7 @@ def print_table(figures: dict[str, float]) -> None:
 
 
 def main() -> None:
-    workdir = (
-        Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp(prefix="store-bench-"))
-    )
+    workdir = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp(prefix="store-bench-"))
     figures = run(workdir)
     print_table(figures)
     print(json.dumps(figures))

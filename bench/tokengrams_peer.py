@@ -23,10 +23,14 @@ def load_tokengrams():
     """The `tokengrams` extension module (its InMemoryIndex), without the package's __init__."""
     spec = importlib.util.find_spec("tokengrams")
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError("tokengrams is not installed: `make setup` installs it (pip install --no-deps tokengrams==0.3.3)")
+        raise ImportError(
+            "tokengrams is not installed: `make setup` installs it (pip install --no-deps tokengrams==0.3.3)"
+        )
     compiled = next(Path(spec.submodule_search_locations[0]).glob("tokengrams.cpython-*.so"))
     loader = importlib.machinery.ExtensionFileLoader("tokengrams", str(compiled))
-    module = importlib.util.module_from_spec(importlib.util.spec_from_file_location("tokengrams", compiled, loader=loader))
+    module = importlib.util.module_from_spec(
+        importlib.util.spec_from_file_location("tokengrams", compiled, loader=loader)
+    )
     loader.exec_module(module)
     return module
 

@@ -26,13 +26,44 @@ from tributa.verification import ClaimChecker, Judge, VerificationParams
 from tributa.verification.matrix import embedding_outputs, generation_outputs, in_child
 
 GPT2 = VerificationParams(logit_margin=0.1)
-SUBJECTS = ("The moon", "A good soup", "The old fox", "Stars at night", "My grandmother", "The river",
-            "A small robot", "The king", "Bread dough", "The comet", "In the forest", "The recipe",
-            "Once upon a time", "The telescope", "A hungry wolf", "Garlic and onions")
-SMOLLM_PROMPTS = ("The capital of France is", "Water boils at", "The largest planet is", "Bread is made from",
-                  "A week has", "The sun rises in the", "Cats like to", "The opposite of hot is")
-SWAP_PROMPTS = ("The fox", "A crow sat", "Bake the bread", "Once upon a time", "The recipe for soup", "The king said",
-                "In the forest", "Stir the")
+SUBJECTS = (
+    "The moon",
+    "A good soup",
+    "The old fox",
+    "Stars at night",
+    "My grandmother",
+    "The river",
+    "A small robot",
+    "The king",
+    "Bread dough",
+    "The comet",
+    "In the forest",
+    "The recipe",
+    "Once upon a time",
+    "The telescope",
+    "A hungry wolf",
+    "Garlic and onions",
+)
+SMOLLM_PROMPTS = (
+    "The capital of France is",
+    "Water boils at",
+    "The largest planet is",
+    "Bread is made from",
+    "A week has",
+    "The sun rises in the",
+    "Cats like to",
+    "The opposite of hot is",
+)
+SWAP_PROMPTS = (
+    "The fox",
+    "A crow sat",
+    "Bake the bread",
+    "Once upon a time",
+    "The recipe for soup",
+    "The king said",
+    "In the forest",
+    "Stir the",
+)
 TEXTS = [f"{s} is sentence {i} of the embedding check." for i, s in enumerate(SUBJECTS * 4)]
 NEW_TOKENS = 24
 REPEATS = 5
@@ -68,7 +99,7 @@ def _judge(runner: GenerationRunner, request: GenerationRequest, params: Verific
 def _honest_generations(rejects: Tally, runner, base, adapters, requests, params, variants) -> list[bytes]:
     reference = generation_outputs(base, adapters, requests)
     for variant in variants:
-        for request, ours, theirs in zip(requests, reference, variant):
+        for request, ours, theirs in zip(requests, reference, variant, strict=False):
             rejects.count(not _judge(runner, request, params).agree(ours, theirs))
     return reference
 
@@ -81,7 +112,7 @@ def _forged(claim: bytes, runner: GenerationRunner, **changes) -> bytes:
 
 
 def _substitutions(accepts: Tally, runner, requests, reference, smollm_texts) -> None:
-    for i, (request, claim) in enumerate(zip(requests, reference)):
+    for i, (request, claim) in enumerate(zip(requests, reference, strict=False)):
         ids = json.loads(claim)["token_ids"]
         edited = ids[:]
         edited[len(ids) // 2] = (ids[len(ids) // 2] + 1) % len(runner.tokenizer)
@@ -119,7 +150,7 @@ def _embedding_matrix(rejects: Tally, accepts: Tally) -> None:
         in_child({"ATEN_CPU_CAPABILITY": "default"}, "embed", texts=TEXTS, batch=True),
     )
     for variant in variants:
-        for ours, theirs in zip(reference, variant):
+        for ours, theirs in zip(reference, variant, strict=False):
             rejects.count(not judge.agree(ours, theirs))
     rng = np.random.default_rng(0)
     for i, claim in enumerate(reference):
@@ -133,7 +164,9 @@ def _embedding_matrix(rejects: Tally, accepts: Tally) -> None:
             accepts.count(judge.agree(claim, forged))
 
 
-def _smollm_adapter_swaps(accepts: Tally, smollm_runner: GenerationRunner, names: list[str | None]) -> tuple[int, int, float]:
+def _smollm_adapter_swaps(
+    accepts: Tally, smollm_runner: GenerationRunner, names: list[str | None]
+) -> tuple[int, int, float]:
     """The demo's own SmolLM2 adapters swapped for one another and for the bare base at the
     default margin, each counted in `accepts`: (swaps, accepted, the least worst-token margin of
     a swap)."""
@@ -161,7 +194,7 @@ def _rescore_ms_per_token(runner: GenerationRunner, requests: list[GenerationReq
     times = []
     for _ in range(REPEATS):
         started = time.perf_counter()
-        for request, claim in zip(requests, ids):
+        for request, claim in zip(requests, ids, strict=False):
             runner.rescore(request, claim)
         times.append((time.perf_counter() - started) * 1e3 / tokens)
     return statistics.median(times)
@@ -173,26 +206,55 @@ def run(workdir: Path) -> dict[str, float]:
     names = [None, *demo.adapters]
     requests = [GenerationRequest(p, names[i % len(names)], NEW_TOKENS) for i, p in enumerate(SUBJECTS)]
     gpt2 = _verifier(demo.base_dir, demo.adapters)
-    reference = _honest_generations(rejects, gpt2, demo.base_dir, demo.adapters, requests, GPT2, (
-        generation_outputs(demo.base_dir, demo.adapters, requests, dtype="bfloat16"),
-        # two batches of 8, mixed adapters, against one by one
-        generation_outputs(demo.base_dir, demo.adapters, requests[:8], batch=True)
-        + generation_outputs(demo.base_dir, demo.adapters, requests[8:], batch=True),
-        generation_outputs(demo.base_dir, demo.adapters, requests, threads=2),
-        in_child({"ATEN_CPU_CAPABILITY": "default"}, "generate", base_dir=demo.base_dir, adapters=demo.adapters, requests=requests),
-    ))
+    reference = _honest_generations(
+        rejects,
+        gpt2,
+        demo.base_dir,
+        demo.adapters,
+        requests,
+        GPT2,
+        (
+            generation_outputs(demo.base_dir, demo.adapters, requests, dtype="bfloat16"),
+            # two batches of 8, mixed adapters, against one by one
+            generation_outputs(demo.base_dir, demo.adapters, requests[:8], batch=True)
+            + generation_outputs(demo.base_dir, demo.adapters, requests[8:], batch=True),
+            generation_outputs(demo.base_dir, demo.adapters, requests, threads=2),
+            in_child(
+                {"ATEN_CPU_CAPABILITY": "default"},
+                "generate",
+                base_dir=demo.base_dir,
+                adapters=demo.adapters,
+                requests=requests,
+            ),
+        ),
+    )
 
     smollm = ensure_smollm2_demo(**QUIET)
     smollm_names = [None, *smollm.adapters]
-    smollm_requests = [GenerationRequest(p, smollm_names[i % len(smollm_names)], NEW_TOKENS) for i, p in enumerate(SMOLLM_PROMPTS)]
+    smollm_requests = [
+        GenerationRequest(p, smollm_names[i % len(smollm_names)], NEW_TOKENS) for i, p in enumerate(SMOLLM_PROMPTS)
+    ]
     smollm_runner = _verifier(smollm.base_dir, smollm.adapters)
-    smollm_reference = _honest_generations(rejects, smollm_runner, smollm.base_dir, smollm.adapters, smollm_requests, VerificationParams(), (
-        generation_outputs(smollm.base_dir, smollm.adapters, smollm_requests, dtype="bfloat16"),
-        generation_outputs(smollm.base_dir, smollm.adapters, smollm_requests, batch=True),
-        generation_outputs(smollm.base_dir, smollm.adapters, smollm_requests, threads=2),
-        in_child({"ATEN_CPU_CAPABILITY": "default"}, "generate", base_dir=smollm.base_dir, adapters=smollm.adapters,
-                 requests=smollm_requests),
-    ))
+    smollm_reference = _honest_generations(
+        rejects,
+        smollm_runner,
+        smollm.base_dir,
+        smollm.adapters,
+        smollm_requests,
+        VerificationParams(),
+        (
+            generation_outputs(smollm.base_dir, smollm.adapters, smollm_requests, dtype="bfloat16"),
+            generation_outputs(smollm.base_dir, smollm.adapters, smollm_requests, batch=True),
+            generation_outputs(smollm.base_dir, smollm.adapters, smollm_requests, threads=2),
+            in_child(
+                {"ATEN_CPU_CAPABILITY": "default"},
+                "generate",
+                base_dir=smollm.base_dir,
+                adapters=smollm.adapters,
+                requests=smollm_requests,
+            ),
+        ),
+    )
     _substitutions(accepts, gpt2, requests, reference, [json.loads(c)["text"] for c in smollm_reference])
     _embedding_matrix(rejects, accepts)
     rescore_ms = _rescore_ms_per_token(smollm_runner, smollm_requests, smollm_reference)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from compute_agent.client import JobClient
 from compute_agent.duties import DutyWatcher
@@ -16,12 +16,11 @@ from tributa.chain.contracts import Contracts
 from tributa.chain.tx import Signer
 from tributa.config import Settings
 from tributa.crypto import public_key_of
+from tributa.errors import TributaError
+from tributa.runtime import bwrap, cgroups
 from tributa.runtime.engine import ServingEngine
 from tributa.runtime.jobs import JobNotRunnable
 from tributa.runtime.worker import WorkerConfig, WorkerError
-from tributa.runtime import bwrap, cgroups
-from tributa.errors import TributaError
-
 
 
 def default_model_dirs(progress: Callable[[str], None] = print) -> list[Path]:
@@ -107,17 +106,25 @@ def build_agent(
     check_servable(parts)
     missing = sorted({cid for m in served for cid in agent.missing_adapters(m)})
     if missing:
-        progress(f"{len(missing)} registered adapter(s) not in the model folders, fetched by CID when a job first names one "
-                 f"(into {adapters.root}): {', '.join(missing)}")
+        progress(
+            f"{len(missing)} registered adapter(s) not in the model folders, fetched by CID when a job first names one "
+            f"(into {adapters.root}): {', '.join(missing)}"
+        )
     # Load the models before registering: a model this agent cannot serve stops it here.
-    agent.executor = make_executor(parts, sandbox, progress, threads, device, serving or ServingOptions(), readable=[adapters.root])
-    outcome = ensure_registered(contracts, signer, AgentProfile(served, device_class(device), capacity, public_key(signer)), stake_wei)
+    agent.executor = make_executor(
+        parts, sandbox, progress, threads, device, serving or ServingOptions(), readable=[adapters.root]
+    )
+    outcome = ensure_registered(
+        contracts, signer, AgentProfile(served, device_class(device), capacity, public_key(signer)), stake_wei
+    )
     agent.slash_watcher = SlashWatcher(contracts, signer.address, agent.metrics)
     if contracts.ai_oracle is not None and contracts.committee is not None:  # on a roster, whoever put it there
         agent.duty_watcher = DutyWatcher(contracts, signer.address)
     joined = join_committees(contracts, signer, served) if committee else []
-    progress(f"agent {signer.address}: {outcome}, serving models {served}"
-             + (f"; joined the AIOracle committees of models {joined}" if joined else ""))
+    progress(
+        f"agent {signer.address}: {outcome}, serving models {served}"
+        + (f"; joined the AIOracle committees of models {joined}" if joined else "")
+    )
     return agent
 
 
@@ -152,13 +159,23 @@ def make_executor(
     bubblewrap with a seccomp filter and a memory limit, reading only its model folders and the
     `readable` folders (the adapter cache: adapters fetched after start-up land there)."""
     if sandbox and bwrap.bwrap_path() is None:
-        raise TributaError("bubblewrap (bwrap) is not installed: `make setup` installs it (apt-get install bubblewrap), or run with --no-sandbox")
-    engine = ServingEngine(WorkerConfig(
-        kind="generate", base_dir=None, device=device, dtype=serving.dtype,
-        max_adapters=serving.adapter_cache, threads=threads, max_batch=serving.max_batch,
-        isolation="bwrap" if sandbox else "none", memory_mb=serving.memory_mb if sandbox else None,
-        batch_timeout_s=serving.job_timeout_s,
-    ))
+        raise TributaError(
+            "bubblewrap (bwrap) is not installed: `make setup` installs it (apt-get install bubblewrap), or run with --no-sandbox"
+        )
+    engine = ServingEngine(
+        WorkerConfig(
+            kind="generate",
+            base_dir=None,
+            device=device,
+            dtype=serving.dtype,
+            max_adapters=serving.adapter_cache,
+            threads=threads,
+            max_batch=serving.max_batch,
+            isolation="bwrap" if sandbox else "none",
+            memory_mb=serving.memory_mb if sandbox else None,
+            batch_timeout_s=serving.job_timeout_s,
+        )
+    )
     try:
         if readable:
             bind_folders(engine, parts, readable)
@@ -167,7 +184,9 @@ def make_executor(
         engine.close()
         raise TributaError(f"cannot serve this agent's models: {exc}") from None
     if sandbox:
-        progress(f"workers run in bubblewrap (no network, read-only model folders, seccomp, Landlock, {serving.memory_mb} MiB each)")
+        progress(
+            f"workers run in bubblewrap (no network, read-only model folders, seccomp, Landlock, {serving.memory_mb} MiB each)"
+        )
         progress(cgroups.summary())  # a missing controller was warned about once, naming its stand-in
     return engine
 

@@ -18,38 +18,106 @@ def agent() -> None:
 
 
 @agent.command("run")
-@click.option("--model-dir", "model_dirs", multiple=True, type=click.Path(path_type=Path),
-              help="a model or adapter folder this agent serves (repeatable; default: the demo models)")
+@click.option(
+    "--model-dir",
+    "model_dirs",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="a model or adapter folder this agent serves (repeatable; default: the demo models)",
+)
 @click.option("--stake", default=None, help="ETH to stake on first registration (default: the minimum)")
-@click.option("--capacity", type=click.IntRange(1, 1000), default=1, show_default=True,
-              help="jobs leased and run at once: what the engine gets to batch")
+@click.option(
+    "--capacity",
+    type=click.IntRange(1, 1000),
+    default=1,
+    show_default=True,
+    help="jobs leased and run at once: what the engine gets to batch",
+)
 @click.option("--max-jobs", type=int, default=None, help="stop after this many jobs")
 @click.option("--metrics-port", type=int, default=None, help="serve Prometheus metrics on this local port")
-@click.option("--no-sandbox", is_flag=True,
-              help="run the serving workers without bubblewrap, seccomp or a memory limit (trusted models only)")
-@click.option("--max-batch", type=click.IntRange(1, 1024), default=32, show_default=True,
-              help="the most jobs the engine runs in one batch")
-@click.option("--worker-memory-mb", type=click.IntRange(512, 2**20), default=16384, show_default=True,
-              help="address-space limit of each sandboxed CPU worker (RLIMIT_AS)")
-@click.option("--job-timeout-s", type=click.FloatRange(0.1, 86400), default=600.0, show_default=True,
-              help="wall-clock limit of a job: past it the worker is killed and restarted, the job is tried once more "
-                   "alone, then reported as failed (the oracle offers it to another agent)")
-@click.option("--adapter-cache", type=click.IntRange(1, 1024), default=8, show_default=True,
-              help="LoRA adapters a worker keeps loaded (least recently used go first)")
-@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto", show_default=True,
-              help="weights dtype of the engine's workers (auto: float32 on CPU, bfloat16 or float16 on a GPU)")
-@click.option("--threads", type=click.IntRange(1, 256), default=None,
-              help="torch threads of each serving worker (default: torch's, one per core)")
-@click.option("--device", default="cpu", show_default=True,
-              help="where jobs run: cpu, cuda or cuda:N; registered on-chain as the device class")
-@click.option("--committee/--no-committee", default=True, show_default=True,
-              help="join the AIOracle committee roster of each served model (drawn to re-execute challenged requests)")
+@click.option(
+    "--no-sandbox",
+    is_flag=True,
+    help="run the serving workers without bubblewrap, seccomp or a memory limit (trusted models only)",
+)
+@click.option(
+    "--max-batch",
+    type=click.IntRange(1, 1024),
+    default=32,
+    show_default=True,
+    help="the most jobs the engine runs in one batch",
+)
+@click.option(
+    "--worker-memory-mb",
+    type=click.IntRange(512, 2**20),
+    default=16384,
+    show_default=True,
+    help="address-space limit of each sandboxed CPU worker (RLIMIT_AS)",
+)
+@click.option(
+    "--job-timeout-s",
+    type=click.FloatRange(0.1, 86400),
+    default=600.0,
+    show_default=True,
+    help="wall-clock limit of a job: past it the worker is killed and restarted, the job is tried once more "
+    "alone, then reported as failed (the oracle offers it to another agent)",
+)
+@click.option(
+    "--adapter-cache",
+    type=click.IntRange(1, 1024),
+    default=8,
+    show_default=True,
+    help="LoRA adapters a worker keeps loaded (least recently used go first)",
+)
+@click.option(
+    "--dtype",
+    type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
+    default="auto",
+    show_default=True,
+    help="weights dtype of the engine's workers (auto: float32 on CPU, bfloat16 or float16 on a GPU)",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(1, 256),
+    default=None,
+    help="torch threads of each serving worker (default: torch's, one per core)",
+)
+@click.option(
+    "--device",
+    default="cpu",
+    show_default=True,
+    help="where jobs run: cpu, cuda or cuda:N; registered on-chain as the device class",
+)
+@click.option(
+    "--committee/--no-committee",
+    default=True,
+    show_default=True,
+    help="join the AIOracle committee roster of each served model (drawn to re-execute challenged requests)",
+)
 @click.option("--json-logs/--text-logs", default=True)
 @node_wait_option
 @account_option("agent")
 @pass_ctx
-def run(ctx, model_dirs, stake, capacity, max_jobs, metrics_port, no_sandbox, max_batch, worker_memory_mb, job_timeout_s, adapter_cache, dtype, threads,
-        device, committee, json_logs, node_wait_s, account_spec) -> None:
+def run(
+    ctx,
+    model_dirs,
+    stake,
+    capacity,
+    max_jobs,
+    metrics_port,
+    no_sandbox,
+    max_batch,
+    worker_memory_mb,
+    job_timeout_s,
+    adapter_cache,
+    dtype,
+    threads,
+    device,
+    committee,
+    json_logs,
+    node_wait_s,
+    account_spec,
+) -> None:
     """Register (or refresh the registration), then poll and run jobs until interrupted."""
     from compute_agent.bootstrap import ServingOptions, build_agent, resolve_device
     from tributa.logs import setup_logging
@@ -60,9 +128,20 @@ def run(ctx, model_dirs, stake, capacity, max_jobs, metrics_port, no_sandbox, ma
     stake_wei = parse_eth(stake) if stake is not None else None
     signer = ctx.signer(account_spec, "agent")
     agent_ = build_agent(
-        ctx.settings, ctx.contracts, signer, ctx.store, list(model_dirs), capacity, stake_wei, progress=click.echo,
-        sandbox=not no_sandbox, threads=threads, device=device,
-        serving=ServingOptions(max_batch, adapter_cache, None if dtype == "auto" else dtype, worker_memory_mb, job_timeout_s),
+        ctx.settings,
+        ctx.contracts,
+        signer,
+        ctx.store,
+        list(model_dirs),
+        capacity,
+        stake_wei,
+        progress=click.echo,
+        sandbox=not no_sandbox,
+        threads=threads,
+        device=device,
+        serving=ServingOptions(
+            max_batch, adapter_cache, None if dtype == "auto" else dtype, worker_memory_mb, job_timeout_s
+        ),
         committee=committee,
     )
     if metrics_port is not None:
@@ -88,8 +167,10 @@ def run(ctx, model_dirs, stake, capacity, max_jobs, metrics_port, no_sandbox, ma
     outcomes = agent_.outcomes
     done = sum(o.ok for o in outcomes)
     slashed = len(agent_.slash_watcher.seen) if agent_.slash_watcher else 0
-    click.echo(f"agent {'interrupted' if interrupted else 'stopped'} after {len(outcomes)} jobs "
-               f"({done} done, {len(outcomes) - done} failed{f', slashed {slashed} times' if slashed else ''})")
+    click.echo(
+        f"agent {'interrupted' if interrupted else 'stopped'} after {len(outcomes)} jobs "
+        f"({done} done, {len(outcomes) - done} failed{f', slashed {slashed} times' if slashed else ''})"
+    )
     if interrupted:
         raise SystemExit(128 + interrupted)  # the shell's convention: 130 for Ctrl-C, 143 for SIGTERM
 
@@ -120,20 +201,33 @@ def status(ctx, address, as_json, account_spec) -> None:
     models = list(escrow.agent_models(address).call())
     credited = escrow.balance_of(address).call()
     slashes = ctx.contracts.escrow.events.AgentSlashed.get_logs(
-        from_block=ctx.contracts.deployment.block_number, argument_filters={"agent": address})
+        from_block=ctx.contracts.deployment.block_number, argument_filters={"agent": address}
+    )
     slashed_wei = sum(e["args"]["amount"] for e in slashes)
     seen, unseen = _oracle_view(ctx, address)
     if as_json:
-        emit_json({
-            "address": address, "registered": True, "stake_wei": wei(stake), "unbonding_wei": wei(unbonding),
-            "unbond_release_at": unbond_at if unbonding else None, "device": "gpu" if device else "cpu",
-            "capacity": capacity, "models": models, "credited_wei": wei(credited),
-            "slashes": len(slashes), "slashed_wei": wei(slashed_wei),
-            "oracle": seen, **({"oracle_error": unseen} if unseen else {}),
-        })
+        emit_json(
+            {
+                "address": address,
+                "registered": True,
+                "stake_wei": wei(stake),
+                "unbonding_wei": wei(unbonding),
+                "unbond_release_at": unbond_at if unbonding else None,
+                "device": "gpu" if device else "cpu",
+                "capacity": capacity,
+                "models": models,
+                "credited_wei": wei(credited),
+                "slashes": len(slashes),
+                "slashed_wei": wei(slashed_wei),
+                "oracle": seen,
+                **({"oracle_error": unseen} if unseen else {}),
+            }
+        )
         return
-    click.echo(f"agent {address}: stake {eth(stake)}, unbonding {eth(unbonding)}"
-               + (f" (release at {unbond_at})" if unbonding else ""))
+    click.echo(
+        f"agent {address}: stake {eth(stake)}, unbonding {eth(unbonding)}"
+        + (f" (release at {unbond_at})" if unbonding else "")
+    )
     click.echo(f"  device {'gpu' if device else 'cpu'}, capacity {capacity}, models {models}")
     click.echo(f"  credited fees {eth(credited)}; slashed {len(slashes)} times ({eth(slashed_wei)})")
     if seen is None:
@@ -141,8 +235,10 @@ def status(ctx, address, as_json, account_spec) -> None:
         return
     rate = f"{100 * seen['agreement_rate']:.1f}% of {seen['judged']} judged" if seen["judged"] else "none judged yet"
     jobs = ", ".join(f"{n} {state}" for state, n in seen["jobs"].items()) or "none"
-    click.echo(f"  {'online' if seen['online'] else 'offline'} at the oracle "
-               f"(last poll {_ago(seen['last_poll_at'])}); jobs: {jobs}; agreement {rate}")
+    click.echo(
+        f"  {'online' if seen['online'] else 'offline'} at the oracle "
+        f"(last poll {_ago(seen['last_poll_at'])}); jobs: {jobs}; agreement {rate}"
+    )
 
 
 def _oracle_view(ctx, address: str) -> tuple[dict | None, str | None]:
@@ -155,7 +251,10 @@ def _oracle_view(ctx, address: str) -> tuple[dict | None, str | None]:
         response.raise_for_status()
         return response.json(), None
     except (httpx.HTTPError, ValueError) as exc:
-        return None, f"not reachable at {ctx.settings.oracle_url} ({type(exc).__name__}): online state and agreement unknown"
+        return (
+            None,
+            f"not reachable at {ctx.settings.oracle_url} ({type(exc).__name__}): online state and agreement unknown",
+        )
 
 
 def _ago(timestamp: float | None) -> str:
@@ -179,7 +278,9 @@ def stake_add(ctx, amount, account_spec) -> None:
 
     signer = ctx.signer(account_spec, "agent")
     tx = add_stake(ctx.contracts, signer, parse_eth(amount))
-    click.echo(f"stake of {signer.address} is now {eth(read_stake(ctx.contracts, signer.address).bonded)} (tx {tx.tx_hash})")
+    click.echo(
+        f"stake of {signer.address} is now {eth(read_stake(ctx.contracts, signer.address).bonded)} (tx {tx.tx_hash})"
+    )
 
 
 @agent.command("unbond")
@@ -193,7 +294,9 @@ def unbond(ctx, amount, account_spec) -> None:
 
     signer = ctx.signer(account_spec, "agent")
     wei, release_at, tx = request_unbond(ctx.contracts, signer, None if amount is None else parse_eth(amount))
-    click.echo(f"unbonding {eth(wei)}: withdraw it with `tributa agent withdraw-stake` from {utc_time(release_at)} (tx {tx.tx_hash})")
+    click.echo(
+        f"unbonding {eth(wei)}: withdraw it with `tributa agent withdraw-stake` from {utc_time(release_at)} (tx {tx.tx_hash})"
+    )
 
 
 @agent.command("withdraw-stake")

@@ -12,6 +12,7 @@ from eth_account.signers.local import LocalAccount
 from tributa.chain.eip712 import request_headers
 from tributa.errors import TributaError
 
+
 class OracleUnavailable(TributaError):
     """The oracle's API cannot be reached."""
 
@@ -44,7 +45,9 @@ def retry_after(value: str | None) -> float | None:
 
 
 class JobClient:
-    def __init__(self, oracle_url: str, account: LocalAccount, chain_id: int, escrow: str, timeout_s: float = 40.0) -> None:
+    def __init__(
+        self, oracle_url: str, account: LocalAccount, chain_id: int, escrow: str, timeout_s: float = 40.0
+    ) -> None:
         self.base = oracle_url.rstrip("/")
         self.account = account
         self.chain_id = chain_id
@@ -54,7 +57,9 @@ class JobClient:
     def close(self) -> None:
         self.http.close()
 
-    def signed_headers(self, method: str, path: str, body: bytes, nonce: int | None = None, expiry: int | None = None) -> dict[str, str]:
+    def signed_headers(
+        self, method: str, path: str, body: bytes, nonce: int | None = None, expiry: int | None = None
+    ) -> dict[str, str]:
         headers = request_headers(self.account, self.chain_id, self.escrow, method, path, body, nonce, expiry)
         return {"content-type": "application/json", **headers}
 
@@ -63,7 +68,9 @@ class JobClient:
         try:
             response = self.http.post(self.base + path, content=body, headers=self.signed_headers("POST", path, body))
         except httpx.HTTPError as exc:
-            raise OracleUnavailable(f"cannot reach the oracle at {self.base} ({type(exc).__name__}); is `tributa oracle run` up?") from None
+            raise OracleUnavailable(
+                f"cannot reach the oracle at {self.base} ({type(exc).__name__}); is `tributa oracle run` up?"
+            ) from None
         if response.status_code >= 400:
             try:
                 message = response.json().get("error", response.text)
@@ -86,7 +93,9 @@ class JobClient:
         """Accept a leased job with the agent's signature over Lease(task_id, lease_expires_at)."""
         return self._post(f"/v1/jobs/{job_id}/accept", {"lease_signature": "0x" + lease_signature.hex()}).json()
 
-    def submit(self, job_id: int, output: bytes, result_digest: bytes, signature: bytes, lease_signature: bytes | None = None) -> dict:
+    def submit(
+        self, job_id: int, output: bytes, result_digest: bytes, signature: bytes, lease_signature: bytes | None = None
+    ) -> dict:
         payload = {
             "output_b64": base64.b64encode(output).decode(),
             "result_digest": "0x" + result_digest.hex(),
@@ -108,7 +117,9 @@ class JobClient:
             except httpx.HTTPError as exc:
                 raise OracleUnavailable(f"cannot reach the oracle's content gateway: {exc}") from None
             if response.status_code != 200:
-                raise OracleRefused(response.status_code, response.text, retry_after(response.headers.get("retry-after")))
+                raise OracleRefused(
+                    response.status_code, response.text, retry_after(response.headers.get("retry-after"))
+                )
             return response.content
         return self._get_capped(f"/v1/content/{cid}", f"content {cid}", max_bytes)
 

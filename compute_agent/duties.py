@@ -44,7 +44,11 @@ class Duty:
 
 
 def duty_for(
-    contracts: Contracts, agent: str, request_id: int, challenged_at: int | None = None, answered_too: bool = False,
+    contracts: Contracts,
+    agent: str,
+    request_id: int,
+    challenged_at: int | None = None,
+    answered_too: bool = False,
 ) -> Duty | None:
     """`agent`'s duty on challenged request `request_id`, all read on-chain; None when it has
     none (not challenged, not on the committee, or, unless `answered_too`, its verdict is already
@@ -96,7 +100,9 @@ class DutyWatcher:
     def __post_init__(self) -> None:
         self.agent = self.contracts.w3.to_checksum_address(self.agent)
         start = max(self.contracts.deployment.block_number, self.contracts.w3.eth.block_number - LOOKBACK_BLOCKS)
-        self._blocks = BlockRanges(self.contracts.w3, start if self.from_block is None else self.from_block, CHECK_EVERY_S)
+        self._blocks = BlockRanges(
+            self.contracts.w3, start if self.from_block is None else self.from_block, CHECK_EVERY_S
+        )
 
     def due(self, busy: set[int] = frozenset(), limit: int = 1) -> list[Duty]:
         """Up to `limit` duties to answer now, none in `busy` (being answered). A duty comes back
@@ -116,7 +122,7 @@ class DutyWatcher:
                 continue
             try:
                 duty = duty_for(self.contracts, self.agent, rid, pending.challenged_at)
-            except Exception as exc:  # a node hiccup or an unreadable settlement: again later, until the deadline
+            except Exception as exc:  # a node hiccup or an unreadable settlement: again later, until the deadline  # noqa: BLE001
                 self.failed(rid, f"{type(exc).__name__}: {exc}")
                 continue
             if duty is None:  # resolved, not this agent's, or its verdict is on-chain
@@ -144,5 +150,8 @@ class DutyWatcher:
         for ev in events:
             if self.agent in ev.args.candidates and int(ev.args.request_id) not in self._pending:
                 self._pending[int(ev.args.request_id)] = _Pending(ev.blockNumber, int(ev.args.resolve_by))
-                log.info("request %s challenged: this agent is among its candidates (verdicts due by %s)",
-                         ev.args.request_id, ev.args.resolve_by)
+                log.info(
+                    "request %s challenged: this agent is among its candidates (verdicts due by %s)",
+                    ev.args.request_id,
+                    ev.args.resolve_by,
+                )

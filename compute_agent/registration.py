@@ -32,7 +32,9 @@ def ensure_registered(contracts: Contracts, signer: Signer, profile: AgentProfil
     # The key inputs are encrypted to must be the agent's own: a wrong one would leak them.
     check_public_key_owner(profile.pubkey, signer.address)
     if not profile.models:
-        raise TributaError("this agent serves no registered model; give it --model-dir folders whose digests are registered")
+        raise TributaError(
+            "this agent serves no registered model; give it --model-dir folders whose digests are registered"
+        )
     escrow = contracts.escrow
     current = escrow.functions.agent(signer.address).call()
     registered = bool(current[-1])

@@ -14,23 +14,23 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
-from compute_agent.duties import Duty, DutyUnreadable, duty_for
 from compute_agent.client import JobClient, OracleRefused, OracleUnavailable, OversizedContent
+from compute_agent.duties import Duty, DutyUnreadable, duty_for
 from tributa import private
-from tributa.crypto import CryptoError, decrypt_with
-from tributa.runtime.executor import JobInputError, JobRunner
-from tributa.runtime.jobs import parse_input
-from tributa.runtime import sandbox
-from tributa.runtime.worker import WorkerCrashed
-from tributa.catalog import MAX_BLOCK_BYTES, FolderRefused, LocalModel, ModelCatalog, fetch_folder
 from tributa.ai_oracle import REQUESTED, posted_result, request_state
+from tributa.catalog import MAX_BLOCK_BYTES, FolderRefused, LocalModel, ModelCatalog, fetch_folder
 from tributa.chain.contracts import Contracts
 from tributa.chain.eip712 import sign_lease, sign_result
 from tributa.chain.tx import Signer
+from tributa.crypto import CryptoError, decrypt_with
+from tributa.errors import TributaError
 from tributa.metrics import AgentMetrics
 from tributa.registry import ModelInfo, list_models, read_model
+from tributa.runtime import sandbox
+from tributa.runtime.executor import JobInputError, JobRunner
+from tributa.runtime.jobs import parse_input
+from tributa.runtime.worker import WorkerCrashed
 from tributa.store import cid as cidlib
-from tributa.errors import TributaError
 from tributa.store.cid import Cid
 from tributa.store.errors import NotFound, StoreError
 from tributa.verification.judge import Judge
@@ -160,7 +160,9 @@ class AdapterCache:
         staging: Path | None = None
         try:
             staging = Path(tempfile.mkdtemp(prefix=".fetch-", dir=self.root))
-            fetch_folder(lambda block: self._read_block(block, remote, counts), cid, staging / "folder", max_bytes=self.max_bytes)
+            fetch_folder(
+                lambda block: self._read_block(block, remote, counts), cid, staging / "folder", max_bytes=self.max_bytes
+            )
             (staging / "folder").rename(final)
             try:
                 model = self.catalog.add_fetched(final, digest)
@@ -170,12 +172,20 @@ class AdapterCache:
         except FolderRefused as exc:
             raise AdapterRefused(str(exc), exc.everywhere) from None
         except OSError as exc:  # this agent's disk: full, read-only, or the cache dir gone
-            raise AdapterRefused(f"cannot write it to the adapter cache {self.root}: {exc.strerror or exc}", everywhere=False) from None
+            raise AdapterRefused(
+                f"cannot write it to the adapter cache {self.root}: {exc.strerror or exc}", everywhere=False
+            ) from None
         finally:
             if staging is not None:
                 shutil.rmtree(staging, ignore_errors=True)
-        log.info("adapter %s fetched in %.2fs (%d blocks from this agent's store, %d from the oracle) into %s",
-                 cid, time.monotonic() - started, counts["local"], counts["oracle"], final)
+        log.info(
+            "adapter %s fetched in %.2fs (%d blocks from this agent's store, %d from the oracle) into %s",
+            cid,
+            time.monotonic() - started,
+            counts["local"],
+            counts["oracle"],
+            final,
+        )
         return model
 
     def _read_block(self, block: Cid, remote: Callable[[Cid], bytes], counts: dict[str, int]) -> bytes:
@@ -289,7 +299,10 @@ class Agent:
         elif isinstance(payload["adapter"], str) and payload["adapter"] in cids:
             wanted = cids.index(payload["adapter"])
         else:  # as the runtime would say, naming every registered adapter, not only those held
-            raise JobInputError(f'"adapter" {payload["adapter"]!r} is not one of this model\'s adapters: {", ".join(cids) or "none (only the base, with null)"}')
+            raise JobInputError(
+                f'"adapter" {payload["adapter"]!r} is not one of this model\'s adapters: '
+                f"{', '.join(cids) or 'none (only the base, with null)'}"
+            )
         if wanted is not None and held[wanted] is None:
             remote = lambda block: self._retrying(  # noqa: E731
                 f"adapter block {block} fetch", job_id, lambda: self.client.fetch_block(str(block), MAX_BLOCK_BYTES)
@@ -357,7 +370,9 @@ class Agent:
                 if time.monotonic() + delay > give_up or self._stop.is_set():
                     raise
                 if failures == 1:
-                    log.warning("job %s: %s failed (%s); retrying with backoff for up to %.0fs", job_id, what, exc, RETRY_FOR_S)
+                    log.warning(
+                        "job %s: %s failed (%s); retrying with backoff for up to %.0fs", job_id, what, exc, RETRY_FOR_S
+                    )
                 self.metrics.poll_errors.inc()
                 self._stop.wait(delay)
                 continue
@@ -371,9 +386,11 @@ class Agent:
         except OracleRefused as exc:  # the oracle's decision on this job (a 409 past its lease): drop it
             log.warning("job %s (task %s) dropped: %s", offer.get("job_id"), offer.get("task_id"), exc)
             outcome = JobOutcome(offer.get("job_id", -1), offer.get("task_id", -1), False, error=str(exc))
-        except Exception as exc:  # the oracle vanished for good mid-job, or a bug: this job is lost, not the agent
+        except Exception as exc:  # the oracle vanished for good mid-job, or a bug: this job is lost, not the agent  # noqa: BLE001
             log.warning("job %s (task %s): %s: %s", offer.get("job_id"), offer.get("task_id"), type(exc).__name__, exc)
-            outcome = JobOutcome(offer.get("job_id", -1), offer.get("task_id", -1), False, error=f"{type(exc).__name__}: {exc}")
+            outcome = JobOutcome(
+                offer.get("job_id", -1), offer.get("task_id", -1), False, error=f"{type(exc).__name__}: {exc}"
+            )
         self.metrics.jobs.labels("done" if outcome.ok else "failed").inc()
         self.metrics.job_seconds.observe(outcome.seconds)
         return outcome
@@ -397,7 +414,11 @@ class Agent:
         # with the result (one request per job less); either way the oracle has it long before
         # the lease could expire, so the agent can be slashed if it goes silent.
         lease_signature = sign_lease(
-            self.signer.account, self.contracts.chain_id, self.contracts.escrow.address, task_id, int(offer["lease_expires_at"])
+            self.signer.account,
+            self.contracts.chain_id,
+            self.contracts.escrow.address,
+            task_id,
+            int(offer["lease_expires_at"]),
         )
         accepted = self._accept_later(job_id, lease_signature)
         try:
@@ -431,7 +452,9 @@ class Agent:
             return JobOutcome(job_id, task_id, False, error=str(exc), seconds=time.perf_counter() - started)
         result_cid = str(self.store.cid_of(output))
         digest = cidlib.cid_to_digest(result_cid)
-        signature = sign_result(self.signer.account, self.contracts.chain_id, self.contracts.escrow.address, task_id, digest)
+        signature = sign_result(
+            self.signer.account, self.contracts.chain_id, self.contracts.escrow.address, task_id, digest
+        )
         signed = time.perf_counter()
         refused = self._accepted(accepted, job_id, task_id)
         if refused is not None:
@@ -443,7 +466,14 @@ class Agent:
         seconds = done - started
         log.info(
             "job %s (task %s) done in %.3fs (fetch %.3f, run %.3f, sign %.3f, submit %.3f): %s",
-            job_id, task_id, seconds, fetched - started, ran - fetched, signed - ran, done - signed, result_cid,
+            job_id,
+            task_id,
+            seconds,
+            fetched - started,
+            ran - fetched,
+            signed - ran,
+            done - signed,
+            result_cid,
         )
         return JobOutcome(job_id, task_id, True, result_cid=result_cid, seconds=seconds)
 
@@ -461,7 +491,10 @@ class Agent:
         except DutyUnreadable as exc:
             return None, f"committee duty unreadable on-chain now: {exc}"
         if duty is None:
-            return None, f"AIOracle request {task_id} awaits no result from this agent (state {state}, and it is not on its committee)"
+            return (
+                None,
+                f"AIOracle request {task_id} awaits no result from this agent (state {state}, and it is not on its committee)",
+            )
         return duty, None
 
     def answer_duty(self, duty: Duty) -> JobOutcome:
@@ -478,14 +511,20 @@ class Agent:
             adapters = self._job_adapters(model, parts[0], duty.input_bytes, -1)
             output = self._committee_verdict(rid, lambda: self._answer_duty(duty, model, parts[0], adapters))
             digest = cidlib.cid_to_digest(str(self.store.cid_of(output)))
-            signature = sign_result(self.signer.account, self.contracts.chain_id, self.contracts.escrow.address, rid, digest)
+            signature = sign_result(
+                self.signer.account, self.contracts.chain_id, self.contracts.escrow.address, rid, digest
+            )
             if not self._post_verdict(rid, digest, signature):
                 raise TributaError("the verdict could not be posted on-chain")
-        except Exception as exc:  # the duty waits for another try, never the agent
+        except Exception as exc:  # the duty waits for another try, never the agent  # noqa: BLE001
             if self.duty_watcher is not None:
                 self.duty_watcher.failed(rid, f"{type(exc).__name__}: {exc}")
-            return JobOutcome(-1, rid, False, error=f"{type(exc).__name__}: {exc}", seconds=time.perf_counter() - started)
-        return JobOutcome(-1, rid, True, result_cid=str(self.store.cid_of(output)), seconds=time.perf_counter() - started)
+            return JobOutcome(
+                -1, rid, False, error=f"{type(exc).__name__}: {exc}", seconds=time.perf_counter() - started
+            )
+        return JobOutcome(
+            -1, rid, True, result_cid=str(self.store.cid_of(output)), seconds=time.perf_counter() - started
+        )
 
     def _committee_verdict(self, task_id: int, answer: Callable[[], bytes]) -> bytes:
         """`answer()` once per challenged request, whether the oracle's lease or the agent's own
@@ -499,7 +538,7 @@ class Agent:
         if mine:
             try:
                 pending.set_result(answer())
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001
                 with self._duty_lock:
                     del self._duty_answers[task_id]
                 pending.set_exception(exc)
@@ -515,8 +554,18 @@ class Agent:
             raise DutyUnreadable(f"request {duty.request_id}: no posted result found")
         claimed = posted.output_bytes(lambda cid: self.fetch_input(cid, None, MAX_POSTED_OUTPUT_BYTES))
         params = model_params(self.contracts.registry, model.model_id)
-        judge = Judge(params, claim_checker(base, adapters, duty.input_bytes, model.serving.max_new_tokens, params.logit_margin,
-                                            run_callable=self._rescore_in, registry=getattr(self.executor, "registry", None)))
+        judge = Judge(
+            params,
+            claim_checker(
+                base,
+                adapters,
+                duty.input_bytes,
+                model.serving.max_new_tokens,
+                params.logit_margin,
+                run_callable=self._rescore_in,
+                registry=getattr(self.executor, "registry", None),
+            ),
+        )
         return committee_answer(claimed, own, judge)
 
     def _post_verdict(self, task_id: int, digest: bytes, signature: bytes) -> bool:
@@ -529,10 +578,13 @@ class Agent:
             with self._post_lock:  # the lease and the duty watcher may both answer: one transaction
                 if committee.posted_digest(task_id, self.signer.address).call() != bytes(32):
                     return True
-                tx = self.signer.transact(committee.post_verdict(task_id, digest, signature), action="committee.post_verdict")
+                tx = self.signer.transact(
+                    committee.post_verdict(task_id, digest, signature), action="committee.post_verdict"
+                )
             log.info("task %s: committee verdict posted on-chain in %s", task_id, tx.tx_hash)
             return True
-        except Exception as exc:  # a revert (e.g. past the committee deadline) or the node away: never the job's failure
+        # A revert (e.g. past the committee deadline) or the node away: never the job's failure.
+        except Exception as exc:  # noqa: BLE001
             log.warning("task %s: committee verdict not posted on-chain: %s", task_id, exc)
             return False
 
@@ -547,7 +599,8 @@ class Agent:
             return None
         limits = sandbox.SandboxLimits(
             memory_mb=max(template.memory_mb or 0, sandbox.SandboxLimits.memory_mb),
-            wall_seconds=template.batch_timeout_s or sandbox.SandboxLimits.wall_seconds)
+            wall_seconds=template.batch_timeout_s or sandbox.SandboxLimits.wall_seconds,
+        )
         return functools.partial(sandbox.run_callable, limits=limits)
 
     def _report_error(self, job_id: int, kind: str, message: str) -> None:
@@ -561,8 +614,10 @@ class Agent:
             if not accepted.set_running_or_notify_cancel():
                 return  # the job finished first: the signature goes with its result
             try:
-                accepted.set_result(self._retrying("accept", job_id, lambda: self.client.accept(job_id, lease_signature)))
-            except BaseException as exc:
+                accepted.set_result(
+                    self._retrying("accept", job_id, lambda: self.client.accept(job_id, lease_signature))
+                )
+            except BaseException as exc:  # noqa: BLE001
                 accepted.set_exception(exc)
 
         timer = threading.Timer(ACCEPT_AFTER_S, send)
@@ -587,7 +642,7 @@ class Agent:
             return
         try:
             self.slash_watcher.check()
-        except Exception as exc:  # a node hiccup must not stop the agent: checked again later
+        except Exception as exc:  # a node hiccup must not stop the agent: checked again later  # noqa: BLE001
             log.debug("slash check failed: %s", exc)
 
     def _due_duties(self, busy: set[int], room: int) -> list[Duty]:
@@ -595,11 +650,13 @@ class Agent:
             return []
         try:
             return self.duty_watcher.due(busy, room)
-        except Exception as exc:  # a node hiccup must not stop the agent: checked again later
+        except Exception as exc:  # a node hiccup must not stop the agent: checked again later  # noqa: BLE001
             log.debug("duty check failed: %s", exc)
             return []
 
-    def run(self, max_jobs: int | None = None, stop: threading.Event | None = None, wait_s: float = 20.0) -> list[JobOutcome]:
+    def run(
+        self, max_jobs: int | None = None, stop: threading.Event | None = None, wait_s: float = 20.0
+    ) -> list[JobOutcome]:
         """Poll and run jobs until `stop` is set or `max_jobs` have been leased.
 
         Up to `capacity` jobs run at once, each on its own thread; a poll leases as many as
@@ -619,8 +676,10 @@ class Agent:
 
         duties: dict[Future, int] = {}  # committee duties found on-chain, in flight -> their request
 
-        with ThreadPoolExecutor(self.capacity, thread_name_prefix="job") as pool, \
-                ThreadPoolExecutor(MAX_DUTIES_IN_FLIGHT, thread_name_prefix="duty") as duty_pool:
+        with (
+            ThreadPoolExecutor(self.capacity, thread_name_prefix="job") as pool,
+            ThreadPoolExecutor(MAX_DUTIES_IN_FLIGHT, thread_name_prefix="duty") as duty_pool,
+        ):
             while not stop.is_set() and (max_jobs is None or leased < max_jobs):
                 collect({f for f in running if f.done()})
                 for done in [f for f in duties if f.done()]:
@@ -649,7 +708,7 @@ class Agent:
         line when the trouble starts, one with its length when a poll goes through again."""
         try:
             offers = self.client.poll_many(room, wait_s=wait_s)
-        except Exception as exc:  # never the loop's end: an unreachable oracle, a refusal, a garbled answer
+        except Exception as exc:  # never the loop's end: an unreachable oracle, a refusal, a garbled answer  # noqa: BLE001
             self._poll_failures += 1
             hint = exc.retry_after_s if isinstance(exc, OracleRefused) else None
             delay = backoff_delay(self._poll_failures, POLL_BACKOFF_MAX_S, hint)

@@ -35,7 +35,9 @@ class SlashWatcher:
         self._blocks.done(blocks)  # only once read: a refused query reads the same range again
         found = [(e["args"]["task_id"], e["args"]["amount"]) for e in events]
         for task_id, amount in found:
-            log.warning("this agent was slashed %s wei on task %s (see `tributa task show %s`)", amount, task_id, task_id)
+            log.warning(
+                "this agent was slashed %s wei on task %s (see `tributa task show %s`)", amount, task_id, task_id
+            )
             self.metrics.slashes.inc()
             self.metrics.slashed_wei.inc(amount)
         self.seen.extend(found)

@@ -14,17 +14,16 @@ import json
 import logging
 import math
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import requests
-from web3.exceptions import ProviderConnectionError
-
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from sqlalchemy import func, select
 from sqlalchemy.exc import DatabaseError, IntegrityError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
+from web3.exceptions import ProviderConnectionError
 
 from oracle.api_docs import mount_docs
 from oracle.auth import RateLimited, RequestAuthenticator, check_contract_signature, retry_after_header
@@ -33,9 +32,9 @@ from oracle.db import AgentSeen, Database, Job, JobState, Task, now
 from oracle.jobs import JobBook, RequestRefused, Submission, agreement, parse_lease_signature
 from oracle.outages import Outages, Unavailable, classify_outage
 from oracle.rpc import RpcUnavailable
-from tributa.json_input import depth_ok
 from tributa.chain.eip712 import recover_result_signer
 from tributa.errors import TributaError
+from tributa.json_input import depth_ok
 from tributa.metrics import OracleMetrics
 from tributa.store import cid as cidlib
 
@@ -84,7 +83,9 @@ def _text(value, what: str, limit: int) -> str:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise RequestRefused(422, f"{what} is not valid Unicode text (it holds a lone surrogate such as \\ud800)") from None
+        raise RequestRefused(
+            422, f"{what} is not valid Unicode text (it holds a lone surrogate such as \\ud800)"
+        ) from None
     if "\x00" in value:
         raise RequestRefused(422, f"{what} must not contain NUL characters")
     return value[:limit]
@@ -93,7 +94,9 @@ def _text(value, what: str, limit: int) -> str:
 def _max_jobs(value) -> int:
     """The poll body's max_jobs: an integer 1..MAX_JOBS_PER_POLL (a bool is not one)."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise RequestRefused(422, f"max_jobs must be an integer from 1 to {MAX_JOBS_PER_POLL}, not {json.dumps(value)[:40]}")
+        raise RequestRefused(
+            422, f"max_jobs must be an integer from 1 to {MAX_JOBS_PER_POLL}, not {json.dumps(value)[:40]}"
+        )
     if not 1 <= value <= MAX_JOBS_PER_POLL:
         raise RequestRefused(422, f"max_jobs must be from 1 to {MAX_JOBS_PER_POLL}, not {str(value)[:40]}")
     return value
@@ -175,9 +178,11 @@ async def read_capped(request: Request, limit: int = MAX_BODY_BYTES, timeout_s: 
 
     try:
         await asyncio.wait_for(read(), timeout_s)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise RequestRefused(408, f"the body did not arrive within {timeout_s:g} s") from None
     return b"".join(chunks)
+
+
 _OFFER_SCHEMA = {
     "type": "object",
     "description": "A leased job (oracle.jobs.JobOffer).",
@@ -203,11 +208,19 @@ POLL_OPENAPI = {
                 "schema": {
                     "type": "object",
                     "properties": {
-                        "wait_s": {"type": "number", "minimum": 0, "maximum": MAX_WAIT_S,
-                                   "description": "How long to wait for work (clamped to 0..25 s)."},
-                        "max_jobs": {"type": "integer", "minimum": 1, "maximum": MAX_JOBS_PER_POLL,
-                                     "description": "Lease up to this many jobs (bounded by free capacity); "
-                                                    "the answer is then {\"jobs\": [...]}."},
+                        "wait_s": {
+                            "type": "number",
+                            "minimum": 0,
+                            "maximum": MAX_WAIT_S,
+                            "description": "How long to wait for work (clamped to 0..25 s).",
+                        },
+                        "max_jobs": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "maximum": MAX_JOBS_PER_POLL,
+                            "description": "Lease up to this many jobs (bounded by free capacity); "
+                            'the answer is then {"jobs": [...]}.',
+                        },
                     },
                 }
             }
@@ -216,19 +229,30 @@ POLL_OPENAPI = {
 }
 POLL_RESPONSES = {
     200: {
-        "description": "One offer; with max_jobs, {\"jobs\": [offer, ...]} holding at least one.",
-        "content": {"application/json": {"schema": {"oneOf": [
-            _OFFER_SCHEMA,
-            {"type": "object", "required": ["jobs"],
-             "properties": {"jobs": {"type": "array", "minItems": 1, "items": _OFFER_SCHEMA}}},
-        ]}}},
+        "description": 'One offer; with max_jobs, {"jobs": [offer, ...]} holding at least one.',
+        "content": {
+            "application/json": {
+                "schema": {
+                    "oneOf": [
+                        _OFFER_SCHEMA,
+                        {
+                            "type": "object",
+                            "required": ["jobs"],
+                            "properties": {"jobs": {"type": "array", "minItems": 1, "items": _OFFER_SCHEMA}},
+                        },
+                    ]
+                }
+            }
+        },
     },
     204: {"description": "No job arrived within wait_s."},
 }
 
 BLOCK_RESPONSES = {
-    200: {"description": "The block's bytes, as stored (hash them: their sha2-256 is the CID's digest).",
-          "content": {"application/vnd.ipld.raw": {"schema": {"type": "string", "format": "binary"}}}},
+    200: {
+        "description": "The block's bytes, as stored (hash them: their sha2-256 is the CID's digest).",
+        "content": {"application/vnd.ipld.raw": {"schema": {"type": "string", "format": "binary"}}},
+    },
     400: {"description": "Not a CID."},
     404: {"description": "Not in the oracle's store."},
 }
@@ -236,15 +260,35 @@ BLOCK_RESPONSES = {
 # The signed endpoints' auth headers (oracle/auth.py): declared so a client, or schemathesis,
 # knows from the schema alone what to send. The handlers check them (401 when missing).
 SIGNED_HEADER_PARAMS = [
-    {"name": "x-tributa-agent", "in": "header", "required": True,
-     "description": "The agent's address (0x + 40 hex).", "schema": {"type": "string"}},
-    {"name": "x-tributa-nonce", "in": "header", "required": True,
-     "description": "A decimal nonce, used once.", "schema": {"type": "string"}},
-    {"name": "x-tributa-expiry", "in": "header", "required": True,
-     "description": "Unix time (decimal) the signature expires, at most 300 s ahead.", "schema": {"type": "string"}},
-    {"name": "x-tributa-signature", "in": "header", "required": True,
-     "description": "0x + hex of the agent's 65-byte EIP-712 signature over ApiRequest(agent, method, path, "
-                    "keccak(body), nonce, expiry), low-s and v of 27 or 28.", "schema": {"type": "string"}},
+    {
+        "name": "x-tributa-agent",
+        "in": "header",
+        "required": True,
+        "description": "The agent's address (0x + 40 hex).",
+        "schema": {"type": "string"},
+    },
+    {
+        "name": "x-tributa-nonce",
+        "in": "header",
+        "required": True,
+        "description": "A decimal nonce, used once.",
+        "schema": {"type": "string"},
+    },
+    {
+        "name": "x-tributa-expiry",
+        "in": "header",
+        "required": True,
+        "description": "Unix time (decimal) the signature expires, at most 300 s ahead.",
+        "schema": {"type": "string"},
+    },
+    {
+        "name": "x-tributa-signature",
+        "in": "header",
+        "required": True,
+        "description": "0x + hex of the agent's 65-byte EIP-712 signature over ApiRequest(agent, method, path, "
+        "keccak(body), nonce, expiry), low-s and v of 27 or 28.",
+        "schema": {"type": "string"},
+    },
 ]
 _HEX_SIGNATURE = {"type": "string", "pattern": "^(0x)?[0-9a-fA-F]{130}$"}
 
@@ -257,26 +301,42 @@ def _signed(body_schema: dict | None, required: bool = True) -> dict:
 
 
 POLL_OPENAPI["parameters"] = [dict(p) for p in SIGNED_HEADER_PARAMS]
-ACCEPT_OPENAPI = _signed({
-    "type": "object", "required": ["lease_signature"],
-    "properties": {"lease_signature": {**_HEX_SIGNATURE, "description": "EIP-712 Lease(task_id, lease_expires_at)."}},
-})
-RESULT_OPENAPI = _signed({
-    "type": "object", "required": ["output_b64", "result_digest", "signature"],
-    "properties": {
-        "output_b64": {"type": "string", "description": "The output, base64 (at most 4 MiB decoded)."},
-        "result_digest": {"type": "string", "pattern": "^(0x)?[0-9a-fA-F]{64}$",
-                          "description": "The output's CID digest."},
-        "signature": {**_HEX_SIGNATURE, "description": "EIP-712 Result(task_id, result_digest)."},
-        "lease_signature": {"oneOf": [_HEX_SIGNATURE, {"type": "null"}],
-                            "description": "The lease acceptance, if /accept was not called."},
-    },
-})
+ACCEPT_OPENAPI = _signed(
+    {
+        "type": "object",
+        "required": ["lease_signature"],
+        "properties": {
+            "lease_signature": {**_HEX_SIGNATURE, "description": "EIP-712 Lease(task_id, lease_expires_at)."}
+        },
+    }
+)
+RESULT_OPENAPI = _signed(
+    {
+        "type": "object",
+        "required": ["output_b64", "result_digest", "signature"],
+        "properties": {
+            "output_b64": {"type": "string", "description": "The output, base64 (at most 4 MiB decoded)."},
+            "result_digest": {
+                "type": "string",
+                "pattern": "^(0x)?[0-9a-fA-F]{64}$",
+                "description": "The output's CID digest.",
+            },
+            "signature": {**_HEX_SIGNATURE, "description": "EIP-712 Result(task_id, result_digest)."},
+            "lease_signature": {
+                "oneOf": [_HEX_SIGNATURE, {"type": "null"}],
+                "description": "The lease acceptance, if /accept was not called.",
+            },
+        },
+    }
+)
 UPLOAD_OPENAPI = {
     "parameters": [dict(p) for p in SIGNED_HEADER_PARAMS],
     # The body is a CARv1 (application/vnd.ipld.car); declared as octet-stream, which every client can send.
-    "requestBody": {"required": True, "description": "A single-root CARv1, as `ipfs dag export` writes.",
-                    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+    "requestBody": {
+        "required": True,
+        "description": "A single-root CARv1, as `ipfs dag export` writes.",
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    },
 }
 UPLOAD_RESPONSES = {
     200: {"description": "Stored: root, bytes, blocks, already_held, quota_used_bytes, quota_bytes."},
@@ -288,11 +348,16 @@ UPLOAD_RESPONSES = {
     413: {"description": "Over the per-upload limit."},
     422: {"description": "Not a single-root CARv1, a block that is not its CID's, or an incomplete DAG."},
 }
-ERROR_OPENAPI = _signed({
-    "type": "object", "required": ["kind", "error"],
-    "properties": {"kind": {"type": "string", "enum": ["input", "runtime"]},
-                   "error": {"type": "string", "minLength": 1, "description": "Why (kept to 500 characters)."}},
-})
+ERROR_OPENAPI = _signed(
+    {
+        "type": "object",
+        "required": ["kind", "error"],
+        "properties": {
+            "kind": {"type": "string", "enum": ["input", "runtime"]},
+            "error": {"type": "string", "minLength": 1, "description": "Why (kept to 500 characters)."},
+        },
+    }
+)
 
 
 def create_app(
@@ -353,7 +418,12 @@ def create_app(
         response = await call_next(request)
         # Only a success of a request that used the database, the store or the node ends an
         # outage: a health check or a refused bad id touches none of them, and would end it at once.
-        if outages.current and 200 <= response.status_code < 300 and request.url.path not in _TOUCHES_NOTHING and not request.url.path.startswith("/docs/"):
+        if (
+            outages.current
+            and 200 <= response.status_code < 300
+            and request.url.path not in _TOUCHES_NOTHING
+            and not request.url.path.startswith("/docs/")
+        ):
             outages.up()
         return response
 
@@ -510,7 +580,9 @@ def create_app(
         if owner is None:
             return
         if not any(h in request.headers for h in _SIGNED_HEADERS):
-            raise RequestRefused(401, f"{cid} is a private task's sealed copy: sign the request with the requester's key")
+            raise RequestRefused(
+                401, f"{cid} is a private task's sealed copy: sign the request with the requester's key"
+            )
         reader = auth.verify_account(request.headers, request.method, signed_path(request), b"")
         if reader.lower() != owner.lower():
             raise RequestRefused(403, f"{cid} is a private task's sealed copy; only its requester {owner} may read it")
@@ -525,20 +597,28 @@ def create_app(
         complete; the upload counts against the account's quota. Idempotent."""
         refuse_when_stopping()
         parse_purpose(purpose)
-        account = await run_in_threadpool(auth.verify_account, request.headers, request.method, signed_path(request), b"")
+        account = await run_in_threadpool(
+            auth.verify_account, request.headers, request.method, signed_path(request), b""
+        )
         wanted = await run_in_threadpool(content.authorize, account, purpose, root)
         if await run_in_threadpool(content.held, account, wanted):  # a repeat: the body is not read
             return {"root": str(wanted), "already_held": True}
         if upload_slots.locked() or account in uploading:  # each body is held in memory while it is checked
-            raise Unavailable("api", "the oracle is receiving other uploads (one per account at a time); retry shortly",
-                              UPLOAD_RETRY_AFTER_S)
+            raise Unavailable(
+                "api",
+                "the oracle is receiving other uploads (one per account at a time); retry shortly",
+                UPLOAD_RETRY_AFTER_S,
+            )
         uploading.add(account)
         try:
             async with upload_slots:
                 length = int(request.headers.get("content-length") or 0)
                 # A slow sender holds a slot: the body must arrive at 256 KiB/s or better (30 s at least).
-                body = await read_capped(request, content.limits.max_upload_bytes,
-                                         min(UPLOAD_READ_TIMEOUT_S, max(30.0, length / UPLOAD_MIN_RATE)))
+                body = await read_capped(
+                    request,
+                    content.limits.max_upload_bytes,
+                    min(UPLOAD_READ_TIMEOUT_S, max(30.0, length / UPLOAD_MIN_RATE)),
+                )
                 accepted = await run_in_threadpool(content.upload, account, purpose, wanted, body)
         finally:
             uploading.discard(account)
@@ -595,7 +675,9 @@ def create_app(
         agent = Web3.to_checksum_address(address)
         with db.session() as s:
             seen = s.get(AgentSeen, agent)
-            by_state = dict(s.execute(select(Job.state, func.count()).where(Job.agent == agent).group_by(Job.state)).all())
+            by_state = dict(
+                s.execute(select(Job.state, func.count()).where(Job.agent == agent).group_by(Job.state)).all()
+            )
             agreed, judged = agreement(s, agent)
         last_poll = seen.last_poll_at if seen is not None else None
         return {

@@ -40,7 +40,9 @@ def mount_docs(app: FastAPI) -> None:
                 status_code=503,
             )
         return get_swagger_ui_html(
-            openapi_url=app.openapi_url, title=f"{app.title} - docs",
-            swagger_js_url=f"{ASSETS}/swagger-ui-bundle.js", swagger_css_url=f"{ASSETS}/swagger-ui.css",
+            openapi_url=app.openapi_url,
+            title=f"{app.title} - docs",
+            swagger_js_url=f"{ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{ASSETS}/swagger-ui.css",
             swagger_favicon_url=f"{ASSETS}/favicon-32x32.png",
         )

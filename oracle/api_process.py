@@ -263,7 +263,9 @@ def _serve(spec: ApiSpec, clock: SharedClock, metrics_queue, parent_pid: int) ->
     threading.Thread(target=apply_relayed, args=(metrics, metrics_queue), name="metrics-relay", daemon=True).start()
     directory = AgentDirectory(contracts)
     escrow = contracts.escrow.address
-    book = JobBook(db, store, contracts.chain_id, escrow, spec.lease_s, oracle_key=spec.oracle_key, agent_pubkey=directory.pubkey)
+    book = JobBook(
+        db, store, contracts.chain_id, escrow, spec.lease_s, oracle_key=spec.oracle_key, agent_pubkey=directory.pubkey
+    )
     auth = RequestAuthenticator(db, contracts.chain_id, escrow, directory.is_registered)
     from oracle.auth import BoundedCache
 
@@ -274,9 +276,19 @@ def _serve(spec: ApiSpec, clock: SharedClock, metrics_queue, parent_pid: int) ->
     content = ContentBook(db, store, contracts, spec.upload_limits)
     from oracle.dashboard import OracleUi
 
-    app = create_app(db, book, auth, store, directory, clock, spec.info, metrics,
-                     stopping=lambda: bool(server) and server[0].should_exit, content=content,
-                     ui=OracleUi(contracts, spec.host, spec.ui_token))
+    app = create_app(
+        db,
+        book,
+        auth,
+        store,
+        directory,
+        clock,
+        spec.info,
+        metrics,
+        stopping=lambda: bool(server) and server[0].should_exit,
+        content=content,
+        ui=OracleUi(contracts, spec.host, spec.ui_token),
+    )
     log.info("oracle serving jobs on http://%s:%s", spec.host, spec.port)
     install_log_limits()
     server.append(uvicorn.Server(server_config(app, spec.host, spec.port)))

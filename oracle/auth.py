@@ -11,9 +11,9 @@ import math
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
@@ -112,7 +112,7 @@ class BoundedCache(OrderedDict):
 
 
 class _Bucket:
-    __slots__ = ("tokens", "updated", "polls")
+    __slots__ = ("polls", "tokens", "updated")
 
     def __init__(self, tokens: float, updated: float) -> None:
         self.tokens = tokens
@@ -178,8 +178,10 @@ class AgentLimiter:
             bucket = self._buckets.get(agent)
             polls = bucket.polls if bucket is not None else 0
         if polls >= self.max_polls:
-            raise RateLimited(f"agent {agent} already holds {polls} long-polls (the limit is "
-                              f"{self.max_polls}); wait for one to end", 1.0)
+            raise RateLimited(
+                f"agent {agent} already holds {polls} long-polls (the limit is {self.max_polls}); wait for one to end",
+                1.0,
+            )
 
     @contextmanager
     def poll_slot(self, agent: str) -> Iterator[None]:
@@ -187,8 +189,11 @@ class AgentLimiter:
         with self._lock:
             bucket = self._bucket(agent, time.monotonic())
             if bucket.polls >= self.max_polls:
-                raise RateLimited(f"agent {agent} already holds {bucket.polls} long-polls (the limit is "
-                                  f"{self.max_polls}); wait for one to end", 1.0)
+                raise RateLimited(
+                    f"agent {agent} already holds {bucket.polls} long-polls (the limit is "
+                    f"{self.max_polls}); wait for one to end",
+                    1.0,
+                )
             bucket.polls += 1
         try:
             yield
@@ -210,7 +215,7 @@ class SignedHeaders:
     signature: bytes
 
     @classmethod
-    def parse(cls, headers) -> "SignedHeaders":
+    def parse(cls, headers) -> SignedHeaders:
         try:
             agent = Web3.to_checksum_address(headers["x-tributa-agent"])
             nonce = int(headers["x-tributa-nonce"])
@@ -219,7 +224,9 @@ class SignedHeaders:
         except KeyError as exc:
             raise AuthError(401, f"missing header {exc.args[0]}; sign requests with the agent key") from None
         except ValueError:
-            raise AuthError(401, "malformed auth headers (agent address, integer nonce/expiry, hex signature)") from None
+            raise AuthError(
+                401, "malformed auth headers (agent address, integer nonce/expiry, hex signature)"
+            ) from None
         if len(signature) != 65 or nonce < 0:
             raise AuthError(401, "signature must be 65 bytes and nonce non-negative")
         return cls(agent, nonce, expiry, signature)
@@ -263,9 +270,17 @@ class RequestAuthenticator:
             raise AuthError(401, f"request signature refused: {problem}")
         try:
             signer = recover_request_signer(
-                self.chain_id, self.escrow, h.agent, method, path, bytes(Web3.keccak(body)), h.nonce, h.expiry, h.signature
+                self.chain_id,
+                self.escrow,
+                h.agent,
+                method,
+                path,
+                bytes(Web3.keccak(body)),
+                h.nonce,
+                h.expiry,
+                h.signature,
             )
-        except Exception:  # eth_account raises several types for undecodable signatures
+        except Exception:  # eth_account raises several types for undecodable signatures  # noqa: BLE001
             raise AuthError(401, "signature does not decode") from None
         if signer != h.agent:
             raise AuthError(401, "signature does not match the agent header")

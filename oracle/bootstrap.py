@@ -23,8 +23,13 @@ def check_oracle_key(contracts: Contracts, signer: Signer) -> None:
 
 
 def build_oracle(
-    settings: Settings, contracts: Contracts, store, signer: Signer, options: OracleOptions,
-    attribution: bool = True, model_dirs: list[Path] = (),
+    settings: Settings,
+    contracts: Contracts,
+    store,
+    signer: Signer,
+    options: OracleOptions,
+    attribution: bool = True,
+    model_dirs: list[Path] = (),
 ) -> Oracle:
     """The oracle, with attribution unless told not, and re-execution on `model_dirs` (in the
     agents' own bwrap workers, so an honest agent's bytes match the oracle's)."""
@@ -42,6 +47,10 @@ def build_oracle(
         from tributa.runtime.sandbox import SandboxedExecutor
 
         if bwrap.bwrap_path() is None:
-            raise TributaError("re-execution (--model-dir) runs models in bubblewrap, which is not installed: apt-get install bubblewrap")
-        reexecute = Reexecutor(contracts, store, list(model_dirs), SandboxedExecutor(), oracle_key=bytes(signer.account.key))
+            raise TributaError(
+                "re-execution (--model-dir) runs models in bubblewrap, which is not installed: apt-get install bubblewrap"
+            )
+        reexecute = Reexecutor(
+            contracts, store, list(model_dirs), SandboxedExecutor(), oracle_key=bytes(signer.account.key)
+        )
     return Oracle(settings, contracts, signer, options, attributor, reexecute)

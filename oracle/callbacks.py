@@ -49,8 +49,15 @@ MAX_ORIGINAL_AGENTS = 2  # AIOracle.MAX_ORIGINAL_AGENTS: paid + slashed in a pos
 COMMITTEE_QUORUM = 2
 REPLICAS = 1  # agents per request; more only delay the answer, the window is the check
 CURSOR = "aioracle"
-EVENTS = ("AICallbackRequest", "RequestTerms", "ResultPosted", "Challenged", "ChallengeResolved",
-          "CallbackDelivered", "RequestExpired")
+EVENTS = (
+    "AICallbackRequest",
+    "RequestTerms",
+    "ResultPosted",
+    "Challenged",
+    "ChallengeResolved",
+    "CallbackDelivered",
+    "RequestExpired",
+)
 OUTCOMES = {1: "upheld", 2: "overturned", 3: "no_quorum"}
 # Reverts that only mean the chain's clock has not reached the wall clock's yet.
 _NOT_YET = ("challenge window open", "no quorum yet", "not expired", "committee deadline not passed")
@@ -77,8 +84,9 @@ def posted_output(output: bytes) -> tuple[bytes, bool]:
 
 
 class CallbackRelay:
-    def __init__(self, db: Database, contracts: Contracts, txm: TxManager, store, confirmations: int = 0,
-                 max_blocks: int = 2000) -> None:
+    def __init__(
+        self, db: Database, contracts: Contracts, txm: TxManager, store, confirmations: int = 0, max_blocks: int = 2000
+    ) -> None:
         if contracts.ai_oracle is None or contracts.committee is None:
             raise ValueError("the deployment has no AIOracle")
         self.db = db
@@ -131,7 +139,9 @@ class CallbackRelay:
         except Exception as exc:
             if is_outage(exc) or is_transient(exc):
                 raise
-            log.exception("AIOracle event %s of request %s (tx %s) not folded in", ev.event, ev.args.get("request_id"), ev.tx_hash)
+            log.exception(
+                "AIOracle event %s of request %s (tx %s) not folded in", ev.event, ev.args.get("request_id"), ev.tx_hash
+            )
 
     def _apply(self, s, ev: DecodedLog) -> None:
         a = ev.args
@@ -141,18 +151,35 @@ class CallbackRelay:
             if row is None:
                 # The task names its input by this CID's digest: stored, its agents can be leased it.
                 cid = str(self.store.put_bytes(bytes(a["input"])))
-                s.add(CallbackRequest(
-                    request_id=rid, model_id=int(a["model_id"]), callback=a["callback_contract"], gas_limit=int(a["gas_limit"]),
-                    callback_data="0x" + bytes(a["callback_data"]).hex(), input_cid=cid, state=CallbackState.REQUESTED,
-                ))
-                log.info("request %s from %s: model %s, input %s, callback gas %s", rid, a["account"], a["model_id"], cid,
-                         a["gas_limit"])
+                s.add(
+                    CallbackRequest(
+                        request_id=rid,
+                        model_id=int(a["model_id"]),
+                        callback=a["callback_contract"],
+                        gas_limit=int(a["gas_limit"]),
+                        callback_data="0x" + bytes(a["callback_data"]).hex(),
+                        input_cid=cid,
+                        state=CallbackState.REQUESTED,
+                    )
+                )
+                log.info(
+                    "request %s from %s: model %s, input %s, callback gas %s",
+                    rid,
+                    a["account"],
+                    a["model_id"],
+                    cid,
+                    a["gas_limit"],
+                )
             return
         if row is None:
             log.warning("AIOracle event %s for unknown request %s ignored", ev.event, rid)
             return
         if ev.event == "RequestTerms":
-            row.fulfil_by, row.challenge_window, row.escrow_deadline = int(a["fulfil_by"]), int(a["challenge_window"]), int(a["escrow_deadline"])
+            row.fulfil_by, row.challenge_window, row.escrow_deadline = (
+                int(a["fulfil_by"]),
+                int(a["challenge_window"]),
+                int(a["escrow_deadline"]),
+            )
         elif ev.event == "ResultPosted":
             if row.state == CallbackState.REQUESTED:
                 row.state = CallbackState.PROVISIONAL
@@ -163,12 +190,21 @@ class CallbackRelay:
             row.outcome = OUTCOMES.get(int(a["outcome"]), str(a["outcome"]))
             if row.outcome == "overturned":  # the answers it posted disagreed with the final result, for reputation
                 duty = select(CommitteeDuty.agent).where(CommitteeDuty.task_id == rid)
-                s.execute(update(Job).where(Job.task_id == rid, Job.agreed.is_(True), Job.agent.not_in(duty))
-                          .values(agreed=False).execution_options(synchronize_session=False))
+                s.execute(
+                    update(Job)
+                    .where(Job.task_id == rid, Job.agreed.is_(True), Job.agent.not_in(duty))
+                    .values(agreed=False)
+                    .execution_options(synchronize_session=False)
+                )
         elif ev.event == "CallbackDelivered":
             row.state, row.delivered = CallbackState.FINAL, bool(a["success"])
-            log.info("request %s delivered to %s (callback %s, %s)", rid, row.callback,
-                     "succeeded" if a["success"] else "reverted", "settled" if a["settled"] else "refunded")
+            log.info(
+                "request %s delivered to %s (callback %s, %s)",
+                rid,
+                row.callback,
+                "succeeded" if a["success"] else "reverted",
+                "settled" if a["settled"] else "refunded",
+            )
         elif ev.event == "RequestExpired":
             row.state = CallbackState.EXPIRED
             log.info("request %s expired: %s wei refunded", rid, a["refunded"])
@@ -176,7 +212,10 @@ class CallbackRelay:
     def _challenged(self, s, row: CallbackRequest, candidates: list[str], resolve_by: int, challenger: str) -> None:
         row.state, row.candidates, row.resolve_by = CallbackState.CHALLENGED, json.dumps(candidates), resolve_by
         if not row.settlement:
-            log.error("request %s challenged, but its result was not posted by this oracle: no committee routed", row.request_id)
+            log.error(
+                "request %s challenged, but its result was not posted by this oracle: no committee routed",
+                row.request_id,
+            )
             return
         settlement = self._decoded_settlement(row)
         originals = [Web3.to_checksum_address(a) for a in settlement[3]]
@@ -187,8 +226,13 @@ class CallbackRelay:
         task = s.get(Task, row.request_id)
         if task is not None:
             task.state = TaskState.CHALLENGED
-        log.warning("request %s challenged by %s: committee %s re-executes it by %s", row.request_id, challenger, members,
-                    resolve_by)
+        log.warning(
+            "request %s challenged by %s: committee %s re-executes it by %s",
+            row.request_id,
+            challenger,
+            members,
+            resolve_by,
+        )
 
     # -- answering -----------------------------------------------------------------------------
     def post(self, task_id: int, settlement: tuple, result_cid: str) -> str | None:
@@ -205,7 +249,9 @@ class CallbackRelay:
         capped = (*settlement[:6], list(settlement[6])[: max(0, MAX_ORIGINAL_AGENTS - len(paid))], *settlement[7:])
         encoded = encode_settlement(capped)
         try:
-            result = self.txm.transact(self.ai_oracle.functions.fulfill(task_id, output, is_cid, encoded, data), "fulfill", [task_id])
+            result = self.txm.transact(
+                self.ai_oracle.functions.fulfill(task_id, output, is_cid, encoded, data), "fulfill", [task_id]
+            )
         except ContractRevert as exc:
             if "not awaiting a result" in (exc.reason or ""):  # an earlier fulfill landed unrecorded
                 self._set_task(task_id, self.adopt_posted(task_id), None)
@@ -229,7 +275,13 @@ class CallbackRelay:
             if task.state == TaskState.SETTLING:
                 task.state = TaskState.PROVISIONAL  # TaskSettled (W = 0: in this very tx) makes it SETTLED
             task.settle_tx = result.tx_hash
-        log.info("request %s answered in %s (%d output bytes%s)", task_id, result.tx_hash, len(output), ", a CID" if is_cid else "")
+        log.info(
+            "request %s answered in %s (%d output bytes%s)",
+            task_id,
+            result.tx_hash,
+            len(output),
+            ", a CID" if is_cid else "",
+        )
         return result.tx_hash
 
     def adopt_posted(self, task_id: int) -> str:
@@ -241,8 +293,15 @@ class CallbackRelay:
         if state == 1:  # REQUESTED: the fulfill never landed
             return TaskState.VERIFIED
         with self.db.session() as s:
-            sent = s.execute(select(SentTx).where(SentTx.purpose == "fulfill", SentTx.to_address == self.address)
-                             .order_by(SentTx.id.desc())).scalars().all()
+            sent = (
+                s.execute(
+                    select(SentTx)
+                    .where(SentTx.purpose == "fulfill", SentTx.to_address == self.address)
+                    .order_by(SentTx.id.desc())
+                )
+                .scalars()
+                .all()
+            )
             data = next((t.data for t in sent if task_id in json.loads(t.task_ids or "[]")), None)
         if data is None:
             log.error("request %s was posted by another oracle install: finalize / resolve left to others", task_id)
@@ -276,8 +335,17 @@ class CallbackRelay:
         ("window open"), costs nothing and is retried."""
         chain_time = max(chain_time, int(time.time()))
         with self.db.session() as s:
-            rows = s.execute(select(CallbackRequest).where(CallbackRequest.state.in_(
-                (CallbackState.REQUESTED, CallbackState.PROVISIONAL, CallbackState.CHALLENGED)))).scalars().all()
+            rows = (
+                s.execute(
+                    select(CallbackRequest).where(
+                        CallbackRequest.state.in_(
+                            (CallbackState.REQUESTED, CallbackState.PROVISIONAL, CallbackState.CHALLENGED)
+                        )
+                    )
+                )
+                .scalars()
+                .all()
+            )
             s.expunge_all()
         pending = self.txm.pending_task_ids()
         for row in rows:
@@ -290,8 +358,13 @@ class CallbackRelay:
                     self._send("expire", row.request_id, self.ai_oracle.functions.expire(row.request_id))
             elif row.state == CallbackState.PROVISIONAL:
                 if row.settlement and row.final_at is not None and chain_time >= row.final_at:
-                    self._send("finalize", row.request_id, self.ai_oracle.functions.finalize(
-                        row.request_id, _hex(row.output), _hex(row.settlement), _hex(row.callback_data)))
+                    self._send(
+                        "finalize",
+                        row.request_id,
+                        self.ai_oracle.functions.finalize(
+                            row.request_id, _hex(row.output), _hex(row.settlement), _hex(row.callback_data)
+                        ),
+                    )
             elif row.state == CallbackState.CHALLENGED:
                 self._maybe_resolve(row, chain_time)
         self._post_late_verdicts(chain_time)
@@ -302,9 +375,17 @@ class CallbackRelay:
         committee deadline (AICommittee.post_verdict): their members answered, so they must not
         lose their deposit as silent."""
         with self.db.session() as s:
-            resolved = s.execute(select(CallbackRequest.request_id).where(
-                CallbackRequest.state == CallbackState.FINAL, CallbackRequest.resolve_by >= chain_time,
-                CallbackRequest.candidates.is_not(None))).scalars().all()
+            resolved = (
+                s.execute(
+                    select(CallbackRequest.request_id).where(
+                        CallbackRequest.state == CallbackState.FINAL,
+                        CallbackRequest.resolve_by >= chain_time,
+                        CallbackRequest.candidates.is_not(None),
+                    )
+                )
+                .scalars()
+                .all()
+            )
         for rid in resolved:
             self._post_verdicts(rid, self.verdicts(rid), only_silent=True)
 
@@ -313,7 +394,9 @@ class CallbackRelay:
             if (rid, member) in self._posted:
                 continue
             committee = self.committee.functions
-            if committee.posted_digest(rid, member).call() != b"\x00" * 32 or (only_silent and not committee.silent(rid, member).call()):
+            if committee.posted_digest(rid, member).call() != b"\x00" * 32 or (
+                only_silent and not committee.silent(rid, member).call()
+            ):
                 self._posted.add((rid, member))
                 continue
             if self._send("post_verdict", rid, committee.post_verdict(rid, digest, signature)):
@@ -345,8 +428,15 @@ class CallbackRelay:
         if quorum and quorum[0] != posted:
             output, is_cid = posted_output(self._committee_output(row.request_id, quorum[0]))
         # Every verdict that came in: a member whose verdict is left out is recorded silent.
-        call = self.ai_oracle.functions.resolve(row.request_id, json.loads(row.candidates), _hex(row.settlement), verdicts[:3],
-                                                output, is_cid, _hex(row.callback_data))
+        call = self.ai_oracle.functions.resolve(
+            row.request_id,
+            json.loads(row.candidates),
+            _hex(row.settlement),
+            verdicts[:3],
+            output,
+            is_cid,
+            _hex(row.callback_data),
+        )
         self._send("resolve", row.request_id, call)
 
     def _verdict_digests(self, task_id: int, verdicts: list[tuple[str, bytes, bytes]]) -> list[bytes]:
@@ -355,8 +445,10 @@ class CallbackRelay:
         themselves (compute_agent/duties.py), also while this oracle is away."""
         held = {member: digest for member, digest, _ in verdicts}
         with self.db.session() as s:
-            members = [Web3.to_checksum_address(a) for a in s.execute(
-                select(CommitteeDuty.agent).where(CommitteeDuty.task_id == task_id)).scalars()]
+            members = [
+                Web3.to_checksum_address(a)
+                for a in s.execute(select(CommitteeDuty.agent).where(CommitteeDuty.task_id == task_id)).scalars()
+            ]
         digests = []
         for member in members:
             on_chain = bytes(self.committee.functions.posted_digest(task_id, member).call())
@@ -367,8 +459,14 @@ class CallbackRelay:
 
     def _has_output(self, task_id: int, digest: bytes) -> bool:
         with self.db.session() as s:
-            return s.execute(select(Job.result_cid).where(Job.task_id == task_id, Job.result_digest == "0x" + digest.hex())
-                             ).scalars().first() is not None
+            return (
+                s.execute(
+                    select(Job.result_cid).where(Job.task_id == task_id, Job.result_digest == "0x" + digest.hex())
+                )
+                .scalars()
+                .first()
+                is not None
+            )
 
     def _penalize_silence(self, chain_time: int) -> None:
         """After a resolved challenge's committee deadline, penalize its members recorded silent
@@ -383,22 +481,35 @@ class CallbackRelay:
             if (rid, member) in self._penalized:
                 continue
             if not self.committee.functions.silent(rid, member).call() or self._send(
-                    "penalize", rid, self.committee.functions.penalize(rid, member)):
+                "penalize", rid, self.committee.functions.penalize(rid, member)
+            ):
                 self._penalized.add((rid, member))
 
     def verdicts(self, task_id: int) -> list[tuple[str, bytes, bytes]]:
         """The committee's signed answers so far: (member, result digest, Result signature)."""
         with self.db.session() as s:
-            members = {Web3.to_checksum_address(a) for a in s.execute(select(CommitteeDuty.agent).where(CommitteeDuty.task_id == task_id)).scalars()}
-            jobs = s.execute(select(Job).where(Job.task_id == task_id, Job.state == JobState.SUBMITTED).order_by(Job.id)).scalars()
+            members = {
+                Web3.to_checksum_address(a)
+                for a in s.execute(select(CommitteeDuty.agent).where(CommitteeDuty.task_id == task_id)).scalars()
+            }
+            jobs = s.execute(
+                select(Job).where(Job.task_id == task_id, Job.state == JobState.SUBMITTED).order_by(Job.id)
+            ).scalars()
             return [
                 (Web3.to_checksum_address(j.agent), bytes.fromhex(j.result_digest[2:]), bytes.fromhex(j.signature[2:]))
-                for j in jobs if Web3.to_checksum_address(j.agent) in members
+                for j in jobs
+                if Web3.to_checksum_address(j.agent) in members
             ]
 
     def _committee_output(self, task_id: int, digest: bytes) -> bytes:
         with self.db.session() as s:
-            cid = s.execute(select(Job.result_cid).where(Job.task_id == task_id, Job.result_digest == "0x" + digest.hex())).scalars().first()
+            cid = (
+                s.execute(
+                    select(Job.result_cid).where(Job.task_id == task_id, Job.result_digest == "0x" + digest.hex())
+                )
+                .scalars()
+                .first()
+            )
         return self.store.get_bytes(cid)
 
     def _send(self, purpose: str, request_id: int, call: Any) -> bool:

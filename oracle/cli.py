@@ -20,27 +20,68 @@ def oracle() -> None:
 @oracle.command("run")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=8700, show_default=True)
-@click.option("--db-url", envvar="TRIBUTA_DB_URL", default=None, help="SQLAlchemy URL (default: SQLite in the data dir)")
+@click.option(
+    "--db-url", envvar="TRIBUTA_DB_URL", default=None, help="SQLAlchemy URL (default: SQLite in the data dir)"
+)
 @click.option("--lease-s", type=float, default=120.0, show_default=True, help="seconds an agent holds a job")
 @click.option("--agent-fee-bps", type=click.IntRange(0, 10_000), default=5000, show_default=True)
 @click.option("--no-attribution", is_flag=True, help="settle without computing attribution")
-@click.option("--model-dir", "model_dirs", multiple=True, type=click.Path(path_type=Path),
-              help="the oracle's own copy of a model or adapter, for re-execution (repeatable)")
-@click.option("--spot-check-fraction", type=click.FloatRange(0, 1), default=0.0, show_default=True,
-              help="share of k=1 tasks the oracle re-runs itself (needs --model-dir)")
-@click.option("--max-upload-mb", type=click.IntRange(1, 4096), default=256, show_default=True,
-              help="largest content upload (one CAR) the content API takes")
-@click.option("--upload-quota-mb", type=click.IntRange(1, 10**7), default=2048, show_default=True,
-              help="bytes of uploads each account may store")
-@click.option("--ui-token", envvar="TRIBUTA_UI_TOKEN", default=None,
-              help="the dashboard's (/ui) access token; required with a --host beyond loopback (prefer the env var: "
-                   "a flag shows in ps)")
+@click.option(
+    "--model-dir",
+    "model_dirs",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="the oracle's own copy of a model or adapter, for re-execution (repeatable)",
+)
+@click.option(
+    "--spot-check-fraction",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="share of k=1 tasks the oracle re-runs itself (needs --model-dir)",
+)
+@click.option(
+    "--max-upload-mb",
+    type=click.IntRange(1, 4096),
+    default=256,
+    show_default=True,
+    help="largest content upload (one CAR) the content API takes",
+)
+@click.option(
+    "--upload-quota-mb",
+    type=click.IntRange(1, 10**7),
+    default=2048,
+    show_default=True,
+    help="bytes of uploads each account may store",
+)
+@click.option(
+    "--ui-token",
+    envvar="TRIBUTA_UI_TOKEN",
+    default=None,
+    help="the dashboard's (/ui) access token; required with a --host beyond loopback (prefer the env var: "
+    "a flag shows in ps)",
+)
 @click.option("--json-logs/--text-logs", default=True)
 @node_wait_option
 @account_option("oracle")
 @pass_ctx
-def run(ctx, host, port, db_url, lease_s, agent_fee_bps, no_attribution, model_dirs, spot_check_fraction, max_upload_mb,
-        upload_quota_mb, ui_token, json_logs, node_wait_s, account_spec) -> None:
+def run(
+    ctx,
+    host,
+    port,
+    db_url,
+    lease_s,
+    agent_fee_bps,
+    no_attribution,
+    model_dirs,
+    spot_check_fraction,
+    max_upload_mb,
+    upload_quota_mb,
+    ui_token,
+    json_logs,
+    node_wait_s,
+    account_spec,
+) -> None:
     """Run the oracle until interrupted."""
     from oracle.bootstrap import build_oracle, check_oracle_key
     from oracle.content import UploadLimits
@@ -55,14 +96,21 @@ def run(ctx, host, port, db_url, lease_s, agent_fee_bps, no_attribution, model_d
     if spot_check_fraction and not model_dirs:
         raise TributaError("--spot-check-fraction needs the models to re-run: give --model-dir")
     options = OracleOptions(
-        host=host, port=port, db_url=db_url, lease_s=lease_s, agent_fee_bps=agent_fee_bps,
+        host=host,
+        port=port,
+        db_url=db_url,
+        lease_s=lease_s,
+        agent_fee_bps=agent_fee_bps,
         spot_check_fraction=spot_check_fraction,
-        upload_limits=UploadLimits(max_upload_mb * 2**20, upload_quota_mb * 2**20), ui_token=ui_token or None,
+        upload_limits=UploadLimits(max_upload_mb * 2**20, upload_quota_mb * 2**20),
+        ui_token=ui_token or None,
     )
 
     def serve() -> None:  # in the supervised child: a worker killed by a signal starts afresh
         try:
-            build_oracle(ctx.settings, ctx.contracts, ctx.store, signer, options, not no_attribution, list(model_dirs)).run()
+            build_oracle(
+                ctx.settings, ctx.contracts, ctx.store, signer, options, not no_attribution, list(model_dirs)
+            ).run()
         except TributaError as exc:  # one line, as the CLI prints it, then the exit code
             click.echo(f"Error: {exc}", err=True)
             raise SystemExit(1) from None

@@ -24,8 +24,8 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from sqlalchemy import func, or_, select
 
@@ -65,15 +65,27 @@ class Accepted:
     quota: int
 
     def to_json(self) -> dict:
-        return {"root": self.root, "bytes": self.bytes, "blocks": self.blocks, "already_held": self.already_held,
-                "quota_used_bytes": self.quota_used, "quota_bytes": self.quota}
+        return {
+            "root": self.root,
+            "bytes": self.bytes,
+            "blocks": self.blocks,
+            "already_held": self.already_held,
+            "quota_used_bytes": self.quota_used,
+            "quota_bytes": self.quota,
+        }
 
 
 class ContentBook:
     """Checks and records uploads into `store`; `contracts` answers what the chain registers."""
 
-    def __init__(self, db: Database, store, contracts: Contracts | None, limits: UploadLimits = UploadLimits(),
-                 on_stored: Callable[[str, str], None] | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        store,
+        contracts: Contracts | None,
+        limits: UploadLimits = UploadLimits(),
+        on_stored: Callable[[str, str], None] | None = None,
+    ) -> None:
         self.db = db
         self.store = store
         self.contracts = contracts
@@ -99,7 +111,9 @@ class ContentBook:
         nothing is kept on refusal. Every block is re-hashed, so the body itself needs no
         signature: the signed request names the root, and only that root's DAG is accepted."""
         if len(body) > self.limits.max_upload_bytes:
-            raise RequestRefused(413, f"the upload is {len(body)} bytes, over the {self.limits.max_upload_bytes}-byte limit")
+            raise RequestRefused(
+                413, f"the upload is {len(body)} bytes, over the {self.limits.max_upload_bytes}-byte limit"
+            )
         try:
             car_root, blocks = read_car(body)
         except CarError as exc:
@@ -107,8 +121,11 @@ class ContentBook:
         if car_root.digest != root.digest:
             raise RequestRefused(422, f"the CAR's root is {car_root}, not the signed root {root}")
         if len(blocks) > len(body) // MIN_BYTES_PER_BLOCK + 16:
-            raise RequestRefused(422, f"{len(blocks)} blocks in {len(body)} bytes: blocks under {MIN_BYTES_PER_BLOCK} bytes "
-                                "on average cost the store far more than their bytes")
+            raise RequestRefused(
+                422,
+                f"{len(blocks)} blocks in {len(body)} bytes: blocks under {MIN_BYTES_PER_BLOCK} bytes "
+                "on average cost the store far more than their bytes",
+            )
         self._check_exactly_the_dag(root, blocks)  # before anything is written: nothing kept on refusal
         size = len(body) + BLOCK_OVERHEAD_BYTES * len(blocks)  # what storing it costs, not only its payload
         key = canonical(root)
@@ -116,8 +133,11 @@ class ContentBook:
             held = self._held_by(account, key)
             used = self._quota_used(account)
             if not held and used + size > self.limits.account_quota_bytes:
-                raise RequestRefused(403, f"account {account} has used {used} of its {self.limits.account_quota_bytes}-byte "
-                                    f"upload quota; this upload of {size} bytes does not fit")
+                raise RequestRefused(
+                    403,
+                    f"account {account} has used {used} of its {self.limits.account_quota_bytes}-byte "
+                    f"upload quota; this upload of {size} bytes does not fit",
+                )
             try:
                 self.store.put_blocks(root, blocks)
             except ContentIntegrityError as exc:  # incomplete DAG, or a block that is not its CID's
@@ -166,7 +186,11 @@ class ContentBook:
 
     def _quota_used(self, account: str) -> int:
         with self.db.session() as s:
-            return int(s.execute(select(func.coalesce(func.sum(Upload.bytes), 0)).where(Upload.account == account)).scalar_one())
+            return int(
+                s.execute(
+                    select(func.coalesce(func.sum(Upload.bytes), 0)).where(Upload.account == account)
+                ).scalar_one()
+            )
 
     def _check_registered(self, account: str, kind: str, entry_id: int, root: Cid) -> None:
         digest = root.digest
@@ -174,7 +198,9 @@ class ContentBook:
             with self.db.session() as s:
                 task = s.get(Task, entry_id)
                 if task is None:  # posted, perhaps, but not ingested yet: the client retries
-                    raise RequestRefused(409, f"task {entry_id} is not known to this oracle yet; retry in a few seconds")
+                    raise RequestRefused(
+                        409, f"task {entry_id} is not known to this oracle yet; retry in a few seconds"
+                    )
                 requester, wanted, state = task.requester, bytes.fromhex(task.input_digest[2:]), task.state
             self._same(account, requester, "task", entry_id, "requester")
             if state not in (TaskState.OPEN, TaskState.RUNNING):
@@ -182,7 +208,9 @@ class ContentBook:
             if root.codec != "dag-pb":
                 raise RequestRefused(422, f"a task input is a UnixFS file (dag-pb), not a {root.codec} block")
             if digest != wanted:
-                raise RequestRefused(403, f"{root} is not the input task {entry_id} registers ({cidlib.digest_to_cid(wanted)})")
+                raise RequestRefused(
+                    403, f"{root} is not the input task {entry_id} registers ({cidlib.digest_to_cid(wanted)})"
+                )
             return
         if self.contracts is None:
             raise RequestRefused(403, "this oracle has no chain connection to check registrations against")
@@ -208,7 +236,9 @@ class ContentBook:
     @staticmethod
     def _same(account: str, owner: str, kind: str, entry_id: int, role: str) -> None:
         if account.lower() != owner.lower():
-            raise RequestRefused(403, f"only {kind} {entry_id}'s {role} ({owner}) may upload its content, not {account}")
+            raise RequestRefused(
+                403, f"only {kind} {entry_id}'s {role} ({owner}) may upload its content, not {account}"
+            )
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -223,13 +253,23 @@ class ContentBook:
         text_forms = {str(Cid(0, "dag-pb", d)), str(Cid(1, "dag-pb", d)), str(Cid(1, "raw", d))}
         digest_hex = "0x" + d.hex()
         with self.db.session() as s:
-            task = s.execute(
-                select(Task).where(Task.output_pubkey.is_not(None),
-                                   or_(Task.result_ciphertext_cid.in_(text_forms), Task.input_digest == digest_hex))
-            ).scalars().first()
+            task = (
+                s.execute(
+                    select(Task).where(
+                        Task.output_pubkey.is_not(None),
+                        or_(Task.result_ciphertext_cid.in_(text_forms), Task.input_digest == digest_hex),
+                    )
+                )
+                .scalars()
+                .first()
+            )
             if task is not None:
                 return task.requester
-            job = s.execute(select(Job).where(or_(Job.oracle_cid.in_(text_forms), Job.requester_cid.in_(text_forms)))).scalars().first()
+            job = (
+                s.execute(select(Job).where(or_(Job.oracle_cid.in_(text_forms), Job.requester_cid.in_(text_forms))))
+                .scalars()
+                .first()
+            )
             if job is not None:
                 return s.get(Task, job.task_id).requester
         return None
@@ -243,5 +283,5 @@ def canonical(cid: Cid) -> str:
 def parse_purpose(purpose: str | None) -> tuple[str, int]:
     match = _PURPOSE.match(purpose or "")
     if match is None:
-        raise RequestRefused(400, 'say what the upload is for: ?for=task:ID, ?for=dataset:ID or ?for=model:ID')
+        raise RequestRefused(400, "say what the upload is for: ?for=task:ID, ?for=dataset:ID or ?for=model:ID")
     return match.group(1), int(match.group(2))

@@ -31,16 +31,39 @@ PENDING_SHOWN = 50
 
 def oracle_status(db: Database, info: dict, online_within_s: float) -> dict:
     with db.session() as s:
-        pending = s.execute(
-            select(SentTx).where(SentTx.state == TxState.PENDING).order_by(SentTx.nonce, SentTx.id).limit(PENDING_SHOWN)
-        ).scalars().all()
-        attempts = dict(s.execute(
-            select(TxAttempt.tx_id, func.count()).where(TxAttempt.tx_id.in_([p.id for p in pending])).group_by(TxAttempt.tx_id)
-        ).all()) if pending else {}
-        newest = {p.id: s.execute(select(TxAttempt.tx_hash).where(TxAttempt.tx_id == p.id).order_by(TxAttempt.id.desc()).limit(1)).scalar()
-                  for p in pending}
-        online = s.execute(select(func.count()).select_from(AgentSeen).where(AgentSeen.last_poll_at > now() - online_within_s)).scalar()
-        pending_total = s.execute(select(func.count()).select_from(SentTx).where(SentTx.state == TxState.PENDING)).scalar()
+        pending = (
+            s.execute(
+                select(SentTx)
+                .where(SentTx.state == TxState.PENDING)
+                .order_by(SentTx.nonce, SentTx.id)
+                .limit(PENDING_SHOWN)
+            )
+            .scalars()
+            .all()
+        )
+        attempts = (
+            dict(
+                s.execute(
+                    select(TxAttempt.tx_id, func.count())
+                    .where(TxAttempt.tx_id.in_([p.id for p in pending]))
+                    .group_by(TxAttempt.tx_id)
+                ).all()
+            )
+            if pending
+            else {}
+        )
+        newest = {
+            p.id: s.execute(
+                select(TxAttempt.tx_hash).where(TxAttempt.tx_id == p.id).order_by(TxAttempt.id.desc()).limit(1)
+            ).scalar()
+            for p in pending
+        }
+        online = s.execute(
+            select(func.count()).select_from(AgentSeen).where(AgentSeen.last_poll_at > now() - online_within_s)
+        ).scalar()
+        pending_total = s.execute(
+            select(func.count()).select_from(SentTx).where(SentTx.state == TxState.PENDING)
+        ).scalar()
     return {
         "oracle": info.get("oracle"),
         "chain_id": info.get("chain_id"),
@@ -49,8 +72,14 @@ def oracle_status(db: Database, info: dict, online_within_s: float) -> dict:
         "agents_online": online,
         "pending_total": pending_total,
         "pending_txs": [
-            {"nonce": p.nonce, "purpose": p.purpose, "task_ids": _task_ids(p.task_ids), "tx_hash": newest.get(p.id),
-             "attempts": attempts.get(p.id, 0), "created_at": p.created_at}
+            {
+                "nonce": p.nonce,
+                "purpose": p.purpose,
+                "task_ids": _task_ids(p.task_ids),
+                "tx_hash": newest.get(p.id),
+                "attempts": attempts.get(p.id, 0),
+                "created_at": p.created_at,
+            }
             for p in pending
         ],
     }
@@ -69,7 +98,10 @@ def agent_answers(db: Database, address: str) -> dict:
     agent = Web3.to_checksum_address(address)
     with db.session() as s:
         answers = judged_answers(s, agent, ANSWERS_SHOWN)
-    return {"address": agent, "answers": [{"task_id": t, "at": at, "agreed": agreed} for t, at, agreed in reversed(answers)]}
+    return {
+        "address": agent,
+        "answers": [{"task_id": t, "at": at, "agreed": agreed} for t, at, agreed in reversed(answers)],
+    }
 
 
 class InProcessOracle:
@@ -93,7 +125,7 @@ class InProcessOracle:
             if exc.status in (400, 404):
                 return None
             raise OracleAway(exc.message) from None
-        except Exception as exc:  # the database away, or full: the page says so, the rest still renders
+        except Exception as exc:  # the database away, or full: the page says so, the rest still renders  # noqa: BLE001
             raise OracleAway(f"the oracle's database could not be read ({type(exc).__name__})") from None
 
     def task(self, task_id: int) -> dict | None:
@@ -149,5 +181,8 @@ class OracleUi:
         access = Access(self.host, self.token)
         install(app, Dashboard(self.contracts, source), access)
         if access.token is None and not access.open:
-            log.warning("the dashboard at /ui is locked: the job API is bound to %s, beyond loopback, and no --ui-token "
-                        "(TRIBUTA_UI_TOKEN) is set", self.host)
+            log.warning(
+                "the dashboard at /ui is locked: the job API is bound to %s, beyond loopback, and no --ui-token "
+                "(TRIBUTA_UI_TOKEN) is set",
+                self.host,
+            )

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import errno
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from sqlalchemy import (
     BigInteger,
@@ -328,7 +328,9 @@ def check_writable(files: tuple[str, ...]) -> None:
     tributa.writable (otherwise SQLite's next write to its -shm mapping kills the process)."""
     path = unwritable(files)
     if path is not None:
-        raise StorageUnavailable(errno.EROFS, f"the data dir is not writable ({describe(path)}); the oracle waits until it is")
+        raise StorageUnavailable(
+            errno.EROFS, f"the data dir is not writable ({describe(path)}); the oracle waits until it is"
+        )
 
 
 def make_engine(url: str) -> Engine:

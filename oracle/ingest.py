@@ -17,8 +17,9 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from hexbytes import HexBytes
 from sqlalchemy import delete, func, select
@@ -86,8 +87,8 @@ class EventDecoder:
                 inputs = [(i["name"], _abi_type(i)) for i in abi["inputs"]]
                 self._by_topic[bytes(Web3.keccak(text=signature))] = _Layout(
                     abi["name"],
-                    tuple(t for t, i in zip(inputs, abi["inputs"]) if i.get("indexed")),
-                    tuple(t for t, i in zip(inputs, abi["inputs"]) if not i.get("indexed")),
+                    tuple(t for t, i in zip(inputs, abi["inputs"], strict=False) if i.get("indexed")),
+                    tuple(t for t, i in zip(inputs, abi["inputs"], strict=False) if not i.get("indexed")),
                 )
 
     @property
@@ -99,11 +100,11 @@ class EventDecoder:
         if layout is None:
             return None
         args: dict[str, Any] = {}
-        for (name, typ), topic in zip(layout.indexed, raw["topics"][1:]):
+        for (name, typ), topic in zip(layout.indexed, raw["topics"][1:], strict=False):
             # An indexed dynamic value is stored as its hash: keep the 32 bytes, as web3 does.
             args[name] = bytes(topic) if _is_dynamic(typ) else self._codec.decode([typ], bytes(topic))[0]
         values = self._codec.decode([typ for _, typ in layout.plain], bytes(raw["data"]))
-        args.update(zip((name for name, _ in layout.plain), values))
+        args.update(zip((name for name, _ in layout.plain), values, strict=False))
         types = dict(layout.indexed + layout.plain)
         return DecodedLog(
             event=layout.name,
@@ -498,7 +499,11 @@ class Ingestor:
                 raise ChainMoved(f"the chain moved again while blocks {fork + 1}..{replay_to} were replayed")
         with self.db.session() as s:
             lost = list(
-                s.execute(select(ChainLog).where(ChainLog.block_number > fork).order_by(ChainLog.block_number, ChainLog.log_index)).scalars()
+                s.execute(
+                    select(ChainLog)
+                    .where(ChainLog.block_number > fork)
+                    .order_by(ChainLog.block_number, ChainLog.log_index)
+                ).scalars()
             )
             lost_keys = Counter((row.event, row.tx_hash) for row in lost)
             for row in lost:
@@ -517,7 +522,10 @@ class Ingestor:
                 s.get(Cursor, self.cursor_name).block_number = max(fork, self.start_block - 1)
         self.reorgs += 1
         log.warning(
-            "reorg repaired: %d logs reorged out, %d on the new chain (%d of them new)", len(lost), len(replacement), len(new)
+            "reorg repaired: %d logs reorged out, %d on the new chain (%d of them new)",
+            len(lost),
+            len(replacement),
+            len(new),
         )
         self._notify(new)
         return len(new)
@@ -535,7 +543,9 @@ class Ingestor:
             same = Counter((r.event, r.tx_hash) for r in lost_rows) == by_task_new.get(task_id, Counter())
             surviving = list(
                 s.execute(
-                    select(ChainLog).where(ChainLog.task_id == task_id).order_by(ChainLog.block_number, ChainLog.log_index)
+                    select(ChainLog)
+                    .where(ChainLog.task_id == task_id)
+                    .order_by(ChainLog.block_number, ChainLog.log_index)
                 ).scalars()
             )
             task = s.get(Task, task_id)
@@ -579,7 +589,9 @@ class Ingestor:
         ).scalar()
         if cutoff is not None:
             s.execute(
-                delete(IngestedBlock).where(IngestedBlock.cursor == self.cursor_name, IngestedBlock.block_number < cutoff)
+                delete(IngestedBlock).where(
+                    IngestedBlock.cursor == self.cursor_name, IngestedBlock.block_number < cutoff
+                )
             )
 
     def _notify(self, events: list[DecodedLog]) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import logging
-from typing import Callable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from sqlalchemy import func, select, text, update
@@ -54,7 +54,9 @@ def judged_answers(session, agent: str, window: int = REPUTATION_WINDOW) -> list
     rows = session.execute(
         select(Job.task_id, Task.settled_at, Job.state, Job.agreed, Job.result_digest, Task.result_digest)
         .join(Task, Task.task_id == Job.task_id)
-        .where(Job.agent == agent, Task.state == TaskState.SETTLED, Job.state.in_((JobState.SUBMITTED, JobState.EXPIRED)))
+        .where(
+            Job.agent == agent, Task.state == TaskState.SETTLED, Job.state.in_((JobState.SUBMITTED, JobState.EXPIRED))
+        )
         .order_by(Job.id.desc())
         .limit(window)
     ).all()
@@ -109,13 +111,15 @@ class Submission:
     lease_signature: bytes | None = None
 
     @classmethod
-    def from_json(cls, body: dict) -> "Submission":
+    def from_json(cls, body: dict) -> Submission:
         try:
             output = base64.b64decode(body["output_b64"], validate=True)
             digest = bytes.fromhex(str(body["result_digest"]).removeprefix("0x"))
             signature = bytes.fromhex(str(body["signature"]).removeprefix("0x"))
         except (KeyError, TypeError, ValueError) as exc:
-            raise RequestRefused(422, f"result body needs output_b64 (base64), result_digest and signature (hex): {exc}") from None
+            raise RequestRefused(
+                422, f"result body needs output_b64 (base64), result_digest and signature (hex): {exc}"
+            ) from None
         if len(digest) != 32 or len(signature) != 65:
             raise RequestRefused(422, "result_digest must be 32 bytes and signature 65 bytes")
         if len(output) > MAX_OUTPUT_BYTES:
@@ -128,8 +132,11 @@ def parse_lease_signature(body: dict) -> bytes:
     try:
         signature = bytes.fromhex(str(body["lease_signature"]).removeprefix("0x"))
     except (KeyError, TypeError, ValueError):
-        raise RequestRefused(422, "accept body needs lease_signature: hex of the agent's 65-byte EIP-712 signature "
-                            "over Lease(task_id, lease_expires_at)") from None
+        raise RequestRefused(
+            422,
+            "accept body needs lease_signature: hex of the agent's 65-byte EIP-712 signature "
+            "over Lease(task_id, lease_expires_at)",
+        ) from None
     if len(signature) != 65:
         raise RequestRefused(422, f"lease_signature must be 65 bytes, not {len(signature)}")
     return signature
@@ -168,7 +175,9 @@ class JobBook:
         offers = self.lease_many(agent, models, chain_time, capacity, max_jobs=1)
         return offers[0] if offers else None
 
-    def lease_many(self, agent: str, models: set[int], chain_time: int, capacity: int = 1, max_jobs: int = 1) -> list[JobOffer]:
+    def lease_many(
+        self, agent: str, models: set[int], chain_time: int, capacity: int = 1, max_jobs: int = 1
+    ) -> list[JobOffer]:
         """Lease up to min(max_jobs, capacity - held) of the oldest tasks this agent can take,
         oldest first, in one transaction; [] when there is none.
 
@@ -198,28 +207,35 @@ class JobBook:
                 return []
             trusted = reputation(s, agent) >= LOW_REPUTATION
             # Rows, not a live cursor: the loop writes (jobs, failed tasks) between them.
-            candidates = s.execute(
-                select(Task)
-                .where(
-                    # A challenged request goes to its committee only, until the committee deadline
-                    # (also once resolved: a late verdict still proves its member answered).
-                    Task.state.in_((TaskState.OPEN, TaskState.RUNNING))
-                    | Task.task_id.in_(
-                        select(CommitteeDuty.task_id)
-                        .join(CallbackRequest, CallbackRequest.request_id == CommitteeDuty.task_id)
-                        .where(CommitteeDuty.agent == Web3.to_checksum_address(agent), CallbackRequest.resolve_by >= chain_time)
-                    ),
-                    Task.model_id.in_(models),
-                    Task.deadline > chain_time,
-                    # Never a task this agent holds or answered (k distinct agents, one job each);
-                    # one whose lease it let expire it may take again (else, alone on a model, the
-                    # task would wait for its deadline). An errored one stays its own: it would fail again.
-                    ~Task.task_id.in_(select(Job.task_id).where(Job.agent == agent, Job.state != JobState.EXPIRED)),
+            candidates = (
+                s.execute(
+                    select(Task)
+                    .where(
+                        # A challenged request goes to its committee only, until the committee deadline
+                        # (also once resolved: a late verdict still proves its member answered).
+                        Task.state.in_((TaskState.OPEN, TaskState.RUNNING))
+                        | Task.task_id.in_(
+                            select(CommitteeDuty.task_id)
+                            .join(CallbackRequest, CallbackRequest.request_id == CommitteeDuty.task_id)
+                            .where(
+                                CommitteeDuty.agent == Web3.to_checksum_address(agent),
+                                CallbackRequest.resolve_by >= chain_time,
+                            )
+                        ),
+                        Task.model_id.in_(models),
+                        Task.deadline > chain_time,
+                        # Never a task this agent holds or answered (k distinct agents, one job each);
+                        # one whose lease it let expire it may take again (else, alone on a model, the
+                        # task would wait for its deadline). An errored one stays its own: it would fail again.
+                        ~Task.task_id.in_(select(Job.task_id).where(Job.agent == agent, Job.state != JobState.EXPIRED)),
+                    )
+                    .order_by(Task.task_id)
+                    .limit(max(32, 2 * wanted))
+                    .with_for_update(skip_locked=True)
                 )
-                .order_by(Task.task_id)
-                .limit(max(32, 2 * wanted))
-                .with_for_update(skip_locked=True)
-            ).scalars().all()
+                .scalars()
+                .all()
+            )
             for task in candidates:
                 if len(offers) >= wanted:
                     break
@@ -269,8 +285,15 @@ class JobBook:
             task.state = TaskState.RUNNING
         s.flush()
         return JobOffer(
-            job.id, task.task_id, task.model_id, input_cid, task.input_digest, task.deadline,
-            job.lease_chain_expires_at, envelope, inline,
+            job.id,
+            task.task_id,
+            task.model_id,
+            input_cid,
+            task.input_digest,
+            task.deadline,
+            job.lease_chain_expires_at,
+            envelope,
+            inline,
         )
 
     def _input_for(self, agent: str, task: Task, input_cid: str) -> tuple[str | None, str | None]:
@@ -286,7 +309,9 @@ class JobBook:
             raise TributaError("this oracle runs without its key, so it cannot serve private tasks")
         opened = private.open_input(self.oracle_key, data, self.where, task.requester)
         task.output_pubkey = opened.output_pubkey.hex()
-        sealed = private.seal_job_input(self.agent_pubkey(agent), opened.input_bytes, self.where, task.requester, task.task_id)
+        sealed = private.seal_job_input(
+            self.agent_pubkey(agent), opened.input_bytes, self.where, task.requester, task.task_id
+        )
         return base64.b64encode(sealed).decode()
 
     @staticmethod
@@ -378,7 +403,7 @@ class JobBook:
             raise RequestRefused(409, f"job {job_id} predates signed leases; it cannot be accepted")
         try:
             signer = recover_lease_signer(self.chain_id, self.escrow_address, job.task_id, expires_at, signature)
-        except Exception:  # eth_account raises several types for undecodable signatures
+        except Exception:  # eth_account raises several types for undecodable signatures  # noqa: BLE001
             raise RequestRefused(422, "lease_signature does not decode as an ECDSA signature") from None
         if signer.lower() != agent.lower():
             raise RequestRefused(
@@ -412,7 +437,9 @@ class JobBook:
             sealed = private.seal_output(bytes.fromhex(output_pubkey), sub.output, self.where, requester, task_id)
             sealed_cid = str(self.store.put_bytes(sealed))
             if self.oracle_key is not None:
-                copy = private.seal_oracle_copy(public_key_of(self.oracle_key), sub.output, self.where, requester, task_id, job_id)
+                copy = private.seal_oracle_copy(
+                    public_key_of(self.oracle_key), sub.output, self.where, requester, task_id, job_id
+                )
                 oracle_cid = str(self.store.put_bytes(copy))
         with self.db.session() as s:
             job, task = self._held_job(s, agent, job_id)
@@ -457,9 +484,15 @@ class JobBook:
         """Return tasks whose lease ran out to the open pool."""
         expired = 0
         with self.db.session() as s:
-            for job in s.execute(
-                select(Job).where(Job.state == JobState.LEASED, Job.lease_expires_at < now()).with_for_update(skip_locked=True)
-            ).scalars().all():
+            for job in (
+                s.execute(
+                    select(Job)
+                    .where(Job.state == JobState.LEASED, Job.lease_expires_at < now())
+                    .with_for_update(skip_locked=True)
+                )
+                .scalars()
+                .all()
+            ):
                 # Conditional: on SQLite the select above locks nothing, so a submit (in the API
                 # process) may have taken the job since; it is expired only if still leased and due.
                 changed = s.execute(

@@ -22,13 +22,29 @@ log = logging.getLogger("tributa.oracle.api")
 # Retry-After (seconds) for a 503: the node, the database or its disk is down.
 OUTAGE_RETRY_AFTER_S = 5
 # What a chain call raises while the node is down or unreachable.
-_NODE_ERRORS = (RpcUnavailable, ProviderConnectionError, requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError)
+_NODE_ERRORS = (
+    RpcUnavailable,
+    ProviderConnectionError,
+    requests.ConnectionError,
+    requests.Timeout,
+    ConnectionError,
+    TimeoutError,
+)
 
 
 # Words of a database error that mean its disk is away (SQLite) or the server is (PostgreSQL).
 _DISK_WORDS = ("disk", "readonly", "read-only", "full", "i/o", "unable to open")
-_UNREACHABLE_WORDS = ("locked", "could not connect", "connection", "server closed", "terminating", "timeout",
-                      "the database system is", "no route", "refused")
+_UNREACHABLE_WORDS = (
+    "locked",
+    "could not connect",
+    "connection",
+    "server closed",
+    "terminating",
+    "timeout",
+    "the database system is",
+    "no route",
+    "refused",
+)
 
 
 class Unavailable(TributaError):

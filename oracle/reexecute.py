@@ -25,7 +25,11 @@ class Reexecutor:
     """Runs a task on the oracle's copies of the registered models (found by digest)."""
 
     def __init__(
-        self, contracts: Contracts, store, model_dirs: list[Path], executor: JobRunner | None = None,
+        self,
+        contracts: Contracts,
+        store,
+        model_dirs: list[Path],
+        executor: JobRunner | None = None,
         oracle_key: bytes | None = None,
     ) -> None:
         self.contracts = contracts
@@ -68,8 +72,15 @@ class Reexecutor:
 
     def _checker(self, task: Task, logit_margin: float) -> ClaimCheck:
         base, adapters = self._parts(task)
-        return claim_checker(base, adapters, self._input(task), self._token_limit(task), logit_margin,
-                             run_callable=self._run_sandboxed, registry=self.registry)
+        return claim_checker(
+            base,
+            adapters,
+            self._input(task),
+            self._token_limit(task),
+            logit_margin,
+            run_callable=self._run_sandboxed,
+            registry=self.registry,
+        )
 
     def _token_limit(self, task: Task) -> int:
         """The model's registered max_new_tokens: it bounds the job, and is its default, as on the agents."""

@@ -80,8 +80,12 @@ class Backoff:
 
     def succeeded(self) -> None:
         if self.failures:
-            self.logger.info("%s: RPC node reachable again after an outage of %.1fs (%d failed attempts)",
-                             self.what, self.down_for_s, self.failures)
+            self.logger.info(
+                "%s: RPC node reachable again after an outage of %.1fs (%d failed attempts)",
+                self.what,
+                self.down_for_s,
+                self.failures,
+            )
         self.failures = 0
         self._next_try = 0.0
         self._down_since = None

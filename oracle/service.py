@@ -12,25 +12,26 @@ from dataclasses import dataclass, field
 from eth_account.messages import encode_defunct
 from web3 import Web3
 
-from oracle.callbacks import REPLICAS as CALLBACK_REPLICAS, CallbackRelay
 from oracle.api_process import ApiSpec, SharedClock, start_api_process
+from oracle.callbacks import REPLICAS as CALLBACK_REPLICAS
+from oracle.callbacks import CallbackRelay
 from oracle.content import UploadLimits
 from oracle.db import Database, database_url
 from oracle.ingest import Ingestor
-from oracle.outages import Outages, classify_outage
-from oracle.supervisor import RESTART_WINDOW_S, RESTARTS_PER_WINDOW, accept_stop_signals, exit_status
-from oracle.rpc import Backoff, RpcUnavailable, describe, endpoint, is_transient
 from oracle.jobs import JobBook
+from oracle.outages import Outages, classify_outage
+from oracle.rpc import Backoff, RpcUnavailable, describe, endpoint, is_transient
 from oracle.settler import Attributor, FeePolicy, Settler
 from oracle.stakes import StakeWatcher
+from oracle.supervisor import RESTART_WINDOW_S, RESTARTS_PER_WINDOW, accept_stop_signals, exit_status
 from oracle.txmanager import TxManager
-from tributa.metrics import RelayedMetrics
 from oracle.verify import Reexecute
 from tributa.chain.contracts import Contracts
 from tributa.chain.tx import Signer
 from tributa.config import Settings
 from tributa.crypto import check_public_key_owner, public_key_of
 from tributa.errors import ChainError
+from tributa.metrics import RelayedMetrics
 from tributa.store import open_store
 
 log = logging.getLogger("tributa.oracle")
@@ -110,7 +111,9 @@ class AgentDirectory:
         entry = (bool(registered), models, max(1, capacity), int(stake), int(min_stake))
         with self._lock:
             if self._node_down_since is not None:
-                log.info("agent directory: RPC node reachable again after %.1fs", time.monotonic() - self._node_down_since)
+                log.info(
+                    "agent directory: RPC node reachable again after %.1fs", time.monotonic() - self._node_down_since
+                )
                 self._node_down_since = None
             self._cache.pop(agent, None)
             self._cache[agent] = (time.monotonic() + self.ttl_s, entry)
@@ -124,25 +127,32 @@ class AgentDirectory:
         with self._lock:
             if self._node_down_since is None:
                 self._node_down_since = time.monotonic()
-                log.warning("agent directory: RPC node at %s unreachable (%s); serving cached registrations",
-                            endpoint(self.escrow.w3), describe(exc))
+                log.warning(
+                    "agent directory: RPC node at %s unreachable (%s); serving cached registrations",
+                    endpoint(self.escrow.w3),
+                    describe(exc),
+                )
         if hit is not None:
             return hit[1]
-        raise RpcUnavailable(f"the oracle's RPC node is unreachable, so agent {agent}'s registration cannot be read; retry later")
+        raise RpcUnavailable(
+            f"the oracle's RPC node is unreachable, so agent {agent}'s registration cannot be read; retry later"
+        )
 
     def stake_shortfall(self, agent: str) -> str | None:
         """Why a registered agent may not lease (bonded stake below min_stake), or None."""
         registered, _, _, stake, min_stake = self._lookup(agent)
         if registered and stake < min_stake:
-            return (f"agent {agent} has {stake} wei bonded, below min_stake {min_stake} wei: "
-                    f"it is leased nothing until it adds stake")
+            return (
+                f"agent {agent} has {stake} wei bonded, below min_stake {min_stake} wei: "
+                f"it is leased nothing until it adds stake"
+            )
         return None
 
     def is_registered(self, agent: str) -> bool:
         return self._lookup(agent)[0]
 
     def models(self, agent: str) -> set[int]:
-        registered, models, _, stake, min_stake = self._lookup(agent)
+        _registered, models, _, stake, min_stake = self._lookup(agent)
         return models if stake >= min_stake else set()
 
     def capacity(self, agent: str) -> int:
@@ -198,15 +208,24 @@ class Oracle:
         # Contracts' requests through AIOracle, when the deployment has it (oracle/callbacks.py).
         self.callbacks = (
             CallbackRelay(self.db, contracts, self.txm, self.store, settings.confirmations, settings.max_log_blocks)
-            if contracts.ai_oracle is not None else None
+            if contracts.ai_oracle is not None
+            else None
         )
         self.ingestor = Ingestor(
-            self.db, contracts.escrow, contracts.deployment.block_number, settings.confirmations, settings.max_log_blocks,
+            self.db,
+            contracts.escrow,
+            contracts.deployment.block_number,
+            settings.confirmations,
+            settings.max_log_blocks,
             on_reorg=self.txm.reorged,
             replicas_by_requester={contracts.ai_oracle.address: CALLBACK_REPLICAS} if self.callbacks else None,
         )
         self.stakes = StakeWatcher(
-            self.db, contracts.escrow, contracts.deployment.block_number, settings.confirmations, settings.max_log_blocks
+            self.db,
+            contracts.escrow,
+            contracts.deployment.block_number,
+            settings.confirmations,
+            settings.max_log_blocks,
         )
         self.settler = Settler(
             self.db,
@@ -317,7 +336,9 @@ class Oracle:
 
     def _chain_answers(self) -> None:
         if self._trouble is not None:
-            log.info("oracle passes complete again after %.1fs stopped by the chain", time.monotonic() - self._trouble[0])
+            log.info(
+                "oracle passes complete again after %.1fs stopped by the chain", time.monotonic() - self._trouble[0]
+            )
             self._trouble = None
 
     def _recover(self) -> None:
@@ -325,7 +346,9 @@ class Oracle:
         while not self._stop.is_set():
             try:
                 self.txm.recover()
-                self.settler.recover(in_flight=self.txm.pending_task_ids("settle_batch") | self.txm.pending_task_ids("fulfill"))
+                self.settler.recover(
+                    in_flight=self.txm.pending_task_ids("settle_batch") | self.txm.pending_task_ids("fulfill")
+                )
                 return
             except ChainError as exc:
                 log.warning("recovery waits for the chain: %s", exc)

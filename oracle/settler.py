@@ -14,18 +14,18 @@ from typing import TYPE_CHECKING, Protocol
 from sqlalchemy import select, update
 from web3 import Web3
 
+from oracle.auth import contract_signature_problem
 from oracle.db import Database, Job, JobState, Task, TaskState, now
 from oracle.ingest import EventDecoder
 from oracle.outages import is_outage
 from oracle.txmanager import NotSent, TxManager
-from tributa.metrics import OracleMetrics
 from oracle.verify import Reexecute, Verdict, decide, spot_check_selected
 from tributa import private
 from tributa.chain.contracts import Contracts
 from tributa.chain.tx import Signer
 from tributa.errors import ChainError, ContractRevert
+from tributa.metrics import OracleMetrics
 from tributa.store import cid as cidlib
-from oracle.auth import contract_signature_problem
 from tributa.verification import Judge, VerificationParams
 from tributa.verification.params import model_params
 
@@ -99,7 +99,7 @@ class Settler:
         metrics: OracleMetrics | None = None,
         verification: VerificationParams = VerificationParams(),
         oracle_key: bytes | None = None,
-        callbacks: "CallbackRelay | None" = None,
+        callbacks: CallbackRelay | None = None,
     ) -> None:
         self.db = db
         # Answers contracts' requests through AIOracle instead of settling them here (oracle/callbacks.py).
@@ -174,7 +174,7 @@ class Settler:
         self.metrics.gas_spent.labels("settle").inc(result.gas_used)
         return self._record(result, dict(plans))
 
-    def _answer_requests(self, plans: list[tuple[int, "Plan"]]) -> list[tuple[int, "Plan"]]:
+    def _answer_requests(self, plans: list[tuple[int, Plan]]) -> list[tuple[int, Plan]]:
         """Post contracts' requests to AIOracle (never settled in the escrow directly: AIOracle
         could not deliver them); returns the other plans."""
         if self.callbacks is None:
@@ -188,12 +188,14 @@ class Settler:
             elif self.callbacks.post(task_id, plan.settlement, plan.result_cid):
                 with self.db.session() as s:
                     s.execute(
-                        update(Job).where(Job.task_id == task_id, Job.state == JobState.SUBMITTED)
-                        .values(agreed=Job.id.in_(sorted(plan.agreeing))).execution_options(synchronize_session=False)
+                        update(Job)
+                        .where(Job.task_id == task_id, Job.state == JobState.SUBMITTED)
+                        .values(agreed=Job.id.in_(sorted(plan.agreeing)))
+                        .execution_options(synchronize_session=False)
                     )
         return rest
 
-    def _plan(self, task_id: int) -> "Plan | None":
+    def _plan(self, task_id: int) -> Plan | None:
         """The settlement for one task, or None after marking it FAILING (no trustworthy result)."""
         with self.db.session() as s:
             task = s.get(Task, task_id)
@@ -203,8 +205,15 @@ class Settler:
         spot = task.wanted == 1 and spot_check_selected(task_id, self.spot_check_fraction, self.spot_check_seed)
         oracle_seal: list[str] = []  # a private task's own re-run result, sealed to the requester
         try:
-            verdict = decide(task, jobs, self.reexecute, lambda output: self._store_output(task, output, oracle_seal), spot,
-                             self._judge(task), self._output_of(task))
+            verdict = decide(
+                task,
+                jobs,
+                self.reexecute,
+                lambda output: self._store_output(task, output, oracle_seal),
+                spot,
+                self._judge(task),
+                self._output_of(task),
+            )
         except Exception as exc:  # a re-execution that crashes must not stall the queue
             if is_outage(exc):  # a full disk or an away store: the pass stops and retries, the task waits
                 raise
@@ -217,8 +226,15 @@ class Settler:
                 failing.reason = f"no verified result: {verdict.note}"[:128]
             return None
         if verdict.source != "majority" or verdict.slashed:
-            log.info("task %s verdict %s: paid %s, agreed %s, slashed %s %s", task_id, verdict.source,
-                     [j.agent for j in verdict.paid], [j.agent for j in verdict.agreed], verdict.slashed, verdict.note)
+            log.info(
+                "task %s verdict %s: paid %s, agreed %s, slashed %s %s",
+                task_id,
+                verdict.source,
+                [j.agent for j in verdict.paid],
+                [j.agent for j in verdict.agreed],
+                verdict.slashed,
+                verdict.note,
+            )
         task.result_cid, task.result_digest = verdict.result_cid, verdict.result_digest
         attribution = self.attributor(task)
         paid = [Web3.to_checksum_address(j.agent) for j in verdict.paid]
@@ -268,7 +284,9 @@ class Settler:
             except Exception as exc:  # a missing block or a bad seal: that answer agrees by digest only
                 if is_outage(exc):
                     raise
-                log.warning("task %s: output %s of agent %s unreadable (%s)", task.task_id, cid, job.agent, type(exc).__name__)
+                log.warning(
+                    "task %s: output %s of agent %s unreadable (%s)", task.task_id, cid, job.agent, type(exc).__name__
+                )
                 return None
 
         return output_of
@@ -292,8 +310,14 @@ class Settler:
             if job is None:
                 continue
             if job.state == JobState.SUBMITTED and job.result_digest and job.result_digest != settled and job.signature:
-                proofs.append((Web3.to_checksum_address(job.agent), bytes.fromhex(job.result_digest[2:]), 0,
-                               bytes.fromhex(job.signature[2:])))
+                proofs.append(
+                    (
+                        Web3.to_checksum_address(job.agent),
+                        bytes.fromhex(job.result_digest[2:]),
+                        0,
+                        bytes.fromhex(job.signature[2:]),
+                    )
+                )
                 continue
             chain_time = self._chain_time() if chain_time is None else chain_time
             proof = _lease_proof(job, chain_time)
@@ -302,7 +326,9 @@ class Settler:
             else:
                 log.info("task %s: agent %s not slashed: no signed lease past its expiry", task.task_id, job.agent)
         if proofs and not self._slashable(task.task_id):
-            log.info("task %s is not slashable on-chain (fee or deadline window too small): no slash proofs", task.task_id)
+            log.info(
+                "task %s is not slashable on-chain (fee or deadline window too small): no slash proofs", task.task_id
+            )
             return []
         return proofs
 
@@ -352,8 +378,10 @@ class Settler:
                 self.metrics.slashes.inc(len(plans[task_id].settlement[6]))
                 self.metrics.latency.observe(max(0.0, task.settled_at - task.posted_at))
                 s.execute(
-                    update(Job).where(Job.task_id == task_id, Job.state == JobState.SUBMITTED)
-                    .values(agreed=Job.id.in_(sorted(plans[task_id].agreeing))).execution_options(synchronize_session=False)
+                    update(Job)
+                    .where(Job.task_id == task_id, Job.state == JobState.SUBMITTED)
+                    .values(agreed=Job.id.in_(sorted(plans[task_id].agreeing)))
+                    .execution_options(synchronize_session=False)
                 )
         missing = {t: rejected.get(t, "no settlement event") for t in task_ids if t not in settled}
         if missing:
@@ -414,7 +442,9 @@ class Settler:
         done = 0
         for task_id, reason, silent in failing:
             if silent and not self._slashable(task_id):
-                log.info("task %s is not slashable on-chain: failed without slashing %s", task_id, [p[0] for p in silent])
+                log.info(
+                    "task %s is not slashable on-chain: failed without slashing %s", task_id, [p[0] for p in silent]
+                )
                 silent = []
             try:
                 call = self.escrow.functions.fail_task(task_id, reason[:128], silent)
@@ -492,8 +522,12 @@ def _lease_proof(job: Job, chain_time: int) -> tuple | None:
     (TaskEscrow wants expires_at < block.timestamp; the next block is no earlier than the tip)."""
     if not job.lease_signature or job.lease_chain_expires_at is None or job.lease_chain_expires_at >= chain_time:
         return None
-    return (Web3.to_checksum_address(job.agent), LEASE_PROOF, int(job.lease_chain_expires_at),
-            bytes.fromhex(job.lease_signature[2:]))
+    return (
+        Web3.to_checksum_address(job.agent),
+        LEASE_PROOF,
+        int(job.lease_chain_expires_at),
+        bytes.fromhex(job.lease_signature[2:]),
+    )
 
 
 def _without_unsettleable_signatures(task_id: int, jobs: list[Job]) -> list[Job]:

@@ -28,7 +28,9 @@ STAKE_EVENTS = ("StakeAdded", "UnbondRequested", "StakeWithdrawn", "AgentSlashed
 
 
 class StakeWatcher:
-    def __init__(self, db: Database, escrow: Contract, start_block: int, confirmations: int = 0, max_blocks: int = 2000) -> None:
+    def __init__(
+        self, db: Database, escrow: Contract, start_block: int, confirmations: int = 0, max_blocks: int = 2000
+    ) -> None:
         self.db = db
         self.escrow = escrow
         self.w3 = escrow.w3
@@ -78,6 +80,8 @@ class StakeWatcher:
                 row = s.get(AgentSeen, agent)
                 if row is not None:
                     if row.stake_ok is not False and not ok:
-                        log.warning("agent %s: bonded stake %s below min_stake %s; leasing it nothing", agent, stake, min_stake)
+                        log.warning(
+                            "agent %s: bonded stake %s below min_stake %s; leasing it nothing", agent, stake, min_stake
+                        )
                     row.bonded_stake, row.stake_ok = stake, ok
         return len(read)

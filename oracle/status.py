@@ -23,7 +23,10 @@ def summarise(db: Database) -> list[str]:
     cursor = db.cursor(CURSOR_NAME)
     lines = [f"ingested up to block {cursor if cursor is not None else '-'}"]
     total = sum(by_state.values())
-    lines.append(f"tasks: {total}" + ("" if not total else " (" + ", ".join(f"{k} {v}" for k, v in sorted(by_state.items())) + ")"))
+    lines.append(
+        f"tasks: {total}"
+        + ("" if not total else " (" + ", ".join(f"{k} {v}" for k, v in sorted(by_state.items())) + ")")
+    )
     lines.append("jobs: " + (", ".join(f"{k} {v}" for k, v in sorted(jobs.items())) or "none"))
     for agent in agents:
         lines.append(f"agent {agent.agent}: last poll {time.time() - agent.last_poll_at:.0f}s ago")

@@ -68,8 +68,13 @@ def supervise(run: Callable[[], None], what: str = "oracle worker") -> int:
                 return code or 0
             restarts = [t for t in restarts if time.monotonic() - t < RESTART_WINDOW_S]
             if len(restarts) >= RESTARTS_PER_WINDOW:
-                log.error("the %s died (%s), %d times in %.0fs: not starting it again", what, exit_status(code),
-                          len(restarts) + 1, RESTART_WINDOW_S)
+                log.error(
+                    "the %s died (%s), %d times in %.0fs: not starting it again",
+                    what,
+                    exit_status(code),
+                    len(restarts) + 1,
+                    RESTART_WINDOW_S,
+                )
                 return 1
             restarts.append(time.monotonic())
             log.warning("the %s died (%s); starting a new one (it resumes from its database)", what, exit_status(code))
@@ -124,7 +129,7 @@ def _child(run: Callable[[], None], handlers: dict) -> None:
     # traceback wherever it lands, for what is only a stop.
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     for signum, handler in handlers.items():  # not the supervisor's forwarding ones: its own
-        signal.signal(signum, handler)        # children (the job API) would inherit those
+        signal.signal(signum, handler)  # children (the job API) would inherit those
     run()
 
 

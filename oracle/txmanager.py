@@ -23,8 +23,9 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from eth_account.signers.local import LocalAccount
 from hexbytes import HexBytes
@@ -123,7 +124,7 @@ class TxManager:
         self._head_hint: int | None = None  # latest block number seen (for the blocks-stuck rule)
 
     @classmethod
-    def for_signer(cls, db: Database, signer: Any, policy: TxPolicy = TxPolicy()) -> "TxManager":
+    def for_signer(cls, db: Database, signer: Any, policy: TxPolicy = TxPolicy()) -> TxManager:
         """A manager for the key of a tributa.chain.tx.Signer (same node, same account)."""
         return cls(db, signer.w3, signer.account, policy)
 
@@ -139,20 +140,34 @@ class TxManager:
         return self._send(call.address, call._encode_transaction_data(), value, gas, purpose, task_ids, call.fn_name)
 
     def send_tx(
-        self, to: str, data: bytes | str = b"", value: int = 0, gas: int | None = None, purpose: str = "transfer",
+        self,
+        to: str,
+        data: bytes | str = b"",
+        value: int = 0,
+        gas: int | None = None,
+        purpose: str = "transfer",
         task_ids: Iterable[int] = (),
     ) -> TxRecord:
         """The same for a raw call (or a plain transfer when `data` is empty)."""
-        return self._send(Web3.to_checksum_address(to), HexBytes(data).to_0x_hex(), value, gas, purpose, task_ids, purpose)
+        return self._send(
+            Web3.to_checksum_address(to), HexBytes(data).to_0x_hex(), value, gas, purpose, task_ids, purpose
+        )
 
     def transact(
-        self, call: ContractFunction, purpose: str, task_ids: Iterable[int] = (), value: int = 0, gas: int | None = None,
+        self,
+        call: ContractFunction,
+        purpose: str,
+        task_ids: Iterable[int] = (),
+        value: int = 0,
+        gas: int | None = None,
         timeout_s: float | None = None,
     ) -> TxResult:
         """send + wait, with the result shape of tributa.chain.tx.Signer.transact."""
         record = self.send(call, purpose, task_ids, value, gas)
         receipt = self.wait(record, timeout_s)
-        return TxResult(HexBytes(receipt["transactionHash"]).to_0x_hex(), receipt["blockNumber"], receipt["gasUsed"], receipt)
+        return TxResult(
+            HexBytes(receipt["transactionHash"]).to_0x_hex(), receipt["blockNumber"], receipt["gasUsed"], receipt
+        )
 
     def _send(
         self, to: str, data: str, value: int, gas: int | None, purpose: str, task_ids: Iterable[int], label: str
@@ -162,7 +177,13 @@ class TxManager:
             if ids:
                 existing = self._pending_for(purpose, ids)
                 if existing is not None:
-                    log.info("%s for tasks %s is already in flight as tx #%d (nonce %d)", purpose, ids, existing.id, existing.nonce)
+                    log.info(
+                        "%s for tasks %s is already in flight as tx #%d (nonce %d)",
+                        purpose,
+                        ids,
+                        existing.id,
+                        existing.nonce,
+                    )
                     return existing
             try:
                 gas = gas if gas is not None else self._estimate(to, data, value, label)
@@ -173,7 +194,9 @@ class TxManager:
                 if is_transient(exc):
                     raise NotSent(str(self.backoff.failed(exc, endpoint(self.w3)))) from None
                 if isinstance(exc, (Web3RPCError, ValueError)):
-                    raise NotSent(f"{label}: the node refused to prepare the transaction: {revert_reason(exc)}") from None
+                    raise NotSent(
+                        f"{label}: the node refused to prepare the transaction: {revert_reason(exc)}"
+                    ) from None
                 raise
             self._broadcast_new(tx_id, label, value)
             return self.record(tx_id)
@@ -217,11 +240,25 @@ class TxManager:
             if key.next_nonce > nonce:
                 log.warning(
                     "nonce counter for %s says %d but the chain and in-flight txs say %d (chain reset, or txs "
-                    "dropped); continuing from %d", self.address, key.next_nonce, nonce, nonce,
+                    "dropped); continuing from %d",
+                    self.address,
+                    key.next_nonce,
+                    nonce,
+                    nonce,
                 )
             tx = SentTx(
-                chain_id=self.chain_id, sender=self.address, nonce=nonce, purpose=purpose, task_ids=json.dumps(task_ids),
-                to_address=to, data=data, value=value, gas=gas, state=TxState.PENDING, created_at=now(), updated_at=now(),
+                chain_id=self.chain_id,
+                sender=self.address,
+                nonce=nonce,
+                purpose=purpose,
+                task_ids=json.dumps(task_ids),
+                to_address=to,
+                data=data,
+                value=value,
+                gas=gas,
+                state=TxState.PENDING,
+                created_at=now(),
+                updated_at=now(),
             )
             s.add(tx)
             s.flush()
@@ -268,8 +305,13 @@ class TxManager:
 
     def _sign(self, tx: SentTx, fees: dict[str, int]) -> TxAttempt:
         body = {
-            "chainId": self.chain_id, "nonce": tx.nonce, "to": tx.to_address, "value": tx.value, "gas": tx.gas,
-            "data": tx.data, **fees,
+            "chainId": self.chain_id,
+            "nonce": tx.nonce,
+            "to": tx.to_address,
+            "value": tx.value,
+            "gas": tx.gas,
+            "data": tx.data,
+            **fees,
         }
         signed = self.account.sign_transaction(body)
         return TxAttempt(
@@ -353,7 +395,9 @@ class TxManager:
             tx.updated_at = now()
             s.add(self._sign(tx, fees))
             key.next_nonce = tx.nonce + 1
-            log.warning("tx #%d: nonce taken by another sender of %s; re-signed with nonce %d", tx_id, self.address, tx.nonce)
+            log.warning(
+                "tx #%d: nonce taken by another sender of %s; re-signed with nonce %d", tx_id, self.address, tx.nonce
+            )
 
     def _fail_unsent(self, tx_id: int, reason: str) -> None:
         """The node refused a tx that never reached a mempool: mark it failed and free its nonce."""
@@ -377,7 +421,9 @@ class TxManager:
             tx = s.get(SentTx, tx_id)
             if tx.state != TxState.PENDING:
                 return True, None
-            attempts = list(s.execute(select(TxAttempt).where(TxAttempt.tx_id == tx_id).order_by(TxAttempt.id.desc())).scalars())
+            attempts = list(
+                s.execute(select(TxAttempt).where(TxAttempt.tx_id == tx_id).order_by(TxAttempt.id.desc())).scalars()
+            )
         found = self._find_receipt(attempts)
         if found is not None:
             self._finalise(tx_id, found[0].id, found[1])
@@ -396,7 +442,9 @@ class TxManager:
                 row = s.get(SentTx, tx_id)
                 row.state, row.updated_at = TxState.REPLACED, now()
                 row.error = f"nonce {row.nonce} was used by a transaction this manager did not send"
-            log.error("tx #%d (%s): nonce %d used by another transaction from %s", tx_id, tx.purpose, tx.nonce, self.address)
+            log.error(
+                "tx #%d (%s): nonce %d used by another transaction from %s", tx_id, tx.purpose, tx.nonce, self.address
+            )
             return True, None
         return False, None
 
@@ -456,7 +504,9 @@ class TxManager:
         if outcome in ("sent", "known"):
             with self.db.session() as s:
                 for older in s.execute(
-                    select(TxAttempt).where(TxAttempt.tx_id == tx_id, TxAttempt.id != attempt_id, TxAttempt.state == TxState.PENDING)
+                    select(TxAttempt).where(
+                        TxAttempt.tx_id == tx_id, TxAttempt.id != attempt_id, TxAttempt.state == TxState.PENDING
+                    )
                 ).scalars():
                     older.state = TxState.REPLACED
             log.info("tx #%d (nonce %d) bumped to %s; %s", tx_id, tx.nonce, fees, self._attempt(attempt_id).tx_hash)
@@ -466,7 +516,7 @@ class TxManager:
         log.warning("tx #%d: bumped attempt refused by the node: %s", tx_id, outcome)
         return False
 
-    def _view(self) -> "ChainView":
+    def _view(self) -> ChainView:
         self._head_hint = int(self.w3.eth.block_number)
         return ChainView(
             head=self._head_hint,
@@ -474,7 +524,7 @@ class TxManager:
             pending_nonce=self.w3.eth.get_transaction_count(self.address, "pending"),
         )
 
-    def _step(self, tx_id: int, view: "ChainView", rebroadcast: bool) -> tuple[bool, Any]:
+    def _step(self, tx_id: int, view: ChainView, rebroadcast: bool) -> tuple[bool, Any]:
         """One look at a pending tx: resolve it; else broadcast it where no node has it (never
         accepted, or the node lost it: its nonce is not below the node's pending count); else bump
         it if stuck."""
@@ -575,8 +625,10 @@ class TxManager:
             with self.db.session() as s:
                 rows = s.execute(
                     select(SentTx.id, SentTx.mined_tx_hash).where(
-                        SentTx.chain_id == self.chain_id, SentTx.sender == self.address,
-                        SentTx.mined_block > fork_block, SentTx.state.in_((TxState.MINED, TxState.FAILED)),
+                        SentTx.chain_id == self.chain_id,
+                        SentTx.sender == self.address,
+                        SentTx.mined_block > fork_block,
+                        SentTx.state.in_((TxState.MINED, TxState.FAILED)),
                     )
                 ).all()
             reopened = 0
@@ -596,10 +648,18 @@ class TxManager:
     def _reopen(self, tx_id: int) -> None:
         with self.db.session() as s:
             tx = s.get(SentTx, tx_id)
-            log.warning("tx #%d (%s, nonce %d) was reorged out of block %s; back to pending", tx_id, tx.purpose, tx.nonce, tx.mined_block)
+            log.warning(
+                "tx #%d (%s, nonce %d) was reorged out of block %s; back to pending",
+                tx_id,
+                tx.purpose,
+                tx.nonce,
+                tx.mined_block,
+            )
             tx.state, tx.updated_at, tx.error = TxState.PENDING, now(), None
             tx.mined_tx_hash = tx.mined_block = tx.receipt_status = tx.gas_used = None
-            for attempt in s.execute(select(TxAttempt).where(TxAttempt.tx_id == tx_id, TxAttempt.state == TxState.MINED)).scalars():
+            for attempt in s.execute(
+                select(TxAttempt).where(TxAttempt.tx_id == tx_id, TxAttempt.state == TxState.MINED)
+            ).scalars():
                 attempt.state = TxState.PENDING
 
     def check_pending(self) -> list[TxRecord]:
@@ -614,7 +674,10 @@ class TxManager:
         done = self._pass(rebroadcast=True)
         pending = self.pending()
         log.info(
-            "txmanager %s: %d txs finished while away, %d still in flight (rebroadcast)", self.address, len(done), len(pending)
+            "txmanager %s: %d txs finished while away, %d still in flight (rebroadcast)",
+            self.address,
+            len(done),
+            len(pending),
         )
         return done
 
@@ -644,7 +707,9 @@ class TxManager:
             tx = s.get(SentTx, tx_id)
             if tx is None:
                 raise ChainError(f"no transaction #{tx_id} in the oracle's database")
-            attempts = list(s.execute(select(TxAttempt).where(TxAttempt.tx_id == tx_id).order_by(TxAttempt.id)).scalars())
+            attempts = list(
+                s.execute(select(TxAttempt).where(TxAttempt.tx_id == tx_id).order_by(TxAttempt.id)).scalars()
+            )
             return self._snapshot(tx, attempts)
 
     @staticmethod
@@ -652,19 +717,35 @@ class TxManager:
         live = [a for a in attempts if a.state != TxState.FAILED] or attempts
         shown = next((a for a in attempts if a.tx_hash == tx.mined_tx_hash), None) or live[-1]
         return TxRecord(
-            id=tx.id, nonce=tx.nonce, purpose=tx.purpose, task_ids=tuple(json.loads(tx.task_ids)), state=tx.state,
-            tx_hash=tx.mined_tx_hash or shown.tx_hash, attempts=len(attempts), max_fee_per_gas=shown.max_fee_per_gas,
-            max_priority_fee_per_gas=shown.max_priority_fee_per_gas, gas_price=shown.gas_price,
-            mined_block=tx.mined_block, receipt_status=tx.receipt_status, gas_used=tx.gas_used, error=tx.error,
+            id=tx.id,
+            nonce=tx.nonce,
+            purpose=tx.purpose,
+            task_ids=tuple(json.loads(tx.task_ids)),
+            state=tx.state,
+            tx_hash=tx.mined_tx_hash or shown.tx_hash,
+            attempts=len(attempts),
+            max_fee_per_gas=shown.max_fee_per_gas,
+            max_priority_fee_per_gas=shown.max_priority_fee_per_gas,
+            gas_price=shown.gas_price,
+            mined_block=tx.mined_block,
+            receipt_status=tx.receipt_status,
+            gas_used=tx.gas_used,
+            error=tx.error,
         )
 
     def pending(self) -> list[TxRecord]:
         with self.db.session() as s:
-            ids = s.execute(
-                select(SentTx.id)
-                .where(SentTx.chain_id == self.chain_id, SentTx.sender == self.address, SentTx.state == TxState.PENDING)
-                .order_by(SentTx.nonce, SentTx.id)
-            ).scalars().all()
+            ids = (
+                s.execute(
+                    select(SentTx.id)
+                    .where(
+                        SentTx.chain_id == self.chain_id, SentTx.sender == self.address, SentTx.state == TxState.PENDING
+                    )
+                    .order_by(SentTx.nonce, SentTx.id)
+                )
+                .scalars()
+                .all()
+            )
         return [self.record(i) for i in ids]
 
     def pending_task_ids(self, purpose: str | None = None) -> set[int]:
@@ -681,8 +762,11 @@ class TxManager:
         with self.db.session() as s:
             tx_id = s.execute(
                 select(SentTx.id).where(
-                    SentTx.chain_id == self.chain_id, SentTx.sender == self.address, SentTx.state == TxState.PENDING,
-                    SentTx.purpose == purpose, SentTx.task_ids == json.dumps(task_ids),
+                    SentTx.chain_id == self.chain_id,
+                    SentTx.sender == self.address,
+                    SentTx.state == TxState.PENDING,
+                    SentTx.purpose == purpose,
+                    SentTx.task_ids == json.dumps(task_ids),
                 )
             ).scalar()
         return None if tx_id is None else self.record(tx_id)
@@ -695,17 +779,25 @@ class TxManager:
 
     def _newest_attempt(self, tx_id: int) -> TxAttempt:
         with self.db.session() as s:
-            row = s.execute(select(TxAttempt).where(TxAttempt.tx_id == tx_id).order_by(TxAttempt.id.desc())).scalars().first()
+            row = (
+                s.execute(select(TxAttempt).where(TxAttempt.tx_id == tx_id).order_by(TxAttempt.id.desc()))
+                .scalars()
+                .first()
+            )
             s.expunge(row)
             return row
 
     def _newest_live_attempt(self, tx_id: int) -> TxAttempt | None:
         with self.db.session() as s:
-            row = s.execute(
-                select(TxAttempt)
-                .where(TxAttempt.tx_id == tx_id, TxAttempt.state != TxState.FAILED)
-                .order_by(TxAttempt.id.desc())
-            ).scalars().first()
+            row = (
+                s.execute(
+                    select(TxAttempt)
+                    .where(TxAttempt.tx_id == tx_id, TxAttempt.state != TxState.FAILED)
+                    .order_by(TxAttempt.id.desc())
+                )
+                .scalars()
+                .first()
+            )
             if row is not None:
                 s.expunge(row)
             return row

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Protocol
 
 from oracle.db import Job, JobState, Task
 from tributa.verification import AgreeingSet, Answer, Judge, agreeing_set, agreeing_sets
@@ -77,7 +78,9 @@ def decide(
     if reexecute is None:
         if majority:
             return _verdict_for(best, answered, missed, "majority", "spot check skipped: oracle cannot re-execute")
-        return Verdict(None, None, [], [], "no_majority", f"no majority among {len(answered)} answers and no re-execution")
+        return Verdict(
+            None, None, [], [], "no_majority", f"no majority among {len(answered)} answers and no re-execution"
+        )
     output = reexecute(task)
     cid, digest = digest_of(output)
     source = "spot_check" if spot_check and majority else "reexecution"

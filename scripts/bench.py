@@ -19,7 +19,21 @@ from tributa.config import REPO_ROOT
 sys.path[0] = str(REPO_ROOT)
 
 RESULTS = REPO_ROOT / "bench-results.json"
-SUITES = ("gas_bench", "royalty_gas_bench", "imo_gas_bench", "ai_oracle_gas", "latency_bench", "crash_bench", "store_bench", "attribution_bench", "engine_bench", "verify_bench", "api_bench", "chaos_bench", "content_bench")
+SUITES = (
+    "gas_bench",
+    "royalty_gas_bench",
+    "imo_gas_bench",
+    "ai_oracle_gas",
+    "latency_bench",
+    "crash_bench",
+    "store_bench",
+    "attribution_bench",
+    "engine_bench",
+    "verify_bench",
+    "api_bench",
+    "chaos_bench",
+    "content_bench",
+)
 
 
 def print_table(name: str, figures: dict[str, float], seconds: float) -> None:

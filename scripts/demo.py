@@ -89,17 +89,28 @@ def register_datasets(demo: Demo, settings) -> dict[str, int]:
     for name, members in CONTRIBUTORS.items():
         pairs = sorted(((demo.contributor(o).address, bps) for o, bps in members), key=lambda p: int(p[0], 16))
         registered = register_dataset(
-            demo.contracts, creator, demo.store, DATASETS_DIR / name, [a for a, _ in pairs], [b for _, b in pairs],
-            "CC0-1.0", name, lambda cid, text: indexes.build(cid, text).token_count,
+            demo.contracts,
+            creator,
+            demo.store,
+            DATASETS_DIR / name,
+            [a for a, _ in pairs],
+            [b for _, b in pairs],
+            "CC0-1.0",
+            name,
+            lambda cid, text: indexes.build(cid, text).token_count,
         )
         ids[name] = registered.dataset_id
-        print(f"  dataset {registered.dataset_id} '{name}': {registered.content_cid}, "
-              f"{registered.tokens_indexed:,} tokens, {len(pairs)} contributors")
+        print(
+            f"  dataset {registered.dataset_id} '{name}': {registered.content_cid}, "
+            f"{registered.tokens_indexed:,} tokens, {len(pairs)} contributors"
+        )
     return ids
 
 
 def register_models(demo: Demo, dataset_ids: dict[str, int]):
-    step("SmolLM2-135M-Instruct and one LoRA adapter per dataset (converted and trained on the first run, cached after)")
+    step(
+        "SmolLM2-135M-Instruct and one LoRA adapter per dataset (converted and trained on the first run, cached after)"
+    )
     from tributa.ml.embeddings import model_dir as minilm_dir
     from tributa.ml.smollm_adapters import ensure_smollm2_demo
 
@@ -110,11 +121,21 @@ def register_models(demo: Demo, dataset_ids: dict[str, int]):
     for name in CONTRIBUTORS:
         # SmolLM2 saw none of the demo datasets; each adapter is trained on its own dataset alone.
         provenance = {dataset_ids[name]: 10_000}
-        published = register_model(demo.contracts, publisher, demo.store, f"smollm2-{name}", built.base_dir,
-                                   [built.adapters[name]], provenance, MODEL_FEE)
+        published = register_model(
+            demo.contracts,
+            publisher,
+            demo.store,
+            f"smollm2-{name}",
+            built.base_dir,
+            [built.adapters[name]],
+            provenance,
+            MODEL_FEE,
+        )
         models[name] = published.model_id
         print(f"  model {published.model_id}: smollm2-{name} (SmolLM2-135M-Instruct + {name} adapter)")
-    models["embed"] = register_model(demo.contracts, publisher, demo.store, "all-MiniLM-L6-v2", minilm_dir(), [], None, MODEL_FEE).model_id
+    models["embed"] = register_model(
+        demo.contracts, publisher, demo.store, "all-MiniLM-L6-v2", minilm_dir(), [], None, MODEL_FEE
+    ).model_id
     print(f"  model {models['embed']}: all-MiniLM-L6-v2 (embeddings)")
     return models, [built.base_dir, *built.adapters.values(), minilm_dir()]
 
@@ -122,11 +143,22 @@ def register_models(demo: Demo, dataset_ids: dict[str, int]):
 def launch_imo(demo: Demo, model_id: int) -> tuple[int, str]:
     step(f"Initial Model Offering: the publisher tokenizes model {model_id}; two accounts buy")
     imo_id, token, tx = imo.launch(
-        demo.contracts, demo.signer("publisher"), model_id, "Tributa Astronomy SmolLM2", "ASTRO",
-        supply_tokens=1_000_000, price_wei=10**12, soft_cap_wei=5 * 10**17, hard_cap_wei=8 * 10**17,
-        duration_s=3600, publisher_share_bps=2000, vesting_s=180 * 24 * 3600,
+        demo.contracts,
+        demo.signer("publisher"),
+        model_id,
+        "Tributa Astronomy SmolLM2",
+        "ASTRO",
+        supply_tokens=1_000_000,
+        price_wei=10**12,
+        soft_cap_wei=5 * 10**17,
+        hard_cap_wei=8 * 10**17,
+        duration_s=3600,
+        publisher_share_bps=2000,
+        vesting_s=180 * 24 * 3600,
     )
-    print(f"  IMO {imo_id}: token ASTRO at {token}, 0.000001 ETH per token, soft cap 0.5 ETH, hard cap 0.8 ETH (gas {tx.gas_used})")
+    print(
+        f"  IMO {imo_id}: token ASTRO at {token}, 0.000001 ETH per token, soft cap 0.5 ETH, hard cap 0.8 ETH (gas {tx.gas_used})"
+    )
     for role, value in IMO_BUYS.items():
         tokens, _ = imo.buy(demo.contracts, demo.signer(role), imo_id, value)
         print(f"  {role} pays {eth(value)} for {tokens / imo.TOKEN_UNIT:,.0f} ASTRO")
@@ -135,7 +167,9 @@ def launch_imo(demo: Demo, model_id: int) -> tuple[int, str]:
         imo.claim(demo.contracts, demo.signer(role), imo_id)
     view = imo.read_imo(demo.contracts, imo_id)
     receiver = demo.contracts.registry.functions.model(model_id).call()[2]
-    print(f"  sale {view.state}: raised {eth(view.raised)}; model {model_id}'s fees now go to the token ({receiver == token})")
+    print(
+        f"  sale {view.state}: raised {eth(view.raised)}; model {model_id}'s fees now go to the token ({receiver == token})"
+    )
     return imo_id, token
 
 
@@ -162,9 +196,11 @@ def describe_task(demo: Demo, kind: str, v) -> dict:
     output = json.loads(demo.store.get_bytes(v.result_cid)) if v.result_cid else {}
     attribution = json.loads(demo.store.get_bytes(v.attribution_cid)) if v.attribution_cid else {}
     split = attribution.get("settlement", {})
-    weights = dict(zip(split.get("dataset_ids", []), split.get("weights_bps", [])))
-    print(f"  task {v.task_id} ({kind}): {v.state}; agent {eth(s.get('agent_fee'))}, model {eth(s.get('model_fee'))}, "
-          f"data {eth(s.get('data_share'))}, protocol {eth(s.get('protocol_fee'))}, refund {eth(s.get('refund'))}")
+    weights = dict(zip(split.get("dataset_ids", []), split.get("weights_bps", []), strict=False))
+    print(
+        f"  task {v.task_id} ({kind}): {v.state}; agent {eth(s.get('agent_fee'))}, model {eth(s.get('model_fee'))}, "
+        f"data {eth(s.get('data_share'))}, protocol {eth(s.get('protocol_fee'))}, refund {eth(s.get('refund'))}"
+    )
     if output.get("kind") == "generate":
         print(f"    prompt: {PROMPTS.get(kind, SECOND_PROMPT)!r}")
         print(f"    output: {output['text'][:150]!r}")
@@ -172,7 +208,9 @@ def describe_task(demo: Demo, kind: str, v) -> dict:
         shown = ", ".join(f"dataset {d} {bps / 100:.1f}%" for d, bps in weights.items())
         print(f"    attribution ({split.get('source')}): {shown}")
     for span in ((attribution.get("record") or {}).get("spans") or [])[:2]:
-        print(f"      verbatim span from dataset {attribution['datasets'].get(span['dataset_id'])}: {span['text'][:80]!r}")
+        print(
+            f"      verbatim span from dataset {attribution['datasets'].get(span['dataset_id'])}: {span['text'][:80]!r}"
+        )
     return {
         "task_id": v.task_id,
         "kind": kind,
@@ -196,19 +234,30 @@ def ask_from_a_contract(demo: Demo, model_id: int) -> dict:
     back by callback once the result is final."""
     step(f"a smart contract asks: PromptBoard puts a question to model {model_id} through AIOracle")
     publisher = demo.signer("publisher")
-    publisher.transact(demo.contracts.ai_oracle.functions.set_challenge_window(model_id, BOARD_WINDOW_S), action="set window")
+    publisher.transact(
+        demo.contracts.ai_oracle.functions.set_challenge_window(model_id, BOARD_WINDOW_S), action="set window"
+    )
     board = prompt_board.deploy(demo.contracts, demo.signer("deployer"), model_id)
     question = json.dumps(BOARD_QUESTION)
     asked = prompt_board.ask(board, demo.signer("requester"), question)
-    print(f"  PromptBoard {board.address}: request {asked.request_id}, fee {eth(asked.fee)} "
-          f"(gas {asked.tx.gas_used}); the input travels on-chain, no upload")
+    print(
+        f"  PromptBoard {board.address}: request {asked.request_id}, fee {eth(asked.fee)} "
+        f"(gas {asked.tx.gas_used}); the input travels on-chain, no upload"
+    )
     answer = prompt_board.wait_for_answer(board, asked.request_id, SETTLE_TIMEOUT_S)
     text = json.loads(answer)["text"] if answer[:1] == b"{" else answer.hex()
-    print(f"  the oracle posted the agent's result; final after the model's {BOARD_WINDOW_S}s challenge window; "
-          f"delivered to aiOracleCallback once")
+    print(
+        f"  the oracle posted the agent's result; final after the model's {BOARD_WINDOW_S}s challenge window; "
+        f"delivered to aiOracleCallback once"
+    )
     print(f"    question: {BOARD_QUESTION['prompt']!r}")
     print(f"    answer stored by the contract: {text!r}")
-    return {"board": board.address, "request_id": asked.request_id, "question": BOARD_QUESTION["prompt"], "answer": text}
+    return {
+        "board": board.address,
+        "request_id": asked.request_id,
+        "question": BOARD_QUESTION["prompt"],
+        "answer": text,
+    }
 
 
 def show_royalties(demo: Demo) -> dict:
@@ -248,15 +297,26 @@ def main() -> int:
 
         step("starting the oracle and one compute agent (one base model serving three adapters, and MiniLM)")
         oracle = start_oracle(settings, RUN_DIR / "oracle.log", ["--text-logs"])
-        agent = start_agent(settings, RUN_DIR / "agent.log", ["--text-logs", *[a for d in model_dirs for a in ("--model-dir", str(d))]])
+        agent = start_agent(
+            settings, RUN_DIR / "agent.log", ["--text-logs", *[a for d in model_dirs for a in ("--model-dir", str(d))]]
+        )
         try:
-            step("requesters post tasks with escrowed ETH; the agent infers; the oracle verifies, attributes and settles")
-            inputs = {name: encode_input(prompt=prompt, max_new_tokens=MAX_NEW_TOKENS) for name, prompt in PROMPTS.items()}
+            step(
+                "requesters post tasks with escrowed ETH; the agent infers; the oracle verifies, attributes and settles"
+            )
+            inputs = {
+                name: encode_input(prompt=prompt, max_new_tokens=MAX_NEW_TOKENS) for name, prompt in PROMPTS.items()
+            }
             inputs["embed"] = encode_input(texts=["How far away is the Moon?", "A recipe for bread"])
             views = run_tasks(demo, inputs, models, (oracle, agent))
             revenue_after_first = holder_revenue(demo, token)
             step("a second task on the IMO model, so the token holders' revenue grows")
-            more = run_tasks(demo, {f"{IMO_MODEL}#2": encode_input(prompt=SECOND_PROMPT, max_new_tokens=MAX_NEW_TOKENS)}, models, (oracle, agent))
+            more = run_tasks(
+                demo,
+                {f"{IMO_MODEL}#2": encode_input(prompt=SECOND_PROMPT, max_new_tokens=MAX_NEW_TOKENS)},
+                models,
+                (oracle, agent),
+            )
             views.update(more)
             board = ask_from_a_contract(demo, models[BOARD_MODEL])
         finally:
@@ -278,7 +338,10 @@ def main() -> int:
                 "claimable_after_task_2_wei": revenue_after_second[role],
                 "claimed_wei": claimed,
             }
-            print(f"  {role} {who.address}: claimable {eth(revenue_after_first[role])} -> {eth(revenue_after_second[role])}, claimed {eth(claimed)}")
+            print(
+                f"  {role} {who.address}: claimable {eth(revenue_after_first[role])} -> "
+                f"{eth(revenue_after_second[role])}, claimed {eth(claimed)}"
+            )
 
         step("pull payments: the agent withdraws its fees")
         agent_signer = demo.signer("agent")

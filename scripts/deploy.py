@@ -73,8 +73,10 @@ DEPLOY_TRANSACTIONS = 12  # 7 contracts (one a blueprint declare), then 5 wiring
 def _confirm_once(deployer, oracle: str, treasury: str, yes: bool, **params) -> None:
     """One confirmation for the whole deploy, then the key unlocked for its transactions (ape
     would otherwise ask to sign each of the 12)."""
-    click.echo(f"chain {chain.chain_id}: {DEPLOY_TRANSACTIONS} transactions from {deployer.address} "
-               f"(balance {deployer.balance / 10**18:.6f} ETH)")
+    click.echo(
+        f"chain {chain.chain_id}: {DEPLOY_TRANSACTIONS} transactions from {deployer.address} "
+        f"(balance {deployer.balance / 10**18:.6f} ETH)"
+    )
     click.echo(f"  oracle {oracle}, treasury {treasury}")
     click.echo("  " + ", ".join(f"{name} {value}" for name, value in params.items()))
     if not yes:
@@ -97,10 +99,25 @@ def _local_role(role: str) -> str:
 @click.option("--unbonding-delay", type=int, default=DEFAULTS["unbonding_delay"], show_default=True, help="seconds")
 @click.option("--deployments-dir", type=click.Path(path_type=Path), default=None)
 @click.option("--force", is_flag=True, help="replace an existing deployments/<chain_id>.json whose contracts are live")
-@click.option("--yes", is_flag=True, help="with --account: send without asking (the passphrase still comes from a prompt "
-              "or APE_ACCOUNTS_<ALIAS>_PASSPHRASE)")
-def cli(account_alias, oracle, treasury, protocol_fee_bps, data_share_bps, slash_bps, min_stake, unbonding_delay, deployments_dir, force,
-        yes):
+@click.option(
+    "--yes",
+    is_flag=True,
+    help="with --account: send without asking (the passphrase still comes from a prompt "
+    "or APE_ACCOUNTS_<ALIAS>_PASSPHRASE)",
+)
+def cli(
+    account_alias,
+    oracle,
+    treasury,
+    protocol_fee_bps,
+    data_share_bps,
+    slash_bps,
+    min_stake,
+    unbonding_delay,
+    deployments_dir,
+    force,
+    yes,
+):
     deployments_dir = deployments_dir or Settings().deployments_dir
     if not force:
         _refuse_to_replace_a_live_deployment(deployments_dir)
@@ -111,8 +128,17 @@ def cli(account_alias, oracle, treasury, protocol_fee_bps, data_share_bps, slash
     oracle = oracle or _local_role("oracle")
     treasury = treasury or _local_role("treasury")
     if account_alias:
-        _confirm_once(deployer, oracle, treasury, yes, protocol_fee_bps=protocol_fee_bps, data_share_bps=data_share_bps,
-                      slash_bps=slash_bps, min_stake=min_stake, unbonding_delay=unbonding_delay)
+        _confirm_once(
+            deployer,
+            oracle,
+            treasury,
+            yes,
+            protocol_fee_bps=protocol_fee_bps,
+            data_share_bps=data_share_bps,
+            slash_bps=slash_bps,
+            min_stake=min_stake,
+            unbonding_delay=unbonding_delay,
+        )
     start_block = chain.blocks.head.number
 
     click.echo(f"deploying to chain {chain.chain_id} from {deployer.address}")
@@ -140,10 +166,21 @@ def cli(account_alias, oracle, treasury, protocol_fee_bps, data_share_bps, slash
     committee.bind(ai_oracle.address, sender=deployer)
     escrow.set_oracle(ai_oracle.address, True, sender=deployer)  # it settles only the tasks it posted
 
-    contracts = {"DataRegistry": registry, "RoyaltyVault": vault, "TaskEscrow": escrow, "IMOLauncher": launcher,
-                 "AICommittee": committee, "AIOracle": ai_oracle}
-    abis = {name: [entry.model_dump(mode="json", by_alias=True) for entry in c.contract_type.abi] for name, c in contracts.items()}
-    abis["ModelToken"] = [entry.model_dump(mode="json", by_alias=True) for entry in project.ModelToken.contract_type.abi]
+    contracts = {
+        "DataRegistry": registry,
+        "RoyaltyVault": vault,
+        "TaskEscrow": escrow,
+        "IMOLauncher": launcher,
+        "AICommittee": committee,
+        "AIOracle": ai_oracle,
+    }
+    abis = {
+        name: [entry.model_dump(mode="json", by_alias=True) for entry in c.contract_type.abi]
+        for name, c in contracts.items()
+    }
+    abis["ModelToken"] = [
+        entry.model_dump(mode="json", by_alias=True) for entry in project.ModelToken.contract_type.abi
+    ]
     addresses = {name: c.address for name, c in contracts.items()}
     addresses["ModelTokenBlueprint"] = blueprint
     deployment = Deployment(

@@ -59,7 +59,18 @@ def chain_snapshot(contracts):
 
 @pytest.fixture
 def signers(contracts):
-    roles = ("deployer", "oracle", "agent", "agent2", "requester", "creator", "publisher", "buyer", "buyer2", "treasury")
+    roles = (
+        "deployer",
+        "oracle",
+        "agent",
+        "agent2",
+        "requester",
+        "creator",
+        "publisher",
+        "buyer",
+        "buyer2",
+        "treasury",
+    )
     return {role: signer_for(contracts, role) for role in roles}
 
 
@@ -67,8 +78,6 @@ def signers(contracts):
 def fresh_settings(deployed, tmp_path):
     """The session's chain with a fresh, empty data directory (store + oracle DB)."""
     return deployed.with_overrides(data_dir=tmp_path / "data")
-
-
 
 
 @pytest.fixture(autouse=True)
@@ -82,6 +91,6 @@ def _logging_restored():
     loggers = [logging.getLogger(name) for name in ("tributa", *UVICORN_LOGGERS)]
     saved = [(lg.handlers[:], lg.propagate, lg.level) for lg in loggers]
     yield
-    for lg, (handlers, propagate, level) in zip(loggers, saved):
+    for lg, (handlers, propagate, level) in zip(loggers, saved, strict=False):
         lg.handlers[:], lg.propagate = handlers, propagate
         lg.setLevel(level)

@@ -1,6 +1,7 @@
 """Helpers for tests that drive the real chain."""
 
 from __future__ import annotations
+
 from tributa.chain.events import first_event
 
 
@@ -16,12 +17,13 @@ def advance_time(w3, seconds: int) -> None:
     w3.provider.make_request("evm_mine", [])
 
 
-
 def register_test_model(contracts, publisher, fee_per_task: int = 10**15, name: str = "test-model") -> int:
     """A model with a random weights digest: enough for escrow tests that run no inference."""
     import os
 
-    call = contracts.registry.functions.register_model(name, os.urandom(32), [], [], [], fee_per_task, publisher.address)
+    call = contracts.registry.functions.register_model(
+        name, os.urandom(32), [], [], [], fee_per_task, publisher.address
+    )
     result = publisher.transact(call)
     return first_event(contracts.registry, "ModelRegistered", result.receipt)["model_id"]
 
@@ -35,7 +37,13 @@ def ensure_agent(contracts, signer, models: list[int]) -> None:
 
 
 def post_raw_task(
-    contracts, requester, model_id: int, input_digest: bytes, deadline_s: int = 600, fee: int | None = None, k: int = 1,
+    contracts,
+    requester,
+    model_id: int,
+    input_digest: bytes,
+    deadline_s: int = 600,
+    fee: int | None = None,
+    k: int = 1,
     max_model_fee: int | None = None,
 ) -> int:
     from tributa.tasks import min_fee, model_fee_of

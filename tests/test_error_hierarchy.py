@@ -31,7 +31,11 @@ def defined() -> list[type]:
     for module in _modules():
         for _, obj in inspect.getmembers(module, inspect.isclass):
             # A click.ClickException subclass is the CLI's way to exit with a code, not an error of ours.
-            if issubclass(obj, BaseException) and not issubclass(obj, click.ClickException) and obj.__module__ == module.__name__:
+            if (
+                issubclass(obj, BaseException)
+                and not issubclass(obj, click.ClickException)
+                and obj.__module__ == module.__name__
+            ):
                 found[f"{obj.__module__}.{obj.__qualname__}"] = obj
     return list(found.values())
 

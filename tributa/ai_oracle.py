@@ -5,8 +5,8 @@ contract keeps only its hash inside the settlement's."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from eth_abi import decode
 from eth_abi.exceptions import DecodingError
@@ -17,7 +17,9 @@ from tributa.store import cid as cidlib
 # AIOracle's request states.
 REQUESTED, PROVISIONAL, CHALLENGED, FINAL, EXPIRED = 1, 2, 3, 4, 5
 # TaskEscrow.Settlement, as fulfil and resolve take it ABI-encoded (escrow.settle's calldata after the selector).
-SETTLEMENT_ABI_TYPE = "(uint256,bytes32,bytes32,address[],bytes[],uint256,(address,bytes32,uint256,bytes)[],uint256[],uint16[])"
+SETTLEMENT_ABI_TYPE = (
+    "(uint256,bytes32,bytes32,address[],bytes[],uint256,(address,bytes32,uint256,bytes)[],uint256[],uint16[])"
+)
 _CIDV0_PREFIX = b"\x12\x20"  # sha2-256, 32 bytes
 _CIDV1_DAG_PB_PREFIX = b"\x01\x70\x12\x20"  # the other form AIOracle takes (a raw-codec one names other bytes)
 # Logs are searched back from a known block in ranges a node serves (many refuse wider ones),
@@ -78,8 +80,13 @@ def posted_result(contracts: Contracts, request_id: int, before_block: int | Non
         return None
     # fulfil posts once per request: a resolve never posts again
     args = posted.args
-    return PostedResult(request_id, bytes(args.result_digest), bytes(args.output), bool(args.output_is_cid),
-                        bytes(posted.transactionHash))
+    return PostedResult(
+        request_id,
+        bytes(args.result_digest),
+        bytes(args.output),
+        bool(args.output_is_cid),
+        bytes(posted.transactionHash),
+    )
 
 
 def original_agents(contracts: Contracts, posted: PostedResult) -> list[str] | None:

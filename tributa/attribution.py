@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Callable
+from collections.abc import Callable
 
 from tributa.errors import TributaError
 from tributa.tasks import TaskView, settled_weights
@@ -24,15 +24,19 @@ def attribution_doc(contracts, view: TaskView, read: Callable[[str], bytes]) -> 
     settlement = envelope.get("settlement", {})
     pairs = settled_weights(contracts, view)
     if pairs is None:
-        pairs = list(zip(settlement.get("dataset_ids", []), settlement.get("weights_bps", [])))
+        pairs = list(zip(settlement.get("dataset_ids", []), settlement.get("weights_bps", []), strict=False))
     ids = envelope.get("datasets", {})  # the record names datasets by content CID
     return {
         "cid": view.attribution_cid,
         "source": settlement.get("source"),
         "weights": [{"dataset_id": d, "weight_bps": bps} for d, bps in pairs],
         "spans": [
-            {"output_start": span.get("output_start"), "output_end": span.get("output_end"),
-             "dataset_id": ids.get(span.get("dataset_id"), span.get("dataset_id")), "text": span.get("text", "")}
+            {
+                "output_start": span.get("output_start"),
+                "output_end": span.get("output_end"),
+                "dataset_id": ids.get(span.get("dataset_id"), span.get("dataset_id")),
+                "text": span.get("text", ""),
+            }
             for span in (envelope.get("record") or {}).get("spans", [])
         ],
         "record_error": record_error,

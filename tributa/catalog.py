@@ -61,7 +61,7 @@ def model_kind(path: Path) -> str:
 
 
 def config_kind(config: dict) -> str:
-    """"generate" or "embed", from a base folder's parsed config.json (as agents classify it;
+    """ "generate" or "embed", from a base folder's parsed config.json (as agents classify it;
     tributa.model_kind reads a registered folder's config.json by CID for the same answer)."""
     architectures = " ".join(config.get("architectures") or [config.get("model_type", "")])
     if "LMHead" in architectures or "CausalLM" in architectures:
@@ -106,11 +106,15 @@ class ModelCatalog:
         try:
             model = describe_folder(self.store, path)
         except UnsafeModelFolder as exc:  # name the file inside the folder, not this agent's paths
-            raise FolderRefused(str(exc).replace(f"{path}/", "").replace(str(path), "the folder"), everywhere=True) from None
+            raise FolderRefused(
+                str(exc).replace(f"{path}/", "").replace(str(path), "the folder"), everywhere=True
+            ) from None
         except TributaError as exc:
             raise FolderRefused(str(exc).replace(str(path), "the folder"), everywhere=True) from None
         if model.digest != bytes(digest):
-            raise FolderRefused(f"the rebuilt folder hashes to {model.cid}, not the registered {wanted}", everywhere=True)
+            raise FolderRefused(
+                f"the rebuilt folder hashes to {model.cid}, not the registered {wanted}", everywhere=True
+            )
         if model.kind != "adapter":
             raise FolderRefused(f"{wanted} is not a LoRA adapter folder (no adapter_config.json)", everywhere=True)
         self._by_digest[model.digest] = model
@@ -153,7 +157,9 @@ class _CheckedBlocks:
         if hashlib.sha256(data).digest() != cid.digest:
             raise FolderRefused(f"block {cid} as served does not hash to its CID: the copy was altered")
         if len(data) > MAX_BLOCK_BYTES:
-            raise FolderRefused(f"block {cid} is {len(data)} bytes, over the {MAX_BLOCK_BYTES}-byte block limit", everywhere=True)
+            raise FolderRefused(
+                f"block {cid} is {len(data)} bytes, over the {MAX_BLOCK_BYTES}-byte block limit", everywhere=True
+            )
         self.bytes_read += len(data)
         # Framing and directory nodes add a little to the files' bytes: allow 1/16 on top.
         if self.bytes_read > self.max_bytes + self.max_bytes // 16 + MAX_BLOCK_BYTES:
@@ -162,8 +168,15 @@ class _CheckedBlocks:
         return data
 
 
-def fetch_folder(read_block: Callable[[Cid], bytes], cid: str | Cid, dest: Path, *, max_bytes: int,
-                 max_entries: int = MAX_FETCH_ENTRIES, max_visits: int | None = None) -> None:
+def fetch_folder(
+    read_block: Callable[[Cid], bytes],
+    cid: str | Cid,
+    dest: Path,
+    *,
+    max_bytes: int,
+    max_entries: int = MAX_FETCH_ENTRIES,
+    max_visits: int | None = None,
+) -> None:
     """Rebuild the UnixFS folder `cid` at `dest` (which must not exist) from the blocks
     `read_block(cid)` returns, each re-hashed here against its CID, so the folder is the one the
     CID names or nothing. The DAG may be a stranger's: only folders and regular files are made
@@ -189,12 +202,13 @@ def fetch_folder(read_block: Callable[[Cid], bytes], cid: str | Cid, dest: Path,
         raise FolderRefused(f"{root} is not a well-formed UnixFS folder: {exc}", everywhere=True) from None
     except RecursionError:  # bounded above; kept so no shape of DAG can take the agent down
         raise FolderRefused(f"{root} nests too deep to rebuild", everywhere=True) from None
-    except Exception as exc:  # a bug here, not proof against the content: this copy only, never a crash
+    except Exception as exc:  # a bug here, not proof against the content: this copy only, never a crash  # noqa: BLE001
         raise FolderRefused(f"rebuilding {root} failed unexpectedly: {type(exc).__name__}: {exc}") from None
 
 
-def _fetch_node(source: _CheckedBlocks, node: dag.Node, dest: Path, depth: int, budget: dict, max_bytes: int,
-                max_entries: int) -> None:
+def _fetch_node(
+    source: _CheckedBlocks, node: dag.Node, dest: Path, depth: int, budget: dict, max_bytes: int, max_entries: int
+) -> None:
     if node.kind in (DataType.DIRECTORY, DataType.HAMT_SHARD):
         if depth > MAX_FETCH_DEPTH:
             raise FolderRefused(f"folders nest more than {MAX_FETCH_DEPTH} deep", everywhere=True)
@@ -209,10 +223,14 @@ def _fetch_node(source: _CheckedBlocks, node: dag.Node, dest: Path, depth: int, 
             budget["entries"] += 1
             if budget["entries"] > max_entries:
                 raise FolderRefused(f"the folder holds more than {max_entries} entries", everywhere=True)
-            _fetch_node(source, dag.load(source, child), dest / os.fsdecode(name), depth + 1, budget, max_bytes, max_entries)
+            _fetch_node(
+                source, dag.load(source, child), dest / os.fsdecode(name), depth + 1, budget, max_bytes, max_entries
+            )
         return
     if node.kind == DataType.SYMLINK:
-        raise FolderRefused(f"{dest.name} is a symlink: a fetched model folder holds only files and folders", everywhere=True)
+        raise FolderRefused(
+            f"{dest.name} is a symlink: a fetched model folder holds only files and folders", everywhere=True
+        )
     dag.require_file(node)
     declared = node.fs.filesize if node.fs is not None and node.fs.filesize is not None else len(node.block)
     budget["bytes"] += declared

@@ -36,7 +36,7 @@ class Settings:
     max_log_blocks: int = field(default_factory=lambda: int(_env("TRIBUTA_MAX_LOG_BLOCKS", "2000")))
     poll_interval_s: float = field(default_factory=lambda: float(_env("TRIBUTA_POLL_INTERVAL", "0.2")))
 
-    def with_overrides(self, **overrides: object) -> "Settings":
+    def with_overrides(self, **overrides: object) -> Settings:
         """A copy with the given non-None fields replaced (CLI flags win over env)."""
         clean = {k: v for k, v in overrides.items() if v is not None}
         for key in ("data_dir", "deployments_dir"):

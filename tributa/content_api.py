@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import httpx
 from eth_account.signers.local import LocalAccount
@@ -41,8 +41,9 @@ class ContentApiError(TributaError):
 
 
 class ContentApi:
-    def __init__(self, oracle_url: str, chain_id: int, escrow: str, account: LocalAccount | None = None,
-                 timeout_s: float = 30.0) -> None:
+    def __init__(
+        self, oracle_url: str, chain_id: int, escrow: str, account: LocalAccount | None = None, timeout_s: float = 30.0
+    ) -> None:
         self.base = oracle_url.rstrip("/")
         self.chain_id = chain_id
         self.escrow = escrow
@@ -71,8 +72,10 @@ class ContentApi:
         path = f"/v1/uploads?for={purpose}&root={root}"
         deadline = time.monotonic() + wait_s
         while True:  # signed over the path (root and purpose), not the body: the oracle re-hashes every block
-            headers = {"content-type": "application/vnd.ipld.car",
-                       **request_headers(self.account, self.chain_id, self.escrow, "POST", path, b"")}
+            headers = {
+                "content-type": "application/vnd.ipld.car",
+                **request_headers(self.account, self.chain_id, self.escrow, "POST", path, b""),
+            }
             response = self._send("POST", path, content=body, headers=headers, timeout=UPLOAD_TIMEOUT_S)
             waiting = (response.status_code == 409 and "not known" in _message(response)) or response.status_code == 503
             if waiting and time.monotonic() < deadline:  # not ingested yet, or busy with other uploads
@@ -94,7 +97,9 @@ class ContentApi:
                     detail = _error_text(_capped(response, MAX_ERROR_BYTES, cid, deadline))
                     if response.status_code == 404:
                         raise NotFound(f"{cid} is not in the oracle's store: {detail}")
-                    raise ContentApiError(f"the oracle refused the block {cid} ({response.status_code}): {detail}", response.status_code)
+                    raise ContentApiError(
+                        f"the oracle refused the block {cid} ({response.status_code}): {detail}", response.status_code
+                    )
                 data = _capped(response, MAX_BLOCK_BYTES, cid, deadline)
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise ContentApiError(f"cannot reach the oracle's content API at {self.base}: {exc}") from None
@@ -153,4 +158,6 @@ def _message(response: httpx.Response) -> str:
 
 def _raise_for(response: httpx.Response, what: str) -> None:
     if response.status_code >= 400:
-        raise ContentApiError(f"the oracle refused the {what} ({response.status_code}): {_message(response)}", response.status_code)
+        raise ContentApiError(
+            f"the oracle refused the {what} ({response.status_code}): {_message(response)}", response.status_code
+        )

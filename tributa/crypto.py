@@ -160,7 +160,9 @@ def context_for(purpose: Purpose, chain_id: int, escrow: str, requester: str, ta
     parts = [b"tributa", purpose.encode(), str(chain_id).encode(), escrow.lower().encode(), requester.lower().encode()]
     if purpose == "input":
         if task_id is not None:
-            raise InvalidContextError("an input context has no task id: the task does not exist when the input is sealed")
+            raise InvalidContextError(
+                "an input context has no task id: the task does not exist when the input is sealed"
+            )
     else:
         if isinstance(task_id, bool) or not isinstance(task_id, int) or task_id <= 0:
             raise InvalidContextError(f"a {purpose} context needs the task id (a positive integer)")
@@ -202,12 +204,16 @@ def decrypt_with(private_key: bytes, envelope: bytes, context: bytes, *, max_byt
         shared = key.ecdh(ephemeral)
     except ValueError:
         raise TamperedEnvelopeError("the envelope's ephemeral key is not a curve point: it was altered") from None
-    cipher = AES.new(_hkdf_sha256(shared, b"", INFO + ephemeral + recipient), AES.MODE_GCM, nonce=nonce, mac_len=TAG_BYTES)
+    cipher = AES.new(
+        _hkdf_sha256(shared, b"", INFO + ephemeral + recipient), AES.MODE_GCM, nonce=nonce, mac_len=TAG_BYTES
+    )
     cipher.update(envelope[:HEADER_BYTES] + bytes(context))
     try:
         return cipher.decrypt_and_verify(envelope[HEADER_BYTES:-TAG_BYTES], envelope[-TAG_BYTES:])
     except ValueError:
-        raise TamperedEnvelopeError("the envelope failed authentication: it was altered or truncated in transit") from None
+        raise TamperedEnvelopeError(
+            "the envelope failed authentication: it was altered or truncated in transit"
+        ) from None
 
 
 def reencrypt(
@@ -324,4 +330,6 @@ def _private_key(private_key: bytes) -> coincurve.PrivateKey:
         return coincurve.PrivateKey(bytes(private_key))
     except ValueError:
         # from None: the underlying exception is not allowed to carry the secret into a traceback.
-        raise InvalidPrivateKeyError("the private key is out of range for secp256k1 (0 or >= the group order)") from None
+        raise InvalidPrivateKeyError(
+            "the private key is out of range for secp256k1 (0 or >= the group order)"
+        ) from None

@@ -7,9 +7,9 @@ import io
 import json
 import os
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
 
 from eth_abi import encode
 from eth_utils import keccak
@@ -75,7 +75,9 @@ def _folder_files(folder: Path) -> list[Path]:
             # The store keeps a link, not its target's text, and dataset_text never follows one:
             # indexing the target here would index text no one else can see.
             if (Path(dirpath) / name).is_symlink():
-                raise TributaError(f"{Path(dirpath) / name} is a symlink; a dataset folder holds regular files only (copy the file in)")
+                raise TributaError(
+                    f"{Path(dirpath) / name} is a symlink; a dataset folder holds regular files only (copy the file in)"
+                )
         files.extend(Path(dirpath) / name for name in filenames)
     return sorted(files)
 
@@ -188,7 +190,9 @@ def register_dataset(
 
 def dataset_commitment(content_digest: bytes, metadata_digest: bytes, registrant: str, salt: bytes) -> bytes:
     """keccak256(abi_encode(content, metadata, registrant, salt)), as DataRegistry.dataset_commitment."""
-    return keccak(encode(["bytes32", "bytes32", "address", "bytes32"], [content_digest, metadata_digest, registrant, salt]))
+    return keccak(
+        encode(["bytes32", "bytes32", "address", "bytes32"], [content_digest, metadata_digest, registrant, salt])
+    )
 
 
 def commit_and_register(

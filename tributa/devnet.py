@@ -49,10 +49,20 @@ class AnvilNode:
     def rpc_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout_s: float = 30.0) -> "AnvilNode":
+    def start(self, timeout_s: float = 30.0) -> AnvilNode:
         if port_in_use(self.port):
             raise ConfigError(f"port {self.port} is already in use; stop the other node or pick another port")
-        cmd = [anvil_binary(), "--port", str(self.port), "--host", "127.0.0.1", "--accounts", "20", "--balance", "10000"]
+        cmd = [
+            anvil_binary(),
+            "--port",
+            str(self.port),
+            "--host",
+            "127.0.0.1",
+            "--accounts",
+            "20",
+            "--balance",
+            "10000",
+        ]
         if self.block_time:
             cmd += ["--block-time", str(self.block_time)]
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
@@ -77,7 +87,7 @@ class AnvilNode:
                 os.killpg(self.process.pid, signal.SIGKILL)
         self.process = None
 
-    def __enter__(self) -> "AnvilNode":
+    def __enter__(self) -> AnvilNode:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -89,7 +99,9 @@ def _drop_build_if_interfaces_changed() -> None:
     does: a contract built against an older interfaces/*.vyi would call functions that no longer
     exist. So the build cache goes whenever the interfaces' contents differ from its last build."""
     build = REPO_ROOT / ".build"
-    digest = hashlib.sha256(b"".join(p.name.encode() + p.read_bytes() for p in sorted((REPO_ROOT / "interfaces").glob("*.vyi")))).hexdigest()
+    digest = hashlib.sha256(
+        b"".join(p.name.encode() + p.read_bytes() for p in sorted((REPO_ROOT / "interfaces").glob("*.vyi")))
+    ).hexdigest()
     stamp = build / "interfaces.sha256"
     if stamp.is_file() and stamp.read_text() == digest:
         return
@@ -98,14 +110,25 @@ def _drop_build_if_interfaces_changed() -> None:
     stamp.write_text(digest)
 
 
-def ape_deploy(rpc_url: str, deployments_dir: Path, extra_args: list[str] = (), timeout_s: float = 300.0,
-               env: dict[str, str] | None = None) -> str:
+def ape_deploy(
+    rpc_url: str,
+    deployments_dir: Path,
+    extra_args: list[str] = (),
+    timeout_s: float = 300.0,
+    env: dict[str, str] | None = None,
+) -> str:
     """Run `ape run deploy` against the node at rpc_url, writing into deployments_dir; its output."""
     _drop_build_if_interfaces_changed()
     ape = Path(sys.executable).with_name("ape")
     cmd = [str(ape), "run", "deploy", "--network", rpc_url, "--deployments-dir", str(deployments_dir), *extra_args]
-    env = {**os.environ, **(env or {}), "PATH": os.pathsep.join([str(d) for d in ANVIL_DIRS] + [os.environ.get("PATH", "")])}
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        **(env or {}),
+        "PATH": os.pathsep.join([str(d) for d in ANVIL_DIRS] + [os.environ.get("PATH", "")]),
+    }
+    proc = subprocess.run(
+        cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL
+    )
     if proc.returncode != 0:
         tail = (proc.stdout + proc.stderr).strip().splitlines()[-15:]
         raise ConfigError("`ape run deploy` failed:\n" + "\n".join(tail))

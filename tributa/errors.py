@@ -40,7 +40,9 @@ class ModelFeeAboveMax(ContractRevert):
         self.max_model_fee = max_model_fee
         super().__init__(self.REASON, "post_task")
         rose = f"model fee rose to {_eth(model_fee)}" if model_fee is not None else "the model fee rose"
-        self.args = (f"{rose}, above your max {_eth(max_model_fee)}; post again (or pass --max-model-fee) to accept it",)
+        self.args = (
+            f"{rose}, above your max {_eth(max_model_fee)}; post again (or pass --max-model-fee) to accept it",
+        )
 
     def __str__(self) -> str:
         return self.args[0]

@@ -22,8 +22,14 @@ class Entry:
     detail: str = ""
 
     def to_json(self) -> dict:
-        return {"block": self.block, "tx": self.tx, "kind": self.kind, "amount_wei": str(self.amount_wei),
-                "task_id": self.task_id, "detail": self.detail}
+        return {
+            "block": self.block,
+            "tx": self.tx,
+            "kind": self.kind,
+            "amount_wei": str(self.amount_wei),
+            "task_id": self.task_id,
+            "detail": self.detail,
+        }
 
 
 def _logs(event, contracts: Contracts, **filters) -> list:
@@ -31,7 +37,9 @@ def _logs(event, contracts: Contracts, **filters) -> list:
 
 
 def _entry(log, kind: str, amount: int, task_id: int | None = None, detail: str = "") -> Entry:
-    return Entry(log["blockNumber"], log["logIndex"], "0x" + bytes(log["transactionHash"]).hex(), kind, amount, task_id, detail)
+    return Entry(
+        log["blockNumber"], log["logIndex"], "0x" + bytes(log["transactionHash"]).hex(), kind, amount, task_id, detail
+    )
 
 
 def account_history(contracts: Contracts, account: str) -> list[Entry]:
@@ -57,7 +65,9 @@ def account_history(contracts: Contracts, account: str) -> list[Entry]:
         entries.append(_entry(log, "withdrawn", log["args"]["amount"], detail="credited balance to wallet"))
     for log in _logs(contracts.vault.events.RoyaltyClaimed, contracts, account=account):
         args = log["args"]
-        entries.append(_entry(log, "royalty_claimed", args["amount"], detail=f"dataset {args['dataset_id']} v{args['version']}"))
+        entries.append(
+            _entry(log, "royalty_claimed", args["amount"], detail=f"dataset {args['dataset_id']} v{args['version']}")
+        )
     entries.extend(_revenue_claims(contracts, account))
     return sorted(entries, key=lambda e: (e.block, e.log_index))
 
@@ -73,5 +83,7 @@ def _revenue_claims(contracts: Contracts, account: str) -> list[Entry]:
         view = read_imo(contracts, imo_id)
         token = token_contract(contracts, view.token)
         for log in _logs(token.events.RevenueClaimed, contracts, account=account):
-            entries.append(_entry(log, "revenue_claimed", log["args"]["amount"], detail=f"IMO {imo_id} (model {view.model_id})"))
+            entries.append(
+                _entry(log, "revenue_claimed", log["args"]["amount"], detail=f"IMO {imo_id} (model {view.model_id})")
+            )
     return entries

@@ -53,7 +53,9 @@ def launcher(contracts: Contracts) -> Contract:
 
 
 def token_contract(contracts: Contracts, address: str) -> Contract:
-    return contracts.w3.eth.contract(address=Web3.to_checksum_address(address), abi=contracts.deployment.abis["ModelToken"])
+    return contracts.w3.eth.contract(
+        address=Web3.to_checksum_address(address), abi=contracts.deployment.abis["ModelToken"]
+    )
 
 
 def read_imo(contracts: Contracts, imo_id: int) -> ImoView:
@@ -82,12 +84,30 @@ def launch(
     """Launch a sale of the model's token; returns (imo id, token address, tx)."""
     if not 1 <= len(name) <= MAX_NAME or not 1 <= len(symbol) <= MAX_SYMBOL:
         raise TributaError(f"token name must be 1..{MAX_NAME} and symbol 1..{MAX_SYMBOL} characters")
-    check_launch(launcher(contracts), supply_tokens * TOKEN_UNIT, price_wei, soft_cap_wei, hard_cap_wei,
-                 duration_s, publisher_share_bps, vesting_s, redeem_share_bps)
+    check_launch(
+        launcher(contracts),
+        supply_tokens * TOKEN_UNIT,
+        price_wei,
+        soft_cap_wei,
+        hard_cap_wei,
+        duration_s,
+        publisher_share_bps,
+        vesting_s,
+        redeem_share_bps,
+    )
     now = contracts.w3.eth.get_block("latest")["timestamp"]
     call = launcher(contracts).functions.launch(
-        model_id, name, symbol, supply_tokens * TOKEN_UNIT, price_wei, soft_cap_wei, hard_cap_wei,
-        now + duration_s, publisher_share_bps, vesting_s, redeem_share_bps,
+        model_id,
+        name,
+        symbol,
+        supply_tokens * TOKEN_UNIT,
+        price_wei,
+        soft_cap_wei,
+        hard_cap_wei,
+        now + duration_s,
+        publisher_share_bps,
+        vesting_s,
+        redeem_share_bps,
     )
     result = publisher.transact(call, action="launch")
     event = first_event(launcher(contracts), "Launched", result.receipt)
@@ -182,7 +202,9 @@ def holders(contracts: Contracts, token: str) -> list[Holder]:
     seen = {e["args"]["receiver"] for e in t.events.Transfer.get_logs(from_block=contracts.deployment.block_number)}
     result = []
     for address in sorted(a for a in seen if int(a, 16) != 0 and a != custodian):
-        result.append(Holder(address, t.functions.balanceOf(address).call(), t.functions.claimable_revenue(address).call()))
+        result.append(
+            Holder(address, t.functions.balanceOf(address).call(), t.functions.claimable_revenue(address).call())
+        )
     return result
 
 
@@ -217,7 +239,9 @@ def _publisher_of_success(contracts: Contracts, publisher: Signer, imo_id: int) 
     if view.publisher != publisher.address:
         raise TributaError(f"IMO {imo_id} was launched by {view.publisher}, not by {publisher.address}")
     if view.state != "succeeded":
-        raise TributaError(f"IMO {imo_id} is {view.state}, not succeeded (a sale pays its publisher only after a successful finalize)")
+        raise TributaError(
+            f"IMO {imo_id} is {view.state}, not succeeded (a sale pays its publisher only after a successful finalize)"
+        )
     return view
 
 
@@ -228,7 +252,9 @@ def withdraw_proceeds(contracts: Contracts, publisher: Signer, imo_id: int) -> t
         raise TributaError(f"the proceeds of IMO {imo_id} were already withdrawn")
     if view.raised == 0:
         raise TributaError(f"IMO {imo_id} raised nothing")
-    return view.raised, publisher.transact(launcher(contracts).functions.withdraw_proceeds(imo_id), action="withdraw_proceeds")
+    return view.raised, publisher.transact(
+        launcher(contracts).functions.withdraw_proceeds(imo_id), action="withdraw_proceeds"
+    )
 
 
 def claim_vested(contracts: Contracts, publisher: Signer, imo_id: int) -> tuple[int, TxResult, ImoView]:
@@ -237,7 +263,11 @@ def claim_vested(contracts: Contracts, publisher: Signer, imo_id: int) -> tuple[
     amount = launcher(contracts).functions.claimable_vested(imo_id).call()
     if amount == 0:
         if view.vested_claimed >= view.publisher_tokens:
-            raise TributaError(f"all {whole_tokens(view.publisher_tokens)} publisher tokens of IMO {imo_id} are claimed")
-        raise TributaError(f"nothing of IMO {imo_id} has vested since the last claim (vesting runs "
-                           f"{view.vesting_duration:,} s from {view.vesting_start})")
+            raise TributaError(
+                f"all {whole_tokens(view.publisher_tokens)} publisher tokens of IMO {imo_id} are claimed"
+            )
+        raise TributaError(
+            f"nothing of IMO {imo_id} has vested since the last claim (vesting runs "
+            f"{view.vesting_duration:,} s from {view.vesting_start})"
+        )
     return amount, publisher.transact(launcher(contracts).functions.claim_vested(imo_id), action="claim_vested"), view

@@ -18,6 +18,7 @@ anyone can rebuild any proof from chain data alone.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 
 from eth_abi import encode as abi_encode
@@ -67,7 +68,7 @@ def sort_contributors(pairs: Iterable[tuple[str, int]]) -> tuple[list[str], list
     Raises ``ValueError`` on a duplicate account (merge its shares first).
     """
     items = sorted(((_address_int(a), to_checksum_address(a), int(b)) for a, b in pairs))
-    for (x, addr, _), (y, _, _) in zip(items, items[1:]):
+    for (x, addr, _), (y, _, _) in itertools.pairwise(items):
         if x == y:
             raise ValueError(f"duplicate contributor {addr}: merge its shares into one entry")
     return [addr for _, addr, _ in items], [bps for _, _, bps in items]
@@ -82,7 +83,7 @@ def validate_contributors(contributors: Sequence[str], shares: Sequence[int]) ->
     if len(contributors) > MAX_CONTRIBUTORS:
         raise ValueError(f"too many contributors: {len(contributors)} > {MAX_CONTRIBUTORS}")
     previous = 0
-    for account, bps in zip(contributors, shares):
+    for account, bps in zip(contributors, shares, strict=False):
         value = _address_int(account)
         if value == 0:
             raise ValueError("zero address contributor")
@@ -97,7 +98,7 @@ def validate_contributors(contributors: Sequence[str], shares: Sequence[int]) ->
 
 def _levels(contributors: Sequence[str], shares: Sequence[int]) -> list[list[bytes]]:
     validate_contributors(contributors, shares)
-    level = [contributors_leaf(a, b) for a, b in zip(contributors, shares)]
+    level = [contributors_leaf(a, b) for a, b in zip(contributors, shares, strict=False)]
     levels = [level]
     while len(level) > 1:
         nxt = [hash_pair(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]

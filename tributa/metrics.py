@@ -11,14 +11,27 @@ LATENCY_BUCKETS = (0.25, 0.5, 1, 1.5, 2, 3, 5, 10, 30, 60, 120, 300)
 class OracleMetrics:
     def __init__(self, task_counts=None) -> None:
         self.registry = CollectorRegistry()
-        self.rpc_errors = Counter("tributa_oracle_rpc_errors_total", "Worker passes that failed on an RPC or chain error", registry=self.registry)
-        self.gas_spent = Counter("tributa_oracle_gas_spent_total", "Gas used by the oracle's transactions", ["purpose"], registry=self.registry)
+        self.rpc_errors = Counter(
+            "tributa_oracle_rpc_errors_total",
+            "Worker passes that failed on an RPC or chain error",
+            registry=self.registry,
+        )
+        self.gas_spent = Counter(
+            "tributa_oracle_gas_spent_total",
+            "Gas used by the oracle's transactions",
+            ["purpose"],
+            registry=self.registry,
+        )
         self.slashes = Counter("tributa_oracle_slashes_total", "Agents slashed in settlements", registry=self.registry)
-        self.settled = Counter("tributa_oracle_settled_total", "Tasks settled, by verdict source", ["source"], registry=self.registry)
+        self.settled = Counter(
+            "tributa_oracle_settled_total", "Tasks settled, by verdict source", ["source"], registry=self.registry
+        )
         self.leases = Counter("tributa_oracle_jobs_leased_total", "Jobs leased to agents", registry=self.registry)
         self.latency = Histogram(
-            "tributa_oracle_task_latency_seconds", "From ingestion of TaskPosted to the settlement receipt",
-            buckets=LATENCY_BUCKETS, registry=self.registry,
+            "tributa_oracle_task_latency_seconds",
+            "From ingestion of TaskPosted to the settlement receipt",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
         )
         if task_counts is not None:
             self.registry.register(_TaskStateCollector(task_counts))
@@ -45,11 +58,20 @@ class AgentMetrics:
         self.registry = CollectorRegistry()
         self.jobs = Counter("tributa_agent_jobs_total", "Jobs run, by outcome", ["outcome"], registry=self.registry)
         self.job_seconds = Histogram(
-            "tributa_agent_job_seconds", "Wall time per job (fetch, run, sign)", buckets=LATENCY_BUCKETS, registry=self.registry
+            "tributa_agent_job_seconds",
+            "Wall time per job (fetch, run, sign)",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
         )
-        self.poll_errors = Counter("tributa_agent_poll_errors_total", "Polls that failed to reach the oracle", registry=self.registry)
-        self.slashes = Counter("tributa_agent_slashes_total", "Times the escrow slashed this agent", registry=self.registry)
-        self.slashed_wei = Counter("tributa_agent_slashed_wei_total", "Stake the escrow slashed from this agent", registry=self.registry)
+        self.poll_errors = Counter(
+            "tributa_agent_poll_errors_total", "Polls that failed to reach the oracle", registry=self.registry
+        )
+        self.slashes = Counter(
+            "tributa_agent_slashes_total", "Times the escrow slashed this agent", registry=self.registry
+        )
+        self.slashed_wei = Counter(
+            "tributa_agent_slashed_wei_total", "Stake the escrow slashed from this agent", registry=self.registry
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -79,7 +101,7 @@ class _RelayedMetric:
     def __init__(self, box: list, name: str, labels: tuple[str, ...]) -> None:
         self._box, self._name, self._labels = box, name, labels
 
-    def labels(self, *values: str) -> "_RelayedMetric":
+    def labels(self, *values: str) -> _RelayedMetric:
         return _RelayedMetric(self._box, self._name, tuple(str(v) for v in values))
 
     def inc(self, amount: float = 1) -> None:

@@ -89,7 +89,9 @@ def kind_of_weights(weights_digest: bytes, store, remote=None, total_s: float = 
         dag.require_file(config_node)
         size = config_node.fs.filesize if config_node.fs is not None and config_node.fs.filesize is not None else 0
         if size > MAX_CONFIG_BYTES:
-            return ModelKind(UNKNOWN, f"its config.json is {size:,} bytes, over the {MAX_CONFIG_BYTES:,}-byte limit read")
+            return ModelKind(
+                UNKNOWN, f"its config.json is {size:,} bytes, over the {MAX_CONFIG_BYTES:,}-byte limit read"
+            )
         raw = b"".join(dag.open_file(source, names["config.json"]))
     except FolderRefused as exc:
         return ModelKind(UNKNOWN, _unavailable(root, str(exc), remote, used["remote_error"]))
@@ -116,8 +118,9 @@ def _unavailable(root: Cid, detail: str, remote, remote_error: str | None) -> st
     return f"its weights {root} could not be read: {detail}"
 
 
-def registered_kind(contracts, store, oracle_url: str | None, weights_digest: bytes,
-                    timeout_s: float = REMOTE_TIMEOUT_S) -> ModelKind:
+def registered_kind(
+    contracts, store, oracle_url: str | None, weights_digest: bytes, timeout_s: float = REMOTE_TIMEOUT_S
+) -> ModelKind:
     """`kind_of_weights`, asking the oracle's content API at `oracle_url` (unsigned block reads)
     for what this machine's store lacks; None: this machine's store only."""
     if not oracle_url:

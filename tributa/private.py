@@ -26,7 +26,18 @@ from tributa.crypto import (
 )
 from tributa.errors import TributaError
 
-__all__ = ["OpenedInput", "Deployment", "is_encrypted", "seal_input", "open_input", "seal_job_input", "seal_output", "open_output", "seal_oracle_copy", "open_oracle_copy"]
+__all__ = [
+    "Deployment",
+    "OpenedInput",
+    "is_encrypted",
+    "open_input",
+    "open_oracle_copy",
+    "open_output",
+    "seal_input",
+    "seal_job_input",
+    "seal_oracle_copy",
+    "seal_output",
+]
 
 
 @dataclass(frozen=True)
@@ -41,7 +52,9 @@ class OpenedInput:
     output_pubkey: bytes  # the requester's key: outputs are sealed to it
 
 
-def seal_input(oracle_pubkey: bytes, input_bytes: bytes, requester_pubkey: bytes, where: Deployment, requester: str) -> bytes:
+def seal_input(
+    oracle_pubkey: bytes, input_bytes: bytes, requester_pubkey: bytes, where: Deployment, requester: str
+) -> bytes:
     """The requester's side: the job input and its own output key, sealed to the oracle."""
     check_public_key_owner(requester_pubkey, requester)
     payload = {"input_b64": base64.b64encode(input_bytes).decode(), "output_pubkey": requester_pubkey.hex()}
@@ -54,7 +67,9 @@ def open_input(oracle_key: bytes, envelope: bytes, where: Deployment, requester:
     plaintext = decrypt_with(oracle_key, envelope, context_for("input", where.chain_id, where.escrow, requester))
     try:
         payload = json.loads(plaintext)
-        opened = OpenedInput(base64.b64decode(payload["input_b64"], validate=True), bytes.fromhex(payload["output_pubkey"]))
+        opened = OpenedInput(
+            base64.b64decode(payload["input_b64"], validate=True), bytes.fromhex(payload["output_pubkey"])
+        )
     except (ValueError, KeyError, TypeError):
         raise TributaError("the private input's payload is malformed (input_b64, output_pubkey)") from None
     check_public_key_owner(opened.output_pubkey, requester)
@@ -73,13 +88,17 @@ def seal_output(requester_pubkey: bytes, output: bytes, where: Deployment, reque
     return encrypt_to(requester_pubkey, output, context_for("output", where.chain_id, where.escrow, requester, task_id))
 
 
-def seal_oracle_copy(oracle_pubkey: bytes, output: bytes, where: Deployment, requester: str, task_id: int, job_id: int) -> bytes:
+def seal_oracle_copy(
+    oracle_pubkey: bytes, output: bytes, where: Deployment, requester: str, task_id: int, job_id: int
+) -> bytes:
     """An agent's answer to a private task, kept for the oracle alone: the verdict needs the outputs
     (equal digests are too strict across hardware), the store must hold no plaintext."""
     return encrypt_to(oracle_pubkey, output, _oracle_copy_context(where, requester, task_id, job_id))
 
 
-def open_oracle_copy(oracle_key: bytes, envelope: bytes, where: Deployment, requester: str, task_id: int, job_id: int) -> bytes:
+def open_oracle_copy(
+    oracle_key: bytes, envelope: bytes, where: Deployment, requester: str, task_id: int, job_id: int
+) -> bytes:
     return decrypt_with(oracle_key, envelope, _oracle_copy_context(where, requester, task_id, job_id))
 
 
@@ -89,4 +108,6 @@ def _oracle_copy_context(where: Deployment, requester: str, task_id: int, job_id
 
 
 def open_output(requester_key: bytes, envelope: bytes, where: Deployment, requester: str, task_id: int) -> bytes:
-    return decrypt_with(requester_key, envelope, context_for("output", where.chain_id, where.escrow, requester, task_id))
+    return decrypt_with(
+        requester_key, envelope, context_for("output", where.chain_id, where.escrow, requester, task_id)
+    )

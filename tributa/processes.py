@@ -37,15 +37,26 @@ def _env(settings: Settings, extra: dict[str, str] | None = None) -> dict[str, s
 
 
 class ManagedProcess:
-    def __init__(self, name: str, args: list[str], settings: Settings, log_path: Path, env: dict[str, str] | None = None,
-                 prefix: list[str] = ()) -> None:
+    def __init__(
+        self,
+        name: str,
+        args: list[str],
+        settings: Settings,
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        prefix: list[str] = (),
+    ) -> None:
         """`prefix` runs the command under another, e.g. `ip netns exec NS` (a role on its own network)."""
         self.name = name
         self.log_path = log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(log_path, "ab")
         self.process = subprocess.Popen(
-            [*prefix, *_cli(), *args], cwd=REPO_ROOT, env=_env(settings, env), stdout=self._log, stderr=subprocess.STDOUT,
+            [*prefix, *_cli(), *args],
+            cwd=REPO_ROOT,
+            env=_env(settings, env),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
@@ -75,8 +86,14 @@ class ManagedProcess:
         self.stop(signal.SIGKILL)
 
 
-def start_oracle(settings: Settings, log_path: Path, args: list[str] = (), env: dict[str, str] | None = None, timeout_s: float = 120.0,
-                 prefix: list[str] = ()) -> ManagedProcess:
+def start_oracle(
+    settings: Settings,
+    log_path: Path,
+    args: list[str] = (),
+    env: dict[str, str] | None = None,
+    timeout_s: float = 120.0,
+    prefix: list[str] = (),
+) -> ManagedProcess:
     port = settings.oracle_url.rsplit(":", 1)[-1].strip("/")
     proc = ManagedProcess("oracle", ["oracle", "run", "--port", port, *args], settings, log_path, env, prefix)
     deadline = time.monotonic() + timeout_s
@@ -94,6 +111,7 @@ def start_oracle(settings: Settings, log_path: Path, args: list[str] = (), env: 
         time.sleep(0.2)
 
 
-def start_agent(settings: Settings, log_path: Path, args: list[str] = (), env: dict[str, str] | None = None,
-                prefix: list[str] = ()) -> ManagedProcess:
+def start_agent(
+    settings: Settings, log_path: Path, args: list[str] = (), env: dict[str, str] | None = None, prefix: list[str] = ()
+) -> ManagedProcess:
     return ManagedProcess("agent", ["agent", "run", *args], settings, log_path, env, prefix)

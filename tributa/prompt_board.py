@@ -51,7 +51,9 @@ def artifact() -> tuple[list[dict[str, Any]], str]:
     """The board's (ABI, deploy bytecode), compiled once per process."""
     import vyper
 
-    out = vyper.compile_code(SOURCE.read_text(), contract_path=str(SOURCE.relative_to(REPO_ROOT)), output_formats=["abi", "bytecode"])
+    out = vyper.compile_code(
+        SOURCE.read_text(), contract_path=str(SOURCE.relative_to(REPO_ROOT)), output_formats=["abi", "bytecode"]
+    )
     return out["abi"], out["bytecode"]
 
 
@@ -60,10 +62,14 @@ def deploy(contracts: Contracts, deployer: Signer, model_id: int, gas_limit: int
     delivered with `gas_limit` gas (MIN_GAS_LIMIT..5,000,000). A bad model or gas limit raises
     ContractRevert with the contract's reason (e.g. "aioracle: unknown or inactive model")."""
     if contracts.ai_oracle is None:
-        raise ConfigError(f"the deployment for chain {contracts.chain_id} has no AIOracle; redeploy with `ape run deploy`")
+        raise ConfigError(
+            f"the deployment for chain {contracts.chain_id} has no AIOracle; redeploy with `ape run deploy`"
+        )
     abi, bytecode = artifact()
     factory = contracts.w3.eth.contract(abi=abi, bytecode=bytecode)
-    result = deployer.transact(factory.constructor(contracts.ai_oracle.address, model_id, gas_limit), action="deploy PromptBoard")
+    result = deployer.transact(
+        factory.constructor(contracts.ai_oracle.address, model_id, gas_limit), action="deploy PromptBoard"
+    )
     return at(contracts.w3, result.receipt.contractAddress)
 
 

@@ -57,7 +57,9 @@ def register_model(
     key = contracts.registry.functions.weights_key(base.digest, [a.digest for a in adapters]).call()
     existing = contracts.registry.functions.model_id_of_weights(key).call()
     if existing:
-        raise TributaError(f"these weights (base and adapters) are already registered as model {existing}; a weights set registers once")
+        raise TributaError(
+            f"these weights (base and adapters) are already registered as model {existing}; a weights set registers once"
+        )
     ids = sorted(datasets)
     call = contracts.registry.functions.register_model(
         name,
@@ -88,7 +90,9 @@ def set_serving_terms(
     ppm = current[1] if min_cosine is None else round(min_cosine * 1e6)
     milli = current[2] if logit_margin is None else round(logit_margin * 1e3)
     if not 0 <= tokens <= MAX_NEW_TOKENS_CAP:
-        raise TributaError(f"max_new_tokens must be 1..{MAX_NEW_TOKENS_CAP} (0: the default {DEFAULT_MAX_NEW_TOKENS}), not {tokens}")
+        raise TributaError(
+            f"max_new_tokens must be 1..{MAX_NEW_TOKENS_CAP} (0: the default {DEFAULT_MAX_NEW_TOKENS}), not {tokens}"
+        )
     if ppm and not 900_000 <= ppm <= 1_000_000:
         raise TributaError(f"min_cosine must be from 0.9 to 1.0, not {ppm / 1e6}")
     if not 0 <= milli <= 50_000:
@@ -96,5 +100,7 @@ def set_serving_terms(
     model = read_model(contracts.registry, model_id)
     if model.publisher.lower() != signer.address.lower():
         raise TributaError(f"only model {model_id}'s publisher {model.publisher} can set its terms")
-    signer.transact(contracts.registry.functions.set_serving_terms(model_id, tokens, ppm, milli), action="set_serving_terms")
+    signer.transact(
+        contracts.registry.functions.set_serving_terms(model_id, tokens, ppm, milli), action="set_serving_terms"
+    )
     return read_serving_terms(contracts.registry, model_id)

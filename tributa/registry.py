@@ -10,7 +10,6 @@ if TYPE_CHECKING:  # the sandboxed worker imports the limits here, and never web
 
 from tributa.errors import TributaError
 
-
 # What a task buys when its model's publisher set no terms (`DataRegistry.set_serving_terms`).
 DEFAULT_MAX_NEW_TOKENS = 64
 MAX_NEW_TOKENS_CAP = 4096  # DataRegistry.MAX_NEW_TOKENS_CAP: the most a task can buy; the runtime serves up to it

@@ -32,7 +32,10 @@ def contributor_sets(contracts: Contracts) -> dict[tuple[int, int], tuple[list[s
     """(dataset id, version) -> (contributors, shares), from the registry's events."""
     logs = contracts.registry.events.ContributorsSet.get_logs(from_block=contracts.deployment.block_number)
     return {
-        (e["args"]["dataset_id"], e["args"]["version"]): (list(e["args"]["contributors"]), list(e["args"]["shares_bps"]))
+        (e["args"]["dataset_id"], e["args"]["version"]): (
+            list(e["args"]["contributors"]),
+            list(e["args"]["shares_bps"]),
+        )
         for e in logs
     }
 

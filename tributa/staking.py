@@ -46,7 +46,9 @@ def request_unbond(contracts: Contracts, agent: Signer, wei: int | None) -> tupl
     stake = _registered(contracts, agent)
     amount = stake.bonded if wei is None else wei
     if amount <= 0:
-        raise TributaError(f"{agent.address} has no bonded stake to unbond" if wei is None else "unbond a positive amount")
+        raise TributaError(
+            f"{agent.address} has no bonded stake to unbond" if wei is None else "unbond a positive amount"
+        )
     if amount > stake.bonded:
         raise TributaError(f"cannot unbond more than the bonded stake ({stake.bonded} wei)")
     minimum = contracts.escrow.functions.min_stake().call()
@@ -66,8 +68,10 @@ def withdraw_stake(contracts: Contracts, agent: Signer) -> tuple[int, TxResult]:
     now = contracts.w3.eth.get_block("latest")["timestamp"]
     if now < stake.release_at:
         when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(stake.release_at))
-        raise TributaError(f"{stake.unbonding} wei is still unbonding: it can be withdrawn from {when} "
-                           f"({stake.release_at - now:,} s from now)")
+        raise TributaError(
+            f"{stake.unbonding} wei is still unbonding: it can be withdrawn from {when} "
+            f"({stake.release_at - now:,} s from now)"
+        )
     return stake.unbonding, agent.transact(contracts.escrow.functions.withdraw_stake(), action="withdraw_stake")
 
 
@@ -77,10 +81,14 @@ def agents_serving(contracts: Contracts, model_id: int) -> list[str]:
     registrations in the escrow's logs, then each agent's current state."""
     escrow = contracts.escrow
     start = contracts.deployment.block_number
-    agents = {e["args"]["agent"] for event in (escrow.events.AgentRegistered, escrow.events.AgentUpdated)
-              for e in event.get_logs(from_block=start)}
+    agents = {
+        e["args"]["agent"]
+        for event in (escrow.events.AgentRegistered, escrow.events.AgentUpdated)
+        for e in event.get_logs(from_block=start)
+    }
     minimum = escrow.functions.min_stake().call()
     return sorted(
-        agent for agent in agents
+        agent
+        for agent in agents
         if model_id in escrow.functions.agent_models(agent).call() and read_stake(contracts, agent).bonded >= minimum
     )

@@ -11,10 +11,10 @@ from hexbytes import HexBytes
 
 from tributa import json_input
 from tributa.chain.contracts import Contracts
+from tributa.chain.events import first_event
 from tributa.chain.tx import Signer, TxResult
 from tributa.errors import ContractRevert, ModelFeeAboveMax, TributaError
 from tributa.registry import read_model
-from tributa.chain.events import first_event
 from tributa.store import cid as cidlib
 
 STATES = {0: "unknown", 1: "open", 2: "settled", 3: "failed", 4: "refunded"}
@@ -145,14 +145,16 @@ def check_input_shape(data: bytes, where: str = "the input") -> None:
     except ValueError:
         raise TributaError(f"{where} is not JSON") from None
     if not isinstance(body, dict):
-        raise TributaError(f"{where} must be a JSON object with \"prompt\" or \"texts\"")
+        raise TributaError(f'{where} must be a JSON object with "prompt" or "texts"')
     if ("prompt" in body) == ("texts" in body):
-        raise TributaError(f"{where} needs exactly one of \"prompt\" (generation) or \"texts\" (embedding)")
+        raise TributaError(f'{where} needs exactly one of "prompt" (generation) or "texts" (embedding)')
     if "prompt" in body and not (isinstance(body["prompt"], str) and body["prompt"].strip()):
-        raise TributaError(f"{where}: \"prompt\" must be a non-empty string, not {json.dumps(body['prompt'])[:40]}")
+        raise TributaError(f'{where}: "prompt" must be a non-empty string, not {json.dumps(body["prompt"])[:40]}')
     texts = body.get("texts")
-    if "texts" in body and not (isinstance(texts, list) and texts and all(isinstance(t, str) and t.strip() for t in texts)):
-        raise TributaError(f"{where}: \"texts\" must be a non-empty list of non-empty strings")
+    if "texts" in body and not (
+        isinstance(texts, list) and texts and all(isinstance(t, str) and t.strip() for t in texts)
+    ):
+        raise TributaError(f'{where}: "texts" must be a non-empty list of non-empty strings')
 
 
 def post_task(
@@ -178,7 +180,9 @@ def post_task(
         max_model_fee = model_fee_of(contracts, model_id)
     fee = fee if fee is not None else default_fee(contracts, model_id, max_model_fee)
     now = contracts.w3.eth.get_block("latest")["timestamp"]
-    call = contracts.escrow.functions.post_task(model_id, cidlib.cid_to_digest(input_cid), now + deadline_s, k, max_model_fee)
+    call = contracts.escrow.functions.post_task(
+        model_id, cidlib.cid_to_digest(input_cid), now + deadline_s, k, max_model_fee
+    )
     try:
         result = signer.transact(call, value=fee, action="post_task")
     except ContractRevert as exc:
@@ -186,7 +190,7 @@ def post_task(
             raise
         try:
             current = model_fee_of(contracts, model_id)
-        except Exception:  # the revert is what matters; the fee read is only for the message
+        except Exception:  # the revert is what matters; the fee read is only for the message  # noqa: BLE001
             current = None
         raise ModelFeeAboveMax(current, max_model_fee) from None
     task_id = first_event(contracts.escrow, "TaskPosted", result.receipt)["task_id"]
@@ -203,7 +207,9 @@ def _read_state(contracts: Contracts, task_id: int) -> TaskView:
     count = contracts.escrow.functions.task_count().call()
     if not 1 <= task_id <= count:
         raise TributaError(f"task {task_id} does not exist (there are {count} tasks)")
-    requester, model_id, input_digest, fee, model_fee, deadline, k, state = contracts.escrow.functions.task(task_id).call()
+    requester, model_id, input_digest, fee, model_fee, deadline, k, state = contracts.escrow.functions.task(
+        task_id
+    ).call()
     return TaskView(
         task_id=task_id,
         requester=requester,
@@ -233,7 +239,11 @@ def read_task(contracts: Contracts, task_id: int) -> TaskView:
 
 
 def list_tasks(
-    contracts: Contracts, requester: str | None = None, limit: int = 20, state: str | None = None, model_id: int | None = None
+    contracts: Contracts,
+    requester: str | None = None,
+    limit: int = 20,
+    state: str | None = None,
+    model_id: int | None = None,
 ) -> list[TaskView]:
     """The newest `limit` tasks (of `requester`, on `model_id`, in `state`, each if given), newest
     first, as the escrow stores them. The filters apply before the limit."""
@@ -243,7 +253,8 @@ def list_tasks(
     else:
         filters = {"requester": requester, "model_id": model_id}
         logs = contracts.escrow.events.TaskPosted.get_logs(
-            from_block=contracts.deployment.block_number, argument_filters={k: v for k, v in filters.items() if v is not None}
+            from_block=contracts.deployment.block_number,
+            argument_filters={k: v for k, v in filters.items() if v is not None},
         )
         ids = sorted((entry["args"]["task_id"] for entry in logs), reverse=True)
     views: list[TaskView] = []
@@ -272,7 +283,7 @@ def settled_weights(contracts: Contracts, view: TaskView) -> list[tuple[int, int
     batch = args["batch"] if function.fn_name == "settle_batch" else [args["s"]] if function.fn_name == "settle" else []
     for s in batch:
         if s["task_id"] == view.task_id:
-            return list(zip(s["dataset_ids"], s["dataset_weights_bps"]))
+            return list(zip(s["dataset_ids"], s["dataset_weights_bps"], strict=False))
     return None
 
 
@@ -288,7 +299,13 @@ class WaitTimeout(TributaError):
 
 
 def wait_until_final(
-    contracts: Contracts, task_ids: list[int], timeout_s: float, watch=(), final=FINAL_STATES, on_poll=None, poll_s: float = 0.25
+    contracts: Contracts,
+    task_ids: list[int],
+    timeout_s: float,
+    watch=(),
+    final=FINAL_STATES,
+    on_poll=None,
+    poll_s: float = 0.25,
 ) -> dict[int, TaskView]:
     """Poll until every task is in one of `final`; `watch` holds processes that must stay alive;
     `on_poll` hears each look at the tasks' state. Raises WaitTimeout after `timeout_s`."""
@@ -306,7 +323,10 @@ def wait_until_final(
         if time.monotonic() > deadline:
             logs = "\n".join(f"{p.name} log:\n{p.log_tail()}" for p in watch)
             waiting = {t: v.state for t, v in views.items() if v.state not in final}
-            raise WaitTimeout(f"tasks not yet {'/'.join(final)} after {timeout_s:.0f}s: {waiting}" + (f"\n{logs}" if logs else ""), views)
+            raise WaitTimeout(
+                f"tasks not yet {'/'.join(final)} after {timeout_s:.0f}s: {waiting}" + (f"\n{logs}" if logs else ""),
+                views,
+            )
         time.sleep(poll_s)
 
 
@@ -320,7 +340,9 @@ def oracle_public_key(contracts: Contracts, oracle_url: str) -> bytes:
         info = httpx.get(oracle_url.rstrip("/") + "/v1/health", timeout=10).json()
         key = bytes.fromhex(str(info["oracle_public_key"]).removeprefix("0x"))
     except (httpx.HTTPError, ValueError, KeyError):
-        raise TributaError(f"cannot read the oracle's public key from {oracle_url}; is `tributa oracle run` up?") from None
+        raise TributaError(
+            f"cannot read the oracle's public key from {oracle_url}; is `tributa oracle run` up?"
+        ) from None
     check_public_key_owner(key, contracts.deployment.oracle)
     return key
 
@@ -334,7 +356,11 @@ def post_private_task(
 
     where = private.Deployment(contracts.chain_id, contracts.escrow.address)
     sealed = private.seal_input(
-        oracle_public_key(contracts, oracle_url), input_bytes, public_key_of(bytes(signer.account.key)), where, signer.address
+        oracle_public_key(contracts, oracle_url),
+        input_bytes,
+        public_key_of(bytes(signer.account.key)),
+        where,
+        signer.address,
     )
     return post_task(contracts, signer, store, model_id, sealed, **kwargs)
 
@@ -353,7 +379,9 @@ def open_private_result(contracts: Contracts, signer: Signer, store, view: TaskV
     try:
         info = httpx.get(f"{oracle_url.rstrip('/')}/v1/tasks/{view.task_id}", timeout=10).json()
     except (httpx.HTTPError, ValueError):
-        raise TributaError(f"cannot ask the oracle at {oracle_url} where task {view.task_id}'s sealed result is") from None
+        raise TributaError(
+            f"cannot ask the oracle at {oracle_url} where task {view.task_id}'s sealed result is"
+        ) from None
     sealed_cid = info.get("result_ciphertext_cid")
     if not sealed_cid:
         raise TributaError(f"task {view.task_id} has no sealed result (it is not a private task)")

@@ -11,9 +11,9 @@ differs and --challenge-cids is given.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from tributa.ai_oracle import PROVISIONAL
 from tributa.catalog import ModelCatalog
@@ -27,7 +27,6 @@ from tributa.verification.local import claim_checker
 from tributa.verification.params import model_params
 
 log = logging.getLogger("tributa.watch")
-
 
 
 @dataclass(frozen=True)
@@ -88,7 +87,7 @@ class Watcher:
             own = self.executor.run(base, adapters, input_bytes, max_new_tokens)
         except TributaError as exc:
             return Check(rid, "skipped", str(exc))
-        except Exception as exc:  # a job that fails here says nothing about the posted result
+        except Exception as exc:  # a job that fails here says nothing about the posted result  # noqa: BLE001
             return Check(rid, "skipped", f"re-execution failed: {type(exc).__name__}: {exc}")
         output, is_cid = bytes(posted.output), bool(posted.output_is_cid)
         own_digest = cid_to_digest(cid_of_bytes(own))
@@ -100,9 +99,18 @@ class Watcher:
         else:
             # The posted claim is rescored on this machine's model where the bytes differ: an honest
             # answer from other hardware agrees, so its challenger would only lose the bond.
-            judge = Judge(params, claim_checker(
-                base, adapters, input_bytes, max_new_tokens, params.logit_margin,
-                run_callable=getattr(self.executor, "run_callable", None), registry=getattr(self.executor, "registry", None)))
+            judge = Judge(
+                params,
+                claim_checker(
+                    base,
+                    adapters,
+                    input_bytes,
+                    max_new_tokens,
+                    params.logit_margin,
+                    run_callable=getattr(self.executor, "run_callable", None),
+                    registry=getattr(self.executor, "registry", None),
+                ),
+            )
             try:
                 if judge.agree(output, own):
                     return Check(rid, "agrees", "" if output == own else "other bytes, accepted by the rule")
@@ -126,5 +134,7 @@ class Watcher:
             tx = self.signer.transact(self.ai_oracle.functions.challenge(rid), value=bond, action="challenge")
         except ContractRevert as exc:
             return Check(rid, "disagrees", f"challenge refused: {exc.reason}")
-        self.progress(f"request {rid}: the posted result disagrees with this model's; challenged with {bond} wei in {tx.tx_hash}")
+        self.progress(
+            f"request {rid}: the posted result disagrees with this model's; challenged with {bond} wei in {tx.tx_hash}"
+        )
         return Check(rid, "challenged", tx_hash=tx.tx_hash)

@@ -1,11 +1,11 @@
 """Proof of attribution: per-dataset weights for a generated output, with re-checkable evidence.
 
-    index = AttributionIndex.build("ds-1", text, tokenizer, embedder, "indexes/ds-1")
-    engine = AttributionEngine([index], tokenizer, embedder)
-    # many datasets, one suffix array: corpora=[SpanCorpus.from_indexes(indexes)], or the
-    # segments an index root keeps: corpora=SpanSegments(root).corpora()[1]
-    record = engine.attribute(output_text)          # record.weights_bps sums to 10000, or {}
-    weights = record.weights_bps or fallback_weights(model_ids, model_bps)
+index = AttributionIndex.build("ds-1", text, tokenizer, embedder, "indexes/ds-1")
+engine = AttributionEngine([index], tokenizer, embedder)
+# many datasets, one suffix array: corpora=[SpanCorpus.from_indexes(indexes)], or the
+# segments an index root keeps: corpora=SpanSegments(root).corpora()[1]
+record = engine.attribute(output_text)          # record.weights_bps sums to 10000, or {}
+weights = record.weights_bps or fallback_weights(model_ids, model_bps)
 """
 
 from .corpus import CorpusMember, SpanCorpus

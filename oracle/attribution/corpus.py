@@ -78,14 +78,16 @@ class SpanCorpus:
             raise ValueError(f"a corpus holds each dataset once, got {ids}")
         for member, tokens in parts:
             if len(tokens) != member.token_count or len(tokens) == 0:
-                raise ValueError(f"dataset {member.dataset_id!r}: {len(tokens)} tokens, its member entry says {member.token_count}")
+                raise ValueError(
+                    f"dataset {member.dataset_id!r}: {len(tokens)} tokens, its member entry says {member.token_count}"
+                )
         if min(int(np.min(t)) for _, t in parts) < 0:
             raise ValueError("token ids must be >= 0")
         separator = max(int(np.max(t)) for _, t in parts) + 1  # above every id: the first-token table stays small
         dtype = np.dtype(np.uint16 if separator <= 0xFFFF else np.uint32)
         doc_starts = np.concatenate([[0], np.cumsum([m.token_count + 1 for m, _ in parts])]).astype(np.int64)
         tokens = np.full(int(doc_starts[-1]), separator, dtype=dtype)
-        for (member, part), begin in zip(parts, doc_starts[:-1].tolist()):
+        for (member, part), begin in zip(parts, doc_starts[:-1].tolist(), strict=False):
             tokens[begin : begin + member.token_count] = part
         sa = build_suffix_array(tokens)
         members = tuple(m for m, _ in parts)
@@ -97,8 +99,8 @@ class SpanCorpus:
             return {
                 "format_version": CORPUS_FORMAT_VERSION,
                 "members": [asdict(m) for m in members],
-                "token_dtype": str(tokens.dtype),
-                "suffix_array_dtype": str(sa.dtype),
+                "token_dtype": str(tokens.dtype),  # noqa: F821
+                "suffix_array_dtype": str(sa.dtype),  # noqa: F821
                 "separator": separator,
                 "bytes": sizes,
             }
@@ -108,7 +110,9 @@ class SpanCorpus:
         return cls.load(out)
 
     @classmethod
-    def from_indexes(cls, indexes: Sequence[AttributionIndex], out_dir: str | os.PathLike[str] | None = None) -> SpanCorpus:
+    def from_indexes(
+        cls, indexes: Sequence[AttributionIndex], out_dir: str | os.PathLike[str] | None = None
+    ) -> SpanCorpus:
         return cls.build([(CorpusMember.of(i), np.asarray(i.tokens)) for i in indexes], out_dir)
 
     @classmethod
@@ -116,8 +120,10 @@ class SpanCorpus:
         path = Path(directory)
         raw = read_manifest(path, "span corpus", "SpanCorpus.build or SpanSegments.add")
         if raw.get("format_version") != CORPUS_FORMAT_VERSION:
-            raise ValueError(f"span corpus at {path} has format {raw.get('format_version')}, this engine reads "
-                             f"{CORPUS_FORMAT_VERSION}: rebuild it")
+            raise ValueError(
+                f"span corpus at {path} has format {raw.get('format_version')}, this engine reads "
+                f"{CORPUS_FORMAT_VERSION}: rebuild it"
+            )
         try:
             members = tuple(CorpusMember(**m) for m in raw["members"])
             separator = int(raw["separator"])
@@ -127,5 +133,7 @@ class SpanCorpus:
         doc_starts = np.asarray(arrays["doc_starts"])
         expected = np.concatenate([[0], np.cumsum([m.token_count + 1 for m in members])])
         if not np.array_equal(doc_starts, expected):
-            raise ValueError(f"span corpus at {path} is inconsistent (its boundary table and members differ): rebuild it")
+            raise ValueError(
+                f"span corpus at {path} is inconsistent (its boundary table and members differ): rebuild it"
+            )
         return cls(members, SuffixArraySearch(arrays["tokens"], arrays["suffix_array"], doc_starts, separator), path)

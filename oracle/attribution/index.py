@@ -139,21 +139,23 @@ class AttributionIndex:
         }
 
         def manifest(sizes: dict[str, int]) -> dict[str, Any]:
-            return asdict(IndexManifest(
-                format_version=INDEX_FORMAT_VERSION,
-                dataset_id=dataset_id,
-                content_kind=kind,
-                content_sha256=digest,
-                token_count=int(len(tokens)),
-                token_dtype=str(tokens.dtype),
-                suffix_array_dtype=str(sa.dtype),
-                tokenizer_id=tokenizer_id(tok),
-                embedder_id=None if embedder is None else embedder.model_id,
-                embedding_dim=0 if embedder is None else int(embeddings.shape[1]),
-                chunk_count=int(len(starts)),
-                params=asdict(params),
-                bytes=sizes,
-            ))
+            return asdict(
+                IndexManifest(
+                    format_version=INDEX_FORMAT_VERSION,
+                    dataset_id=dataset_id,
+                    content_kind=kind,
+                    content_sha256=digest,
+                    token_count=len(tokens),
+                    token_dtype=str(tokens.dtype),
+                    suffix_array_dtype=str(sa.dtype),
+                    tokenizer_id=tokenizer_id(tok),
+                    embedder_id=None if embedder is None else embedder.model_id,
+                    embedding_dim=0 if embedder is None else int(embeddings.shape[1]),
+                    chunk_count=len(starts),
+                    params=asdict(params),
+                    bytes=sizes,
+                )
+            )
 
         out = Path(out_dir)
         write_folder(out, arrays, manifest)
@@ -163,13 +165,13 @@ class AttributionIndex:
     def load(cls, directory: str | os.PathLike[str]) -> AttributionIndex:
         """Open an index built by build(); arrays are memory-mapped, not read into memory."""
         path = Path(directory)
-        raw = read_manifest(path, "attribution index", "AttributionIndex.build(dataset_id, text, tokenizer, embedder, out_dir)")
+        raw = read_manifest(
+            path, "attribution index", "AttributionIndex.build(dataset_id, text, tokenizer, embedder, out_dir)"
+        )
         try:
             manifest = IndexManifest(**raw)
         except TypeError as exc:
-            raise ValueError(
-                f"{path / MANIFEST} is not a valid index manifest ({exc}); rebuild the index"
-            ) from exc
+            raise ValueError(f"{path / MANIFEST} is not a valid index manifest ({exc}); rebuild the index") from exc
         if manifest.format_version not in (1, INDEX_FORMAT_VERSION):
             raise ValueError(
                 f"index at {path} has format {manifest.format_version}, this engine reads "
@@ -190,9 +192,7 @@ class AttributionIndex:
         m = self.manifest
         problems = []
         if len(self.tokens) != m.token_count or len(self.suffix_array) != m.token_count:
-            problems.append(
-                f"token count {m.token_count} vs arrays {len(self.tokens)}/{len(self.suffix_array)}"
-            )
+            problems.append(f"token count {m.token_count} vs arrays {len(self.tokens)}/{len(self.suffix_array)}")
         if len(self.chunk_starts) != m.chunk_count:
             problems.append(f"chunk count {m.chunk_count} vs {len(self.chunk_starts)} chunk starts")
         if m.embedder_id is not None and self.chunk_embeddings.shape != (m.chunk_count, m.embedding_dim):
@@ -201,8 +201,11 @@ class AttributionIndex:
             problems.append(f"chunk screen shape {self.chunk_screen_codes.shape} for {self.chunk_embeddings.shape}")
         if problems:
             where = self.path or "memory"
-            raise ValueError(f"attribution index {m.dataset_id!r} at {where} is inconsistent: "
-                             + "; ".join(problems) + ". Rebuild it.")
+            raise ValueError(
+                f"attribution index {m.dataset_id!r} at {where} is inconsistent: "
+                + "; ".join(problems)
+                + ". Rebuild it."
+            )
 
 
 def _add_screen(path: Path, manifest: IndexManifest, embeddings: np.ndarray) -> tuple[IndexManifest, ChunkScreen]:
@@ -212,7 +215,7 @@ def _add_screen(path: Path, manifest: IndexManifest, embeddings: np.ndarray) -> 
     temps = [path / f".{name}.{os.getpid()}.tmp.npy" for name in (*_SCREEN, MANIFEST)]
     try:
         sizes = dict(manifest.bytes)
-        for name, array, tmp in zip(_SCREEN, (screen.codes, screen.bounds), temps):
+        for name, array, tmp in zip(_SCREEN, (screen.codes, screen.bounds), temps, strict=False):
             np.save(tmp, array, allow_pickle=False)
             sizes[name] = tmp.stat().st_size
             os.replace(tmp, path / f"{name}.npy")
@@ -224,12 +227,22 @@ def _add_screen(path: Path, manifest: IndexManifest, embeddings: np.ndarray) -> 
     except OSError as exc:
         for tmp in temps:
             tmp.unlink(missing_ok=True)
-        log.warning("attribution index %s at %s has format 1: its chunk screen is computed in memory on each "
-                    "load (%s); rebuild it, or make the folder writable, to upgrade it to format %d",
-                    manifest.dataset_id, path, exc, INDEX_FORMAT_VERSION)
+        log.warning(
+            "attribution index %s at %s has format 1: its chunk screen is computed in memory on each "
+            "load (%s); rebuild it, or make the folder writable, to upgrade it to format %d",
+            manifest.dataset_id,
+            path,
+            exc,
+            INDEX_FORMAT_VERSION,
+        )
         return manifest, screen
-    log.info("attribution index %s at %s upgraded from format 1 to %d: chunk screen written (%d chunks)",
-             manifest.dataset_id, path, INDEX_FORMAT_VERSION, manifest.chunk_count)
+    log.info(
+        "attribution index %s at %s upgraded from format 1 to %d: chunk screen written (%d chunks)",
+        manifest.dataset_id,
+        path,
+        INDEX_FORMAT_VERSION,
+        manifest.chunk_count,
+    )
     return upgraded, screen
 
 
@@ -251,9 +264,7 @@ def _tokens_of(
             raise ValueError(f"dataset {dataset_id!r}: {file} is not UTF-8 text ({exc})") from exc
     if isinstance(source, str):
         if not source.strip():
-            raise ValueError(
-                f"dataset {dataset_id!r} is empty (no text to index); register a dataset with content"
-            )
+            raise ValueError(f"dataset {dataset_id!r} is empty (no text to index); register a dataset with content")
         digest = hashlib.sha256(source.encode("utf-8")).hexdigest()
         ids: list[int] = []
         pieces = _segments(source, params.segment_chars)

@@ -49,8 +49,15 @@ class _Pending:
 class DatasetIndexer:
     """`step()` is one pass (tests call it); `start()` runs passes in a thread until `stop()`."""
 
-    def __init__(self, contracts, store, indexes, interval_s: float = 2.0, retry_s: float = 10.0,
-                 upload_grace_s: float = UPLOAD_GRACE_S) -> None:
+    def __init__(
+        self,
+        contracts,
+        store,
+        indexes,
+        interval_s: float = 2.0,
+        retry_s: float = 10.0,
+        upload_grace_s: float = UPLOAD_GRACE_S,
+    ) -> None:
         self.contracts = contracts
         self.store = store
         self.indexes = indexes
@@ -117,20 +124,34 @@ class DatasetIndexer:
                 if time.monotonic() - p.seen_at < self.upload_grace_s:  # its owner uploads it right after registering
                     self._set(p, CONTENT_NOT_IN_STORE)
                     return False
-                self._wait(p, CONTENT_NOT_IN_STORE, (
-                    f"dataset {info.dataset_id} (content {cid}) is not in the oracle's content store, so attribution "
-                    "leaves it out until it arrives: upload it to the oracle's content API (`tributa dataset register` "
-                    "does), or run `tributa --data-dir <the oracle's data dir> store add <path>` on the oracle's "
-                    f"machine; looking again every {self.retry_s:.0f}s"))
+                self._wait(
+                    p,
+                    CONTENT_NOT_IN_STORE,
+                    (
+                        f"dataset {info.dataset_id} (content {cid}) is not in the oracle's content store, so attribution "
+                        "leaves it out until it arrives: upload it to the oracle's content API (`tributa dataset register` "
+                        "does), or run `tributa --data-dir <the oracle's data dir> store add <path>` on the oracle's "
+                        f"machine; looking again every {self.retry_s:.0f}s"
+                    ),
+                )
                 return False
             except (StoreError, OSError) as exc:  # the store or the disk is away: try again later
-                self._wait(p, STORE_UNAVAILABLE, f"dataset {info.dataset_id} ({cid}) cannot be indexed now: "
-                           f"{describe(exc)}; retrying every {self.retry_s:.0f}s")
+                self._wait(
+                    p,
+                    STORE_UNAVAILABLE,
+                    f"dataset {info.dataset_id} ({cid}) cannot be indexed now: "
+                    f"{describe(exc)}; retrying every {self.retry_s:.0f}s",
+                )
                 return False
             except Exception as exc:  # the content itself (not UTF-8 text, empty): it will not change
                 self._set(p, INDEX_FAILED)
-                log.warning("dataset %d (%s) cannot be indexed and is left out of attribution: %s",
-                            info.dataset_id, cid, describe(exc), exc_info=not isinstance(exc, ValueError))
+                log.warning(
+                    "dataset %d (%s) cannot be indexed and is left out of attribution: %s",
+                    info.dataset_id,
+                    cid,
+                    describe(exc),
+                    exc_info=not isinstance(exc, ValueError),
+                )
                 return False
         with self._lock:
             del self._pending[info.dataset_id]
@@ -148,14 +169,32 @@ class DatasetIndexer:
         stale = self.indexes.stale(cid)
         if stale is not None:
             arrived += f" (again: its index holds {stale} chunk vectors, the oracle embeds with {self.indexes.embedder.model_id})"
-        log.info("indexing dataset %d (%s) for attribution%s: %d characters", info.dataset_id, cid, arrived, len(text),
-                 extra={"fields": {"dataset_id": info.dataset_id, "content_cid": cid, "chars": len(text)}})
+        log.info(
+            "indexing dataset %d (%s) for attribution%s: %d characters",
+            info.dataset_id,
+            cid,
+            arrived,
+            len(text),
+            extra={"fields": {"dataset_id": info.dataset_id, "content_cid": cid, "chars": len(text)}},
+        )
         index = self.indexes.build(cid, text, self._progress(cid))
         seconds = time.monotonic() - began
-        log.info("indexed dataset %d (%s): %d tokens, %d chunks in %.1fs", info.dataset_id, cid, index.token_count,
-                 index.manifest.chunk_count, seconds,
-                 extra={"fields": {"dataset_id": info.dataset_id, "content_cid": cid, "tokens": index.token_count,
-                                   "seconds": round(seconds, 3)}})
+        log.info(
+            "indexed dataset %d (%s): %d tokens, %d chunks in %.1fs",
+            info.dataset_id,
+            cid,
+            index.token_count,
+            index.manifest.chunk_count,
+            seconds,
+            extra={
+                "fields": {
+                    "dataset_id": info.dataset_id,
+                    "content_cid": cid,
+                    "tokens": index.token_count,
+                    "seconds": round(seconds, 3),
+                }
+            },
+        )
 
     def _progress(self, cid: str):
         report = LogProgress(cid)
@@ -176,8 +215,12 @@ class DatasetIndexer:
         p.retry_at = time.monotonic() + self.retry_s
         if reason not in p.warned:
             p.warned.add(reason)
-            log.warning(message, extra={"fields": {"dataset_id": p.info.dataset_id, "content_cid": p.info.content_cid,
-                                                   "reason": reason}})
+            log.warning(
+                message,
+                extra={
+                    "fields": {"dataset_id": p.info.dataset_id, "content_cid": p.info.content_cid, "reason": reason}
+                },
+            )
 
     # -- the thread ------------------------------------------------------------------------------
 
@@ -197,7 +240,7 @@ class DatasetIndexer:
                 if self._trouble is not None:
                     log.info("dataset indexer: passes complete again")
                     self._trouble = None
-            except Exception as exc:  # the chain or a bug: one line per kind of trouble, then retry
+            except Exception as exc:  # the chain or a bug: one line per kind of trouble, then retry  # noqa: BLE001
                 what = describe(exc)
                 if what != self._trouble:
                     log.warning("dataset indexer pass failed: %s; retrying every %.0fs, quiet", what, self.interval_s)

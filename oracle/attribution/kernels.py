@@ -38,7 +38,10 @@ def _prepare_cache() -> bool:
     beside = Path(__file__).resolve().parent
     if os.access(beside / "__pycache__" if (beside / "__pycache__").exists() else beside, os.W_OK):
         return True
-    for folder in (Path.home() / ".cache" / "tributa-numba", Path(tempfile.gettempdir()) / f"tributa-numba-{os.getuid()}"):
+    for folder in (
+        Path.home() / ".cache" / "tributa-numba",
+        Path(tempfile.gettempdir()) / f"tributa-numba-{os.getuid()}",
+    ):
         try:
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
             if folder.stat().st_uid == os.getuid() and os.access(folder, os.W_OK):  # not another user's
@@ -109,8 +112,11 @@ def _match(tokens, sa, first_bounds, seq, begin, end, range_lo, range_hi):
             break
         if hi - lo == 1:  # one suffix left: compare along it
             position = np.int64(sa[lo])
-            while begin + depth < end and np.int64(seq[begin + depth]) >= 0 and \
-                    _token_at(tokens, position + depth) == np.int64(seq[begin + depth]):
+            while (
+                begin + depth < end
+                and np.int64(seq[begin + depth]) >= 0
+                and _token_at(tokens, position + depth) == np.int64(seq[begin + depth])
+            ):
                 depth += 1
                 if record:
                     range_lo[depth] = lo
@@ -234,9 +240,13 @@ def dataset_matches(tokens, sa, first_bounds, doc_starts, masks, block, seq, min
         while d >= min_len and found < n_docs:
             lo = range_lo[d]
             hi = range_hi[d]
-            found = _place(sa, doc_starts, masks, block, placed, lo, inner_lo, i, d, lo, hi, lengths, lows, highs, found)
+            found = _place(
+                sa, doc_starts, masks, block, placed, lo, inner_lo, i, d, lo, hi, lengths, lows, highs, found
+            )
             if found < n_docs:
-                found = _place(sa, doc_starts, masks, block, placed, inner_hi, hi, i, d, lo, hi, lengths, lows, highs, found)
+                found = _place(
+                    sa, doc_starts, masks, block, placed, inner_hi, hi, i, d, lo, hi, lengths, lows, highs, found
+                )
             inner_lo = lo
             inner_hi = hi
             d -= 1

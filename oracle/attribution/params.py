@@ -37,9 +37,7 @@ class AttributionParams:
         if not isinstance(self.top_k, int) or self.top_k < 1:
             raise ValueError(f"top_k must be an integer >= 1, got {self.top_k!r}.")
         if not -1.0 <= self.semantic_threshold < 1.0:
-            raise ValueError(
-                f"semantic_threshold is a cosine in [-1, 1), got {self.semantic_threshold!r}."
-            )
+            raise ValueError(f"semantic_threshold is a cosine in [-1, 1), got {self.semantic_threshold!r}.")
         if self.span_weight < 0 or self.semantic_weight < 0:
             raise ValueError("span_weight and semantic_weight must be >= 0.")
         if self.span_weight == 0 and self.semantic_weight == 0:

@@ -33,6 +33,13 @@ class LogProgress:
             total,
             UNITS.get(stage, "items"),
             10 * tenth,
-            extra={"fields": {"dataset_id": self.dataset_id, "stage": stage, "done": done, "total": total,
-                              "percent": 10 * tenth}},
+            extra={
+                "fields": {
+                    "dataset_id": self.dataset_id,
+                    "stage": stage,
+                    "done": done,
+                    "total": total,
+                    "percent": 10 * tenth,
+                }
+            },
         )

@@ -30,6 +30,7 @@ agreement with float32 MiniLM over whole attributions (bench/attribution_bench.p
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -165,9 +166,12 @@ class QuantizedEmbedder:
         path = Path(path)
         pooling, self.normalize = sentence_pipeline(path)
         config = json.loads((path / "config.json").read_text())
-        if (pooling, config.get("model_type"), config.get("hidden_act"), config.get("position_embedding_type", "absolute")) != (
-            "mean", "bert", "gelu", "absolute"
-        ):
+        if (
+            pooling,
+            config.get("model_type"),
+            config.get("hidden_act"),
+            config.get("position_embedding_type", "absolute"),
+        ) != ("mean", "bert", "gelu", "absolute"):
             raise ValueError(f"{path}: the quantized embedder serves BERT folders with mean pooling only")
         self.model_id: str = quantized_model_id(base_model_id)
         self.threads = threads
@@ -193,14 +197,16 @@ class QuantizedEmbedder:
                 a = layer.attention
                 qkv_w = torch.cat([a.self.query.weight, a.self.key.weight, a.self.value.weight])
                 qkv_b = torch.cat([a.self.query.bias, a.self.key.bias, a.self.value.bias])
-                self._layers.append((
-                    Int8Linear(qkv_w, qkv_b),
-                    Int8Linear(a.output.dense.weight, a.output.dense.bias),
-                    _norm(a.output.LayerNorm),
-                    Int8Linear(layer.intermediate.dense.weight, layer.intermediate.dense.bias),
-                    Int8Linear(layer.output.dense.weight, layer.output.dense.bias),
-                    _norm(layer.output.LayerNorm),
-                ))
+                self._layers.append(
+                    (
+                        Int8Linear(qkv_w, qkv_b),
+                        Int8Linear(a.output.dense.weight, a.output.dense.bias),
+                        _norm(a.output.LayerNorm),
+                        Int8Linear(layer.intermediate.dense.weight, layer.intermediate.dense.bias),
+                        Int8Linear(layer.output.dense.weight, layer.output.dense.bias),
+                        _norm(layer.output.LayerNorm),
+                    )
+                )
         del model
 
     def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
@@ -236,7 +242,7 @@ class QuantizedEmbedder:
         positions = torch.tensor([p for n in lengths for p in range(n)], dtype=torch.int64)
         d, heads = self.dim, self._heads
         h = F.layer_norm(self._word[flat] + self._position[positions] + self._type0, (d,), *self._norm0)
-        spans = list(zip(bounds, bounds[1:]))
+        spans = list(itertools.pairwise(bounds))
         for qkv, attention_output, norm1, intermediate, output, norm2 in self._layers:
             x = qkv(h)
             parts = []

@@ -106,7 +106,11 @@ def candidates(screens: dict[str, ChunkScreen], queries: np.ndarray, cut: float)
     may reach `cut`: a superset of those that do."""
     codes, qscale, qnorm, qerr = _quantize_queries(queries)
     screens = {d: ChunkScreen(np.asarray(s.codes), np.asarray(s.bounds)) for d, s in screens.items()}  # plain views
-    jobs = [(d, lo, min(lo + _SCREEN_ROWS, len(s.codes))) for d, s in screens.items() for lo in range(0, len(s.codes), _SCREEN_ROWS)]
+    jobs = [
+        (d, lo, min(lo + _SCREEN_ROWS, len(s.codes)))
+        for d, s in screens.items()
+        for lo in range(0, len(s.codes), _SCREEN_ROWS)
+    ]
 
     def run(job):
         d, lo, hi = job
@@ -117,6 +121,6 @@ def candidates(screens: dict[str, ChunkScreen], queries: np.ndarray, cut: float)
         return out[: _reaching(dots, s.bounds, qscale, qnorm, qerr, cut - SLACK, lo, out)]
 
     found: dict[str, list[np.ndarray]] = {d: [] for d in screens}
-    for (d, _, _), rows in zip(jobs, run_split(jobs, run)):
+    for (d, _, _), rows in zip(jobs, run_split(jobs, run), strict=False):
         found[d].append(rows)
     return {d: np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64) for d, parts in found.items()}

@@ -72,8 +72,12 @@ class SpanSegments:
                 return generation, [self._load(s) for s in segments if s["corpus"] is not None]
             except (OSError, ValueError) as exc:
                 if attempt:
-                    log.warning("the span segments under %s do not load (%s): attribution searches each dataset "
-                                "on its own index", self.dir, exc)
+                    log.warning(
+                        "the span segments under %s do not load (%s): attribution searches each dataset "
+                        "on its own index",
+                        self.dir,
+                        exc,
+                    )
         return -1, []
 
     # -- the list and its segments ----------------------------------------------------------

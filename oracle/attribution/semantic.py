@@ -23,9 +23,7 @@ def window_starts(n_tokens: int, size: int, stride: int) -> np.ndarray:
     return np.asarray(starts, dtype=np.int64)
 
 
-def window_texts(
-    tokens: np.ndarray, starts: np.ndarray, size: int, decode: Callable[[list[int]], str]
-) -> list[str]:
+def window_texts(tokens: np.ndarray, starts: np.ndarray, size: int, decode: Callable[[list[int]], str]) -> list[str]:
     return [decode(tokens[s : s + size].tolist()) for s in starts.tolist()]
 
 

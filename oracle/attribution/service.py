@@ -73,14 +73,21 @@ class DatasetIndexes:
         return built_with if isinstance(built_with, str) and built_with != self.embedder.model_id else None
 
     def build(self, content_cid: str, text: str, progress=None) -> AttributionIndex:
-        index = AttributionIndex.build(content_cid, text, self.tokenizer, self.embedder, self.path(content_cid), progress)
+        index = AttributionIndex.build(
+            content_cid, text, self.tokenizer, self.embedder, self.path(content_cid), progress
+        )
         try:
             self.segments.add(index, progress)
         except IndexingStopped:
             raise
         except Exception as exc:  # the index stands; attribution searches it on its own until a later add
-            log.warning("dataset %s is indexed, but the span segments were not updated (%s): attribution searches "
-                        "its own index", content_cid, exc, exc_info=not isinstance(exc, OSError))
+            log.warning(
+                "dataset %s is indexed, but the span segments were not updated (%s): attribution searches "
+                "its own index",
+                content_cid,
+                exc,
+                exc_info=not isinstance(exc, OSError),
+            )
         return index
 
 
@@ -96,7 +103,9 @@ def default_indexes(settings: Settings) -> DatasetIndexes:
 class OracleAttributor:
     """Called by the settler for each verified task."""
 
-    def __init__(self, contracts: Contracts, store, indexes: DatasetIndexes, indexer: DatasetIndexer | None = None) -> None:
+    def __init__(
+        self, contracts: Contracts, store, indexes: DatasetIndexes, indexer: DatasetIndexer | None = None
+    ) -> None:
         self.contracts = contracts
         self.store = store
         self.indexes = indexes
@@ -125,17 +134,27 @@ class OracleAttributor:
                 try:
                     loaded[d.content_cid] = AttributionIndex.load(self.indexes.path(d.content_cid))
                 except (OSError, ValueError) as exc:  # a damaged index leaves out its dataset alone
-                    log.warning("the attribution index of dataset %d (%s) does not load, so attribution leaves "
-                                "it out: %s; delete %s and restart the oracle to rebuild it",
-                                d.dataset_id, d.content_cid, exc, self.indexes.path(d.content_cid))
+                    log.warning(
+                        "the attribution index of dataset %d (%s) does not load, so attribution leaves "
+                        "it out: %s; delete %s and restart the oracle to rebuild it",
+                        d.dataset_id,
+                        d.content_cid,
+                        exc,
+                        self.indexes.path(d.content_cid),
+                    )
                     self._unreadable.add(d.content_cid)
                     unindexed[d.dataset_id] = INDEX_UNREADABLE
             indexes = list(loaded.values())
             corpora = self.indexes.segments.corpora()[1] if indexes else []
-            self._engine = AttributionEngine(
-                indexes, self.indexes.tokenizer, self.indexes.embedder, corpora=corpora
-            ) if indexes else None
-            self._engine_key = (tuple(sorted(loaded)), generation)  # an unreadable one is left out of `ready` from now on
+            self._engine = (
+                AttributionEngine(indexes, self.indexes.tokenizer, self.indexes.embedder, corpora=corpora)
+                if indexes
+                else None
+            )
+            self._engine_key = (
+                tuple(sorted(loaded)),
+                generation,
+            )  # an unreadable one is left out of `ready` from now on
             self._cid_to_id = {d.content_cid: d.dataset_id for d in ready if d.content_cid in loaded}
         return self._engine, unindexed
 
@@ -164,7 +183,9 @@ class OracleAttributor:
 
     def _settle_with(self, task: Task, record, source: str, unindexed: dict[int, str] | None = None) -> Attribution:
         unindexed = unindexed or {}
-        weights = {self._cid_to_id[c]: bps for c, bps in (record.weights_bps.items() if record else ()) if c in self._cid_to_id}
+        weights = {
+            self._cid_to_id[c]: bps for c, bps in (record.weights_bps.items() if record else ()) if c in self._cid_to_id
+        }
         if not weights:
             model = read_model(self.contracts.registry, task.model_id)
             fallback = fallback_weights([str(i) for i in model.dataset_ids], model.dataset_weights_bps)

@@ -40,7 +40,7 @@ def maximal_spans_by_dataset(search: SuffixArraySearch, output: np.ndarray, min_
     docs = np.repeat(np.arange(search.dataset_count), [len(p) for p in picked])
     counts, offsets = search.dataset_occurrences(lows[rows, docs], highs[rows, docs], docs)
     spans: list[list[RawSpan]] = [[] for _ in picked]
-    for i, d, count, offset in zip(rows.tolist(), docs.tolist(), counts.tolist(), offsets.tolist()):
+    for i, d, count, offset in zip(rows.tolist(), docs.tolist(), counts.tolist(), offsets.tolist(), strict=False):
         spans[d].append(RawSpan(start=i, end=i + int(lengths[i, d]), dataset_offset=offset, count=count))
     return spans
 
@@ -54,7 +54,7 @@ def maximal_spans_reference(search: SuffixArraySearch, output: np.ndarray, min_t
     occurrences = search.occurrences([output[i : i + lengths[i]] for i in rows])
     return [
         RawSpan(start=i, end=i + int(lengths[i]), dataset_offset=occ.first_offset, count=occ.count)
-        for i, occ in zip(rows, occurrences)
+        for i, occ in zip(rows, occurrences, strict=False)
     ]
 
 

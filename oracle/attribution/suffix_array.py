@@ -147,8 +147,17 @@ class SuffixArraySearch:
         lengths, lows, highs = (np.empty(shape, dtype=np.int64) for _ in range(3))
         if shape[0]:
             kernels.dataset_matches(
-                self.tokens, self.sa, self._first_bounds, self.doc_starts, self._masks, self._block,
-                seq, min_len, lengths, lows, highs,
+                self.tokens,
+                self.sa,
+                self._first_bounds,
+                self.doc_starts,
+                self._masks,
+                self._block,
+                seq,
+                min_len,
+                lengths,
+                lows,
+                highs,
             )
         return lengths, lows, highs
 
@@ -250,7 +259,7 @@ class SuffixArraySearch:
         bounds = self.lower_bound(np.concatenate([low, high]))
         first, last = bounds[: len(patterns)], bounds[len(patterns) :]
         out = []
-        for lo, hi in zip(first.tolist(), last.tolist()):
+        for lo, hi in zip(first.tolist(), last.tolist(), strict=False):
             if hi <= lo:
                 out.append(Occurrence(count=0, first_offset=-1))
             else:

@@ -11,8 +11,7 @@ import numpy as np
 # Hashed when a tokenizer offers no serialised form: same ids for this text -> same tokenizer
 # for all practical purposes (covers ASCII, digits, whitespace runs, accents, CJK, emoji).
 _PROBE_TEXT = (
-    "The quick brown fox jumps over the lazy dog. 0123456789 -- don't  stop!\n\n"
-    "Ünïcödé façade naïve — 東京 🚀 tab\tend"
+    "The quick brown fox jumps over the lazy dog. 0123456789 -- don't  stop!\n\nÜnïcödé façade naïve — 東京 🚀 tab\tend"
 )
 
 

@@ -69,9 +69,7 @@ def largest_remainder_bps(scores: Mapping[str, Fraction | int], total: int = BPS
     return {d: bps[d] for d in sorted(bps) if bps[d] > 0}
 
 
-def fallback_weights(
-    model_dataset_ids: Sequence[str], model_dataset_weights_bps: Sequence[int]
-) -> dict[str, int]:
+def fallback_weights(model_dataset_ids: Sequence[str], model_dataset_weights_bps: Sequence[int]) -> dict[str, int]:
     """Weights for an unattributable output: the model's own training datasets as registered.
 
     Returns {dataset id: bps} summing to 10000 (re-normalised by largest remainder if the
@@ -87,9 +85,9 @@ def fallback_weights(
         )
     if len(set(ids)) != len(ids):
         raise ValueError(f"model_dataset_ids repeats a dataset: {ids}")
-    for d, w in zip(ids, bps):
+    for d, w in zip(ids, bps, strict=False):
         if not isinstance(d, str) or not d:
             raise ValueError(f"dataset ids must be non-empty strings, got {d!r}")
         if isinstance(w, bool) or not isinstance(w, int) or w < 0:
             raise ValueError(f"weight of dataset {d!r} must be an integer >= 0 bps, got {w!r}")
-    return largest_remainder_bps(dict(zip(ids, bps)))
+    return largest_remainder_bps(dict(zip(ids, bps, strict=False)))

@@ -75,7 +75,9 @@ def test_fetch_folder__a_unixfs_symlink__refused_and_nothing_written_through_it(
     outside = tmp_path / "outside.txt"
     outside.write_text("keep me")
     folder = _adapter(tmp_path / "a")
-    os.symlink(outside, folder / ".adapter_model.safetensors.tributa-tmp")  # a temp name an exporter might write through
+    os.symlink(
+        outside, folder / ".adapter_model.safetensors.tributa-tmp"
+    )  # a temp name an exporter might write through
     cid = store.put_dir(folder)
 
     with pytest.raises(FolderRefused, match="symlink") as refused:
@@ -289,5 +291,7 @@ def test_fetch_folder__a_source_that_misbehaves__refused_for_this_copy_not_raise
         return "a block source returning text, not bytes"  # a transport defect: TypeError inside
 
     with pytest.raises(FolderRefused, match="failed unexpectedly: TypeError") as refused:
-        fetch_folder(read, Cid.parse("QmUNLLsPACCz1vLxQVkXqqLX5R1X345qqfHbsf67hvA3Nn"), tmp_path / "out", max_bytes=10**7)
+        fetch_folder(
+            read, Cid.parse("QmUNLLsPACCz1vLxQVkXqqLX5R1X345qqfHbsf67hvA3Nn"), tmp_path / "out", max_bytes=10**7
+        )
     assert not refused.value.everywhere  # a fault of this path is no proof against the content

@@ -82,7 +82,7 @@ def test_agent__oracle_stopped_while_it_polls__backs_off_then_serves_tasks_after
     elapsed = net.wait_final(net.post(3), timeout_s=120)
 
     assert _agent(net).alive()
-    during = _log(agent)[len(before):]
+    during = _log(agent)[len(before) :]
     assert during.count("poll failed") == 1, during  # one line for the outage, not one per poll
     assert "polling again after" in during
     assert elapsed < 60
@@ -94,13 +94,13 @@ def test_agent__oracle_stopped_while_a_job_is_in_flight__result_retried_until_th
     task_id = _leased_to_a_stopped_agent(net, agent)
     net.oracle.stop()
     os.kill(agent.process.pid, signal.SIGCONT)  # it runs the job and finds no oracle to take the result
-    _wait_for(lambda: "submit failed" in _log(agent)[len(before):], 20, "the agent's first failed submit")
+    _wait_for(lambda: "submit failed" in _log(agent)[len(before) :], 20, "the agent's first failed submit")
 
     net.start_oracle()
     net.wait_final([task_id], timeout_s=120)
 
     assert net.states([task_id])[task_id] == SETTLED
-    during = _log(agent)[len(before):]
+    during = _log(agent)[len(before) :]
     assert "submit went through after" in during, during
     assert net.wait_final(net.post(2), timeout_s=120) > 0  # and it goes on serving
     assert _agent(net).alive()
@@ -120,7 +120,7 @@ def test_agent__result_after_its_lease_expired__409_drops_the_job_then_it_leases
     net.wait_final([task_id], timeout_s=120)
 
     assert net.states([task_id])[task_id] == SETTLED  # the only agent, taking its own expired task again
-    during = _log(agent)[len(before):]
+    during = _log(agent)[len(before) :]
     assert during.count("dropped: oracle refused (409)") == 1, during
     assert net.wait_final(net.post(2), timeout_s=120) > 0
     assert _agent(net).alive()

@@ -22,7 +22,9 @@ def test_resolve_device__unknown_name__names_the_choices(device):
         resolve_device(device)
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA: runs on every CPU-only machine, CI included")
+@pytest.mark.skipif(
+    torch.cuda.is_available(), reason="checks a machine without CUDA: runs on every CPU-only machine, CI included"
+)
 def test_resolve_device__cuda_without_a_gpu__says_to_use_cpu():
     with pytest.raises(TributaError, match="sees no CUDA device; use --device cpu"):
         resolve_device("cuda")

@@ -33,8 +33,14 @@ def world(tmp_path_factory):
         committee = contracts.committee.functions.committee_of(candidates, [b.agent.address]).call()
         by_address = {m.address: m for m in b.members}
         yield SimpleNamespace(
-            contracts=contracts, s=s, b=b, rid=rid, provisional=provisional, candidates=candidates,
-            members=[by_address[a] for a in committee], spares=[by_address[a] for a in candidates if a not in committee],
+            contracts=contracts,
+            s=s,
+            b=b,
+            rid=rid,
+            provisional=provisional,
+            candidates=candidates,
+            members=[by_address[a] for a in committee],
+            spares=[by_address[a] for a in candidates if a not in committee],
             store=open_store(root / "store"),
         )
 

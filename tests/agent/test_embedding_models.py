@@ -62,7 +62,15 @@ def own_tokenizer_bert(bare_bert, tmp_path_factory) -> Path:
 
     source = tmp_path_factory.mktemp("own-tokenizer-bert-source")
     shutil.copytree(bare_bert, source, dirs_exist_ok=True)
-    pieces = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *string.ascii_lowercase, *(f"##{c}" for c in string.ascii_lowercase)]
+    pieces = [
+        "[PAD]",
+        "[UNK]",
+        "[CLS]",
+        "[SEP]",
+        "[MASK]",
+        *string.ascii_lowercase,
+        *(f"##{c}" for c in string.ascii_lowercase),
+    ]
     pieces += list(".,!?'-0")[: 64 - len(pieces)]
     (source / "vocab.txt").write_text("\n".join(pieces) + "\n")
     BertTokenizerFast(vocab_file=str(source / "vocab.txt")).save_pretrained(source)
@@ -109,7 +117,9 @@ def test_check_servable__bare_bert_registered_as_embedding__refused_at_start_up(
         check_servable([(LocalModel(bare_bert, "cid", b"d", "embed"), [])])
 
 
-def test_engine__random_bert_with_its_own_tokenizer__worker_vectors_are_sentence_transformers(registry, own_tokenizer_bert):
+def test_engine__random_bert_with_its_own_tokenizer__worker_vectors_are_sentence_transformers(
+    registry, own_tokenizer_bert
+):
     from sentence_transformers import SentenceTransformer
 
     model = LocalModel(own_tokenizer_bert, "bafy-own-bert", b"", "embed")

@@ -23,8 +23,12 @@ from tributa.verification import VerificationParams, embeddings_agree
 
 PROMPTS = ("The", "A star", "Heat the oven", "Once upon a time", "Step one.", "The moon")
 SENTENCES = (
-    "a cat", "the capital of France is Paris", "knead the dough, then leave it somewhere warm to rise",
-    "x", "the Moon keeps one face toward the Earth because tides locked its spin long ago", "step two",
+    "a cat",
+    "the capital of France is Paris",
+    "knead the dough, then leave it somewhere warm to rise",
+    "x",
+    "the Moon keeps one face toward the Earth because tides locked its spin long ago",
+    "step two",
 )
 
 
@@ -59,7 +63,9 @@ def _inputs(adapters, n: int) -> list[bytes]:
     """n generation inputs over all adapters and the bare base (adapter null)."""
     choices = [a.cid for a in adapters] + [None]
     return [
-        json.dumps({"prompt": PROMPTS[i % len(PROMPTS)], "adapter": choices[i % len(choices)], "max_new_tokens": 8 + i % 9}).encode()
+        json.dumps(
+            {"prompt": PROMPTS[i % len(PROMPTS)], "adapter": choices[i % len(choices)], "max_new_tokens": 8 + i % 9}
+        ).encode()
         for i in range(n)
     ]
 
@@ -94,7 +100,13 @@ def test_engine__embedding_job__same_bytes_as_in_process(engine, in_process):
 def _embedding_inputs(n: int, texts_per_job: int) -> list[bytes]:
     """n embedding inputs whose texts range from one token to dozens, so length-sorting mixes jobs."""
     return [
-        json.dumps({"texts": [" ".join([SENTENCES[(i + k) % len(SENTENCES)]] * (1 + (i * k) % 3)) for k in range(texts_per_job)]}).encode()
+        json.dumps(
+            {
+                "texts": [
+                    " ".join([SENTENCES[(i + k) % len(SENTENCES)]] * (1 + (i * k) % 3)) for k in range(texts_per_job)
+                ]
+            }
+        ).encode()
         for i in range(n)
     ]
 
@@ -136,16 +148,18 @@ def test_engine__concurrent_embedding_jobs__one_batch_and_each_agrees_with_alone
     assert isinstance(failed, JobInputError) and "texts must hold 1 to 256" in str(failed)
     params = VerificationParams()
     cosines = []
-    for got, want in zip(replies, alone):
+    for got, want in zip(replies, alone, strict=False):
         x, y = json.loads(got), json.loads(want)
         assert embeddings_agree(x, y, params.min_cosine)
         vx, vy = np.array(x["vectors"]), np.array(y["vectors"])
         cosines.extend(np.einsum("ij,ij->i", vx, vy) / np.linalg.norm(vx, axis=1) / np.linalg.norm(vy, axis=1))
-    differ = sum(a != b for a, b in zip(replies, alone))
+    differ = sum(a != b for a, b in zip(replies, alone, strict=False))
     assert differ >= 1  # padded beside other jobs' texts: embedded alone, every byte would match
-    print(f"\nembedding: {len(good)} jobs x 6 texts one by one {alone_s * 1e3:.0f} ms, batched (1 + {len(rest)}) "
-          f"{batched_s * 1e3:.0f} ms ({alone_s / batched_s:.1f}x); max 1-cosine vs alone {1 - min(cosines):.2e}, "
-          f"{differ}/{len(good)} outputs differ in bytes")
+    print(
+        f"\nembedding: {len(good)} jobs x 6 texts one by one {alone_s * 1e3:.0f} ms, batched (1 + {len(rest)}) "
+        f"{batched_s * 1e3:.0f} ms ({alone_s / batched_s:.1f}x); max 1-cosine vs alone {1 - min(cosines):.2e}, "
+        f"{differ}/{len(good)} outputs differ in bytes"
+    )
 
 
 @pytest.mark.parametrize(
@@ -210,7 +224,7 @@ def test_worker__killed_mid_batch__every_job_reruns_and_completes(base, adapters
         results = [f.result(timeout=120) for f in futures]
         assert worker.restarts == 1 and worker.pid not in (None, pid)
     assert [r["ok"]["token_ids"] for r in results] == [r["ok"]["token_ids"] for r in expected]
-    assert worker.batches[5:5 + worker.batches[4]] == [1] * worker.batches[4]  # re-run one by one
+    assert worker.batches[5 : 5 + worker.batches[4]] == [1] * worker.batches[4]  # re-run one by one
 
 
 def test_worker__hung__killed_restarted_and_the_job_completes(base, adapters):
@@ -261,7 +275,13 @@ def test_engine__adapter_of_another_base__refused_at_preload(tmp_path, base):
 
 
 def test_worker_environment__passes_no_agent_secret():
-    parent = {"PATH": "/usr/bin", "HOME": "/home/a", "TRIBUTA_PRIVATE_KEY": "0xsecret", "TRIBUTA_PASSWORD": "pw", "AWS_SECRET_ACCESS_KEY": "k"}
+    parent = {
+        "PATH": "/usr/bin",
+        "HOME": "/home/a",
+        "TRIBUTA_PRIVATE_KEY": "0xsecret",
+        "TRIBUTA_PASSWORD": "pw",
+        "AWS_SECRET_ACCESS_KEY": "k",
+    }
     env = worker_environment(parent)
     assert "0xsecret" not in env.values() and "pw" not in env.values() and "k" not in env.values()
     assert env["PATH"] == "/usr/bin" and env["HF_HUB_OFFLINE"] == "1"

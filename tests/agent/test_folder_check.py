@@ -78,16 +78,27 @@ def test_vocab_file_in_tokenizer_config__any_path__refused(embedder, value):
 
 def test_red_team_vocab_file_folder__refused(base):
     # p11/p12 (a) exactly: BertTokenizer over an absolute vocab_file, the fast tokenizer removed.
-    update_json(base / "tokenizer_config.json", tokenizer_class="BertTokenizer", vocab_file="/proc/self/environ",
-                tokenizer_file=None, do_lower_case=False)
+    update_json(
+        base / "tokenizer_config.json",
+        tokenizer_class="BertTokenizer",
+        vocab_file="/proc/self/environ",
+        tokenizer_file=None,
+        do_lower_case=False,
+    )
     (base / "tokenizer.json").unlink()
     refused(base, "tokenizer_config.json", "vocab_file", "/proc/self/environ")
 
 
 @pytest.mark.parametrize(
     "key, value",
-    [("merges_file", "/etc/passwd"), ("tokenizer_file", "/root/.cache/tok.json"), ("spm_file", "sp.model"),
-     ("sentencepiece_model_ckpt", "x.model"), ("source_spm", "/x.spm"), ("vocab", "/etc/passwd")],
+    [
+        ("merges_file", "/etc/passwd"),
+        ("tokenizer_file", "/root/.cache/tok.json"),
+        ("spm_file", "sp.model"),
+        ("sentencepiece_model_ckpt", "x.model"),
+        ("source_spm", "/x.spm"),
+        ("vocab", "/etc/passwd"),
+    ],
 )
 def test_other_file_keys__refused(embedder, key, value):
     update_json(embedder / "tokenizer_config.json", **{key: value})
@@ -99,7 +110,9 @@ def test_file_key_nested_deep_in_a_config__refused(base):
     refused(base, "config.json", "vocab_file")
 
 
-@pytest.mark.parametrize("value", ["/home/me/models/base", "../base", "~/base", "C:\\models\\base", "file:///etc", "a/../../b"])
+@pytest.mark.parametrize(
+    "value", ["/home/me/models/base", "../base", "~/base", "C:\\models\\base", "file:///etc", "a/../../b"]
+)
 def test_path_key_outside_the_folder__refused(adapter, value):
     update_json(adapter / "adapter_config.json", base_model_name_or_path=value)
     refused(adapter, "adapter_config.json", "base_model_name_or_path")
@@ -142,13 +155,19 @@ def test_tokenizer_class_shipped_by_transformers__accepted(base, name):
     check_model_folder(base)
 
 
-@pytest.mark.parametrize("shard", ["weights-00001.dat", "model-00001.safetensors.pkl", "/tmp/x.safetensors", "../x.safetensors"])
+@pytest.mark.parametrize(
+    "shard", ["weights-00001.dat", "model-00001.safetensors.pkl", "/tmp/x.safetensors", "../x.safetensors"]
+)
 def test_index_naming_a_shard_that_is_not_a_safetensors_file_in_the_folder__refused(base, shard):
-    (base / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": {"lm_head.weight": shard}}))
+    (base / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {}, "weight_map": {"lm_head.weight": shard}})
+    )
     refused(base, "model.safetensors.index.json", "shard")
 
 
-@pytest.mark.parametrize("index", ["pytorch_model.bin.index.json", "tf_model.h5.index.json", "adapter_model.bin.index.json"])
+@pytest.mark.parametrize(
+    "index", ["pytorch_model.bin.index.json", "tf_model.h5.index.json", "adapter_model.bin.index.json"]
+)
 def test_index_of_pickle_shards__refused_whatever_the_shards_are_called(base, index):
     # p12 (b): transformers torch.loads the shards a pytorch_model.bin.index.json names, any suffix.
     (base / index).write_text(json.dumps({"metadata": {}, "weight_map": {"lm_head.weight": "model.safetensors"}}))
@@ -166,8 +185,19 @@ def test_safetensors_index_of_shards_in_the_folder__accepted(base):
 
 @pytest.mark.parametrize(
     "name",
-    ["tributa/__init__.pyc", "evil.pyo", "native.so", "evil.py", "site.pth", "weights.dat", "model.gguf",
-     "emb.npy", "weights", "run.sh", "archive.zip"],
+    [
+        "tributa/__init__.pyc",
+        "evil.pyo",
+        "native.so",
+        "evil.py",
+        "site.pth",
+        "weights.dat",
+        "model.gguf",
+        "emb.npy",
+        "weights",
+        "run.sh",
+        "archive.zip",
+    ],
 )
 def test_file_not_in_the_allowlist__refused_in_one_line_naming_it(base, name):
     path = base / name
@@ -190,8 +220,20 @@ def test_red_team_pyc_folder__refused():
 
 
 def test_documentation_and_tokenizer_files_of_hub_folders__accepted(base):
-    for name in ("README", "README.md", "LICENSE", "LICENSE.txt", "NOTICE", ".gitattributes", ".gitignore",
-                 "merges.txt", "tokenizer.model", "chat_template.jinja", "source.spm", "1_Pooling/config.json"):
+    for name in (
+        "README",
+        "README.md",
+        "LICENSE",
+        "LICENSE.txt",
+        "NOTICE",
+        ".gitattributes",
+        ".gitignore",
+        "merges.txt",
+        "tokenizer.model",
+        "chat_template.jinja",
+        "source.spm",
+        "1_Pooling/config.json",
+    ):
         path = base / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("{}" if name.endswith(".json") else "text\n")
@@ -218,7 +260,9 @@ def test_symlink_loop__refused_not_a_crash(base):
     refused(base, "loop-")
 
 
-@pytest.mark.parametrize("text", ["[" * 200_000 + "]" * 200_000, '{"a":' * 200_000, '{"ok": "[[[[\\"' + "[" * 100 + '"}'])
+@pytest.mark.parametrize(
+    "text", ["[" * 200_000 + "]" * 200_000, '{"a":' * 200_000, '{"ok": "[[[[\\"' + "[" * 100 + '"}']
+)
 def test_json_nested_past_the_stack__refused_not_a_crash(base, text):
     # json's C parser trusts the recursion limit, which py_ecc (imported with web3) raises to
     # 100000: past the C stack. The last text is shallow: brackets inside a string do not count.

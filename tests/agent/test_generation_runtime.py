@@ -6,10 +6,10 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from tributa.runtime.errors import InferenceInputError
-from tributa.runtime.generation import GenerationRunner, weights_digest
 from tributa.ml import tokenizer as T
 from tributa.ml.models import ModelFolderError
+from tributa.runtime.errors import InferenceInputError
+from tributa.runtime.generation import GenerationRunner, weights_digest
 
 PROMPT = "The"
 
@@ -41,10 +41,7 @@ def test_generate__fresh_runner_on_same_folder__same_tokens(runner, demo_models)
 
 def test_generate__adapter_switch__changes_output_and_switching_back_restores_it(runner):
     before = runner.generate(PROMPT, adapter="astronomy", max_new_tokens=12)
-    outputs = {
-        a: runner.generate(PROMPT, adapter=a, max_new_tokens=12).token_ids
-        for a in (None, *runner.adapters)
-    }
+    outputs = {a: runner.generate(PROMPT, adapter=a, max_new_tokens=12).token_ids for a in (None, *runner.adapters)}
     assert len(set(outputs.values())) == len(outputs), "every adapter should steer differently"
     after = runner.generate(PROMPT, adapter="astronomy", max_new_tokens=12)
     assert after.token_ids == before.token_ids == outputs["astronomy"]

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from tributa.ml.models import ensure_demo_models
 from tributa.runtime.jobs import (
     EMBEDDING_DECIMALS,
     MAX_INPUT_BYTES,
@@ -19,7 +20,6 @@ from tributa.runtime.jobs import (
     parse_input,
     run_job,
 )
-from tributa.ml.models import ensure_demo_models
 
 
 @pytest.fixture(scope="module")
@@ -41,9 +41,7 @@ def test_run_job__generate__canonical_json_with_digest(gen_spec, registry):
     body = json.loads(out.output)
     assert canonical_json(body) == out.output
     assert out.sha256 == hashlib.sha256(out.output).hexdigest()
-    assert set(body) == {
-        "adapter", "finish_reason", "kind", "model", "prompt_tokens", "text", "token_ids"
-    }
+    assert set(body) == {"adapter", "finish_reason", "kind", "model", "prompt_tokens", "text", "token_ids"}
     assert body["kind"] == "generate" and body["adapter"] is None
     assert 1 <= len(body["token_ids"]) <= 16
 
@@ -58,9 +56,7 @@ def test_run_job__generate_with_adapter__found_in_demo_layout_and_by_path(demo_m
     base, prompt = str(demo_models.base_dir), _json({"prompt": "The", "max_new_tokens": 8})
     by_name = run_job(JobSpec("generate", base, adapter="fables"), prompt, registry)
     fables_dir = str(demo_models.adapters["fables"])
-    by_path = run_job(
-        JobSpec("generate", base, adapter="fables", adapter_path=fables_dir), prompt, registry
-    )
+    by_path = run_job(JobSpec("generate", base, adapter="fables", adapter_path=fables_dir), prompt, registry)
     plain = run_job(JobSpec("generate", base), prompt, registry)
     assert by_name.output == by_path.output != plain.output
     assert json.loads(by_name.output)["adapter"] == "fables"
@@ -68,9 +64,7 @@ def test_run_job__generate_with_adapter__found_in_demo_layout_and_by_path(demo_m
 
 def test_run_job__registry__loads_each_base_once(gen_spec, registry):
     run_job(gen_spec, _json({"prompt": "a"}), registry)
-    assert registry.generation(ensure_demo_models().base_dir) is registry.generation(
-        ensure_demo_models().base_dir
-    )
+    assert registry.generation(ensure_demo_models().base_dir) is registry.generation(ensure_demo_models().base_dir)
 
 
 def test_run_job__embed__rounded_unit_vectors_in_input_order(registry):
@@ -94,9 +88,7 @@ def test_run_job__embed_single_text_form__equals_first_row_of_list_form(registry
 
 def test_run_job__embed_twice__identical_bytes(registry):
     payload = _json({"texts": ["the Moon raises the tides", "simmer for twenty minutes"]})
-    assert run_job(JobSpec("embed"), payload, registry).output == run_job(
-        JobSpec("embed"), payload, registry
-    ).output
+    assert run_job(JobSpec("embed"), payload, registry).output == run_job(JobSpec("embed"), payload, registry).output
 
 
 @pytest.mark.parametrize(
@@ -125,9 +117,7 @@ def test_run_job__embed_twice__identical_bytes(registry):
         (_json({"prompt": "word " * 1000}), "exceeds the model's context"),
     ],
 )
-def test_run_job__malformed_generate_input__raises_job_input_error(
-    gen_spec, registry, payload, message
-):
+def test_run_job__malformed_generate_input__raises_job_input_error(gen_spec, registry, payload, message):
     with pytest.raises(JobInputError, match=message):
         run_job(gen_spec, payload, registry)
 
@@ -183,10 +173,14 @@ def test_executor__input_names_an_adapter__that_adapter_runs_null_runs_the_base(
 
     executor = Executor(RunnerRegistry("cpu"))
     base = LocalModel(Path(demo_models.base_dir), "base-cid", b"", "generate")
-    first, second = (LocalModel(Path(demo_models.adapters[n]), f"{n}-cid", b"", "adapter") for n in sorted(demo_models.adapters)[:2])
+    first, second = (
+        LocalModel(Path(demo_models.adapters[n]), f"{n}-cid", b"", "adapter") for n in sorted(demo_models.adapters)[:2]
+    )
 
     def run(**fields) -> dict:
-        return json.loads(executor.run(base, [first, second], _json({"prompt": "The fox", "max_new_tokens": 12, **fields})))
+        return json.loads(
+            executor.run(base, [first, second], _json({"prompt": "The fox", "max_new_tokens": 12, **fields}))
+        )
 
     assert run()["adapter"] == first.cid  # no field: the first adapter, as before
     chosen = run(adapter=second.cid)

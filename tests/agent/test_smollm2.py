@@ -50,14 +50,21 @@ def _plain_greedy(model, ids: list[int]) -> list[int]:
     import torch
 
     with torch.inference_mode():
-        out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                             max_new_tokens=NEW_TOKENS, do_sample=False, num_beams=1)
-    return out[0, len(ids):].tolist()
+        out = model.generate(
+            torch.tensor([ids]),
+            attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+            max_new_tokens=NEW_TOKENS,
+            do_sample=False,
+            num_beams=1,
+        )
+    return out[0, len(ids) :].tolist()
 
 
 def _served(engine, prompt: str, chat: bool) -> dict:
     engine, model = engine
-    return json.loads(engine.run(model, [], json.dumps({"prompt": prompt, "max_new_tokens": NEW_TOKENS, "chat": chat}).encode()))
+    return json.loads(
+        engine.run(model, [], json.dumps({"prompt": prompt, "max_new_tokens": NEW_TOKENS, "chat": chat}).encode())
+    )
 
 
 @pytest.mark.parametrize("chat", [False, True], ids=["plain", "chat"])

@@ -47,7 +47,11 @@ def test_train_tokenizer__in_two_fresh_processes__identical_output():
     env = {**os.environ, "PYTHONHASHSEED": "random"}
     outs = {
         subprocess.run(
-            [sys.executable, "-c", code], cwd=REPO, env=env, check=True, capture_output=True,
+            [sys.executable, "-c", code],
+            cwd=REPO,
+            env=env,
+            check=True,
+            capture_output=True,
             text=True,
         ).stdout.strip()
         for _ in range(2)

@@ -24,7 +24,13 @@ from tributa.ml.train import (
 )
 
 TINY_BASE = replace(
-    BaseTrainConfig(), n_layer=1, n_head=2, n_embd=32, block_size=32, batch_size=4, steps=12,
+    BaseTrainConfig(),
+    n_layer=1,
+    n_head=2,
+    n_embd=32,
+    block_size=32,
+    batch_size=4,
+    steps=12,
     log_every=6,
 )
 TINY_ADAPTER = replace(AdapterTrainConfig(), r=2, block_size=32, batch_size=4, steps=6, log_every=3)
@@ -48,9 +54,7 @@ def test_train_base_model__twice_with_same_config__identical_state_dict_digest(t
 
 def test_train_base_model__other_seed__different_weights(tokenizer, texts):
     a, _ = train_base_model(tokenizer, list(texts.values()), TINY_BASE, progress=lambda _: None)
-    b, _ = train_base_model(
-        tokenizer, list(texts.values()), replace(TINY_BASE, seed=7), progress=lambda _: None
-    )
+    b, _ = train_base_model(tokenizer, list(texts.values()), replace(TINY_BASE, seed=7), progress=lambda _: None)
     assert state_dict_digest(a) != state_dict_digest(b)
 
 
@@ -68,9 +72,7 @@ def test_train_adapter__twice_on_same_base__identical_adapter_weights(tokenizer,
     for _ in range(2):
         fresh = type(base)(base.config)
         fresh.load_state_dict(base.state_dict())
-        model, _ = train_adapter(
-            fresh, tokenizer, [texts["cooking"]], "cooking", TINY_ADAPTER, progress=lambda _: None
-        )
+        model, _ = train_adapter(fresh, tokenizer, [texts["cooking"]], "cooking", TINY_ADAPTER, progress=lambda _: None)
         digests.append(state_dict_digest(model, trainable_only=True))
     assert digests[0] == digests[1]
 
@@ -78,9 +80,7 @@ def test_train_adapter__twice_on_same_base__identical_adapter_weights(tokenizer,
 def test_train_adapter__base_weights__stay_frozen(tokenizer, texts):
     base, _ = train_base_model(tokenizer, list(texts.values()), TINY_BASE, progress=lambda _: None)
     before = state_dict_digest(base)
-    model, _ = train_adapter(
-        base, tokenizer, [texts["fables"]], "fables", TINY_ADAPTER, progress=lambda _: None
-    )
+    model, _ = train_adapter(base, tokenizer, [texts["fables"]], "fables", TINY_ADAPTER, progress=lambda _: None)
     assert state_dict_digest(model.unload()) == before
 
 
@@ -124,7 +124,10 @@ def test_demo_base__greedy_continuation__reuses_phrases_from_the_corpora(demo_mo
     for prompt in ("Step one. Heat the", "The Fox", "The Sun is"):
         ids = tok(prompt, return_tensors="pt").input_ids
         out = model.generate(
-            ids, attention_mask=torch.ones_like(ids), max_new_tokens=30, do_sample=False,
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=30,
+            do_sample=False,
             pad_token_id=tok.pad_token_id,
         )
         words = tok.decode(out[0]).split()
@@ -171,9 +174,7 @@ def test_ensure_demo_models__tiny_config_in_fresh_cache__builds_once_then_hits(t
         assert config["target_modules"] == sorted(TINY_ADAPTER.target_modules)
     hit = ensure_demo_models(tmp_path, lambda line: pytest.fail(line), TINY_BASE, TINY_ADAPTER)
     assert hit == built
-    other = ensure_demo_models(
-        tmp_path, lambda _: None, replace(TINY_BASE, steps=13), TINY_ADAPTER
-    )
+    other = ensure_demo_models(tmp_path, lambda _: None, replace(TINY_BASE, steps=13), TINY_ADAPTER)
     assert other.cache_key != built.cache_key
 
 

@@ -13,7 +13,6 @@ import logging
 import os
 import py_compile
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -26,7 +25,8 @@ import pytest
 from tributa.catalog import describe_folder
 from tributa.ml.folder_check import UnsafeModelFolder, check_model_folder
 from tributa.ml.models import ensure_demo_models
-from tributa.runtime import bwrap, cgroups, landlock, sandbox_process, worker as worker_module
+from tributa.runtime import bwrap, cgroups, landlock, sandbox_process
+from tributa.runtime import worker as worker_module
 from tributa.runtime.worker import ModelWorker, WorkerConfig, WorkerCrashed, WorkerLoadError
 from tributa.store import open_store
 
@@ -53,7 +53,9 @@ def outside(tmp_path_factory):
 @pytest.fixture(scope="module")
 def worker(demo):
     adapters = tuple(str(p) for p in demo.adapters.values())
-    config = WorkerConfig("generate", str(demo.base_dir), threads=1, isolation="bwrap", read_only=adapters, memory_mb=4096, test_hook=True)
+    config = WorkerConfig(
+        "generate", str(demo.base_dir), threads=1, isolation="bwrap", read_only=adapters, memory_mb=4096, test_hook=True
+    )
     environ = {**os.environ, "TRIBUTA_PRIVATE_KEY": SECRET, "TRIBUTA_KEY_PASSWORD": "hunter2"}
     with ModelWorker(config, environ=environ) as worker:
         worker.start()
@@ -93,9 +95,17 @@ def test_worker__sees_only_its_own_processes(worker):
     assert len(eval(reply["ok"]["result"])) <= 3  # bwrap's init and the worker itself
 
 
-@pytest.mark.parametrize("target", [
-    "/work-escape", "model", "/usr/lib/escape", "/proc/sys/vm/drop_caches", "/proc/sys/kernel/core_pattern", "/proc/mtrr",
-])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/work-escape",
+        "model",
+        "/usr/lib/escape",
+        "/proc/sys/vm/drop_caches",
+        "/proc/sys/kernel/core_pattern",
+        "/proc/mtrr",
+    ],
+)
 def test_worker__writes_outside_its_tmpfs__refused(worker, demo, target):
     path = str(Path(demo.base_dir) / "escape.txt") if target == "model" else target
     reply = _attack(worker, f"f = open({path!r}, 'w'); f.write('3'); f.close()")
@@ -120,17 +130,20 @@ def test_worker__connects_out_even_to_loopback__refused(worker, demo):
     _still_serves(worker, demo)
 
 
-@pytest.mark.parametrize("code", [
-    "import os; os.fork()",
-    "import subprocess; subprocess.run(['/bin/true'])",
-    "import os; os.execv('/bin/true', ['true'])",
-    # unshare(CLONE_NEWUSER) through libc (os.unshare is Python 3.12+)
-    "import ctypes, os; libc = ctypes.CDLL(None, use_errno=True)\n"
-    "if libc.unshare(0x10000000): raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))",
-    # io_uring_setup(4, params): its operations would run out of the filter's sight
-    "import ctypes, os; libc = ctypes.CDLL(None, use_errno=True); params = ctypes.create_string_buffer(120)\n"
-    "if libc.syscall(425, 4, params) < 0: raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))",
-])
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import os; os.fork()",
+        "import subprocess; subprocess.run(['/bin/true'])",
+        "import os; os.execv('/bin/true', ['true'])",
+        # unshare(CLONE_NEWUSER) through libc (os.unshare is Python 3.12+)
+        "import ctypes, os; libc = ctypes.CDLL(None, use_errno=True)\n"
+        "if libc.unshare(0x10000000): raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))",
+        # io_uring_setup(4, params): its operations would run out of the filter's sight
+        "import ctypes, os; libc = ctypes.CDLL(None, use_errno=True); params = ctypes.create_string_buffer(120)\n"
+        "if libc.syscall(425, 4, params) < 0: raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))",
+    ],
+)
 def test_worker__starts_processes_or_namespaces__refused(worker, demo, code):
     reply = _attack(worker, code)
     assert reply.get("error") == "exec" and "Operation not permitted" in reply["message"], reply
@@ -161,7 +174,9 @@ def test_worker__job_kills_its_worker__that_job_fails_and_the_next_runs(demo):
         with pytest.raises(WorkerCrashed, match="died running this job 2 times"):
             worker.run({"exec": "import os; os._exit(9)"}, timeout=120)
         assert worker.restarts == 2
-        assert worker.run({"prompt": "The", "adapter": None, "adapter_path": None, "max_new_tokens": 2}, timeout=120)["ok"]
+        assert worker.run({"prompt": "The", "adapter": None, "adapter_path": None, "max_new_tokens": 2}, timeout=120)[
+            "ok"
+        ]
 
 
 # --- getting out of the worker's limits, or outliving it -------------------------------------
@@ -178,8 +193,11 @@ def _in_namespace(pid_ns: str) -> list[int]:
     found = []
     for entry in os.listdir("/proc"):
         try:
-            if (entry.isdigit() and os.readlink(f"/proc/{entry}/ns/pid") == pid_ns
-                    and Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"):
+            if (
+                entry.isdigit()
+                and os.readlink(f"/proc/{entry}/ns/pid") == pid_ns
+                and Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+            ):
                 found.append(int(entry))
         except OSError:
             pass
@@ -274,8 +292,14 @@ def test_worker__socket_of_any_family_but_unix__refused(worker, demo):
         "a, b = socket.socketpair(); a.send(b'x'); result['unix'] = b.recv(1)"
     )
     result = ast.literal_eval(_attack(worker, code)["ok"]["result"])
-    assert result == {"AF_VSOCK": errno.EAFNOSUPPORT, "AF_INET": errno.EAFNOSUPPORT, "AF_INET6": errno.EAFNOSUPPORT,
-                      "AF_NETLINK": errno.EAFNOSUPPORT, "AF_PACKET": errno.EAFNOSUPPORT, "unix": b"x"}, result
+    assert result == {
+        "AF_VSOCK": errno.EAFNOSUPPORT,
+        "AF_INET": errno.EAFNOSUPPORT,
+        "AF_INET6": errno.EAFNOSUPPORT,
+        "AF_NETLINK": errno.EAFNOSUPPORT,
+        "AF_PACKET": errno.EAFNOSUPPORT,
+        "unix": b"x",
+    }, result
     _still_serves(worker, demo)
 
 
@@ -321,7 +345,9 @@ def test_worker__tmpfs_and_memory_together_past_its_limit__killed_by_its_memory_
         assert int(limit.read_text()) == 512 * 2**20
         # Each alone fits: 128 MiB of /tmp, 64 of /dev/shm, 380 of address space; together,
         # what the worker holds is past 512 MiB, and only a cgroup counts it all.
-        code = FILL + "fill('/tmp/fill', 128); fill('/dev/shm/fill', 64); held = b'x' * (380 * 2**20); result = len(held)"
+        code = (
+            FILL + "fill('/tmp/fill', 128); fill('/dev/shm/fill', 64); held = b'x' * (380 * 2**20); result = len(held)"
+        )
         with pytest.raises(WorkerCrashed, match="died running this job 2 times"):
             worker.run({"exec": code}, timeout=120)
         assert worker.run({"exec": "result = 1"})["ok"]
@@ -381,8 +407,11 @@ result = 'planted'
 """
 
 
-FORGE_NOW = FORGE_LATER.replace("time.sleep(0.5)", "pass").replace("seq + 1 if", "seq - 1 if").replace(
-    "threading.Thread(target=later).start()", "later()")
+FORGE_NOW = (
+    FORGE_LATER.replace("time.sleep(0.5)", "pass")
+    .replace("seq + 1 if", "seq - 1 if")
+    .replace("threading.Thread(target=later).start()", "later()")
+)
 
 
 def test_worker__sends_a_reply_out_of_turn__replaced_and_every_job_gets_its_own_answer():
@@ -455,7 +484,11 @@ def test_worker__floods_or_forges_its_output__budgeted_and_escaped(caplog):
         worker.run({"exec": flood})
         assert worker.run({"exec": "result = 1"})["ok"]
     assert _wait_until(lambda: any("output dropped" in r.getMessage() for r in caplog.records))
-    lines = [r.getMessage() for r in caplog.records if r.name == "tributa.agent.worker" and r.getMessage().startswith("worker: ")]
+    lines = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "tributa.agent.worker" and r.getMessage().startswith("worker: ")
+    ]
     assert len(lines) <= worker_module._OUTPUT_LINES + 1, len(lines)
     assert not any(c in line for line in lines for c in "\x1b\r\u202e")
     assert "worker: \\x1b[31mred\\u202eevil" in lines
@@ -543,7 +576,9 @@ def _oversized_config(folder: Path) -> str:
     return "tokenizer_config.json"
 
 
-@pytest.mark.parametrize("poison", [_pickle, _auto_map, _custom_tokenizer, _symlink_out, _hard_link, _fifo, _oversized_config])
+@pytest.mark.parametrize(
+    "poison", [_pickle, _auto_map, _custom_tokenizer, _symlink_out, _hard_link, _fifo, _oversized_config]
+)
 def test_model_folder__malicious__refused_naming_the_file_at_register_start_and_in_the_worker(demo, tmp_path, poison):
     folder = _copy_model(demo, tmp_path)
     culprit = poison(folder)
@@ -561,7 +596,9 @@ def test_model_folder__symlink_out__unreadable_inside_the_sandbox_anyway(demo, t
     folder = tmp_path / "adapter"
     shutil.copytree(next(iter(demo.adapters.values())), folder)
     (folder / "notes.txt").symlink_to(outside / "keystore.json")
-    config = WorkerConfig("generate", str(demo.base_dir), threads=1, isolation="bwrap", read_only=(str(folder),), test_hook=True)
+    config = WorkerConfig(
+        "generate", str(demo.base_dir), threads=1, isolation="bwrap", read_only=(str(folder),), test_hook=True
+    )
     with ModelWorker(config) as worker:
         reply = worker.run({"exec": f"result = open({str(folder / 'notes.txt')!r}).read()"}, timeout=120)
     assert reply.get("error") == "exec" and "No such file" in reply["message"]

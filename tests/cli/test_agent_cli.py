@@ -11,7 +11,10 @@ def test_agent_stake__add_unbond_wait_withdraw__the_whole_stake_comes_back(fresh
     w3, escrow = contracts.w3, contracts.escrow.functions
     agent = signer_for(contracts, "agent")
     nonce = w3.eth.get_transaction_count(agent.address)
-    assert_one_line_error(run_cli(fresh_settings, "agent", "stake", "add", "--eth", "1", "--account", "dev:agent"), "is not a registered agent")
+    assert_one_line_error(
+        run_cli(fresh_settings, "agent", "stake", "add", "--eth", "1", "--account", "dev:agent"),
+        "is not a registered agent",
+    )
     assert w3.eth.get_transaction_count(agent.address) == nonce
     ensure_agent(contracts, agent, [register_test_model(contracts, signer_for(contracts, "publisher"))])
     minimum = escrow.min_stake().call()
@@ -22,20 +25,30 @@ def test_agent_stake__add_unbond_wait_withdraw__the_whole_stake_comes_back(fresh
     assert bonded == minimum + 10**18
 
     nonce = w3.eth.get_transaction_count(agent.address)
-    assert_one_line_error(run_cli(fresh_settings, "agent", "withdraw-stake", "--account", "dev:agent"), "has no stake unbonding")
-    assert_one_line_error(run_cli(fresh_settings, "agent", "unbond", "--eth", f"{bonded + 1}wei", "--account", "dev:agent"),
-                          "more than the bonded stake")
-    assert_one_line_error(run_cli(fresh_settings, "agent", "unbond", "--eth", f"{bonded - 1}wei", "--account", "dev:agent"),
-                          "below the minimum stake")
-    assert_one_line_error(run_cli(fresh_settings, "agent", "stake", "add", "--eth", "lots", "--account", "dev:agent"),
-                          "is not an ETH amount")
+    assert_one_line_error(
+        run_cli(fresh_settings, "agent", "withdraw-stake", "--account", "dev:agent"), "has no stake unbonding"
+    )
+    assert_one_line_error(
+        run_cli(fresh_settings, "agent", "unbond", "--eth", f"{bonded + 1}wei", "--account", "dev:agent"),
+        "more than the bonded stake",
+    )
+    assert_one_line_error(
+        run_cli(fresh_settings, "agent", "unbond", "--eth", f"{bonded - 1}wei", "--account", "dev:agent"),
+        "below the minimum stake",
+    )
+    assert_one_line_error(
+        run_cli(fresh_settings, "agent", "stake", "add", "--eth", "lots", "--account", "dev:agent"),
+        "is not an ETH amount",
+    )
     assert w3.eth.get_transaction_count(agent.address) == nonce
 
     partial = run_cli(fresh_settings, "agent", "unbond", "--eth", "1", "--account", "dev:agent")
     assert partial.exit_code == 0 and "unbonding 1 ETH" in partial.output, partial.output
     everything = run_cli(fresh_settings, "agent", "unbond", "--account", "dev:agent")
     assert everything.exit_code == 0 and "agent withdraw-stake` from" in everything.output, everything.output
-    assert_one_line_error(run_cli(fresh_settings, "agent", "withdraw-stake", "--account", "dev:agent"), "is still unbonding")
+    assert_one_line_error(
+        run_cli(fresh_settings, "agent", "withdraw-stake", "--account", "dev:agent"), "is still unbonding"
+    )
 
     advance_time(w3, escrow.unbonding_delay().call())
     before = w3.eth.get_balance(agent.address)

@@ -16,7 +16,14 @@ from tributa.cli import cli
 
 
 def run_cli(settings, *args, env=None):
-    base = ["--rpc-url", settings.rpc_url, "--data-dir", str(settings.data_dir), "--deployments", str(settings.deployments_dir)]
+    base = [
+        "--rpc-url",
+        settings.rpc_url,
+        "--data-dir",
+        str(settings.data_dir),
+        "--deployments",
+        str(settings.deployments_dir),
+    ]
     return CliRunner().invoke(cli, [*base, *args], env=env, catch_exceptions=True)
 
 
@@ -33,7 +40,10 @@ def test_cli__unreachable_rpc__one_line_error_and_exit_1_without_traceback(fresh
     """A real process: proves the installed entry point prints no traceback."""
     proc = subprocess.run(
         [sys.executable, "-m", "tributa.cli.__main__", "--rpc-url", "http://127.0.0.1:9", "task", "show", "1"],
-        capture_output=True, text=True, timeout=60, env={**os.environ, "TRIBUTA_DATA_DIR": str(fresh_settings.data_dir)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "TRIBUTA_DATA_DIR": str(fresh_settings.data_dir)},
     )
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr + proc.stdout
@@ -43,9 +53,22 @@ def test_cli__unreachable_rpc__one_line_error_and_exit_1_without_traceback(fresh
 
 def test_oracle_run__node_never_answers__waits_node_wait_s_then_one_line_error(fresh_settings):
     proc = subprocess.run(
-        [sys.executable, "-m", "tributa.cli.__main__", "--rpc-url", "http://127.0.0.1:9", "oracle", "run", "--node-wait-s", "3",
-         "--text-logs"],
-        capture_output=True, text=True, timeout=60, env={**os.environ, "TRIBUTA_DATA_DIR": str(fresh_settings.data_dir)},
+        [
+            sys.executable,
+            "-m",
+            "tributa.cli.__main__",
+            "--rpc-url",
+            "http://127.0.0.1:9",
+            "oracle",
+            "run",
+            "--node-wait-s",
+            "3",
+            "--text-logs",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "TRIBUTA_DATA_DIR": str(fresh_settings.data_dir)},
     )
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr + proc.stdout
@@ -56,9 +79,22 @@ def test_oracle_run__node_never_answers__waits_node_wait_s_then_one_line_error(f
 
 def test_oracle_run__sigusr1__prints_every_threads_stack_and_keeps_running(fresh_settings):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tributa.cli.__main__", "--rpc-url", "http://127.0.0.1:9", "oracle", "run", "--node-wait-s", "60",
-         "--text-logs"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, "TRIBUTA_DATA_DIR": str(fresh_settings.data_dir)},
+        [
+            sys.executable,
+            "-m",
+            "tributa.cli.__main__",
+            "--rpc-url",
+            "http://127.0.0.1:9",
+            "oracle",
+            "run",
+            "--node-wait-s",
+            "60",
+            "--text-logs",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TRIBUTA_DATA_DIR": str(fresh_settings.data_dir)},
     )
     try:
         before = []
@@ -78,13 +114,31 @@ def test_oracle_run__an_account_that_is_not_an_oracle__refused_before_anything_s
     """A real process: `oracle run` sets up the process's logging, which must not leak into other tests."""
     s = fresh_settings
     proc = subprocess.run(
-        [sys.executable, "-m", "tributa.cli.__main__", "--rpc-url", s.rpc_url, "--data-dir", str(s.data_dir),
-         "--deployments", str(s.deployments_dir), "oracle", "run", "--account", "dev:publisher", "--text-logs"],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "tributa.cli.__main__",
+            "--rpc-url",
+            s.rpc_url,
+            "--data-dir",
+            str(s.data_dir),
+            "--deployments",
+            str(s.deployments_dir),
+            "oracle",
+            "run",
+            "--account",
+            "dev:publisher",
+            "--text-logs",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
-    assert "is not an oracle of the escrow" in last and contracts.escrow.address in last and "--account" in last, proc.stderr
+    assert "is not an oracle of the escrow" in last and contracts.escrow.address in last and "--account" in last, (
+        proc.stderr
+    )
     assert not (s.data_dir / "oracle.sqlite").exists()  # refused before the database was made
 
 
@@ -109,7 +163,15 @@ def test_cli__unfunded_account__says_it_cannot_pay(fresh_settings, contracts, ch
     model = register_test_model(contracts, signer_for(contracts, "publisher"))
     empty = Account.create()
     result = run_cli(
-        fresh_settings, "task", "submit", "--model", str(model), "--prompt", "hi", "--account", "env:EMPTY_KEY",
+        fresh_settings,
+        "task",
+        "submit",
+        "--model",
+        str(model),
+        "--prompt",
+        "hi",
+        "--account",
+        "env:EMPTY_KEY",
         env={"EMPTY_KEY": empty.key.hex()},
     )
     assert_one_line_error(result, empty.address, "fund it first")
@@ -125,19 +187,25 @@ def test_cli__unknown_task__says_how_many_exist(fresh_settings, contracts):
     "content, message",
     [(b"", "is empty"), (b"\x00\x01\x02binary", "is not text"), (b"\xff\xfe\xfa not utf8", "is not UTF-8 text")],
 )
-def test_dataset_register__bad_file__rejected_before_any_transaction(fresh_settings, contracts, tmp_path, content, message):
+def test_dataset_register__bad_file__rejected_before_any_transaction(
+    fresh_settings, contracts, tmp_path, content, message
+):
     bad = tmp_path / "data.txt"
     bad.write_bytes(content)
     creator = signer_for(contracts, "creator")
     nonce = contracts.w3.eth.get_transaction_count(creator.address)
 
-    result = run_cli(fresh_settings, "dataset", "register", str(bad), "--contributor", f"{creator.address}=10000", "--no-index")
+    result = run_cli(
+        fresh_settings, "dataset", "register", str(bad), "--contributor", f"{creator.address}=10000", "--no-index"
+    )
 
     assert_one_line_error(result, message)
     assert contracts.w3.eth.get_transaction_count(creator.address) == nonce
 
 
-def test_dataset_register__empty_file_with_indexing_on__refused_before_the_models_load(fresh_settings, contracts, tmp_path, monkeypatch):
+def test_dataset_register__empty_file_with_indexing_on__refused_before_the_models_load(
+    fresh_settings, contracts, tmp_path, monkeypatch
+):
     from oracle.attribution import service
 
     def loaded(*_args, **_kwargs):
@@ -155,7 +223,9 @@ def test_dataset_register__empty_file_with_indexing_on__refused_before_the_model
 
 def test_dataset_register__missing_path__rejected(fresh_settings, contracts, tmp_path):
     creator = signer_for(contracts, "creator")
-    result = run_cli(fresh_settings, "dataset", "register", str(tmp_path / "absent"), "--contributor", f"{creator.address}=10000")
+    result = run_cli(
+        fresh_settings, "dataset", "register", str(tmp_path / "absent"), "--contributor", f"{creator.address}=10000"
+    )
     assert_one_line_error(result, "does not exist")
 
 
@@ -163,17 +233,23 @@ def test_dataset_register__shares_not_summing_to_10000__rejected(fresh_settings,
     good = tmp_path / "data.txt"
     good.write_text("some text")
     creator = signer_for(contracts, "creator")
-    result = run_cli(fresh_settings, "dataset", "register", str(good), "--contributor", f"{creator.address}=9000", "--no-index")
+    result = run_cli(
+        fresh_settings, "dataset", "register", str(good), "--contributor", f"{creator.address}=9000", "--no-index"
+    )
     assert_one_line_error(result, "10000")
 
 
 @pytest.mark.parametrize("address", ["0x12", "0x1234", "nobody", "0x" + "g" * 40])
-def test_dataset_register__contributor_not_an_address__one_line_before_any_transaction(fresh_settings, contracts, tmp_path, address):
+def test_dataset_register__contributor_not_an_address__one_line_before_any_transaction(
+    fresh_settings, contracts, tmp_path, address
+):
     good = tmp_path / "data.txt"
     good.write_text("some text")
     creator = signer_for(contracts, "creator")
     nonce = contracts.w3.eth.get_transaction_count(creator.address)
-    result = run_cli(fresh_settings, "dataset", "register", str(good), "--contributor", f"{address}=10000", "--no-index")
+    result = run_cli(
+        fresh_settings, "dataset", "register", str(good), "--contributor", f"{address}=10000", "--no-index"
+    )
     assert_one_line_error(result, repr(address), "is not an Ethereum address")
     assert contracts.w3.eth.get_transaction_count(creator.address) == nonce
 
@@ -193,13 +269,19 @@ def test_imo_buy__zero_eth__rejected(fresh_settings, contracts):
     assert_one_line_error(result, "positive amount")
 
 
-def test_task_submit__max_model_fee_below_the_model_fee__one_line_naming_the_limit(fresh_settings, contracts, chain_snapshot):
+def test_task_submit__max_model_fee_below_the_model_fee__one_line_naming_the_limit(
+    fresh_settings, contracts, chain_snapshot
+):
     model = register_test_model(contracts, signer_for(contracts, "publisher"), fee_per_task=2 * 10**15)
-    result = run_cli(fresh_settings, "task", "submit", "--model", str(model), "--prompt", "hi", "--max-model-fee", "0.001")
+    result = run_cli(
+        fresh_settings, "task", "submit", "--model", str(model), "--prompt", "hi", "--max-model-fee", "0.001"
+    )
     assert_one_line_error(result, "model fee rose to 0.002 ETH, above your max 0.001 ETH")
 
 
-def test_task_submit__k_over_the_agents_serving_the_model__refused_and_nothing_posted(fresh_settings, contracts, chain_snapshot):
+def test_task_submit__k_over_the_agents_serving_the_model__refused_and_nothing_posted(
+    fresh_settings, contracts, chain_snapshot
+):
     model = register_test_model(contracts, signer_for(contracts, "publisher"))
     ensure_agent(contracts, signer_for(contracts, "agent"), [model])
     posted = contracts.escrow.functions.task_count().call()
@@ -210,7 +292,9 @@ def test_task_submit__k_over_the_agents_serving_the_model__refused_and_nothing_p
     assert contracts.escrow.functions.task_count().call() == posted
 
 
-def test_task_submit__no_agent_serves_the_model__a_warning_and_the_task_posted(fresh_settings, contracts, chain_snapshot):
+def test_task_submit__no_agent_serves_the_model__a_warning_and_the_task_posted(
+    fresh_settings, contracts, chain_snapshot
+):
     model = register_test_model(contracts, signer_for(contracts, "publisher"))
     posted = contracts.escrow.functions.task_count().call()
 
@@ -228,7 +312,9 @@ def test_task_submit__shows_the_model_fee_it_accepts(fresh_settings, contracts, 
     assert "model fee 0.001 ETH, max 0.001 ETH" in result.output
 
 
-def test_task_submit__adapter_the_model_does_not_register__refused_before_sending(fresh_settings, contracts, chain_snapshot):
+def test_task_submit__adapter_the_model_does_not_register__refused_before_sending(
+    fresh_settings, contracts, chain_snapshot
+):
     from tributa.store import cid as cidlib
 
     model = register_test_model(contracts, signer_for(contracts, "publisher"))
@@ -245,12 +331,16 @@ def test_task_submit__adapter_the_model_does_not_register__refused_before_sendin
     assert contracts.escrow.functions.task_count().call() == tasks_before
 
 
-def test_model_terms__publisher_sets_the_limit__task_submit_enforces_it_before_paying(fresh_settings, contracts, chain_snapshot):
+def test_model_terms__publisher_sets_the_limit__task_submit_enforces_it_before_paying(
+    fresh_settings, contracts, chain_snapshot
+):
     model = register_test_model(contracts, signer_for(contracts, "publisher"))
     shown = run_cli(fresh_settings, "model", "terms", str(model))
     assert shown.exit_code == 0 and "up to 64 new tokens" in shown.output
-    assert_one_line_error(run_cli(fresh_settings, "model", "terms", str(model), "--max-new-tokens", "100", "--account", "dev:requester"),
-                          "only model")
+    assert_one_line_error(
+        run_cli(fresh_settings, "model", "terms", str(model), "--max-new-tokens", "100", "--account", "dev:requester"),
+        "only model",
+    )
     result = run_cli(fresh_settings, "model", "terms", str(model), "--max-new-tokens", "100", "--min-cosine", "0.995")
     assert result.exit_code == 0 and "up to 100 new tokens" in result.output and "cosine >= 0.995" in result.output
     assert contracts.registry.functions.serving_terms(model).call() == [100, 995_000, 0]
@@ -293,7 +383,9 @@ def test_shell_completion__as_the_readme_documents__completes_command_names():
         (["--input", "{in}", "--prompt", "x"], "not both"),
     ],
 )
-def test_task_submit__empty_or_contradictory_input__refused_before_anything_is_sent(fresh_settings, contracts, tmp_path, args, message):
+def test_task_submit__empty_or_contradictory_input__refused_before_anything_is_sent(
+    fresh_settings, contracts, tmp_path, args, message
+):
     requester = signer_for(contracts, "requester")
     nonce = contracts.w3.eth.get_transaction_count(requester.address)
     (tmp_path / "in.json").write_text('{"prompt": "x"}')
@@ -307,16 +399,20 @@ def test_task_submit__empty_or_contradictory_input__refused_before_anything_is_s
     [
         (b'{"prompt": 5}', '"prompt" must be a non-empty string, not 5'),
         (b'{"prompt": ""}', '"prompt" must be a non-empty string'),
-        (b'[1, 2]', "must be a JSON object"),
+        (b"[1, 2]", "must be a JSON object"),
         (b'{"prompt": "a", "texts": ["b"]}', "exactly one of"),
         (b'{"texts": []}', '"texts" must be a non-empty list'),
         (b'{"texts": ["a", 3]}', '"texts" must be a non-empty list'),
-        (b'not json', "is not JSON"),
+        (b"not json", "is not JSON"),
     ],
 )
-def test_task_submit__input_file_of_the_wrong_shape__one_line_before_paying(fresh_settings, contracts, tmp_path, body, message):
+def test_task_submit__input_file_of_the_wrong_shape__one_line_before_paying(
+    fresh_settings, contracts, tmp_path, body, message
+):
     (tmp_path / "in.json").write_bytes(body)
-    assert_one_line_error(run_cli(fresh_settings, "task", "submit", "--model", "1", "--input", str(tmp_path / "in.json")), message)
+    assert_one_line_error(
+        run_cli(fresh_settings, "task", "submit", "--model", "1", "--input", str(tmp_path / "in.json")), message
+    )
 
 
 def test_oracle_run__sigterm__both_processes_stop_within_5s_and_say_so(fresh_settings, contracts, tmp_path):
@@ -363,14 +459,28 @@ def test_ape_deploy__an_ape_keyfile_account__one_confirmation_then_every_transac
 
     env = {"APE_DATA_FOLDER": str(tmp_path / "ape"), "APE_ACCOUNTS_deployer-test_PASSPHRASE": "correct horse"}
     key = dev_account("deployer").key.hex()
-    subprocess.run([sys.executable, "-c", "import sys; from ape_accounts import import_account_from_private_key as i; "
-                    "i('deployer-test', 'correct horse', sys.argv[1])", key],
-                   env={**os.environ, **env}, check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from ape_accounts import import_account_from_private_key as i; "
+            "i('deployer-test', 'correct horse', sys.argv[1])",
+            key,
+        ],
+        env={**os.environ, **env},
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     out = tmp_path / "deployments"
     roles = {r: dev_account(r).address for r in ("oracle", "treasury")}
 
-    shown = ape_deploy(anvil.rpc_url, out, ["--account", "deployer-test", "--yes", "--oracle", roles["oracle"],
-                                            "--treasury", roles["treasury"]], env=env)
+    shown = ape_deploy(
+        anvil.rpc_url,
+        out,
+        ["--account", "deployer-test", "--yes", "--oracle", roles["oracle"], "--treasury", roles["treasury"]],
+        env=env,
+    )
 
     assert f"12 transactions from {dev_account('deployer').address}" in shown
     deployment = json.loads(next(out.glob("*.json")).read_text())

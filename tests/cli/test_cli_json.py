@@ -24,7 +24,14 @@ EXIT_FAILED, EXIT_TIMEOUT = 3, 4  # README, "Using it"
 
 def run_cli(settings, *args):
     """stdout and stderr apart: --json promises one document on stdout."""
-    base = ["--rpc-url", settings.rpc_url, "--data-dir", str(settings.data_dir), "--deployments", str(settings.deployments_dir)]
+    base = [
+        "--rpc-url",
+        settings.rpc_url,
+        "--data-dir",
+        str(settings.data_dir),
+        "--deployments",
+        str(settings.deployments_dir),
+    ]
     return CliRunner(mix_stderr=False).invoke(cli, [*base, *args], catch_exceptions=True)
 
 
@@ -54,8 +61,12 @@ def settled(fresh_settings, contracts, signers, chain_snapshot):
     from tributa.datasets import commit_and_register
 
     creator, publisher, agent = signers["creator"], signers["publisher"], signers["agent"]
-    *_, dataset_id = commit_and_register(contracts, creator, os.urandom(32), b"\x00" * 32, [creator.address], [10_000], "CC0")
-    call = contracts.registry.functions.register_model("json-model", os.urandom(32), [], [dataset_id], [10_000], 10**15, publisher.address)
+    *_, dataset_id = commit_and_register(
+        contracts, creator, os.urandom(32), b"\x00" * 32, [creator.address], [10_000], "CC0"
+    )
+    call = contracts.registry.functions.register_model(
+        "json-model", os.urandom(32), [], [dataset_id], [10_000], 10**15, publisher.address
+    )
     model = first_event(contracts.registry, "ModelRegistered", publisher.transact(call).receipt)["model_id"]
     ensure_agent(contracts, agent, [model])
 
@@ -74,7 +85,9 @@ def settled(fresh_settings, contracts, signers, chain_snapshot):
     return {"task_id": task_id, "model_id": model, "dataset_id": dataset_id, "output": json.loads(output)}
 
 
-def test_task_show_json__settled__result_is_the_output_object_with_split_attribution_and_deadline(fresh_settings, contracts, settled, signers):
+def test_task_show_json__settled__result_is_the_output_object_with_split_attribution_and_deadline(
+    fresh_settings, contracts, settled, signers
+):
     escrow = contracts.escrow.functions
     doc = run_json(fresh_settings, "task", "show", str(settled["task_id"]))
     fee, model_fee, deadline = escrow.task(settled["task_id"]).call()[3:6]
@@ -87,7 +100,10 @@ def test_task_show_json__settled__result_is_the_output_object_with_split_attribu
     assert s["agents"] == [signers["agent"].address] and s["tx"].startswith("0x")
     assert s["data_share_wei"] == str(fee * escrow.data_share_bps().call() // 10_000)
     assert s["protocol_fee_wei"] == str(fee * escrow.protocol_fee_bps().call() // 10_000)
-    assert sum(int(s[k]) for k in ("agent_fee_wei", "model_fee_wei", "data_share_wei", "protocol_fee_wei", "refund_wei")) == fee
+    assert (
+        sum(int(s[k]) for k in ("agent_fee_wei", "model_fee_wei", "data_share_wei", "protocol_fee_wei", "refund_wei"))
+        == fee
+    )
     attribution = doc["attribution"]
     assert attribution["weights"] == [{"dataset_id": settled["dataset_id"], "weight_bps": 10_000}]
     assert attribution["source"] == "model_training_datasets"  # an embedding: the model's training data
@@ -116,12 +132,16 @@ def test_task_list_json__newest_first__mine_or_all_and_limit(fresh_settings, con
     assert {t["requester"] for t in mine["tasks"]} == {signers["requester"].address}
     everyone = run_json(fresh_settings, "task", "list", "--all", "--limit", "2")
     assert [t["task_id"] for t in everyone["tasks"]] == [other, other - 1] and everyone["requester"] is None
-    assert everyone["tasks"][0]["state"] == "open" and everyone["tasks"][0]["fee_wei"] == str(contracts.escrow.functions.task(other).call()[3])
+    assert everyone["tasks"][0]["state"] == "open" and everyone["tasks"][0]["fee_wei"] == str(
+        contracts.escrow.functions.task(other).call()[3]
+    )
     theirs = run_json(fresh_settings, "task", "list", "--requester", signers["buyer"].address)
     assert [t["task_id"] for t in theirs["tasks"]] == [other]
 
 
-def test_account_history__the_settled_tasks_requester_and_agent__each_sees_their_side(fresh_settings, contracts, settled, signers):
+def test_account_history__the_settled_tasks_requester_and_agent__each_sees_their_side(
+    fresh_settings, contracts, settled, signers
+):
     task_id = settled["task_id"]
     settlement = run_json(fresh_settings, "task", "show", str(task_id))["settlement"]
     fee = contracts.escrow.functions.task(task_id).call()[3]
@@ -129,8 +149,9 @@ def test_account_history__the_settled_tasks_requester_and_agent__each_sees_their
     mine = run_json(fresh_settings, "account", "history", signers["requester"].address)["entries"]
     theirs = run_json(fresh_settings, "account", "history", signers["agent"].address)["entries"]
 
-    assert {"kind": "posted", "task_id": task_id, "amount_wei": str(fee)}.items() <= \
-        next(e for e in mine if e["kind"] == "posted" and e["task_id"] == task_id).items()
+    assert {"kind": "posted", "task_id": task_id, "amount_wei": str(fee)}.items() <= next(
+        e for e in mine if e["kind"] == "posted" and e["task_id"] == task_id
+    ).items()
     paid = [e for e in theirs if e["kind"] == "paid_as_agent" and e["task_id"] == task_id]
     assert len(paid) == 1 and paid[0]["amount_wei"] == settlement["agent_fee_wei"]
     assert not any(e["kind"] == "posted" for e in theirs)
@@ -138,7 +159,9 @@ def test_account_history__the_settled_tasks_requester_and_agent__each_sees_their
     assert text.exit_code == 0 and "paid_as_agent" in text.stdout
 
 
-def test_dataset_model_royalties_agent_oracle_json__the_settled_tasks_parties(fresh_settings, contracts, settled, signers):
+def test_dataset_model_royalties_agent_oracle_json__the_settled_tasks_parties(
+    fresh_settings, contracts, settled, signers
+):
     creator, agent = signers["creator"], signers["agent"]
     dataset_id, model_id = settled["dataset_id"], settled["model_id"]
     data_share = int(run_json(fresh_settings, "task", "show", str(settled["task_id"]))["settlement"]["data_share_wei"])
@@ -153,24 +176,38 @@ def test_dataset_model_royalties_agent_oracle_json__the_settled_tasks_parties(fr
     models = run_json(fresh_settings, "model", "list")["models"]
     model = run_json(fresh_settings, "model", "show", str(model_id))
     assert models[model_id - 1] == {k: v for k, v in model.items() if not k.startswith("kind")}
-    assert model["kind"] == "unknown" and "not in this machine's store" in model["kind_unknown_because"]  # random weights digest
+    assert (
+        model["kind"] == "unknown" and "not in this machine's store" in model["kind_unknown_because"]
+    )  # random weights digest
     assert model["name"] == "json-model" and model["fee_per_task_wei"] == str(10**15)
-    assert model["publisher"] == signers["publisher"].address and model["datasets"] == [{"dataset_id": dataset_id, "weight_bps": 10_000}]
+    assert model["publisher"] == signers["publisher"].address and model["datasets"] == [
+        {"dataset_id": dataset_id, "weight_bps": 10_000}
+    ]
     assert model["serving"]["max_new_tokens"] == 64 and model["scheduled_fee_wei"] is None
     text = run_cli(fresh_settings, "model", "show", str(model_id))
     assert text.exit_code == 0 and "json-model" in text.stdout and "up to 64 new tokens" in text.stdout
 
     royalties = run_json(fresh_settings, "royalties", "show", creator.address)
     assert royalties["address"] == creator.address and royalties["total_claimable_wei"] == str(data_share)
-    assert {"dataset_id": dataset_id, "version": 1, "shares_bps": 10_000, "claimable_wei": str(data_share), "claimed_wei": "0"} \
-        in royalties["shares"]
+    assert {
+        "dataset_id": dataset_id,
+        "version": 1,
+        "shares_bps": 10_000,
+        "claimable_wei": str(data_share),
+        "claimed_wei": "0",
+    } in royalties["shares"]
 
     status = run_json(fresh_settings, "agent", "status", agent.address)
     assert status["registered"] is True and model_id in status["models"] and status["device"] == "cpu"
     assert status["credited_wei"] == str(contracts.escrow.functions.balance_of(agent.address).call())
     assert status["slashes"] == 0 and status["slashed_wei"] == "0"
-    assert status["oracle"] is None and "online state and agreement unknown" in status["oracle_error"]  # no oracle runs here
-    assert run_json(fresh_settings, "agent", "status", signers["treasury"].address) == {"address": signers["treasury"].address, "registered": False}
+    assert (
+        status["oracle"] is None and "online state and agreement unknown" in status["oracle_error"]
+    )  # no oracle runs here
+    assert run_json(fresh_settings, "agent", "status", signers["treasury"].address) == {
+        "address": signers["treasury"].address,
+        "registered": False,
+    }
 
     oracle = run_json(fresh_settings, "oracle", "status")
     assert oracle["tasks"]["by_state"].get("settled", 0) >= 1 and oracle["ingested_block"] > 0
@@ -182,8 +219,9 @@ def test_imo_status_json__sale_fields_and_holders(fresh_settings, contracts, cha
 
     publisher = signers["publisher"]
     model = register_test_model(contracts, publisher)
-    imo_id, token, _ = imo_lib.launch(contracts, publisher, model, "Tiny", "TNY", 1_000_000, 10**14, 2 * 10**18, 60 * 10**18,
-                                      3600, 2000, 86_400)
+    imo_id, token, _ = imo_lib.launch(
+        contracts, publisher, model, "Tiny", "TNY", 1_000_000, 10**14, 2 * 10**18, 60 * 10**18, 3600, 2000, 86_400
+    )
     imo_lib.buy(contracts, signers["buyer"], imo_id, 10**18)
     doc = run_json(fresh_settings, "imo", "status", str(imo_id))
     assert doc["imo_id"] == imo_id and doc["model_id"] == model and doc["token"] == token and doc["symbol"] == "TNY"
@@ -193,7 +231,9 @@ def test_imo_status_json__sale_fields_and_holders(fresh_settings, contracts, cha
     assert all(isinstance(h["balance_units"], str) for h in doc["holders"])
 
 
-def test_task_wait__a_task_nobody_serves__times_out_with_exit_4_and_progress_on_stderr(fresh_settings, contracts, chain_snapshot, signers):
+def test_task_wait__a_task_nobody_serves__times_out_with_exit_4_and_progress_on_stderr(
+    fresh_settings, contracts, chain_snapshot, signers
+):
     model = register_test_model(contracts, signers["publisher"])
     task_id = post_raw_task(contracts, signers["requester"], model, os.urandom(32))
     result = run_cli(fresh_settings, "task", "wait", str(task_id), "--timeout-s", "1", "--json")
@@ -212,36 +252,75 @@ def test_task_wait__refunded__exit_3_with_the_refund_tx(fresh_settings, contract
     result = run_cli(fresh_settings, "task", "wait", str(task_id), "--timeout-s", "5", "--json")
     assert result.exit_code == EXIT_FAILED, result.stderr
     doc = json.loads(result.stdout)
-    assert doc["state"] == "refunded" and doc["refund_tx"].startswith("0x") and doc["result"] is None and doc["settlement"] is None
+    assert (
+        doc["state"] == "refunded"
+        and doc["refund_tx"].startswith("0x")
+        and doc["result"] is None
+        and doc["settlement"] is None
+    )
 
 
-@pytest.mark.parametrize("command", [("task", "show"), ("task", "wait"), ("dataset", "show"), ("model", "show"), ("imo", "status")])
+@pytest.mark.parametrize(
+    "command", [("task", "show"), ("task", "wait"), ("dataset", "show"), ("model", "show"), ("imo", "status")]
+)
 def test_json__unknown_id__still_one_line_error_and_exit_1(fresh_settings, contracts, command):
     assert_one_line_error(run_cli(fresh_settings, *command, "999999", "--json"), "999999")
 
 
-def test_task_submit_json__carries_the_split_the_escrow_applies__no_prompt_without_a_terminal(fresh_settings, contracts, chain_snapshot):
+def test_task_submit_json__carries_the_split_the_escrow_applies__no_prompt_without_a_terminal(
+    fresh_settings, contracts, chain_snapshot
+):
     escrow = contracts.escrow.functions
     model = register_test_model(contracts, signer_for(contracts, "publisher"), fee_per_task=10**15)
     ensure_agent(contracts, signer_for(contracts, "agent"), [model])  # else a warning that nobody serves it
-    result = run_cli(fresh_settings, "task", "submit", "--model", str(model), "--prompt", "hi", "--fee", "0.01", "--json", "--no-upload")
+    result = run_cli(
+        fresh_settings,
+        "task",
+        "submit",
+        "--model",
+        str(model),
+        "--prompt",
+        "hi",
+        "--fee",
+        "0.01",
+        "--json",
+        "--no-upload",
+    )
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
     fee, protocol_bps, data_bps = 10**16, escrow.protocol_fee_bps().call(), escrow.data_share_bps().call()
     protocol, data = fee * protocol_bps // 10_000, fee * data_bps // 10_000
     assert doc["split"] == {
-        "fee_wei": str(fee), "protocol_fee_wei": str(protocol), "protocol_fee_bps": protocol_bps,
-        "data_share_wei": str(data), "data_share_bps": data_bps, "model_fee_wei": str(10**15),
+        "fee_wei": str(fee),
+        "protocol_fee_wei": str(protocol),
+        "protocol_fee_bps": protocol_bps,
+        "data_share_wei": str(data),
+        "data_share_bps": data_bps,
+        "model_fee_wei": str(10**15),
         "agents_max_wei": str(fee - protocol - data - 10**15),
     }
     assert escrow.task(doc["task_id"]).call()[3] == fee and doc["fee_wei"] == str(fee)
     assert result.stderr == ""  # unattended: no split text, no prompt
 
 
-def test_task_submit__wait_on_a_task_nobody_serves__posts_then_times_out_with_exit_4(fresh_settings, contracts, chain_snapshot):
+def test_task_submit__wait_on_a_task_nobody_serves__posts_then_times_out_with_exit_4(
+    fresh_settings, contracts, chain_snapshot
+):
     model = register_test_model(contracts, signer_for(contracts, "publisher"))
     before = contracts.escrow.functions.task_count().call()
-    result = run_cli(fresh_settings, "task", "submit", "--model", str(model), "--prompt", "hi", "--wait", "--timeout-s", "1", "--json")
+    result = run_cli(
+        fresh_settings,
+        "task",
+        "submit",
+        "--model",
+        str(model),
+        "--prompt",
+        "hi",
+        "--wait",
+        "--timeout-s",
+        "1",
+        "--json",
+    )
     assert_one_line_error(result, f"task {before + 1} is still open after 1s", exit_code=EXIT_TIMEOUT)
     assert f"task {before + 1} posted" in result.stderr
 
@@ -252,9 +331,28 @@ def _submit_on_a_terminal(settings, model: int, answer: bytes, *extra: str) -> s
     try:
         os.write(master, answer)
         return subprocess.run(
-            [sys.executable, "-m", "tributa.cli.__main__", "--rpc-url", settings.rpc_url, "--data-dir", str(settings.data_dir),
-             "--deployments", str(settings.deployments_dir), "task", "submit", "--model", str(model), "--prompt", "hi", *extra],
-            stdin=slave, capture_output=True, text=True, timeout=120,
+            [
+                sys.executable,
+                "-m",
+                "tributa.cli.__main__",
+                "--rpc-url",
+                settings.rpc_url,
+                "--data-dir",
+                str(settings.data_dir),
+                "--deployments",
+                str(settings.deployments_dir),
+                "task",
+                "submit",
+                "--model",
+                str(model),
+                "--prompt",
+                "hi",
+                *extra,
+            ],
+            stdin=slave,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
     finally:
         os.close(slave)
@@ -268,7 +366,11 @@ def test_task_submit__on_a_terminal__shows_the_split_and_asks__no_sends_nothing_
     before = contracts.escrow.functions.task_count().call()
 
     refused = _submit_on_a_terminal(fresh_settings, model, b"n\n", "--fee", "0.01")
-    assert refused.returncode == 1 and "post this task and escrow 0.01 ETH?" in refused.stderr and "Aborted" in refused.stderr, refused.stderr
+    assert (
+        refused.returncode == 1
+        and "post this task and escrow 0.01 ETH?" in refused.stderr
+        and "Aborted" in refused.stderr
+    ), refused.stderr
     bps = contracts.escrow.functions.protocol_fee_bps().call()
     assert f"protocol fee  {eth(10**16 * bps // 10_000)} ({bps / 100:.2f}%)" in refused.stderr, refused.stderr
     assert "model fee     0.001 ETH (you accept up to 0.001 ETH)" in refused.stderr

@@ -14,20 +14,35 @@ from tributa.store import cid as cidlib
 
 
 def run_cli(settings, *args):
-    base = ["--rpc-url", settings.rpc_url, "--data-dir", str(settings.data_dir), "--deployments", str(settings.deployments_dir)]
+    base = [
+        "--rpc-url",
+        settings.rpc_url,
+        "--data-dir",
+        str(settings.data_dir),
+        "--deployments",
+        str(settings.deployments_dir),
+    ]
     return CliRunner().invoke(cli, [*base, *args], catch_exceptions=True)
 
 
-def test_dataset_register__commits_then_reveals_a_block_later_and_shows_each_step(fresh_settings, contracts, tmp_path, chain_snapshot):
+def test_dataset_register__commits_then_reveals_a_block_later_and_shows_each_step(
+    fresh_settings, contracts, tmp_path, chain_snapshot
+):
     data = tmp_path / "notes.txt"
     data.write_text("a small dataset of notes\n")
     creator = signer_for(contracts, "creator")
     nonce = contracts.w3.eth.get_transaction_count(creator.address)
 
-    result = run_cli(fresh_settings, "dataset", "register", str(data), "--contributor", f"{creator.address}=10000", "--no-index")
+    result = run_cli(
+        fresh_settings, "dataset", "register", str(data), "--contributor", f"{creator.address}=10000", "--no-index"
+    )
 
     assert result.exit_code == 0, result.output
-    assert "step 1 of 2" in result.output and "step 2 of 2" in result.output and "waiting for the next block" in result.output
+    assert (
+        "step 1 of 2" in result.output
+        and "step 2 of 2" in result.output
+        and "waiting for the next block" in result.output
+    )
     assert "commit tx 0x" in result.output and "reveal tx 0x" in result.output
     assert contracts.w3.eth.get_transaction_count(creator.address) == nonce + 2  # commit + reveal
     count = contracts.registry.functions.dataset_count().call()
@@ -35,7 +50,9 @@ def test_dataset_register__commits_then_reveals_a_block_later_and_shows_each_ste
     assert contracts.registry.functions.dataset_owner(count).call() == creator.address
 
 
-def test_register_dataset__someone_registers_the_content_between_commit_and_reveal__one_line_error(contracts, tmp_path, chain_snapshot):
+def test_register_dataset__someone_registers_the_content_between_commit_and_reveal__one_line_error(
+    contracts, tmp_path, chain_snapshot
+):
     # The residual risk: a squatter who knew the digest beforehand and committed first.
     data = tmp_path / "leaked.txt"
     data.write_text("content the squatter saw before it was registered\n")
@@ -69,7 +86,9 @@ def test_dataset_commitment__python_matches_the_registry(contracts):
 
 def test_dataset_transfer_and_accept__hand_the_dataset_over(fresh_settings, contracts, chain_snapshot):
     creator, buyer = signer_for(contracts, "creator"), signer_for(contracts, "buyer")
-    *_, dataset_id = ds.commit_and_register(contracts, creator, b"\x0a" * 32, b"\x00" * 32, [creator.address], [10_000], "")
+    *_, dataset_id = ds.commit_and_register(
+        contracts, creator, b"\x0a" * 32, b"\x00" * 32, [creator.address], [10_000], ""
+    )
 
     refused = run_cli(fresh_settings, "dataset", "accept", str(dataset_id), "--account", "dev:buyer")
     assert refused.exit_code == 1 and "is not offered to" in refused.output
@@ -88,7 +107,9 @@ def _store(tmp_path):
     return open_store(tmp_path / "store")
 
 
-def test_model_register__same_weights_twice__one_line_error_before_any_transaction(fresh_settings, contracts, tmp_path, chain_snapshot):
+def test_model_register__same_weights_twice__one_line_error_before_any_transaction(
+    fresh_settings, contracts, tmp_path, chain_snapshot
+):
     import json
 
     folder = tmp_path / "weights"
@@ -106,7 +127,9 @@ def test_model_register__same_weights_twice__one_line_error_before_any_transacti
     assert contracts.w3.eth.get_transaction_count(publisher.address) == nonce
 
 
-def test_model_register__pickle_weights__one_line_naming_the_file_before_any_transaction(fresh_settings, contracts, tmp_path, chain_snapshot):
+def test_model_register__pickle_weights__one_line_naming_the_file_before_any_transaction(
+    fresh_settings, contracts, tmp_path, chain_snapshot
+):
     import json
     import pickle
 
@@ -120,11 +143,15 @@ def test_model_register__pickle_weights__one_line_naming_the_file_before_any_tra
     result = run_cli(fresh_settings, "model", "register", str(folder), "--name", "pickled")
 
     lines = [line for line in result.output.strip().splitlines() if line]
-    assert result.exit_code == 1 and len(lines) == 1 and "pytorch_model.bin" in lines[0] and "safetensors" in lines[0], result.output
+    assert (
+        result.exit_code == 1 and len(lines) == 1 and "pytorch_model.bin" in lines[0] and "safetensors" in lines[0]
+    ), result.output
     assert contracts.w3.eth.get_transaction_count(publisher.address) == nonce
 
 
-def test_model_register__fee_receiver_not_an_address__one_line_before_any_transaction(fresh_settings, contracts, tmp_path, chain_snapshot):
+def test_model_register__fee_receiver_not_an_address__one_line_before_any_transaction(
+    fresh_settings, contracts, tmp_path, chain_snapshot
+):
     import json
 
     folder = tmp_path / "weights"
@@ -136,7 +163,9 @@ def test_model_register__fee_receiver_not_an_address__one_line_before_any_transa
     result = run_cli(fresh_settings, "model", "register", str(folder), "--name", "m", "--fee-receiver", "0x12")
 
     lines = [line for line in result.output.strip().splitlines() if line]
-    assert result.exit_code == 1 and lines == ["Error: '0x12' is not an Ethereum address (0x and 40 hex digits)"], result.output
+    assert result.exit_code == 1 and lines == ["Error: '0x12' is not an Ethereum address (0x and 40 hex digits)"], (
+        result.output
+    )
     assert contracts.w3.eth.get_transaction_count(publisher.address) == nonce
 
 
@@ -161,7 +190,9 @@ def _folder_with(tmp_path, poison):
         (folder / "tributa").mkdir()
         (folder / "tributa" / "__init__.pyc").write_bytes(b"\x00" * 16)
         return folder, "__init__.pyc"
-    (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "BertTokenizer", "vocab_file": "/proc/self/environ"}))
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps({"tokenizer_class": "BertTokenizer", "vocab_file": "/proc/self/environ"})
+    )
     return folder, "tokenizer_config.json"
 
 
@@ -169,7 +200,9 @@ UNSAFE = ["auto_map", "symlink out", "pyc", "vocab_file"]
 
 
 @pytest.mark.parametrize("poison", UNSAFE)
-def test_model_register__unsafe_folder__one_line_naming_the_file_before_any_transaction(fresh_settings, contracts, tmp_path, chain_snapshot, poison):
+def test_model_register__unsafe_folder__one_line_naming_the_file_before_any_transaction(
+    fresh_settings, contracts, tmp_path, chain_snapshot, poison
+):
     folder, culprit = _folder_with(tmp_path, poison)
     publisher = signer_for(contracts, "publisher")
     nonce = contracts.w3.eth.get_transaction_count(publisher.address)
@@ -178,13 +211,17 @@ def test_model_register__unsafe_folder__one_line_naming_the_file_before_any_tran
     result = run_cli(fresh_settings, "model", "register", str(folder), "--name", "unsafe")
 
     lines = [line for line in result.output.strip().splitlines() if line]
-    assert result.exit_code == 1 and len(lines) == 1 and lines[0].startswith("Error: ") and culprit in lines[0], result.output
+    assert result.exit_code == 1 and len(lines) == 1 and lines[0].startswith("Error: ") and culprit in lines[0], (
+        result.output
+    )
     assert contracts.w3.eth.get_transaction_count(publisher.address) == nonce
     assert contracts.registry.functions.model_count().call() == count
 
 
 @pytest.mark.parametrize("poison", UNSAFE)
-def test_agent_run__unsafe_model_dir__one_line_naming_the_file_at_start_up(fresh_settings, contracts, tmp_path, chain_snapshot, poison):
+def test_agent_run__unsafe_model_dir__one_line_naming_the_file_at_start_up(
+    fresh_settings, contracts, tmp_path, chain_snapshot, poison
+):
     # The catalog checks every --model-dir before anything is loaded, registered or polled.
     folder, culprit = _folder_with(tmp_path, poison)
     agent = signer_for(contracts, "agent")
@@ -194,6 +231,8 @@ def test_agent_run__unsafe_model_dir__one_line_naming_the_file_at_start_up(fresh
     result = run_cli(fresh_settings, "agent", "run", "--model-dir", str(folder), "--max-jobs", "0", "--text-logs")
 
     lines = [line for line in result.output.strip().splitlines() if line]
-    assert result.exit_code == 1 and len(lines) == 1 and lines[0].startswith("Error: ") and culprit in lines[0], result.output
+    assert result.exit_code == 1 and len(lines) == 1 and lines[0].startswith("Error: ") and culprit in lines[0], (
+        result.output
+    )
     assert contracts.w3.eth.get_transaction_count(agent.address) == nonce
     assert contracts.escrow.functions.agent(agent.address).call() == registered

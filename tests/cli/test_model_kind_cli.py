@@ -17,8 +17,16 @@ NO_ORACLE = "http://127.0.0.1:9"  # nothing listens: the oracle's content API is
 
 
 def run_cli(settings, *args, oracle_url=NO_ORACLE):
-    base = ["--rpc-url", settings.rpc_url, "--data-dir", str(settings.data_dir), "--deployments", str(settings.deployments_dir),
-            "--oracle-url", oracle_url]
+    base = [
+        "--rpc-url",
+        settings.rpc_url,
+        "--data-dir",
+        str(settings.data_dir),
+        "--deployments",
+        str(settings.deployments_dir),
+        "--oracle-url",
+        oracle_url,
+    ]
     return CliRunner(mix_stderr=False).invoke(cli, [*base, *args], catch_exceptions=True)
 
 
@@ -63,7 +71,9 @@ def _requester_state(contracts) -> tuple[int, int]:
 # -- model show --------------------------------------------------------------------------------
 
 
-def test_model_show__generation_and_minilm__kind_from_the_base_folders_config(fresh_settings, generation_model, embedding_model):
+def test_model_show__generation_and_minilm__kind_from_the_base_folders_config(
+    fresh_settings, generation_model, embedding_model
+):
     for model_id, kind in ((generation_model, "generation"), (embedding_model, "embedding")):
         shown = run_cli(fresh_settings, "model", "show", str(model_id))
         assert shown.exit_code == 0, (shown.stdout, shown.stderr)
@@ -74,7 +84,9 @@ def test_model_show__generation_and_minilm__kind_from_the_base_folders_config(fr
         assert json.loads(doc.stdout)["kind"] == kind
 
 
-def test_model_show__weights_in_no_store_and_no_oracle__unknown_with_the_reason(fresh_settings, contracts, chain_snapshot):
+def test_model_show__weights_in_no_store_and_no_oracle__unknown_with_the_reason(
+    fresh_settings, contracts, chain_snapshot
+):
     model_id = register_test_model(contracts, signer_for(contracts, "publisher"))  # a random weights digest
     shown = run_cli(fresh_settings, "model", "show", str(model_id))
     assert shown.exit_code == 0, (shown.stdout, shown.stderr)
@@ -82,11 +94,16 @@ def test_model_show__weights_in_no_store_and_no_oracle__unknown_with_the_reason(
     assert "kind: unknown (its weights Qm" in line and "not in this machine's store" in line
     assert f"cannot reach the oracle's content API at {NO_ORACLE}" in line
     doc = json.loads(run_cli(fresh_settings, "model", "show", str(model_id), "--json").stdout)
-    assert doc["kind"] == "unknown" and doc["kind_source"] is None and "not in this machine's store" in doc["kind_unknown_because"]
+    assert (
+        doc["kind"] == "unknown"
+        and doc["kind_source"] is None
+        and "not in this machine's store" in doc["kind_unknown_because"]
+    )
 
 
-def test_kind_of_weights__blocks_only_at_the_oracle__reads_config_json_and_never_the_weights(contracts, signers, tmp_path,
-                                                                                             chain_snapshot):
+def test_kind_of_weights__blocks_only_at_the_oracle__reads_config_json_and_never_the_weights(
+    contracts, signers, tmp_path, chain_snapshot
+):
     from tests.oracle.test_content_api import Oracle
     from tributa.catalog import describe_folder
     from tributa.ml.embeddings import model_dir
@@ -116,21 +133,26 @@ def test_kind_of_weights__blocks_only_at_the_oracle__reads_config_json_and_never
 # -- task submit -------------------------------------------------------------------------------
 
 
-def test_task_submit__prompt_to_an_embedding_model__refused_in_one_line_nothing_posted(fresh_settings, contracts, embedding_model):
+def test_task_submit__prompt_to_an_embedding_model__refused_in_one_line_nothing_posted(
+    fresh_settings, contracts, embedding_model
+):
     before = _requester_state(contracts)
     result = run_cli(fresh_settings, "task", "submit", "--model", str(embedding_model), "--prompt", "hello", "--yes")
     assert_one_line_error(result, f"model {embedding_model} is an embedding model", "give --text", "not --prompt")
     assert _requester_state(contracts) == before
 
 
-def test_task_submit__texts_to_a_generation_model__refused_in_one_line_nothing_posted(fresh_settings, contracts, generation_model,
-                                                                                     tmp_path):
+def test_task_submit__texts_to_a_generation_model__refused_in_one_line_nothing_posted(
+    fresh_settings, contracts, generation_model, tmp_path
+):
     before = _requester_state(contracts)
     result = run_cli(fresh_settings, "task", "submit", "--model", str(generation_model), "--text", "hello", "--yes")
     assert_one_line_error(result, f"model {generation_model} is a generation model", "give --prompt", "not --text")
     input_file = tmp_path / "input.json"
     input_file.write_text(json.dumps({"texts": ["hello"]}))
-    result = run_cli(fresh_settings, "task", "submit", "--model", str(generation_model), "--input", str(input_file), "--yes")
+    result = run_cli(
+        fresh_settings, "task", "submit", "--model", str(generation_model), "--input", str(input_file), "--yes"
+    )
     assert_one_line_error(result, "is a generation model", 'give "prompt" in --input, not "texts"')
     assert _requester_state(contracts) == before
 
@@ -138,15 +160,26 @@ def test_task_submit__texts_to_a_generation_model__refused_in_one_line_nothing_p
 def test_task_submit__unknown_kind__posted_as_given(fresh_settings, contracts, chain_snapshot):
     model_id = register_test_model(contracts, signer_for(contracts, "publisher"))
     count, _ = _requester_state(contracts)
-    result = run_cli(fresh_settings, "task", "submit", "--model", str(model_id), "--prompt", "hello", "--yes", "--no-upload",
-                     "--json")
+    result = run_cli(
+        fresh_settings,
+        "task",
+        "submit",
+        "--model",
+        str(model_id),
+        "--prompt",
+        "hello",
+        "--yes",
+        "--no-upload",
+        "--json",
+    )
     assert result.exit_code == 0, (result.stdout, result.stderr)
     assert json.loads(result.stdout)["model_id"] == model_id
     assert _requester_state(contracts)[0] == count + 1
 
 
-def test_task_submit__input_over_what_agents_run__refused_in_one_line_nothing_posted(fresh_settings, contracts, chain_snapshot,
-                                                                                     tmp_path):
+def test_task_submit__input_over_what_agents_run__refused_in_one_line_nothing_posted(
+    fresh_settings, contracts, chain_snapshot, tmp_path
+):
     from tributa.cli.task import AGENT_MAX_INPUT_BYTES
     from tributa.runtime.jobs import MAX_INPUT_BYTES
 
@@ -162,6 +195,7 @@ def test_task_submit__input_over_what_agents_run__refused_in_one_line_nothing_po
 
 # --- a hostile oracle or publisher: every answer bounded, no traceback ------------------------------
 
+
 class _Hostile:
     """An HTTP server on loopback answering every GET with `answer(handler)`."""
 
@@ -170,7 +204,7 @@ class _Hostile:
         import threading
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 - http.server's name
+            def do_GET(self):
                 try:
                     answer(self)
                 except (BrokenPipeError, ConnectionResetError):  # the client gave up, as it should
@@ -200,15 +234,20 @@ def _answer(status: int, body: bytes, chunks: int = 1, pause_s: float = 0.0):
             handler.wfile.write(body)
             handler.wfile.flush()
             time.sleep(pause_s)
+
     return answer
 
 
-@pytest.mark.parametrize("answer, expected", [
-    (_answer(404, b"[]"), "nor the oracle's"),  # a JSON body that is no object
-    (_answer(404, b"[" * 60_000), "nor the oracle's"),  # nested past what CPython's parser survives
-    (_answer(500, b"x" * 65_536, chunks=64), "block limit"),  # a 4 MiB error body: read up to 64 KiB
-    (_answer(200, b"y" * 4096, chunks=400, pause_s=0.01), "too slow"),  # a trickle past the deadline
-], ids=["404-list", "404-deep", "500-huge", "trickle"])
+@pytest.mark.parametrize(
+    "answer, expected",
+    [
+        (_answer(404, b"[]"), "nor the oracle's"),  # a JSON body that is no object
+        (_answer(404, b"[" * 60_000), "nor the oracle's"),  # nested past what CPython's parser survives
+        (_answer(500, b"x" * 65_536, chunks=64), "block limit"),  # a 4 MiB error body: read up to 64 KiB
+        (_answer(200, b"y" * 4096, chunks=400, pause_s=0.01), "too slow"),  # a trickle past the deadline
+    ],
+    ids=["404-list", "404-deep", "500-huge", "trickle"],
+)
 def test_kind_of_weights__hostile_oracle__unknown_with_why_and_bounded(tmp_path, answer, expected):
     import time
 
@@ -233,7 +272,10 @@ def test_json_input__nested_past_the_parser__refused_as_a_value_error_strings_no
 
     with pytest.raises(ValueError, match="deeper than 256"):
         json_input.loads(b"[" * 100_000)
-    assert json_input.loads(b'{"prompt": "[[[[ not nesting \\" [[", "texts": null}') == {"prompt": '[[[[ not nesting " [[', "texts": None}
+    assert json_input.loads(b'{"prompt": "[[[[ not nesting \\" [[", "texts": null}') == {
+        "prompt": '[[[[ not nesting " [[',
+        "texts": None,
+    }
     assert json_input.depth_ok(b"[" * 256 + b"]" * 256, 256) and not json_input.depth_ok(b"[" * 257 + b"]" * 257, 256)
     deepest = json_input.loads(b"[" * 256 + b"]" * 256)  # parses: 256 lists, each holding the next
     for _ in range(255):
@@ -247,4 +289,6 @@ def test_task_list__model_out_of_range_and_deep_input__usage_error_and_one_line(
     assert bad.exit_code == 2 and "--model" in bad.stderr and "Traceback" not in bad.stderr
     deep = tmp_path / "deep.json"
     deep.write_bytes(b"[" * 100_000)
-    assert_one_line_error(run_cli(fresh_settings, "task", "submit", "--model", "1", "--input", str(deep)), "is not JSON")
+    assert_one_line_error(
+        run_cli(fresh_settings, "task", "submit", "--model", "1", "--input", str(deep)), "is not JSON"
+    )

@@ -17,7 +17,14 @@ from tributa.tasks import default_fee, min_fee, round_up
 
 def run_cli(settings, *args):
     """stdout and stderr apart: --json promises one document on stdout."""
-    base = ["--rpc-url", settings.rpc_url, "--data-dir", str(settings.data_dir), "--deployments", str(settings.deployments_dir)]
+    base = [
+        "--rpc-url",
+        settings.rpc_url,
+        "--data-dir",
+        str(settings.data_dir),
+        "--deployments",
+        str(settings.deployments_dir),
+    ]
     return CliRunner(mix_stderr=False).invoke(cli, [*base, *args], catch_exceptions=True)
 
 
@@ -33,7 +40,9 @@ def ids(doc) -> list[int]:
     return [t["task_id"] for t in doc["tasks"]]
 
 
-def test_task_list__mine_state_and_model_filters__applied_before_the_limit(fresh_settings, contracts, chain_snapshot, signers):
+def test_task_list__mine_state_and_model_filters__applied_before_the_limit(
+    fresh_settings, contracts, chain_snapshot, signers
+):
     requester, buyer = signers["requester"], signers["buyer"]
     model_a = register_test_model(contracts, signers["publisher"], name="list-a")
     model_b = register_test_model(contracts, signers["publisher"], name="list-b")
@@ -58,7 +67,9 @@ def test_task_list__mine_state_and_model_filters__applied_before_the_limit(fresh
     assert ids(everyone_open_a) == [theirs, open_a] and everyone_open_a["requester"] is None
 
     text = run_cli(fresh_settings, "task", "list", "--state", "settled", "--model", str(model_b))
-    assert text.exit_code == 0 and text.stdout.startswith(f"no tasks settled on model {model_b} posted by {requester.address}")
+    assert text.exit_code == 0 and text.stdout.startswith(
+        f"no tasks settled on model {model_b} posted by {requester.address}"
+    )
     text = run_cli(fresh_settings, "task", "list", "--model", str(model_b))
     assert text.exit_code == 0 and text.stdout.split()[:2] == [str(open_b), "open"]
 
@@ -82,7 +93,9 @@ def test_round_up__two_significant_digits_never_below():
     assert [round_up(n) for n in (0, 4, 99, 101, 10**18 + 1)] == [0, 4, 99, 110, 11 * 10**17]
 
 
-def test_task_submit__default_fee_for_a_0_001_eth_model__a_round_0_0027_eth_and_posted(fresh_settings, contracts, chain_snapshot):
+def test_task_submit__default_fee_for_a_0_001_eth_model__a_round_0_0027_eth_and_posted(
+    fresh_settings, contracts, chain_snapshot
+):
     model = register_test_model(contracts, signer_for(contracts, "publisher"), fee_per_task=10**15)
     ensure_agent(contracts, signer_for(contracts, "agent"), [model])
     assert default_fee(contracts, model) == Decimal("0.0027") * 10**18 >= 2 * min_fee(contracts, model)
@@ -109,7 +122,9 @@ def test_model_convert__progress_on_stderr_while_digesting__quiet_leaves_only_th
     assert "digesting big.gguf" in loud.stderr and "converting big.gguf" in loud.stderr, loud.stderr
     assert loud.stderr.strip().splitlines()[-1].startswith("Error: ") and "not a GGUF model" in loud.stderr
 
-    quiet = CliRunner(mix_stderr=False).invoke(cli, ["model", "convert", str(big_bogus_gguf), "--cache-dir", cache, "--quiet"])
+    quiet = CliRunner(mix_stderr=False).invoke(
+        cli, ["model", "convert", str(big_bogus_gguf), "--cache-dir", cache, "--quiet"]
+    )
     assert quiet.exit_code == 1 and quiet.stdout == ""
     lines = quiet.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and "not a GGUF model" in lines[0], quiet.stderr

@@ -13,7 +13,9 @@ from eth_abi import encode
 from tests.contracts import helpers as h
 from tributa.store import cid_of_bytes, cid_to_digest
 
-SETTLEMENT_T = "(uint256,bytes32,bytes32,address[],bytes[],uint256,(address,bytes32,uint256,bytes)[],uint256[],uint16[])"
+SETTLEMENT_T = (
+    "(uint256,bytes32,bytes32,address[],bytes[],uint256,(address,bytes32,uint256,bytes)[],uint256[],uint16[])"
+)
 
 GAS_PRICE = 10**10  # 10 gwei per gas of callback gas
 AGENT_FEE = 2 * 10**15
@@ -117,7 +119,9 @@ class AO:
 def deploy(w, n_members: int = 5) -> AO:
     with boa.env.prank(w.owner):
         committee = h.partial("AICommittee").deploy(w.escrow.address, MEMBER_DEPOSIT)
-        oracle = h.partial("AIOracle").deploy(w.escrow.address, committee.address, GAS_PRICE, AGENT_FEE, CHALLENGE_BOND, RESPONSE_WINDOW, COMMITTEE_WINDOW)
+        oracle = h.partial("AIOracle").deploy(
+            w.escrow.address, committee.address, GAS_PRICE, AGENT_FEE, CHALLENGE_BOND, RESPONSE_WINDOW, COMMITTEE_WINDOW
+        )
         committee.bind(oracle.address)
         w.escrow.set_oracle(oracle.address, True)
     members = [h.new_account() for _ in range(n_members)]
@@ -146,13 +150,25 @@ def encode_settlement(s: tuple) -> bytes:
     return encode([SETTLEMENT_T], [s])
 
 
-def settlement_for(ao: AO, rid: int, output: bytes, agents=(), agent_fee: int = 0, result: bytes | None = None, **kw) -> bytes:
+def settlement_for(
+    ao: AO, rid: int, output: bytes, agents=(), agent_fee: int = 0, result: bytes | None = None, **kw
+) -> bytes:
     """The encoded settlement of request `rid` whose result is file_digest(output), paying `agents`."""
-    s = h.settlement(rid, agents=list(agents), agent_fee=agent_fee, result=result or file_digest(output), escrow=ao.escrow, **kw)
+    s = h.settlement(
+        rid, agents=list(agents), agent_fee=agent_fee, result=result or file_digest(output), escrow=ao.escrow, **kw
+    )
     return encode_settlement(s)
 
 
-def request(ao: AO, requester: str | None = None, prompt: bytes = b"What is 2+2?", gas_limit: int = GAS_LIMIT, data: bytes = b"ctx", extra: int = 0, via_consumer: bool = True) -> int:
+def request(
+    ao: AO,
+    requester: str | None = None,
+    prompt: bytes = b"What is 2+2?",
+    gas_limit: int = GAS_LIMIT,
+    data: bytes = b"ctx",
+    extra: int = 0,
+    via_consumer: bool = True,
+) -> int:
     """A request from the consumer contract (as `requester`'s tx) or, with via_consumer=False, from `requester` itself."""
     requester = requester or ao.w.requester
     fee = ao.oracle.estimate_fee(1, gas_limit) + extra
@@ -162,12 +178,29 @@ def request(ao: AO, requester: str | None = None, prompt: bytes = b"What is 2+2?
         return ao.oracle.request_callback(1, prompt, ao.consumer.address, gas_limit, data, value=fee)
 
 
-def fulfill(ao: AO, rid: int, output: bytes, settlement: bytes, data: bytes = b"ctx", is_cid: bool = False, sender: str | None = None, gas: int | None = None):
+def fulfill(
+    ao: AO,
+    rid: int,
+    output: bytes,
+    settlement: bytes,
+    data: bytes = b"ctx",
+    is_cid: bool = False,
+    sender: str | None = None,
+    gas: int | None = None,
+):
     with boa.env.prank(sender or ao.w.oracle):
         return ao.oracle.fulfill(rid, output, is_cid, settlement, data, gas=gas)
 
 
-def finalize(ao: AO, rid: int, output: bytes, settlement: bytes, data: bytes = b"ctx", sender: str | None = None, gas: int | None = None):
+def finalize(
+    ao: AO,
+    rid: int,
+    output: bytes,
+    settlement: bytes,
+    data: bytes = b"ctx",
+    sender: str | None = None,
+    gas: int | None = None,
+):
     with boa.env.prank(sender or ao.w.stranger):
         return ao.oracle.finalize(rid, output, settlement, data, gas=gas)
 

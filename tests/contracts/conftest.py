@@ -64,7 +64,14 @@ def world() -> World:
     small = h.register_dataset(s.registry, data_owner, 3, label="small")
     ten = h.register_dataset(s.registry, data_owner, 10, label="ten")
     model_fee = 10**15
-    model_id = h.register_model(s.registry, publisher, fee=model_fee, receiver=fee_receiver, dataset_ids=[small[0], ten[0]], weights=[4000, 6000])
+    model_id = h.register_model(
+        s.registry,
+        publisher,
+        fee=model_fee,
+        receiver=fee_receiver,
+        dataset_ids=[small[0], ten[0]],
+        weights=[4000, 6000],
+    )
     agents = [h.new_account() for _ in range(3)]
     for a in agents:
         h.register_agent(s.escrow, a)

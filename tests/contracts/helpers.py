@@ -40,7 +40,7 @@ def digest(label: str | int) -> bytes:
     return keccak(text=str(label))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def partial(name: str):
     """Compiles a contract once per process (compilation is the slow part)."""
     old = os.getcwd()
@@ -142,10 +142,13 @@ def sign_result(acct, escrow, task_id: int, result_digest: bytes) -> bytes:
 def typed_lease(escrow_address: str, task_id: int, expires_at: int) -> dict:
     """The EIP-712 lease acceptance agents sign, as eth_account's `full_message`."""
     msg = typed_result(escrow_address, task_id, b"\x00" * 32)
-    msg["types"] = {"EIP712Domain": msg["types"]["EIP712Domain"], "Lease": [
-        {"name": "task_id", "type": "uint256"},
-        {"name": "expires_at", "type": "uint256"},
-    ]}
+    msg["types"] = {
+        "EIP712Domain": msg["types"]["EIP712Domain"],
+        "Lease": [
+            {"name": "task_id", "type": "uint256"},
+            {"name": "expires_at", "type": "uint256"},
+        ],
+    }
     msg["primaryType"] = "Lease"
     msg["message"] = {"task_id": task_id, "expires_at": expires_at}
     return msg
@@ -193,7 +196,9 @@ def settlement(
     return (task_id, result, attribution, addrs, list(signatures), agent_fee, proofs, list(dataset_ids), list(weights))
 
 
-def register_agent(escrow, acct, stake: int = MIN_STAKE, models=(1,), device_class=1, capacity=4, pubkey=b"\x04" + b"\x11" * 64):
+def register_agent(
+    escrow, acct, stake: int = MIN_STAKE, models=(1,), device_class=1, capacity=4, pubkey=b"\x04" + b"\x11" * 64
+):
     with boa.env.prank(acct.address if hasattr(acct, "key") else acct):
         escrow.register_agent(list(models), device_class, capacity, pubkey, value=stake)
 
@@ -205,7 +210,9 @@ def commit_dataset(registry, content_digest: bytes, metadata_digest: bytes, salt
     return salt
 
 
-def commit_and_register(registry, content_digest: bytes, metadata_digest: bytes, contributors, shares, terms: str = "") -> int:
+def commit_and_register(
+    registry, content_digest: bytes, metadata_digest: bytes, contributors, shares, terms: str = ""
+) -> int:
     """The two-step registration as boa's current sender: commit, mine a block, reveal. Returns the id."""
     salt = commit_dataset(registry, content_digest, metadata_digest)
     boa.env.time_travel(blocks=1)
@@ -219,21 +226,48 @@ def register_dataset(registry, owner: str, n_contributors: int = 3, label: str |
     if shares is None:
         shares = [BPS // n_contributors] * n_contributors
         shares[-1] += BPS - sum(shares)
-    contributors, shares = sort_contributors(zip(addrs, shares))
+    contributors, shares = sort_contributors(zip(addrs, shares, strict=False))
     with boa.env.prank(owner):
-        dataset_id = commit_and_register(registry, digest(f"content-{label}"), digest(f"meta-{label}"), contributors, shares, "CC-BY-4.0")
+        dataset_id = commit_and_register(
+            registry, digest(f"content-{label}"), digest(f"meta-{label}"), contributors, shares, "CC-BY-4.0"
+        )
     return dataset_id, contributors, shares
 
 
-def register_model(registry, publisher: str, fee: int = 10**15, receiver: str | None = None, dataset_ids=(), weights=(), name="tiny-gpt2"):
+def register_model(
+    registry,
+    publisher: str,
+    fee: int = 10**15,
+    receiver: str | None = None,
+    dataset_ids=(),
+    weights=(),
+    name="tiny-gpt2",
+):
     with boa.env.prank(publisher):
-        return registry.register_model(name, digest(f"weights-{name}"), [digest("adapter-a")], list(dataset_ids), list(weights), fee, receiver or publisher)
+        return registry.register_model(
+            name,
+            digest(f"weights-{name}"),
+            [digest("adapter-a")],
+            list(dataset_ids),
+            list(weights),
+            fee,
+            receiver or publisher,
+        )
 
 
 MAX_UINT256 = 2**256 - 1
 
 
-def post_task(escrow, requester: str, model_id: int = 1, fee: int = 10**16, k: int = 1, deadline: int | None = None, input_digest: bytes | None = None, max_model_fee: int = MAX_UINT256) -> int:
+def post_task(
+    escrow,
+    requester: str,
+    model_id: int = 1,
+    fee: int = 10**16,
+    k: int = 1,
+    deadline: int | None = None,
+    input_digest: bytes | None = None,
+    max_model_fee: int = MAX_UINT256,
+) -> int:
     deadline = deadline if deadline is not None else boa.env.timestamp + DAY
     with boa.env.prank(requester):
         return escrow.post_task(model_id, input_digest or digest("input"), deadline, k, max_model_fee, value=fee)

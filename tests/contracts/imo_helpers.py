@@ -28,7 +28,7 @@ ZERO_ADDRESS = "0x" + "00" * 20
 ACTIVE, SUCCEEDED, FAILED = 1, 2, 3
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def partial(name: str):
     """Compiles a contract once per process."""
     old = os.getcwd()

@@ -65,9 +65,15 @@ def test_request_callback__posts_an_escrow_task_and_emits_the_input(ao):
         rid = ao.consumer.ask(1, b"What is 2+2?", x.GAS_LIMIT, b"ctx", value=fee)
     (req,) = x.events(ao.consumer, "AICallbackRequest")  # the logs of the consumer's transaction
     (terms,) = x.events(ao.consumer, "RequestTerms")
-    assert (req.account, req.request_id, req.model_id, req.input, req.callback_contract, req.gas_limit, req.callback_data) == (
-        ao.consumer.address, rid, 1, b"What is 2+2?", ao.consumer.address, x.GAS_LIMIT, b"ctx"
-    )
+    assert (
+        req.account,
+        req.request_id,
+        req.model_id,
+        req.input,
+        req.callback_contract,
+        req.gas_limit,
+        req.callback_data,
+    ) == (ao.consumer.address, rid, 1, b"What is 2+2?", ao.consumer.address, x.GAS_LIMIT, b"ctx")
     task = ao.escrow.task(rid)
     reserve = x.GAS_LIMIT * x.GAS_PRICE
     assert task[0] == ao.oracle.address and task[1] == 1  # requester, model
@@ -76,7 +82,12 @@ def test_request_callback__posts_an_escrow_task_and_emits_the_input(ao):
     assert task[5] == terms.escrow_deadline == terms.fulfil_by + 600 + x.COMMITTEE_WINDOW + h.DAY
     r = ao.oracle.request(rid)
     assert (r.callback, r.gas_limit, r.state, r.challenge_window, r.reserve, r.refund_to) == (
-        ao.consumer.address, x.GAS_LIMIT, x.REQUESTED, 600, reserve, ao.w.requester
+        ao.consumer.address,
+        x.GAS_LIMIT,
+        x.REQUESTED,
+        600,
+        reserve,
+        ao.w.requester,
     )
     assert r.due == boa.env.timestamp + x.RESPONSE_WINDOW
     assert boa.env.get_balance(ao.oracle.address) == reserve
@@ -115,7 +126,10 @@ def test_request_callback__refunds_go_to_tx_origin_unless_the_requester_named_a_
 
 
 def test_request_callback__camel_case_alias_has_oras_selector_and_works(ao):
-    assert selector("requestCallback(uint256,bytes,address,uint64,bytes)") == ao.oracle.requestCallback.prepare_calldata(1, b"", ao.consumer.address, 1, b"")[:4]
+    assert (
+        selector("requestCallback(uint256,bytes,address,uint64,bytes)")
+        == ao.oracle.requestCallback.prepare_calldata(1, b"", ao.consumer.address, 1, b"")[:4]
+    )
     assert selector("estimateFee(uint256,uint256)") == ao.oracle.estimateFee.prepare_calldata(1, 1)[:4]
     assert selector("isFinalized(uint256)") == ao.oracle.isFinalized.prepare_calldata(1)[:4]
     fee = ao.oracle.estimateFee(1, 50_000)
@@ -129,8 +143,14 @@ def test_events__signatures_match_oras_ai_callback_request_and_result(ao):
         (ev,) = [e for e in ao.oracle.abi if e.get("type") == "event" and e["name"] == name]
         return f"{name}({','.join(i['type'] for i in ev['inputs'])})", [i["indexed"] for i in ev["inputs"]]
 
-    assert signature("AICallbackRequest") == ("AICallbackRequest(address,uint256,uint256,bytes,address,uint64,bytes)", [True, True, False, False, False, False, False])
-    assert signature("AICallbackResult") == ("AICallbackResult(address,uint256,address,bytes)", [True, True, False, False])
+    assert signature("AICallbackRequest") == (
+        "AICallbackRequest(address,uint256,uint256,bytes,address,uint64,bytes)",
+        [True, True, False, False, False, False, False],
+    )
+    assert signature("AICallbackResult") == (
+        "AICallbackResult(address,uint256,address,bytes)",
+        [True, True, False, False],
+    )
 
 
 @pytest.mark.parametrize(
@@ -182,10 +202,20 @@ def test_fulfill__window_zero__settles_and_delivers_once_in_the_same_transaction
     names = [type(e).__name__ for e in logs]
     assert names.count("TaskSettled") == 1 and names.count("AICallbackResult") == 1
     (result,) = x.events(ao.oracle, "AICallbackResult")
-    assert (result.account, result.request_id, result.invoker, result.output) == (ao.consumer.address, rid, ao.w.oracle, OUT)
+    assert (result.account, result.request_id, result.invoker, result.output) == (
+        ao.consumer.address,
+        rid,
+        ao.w.oracle,
+        OUT,
+    )
     (delivered,) = x.events(ao.oracle, "CallbackDelivered")
     assert delivered.success and delivered.settled
-    assert (ao.consumer.calls(), ao.consumer.last_id(), ao.consumer.last_output(), ao.consumer.last_data()) == (1, rid, OUT, b"ctx")
+    assert (ao.consumer.calls(), ao.consumer.last_id(), ao.consumer.last_output(), ao.consumer.last_data()) == (
+        1,
+        rid,
+        OUT,
+        b"ctx",
+    )
     assert ao.escrow.task(rid)[7] == h.SETTLED
     assert ao.oracle.is_finalized(rid) and ao.oracle.request(rid).state == x.FINAL
     # the callback reserve pays the deliverer; the escrow's refund the requester
@@ -201,7 +231,16 @@ def test_fulfill__window_zero__settles_and_delivers_once_in_the_same_transaction
 def test_fulfill__settlement_with_datasets_and_slashes__reaches_the_escrow_as_posted(ao):
     x.set_window(ao, 0)
     rid = x.request(ao)
-    s = x.settlement_for(ao, rid, OUT, agents=[ao.w.agents[0]], agent_fee=10**15, slashed=[ao.w.agents[1]], dataset_ids=[1, 2], weights=[2500, 7500])
+    s = x.settlement_for(
+        ao,
+        rid,
+        OUT,
+        agents=[ao.w.agents[0]],
+        agent_fee=10**15,
+        slashed=[ao.w.agents[1]],
+        dataset_ids=[1, 2],
+        weights=[2500, 7500],
+    )
     stake = ao.escrow.agent(ao.w.agents[1].address)[0]
     x.fulfill(ao, rid, OUT, s)
     logs = ao.oracle.get_logs()
@@ -248,7 +287,12 @@ def test_fulfill__cid_output__is_accepted_for_v0_and_v1_dag_pb_cids_of_the_diges
 
 @pytest.mark.parametrize(
     "output, is_cid",
-    [(b"\x12\x21" + b"\x00" * 32, True), (b"\x01\x71\x12\x20" + b"\x00" * 32, True), (b"\x12\x20" + b"\x00" * 31, True), (WRONG, False)],
+    [
+        (b"\x12\x21" + b"\x00" * 32, True),
+        (b"\x01\x71\x12\x20" + b"\x00" * 32, True),
+        (b"\x12\x20" + b"\x00" * 31, True),
+        (WRONG, False),
+    ],
 )
 def test_fulfill__output_not_naming_the_result_digest__reverts(ao, output, is_cid):
     x.set_window(ao, 0)
@@ -273,7 +317,9 @@ def test_fulfill__bad_settlements__revert_with_their_reasons(ao):
     three = x.settlement_for(ao, rid, OUT, agents=ao.w.agents, agent_fee=3)
     with boa.reverts("aioracle: too many agents"):
         x.fulfill(ao, rid, OUT, three)
-    one_slashed = x.encode_settlement(h.settlement(rid, agents=ao.w.agents[:2], slashed=[ao.w.agents[2]], result=ANSWER, escrow=ao.escrow))
+    one_slashed = x.encode_settlement(
+        h.settlement(rid, agents=ao.w.agents[:2], slashed=[ao.w.agents[2]], result=ANSWER, escrow=ao.escrow)
+    )
     with boa.reverts("aioracle: too many agents"):
         x.fulfill(ao, rid, OUT, one_slashed)
     s = x.settlement_for(ao, rid, OUT)
@@ -281,7 +327,9 @@ def test_fulfill__bad_settlements__revert_with_their_reasons(ao):
         x.fulfill(ao, rid, OUT, (64).to_bytes(32, "big") + s[32:])
     with boa.reverts("aioracle: wrong callback data"):
         x.fulfill(ao, rid, OUT, s, data=b"other")
-    bad_sig = x.encode_settlement(h.settlement(rid, agents=[ao.w.agents[0].address], signatures=[b"\x01" * 65], agent_fee=1, result=ANSWER))
+    bad_sig = x.encode_settlement(
+        h.settlement(rid, agents=[ao.w.agents[0].address], signatures=[b"\x01" * 65], agent_fee=1, result=ANSWER)
+    )
     with boa.reverts("aioracle: escrow rejected the settlement"):
         x.fulfill(ao, rid, OUT, bad_sig)
     with boa.reverts("aioracle: not awaiting a result"):
@@ -482,7 +530,7 @@ def test_deliver__gas_hungry_callback__uses_at_most_gas_limit(ao):
 
 
 def test_challenge__draws_distinct_serving_candidates_never_the_challenger(ao):
-    rid, s = provisional(ao)
+    rid, _s = provisional(ao)
     challenger = ao.members[0]
     cands = challenge(ao, rid, challenger=challenger.address)
     assert len(cands) == 3 + 1  # committee + one original agent
@@ -519,7 +567,7 @@ def test_challenge__bad_challenges__revert_with_their_reasons_and_hold_nothing(a
 
 
 def test_challenge__roster_too_small__reverts(ao):
-    rid, s = provisional(ao)
+    rid, _s = provisional(ao)
     for m in ao.members[:3]:
         with boa.env.prank(m.address):
             ao.committee.leave(1)
@@ -603,7 +651,9 @@ def test_resolve__verdicts_posted_on_chain__count_even_when_resolve_leaves_them_
     resolve(ao, rid, cands, s, [], OUT)  # a resolver bringing no verdicts cannot make it NO_QUORUM
     (ev,) = [e for e in x.events(ao.oracle, "ChallengeResolved")]
     assert ev.outcome == x.OVERTURNED and ao.consumer.last_output() == OUT
-    assert not any(ao.committee.silent(rid, m.address) for m in members[:2]) and ao.committee.silent(rid, members[2].address)
+    assert not any(ao.committee.silent(rid, m.address) for m in members[:2]) and ao.committee.silent(
+        rid, members[2].address
+    )
 
 
 def test_committee__prune__a_member_below_the_deposit__anyone(ao):
@@ -662,11 +712,22 @@ def test_resolve__bad_resolutions__revert_with_their_reasons(ao):
         (dict(candidates=cands[::-1]), "aioracle: wrong candidates"),
         (dict(s=x.settlement_for(ao, rid, OUT)), "aioracle: wrong settlement"),
         (dict(data=b"x"), "aioracle: wrong callback data"),
-        (dict(verdicts=[x.verdict(ao, ao.w.agents[0], rid, ANSWER)] + good[:1]), "committee: not a committee member"),
+        (dict(verdicts=[x.verdict(ao, ao.w.agents[0], rid, ANSWER), *good[:1]]), "committee: not a committee member"),
         (dict(verdicts=[good[0], good[0]]), "committee: duplicate verdict"),
-        (dict(verdicts=[(members[0].address, ANSWER, h.sign_result(members[1], ao.escrow, rid, ANSWER)), good[1]]), "committee: bad verdict signature"),
-        (dict(verdicts=[(members[0].address, ANSWER, h.sign_result(members[0], ao.escrow, rid + 1, ANSWER)), good[1]]), "committee: bad verdict signature"),
-        (dict(verdicts=[(members[0].address, ANSWER, malleable(good[0][2])), good[1]]), "committee: bad verdict signature"),
+        (
+            dict(verdicts=[(members[0].address, ANSWER, h.sign_result(members[1], ao.escrow, rid, ANSWER)), good[1]]),
+            "committee: bad verdict signature",
+        ),
+        (
+            dict(
+                verdicts=[(members[0].address, ANSWER, h.sign_result(members[0], ao.escrow, rid + 1, ANSWER)), good[1]]
+            ),
+            "committee: bad verdict signature",
+        ),
+        (
+            dict(verdicts=[(members[0].address, ANSWER, malleable(good[0][2])), good[1]]),
+            "committee: bad verdict signature",
+        ),
         (dict(output=WRONG), "aioracle: output does not match the result digest"),
     ]
     for change, reason in cases:
@@ -684,7 +745,7 @@ def test_resolve__committee_excludes_the_original_agents_even_when_drawn(ao):
     # every roster member but three is also an original agent: the committee is the other three
     for a in ao.w.agents[:2]:
         x.join(ao.committee, a.address)
-    rid, s = provisional(ao, output=WRONG, agents=ao.w.agents[:2])
+    rid, _s = provisional(ao, output=WRONG, agents=ao.w.agents[:2])
     cands = challenge(ao, rid)
     originals = [a.address for a in ao.w.agents[:2]]
     committee = ao.committee.committee_of(cands, originals)
@@ -733,8 +794,8 @@ def test_expire__task_refunded_in_the_escrow_by_someone_else__still_credits_the_
 
 
 def test_expire__provisional_or_challenged_past_the_escrow_deadline__returns_everything(ao):
-    rid, s = provisional(ao, output=OUT)
-    rid2, s2 = provisional(ao, output=OUT)
+    rid, _s = provisional(ao, output=OUT)
+    rid2, _s2 = provisional(ao, output=OUT)
     challenge(ao, rid2, challenger=ao.w.requester)
     deadline = ao.oracle.request(rid).escrow_deadline
     with boa.env.prank(ao.w.stranger), boa.reverts("aioracle: not expired"):
@@ -828,7 +889,13 @@ def test_set_params__owner_only_bounded_and_applies_to_new_requests(ao):
     with boa.env.prank(ao.w.owner):
         ao.oracle.set_params(2 * x.GAS_PRICE, 0, 1, 60, 60)
     (ev,) = x.events(ao.oracle, "ParamsSet")
-    assert (ev.gas_price, ev.agent_fee, ev.challenge_bond, ev.response_window, ev.committee_window) == (2 * x.GAS_PRICE, 0, 1, 60, 60)
+    assert (ev.gas_price, ev.agent_fee, ev.challenge_bond, ev.response_window, ev.committee_window) == (
+        2 * x.GAS_PRICE,
+        0,
+        1,
+        60,
+        60,
+    )
     assert ao.oracle.request(rid).reserve == x.GAS_LIMIT * x.GAS_PRICE
     assert ao.oracle.estimate_fee(1, 10) == ao.oracle.estimate_fee(1, 0) + 20 * x.GAS_PRICE
 
@@ -974,7 +1041,7 @@ def test_committee__a_member_left_out_of_resolve__proves_it_answered_by_posting_
 
 
 def test_committee__withdraw_deposit__only_off_every_roster_and_after_the_lock(ao):
-    rid, members, deadline = quorum_upholds(ao)
+    rid, members, _deadline = quorum_upholds(ao)
     m = members[0].address
     with boa.env.prank(m), boa.reverts("committee: leave every roster first"):
         ao.committee.withdraw_deposit(x.MEMBER_DEPOSIT)
@@ -982,7 +1049,9 @@ def test_committee__withdraw_deposit__only_off_every_roster_and_after_the_lock(a
         ao.committee.leave(1)
     with boa.env.prank(m), boa.reverts("committee: deposit locked by a challenge"):
         ao.committee.withdraw_deposit(x.MEMBER_DEPOSIT)
-    assert ao.committee.locked_until(m) == ao.oracle.request(rid).escrow_deadline + ao.committee.DEPOSIT_LOCK()  # past any late resolve
+    assert (
+        ao.committee.locked_until(m) == ao.oracle.request(rid).escrow_deadline + ao.committee.DEPOSIT_LOCK()
+    )  # past any late resolve
     boa.env.time_travel(seconds=ao.committee.locked_until(m) - boa.env.timestamp + 1)
     with boa.env.prank(m), boa.reverts("committee: amount above the deposit"):
         ao.committee.withdraw_deposit(x.MEMBER_DEPOSIT + 1)
@@ -1034,34 +1103,52 @@ def test_gas__request_fulfil_challenge_resolve(ao):
     x.fulfill(ao, rid, b"Paris", paid(rid))
     post()
 
-    GAS["gas_request_callback (50-byte input)"] = tx_gas(ao.oracle, "request_callback", 1, prompt, ao.consumer.address, 100_000, b"ctx", sender=w.requester, value=fee)
+    GAS["gas_request_callback (50-byte input)"] = tx_gas(
+        ao.oracle, "request_callback", 1, prompt, ao.consumer.address, 100_000, b"ctx", sender=w.requester, value=fee
+    )
     rid = ao.escrow.task_count()
     ao.consumer.set_mode(6, b"")  # a callback that returns at once: the callback's own gas ~0
-    GAS["gas_settle_with_callback (W=0, k=1; callback returns at once)"] = tx_gas(ao.oracle, "fulfill", rid, b"Paris", False, paid(rid), b"ctx", sender=w.oracle)
+    GAS["gas_settle_with_callback (W=0, k=1; callback returns at once)"] = tx_gas(
+        ao.oracle, "fulfill", rid, b"Paris", False, paid(rid), b"ctx", sender=w.oracle
+    )
     ao.consumer.set_mode(0, b"")
     rid = post()
-    GAS["  the same, the callback storing the answer (4 SSTOREs)"] = tx_gas(ao.oracle, "fulfill", rid, b"Paris", False, paid(rid), b"ctx", sender=w.oracle)
+    GAS["  the same, the callback storing the answer (4 SSTOREs)"] = tx_gas(
+        ao.oracle, "fulfill", rid, b"Paris", False, paid(rid), b"ctx", sender=w.oracle
+    )
 
     tid = h.post_task(w.escrow, w.requester, fee=ao.escrow.task(rid)[3])
     h.post_task(w.escrow, w.requester)  # keeps the escrow's open total non-zero
     plain = h.settlement(tid, agents=[w.agents[0]], agent_fee=10**15, result=x.file_digest(b"Paris"), escrow=ao.escrow)
-    GAS["  for comparison: escrow.settle of a plain task, same settlement"] = tx_gas(ao.escrow, "settle", plain, sender=w.oracle)
+    GAS["  for comparison: escrow.settle of a plain task, same settlement"] = tx_gas(
+        ao.escrow, "settle", plain, sender=w.oracle
+    )
     x.set_window(ao, 600)
     ao.consumer.set_mode(6, b"")
     rid = post()
     s = paid(rid)
-    GAS["fulfill (W>0: provisional, nothing paid or called)"] = tx_gas(ao.oracle, "fulfill", rid, b"Paris", False, s, b"ctx", sender=w.oracle)
+    GAS["fulfill (W>0: provisional, nothing paid or called)"] = tx_gas(
+        ao.oracle, "fulfill", rid, b"Paris", False, s, b"ctx", sender=w.oracle
+    )
     with boa.env.anchor():
         boa.env.time_travel(seconds=600)
-        GAS["finalize (settle + callback returning at once)"] = tx_gas(ao.oracle, "finalize", rid, b"Paris", s, b"ctx", sender=w.stranger)
-    GAS["gas_challenge (draws 4 candidates)"] = tx_gas(ao.oracle, "challenge", rid, sender=w.stranger, value=x.CHALLENGE_BOND)
+        GAS["finalize (settle + callback returning at once)"] = tx_gas(
+            ao.oracle, "finalize", rid, b"Paris", s, b"ctx", sender=w.stranger
+        )
+    GAS["gas_challenge (draws 4 candidates)"] = tx_gas(
+        ao.oracle, "challenge", rid, sender=w.stranger, value=x.CHALLENGE_BOND
+    )
     (ev,) = x.events(ao.oracle, "Challenged")
     cands = list(ev.candidates)
     members = committee_of(ao, cands)
     with boa.env.anchor():
         vs = [x.verdict(ao, m, rid, x.file_digest(b"Paris")) for m in members[:2]]
-        GAS["gas_resolve (upheld, 2 verdicts, settle + callback)"] = tx_gas(ao.oracle, "resolve", rid, cands, s, vs, b"Paris", False, b"ctx", sender=w.stranger)
+        GAS["gas_resolve (upheld, 2 verdicts, settle + callback)"] = tx_gas(
+            ao.oracle, "resolve", rid, cands, s, vs, b"Paris", False, b"ctx", sender=w.stranger
+        )
     vs = [x.verdict(ao, m, rid, x.file_digest(b"Lyon")) for m in members]
-    GAS["gas_resolve (overturned, 3 verdicts, 1 slash, settle + callback)"] = tx_gas(ao.oracle, "resolve", rid, cands, s, vs, b"Lyon", False, b"ctx", sender=w.stranger)
+    GAS["gas_resolve (overturned, 3 verdicts, 1 slash, settle + callback)"] = tx_gas(
+        ao.oracle, "resolve", rid, cands, s, vs, b"Lyon", False, b"ctx", sender=w.stranger
+    )
     print("\n" + "\n".join(f"{k:<68} {v:>9,}" for k, v in GAS.items()))
     assert ao.oracle.is_finalized(rid) and ao.escrow.task(rid)[7] == h.SETTLED

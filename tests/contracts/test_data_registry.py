@@ -19,7 +19,7 @@ def _contributors(n, shares=None):
     if shares is None:
         shares = [h.BPS // n] * n
         shares[-1] += h.BPS - sum(shares)
-    return sort_contributors(zip(addrs, shares))
+    return sort_contributors(zip(addrs, shares, strict=False))
 
 
 def _launcher(w, alias="launcher"):
@@ -58,7 +58,13 @@ def test_register_dataset__valid_input__stores_dataset_root_and_emits_events(w):
     assert w.registry.dataset_owner(did) == w.stranger
     reg, cs = logs
     assert type(reg).__name__ == "DatasetRegistered"
-    assert (reg.dataset_id, reg.owner, reg.content_digest, reg.metadata_digest, reg.terms) == (3, w.stranger, h.digest("c"), h.digest("m"), "terms")
+    assert (reg.dataset_id, reg.owner, reg.content_digest, reg.metadata_digest, reg.terms) == (
+        3,
+        w.stranger,
+        h.digest("c"),
+        h.digest("m"),
+        "terms",
+    )
     assert type(cs).__name__ == "ContributorsSet"
     assert (cs.dataset_id, cs.version, cs.contributors_root) == (3, 1, root)
     assert [str(a) for a in cs.contributors] == c and list(cs.shares_bps) == s
@@ -101,7 +107,7 @@ def test_register_dataset__length_mismatch__reverts(w):
 
 def test_register_dataset__more_than_1000_contributors__is_rejected(w):
     c = [boa.env.generate_address() for _ in range(1001)]
-    with pytest.raises(Exception):  # rejected by the ABI bound of DynArray[address, 1000]
+    with pytest.raises(Exception):  # noqa: B017 -- rejected by the ABI bound of DynArray[address, 1000]: no revert reason to match
         h.commit_and_register(w.registry, h.digest("x"), ZERO32, c, [1] * 1001, "")
     assert w.registry.MAX_CONTRIBUTORS() == 1000
 
@@ -109,7 +115,7 @@ def test_register_dataset__more_than_1000_contributors__is_rejected(w):
 def test_register_dataset__zero_address__reverts(w):
     c, s = _contributors(2)
     with boa.reverts("registry: zero address contributor"):
-        h.commit_and_register(w.registry, h.digest("x"), ZERO32, [h.ZERO_ADDRESS] + c[1:], s, "")
+        h.commit_and_register(w.registry, h.digest("x"), ZERO32, [h.ZERO_ADDRESS, *c[1:]], s, "")
 
 
 def test_register_dataset__unsorted_contributors__reverts(w):
@@ -167,7 +173,7 @@ def test_update_contributors__unknown_dataset__reverts(w):
 
 
 def test_update_contributors__invalid_list__reverts_like_register(w):
-    c, s = _contributors(2)
+    c, _s = _contributors(2)
     with boa.env.prank(w.data_owner), boa.reverts("registry: shares must sum to 10000"):
         w.registry.update_contributors(1, c, [1, 2])
 
@@ -225,11 +231,18 @@ def test_compute_contributors_root__matches_python_and_validates(w):
 
 def test_register_model__valid_input__stores_model_and_emits(w):
     with boa.env.prank(w.stranger):
-        mid = w.registry.register_model("m2", h.digest("w2"), [h.digest("a1"), h.digest("a2")], [2], [10_000], 123, w.fee_receiver)
+        mid = w.registry.register_model(
+            "m2", h.digest("w2"), [h.digest("a1"), h.digest("a2")], [2], [10_000], 123, w.fee_receiver
+        )
     (log,) = h.events(w.registry, "ModelRegistered")
     assert mid == 2 and w.registry.model_count() == 2
     assert (log.model_id, log.publisher, log.name, log.weights_digest, log.fee_per_task, log.fee_receiver) == (
-        2, w.stranger, "m2", h.digest("w2"), 123, w.fee_receiver
+        2,
+        w.stranger,
+        "m2",
+        h.digest("w2"),
+        123,
+        w.fee_receiver,
     )
     assert list(log.adapter_digests) == [h.digest("a1"), h.digest("a2")]
     assert list(log.dataset_ids) == [2] and list(log.dataset_weights_bps) == [10_000]
@@ -269,7 +282,9 @@ def test_register_model__bad_input__reverts(w, kwargs, reason):
     args = dict(name="m", weights=h.digest("w"), ids=[1], bps=[10_000], fee=1, receiver=w.stranger)
     args.update(kwargs)
     with boa.reverts(reason):
-        w.registry.register_model(args["name"], args["weights"], [], args["ids"], args["bps"], args["fee"], args["receiver"])
+        w.registry.register_model(
+            args["name"], args["weights"], [], args["ids"], args["bps"], args["fee"], args["receiver"]
+        )
 
 
 def test_set_model_fee__by_publisher__updates_pricing(w):
@@ -298,7 +313,12 @@ def test_set_serving_terms__by_publisher__stored_logged_and_packed_apart(w):
     with boa.env.prank(w.publisher):
         w.registry.set_serving_terms(1, 4096, 1_000_000, 50_000)
     (log,) = h.events(w.registry, "ModelServingTermsSet")
-    assert (log.model_id, log.max_new_tokens, log.min_cosine_ppm, log.logit_margin_milli) == (1, 4096, 1_000_000, 50_000)
+    assert (log.model_id, log.max_new_tokens, log.min_cosine_ppm, log.logit_margin_milli) == (
+        1,
+        4096,
+        1_000_000,
+        50_000,
+    )
     assert w.registry.serving_terms(1) == (4096, 1_000_000, 50_000)
     assert w.registry.model_pricing(1) == pricing  # the money path is untouched
     with boa.env.prank(w.publisher):
@@ -392,7 +412,9 @@ def test_transfer_ownership__new_owner__can_set_launcher(w):
 
 def test_dataset_commitment__matches_keccak_of_abi_encoded_digests_registrant_and_salt(w):
     salt = b"\x07" * 32
-    expected = keccak(encode(["bytes32", "bytes32", "address", "bytes32"], [h.digest("c"), h.digest("m"), w.stranger, salt]))
+    expected = keccak(
+        encode(["bytes32", "bytes32", "address", "bytes32"], [h.digest("c"), h.digest("m"), w.stranger, salt])
+    )
     assert w.registry.dataset_commitment(h.digest("c"), h.digest("m"), w.stranger, salt) == expected
 
 
@@ -543,7 +565,12 @@ def test_resolve_dataset_dispute__by_registry_owner__reassigns_a_squatted_datase
     with boa.env.prank(w.owner):
         w.registry.resolve_dataset_dispute(did, author, evidence)
     (dispute,) = h.events(w.registry, "DatasetDisputeResolved")
-    assert (dispute.dataset_id, dispute.previous_owner, dispute.new_owner, dispute.evidence_digest) == (did, squatter, author, evidence)
+    assert (dispute.dataset_id, dispute.previous_owner, dispute.new_owner, dispute.evidence_digest) == (
+        did,
+        squatter,
+        author,
+        evidence,
+    )
     (changed,) = h.events(w.registry, "DatasetOwnerChanged")
     assert (changed.previous_owner, changed.new_owner) == (squatter, author)
     assert w.registry.dataset_owner(did) == author

@@ -45,13 +45,27 @@ def test_gas__settle__is_flat_in_contributors_and_batch_is_cheaper(w):
     thousand = h.register_dataset(w.registry, w.data_owner, 1000, label="thousand")[0]
     agent = w.agents[0]
     tids = [h.post_task(w.escrow, w.requester, k=1) for _ in range(55)]
-    FIGURES["post_task"] = tx_gas(w.escrow, "post_task", 1, h.digest("in"), boa.env.timestamp + h.DAY, 1, w.model_fee, sender=w.requester, value=10**16)
+    FIGURES["post_task"] = tx_gas(
+        w.escrow,
+        "post_task",
+        1,
+        h.digest("in"),
+        boa.env.timestamp + h.DAY,
+        1,
+        w.model_fee,
+        sender=w.requester,
+        value=10**16,
+    )
 
     def s(tid, dataset):
-        return h.settlement(tid, agents=[agent], agent_fee=10**15, dataset_ids=[dataset], weights=[10_000], escrow=w.escrow)
+        return h.settlement(
+            tid, agents=[agent], agent_fee=10**15, dataset_ids=[dataset], weights=[10_000], escrow=w.escrow
+        )
 
     # warm-up: every escrow balance becomes non-zero
-    FIGURES["settle (first ever: fresh balances)"] = tx_gas(w.escrow, "settle", s(tids.pop(), w.dataset_small[0]), sender=w.oracle)
+    FIGURES["settle (first ever: fresh balances)"] = tx_gas(
+        w.escrow, "settle", s(tids.pop(), w.dataset_small[0]), sender=w.oracle
+    )
     # first settlement into each dataset (revenue slot zero -> non-zero in both)
     FIGURES["settle (1-contributor dataset)"] = tx_gas(w.escrow, "settle", s(tids[0], one), sender=w.oracle)
     exec_one = LAST_EXECUTION[0]
@@ -96,12 +110,22 @@ def test_gas__register_dataset_with_ten_contributors(w):
     addrs = [boa.env.generate_address() for _ in range(10)]
     from tributa.merkle import sort_contributors
 
-    c, s = sort_contributors(zip(addrs, [1000] * 10))
+    c, s = sort_contributors(zip(addrs, [1000] * 10, strict=False))
     salt = b"\x5a" * 32
     commitment = w.registry.dataset_commitment(h.digest("gas-ds"), h.digest("meta"), w.data_owner, salt)
     g_commit = tx_gas(w.registry, "commit_dataset", commitment, sender=w.data_owner)
     boa.env.time_travel(blocks=1)
-    g = tx_gas(w.registry, "register_dataset", h.digest("gas-ds"), h.digest("meta"), c, s, "CC-BY-4.0", salt, sender=w.data_owner)
+    g = tx_gas(
+        w.registry,
+        "register_dataset",
+        h.digest("gas-ds"),
+        h.digest("meta"),
+        c,
+        s,
+        "CC-BY-4.0",
+        salt,
+        sender=w.data_owner,
+    )
     FIGURES["commit_dataset"] = g_commit
     FIGURES["register_dataset (reveal, 10 contributors)"] = g
     FIGURES["commit + register_dataset (10 contributors)"] = g_commit + g

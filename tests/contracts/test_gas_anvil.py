@@ -27,11 +27,12 @@ FIGURES: dict[str, float] = {}
 @pytest.fixture(scope="module")
 def chain():
     try:
-        from tributa.devnet import AnvilNode
         from web3 import Web3
 
+        from tributa.devnet import AnvilNode
+
         node = AnvilNode().start()
-    except Exception as exc:  # no binary, no port: this check needs a real node
+    except Exception as exc:  # no binary, no port: this check needs a real node  # noqa: BLE001
         pytest.skip(f"Anvil is not available: {exc}")
     try:
         yield Web3(Web3.HTTPProvider(node.rpc_url))
@@ -57,35 +58,65 @@ class Env:
 
         self.registry = deploy("DataRegistry")
         self.vault = deploy("RoyaltyVault", self.registry.address)
-        self.escrow = deploy("TaskEscrow", self.registry.address, self.vault.address, self.treasury, 500, 1000, 1000, 10**18, h.UNBONDING_DELAY)
+        self.escrow = deploy(
+            "TaskEscrow",
+            self.registry.address,
+            self.vault.address,
+            self.treasury,
+            500,
+            1000,
+            1000,
+            10**18,
+            h.UNBONDING_DELAY,
+        )
         self.tx(self.vault.functions.set_escrow(self.escrow.address), self.owner)
         self.tx(self.escrow.functions.set_oracle(self.oracle, True), self.owner)
-        self.tx(self.registry.functions.register_model("m", keccak(text="w"), [], [], [], 10**15, self.publisher), self.publisher)
+        self.tx(
+            self.registry.functions.register_model("m", keccak(text="w"), [], [], [], 10**15, self.publisher),
+            self.publisher,
+        )
         self.agent = Account.create()
         self.impersonate(self.agent.address)
-        self.tx(self.escrow.functions.register_agent([1], 1, 4, b"\x04" + b"\x11" * 64), self.agent.address, value=10**18)
+        self.tx(
+            self.escrow.functions.register_agent([1], 1, 4, b"\x04" + b"\x11" * 64), self.agent.address, value=10**18
+        )
 
     def impersonate(self, addr):
         self.w3.provider.make_request("anvil_impersonateAccount", [addr])
         self.w3.provider.make_request("anvil_setBalance", [addr, hex(10**20)])
 
     def tx(self, fn, sender, value=0) -> int:
-        receipt = self.w3.eth.wait_for_transaction_receipt(fn.transact({"from": sender, "value": value, "gas": 30_000_000}))
+        receipt = self.w3.eth.wait_for_transaction_receipt(
+            fn.transact({"from": sender, "value": value, "gas": 30_000_000})
+        )
         assert receipt.status == 1
         return receipt.gasUsed
 
     def dataset(self, n, label):
-        c, s = sort_contributors(zip([Account.create().address for _ in range(n)], [h.BPS // n] * (n - 1) + [h.BPS - h.BPS // n * (n - 1)]))
+        c, s = sort_contributors(
+            zip(
+                [Account.create().address for _ in range(n)],
+                [h.BPS // n] * (n - 1) + [h.BPS - h.BPS // n * (n - 1)],
+                strict=False,
+            )
+        )
         salt = keccak(text=f"salt-{label}")
-        commitment = self.registry.functions.dataset_commitment(keccak(text=label), keccak(text="m"), self.data_owner, salt).call()
+        commitment = self.registry.functions.dataset_commitment(
+            keccak(text=label), keccak(text="m"), self.data_owner, salt
+        ).call()
         commit_gas = self.tx(self.registry.functions.commit_dataset(commitment), self.data_owner)
         # automine: the reveal is the next block
-        gas = self.tx(self.registry.functions.register_dataset(keccak(text=label), keccak(text="m"), c, s, "CC-BY-4.0", salt), self.data_owner)
+        gas = self.tx(
+            self.registry.functions.register_dataset(keccak(text=label), keccak(text="m"), c, s, "CC-BY-4.0", salt),
+            self.data_owner,
+        )
         return self.registry.functions.dataset_count().call(), c, s, gas, commit_gas
 
     def post(self) -> tuple[int, int]:
         now = self.w3.eth.get_block("latest").timestamp
-        gas = self.tx(self.escrow.functions.post_task(1, keccak(text="in"), now + h.DAY, 1, 10**15), self.requester, value=10**16)
+        gas = self.tx(
+            self.escrow.functions.post_task(1, keccak(text="in"), now + h.DAY, 1, 10**15), self.requester, value=10**16
+        )
         return self.escrow.functions.task_count().call(), gas
 
     def settlement(self, tid, dataset):
@@ -127,8 +158,13 @@ def test_gas_anvil__settle_flat__batch_half__claim_under_80k(chain):
     FIGURES["withdraw"] = env.tx(env.escrow.functions.withdraw(), env.requester)
 
     tid, _ = env.post()
-    env.tx(env.escrow.functions.settle((tid, keccak(text="x"), keccak(text="y"), [], [], 0, [], [ten[0]], [h.BPS])), env.oracle)
+    env.tx(
+        env.escrow.functions.settle((tid, keccak(text="x"), keccak(text="y"), [], [], 0, [], [ten[0]], [h.BPS])),
+        env.oracle,
+    )
     did, c, s = ten[:3]
     env.impersonate(c[4])
-    claim = FIGURES["claim (10 contributors, first claim ever)"] = env.tx(env.vault.functions.claim(did, 1, s[4], contributors_proof(c, s, 4)), c[4])
+    claim = FIGURES["claim (10 contributors, first claim ever)"] = env.tx(
+        env.vault.functions.claim(did, 1, s[4], contributors_proof(c, s, 4)), c[4]
+    )
     assert claim <= 80_000

@@ -78,14 +78,14 @@ def token(launcher, imo_id):
 
 
 def succeed(launcher, imo_id, buyers, amounts=(10 * ETHER, 15 * ETHER)):
-    for buyer, amount in zip(buyers, amounts):
+    for buyer, amount in zip(buyers, amounts, strict=False):
         launcher.buy(imo_id, value=amount, sender=buyer)
     boa.env.time_travel(seconds=SALE)
     assert launcher.finalize(imo_id) is True
 
 
 def fail(launcher, imo_id, buyers, amounts=(3 * ETHER, 5 * ETHER + 7)):
-    for buyer, amount in zip(buyers, amounts):
+    for buyer, amount in zip(buyers, amounts, strict=False):
         launcher.buy(imo_id, value=amount, sender=buyer)
     boa.env.time_travel(seconds=SALE)
     assert launcher.finalize(imo_id) is False
@@ -247,7 +247,13 @@ def test_buy__records_purchase_and_keeps_tokens_in_launcher(launcher, imo_id, to
     tokens = launcher.buy(imo_id, value=3 * ETHER, sender=buyers[0])
     [event] = ih.events(launcher, "Purchased")
     assert tokens == 30_000 * UNIT
-    assert (event.imo_id, event.buyer, event.paid, event.tokens, event.excess) == (imo_id, buyers[0], 3 * ETHER, tokens, 0)
+    assert (event.imo_id, event.buyer, event.paid, event.tokens, event.excess) == (
+        imo_id,
+        buyers[0],
+        3 * ETHER,
+        tokens,
+        0,
+    )
     p = launcher.purchased(imo_id, buyers[0])
     assert (p.paid, p.tokens, p.tokens_claimed, p.refunded) == (3 * ETHER, tokens, False, False)
     imo = launcher.imo(imo_id)
@@ -266,7 +272,9 @@ def test_buy__twice__accumulates(launcher, imo_id, buyers):
 
 
 def test_buy__odd_amount__rounds_tokens_down_and_keeps_full_payment(launcher, w, buyers):
-    imo_id = launch(launcher, w, price=3 * 10**18, soft_cap=0, hard_cap=3_000 * ETHER, supply=10_000 * UNIT, publisher_share_bps=0)
+    imo_id = launch(
+        launcher, w, price=3 * 10**18, soft_cap=0, hard_cap=3_000 * ETHER, supply=10_000 * UNIT, publisher_share_bps=0
+    )
     tokens = launcher.buy(imo_id, value=10, sender=buyers[0])  # 1 base unit costs 3 wei
     assert tokens == 3
     assert launcher.purchased(imo_id, buyers[0]).paid == 10
@@ -314,7 +322,9 @@ def test_buy__after_finalize__reverts(launcher, imo_id, buyers):
 
 
 def test_buy__value_below_one_base_unit__reverts(launcher, w, buyers):
-    imo_id = launch(launcher, w, price=3 * 10**18, soft_cap=0, hard_cap=3_000 * ETHER, supply=10_000 * UNIT, publisher_share_bps=0)
+    imo_id = launch(
+        launcher, w, price=3 * 10**18, soft_cap=0, hard_cap=3_000 * ETHER, supply=10_000 * UNIT, publisher_share_bps=0
+    )
     with boa.reverts("imo: value buys no tokens"):
         launcher.buy(imo_id, value=2, sender=buyers[0])
 
@@ -363,7 +373,7 @@ def test_finalize__soft_cap_met__succeeds_burns_unsold_and_points_fees_at_token(
     assert token.balanceOf(launcher.address) == sold + 200_000 * UNIT
     assert token.circulating_supply() == 0
     assert token.live() is True
-    active, fee, receiver = w.registry.model_pricing(w.model_id)
+    active, _fee, receiver = w.registry.model_pricing(w.model_id)
     assert receiver == token.address and active
     assert w.registry.fee_receiver_locked(w.model_id) is True
 
@@ -386,7 +396,9 @@ def test_finalize__all_tokens_sold__burns_nothing(launcher, w, buyers):
 
 def test_finalize__sold_out_within_one_unit_of_a_hard_cap_equal_to_the_soft_cap__succeeds(launcher, w, buyers):
     # 3 wei per base unit: 9 of the 10 wei cap buy 3 units and 1 wei cannot buy a 4th
-    imo_id = launch(launcher, w, price=3 * 10**18, soft_cap=10, hard_cap=10, supply=10_000 * UNIT, publisher_share_bps=0)
+    imo_id = launch(
+        launcher, w, price=3 * 10**18, soft_cap=10, hard_cap=10, supply=10_000 * UNIT, publisher_share_bps=0
+    )
     launcher.buy(imo_id, value=9, sender=buyers[0])
     with boa.reverts("imo: hard cap reached"):
         launcher.buy(imo_id, value=1, sender=buyers[1])
@@ -516,13 +528,13 @@ def test_claim_vested__taking_the_pool_the_buyers_tokens_accrued__fails(launcher
 
 def test_refund__soft_cap_missed__returns_exact_wei_to_every_buyer(launcher, imo_id, buyers):
     paid = [3 * ETHER + 1, 5 * ETHER + 7, 11 * ETHER - 13]  # 19 ETH - 5 wei < soft cap
-    for buyer, amount in zip(buyers, paid):
+    for buyer, amount in zip(buyers, paid, strict=False):
         launcher.buy(imo_id, value=amount, sender=buyer)
     launcher.buy(imo_id, value=1, sender=buyers[0])  # a second, tiny buy
     paid[0] += 1
     boa.env.time_travel(seconds=SALE)
     launcher.finalize(imo_id)
-    for buyer, amount in zip(buyers, paid):
+    for buyer, amount in zip(buyers, paid, strict=False):
         before = boa.env.get_balance(buyer)
         assert launcher.refund(imo_id, sender=buyer) == amount
         [event] = ih.events(launcher, "Refunded")
@@ -851,18 +863,35 @@ def test_end_to_end__fees_before_anyone_claims_tokens__accrue_in_custody_for_the
 @pytest.mark.ignore_isolation  # gas_env commits state; it runs in its own Env
 def test_gas__launch_and_buy(capsys):
     with ih.gas_env():
-        owner, publisher, buyer, buyer2 = (ih.funded(n, 10**6 * ETHER) for n in ("owner", "publisher", "buyer", "buyer2"))
+        owner, publisher, buyer, buyer2 = (
+            ih.funded(n, 10**6 * ETHER) for n in ("owner", "publisher", "buyer", "buyer2")
+        )
         registry = h.partial("DataRegistry").deploy(sender=owner)
         model_id = registry.register_model("m", h.digest("w"), [], [], [], 10**15, publisher, sender=publisher)
         blueprint = ih.partial("ModelToken").deploy_as_blueprint()
         launcher = ih.partial("IMOLauncher").deploy(registry.address, blueprint.address)
         registry.set_imo_launcher(launcher.address, sender=owner)
-        args = (model_id, "Tiny GPT2 Model", "TGPT", SUPPLY, PRICE, SOFT_CAP, HARD_CAP, boa.env.timestamp + SALE, PUBLISHER_BPS, VESTING, REDEEM_BPS)
+        args = (
+            model_id,
+            "Tiny GPT2 Model",
+            "TGPT",
+            SUPPLY,
+            PRICE,
+            SOFT_CAP,
+            HARD_CAP,
+            boa.env.timestamp + SALE,
+            PUBLISHER_BPS,
+            VESTING,
+            REDEEM_BPS,
+        )
         gas_launch, imo_id = ih.tx_gas(launcher, "launch", *args, sender=publisher)
         gas_first_buy, _ = ih.tx_gas(launcher, "buy", imo_id, sender=buyer, value=ETHER)
         gas_next_buy, _ = ih.tx_gas(launcher, "buy", imo_id, sender=buyer2, value=ETHER)
         gas_repeat_buy, _ = ih.tx_gas(launcher, "buy", imo_id, sender=buyer, value=ETHER)
     with capsys.disabled():
-        print(f"\nGAS imo_launch: {gas_launch}\nGAS imo_buy_first: {gas_first_buy}\nGAS imo_buy_new_buyer: {gas_next_buy}\nGAS imo_buy_repeat: {gas_repeat_buy}")
+        print(
+            f"\nGAS imo_launch: {gas_launch}\nGAS imo_buy_first: {gas_first_buy}"
+            f"\nGAS imo_buy_new_buyer: {gas_next_buy}\nGAS imo_buy_repeat: {gas_repeat_buy}"
+        )
     assert gas_launch < 2_500_000  # mostly the token's code deposit (7.3 kB runtime)
     assert gas_repeat_buy < gas_next_buy < 150_000

@@ -106,7 +106,7 @@ def test_init__emits_mint_and_renounces_minter_and_owner(issuer):
     logs = token.get_logs()
     names = [type(e).__name__ for e in logs]
     assert "Transfer" in names and "RoleMinterChanged" in names and "OwnershipTransferred" in names
-    mint = [e for e in logs if type(e).__name__ == "Transfer"][0]
+    mint = next(e for e in logs if type(e).__name__ == "Transfer")
     assert mint.sender == ih.ZERO_ADDRESS and mint.receiver == issuer and mint.value == 10**6 * UNIT
     minter = [e for e in logs if type(e).__name__ == "RoleMinterChanged"][-1]
     assert minter.minter == issuer and minter.status is False
@@ -117,7 +117,15 @@ def test_init__emits_mint_and_renounces_minter_and_owner(issuer):
 def test_init__exposes_no_way_to_mint(token):
     functions = {f["name"] for f in token.abi if f["type"] == "function"}
     assert not functions & {"mint", "set_minter", "is_minter", "transfer_ownership", "renounce_ownership", "burn_from"}
-    assert {"permit", "nonces", "DOMAIN_SEPARATOR", "claim", "burn", "claimable_revenue", "redeemable_on_burn"} <= functions
+    assert {
+        "permit",
+        "nonces",
+        "DOMAIN_SEPARATOR",
+        "claim",
+        "burn",
+        "claimable_revenue",
+        "redeemable_on_burn",
+    } <= functions
 
 
 @pytest.mark.parametrize(
@@ -408,7 +416,13 @@ def _permit_signature(token, owner_acct, spender, value, nonce, deadline):
             "chainId": boa.env.evm.patch.chain_id,
             "verifyingContract": str(token.address),
         },
-        "message": {"owner": owner_acct.address, "spender": str(spender), "value": value, "nonce": nonce, "deadline": deadline},
+        "message": {
+            "owner": owner_acct.address,
+            "spender": str(spender),
+            "value": value,
+            "nonce": nonce,
+            "deadline": deadline,
+        },
     }
     signed = Account.sign_message(encode_typed_data(full_message=message), owner_acct.key)
     return signed.v, signed.r.to_bytes(32, "big"), signed.s.to_bytes(32, "big")
@@ -449,7 +463,6 @@ def test_permit__signature_for_another_value__reverts(token, bob):
 
 
 # ------------------------------------------------------------------ claim
-
 
 
 # ------------------------------------------------------------------ claim

@@ -77,9 +77,15 @@ def test_ask__requests_the_boards_model_with_its_gas_and_records_question_and_as
     ao, board = ao
     rid = ask(ao, board)
     (req,) = x.events(board, "AICallbackRequest")
-    assert (req.account, req.request_id, req.model_id, req.input, req.callback_contract, req.gas_limit, req.callback_data) == (
-        board.address, rid, 1, b"What is the capital of France?", board.address, GAS_LIMIT, b""
-    )
+    assert (
+        req.account,
+        req.request_id,
+        req.model_id,
+        req.input,
+        req.callback_contract,
+        req.gas_limit,
+        req.callback_data,
+    ) == (board.address, rid, 1, b"What is the capital of France?", board.address, GAS_LIMIT, b"")
     (asked,) = x.events(board, "Asked")
     assert (asked.request_id, asked.asker) == (rid, ao.w.requester)
     assert board.question_of(rid) == b"What is the capital of France?" and board.asker_of(rid) == ao.w.requester

@@ -42,7 +42,13 @@ def test_prompt_board__unknown_model__deploy_raises_the_oracles_reason(contracts
 
 def test_ai_oracle_gas_bench__runs_and_reports_sane_receipts(tmp_path):
     figures = ai_oracle_gas.run(tmp_path)
-    assert set(figures) >= {"gas_request_callback", "gas_settle_with_callback", "gas_challenge", "gas_resolve_upheld", "gas_resolve_overturned"}
+    assert set(figures) >= {
+        "gas_request_callback",
+        "gas_settle_with_callback",
+        "gas_challenge",
+        "gas_resolve_upheld",
+        "gas_resolve_overturned",
+    }
     assert all(v > 0 for v in figures.values())
     assert 150_000 < figures["gas_request_callback"] < 400_000
     own = figures["gas_settle_callback_own"]

@@ -46,7 +46,9 @@ def claim_as(w, account, dataset, version=1, index=None, bps=None, proof=None):
     did, c, s = dataset
     i = [x.lower() for x in c].index(str(account).lower()) if index is None else index
     with boa.env.prank(account):
-        return w.vault.claim(did, version, s[i] if bps is None else bps, contributors_proof(c, s, i) if proof is None else proof)
+        return w.vault.claim(
+            did, version, s[i] if bps is None else bps, contributors_proof(c, s, i) if proof is None else proof
+        )
 
 
 def claimed_of(w, account, dataset, version=1):
@@ -102,7 +104,11 @@ def test_set_escrow__by_stranger__reverts(w):
 def test_credit__by_escrow__adds_revenue_per_current_version_and_emits(w):
     credit(w, 7, [1, 2, 1], [100, 200, 50])
     logs = h.events(w.vault, "RoyaltyCredited")
-    assert [(e.dataset_id, e.version, e.task_id, e.amount) for e in logs] == [(1, 1, 7, 100), (2, 1, 7, 200), (1, 1, 7, 50)]
+    assert [(e.dataset_id, e.version, e.task_id, e.amount) for e in logs] == [
+        (1, 1, 7, 100),
+        (2, 1, 7, 200),
+        (1, 1, 7, 50),
+    ]
     assert w.vault.revenue(1, 1) == 150 and w.vault.revenue(2, 1) == 200
     assert w.vault.total_credited() == 350
     assert boa.env.get_balance(w.vault.address) == 350
@@ -179,7 +185,7 @@ def test_claim__contributor_with_proof__is_paid_its_floor_share(w):
 
 
 def test_claim__twice_without_new_revenue__reverts_nothing_to_claim(w):
-    did, c, s = w.dataset_small
+    did, c, _s = w.dataset_small
     credit(w, 1, [did], [9_999])
     claim_as(w, c[0], w.dataset_small)
     with boa.reverts("vault: nothing to claim"):
@@ -270,7 +276,7 @@ def test_claim__repeat_naming_another_share__reverts_invalid_proof(w):
 
 
 def test_claim__first_element_only_before_a_paying_claim__reverts_invalid_proof(w):
-    did, c, s = w.dataset_ten
+    did, c, _s = w.dataset_ten
     credit(w, 1, [did], [10**18])
     with boa.reverts("vault: invalid proof"):
         claim_as(w, c[2], w.dataset_ten, proof=first_element(w.dataset_ten, 2))
@@ -324,7 +330,7 @@ def test_claim_many__stranger_naming_a_claimed_lane__reverts_invalid_proof(w):
 
 
 def test_claim__no_revenue__reverts_before_checking_proof(w):
-    did, c, s = w.dataset_small
+    _did, c, _s = w.dataset_small
     with boa.reverts("vault: nothing to claim"):
         claim_as(w, c[0], w.dataset_small, proof=[])
 
@@ -337,7 +343,7 @@ def test_claim__invalid_proof__reverts(w):
 
 
 def test_claim__inflated_share__reverts_invalid_proof(w):
-    did, c, s = w.dataset_ten
+    did, c, _s = w.dataset_ten
     credit(w, 1, [did], [10**6])
     with boa.reverts("vault: invalid proof"):
         claim_as(w, c[0], w.dataset_ten, bps=10_000)
@@ -402,7 +408,7 @@ def test_claimable__reports_owed_or_zero_for_bad_proof(w):
 
 
 def test_claim_many__across_datasets_and_versions__pays_once(w):
-    (d1, c1, s1) = w.dataset_small
+    (d1, _c1, _s1) = w.dataset_small
     # make one account a contributor of both datasets and of two versions of d1
     me = h.funded_address("multi")
     other = boa.env.generate_address()
@@ -425,7 +431,9 @@ def test_claim_many__across_datasets_and_versions__pays_once(w):
 
     before = boa.env.get_balance(me)
     with boa.env.prank(me):
-        paid = w.vault.claim_many([entry(d1, 2, v1), entry(d1, 3, v2), entry(d3, 1, ([me], [10_000])), entry(d1, 2, v1)])
+        paid = w.vault.claim_many(
+            [entry(d1, 2, v1), entry(d1, 3, v2), entry(d3, 1, ([me], [10_000])), entry(d1, 2, v1)]
+        )
     logs = h.events(w.vault, "RoyaltyClaimed")
     assert paid == 700 + 500 + 333
     assert boa.env.get_balance(me) == before + paid
@@ -579,8 +587,12 @@ def test_claim_for__naming_yourself_with_someone_elses_share__reverts_and_moves_
 def test_claim_for__a_contributor_contract_reentering_on_receipt__is_locked_out(w):
     attacker = boa.loads(REENTRANT_FOR)
     with boa.env.prank(w.stranger):
-        first = h.commit_and_register(w.registry, h.digest("reenter-for-1"), h.digest("m"), [attacker.address], [10_000], "")
-        second = h.commit_and_register(w.registry, h.digest("reenter-for-2"), h.digest("m"), [attacker.address], [10_000], "")
+        first = h.commit_and_register(
+            w.registry, h.digest("reenter-for-1"), h.digest("m"), [attacker.address], [10_000], ""
+        )
+        second = h.commit_and_register(
+            w.registry, h.digest("reenter-for-2"), h.digest("m"), [attacker.address], [10_000], ""
+        )
     credit(w, 1, [first, second], [500, 700])
     # On receipt of the first payment it claims the second, which it is owed: only the lock stops it.
     attacker.arm(w.vault.address, second)

@@ -22,7 +22,14 @@ def test_register_agent__with_min_stake__registers_and_emits(w):
     with boa.env.prank(acct.address):
         w.escrow.register_agent([1], 2, 8, PUBKEY, value=h.MIN_STAKE)
     (log,) = h.events(w.escrow, "AgentRegistered")
-    assert (log.agent, log.stake, list(log.models), log.device_class, log.capacity, log.pubkey) == (acct.address, h.MIN_STAKE, [1], 2, 8, PUBKEY)
+    assert (log.agent, log.stake, list(log.models), log.device_class, log.capacity, log.pubkey) == (
+        acct.address,
+        h.MIN_STAKE,
+        [1],
+        2,
+        8,
+        PUBKEY,
+    )
     assert w.escrow.agent(acct.address) == (h.MIN_STAKE, 0, 0, 2, 8, True)
     assert w.escrow.agent_models(acct.address) == [1]
     assert w.escrow.agent_pubkey(acct.address) == PUBKEY
@@ -68,7 +75,13 @@ def test_update_agent__registered__replaces_profile(w):
     with boa.env.prank(a):
         w.escrow.update_agent([2, 1], 0, 3, b"\x02" + b"\x33" * 32)
     (log,) = h.events(w.escrow, "AgentUpdated")
-    assert (log.agent, list(log.models), log.device_class, log.capacity, log.pubkey) == (a, [2, 1], 0, 3, b"\x02" + b"\x33" * 32)
+    assert (log.agent, list(log.models), log.device_class, log.capacity, log.pubkey) == (
+        a,
+        [2, 1],
+        0,
+        3,
+        b"\x02" + b"\x33" * 32,
+    )
     assert w.escrow.agent(a) == (h.MIN_STAKE, 0, 0, 0, 3, True)
     assert w.escrow.agent_models(a) == [2, 1] and w.escrow.serves_model(a, 2)
 
@@ -126,7 +139,9 @@ def test_request_unbond__second_request__adds_and_restarts_timer(w):
     assert w.escrow.agent(a)[1:3] == (150, boa.env.timestamp + h.UNBONDING_DELAY)
 
 
-@pytest.mark.parametrize("amount, reason", [(0, "escrow: zero amount"), (h.MIN_STAKE + 1, "escrow: amount exceeds stake")])
+@pytest.mark.parametrize(
+    "amount, reason", [(0, "escrow: zero amount"), (h.MIN_STAKE + 1, "escrow: amount exceeds stake")]
+)
 def test_request_unbond__bad_amount__reverts(w, amount, reason):
     with boa.env.prank(w.agents[0].address), boa.reverts(reason):
         w.escrow.request_unbond(amount)
@@ -209,8 +224,14 @@ def test_withdraw_stake__unbonding_slashed_meanwhile__pays_what_is_left(w):
 
 def _deploy(**overrides):
     args = dict(
-        registry=None, vault=None, treasury=None, pbps=h.PROTOCOL_FEE_BPS, dbps=h.DATA_SHARE_BPS,
-        sbps=h.SLASH_BPS, min_stake=h.MIN_STAKE, delay=h.UNBONDING_DELAY,
+        registry=None,
+        vault=None,
+        treasury=None,
+        pbps=h.PROTOCOL_FEE_BPS,
+        dbps=h.DATA_SHARE_BPS,
+        sbps=h.SLASH_BPS,
+        min_stake=h.MIN_STAKE,
+        delay=h.UNBONDING_DELAY,
     )
     args.update(overrides)
     return h.partial("TaskEscrow").deploy(*args.values())
@@ -235,10 +256,24 @@ def test_constructor__bad_params__reverts(w, overrides, reason):
 
 
 def test_constructor__valid_params__sets_everything_and_emits(w):
-    e = _deploy(registry=w.registry.address, vault=w.vault.address, treasury=w.treasury, pbps=3000, dbps=2000, sbps=10_000, delay=90 * h.DAY)
+    e = _deploy(
+        registry=w.registry.address,
+        vault=w.vault.address,
+        treasury=w.treasury,
+        pbps=3000,
+        dbps=2000,
+        sbps=10_000,
+        delay=90 * h.DAY,
+    )
     names = [type(x).__name__ for x in e.get_logs()]
     assert "ParamsSet" in names and "TreasurySet" in names
-    assert (e.protocol_fee_bps(), e.data_share_bps(), e.slash_bps(), e.min_stake(), e.unbonding_delay()) == (3000, 2000, 10_000, h.MIN_STAKE, 90 * h.DAY)
+    assert (e.protocol_fee_bps(), e.data_share_bps(), e.slash_bps(), e.min_stake(), e.unbonding_delay()) == (
+        3000,
+        2000,
+        10_000,
+        h.MIN_STAKE,
+        90 * h.DAY,
+    )
     assert (e.registry(), e.vault(), e.treasury()) == (w.registry.address, w.vault.address, w.treasury)
     assert (e.task_count(), e.total_open_fees(), e.total_credited(), e.total_staked()) == (0, 0, 0, 0)
 
@@ -264,8 +299,20 @@ def test_set_params__owner__updates_and_emits(w):
     with boa.env.prank(w.owner):
         w.escrow.set_params(100, 200, 300, 400, 40 * h.DAY)
     (log,) = h.events(w.escrow, "ParamsSet")
-    assert (log.protocol_fee_bps, log.data_share_bps, log.slash_bps, log.min_stake, log.unbonding_delay) == (100, 200, 300, 400, 40 * h.DAY)
-    assert (w.escrow.protocol_fee_bps(), w.escrow.data_share_bps(), w.escrow.slash_bps(), w.escrow.min_stake(), w.escrow.unbonding_delay()) == (100, 200, 300, 400, 40 * h.DAY)
+    assert (log.protocol_fee_bps, log.data_share_bps, log.slash_bps, log.min_stake, log.unbonding_delay) == (
+        100,
+        200,
+        300,
+        400,
+        40 * h.DAY,
+    )
+    assert (
+        w.escrow.protocol_fee_bps(),
+        w.escrow.data_share_bps(),
+        w.escrow.slash_bps(),
+        w.escrow.min_stake(),
+        w.escrow.unbonding_delay(),
+    ) == (100, 200, 300, 400, 40 * h.DAY)
 
 
 @pytest.mark.parametrize(
@@ -307,6 +354,9 @@ def test_set_treasury__stranger_or_zero__reverts(w):
 
 
 def test_constants__are_exposed(w):
-    assert (w.escrow.MAX_K(), w.escrow.MAX_FEE_SHARES_BPS(), w.escrow.MAX_TASK_DURATION(), w.escrow.MAX_UNBONDING_DELAY()) == (
-        5, 5000, 30 * h.DAY, 90 * h.DAY
-    )
+    assert (
+        w.escrow.MAX_K(),
+        w.escrow.MAX_FEE_SHARES_BPS(),
+        w.escrow.MAX_TASK_DURATION(),
+        w.escrow.MAX_UNBONDING_DELAY(),
+    ) == (5, 5000, 30 * h.DAY, 90 * h.DAY)

@@ -35,8 +35,14 @@ def test_result_digest_to_sign__equals_eth_account_typed_data_hash(w):
 
 
 def test_eip712_domain__names_tributa_escrow_v1_on_this_chain_and_contract(w):
-    fields, name, version, chain_id, verifying, salt, extensions = w.escrow.eip712Domain()
-    assert (fields, name, version, chain_id, verifying) == (b"\x0f", "Tributa TaskEscrow", "1", h.chain_id(), w.escrow.address)
+    fields, name, version, chain_id, verifying, _salt, _extensions = w.escrow.eip712Domain()
+    assert (fields, name, version, chain_id, verifying) == (
+        b"\x0f",
+        "Tributa TaskEscrow",
+        "1",
+        h.chain_id(),
+        w.escrow.address,
+    )
     assert w.escrow.RESULT_TYPEHASH() == keccak(b"Result(uint256 task_id,bytes32 result_digest)")
     domain = encode_typed_data(full_message=h.typed_result(w.escrow.address, 1, h.digest("r"))).header
     assert w.escrow.domain_separator() == domain
@@ -49,15 +55,21 @@ def test_settle__one_agent_two_datasets__splits_fee_and_emits(w):
     tid = h.post_task(w.escrow, w.requester, fee=FEE)
     agent = w.agents[0]
     agent_fee = 2 * 10**15
-    s = h.settlement(tid, agents=[agent], agent_fee=agent_fee, dataset_ids=[1, 2], weights=[3333, 6667], escrow=w.escrow)
+    s = h.settlement(
+        tid, agents=[agent], agent_fee=agent_fee, dataset_ids=[1, 2], weights=[3333, 6667], escrow=w.escrow
+    )
     logs = settle(w, s)
-    settled = [e for e in logs if type(e).__name__ == "TaskSettled"][0]
+    settled = next(e for e in logs if type(e).__name__ == "TaskSettled")
     credited = [e for e in logs if type(e).__name__ == "RoyaltyCredited"]
     refund = FEE - PROTOCOL - DATA - w.model_fee - agent_fee
     assert (settled.task_id, settled.result_digest, settled.attribution_digest) == (tid, s[1], s[2])
     assert list(settled.agents) == [agent.address]
     assert (settled.agent_fee, settled.model_fee, settled.data_share, settled.protocol_fee, settled.refund) == (
-        agent_fee, w.model_fee, DATA, PROTOCOL, refund
+        agent_fee,
+        w.model_fee,
+        DATA,
+        PROTOCOL,
+        refund,
     )
     first = DATA * 3333 // h.BPS
     assert [(e.dataset_id, e.task_id, e.amount) for e in credited] == [(1, tid, first), (2, tid, DATA - first)]
@@ -76,7 +88,9 @@ def test_settle__one_agent_two_datasets__splits_fee_and_emits(w):
 def test_settle__three_agents__split_equally_and_remainder_refunded(w):
     tid = h.post_task(w.escrow, w.requester, fee=FEE, k=3)
     agent_fee = 10**15 + 2
-    settle(w, h.settlement(tid, agents=w.agents, agent_fee=agent_fee, dataset_ids=[1], weights=[10_000], escrow=w.escrow))
+    settle(
+        w, h.settlement(tid, agents=w.agents, agent_fee=agent_fee, dataset_ids=[1], weights=[10_000], escrow=w.escrow)
+    )
     each = agent_fee // 3
     assert [w.escrow.balance_of(a.address) for a in w.agents] == [each] * 3
     assert w.escrow.balance_of(w.requester) == FEE - PROTOCOL - DATA - w.model_fee - 3 * each
@@ -113,8 +127,10 @@ def test_settle__no_agents_and_zero_agent_fee__is_accepted(w):
 def test_settle__agent_fee_uses_whole_remainder__refund_is_zero(w):
     tid = h.post_task(w.escrow, w.requester)
     left = FEE - PROTOCOL - DATA - w.model_fee
-    logs = settle(w, h.settlement(tid, agents=[w.agents[0]], agent_fee=left, dataset_ids=[2], weights=[10_000], escrow=w.escrow))
-    assert [e for e in logs if type(e).__name__ == "TaskSettled"][0].refund == 0
+    logs = settle(
+        w, h.settlement(tid, agents=[w.agents[0]], agent_fee=left, dataset_ids=[2], weights=[10_000], escrow=w.escrow)
+    )
+    assert next(e for e in logs if type(e).__name__ == "TaskSettled").refund == 0
     assert w.escrow.balance_of(w.requester) == 0
 
 
@@ -210,59 +226,117 @@ REJECTIONS = {
         "escrow: agent not registered",
     ),
     "signature by another key": (
-        lambda w, tid: h.settlement(tid, agents=[w.agents[0].address], signatures=[h.sign_result(w.agents[1], w.escrow, tid, h.digest(f"result-{tid}"))], agent_fee=1),
+        lambda w, tid: h.settlement(
+            tid,
+            agents=[w.agents[0].address],
+            signatures=[h.sign_result(w.agents[1], w.escrow, tid, h.digest(f"result-{tid}"))],
+            agent_fee=1,
+        ),
         "escrow: bad signature",
     ),
     "signature over another result": (
-        lambda w, tid: h.settlement(tid, agents=[w.agents[0].address], signatures=[h.sign_result(w.agents[0], w.escrow, tid, h.digest("other"))], agent_fee=1),
+        lambda w, tid: h.settlement(
+            tid,
+            agents=[w.agents[0].address],
+            signatures=[h.sign_result(w.agents[0], w.escrow, tid, h.digest("other"))],
+            agent_fee=1,
+        ),
         "escrow: bad signature",
     ),
     "signature over another task": (
-        lambda w, tid: h.settlement(tid, agents=[w.agents[0].address], signatures=[h.sign_result(w.agents[0], w.escrow, tid + 1, h.digest(f"result-{tid}"))], agent_fee=1),
+        lambda w, tid: h.settlement(
+            tid,
+            agents=[w.agents[0].address],
+            signatures=[h.sign_result(w.agents[0], w.escrow, tid + 1, h.digest(f"result-{tid}"))],
+            agent_fee=1,
+        ),
         "escrow: bad signature",
     ),
     "signature for another chain": (
-        lambda w, tid: h.settlement(tid, agents=[w.agents[0].address], signatures=[_other_domain_signature(w, w.agents[0], tid, h.digest(f"result-{tid}"), chain_id=h.chain_id() + 1)], agent_fee=1),
+        lambda w, tid: h.settlement(
+            tid,
+            agents=[w.agents[0].address],
+            signatures=[
+                _other_domain_signature(w, w.agents[0], tid, h.digest(f"result-{tid}"), chain_id=h.chain_id() + 1)
+            ],
+            agent_fee=1,
+        ),
         "escrow: bad signature",
     ),
     "signature for another contract": (
-        lambda w, tid: h.settlement(tid, agents=[w.agents[0].address], signatures=[_other_domain_signature(w, w.agents[0], tid, h.digest(f"result-{tid}"), contract=w.vault.address)], agent_fee=1),
+        lambda w, tid: h.settlement(
+            tid,
+            agents=[w.agents[0].address],
+            signatures=[
+                _other_domain_signature(w, w.agents[0], tid, h.digest(f"result-{tid}"), contract=w.vault.address)
+            ],
+            agent_fee=1,
+        ),
         "escrow: bad signature",
     ),
     "signature under another name": (
-        lambda w, tid: h.settlement(tid, agents=[w.agents[0].address], signatures=[_other_domain_signature(w, w.agents[0], tid, h.digest(f"result-{tid}"), name="Other")], agent_fee=1),
+        lambda w, tid: h.settlement(
+            tid,
+            agents=[w.agents[0].address],
+            signatures=[_other_domain_signature(w, w.agents[0], tid, h.digest(f"result-{tid}"), name="Other")],
+            agent_fee=1,
+        ),
         "escrow: bad signature",
     ),
     "malleable high-s signature": (
-        lambda w, tid: h.settlement(tid, agents=[w.agents[0].address], signatures=[_high_s(h.sign_result(w.agents[0], w.escrow, tid, h.digest(f"result-{tid}")))], agent_fee=1),
+        lambda w, tid: h.settlement(
+            tid,
+            agents=[w.agents[0].address],
+            signatures=[_high_s(h.sign_result(w.agents[0], w.escrow, tid, h.digest(f"result-{tid}")))],
+            agent_fee=1,
+        ),
         "escrow: bad signature",
     ),
     "64-byte signature": (
-        lambda w, tid: h.settlement(tid, agents=[w.agents[0].address], signatures=[h.sign_result(w.agents[0], w.escrow, tid, h.digest(f"result-{tid}"))[:64]], agent_fee=1),
+        lambda w, tid: h.settlement(
+            tid,
+            agents=[w.agents[0].address],
+            signatures=[h.sign_result(w.agents[0], w.escrow, tid, h.digest(f"result-{tid}"))[:64]],
+            agent_fee=1,
+        ),
         "escrow: bad signature",
     ),
     "garbage signature": (
-        lambda w, tid: h.settlement(tid, agents=[w.agents[0].address], signatures=[b"\x00" * 64 + b"\x1b"], agent_fee=1),
+        lambda w, tid: h.settlement(
+            tid, agents=[w.agents[0].address], signatures=[b"\x00" * 64 + b"\x1b"], agent_fee=1
+        ),
         "escrow: bad signature",
     ),
     "bad v": (
-        lambda w, tid: h.settlement(tid, agents=[w.agents[0].address], signatures=[h.sign_result(w.agents[0], w.escrow, tid, h.digest(f"result-{tid}"))[:64] + b"\x01"], agent_fee=1),
+        lambda w, tid: h.settlement(
+            tid,
+            agents=[w.agents[0].address],
+            signatures=[h.sign_result(w.agents[0], w.escrow, tid, h.digest(f"result-{tid}"))[:64] + b"\x01"],
+            agent_fee=1,
+        ),
         "escrow: bad signature",
     ),
     "slashed agent not registered": (
-        lambda w, tid: h.settlement(tid, slashed=[w.outsider], escrow=w.escrow), "escrow: slashed agent not registered"
+        lambda w, tid: h.settlement(tid, slashed=[w.outsider], escrow=w.escrow),
+        "escrow: slashed agent not registered",
     ),
     "dataset length mismatch": (
-        lambda w, tid: h.settlement(tid, dataset_ids=[1, 2], weights=[10_000]), "escrow: dataset length mismatch"
+        lambda w, tid: h.settlement(tid, dataset_ids=[1, 2], weights=[10_000]),
+        "escrow: dataset length mismatch",
     ),
-    "unknown dataset": (lambda w, tid: h.settlement(tid, dataset_ids=[1, 3], weights=[5000, 5000]), "escrow: unknown dataset"),
+    "unknown dataset": (
+        lambda w, tid: h.settlement(tid, dataset_ids=[1, 3], weights=[5000, 5000]),
+        "escrow: unknown dataset",
+    ),
     "dataset zero": (lambda w, tid: h.settlement(tid, dataset_ids=[0], weights=[10_000]), "escrow: unknown dataset"),
     "weights not 10000": (
         lambda w, tid: h.settlement(tid, dataset_ids=[1, 2], weights=[5000, 4999]),
         "escrow: dataset weights must sum to 10000",
     ),
     "payouts exceed fee": (
-        lambda w, tid: h.settlement(tid, agents=[w.agents[0]], agent_fee=FEE - PROTOCOL - DATA - 10**15 + 1, escrow=w.escrow),
+        lambda w, tid: h.settlement(
+            tid, agents=[w.agents[0]], agent_fee=FEE - PROTOCOL - DATA - 10**15 + 1, escrow=w.escrow
+        ),
         "escrow: payouts exceed fee",
     ),
     "huge agent fee": (
@@ -317,10 +391,14 @@ def test_settle__task_not_open__reverts(w, state):
 def test_settle_batch__mixed_batch__applies_good_and_reports_bad(w):
     tids = [h.post_task(w.escrow, w.requester) for _ in range(4)]
     batch = [
-        h.settlement(tids[0], agents=[w.agents[0]], agent_fee=10**15, dataset_ids=[1], weights=[10_000], escrow=w.escrow),
+        h.settlement(
+            tids[0], agents=[w.agents[0]], agent_fee=10**15, dataset_ids=[1], weights=[10_000], escrow=w.escrow
+        ),
         h.settlement(tids[1], agents=[w.outsider], agent_fee=1, escrow=w.escrow),  # unregistered
         h.settlement(tids[2], agents=[w.agents[1].address], signatures=[b"\x01" * 65], agent_fee=1),  # garbage sig
-        h.settlement(tids[3], agents=[w.agents[2]], agent_fee=10**15, dataset_ids=[2], weights=[10_000], escrow=w.escrow),
+        h.settlement(
+            tids[3], agents=[w.agents[2]], agent_fee=10**15, dataset_ids=[2], weights=[10_000], escrow=w.escrow
+        ),
         h.settlement(tids[0], escrow=w.escrow),  # repeated task: already settled in this batch
         h.settlement(99, escrow=w.escrow),
     ]
@@ -346,7 +424,15 @@ def test_settle_batch__mixed_batch__applies_good_and_reports_bad(w):
 def test_settle_batch__same_result_as_single_settles(w):
     tids = [h.post_task(w.escrow, w.requester, k=2) for _ in range(3)]
     batch = [
-        h.settlement(t, agents=w.agents[:2], agent_fee=3 * 10**15 + t, dataset_ids=[1, 2], weights=[2500, 7500], slashed=[], escrow=w.escrow)
+        h.settlement(
+            t,
+            agents=w.agents[:2],
+            agent_fee=3 * 10**15 + t,
+            dataset_ids=[1, 2],
+            weights=[2500, 7500],
+            slashed=[],
+            escrow=w.escrow,
+        )
         for t in tids
     ]
     with boa.env.anchor():
@@ -388,7 +474,9 @@ def test_settle__lease_proof_of_a_silent_agent__slashes_it(w):
     proof = h.lease_proof(w.agents[1], w.escrow, tid, expires)
     boa.env.time_travel(seconds=101)
     logs = settle(w, h.settlement(tid, agents=[w.agents[0]], agent_fee=10**15, slashed=[proof], escrow=w.escrow))
-    assert [(e.agent, e.amount) for e in logs if type(e).__name__ == "AgentSlashed"] == [(w.agents[1].address, h.MIN_STAKE // 10)]
+    assert [(e.agent, e.amount) for e in logs if type(e).__name__ == "AgentSlashed"] == [
+        (w.agents[1].address, h.MIN_STAKE // 10)
+    ]
     assert boa.env.get_balance(w.escrow.address) == held(w)
 
 
@@ -400,7 +488,9 @@ def test_settle__slash_agent_that_signed_the_settled_result__fails(w):
     result = h.digest(f"result-{tid}")
     proof = h.conflict_proof(honest, w.escrow, tid, result)
     with boa.env.prank(w.oracle), boa.reverts("escrow: slash proof for the settled result"):
-        w.escrow.settle(h.settlement(tid, agents=[w.agents[0]], agent_fee=1, slashed=[proof], result=result, escrow=w.escrow))
+        w.escrow.settle(
+            h.settlement(tid, agents=[w.agents[0]], agent_fee=1, slashed=[proof], result=result, escrow=w.escrow)
+        )
     assert w.escrow.agent(honest.address)[0] == h.MIN_STAKE
 
 
@@ -486,7 +576,9 @@ def test_settle_batch__bad_slash_proof__rejects_only_that_settlement(w):
     batch = [
         h.settlement(tids[0], agents=[w.agents[0]], agent_fee=1, slashed=[w.agents[2]], escrow=w.escrow),
         h.settlement(tids[1], agents=[w.agents[0]], agent_fee=1, slashed=[forged], escrow=w.escrow),
-        h.settlement(tids[2], slashed=[h.lease_proof(w.agents[1], w.escrow, tids[2], boa.env.timestamp + 5)], escrow=w.escrow),
+        h.settlement(
+            tids[2], slashed=[h.lease_proof(w.agents[1], w.escrow, tids[2], boa.env.timestamp + 5)], escrow=w.escrow
+        ),
     ]
     with boa.env.prank(w.oracle):
         assert w.escrow.settle_batch(batch) == [True, False, False]
@@ -558,7 +650,9 @@ def test_settle__locked_receiver_push_fails__fee_credited_for_pull(w, mode):
     _lock(w, token.address)
     tids = [h.post_task(w.escrow, w.requester) for _ in range(2)]
     with boa.env.prank(w.oracle):
-        assert w.escrow.settle_batch([h.settlement(t, agents=[w.agents[0]], agent_fee=1, escrow=w.escrow) for t in tids]) == [True, True]
+        assert w.escrow.settle_batch(
+            [h.settlement(t, agents=[w.agents[0]], agent_fee=1, escrow=w.escrow) for t in tids]
+        ) == [True, True]
     flags = [e.success for e in w.escrow.get_logs() if type(e).__name__ == "ModelFeePushed"]
     if mode == 3:  # the re-entrant withdraw fails (lock held); the push itself goes through
         assert flags == [True, True] and token.reentered() is False

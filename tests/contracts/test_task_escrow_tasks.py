@@ -26,9 +26,16 @@ def test_post_task__valid_input__escrows_fee_and_emits(w):
     tid = h.post_task(w.escrow, w.requester, fee=FEE, k=3, deadline=deadline, input_digest=h.digest("in"))
     (log,) = h.events(w.escrow, "TaskPosted")
     assert tid == 1 and w.escrow.task_count() == 1
-    assert (log.task_id, log.requester, log.model_id, log.input_digest, log.fee, log.model_fee, log.deadline, log.k) == (
-        1, w.requester, w.model_id, h.digest("in"), FEE, w.model_fee, deadline, 3
-    )
+    assert (
+        log.task_id,
+        log.requester,
+        log.model_id,
+        log.input_digest,
+        log.fee,
+        log.model_fee,
+        log.deadline,
+        log.k,
+    ) == (1, w.requester, w.model_id, h.digest("in"), FEE, w.model_fee, deadline, 3)
     assert w.escrow.task(tid) == (w.requester, w.model_id, h.digest("in"), FEE, w.model_fee, deadline, 3, h.OPEN)
     assert w.escrow.task_fee_shares(tid) == (h.PROTOCOL_FEE_BPS, h.DATA_SHARE_BPS)
     assert boa.env.get_balance(w.escrow.address) == before + FEE
@@ -74,7 +81,14 @@ def test_post_task__bad_input__reverts(w, kwargs, reason):
     boa.env.set_balance(w.requester, fee + 10**18)
     deadline = boa.env.timestamp + kwargs.get("deadline_offset", 3600)
     with boa.env.prank(w.requester), boa.reverts(reason):
-        w.escrow.post_task(kwargs.get("model_id", 1), kwargs.get("input_digest", h.digest("in")), deadline, kwargs.get("k", 1), h.MAX_UINT256, value=fee)
+        w.escrow.post_task(
+            kwargs.get("model_id", 1),
+            kwargs.get("input_digest", h.digest("in")),
+            deadline,
+            kwargs.get("k", 1),
+            h.MAX_UINT256,
+            value=fee,
+        )
 
 
 def test_post_task__inactive_model__reverts(w):
@@ -169,7 +183,7 @@ def test_fail_task__agents_that_never_answered__slashed_and_fee_still_refunded_i
     w.escrow.refund(tid)
 
     amounts = [stake * h.SLASH_BPS // 10_000 for stake in stakes]
-    assert [w.escrow.agent(a)[0] for a in silent] == [s - x for s, x in zip(stakes, amounts)]
+    assert [w.escrow.agent(a)[0] for a in silent] == [s - x for s, x in zip(stakes, amounts, strict=False)]
     assert [log.amount for log in slash_logs] == amounts
     assert w.escrow.balance_of(w.requester) == big + sum(x // 2 for x in amounts)
     assert w.escrow.balance_of(w.treasury) == sum(x - x // 2 for x in amounts)
@@ -243,7 +257,9 @@ def test_fail_task__one_wei_task_slash_for_profit__fails(w):
     with boa.env.prank(w.oracle), boa.reverts("escrow: task not slashable"):
         w.escrow.fail_task(tid, "x", proofs)
     # ... a long enough deadline is, but the requester gets at most its 1 wei
-    tid = h.post_task(w.escrow, w.requester, fee=1, model_id=_zero_fee_model(w, "zero-2"), deadline=boa.env.timestamp + h.DAY)
+    tid = h.post_task(
+        w.escrow, w.requester, fee=1, model_id=_zero_fee_model(w, "zero-2"), deadline=boa.env.timestamp + h.DAY
+    )
     assert w.escrow.task_slashable(tid)
     proofs = _silent(w, tid, [agent])
     with boa.env.prank(w.oracle):
@@ -256,7 +272,9 @@ def test_fail_task__one_wei_task_slash_for_profit__fails(w):
         w.escrow.set_min_slash_fee(10**15)
     tid = h.post_task(w.escrow, w.requester, fee=10**15 - 1, model_id=_zero_fee_model(w, "zero-3"))
     assert not w.escrow.task_slashable(tid)
-    assert w.escrow.task_slashable(h.post_task(w.escrow, w.requester, fee=10**15, model_id=_zero_fee_model(w, "zero-4")))
+    assert w.escrow.task_slashable(
+        h.post_task(w.escrow, w.requester, fee=10**15, model_id=_zero_fee_model(w, "zero-4"))
+    )
     assert_accounted(w)
 
 
@@ -278,7 +296,7 @@ def test_fail_task__repeated_slashing_of_an_agent_by_the_oracle__fails(w):
     # signatures each round slashes nothing
     staked = w.escrow.total_staked()
     model = _zero_fee_model(w)
-    for i in range(5):
+    for _i in range(5):
         tid = h.post_task(w.escrow, w.requester, fee=1, model_id=model, k=3)
         expires = boa.env.timestamp + 60
         boa.env.time_travel(seconds=61)

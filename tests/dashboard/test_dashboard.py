@@ -91,16 +91,39 @@ def world(deployed, contracts, tmp_path_factory):
 
     (root / "moon.txt").write_text(MOON)
     contributors = sorted([signers["creator"].address, member.address], key=lambda a: int(a, 16))
-    dataset_id = register_dataset(contracts, signers["creator"], parts.store, root / "moon.txt", contributors, [5000, 5000],
-                                  "CC0", "moon", lambda cid, text: indexes.build(cid, text).token_count).dataset_id
+    dataset_id = register_dataset(
+        contracts,
+        signers["creator"],
+        parts.store,
+        root / "moon.txt",
+        contributors,
+        [5000, 5000],
+        "CC0",
+        "moon",
+        lambda cid, text: indexes.build(cid, text).token_count,
+    ).dataset_id
     folder = root / "model"
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"architectures": ["GPT2LMHeadModel"], "dashboard": True}))
-    model_id = register_model(contracts, signers["publisher"], parts.store, "moon-model", folder, [], {dataset_id: 10_000}, 10**15).model_id
+    model_id = register_model(
+        contracts, signers["publisher"], parts.store, "moon-model", folder, [], {dataset_id: 10_000}, 10**15
+    ).model_id
     ensure_agent(contracts, signers["agent"], [model_id])
     # A successful IMO first, so the task's model fee goes to its token's holders.
-    imo_id, _, _ = imo_lib.launch(contracts, signers["publisher"], model_id, "Moon", "MOON", 1_000_000, 10**14,
-                                  2 * 10**18, 60 * 10**18, 3600, 2000, 86_400)
+    imo_id, _, _ = imo_lib.launch(
+        contracts,
+        signers["publisher"],
+        model_id,
+        "Moon",
+        "MOON",
+        1_000_000,
+        10**14,
+        2 * 10**18,
+        60 * 10**18,
+        3600,
+        2000,
+        86_400,
+    )
     imo_lib.buy(contracts, signers["buyer"], imo_id, 2 * 10**18)
     advance_time(w3, 3601)
     imo_lib.finalize(contracts, signers["buyer"], imo_id)
@@ -119,17 +142,29 @@ def world(deployed, contracts, tmp_path_factory):
     assert revenue > 0
     parts.db.engine.dispose()  # the oracle process takes over this data dir
 
-    oracle = start_oracle(settings, root / "oracle.log", ["--no-attribution", "--text-logs"], env={"TRIBUTA_UI_TOKEN": TOKEN})
+    oracle = start_oracle(
+        settings, root / "oracle.log", ["--no-attribution", "--text-logs"], env={"TRIBUTA_UI_TOKEN": TOKEN}
+    )
     standalone_url = f"http://127.0.0.1:{_free_port()}"
     standalone = ManagedProcess(
-        "dashboard", ["dashboard", "--port", standalone_url.rsplit(":", 1)[1], "--oracle-url", settings.oracle_url],
-        settings.with_overrides(data_dir=root / "empty"), root / "dashboard.log", env={"TRIBUTA_UI_TOKEN": ""},
+        "dashboard",
+        ["dashboard", "--port", standalone_url.rsplit(":", 1)[1], "--oracle-url", settings.oracle_url],
+        settings.with_overrides(data_dir=root / "empty"),
+        root / "dashboard.log",
+        env={"TRIBUTA_UI_TOKEN": ""},
     )
     try:
         _wait_for(standalone_url + "/ui", standalone)
         yield {
-            "oracle_url": settings.oracle_url, "standalone_url": standalone_url, "task_id": task_id, "model_id": model_id,
-            "dataset_id": dataset_id, "imo_id": imo_id, "claimed": claimed, "member": member.address, "signers": signers,
+            "oracle_url": settings.oracle_url,
+            "standalone_url": standalone_url,
+            "task_id": task_id,
+            "model_id": model_id,
+            "dataset_id": dataset_id,
+            "imo_id": imo_id,
+            "claimed": claimed,
+            "member": member.address,
+            "signers": signers,
             "contracts": contracts,
         }
     finally:
@@ -160,7 +195,9 @@ def _agent_polls(world) -> None:
     from compute_agent.client import JobClient
 
     contracts = world["contracts"]
-    client = JobClient(world["oracle_url"], world["signers"]["agent"].account, contracts.chain_id, contracts.escrow.address)
+    client = JobClient(
+        world["oracle_url"], world["signers"]["agent"].account, contracts.chain_id, contracts.escrow.address
+    )
     try:
         assert client.poll(wait_s=0) is None
     finally:
@@ -192,7 +229,10 @@ def test_pages__real_data_from_the_deployment_on_every_page(site, world, tmp_pat
     assert any("same face of the Moon" in m for m in marked), marked  # the span, marked in the output …
     excerpt = page.locator("#attribution .dataset-excerpt mark").all_inner_texts()
     assert any("same face of the Moon" in m for m in excerpt), excerpt  # … and in the dataset's text
-    assert f"dataset {dataset_id}" in page.locator("#attribution").inner_text() and "100.00%" in page.locator("#attribution").inner_text()
+    assert (
+        f"dataset {dataset_id}" in page.locator("#attribution").inner_text()
+        and "100.00%" in page.locator("#attribution").inner_text()
+    )
     assert "Why do we always see" in page.inner_text("main")  # the input
     _shot(page, tmp_path, "task")
 
@@ -218,7 +258,9 @@ def test_pages__real_data_from_the_deployment_on_every_page(site, world, tmp_pat
     imo = page.locator("#imo").inner_text()
     assert "raised 2 ETH" in imo and "tokens claimed" in imo
     assert world["signers"]["buyer"].address in page.locator("#holders").inner_text()
-    assert page.locator("#revenue-in").inner_text() != "0 ETH" and page.locator("#revenue-claimed").inner_text() != "0 ETH"
+    assert (
+        page.locator("#revenue-in").inner_text() != "0 ETH" and page.locator("#revenue-claimed").inner_text() != "0 ETH"
+    )
     assert page.locator("#imo svg.progress").count() == 2
     _shot(page, tmp_path, "model")
 
@@ -242,9 +284,18 @@ def test_tasks__a_task_posted_appears_without_a_reload(site, world, tmp_path):
     _shot(page, tmp_path, "live")
 
 
-@pytest.mark.parametrize("path", ["/ui/tasks/999999", "/ui/tasks/abc", "/ui/agents/0xnot-an-address",
-                                  "/ui/agents/0x000000000000000000000000000000000000dEaD", "/ui/datasets/999999",
-                                  "/ui/models/0", "/ui/no-such-page"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/ui/tasks/999999",
+        "/ui/tasks/abc",
+        "/ui/agents/0xnot-an-address",
+        "/ui/agents/0x000000000000000000000000000000000000dEaD",
+        "/ui/datasets/999999",
+        "/ui/models/0",
+        "/ui/no-such-page",
+    ],
+)
 def test_bad_ids__a_404_page(site, path, tmp_path):
     page = site["page"]
     response = page.goto(site["base"] + path)
@@ -290,6 +341,17 @@ def test_dashboard_cli__beyond_loopback_without_a_token__refused(deployed):
 
     from tributa.cli import cli
 
-    result = CliRunner(mix_stderr=False).invoke(cli, ["--rpc-url", deployed.rpc_url, "--deployments", str(deployed.deployments_dir),
-                                                      "dashboard", "--host", "0.0.0.0"], env={"TRIBUTA_UI_TOKEN": ""})
+    result = CliRunner(mix_stderr=False).invoke(
+        cli,
+        [
+            "--rpc-url",
+            deployed.rpc_url,
+            "--deployments",
+            str(deployed.deployments_dir),
+            "dashboard",
+            "--host",
+            "0.0.0.0",
+        ],
+        env={"TRIBUTA_UI_TOKEN": ""},
+    )
     assert result.exit_code == 1 and "give the dashboard a token" in result.stderr

@@ -32,7 +32,7 @@ AGENT_ARGS = ["--text-logs", "--capacity", "4", "--threads", "1"]
 
 
 @pytest.fixture(scope="module")
-def second_adapter(llama, tmp_path_factory):  # noqa: F811
+def second_adapter(llama, tmp_path_factory):
     """Another LoRA adapter of the same base, so the model has two to fetch."""
     import torch
     from peft import LoraConfig, get_peft_model
@@ -40,16 +40,20 @@ def second_adapter(llama, tmp_path_factory):  # noqa: F811
 
     torch.manual_seed(11)
     model = LlamaForCausalLM.from_pretrained(llama[0])
-    peft = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    peft = get_peft_model(
+        model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    )
     folder = tmp_path_factory.mktemp("second-adapter") / "adapter"
     peft.save_pretrained(folder)
     config = json.loads((folder / "adapter_config.json").read_text())  # as the first: no path of this machine
-    (folder / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": None}, indent=2, sort_keys=True))
+    (folder / "adapter_config.json").write_text(
+        json.dumps({**config, "base_model_name_or_path": None}, indent=2, sort_keys=True)
+    )
     return folder
 
 
 @pytest.fixture(scope="module")
-def network(contracts, deployed, llama, second_adapter, tmp_path_factory):  # noqa: F811
+def network(contracts, deployed, llama, second_adapter, tmp_path_factory):
     """One oracle; agent "agent" holds the base and both adapters, agent "agent2" only the base
     (and an empty store of its own), so it must fetch the adapters from the oracle."""
     root = tmp_path_factory.mktemp("adapter-fetch")
@@ -57,24 +61,56 @@ def network(contracts, deployed, llama, second_adapter, tmp_path_factory):  # no
     store = open_store(settings.store_dir)
     base_dir, adapter_dir = llama
     publisher = signer_for(contracts, "publisher")
-    model = register_model(contracts, publisher, store, "fetch-llama", base_dir, [adapter_dir, second_adapter], None, 10**15)
+    model = register_model(
+        contracts, publisher, store, "fetch-llama", base_dir, [adapter_dir, second_adapter], None, 10**15
+    )
     oracle = start_oracle(settings, root / "oracle.log", ["--no-attribution", "--text-logs"])
-    local = start_agent(settings.with_overrides(data_dir=root / "local-data"), root / "local.log", [
-        *AGENT_ARGS, "--no-sandbox", "--account", "dev:agent",
-        "--model-dir", str(base_dir), "--model-dir", str(adapter_dir), "--model-dir", str(second_adapter),
-    ])
-    fetching = start_agent(settings.with_overrides(data_dir=root / "fetching-data"), root / "fetching.log", [
-        *AGENT_ARGS, "--account", "dev:agent2", "--model-dir", str(base_dir),
-    ])
-    yield {"root": root, "settings": settings, "store": store, "model": model, "oracle": oracle, "local": local,
-           "fetching": fetching}
+    local = start_agent(
+        settings.with_overrides(data_dir=root / "local-data"),
+        root / "local.log",
+        [
+            *AGENT_ARGS,
+            "--no-sandbox",
+            "--account",
+            "dev:agent",
+            "--model-dir",
+            str(base_dir),
+            "--model-dir",
+            str(adapter_dir),
+            "--model-dir",
+            str(second_adapter),
+        ],
+    )
+    fetching = start_agent(
+        settings.with_overrides(data_dir=root / "fetching-data"),
+        root / "fetching.log",
+        [
+            *AGENT_ARGS,
+            "--account",
+            "dev:agent2",
+            "--model-dir",
+            str(base_dir),
+        ],
+    )
+    yield {
+        "root": root,
+        "settings": settings,
+        "store": store,
+        "model": model,
+        "oracle": oracle,
+        "local": local,
+        "fetching": fetching,
+    }
     fetching.stop()
     local.stop()
     oracle.stop()
 
 
 def test_e2e__agent_with_only_the_base__fetches_adapters_by_cid_and_matches_an_agent_holding_them(
-    network, contracts, llama, second_adapter,  # noqa: F811
+    network,
+    contracts,
+    llama,
+    second_adapter,
 ):
     from tributa.catalog import describe_folder
     from tributa.runtime.executor import Executor
@@ -92,8 +128,12 @@ def test_e2e__agent_with_only_the_base__fetches_adapters_by_cid_and_matches_an_a
     # k = 2: each task runs on both agents, and both are paid only if both signed the settled bytes.
     tasks = [post_task(contracts, requester, store, network["model"].model_id, data, k=2) for data in inputs]
 
-    views = wait_until_final(contracts, [t.task_id for t in tasks], SETTLE_TIMEOUT_S,
-                             (network["oracle"], network["local"], network["fetching"]))
+    views = wait_until_final(
+        contracts,
+        [t.task_id for t in tasks],
+        SETTLE_TIMEOUT_S,
+        (network["oracle"], network["local"], network["fetching"]),
+    )
 
     assert [views[t.task_id].state for t in tasks] == ["settled"] * 4
     both = {signer_for(contracts, "agent").address, signer_for(contracts, "agent2").address}
@@ -113,7 +153,7 @@ def test_e2e__agent_with_only_the_base__fetches_adapters_by_cid_and_matches_an_a
     assert not list((network["root"] / "local-data" / "adapters").iterdir())  # the other had them all
 
 
-def test_e2e__blocks_endpoint__serves_stored_blocks_only(network, llama):  # noqa: F811
+def test_e2e__blocks_endpoint__serves_stored_blocks_only(network, llama):
     from tributa.catalog import describe_folder
 
     url, store = network["settings"].oracle_url, network["store"]
@@ -147,7 +187,11 @@ class TamperingProxy:
                     self.send_error(502)
                     return
                 data = answer.content
-                if answer.status_code == 200 and self.path.startswith("/v1/blocks/") and self.path.rsplit("/", 1)[-1] in tamper:
+                if (
+                    answer.status_code == 200
+                    and self.path.startswith("/v1/blocks/")
+                    and self.path.rsplit("/", 1)[-1] in tamper
+                ):
                     data = data[:-1] + bytes([data[-1] ^ 1])
                 self.send_response(answer.status_code)
                 for name in ("content-type", "retry-after"):
@@ -183,7 +227,11 @@ def _jobs_of(settings, task_id: int) -> list[tuple[str, str | None]]:
 
 
 def test_e2e__adapter_altered_in_transit_or_unsafe__refused_and_never_served(
-    network, contracts, llama, second_adapter, tmp_path_factory,  # noqa: F811
+    network,
+    contracts,
+    llama,
+    second_adapter,
+    tmp_path_factory,
 ):
     """A model on another base (so only the third agent serves it) with two adapters: the first's
     weights block is altered by the gateway the agent uses; the second is registered content that
@@ -203,21 +251,45 @@ def test_e2e__adapter_altered_in_transit_or_unsafe__refused_and_never_served(
     unsafe_cid = str(store.put_dir(unsafe))  # registered below by a raw call: `model register` would refuse it
     publisher = signer_for(contracts, "publisher")
     call = contracts.registry.functions.register_model(
-        "tampered-llama", describe_folder(store, base).digest, [adapter.digest, Cid.parse(unsafe_cid).digest], [], [],
-        10**15, publisher.address,
+        "tampered-llama",
+        describe_folder(store, base).digest,
+        [adapter.digest, Cid.parse(unsafe_cid).digest],
+        [],
+        [],
+        10**15,
+        publisher.address,
     )
     model_id = first_event(contracts.registry, "ModelRegistered", publisher.transact(call).receipt)["model_id"]
     weights = dict(dag.list_dir(store, dag.load(store, Cid.parse(adapter.cid))))[b"adapter_model.safetensors"]
     proxy = TamperingProxy(settings.oracle_url, {str(weights)})
-    agent = start_agent(settings.with_overrides(data_dir=root / "agent-data", oracle_url=proxy.url), root / "agent.log", [
-        *AGENT_ARGS, "--no-sandbox", "--account", "dev:19", "--model-dir", str(base),
-    ])
+    agent = start_agent(
+        settings.with_overrides(data_dir=root / "agent-data", oracle_url=proxy.url),
+        root / "agent.log",
+        [
+            *AGENT_ARGS,
+            "--no-sandbox",
+            "--account",
+            "dev:19",
+            "--model-dir",
+            str(base),
+        ],
+    )
     try:
         requester = signer_for(contracts, "requester")
-        altered = post_task(contracts, requester, store, model_id, encode_input(prompt="the moon", max_new_tokens=8, adapter=adapter.cid))
-        refused = post_task(contracts, requester, store, model_id, encode_input(prompt="the moon", max_new_tokens=8, adapter=unsafe_cid))
+        altered = post_task(
+            contracts,
+            requester,
+            store,
+            model_id,
+            encode_input(prompt="the moon", max_new_tokens=8, adapter=adapter.cid),
+        )
+        refused = post_task(
+            contracts, requester, store, model_id, encode_input(prompt="the moon", max_new_tokens=8, adapter=unsafe_cid)
+        )
 
-        views = wait_until_final(contracts, [refused.task_id], SETTLE_TIMEOUT_S, (network["oracle"], agent), final=("failed", "refunded"))
+        views = wait_until_final(
+            contracts, [refused.task_id], SETTLE_TIMEOUT_S, (network["oracle"], agent), final=("failed", "refunded")
+        )
         deadline = time.monotonic() + 60
         while not _jobs_of(settings, altered.task_id) or _jobs_of(settings, altered.task_id)[0][0] == "leased":
             assert time.monotonic() < deadline, agent.log_tail()
@@ -228,7 +300,9 @@ def test_e2e__adapter_altered_in_transit_or_unsafe__refused_and_never_served(
         # Altered bytes: this copy is at fault, not the task: a runtime error, and the task waits for
         # another agent (none serves this model), never settled with a substitute.
         [(state, error)] = _jobs_of(settings, altered.task_id)
-        assert state == "errored" and error.startswith("runtime: adapter refused") and "does not hash to its CID" in error
+        assert (
+            state == "errored" and error.startswith("runtime: adapter refused") and "does not hash to its CID" in error
+        )
         assert read_task(contracts, altered.task_id).state == "open"
         cache = root / "agent-data" / "adapters"
         assert list(cache.iterdir()) == []  # neither folder kept, no staging left

@@ -23,8 +23,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.crash_bench import audit
 from bench.chaos_bench import chaos_round, dead_processes, node_down, set_immutable, stateful_network
+from bench.crash_bench import audit
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +145,9 @@ def test_api_process_killed_during_a_storage_outage__a_new_one_waits_it_out__tas
         assert "job API start: disk unavailable" in during and "job API start: disk available again" in during, during
     # The new process relays the worker's metrics (a fresh queue: the dead one may hold the old's lock).
     deadline = time.monotonic() + 10
-    while not re.search(r"tributa_oracle_settled_total\{[^}]*\} [1-9]", metrics := httpx.get(f"{net.settings.oracle_url}/metrics").text):
+    while not re.search(
+        r"tributa_oracle_settled_total\{[^}]*\} [1-9]", metrics := httpx.get(f"{net.settings.oracle_url}/metrics").text
+    ):
         assert time.monotonic() < deadline, metrics
         time.sleep(0.5)
 
@@ -183,12 +185,14 @@ def test_chaos__every_fault_in_turn__every_task_final_once_books_balance_and_all
     report = chaos_round(net)
 
     for fault, why in report.skipped.items():  # root only: shown in the summary, not silently passed
-        warnings.warn(f"the chaos round skipped the {fault} fault: {why}")
+        warnings.warn(f"the chaos round skipped the {fault} fault: {why}", stacklevel=1)
     assert report.audit.lost == 0 and report.audit.double_settlements == 0
     assert report.audit.settled + report.audit.refunded == report.audit.tasks
     assert report.audit.books_balance and report.audit.agent_credits_match
     _alive(net)
     stopped = net.agents[0]
     assert "dropped: oracle refused (409)" in stopped.log_path.read_text(errors="replace")
-    print(f"chaos: {report.faults}; {report.audit.tasks} tasks, {report.audit.settled} settled, "
-          f"{report.audit.refunded} refunded in {report.seconds:.0f}s")
+    print(
+        f"chaos: {report.faults}; {report.audit.tasks} tasks, {report.audit.settled} settled, "
+        f"{report.audit.refunded} refunded in {report.seconds:.0f}s"
+    )

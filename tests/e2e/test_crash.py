@@ -26,7 +26,9 @@ def test_crash__worker_killed_alone__its_api_process_exits_and_a_restart_settles
         net.start_agents(1)
         oracle = net.start_oracle()
         net.wait_agents_ready()
-        api_pids = [int(p) for p in open(f"/proc/{oracle.process.pid}/task/{oracle.process.pid}/children").read().split()]
+        api_pids = [
+            int(p) for p in open(f"/proc/{oracle.process.pid}/task/{oracle.process.pid}/children").read().split()
+        ]
         assert len(api_pids) == 1 and oracle_healthy(net.settings)
 
         os.kill(oracle.process.pid, signal.SIGKILL)  # only the worker, not its process group

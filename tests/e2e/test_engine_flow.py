@@ -32,13 +32,22 @@ def llama(tmp_path_factory):
     tok = T.load_tokenizer()
     torch.manual_seed(7)
     config = LlamaConfig(
-        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=128, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
     )
     model = LlamaForCausalLM(config)
     model.save_pretrained(root / "base")
     tok.save_pretrained(root / "base")
-    peft = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    peft = get_peft_model(
+        model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    )
     peft.save_pretrained(root / "adapter")
     return root / "base", root / "adapter"
 
@@ -56,11 +65,32 @@ def network(contracts, deployed, llama, tmp_path_factory):
     set_serving_terms(contracts, publisher, model.model_id, max_new_tokens=LIMIT)  # above the default 64
     embedder = registered_model(contracts, publisher, store, "e2e-minilm", minilm_dir())
     oracle = start_oracle(settings, root / "oracle.log", ["--no-attribution", "--text-logs"])
-    agent = start_agent(settings, root / "agent.log", [
-        "--text-logs", "--no-sandbox", "--capacity", "4", "--threads", "1",
-        "--model-dir", str(base_dir), "--model-dir", str(adapter_dir), "--model-dir", str(minilm_dir()),
-    ])
-    yield {"store": store, "model": model, "embedder": embedder, "oracle": oracle, "agent": agent, "log": root / "agent.log"}
+    agent = start_agent(
+        settings,
+        root / "agent.log",
+        [
+            "--text-logs",
+            "--no-sandbox",
+            "--capacity",
+            "4",
+            "--threads",
+            "1",
+            "--model-dir",
+            str(base_dir),
+            "--model-dir",
+            str(adapter_dir),
+            "--model-dir",
+            str(minilm_dir()),
+        ],
+    )
+    yield {
+        "store": store,
+        "model": model,
+        "embedder": embedder,
+        "oracle": oracle,
+        "agent": agent,
+        "log": root / "agent.log",
+    }
     agent.stop()
     oracle.stop()
 
@@ -75,12 +105,19 @@ def test_e2e__random_llama_with_adapter__served_by_the_engine_and_settled(networ
     requester = signer_for(contracts, "requester")
     inputs = [
         encode_input(prompt=prompt, max_new_tokens=12, adapter=choice)
-        for prompt, choice in (("the moon", adapter.cid), ("bread and", adapter.cid), ("the moon", None), ("a star", None))
+        for prompt, choice in (
+            ("the moon", adapter.cid),
+            ("bread and", adapter.cid),
+            ("the moon", None),
+            ("a star", None),
+        )
     ]
     inputs[2] = json.dumps({**json.loads(inputs[2]), "adapter": None}).encode()  # the bare base
     tasks = [post_task(contracts, requester, store, network["model"].model_id, data) for data in inputs]
 
-    views = wait_until_final(contracts, [t.task_id for t in tasks], SETTLE_TIMEOUT_S, (network["oracle"], network["agent"]))
+    views = wait_until_final(
+        contracts, [t.task_id for t in tasks], SETTLE_TIMEOUT_S, (network["oracle"], network["agent"])
+    )
 
     assert [views[t.task_id].state for t in tasks] == ["settled"] * 4
     outputs = [store.get_bytes(views[t.task_id].result_cid) for t in tasks]
@@ -97,11 +134,20 @@ def test_e2e__registered_token_limit__up_to_it_runs_past_it_fails_and_refunds(ne
     escrow = contracts.escrow.functions
     before = escrow.balance_of(requester.address).call()
     model_id = network["model"].model_id
-    at_limit = post_task(contracts, requester, network["store"], model_id, encode_input(prompt="a", max_new_tokens=LIMIT))
-    past = post_task(contracts, requester, network["store"], model_id, encode_input(prompt="a", max_new_tokens=LIMIT + 1))
+    at_limit = post_task(
+        contracts, requester, network["store"], model_id, encode_input(prompt="a", max_new_tokens=LIMIT)
+    )
+    past = post_task(
+        contracts, requester, network["store"], model_id, encode_input(prompt="a", max_new_tokens=LIMIT + 1)
+    )
 
-    views = wait_until_final(contracts, [at_limit.task_id, past.task_id], SETTLE_TIMEOUT_S, (network["oracle"], network["agent"]),
-                             final=("settled", "refunded"))
+    views = wait_until_final(
+        contracts,
+        [at_limit.task_id, past.task_id],
+        SETTLE_TIMEOUT_S,
+        (network["oracle"], network["agent"]),
+        final=("settled", "refunded"),
+    )
 
     settled, refused = views[at_limit.task_id], views[past.task_id]
     assert settled.state == "settled"
@@ -116,21 +162,34 @@ def test_e2e__bad_inputs__each_task_fails_with_its_reason_is_refunded_and_the_ag
     escrow = contracts.escrow.functions
     llama, embedder, store = network["model"].model_id, network["embedder"], network["store"]
     cases = {  # model, input, a fragment of the recorded reason
-        "prompt over the context": (llama, encode_input(prompt="moon " * 200), "exceeds the model's context of 128 tokens"),
+        "prompt over the context": (
+            llama,
+            encode_input(prompt="moon " * 200),
+            "exceeds the model's context of 128 tokens",
+        ),
         "embedding job to a generation model": (llama, encode_input(texts=["a star"]), "unknown field"),
         "generation job to an embedding model": (embedder, encode_input(prompt="a star"), "unknown field"),
         "prompt not a string": (llama, b'{"prompt":5}', '"prompt" must be a string, got a number'),
     }
     before = escrow.balance_of(requester.address).call()
     bad = {name: post_task(contracts, requester, store, model, data) for name, (model, data, _) in cases.items()}
-    views = wait_until_final(contracts, [t.task_id for t in bad.values()], SETTLE_TIMEOUT_S,
-                             (network["oracle"], network["agent"]), final=("settled", "refunded"))
+    views = wait_until_final(
+        contracts,
+        [t.task_id for t in bad.values()],
+        SETTLE_TIMEOUT_S,
+        (network["oracle"], network["agent"]),
+        final=("settled", "refunded"),
+    )
     for name, task in bad.items():
         view = views[task.task_id]
         assert view.state == "refunded" and cases[name][2] in view.failure, (name, view.state, view.failure)
     assert escrow.balance_of(requester.address).call() - before == sum(t.fee for t in bad.values())  # every wei back
 
-    after = [post_task(contracts, requester, store, llama, encode_input(prompt="the moon", max_new_tokens=4)),
-             post_task(contracts, requester, store, embedder, encode_input(texts=["a star"]))]
-    served = wait_until_final(contracts, [t.task_id for t in after], SETTLE_TIMEOUT_S, (network["oracle"], network["agent"]))
+    after = [
+        post_task(contracts, requester, store, llama, encode_input(prompt="the moon", max_new_tokens=4)),
+        post_task(contracts, requester, store, embedder, encode_input(texts=["a star"])),
+    ]
+    served = wait_until_final(
+        contracts, [t.task_id for t in after], SETTLE_TIMEOUT_S, (network["oracle"], network["agent"])
+    )
     assert [served[t.task_id].state for t in after] == ["settled", "settled"]  # the same agent, still serving

@@ -25,12 +25,24 @@ def network(contracts, deployed, demo_models, tmp_path_factory):
     store = open_store(settings.store_dir)
     publisher = signer_for(contracts, "publisher")
     adapter = sorted(demo_models.adapters)[0]
-    gen = registered_model(contracts, publisher, store, "e2e-gen", demo_models.base_dir, [demo_models.adapters[adapter]])
+    gen = registered_model(
+        contracts, publisher, store, "e2e-gen", demo_models.base_dir, [demo_models.adapters[adapter]]
+    )
     emb = registered_model(contracts, publisher, store, "e2e-embed", minilm_dir())
     dirs = [demo_models.base_dir, demo_models.adapters[adapter], minilm_dir()]
     oracle = start_oracle(settings, root / "oracle.log", ["--no-attribution", "--text-logs"])
-    agent = start_agent(settings, root / "agent.log", ["--text-logs", *[a for d in dirs for a in ("--model-dir", str(d))]])
-    yield {"settings": settings, "store": store, "gen": gen, "emb": emb, "oracle": oracle, "agent": agent, "adapter": adapter}
+    agent = start_agent(
+        settings, root / "agent.log", ["--text-logs", *[a for d in dirs for a in ("--model-dir", str(d))]]
+    )
+    yield {
+        "settings": settings,
+        "store": store,
+        "gen": gen,
+        "emb": emb,
+        "oracle": oracle,
+        "agent": agent,
+        "adapter": adapter,
+    }
     agent.stop()
     oracle.stop()
 
@@ -45,7 +57,9 @@ def test_e2e__generation_and_embedding_tasks__settle_with_verifiable_results(net
     gen = post_task(contracts, requester, store, network["gen"], gen_input)
     emb = post_task(contracts, requester, store, network["emb"], encode_input(texts=["the moon", "bread"]))
 
-    views = wait_until_final(contracts, [gen.task_id, emb.task_id], SETTLE_TIMEOUT_S, (network["oracle"], network["agent"]))
+    views = wait_until_final(
+        contracts, [gen.task_id, emb.task_id], SETTLE_TIMEOUT_S, (network["oracle"], network["agent"])
+    )
 
     assert {v.state for v in views.values()} == {"settled"}
     paid = sum(v.settlement["agent_fee"] for v in views.values())
@@ -54,8 +68,8 @@ def test_e2e__generation_and_embedding_tasks__settle_with_verifiable_results(net
         s = v.settlement
         assert s["agent_fee"] + s["model_fee"] + s["data_share"] + s["protocol_fee"] + s["refund"] == v.fee
     # Anyone can re-check the generation: greedy decoding on the registered weights gives the same bytes.
-    from tributa.runtime.executor import Executor
     from tributa.catalog import describe_folder
+    from tributa.runtime.executor import Executor
 
     base = describe_folder(store, demo_models.base_dir)
     adapter = describe_folder(store, demo_models.adapters[network["adapter"]])
@@ -90,7 +104,11 @@ def test_e2e__oracle_metrics__count_settled_tasks_and_latency(network, contracts
 
     def scrape() -> dict[str, float]:
         text = httpx.get(network["settings"].oracle_url + "/metrics", timeout=5).text
-        return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line and line[0] != "#"}
+        return {
+            line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line and line[0] != "#"
+        }
 
     # The worker records the settlement just after its receipt, and relays it to the API process.
     deadline = time.monotonic() + 10
@@ -109,9 +127,13 @@ def test_e2e__private_task__store_holds_only_ciphertext_and_requester_opens_chec
     requester = signer_for(contracts, "requester")
     settings, store = network["settings"], network["store"]
     marker = f"private-marker-{os.urandom(6).hex()}"
-    posted = post_private_task(contracts, requester, store, network["emb"], encode_input(texts=[marker]), settings.oracle_url)
+    posted = post_private_task(
+        contracts, requester, store, network["emb"], encode_input(texts=[marker]), settings.oracle_url
+    )
 
-    view = wait_until_final(contracts, [posted.task_id], SETTLE_TIMEOUT_S, (network["oracle"], network["agent"]))[posted.task_id]
+    view = wait_until_final(contracts, [posted.task_id], SETTLE_TIMEOUT_S, (network["oracle"], network["agent"]))[
+        posted.task_id
+    ]
 
     assert view.state == "settled"
     output = open_private_result(contracts, requester, store, view, settings.oracle_url)  # checks the on-chain digest
@@ -126,12 +148,19 @@ def test_e2e__someone_else_posts_a_private_input__oracle_refuses_to_open_it(netw
 
     settings, store = network["settings"], network["store"]
     victim, thief = signer_for(contracts, "requester"), signer_for(contracts, "buyer2")
-    sealed = post_private_task(contracts, victim, store, network["emb"], encode_input(texts=["mine"]), settings.oracle_url)
+    sealed = post_private_task(
+        contracts, victim, store, network["emb"], encode_input(texts=["mine"]), settings.oracle_url
+    )
     envelope = store.get_bytes(sealed.input_cid)
 
     stolen = post_task(contracts, thief, store, network["emb"], envelope)
-    views = wait_until_final(contracts, [sealed.task_id, stolen.task_id], SETTLE_TIMEOUT_S, (network["oracle"],),
-                             final=("settled", "refunded"))
+    views = wait_until_final(
+        contracts,
+        [sealed.task_id, stolen.task_id],
+        SETTLE_TIMEOUT_S,
+        (network["oracle"],),
+        final=("settled", "refunded"),
+    )
 
     assert views[sealed.task_id].state == "settled"
     assert views[stolen.task_id].state == "refunded"

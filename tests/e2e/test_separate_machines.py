@@ -39,8 +39,8 @@ from eth_account import Account
 
 from tests.helpers import advance_time, signer_for
 from tributa.cli.format import parse_eth
-from tributa.imo import token_contract
 from tributa.devnet import free_port
+from tributa.imo import token_contract
 from tributa.processes import start_agent, start_oracle
 from tributa.tasks import wait_until_final
 
@@ -48,7 +48,16 @@ SETTLE_TIMEOUT_S = 240
 CLI_TIMEOUT_S = 180
 MODEL_FEE = "0.001"
 ROLES = ("oracle", "agent1", "agent2", "agent3", "creator", "publisher", "requester", "contributor", "buyer")
-FUNDING = {"agent1": 1, "agent2": 1, "agent3": 1, "creator": 1, "publisher": 1, "requester": 2, "contributor": 1, "buyer": 2}
+FUNDING = {
+    "agent1": 1,
+    "agent2": 1,
+    "agent3": 1,
+    "creator": 1,
+    "publisher": 1,
+    "requester": 2,
+    "contributor": 1,
+    "buyer": 2,
+}
 SHARES = {"contributor": 7000, "unfunded": 3000}  # the dataset's contributors; "unfunded" holds no ETH and runs nothing
 IMO = {"supply": 1_000_000, "price": "0.000001", "soft_cap": "0.1", "hard_cap": "0.5", "duration_s": 60, "buy": "0.2"}
 
@@ -126,7 +135,7 @@ def open_network(roles: tuple[str, ...]) -> Loopback:
             return Lan(roles)
         except (subprocess.SubprocessError, OSError, StopIteration) as exc:
             reason = str(getattr(exc, "stderr", None) or exc).strip()
-    warnings.warn(f"roles share this host's loopback, not network namespaces: {reason}")
+    warnings.warn(f"roles share this host's loopback, not network namespaces: {reason}", stacklevel=2)
     return Loopback()
 
 
@@ -174,28 +183,49 @@ class Machine:
     def cli(self, *args: str, account: bool = True, check: bool = True) -> subprocess.CompletedProcess:
         """`tributa [globals] ARGS [--account env:TRIBUTA_KEY]` in this machine's namespace and dir."""
         s = self.settings
-        cmd = [*self.net.prefix(self.name), sys.executable, "-m", "tributa.cli.__main__", "--rpc-url", s.rpc_url,
-               "--oracle-url", s.oracle_url, "--data-dir", str(s.data_dir), "--deployments", str(s.deployments_dir),
-               *args, *(["--account", "env:TRIBUTA_KEY"] if account else [])]
+        cmd = [
+            *self.net.prefix(self.name),
+            sys.executable,
+            "-m",
+            "tributa.cli.__main__",
+            "--rpc-url",
+            s.rpc_url,
+            "--oracle-url",
+            s.oracle_url,
+            "--data-dir",
+            str(s.data_dir),
+            "--deployments",
+            str(s.deployments_dir),
+            *args,
+            *(["--account", "env:TRIBUTA_KEY"] if account else []),
+        ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("TRIBUTA_")}
         env.update(self.env, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
         done = subprocess.run(cmd, cwd=s.data_dir, env=env, capture_output=True, text=True, timeout=CLI_TIMEOUT_S)
         with open(s.data_dir / "cli.log", "a") as log:  # what this machine's user saw, for a failure's post-mortem
             log.write(f"$ tributa {' '.join(args)}\n{done.stdout}{done.stderr}[exit {done.returncode}]\n")
         if check and done.returncode != 0:
-            raise AssertionError(f"{self.name}: `tributa {' '.join(args)}` exited {done.returncode}:\n{done.stderr}{done.stdout}")
+            raise AssertionError(
+                f"{self.name}: `tributa {' '.join(args)}` exited {done.returncode}:\n{done.stderr}{done.stdout}"
+            )
         return done
 
     def json(self, *args: str) -> dict:
         return json.loads(self.cli(*args, "--json").stdout)
 
     def start_oracle(self, args: list[str]):
-        return start_oracle(self.settings, self.settings.data_dir / "oracle.log", args, self.env,
-                            prefix=self.net.prefix(self.name))  # inside this role's network namespace
+        return start_oracle(
+            self.settings, self.settings.data_dir / "oracle.log", args, self.env, prefix=self.net.prefix(self.name)
+        )  # inside this role's network namespace
 
     def start_agent(self, args: list[str]):
-        return start_agent(self.settings, self.settings.data_dir / "agent.log", [*args, "--account", "env:TRIBUTA_KEY"], self.env,
-                           prefix=self.net.prefix(self.name))
+        return start_agent(
+            self.settings,
+            self.settings.data_dir / "agent.log",
+            [*args, "--account", "env:TRIBUTA_KEY"],
+            self.env,
+            prefix=self.net.prefix(self.name),
+        )
 
 
 def gas_paid(w3, address: str, after_block: int, to_block: int) -> int:
@@ -250,10 +280,14 @@ def machines(anvil, deployed, contracts, tmp_path_factory):
     found["unfunded"] = Account.create()  # a contributor with no machine and no ETH
     if net.isolated:  # from a role's namespace, this host's loopback (where Anvil listens) is out of reach
         probe = f"import socket; socket.create_connection(('127.0.0.1', {anvil.port}), 2)"
-        assert subprocess.run([*net.prefix("requester"), sys.executable, "-c", probe], capture_output=True).returncode != 0
+        assert (
+            subprocess.run([*net.prefix("requester"), sys.executable, "-c", probe], capture_output=True).returncode != 0
+        )
     processes = []
     try:
-        processes.append(found["oracle"].start_oracle(["--host", net.address("oracle"), "--text-logs", "--account", "dev:oracle"]))
+        processes.append(
+            found["oracle"].start_oracle(["--host", net.address("oracle"), "--text-logs", "--account", "dev:oracle"])
+        )
         found["processes"] = processes
         yield found
     finally:
@@ -264,7 +298,7 @@ def machines(anvil, deployed, contracts, tmp_path_factory):
         net.close()
 
 
-def _adapter_folder(root: Path, demo_models) -> Path:  # noqa: F811
+def _adapter_folder(root: Path, demo_models) -> Path:
     """The demo astronomy adapter with a scaling of its own, so the weights set (base, adapter) is
     new to the chain (a set registers once; tests/e2e/test_full_flow.py registers the original)."""
     folder = root / "astronomy-adapter"
@@ -288,26 +322,50 @@ def _dataset_folder(root: Path) -> Path:
     return folder
 
 
-def test_e2e__every_role_on_its_own_machine__full_flow_pays_everyone_to_the_wei(machines, contracts, demo_models, tmp_path):  # noqa: F811
+def test_e2e__every_role_on_its_own_machine__full_flow_pays_everyone_to_the_wei(
+    machines, contracts, demo_models, tmp_path
+):
     m = machines
     w3, escrow, vault = contracts.w3, contracts.escrow.functions, contracts.vault.functions
-    oracle, creator, publisher, requester, buyer = (m[r] for r in ("oracle", "creator", "publisher", "requester", "buyer"))
+    oracle, creator, publisher, requester, buyer = (
+        m[r] for r in ("oracle", "creator", "publisher", "requester", "buyer")
+    )
     agents = [m["agent1"], m["agent2"], m["agent3"]]
     watch = m["processes"]  # the fixture stops them all
 
     # The data creator registers a dataset from its own store; it reaches the oracle by upload.
     folder = _dataset_folder(tmp_path)
-    out = creator.cli("dataset", "register", str(folder), "--no-index", "--name", "astronomy-notes",
-                      "--contributor", f"{m['contributor'].address}={SHARES['contributor']}",
-                      "--contributor", f"{m['unfunded'].address}={SHARES['unfunded']}")
+    out = creator.cli(
+        "dataset",
+        "register",
+        str(folder),
+        "--no-index",
+        "--name",
+        "astronomy-notes",
+        "--contributor",
+        f"{m['contributor'].address}={SHARES['contributor']}",
+        "--contributor",
+        f"{m['unfunded'].address}={SHARES['unfunded']}",
+    )
     assert "warning" not in out.stderr, out.stderr
     dataset_id, dataset_cid = _match(r"dataset (\d+) registered: (\S+)", out.stdout).groups()
     dataset_id = int(dataset_id)
 
     # The publisher registers the base with one adapter, trained on that dataset; the adapter is uploaded.
     adapter_dir = _adapter_folder(tmp_path, demo_models)
-    out = publisher.cli("model", "register", str(demo_models.base_dir), "--name", "separate-gpt2", "--adapter", str(adapter_dir),
-                        "--dataset", f"{dataset_id}=10000", "--fee", MODEL_FEE)
+    out = publisher.cli(
+        "model",
+        "register",
+        str(demo_models.base_dir),
+        "--name",
+        "separate-gpt2",
+        "--adapter",
+        str(adapter_dir),
+        "--dataset",
+        f"{dataset_id}=10000",
+        "--fee",
+        MODEL_FEE,
+    )
     assert "warning" not in out.stderr, out.stderr
     model_id = int(_match(r"model (\d+) registered", out.stdout).group(1))
     adapter_cid = _match(r"adapter astronomy-adapter: (\S+)", out.stdout).group(1)
@@ -317,9 +375,26 @@ def test_e2e__every_role_on_its_own_machine__full_flow_pays_everyone_to_the_wei(
         watch.append(agent.start_agent(["--model-dir", str(demo_models.base_dir), "--text-logs", "--threads", "1"]))
 
     # The publisher sells the model's revenue in an IMO; the buyer buys, the sale ends, the buyer finalizes.
-    out = publisher.cli("imo", "launch", "--model", str(model_id), "--name", "Separate GPT-2", "--symbol", "SEP",
-                        "--supply", str(IMO["supply"]), "--price", IMO["price"], "--soft-cap", IMO["soft_cap"],
-                        "--hard-cap", IMO["hard_cap"], "--duration-s", str(IMO["duration_s"]))
+    out = publisher.cli(
+        "imo",
+        "launch",
+        "--model",
+        str(model_id),
+        "--name",
+        "Separate GPT-2",
+        "--symbol",
+        "SEP",
+        "--supply",
+        str(IMO["supply"]),
+        "--price",
+        IMO["price"],
+        "--soft-cap",
+        IMO["soft_cap"],
+        "--hard-cap",
+        IMO["hard_cap"],
+        "--duration-s",
+        str(IMO["duration_s"]),
+    )
     imo_id, token_address = _match(r"IMO (\d+) launched .* at (0x[0-9a-fA-F]{40})", out.stdout).groups()
     buyer.cli("imo", "buy", imo_id, "--eth", IMO["buy"])
     advance_time(w3, IMO["duration_s"] + 1)
@@ -335,10 +410,31 @@ def test_e2e__every_role_on_its_own_machine__full_flow_pays_everyone_to_the_wei(
         time.sleep(0.5)
     requester_credit = escrow.balance_of(requester.address).call()
     agent_credit = {a.address: escrow.balance_of(a.address).call() for a in agents}
-    public = requester.json("task", "submit", "--model", str(model_id), "--prompt", "The Sun is a star. It is",
-                            "--max-new-tokens", "16", "--k", "3", "-y")
-    private = requester.json("task", "submit", "--model", str(model_id), "--prompt", "The Milky Way is",
-                             "--max-new-tokens", "16", "--private", "-y")
+    public = requester.json(
+        "task",
+        "submit",
+        "--model",
+        str(model_id),
+        "--prompt",
+        "The Sun is a star. It is",
+        "--max-new-tokens",
+        "16",
+        "--k",
+        "3",
+        "-y",
+    )
+    private = requester.json(
+        "task",
+        "submit",
+        "--model",
+        str(model_id),
+        "--prompt",
+        "The Milky Way is",
+        "--max-new-tokens",
+        "16",
+        "--private",
+        "-y",
+    )
     assert public["input_uploaded"] is True and private["input_uploaded"] is True
     task_ids = [public["task_id"], private["task_id"]]
     views = wait_until_final(contracts, task_ids, SETTLE_TIMEOUT_S, watch)
@@ -363,7 +459,10 @@ def test_e2e__every_role_on_its_own_machine__full_flow_pays_everyone_to_the_wei(
         assert s["model_fee"] == 10**15 and s["data_share"] > 0
     credited = sum(escrow.balance_of(a.address).call() - agent_credit[a.address] for a in agents)
     assert credited == pub.settlement["agent_fee"] + priv.settlement["agent_fee"]
-    assert escrow.balance_of(requester.address).call() - requester_credit == pub.settlement["refund"] + priv.settlement["refund"]
+    assert (
+        escrow.balance_of(requester.address).call() - requester_credit
+        == pub.settlement["refund"] + priv.settlement["refund"]
+    )
 
     # Royalties: the whole data share went to the dataset; each contributor claims its share.
     data_share = pub.settlement["data_share"] + priv.settlement["data_share"]
@@ -408,13 +507,20 @@ def test_e2e__every_role_on_its_own_machine__full_flow_pays_everyone_to_the_wei(
     assert f"indexed dataset {dataset_id} ({dataset_cid})" in log.split(upload_line, 1)[1]  # built from the upload
     # `dataset register` registers, then uploads: within the indexer's upload grace a registration
     # seen first is looked for again on every pass, without a warning. Nothing goes missing.
-    missing = [line for line in log.splitlines() if "not in the" in line or "NotFound" in line
-               if any(cid in line for cid in (dataset_cid, adapter_cid, pub.input_cid, priv.input_cid))]
+    missing = [
+        line
+        for line in log.splitlines()
+        if "not in the" in line or "NotFound" in line
+        if any(cid in line for cid in (dataset_cid, adapter_cid, pub.input_cid, priv.input_cid))
+    ]
     assert missing == []
     assert "Traceback" not in log, log[-3000:]
     record = json.loads(_oracle_bytes(oracle, contracts, pub.attribution_cid))  # read as anyone reads it
     assert record["datasets"].get(dataset_cid) == dataset_id and dataset_id not in record["unindexed"]
-    assert record["settlement"]["source"] in ("engine", "model_training_datasets")  # no verbatim span: its training data
+    assert record["settlement"]["source"] in (
+        "engine",
+        "model_training_datasets",
+    )  # no verbatim span: its training data
     # Each agent fetched the adapter from the oracle by CID, into its own dir.
     for agent in agents:
         assert (agent.settings.data_dir / "adapters" / adapter_cid).is_dir()

@@ -29,7 +29,9 @@ from tests.contracts import helpers as h
 MASK_96 = 2**96 - 1
 STATE_SHIFT = 208
 WORD = st.integers(0, 2**256 - 1)
-SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 
 _WORLD: list = []
 
@@ -48,7 +50,9 @@ def _world():
 
 def shares():
     """(protocol bps, data bps) within MAX_FEE_SHARES_BPS, extremes included."""
-    return st.integers(0, 5000).flatmap(lambda p: st.tuples(st.just(p), st.sampled_from([0, 5000 - p]) | st.integers(0, 5000 - p)))
+    return st.integers(0, 5000).flatmap(
+        lambda p: st.tuples(st.just(p), st.sampled_from([0, 5000 - p]) | st.integers(0, 5000 - p))
+    )
 
 
 # ------------------------------------------------------------ word A / word B
@@ -139,7 +143,11 @@ def test_settle__any_split__sums_to_fee_without_underflow(bps, fee, model_part, 
         assert left >= 0
         agent_fee = int(left * agent_part) if agents else 0
         with boa.env.prank(s.oracle):
-            e.settle(h.settlement(tid, agents=agents, agent_fee=agent_fee, dataset_ids=datasets[0], weights=datasets[1], escrow=e))
+            e.settle(
+                h.settlement(
+                    tid, agents=agents, agent_fee=agent_fee, dataset_ids=datasets[0], weights=datasets[1], escrow=e
+                )
+            )
         (log,) = h.events(e, "TaskSettled")
         parts = (log.agent_fee, log.model_fee, log.data_share, log.protocol_fee, log.refund)
         assert min(parts) >= 0 and sum(parts) == fee

@@ -54,7 +54,7 @@ def test_claimable__from_any_accumulator_value__equals_exact_integer_arithmetic(
 @given(total=supply, amounts=revenues, redeem_bps=st.integers(min_value=1, max_value=10_000))
 def test_redeem_value__is_the_floor_of_the_exact_per_token_accrual(total, amounts, redeem_bps):
     with boa.env.anchor():
-        token, bob, payer = _token_with_accumulator_at(1, total, redeem_bps)
+        token, _bob, payer = _token_with_accumulator_at(1, total, redeem_bps)
         per_share, revenue = 0, 0
         for amount in amounts:
             ih.send_revenue(token, payer, amount)

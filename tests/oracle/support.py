@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -21,7 +21,9 @@ from web3 import Web3
 
 PG_ENV = "TRIBUTA_TEST_PG_URL"
 BACKENDS = ("sqlite", "postgresql")
-PG_SKIP_REASON = f"{PG_ENV} is not set: run `make test`, or start one with `scripts/pg.sh` and export {PG_ENV}=<its output>"
+PG_SKIP_REASON = (
+    f"{PG_ENV} is not set: run `make test`, or start one with `scripts/pg.sh` and export {PG_ENV}=<its output>"
+)
 
 
 def backend_params() -> list:

@@ -24,10 +24,18 @@ class Api:
         self.contracts = contracts
         self.parts = OracleParts(contracts, signers, tmp_path)
         directory = AgentDirectory(contracts, ttl_s=0)
-        auth = RequestAuthenticator(self.parts.db, contracts.chain_id, contracts.escrow.address, directory.is_registered)
+        auth = RequestAuthenticator(
+            self.parts.db, contracts.chain_id, contracts.escrow.address, directory.is_registered
+        )
         app = create_app(
-            self.parts.db, self.parts.book, auth, self.parts.store, directory, self.parts.chain_time,
-            {"chain_id": contracts.chain_id}, OracleMetrics(),
+            self.parts.db,
+            self.parts.book,
+            auth,
+            self.parts.store,
+            directory,
+            self.parts.chain_time,
+            {"chain_id": contracts.chain_id},
+            OracleMetrics(),
         )
         self.http = TestClient(app, raise_server_exceptions=False)
 
@@ -66,13 +74,22 @@ def _result(api, offer, output=b'{"vectors":[[1.0]]}', role="agent"):
     sig = sign_result(account, api.contracts.chain_id, api.contracts.escrow.address, offer["task_id"], digest)
     import base64
 
-    return {"output_b64": base64.b64encode(output).decode(), "result_digest": "0x" + digest.hex(), "signature": "0x" + sig.hex()}
+    return {
+        "output_b64": base64.b64encode(output).decode(),
+        "result_digest": "0x" + digest.hex(),
+        "signature": "0x" + sig.hex(),
+    }
 
 
 def test_openapi__schema_lists_the_job_endpoints(api):
     paths = api.http.get("/openapi.json").json()["paths"]
-    assert {"/v1/jobs/poll", "/v1/jobs/{job_id}/accept", "/v1/jobs/{job_id}/result", "/v1/jobs/{job_id}/error",
-            "/metrics"} <= set(paths)
+    assert {
+        "/v1/jobs/poll",
+        "/v1/jobs/{job_id}/accept",
+        "/v1/jobs/{job_id}/result",
+        "/v1/jobs/{job_id}/error",
+        "/metrics",
+    } <= set(paths)
 
 
 def test_docs__swagger_ui_from_local_assets__nothing_from_a_cdn(api):
@@ -175,7 +192,9 @@ def _agent(api):
     from tributa.catalog import ModelCatalog
 
     store = api.parts.store
-    return Agent(api.contracts, signer_for(api.contracts, "agent"), ModelCatalog(store), api.signer("agent"), store, None)
+    return Agent(
+        api.contracts, signer_for(api.contracts, "agent"), ModelCatalog(store), api.signer("agent"), store, None
+    )
 
 
 def test_poll__small_public_input__rides_along_and_the_agent_checks_it(api, leased):
@@ -229,7 +248,10 @@ def test_metrics_relay__worker_updates_reach_the_api_process_registry():
 def _lease_signature(api, offer, role="agent", expires_at=None) -> str:
     account = signer_for(api.contracts, role).account
     expires = offer["lease_expires_at"] if expires_at is None else expires_at
-    return "0x" + sign_lease(account, api.contracts.chain_id, api.contracts.escrow.address, offer["task_id"], expires).hex()
+    return (
+        "0x"
+        + sign_lease(account, api.contracts.chain_id, api.contracts.escrow.address, offer["task_id"], expires).hex()
+    )
 
 
 def _job(api, job_id: int) -> Job:
@@ -256,15 +278,20 @@ def test_accept__agent_signed_lease__stored_verified_and_lease_runs_full_length(
     job = _job(api, job_id)
     sig = bytes.fromhex(job.lease_signature[2:])
     agent = signer_for(api.contracts, "agent").address
-    assert recover_lease_signer(api.contracts.chain_id, api.contracts.escrow.address, leased["task_id"],
-                                job.lease_chain_expires_at, sig) == agent
+    assert (
+        recover_lease_signer(
+            api.contracts.chain_id, api.contracts.escrow.address, leased["task_id"], job.lease_chain_expires_at, sig
+        )
+        == agent
+    )
     assert job.lease_expires_at == pytest.approx(job.leased_at + api.parts.book.lease_s)
     # The escrow computes the same EIP-712 digest the agent signed.
     from tributa.chain.eip712 import lease_digest
 
     onchain = api.contracts.escrow.functions.lease_digest_to_sign(leased["task_id"], leased["lease_expires_at"]).call()
-    assert bytes(onchain) == lease_digest(api.contracts.chain_id, api.contracts.escrow.address, leased["task_id"],
-                                          leased["lease_expires_at"])
+    assert bytes(onchain) == lease_digest(
+        api.contracts.chain_id, api.contracts.escrow.address, leased["task_id"], leased["lease_expires_at"]
+    )
 
 
 @pytest.mark.parametrize("case", ["other_key", "other_expiry", "other_task"])
@@ -291,8 +318,11 @@ def test_accept__malformed_signature__422(api, leased, body):
 
 
 def test_accept__job_of_another_agent__403(api, leased):
-    response = api.post(f"/v1/jobs/{leased['job_id']}/accept", {"lease_signature": _lease_signature(api, leased, role="agent2")},
-                        as_role="agent2")
+    response = api.post(
+        f"/v1/jobs/{leased['job_id']}/accept",
+        {"lease_signature": _lease_signature(api, leased, role="agent2")},
+        as_role="agent2",
+    )
     assert response.status_code == 403
 
 

@@ -4,7 +4,6 @@ every hostile request gets a 4xx with a reason, every outage a 503 with Retry-Af
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import os
 import socket
@@ -20,7 +19,7 @@ from sqlalchemy import event
 from web3 import Web3
 
 from bench.loopback import raw_request
-from oracle.api import MAX_BODY_BYTES, classify_outage, create_app
+from oracle.api import classify_outage, create_app
 from oracle.auth import MALLEABILITY_THRESHOLD, SECP256K1_N, AgentLimiter, BoundedCache, RequestAuthenticator
 from oracle.db import AgentSeen, Job, JobState
 from oracle.service import AgentDirectory
@@ -41,10 +40,20 @@ def _job_state(api, job_id: int) -> str:
 
 def _app(api, contracts, directory=None, limiter=None, stopping=lambda: False):
     directory = directory or AgentDirectory(contracts, ttl_s=0)
-    auth = RequestAuthenticator(api.parts.db, contracts.chain_id, contracts.escrow.address, directory.is_registered,
-                                limiter=limiter)
-    return create_app(api.parts.db, api.parts.book, auth, api.parts.store, directory, api.parts.chain_time,
-                      {"chain_id": contracts.chain_id}, OracleMetrics(), stopping=stopping)
+    auth = RequestAuthenticator(
+        api.parts.db, contracts.chain_id, contracts.escrow.address, directory.is_registered, limiter=limiter
+    )
+    return create_app(
+        api.parts.db,
+        api.parts.book,
+        auth,
+        api.parts.store,
+        directory,
+        api.parts.chain_time,
+        {"chain_id": contracts.chain_id},
+        OracleMetrics(),
+        stopping=stopping,
+    )
 
 
 def _signed_post(api, http, path: str, body: bytes, role: str = "agent"):
@@ -66,8 +75,9 @@ def test_task__id_past_sqlite_integer__404_not_overflow(api, task_id):
     assert response.status_code == 404 and "unknown" in response.json()["error"]
 
 
-@pytest.mark.parametrize("endpoint, payload", [
-    ("result", None), ("error", {"kind": "runtime", "error": "x"}), ("accept", None)])
+@pytest.mark.parametrize(
+    "endpoint, payload", [("result", None), ("error", {"kind": "runtime", "error": "x"}), ("accept", None)]
+)
 def test_job_endpoints__id_past_sqlite_integer__404(api, leased, endpoint, payload):
     if endpoint == "result":
         payload = _result(api, leased)
@@ -134,14 +144,18 @@ def _noncanonical(signature: bytes, how: str) -> bytes:
 
 
 @pytest.mark.parametrize("how", ["high_s", "v_0_or_1"])
-def test_result_signature__valid_for_eth_account_but_not_for_the_escrow__401_and_nothing_recorded(api, leased, contracts, how):
+def test_result_signature__valid_for_eth_account_but_not_for_the_escrow__401_and_nothing_recorded(
+    api, leased, contracts, how
+):
     body = _result(api, leased)
     signature = bytes.fromhex(body["signature"][2:])
     twisted = _noncanonical(signature, how)
     digest = bytes.fromhex(body["result_digest"][2:])
     # eth_account takes it as the agent's signature: the API must not, since TaskEscrow._recover does not.
     agent = signer_for(contracts, "agent").address
-    assert recover_result_signer(contracts.chain_id, contracts.escrow.address, leased["task_id"], digest, twisted) == agent
+    assert (
+        recover_result_signer(contracts.chain_id, contracts.escrow.address, leased["task_id"], digest, twisted) == agent
+    )
 
     response = api.post(f"/v1/jobs/{leased['job_id']}/result", {**body, "signature": "0x" + twisted.hex()})
 
@@ -201,8 +215,11 @@ def test_result__ten_refused_3_mib_submits__leave_the_store_size_unchanged(api, 
             sig = sign_result(other, contracts.chain_id, escrow, leased["task_id"], digest)
         else:  # the malleable twin of the agent's own signature
             sig = _high_s(sign_result(account, contracts.chain_id, escrow, leased["task_id"], digest))
-        body = {"output_b64": base64.b64encode(output).decode(), "result_digest": "0x" + digest.hex(),
-                "signature": "0x" + sig.hex()}
+        body = {
+            "output_b64": base64.b64encode(output).decode(),
+            "result_digest": "0x" + digest.hex(),
+            "signature": "0x" + sig.hex(),
+        }
         statuses.append(api.post(f"/v1/jobs/{leased['job_id']}/result", body).status_code)
     assert all(400 <= status < 500 for status in statuses), statuses
     assert _store_bytes(tmp_path / "store") == before
@@ -257,7 +274,9 @@ def test_poll__20_concurrent_polls_with_the_default_limits__429_past_the_cap_nev
 
 
 def test_requests__past_the_agents_rate__429_with_retry_after(api, leased, contracts):
-    http = TestClient(_app(api, contracts, limiter=AgentLimiter(rate_per_s=0.5, burst=3)), raise_server_exceptions=False)
+    http = TestClient(
+        _app(api, contracts, limiter=AgentLimiter(rate_per_s=0.5, burst=3)), raise_server_exceptions=False
+    )
     statuses = [_signed_post(api, http, "/v1/jobs/poll", b'{"wait_s": 0}') for _ in range(5)]
     assert [r.status_code for r in statuses[:3]] == [204, 204, 204]
     refused = statuses[3]
@@ -323,7 +342,9 @@ def served(api, contracts):
     from oracle.api_process import server_config
 
     port = free_port()
-    server = uvicorn.Server(server_config(_app(api, contracts), "127.0.0.1", port, header_timeout_s=1.0, max_connections=8))
+    server = uvicorn.Server(
+        server_config(_app(api, contracts), "127.0.0.1", port, header_timeout_s=1.0, max_connections=8)
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -336,8 +357,10 @@ def served(api, contracts):
 
 
 def test_content_length_of_256_mib__413_before_the_body_is_read(served):
-    head = (b"POST /v1/jobs/poll HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b"Content-Length: 268435456\r\n\r\n{}")
+    head = (
+        b"POST /v1/jobs/poll HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 268435456\r\n\r\n{}"
+    )
     data, elapsed = raw_request(served.port, head)
     assert data.startswith(b"HTTP/1.1 413"), data[:200]
     assert elapsed < 1.0, f"413 took {elapsed:.2f} s"
@@ -457,7 +480,8 @@ def test_openapi__signed_endpoints_declare_their_body_and_auth_headers(api):
         assert headers == {"x-tributa-agent", "x-tributa-nonce", "x-tributa-expiry", "x-tributa-signature"}, path
         assert "application/json" in operation["requestBody"]["content"], path
     assert paths["/v1/jobs/{job_id}/result"]["post"]["requestBody"]["content"]["application/json"]["schema"][
-        "required"] == ["output_b64", "result_digest", "signature"]
+        "required"
+    ] == ["output_b64", "result_digest", "signature"]
 
 
 def test_server_shutdown__in_flight_long_poll_on_uvicorn_ends_with_503(api, leased, contracts):
@@ -481,7 +505,9 @@ def test_server_shutdown__in_flight_long_poll_on_uvicorn_ends_with_503(api, leas
     body = b'{"wait_s": 20}'
     headers = api.signer("agent").signed_headers("POST", "/v1/jobs/poll", body)
     with ThreadPoolExecutor(1) as pool:
-        polling = pool.submit(httpx.post, f"http://127.0.0.1:{port}/v1/jobs/poll", content=body, headers=headers, timeout=30)
+        polling = pool.submit(
+            httpx.post, f"http://127.0.0.1:{port}/v1/jobs/poll", content=body, headers=headers, timeout=30
+        )
         time.sleep(1.0)
         started = time.monotonic()
         server.should_exit = True

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from oracle.attribution import (  # noqa: E402
+from oracle.attribution import (
     ENGINE_VERSION,
     FALLBACK_MODEL_DATASETS,
     AttributionEngine,
@@ -33,11 +33,11 @@ from oracle.attribution import (  # noqa: E402
     fallback_weights,
     largest_remainder_bps,
 )
-from oracle.attribution.quantized import load_quantized_embedder  # noqa: E402
-from oracle.attribution.spans import maximal_spans, maximal_spans_reference  # noqa: E402
-from oracle.attribution.suffix_array import Occurrence, SuffixArraySearch, build_suffix_array  # noqa: E402
-from tributa.ml.embeddings import load_embedder  # noqa: E402
-from tributa.ml.tokenizer import load_tokenizer  # noqa: E402
+from oracle.attribution.quantized import load_quantized_embedder
+from oracle.attribution.spans import maximal_spans, maximal_spans_reference
+from oracle.attribution.suffix_array import Occurrence, SuffixArraySearch, build_suffix_array
+from tributa.ml.embeddings import load_embedder
+from tributa.ml.tokenizer import load_tokenizer
 
 BEES = (
     "A honey bee colony lives in a hive built from wax combs. Each comb is a sheet of six-sided "
@@ -218,9 +218,7 @@ def test_attribute__candidate_subset__only_weighs_those_datasets(engine):
 # -- determinism and the record --------------------------------------------------------------
 
 
-def test_attribute__two_runs_from_reloaded_indexes__give_identical_json_bytes(
-    engine, index_root, tokenizer, embedder
-):
+def test_attribute__two_runs_from_reloaded_indexes__give_identical_json_bytes(engine, index_root, tokenizer, embedder):
     output = BEES[:300] + " and then " + VOLCANOES[200:420]
     reloaded = AttributionEngine(
         [AttributionIndex.load(index_root / name) for name in ("volcanoes", "bees", "lighthouses")],
@@ -255,11 +253,7 @@ def test_attribute__any_output__weights_are_empty_or_sum_to_exactly_10000(engine
 
 
 @settings(max_examples=100, deadline=None)
-@given(
-    st.dictionaries(
-        st.text(min_size=1, max_size=4), st.fractions(min_value=0, max_value=10**6), max_size=12
-    )
-)
+@given(st.dictionaries(st.text(min_size=1, max_size=4), st.fractions(min_value=0, max_value=10**6), max_size=12))
 def test_largest_remainder__any_scores__sum_to_exactly_10000_or_nothing(scores):
     bps = largest_remainder_bps(scores)
     if any(s > 0 for s in scores.values()):
@@ -307,9 +301,7 @@ def test_index__load__memory_maps_arrays_and_records_the_manifest(index_root, in
 
 def test_build__progress_callback__reports_every_stage(tmp_path, tokenizer, embedder):
     seen: list[tuple[str, int, int]] = []
-    AttributionIndex.build(
-        "v", VOLCANOES, tokenizer, embedder, tmp_path / "v", progress=lambda *a: seen.append(a)
-    )
+    AttributionIndex.build("v", VOLCANOES, tokenizer, embedder, tmp_path / "v", progress=lambda *a: seen.append(a))
     stages = [s for s, _, _ in seen]
     assert {"tokenize", "suffix_array", "embed"} <= set(stages)
     for stage in ("tokenize", "suffix_array", "embed"):
@@ -321,9 +313,7 @@ def test_build__without_a_progress_callback__logs_structured_progress(tmp_path, 
     with caplog.at_level("INFO", logger="tributa.oracle.attribution"):
         AttributionIndex.build("logged", BEES, tokenizer, None, tmp_path / "logged")
     fields = [r.fields for r in caplog.records if hasattr(r, "fields")]
-    assert {"dataset_id": "logged", "stage": "suffix_array"} == {
-        k: fields[-1][k] for k in ("dataset_id", "stage")
-    }
+    assert {"dataset_id": "logged", "stage": "suffix_array"} == {k: fields[-1][k] for k in ("dataset_id", "stage")}
     assert {f["stage"] for f in fields} == {"tokenize", "suffix_array"}
 
 
@@ -352,9 +342,9 @@ def test_suffix_array_search__longest_matches_and_counts__agree_with_brute_force
     tokens = rng.integers(1, 5, size=300).astype(np.uint16)  # small alphabet: many long repeats
     search = SuffixArraySearch(tokens, build_suffix_array(tokens))
     # Pieces of the data, random tokens, an id below and above any in the data, the data's tail.
-    query = np.concatenate(
-        [tokens[50:130], rng.integers(0, 6, size=30), [0, 9], tokens[280:], tokens[:5]]
-    ).astype(np.int64)
+    query = np.concatenate([tokens[50:130], rng.integers(0, 6, size=30), [0, 9], tokens[280:], tokens[:5]]).astype(
+        np.int64
+    )
     text = tokens.tolist()
 
     def match_len(i: int, p: int) -> int:
@@ -386,7 +376,9 @@ def _brute_count(text: list[int], pattern: list[int]) -> tuple[int, int]:
     min_tokens=st.integers(1, 6),
     wide=st.booleans(),
 )
-def test_compiled_search__random_corpora__same_spans_counts_and_offsets_as_numpy(corpus, output, pieces, min_tokens, wide):
+def test_compiled_search__random_corpora__same_spans_counts_and_offsets_as_numpy(
+    corpus, output, pieces, min_tokens, wide
+):
     tokens = np.asarray(corpus, dtype=np.uint32 if wide else np.uint16)
     search = SuffixArraySearch(tokens, build_suffix_array(tokens))
     for start, length in pieces:  # quotes of the corpus inside the output: long matches

@@ -5,6 +5,7 @@ segments that keep a few such corpora over every indexed dataset."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 
 import numpy as np
@@ -52,7 +53,9 @@ def _brute(text: list[int], pattern: list[int]) -> tuple[int, int]:
     quotes=st.lists(st.tuples(st.integers(0, 4), st.integers(0, 119), st.integers(1, 30)), max_size=4),
     min_tokens=st.integers(1, 6),
 )
-def test_corpus__random_datasets__each_gets_its_own_numpy_spans_counts_and_offsets(datasets, output, quotes, min_tokens):
+def test_corpus__random_datasets__each_gets_its_own_numpy_spans_counts_and_offsets(
+    datasets, output, quotes, min_tokens
+):
     for which, start, length in quotes:  # pieces of the datasets, so that long matches occur
         data = datasets[which % len(datasets)]
         output = output + data[start % len(data) : start % len(data) + length]
@@ -72,10 +75,14 @@ def test_corpus__same_text_in_every_dataset__each_counts_only_its_own():
     corpus = SpanCorpus.build([_member(name, [1, 2, 3, 1, 2]) for name in "abc"])
     found = maximal_spans_by_dataset(corpus.search, np.asarray([1, 2, 3]), 2)
     assert [[(s.start, s.end, s.count, s.dataset_offset) for s in spans] for spans in found] == [[(0, 3, 1, 0)]] * 3
-    assert [[(s.count, s.dataset_offset) for s in spans] for spans in maximal_spans_by_dataset(
-        corpus.search, np.asarray([3, 1, 2]), 2)] == [[(1, 2)]] * 3
-    assert [[(s.count, s.dataset_offset) for s in spans] for spans in maximal_spans_by_dataset(
-        corpus.search, np.asarray([1, 2, 9]), 2)] == [[(2, 0)]] * 3
+    assert [
+        [(s.count, s.dataset_offset) for s in spans]
+        for spans in maximal_spans_by_dataset(corpus.search, np.asarray([3, 1, 2]), 2)
+    ] == [[(1, 2)]] * 3
+    assert [
+        [(s.count, s.dataset_offset) for s in spans]
+        for spans in maximal_spans_by_dataset(corpus.search, np.asarray([1, 2, 9]), 2)
+    ] == [[(2, 0)]] * 3
 
 
 def test_corpus__match_never_runs_from_one_dataset_into_the_next():
@@ -90,7 +97,10 @@ def test_corpus__match_never_runs_from_one_dataset_into_the_next():
 
 
 def test_corpus__a_dataset_using_id_65535__widens_the_tokens_to_uint32(tmp_path):
-    corpus = SpanCorpus.build([_member("a", [1, 2, 3]), (CorpusMember("b", "sha-b", 3), np.asarray([0xFFFF, 2, 3], dtype=np.uint32))], tmp_path / "c")
+    corpus = SpanCorpus.build(
+        [_member("a", [1, 2, 3]), (CorpusMember("b", "sha-b", 3), np.asarray([0xFFFF, 2, 3], dtype=np.uint32))],
+        tmp_path / "c",
+    )
     assert corpus.search.tokens.dtype == np.uint32 and corpus.search.separator == 0x10000
     [a, b] = maximal_spans_by_dataset(corpus.search, np.asarray([0xFFFF, 2, 3]), 2)
     assert [(s.start, s.end, s.dataset_offset) for s in a] == [(1, 3, 1)]
@@ -140,8 +150,12 @@ def test_engine__with_a_corpus__gives_the_records_of_per_dataset_search(tmp_path
     plain = AttributionEngine(indexes, Ids(), None)
     stale = dataclasses.replace(indexes[0].manifest, content_sha256="other")
     corpora = [
-        SpanCorpus.build([(CorpusMember.of(dataclasses.replace(indexes[0], manifest=stale)), np.asarray(indexes[0].tokens)),
-                          _member("not-in-engine", [1, 2, 3])]),  # neither member is the engine's
+        SpanCorpus.build(
+            [
+                (CorpusMember.of(dataclasses.replace(indexes[0], manifest=stale)), np.asarray(indexes[0].tokens)),
+                _member("not-in-engine", [1, 2, 3]),
+            ]
+        ),  # neither member is the engine's
         SpanCorpus.from_indexes(indexes[:3]),
     ]
     joined = AttributionEngine(indexes, Ids(), None, corpora=corpora)
@@ -160,11 +174,12 @@ def test_segments__datasets_added_one_by_one__a_few_doubling_segments_cover_each
         seen.append(segments.generation())
         listed = json.loads((tmp_path / FOLDER / LIST).read_text())["segments"]
         sizes = [s["tokens"] for s in listed]
-        assert all(newer * 2 < older for older, newer in zip(sizes, sizes[1:])), sizes
+        assert all(newer * 2 < older for older, newer in itertools.pairwise(sizes)), sizes
         members = [m["dataset_id"] for s in listed for m in s["members"]]
         assert sorted(members) == sorted(i.dataset_id for i in indexes[: len(seen)])
         assert [m.dataset_id for c in segments.corpora()[1] for m in c.members] == [
-            m["dataset_id"] for s in listed if s["corpus"] for m in s["members"]]
+            m["dataset_id"] for s in listed if s["corpus"] for m in s["members"]
+        ]
     assert seen == sorted(seen) and len(set(seen)) == len(seen)
     segments.add(indexes[2])  # already covered: nothing changes
     assert segments.generation() == seen[-1]

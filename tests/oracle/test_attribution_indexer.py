@@ -40,7 +40,9 @@ class World:
         self.creator_store = open_store(tmp_path / "creator-store")
         self.indexes = DatasetIndexes(tmp_path / "attribution", *models)
         # No upload grace: these tests look at a dataset whose content stays missing.
-        self.indexer = DatasetIndexer(contracts, self.oracle.store, self.indexes, interval_s=0.05, retry_s=0, upload_grace_s=0)
+        self.indexer = DatasetIndexer(
+            contracts, self.oracle.store, self.indexes, interval_s=0.05, retry_s=0, upload_grace_s=0
+        )
         self.attributor = OracleAttributor(contracts, self.oracle.store, self.indexes, self.indexer)
         self.tasks = 0
 
@@ -59,13 +61,16 @@ class World:
         folder = self.tmp_path / f"model-{len(datasets)}-{min(datasets)}"
         folder.mkdir()
         (folder / "config.json").write_text(json.dumps({"architectures": ["GPT2LMHeadModel"], "d": sorted(datasets)}))
-        return register_model(self.contracts, self.signers["publisher"], self.oracle.store, "indexer-test", folder, [],
-                              datasets, 10**15).model_id
+        return register_model(
+            self.contracts, self.signers["publisher"], self.oracle.store, "indexer-test", folder, [], datasets, 10**15
+        ).model_id
 
     def attribute(self, model_id: int, text: str):
         self.tasks += 1
         cid = str(self.oracle.store.put_bytes(json.dumps({"kind": "generate", "text": text}).encode()))
-        result = self.attributor(Task(task_id=self.tasks, model_id=model_id, result_cid=cid, input_digest="0x" + "00" * 32, k=1))
+        result = self.attributor(
+            Task(task_id=self.tasks, model_id=model_id, result_cid=cid, input_digest="0x" + "00" * 32, k=1)
+        )
         return result, json.loads(self.oracle.store.get_bytes(result.record_cid))
 
 
@@ -122,13 +127,18 @@ def test_indexer__dataset_content_missing__others_still_attributed_and_it_is_nam
     assert envelope["settlement"]["source"] == "engine"  # not the model's training datasets
     assert baking.dataset_id in envelope["unindexed"]
     assert envelope["unindexed_reasons"][str(baking.dataset_id)] == CONTENT_NOT_IN_STORE
-    assert envelope["datasets"][astro.content_cid] == astro.dataset_id and baking.content_cid not in envelope["datasets"]
+    assert (
+        envelope["datasets"][astro.content_cid] == astro.dataset_id and baking.content_cid not in envelope["datasets"]
+    )
 
     world.arrive("baking")
     with caplog.at_level(logging.INFO, logger="tributa.oracle.attribution"):
         assert world.indexer.step() == 1
     assert world.indexes.has(baking.content_cid)
-    assert any(f"indexing dataset {baking.dataset_id}" in r.getMessage() and "arrived" in r.getMessage() for r in caplog.records)
+    assert any(
+        f"indexing dataset {baking.dataset_id}" in r.getMessage() and "arrived" in r.getMessage()
+        for r in caplog.records
+    )
 
     result, envelope = world.attribute(model, BAKING_QUOTE)
     assert (result.dataset_ids, result.weights_bps) == ([baking.dataset_id], [10_000])
@@ -166,7 +176,7 @@ def test_attributor__one_index_damaged__others_still_attributed_and_it_is_named(
 
 
 def test_indexer__stopped_mid_build__thread_ends_at_once_and_leaves_no_partial_index(world):
-    big = world.register("big", "".join(f"Line {i}: {ASTRO[i % 97:]}\n" for i in range(400)), in_oracle_store=True)
+    big = world.register("big", "".join(f"Line {i}: {ASTRO[i % 97 :]}\n" for i in range(400)), in_oracle_store=True)
     world.indexer.start()
     deadline = time.monotonic() + 60
     while world.indexer.reason(big.content_cid) != INDEXING and time.monotonic() < deadline:
@@ -212,7 +222,9 @@ def test_oracle_run__dataset_registered_while_it_runs__indexed_from_its_log_and_
         assert "is not in the oracle's content store" not in log
         open_store(settings.store_dir).put_file(withheld)  # ...and indexed once its upload lands
         _wait_for(lambda: f"indexed dataset {baking.dataset_id} ({baking.content_cid})" in log_path.read_text(), 60)
-        assert f"indexed dataset {baking.dataset_id} ({baking.content_cid})" in log_path.read_text(), log_path.read_text()[-3000:]
+        assert f"indexed dataset {baking.dataset_id} ({baking.content_cid})" in log_path.read_text(), (
+            log_path.read_text()[-3000:]
+        )
     finally:
         began = time.monotonic()
         os.kill(oracle.process.pid, signal.SIGTERM)

@@ -12,12 +12,16 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from oracle.attribution import AttributionEngine, AttributionIndex, as_tokenizer  # noqa: E402
-from oracle.attribution import quantized  # noqa: E402
-from oracle.attribution.service import DatasetIndexes  # noqa: E402
-from tests.oracle.support import ASTRO, BAKING  # noqa: E402
-from tributa.ml.embeddings import MODEL_ID, load_embedder  # noqa: E402
-from tributa.ml.tokenizer import DATASETS_DIR, demo_dataset_dirs, load_tokenizer, read_dataset_text  # noqa: E402
+from oracle.attribution import (
+    AttributionEngine,
+    AttributionIndex,
+    as_tokenizer,
+    quantized,
+)
+from oracle.attribution.service import DatasetIndexes
+from tests.oracle.support import ASTRO, BAKING
+from tributa.ml.embeddings import MODEL_ID, load_embedder
+from tributa.ml.tokenizer import DATASETS_DIR, demo_dataset_dirs, load_tokenizer, read_dataset_text
 
 ODD = "Ünïcödé façade naïve — 東京 🚀 tab\tend, don't  stop!\n\n0123456789"
 
@@ -62,7 +66,7 @@ def test_quantized__model_id__names_the_recipe(int8):
 
 def test_quantized__word_pieces__the_float32_embedders_own_with_its_truncation(float32, int8, windows):
     long = ASTRO * 6  # > 256 word pieces: truncated, [SEP] kept last
-    for text in windows[:6] + [ASTRO, BAKING, long, ODD, "", "x"]:
+    for text in [*windows[:6], ASTRO, BAKING, long, ODD, "", "x"]:
         expected = float32._tokenizer(text, truncation=True, max_length=float32.max_seq_length)["input_ids"]
         assert int8.token_ids([text])[0] == expected
     assert len(int8.token_ids([long])[0]) == float32.max_seq_length
@@ -108,10 +112,15 @@ def test_quantized__attributions__agree_with_float32_minilm(tmp_path, tokenizer,
     """Same outputs, same datasets (the sample datasets and the shipped corpora), indexed and
     queried with each embedder: the quantized top-k holds most of float32's chunks, each weight
     moves by a few basis points at most, and verbatim quotes weigh the same."""
-    texts = {"astro": ASTRO, "baking": BAKING} | {n: read_dataset_text(DATASETS_DIR / n) for n in sorted(demo_dataset_dirs())}
+    texts = {"astro": ASTRO, "baking": BAKING} | {
+        n: read_dataset_text(DATASETS_DIR / n) for n in sorted(demo_dataset_dirs())
+    }
     engines = {}
     for name, embedder in (("float32", float32), ("int8", int8)):
-        built = [AttributionIndex.build(d, t, tokenizer, embedder, tmp_path / name / d, progress=lambda *a: None) for d, t in texts.items()]
+        built = [
+            AttributionIndex.build(d, t, tokenizer, embedder, tmp_path / name / d, progress=lambda *a: None)
+            for d, t in texts.items()
+        ]
         engines[name] = AttributionEngine(built, tokenizer, embedder)
     outputs = _outputs(tokenizer, texts)
     recall, moved, same = [], [], 0

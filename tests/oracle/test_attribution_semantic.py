@@ -64,7 +64,7 @@ def test_screen__random_rows_and_queries__keeps_every_row_that_reaches_the_cut(s
     rng = np.random.default_rng(seed)
     x = _unit(rng, rows, dim)
     if tiny:  # float16 subnormals and all-zero rows
-        x[:: 3] *= 1e-6
+        x[::3] *= 1e-6
         x[1::7] = 0
     x16 = x.astype(np.float16)
     queries = _unit(rng, windows, dim).astype(np.float32)

@@ -9,12 +9,11 @@ import pytest
 from oracle.attribution.service import DatasetIndexes, OracleAttributor
 from oracle.db import Task
 from tests.helpers import OracleParts, ensure_agent, post_raw_task, signer_for
-from tributa import merkle
 from tests.oracle.support import ASTRO, BAKING
+from tributa import merkle
 from tributa.datasets import register_dataset
 from tributa.publish import register_model
 from tributa.store import cid as cidlib
-
 
 
 @pytest.fixture(scope="module")
@@ -29,13 +28,22 @@ def indexes(tmp_path_factory):
 def world(contracts, signers, tmp_path, indexes, chain_snapshot):
     oracle = OracleParts(contracts, signers, tmp_path)
     creator = signers["creator"]
-    members = sorted([signer_for(contracts, "16").address, signer_for(contracts, "17").address], key=lambda a: int(a, 16))
+    members = sorted(
+        [signer_for(contracts, "16").address, signer_for(contracts, "17").address], key=lambda a: int(a, 16)
+    )
     datasets = {}
     for name, text in (("astro", ASTRO), ("baking", BAKING)):
         path = tmp_path / f"{name}.txt"
         path.write_text(text)
         registered = register_dataset(
-            contracts, creator, oracle.store, path, members, [5000, 5000], "CC0", name,
+            contracts,
+            creator,
+            oracle.store,
+            path,
+            members,
+            [5000, 5000],
+            "CC0",
+            name,
             lambda cid, t: indexes.build(cid, t).token_count,
         )
         datasets[name] = registered.dataset_id
@@ -75,7 +83,10 @@ def test_attributor__unrelated_output__falls_back_to_model_training_datasets(wor
 
     result = attributor(_task(oracle, contracts, signers, model, {"kind": "generate", "text": "zq xv kkp 42 !!"}))
 
-    assert dict(zip(result.dataset_ids, result.weights_bps)) == {datasets["astro"]: 3000, datasets["baking"]: 7000}
+    assert dict(zip(result.dataset_ids, result.weights_bps, strict=False)) == {
+        datasets["astro"]: 3000,
+        datasets["baking"]: 7000,
+    }
     assert json.loads(oracle.store.get_bytes(result.record_cid))["settlement"]["source"] == "model_training_datasets"
 
 
@@ -89,7 +100,9 @@ def test_attributor__no_datasets_anywhere__data_share_goes_back_to_requester(wor
     assert json.loads(oracle.store.get_bytes(result.record_cid))["settlement"]["source"] == "refund_requester"
 
 
-def test_settle__attributed_output__credits_the_quoted_dataset_and_contributors_can_claim(world, contracts, signers, tmp_path):
+def test_settle__attributed_output__credits_the_quoted_dataset_and_contributors_can_claim(
+    world, contracts, signers, tmp_path
+):
     oracle, datasets, attributor, members = world
     oracle.settler.attributor = attributor
     model = _model(contracts, signers, oracle.store, tmp_path, {datasets["baking"]: 10_000})
@@ -98,7 +111,9 @@ def test_settle__attributed_output__credits_the_quoted_dataset_and_contributors_
     task_id = post_raw_task(contracts, signers["requester"], model, cidlib.cid_to_digest(input_cid))
     oracle.ingestor.poll_once()
     offer = oracle.book.lease(signers["agent"].address, {model}, oracle.chain_time())
-    output = json.dumps({"kind": "generate", "text": "leave it covered in a warm place until it has doubled in size"}).encode()
+    output = json.dumps(
+        {"kind": "generate", "text": "leave it covered in a warm place until it has doubled in size"}
+    ).encode()
     from tests.oracle.test_settlement import _submit
 
     _submit(oracle, signers["agent"], offer, output, task_id)
@@ -110,7 +125,9 @@ def test_settle__attributed_output__credits_the_quoted_dataset_and_contributors_
     proof = merkle.contributors_proof(members, [5000, 5000], members.index(member.address))
     before = contracts.w3.eth.get_balance(member.address)
     receipt = member.transact(contracts.vault.functions.claim(datasets["baking"], 1, 5000, proof)).receipt
-    assert contracts.vault.functions.claimed(datasets["baking"], 1, member.address, 5000, proof[:1]).call() == revenue // 2
+    assert (
+        contracts.vault.functions.claimed(datasets["baking"], 1, member.address, 5000, proof[:1]).call() == revenue // 2
+    )
     gas_paid = receipt.gasUsed * receipt.effectiveGasPrice
     assert contracts.w3.eth.get_balance(member.address) == before + revenue // 2 - gas_paid
 
@@ -131,7 +148,7 @@ def test_claim_all__first_claim_then_a_new_credit__pays_each_wei_once_and_repeat
 ):
     from tributa.royalties import claim_all, shares_of
 
-    oracle, datasets, attributor, members = world
+    oracle, datasets, attributor, _members = world
     oracle.settler.attributor = attributor
     model = _model(contracts, signers, oracle.store, tmp_path, {datasets["baking"]: 10_000})
     ensure_agent(contracts, signers["agent"], [model])
@@ -147,14 +164,19 @@ def test_claim_all__first_claim_then_a_new_credit__pays_each_wei_once_and_repeat
     paid, _ = claim_all(contracts, member)
     assert paid == first_revenue // 2
 
-    _settle_quote(oracle, contracts, signers, model, "Knead the dough on a floured table for ten minutes until it is smooth")
+    _settle_quote(
+        oracle, contracts, signers, model, "Knead the dough on a floured table for ten minutes until it is smooth"
+    )
     second_revenue = vault.revenue(datasets["baking"], 1).call() - first_revenue
     _, share = shares_of(contracts, member.address)
     assert len(share.proof) == 1 and share.claimed == first_revenue // 2 and share.claimable == second_revenue // 2
     before = contracts.w3.eth.get_balance(member.address)
     paid, (tx,) = claim_all(contracts, member)
     assert paid == second_revenue // 2
-    assert contracts.w3.eth.get_balance(member.address) == before + paid - tx.receipt.gasUsed * tx.receipt.effectiveGasPrice
+    assert (
+        contracts.w3.eth.get_balance(member.address)
+        == before + paid - tx.receipt.gasUsed * tx.receipt.effectiveGasPrice
+    )
     with pytest.raises(Exception, match="no royalties to claim"):
         claim_all(contracts, member)
 
@@ -164,7 +186,7 @@ def test_royalties_claim__contributor_with_no_ether__told_how_then_paid_by_a_rel
 ):
     from tests.cli.test_cli_errors import assert_one_line_error, run_cli
 
-    oracle, datasets, attributor, members = world
+    oracle, datasets, attributor, _members = world
     oracle.settler.attributor = attributor
     model = _model(contracts, signers, oracle.store, tmp_path, {datasets["baking"]: 10_000})
     ensure_agent(contracts, signers["agent"], [model])
@@ -186,4 +208,6 @@ def test_royalties_claim__contributor_with_no_ether__told_how_then_paid_by_a_rel
     assert relayed.exit_code == 0, relayed.output
     assert f"to {member.address} in 1 transaction(s), gas paid by {relayer.address}" in relayed.output
     assert w3.eth.get_balance(member.address) == owed
-    assert_one_line_error(run_cli(fresh_settings, "royalties", "claim", "--for", member.address), "has no royalties to claim")
+    assert_one_line_error(
+        run_cli(fresh_settings, "royalties", "claim", "--for", member.address), "has no royalties to claim"
+    )

@@ -24,8 +24,17 @@ from tributa.metrics import OracleMetrics
 from tributa.store import cid as cidlib
 from tributa.store import open_store
 
-OFFER_KEYS = {"job_id", "task_id", "model_id", "input_cid", "input_digest", "deadline", "lease_expires_at",
-              "input_envelope_b64", "input_b64"}
+OFFER_KEYS = {
+    "job_id",
+    "task_id",
+    "model_id",
+    "input_cid",
+    "input_digest",
+    "deadline",
+    "lease_expires_at",
+    "input_envelope_b64",
+    "input_b64",
+}
 
 
 class BatchApi:
@@ -39,10 +48,18 @@ class BatchApi:
         self.parts = OracleParts(contracts, signers, tmp_path)
         self.metrics = OracleMetrics()
         directory = AgentDirectory(contracts, ttl_s=0)
-        auth = RequestAuthenticator(self.parts.db, contracts.chain_id, contracts.escrow.address, directory.is_registered)
+        auth = RequestAuthenticator(
+            self.parts.db, contracts.chain_id, contracts.escrow.address, directory.is_registered
+        )
         app = create_app(
-            self.parts.db, self.parts.book, auth, self.parts.store, directory, self.parts.chain_time,
-            {"chain_id": contracts.chain_id}, self.metrics,
+            self.parts.db,
+            self.parts.book,
+            auth,
+            self.parts.store,
+            directory,
+            self.parts.chain_time,
+            {"chain_id": contracts.chain_id},
+            self.metrics,
         )
         self.http = TestClient(app, raise_server_exceptions=False)
 
@@ -50,8 +67,12 @@ class BatchApi:
         """The agent's real JobClient, its requests served in-process (TestClient is an httpx.Client)."""
         from compute_agent.client import JobClient
 
-        client = JobClient("http://testserver", signer_for(self.contracts, role).account, self.contracts.chain_id,
-                           self.contracts.escrow.address)
+        client = JobClient(
+            "http://testserver",
+            signer_for(self.contracts, role).account,
+            self.contracts.chain_id,
+            self.contracts.escrow.address,
+        )
         client.http = self.http
         return client
 
@@ -67,8 +88,12 @@ class BatchApi:
     def post_tasks(self, model: int, n: int, k: int = 1) -> list[int]:
         ids = []
         for i in range(n):
-            input_cid = str(self.parts.store.put_bytes(json.dumps({"texts": [f"batch {k} {i} {time.time_ns()}"]}).encode()))
-            ids.append(post_raw_task(self.contracts, self.signers["requester"], model, cidlib.cid_to_digest(input_cid), k=k))
+            input_cid = str(
+                self.parts.store.put_bytes(json.dumps({"texts": [f"batch {k} {i} {time.time_ns()}"]}).encode())
+            )
+            ids.append(
+                post_raw_task(self.contracts, self.signers["requester"], model, cidlib.cid_to_digest(input_cid), k=k)
+            )
         self.parts.ingestor.poll_once()
         return ids
 
@@ -92,10 +117,18 @@ class BatchApi:
 
         output = json.dumps({"vectors": [[float(offer["task_id"])]]}).encode()
         digest = cidlib.cid_to_digest(str(self.parts.store.cid_of(output)))
-        sig = sign_result(signer_for(self.contracts, role).account, self.contracts.chain_id,
-                          self.contracts.escrow.address, offer["task_id"], digest)
-        return {"output_b64": base64.b64encode(output).decode(), "result_digest": "0x" + digest.hex(),
-                "signature": "0x" + sig.hex()}
+        sig = sign_result(
+            signer_for(self.contracts, role).account,
+            self.contracts.chain_id,
+            self.contracts.escrow.address,
+            offer["task_id"],
+            digest,
+        )
+        return {
+            "output_b64": base64.b64encode(output).decode(),
+            "result_digest": "0x" + digest.hex(),
+            "signature": "0x" + sig.hex(),
+        }
 
 
 @pytest.fixture
@@ -150,8 +183,9 @@ def test_poll_batch__offers_have_the_single_offer_shape_and_each_can_be_accepted
     for offer in jobs:
         assert set(offer) == OFFER_KEYS and offer["input_b64"]
         assert offer["lease_expires_at"] == api.parts.chain_time() + int(api.parts.book.lease_s)
-        lease_sig = sign_lease(account, api.contracts.chain_id, api.contracts.escrow.address, offer["task_id"],
-                               offer["lease_expires_at"])
+        lease_sig = sign_lease(
+            account, api.contracts.chain_id, api.contracts.escrow.address, offer["task_id"], offer["lease_expires_at"]
+        )
         accepted = api.post(f"/v1/jobs/{offer['job_id']}/accept", {"lease_signature": "0x" + lease_sig.hex()})
         assert accepted.status_code == 200, accepted.text
         submitted = api.post(f"/v1/jobs/{offer['job_id']}/result", api.result_body(offer))
@@ -160,7 +194,9 @@ def test_poll_batch__offers_have_the_single_offer_shape_and_each_can_be_accepted
     assert api.held() == 0
 
 
-def test_poll_batch__redundant_task__never_twice_to_one_agent_in_a_batch_and_its_second_copy_goes_to_another(api, model):
+def test_poll_batch__redundant_task__never_twice_to_one_agent_in_a_batch_and_its_second_copy_goes_to_another(
+    api, model
+):
     api.register("agent", [model], capacity=4)
     api.register("agent2", [model], capacity=4)
     (twice,) = api.post_tasks(model, 1, k=2)
@@ -276,12 +312,23 @@ def _add_tasks(book: JobBook, inputs: list[bytes | None], k: int = 1, first_id: 
     ids = []
     with book.db.session() as s:
         for i, data in enumerate(inputs):
-            digest = (cidlib.cid_to_digest(str(book.store.put_bytes(data))) if data is not None else os.urandom(32))
+            digest = cidlib.cid_to_digest(str(book.store.put_bytes(data))) if data is not None else os.urandom(32)
             task_id = first_id + i
-            s.add(Task(
-                task_id=task_id, requester="0x" + "11" * 20, model_id=1, input_digest="0x" + digest.hex(),
-                fee=10**15, model_fee=10**14, deadline=2**40, k=k, state=TaskState.OPEN, posted_block=1, posted_at=0.0,
-            ))
+            s.add(
+                Task(
+                    task_id=task_id,
+                    requester="0x" + "11" * 20,
+                    model_id=1,
+                    input_digest="0x" + digest.hex(),
+                    fee=10**15,
+                    model_fee=10**14,
+                    deadline=2**40,
+                    k=k,
+                    state=TaskState.OPEN,
+                    posted_block=1,
+                    posted_at=0.0,
+                )
+            )
             ids.append(task_id)
     return ids
 

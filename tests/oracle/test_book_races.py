@@ -40,10 +40,21 @@ def book(request, tmp_path):
 def _add_task(book: JobBook, task_id: int, k: int = 1) -> int:
     digest = cidlib.cid_to_digest(str(book.store.put_bytes(b'{"texts":["race %d"]}' % task_id)))
     with book.db.session() as s:
-        s.add(Task(
-            task_id=task_id, requester="0x" + "11" * 20, model_id=1, input_digest="0x" + digest.hex(),
-            fee=10**15, model_fee=10**14, deadline=2**40, k=k, state=TaskState.OPEN, posted_block=1, posted_at=0.0,
-        ))
+        s.add(
+            Task(
+                task_id=task_id,
+                requester="0x" + "11" * 20,
+                model_id=1,
+                input_digest="0x" + digest.hex(),
+                fee=10**15,
+                model_fee=10**14,
+                deadline=2**40,
+                k=k,
+                state=TaskState.OPEN,
+                posted_block=1,
+                posted_at=0.0,
+            )
+        )
     return task_id
 
 
@@ -89,7 +100,7 @@ def test_submit__20_identical_submits_at_once__exactly_one_accepted(book):
         task_id = offer.task_id  # an earlier round's expired task goes first
         sub = _submission(book, task_id)
 
-        results = _race([lambda: book.submit(AGENT, offer.job_id, sub)] * RACERS)
+        results = _race([lambda: book.submit(AGENT, offer.job_id, sub)] * RACERS)  # noqa: B023
 
         accepted = [r for r in results if isinstance(r, str)]
         refused = [r for r in results if isinstance(r, RequestRefused)]
@@ -106,10 +117,12 @@ def test_submit_vs_error_report__exactly_one_wins_and_the_task_agrees_with_it(bo
         task_id = offer.task_id  # an earlier round's expired task goes first
         sub = _submission(book, task_id)
 
-        submitted, reported = _race([
-            lambda: book.submit(AGENT, offer.job_id, sub),
-            lambda: book.report_error(AGENT, offer.job_id, "input", "race"),
-        ])
+        submitted, reported = _race(
+            [
+                lambda: book.submit(AGENT, offer.job_id, sub),  # noqa: B023
+                lambda: book.report_error(AGENT, offer.job_id, "input", "race"),  # noqa: B023
+            ]
+        )
 
         ok = [not isinstance(submitted, RequestRefused), not isinstance(reported, RequestRefused)]
         assert sum(ok) == 1, f"round {round_}: submit {submitted!r}, error report {reported!r}"
@@ -133,7 +146,7 @@ def test_submit_vs_expiry__the_job_is_either_submitted_or_expired_never_both(boo
         task_id = offer.task_id  # an earlier round's expired task goes first
         sub = _submission(book, task_id)
 
-        submitted, expired = _race([lambda: book.submit(AGENT, offer.job_id, sub), book.expire_leases])
+        submitted, expired = _race([lambda: book.submit(AGENT, offer.job_id, sub), book.expire_leases])  # noqa: B023
 
         job, task = _job(book, offer.job_id), _task(book, task_id)
         if isinstance(submitted, RequestRefused):
@@ -197,7 +210,9 @@ def test_lease__k2_with_an_expired_lease__the_agent_holds_one_live_job_and_count
     book.submit(OTHER.address, theirs.job_id, _submission(book, task_id, OTHER))
     assert _task(book, task_id).state == TaskState.VERIFIED
     with book.db.session() as s:
-        live = s.execute(select(Job.agent, Job.state).where(Job.task_id == task_id, Job.state != JobState.EXPIRED)).all()
+        live = s.execute(
+            select(Job.agent, Job.state).where(Job.task_id == task_id, Job.state != JobState.EXPIRED)
+        ).all()
     assert sorted(live) == sorted([(AGENT, JobState.SUBMITTED), (OTHER.address, JobState.SUBMITTED)])
 
 
@@ -236,7 +251,9 @@ def test_report_error__a_runtime_error_while_another_agent_holds_the_task__does_
     assert held is not None
 
 
-def test_relet__one_agent_lets_its_lease_expire__leases_the_task_again_and_it_settles_on_chain(contracts, signers, tmp_path, chain_snapshot):
+def test_relet__one_agent_lets_its_lease_expire__leases_the_task_again_and_it_settles_on_chain(
+    contracts, signers, tmp_path, chain_snapshot
+):
     from tests.helpers import OracleParts, ensure_agent, post_raw_task, register_test_model
 
     parts = OracleParts(contracts, signers, tmp_path)
@@ -271,7 +288,13 @@ def test_relet__one_agent_lets_its_lease_expire__leases_the_task_again_and_it_se
 
 def test_lease_many__polls_at_once_by_two_agents_and_twice_by_one__each_task_once_per_agent_within_k(book):
     ids = [_add_task(book, 800 + i, k=2) for i in range(12)]
-    agents = [AGENT, AGENT, OTHER.address, OTHER.address, "0x" + "cc" * 20]  # two polls each by two agents, one by a third
+    agents = [
+        AGENT,
+        AGENT,
+        OTHER.address,
+        OTHER.address,
+        "0x" + "cc" * 20,
+    ]  # two polls each by two agents, one by a third
 
     from oracle.db import AgentSeen
 

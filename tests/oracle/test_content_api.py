@@ -32,10 +32,21 @@ class Oracle:
         self.contracts = contracts
         self.parts = OracleParts(contracts, signers, tmp_path / "oracle")
         directory = AgentDirectory(contracts, ttl_s=0)
-        auth = RequestAuthenticator(self.parts.db, contracts.chain_id, contracts.escrow.address, directory.is_registered)
+        auth = RequestAuthenticator(
+            self.parts.db, contracts.chain_id, contracts.escrow.address, directory.is_registered
+        )
         content = ContentBook(self.parts.db, self.parts.store, contracts, UploadLimits(MAX_UPLOAD, QUOTA))
-        app = create_app(self.parts.db, self.parts.book, auth, self.parts.store, directory, self.parts.chain_time,
-                         {"chain_id": contracts.chain_id}, OracleMetrics(), content=content)
+        app = create_app(
+            self.parts.db,
+            self.parts.book,
+            auth,
+            self.parts.store,
+            directory,
+            self.parts.chain_time,
+            {"chain_id": contracts.chain_id},
+            OracleMetrics(),
+            content=content,
+        )
         self.http = TestClient(app, raise_server_exceptions=False)
 
     def client(self, role: str | None) -> ContentApi:
@@ -110,8 +121,11 @@ def test_upload__an_incomplete_dag__422_and_the_root_not_pinned(oracle, signers,
     root = Cid.parse(cid)
     block = requester_store.read(root)  # the root alone, without its chunks
     section = root.to_bytes() + block
-    response, _ = oracle.signed_post("requester", f"/v1/uploads?for=task:{task_id}&root={cid}",
-                                     car_header(root) + encode_uvarint(len(section)) + section)
+    response, _ = oracle.signed_post(
+        "requester",
+        f"/v1/uploads?for=task:{task_id}&root={cid}",
+        car_header(root) + encode_uvarint(len(section)) + section,
+    )
 
     assert response.status_code == 422 and "does not hold all of" in response.json()["error"]
     assert root not in oracle.parts.store.pins()
@@ -167,7 +181,9 @@ def test_upload__a_car_of_another_root_than_the_signed_one__422_nothing_stored(o
     task_id, cid, _ = _task_for(oracle, signers, requester_store, b'{"prompt":"signed root"}')
     other = str(requester_store.put_bytes(b"smuggled in under a registered root"))
 
-    response, _ = oracle.signed_post("requester", f"/v1/uploads?for=task:{task_id}&root={cid}", _car(requester_store, other))
+    response, _ = oracle.signed_post(
+        "requester", f"/v1/uploads?for=task:{task_id}&root={cid}", _car(requester_store, other)
+    )
 
     assert response.status_code == 422 and "not the signed root" in response.json()["error"]
     assert not oracle.parts.store.has(other) and not oracle.parts.store.has(cid)
@@ -194,7 +210,8 @@ def test_upload__a_model_adapter_by_its_publisher_only(oracle, signers, tmp_path
     (folder / "adapter_model.safetensors").write_bytes(os.urandom(300_000))
     adapter = str(publisher_store.put_dir(folder))
     call = oracle.contracts.registry.functions.register_model(
-        "with-adapter", os.urandom(32), [cidlib.cid_to_digest(adapter)], [], [], 10**15, signers["publisher"].address)
+        "with-adapter", os.urandom(32), [cidlib.cid_to_digest(adapter)], [], [], 10**15, signers["publisher"].address
+    )
     signers["publisher"].transact(call)
     model_id = oracle.contracts.registry.functions.model_count().call()
 
@@ -221,9 +238,23 @@ def test_sealed_output__only_its_requester_reads_it_signed(oracle, signers):
     sealed = os.urandom(5000)  # stands for ciphertext: who may read is the point here
     sealed_cid = str(oracle.parts.store.put_bytes(sealed))
     with oracle.parts.db.session() as s:
-        s.add(Task(task_id=77, requester=signers["requester"].address, model_id=1, input_digest="0x" + "00" * 32,
-                   fee=1, model_fee=0, deadline=2**40, k=1, state=TaskState.SETTLED, posted_block=1, posted_at=0.0,
-                   output_pubkey="02" + "11" * 32, result_ciphertext_cid=sealed_cid))
+        s.add(
+            Task(
+                task_id=77,
+                requester=signers["requester"].address,
+                model_id=1,
+                input_digest="0x" + "00" * 32,
+                fee=1,
+                model_fee=0,
+                deadline=2**40,
+                k=1,
+                state=TaskState.SETTLED,
+                posted_block=1,
+                posted_at=0.0,
+                output_pubkey="02" + "11" * 32,
+                result_ciphertext_cid=sealed_cid,
+            )
+        )
 
     digest = Cid.parse(sealed_cid).digest
     other_names = [str(Cid(1, "dag-pb", digest)), str(Cid(1, "raw", digest))]  # the store finds blocks by digest

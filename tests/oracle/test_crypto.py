@@ -20,12 +20,12 @@ from tributa.crypto import (
     OVERHEAD_BYTES,
     CryptoError,
     EnvelopeTooLargeError,
-    TamperedEnvelopeError,
     InvalidContextError,
     InvalidPrivateKeyError,
     InvalidPublicKeyError,
     MalformedEnvelopeError,
     PublicKeyOwnerError,
+    TamperedEnvelopeError,
     WrongContextError,
     WrongKeyError,
     address_of_public_key,
@@ -127,7 +127,7 @@ def test_reencrypt__k_agents__each_gets_its_own_envelope():
     envelopes = [reencrypt(bytes(ORACLE.key), sealed, _pub(a), INPUT_CONTEXT, JOB_CONTEXT) for a in agents]
 
     assert len(set(envelopes)) == len(agents)
-    assert all(decrypt_with(bytes(a.key), e, JOB_CONTEXT) == PAYLOAD for a, e in zip(agents, envelopes))
+    assert all(decrypt_with(bytes(a.key), e, JOB_CONTEXT) == PAYLOAD for a, e in zip(agents, envelopes, strict=False))
 
 
 def test_reencrypt__agent_key_not_on_curve__raises_invalid_public_key_error():
@@ -149,7 +149,9 @@ def test_encrypt_to__output_for_requester__opens_only_under_the_output_context()
 
     assert decrypt_with(bytes(requester.key), envelope, output_context) == b'{"text":"answer"}'
     with pytest.raises(WrongContextError):
-        decrypt_with(bytes(requester.key), envelope, context_for("output", CHAIN_ID, ESCROW, requester.address, task_id=8))
+        decrypt_with(
+            bytes(requester.key), envelope, context_for("output", CHAIN_ID, ESCROW, requester.address, task_id=8)
+        )
 
 
 # --- failures ----------------------------------------------------------------------------------
@@ -429,7 +431,13 @@ def test_context_for__each_purpose__gives_distinct_canonical_bytes():
     ],
 )
 def test_context_for__bad_part__raises_invalid_context_error(kwargs):
-    args = {"purpose": "input", "chain_id": CHAIN_ID, "escrow": ESCROW, "requester": REQUESTER, "task_id": None} | kwargs
+    args = {
+        "purpose": "input",
+        "chain_id": CHAIN_ID,
+        "escrow": ESCROW,
+        "requester": REQUESTER,
+        "task_id": None,
+    } | kwargs
 
     with pytest.raises(InvalidContextError):
         context_for(**args)
@@ -442,8 +450,12 @@ def test_context_for__bad_part__raises_invalid_context_error(kwargs):
     "ikm, salt, info, okm",
     [
         # RFC 5869 A.1 and A.3 (the first 32 bytes of each OKM).
-        ("0b" * 22, "000102030405060708090a0b0c", "f0f1f2f3f4f5f6f7f8f9",
-         "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf"),
+        (
+            "0b" * 22,
+            "000102030405060708090a0b0c",
+            "f0f1f2f3f4f5f6f7f8f9",
+            "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf",
+        ),
         ("0b" * 22, "", "", "8da4e775a563c18f715f802a063c5a31b8a11f5c5ee1879ec3454e5f3c738d2d"),
     ],
 )
@@ -457,7 +469,9 @@ def test_decrypt__envelope_built_by_hand_from_the_docstring_spec__opens():
     ephemeral_secret, nonce = bytes([9]) * 32, bytes(range(12))
     ephemeral = coincurve.PrivateKey(ephemeral_secret).public_key.format(compressed=True)
     shared_point = coincurve.PublicKey(recipient).multiply(ephemeral_secret).format(compressed=True)
-    key = HKDF(hashlib.sha256(shared_point).digest(), 32, b"", SHA256, context=b"tributa/ecies/v1" + ephemeral + recipient)
+    key = HKDF(
+        hashlib.sha256(shared_point).digest(), 32, b"", SHA256, context=b"tributa/ecies/v1" + ephemeral + recipient
+    )
     header = (
         b"\x89TRB\x01"
         + hashlib.sha256(b"tributa/key-id\x00" + recipient).digest()[:8]

@@ -83,7 +83,7 @@ def test_migrations__two_processes_open_a_fresh_database_at_once__both_succeed(u
     def open_db() -> None:
         try:
             Database(url).engine.dispose()
-        except BaseException as exc:  # collected and asserted below
+        except BaseException as exc:  # collected and asserted below  # noqa: BLE001
             errors.append(exc)
 
     threads = [threading.Thread(target=open_db) for _ in range(3)]
@@ -173,6 +173,15 @@ def test_nonces__two_managers_on_one_database__never_hand_out_the_same_nonce(url
 
 def _task(task_id: int, fee: int = 10**15, model_fee: int = 10**14) -> Task:
     return Task(
-        task_id=task_id, requester="0x" + "11" * 20, model_id=1, input_digest="0x" + "00" * 32, fee=fee,
-        model_fee=model_fee, deadline=2**40, k=1, state=TaskState.OPEN, posted_block=1, posted_at=0.0,
+        task_id=task_id,
+        requester="0x" + "11" * 20,
+        model_id=1,
+        input_digest="0x" + "00" * 32,
+        fee=fee,
+        model_fee=model_fee,
+        deadline=2**40,
+        k=1,
+        state=TaskState.OPEN,
+        posted_block=1,
+        posted_at=0.0,
     )

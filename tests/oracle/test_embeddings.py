@@ -9,7 +9,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from tributa.ml.embeddings import MODEL_ID, load_embedder, model_dir  # noqa: E402
+from tributa.ml.embeddings import MODEL_ID, load_embedder, model_dir
 
 SENTENCES = [
     "A man is playing a guitar on the stage.",
@@ -43,9 +43,10 @@ def test_encode__same_folder__matches_sentence_transformers_within_1e_5(embedder
     from sentence_transformers import SentenceTransformer
 
     reference = SentenceTransformer(str(model_dir()), device="cpu").encode(
-        SENTENCES + ["word " * 400], convert_to_numpy=True  # long text: both truncate at 256
+        [*SENTENCES, "word " * 400],
+        convert_to_numpy=True,  # long text: both truncate at 256
     )
-    ours = embedder.encode(SENTENCES + ["word " * 400])
+    ours = embedder.encode([*SENTENCES, "word " * 400])
     assert np.abs(ours - reference).max() < 1e-5
 
 

@@ -37,7 +37,9 @@ def test_ingest__restart__resumes_from_saved_cursor(contracts, signers, tmp_path
     assert _ingestor(contracts, restarted).poll_once() == 1
 
     with restarted.session() as s:
-        states = {t.task_id: t.state for t in s.execute(select(Task).where(Task.task_id.in_([*first, later]))).scalars()}
+        states = {
+            t.task_id: t.state for t in s.execute(select(Task).where(Task.task_id.in_([*first, later]))).scalars()
+        }
     assert states == {first[0]: TaskState.OPEN, first[1]: TaskState.OPEN, later: TaskState.OPEN}
 
 

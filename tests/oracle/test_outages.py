@@ -188,8 +188,13 @@ def test_unwritable__a_file_this_user_may_only_read__let_through_not_a_fault():
         program = source.read_text() + (
             f"\nprint(os.path.lexists({str(db)!r}), os.access({str(db)!r}, os.W_OK), unwritable(({str(folder)!r}, {str(db)!r})))\n"
         )
-        done = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", python, "-c", program],
-                              capture_output=True, text=True, timeout=60, cwd="/")
+        done = subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", python, "-c", program],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd="/",
+        )
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     assert done.returncode == 0, done.stderr

@@ -39,14 +39,21 @@ def private_setup(contracts, signers, tmp_path, chain_snapshot):
     parts.settler.oracle_key = oracle_key  # opens the answers' oracle copies to judge them
     parts.settler.spot_check_fraction = 1.0  # every k=1 task is re-run
     parts.book = JobBook(
-        parts.db, parts.store, contracts.chain_id, contracts.escrow.address, 60,
-        oracle_key=oracle_key, agent_pubkey=lambda agent: public_key_of(_key(signers["agent"])),
+        parts.db,
+        parts.store,
+        contracts.chain_id,
+        contracts.escrow.address,
+        60,
+        oracle_key=oracle_key,
+        agent_pubkey=lambda agent: public_key_of(_key(signers["agent"])),
     )
     model = _minilm_model(contracts, signers, parts.store)
     ensure_agent(contracts, signers["agent"], [model.model_id])
     requester = signers["requester"]
     where = private.Deployment(contracts.chain_id, contracts.escrow.address)
-    sealed = private.seal_input(public_key_of(oracle_key), INPUT, public_key_of(_key(requester)), where, requester.address)
+    sealed = private.seal_input(
+        public_key_of(oracle_key), INPUT, public_key_of(_key(requester)), where, requester.address
+    )
     input_cid = str(parts.store.put_bytes(sealed))
     task_id = post_raw_task(contracts, requester, model.model_id, cidlib.cid_to_digest(input_cid))
     parts.ingestor.poll_once()
@@ -72,7 +79,9 @@ def _minilm_model(contracts, signers, store):
 def _submit(parts, signers, offer, output: bytes) -> None:
     agent = signers["agent"]
     digest = cidlib.cid_to_digest(str(parts.store.cid_of(output)))
-    signature = sign_result(agent.account, parts.contracts.chain_id, parts.contracts.escrow.address, offer.task_id, digest)
+    signature = sign_result(
+        agent.account, parts.contracts.chain_id, parts.contracts.escrow.address, offer.task_id, digest
+    )
     parts.book.submit(agent.address, offer.job_id, Submission(output, digest, signature))
 
 
@@ -124,7 +133,9 @@ def test_spot_check__private_task_answered_right__agent_paid_with_its_own_seal(p
     assert not parts.store.has(str(parts.store.cid_of(honest)))
 
 
-def test_spot_check__private_answer_differing_in_bytes_but_agreeing_by_cosine__paid_not_slashed(private_setup, contracts, signers):
+def test_spot_check__private_answer_differing_in_bytes_but_agreeing_by_cosine__paid_not_slashed(
+    private_setup, contracts, signers
+):
     # Another CPU kernel or batch shape moves embeddings in the 4th decimal: the verdict must judge
     # the private answer by the acceptance rule (opening the oracle's sealed copy), not by digest.
     import json

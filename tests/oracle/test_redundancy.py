@@ -26,7 +26,9 @@ def _submit(oracle, agent, offer, output: bytes) -> None:
 
 
 def _accept(oracle, agent, offer) -> None:
-    sig = sign_lease(agent.account, oracle.contracts.chain_id, oracle.contracts.escrow.address, offer.task_id, offer.lease_expires_at)
+    sig = sign_lease(
+        agent.account, oracle.contracts.chain_id, oracle.contracts.escrow.address, offer.task_id, offer.lease_expires_at
+    )
     assert oracle.book.accept(agent.address, offer.job_id, sig) == offer.lease_expires_at
 
 
@@ -50,7 +52,9 @@ def _setup(contracts, signers, tmp_path, k: int, deadline_s: int = 600):
     for agent in agents:
         ensure_agent(contracts, agent, [model])
     input_cid = str(oracle.store.put_bytes(b'{"texts":["redundant"]}'))
-    task_id = post_raw_task(contracts, signers["requester"], model, cidlib.cid_to_digest(input_cid), k=k, deadline_s=deadline_s)
+    task_id = post_raw_task(
+        contracts, signers["requester"], model, cidlib.cid_to_digest(input_cid), k=k, deadline_s=deadline_s
+    )
     oracle.ingestor.poll_once()
     return oracle, model, agents, task_id
 
@@ -66,12 +70,14 @@ def test_lease__task_with_k3__goes_to_three_distinct_agents_only(contracts, sign
     assert oracle.book.lease(agents[0].address, {model}, oracle.chain_time()) is None  # nor a second lease
 
 
-def test_settle__two_of_three_agree__majority_paid_minority_slashed_by_its_conflict_proof(contracts, signers, tmp_path, chain_snapshot):
+def test_settle__two_of_three_agree__majority_paid_minority_slashed_by_its_conflict_proof(
+    contracts, signers, tmp_path, chain_snapshot
+):
     oracle, model, agents, task_id = _setup(contracts, signers, tmp_path, k=3)
     escrow = contracts.escrow.functions
     start = contracts.w3.eth.block_number
     offers = [oracle.book.lease(a.address, {model}, oracle.chain_time()) for a in agents[:3]]
-    for agent, offer, output in zip(agents, offers, (b'{"v":1}', b'{"v":2}', b'{"v":1}')):
+    for agent, offer, output in zip(agents, offers, (b'{"v":1}', b'{"v":2}', b'{"v":1}'), strict=False):
         _submit(oracle, agent, offer, output)
     assert oracle.state(task_id) == TaskState.VERIFIED
     before = {a.address: (escrow.balance_of(a.address).call(), escrow.agent(a.address).call()[0]) for a in agents[:3]}
@@ -79,7 +85,7 @@ def test_settle__two_of_three_agree__majority_paid_minority_slashed_by_its_confl
 
     plan = oracle.settler._plan(task_id)
     liar_digest = cidlib.cid_to_digest(str(oracle.store.cid_of(b'{"v":2}')))
-    [(proof_agent, proof_digest, proof_expiry, proof_sig)] = plan.settlement[6]
+    [(proof_agent, proof_digest, proof_expiry, _proof_sig)] = plan.settlement[6]
     assert (proof_agent, proof_digest, proof_expiry) == (agents[1].address, liar_digest, 0)  # a conflict proof
     with oracle.db.session() as s:  # _plan only planned: the task is still waiting to settle
         assert s.get(Task, task_id).state == TaskState.VERIFIED
@@ -102,11 +108,13 @@ def test_settle__two_of_three_agree__majority_paid_minority_slashed_by_its_confl
     assert oracle.state(task_id) == TaskState.SETTLED
 
 
-def test_settle__k2_disagree_without_reexecution__fails_and_slashes_nobody(contracts, signers, tmp_path, chain_snapshot):
+def test_settle__k2_disagree_without_reexecution__fails_and_slashes_nobody(
+    contracts, signers, tmp_path, chain_snapshot
+):
     oracle, model, agents, task_id = _setup(contracts, signers, tmp_path, k=2)
     escrow = contracts.escrow.functions
     offers = [oracle.book.lease(a.address, {model}, oracle.chain_time()) for a in agents[:2]]
-    for agent, offer, output in zip(agents, offers, (b'{"v":1}', b'{"v":2}')):
+    for agent, offer, output in zip(agents, offers, (b'{"v":1}', b'{"v":2}'), strict=False):
         _submit(oracle, agent, offer, output)
     stakes = [escrow.agent(a.address).call()[0] for a in agents[:2]]
 
@@ -118,7 +126,9 @@ def test_settle__k2_disagree_without_reexecution__fails_and_slashes_nobody(contr
     assert [escrow.agent(a.address).call()[0] for a in agents[:2]] == stakes
 
 
-def test_fail__silent_agent_with_signed_lease__slashed_by_its_lease_proof_once_chain_time_passes(contracts, signers, tmp_path, chain_snapshot):
+def test_fail__silent_agent_with_signed_lease__slashed_by_its_lease_proof_once_chain_time_passes(
+    contracts, signers, tmp_path, chain_snapshot
+):
     oracle, model, agents, task_id = _setup(contracts, signers, tmp_path, k=1)
     escrow = contracts.escrow.functions
     start = contracts.w3.eth.block_number
@@ -162,15 +172,17 @@ def test_fail__agent_never_accepted_its_lease__not_slashed(contracts, signers, t
     assert _slashed_events(contracts, start) == []
 
 
-def test_settle__minority_and_silent_agents__each_slashed_by_its_own_proof(contracts, signers, tmp_path, chain_snapshot):
+def test_settle__minority_and_silent_agents__each_slashed_by_its_own_proof(
+    contracts, signers, tmp_path, chain_snapshot
+):
     oracle, model, agents, task_id = _setup(contracts, signers, tmp_path, k=5)
     agents = [*agents, signers["agent2"]]
     ensure_agent(contracts, agents[4], [model])
     start = contracts.w3.eth.block_number
     offers = [oracle.book.lease(a.address, {model}, oracle.chain_time()) for a in agents]
-    for agent, offer in zip(agents, offers):
+    for agent, offer in zip(agents, offers, strict=False):
         _accept(oracle, agent, offer)
-    for agent, offer, output in zip(agents[:4], offers, (b'{"v":1}', b'{"v":1}', b'{"v":9}', b'{"v":1}')):
+    for agent, offer, output in zip(agents[:4], offers, (b'{"v":1}', b'{"v":1}', b'{"v":9}', b'{"v":1}'), strict=False):
         _submit(oracle, agent, offer, output)
     _expire_wall_leases(oracle, task_id)  # agents[4] took the job, signed its lease and went silent
     advance_time(contracts.w3, 61)  # chain time past its signed lease expiry
@@ -181,18 +193,22 @@ def test_settle__minority_and_silent_agents__each_slashed_by_its_own_proof(contr
     assert kinds == {agents[2].address: False, agents[4].address: True}  # conflict proof, lease proof
     assert oracle.settler.settle_ready() == 1
 
-    assert sorted(_slashed_events(contracts, start)) == sorted([(agents[2].address, task_id), (agents[4].address, task_id)])
+    assert sorted(_slashed_events(contracts, start)) == sorted(
+        [(agents[2].address, task_id), (agents[4].address, task_id)]
+    )
     assert oracle.state(task_id) == TaskState.SETTLED
 
 
-def test_settle__task_not_slashable__minority_paid_nothing_and_not_slashed(contracts, signers, tmp_path, chain_snapshot):
+def test_settle__task_not_slashable__minority_paid_nothing_and_not_slashed(
+    contracts, signers, tmp_path, chain_snapshot
+):
     # A deadline under the escrow's minimum window: proofs would reject the settlement, so none are sent.
     oracle, model, agents, task_id = _setup(contracts, signers, tmp_path, k=3, deadline_s=30)
     escrow = contracts.escrow.functions
     assert escrow.task_slashable(task_id).call() is False
     start = contracts.w3.eth.block_number
     offers = [oracle.book.lease(a.address, {model}, oracle.chain_time()) for a in agents[:3]]
-    for agent, offer, output in zip(agents, offers, (b'{"v":1}', b'{"v":2}', b'{"v":1}')):
+    for agent, offer, output in zip(agents, offers, (b'{"v":1}', b'{"v":2}', b'{"v":1}'), strict=False):
         _accept(oracle, agent, offer)
         _submit(oracle, agent, offer, output)
     stake = escrow.agent(agents[1].address).call()[0]
@@ -211,7 +227,9 @@ def test_lease__agent_stake_fell_below_min_stake__job_book_skips_it(contracts, s
     unbonder, other = signer_for(contracts, EXTRA_AGENTS[0]), signer_for(contracts, EXTRA_AGENTS[1])
     for agent in (unbonder, other):
         ensure_agent(contracts, agent, [model])
-        assert oracle.book.lease(agent.address, {model}, oracle.chain_time()) is None  # polled once: known to the oracle
+        assert (
+            oracle.book.lease(agent.address, {model}, oracle.chain_time()) is None
+        )  # polled once: known to the oracle
     watcher = StakeWatcher(oracle.db, escrow, contracts.deployment.block_number)
     watcher.poll_once()
     directory = AgentDirectory(contracts, ttl_s=0)
@@ -232,7 +250,9 @@ def test_lease__agent_stake_fell_below_min_stake__job_book_skips_it(contracts, s
     assert escrow.functions.serves_model(unbonder.address, model).call() is False
 
 
-def test_settle__a_high_s_signature_stored_by_an_old_oracle__dropped_and_the_honest_majority_paid(contracts, signers, tmp_path, chain_snapshot):
+def test_settle__a_high_s_signature_stored_by_an_old_oracle__dropped_and_the_honest_majority_paid(
+    contracts, signers, tmp_path, chain_snapshot
+):
     """Issue 18: one signature the escrow refuses (high s, v flipped; eth_account still recovers it)
     would revert the whole settlement. The settler leaves it out; the two honest agents are paid."""
     from oracle.auth import SECP256K1_N
@@ -242,7 +262,7 @@ def test_settle__a_high_s_signature_stored_by_an_old_oracle__dropped_and_the_hon
     offers = [oracle.book.lease(a.address, {model}, oracle.chain_time()) for a in agents[:3]]
     output = b'{"v":1}'
     digest = cidlib.cid_to_digest(str(oracle.store.cid_of(output)))
-    for agent, offer in zip(agents[:2], offers[:2]):
+    for agent, offer in zip(agents[:2], offers[:2], strict=False):
         _submit(oracle, agent, offer, output)
     good = sign_result(agents[2].account, contracts.chain_id, contracts.escrow.address, task_id, digest)
     s = int.from_bytes(good[32:64], "big")
@@ -253,5 +273,5 @@ def test_settle__a_high_s_signature_stored_by_an_old_oracle__dropped_and_the_hon
     assert oracle.settler.settle_ready() == 1
 
     assert oracle.state(task_id) == TaskState.SETTLED
-    gains = [escrow.balance_of(a.address).call() - b for a, b in zip(agents[:3], before)]
+    gains = [escrow.balance_of(a.address).call() - b for a, b in zip(agents[:3], before, strict=False)]
     assert gains[0] == gains[1] > 0 and gains[2] == 0

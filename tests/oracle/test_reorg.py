@@ -202,7 +202,9 @@ def test_reorg__shallower_than_confirmations__is_never_seen(chain, model, db):
     assert ingestor.poll_once() == 0
     assert ingestor.reorgs == 0 and _task(db, task_id) is None
     with db.session() as s:
-        assert s.execute(select(func.count()).select_from(ChainLog).where(ChainLog.task_id == task_id)).scalar_one() == 0
+        assert (
+            s.execute(select(func.count()).select_from(ChainLog).where(ChainLog.task_id == task_id)).scalar_one() == 0
+        )
 
 
 def test_reorg__oracle_tx_reorged_out__tx_manager_reopens_and_rebroadcasts_it(chain, model, db):

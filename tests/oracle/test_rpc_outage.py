@@ -88,7 +88,10 @@ def test_ingest__node_down_then_back__resumes_with_nothing_lost_or_doubled(outag
     assert ingestor.poll_once() == 1
 
     with db.session() as s:
-        assert {t.task_id for t in s.execute(select(Task).where(Task.task_id.in_([first, second]))).scalars()} == {first, second}
+        assert {t.task_id for t in s.execute(select(Task).where(Task.task_id.in_([first, second]))).scalars()} == {
+            first,
+            second,
+        }
         per_task = s.execute(
             select(func.count()).select_from(ChainLog).where(ChainLog.task_id.in_([first, second]))
         ).scalar_one()

@@ -30,9 +30,17 @@ from tributa.metrics import OracleMetrics
 EXAMPLES = {GenerationMode.POSITIVE: 60, GenerationMode.NEGATIVE: 40}
 SIGNED_PREFIX = "/v1/jobs/"
 # oracle/auth.py's refusals of the request itself (as opposed to its body's signatures).
-AUTH_REFUSALS = ("missing header", "auth headers", "nonce non-negative", "request expired", "expiry is more",
-                 "request signature refused", "signature does not decode", "does not match the agent header",
-                 "not registered")
+AUTH_REFUSALS = (
+    "missing header",
+    "auth headers",
+    "nonce non-negative",
+    "request expired",
+    "expiry is more",
+    "request signature refused",
+    "signature does not decode",
+    "does not match the agent header",
+    "not registered",
+)
 # A generated wait_s (up to 25 s) would make each poll case wait that long for a 204.
 MAX_TEST_WAIT_S = 0.05
 
@@ -40,11 +48,23 @@ MAX_TEST_WAIT_S = 0.05
 @pytest.fixture
 def fuzz_client(api, contracts):
     # Generous per-agent limits: a 429 would stop cases before the code under test.
-    auth = RequestAuthenticator(api.parts.db, contracts.chain_id, contracts.escrow.address,
-                                AgentDirectory(contracts).is_registered,
-                                limiter=AgentLimiter(rate_per_s=1e6, burst=10**6, max_polls=1000))
-    app = create_app(api.parts.db, api.parts.book, auth, api.parts.store, AgentDirectory(contracts), api.parts.chain_time,
-                     {"chain_id": contracts.chain_id}, OracleMetrics())
+    auth = RequestAuthenticator(
+        api.parts.db,
+        contracts.chain_id,
+        contracts.escrow.address,
+        AgentDirectory(contracts).is_registered,
+        limiter=AgentLimiter(rate_per_s=1e6, burst=10**6, max_polls=1000),
+    )
+    app = create_app(
+        api.parts.db,
+        api.parts.book,
+        auth,
+        api.parts.store,
+        AgentDirectory(contracts),
+        api.parts.chain_time,
+        {"chain_id": contracts.chain_id},
+        OracleMetrics(),
+    )
     return app, TestClient(app, raise_server_exceptions=False)
 
 
@@ -60,7 +80,7 @@ def _body_bytes(case) -> bytes:
 
 
 def test_schemathesis__served_schema__no_5xx(api, leased, fuzz_client):
-    app, http = fuzz_client
+    _app, http = fuzz_client
     served = http.get("/openapi.json")
     assert served.status_code == 200
     schema = schemathesis.openapi.from_dict(served.json())
@@ -94,8 +114,14 @@ def test_schemathesis__served_schema__no_5xx(api, leased, fuzz_client):
     for result in schema.get_all_operations():
         operation = result.ok()
         for mode, examples in EXAMPLES.items():
-            @settings(max_examples=examples, derandomize=True, deadline=None, database=None,
-                      suppress_health_check=list(HealthCheck))
+
+            @settings(
+                max_examples=examples,
+                derandomize=True,
+                deadline=None,
+                database=None,
+                suppress_health_check=list(HealthCheck),
+            )
             @given(case=operation.as_strategy(generation_mode=mode), use_real_job=st.booleans())
             def run(case, use_real_job):
                 send(case, use_real_job)

@@ -51,7 +51,12 @@ def test_settle__verified_task__pays_agent_and_refunds_rest(oracle, signers):
     assert oracle.state(task_id) == TaskState.SETTLED
     assert escrow.task(task_id).call()[-1] == ONCHAIN_SETTLED
     fee, model_fee = escrow.task(task_id).call()[3:5]
-    left_after_fixed_cuts = fee - fee * escrow.protocol_fee_bps().call() // 10_000 - fee * escrow.data_share_bps().call() // 10_000 - model_fee
+    left_after_fixed_cuts = (
+        fee
+        - fee * escrow.protocol_fee_bps().call() // 10_000
+        - fee * escrow.data_share_bps().call() // 10_000
+        - model_fee
+    )
     agent_gain = escrow.balance_of(agent).call() - agent_before
     assert agent_gain == min(left_after_fixed_cuts, fee * oracle.settler.fee_policy.agent_fee_bps // 10_000)
     assert escrow.balance_of(requester).call() > requester_before
@@ -190,7 +195,9 @@ def test_refund_due__agent_took_task_and_went_silent__slashed_and_requester_refu
     offer = oracle.book.lease(signers["agent2"].address, {model}, oracle.chain_time())
     assert offer is not None
     # The agent accepts: its signed lease is what lets the escrow slash it for silence.
-    lease_sig = sign_lease(signers["agent2"].account, contracts.chain_id, contracts.escrow.address, task_id, offer.lease_expires_at)
+    lease_sig = sign_lease(
+        signers["agent2"].account, contracts.chain_id, contracts.escrow.address, task_id, offer.lease_expires_at
+    )
     oracle.book.accept(signers["agent2"].address, offer.job_id, lease_sig)
     stake = escrow.agent(signers["agent2"].address).call()[0]
     before = escrow.balance_of(signers["requester"].address).call()

@@ -129,7 +129,14 @@ def test_check_pending__nonce_taken_by_a_foreign_tx__marks_replaced(w3, tmp_path
     ours = txm.send_tx(RECIPIENT, value=1)
     rpc(w3, "anvil_dropAllTransactions")
     foreign = dev_account("oracle").sign_transaction(
-        {"to": RECIPIENT, "value": 5, "gas": 21_000, "nonce": ours.nonce, "chainId": w3.eth.chain_id, "gasPrice": 10**10}
+        {
+            "to": RECIPIENT,
+            "value": 5,
+            "gas": 21_000,
+            "nonce": ours.nonce,
+            "chainId": w3.eth.chain_id,
+            "gasPrice": 10**10,
+        }
     )
     w3.eth.send_raw_transaction(foreign.raw_transaction)
     rpc(w3, "evm_mine")
@@ -224,4 +231,7 @@ def test_reorged__tx_re_included_in_another_block__stays_mined_with_its_new_bloc
     assert txm.reorged(block - 2) == 0
 
     record = txm.record(sent.id)
-    assert record.state == TxState.MINED and record.mined_block == w3.eth.get_transaction_receipt(sent.tx_hash)["blockNumber"]
+    assert (
+        record.state == TxState.MINED
+        and record.mined_block == w3.eth.get_transaction_receipt(sent.tx_hash)["blockNumber"]
+    )

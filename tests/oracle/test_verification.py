@@ -21,9 +21,24 @@ from tributa.verification.matrix import embedding_outputs, generation_outputs, i
 
 # The demo GPT-2's adapters are close to each other: its registered margin is tighter than the default.
 GPT2 = VerificationParams(logit_margin=0.1)
-SUBJECTS = ("The moon", "A good soup", "The old fox", "Stars at night", "My grandmother", "The river",
-            "A small robot", "The king", "Bread dough", "The comet", "In the forest", "The recipe",
-            "Once upon a time", "The telescope", "A hungry wolf", "Garlic and onions")
+SUBJECTS = (
+    "The moon",
+    "A good soup",
+    "The old fox",
+    "Stars at night",
+    "My grandmother",
+    "The river",
+    "A small robot",
+    "The king",
+    "Bread dough",
+    "The comet",
+    "In the forest",
+    "The recipe",
+    "Once upon a time",
+    "The telescope",
+    "A hungry wolf",
+    "Garlic and onions",
+)
 TEXTS = [f"{s} is sentence {i} of the embedding check." for i, s in enumerate(SUBJECTS * 4)]
 
 
@@ -70,9 +85,9 @@ def _edited(claim: bytes, verifier, **changes) -> bytes:
 
 
 def _assert_generations_agree(verifier, requests, ours, theirs, params=GPT2) -> int:
-    for request, a, b in zip(requests, ours, theirs):
+    for request, a, b in zip(requests, ours, theirs, strict=False):
         assert _judge(verifier, request, params).agree(a, b), (request, a, b)
-    return sum(a != b for a, b in zip(ours, theirs))
+    return sum(a != b for a, b in zip(ours, theirs, strict=False))
 
 
 # -- generation: accepted ----------------------------------------------------------------------
@@ -92,20 +107,30 @@ def test_generation__batch_of_8_and_two_threads__agree_with_one_by_one(demo, req
 
 
 def test_generation__aten_default_capability_child__agrees(demo, requests, verifier, fp32):
-    child = in_child({"ATEN_CPU_CAPABILITY": "default"}, "generate", base_dir=demo.base_dir,
-                     adapters=demo.adapters, requests=requests)
+    child = in_child(
+        {"ATEN_CPU_CAPABILITY": "default"},
+        "generate",
+        base_dir=demo.base_dir,
+        adapters=demo.adapters,
+        requests=requests,
+    )
 
     _assert_generations_agree(verifier, requests, fp32, child)
 
 
 def test_generation__smollm2_bf16__agrees_with_fp32_at_the_default_margin():
     base = ensure_smollm2(progress=lambda _: None)
-    prompts = [GenerationRequest(p, None, 16) for p in ("A week has", "The sun rises in the", "Cats like to",
-                                                        "The opposite of hot is")]
+    prompts = [
+        GenerationRequest(p, None, 16)
+        for p in ("A week has", "The sun rises in the", "Cats like to", "The opposite of hot is")
+    ]
     ours = generation_outputs(base, {}, prompts)
     theirs = generation_outputs(base, {}, prompts, dtype="bfloat16")
 
-    assert _assert_generations_agree(GenerationRunner(base, device="cpu"), prompts, ours, theirs, VerificationParams()) >= 1
+    assert (
+        _assert_generations_agree(GenerationRunner(base, device="cpu"), prompts, ours, theirs, VerificationParams())
+        >= 1
+    )
 
 
 # -- generation: rejected ----------------------------------------------------------------------
@@ -122,7 +147,9 @@ def _swaps_rejected(verifier, prompts, names, params, new_tokens=24) -> int:
                 if ran == claimed or forged == answers[claimed]:
                     continue
                 swaps += 1
-                assert "logits below" in _judge(verifier, GenerationRequest(prompt, claimed, new_tokens), params).rejection(forged), (prompt, ran, claimed)
+                assert "logits below" in _judge(
+                    verifier, GenerationRequest(prompt, claimed, new_tokens), params
+                ).rejection(forged), (prompt, ran, claimed)
     return swaps
 
 
@@ -142,12 +169,17 @@ def test_generation__smollm2_demo_adapters_swapped__rejected_at_the_default_marg
     for name, path in smollm.adapters.items():
         verifier.load_adapter(name, path)
 
-    assert _swaps_rejected(verifier, ("The fox", "Bake the bread"), [None, *smollm.adapters], VerificationParams(), 16) >= 20
+    assert (
+        _swaps_rejected(verifier, ("The fox", "Bake the bread"), [None, *smollm.adapters], VerificationParams(), 16)
+        >= 20
+    )
 
 
 def test_generation__another_model_text_passed_off__rejected(demo, requests, verifier, fp32):
-    smol = generation_outputs(ensure_smollm2(progress=lambda _: None), {}, [GenerationRequest(r.prompt, None, 24) for r in requests[:4]])
-    for request, claim, other in zip(requests, fp32, smol):
+    smol = generation_outputs(
+        ensure_smollm2(progress=lambda _: None), {}, [GenerationRequest(r.prompt, None, 24) for r in requests[:4]]
+    )
+    for request, claim, other in zip(requests, fp32, smol, strict=False):
         ids = verifier.tokenizer(json.loads(other)["text"], add_special_tokens=False)["input_ids"][:24]
         forged = _edited(claim, verifier, token_ids=ids, finish_reason="length" if len(ids) == 24 else "eos")
         assert _judge(verifier, request).rejection(forged)
@@ -156,7 +188,7 @@ def test_generation__another_model_text_passed_off__rejected(demo, requests, ver
 
 def test_generation__another_prompt_truncation_or_one_edited_token__rejected(demo, requests, verifier, fp32):
     period = 1 + len(demo.adapters)  # requests cycle through the bare base and each adapter
-    for i, (request, claim) in enumerate(zip(requests, fp32)):
+    for i, (request, claim) in enumerate(zip(requests, fp32, strict=False)):
         judge = _judge(verifier, request)
         ids = json.loads(claim)["token_ids"]
         # Another prompt's answer with the same adapter, its prompt length relabelled to this
@@ -171,7 +203,9 @@ def test_generation__another_prompt_truncation_or_one_edited_token__rejected(dem
         assert "stops after" in judge.rejection(_edited(claim, verifier, token_ids=ids[:-3], finish_reason="length"))
         assert "logits below" in judge.rejection(_edited(claim, verifier, token_ids=edited))
         assert "text" in judge.rejection(_edited(claim, verifier, text="something else"))
-        assert "prompt_tokens" in judge.rejection(_edited(claim, verifier, prompt_tokens=json.loads(claim)["prompt_tokens"] + 1))
+        assert "prompt_tokens" in judge.rejection(
+            _edited(claim, verifier, prompt_tokens=json.loads(claim)["prompt_tokens"] + 1)
+        )
 
 
 def test_generation__without_a_verifier_model__only_equal_tokens_agree(demo, requests, fp32):
@@ -179,7 +213,9 @@ def test_generation__without_a_verifier_model__only_equal_tokens_agree(demo, req
     judge = Judge(GPT2)
 
     assert all(judge.agree(a, a) for a in fp32)
-    assert [judge.agree(a, b) for a, b in zip(fp32, bf16)] == [a == b for a, b in zip(fp32, bf16)]
+    assert [judge.agree(a, b) for a, b in zip(fp32, bf16, strict=False)] == [
+        a == b for a, b in zip(fp32, bf16, strict=False)
+    ]
 
 
 # -- embeddings ----------------------------------------------------------------------------------
@@ -189,8 +225,8 @@ def test_embedding__alone_vs_batch_threads_and_aten_default__agree(embedded):
     child = in_child({"ATEN_CPU_CAPABILITY": "default"}, "embed", texts=TEXTS, batch=True, threads=2)
 
     for other in (alone, child):
-        assert all(judge.agree(a, b) for a, b in zip(embedded, other))
-    assert sum(a != b for a, b in zip(embedded, alone + child)) >= 1  # the bytes do differ somewhere
+        assert all(judge.agree(a, b) for a, b in zip(embedded, other, strict=False))
+    assert sum(a != b for a, b in zip(embedded, alone + child, strict=False)) >= 1  # the bytes do differ somewhere
 
 
 def test_embedding__random_vectors_other_texts_and_another_model__rejected(embedded):
@@ -209,19 +245,35 @@ def test_embedding__random_vectors_other_texts_and_another_model__rejected(embed
 
 # -- grouping and verdicts -------------------------------------------------------------------------
 def _jobs(outputs: list[bytes]) -> tuple[list[Job], dict[int, bytes]]:
-    jobs = [Job(id=i, task_id=7, agent=f"A{i}", state=JobState.SUBMITTED, result_digest="0x" + hashlib.sha256(o).hexdigest(),
-                result_cid=f"cid{i}", signature="0x") for i, o in enumerate(outputs)]
-    return jobs, {j.id: o for j, o in zip(jobs, outputs)}
+    jobs = [
+        Job(
+            id=i,
+            task_id=7,
+            agent=f"A{i}",
+            state=JobState.SUBMITTED,
+            result_digest="0x" + hashlib.sha256(o).hexdigest(),
+            result_cid=f"cid{i}",
+            signature="0x",
+        )
+        for i, o in enumerate(outputs)
+    ]
+    return jobs, {j.id: o for j, o in zip(jobs, outputs, strict=False)}
 
 
 def test_decide__fp32_bf16_and_a_substitute__honest_two_not_slashed(demo, requests, verifier, fp32):
     bf16 = generation_outputs(demo.base_dir, demo.adapters, requests, dtype="bfloat16")
-    i = next(i for i, (a, b) in enumerate(zip(fp32, bf16)) if a != b)
+    i = next(i for i, (a, b) in enumerate(zip(fp32, bf16, strict=False)) if a != b)
     wrong = _edited(fp32[i], verifier, token_ids=json.loads(fp32[(i + 1) % len(fp32)])["token_ids"])
     jobs, outputs = _jobs([fp32[i], bf16[i], wrong])
 
-    verdict = decide(Task(task_id=7, k=3, input_digest="0x" + "00" * 32), jobs, None, lambda o: ("cid", "0x"),
-                     judge=_judge(verifier, requests[i]), output_of=lambda j: outputs[j.id])
+    verdict = decide(
+        Task(task_id=7, k=3, input_digest="0x" + "00" * 32),
+        jobs,
+        None,
+        lambda o: ("cid", "0x"),
+        judge=_judge(verifier, requests[i]),
+        output_of=lambda j: outputs[j.id],
+    )
 
     assert verdict.source == "majority" and verdict.slashed == ["A2"]
     assert {j.agent for j in verdict.paid + verdict.agreed} == {"A0", "A1"} and len(verdict.paid) == 1
@@ -236,19 +288,27 @@ def test_decide__a_claim_that_breaks_the_tokenizer__rejected_alone_and_the_hones
     # rescoring off for the task, so the honest fp32 and bf16 answers no longer agreed and the
     # bf16 agent was slashed. The poison's digest sorts first, so it is judged first.
     bf16 = generation_outputs(demo.base_dir, demo.adapters, requests, dtype="bfloat16")
-    i = next(i for i, (a, b) in enumerate(zip(fp32, bf16)) if a != b)
+    i = next(i for i, (a, b) in enumerate(zip(fp32, bf16, strict=False)) if a != b)
     eos = sorted(verifier.stop_ids)[0]
     digest = lambda o: "0x" + hashlib.sha256(o).hexdigest()  # noqa: E731
     pad = 0
     while True:
-        poison = canonical_json({**json.loads(fp32[i]), "token_ids": [*poison_ids, eos], "finish_reason": "eos", "pad": pad})
+        poison = canonical_json(
+            {**json.loads(fp32[i]), "token_ids": [*poison_ids, eos], "finish_reason": "eos", "pad": pad}
+        )
         if digest(poison) < min(digest(fp32[i]), digest(bf16[i])):
             break
         pad += 1
     jobs, outputs = _jobs([fp32[i], bf16[i], poison])
 
-    verdict = decide(Task(task_id=7, k=3, input_digest="0x" + "00" * 32), jobs, None, lambda o: ("cid", "0x"),
-                     judge=_judge(verifier, requests[i]), output_of=lambda j: outputs[j.id])
+    verdict = decide(
+        Task(task_id=7, k=3, input_digest="0x" + "00" * 32),
+        jobs,
+        None,
+        lambda o: ("cid", "0x"),
+        judge=_judge(verifier, requests[i]),
+        output_of=lambda j: outputs[j.id],
+    )
 
     assert verdict.source == "majority" and verdict.slashed == ["A2"]
     assert {j.agent for j in verdict.paid + verdict.agreed} == {"A0", "A1"}
@@ -268,18 +328,26 @@ def test_judge__the_verifier_itself_fails__raises_instead_of_falling_back_to_equ
 
 def test_decide__spot_check_of_a_bf16_agent__paid_with_its_own_digest(demo, requests, verifier, fp32):
     bf16 = generation_outputs(demo.base_dir, demo.adapters, requests, dtype="bfloat16")
-    i = next(i for i, (a, b) in enumerate(zip(fp32, bf16)) if a != b)
+    i = next(i for i, (a, b) in enumerate(zip(fp32, bf16, strict=False)) if a != b)
     jobs, outputs = _jobs([bf16[i]])
 
-    verdict = decide(Task(task_id=7, k=1, input_digest="0x" + "00" * 32), jobs, lambda task: fp32[i],
-                     lambda o: ("oracle-cid", "0xoracle"), spot_check=True,
-                     judge=_judge(verifier, requests[i]), output_of=lambda j: outputs[j.id])
+    verdict = decide(
+        Task(task_id=7, k=1, input_digest="0x" + "00" * 32),
+        jobs,
+        lambda task: fp32[i],
+        lambda o: ("oracle-cid", "0xoracle"),
+        spot_check=True,
+        judge=_judge(verifier, requests[i]),
+        output_of=lambda j: outputs[j.id],
+    )
 
     assert verdict.source == "spot_check" and [j.agent for j in verdict.paid] == ["A0"] and verdict.slashed == []
     assert verdict.result_digest == jobs[0].result_digest
 
 
-def test_committee_answer__a_bf16_posted_answer__upheld_on_the_members_fp32_model_in_process_and_sandboxed(demo, tmp_path):
+def test_committee_answer__a_bf16_posted_answer__upheld_on_the_members_fp32_model_in_process_and_sandboxed(
+    demo, tmp_path
+):
     from tributa.catalog import describe_folder
     from tributa.runtime.executor import Executor
     from tributa.runtime.jobs import RunnerRegistry
@@ -290,11 +358,16 @@ def test_committee_answer__a_bf16_posted_answer__upheld_on_the_members_fp32_mode
     store = open_store(tmp_path / "store")
     base, adapter = describe_folder(store, demo.base_dir), describe_folder(store, next(iter(demo.adapters.values())))
     fp32_run, bf16_run = Executor(RunnerRegistry("cpu")), Executor(RunnerRegistry("cpu", "bfloat16"))
-    pairs = ((p.encode(), fp32_run.run(base, [adapter], p.encode(), 24), bf16_run.run(base, [adapter], p.encode(), 24)) for p in SUBJECTS)
+    pairs = (
+        (p.encode(), fp32_run.run(base, [adapter], p.encode(), 24), bf16_run.run(base, [adapter], p.encode(), 24))
+        for p in SUBJECTS
+    )
     prompt, own, posted = next((p, a, b) for p, a, b in pairs if a != b)
     claim = json.loads(posted)
     edited = canonical_json({**claim, "token_ids": [claim["token_ids"][0] + 1, *claim["token_ids"][1:]]})
-    swapped = Executor(RunnerRegistry("cpu")).run(base, [], json.dumps({"prompt": prompt.decode(), "adapter": None}).encode(), 24)
+    swapped = Executor(RunnerRegistry("cpu")).run(
+        base, [], json.dumps({"prompt": prompt.decode(), "adapter": None}).encode(), 24
+    )
     for where in ({"registry": RunnerRegistry("cpu")}, {"run_callable": run_callable}):
         judge = Judge(GPT2, claim_checker(base, [adapter], prompt, 24, GPT2.logit_margin, **where))
         assert committee_answer(posted, own, judge) == posted  # the rule accepts it: the member signs it
@@ -327,11 +400,14 @@ def _demo_model(contracts, signers, store, demo, adapter_dir):
     existing = contracts.registry.functions.model_id_of_weights(key).call()
     if existing:
         return SimpleNamespace(model_id=existing, adapters=[adapter])
-    return register_model(contracts, signers["publisher"], store, "verify-demo", demo.base_dir, [adapter_dir], None, 10**15)
+    return register_model(
+        contracts, signers["publisher"], store, "verify-demo", demo.base_dir, [adapter_dir], None, 10**15
+    )
 
 
 @pytest.mark.parametrize(
-    "registered_margin, sandboxed", [(None, False), (0.001, False), (None, True)],
+    "registered_margin, sandboxed",
+    [(None, False), (0.001, False), (None, True)],
     ids=["default-margin", "registered-tight-margin", "rescored-in-a-bwrap-worker"],
 )
 def test_settle__fp32_and_bf16_agents_disagree_in_bytes__settles_on_chain_by_the_models_terms(
@@ -368,7 +444,7 @@ def test_settle__fp32_and_bf16_agents_disagree_in_bytes__settles_on_chain_by_the
     parts.settler.verification = GPT2
     asked = [GenerationRequest(p, name, 24) for p in SUBJECTS]
     fp, bf = (generation_outputs(demo.base_dir, {name: adapter_dir}, asked, dtype=d) for d in ("float32", "bfloat16"))
-    i = next(i for i, (a, b) in enumerate(zip(fp, bf)) if a != b)
+    i = next(i for i, (a, b) in enumerate(zip(fp, bf, strict=False)) if a != b)
     input_cid = str(parts.store.put_bytes(canonical_json({"prompt": SUBJECTS[i], "max_new_tokens": 24})))
     agents = [signer_for(contracts, role) for role in ("16", "17")]
     for agent in agents:
@@ -377,7 +453,7 @@ def test_settle__fp32_and_bf16_agents_disagree_in_bytes__settles_on_chain_by_the
     parts.ingestor.poll_once()
     escrow = contracts.escrow.functions
     before = [(escrow.balance_of(a.address).call(), escrow.agent(a.address).call()[0]) for a in agents]
-    for agent, output in zip(agents, (fp[i], bf[i])):
+    for agent, output in zip(agents, (fp[i], bf[i]), strict=False):
         offer = parts.book.lease(agent.address, {model.model_id}, parts.chain_time())
         digest = cidlib.cid_to_digest(str(parts.store.cid_of(output)))
         signature = sign_result(agent.account, contracts.chain_id, contracts.escrow.address, task_id, digest)
@@ -387,15 +463,19 @@ def test_settle__fp32_and_bf16_agents_disagree_in_bytes__settles_on_chain_by_the
 
     assert parts.state(task_id) == TaskState.SETTLED
     after = [(escrow.balance_of(a.address).call(), escrow.agent(a.address).call()[0]) for a in agents]
-    slashed = [a[1] < b[1] for a, b in zip(after, before)]
+    slashed = [a[1] < b[1] for a, b in zip(after, before, strict=False)]
     assert slashed == ([False, False] if registered_margin is None else [False, True])  # the bf16 agent is agents[1]
-    assert sorted(a[0] > b[0] for a, b in zip(after, before)) == [False, True]  # the canonical one is paid
+    assert sorted(a[0] > b[0] for a, b in zip(after, before, strict=False)) == [
+        False,
+        True,
+    ]  # the canonical one is paid
     from oracle.db import Job
     from oracle.jobs import agreement
 
     with parts.db.session() as s:  # routing counts the honest bf16 answer as agreeing, though its bytes differ
-        assert [s.execute(select(Job.agreed).where(Job.agent == a.address)).scalar_one() for a in agents] == \
-            ([True, True] if registered_margin is None else [True, False])
+        assert [s.execute(select(Job.agreed).where(Job.agent == a.address)).scalar_one() for a in agents] == (
+            [True, True] if registered_margin is None else [True, False]
+        )
         assert agreement(s, agents[1].address) == ((1, 1) if registered_margin is None else (0, 1))
     if sandboxed:
         executor.close()

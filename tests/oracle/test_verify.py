@@ -11,7 +11,9 @@ def _task(k: int) -> Task:
 
 
 def _job(i: int, agent: str, digest: str | None, state: str = JobState.SUBMITTED) -> Job:
-    return Job(id=i, task_id=7, agent=agent, state=state, result_digest=digest, result_cid=f"cid-{digest}", signature="0x")
+    return Job(
+        id=i, task_id=7, agent=agent, state=state, result_digest=digest, result_cid=f"cid-{digest}", signature="0x"
+    )
 
 
 def _store(output: bytes) -> tuple[str, str]:

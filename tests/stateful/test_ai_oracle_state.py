@@ -49,8 +49,15 @@ def _deployed_world():
     for a in agents:
         h.register_agent(s.escrow, a)
     w = SimpleNamespace(
-        sys=s, escrow=s.escrow, registry=s.registry, owner=s.owner, oracle=s.oracle, treasury=s.treasury,
-        publisher=publisher, agents=agents, requester=h.funded_address("aosm-requester"),
+        sys=s,
+        escrow=s.escrow,
+        registry=s.registry,
+        owner=s.owner,
+        oracle=s.oracle,
+        treasury=s.treasury,
+        publisher=publisher,
+        agents=agents,
+        requester=h.funded_address("aosm-requester"),
         stranger=h.funded_address("aosm-stranger"),
     )
     _WORLD[:] = [x.deploy(w, n_members=4)]
@@ -71,7 +78,13 @@ class AIOracleMachine(RuleBasedStateMachine):
         self.candidates: dict[int, list] = {}
         self.committees: dict[int, list[str]] = {}  # rid -> its resolved committee's members
         self.delivered: Counter = Counter()
-        self.actors = {self.w.requester, self.w.oracle, self.w.stranger, *(a.address for a in self.w.agents), *(m.address for m in self.ao.members)}
+        self.actors = {
+            self.w.requester,
+            self.w.oracle,
+            self.w.stranger,
+            *(a.address for a in self.w.agents),
+            *(m.address for m in self.ao.members),
+        }
 
     def teardown(self):
         try:
@@ -101,12 +114,16 @@ class AIOracleMachine(RuleBasedStateMachine):
         out = []
         for r in self.rids:
             q = self.ao.oracle.request(r)
-            if (q.state == x.REQUESTED and now > q.due) or (q.state in (x.PROVISIONAL, x.CHALLENGED) and now > q.escrow_deadline):
+            if (q.state == x.REQUESTED and now > q.due) or (
+                q.state in (x.PROVISIONAL, x.CHALLENGED) and now > q.escrow_deadline
+            ):
                 out.append(r)
         return out
 
     def _refundable_in_escrow(self):
-        return [r for r in self.rids if self.w.escrow.task(r)[7] == h.OPEN and boa.env.timestamp > self.w.escrow.task(r)[5]]
+        return [
+            r for r in self.rids if self.w.escrow.task(r)[7] == h.OPEN and boa.env.timestamp > self.w.escrow.task(r)[5]
+        ]
 
     def _record_deliveries(self, contract):
         for e in x.events(contract, "CallbackDelivered"):
@@ -114,7 +131,12 @@ class AIOracleMachine(RuleBasedStateMachine):
 
     # -------------------------------------------------------------- rules
 
-    @rule(window=st.sampled_from([0, 600]), mode=st.sampled_from([0, 0, 1, 2, 4]), gas_limit=st.sampled_from([50_000, 200_000]), extra=st.sampled_from([0, 0, 7]))
+    @rule(
+        window=st.sampled_from([0, 600]),
+        mode=st.sampled_from([0, 0, 1, 2, 4]),
+        gas_limit=st.sampled_from([50_000, 200_000]),
+        extra=st.sampled_from([0, 0, 7]),
+    )
     def request(self, window, mode, gas_limit, extra):
         x.set_window(self.ao, window)
         self.ao.consumer.set_mode(mode, b"")
@@ -177,8 +199,11 @@ class AIOracleMachine(RuleBasedStateMachine):
         answered), whose committee deadline has (or has not) passed."""
         c = self.ao.committee
         return [
-            (rid, m) for rid, members in sorted(self.committees.items()) for m in members
-            if (c.silent(rid, m) if silent else not c.answered(rid, m)) and (boa.env.timestamp > c.deadline_of(rid)) == due
+            (rid, m)
+            for rid, members in sorted(self.committees.items())
+            for m in members
+            if (c.silent(rid, m) if silent else not c.answered(rid, m))
+            and (boa.env.timestamp > c.deadline_of(rid)) == due
         ]
 
     @precondition(lambda self: self._duties(silent=False, due=False))
@@ -248,7 +273,11 @@ class AIOracleMachine(RuleBasedStateMachine):
         c = self.ao.committee
         members = [m.address for m in self.ao.members] + [a.address for a in self.w.agents]
         assert c.total_deposits() == sum(c.deposit_of(m) for m in members)
-        assert boa.env.get_balance(c.address) == c.total_deposits() + c.total_credits() == c.total_deposits() + c.credit_of(self.w.treasury)
+        assert (
+            boa.env.get_balance(c.address)
+            == c.total_deposits() + c.total_credits()
+            == c.total_deposits() + c.credit_of(self.w.treasury)
+        )
 
     @invariant()
     def delivered_at_most_once_and_only_when_final(self):

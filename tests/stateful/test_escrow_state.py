@@ -108,7 +108,13 @@ class EscrowMachine(RuleBasedStateMachine):
     # ------------------------------------------------------------ helpers
 
     def _actors(self):
-        return [*self.requesters, *(a.address for a in self.agents), self.receiver, self.sys.treasury, self.token.address]
+        return [
+            *self.requesters,
+            *(a.address for a in self.agents),
+            self.receiver,
+            self.sys.treasury,
+            self.token.address,
+        ]
 
     def _open_tasks(self):
         return [t for t, x in self.tasks.items() if x["state"] == OPEN]
@@ -201,7 +207,11 @@ class EscrowMachine(RuleBasedStateMachine):
         # too high an agent fee); the others are well formed
         allow_faults = data.draw(st.integers(0, 3), label="faulty") == 0
         t = self.tasks.get(tid, {"k": 5, "fee": 10**16})
-        pool = list(self.agents) if allow_faults else [a for a in self.agents if a.address in self.stakes and self.stakes[a.address][0] >= MIN_STAKE]
+        pool = (
+            list(self.agents)
+            if allow_faults
+            else [a for a in self.agents if a.address in self.stakes and self.stakes[a.address][0] >= MIN_STAKE]
+        )
         cap = 5 if allow_faults else t["k"]
         n_agents = data.draw(st.integers(0, min(3, cap, len(pool))), label="n_agents")
         agents = data.draw(st.permutations(pool), label="order")[:n_agents]
@@ -213,10 +223,15 @@ class EscrowMachine(RuleBasedStateMachine):
         n_slashed = data.draw(st.integers(0, min(2, len(rest), cap - n_agents)), label="n_slashed")
         slashed = rest[:n_slashed]
         left = t["fee"] - t["fee"] * PBPS // BPS - t["fee"] * DBPS // BPS - MODEL_FEE
-        agent_fee = data.draw(st.integers(0, max(left, 0) + (10 if allow_faults else 0)), label="agent_fee") if agents else 0
+        agent_fee = (
+            data.draw(st.integers(0, max(left, 0) + (10 if allow_faults else 0)), label="agent_fee") if agents else 0
+        )
         datasets, weights = data.draw(
-            st.sampled_from([([], []), ([1], [BPS]), ([2, 1], [3333, 6667]), ([1, 2], [5000, 4999]), ([3], [BPS])]
-                            if allow_faults else [([], []), ([1], [BPS]), ([2, 1], [3333, 6667])]),
+            st.sampled_from(
+                [([], []), ([1], [BPS]), ([2, 1], [3333, 6667]), ([1, 2], [5000, 4999]), ([3], [BPS])]
+                if allow_faults
+                else [([], []), ([1], [BPS]), ([2, 1], [3333, 6667])]
+            ),
             label="datasets",
         )
         bad_sig = allow_faults and bool(agents) and data.draw(st.booleans(), label="bad_sig")
@@ -226,8 +241,16 @@ class EscrowMachine(RuleBasedStateMachine):
         if bad_sig:
             sigs[0] = h.sign_result(agents[0], self.e, tid, h.digest("forged"))
         proofs = [self._proof(data, tid, a, bad_proof and i == 0) for i, a in enumerate(slashed)]
-        s = h.settlement(tid, agents=[a.address for a in agents], signatures=sigs, agent_fee=agent_fee,
-                         slashed=proofs, dataset_ids=datasets, weights=weights, result=result)
+        s = h.settlement(
+            tid,
+            agents=[a.address for a in agents],
+            signatures=sigs,
+            agent_fee=agent_fee,
+            slashed=proofs,
+            dataset_ids=datasets,
+            weights=weights,
+            result=result,
+        )
         return s, (tid, agents, slashed, agent_fee, datasets, weights, bad_sig, bad_proof)
 
     # -------------------------------------------------------------- rules
@@ -275,7 +298,9 @@ class EscrowMachine(RuleBasedStateMachine):
         tid = h.post_task(self.e, requester, model_id=model, fee=fee, k=k, deadline=deadline, max_model_fee=MODEL_FEE)
         slashable = ttl >= 60
         assert self.e.task_slashable(tid) == slashable
-        self.tasks[tid] = dict(requester=requester, fee=fee, deadline=deadline, k=k, state=OPEN, model=model, slashable=slashable)
+        self.tasks[tid] = dict(
+            requester=requester, fee=fee, deadline=deadline, k=k, state=OPEN, model=model, slashable=slashable
+        )
 
     @precondition(lambda self: self._settleable())
     @rule(data=st.data())

@@ -46,12 +46,24 @@ class LauncherMachine(RuleBasedStateMachine):
         self.publisher = ih.funded("publisher")
         self.buyers = [ih.funded(f"buyer{i}", 10**6 * ETHER) for i in range(N_BUYERS)]
         self.registry = registry = ih.partial("DataRegistry").deploy(sender=owner)
-        model_id = registry.register_model("m", keccak(text="w"), [], [], [], 10**15, self.publisher, sender=self.publisher)
+        model_id = registry.register_model(
+            "m", keccak(text="w"), [], [], [], 10**15, self.publisher, sender=self.publisher
+        )
         blueprint = ih.partial("ModelToken").deploy_as_blueprint()
         self.launcher = ih.partial("IMOLauncher").deploy(registry.address, blueprint.address)
         registry.set_imo_launcher(self.launcher.address, sender=owner)
         self.imo_id = self.launcher.launch(
-            model_id, "M", "M", SUPPLY, PRICE, soft_cap, hard_cap, boa.env.timestamp + SALE, publisher_bps, VESTING, 500,
+            model_id,
+            "M",
+            "M",
+            SUPPLY,
+            PRICE,
+            soft_cap,
+            hard_cap,
+            boa.env.timestamp + SALE,
+            publisher_bps,
+            VESTING,
+            500,
             sender=self.publisher,
         )
         self.token = ih.partial("ModelToken").at(self.launcher.imo(self.imo_id).token)
@@ -181,7 +193,11 @@ class LauncherMachine(RuleBasedStateMachine):
     # ---------------------------------------------------------------- invariants
 
     def owed_wei(self) -> int:
-        sale = {ACTIVE: self.raised, SUCCEEDED: 0 if self.withdrawn else self.raised, FAILED: self.raised - self.refunded}
+        sale = {
+            ACTIVE: self.raised,
+            SUCCEEDED: 0 if self.withdrawn else self.raised,
+            FAILED: self.raised - self.refunded,
+        }
         return sale[self.state] + sum(self.excess.values())
 
     def owed_tokens(self) -> int:

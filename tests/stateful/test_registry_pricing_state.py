@@ -191,7 +191,9 @@ class PricingMachine(RuleBasedStateMachine):
         last_active, last_fee, _ = self.last
         if self.last_bound:
             if fee < last_fee:
-                assert any(f == fee and eta <= self.now and at + self.delay <= self.now for at, f, eta in self.cut_events)
+                assert any(
+                    f == fee and eta <= self.now and at + self.delay <= self.now for at, f, eta in self.cut_events
+                )
             if last_active and not active:
                 assert any(eta <= self.now and at + self.delay <= self.now for at, eta in self.off_events)
         if self.locked:

@@ -52,8 +52,8 @@ def _random_list(pool, rnd: random.Random, n: int | None = None):
     n = n or rnd.randint(1, len(pool))
     members = rnd.sample(pool, n)
     cuts = sorted(rnd.sample(range(1, BPS), n - 1))
-    shares = [b - a for a, b in zip([0, *cuts], [*cuts, BPS])]
-    return sort_contributors(zip(members, shares))
+    shares = [b - a for a, b in zip([0, *cuts], [*cuts, BPS], strict=False)]
+    return sort_contributors(zip(members, shares, strict=False))
 
 
 class RoyaltyMachine(RuleBasedStateMachine):
@@ -86,7 +86,7 @@ class RoyaltyMachine(RuleBasedStateMachine):
         return self.revenue[key] * self.versions[key][1][i] // BPS
 
     def _owed(self, key, account):
-        c, s = self.versions[key]
+        c, _s = self.versions[key]
         return self._floor(key, c.index(account)) - self.claimed[(*key, account)]
 
     def _entry(self, key, account, short=False):
@@ -105,7 +105,7 @@ class RoyaltyMachine(RuleBasedStateMachine):
         boa.env.set_balance(self.escrow, boa.env.get_balance(self.escrow) + sum(amounts))
         with boa.env.prank(self.escrow):
             self.vault.credit(1, dataset_ids, amounts, value=sum(amounts))
-        for d, a in zip(dataset_ids, amounts):
+        for d, a in zip(dataset_ids, amounts, strict=False):
             self.revenue[(d, self.current[d])] += a
             self.touched.add((d, self.current[d]))
         self.credited += sum(amounts)
@@ -179,7 +179,11 @@ class RoyaltyMachine(RuleBasedStateMachine):
         # Anyone may relay the claim (claim_for): the account is paid, the relayer gets nothing.
         relayer = data.draw(st.sampled_from([None, *self.pool]), label="relayer")
         caller = account if relayer is None else relayer
-        pay = (lambda: self.vault.claim_many(entries)) if relayer is None else (lambda: self.vault.claim_for(account, entries))
+        pay = (
+            (lambda: self.vault.claim_many(entries))
+            if relayer is None
+            else (lambda: self.vault.claim_for(account, entries))
+        )
         before = {a: boa.env.get_balance(a) for a in {account, caller}}
         with boa.env.prank(caller):
             if total == 0:
@@ -219,7 +223,7 @@ class RoyaltyMachine(RuleBasedStateMachine):
     def claimed_plus_claimable_is_each_floor_share_and_dust_is_bounded(self):
         # revenue and dust of every version; per-contributor views of the
         # versions the last step touched (the drain re-checks everything)
-        for key, (c, s) in self.versions.items():
+        for key, (c, _s) in self.versions.items():
             assert self.vault.revenue(*key) == self.revenue[key]
             assert 0 <= self._dust(key) <= len(c) - 1
         touched, self.touched = self.touched, set()

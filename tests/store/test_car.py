@@ -83,11 +83,14 @@ def header_by_hand(cid_bytes: bytes) -> bytes:
     payload = b"\x00" + cid_bytes  # tag-42 byte strings start with the identity multibase prefix
     body = (
         bytes([0xA2])  # map of 2 pairs
-        + bytes([0x60 | 5]) + b"roots"  # text string, 5 bytes
+        + bytes([0x60 | 5])
+        + b"roots"  # text string, 5 bytes
         + bytes([0x81])  # array of 1
         + bytes([0xD8, 42])  # tag 42 (one-byte tag number follows 0xd8)
-        + bytes([0x58, len(payload)]) + payload  # byte string, one-byte length follows 0x58
-        + bytes([0x60 | 7]) + b"version"  # text string, 7 bytes
+        + bytes([0x58, len(payload)])
+        + payload  # byte string, one-byte length follows 0x58
+        + bytes([0x60 | 7])
+        + b"version"  # text string, 7 bytes
         + bytes([0x01])  # unsigned 1
     )
     return bytes([len(body)]) + body  # the varint length (under 128: one byte)
@@ -96,7 +99,7 @@ def header_by_hand(cid_bytes: bytes) -> bytes:
 def small_car() -> tuple[Cid, list[tuple[Cid, bytes]]]:
     blocks = [b"first block", b"second block", b"third block"]
     cids = [raw_cid(block) for block in blocks]
-    return cids[0], list(zip(cids, blocks))
+    return cids[0], list(zip(cids, blocks, strict=False))
 
 
 def car_bytes(root: Cid, blocks: list[tuple[Cid, bytes]]) -> bytes:
@@ -106,9 +109,7 @@ def car_bytes(root: Cid, blocks: list[tuple[Cid, bytes]]) -> bytes:
 # -- round trips -------------------------------------------------------------------------------
 
 
-def test_car__folder_round_trips_into_another_store__same_root_and_files(
-    store_a, store_b, tmp_path: Path
-) -> None:
+def test_car__folder_round_trips_into_another_store__same_root_and_files(store_a, store_b, tmp_path: Path) -> None:
     src = folder(tmp_path)
     root = store_a.put_dir(src)
     car = car_of(store_a, root)
@@ -125,9 +126,7 @@ def test_car__folder_round_trips_into_another_store__same_root_and_files(
     assert car_of(store_b, root) == car, "store B writes the same CAR back"
 
 
-def test_iter_car__sections_are_each_block_once_depth_first_with_link_cids(
-    store_a, tmp_path: Path
-) -> None:
+def test_iter_car__sections_are_each_block_once_depth_first_with_link_cids(store_a, tmp_path: Path) -> None:
     root = store_a.put_dir(folder(tmp_path))
     _, blocks = read_car(car_of(store_a, root))
     in_walk_order = list(dict.fromkeys(node.cid for node in dag.walk(store_a, root)))
@@ -331,9 +330,7 @@ def test_car_error__is_a_store_error_and_a_value_error() -> None:
 # -- put_blocks --------------------------------------------------------------------------------
 
 
-def test_put_blocks__an_inner_block_missing__refuses_to_pin_naming_it(
-    store_a, store_b, tmp_path: Path
-) -> None:
+def test_put_blocks__an_inner_block_missing__refuses_to_pin_naming_it(store_a, store_b, tmp_path: Path) -> None:
     root = store_a.put_dir(folder(tmp_path))
     _, blocks = read_car(car_of(store_a, root))
     missing, _ = blocks[2]
@@ -352,9 +349,7 @@ def test_put_blocks__the_root_missing__refuses_to_pin(store_b) -> None:
     assert store_b.pins() == []
 
 
-def test_put_blocks__completed_by_blocks_already_stored__pins(
-    store_a, store_b, tmp_path: Path
-) -> None:
+def test_put_blocks__completed_by_blocks_already_stored__pins(store_a, store_b, tmp_path: Path) -> None:
     root = store_a.put_dir(folder(tmp_path))
     _, blocks = read_car(car_of(store_a, root))
     store_b.put_bytes(data(3 * CHUNK_SIZE + 17, seed=1))  # big.bin's blocks, under its own pin

@@ -36,9 +36,7 @@ def assert_one_line_error(result: Result, fragment: str) -> None:
     assert "Traceback" not in result.stderr + result.stdout
 
 
-def test_add__prints_the_cid_and_stores_under_data_dir(
-    runner: CliRunner, data_dir: Path, tmp_path: Path
-) -> None:
+def test_add__prints_the_cid_and_stores_under_data_dir(runner: CliRunner, data_dir: Path, tmp_path: Path) -> None:
     content = data(CHUNK_SIZE + 1, seed=30)
     path = write(tmp_path / "f.bin", content)
     result = run(runner, data_dir, "add", str(path))
@@ -48,9 +46,7 @@ def test_add__prints_the_cid_and_stores_under_data_dir(
     assert EmbeddedStore(data_dir / "store").get_bytes(cid) == content
 
 
-def test_add__cid_version_1__prints_a_cidv1(
-    runner: CliRunner, data_dir: Path, tmp_path: Path
-) -> None:
+def test_add__cid_version_1__prints_a_cidv1(runner: CliRunner, data_dir: Path, tmp_path: Path) -> None:
     path = write(tmp_path / "hello", b"hello world")
     result = run(runner, data_dir, "add", "--cid-version", "1", str(path))
     assert result.stdout.strip() == "bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e"
@@ -63,9 +59,7 @@ def test_add__only_hash__stores_nothing(runner: CliRunner, data_dir: Path, tmp_p
     assert not EmbeddedStore(data_dir / "store").has(result.stdout.strip())
 
 
-def test_add__large_file__shows_progress_on_stderr_only(
-    runner: CliRunner, data_dir: Path, tmp_path: Path
-) -> None:
+def test_add__large_file__shows_progress_on_stderr_only(runner: CliRunner, data_dir: Path, tmp_path: Path) -> None:
     big = tmp_path / "big.bin"
     with open(big, "wb") as handle:
         handle.truncate(9 << 20)
@@ -90,9 +84,7 @@ def test_get_and_add__large_file__progress_on_stderr_bytes_on_stdout_and_quiet_s
     assert "100% (9.0/9.0 MiB)" in got.stderr and quiet.stderr == ""
 
 
-def test_add_directory__then_get_output__recreates_it(
-    runner: CliRunner, data_dir: Path, tmp_path: Path
-) -> None:
+def test_add_directory__then_get_output__recreates_it(runner: CliRunner, data_dir: Path, tmp_path: Path) -> None:
     write(tmp_path / "tree" / "a.txt", b"a")
     write(tmp_path / "tree" / "sub" / "b.txt", b"b")
     cid = run(runner, data_dir, "add", str(tmp_path / "tree")).stdout.strip()
@@ -102,9 +94,7 @@ def test_add_directory__then_get_output__recreates_it(
     assert (out / "sub" / "b.txt").read_bytes() == b"b"
 
 
-def test_get__writes_file_bytes_to_stdout(
-    runner: CliRunner, data_dir: Path, tmp_path: Path
-) -> None:
+def test_get__writes_file_bytes_to_stdout(runner: CliRunner, data_dir: Path, tmp_path: Path) -> None:
     content = data(2 * CHUNK_SIZE + 3, seed=31)
     cid = str(EmbeddedStore(data_dir / "store").put_bytes(content))
     result = runner.invoke(store, ["--data-dir", str(data_dir), "get", cid])
@@ -166,12 +156,8 @@ def test_data_dir__of_the_top_level_tributa_command__is_the_stores(
 # -- errors: one line on stderr, exit code 1, no traceback ----------------------------------------
 
 
-def test_add__missing_path__is_a_one_line_error(
-    runner: CliRunner, data_dir: Path, tmp_path: Path
-) -> None:
-    assert_one_line_error(
-        run(runner, data_dir, "add", str(tmp_path / "nope")), "no such file or directory"
-    )
+def test_add__missing_path__is_a_one_line_error(runner: CliRunner, data_dir: Path, tmp_path: Path) -> None:
+    assert_one_line_error(run(runner, data_dir, "add", str(tmp_path / "nope")), "no such file or directory")
 
 
 @pytest.mark.parametrize("command", ["get", "verify", "pin", "unpin"])
@@ -184,9 +170,7 @@ def test_get__unknown_cid__is_a_one_line_error(runner: CliRunner, data_dir: Path
     assert_one_line_error(result, "is not in the store")
 
 
-def test_get__directory_without_output__says_to_pass_output(
-    runner: CliRunner, data_dir: Path, tmp_path: Path
-) -> None:
+def test_get__directory_without_output__says_to_pass_output(runner: CliRunner, data_dir: Path, tmp_path: Path) -> None:
     write(tmp_path / "tree" / "a", b"a")
     cid = run(runner, data_dir, "add", str(tmp_path / "tree")).stdout.strip()
     assert_one_line_error(run(runner, data_dir, "get", cid), "-o DIR")
@@ -199,9 +183,7 @@ def test_verify__corrupted_block__is_a_one_line_error(runner: CliRunner, data_di
     assert_one_line_error(run(runner, data_dir, "verify", str(cid)), "corrupted or truncated")
 
 
-def test_unreachable_kubo__is_a_one_line_error(
-    runner: CliRunner, data_dir: Path, tmp_path: Path
-) -> None:
+def test_unreachable_kubo__is_a_one_line_error(runner: CliRunner, data_dir: Path, tmp_path: Path) -> None:
     path = write(tmp_path / "f", b"x")
     args = ["--data-dir", str(data_dir), "--ipfs-api", "/ip4/127.0.0.1/tcp/9", "add", str(path)]
     result = runner.invoke(store, args)

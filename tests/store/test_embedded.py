@@ -203,9 +203,7 @@ def test_pin__content_with_a_missing_block__is_refused(embedded: EmbeddedStore) 
     assert root not in embedded.pins()
 
 
-def test_export__entry_name_escaping_the_directory__is_refused(
-    embedded: EmbeddedStore, tmp_path: Path
-) -> None:
+def test_export__entry_name_escaping_the_directory__is_refused(embedded: EmbeddedStore, tmp_path: Path) -> None:
     blocks = Blockstore(embedded.root)
     file_link = Importer(blocks).add_bytes(b"payload")
     evil = directory_node([(b"../escaped", file_link)], 0, blocks)
@@ -214,9 +212,7 @@ def test_export__entry_name_escaping_the_directory__is_refused(
     assert not (tmp_path / "out" / "escaped").exists()
 
 
-def test_export__hamt_sharded_directory_made_by_kubo__lists_real_names(
-    embedded: EmbeddedStore, tmp_path: Path
-) -> None:
+def test_export__hamt_sharded_directory_made_by_kubo__lists_real_names(embedded: EmbeddedStore, tmp_path: Path) -> None:
     blocks = Blockstore(embedded.root)
     alpha = Importer(blocks).add_bytes(b"alpha")
     beta = Importer(blocks).add_bytes(b"beta")
@@ -237,9 +233,7 @@ def test_export__hamt_sharded_directory_made_by_kubo__lists_real_names(
     assert (out / "beta.txt").read_bytes() == b"beta"
 
 
-def test_put_dir__fifo_inside__is_refused_with_the_path(
-    embedded: EmbeddedStore, tmp_path: Path
-) -> None:
+def test_put_dir__fifo_inside__is_refused_with_the_path(embedded: EmbeddedStore, tmp_path: Path) -> None:
     tree = tmp_path / "tree"
     write(tree / "ok.txt", b"fine")
     os.mkfifo(tree / "pipe")
@@ -268,9 +262,7 @@ FULL_DISK_CHILD = textwrap.dedent(
 
 
 def run_child(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, *args], capture_output=True, text=True, cwd=REPO_ROOT, timeout=120
-    )
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
 
 
 def assert_store_intact(store: EmbeddedStore, cid: Cid, content: bytes) -> None:
@@ -285,9 +277,7 @@ def assert_store_intact(store: EmbeddedStore, cid: Cid, content: bytes) -> None:
     assert store.pins() == [cid]
 
 
-def test_add__disk_fills_up__raises_store_full_and_loses_nothing(
-    embedded: EmbeddedStore, tmp_path: Path
-) -> None:
+def test_add__disk_fills_up__raises_store_full_and_loses_nothing(embedded: EmbeddedStore, tmp_path: Path) -> None:
     earlier = embedded.put_bytes(b"stored before the disk filled up")
     big = write(tmp_path / "big.bin", data(CHUNK_SIZE * 3, seed=19))
     result = run_child("-c", FULL_DISK_CHILD, str(embedded.root), str(big))
@@ -348,9 +338,7 @@ ADD_THEN_DIE_CHILD = textwrap.dedent(
 )
 
 
-def test_gc__add_killed_midway__its_unindexed_pack_is_removed(
-    embedded: EmbeddedStore, tmp_path: Path
-) -> None:
+def test_gc__add_killed_midway__its_unindexed_pack_is_removed(embedded: EmbeddedStore, tmp_path: Path) -> None:
     earlier = embedded.put_bytes(b"stored before the crash")
     before = pack_files(embedded)
     big = write(tmp_path / "big.bin", data(CHUNK_SIZE * 8, seed=25))
@@ -408,11 +396,11 @@ def test_add__two_processes_at_once__both_land_and_a_running_reader_sees_them(
         assert child.returncode == 0, err
         cids.append(Cid.parse(out.strip()))
     assert len(pack_files(embedded)) == 2, "each add wrote its own pack"
-    for cid, content in zip(cids, contents):  # `embedded` was opened before they started
+    for cid, content in zip(cids, contents, strict=False):  # `embedded` was opened before they started
         assert embedded.get_bytes(cid) == content
     assert sorted(embedded.pins(), key=str) == sorted(cids, key=str)
     embedded.gc()  # drops the second copy of shared leaves, if both adds wrote them
-    for cid, content in zip(cids, contents):
+    for cid, content in zip(cids, contents, strict=False):
         assert embedded.get_bytes(cid) == content
 
 
@@ -506,9 +494,7 @@ MEMORY_CHILD = textwrap.dedent(
 )
 
 
-def test_add_and_get__large_file__stay_within_a_small_memory_bound(
-    embedded: EmbeddedStore, tmp_path: Path
-) -> None:
+def test_add_and_get__large_file__stay_within_a_small_memory_bound(embedded: EmbeddedStore, tmp_path: Path) -> None:
     size = 192 << 20
     big = tmp_path / "sparse.bin"
     with open(big, "wb") as handle:  # sparse: cheap to create, still read and hashed in full

@@ -13,7 +13,7 @@ from tributa.store.cid import Cid
 from tributa.store.importer import Importer
 from tributa.store.layout import BalancedLayout, HashOnly, Link, directory_node
 
-Tree = Union[int, list["Tree"]]
+Tree = Union[int, list["Tree"]]  # noqa: UP007
 
 
 def test_empty_file__is_kubos_well_known_node() -> None:
@@ -59,9 +59,7 @@ def test_empty_directory__is_kubos_well_known_node() -> None:
 
 
 def test_decode_node__rejects_links_after_data_and_truncation() -> None:
-    good = dagpb.encode_node(
-        [dagpb.encode_link(Cid(0, "dag-pb", bytes(32)).to_bytes(), b"a", 1)], b"\x08\x01"
-    )
+    good = dagpb.encode_node([dagpb.encode_link(Cid(0, "dag-pb", bytes(32)).to_bytes(), b"a", 1)], b"\x08\x01")
     assert dagpb.decode_node(good).links[0].name == b"a"
     reordered = good[good.index(b"\x0a\x02\x08\x01") :] + good[: good.index(b"\x0a\x02\x08\x01")]
     with pytest.raises(dagpb.DagPbError, match="follows the Data"):
@@ -132,9 +130,7 @@ def count_leaves(tree: Tree) -> int:
 
 
 @pytest.mark.parametrize("max_links,depth", [(2, 5), (3, 4), (4, 3)])
-def test_balanced_layout__small_fanout__matches_boxos_tree_for_every_leaf_count(
-    max_links: int, depth: int
-) -> None:
+def test_balanced_layout__small_fanout__matches_boxos_tree_for_every_leaf_count(max_links: int, depth: int) -> None:
     # Every count from one leaf to one past a full tree of `depth` levels: each depth change.
     for leaves in range(1, max_links**depth + 2):
         assert built_shape(leaves, max_links) == boxo_balanced_shape(leaves, max_links), leaves

@@ -254,4 +254,3 @@ def test_text_files__symlink_in_a_dataset_folder__refused_naming_it(tmp_path: Pa
     (folder / "notes.txt").symlink_to(secret)
     with pytest.raises(TributaError, match="notes.txt is a symlink"):
         datasets.text_files(folder)
-

@@ -10,9 +10,7 @@ from tributa.config import Settings
 from tributa.store import EmbeddedStore, Store, open_store, store_root
 
 
-def test_open_store__path__is_an_embedded_store_rooted_there(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_open_store__path__is_an_embedded_store_rooted_there(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TRIBUTA_IPFS_API", raising=False)
     opened = open_store(tmp_path / "blocks-here")
     assert isinstance(opened, EmbeddedStore) and isinstance(opened, Store)
@@ -20,9 +18,7 @@ def test_open_store__path__is_an_embedded_store_rooted_there(
     assert (tmp_path / "blocks-here" / "pins" / str(cid)).exists()
 
 
-def test_open_store__settings__uses_data_dir_slash_store(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_open_store__settings__uses_data_dir_slash_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TRIBUTA_IPFS_API", raising=False)
     settings = Settings(data_dir=tmp_path / "data")
     assert store_root(settings) == tmp_path / "data" / "store"
@@ -30,9 +26,7 @@ def test_open_store__settings__uses_data_dir_slash_store(
     assert isinstance(opened, EmbeddedStore) and opened.root == tmp_path / "data" / "store"
 
 
-def test_open_store__nothing_given__follows_tributa_data_dir(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_open_store__nothing_given__follows_tributa_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TRIBUTA_IPFS_API", raising=False)
     monkeypatch.setenv("TRIBUTA_DATA_DIR", str(tmp_path / "env-data"))
     opened = open_store()

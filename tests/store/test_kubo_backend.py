@@ -7,8 +7,8 @@ import json
 import socket
 import struct
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 
@@ -39,9 +39,7 @@ def test_api_url__multiaddr_or_url__gives_both_forms(given: str, multiaddr: str,
     assert api_url(given) == (multiaddr, url)
 
 
-@pytest.mark.parametrize(
-    "bad", ["", "localhost:5001", "/ip4/127.0.0.1/udp/5001", "/ip4/1.2.3.4/tcp/x"]
-)
+@pytest.mark.parametrize("bad", ["", "localhost:5001", "/ip4/127.0.0.1/udp/5001", "/ip4/1.2.3.4/tcp/x"])
 def test_api_url__not_an_address__says_what_form_to_use(bad: str) -> None:
     with pytest.raises(StoreError, match="multiaddr like /ip4/127.0.0.1/tcp/5001"):
         api_url(bad)

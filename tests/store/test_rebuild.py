@@ -18,7 +18,7 @@ from tributa.store import dagpb
 from tributa.store.cid import Cid
 from tributa.store.cli import store as store_cli
 from tributa.store.embedded import EmbeddedStore
-from tributa.store.errors import DamagedIndex, ContentIntegrityError
+from tributa.store.errors import ContentIntegrityError, DamagedIndex
 from tributa.store.layout import CHUNK_SIZE
 from tributa.store.packformat import RECORD_HEADER
 
@@ -103,9 +103,7 @@ def test_open__index_lost_or_damaged__is_rebuilt_and_all_content_reads_back(
         assert kept == []
 
 
-def test_open__healthy_index__is_not_rebuilt(
-    tmp_path: Path, rebuild_log: pytest.LogCaptureFixture
-) -> None:
+def test_open__healthy_index__is_not_rebuilt(tmp_path: Path, rebuild_log: pytest.LogCaptureFixture) -> None:
     root = tmp_path / "store"
     EmbeddedStore(root).put_bytes(b"content")
     before = (root / "index.sqlite").stat().st_ino
@@ -166,9 +164,7 @@ def test_rebuild__hole_left_by_a_killed_add__ends_that_pack_as_cut_short(
     assert embedded.get_bytes(root) == b"kept"
 
 
-def test_rebuild__twice__gives_the_same_index_and_report(
-    embedded: EmbeddedStore, tmp_path: Path
-) -> None:
+def test_rebuild__twice__gives_the_same_index_and_report(embedded: EmbeddedStore, tmp_path: Path) -> None:
     _, cids, _ = filled_store(embedded.root, tmp_path)
     flip_byte(embedded, next(iter(cids)), 10)  # the big file's root: one damaged record
     seen: list[tuple[int, int]] = []

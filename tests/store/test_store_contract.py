@@ -154,9 +154,7 @@ def test_put_file__missing_path__raises_not_found(store: Store, tmp_path: Path) 
         store.cid_of(tmp_path / "nope")
 
 
-def test_put_file_and_put_dir__wrong_kind_of_path__say_which_call_to_use(
-    store: Store, tmp_path: Path
-) -> None:
+def test_put_file_and_put_dir__wrong_kind_of_path__say_which_call_to_use(store: Store, tmp_path: Path) -> None:
     folder = tmp_path / "folder"
     folder.mkdir()
     file = write(tmp_path / "file", b"x")
@@ -173,9 +171,7 @@ def test_get__directory_cid__says_to_export_it(store: Store, tmp_path: Path) -> 
         store.get(cid)
 
 
-def test_export__onto_an_existing_path__is_refused_and_the_path_untouched(
-    store: Store, tmp_path: Path
-) -> None:
+def test_export__onto_an_existing_path__is_refused_and_the_path_untouched(store: Store, tmp_path: Path) -> None:
     cid = store.put_bytes(b"content")
     existing = write(tmp_path / "existing", b"precious")
     with pytest.raises(StoreError, match="already exists"):

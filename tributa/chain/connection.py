@@ -20,7 +20,7 @@ def connect(rpc_url: str, timeout_s: float = 10.0) -> Web3:
     w3 = Web3(provider)
     try:
         w3.eth.chain_id  # noqa: B018 - the cheapest call that proves the node answers
-    except Exception as exc:  # requests/urllib3 errors differ by failure; all mean "unreachable"
+    except Exception as exc:  # requests/urllib3 errors differ by failure; all mean "unreachable"  # noqa: BLE001
         raise ChainError(
             f"cannot reach an Ethereum node at {rpc_url} ({type(exc).__name__}); "
             f"is Anvil running? (`make demo` starts one) or pass --rpc-url"

@@ -43,8 +43,16 @@ def bind(w3: Web3, deployment: Deployment) -> Contracts:
     def optional(name: str) -> Contract | None:
         return at(name) if name in deployment.addresses else None
 
-    return Contracts(w3, deployment, at("TaskEscrow"), at("DataRegistry"), at("RoyaltyVault"), optional("IMOLauncher"),
-                     optional("AIOracle"), optional("AICommittee"))
+    return Contracts(
+        w3,
+        deployment,
+        at("TaskEscrow"),
+        at("DataRegistry"),
+        at("RoyaltyVault"),
+        optional("IMOLauncher"),
+        optional("AIOracle"),
+        optional("AICommittee"),
+    )
 
 
 def load_contracts(settings: Settings, w3: Web3 | None = None) -> Contracts:

@@ -76,7 +76,9 @@ def recover_lease_signer(chain_id: int, escrow: str, task_id: int, expires_at: i
     return Account.recover_message(_lease_message(chain_id, escrow, task_id, expires_at), signature=signature)
 
 
-def _request_message(chain_id: int, escrow: str, agent: str, method: str, path: str, body_hash: bytes, nonce: int, expiry: int):
+def _request_message(
+    chain_id: int, escrow: str, agent: str, method: str, path: str, body_hash: bytes, nonce: int, expiry: int
+):
     return encode_typed_data(
         domain_data=_domain(API_DOMAIN_NAME, chain_id, escrow),
         message_types=_REQUEST_TYPES,
@@ -91,7 +93,9 @@ def _request_message(chain_id: int, escrow: str, agent: str, method: str, path: 
     )
 
 
-def sign_request(account: LocalAccount, chain_id: int, escrow: str, method: str, path: str, body_hash: bytes, nonce: int, expiry: int) -> bytes:
+def sign_request(
+    account: LocalAccount, chain_id: int, escrow: str, method: str, path: str, body_hash: bytes, nonce: int, expiry: int
+) -> bytes:
     message = _request_message(chain_id, escrow, account.address, method, path, body_hash, nonce, expiry)
     return bytes(account.sign_message(message).signature)
 
@@ -99,8 +103,16 @@ def sign_request(account: LocalAccount, chain_id: int, escrow: str, method: str,
 REQUEST_TTL_S = 60
 
 
-def request_headers(account: LocalAccount, chain_id: int, escrow: str, method: str, path: str, body: bytes,
-                    nonce: int | None = None, expiry: int | None = None) -> dict[str, str]:
+def request_headers(
+    account: LocalAccount,
+    chain_id: int,
+    escrow: str,
+    method: str,
+    path: str,
+    body: bytes,
+    nonce: int | None = None,
+    expiry: int | None = None,
+) -> dict[str, str]:
     """The oracle API's auth headers for one request (a fresh random nonce; valid REQUEST_TTL_S)."""
     import secrets
     import time
@@ -118,6 +130,16 @@ def request_headers(account: LocalAccount, chain_id: int, escrow: str, method: s
     }
 
 
-def recover_request_signer(chain_id: int, escrow: str, agent: str, method: str, path: str, body_hash: bytes, nonce: int, expiry: int, signature: bytes) -> str:
+def recover_request_signer(
+    chain_id: int,
+    escrow: str,
+    agent: str,
+    method: str,
+    path: str,
+    body_hash: bytes,
+    nonce: int,
+    expiry: int,
+    signature: bytes,
+) -> str:
     message = _request_message(chain_id, escrow, agent, method, path, body_hash, nonce, expiry)
     return Account.recover_message(message, signature=signature)

@@ -30,7 +30,9 @@ class CliContext:
         from tributa.chain.contracts import load_contracts
 
         if wait_s > 0 and "contracts" not in self.__dict__:
-            self.__dict__["contracts"] = load_contracts(self.settings, wait_for_node(self.settings.rpc_url, wait_s, log))
+            self.__dict__["contracts"] = load_contracts(
+                self.settings, wait_for_node(self.settings.rpc_url, wait_s, log)
+            )
 
     @cached_property
     def store(self):
@@ -44,7 +46,6 @@ class CliContext:
 
         contracts = self.contracts
         return Signer(contracts.w3, load_account(account_spec, contracts.chain_id, default_role))
-
 
     def content_api(self, account=None):
         """The oracle's content API (TRIBUTA_ORACLE_URL), signing with `account` when given."""
@@ -70,8 +71,11 @@ class CliContext:
         if shown and answer.get("bytes") is None:
             click.echo("  the oracle already holds it", err=True)
         elif shown:
-            click.echo(f"  uploaded {answer['bytes']:,} bytes in {answer['blocks']} blocks; "
-                       f"quota {answer['quota_used_bytes']:,} of {answer['quota_bytes']:,} bytes used", err=True)
+            click.echo(
+                f"  uploaded {answer['bytes']:,} bytes in {answer['blocks']} blocks; "
+                f"quota {answer['quota_used_bytes']:,} of {answer['quota_bytes']:,} bytes used",
+                err=True,
+            )
         return {"uploaded": True, **answer}
 
 
@@ -80,13 +84,19 @@ pass_ctx = click.make_pass_decorator(CliContext)
 # Roles on their own machines send what they register to the oracle; --no-upload where the
 # oracle reads this machine's store itself (one data dir) or a shared Kubo node holds it.
 upload_option = click.option(
-    "--upload/--no-upload", "upload", default=True, show_default=True,
+    "--upload/--no-upload",
+    "upload",
+    default=True,
+    show_default=True,
     help="send the content to the oracle's content API (TRIBUTA_ORACLE_URL)",
 )
 
 # For the long-running services: started before their node (a reboot), they wait for it.
 node_wait_option = click.option(
-    "--node-wait-s", type=click.FloatRange(0), default=300.0, show_default=True,
+    "--node-wait-s",
+    type=click.FloatRange(0),
+    default=300.0,
+    show_default=True,
     help="how long to wait for the chain node to answer at start (0: fail at once)",
 )
 
@@ -111,10 +121,25 @@ class OneLineErrors(click.Group):
 
 
 @click.group(cls=OneLineErrors)
-@click.option("--rpc-url", envvar="TRIBUTA_RPC_URL", default=None, help="Ethereum JSON-RPC URL (default http://127.0.0.1:8545)")
-@click.option("--data-dir", envvar="TRIBUTA_DATA_DIR", type=click.Path(path_type=Path), default=None, help="state and content store (default .tributa)")
-@click.option("--deployments", "deployments_dir", envvar="TRIBUTA_DEPLOYMENTS", type=click.Path(path_type=Path), default=None)
-@click.option("--oracle-url", envvar="TRIBUTA_ORACLE_URL", default=None, help="the oracle's job API (default http://127.0.0.1:8700)")
+@click.option(
+    "--rpc-url", envvar="TRIBUTA_RPC_URL", default=None, help="Ethereum JSON-RPC URL (default http://127.0.0.1:8545)"
+)
+@click.option(
+    "--data-dir",
+    envvar="TRIBUTA_DATA_DIR",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="state and content store (default .tributa)",
+)
+@click.option(
+    "--deployments", "deployments_dir", envvar="TRIBUTA_DEPLOYMENTS", type=click.Path(path_type=Path), default=None
+)
+@click.option(
+    "--oracle-url",
+    envvar="TRIBUTA_ORACLE_URL",
+    default=None,
+    help="the oracle's job API (default http://127.0.0.1:8700)",
+)
 @click.version_option(package_name="tributa", message="tributa %(version)s")
 @click.pass_context
 def cli(ctx: click.Context, rpc_url, data_dir, deployments_dir, oracle_url) -> None:
@@ -136,12 +161,24 @@ def _mount() -> None:
     from tributa.cli import account, content, dashboard, dataset, imo, model, task, verify
     from tributa.store.cli import store
 
-    groups = [task.task, model.model, dataset.dataset, dataset.royalties, imo.imo, account.account, store,
-              content.upload, dashboard.dashboard, verify.verify]
+    groups = [
+        task.task,
+        model.model,
+        dataset.dataset,
+        dataset.royalties,
+        imo.imo,
+        account.account,
+        store,
+        content.upload,
+        dashboard.dashboard,
+        verify.verify,
+    ]
     services = sorted(entry_points(group=COMMAND_ENTRY_POINTS), key=lambda ep: ep.name)
     if not services:
-        raise SystemExit("tributa: the oracle and agent commands are not installed: run `make setup` "
-                         "(pip install -e . registers them)")
+        raise SystemExit(
+            "tributa: the oracle and agent commands are not installed: run `make setup` "
+            "(pip install -e . registers them)"
+        )
     for group in groups + [ep.load() for ep in services]:
         cli.add_command(group)
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
+from tributa.chain.accounts import checksum
 from tributa.cli import account_option, pass_ctx
 from tributa.cli.format import emit_json, eth, json_option
 from tributa.errors import TributaError
-from tributa.chain.accounts import checksum
 
 
 @click.group()

@@ -11,8 +11,13 @@ from tributa.errors import TributaError
 
 @click.command("upload")
 @click.argument("root")
-@click.option("--for", "purpose", required=True, metavar="KIND:ID",
-              help="what the chain registers it for, by your account: task:ID (its input), dataset:ID, model:ID")
+@click.option(
+    "--for",
+    "purpose",
+    required=True,
+    metavar="KIND:ID",
+    help="what the chain registers it for, by your account: task:ID (its input), dataset:ID, model:ID",
+)
 @json_option
 @account_option("requester")
 @pass_ctx

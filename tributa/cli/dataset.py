@@ -19,7 +19,9 @@ def dataset() -> None:
 
 @dataset.command("register")
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option("--contributor", "contributors", multiple=True, required=True, help="ADDR=BPS, summing to 10000 (repeatable)")
+@click.option(
+    "--contributor", "contributors", multiple=True, required=True, help="ADDR=BPS, summing to 10000 (repeatable)"
+)
 @click.option("--terms", default="CC-BY-4.0; royalties per Tributa attribution", show_default=True)
 @click.option("--name", default=None, help="a name for the metadata (default: the file or folder name)")
 @click.option("--no-index", is_flag=True, help="skip building the attribution index here (the oracle builds it)")
@@ -37,6 +39,7 @@ def register(ctx, path, contributors, terms, name, no_index, upload, quiet, acco
     signer = ctx.signer(account_spec, "creator")
     index = None
     if not no_index:
+
         def index(content_cid: str, text: str) -> int:
             # The tokenizer and embedder load only now, after register_dataset has checked the
             # file (an empty or non-UTF-8 one is refused in a moment, not after the models load).
@@ -44,7 +47,16 @@ def register(ctx, path, contributors, terms, name, no_index, upload, quiet, acco
             return _attribution_indexes(ctx.settings).build(content_cid, text).token_count
 
     registered = register_dataset(
-        ctx.contracts, signer, ctx.store, path, addrs, shares, terms, name, index, progress_bar(f"adding {path}", quiet),
+        ctx.contracts,
+        signer,
+        ctx.store,
+        path,
+        addrs,
+        shares,
+        terms,
+        name,
+        index,
+        progress_bar(f"adding {path}", quiet),
         on_step=lambda message: click.echo(message, err=True),
     )
     click.echo(f"dataset {registered.dataset_id} registered: {registered.content_cid}")
@@ -98,7 +110,9 @@ def list_cmd(ctx, as_json) -> None:
         click.echo("no datasets registered")
     for d in datasets:
         status = "active" if d.active else "inactive"
-        click.echo(f"{d.dataset_id:>3}  {d.content_cid}  {status:<8} v{d.version}  {d.contributor_count} contributors  owner {d.owner}")
+        click.echo(
+            f"{d.dataset_id:>3}  {d.content_cid}  {status:<8} v{d.version}  {d.contributor_count} contributors  owner {d.owner}"
+        )
 
 
 @dataset.command("show")
@@ -113,15 +127,19 @@ def show(ctx, dataset_id, as_json) -> None:
     contributors, shares = contributor_sets(ctx.contracts).get((d.dataset_id, d.version), ([], []))
     revenue = ctx.contracts.vault.functions.revenue(d.dataset_id, d.version).call()
     if as_json:
-        emit_json({
-            **_dataset_doc(d),
-            "contributors": [{"address": a, "shares_bps": bps} for a, bps in zip(contributors, shares)],
-            "revenue_wei": wei(revenue),
-        })
+        emit_json(
+            {
+                **_dataset_doc(d),
+                "contributors": [
+                    {"address": a, "shares_bps": bps} for a, bps in zip(contributors, shares, strict=False)
+                ],
+                "revenue_wei": wei(revenue),
+            }
+        )
         return
     click.echo(f"dataset {d.dataset_id}: {d.content_cid} ({'active' if d.active else 'inactive'})")
     click.echo(f"  owner {d.owner}, version {d.version}, terms: {d.terms}")
-    for account, bps in zip(contributors, shares):
+    for account, bps in zip(contributors, shares, strict=False):
         click.echo(f"  {account}  {bps / 100:6.2f}%")
     click.echo(f"  royalties credited to this version: {eth(revenue)}")
 
@@ -140,8 +158,12 @@ def transfer(ctx, dataset_id, new_owner, account_spec) -> None:
     if d.owner != signer.address:
         raise TributaError(f"dataset {dataset_id} is owned by {d.owner}, not by {signer.address}")
     new_owner = checksum(new_owner)
-    result = signer.transact(ctx.contracts.registry.functions.transfer_dataset(dataset_id, new_owner), action="transfer_dataset")
-    click.echo(f"dataset {dataset_id} offered to {new_owner} (it takes it with `tributa dataset accept {dataset_id}`), tx {result.tx_hash}")
+    result = signer.transact(
+        ctx.contracts.registry.functions.transfer_dataset(dataset_id, new_owner), action="transfer_dataset"
+    )
+    click.echo(
+        f"dataset {dataset_id} offered to {new_owner} (it takes it with `tributa dataset accept {dataset_id}`), tx {result.tx_hash}"
+    )
 
 
 @dataset.command("accept")
@@ -171,34 +193,47 @@ def royalties() -> None:
 @pass_ctx
 def royalties_show(ctx, address, as_json, account_spec) -> None:
     """What ADDRESS (default: your account) can claim, per dataset version."""
-    from tributa.royalties import shares_of
     from tributa.chain.accounts import checksum
+    from tributa.royalties import shares_of
 
     address = checksum(address) if address else ctx.signer(account_spec, "creator").address
     shares = shares_of(ctx.contracts, address)
     total = sum(s.claimable for s in shares)
     if as_json:
-        emit_json({
-            "address": address,
-            "shares": [
-                {"dataset_id": s.dataset_id, "version": s.version, "shares_bps": s.shares_bps,
-                 "claimable_wei": wei(s.claimable), "claimed_wei": wei(s.claimed)}
-                for s in shares
-            ],
-            "total_claimable_wei": wei(total),
-        })
+        emit_json(
+            {
+                "address": address,
+                "shares": [
+                    {
+                        "dataset_id": s.dataset_id,
+                        "version": s.version,
+                        "shares_bps": s.shares_bps,
+                        "claimable_wei": wei(s.claimable),
+                        "claimed_wei": wei(s.claimed),
+                    }
+                    for s in shares
+                ],
+                "total_claimable_wei": wei(total),
+            }
+        )
         return
     if not shares:
         click.echo(f"{address} contributes to no registered dataset")
         return
     for s in shares:
-        click.echo(f"dataset {s.dataset_id} v{s.version}: share {s.shares_bps / 100:.2f}%, claimable {eth(s.claimable)}, claimed {eth(s.claimed)}")
+        click.echo(
+            f"dataset {s.dataset_id} v{s.version}: share {s.shares_bps / 100:.2f}%, claimable {eth(s.claimable)}, claimed {eth(s.claimed)}"
+        )
     click.echo(f"total claimable: {eth(total)}")
 
 
 @royalties.command("claim")
-@click.option("--for", "for_address", default=None,
-              help="claim for this contributor: the wei goes to it, you pay the gas (it may hold no ETH)")
+@click.option(
+    "--for",
+    "for_address",
+    default=None,
+    help="claim for this contributor: the wei goes to it, you pay the gas (it may hold no ETH)",
+)
 @account_option("creator")
 @pass_ctx
 def royalties_claim(ctx, for_address, account_spec) -> None:
@@ -212,7 +247,10 @@ def royalties_claim(ctx, for_address, account_spec) -> None:
     try:
         total, results = claim_all(ctx.contracts, signer, account)
     except InsufficientFunds as exc:
-        raise TributaError(f"{exc}, or let any funded account pay the gas: "
-                           f"`tributa royalties claim --for {account or signer.address}`") from None
-    click.echo(f"claimed {eth(total)} to {account or signer.address} in {len(results)} transaction(s)"
-               + (f", gas paid by {signer.address}" if account and account != signer.address else ""))
+        raise TributaError(
+            f"{exc}, or let any funded account pay the gas: `tributa royalties claim --for {account or signer.address}`"
+        ) from None
+    click.echo(
+        f"claimed {eth(total)} to {account or signer.address} in {len(results)} transaction(s)"
+        + (f", gas paid by {signer.address}" if account and account != signer.address else "")
+    )

@@ -35,7 +35,7 @@ def parse_eth(text: str) -> int:
         if text.endswith("wei"):
             return int(text[:-3])
         return int(Web3.to_wei(Decimal(text.removesuffix("eth")), "ether"))
-    except Exception:
+    except Exception:  # noqa: BLE001
         raise NotAnAmount(f"{text!r} is not an ETH amount (e.g. 0.01 or 5000wei)") from None
 
 
@@ -46,7 +46,9 @@ def hex32(data: bytes) -> str:
 # --json: one document on stdout for every read command. Amounts of wei (and of token base units)
 # are decimal strings, as JSON numbers lose precision above 2**53; ids, bps, counts, block numbers
 # and timestamps are numbers; bytes are 0x-hex; addresses are checksummed (as web3 returns them).
-json_option = click.option("--json", "as_json", is_flag=True, help="print one JSON document on stdout (wei amounts as strings)")
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="print one JSON document on stdout (wei amounts as strings)"
+)
 
 
 def wei(amount: int | None) -> str | None:
@@ -89,4 +91,6 @@ def progress_bar(label: str, quiet: bool = False):
     return update
 
 
-quiet_option = click.option("-q", "--quiet", is_flag=True, help="nothing on stderr but errors and prompts (no progress)")
+quiet_option = click.option(
+    "-q", "--quiet", is_flag=True, help="nothing on stderr but errors and prompts (no progress)"
+)

@@ -25,16 +25,46 @@ def imo() -> None:
 @click.option("--duration-s", type=click.IntRange(60), default=7 * 24 * 3600, show_default=True)
 @click.option("--publisher-share-bps", type=click.IntRange(0, 9999), default=2000, show_default=True)
 @click.option("--vesting-s", type=click.IntRange(0), default=180 * 24 * 3600, show_default=True)
-@click.option("--redeem-share-bps", type=click.IntRange(0, 10_000), default=0, show_default=True,
-              help="share of revenue set aside for holders who burn")
+@click.option(
+    "--redeem-share-bps",
+    type=click.IntRange(0, 10_000),
+    default=0,
+    show_default=True,
+    help="share of revenue set aside for holders who burn",
+)
 @account_option("publisher")
 @pass_ctx
-def launch(ctx, model_id, name, symbol, supply, price, soft_cap, hard_cap, duration_s, publisher_share_bps, vesting_s, redeem_share_bps, account_spec) -> None:
+def launch(
+    ctx,
+    model_id,
+    name,
+    symbol,
+    supply,
+    price,
+    soft_cap,
+    hard_cap,
+    duration_s,
+    publisher_share_bps,
+    vesting_s,
+    redeem_share_bps,
+    account_spec,
+) -> None:
     """Open a fixed-price sale of MODEL's token (only its registered publisher)."""
     signer = ctx.signer(account_spec, "publisher")
     imo_id, token, tx = imo_lib.launch(
-        ctx.contracts, signer, model_id, name, symbol, supply, parse_eth(price), parse_eth(soft_cap), parse_eth(hard_cap),
-        duration_s, publisher_share_bps, vesting_s, redeem_share_bps,
+        ctx.contracts,
+        signer,
+        model_id,
+        name,
+        symbol,
+        supply,
+        parse_eth(price),
+        parse_eth(soft_cap),
+        parse_eth(hard_cap),
+        duration_s,
+        publisher_share_bps,
+        vesting_s,
+        redeem_share_bps,
     )
     click.echo(f"IMO {imo_id} launched for model {model_id}: token {symbol} at {token} (gas {tx.gas_used})")
 
@@ -78,47 +108,56 @@ def status(ctx, imo_id, as_json) -> None:
     roles = {view.publisher: "publisher", imo_lib.launcher(ctx.contracts).address: "IMO launcher"}
     holders = imo_lib.holders(ctx.contracts, view.token)
     if as_json:
-        emit_json({
-            "imo_id": imo_id,
-            "model_id": view.model_id,
-            "state": view.state,
-            "sale_ended": now >= view.sale_end,  # an "active" sale past its end awaits `imo finalize`
-            "sale_end": view.sale_end,
-            "token": view.token,
-            "symbol": symbol,
-            "publisher": view.publisher,
-            "price_wei": wei(view.price),
-            "soft_cap_wei": wei(view.soft_cap),
-            "hard_cap_wei": wei(view.hard_cap),
-            "raised_wei": wei(view.raised),
-            "sold_units": wei(view.sold),
-            "tokens_for_sale_units": wei(view.tokens_for_sale),
-            "publisher_tokens_units": wei(view.publisher_tokens),
-            "vested_claimed_units": wei(view.vested_claimed),
-            "vesting_start": view.vesting_start,
-            "vesting_duration": view.vesting_duration,
-            "proceeds_withdrawn": view.proceeds_withdrawn,
-            "revenue_wei": wei(revenue),
-            "revenue_in_escrow_wei": wei(pending),
-            "holders": [
-                {"address": h.address, "role": roles.get(h.address), "balance_units": wei(h.balance), "claimable_wei": wei(h.claimable)}
-                for h in holders
-            ],
-            "custody_units": wei(custody),
-            "custody_accrued_wei": wei(accrued),
-        })
+        emit_json(
+            {
+                "imo_id": imo_id,
+                "model_id": view.model_id,
+                "state": view.state,
+                "sale_ended": now >= view.sale_end,  # an "active" sale past its end awaits `imo finalize`
+                "sale_end": view.sale_end,
+                "token": view.token,
+                "symbol": symbol,
+                "publisher": view.publisher,
+                "price_wei": wei(view.price),
+                "soft_cap_wei": wei(view.soft_cap),
+                "hard_cap_wei": wei(view.hard_cap),
+                "raised_wei": wei(view.raised),
+                "sold_units": wei(view.sold),
+                "tokens_for_sale_units": wei(view.tokens_for_sale),
+                "publisher_tokens_units": wei(view.publisher_tokens),
+                "vested_claimed_units": wei(view.vested_claimed),
+                "vesting_start": view.vesting_start,
+                "vesting_duration": view.vesting_duration,
+                "proceeds_withdrawn": view.proceeds_withdrawn,
+                "revenue_wei": wei(revenue),
+                "revenue_in_escrow_wei": wei(pending),
+                "holders": [
+                    {
+                        "address": h.address,
+                        "role": roles.get(h.address),
+                        "balance_units": wei(h.balance),
+                        "claimable_wei": wei(h.claimable),
+                    }
+                    for h in holders
+                ],
+                "custody_units": wei(custody),
+                "custody_accrued_wei": wei(accrued),
+            }
+        )
         return
     click.echo(f"IMO {imo_id} for model {view.model_id}: {_sale_state(view, now)}; token {symbol} at {view.token}")
-    click.echo(f"  raised {eth(view.raised)} of soft cap {eth(view.soft_cap)} / hard cap {eth(view.hard_cap)}; "
-               f"sold {_tokens(view.sold)} of {_tokens(view.tokens_for_sale)} tokens")
-    click.echo(f"  revenue to date {eth(revenue)}"
-               + (f" (+{eth(pending)} waiting in the escrow)" if pending else ""))
+    click.echo(
+        f"  raised {eth(view.raised)} of soft cap {eth(view.soft_cap)} / hard cap {eth(view.hard_cap)}; "
+        f"sold {_tokens(view.sold)} of {_tokens(view.tokens_for_sale)} tokens"
+    )
+    click.echo(f"  revenue to date {eth(revenue)}" + (f" (+{eth(pending)} waiting in the escrow)" if pending else ""))
     for h in holders:
         label = f" ({roles[h.address]})" if h.address in roles else ""
         click.echo(f"  holder {h.address}{label}: {_tokens(h.balance)} tokens, claimable {eth(h.claimable)}")
     if custody:
-        click.echo(f"  in custody for buyers and vesting: {_tokens(custody)} tokens, "
-                   f"{eth(accrued)} accrued for their owners")
+        click.echo(
+            f"  in custody for buyers and vesting: {_tokens(custody)} tokens, {eth(accrued)} accrued for their owners"
+        )
 
 
 def _sale_state(view: imo_lib.ImoView, now: int) -> str:
@@ -191,5 +230,7 @@ def claim_vested(ctx, imo_id, account_spec) -> None:
     signer = ctx.signer(account_spec, "publisher")
     amount, tx, view = imo_lib.claim_vested(ctx.contracts, signer, imo_id)
     left = view.publisher_tokens - view.vested_claimed - amount
-    click.echo(f"claimed {_tokens(amount)} vested tokens of IMO {imo_id} to {signer.address}; "
-               f"{_tokens(left)} still vesting (tx {tx.tx_hash})")
+    click.echo(
+        f"claimed {_tokens(amount)} vested tokens of IMO {imo_id} to {signer.address}; "
+        f"{_tokens(left)} still vesting (tx {tx.tx_hash})"
+    )

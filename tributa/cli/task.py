@@ -51,7 +51,9 @@ def _check_adapter(contracts, model_id: int, adapter: str) -> str:
         raise TributaError(f"--adapter {adapter!r} is not a CID") from None
     registered = read_model(contracts.registry, model_id).adapter_digests
     if bytes(digest) not in [bytes(d) for d in registered]:
-        raise TributaError(f"model {model_id} has no adapter {adapter} ({len(registered)} registered; see `tributa model list`)")
+        raise TributaError(
+            f"model {model_id} has no adapter {adapter} ({len(registered)} registered; see `tributa model list`)"
+        )
     return str(cidlib.digest_to_cid(digest))
 
 
@@ -61,7 +63,9 @@ def _check_max_new_tokens(contracts, model_id: int, wanted: int) -> None:
 
     limit = read_model(contracts.registry, model_id).serving.max_new_tokens
     if wanted > limit:
-        raise TributaError(f"--max-new-tokens {wanted} is more than model {model_id} sells per task ({limit}; see `tributa model terms {model_id}`)")
+        raise TributaError(
+            f"--max-new-tokens {wanted} is more than model {model_id} sells per task ({limit}; see `tributa model terms {model_id}`)"
+        )
 
 
 # The most input bytes an agent runs (tributa.runtime.jobs.MAX_INPUT_BYTES, not imported here: it
@@ -71,8 +75,10 @@ AGENT_MAX_INPUT_BYTES = 64 * 1024
 
 def _check_input_size(input_bytes: bytes) -> None:
     if len(input_bytes) > AGENT_MAX_INPUT_BYTES:
-        raise TributaError(f"the input is {len(input_bytes):,} bytes; agents run inputs of at most "
-                           f"{AGENT_MAX_INPUT_BYTES:,} bytes, so the task would fail and be refunded")
+        raise TributaError(
+            f"the input is {len(input_bytes):,} bytes; agents run inputs of at most "
+            f"{AGENT_MAX_INPUT_BYTES:,} bytes, so the task would fail and be refunded"
+        )
 
 
 def _check_model_kind(ctx, model_id: int, input_bytes: bytes, input_flag: str | None, quiet: bool) -> None:
@@ -93,8 +99,10 @@ def _check_model_kind(ctx, model_id: int, input_bytes: bytes, input_flag: str | 
         if input_flag is None:
             given, needed = ("--prompt", "--text") if wants == GENERATION else ("--text", "--prompt")
         where = f" in {input_flag}" if input_flag else ""
-        raise TributaError(f"model {model_id} is {'an' if kind.kind == EMBEDDING else 'a'} {kind.kind} model: "
-                           f"give {needed}{where}, not {given} (see `tributa model show {model_id}`)")
+        raise TributaError(
+            f"model {model_id} is {'an' if kind.kind == EMBEDDING else 'a'} {kind.kind} model: "
+            f"give {needed}{where}, not {given} (see `tributa model show {model_id}`)"
+        )
 
 
 # `task wait` / `task submit --wait` exit codes (README, "Using it"); 1 stays "error", 2 "usage".
@@ -109,9 +117,16 @@ class StillOpen(click.ClickException):
 
 
 # Shared by `task wait` and `task submit --wait`.
-timeout_option = click.option("--timeout-s", type=click.FloatRange(0), default=900.0, show_default=True,
-                              help="waiting: give up (exit 4) if the task is not settled, failed or refunded by then")
-quiet_option = click.option("-q", "--quiet", is_flag=True, help="nothing on stderr but errors and prompts (no progress, no fee split)")
+timeout_option = click.option(
+    "--timeout-s",
+    type=click.FloatRange(0),
+    default=900.0,
+    show_default=True,
+    help="waiting: give up (exit 4) if the task is not settled, failed or refunded by then",
+)
+quiet_option = click.option(
+    "-q", "--quiet", is_flag=True, help="nothing on stderr but errors and prompts (no progress, no fee split)"
+)
 
 
 @task.command("submit")
@@ -119,19 +134,39 @@ quiet_option = click.option("-q", "--quiet", is_flag=True, help="nothing on stde
 @click.option("--prompt", default=None, help="generation: the prompt")
 @click.option("--text", "texts", multiple=True, help="embedding: a text to embed (repeatable)")
 @click.option("--input", "input_file", type=click.Path(path_type=Path), default=None, help="a JSON input file instead")
-@click.option("--max-new-tokens", type=click.IntRange(1, MAX_NEW_TOKENS_CAP), default=None,
-              help="generation: at most the model's registered limit (see `tributa model terms`)")
-@click.option("--adapter", default=None,
-              help="generation: run this one of the model's adapters (its CID, see `tributa model list`); default: its first")
-@click.option("--chat", is_flag=True, help="generation: wrap the prompt in the model's chat template as one user turn (instruct models)")
-@click.option("--fee", default=None, help="ETH to escrow (default: twice the model's minimum, rounded up to 2 significant digits)")
+@click.option(
+    "--max-new-tokens",
+    type=click.IntRange(1, MAX_NEW_TOKENS_CAP),
+    default=None,
+    help="generation: at most the model's registered limit (see `tributa model terms`)",
+)
+@click.option(
+    "--adapter",
+    default=None,
+    help="generation: run this one of the model's adapters (its CID, see `tributa model list`); default: its first",
+)
+@click.option(
+    "--chat",
+    is_flag=True,
+    help="generation: wrap the prompt in the model's chat template as one user turn (instruct models)",
+)
+@click.option(
+    "--fee", default=None, help="ETH to escrow (default: twice the model's minimum, rounded up to 2 significant digits)"
+)
 @click.option("--deadline-s", type=click.IntRange(10, 30 * 24 * 3600), default=600, show_default=True)
 @click.option("--k", type=click.IntRange(1, 5), default=1, show_default=True, help="agents that must agree")
-@click.option("--max-model-fee", default=None,
-              help="ETH: the highest model fee you accept (default: the model's fee shown now); "
-                   "the escrow refuses the task if the publisher raised it above this")
-@click.option("--private", "private_task", is_flag=True,
-              help="seal the input to the oracle and the output to you: the store only holds ciphertext")
+@click.option(
+    "--max-model-fee",
+    default=None,
+    help="ETH: the highest model fee you accept (default: the model's fee shown now); "
+    "the escrow refuses the task if the publisher raised it above this",
+)
+@click.option(
+    "--private",
+    "private_task",
+    is_flag=True,
+    help="seal the input to the oracle and the output to you: the store only holds ciphertext",
+)
 @click.option("-y", "--yes", is_flag=True, help="post without asking (it only asks when stdin is a terminal)")
 @click.option("--wait", "wait", is_flag=True, help="then follow the task to its end and show it, as `task wait` does")
 @timeout_option
@@ -140,8 +175,28 @@ quiet_option = click.option("-q", "--quiet", is_flag=True, help="nothing on stde
 @json_option
 @account_option("requester")
 @pass_ctx
-def submit(ctx, model_id, prompt, texts, input_file, max_new_tokens, adapter, chat, fee, deadline_s, k, max_model_fee, private_task,
-           yes, wait, timeout_s, quiet, upload, as_json, account_spec) -> None:
+def submit(
+    ctx,
+    model_id,
+    prompt,
+    texts,
+    input_file,
+    max_new_tokens,
+    adapter,
+    chat,
+    fee,
+    deadline_s,
+    k,
+    max_model_fee,
+    private_task,
+    yes,
+    wait,
+    timeout_s,
+    quiet,
+    upload,
+    as_json,
+    account_spec,
+) -> None:
     """Store the input and post a task (showing the fee split first)."""
     if input_file is not None:
         if prompt or texts or chat:
@@ -155,7 +210,9 @@ def submit(ctx, model_id, prompt, texts, input_file, max_new_tokens, adapter, ch
             adapter = _check_adapter(ctx.contracts, model_id, adapter)
         if max_new_tokens is not None:
             _check_max_new_tokens(ctx.contracts, model_id, max_new_tokens)
-        input_bytes = encode_input(prompt=prompt, texts=list(texts), max_new_tokens=max_new_tokens, adapter=adapter, chat=chat)
+        input_bytes = encode_input(
+            prompt=prompt, texts=list(texts), max_new_tokens=max_new_tokens, adapter=adapter, chat=chat
+        )
     fee_wei = parse_eth(fee) if fee is not None else None
     max_fee_wei = parse_eth(max_model_fee) if max_model_fee is not None else None
     _check_input_size(input_bytes)
@@ -178,8 +235,16 @@ def submit(ctx, model_id, prompt, texts, input_file, max_new_tokens, adapter, ch
         click.confirm(f"post this task and escrow {eth(fee_wei)}?", abort=True, err=True)
     if private_task:
         posted = post_private_task(
-            ctx.contracts, signer, ctx.store, model_id, input_bytes, ctx.settings.oracle_url,
-            fee=fee_wei, deadline_s=deadline_s, k=k, max_model_fee=max_fee_wei,
+            ctx.contracts,
+            signer,
+            ctx.store,
+            model_id,
+            input_bytes,
+            ctx.settings.oracle_url,
+            fee=fee_wei,
+            deadline_s=deadline_s,
+            k=k,
+            max_model_fee=max_fee_wei,
         )
     else:
         posted = post_task(ctx.contracts, signer, ctx.store, model_id, input_bytes, fee_wei, deadline_s, k, max_fee_wei)
@@ -200,12 +265,21 @@ def submit(ctx, model_id, prompt, texts, input_file, max_new_tokens, adapter, ch
                 click.echo(line, err=True)
         _wait_and_show(ctx, posted.task_id, timeout_s, quiet, as_json, private_task, account_spec)
     elif as_json:
-        emit_json({
-            "task_id": posted.task_id, "model_id": model_id, "requester": signer.address, "input_cid": posted.input_cid,
-            "fee_wei": wei(posted.fee), "model_fee_wei": wei(shown_fee), "max_model_fee_wei": wei(max_fee_wei),
-            "split": _split_doc(split), "tx": posted.tx.tx_hash, "gas_used": posted.tx.gas_used,
-            "input_uploaded": uploaded["uploaded"],
-        })
+        emit_json(
+            {
+                "task_id": posted.task_id,
+                "model_id": model_id,
+                "requester": signer.address,
+                "input_cid": posted.input_cid,
+                "fee_wei": wei(posted.fee),
+                "model_fee_wei": wei(shown_fee),
+                "max_model_fee_wei": wei(max_fee_wei),
+                "split": _split_doc(split),
+                "tx": posted.tx.tx_hash,
+                "gas_used": posted.tx.gas_used,
+                "input_uploaded": uploaded["uploaded"],
+            }
+        )
     else:
         for line in lines:
             click.echo(line)
@@ -218,15 +292,20 @@ def _agents_for(contracts, model_id: int, k: int) -> int:
 
     serving = len(agents_serving(contracts, model_id))
     if 0 < serving < k:
-        raise TributaError(f"--k {k} needs {k} distinct agents, but {serving} staked agent"
-                           f"{'s serve' if serving != 1 else ' serves'} model {model_id}")
+        raise TributaError(
+            f"--k {k} needs {k} distinct agents, but {serving} staked agent"
+            f"{'s serve' if serving != 1 else ' serves'} model {model_id}"
+        )
     return serving
 
 
 def _warn_unserved(model_id: int, serving: int, quiet: bool) -> None:
     if serving == 0 and not quiet:
-        click.echo(f"warning: no staked agent serves model {model_id} now; unless one registers, "
-                   "the task waits for its deadline and is refunded", err=True)
+        click.echo(
+            f"warning: no staked agent serves model {model_id} now; unless one registers, "
+            "the task waits for its deadline and is refunded",
+            err=True,
+        )
 
 
 def _split_lines(split: FeeSplit, model_id: int, max_model_fee: int, k: int) -> list[str]:
@@ -244,9 +323,13 @@ def _split_lines(split: FeeSplit, model_id: int, max_model_fee: int, k: int) -> 
 
 def _split_doc(split: FeeSplit) -> dict:
     return {
-        "fee_wei": wei(split.fee), "protocol_fee_wei": wei(split.protocol_fee), "protocol_fee_bps": split.protocol_fee_bps,
-        "data_share_wei": wei(split.data_share), "data_share_bps": split.data_share_bps,
-        "model_fee_wei": wei(split.model_fee), "agents_max_wei": wei(split.agents_max),
+        "fee_wei": wei(split.fee),
+        "protocol_fee_wei": wei(split.protocol_fee),
+        "protocol_fee_bps": split.protocol_fee_bps,
+        "data_share_wei": wei(split.data_share),
+        "data_share_bps": split.data_share_bps,
+        "model_fee_wei": wei(split.model_fee),
+        "agents_max_wei": wei(split.agents_max),
     }
 
 
@@ -279,8 +362,10 @@ def _wait_and_show(ctx, task_id, timeout_s, quiet, as_json, private_task, accoun
     try:
         view = wait_until_final(ctx.contracts, [task_id], timeout_s, on_poll=progress, poll_s=0.5)[task_id]
     except WaitTimeout as exc:
-        raise StillOpen(f"task {task_id} is still {exc.views[task_id].state} after {timeout_s:g}s "
-                        f"(`tributa task wait {task_id}` to keep waiting)") from None
+        raise StillOpen(
+            f"task {task_id} is still {exc.views[task_id].state} after {timeout_s:g}s "
+            f"(`tributa task wait {task_id}` to keep waiting)"
+        ) from None
     _show_view(ctx, view, as_json, private_task, account_spec)
     if view.state != "settled":
         raise SystemExit(EXIT_FAILED)
@@ -291,8 +376,12 @@ def _wait_and_show(ctx, task_id, timeout_s, quiet, as_json, private_task, accoun
 @click.option("--all", "all_tasks", is_flag=True, help="everyone's tasks, not only yours")
 @click.option("--requester", default=None, help="this requester's tasks (default: your account's)")
 @click.option("--state", type=click.Choice(TASK_STATES), default=None, help="only tasks in this state")
-@click.option("--model", "model_id", type=click.IntRange(0, 2**256 - 1), default=None, help="only tasks on this model id")
-@click.option("--limit", type=click.IntRange(1), default=20, show_default=True, help="the newest this many (after the filters)")
+@click.option(
+    "--model", "model_id", type=click.IntRange(0, 2**256 - 1), default=None, help="only tasks on this model id"
+)
+@click.option(
+    "--limit", type=click.IntRange(1), default=20, show_default=True, help="the newest this many (after the filters)"
+)
 @json_option
 @account_option("requester")
 @pass_ctx
@@ -309,11 +398,17 @@ def list_cmd(ctx, mine, all_tasks, requester, state, model_id, limit, as_json, a
         emit_json({"requester": who, "state": state, "model_id": model_id, "tasks": [_task_doc(v) for v in views]})
         return
     if not views:
-        click.echo("no tasks" + (f" {state}" if state else "") + (f" on model {model_id}" if model_id is not None else "")
-                   + (f" posted by {who}" if who else ""))
+        click.echo(
+            "no tasks"
+            + (f" {state}" if state else "")
+            + (f" on model {model_id}" if model_id is not None else "")
+            + (f" posted by {who}" if who else "")
+        )
     for v in views:
-        click.echo(f"{v.task_id:>4}  {v.state:<8} model {v.model_id:<3} fee {eth(v.fee):<14} k={v.k}  "
-                   f"deadline {utc_time(v.deadline)}" + ("" if who else f"  requester {v.requester}"))
+        click.echo(
+            f"{v.task_id:>4}  {v.state:<8} model {v.model_id:<3} fee {eth(v.fee):<14} k={v.k}  "
+            f"deadline {utc_time(v.deadline)}" + ("" if who else f"  requester {v.requester}")
+        )
 
 
 def _task_doc(view: TaskView) -> dict:
@@ -395,11 +490,19 @@ def _task_show_doc(ctx, view, output: bytes | None, missing: str | None) -> dict
         "result_error": result_error,
         "failure": view.failure,
         "refund_tx": view.refund_tx,
-        "settlement": None if not s else {
-            "tx": s["tx"], "block": s["block"], "agents": list(s["agents"]),
-            "agent_fee_wei": wei(s["agent_fee"]), "model_fee_wei": wei(s["model_fee"]), "data_share_wei": wei(s["data_share"]),
-            "protocol_fee_wei": wei(s["protocol_fee"]), "refund_wei": wei(s["refund"]),
-            "result_digest": hex32(s["result_digest"]), "attribution_digest": hex32(s["attribution_digest"]),
+        "settlement": None
+        if not s
+        else {
+            "tx": s["tx"],
+            "block": s["block"],
+            "agents": list(s["agents"]),
+            "agent_fee_wei": wei(s["agent_fee"]),
+            "model_fee_wei": wei(s["model_fee"]),
+            "data_share_wei": wei(s["data_share"]),
+            "protocol_fee_wei": wei(s["protocol_fee"]),
+            "refund_wei": wei(s["refund"]),
+            "result_digest": hex32(s["result_digest"]),
+            "attribution_digest": hex32(s["attribution_digest"]),
         },
         "attribution": _attribution_doc(ctx, view),
     }
@@ -425,7 +528,9 @@ def _attribution_lines(doc: dict | None) -> list[str]:
     for weight in doc["weights"]:
         lines.append(f"    dataset {weight['dataset_id']}: {weight['weight_bps'] / 100:.2f}% of the data share")
     for span in doc["spans"][:5]:
-        lines.append(f"    span [{span['output_start']}:{span['output_end']}] from dataset {span['dataset_id']}: {span['text'][:70]!r}")
+        lines.append(
+            f"    span [{span['output_start']}:{span['output_end']}] from dataset {span['dataset_id']}: {span['text'][:70]!r}"
+        )
     return lines
 
 
@@ -437,4 +542,6 @@ def refund(ctx, task_id, account_spec) -> None:
     """Refund a failed task, or an unsettled one past its deadline (credits the requester)."""
     signer = ctx.signer(account_spec, "requester")
     result = signer.transact(ctx.contracts.escrow.functions.refund(task_id), action="refund")
-    click.echo(f"task {task_id} refunded to its requester's balance (tx {result.tx_hash}); `tributa account withdraw` pays it out")
+    click.echo(
+        f"task {task_id} refunded to its requester's balance (tx {result.tx_hash}); `tributa account withdraw` pays it out"
+    )

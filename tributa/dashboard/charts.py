@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from markupsafe import Markup, escape
 
@@ -42,8 +42,12 @@ def bars(points: Sequence[tuple[str, float]], label: str, fmt: Callable[[float],
     return _frame(_axis(f"max {fmt(top)}", points[0][0], points[-1][0]) + "".join(rects), label)
 
 
-def line(points: Sequence[tuple[str, float]], label: str, top: float = 1.0,
-         fmt: Callable[[float], str] = lambda v: f"{100 * v:.0f}%") -> Markup:
+def line(
+    points: Sequence[tuple[str, float]],
+    label: str,
+    top: float = 1.0,
+    fmt: Callable[[float], str] = lambda v: f"{100 * v:.0f}%",
+) -> Markup:
     """A line through (label, value) points from 0 to `top`, with a dot (and tooltip) at each."""
     if not points:
         return _frame(f'<text class="tick" x="{PAD}" y="{HEIGHT // 2}">nothing yet</text>', label)
@@ -53,9 +57,11 @@ def line(points: Sequence[tuple[str, float]], label: str, top: float = 1.0,
     path = " ".join(f"{x:.1f},{y:.1f}" for x, y in xy)
     dots = "".join(
         f'<circle class="dot" cx="{x:.1f}" cy="{y:.1f}" r="3"><title>{escape(name)}: {escape(fmt(v))}</title></circle>'
-        for (x, y), (name, v) in zip(xy, points)
+        for (x, y), (name, v) in zip(xy, points, strict=False)
     )
-    return _frame(_axis(fmt(top), points[0][0], points[-1][0]) + f'<polyline class="line" points="{path}"/>' + dots, label)
+    return _frame(
+        _axis(fmt(top), points[0][0], points[-1][0]) + f'<polyline class="line" points="{path}"/>' + dots, label
+    )
 
 
 def progress(pct: float, marker: float | None = None, label: str = "") -> Markup:

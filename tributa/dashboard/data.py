@@ -13,7 +13,7 @@ import json
 import threading
 import time
 from collections import OrderedDict, defaultdict
-from typing import Callable
+from collections.abc import Callable
 
 from hexbytes import HexBytes
 from web3 import Web3
@@ -80,8 +80,11 @@ class Dashboard:
 
     def _logs(self, contract, event: str, **filters) -> list:
         def read():
-            return list(getattr(contract.events, event).get_logs(
-                from_block=self.contracts.deployment.block_number, argument_filters=filters or None))
+            return list(
+                getattr(contract.events, event).get_logs(
+                    from_block=self.contracts.deployment.block_number, argument_filters=filters or None
+                )
+            )
 
         return self._fresh.get((contract.address, event, tuple(sorted(filters.items()))), read)
 
@@ -115,7 +118,9 @@ class Dashboard:
 
         def read():
             decoder, parts, size = codecs.getincrementaldecoder("utf-8")("replace"), [], 0
-            files = sorted(dag.tree_files(self.oracle.content, cidlib.coerce_cid(content_cid)), key=lambda item: item[0])
+            files = sorted(
+                dag.tree_files(self.oracle.content, cidlib.coerce_cid(content_cid)), key=lambda item: item[0]
+            )
             for i, (_, node) in enumerate(files):
                 if i:
                     parts.append("\n")
@@ -132,7 +137,11 @@ class Dashboard:
     def _settlements(self) -> dict[int, dict]:
         """task id -> its TaskSettled arguments, with the tx and block."""
         return {
-            e["args"]["task_id"]: {**e["args"], "tx": HexBytes(e["transactionHash"]).to_0x_hex(), "block": e["blockNumber"]}
+            e["args"]["task_id"]: {
+                **e["args"],
+                "tx": HexBytes(e["transactionHash"]).to_0x_hex(),
+                "block": e["blockNumber"],
+            }
             for e in self._logs(self.contracts.escrow, "TaskSettled")
         }
 
@@ -140,14 +149,20 @@ class Dashboard:
         return self._logs(self.contracts.escrow, "TaskPosted")
 
     def header(self) -> dict:
-        return {"chain_id": self.contracts.chain_id, "escrow": self.contracts.escrow.address, "oracle": self.oracle.where}
+        return {
+            "chain_id": self.contracts.chain_id,
+            "escrow": self.contracts.escrow.address,
+            "oracle": self.oracle.where,
+        }
 
     # -- tasks ---------------------------------------------------------------------------------
 
     def tasks(self, limit: int = 50) -> list[dict]:
         settled = self._settlements()
-        return [{"view": v, "settle_tx": settled.get(v.task_id, {}).get("tx")}
-                for v in self._fresh.get(("tasks", limit), lambda: list_tasks(self.contracts, None, limit))]
+        return [
+            {"view": v, "settle_tx": settled.get(v.task_id, {}).get("tx")}
+            for v in self._fresh.get(("tasks", limit), lambda: list_tasks(self.contracts, None, limit))
+        ]
 
     def activity(self) -> dict:
         """Tasks posted and fees paid per minute over the last CHART_MINUTES minutes of chain time."""
@@ -156,17 +171,21 @@ class Dashboard:
         posted, fees = [0] * CHART_MINUTES, [0] * CHART_MINUTES
 
         def bucket(entries, add) -> None:
-            for entry in sorted(entries, key=lambda e: e["blockNumber"], reverse=True):  # newest first: stop at the window
+            for entry in sorted(
+                entries, key=lambda e: e["blockNumber"], reverse=True
+            ):  # newest first: stop at the window
                 at = self._time_of(entry["blockNumber"])
                 if at < start:
                     return
                 add(min(CHART_MINUTES - 1, (at - start) // 60), entry)
 
         bucket(self._posted(), lambda i, e: posted.__setitem__(i, posted[i] + 1))
-        bucket(self._logs(self.contracts.escrow, "TaskSettled"),
-               lambda i, e: fees.__setitem__(i, fees[i] + sum(e["args"][k] for k in PAID)))
+        bucket(
+            self._logs(self.contracts.escrow, "TaskSettled"),
+            lambda i, e: fees.__setitem__(i, fees[i] + sum(e["args"][k] for k in PAID)),
+        )
         labels = [time.strftime("%H:%M", time.gmtime(start + 60 * i)) for i in range(CHART_MINUTES)]
-        return {"posted": list(zip(labels, posted)), "fees": list(zip(labels, fees))}
+        return {"posted": list(zip(labels, posted, strict=False)), "fees": list(zip(labels, fees, strict=False))}
 
     def task(self, task_id: int) -> dict:
         try:
@@ -179,12 +198,19 @@ class Dashboard:
         s = view.settlement
         settled_at = self._time_of(s["block"]) if s else None
         page = {
-            "view": view, "oracle": seen, "oracle_error": seen_error, "final": view.state in FINAL_STATES,
-            "posted_at": posted_at, "settled_at": settled_at,
+            "view": view,
+            "oracle": seen,
+            "oracle_error": seen_error,
+            "final": view.state in FINAL_STATES,
+            "posted_at": posted_at,
+            "settled_at": settled_at,
             "latency_s": settled_at - posted_at if s and posted_at is not None else None,
             "paid": {k: s[k] for k in (*PAID, "refund")} if s else None,
             "expected": None if s else expected_split(self.contracts, view.fee, view.model_fee),
-            "input": None, "input_error": None, "output": None, "output_error": None,
+            "input": None,
+            "input_error": None,
+            "output": None,
+            "output_error": None,
             "attribution": attribution_doc(self.contracts, view, self._content),
             "sources": [],
         }
@@ -222,8 +248,13 @@ class Dashboard:
     def _slashes(self) -> dict[str, list[dict]]:
         slashes = defaultdict(list)
         for e in self._logs(self.contracts.escrow, "AgentSlashed"):
-            slashes[e["args"]["agent"]].append({"task_id": e["args"]["task_id"], "amount": e["args"]["amount"],
-                                                "tx": HexBytes(e["transactionHash"]).to_0x_hex()})
+            slashes[e["args"]["agent"]].append(
+                {
+                    "task_id": e["args"]["task_id"],
+                    "amount": e["args"]["amount"],
+                    "tx": HexBytes(e["transactionHash"]).to_0x_hex(),
+                }
+            )
         return slashes
 
     def _agent_row(self, address: str) -> dict:
@@ -232,15 +263,26 @@ class Dashboard:
         seen, seen_error = _ask(self.oracle.agent, address)
         slashes = self._slashes().get(address, [])
         return {
-            "address": address, "registered": bool(registered), "stake": stake, "unbonding": unbonding,
-            "release_at": release_at, "device": "gpu" if device else "cpu", "capacity": capacity,
-            "models": list(escrow.agent_models(address).call()), "credited": escrow.balance_of(address).call(),
-            "slashes": slashes, "slashed": sum(s["amount"] for s in slashes), "oracle": seen, "oracle_error": seen_error,
+            "address": address,
+            "registered": bool(registered),
+            "stake": stake,
+            "unbonding": unbonding,
+            "release_at": release_at,
+            "device": "gpu" if device else "cpu",
+            "capacity": capacity,
+            "models": list(escrow.agent_models(address).call()),
+            "credited": escrow.balance_of(address).call(),
+            "slashes": slashes,
+            "slashed": sum(s["amount"] for s in slashes),
+            "oracle": seen,
+            "oracle_error": seen_error,
         }
 
     def _agent_addresses(self) -> list[str]:
         escrow = self.contracts.escrow
-        return sorted({e["args"]["agent"] for event in ("AgentRegistered", "AgentUpdated") for e in self._logs(escrow, event)})
+        return sorted(
+            {e["args"]["agent"] for event in ("AgentRegistered", "AgentUpdated") for e in self._logs(escrow, event)}
+        )
 
     def agents(self) -> list[dict]:
         return [self._agent_row(a) for a in self._agent_addresses()]
@@ -272,8 +314,15 @@ class Dashboard:
         for v in range(1, d.version + 1):
             contributors, shares = sets.get((d.dataset_id, v), ([], []))
             claimed = claims.get((d.dataset_id, v), [])
-            versions.append({"version": v, "contributors": list(zip(contributors, shares)), "claims": claimed,
-                             "credited": revenue(d.dataset_id, v).call(), "claimed": sum(c["amount"] for c in claimed)})
+            versions.append(
+                {
+                    "version": v,
+                    "contributors": list(zip(contributors, shares, strict=False)),
+                    "claims": claimed,
+                    "credited": revenue(d.dataset_id, v).call(),
+                    "claimed": sum(c["amount"] for c in claimed),
+                }
+            )
         return versions
 
     def datasets(self) -> dict:
@@ -281,8 +330,13 @@ class Dashboard:
             rows = []
             for d in list_datasets(self.contracts):
                 versions = self._versions(d)
-                rows.append({"info": d, "credited": sum(v["credited"] for v in versions),
-                             "claimed": sum(v["claimed"] for v in versions)})
+                rows.append(
+                    {
+                        "info": d,
+                        "credited": sum(v["credited"] for v in versions),
+                        "claimed": sum(v["claimed"] for v in versions),
+                    }
+                )
             return rows
 
         rows = self._fresh.get("datasets", read)
@@ -324,8 +378,13 @@ class Dashboard:
             m = read_model(self.contracts.registry, model_id)
         except TributaError as exc:
             raise Missing(str(exc)) from None
-        page = {"info": m, "imo": self._imo_of(model_id), "sale": None, **self._model_earnings()[model_id],
-                "adapters": [str(cidlib.digest_to_cid(d)) for d in m.adapter_digests]}
+        page = {
+            "info": m,
+            "imo": self._imo_of(model_id),
+            "sale": None,
+            **self._model_earnings()[model_id],
+            "adapters": [str(cidlib.digest_to_cid(d)) for d in m.adapter_digests],
+        }
         if page["imo"] is not None:
             page["sale"] = self._sale(page["imo"])
         return page
@@ -342,7 +401,9 @@ class Dashboard:
             "revenue_in": token.total_revenue_in().call(),
             "revenue_claimed": token.total_claimed().call(),
             "in_escrow": self.contracts.escrow.functions.balance_of(view.token).call(),
-            "holders": [{"holder": h, "role": roles.get(h.address)} for h in imo_lib.holders(self.contracts, view.token)],
+            "holders": [
+                {"holder": h, "role": roles.get(h.address)} for h in imo_lib.holders(self.contracts, view.token)
+            ],
             "buyers": self._buyers(view.imo_id),
         }
 
@@ -363,9 +424,17 @@ class Dashboard:
         text, metrics_error = _ask(self.oracle.metrics)
         head = self.head()
         address = (status or {}).get("oracle") or self.contracts.deployment.oracle
-        page = {"status": status, "status_error": status_error, "metrics": _metrics(text) if text else None,
-                "metrics_error": metrics_error, "head": head, "oracle_address": address,
-                "gas_balance": self.contracts.w3.eth.get_balance(address), "lag_blocks": None, "lag_s": None}
+        page = {
+            "status": status,
+            "status_error": status_error,
+            "metrics": _metrics(text) if text else None,
+            "metrics_error": metrics_error,
+            "head": head,
+            "oracle_address": address,
+            "gas_balance": self.contracts.w3.eth.get_balance(address),
+            "lag_blocks": None,
+            "lag_s": None,
+        }
         ingested = (status or {}).get("ingested_block")
         if ingested is not None:
             page["lag_blocks"] = max(0, head["number"] - ingested)
@@ -377,8 +446,10 @@ def _rolling_agreement(answers: list[dict], window: int = 20) -> list[tuple[str,
     """The share of the agent's last `window` judged answers that agreed, after each answer."""
     points, recent = [], []
     for answer in answers:
-        recent = (recent + [bool(answer["agreed"])])[-window:]
-        when = time.strftime("%m-%d %H:%M", time.gmtime(answer["at"])) if answer.get("at") else f"task {answer['task_id']}"
+        recent = ([*recent, bool(answer["agreed"])])[-window:]
+        when = (
+            time.strftime("%m-%d %H:%M", time.gmtime(answer["at"])) if answer.get("at") else f"task {answer['task_id']}"
+        )
         points.append((f"{when} (task {answer['task_id']})", sum(recent) / len(recent)))
     return points
 
@@ -388,9 +459,12 @@ def _metrics(text: str) -> dict:
     from prometheus_client.parser import text_string_to_metric_families
 
     wanted = {
-        "tributa_oracle_rpc_errors_total": "rpc_errors", "tributa_oracle_gas_spent_total": "gas_spent",
-        "tributa_oracle_slashes_total": "slashes", "tributa_oracle_settled_total": "settled",
-        "tributa_oracle_jobs_leased_total": "leases", "tributa_oracle_task_latency_seconds_sum": "latency_sum",
+        "tributa_oracle_rpc_errors_total": "rpc_errors",
+        "tributa_oracle_gas_spent_total": "gas_spent",
+        "tributa_oracle_slashes_total": "slashes",
+        "tributa_oracle_settled_total": "settled",
+        "tributa_oracle_jobs_leased_total": "leases",
+        "tributa_oracle_task_latency_seconds_sum": "latency_sum",
         "tributa_oracle_task_latency_seconds_count": "latency_count",
     }
     found = dict.fromkeys(wanted.values(), 0.0)

@@ -6,7 +6,7 @@ verbatim in the dataset it was found in, up to the tokenizer's whitespace at its
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from markupsafe import Markup, escape
 
@@ -59,6 +59,12 @@ def excerpts(text: str, needles: Iterable[str], limit: int = 8) -> list[Markup]:
         else:
             windows.append([lo, hi])
     return [
-        Markup("").join([Markup("… ") if lo else Markup(""), marked(text, ranges, lo, hi), Markup(" …") if hi < len(text) else Markup("")])
+        Markup("").join(
+            [
+                Markup("… ") if lo else Markup(""),
+                marked(text, ranges, lo, hi),
+                Markup(" …") if hi < len(text) else Markup(""),
+            ]
+        )
         for lo, hi in windows[:limit]
     ]

@@ -34,8 +34,10 @@ PREFIX = "/ui"
 COOKIE = "tributa_ui_token"
 HERE = Path(__file__).parent
 # The pages load their own script and stylesheet and nothing else (no CDN, no inline script).
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-       "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
 _DOWN = (TributaError, OSError, requests.RequestException, Web3Exception)  # the node (or oracle) is away
 
 
@@ -62,22 +64,31 @@ class Access:
         if self.open:
             return None
         if self.token is None:
-            return render("error.html", 403, title="Dashboard locked",
-                          message=f"This server is bound to {self.host}, beyond loopback, and no dashboard token is set. "
-                                  "Start it with --ui-token (or TRIBUTA_UI_TOKEN) to open the dashboard to those who have it.")
+            return render(
+                "error.html",
+                403,
+                title="Dashboard locked",
+                message=f"This server is bound to {self.host}, beyond loopback, and no dashboard token is set. "
+                "Start it with --ui-token (or TRIBUTA_UI_TOKEN) to open the dashboard to those who have it.",
+            )
         given = request.query_params.get("token")
         bearer = request.headers.get("authorization", "")
         offered = given or (bearer[7:] if bearer.lower().startswith("bearer ") else None) or request.cookies.get(COOKIE)
         if offered is None or not hmac.compare_digest(offered.encode(), self.token.encode()):
-            return render("error.html", 401, title="Token required",
-                          message="Open this page once as /ui?token=… with the dashboard's token (--ui-token or TRIBUTA_UI_TOKEN).")
+            return render(
+                "error.html",
+                401,
+                title="Token required",
+                message="Open this page once as /ui?token=… with the dashboard's token (--ui-token or TRIBUTA_UI_TOKEN).",
+            )
         if given is None:
             return None
         # Out of the address bar (and history, and logs of later requests): into a cookie.
         rest = urlencode([(k, v) for k, v in request.query_params.multi_items() if k != "token"])
         redirect = RedirectResponse(request.url.path + (f"?{rest}" if rest else ""), status_code=303)
-        redirect.set_cookie(COOKIE, self.token, httponly=True, samesite="strict", path=PREFIX,
-                            secure=request.url.scheme == "https")
+        redirect.set_cookie(
+            COOKIE, self.token, httponly=True, samesite="strict", path=PREFIX, secure=request.url.scheme == "https"
+        )
         return redirect
 
 
@@ -92,7 +103,7 @@ def _environment() -> Environment:
         ago=lambda t: "never" if t is None else f"{max(0.0, time.time() - t):.0f} s ago",
         pretty=lambda v: json.dumps(v, indent=2, ensure_ascii=False)[:4000],
         highlight=highlight,
-        zip=lambda a, b: zip(a, b),
+        zip=lambda a, b: zip(a, b, strict=False),
     )
     env.globals.update(ui=PREFIX, eth=eth, bars=charts.bars, line=charts.line, progress=charts.progress)
     return env
@@ -112,7 +123,9 @@ def install(app: FastAPI, dashboard: Dashboard, access: Access) -> None:
 
     def render(template: str, status: int = 200, **context) -> HTMLResponse:
         html = env.get_template(template).render(header=dashboard.header(), **context)
-        return HTMLResponse(html, status_code=status, headers={"Content-Security-Policy": CSP, "Cache-Control": "no-store"})
+        return HTMLResponse(
+            html, status_code=status, headers={"Content-Security-Policy": CSP, "Cache-Control": "no-store"}
+        )
 
     def page(request: Request, template: str, nav: str, build) -> Response:
         refused = access.refusal(request, render)
@@ -123,15 +136,22 @@ def install(app: FastAPI, dashboard: Dashboard, access: Access) -> None:
         except Missing as exc:
             return render("error.html", 404, title="Not found", message=str(exc), nav=nav)
         except _DOWN as exc:
-            return render("error.html", 503, title="Unavailable", nav=nav,
-                          message=f"This page could not be read from the chain ({type(exc).__name__}: {str(exc)[:200]}); reload to retry.")
+            return render(
+                "error.html",
+                503,
+                title="Unavailable",
+                nav=nav,
+                message=f"This page could not be read from the chain ({type(exc).__name__}: {str(exc)[:200]}); reload to retry.",
+            )
         return render(template, nav=nav, **context)
 
     @router.get("")
     @router.get("/")
     @router.get("/tasks")
     def tasks(request: Request):
-        return page(request, "tasks.html", "tasks", lambda: {"tasks": dashboard.tasks(), "activity": dashboard.activity()})
+        return page(
+            request, "tasks.html", "tasks", lambda: {"tasks": dashboard.tasks(), "activity": dashboard.activity()}
+        )
 
     @router.get("/tasks/{task_id}")
     def task(request: Request, task_id: str):

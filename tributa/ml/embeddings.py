@@ -87,7 +87,9 @@ def sentence_pipeline(path: Path) -> tuple[str, bool]:
         modes = [k.removeprefix("pooling_mode_") for k, v in pooling.items() if k.startswith("pooling_mode_") and v]
         modes = [next((m for m, long in _POOLING_MODES.items() if long == mode), mode) for mode in modes]
     if len(modes) != 1 or modes[0] not in _POOLING_MODES:
-        raise EmbeddingFolderError(f"{pooling_file}: pooling {modes or 'none'} is not served; supported: one of cls, mean, max")
+        raise EmbeddingFolderError(
+            f"{pooling_file}: pooling {modes or 'none'} is not served; supported: one of cls, mean, max"
+        )
     return modes[0], types[-1] == "Normalize"
 
 
@@ -147,7 +149,6 @@ class Embedder:
                 out[idx] = pooled.float().cpu().numpy()
         return out
 
-
     def _pool(self, hidden, attention_mask):
         """sentence-transformers' Pooling, for the one mode the folder names."""
         if self.pooling == "cls":
@@ -164,7 +165,7 @@ def _default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load(device: str) -> Embedder:
     return Embedder(model_dir(), device)
 

@@ -75,7 +75,9 @@ def _check_entry(root: Path, path: Path) -> None:
     if not stat.S_ISREG(info.st_mode):
         raise UnsafeModelFolder(f"{path} is not a regular file (a FIFO, socket or device is never read)")
     if info.st_nlink > 1 and not path.is_symlink():
-        raise UnsafeModelFolder(f"{path} is a hard link ({info.st_nlink} names): it may be a file outside the model folder")
+        raise UnsafeModelFolder(
+            f"{path} is a hard link ({info.st_nlink} names): it may be a file outside the model folder"
+        )
     name = path.name.lower()
     if name.endswith(PICKLE_SUFFIXES):
         raise UnsafeModelFolder(f"{path}: pickle-based weights can run code when loaded; convert them to safetensors")
@@ -113,21 +115,27 @@ def _check_json(root: Path, path: Path) -> None:
     # json's C parser recurses per level and trusts the recursion limit, which libraries raise
     # (py_ecc sets 100000): far past the C stack, so deep nesting would crash this process.
     if not depth_ok(text.encode(), _MAX_JSON_DEPTH):
-        raise UnsafeModelFolder(f"{path} nests deeper than {_MAX_JSON_DEPTH} levels (or is unbalanced): not a config file")
+        raise UnsafeModelFolder(
+            f"{path} nests deeper than {_MAX_JSON_DEPTH} levels (or is unbalanced): not a config file"
+        )
     try:
         data = json.loads(text)
     except (json.JSONDecodeError, RecursionError) as exc:
         raise UnsafeModelFolder(f"{path} is not valid JSON: {exc}") from None
     name = path.name.lower()
     if name.endswith(".index.json") and not name.endswith(".safetensors.index.json"):
-        raise UnsafeModelFolder(f"{path}: an index of non-safetensors shards (torch.load runs them, whatever their names)")
+        raise UnsafeModelFolder(
+            f"{path}: an index of non-safetensors shards (torch.load runs them, whatever their names)"
+        )
     for key, value in _items(data):
         _check_item(root, path, key, value)
     if not isinstance(data, dict):
         return
     # peft writes auto_mapping for untyped adapters; it must name a transformers class, not a module to import.
     mapping = data.get("auto_mapping")
-    if mapping and not (isinstance(mapping, dict) and str(mapping.get("parent_library", "")).startswith("transformers.")):
+    if mapping and not (
+        isinstance(mapping, dict) and str(mapping.get("parent_library", "")).startswith("transformers.")
+    ):
         raise UnsafeModelFolder(f"{path}: 'auto_mapping' names code outside transformers, which is never run")
     if "tokenizer_class" in data and not isinstance(data["tokenizer_class"], (str, type(None))):
         raise UnsafeModelFolder(f"{path}: tokenizer class {data['tokenizer_class']!r} is not a class name")
@@ -153,7 +161,9 @@ def _check_item(root: Path, path: Path, key: str, value) -> None:
         raise UnsafeModelFolder(f"{path}: tokenizer class {value!r} is not a tokenizer transformers ships")
     if key == "weight_map" and isinstance(value, dict):
         for shard in value.values():
-            if not (isinstance(shard, str) and shard.lower().endswith(".safetensors") and _names_inside(root, path, shard)):
+            if not (
+                isinstance(shard, str) and shard.lower().endswith(".safetensors") and _names_inside(root, path, shard)
+            ):
                 raise UnsafeModelFolder(f"{path}: shard {str(shard)[:120]!r} is not a safetensors file in the folder")
     strings = [value] if isinstance(value, str) else []
     if isinstance(value, list):
@@ -200,4 +210,6 @@ def _is_tokenizer(name: str) -> bool:
             return False
     # A placeholder (its backend, e.g. sentencepiece, is missing) only raises when used.
     real = [cls for cls in found if not isinstance(cls, DummyObject)]
-    return bool(found) and all(isinstance(cls, type) and issubclass(cls, transformers.PreTrainedTokenizerBase) for cls in real)
+    return bool(found) and all(
+        isinstance(cls, type) and issubclass(cls, transformers.PreTrainedTokenizerBase) for cls in real
+    )

@@ -15,8 +15,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from tributa.ml import tokenizer as tok_mod
 from tributa.ml.models import ModelFolderError, build_lock, file_sha256, make_readable
@@ -66,8 +66,11 @@ def convert_gguf(
         tmp = Path(tempfile.mkdtemp(prefix=f".gguf-{key}-", dir=cache_root))
         try:
             _convert(gguf_path, tmp)
-            (tmp / _DONE).write_text(json.dumps({"gguf": gguf_path.name, "gguf_sha256": digest,
-                                                 "transformers": transformers.__version__}, indent=2))
+            (tmp / _DONE).write_text(
+                json.dumps(
+                    {"gguf": gguf_path.name, "gguf_sha256": digest, "transformers": transformers.__version__}, indent=2
+                )
+            )
             make_readable(tmp)
             if root.exists():  # a leftover of a killed conversion
                 shutil.rmtree(root)
@@ -84,7 +87,9 @@ def _convert(gguf_path: Path, out: Path) -> None:
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
-        model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
+        )
     except ImportError as exc:
         raise ModelFolderError(f"reading GGUF needs the `gguf` package (pinned in requirements.txt): {exc}") from None
     except (ValueError, OSError, KeyError) as exc:

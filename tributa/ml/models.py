@@ -111,9 +111,7 @@ def _load_hit(root: Path, key: str) -> DemoModels | None:
     )
     if not complete:
         return None
-    return DemoModels(
-        root=root, base_dir=base_dir, adapters=adapters, cache_key=key, manifest=manifest
-    )
+    return DemoModels(root=root, base_dir=base_dir, adapters=adapters, cache_key=key, manifest=manifest)
 
 
 def file_sha256(path: Path, progress: Callable[[int, int], None] | None = None) -> bytes:

@@ -32,11 +32,11 @@ from tributa.ml import tokenizer as tok_mod
 from tributa.ml.models import (
     MANIFEST,
     DemoModels,
-    library_versions,
+    build_into,
     build_lock,
     file_sha256,
+    library_versions,
     load_causal_lm,
-    build_into,
     save_adapter,
 )
 from tributa.ml.train import (
@@ -99,9 +99,7 @@ def base_weights_digest(base_dir: Path) -> str:
     return h.hexdigest()
 
 
-def smollm_adapters_key(
-    base_dir: Path, config: AdapterTrainConfig, datasets: Sequence[str]
-) -> str:
+def smollm_adapters_key(base_dir: Path, config: AdapterTrainConfig, datasets: Sequence[str]) -> str:
     """Cache key of the adapters trained on `datasets` over the base in `base_dir`."""
     dirs = tok_mod.demo_dataset_dirs()
     tokenizer_file = base_dir / "tokenizer.json"
@@ -178,7 +176,9 @@ def train_smollm_adapter(
     progress: Progress,
 ) -> tuple[PeftModel, TrainStats]:
     """Train LoRA adapter `name` on `text` over a frozen `base` (peft injects it in place)."""
-    return train_adapter(base, tokenizer, [text], name, config, progress, lora=smollm_lora_config(config), label=f"smollm2-{name}")
+    return train_adapter(
+        base, tokenizer, [text], name, config, progress, lora=smollm_lora_config(config), label=f"smollm2-{name}"
+    )
 
 
 def _build(
@@ -196,9 +196,7 @@ def _build(
         base, tokenizer = load_causal_lm(base_dir)
         base.config.name_or_path = SMOLLM2_NAME
         base.name_or_path = SMOLLM2_NAME  # what peft writes into adapter_config.json
-        model, stats = train_smollm_adapter(
-            base, tokenizer, tok_mod.read_dataset_text(folder), name, config, progress
-        )
+        model, stats = train_smollm_adapter(base, tokenizer, tok_mod.read_dataset_text(folder), name, config, progress)
         adapters[name] = save_adapter(model, stats, out / "adapters", name)
         del model, base
     manifest = {

@@ -60,14 +60,8 @@ def resolve_cache_dir(cache_dir: str | os.PathLike[str] | None) -> Path:
 def demo_dataset_dirs(datasets_dir: Path = DATASETS_DIR) -> dict[str, Path]:
     """The shipped demo datasets by name: each sub-folder of data/datasets/ holding .txt files."""
     if not datasets_dir.is_dir():
-        raise FileNotFoundError(
-            f"demo datasets folder {datasets_dir} is missing; restore data/datasets/ from git"
-        )
-    found = {
-        d.name: d
-        for d in sorted(datasets_dir.iterdir())
-        if d.is_dir() and any(d.glob("*.txt"))
-    }
+        raise FileNotFoundError(f"demo datasets folder {datasets_dir} is missing; restore data/datasets/ from git")
+    found = {d.name: d for d in sorted(datasets_dir.iterdir()) if d.is_dir() and any(d.glob("*.txt"))}
     if not found:
         raise FileNotFoundError(f"no dataset folders with .txt files under {datasets_dir}")
     return found
@@ -103,19 +97,13 @@ def files_digest(files: list[Path], root: Path = REPO_ROOT) -> str:
     return h.hexdigest()
 
 
-def tokenizer_cache_key(
-    files: list[Path], config: TokenizerConfig = DEFAULT_TOKENIZER_CONFIG
-) -> str:
+def tokenizer_cache_key(files: list[Path], config: TokenizerConfig = DEFAULT_TOKENIZER_CONFIG) -> str:
     """Hash of the training data, the config and the tokenizers version (its trainer may change)."""
-    meta = json.dumps(
-        {"config": asdict(config), "tokenizers": tokenizers.__version__}, sort_keys=True
-    )
+    meta = json.dumps({"config": asdict(config), "tokenizers": tokenizers.__version__}, sort_keys=True)
     return hashlib.sha256((files_digest(files) + meta).encode()).hexdigest()[:16]
 
 
-def train_tokenizer(
-    files: list[Path], config: TokenizerConfig = DEFAULT_TOKENIZER_CONFIG
-) -> Tokenizer:
+def train_tokenizer(files: list[Path], config: TokenizerConfig = DEFAULT_TOKENIZER_CONFIG) -> Tokenizer:
     """Train a GPT-2-style byte-level BPE on `files`; same files + config -> same vocab, merges."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

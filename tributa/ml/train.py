@@ -93,15 +93,11 @@ def encode_corpus(tokenizer: PreTrainedTokenizerFast, texts: Sequence[str]) -> t
     return torch.tensor(ids, dtype=torch.long)
 
 
-def _batches(
-    tokens: torch.Tensor, block_size: int, batch_size: int, steps: int, seed: int
-) -> Iterator[torch.Tensor]:
+def _batches(tokens: torch.Tensor, block_size: int, batch_size: int, steps: int, seed: int) -> Iterator[torch.Tensor]:
     """`steps` batches of random windows of `block_size + 1` tokens, from a seeded generator."""
     span = block_size + 1
     if tokens.numel() < span + 1:
-        raise ValueError(
-            f"corpus has {tokens.numel()} tokens; need more than {span} for block_size={block_size}"
-        )
+        raise ValueError(f"corpus has {tokens.numel()} tokens; need more than {span} for block_size={block_size}")
     gen = torch.Generator().manual_seed(seed)
     offsets = torch.arange(span)
     for _ in range(steps):
@@ -149,19 +145,14 @@ def _train_loop(
             group["lr"] = _lr_at(step, steps, learning_rate, warmup_steps)
         inputs, targets = batch[:, :-1], batch[:, 1:]
         logits = model(input_ids=inputs).logits
-        loss = torch.nn.functional.cross_entropy(
-            logits.reshape(-1, logits.size(-1)), targets.reshape(-1)
-        )
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         loss_value = float(loss.detach())
         if (step + 1) % log_every == 0 or step + 1 == steps:
-            progress(
-                f"[{label}] step {step + 1}/{steps} loss {loss_value:.3f} "
-                f"({time.perf_counter() - started:.1f}s)"
-            )
+            progress(f"[{label}] step {step + 1}/{steps} loss {loss_value:.3f} ({time.perf_counter() - started:.1f}s)")
     model.eval()
     return TrainStats(
         steps=steps,
@@ -171,9 +162,7 @@ def _train_loop(
     )
 
 
-def build_base_model(
-    config: BaseTrainConfig, tokenizer: PreTrainedTokenizerFast
-) -> GPT2LMHeadModel:
+def build_base_model(config: BaseTrainConfig, tokenizer: PreTrainedTokenizerFast) -> GPT2LMHeadModel:
     """A freshly initialised GPT-2 of `config`'s shape, seeded so its init is reproducible."""
     torch.manual_seed(config.seed)
     gpt2 = GPT2Config(

@@ -22,8 +22,21 @@ from pathlib import Path
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # .../tributa
 _PROC_KNOBS = ("sys", "sysrq-trigger", "mtrr", "irq", "bus", "acpi", "scsi", "fs", "driver")
 # Host-wide files only root may read, which an agent started as root could: covered by /dev/null.
-_PROC_ROOT_ONLY = ("keys", "key-users", "timer_list", "slabinfo", "vmallocinfo", "kallsyms", "config.gz",
-                   "kcore", "kpagecount", "kpageflags", "kpagecgroup", "sched_debug", "pagetypeinfo")
+_PROC_ROOT_ONLY = (
+    "keys",
+    "key-users",
+    "timer_list",
+    "slabinfo",
+    "vmallocinfo",
+    "kallsyms",
+    "config.gz",
+    "kcore",
+    "kpagecount",
+    "kpageflags",
+    "kpagecgroup",
+    "sched_debug",
+    "pagetypeinfo",
+)
 SCRATCH_MB = 512  # /tmp of a worker with no memory limit; /dev/shm gets at most SHM_MB
 SHM_MB = 64
 
@@ -59,19 +72,29 @@ def command(
     (`sandbox_process` puts the sandbox in its cgroups in between)."""
     bwrap = bwrap_path()
     if bwrap is None:
-        raise FileNotFoundError("bubblewrap (bwrap) is not installed: apt-get install bubblewrap, or run with --no-sandbox")
+        raise FileNotFoundError(
+            "bubblewrap (bwrap) is not installed: apt-get install bubblewrap, or run with --no-sandbox"
+        )
     args = [
         bwrap,
         "--unshare-all",  # user, ipc, pid, net, uts, cgroup namespaces
-        "--uid", "65534", "--gid", "65534",  # nobody inside its user namespace
+        "--uid",
+        "65534",
+        "--gid",
+        "65534",  # nobody inside its user namespace
         "--die-with-parent",
         "--as-pid-1",
         "--new-session",
-        "--chdir", "/",  # never the agent's cwd: `python -m` would import from it
+        "--chdir",
+        "/",  # never the agent's cwd: `python -m` would import from it
         "--clearenv",
-        "--cap-drop", "ALL",
-        "--ro-bind", "/usr", "/usr",
-        "--proc", "/proc",
+        "--cap-drop",
+        "ALL",
+        "--ro-bind",
+        "/usr",
+        "/usr",
+        "--proc",
+        "/proc",
     ]
     # An agent started as root maps to host root inside its user namespace, and owns what host
     # root owns in /proc: cover the kernel's knobs (sysctls, sysrq, mtrr) read-only.
@@ -84,10 +107,18 @@ def command(
     # Unsized, each tmpfs could take half the host's RAM, and the pages a job writes there are
     # not in its address space (RLIMIT_AS); a memory cgroup, where there is one, charges them too.
     args += [
-        "--dev", "/dev",
-        "--size", str(min(SHM_MB, scratch_mb) * 2**20), "--tmpfs", "/dev/shm",
-        "--size", str(scratch_mb * 2**20), "--tmpfs", "/tmp",
-        "--dir", "/var/tmp",
+        "--dev",
+        "/dev",
+        "--size",
+        str(min(SHM_MB, scratch_mb) * 2**20),
+        "--tmpfs",
+        "/dev/shm",
+        "--size",
+        str(scratch_mb * 2**20),
+        "--tmpfs",
+        "/tmp",
+        "--dir",
+        "/var/tmp",
     ]
     for link in ("lib", "lib64", "bin", "sbin"):
         if Path(f"/{link}").is_symlink():

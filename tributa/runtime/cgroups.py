@@ -49,7 +49,14 @@ def _mountinfo() -> list[tuple[str, str, str, set[str]]]:
         left, _, right = line.partition(" - ")
         fields, tail = left.split(), right.split()
         if tail and tail[0] in ("cgroup", "cgroup2"):
-            mounts.append((_unescape(fields[4]), _unescape(fields[3]), tail[0], set(tail[2].split(",")) if len(tail) > 2 else set()))
+            mounts.append(
+                (
+                    _unescape(fields[4]),
+                    _unescape(fields[3]),
+                    tail[0],
+                    set(tail[2].split(",")) if len(tail) > 2 else set(),
+                )
+            )
     return mounts
 
 
@@ -139,7 +146,7 @@ def _sweep(base: Path) -> None:
     """Remove the empty groups of agents that died before they could."""
     for stale in base.glob(f"{_PREFIX}*"):
         try:
-            owner = int(stale.name[len(_PREFIX):].split("-")[0])
+            owner = int(stale.name[len(_PREFIX) :].split("-")[0])
             if owner != os.getpid() and not Path(f"/proc/{owner}").exists():
                 stale.rmdir()
         except (ValueError, OSError):
@@ -171,8 +178,12 @@ def _warn_once() -> None:
         stand_ins.append("memory is capped by RLIMIT_AS (not on CUDA), sized tmpfs mounts and no memfd")
     if "pids" in _missing:
         stand_ins.append("threads by RLIMIT_NPROC (which the kernel does not apply to an agent running as root)")
-    log.warning("workers run without a %s cgroup (%s): %s",
-                " or ".join(_missing), "; ".join(f"{c}: {why}" for c, why in _missing.items()), "; ".join(stand_ins))
+    log.warning(
+        "workers run without a %s cgroup (%s): %s",
+        " or ".join(_missing),
+        "; ".join(f"{c}: {why}" for c, why in _missing.items()),
+        "; ".join(stand_ins),
+    )
 
 
 @dataclass

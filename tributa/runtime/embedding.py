@@ -91,7 +91,9 @@ class EmbeddingRunner:
             for r, (j, _, _) in enumerate(rows):  # rows are in job order, then text order
                 mine.setdefault(j, []).append(r)
             for j, picked in mine.items():
-                slots[j] = EmbeddingResult(vectors=vectors[picked], model_id=self.model_id, dim=self.dim, timings=dict(timings))
+                slots[j] = EmbeddingResult(
+                    vectors=vectors[picked], model_id=self.model_id, dim=self.dim, timings=dict(timings)
+                )
         return slots  # type: ignore[return-value]
 
     def _token_lengths(self, texts: list[str]) -> list[int]:

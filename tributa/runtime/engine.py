@@ -61,12 +61,22 @@ class ServingEngine:
             by_base.setdefault(Path(base.path).resolve(), (base, []))[1].extend(adapters)
         for base, adapters in by_base.values():
             info = self.worker(base, adapters).start()
-            progress(f"worker pid {info['pid']}: {Path(base.path).name} on {info['device']} ({info['dtype']}), loaded in {info['load_s']:.1f}s")
+            progress(
+                f"worker pid {info['pid']}: {Path(base.path).name} on {info['device']} ({info['dtype']}), loaded in {info['load_s']:.1f}s"
+            )
             for adapter in adapters if base.kind == "generate" else []:
-                job = {"kind": "generate", "prompt": "a", "adapter": adapter.cid, "adapter_path": str(adapter.path), "max_new_tokens": 1}
+                job = {
+                    "kind": "generate",
+                    "prompt": "a",
+                    "adapter": adapter.cid,
+                    "adapter_path": str(adapter.path),
+                    "max_new_tokens": 1,
+                }
                 reply = self.worker(base).run(job)
                 if "error" in reply:
-                    raise JobSpecError(f"model {Path(base.path).name} cannot serve adapter {adapter.path}: {reply['message']}")
+                    raise JobSpecError(
+                        f"model {Path(base.path).name} cannot serve adapter {adapter.path}: {reply['message']}"
+                    )
 
     def run(
         self, base: LocalModel, adapters: list[LocalModel], input_bytes: bytes, max_new_tokens: int = MAX_NEW_TOKENS

@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Protocol
 
 from tributa.catalog import LocalModel
-from tributa.runtime.jobs import JobInputError, JobSpec, RunnerRegistry, default_registry, parse_input, run_payload
-
 from tributa.registry import DEFAULT_MAX_NEW_TOKENS as MAX_NEW_TOKENS  # a model without registered terms
+from tributa.runtime.jobs import JobInputError, JobSpec, RunnerRegistry, default_registry, parse_input, run_payload
 
 __all__ = ["Executor", "JobInputError", "JobRunner", "job_spec"]
 
@@ -50,7 +49,9 @@ class Executor:
         return run_payload(job_spec(base, adapters, payload, max_new_tokens), payload, self.registry).output
 
 
-def job_spec(base: LocalModel, adapters: list[LocalModel], payload: dict, max_new_tokens: int = MAX_NEW_TOKENS) -> JobSpec:
+def job_spec(
+    base: LocalModel, adapters: list[LocalModel], payload: dict, max_new_tokens: int = MAX_NEW_TOKENS
+) -> JobSpec:
     """What a job on `base` runs: its kind, folder, the adapter its input asks for, and the most
     new tokens its model's registered terms allow (also the default when the input names none)."""
     wanted = payload.get("adapter", _FIRST) if base.kind == "generate" else _FIRST

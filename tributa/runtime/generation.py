@@ -22,9 +22,9 @@ import torch
 from peft import PeftModel
 from transformers import GenerationConfig
 
-from tributa.runtime.errors import InferenceInputError
 from tributa.ml.models import ModelFolderError, file_sha256, load_causal_lm
 from tributa.registry import MAX_NEW_TOKENS_CAP as MAX_NEW_TOKENS_LIMIT  # one cap with the registry
+from tributa.runtime.errors import InferenceInputError
 
 DEFAULT_MAX_ADAPTERS = 32
 BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in a mixed batch
@@ -91,8 +91,8 @@ class GenerationRunner:
         self._base, self.tokenizer = load_causal_lm(self.base_dir, self.device, DTYPES[self.dtype])
         self.stop_ids = _stop_ids(self._base, self.tokenizer)
         eos = self.tokenizer.eos_token_id
-        self._pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else (
-            eos if eos is not None else 0
+        self._pad_id = (
+            self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else (eos if eos is not None else 0)
         )
         self.model_id = weights_digest(self.base_dir)
         self.load_seconds = time.perf_counter() - started
@@ -120,9 +120,7 @@ class GenerationRunner:
                 self._adapters.move_to_end(name)
                 return
             if not (path / "adapter_config.json").is_file():
-                raise ModelFolderError(
-                    f"{path} is not a peft adapter folder (no adapter_config.json)"
-                )
+                raise ModelFolderError(f"{path} is not a peft adapter folder (no adapter_config.json)")
             self._evict_if_full()
             try:
                 if self._peft is None:
@@ -132,9 +130,7 @@ class GenerationRunner:
                 else:
                     self._peft.load_adapter(str(path), adapter_name=name, torch_device=self.device)
             except (RuntimeError, ValueError, KeyError) as exc:
-                raise ModelFolderError(
-                    f"adapter {path} does not fit base model {self.base_dir}: {exc}"
-                ) from exc
+                raise ModelFolderError(f"adapter {path} does not fit base model {self.base_dir}: {exc}") from exc
             self._peft.eval()
             self._adapters[name] = path
 
@@ -158,9 +154,7 @@ class GenerationRunner:
             raise result
         return result
 
-    def generate_batch(
-        self, requests: Sequence[GenerationRequest]
-    ) -> list[GenerationResult | InferenceInputError]:
+    def generate_batch(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult | InferenceInputError]:
         """Greedy generation for many requests at once, across mixed adapters and the bare base.
 
         The valid requests run as one left-padded batch (peft's `adapter_names` routes each row
@@ -184,7 +178,7 @@ class GenerationRunner:
                     "generate_ms": (generated - tokenized) * 1e3,
                     "batch_size": float(len(rows)),
                 }
-                for (i, request, ids), new_ids in zip(rows, outputs):
+                for (i, request, ids), new_ids in zip(rows, outputs, strict=False):
                     slots[i] = self._result(request, ids, new_ids, timings)
                 timings["total_ms"] = (time.perf_counter() - started) * 1e3
         return slots  # type: ignore[return-value]
@@ -223,9 +217,7 @@ class GenerationRunner:
         if not isinstance(prompt, str) or not prompt:
             raise InferenceInputError("prompt must be a non-empty string")
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
-            raise InferenceInputError(
-                f"max_new_tokens must be an integer, got {type(max_new_tokens).__name__}"
-            )
+            raise InferenceInputError(f"max_new_tokens must be an integer, got {type(max_new_tokens).__name__}")
         if not 1 <= max_new_tokens <= MAX_NEW_TOKENS_LIMIT:
             raise InferenceInputError(
                 f"max_new_tokens must be between 1 and {MAX_NEW_TOKENS_LIMIT}, got {max_new_tokens}"
@@ -251,7 +243,7 @@ class GenerationRunner:
         if request.chat:
             if not getattr(self.tokenizer, "chat_template", None):
                 raise InferenceInputError(
-                    "this model's tokenizer has no chat template; send the prompt without \"chat\""
+                    'this model\'s tokenizer has no chat template; send the prompt without "chat"'
                 )
             messages = [{"role": "user", "content": request.prompt}]
             ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
@@ -297,7 +289,7 @@ class GenerationRunner:
                 **kwargs,
             )
         new_rows = []
-        for (_, request, _), row in zip(rows, out[:, width:].tolist()):
+        for (_, request, _), row in zip(rows, out[:, width:].tolist(), strict=False):
             row = row[: request.max_new_tokens]
             for n, token in enumerate(row):
                 if token in self.stop_ids:  # the row ended here; what follows is padding
@@ -323,9 +315,7 @@ class GenerationRunner:
 
 def weights_digest(model_dir: Path) -> str:
     """sha256 over the names and contents of a model folder's weight files, in name order."""
-    files = sorted(
-        p for p in model_dir.iterdir() if p.is_file() and p.suffix in (".safetensors", ".bin")
-    )
+    files = sorted(p for p in model_dir.iterdir() if p.is_file() and p.suffix in (".safetensors", ".bin"))
     if not files:
         raise ModelFolderError(f"{model_dir} holds no .safetensors or .bin weight files")
     h = hashlib.sha256()
@@ -353,6 +343,5 @@ def _context_length(config: object) -> int:
         if isinstance(value, int) and value > 0:
             return value
     raise ModelFolderError(
-        "cannot tell the model's context length: its config.json has no n_positions or "
-        "max_position_embeddings"
+        "cannot tell the model's context length: its config.json has no n_positions or max_position_embeddings"
     )

@@ -26,8 +26,13 @@ from typing import Any
 from tributa.errors import TributaError
 
 PROMPTS = (
-    "The capital of France is", "Water boils at", "The largest planet in the solar system is",
-    "Bread is made from", "A week has", "The sun rises in the", "Photosynthesis turns",
+    "The capital of France is",
+    "Water boils at",
+    "The largest planet in the solar system is",
+    "Bread is made from",
+    "A week has",
+    "The sun rises in the",
+    "Photosynthesis turns",
     "The opposite of hot is",
 )
 ADAPTERS = 3
@@ -75,8 +80,12 @@ def random_adapters(base_dir: Path, out: Path, count: int = ADAPTERS) -> list[Pa
 
 def _jobs(adapters: list[Path], n: int, new_tokens: int) -> list[dict[str, Any]]:
     return [
-        {"prompt": PROMPTS[i % len(PROMPTS)], "adapter": f"adapter-{i % len(adapters)}",
-         "adapter_path": str(adapters[i % len(adapters)]), "max_new_tokens": new_tokens}
+        {
+            "prompt": PROMPTS[i % len(PROMPTS)],
+            "adapter": f"adapter-{i % len(adapters)}",
+            "adapter_path": str(adapters[i % len(adapters)]),
+            "max_new_tokens": new_tokens,
+        }
         for i in range(n)
     ]
 
@@ -92,21 +101,37 @@ def _tokens_per_s(worker, jobs: list[dict[str, Any]], batched: bool) -> tuple[fl
     seconds = time.perf_counter() - started
     failed = [r for r in replies if "ok" not in r]
     if failed:
-        raise GpuJobFailed(f"{len(failed)} of {len(jobs)} jobs failed in the worker, first: {failed[0].get('message', failed[0])}")
+        raise GpuJobFailed(
+            f"{len(failed)} of {len(jobs)} jobs failed in the worker, first: {failed[0].get('message', failed[0])}"
+        )
     results = [r["ok"] for r in replies]
     return sum(len(r["token_ids"]) for r in results) / seconds, results
 
 
-def check(device: str, dtype: str | None, batches: list[int], new_tokens: int, cache: Path, say=print) -> dict[str, Any]:
+def check(
+    device: str, dtype: str | None, batches: list[int], new_tokens: int, cache: Path, say=print
+) -> dict[str, Any]:
     from tributa.ml.gguf_models import ensure_smollm2
     from tributa.runtime.worker import ModelWorker, WorkerConfig
 
     base = ensure_smollm2(progress=say)
     adapters = random_adapters(base, cache / "gpu-check-adapters")
-    report: dict[str, Any] = {"device": device, "model": "SmolLM2-135M-Instruct", "adapters": len(adapters), "new_tokens": new_tokens}
+    report: dict[str, Any] = {
+        "device": device,
+        "model": "SmolLM2-135M-Instruct",
+        "adapters": len(adapters),
+        "new_tokens": new_tokens,
+    }
     biggest = max(batches)
     checked = _jobs(adapters, len(PROMPTS), new_tokens)  # the jobs both agreement checks compare
-    config = WorkerConfig("generate", str(base), device=device, dtype=dtype, max_batch=max(biggest, len(checked)), max_adapters=len(adapters))
+    config = WorkerConfig(
+        "generate",
+        str(base),
+        device=device,
+        dtype=dtype,
+        max_batch=max(biggest, len(checked)),
+        max_adapters=len(adapters),
+    )
     with ModelWorker(config) as worker:
         info = worker.start()
         report["dtype"] = info["dtype"]
@@ -127,7 +152,9 @@ def check(device: str, dtype: str | None, batches: list[int], new_tokens: int, c
         claims = _tokens_per_s(worker, checked, batched=True)[1]  # what this agent would answer
     exact, reference = _agreement(base, checked, device, say)
     report.update(exact)
-    report.update(_rule_agreement(base, adapters, checked, claims, reference, f"{info['dtype']}, batched on {device}", say))
+    report.update(
+        _rule_agreement(base, adapters, checked, claims, reference, f"{info['dtype']}, batched on {device}", say)
+    )
     return report
 
 
@@ -138,16 +165,23 @@ def _agreement(base: Path, jobs: list[dict[str, Any]], device: str, say) -> tupl
 
     results = {}
     for where, batched in ((device, True), ("cpu", False)):
-        with ModelWorker(WorkerConfig("generate", str(base), device=where, dtype="float32", max_batch=len(jobs))) as worker:
+        with ModelWorker(
+            WorkerConfig("generate", str(base), device=where, dtype="float32", max_batch=len(jobs))
+        ) as worker:
             results[batched] = _tokens_per_s(worker, jobs, batched)[1]
-    equal = sum(a["token_ids"] == b["token_ids"] for a, b in zip(results[True], results[False]))
+    equal = sum(a["token_ids"] == b["token_ids"] for a, b in zip(results[True], results[False], strict=False))
     say(f"float32, batched on {device} vs one by one on cpu: {equal}/{len(jobs)} jobs with identical tokens")
     return {"agree_jobs": equal, "agree_of": len(jobs), "agree": equal == len(jobs)}, results[False]
 
 
 def _rule_agreement(
-    base: Path, adapters: list[Path], jobs: list[dict[str, Any]], claims: list[dict[str, Any]],
-    reference: list[dict[str, Any]], what: str, say,
+    base: Path,
+    adapters: list[Path],
+    jobs: list[dict[str, Any]],
+    claims: list[dict[str, Any]],
+    reference: list[dict[str, Any]],
+    what: str,
+    say,
 ) -> dict[str, Any]:
     """Each claim against the CPU float32 one-by-one result under the verification rule, as the
     oracle judges two agents' answers: equal, or both accepted by the CPU float32 model."""
@@ -166,7 +200,7 @@ def _rule_agreement(
     accepted = identical = 0
     worst = 0.0
     rejections = []
-    for job, claim, ref in zip(jobs, claims, reference):
+    for job, claim, ref in zip(jobs, claims, reference, strict=False):
         request = GenerationRequest(job["prompt"], job["adapter"], job["max_new_tokens"])
         judge = Judge(params, ClaimChecker(verifier, request, params.logit_margin))
         output = generation_output(GenerationResult(**{**claim, "token_ids": tuple(claim["token_ids"])})).output
@@ -175,15 +209,23 @@ def _rule_agreement(
         if judge.agree(output, expected):
             accepted += 1
         else:
-            rejections.append(judge.rejection(output) or judge.rejection(expected) or "model, adapter or prompt_tokens differ")
+            rejections.append(
+                judge.rejection(output) or judge.rejection(expected) or "model, adapter or prompt_tokens differ"
+            )
         worst = max(worst, *verifier.rescore(request, claim["token_ids"]))
-    say(f"{what} vs float32 one by one on cpu, by the verification rule (logit margin {params.logit_margin}): "
-        f"{accepted}/{len(jobs)} accepted ({identical} identical, worst claimed token {worst:.3f} below the top)")
+    say(
+        f"{what} vs float32 one by one on cpu, by the verification rule (logit margin {params.logit_margin}): "
+        f"{accepted}/{len(jobs)} accepted ({identical} identical, worst claimed token {worst:.3f} below the top)"
+    )
     for why in rejections:
         say(f"  rejected: {why}")
     return {
-        "rule_accepted": accepted, "rule_of": len(jobs), "rule_identical": identical,
-        "rule_logit_margin": params.logit_margin, "rule_worst_margin": round(worst, 4), "rule_agree": accepted == len(jobs),
+        "rule_accepted": accepted,
+        "rule_of": len(jobs),
+        "rule_identical": identical,
+        "rule_logit_margin": params.logit_margin,
+        "rule_worst_margin": round(worst, 4),
+        "rule_agree": accepted == len(jobs),
     }
 
 
@@ -208,12 +250,20 @@ def missing_packages() -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu (default: cuda)")
-    parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
-                        help="the throughput worker's dtype (default: bf16/fp16 on a GPU, fp32 on CPU)")
+    parser.add_argument(
+        "--dtype",
+        default=None,
+        choices=["float32", "bfloat16", "float16"],
+        help="the throughput worker's dtype (default: bf16/fp16 on a GPU, fp32 on CPU)",
+    )
     parser.add_argument("--batches", type=int, nargs="+", default=[8, 32], help="mixed batch sizes (default: 8 32)")
     parser.add_argument("--new-tokens", type=int, default=None, help="new tokens per job (default: 32; 4 with --quick)")
-    parser.add_argument("--quick", action="store_true", help="batches of 2, 4 new tokens unless given (for the CPU test)")
-    parser.add_argument("--cache", type=Path, default=None, help="where the adapters are kept (default: the model cache)")
+    parser.add_argument(
+        "--quick", action="store_true", help="batches of 2, 4 new tokens unless given (for the CPU test)"
+    )
+    parser.add_argument(
+        "--cache", type=Path, default=None, help="where the adapters are kept (default: the model cache)"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the report here")
     args = parser.parse_args(argv)
     if args.quick:
@@ -224,13 +274,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--batches and --new-tokens must be positive")
     missing = missing_packages()
     if missing:
-        print(f"gpu_check: missing Python packages: {', '.join(missing)} (in {sys.executable}); {SETUP_HINT}", file=sys.stderr)
+        print(
+            f"gpu_check: missing Python packages: {', '.join(missing)} (in {sys.executable}); {SETUP_HINT}",
+            file=sys.stderr,
+        )
         return 2
     if args.device.startswith("cuda"):
         import torch
 
         if not torch.cuda.is_available():
-            print(f"gpu_check: --device {args.device}, but this torch ({torch.__version__}) sees no CUDA device", file=sys.stderr)
+            print(
+                f"gpu_check: --device {args.device}, but this torch ({torch.__version__}) sees no CUDA device",
+                file=sys.stderr,
+            )
             return 2
     from tributa.ml.tokenizer import resolve_cache_dir
 

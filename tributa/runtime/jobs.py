@@ -135,9 +135,7 @@ def default_registry() -> RunnerRegistry:
 
 def canonical_json(obj: Any) -> bytes:
     """Sorted keys, no whitespace, UTF-8, no NaN: equal values give equal bytes."""
-    return json.dumps(
-        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
 
 
 def run_job(spec: JobSpec, input_bytes: bytes, registry: RunnerRegistry | None = None) -> JobOutput:
@@ -176,9 +174,7 @@ def parse_input(input_bytes: bytes) -> dict[str, Any]:
     try:
         payload = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_nan)
     except json.JSONDecodeError as exc:
-        raise JobInputError(
-            f"input is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-        ) from exc
+        raise JobInputError(f"input is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
     if not isinstance(payload, dict):
         raise JobInputError(f"input must be a JSON object, got {_json_type(payload)}")
     return payload
@@ -224,9 +220,7 @@ def _json_type(value: Any) -> str:
 def _check_fields(payload: dict[str, Any], allowed: tuple[str, ...]) -> None:
     unknown = sorted(set(payload) - set(allowed))
     if unknown:
-        raise JobInputError(
-            f"unknown field(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(allowed)}"
-        )
+        raise JobInputError(f"unknown field(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(allowed)}")
 
 
 def _run_generate(spec: JobSpec, payload: dict[str, Any], registry: RunnerRegistry) -> JobOutput:
@@ -297,10 +291,7 @@ def _spec_max_new_tokens(spec: JobSpec) -> int:
     limit = spec.max_new_tokens
     valid = isinstance(limit, int) and not isinstance(limit, bool)
     if not valid or not 1 <= limit <= MAX_NEW_TOKENS_LIMIT:
-        raise JobSpecError(
-            f"spec max_new_tokens must be an integer from 1 to {MAX_NEW_TOKENS_LIMIT}, "
-            f"got {limit!r}"
-        )
+        raise JobSpecError(f"spec max_new_tokens must be an integer from 1 to {MAX_NEW_TOKENS_LIMIT}, got {limit!r}")
     return limit
 
 
@@ -310,8 +301,7 @@ def _spec_model_dir(spec: JobSpec) -> Path:
     path = Path(os.fspath(spec.model_path)).expanduser()
     if not (path / "config.json").is_file():
         raise JobSpecError(
-            f"model_path {path} is not a Hugging Face model folder (no config.json); fetch the "
-            "model first"
+            f"model_path {path} is not a Hugging Face model folder (no config.json); fetch the model first"
         )
     return path
 
@@ -319,17 +309,14 @@ def _spec_model_dir(spec: JobSpec) -> Path:
 def _spec_adapter_dir(spec: JobSpec) -> Path:
     name = spec.adapter or ""
     if not _ADAPTER_NAME.match(name):
-        raise JobSpecError(
-            f"adapter name {name!r} is invalid: use 1-64 letters, digits, '_', '.', '-'"
-        )
+        raise JobSpecError(f"adapter name {name!r} is invalid: use 1-64 letters, digits, '_', '.', '-'")
     if spec.adapter_path:
         path = Path(os.fspath(spec.adapter_path)).expanduser()
     else:
         path = Path(os.fspath(spec.model_path or "")).expanduser().parent / "adapters" / name
     if not (path / "adapter_config.json").is_file():
         raise JobSpecError(
-            f"adapter {name!r} not found at {path} (no adapter_config.json); fetch it or set "
-            "adapter_path"
+            f"adapter {name!r} not found at {path} (no adapter_config.json); fetch it or set adapter_path"
         )
     return path
 
@@ -366,9 +353,7 @@ def embedding_texts(payload: dict[str, Any]) -> list[str]:
     return texts
 
 
-def embedding_output(
-    model_id: str, dim: int, vectors: list[list[float]], timings: dict[str, float]
-) -> JobOutput:
+def embedding_output(model_id: str, dim: int, vectors: list[list[float]], timings: dict[str, float]) -> JobOutput:
     """An embedding's canonical output bytes: vectors rounded to EMBEDDING_DECIMALS places."""
     output = canonical_json(
         {

@@ -45,7 +45,9 @@ def restrict_self() -> int | None:
     scoped = _SCOPE_ABSTRACT_UNIX_SOCKET | _SCOPE_SIGNAL if version >= 6 else 0
     # struct landlock_ruleset_attr {u64 handled_access_fs, handled_access_net, scoped}: fields an
     # older kernel lacks are passed as zeros, which it accepts.
-    attr = ctypes.create_string_buffer(struct.pack("=QQQ", _FS_EXECUTE | _FS_MAKE_CHAR | _FS_MAKE_SOCK | _FS_MAKE_FIFO | _FS_MAKE_BLOCK, net, scoped))
+    attr = ctypes.create_string_buffer(
+        struct.pack("=QQQ", _FS_EXECUTE | _FS_MAKE_CHAR | _FS_MAKE_SOCK | _FS_MAKE_FIFO | _FS_MAKE_BLOCK, net, scoped)
+    )
     libc = _libc()
     fd = libc.syscall(_CREATE_RULESET, attr, ctypes.c_size_t(24), ctypes.c_uint32(0))
     if fd < 0:

@@ -89,14 +89,23 @@ class SandboxedExecutor:
         from tributa.runtime.engine import ServingEngine
 
         self.limits = limits
-        self.engine = ServingEngine(WorkerConfig(
-            kind="generate", base_dir=None, device=device, threads=threads, isolation="bwrap",
-            memory_mb=limits.memory_mb, batch_timeout_s=limits.wall_seconds,
-        ))
+        self.engine = ServingEngine(
+            WorkerConfig(
+                kind="generate",
+                base_dir=None,
+                device=device,
+                threads=threads,
+                isolation="bwrap",
+                memory_mb=limits.memory_mb,
+                batch_timeout_s=limits.wall_seconds,
+            )
+        )
         if preload:
             self.engine.preload(preload, progress=log.info)
 
-    def run(self, base: LocalModel, adapters: list[LocalModel], input_bytes: bytes, max_new_tokens: int | None = None) -> bytes:
+    def run(
+        self, base: LocalModel, adapters: list[LocalModel], input_bytes: bytes, max_new_tokens: int | None = None
+    ) -> bytes:
         """`Executor.run` in a bwrap worker (max_new_tokens None: the registry's default)."""
         if max_new_tokens is None:
             return self.engine.run(base, adapters, input_bytes)
@@ -118,13 +127,21 @@ class SandboxedExecutor:
         self.close()
 
 
-def run_callable(fn: Callable[..., Any], *args: Any, limits: SandboxLimits = SandboxLimits(), read_only: Iterable[Path] = ()) -> Any:
+def run_callable(
+    fn: Callable[..., Any], *args: Any, limits: SandboxLimits = SandboxLimits(), read_only: Iterable[Path] = ()
+) -> Any:
     """`fn(*args)` in a fresh bwrap worker of its own; `read_only`: folders it may read (model folders)."""
     module = sys.modules.get(getattr(fn, "__module__", ""), None)
     config = WorkerConfig(
-        kind="call", base_dir=None, isolation="bwrap", memory_mb=limits.memory_mb,
-        batch_timeout_s=limits.wall_seconds, max_attempts=1,
-        cpu_seconds=limits.cpu_seconds, open_files=limits.open_files, import_roots=_import_roots(module),
+        kind="call",
+        base_dir=None,
+        isolation="bwrap",
+        memory_mb=limits.memory_mb,
+        batch_timeout_s=limits.wall_seconds,
+        max_attempts=1,
+        cpu_seconds=limits.cpu_seconds,
+        open_files=limits.open_files,
+        import_roots=_import_roots(module),
         read_only=tuple(str(p) for p in read_only),
     )
     call = base64.b64encode(pickle.dumps((fn, args))).decode()
@@ -155,7 +172,9 @@ def _import_roots(module: Any) -> tuple[str, ...]:
     return (str(root),)
 
 
-def _limit_or_failure(message: str, limits: SandboxLimits, remote_type: str | None = None, timed_out: bool = False) -> SandboxError:
+def _limit_or_failure(
+    message: str, limits: SandboxLimits, remote_type: str | None = None, timed_out: bool = False
+) -> SandboxError:
     if "MemoryError" in message or remote_type == "MemoryError" or "by its memory cgroup" in message:
         return JobLimitExceeded("memory", f"the job hit its memory limit ({limits.memory_mb} MiB): {message}")
     if timed_out:

@@ -10,7 +10,9 @@ worker's teardown, however it treated bwrap. If the agent itself dies, bwrap die
 from clearing).
 """
 
-from __future__ import annotations
+from __future__ import annotations  # noqa: I001
+
+from typing import ClassVar
 
 import heapq
 import itertools
@@ -50,7 +52,9 @@ def _warn_once_without_landlock() -> None:
         return
     _landlock_checked = True
     if landlock.abi() is None:
-        log.warning("this kernel has no Landlock: a sandboxed worker's ptrace-scoping rests on bwrap --as-pid-1 and seccomp alone")
+        log.warning(
+            "this kernel has no Landlock: a sandboxed worker's ptrace-scoping rests on bwrap --as-pid-1 and seccomp alone"
+        )
 
 
 def _memory_file(data: bytes) -> int:
@@ -64,7 +68,9 @@ def _memory_file(data: bytes) -> int:
 class SandboxProcess:
     """bwrap running one worker: `process` is bwrap, `init_pid` the worker in the sandbox."""
 
-    def __init__(self, process: subprocess.Popen, init_pid: int | None, pidfd: int | None, cgroup: WorkerCgroup) -> None:
+    def __init__(
+        self, process: subprocess.Popen, init_pid: int | None, pidfd: int | None, cgroup: WorkerCgroup
+    ) -> None:
         self.process = process
         self.init_pid = init_pid
         self.cgroup = cgroup
@@ -97,8 +103,17 @@ class SandboxProcess:
                 seccomp_fd = _memory_file(seccomp.worker_filter(allow_exec=True))
             else:
                 log.warning("no seccomp filter for %s: it is written for x86-64", os.uname().machine)
-            command = bwrap.command(argv, read_only, env, seccomp_fd, cuda, mounted, scratch_mb=scratch_mb(memory_mb),
-                                    info_fd=info_w, block_fd=block_r)
+            command = bwrap.command(
+                argv,
+                read_only,
+                env,
+                seccomp_fd,
+                cuda,
+                mounted,
+                scratch_mb=scratch_mb(memory_mb),
+                info_fd=info_w,
+                block_fd=block_r,
+            )
             passed = [*pass_fds, info_w, block_r] + ([seccomp_fd] if seccomp_fd is not None else [])
             process = subprocess.Popen(
                 command,
@@ -197,8 +212,8 @@ class Watchdog:
     """Runs a callback when its deadline passes unless disarmed first; one thread for all."""
 
     _lock = threading.Condition()
-    _heap: list[tuple[float, int, Callable[[], None]]] = []
-    _armed: set[int] = set()
+    _heap: ClassVar[list[tuple[float, int, Callable[[], None]]]] = []  # one watchdog for the process
+    _armed: ClassVar[set[int]] = set()
     _ids = itertools.count()
     _thread: threading.Thread | None = None
 

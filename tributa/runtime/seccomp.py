@@ -40,24 +40,62 @@ _RET_ERRNO = 0x00050000
 _RET_KILL_PROCESS = 0x80000000
 
 DENIED_X86_64 = {
-    "fork": 57, "vfork": 58, "execve": 59, "ptrace": 101, "chroot": 161, "acct": 163, "mount": 165,
-    "umount2": 166, "swapon": 167, "swapoff": 168, "reboot": 169, "sethostname": 170, "setdomainname": 171,
-    "iopl": 172, "ioperm": 173, "init_module": 175, "delete_module": 176, "pivot_root": 155,
-    "kexec_load": 246, "add_key": 248, "request_key": 249, "keyctl": 250, "unshare": 272,
-    "perf_event_open": 298, "name_to_handle_at": 303, "open_by_handle_at": 304, "setns": 308,
-    "process_vm_readv": 310, "process_vm_writev": 311, "finit_module": 313, "kexec_file_load": 320,
-    "bpf": 321, "execveat": 322, "userfaultfd": 323,
+    "fork": 57,
+    "vfork": 58,
+    "execve": 59,
+    "ptrace": 101,
+    "chroot": 161,
+    "acct": 163,
+    "mount": 165,
+    "umount2": 166,
+    "swapon": 167,
+    "swapoff": 168,
+    "reboot": 169,
+    "sethostname": 170,
+    "setdomainname": 171,
+    "iopl": 172,
+    "ioperm": 173,
+    "init_module": 175,
+    "delete_module": 176,
+    "pivot_root": 155,
+    "kexec_load": 246,
+    "add_key": 248,
+    "request_key": 249,
+    "keyctl": 250,
+    "unshare": 272,
+    "perf_event_open": 298,
+    "name_to_handle_at": 303,
+    "open_by_handle_at": 304,
+    "setns": 308,
+    "process_vm_readv": 310,
+    "process_vm_writev": 311,
+    "finit_module": 313,
+    "kexec_file_load": 320,
+    "bpf": 321,
+    "execveat": 322,
+    "userfaultfd": 323,
     # io_uring runs its operations inside the kernel, out of this filter's sight; the new mount
     # API and pidfd_getfd are administrative or cross-process.
-    "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427, "open_tree": 428,
-    "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433,
-    "pidfd_getfd": 438, "mount_setattr": 442,
+    "io_uring_setup": 425,
+    "io_uring_enter": 426,
+    "io_uring_register": 427,
+    "open_tree": 428,
+    "move_mount": 429,
+    "fsopen": 430,
+    "fsconfig": 431,
+    "fsmount": 432,
+    "fspick": 433,
+    "pidfd_getfd": 438,
+    "mount_setattr": 442,
     # Memory no rlimit counts: a memfd or a SysV segment holds pages after they are unmapped
     # (tmpfs mounts are sized by bwrap instead).
-    "memfd_create": 319, "memfd_secret": 447, "shmget": 29,
+    "memfd_create": 319,
+    "memfd_secret": 447,
+    "shmget": 29,
     # Kernel surface a worker has no use for: fanotify, and legacy AIO (its rings count against
     # a host-wide limit, aio-max-nr).
-    "fanotify_init": 300, "io_setup": 206,
+    "fanotify_init": 300,
+    "io_setup": 206,
 }
 _CLONE, _CLONE3, _SOCKET, _SOCKETPAIR, _PRCTL = 56, 435, 41, 53, 157
 _AF_UNIX, _PR_SET_PDEATHSIG = 1, 1
@@ -139,5 +177,8 @@ def install(program: bytes) -> None:
         _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
 
     prog = SockFprog(len(program) // 8, program)
-    if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 or libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0) != 0:
+    if (
+        libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+        or libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0) != 0
+    ):
         raise OSError(ctypes.get_errno(), "cannot install the seccomp filter")

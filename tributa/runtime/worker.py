@@ -38,9 +38,23 @@ log = logging.getLogger("tributa.agent.worker")
 # and CUDA need. The agent's own settings (its key, password, RPC credentials) stay out, and so
 # does every TRIBUTA_* variable: workers get model folders by path, never a cache to build in.
 WORKER_ENV_PASSED = (
-    "PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "VIRTUAL_ENV",
-    "HF_HOME", "HF_HUB_CACHE", "TRANSFORMERS_CACHE", "TORCH_HOME", "XDG_CACHE_HOME",
-    "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "CUDA_HOME", "LD_LIBRARY_PATH",
+    "PATH",
+    "HOME",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "TMPDIR",
+    "VIRTUAL_ENV",
+    "HF_HOME",
+    "HF_HUB_CACHE",
+    "TRANSFORMERS_CACHE",
+    "TORCH_HOME",
+    "XDG_CACHE_HOME",
+    "CUDA_VISIBLE_DEVICES",
+    "NVIDIA_VISIBLE_DEVICES",
+    "CUDA_HOME",
+    "LD_LIBRARY_PATH",
 )
 _OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
@@ -133,7 +147,9 @@ class ModelWorker:
         self.info: dict[str, Any] = {}
         self.restarts = 0
         self.batches: list[int] = []  # the size of every batch sent, for tests and the bench
-        self._thread = threading.Thread(target=self._dispatch, name=f"worker-{Path(config.base_dir or 'minilm').name}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._dispatch, name=f"worker-{Path(config.base_dir or 'minilm').name}", daemon=True
+        )
         self._thread.start()
 
     @property
@@ -173,10 +189,12 @@ class ModelWorker:
                 reply = _receive(self._conn, _SMALL_REPLY)
                 if not _answers(reply, self._seq) or reply.get("op") != "stats":
                     raise ValueError("a reply to another message")
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001
                 self._stop_process()
                 self.restarts += 1
-                raise WorkerError(f"the worker's answer to stats was not one ({type(exc).__name__}: {exc}); it was stopped") from None
+                raise WorkerError(
+                    f"the worker's answer to stats was not one ({type(exc).__name__}: {exc}); it was stopped"
+                ) from None
             finally:
                 Watchdog.disarm(token)
             return reply
@@ -256,7 +274,7 @@ class ModelWorker:
                 if not self._conn.poll(self.config.batch_timeout_s):
                     raise TimeoutError(f"no answer within {self.config.batch_timeout_s:g}s")
                 results = _results(_receive(self._conn, _reply_cap(jobs, self.info)), self._seq, len(batch))
-            except Exception as exc:  # any reply but the expected one: this worker serves no more
+            except Exception as exc:  # any reply but the expected one: this worker serves no more  # noqa: BLE001
                 self._crashed(batch, exc)
                 return
             finally:
@@ -270,19 +288,26 @@ class ModelWorker:
         why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         if self._oom_killed:  # what counts tmpfs, shmem and threads' stacks too, not only mappings
             why += f"; killed past its memory limit ({self.config.memory_mb} MiB) by its memory cgroup"
-        log.warning("worker for %s died (%s, exit status %s); restarting", self.config.base_dir or f"{self.config.kind} jobs", why, status)
+        log.warning(
+            "worker for %s died (%s, exit status %s); restarting",
+            self.config.base_dir or f"{self.config.kind} jobs",
+            why,
+            status,
+        )
         retry: list[_Pending] = []
         for pending in batch:
             pending.attempts += 1
             if len(batch) == 1 and pending.attempts >= self.config.max_attempts:
                 # Short first: the oracle keeps 128 characters of a task's failure on-chain.
-                pending.future.set_exception(WorkerCrashed(
-                    f"the job ran past its {self.config.batch_timeout_s:g}s time limit (tries: {pending.attempts}); not completed"
-                    if isinstance(exc, TimeoutError) else
-                    f"the serving worker died running this job {pending.attempts} times "
-                    f"(last: {why}, exit status {status}); the job was not completed",
-                    timed_out=isinstance(exc, TimeoutError),
-                ))
+                pending.future.set_exception(
+                    WorkerCrashed(
+                        f"the job ran past its {self.config.batch_timeout_s:g}s time limit (tries: {pending.attempts}); not completed"
+                        if isinstance(exc, TimeoutError)
+                        else f"the serving worker died running this job {pending.attempts} times "
+                        f"(last: {why}, exit status {status}); the job was not completed",
+                        timed_out=isinstance(exc, TimeoutError),
+                    )
+                )
             else:
                 pending.alone = True
                 retry.append(pending)
@@ -315,56 +340,81 @@ class ModelWorker:
             env = dict(self._env)
             sandboxed = self.config.isolation == "bwrap"
             # In bwrap, import roots are bound at fixed places: one under /tmp would hide its tmpfs.
-            roots = {root: f"/opt/tributa-imports/{i}" if sandboxed else root for i, root in enumerate(self.config.import_roots)}
+            roots = {
+                root: f"/opt/tributa-imports/{i}" if sandboxed else root
+                for i, root in enumerate(self.config.import_roots)
+            }
             if roots:
                 env["PYTHONPATH"] = os.pathsep.join([*roots.values(), env["PYTHONPATH"]])
             if sandboxed:  # bwrap.py, seccomp.py, cgroups.py; its output is logged, never inherited
                 read_only = [Path(p) for p in (self.config.base_dir, *self.config.read_only) if p]
                 try:
                     self._sandbox = SandboxProcess.spawn(
-                        argv, passed, {**env, "HOME": "/tmp"}, read_only, [(Path(src), dest) for src, dest in roots.items()],
-                        self.config.device.startswith("cuda"), self.config.memory_mb,
+                        argv,
+                        passed,
+                        {**env, "HOME": "/tmp"},
+                        read_only,
+                        [(Path(src), dest) for src, dest in roots.items()],
+                        self.config.device.startswith("cuda"),
+                        self.config.memory_mb,
                     )
                 except (OSError, ValueError) as exc:
                     parent.close()
                     raise WorkerLoadError(f"cannot start the sandbox for {self.config.base_dir}: {exc}") from None
                 self._process = self._sandbox.process
-                threading.Thread(target=_forward_output, args=(self._process.stdout,), daemon=True,
-                                 name="worker-output").start()
+                threading.Thread(
+                    target=_forward_output, args=(self._process.stdout,), daemon=True, name="worker-output"
+                ).start()
             else:
                 self._process = subprocess.Popen(
-                    argv, pass_fds=passed, env=env, stdin=subprocess.DEVNULL,
+                    argv,
+                    pass_fds=passed,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
                     start_new_session=True,  # signals to the agent's group do not reach it
                 )
         finally:
             child.close()
         self._conn = Connection(parent.detach())
         try:  # a worker that failed to start (bwrap refusing a bind) has closed its end already
-            send(self._conn, {
-                "op": "load",
-                "kind": self.config.kind,
-                "base_dir": self.config.base_dir,
-                "device": self.config.device,
-                "dtype": self.config.dtype,
-                "max_adapters": self.config.max_adapters,
-                "max_batch": self.config.max_batch,
-                "threads": self.config.threads,
-                "test_hook": self.config.test_hook,
-            })
+            send(
+                self._conn,
+                {
+                    "op": "load",
+                    "kind": self.config.kind,
+                    "base_dir": self.config.base_dir,
+                    "device": self.config.device,
+                    "dtype": self.config.dtype,
+                    "max_adapters": self.config.max_adapters,
+                    "max_batch": self.config.max_batch,
+                    "threads": self.config.threads,
+                    "test_hook": self.config.test_hook,
+                },
+            )
             if not self._conn.poll(self.config.load_timeout_s):
                 raise TimeoutError(f"the model did not load within {self.config.load_timeout_s:.0f}s")
             ready = _receive(self._conn, _SMALL_REPLY)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001
             status = self._stop_process()
-            raise WorkerLoadError(f"the worker for {self.config.base_dir} died while loading ({exc or type(exc).__name__}, exit status {status})") from None
+            raise WorkerLoadError(
+                f"the worker for {self.config.base_dir} died while loading ({exc or type(exc).__name__}, exit status {status})"
+            ) from None
         if ready.get("op") != "ready":
             self._stop_process()
-            raise WorkerLoadError(f"cannot load the model at {self.config.base_dir}: {str(ready.get('message', ready))[:2000]}")
+            raise WorkerLoadError(
+                f"cannot load the model at {self.config.base_dir}: {str(ready.get('message', ready))[:2000]}"
+            )
         if self._sandbox is not None and self._sandbox.init_pid:
             ready["pid"] = self._sandbox.init_pid  # the host's pid of it (inside, it is pid 1)
         self.info = ready
-        log.info("worker pid %s serves %s on %s (%s), loaded in %.1fs", ready.get("pid"), self.config.base_dir, ready.get("device"),
-                 ready.get("dtype"), float(ready.get("load_s") or 0))
+        log.info(
+            "worker pid %s serves %s on %s (%s), loaded in %.1fs",
+            ready.get("pid"),
+            self.config.base_dir,
+            ready.get("device"),
+            ready.get("dtype"),
+            float(ready.get("load_s") or 0),
+        )
 
     def _stop_process(self, grace_s: float = 0.0) -> int | None:
         """Kill and reap the worker process, if any; its exit status."""
@@ -401,8 +451,11 @@ class ModelWorker:
         if self._conn.poll(0):
             status = self._stop_process()
             self.restarts += 1
-            log.warning("worker for %s sent what nobody asked for, or exited (exit status %s); restarting",
-                        self.config.base_dir or f"{self.config.kind} jobs", status)
+            log.warning(
+                "worker for %s sent what nobody asked for, or exited (exit status %s); restarting",
+                self.config.base_dir or f"{self.config.kind} jobs",
+                status,
+            )
             self._ensure_started()
 
 
@@ -464,6 +517,8 @@ def _receive(conn: Connection, cap: int) -> dict[str, Any]:
 # (under eth-account) raises to 100000 in the agent: deep enough nesting overflows the thread's
 # stack and kills the agent. No reply nests past 6 levels.
 _MAX_DEPTH = 16
+
+
 def _answers(reply: dict[str, Any], seq: int) -> bool:
     return type(reply.get("seq")) is int and reply["seq"] == seq
 
@@ -479,8 +534,16 @@ def _results(reply: dict[str, Any], seq: int, n: int) -> dict[int, dict[str, Any
         raise ValueError("malformed reply from the worker (not one result per job)")
     by_id: dict[int, dict[str, Any]] = {}
     for result in results:
-        if not (isinstance(result, dict) and type(result.get("id")) is int and 0 <= result["id"] < n and result["id"] not in by_id
-                and (isinstance(result.get("ok"), dict) or (isinstance(result.get("error"), str) and isinstance(result.get("message"), str)))):
+        if not (
+            isinstance(result, dict)
+            and type(result.get("id")) is int
+            and 0 <= result["id"] < n
+            and result["id"] not in by_id
+            and (
+                isinstance(result.get("ok"), dict)
+                or (isinstance(result.get("error"), str) and isinstance(result.get("message"), str))
+            )
+        ):
             raise ValueError("malformed reply from the worker (a result that is not one)")
         by_id[result["id"]] = result
     return by_id
@@ -499,8 +562,14 @@ def _forward_output(stream) -> None:
 
     def report() -> None:
         if dropped:
-            log.warning("worker: %d more lines (%d bytes) of output dropped, over its budget of %d lines or %d bytes in %.0fs",
-                        dropped, dropped_bytes, _OUTPUT_LINES, _OUTPUT_BYTES, _OUTPUT_WINDOW_S)
+            log.warning(
+                "worker: %d more lines (%d bytes) of output dropped, over its budget of %d lines or %d bytes in %.0fs",
+                dropped,
+                dropped_bytes,
+                _OUTPUT_LINES,
+                _OUTPUT_BYTES,
+                _OUTPUT_WINDOW_S,
+            )
 
     with stream:
         for raw in iter(lambda: stream.readline(4096), b""):  # bounded: a line without end

@@ -129,8 +129,11 @@ class _Serving:
         names: set[str] = set()
 
         def flush() -> None:
-            requests = [GenerationRequest(j["prompt"], j.get("adapter"), j["max_new_tokens"], j.get("chat", False)) for j in chunk]
-            for job, result in zip(chunk, self.runner.generate_batch(requests)):
+            requests = [
+                GenerationRequest(j["prompt"], j.get("adapter"), j["max_new_tokens"], j.get("chat", False))
+                for j in chunk
+            ]
+            for job, result in zip(chunk, self.runner.generate_batch(requests), strict=False):
                 if isinstance(result, InferenceInputError):
                     results[job["id"]] = {"id": job["id"], "error": "input", "message": str(result)}
                 else:
@@ -165,13 +168,21 @@ class _Serving:
 
         results = self.runner.embed_many([job.get("texts") for job in jobs], chunk=self.max_batch)
         out = []
-        for job, result in zip(jobs, results):
+        for job, result in zip(jobs, results, strict=False):
             if isinstance(result, InferenceInputError):
                 out.append({"id": job["id"], "error": "input", "message": str(result)})
             else:
-                out.append({"id": job["id"], "ok": {
-                    "model_id": result.model_id, "dim": result.dim, "vectors": result.vectors.tolist(), "timings": result.timings,
-                }})
+                out.append(
+                    {
+                        "id": job["id"],
+                        "ok": {
+                            "model_id": result.model_id,
+                            "dim": result.dim,
+                            "vectors": result.vectors.tolist(),
+                            "timings": result.timings,
+                        },
+                    }
+                )
         return out
 
 
@@ -187,8 +198,13 @@ def _run_call(job: dict[str, Any]) -> dict[str, Any]:
         if isinstance(result, (bytes, bytearray)):
             return {"id": job["id"], "ok": {"bytes": base64.b64encode(bytes(result)).decode()}}
         return {"id": job["id"], "ok": {"json": json.dumps(result)}}
-    except Exception as exc:
-        return {"id": job["id"], "error": "call", "type": type(exc).__name__, "message": f"{type(exc).__name__}: {exc}"[:2000]}
+    except Exception as exc:  # noqa: BLE001
+        return {
+            "id": job["id"],
+            "error": "call",
+            "type": type(exc).__name__,
+            "message": f"{type(exc).__name__}: {exc}"[:2000],
+        }
 
 
 def _run_test_code(job: dict[str, Any]) -> dict[str, Any]:
@@ -197,7 +213,7 @@ def _run_test_code(job: dict[str, Any]) -> dict[str, Any]:
     scope: dict[str, Any] = {}
     try:
         exec(job["exec"], scope)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001
         return {"id": job["id"], "error": "exec", "message": f"{type(exc).__name__}: {exc}"}
     return {"id": job["id"], "ok": {"result": repr(scope.get("result"))}}
 
@@ -218,7 +234,7 @@ def serve(conn: Connection, scratch: bool = False) -> None:
     """scratch: in a sandbox, each batch writes to a fresh place and leaves nothing behind."""
     try:
         serving = _Serving(receive(conn))
-    except Exception as exc:  # a model that fails to load fails the worker's jobs with this reason
+    except Exception as exc:  # a model that fails to load fails the worker's jobs with this reason  # noqa: BLE001
         send(conn, {"op": "failed", "message": f"{type(exc).__name__}: {exc}"[:2000]})
         return
     from tributa.runtime.scratch import Scratch
@@ -237,7 +253,7 @@ def serve(conn: Connection, scratch: bool = False) -> None:
                 if space:
                     space.begin()
                 results = serving.run(message["jobs"])
-            except BaseException as exc:  # MemoryError above all: say why, then die; the agent
+            except BaseException as exc:  # MemoryError above all: say why, then die; the agent  # noqa: BLE001
                 # restarts the worker and re-runs the batch's jobs one by one to find the culprit.
                 send(conn, {"op": "crashed", "seq": seq, "message": f"{type(exc).__name__}: {exc}"[:2000]})
                 raise SystemExit(3) from None
@@ -257,8 +273,11 @@ def _apply_limits(argv: list[str]) -> None:
 
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     # --max-threads stands in for a pids cgroup (counted per user namespace; not for host root).
-    for flag, which, scale in (("--memory-mb", resource.RLIMIT_AS, 2**20), ("--open-files", resource.RLIMIT_NOFILE, 1),
-                               ("--max-threads", resource.RLIMIT_NPROC, 1)):
+    for flag, which, scale in (
+        ("--memory-mb", resource.RLIMIT_AS, 2**20),
+        ("--open-files", resource.RLIMIT_NOFILE, 1),
+        ("--max-threads", resource.RLIMIT_NPROC, 1),
+    ):
         if flag in argv:
             limit = int(argv[argv.index(flag) + 1]) * scale
             resource.setrlimit(which, (limit, limit))

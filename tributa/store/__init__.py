@@ -13,17 +13,17 @@ from tributa.store.errors import (
     StoreFull,
     StoreUnwritable,
 )
-from tributa.store.importer import cid_of_bytes
 from tributa.store.factory import IPFS_API_ENV, open_store, store_root
+from tributa.store.importer import cid_of_bytes
 
 __all__ = [
+    "IPFS_API_ENV",
     "BackendUnavailable",
     "Cid",
     "CidError",
+    "ContentIntegrityError",
     "EmbeddedStore",
     "GcStats",
-    "IPFS_API_ENV",
-    "ContentIntegrityError",
     "NotFound",
     "Progress",
     "Store",

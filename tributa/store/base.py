@@ -7,8 +7,9 @@ KuboStore (a Kubo daemon over its RPC API). Both give the CIDs `ipfs add` gives.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from tributa.store.cid import Cid
 
@@ -44,13 +45,9 @@ class Store(Protocol):
 
     def put_bytes(self, data: Buffer, *, cid_version: int = 0) -> Cid: ...
 
-    def put_file(
-        self, path: PathLike, progress: Progress | None = None, *, cid_version: int = 0
-    ) -> Cid: ...
+    def put_file(self, path: PathLike, progress: Progress | None = None, *, cid_version: int = 0) -> Cid: ...
 
-    def put_dir(
-        self, path: PathLike, progress: Progress | None = None, *, cid_version: int = 0
-    ) -> Cid: ...
+    def put_dir(self, path: PathLike, progress: Progress | None = None, *, cid_version: int = 0) -> Cid: ...
 
     def put_blocks(self, root: CidLike, blocks: Iterable[tuple[Cid, Buffer]]) -> Cid:
         """Store ready-made blocks, e.g. a CAR upload (tributa.store.car.read_car), and pin

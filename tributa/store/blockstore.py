@@ -35,7 +35,7 @@ from pathlib import Path
 
 from tributa.store.base import Buffer, Progress
 from tributa.store.cid import Cid
-from tributa.store.errors import DamagedIndex, ContentIntegrityError, NotFound, StoreError
+from tributa.store.errors import ContentIntegrityError, DamagedIndex, NotFound, StoreError
 from tributa.store.files import block_file_name, unlink_quietly
 from tributa.store.locking import StoreLock
 from tributa.store.migrate import convert_old_layout
@@ -135,9 +135,7 @@ class Blockstore:
     def batch(self, *, replace: bool = False, sync: bool = False) -> Iterator[WriteBatch]:
         """A batch outside the shared lock, for callers holding the exclusive one (gc,
         migration); `replace` repoints blocks already indexed, `sync` fsyncs before indexing."""
-        batch = WriteBatch(
-            self._index, self.packs_dir, replace=replace, sync=sync or self.durable
-        )
+        batch = WriteBatch(self._index, self.packs_dir, replace=replace, sync=sync or self.durable)
         with self._open_lock:
             self._open = (*self._open, batch)
         try:
@@ -196,9 +194,7 @@ class Blockstore:
             self._check(digest, name, where, head)  # cut short: raises, so gc stops
         return head[0] if head else None
 
-    def _fetch(
-        self, digest: bytes, name: object, size: int | None = None
-    ) -> tuple[Location, bytes] | None:
+    def _fetch(self, digest: bytes, name: object, size: int | None = None) -> tuple[Location, bytes] | None:
         """(location, up to `size` bytes of the block, all by default), unverified; None if
         the block is not stored. `name` (a Cid) is only formatted for an error: it is slow."""
         for attempt in range(2):
@@ -217,8 +213,7 @@ class Blockstore:
         # Every block in it is lost: forget them all, so adding the content again rewrites them.
         self._index.discard_past(pack, 0)
         raise ContentIntegrityError(
-            f"block {name} is lost: its pack {self.packs_dir / pack} is gone; re-add the "
-            "original content to repair it"
+            f"block {name} is lost: its pack {self.packs_dir / pack} is gone; re-add the original content to repair it"
         )
 
     def _check(self, digest: bytes, name: object, where: Location, data: bytes) -> None:
@@ -306,16 +301,14 @@ class Blockstore:
 
     def _rebuild(self, progress: Progress | None) -> RebuildReport:
         packs = sorted(  # oldest first (names start with the time): its copy of a block wins
-            (entry.name, entry.stat().st_size)
-            for entry in os.scandir(self.packs_dir)
-            if entry.is_file()
+            (entry.name, entry.stat().st_size) for entry in os.scandir(self.packs_dir) if entry.is_file()
         )
         total = sum(size for _, size in packs)
         scans = [PackScan(self.packs_dir / name) for name, _ in packs]
 
         def rows() -> Iterator[Row]:
             done = 0
-            for scan, (_, size) in zip(scans, packs):
+            for scan, (_, size) in zip(scans, packs, strict=False):
                 for row in scan.records():
                     yield row
                     if progress is not None:
@@ -337,9 +330,7 @@ class Blockstore:
             problem, damaged = found
             if damaged:
                 problem += f"; kept it as {self._index.move_aside()}"
-            log.warning(
-                "store index %s %s: rebuilding it from the packs", self._index.path, problem
-            )
+            log.warning("store index %s %s: rebuilding it from the packs", self._index.path, problem)
             report = self._rebuild(None)
         log.warning("store index %s: %s", self._index.path, report.summary())
         for line in report.problems:

@@ -123,19 +123,14 @@ def _varint(view: memoryview, pos: int, what: str) -> tuple[int, int]:
     try:
         return decode_uvarint(view, pos)
     except ValueError as exc:
-        raise CarError(
-            f"malformed CAR: {what} at byte {pos} is not a valid varint ({exc})"
-        ) from None
+        raise CarError(f"malformed CAR: {what} at byte {pos} is not a valid varint ({exc})") from None
 
 
 def _span(view: memoryview, pos: int, what: str) -> tuple[int, int]:
     """(start, end) of the length-prefixed `what` at `pos`."""
     length, start = _varint(view, pos, f"the length of {what}")
     if length > len(view) - start:
-        raise CarError(
-            f"truncated CAR: {what} needs {length} bytes at byte {start}, "
-            f"only {len(view) - start} are left"
-        )
+        raise CarError(f"truncated CAR: {what} needs {length} bytes at byte {start}, only {len(view) - start} are left")
     return start, start + length
 
 
@@ -175,18 +170,13 @@ def _section_cid(section: memoryview, number: int) -> tuple[Cid, int]:
         raise CarError(f"malformed CAR: section {number} ends inside its CID") from None
 
 
-def _read_section(
-    view: memoryview, pos: int, number: int, max_block_bytes: int
-) -> tuple[Cid, bytes, int]:
+def _read_section(view: memoryview, pos: int, number: int, max_block_bytes: int) -> tuple[Cid, bytes, int]:
     """(cid, block, position after the section) of section `number` at `pos`, its hash checked."""
     start, end = _span(view, pos, f"section {number}")
     cid, length = _section_cid(view[start:end], number)
     size = end - start - length
     if size > max_block_bytes:
-        raise CarError(
-            f"block {cid} in the CAR is {size} bytes, "
-            f"over the limit of {max_block_bytes} for one block"
-        )
+        raise CarError(f"block {cid} in the CAR is {size} bytes, over the limit of {max_block_bytes} for one block")
     block = bytes(view[start + length : end])
     if not hashes_to(cid, block):
         raise CarError(f"block {cid} in the CAR does not hash to its CID: the CAR is corrupt")
@@ -213,9 +203,7 @@ def read_car(
     while pos < len(view):
         number += 1
         if number > max_blocks:
-            raise CarError(
-                f"the CAR holds more than {max_blocks} blocks: send the content in parts"
-            )
+            raise CarError(f"the CAR holds more than {max_blocks} blocks: send the content in parts")
         cid, block, pos = _read_section(view, pos, number, max_block_bytes)
         blocks.setdefault(cid, block)
     return root, list(blocks.items())

@@ -125,8 +125,7 @@ class Cid:
                 raise CidError(f"invalid CID {text!r}: not valid base16") from None
         else:
             raise CidError(
-                f"invalid CID {text!r}: expected a CIDv0 ('Qm…', 46 characters) "
-                "or a multibase CIDv1 ('bafy…', 'bafk…')"
+                f"invalid CID {text!r}: expected a CIDv0 ('Qm…', 46 characters) or a multibase CIDv1 ('bafy…', 'bafk…')"
             )
         return cls.from_bytes(raw, text=text)
 
@@ -146,10 +145,7 @@ class Cid:
             raise CidError(f"invalid CID {shown!r}: unsupported CID version {version}")
         codec = _CODEC_NAMES.get(codec_code)
         if codec is None:
-            raise CidError(
-                f"invalid CID {shown!r}: codec 0x{codec_code:x} is not supported "
-                "(only dag-pb and raw)"
-            )
+            raise CidError(f"invalid CID {shown!r}: codec 0x{codec_code:x} is not supported (only dag-pb and raw)")
         return cls._from_multihash(raw[pos:], version=1, codec=codec, text=shown)
 
     @classmethod
@@ -157,9 +153,7 @@ class Cid:
         if len(mh) < 2:
             raise CidError(f"invalid CID {text!r}: truncated multihash")
         if mh[0] != SHA2_256:
-            raise CidError(
-                f"invalid CID {text!r}: hash function 0x{mh[0]:x} is not supported (only sha2-256)"
-            )
+            raise CidError(f"invalid CID {text!r}: hash function 0x{mh[0]:x} is not supported (only sha2-256)")
         if mh[1] != DIGEST_SIZE or len(mh) != 2 + DIGEST_SIZE:
             raise CidError(f"invalid CID {text!r}: a sha2-256 multihash must hold 32 digest bytes")
         return cls(version=version, codec=codec, digest=mh[2:])
@@ -187,9 +181,7 @@ class Cid:
     def encode(self, version: int | None = None) -> str:
         """The text form in the given version (default: this CID's own)."""
         target = (
-            self
-            if version is None or version == self.version
-            else (self.to_v0() if version == 0 else self.to_v1())
+            self if version is None or version == self.version else (self.to_v0() if version == 0 else self.to_v1())
         )
         if target.version == 0:
             return _b58encode(target.multihash)
@@ -219,9 +211,7 @@ def digest_to_cid(digest: bytes, version: int = 0, codec: Codec = "dag-pb") -> C
         try:
             digest = bytes.fromhex(hexed)
         except ValueError:
-            raise CidError(
-                f"invalid digest {digest!r}: expected 32 bytes or 64 hex characters"
-            ) from None
+            raise CidError(f"invalid digest {digest!r}: expected 32 bytes or 64 hex characters") from None
     if not isinstance(digest, (bytes, bytearray)) or len(digest) != DIGEST_SIZE:
         raise CidError("invalid digest: a sha2-256 digest is exactly 32 bytes")
     return Cid(version=version, codec=codec, digest=bytes(digest))

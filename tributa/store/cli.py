@@ -57,10 +57,7 @@ class _StoreGroup(click.Group):
 def store(ctx: click.Context, data_dir: Path, ipfs_api: str | None) -> None:
     """Content-addressed storage with the CIDs `ipfs add` gives."""
     parent_dir = _parent_setting(ctx.obj, "data_dir")
-    if (
-        parent_dir is not None
-        and ctx.get_parameter_source("data_dir") != ParameterSource.COMMANDLINE
-    ):
+    if parent_dir is not None and ctx.get_parameter_source("data_dir") != ParameterSource.COMMANDLINE:
         data_dir = Path(parent_dir)
     if ipfs_api is None:
         ipfs_api = _parent_setting(ctx.obj, "ipfs_api")
@@ -136,9 +133,7 @@ def add(ctx: click.Context, path: Path, cid_version: str, only_hash: bool, quiet
         click.echo(str(target.cid_of(path, cid_version=version)))
         return
     progress = (
-        _ProgressLine(f"adding {path.name}")
-        if not quiet and _content_bytes(path) >= _PROGRESS_MIN_BYTES
-        else None
+        _ProgressLine(f"adding {path.name}") if not quiet and _content_bytes(path) >= _PROGRESS_MIN_BYTES else None
     )
     try:
         if path.is_dir():
@@ -238,10 +233,7 @@ def pins(ctx: click.Context) -> None:
 def gc(ctx: click.Context) -> None:
     """Delete every block no pin reaches."""
     stats = _open(ctx).gc()
-    click.echo(
-        f"removed {stats.removed_blocks} blocks ({stats.removed_bytes} bytes), "
-        f"kept {stats.kept_blocks}"
-    )
+    click.echo(f"removed {stats.removed_blocks} blocks ({stats.removed_bytes} bytes), kept {stats.kept_blocks}")
 
 
 @store.command("repair")
@@ -251,8 +243,7 @@ def repair(ctx: click.Context) -> None:
     data_dir, ipfs_api = ctx.meta[_META_KEY]
     if ipfs_api:
         raise StoreError(
-            "repair rebuilds the embedded store's index; a Kubo daemon keeps its own "
-            "(check it with `ipfs repo verify`)"
+            "repair rebuilds the embedded store's index; a Kubo daemon keeps its own (check it with `ipfs repo verify`)"
         )
     # Opened without its own check: that would rebuild a missing index a first time.
     target = EmbeddedStore(Path(data_dir) / "store", check_index=False)

@@ -9,10 +9,11 @@ from __future__ import annotations
 import os
 import secrets
 from collections import deque
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Protocol
+from typing import Protocol
 
 from tributa.store import dagpb, unixfs
 from tributa.store.cid import Cid
@@ -57,9 +58,7 @@ def _read_child(source: BlockSource, cid: Cid, root: Cid) -> bytes:
     try:
         return source.read(cid)
     except NotFound:
-        raise ContentIntegrityError(
-            f"block {cid} of {root} is missing: the content is incomplete; re-add it"
-        ) from None
+        raise ContentIntegrityError(f"block {cid} of {root} is missing: the content is incomplete; re-add it") from None
 
 
 def load(source: BlockSource, cid: Cid) -> Node:
@@ -82,10 +81,7 @@ def open_file(source: BlockSource, cid: Cid, prefetch: int = 0) -> Iterator[byte
 def require_file(node: Node) -> None:
     kind = node.kind
     if kind in (DataType.DIRECTORY, DataType.HAMT_SHARD):
-        raise StoreError(
-            f"{node.cid} is a directory, not a file: export it with `tributa store get "
-            f"{node.cid} -o DIR`"
-        )
+        raise StoreError(f"{node.cid} is a directory, not a file: export it with `tributa store get {node.cid} -o DIR`")
     if kind == DataType.SYMLINK:
         raise StoreError(f"{node.cid} is a symlink, not a file")
     if kind not in (DataType.FILE, DataType.RAW):
@@ -209,15 +205,12 @@ MAX_EXPORT_DEPTH = 256  # folders below the root; deeper trees are refused, not 
 
 def _safe_name(name: bytes, where: Cid) -> str:
     if not name or name in (b".", b"..") or b"/" in name or b"\0" in name:
-        raise ContentIntegrityError(
-            f"directory {where} holds an unsafe entry name {name!r}; refusing to export it"
-        )
+        raise ContentIntegrityError(f"directory {where} holds an unsafe entry name {name!r}; refusing to export it")
     text = os.fsdecode(name)
     if text.endswith(TEMP_SUFFIX):
         # Never valid content: such a name could only be there to meet an export's temp file.
         raise ContentIntegrityError(
-            f"directory {where} holds an entry named like an export's temporary file ({name!r}); "
-            "refusing to export it"
+            f"directory {where} holds an entry named like an export's temporary file ({name!r}); refusing to export it"
         )
     return text
 
@@ -229,9 +222,7 @@ def entries(source: BlockSource, node: Node) -> Iterator[tuple[str, Cid]]:
     for raw, child in list_dir(source, node):
         name = _safe_name(raw, node.cid)
         if name in seen:
-            raise ContentIntegrityError(
-                f"directory {node.cid} holds the entry {raw!r} twice; refusing to export it"
-            )
+            raise ContentIntegrityError(f"directory {node.cid} holds the entry {raw!r} twice; refusing to export it")
         seen.add(name)
         yield name, child
 
@@ -258,8 +249,7 @@ def link_target(node: Node, depth: int | None, shown: object) -> str:
     )
     if not inside:
         raise ContentIntegrityError(
-            f"{shown} would be a symlink to {target!r}, which points outside the exported tree; "
-            "refusing to export it"
+            f"{shown} would be a symlink to {target!r}, which points outside the exported tree; refusing to export it"
         )
     return os.fsdecode(target)
 
@@ -275,7 +265,7 @@ def tree_files(source: BlockSource, cid: Cid) -> Iterator[tuple[tuple[str, ...],
         if node.kind in (DataType.DIRECTORY, DataType.HAMT_SHARD):
             if len(parts) > MAX_EXPORT_DEPTH:
                 raise ContentIntegrityError(f"{cid} nests folders more than {MAX_EXPORT_DEPTH} deep")
-            stack.extend((parts + (name,), child) for name, child in entries(source, node))
+            stack.extend(((*parts, name), child) for name, child in entries(source, node))
         elif node.kind != DataType.SYMLINK:
             require_file(node)
             yield parts, node
@@ -351,9 +341,7 @@ def write_file_atomically(chunks: Iterator[bytes], dir_fd: int, name: str) -> No
     The temp file is created with O_EXCL|O_NOFOLLOW: an entry already there (a planted symlink)
     makes the write fail rather than go through it."""
     tmp = f".{secrets.token_hex(8)}{TEMP_SUFFIX}"
-    fd = os.open(
-        tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666, dir_fd=dir_fd
-    )
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666, dir_fd=dir_fd)
     try:
         with os.fdopen(fd, "wb") as handle:
             for chunk in chunks:

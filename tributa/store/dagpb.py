@@ -9,8 +9,8 @@ Kubo always writes the Name field of a link (empty for file chunks).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from tributa.store.cid import Cid
 from tributa.store.errors import StoreError

@@ -49,9 +49,7 @@ class EmbeddedStore:
     def _importer(self, sink: BlockSink, progress: Progress | None, cid_version: int) -> Importer:
         return Importer(sink, cid_version=cid_version, workers=self._workers, progress=progress)
 
-    def _add(
-        self, build: Callable[[Importer], Link], progress: Progress | None, cid_version: int
-    ) -> Cid:
+    def _add(self, build: Callable[[Importer], Link], progress: Progress | None, cid_version: int) -> Cid:
         """Run one add into a write batch and pin its root. The shared lock spans both, so gc
         cannot collect the new blocks before the pin exists; the pin is written after the
         batch has indexed them, so a process that sees the pin finds the blocks."""
@@ -66,16 +64,12 @@ class EmbeddedStore:
             raise StoreError(f"put_bytes takes bytes, not {type(data).__name__}")
         return self._add(lambda importer: importer.add_bytes(data), None, cid_version)
 
-    def put_file(
-        self, path: PathLike, progress: Progress | None = None, *, cid_version: int = 0
-    ) -> Cid:
+    def put_file(self, path: PathLike, progress: Progress | None = None, *, cid_version: int = 0) -> Cid:
         if Path(path).is_dir():
             raise StoreError(f"{os.fspath(path)} is a directory: add it with put_dir")
         return self._add(lambda importer: importer.add_file(path), progress, cid_version)
 
-    def put_dir(
-        self, path: PathLike, progress: Progress | None = None, *, cid_version: int = 0
-    ) -> Cid:
+    def put_dir(self, path: PathLike, progress: Progress | None = None, *, cid_version: int = 0) -> Cid:
         if not Path(path).exists():
             raise NotFound(f"no such file or directory: {os.fspath(path)}")
         if not Path(path).is_dir():

@@ -55,9 +55,12 @@ def write_error(exc: OSError, what: str) -> StoreError:
     """The store's error for `exc`, raised while writing `what`: a full or unwritable disk is an
     outage to retry (StoreFull, StoreUnwritable), anything else a plain StoreError."""
     if exc.errno in _FULL_ERRNOS:
-        return StoreFull(f"disk full while writing {what}: free some space (or run `tributa store gc`) and retry; "
-                         "blocks already stored are intact")
+        return StoreFull(
+            f"disk full while writing {what}: free some space (or run `tributa store gc`) and retry; "
+            "blocks already stored are intact"
+        )
     if exc.errno in _UNWRITABLE_ERRNOS:
-        return StoreUnwritable(f"cannot write {what} ({exc.strerror}): make it writable and retry; "
-                               "blocks already stored are intact")
+        return StoreUnwritable(
+            f"cannot write {what} ({exc.strerror}): make it writable and retry; blocks already stored are intact"
+        )
     return StoreError(f"cannot write {what}: {exc.strerror}")

@@ -30,20 +30,13 @@ def store_root(config_or_path: Any = None) -> Path:
     data_dir = getattr(config_or_path, "data_dir", None)
     if data_dir is not None:
         return Path(data_dir) / "store"
-    raise TypeError(
-        f"open_store takes a path or a settings object, not {type(config_or_path).__name__}"
-    )
+    raise TypeError(f"open_store takes a path or a settings object, not {type(config_or_path).__name__}")
 
 
 def open_store(config_or_path: Any = None, *, ipfs_api: str | None = None) -> Store:
     """The store to use: Kubo at `ipfs_api` (or the settings' `ipfs_api`, or $TRIBUTA_IPFS_API)
     when one is given, else the embedded store rooted at `store_root(config_or_path)`."""
-    api = (
-        ipfs_api
-        or getattr(config_or_path, "ipfs_api", None)
-        or os.environ.get(IPFS_API_ENV, "").strip()
-        or None
-    )
+    api = ipfs_api or getattr(config_or_path, "ipfs_api", None) or os.environ.get(IPFS_API_ENV, "").strip() or None
     if api:
         from tributa.store.kubo import KuboStore  # imported lazily: pulls in ipfshttpclient
 

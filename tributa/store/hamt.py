@@ -38,10 +38,15 @@ def shard_data(used_slots: int) -> bytes:
     """UnixFS Data of a shard node whose used slots are the set bits of `used_slots`."""
     bitfield = used_slots.to_bytes(FANOUT // 8, "big").lstrip(b"\x00")
     return (
-        b"\x08" + bytes([unixfs.DataType.HAMT_SHARD])
-        + b"\x12" + _varint(len(bitfield)) + bitfield
-        + b"\x28" + _varint(HASH_MURMUR3)
-        + b"\x30" + _varint(FANOUT)
+        b"\x08"
+        + bytes([unixfs.DataType.HAMT_SHARD])
+        + b"\x12"
+        + _varint(len(bitfield))
+        + bitfield
+        + b"\x28"
+        + _varint(HASH_MURMUR3)
+        + b"\x30"
+        + _varint(FANOUT)
     )
 
 

@@ -159,9 +159,7 @@ class Importer:
 
     def _chunks_threaded(self, stream: Readable, layout: BalancedLayout) -> bool:
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(
-                max_workers=self._workers, thread_name_prefix="store-hash"
-            )
+            self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="store-hash")
         pool = self._pool
         in_flight = 2 * self._workers
         pending: deque[tuple[Future[list[Link]], memoryview, int]] = deque()
@@ -276,9 +274,7 @@ def _open_regular(path: str | os.PathLike[str]) -> io.FileIO:
     except FileNotFoundError:
         raise NotFound(f"no such file or directory: {os.fspath(path)}") from None
     except IsADirectoryError:
-        raise StoreError(
-            f"{os.fspath(path)} is a directory: add it with put_dir / `store add`"
-        ) from None
+        raise StoreError(f"{os.fspath(path)} is a directory: add it with put_dir / `store add`") from None
     except OSError as exc:
         raise StoreError(f"cannot read {os.fspath(path)}: {exc.strerror}") from None
     return stream

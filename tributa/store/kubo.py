@@ -19,9 +19,10 @@ import stat
 import urllib.parse
 import uuid
 import warnings
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, NoReturn
+from typing import Any, NoReturn
 
 import httpx
 import ipfshttpclient
@@ -78,9 +79,7 @@ def api_url(addr: str) -> tuple[str, str]:
         if proto not in ("ip4", "ip6", "dns", "dns4", "dns6") or tcp != "tcp" or not port.isdigit():
             raise ValueError
     except ValueError:
-        raise StoreError(
-            f"invalid IPFS API address {addr!r}: use a multiaddr like /ip4/127.0.0.1/tcp/5001"
-        ) from None
+        raise StoreError(f"invalid IPFS API address {addr!r}: use a multiaddr like /ip4/127.0.0.1/tcp/5001") from None
     scheme = "https" if parts[4:5] == ["https"] else "http"
     shown = f"[{host}]" if proto == "ip6" else host
     return "/" + "/".join(parts), f"{scheme}://{shown}:{port}"
@@ -96,9 +95,7 @@ class KuboStore:
     def __init__(self, addr: str, *, timeout: float = 120.0, offline: bool = False) -> None:
         self.addr, base = api_url(addr)
         self._offline = offline
-        self._client = ipfshttpclient.Client(
-            self.addr, session=False, timeout=timeout, offline=offline
-        )
+        self._client = ipfshttpclient.Client(self.addr, session=False, timeout=timeout, offline=offline)
         self._http = httpx.Client(base_url=f"{base}/api/v0", timeout=httpx.Timeout(timeout))
         try:
             self.version = str(self._call("connect", lambda: self._client.version())["Version"])
@@ -142,9 +139,7 @@ class KuboStore:
         if action == "unpin" and "not pinned" in lowered:
             raise NotFound(f"{cid} is not pinned on the Kubo daemon at {self.addr}")
         if cid is not None and any(hint in lowered for hint in _NOT_FOUND_HINTS):
-            raise NotFound(
-                f"{cid} is not available from the Kubo daemon at {self.addr} ({message})"
-            )
+            raise NotFound(f"{cid} is not available from the Kubo daemon at {self.addr} ({message})")
         raise StoreError(f"Kubo at {self.addr} refused {action}: {message}")
 
     # -- adding --------------------------------------------------------------------------------
@@ -177,9 +172,7 @@ class KuboStore:
         body = _multipart(parts, boundary, total, progress)
         headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
         try:
-            with self._http.stream(
-                "POST", "/add", params=params, content=body, headers=headers
-            ) as response:
+            with self._http.stream("POST", "/add", params=params, content=body, headers=headers) as response:
                 lines = [line for line in response.iter_lines() if line.strip()]
                 status = response.status_code
         except (httpx.TransportError, httpx.StreamError) as exc:
@@ -202,25 +195,15 @@ class KuboStore:
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise StoreError(f"put_bytes takes bytes, not {type(data).__name__}")
         parts = [_Part("data", "file", bytes(data))]
-        return self._add(
-            parts, cid_version=cid_version, progress=None, only_hash=False, action="add"
-        )
+        return self._add(parts, cid_version=cid_version, progress=None, only_hash=False, action="add")
 
-    def put_file(
-        self, path: PathLike, progress: Progress | None = None, *, cid_version: int = 0
-    ) -> Cid:
+    def put_file(self, path: PathLike, progress: Progress | None = None, *, cid_version: int = 0) -> Cid:
         parts = _scan(Path(path), want="file")
-        return self._add(
-            parts, cid_version=cid_version, progress=progress, only_hash=False, action="add"
-        )
+        return self._add(parts, cid_version=cid_version, progress=progress, only_hash=False, action="add")
 
-    def put_dir(
-        self, path: PathLike, progress: Progress | None = None, *, cid_version: int = 0
-    ) -> Cid:
+    def put_dir(self, path: PathLike, progress: Progress | None = None, *, cid_version: int = 0) -> Cid:
         parts = _scan(Path(path), want="dir")
-        return self._add(
-            parts, cid_version=cid_version, progress=progress, only_hash=False, action="add"
-        )
+        return self._add(parts, cid_version=cid_version, progress=progress, only_hash=False, action="add")
 
     def put_blocks(self, root: CidLike, blocks: Iterable[tuple[Cid, Buffer]]) -> Cid:
         """Each block (re-hashed here first) through `block/put`, then a recursive pin of
@@ -230,7 +213,7 @@ class KuboStore:
             opts = {"cid-codec": cid.codec, "mhtype": "sha2-256"}
             self._call(
                 "block/put",
-                lambda: self._client.block.put(io.BytesIO(bytes(block)), opts=opts),
+                lambda: self._client.block.put(io.BytesIO(bytes(block)), opts=opts),  # noqa: B023
                 cid,
             )
         self.pin(root)
@@ -241,9 +224,7 @@ class KuboStore:
             parts = [_Part("data", "file", bytes(data_or_path))]
         else:
             parts = _scan(Path(data_or_path), want="any")
-        return self._add(
-            parts, cid_version=cid_version, progress=None, only_hash=True, action="hash"
-        )
+        return self._add(parts, cid_version=cid_version, progress=None, only_hash=True, action="hash")
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -344,7 +325,7 @@ def kubo_reachable(addr: str, timeout: float = 2.0) -> bool:
 class _Part:
     """One entry of an add: a file (bytes or a path), a directory, or a symlink."""
 
-    __slots__ = ("name", "kind", "source", "size")
+    __slots__ = ("kind", "name", "size", "source")
 
     def __init__(self, name: str, kind: str, source: bytes | Path | None) -> None:
         self.name = name
@@ -390,10 +371,7 @@ def _scan_dir(folder: Path, prefix: str, parts: list[_Part]) -> None:
         elif entry.is_file():
             parts.append(_Part(name, "file", Path(entry.path)))
         else:
-            raise StoreError(
-                f"cannot add {entry.path}: only regular files, directories and symlinks "
-                "can be stored"
-            )
+            raise StoreError(f"cannot add {entry.path}: only regular files, directories and symlinks can be stored")
 
 
 _CONTENT_TYPES = {
@@ -403,9 +381,7 @@ _CONTENT_TYPES = {
 }
 
 
-def _multipart(
-    parts: list[_Part], boundary: str, total: int, progress: Progress | None
-) -> Iterator[bytes]:
+def _multipart(parts: list[_Part], boundary: str, total: int, progress: Progress | None) -> Iterator[bytes]:
     done = 0
     for part in parts:
         filename = urllib.parse.quote(part.name, safe="")

@@ -14,14 +14,15 @@ Every finished block goes to a BlockSink with its sha2-256; a parent only keeps 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Protocol
 
 from tributa.store import dagpb, unixfs
-from tributa.store.hamt import sharded_directory
 from tributa.store.base import Buffer
 from tributa.store.cid import Cid
 from tributa.store.errors import StoreError
+from tributa.store.hamt import sharded_directory
 
 CHUNK_SIZE = 262144
 MAX_LINKS = 174

@@ -34,8 +34,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from tributa.store.base import Buffer
 from tributa.store.errors import StoreError
@@ -65,9 +65,7 @@ class LibKubo:
         self._timeout = timeout
         self.repo = Path(tempfile.mkdtemp(prefix="tributa-libkubo-"))
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            filter(None, [str(_PACKAGE_ROOT), env.get("PYTHONPATH")])
-        )
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_PACKAGE_ROOT), env.get("PYTHONPATH")]))
         self._child = subprocess.Popen(
             [sys.executable, "-m", "tributa.store.libkubo", str(self.repo)],
             stdin=subprocess.PIPE,

@@ -20,9 +20,9 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from tributa.sqlite_wal import enter_wal
 from tributa.store.errors import DamagedIndex, StoreError, StoreFull, StoreUnwritable
 from tributa.store.files import fsync_dir, fsync_file, unlink_quietly
-from tributa.sqlite_wal import enter_wal
 from tributa.writable import describe, sqlite_files, unwritable
 
 BUSY_TIMEOUT_S = 30.0
@@ -68,7 +68,9 @@ class PackIndex:
             # Reads too write to -shm, through an mmap: an immutable one would be SIGBUS, not an error.
             blocked = unwritable(sqlite_files(self.path))
             if blocked is not None:
-                raise StoreUnwritable(f"the store index cannot be used now: {describe(blocked)}; make it writable and retry")
+                raise StoreUnwritable(
+                    f"the store index cannot be used now: {describe(blocked)}; make it writable and retry"
+                )
             self._drop_inherited()
             if self._conn is not None and self._replaced():
                 self._close_locked()
@@ -92,15 +94,11 @@ class PackIndex:
 
     def _open(self) -> sqlite3.Connection:
         self._file = _file_id(self.path)  # before connecting: a race only costs a reopen
-        conn = sqlite3.connect(
-            self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
-        )
+        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
         try:
             enter_wal(conn)  # two processes opening a fresh store at once: one waits, not fails
             conn.execute(f"PRAGMA synchronous={self._sync_mode}")
-            self._created = not conn.execute(
-                "SELECT 1 FROM sqlite_master WHERE name = 'blocks'"
-            ).fetchall()
+            self._created = not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'blocks'").fetchall()
             conn.executescript(_SCHEMA)
         except BaseException:
             conn.close()
@@ -220,9 +218,7 @@ class PackIndex:
                     os.replace(building, self.path)
                 fsync_dir(self.path.parent)
             except OSError as exc:
-                raise StoreError(
-                    f"cannot put the rebuilt index in place at {self.path}: {exc.strerror}"
-                ) from None
+                raise StoreError(f"cannot put the rebuilt index in place at {self.path}: {exc.strerror}") from None
         finally:
             _remove_database(building)
         return count
@@ -231,9 +227,7 @@ class PackIndex:
 
     def lookup(self, digest: bytes) -> Location | None:
         with self._db() as conn:
-            row = conn.execute(
-                "SELECT pack, offset, length FROM blocks WHERE digest = ?", (digest,)
-            ).fetchone()
+            row = conn.execute("SELECT pack, offset, length FROM blocks WHERE digest = ?", (digest,)).fetchone()
         return None if row is None else (row[0], row[1], row[2])
 
     def present(self, digests: list[bytes]) -> set[bytes]:
@@ -278,9 +272,7 @@ class PackIndex:
             conn.execute("DELETE FROM temp.keep")
             conn.executemany("INSERT OR IGNORE INTO temp.keep VALUES (?)", ((d,) for d in keep))
             dead = "FROM blocks WHERE digest NOT IN (SELECT digest FROM temp.keep)"
-            removed, removed_bytes = conn.execute(
-                f"SELECT count(*), coalesce(sum(length), 0) {dead}"
-            ).fetchone()
+            removed, removed_bytes = conn.execute(f"SELECT count(*), coalesce(sum(length), 0) {dead}").fetchone()
             conn.execute(f"DELETE {dead}")
             conn.execute("DELETE FROM temp.keep")
             (kept,) = conn.execute("SELECT count(*) FROM blocks").fetchone()
@@ -291,9 +283,7 @@ class PackIndex:
     def live_packs(self) -> dict[str, tuple[int, int]]:
         """pack name -> (blocks indexed in it, their total length)."""
         with self._db() as conn:
-            rows = conn.execute(
-                "SELECT pack, count(*), sum(length) FROM blocks GROUP BY pack"
-            ).fetchall()
+            rows = conn.execute("SELECT pack, count(*), sum(length) FROM blocks GROUP BY pack").fetchall()
         return {pack: (count, size) for pack, count, size in rows}
 
     def rows_in(self, pack: str) -> list[Row]:

@@ -36,9 +36,7 @@ class WriteBatch:
     each; close() deletes the pack if none of its records got indexed. The pack's name starts
     with its creation time, so names sort oldest first."""
 
-    def __init__(
-        self, index: PackIndex, packs_dir: Path, *, replace: bool = False, sync: bool = False
-    ) -> None:
+    def __init__(self, index: PackIndex, packs_dir: Path, *, replace: bool = False, sync: bool = False) -> None:
         self._index = index
         self._packs_dir = packs_dir
         self._root = packs_dir.parent  # the store, for error messages

@@ -16,9 +16,9 @@ Fields are written in field-number order, as Go's protobuf marshaller (used by K
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Iterable
 
 from tributa.store.errors import StoreError
 from tributa.store.varint import decode_uvarint, encode_uvarint

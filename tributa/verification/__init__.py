@@ -44,6 +44,13 @@ from tributa.verification.judge import ClaimCheck, Judge
 from tributa.verification.params import VerificationParams
 
 __all__ = [
-    "AgreeingSet", "Answer", "ClaimCheck", "ClaimChecker", "Judge", "VerificationParams",
-    "agreeing_set", "agreeing_sets", "embeddings_agree",
+    "AgreeingSet",
+    "Answer",
+    "ClaimCheck",
+    "ClaimChecker",
+    "Judge",
+    "VerificationParams",
+    "agreeing_set",
+    "agreeing_sets",
+    "embeddings_agree",
 ]

@@ -4,7 +4,8 @@ the claim's bookkeeping (prompt length, finish reason, text) is what that model 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tributa.runtime.errors import InferenceInputError
 
@@ -19,15 +20,15 @@ class Rescorer(Protocol):
     stop_ids: frozenset[int]
     tokenizer: Any
 
-    def _prompt_ids(self, request: "GenerationRequest") -> list[int]: ...
+    def _prompt_ids(self, request: GenerationRequest) -> list[int]: ...
     def _vocab_size(self) -> int: ...
-    def rescore(self, request: "GenerationRequest", claimed_token_ids: Sequence[int]) -> list[float]: ...
+    def rescore(self, request: GenerationRequest, claimed_token_ids: Sequence[int]) -> list[float]: ...
 
 
 class ClaimChecker:
     """Checks claimed outputs of one generation request on the verifier's runner."""
 
-    def __init__(self, runner: Rescorer, request: "GenerationRequest", logit_margin: float) -> None:
+    def __init__(self, runner: Rescorer, request: GenerationRequest, logit_margin: float) -> None:
         self.runner = runner
         self.request = request
         self.logit_margin = logit_margin
@@ -57,7 +58,7 @@ class ClaimChecker:
             return why
         try:
             decoded = self.runner.tokenizer.decode(ids, skip_special_tokens=True)
-        except Exception as exc:  # whatever the tokenizer refuses is this claim's fault alone
+        except Exception as exc:  # whatever the tokenizer refuses is this claim's fault alone  # noqa: BLE001
             return f"token_ids do not decode: {type(exc).__name__}"
         if claim.get("text") != decoded:
             return "text is not the decoding of token_ids"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from tributa.errors import TributaError
 from tributa.verification.embeddings import embeddings_agree
@@ -18,6 +19,8 @@ _IDENTITY = ("model", "adapter", "prompt_tokens")
 class RescoreFailed(TributaError, RuntimeError):
     """The verifier's model could not judge a claim (a crash, not a rejection): the task's verdict
     must wait or fail, never fall back to byte equality."""
+
+
 log = logging.getLogger("tributa.verification")
 
 
@@ -25,7 +28,9 @@ class Judge:
     """The rule for one task. Generations that differ need `check_claim` (the verifier's own
     model); without it only equal generations agree, as digests did."""
 
-    def __init__(self, params: VerificationParams = VerificationParams(), check_claim: ClaimCheck | None = None) -> None:
+    def __init__(
+        self, params: VerificationParams = VerificationParams(), check_claim: ClaimCheck | None = None
+    ) -> None:
         self.params = params
         self.check_claim = check_claim
         self._verdicts: dict[bytes, str | None] = {}  # one rescoring per distinct claim
@@ -56,7 +61,9 @@ class Judge:
                 except Exception as exc:
                     # Not a verdict on this claim: falling back to equal bytes here would let one
                     # claim that breaks the check get honest hardware-variant answers slashed.
-                    raise RescoreFailed(f"the verifier could not rescore a claimed generation: {type(exc).__name__}: {exc}") from exc
+                    raise RescoreFailed(
+                        f"the verifier could not rescore a claimed generation: {type(exc).__name__}: {exc}"
+                    ) from exc
         return self._verdicts[output]
 
 

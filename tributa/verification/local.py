@@ -10,8 +10,9 @@ claim is rescored in this process on `registry` (default: a float32 CPU one)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from tributa.catalog import LocalModel
 from tributa.verification.generation import ClaimChecker
@@ -22,8 +23,13 @@ log = logging.getLogger("tributa.verification")
 
 
 def claim_checker(
-    base: LocalModel, adapters: list[LocalModel], input_bytes: bytes, max_new_tokens: int, logit_margin: float,
-    run_callable: Callable[..., Any] | None = None, registry: Any = None,
+    base: LocalModel,
+    adapters: list[LocalModel],
+    input_bytes: bytes,
+    max_new_tokens: int,
+    logit_margin: float,
+    run_callable: Callable[..., Any] | None = None,
+    registry: Any = None,
 ) -> ClaimCheck:
     """Checks claimed generations of the job (`base`, `adapters`, `input_bytes`) against this
     machine's model. JobInputError if the input is not a job."""
@@ -37,8 +43,14 @@ def claim_checker(
     request = generation_request(spec, payload)
     if run_callable is not None:
         folders = [Path(str(spec.model_path))] + ([Path(str(spec.adapter_path))] if spec.adapter is not None else [])
-        fields = (str(spec.model_path), spec.adapter, None if spec.adapter is None else str(spec.adapter_path),
-                  request.prompt, request.max_new_tokens, request.chat)
+        fields = (
+            str(spec.model_path),
+            spec.adapter,
+            None if spec.adapter is None else str(spec.adapter_path),
+            request.prompt,
+            request.max_new_tokens,
+            request.chat,
+        )
         return lambda claim: run_callable(rescore_claim, *fields, claim, logit_margin, read_only=folders)
     loaded: list[ClaimChecker] = []
 

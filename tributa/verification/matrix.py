@@ -8,9 +8,9 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import torch
 
@@ -20,8 +20,12 @@ from tributa.runtime.jobs import embedding_output, generation_output
 
 
 def generation_outputs(
-    base_dir: Path, adapters: dict[str, Path], requests: Sequence[GenerationRequest],
-    dtype: str = "float32", batch: bool = False, threads: int | None = None,
+    base_dir: Path,
+    adapters: dict[str, Path],
+    requests: Sequence[GenerationRequest],
+    dtype: str = "float32",
+    batch: bool = False,
+    threads: int | None = None,
 ) -> list[bytes]:
     """Canonical outputs of `requests` on a fresh CPU runner: one by one, or as one batch."""
     runner = GenerationRunner(base_dir, device="cpu", dtype=dtype)
@@ -56,8 +60,13 @@ def in_child(env: dict[str, str], kind: str, **kwargs) -> list[bytes]:
     like ATEN_CPU_CAPABILITY are read once, when torch loads)."""
     args = json.dumps({"kind": kind, "kwargs": kwargs}, default=_plain)
     done = subprocess.run(
-        [sys.executable, "-m", "tributa.verification.matrix"], input=args, capture_output=True,
-        text=True, env={**os.environ, **env}, check=False, timeout=900,
+        [sys.executable, "-m", "tributa.verification.matrix"],
+        input=args,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        check=False,
+        timeout=900,
     )
     if done.returncode != 0:
         raise RuntimeError(f"child run failed: {done.stderr[-2000:]}")
@@ -68,7 +77,12 @@ def _plain(value: object) -> object:
     if isinstance(value, Path):
         return str(value)
     if isinstance(value, GenerationRequest):
-        return {"prompt": value.prompt, "adapter": value.adapter, "max_new_tokens": value.max_new_tokens, "chat": value.chat}
+        return {
+            "prompt": value.prompt,
+            "adapter": value.adapter,
+            "max_new_tokens": value.max_new_tokens,
+            "chat": value.chat,
+        }
     raise TypeError(f"cannot send {type(value).__name__} to the child")
 
 

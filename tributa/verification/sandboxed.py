@@ -9,8 +9,14 @@ from typing import Any
 
 
 def rescore_claim(
-    base_dir: str, adapter: str | None, adapter_dir: str | None, prompt: str, max_new_tokens: int, chat: bool,
-    claim: dict[str, Any], logit_margin: float,
+    base_dir: str,
+    adapter: str | None,
+    adapter_dir: str | None,
+    prompt: str,
+    max_new_tokens: int,
+    chat: bool,
+    claim: dict[str, Any],
+    logit_margin: float,
 ) -> str | None:
     """ClaimChecker's verdict on `claim` (None: accepted), on a float32 CPU copy of the model.
     Runs in the worker: a module-level function taking and returning JSON-able values."""
