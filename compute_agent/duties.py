@@ -61,8 +61,12 @@ def duty_for(
     if not answered_too and committee.posted_digest(request_id, agent).call() != bytes(32):
         return None
     state = request_state(contracts, request_id)
-    if state != CHALLENGED and not (state != 0 and committee.silent(request_id, agent).call()):
-        return None
+    if state != CHALLENGED:
+        # Resolved: only a member recorded silent may still prove it answered, until the deadline.
+        if state == 0 or not committee.silent(request_id, agent).call():
+            return None
+        if contracts.w3.eth.get_block("latest")["timestamp"] > committee.deadline_of(request_id).call():
+            return None
     tip = contracts.w3.eth.block_number
     challenge = find_logs(contracts, contracts.ai_oracle.events.Challenged, request_id, challenged_at or tip)
     if challenge is None:
@@ -109,7 +113,10 @@ class DutyWatcher:
         until its verdict is on-chain (`failed` spaces its retries), or its deadline passes."""
         if self.contracts.ai_oracle is None or self.contracts.committee is None:
             return []
-        self._read_challenges()
+        try:
+            self._read_challenges()
+        except Exception as exc:  # noqa: BLE001 -- a refused or failed query: read again next time; the pending still run
+            log.warning("reading Challenged events failed (read again in %.0fs): %s", CHECK_EVERY_S, exc)
         now = time.time()
         duties = []
         for rid, pending in sorted(self._pending.items()):
@@ -131,10 +138,15 @@ class DutyWatcher:
                 duties.append(duty)
         return duties
 
-    def failed(self, request_id: int, why: str) -> None:
-        """The duty could not be answered now: try again after a backoff."""
+    def failed(self, request_id: int, why: str, again: bool = True) -> None:
+        """The duty could not be answered now: try again after a backoff (or, `again` False, a
+        failure that would only repeat: never)."""
         pending = self._pending.get(request_id)
         if pending is None:
+            return
+        if not again:
+            del self._pending[request_id]
+            log.error("committee duty on request %s given up: %s", request_id, why)
             return
         pending.tries += 1
         delay = min(RETRY_MAX_S, CHECK_EVERY_S * 2 ** (pending.tries - 1))

@@ -55,6 +55,10 @@ POLL_BACKOFF_MAX_S = 5.0
 MAX_DUTIES_IN_FLIGHT = 2
 # The most a posted output named by its CID is read of (a generation's canonical JSON is far smaller).
 MAX_POSTED_OUTPUT_BYTES = 16 * 2**20
+# A posted CID output still unavailable this close to the committee deadline is judged wrong.
+WITHHELD_OUTPUT_S = 300
+# Own runs kept for duties being retried (a re-execution is not repeated per try).
+MAX_DUTIES_KEPT = 16
 
 
 def backoff_delay(failures: int, maximum_s: float, hint_s: float | None = None) -> float:
@@ -250,6 +254,8 @@ class Agent:
         self.duty_watcher = None  # a DutyWatcher: challenges this agent must judge, read on-chain (bootstrap sets it)
         self._duty_lock = threading.Lock()
         self._post_lock = threading.Lock()
+        self._own_outputs: dict[int, bytes] = {}  # request id -> this member's run, kept across a duty's tries
+        self._not_requests: set[int] = set()  # task ids AIOracle has no request for
         self._duty_answers: dict[int, Future] = {}  # request id -> the output this member signs
 
     def servable_models(self) -> list[int]:
@@ -481,9 +487,11 @@ class Agent:
         """(the committee duty, None) for a challenged request this agent must judge, (None, None)
         for an ordinary task, or (None, why not) for an AIOracle request that awaits no result
         from this agent: the oracle's offer decides none of it, the chain does."""
-        if self.contracts.ai_oracle is None:
+        if self.contracts.ai_oracle is None or task_id in self._not_requests:
             return None, None
         state = request_state(self.contracts, task_id)
+        if state == 0:  # no AIOracle request, now or ever: asked once per task
+            self._not_requests.add(task_id)
         if state in (0, REQUESTED):  # not a request, or one awaiting its answer: an ordinary job
             return None, None
         try:
@@ -516,9 +524,11 @@ class Agent:
             )
             if not self._post_verdict(rid, digest, signature):
                 raise TributaError("the verdict could not be posted on-chain")
-        except Exception as exc:  # the duty waits for another try, never the agent  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 -- the duty waits for another try, never the agent
+            # A limit, an oversized output or a bad input would only fail the same way again.
+            again = not isinstance(exc, (sandbox.JobLimitExceeded, OversizedContent, JobInputError))
             if self.duty_watcher is not None:
-                self.duty_watcher.failed(rid, f"{type(exc).__name__}: {exc}")
+                self.duty_watcher.failed(rid, f"{type(exc).__name__}: {exc}", again)
             return JobOutcome(
                 -1, rid, False, error=f"{type(exc).__name__}: {exc}", seconds=time.perf_counter() - started
             )
@@ -547,12 +557,28 @@ class Agent:
     def _answer_duty(self, duty: Duty, model: ModelInfo, base: LocalModel, adapters: list[LocalModel]) -> bytes:
         """What this member signs: the posted output when the acceptance rule accepts it beside its
         own run (an honest answer from other hardware is upheld), else its own. Whatever keeps it
-        from judging the posted output raises: no verdict rather than a vote against."""
-        own = self.executor.run(base, adapters, duty.input_bytes, model.serving.max_new_tokens)
-        posted = posted_result(self.contracts, duty.request_id)
+        from judging the posted output raises: no verdict rather than a vote against; but a posted
+        CID whose bytes nobody serves by the last WITHHELD_OUTPUT_S of the committee window is
+        judged as the wrong answer it cannot be shown not to be (else an absent oracle would
+        silence the committee)."""
+        rid = duty.request_id
+        if rid not in self._own_outputs:
+            self._own_outputs[rid] = self.executor.run(base, adapters, duty.input_bytes, model.serving.max_new_tokens)
+            while len(self._own_outputs) > MAX_DUTIES_KEPT:
+                self._own_outputs.pop(next(iter(self._own_outputs)))
+        own = self._own_outputs[rid]
+        posted = posted_result(self.contracts, rid)
         if posted is None:
-            raise DutyUnreadable(f"request {duty.request_id}: no posted result found")
-        claimed = posted.output_bytes(lambda cid: self.fetch_input(cid, None, MAX_POSTED_OUTPUT_BYTES))
+            raise DutyUnreadable(f"request {rid}: no posted result found")
+        try:
+            claimed = posted.output_bytes(lambda cid: self.fetch_input(cid, None, MAX_POSTED_OUTPUT_BYTES))
+        except (TributaError, StoreError) as exc:
+            if time.time() < duty.resolve_by - WITHHELD_OUTPUT_S:
+                raise
+            log.warning(
+                "request %s: the posted output's bytes are still unavailable (%s): this run's output signed", rid, exc
+            )
+            return own
         params = model_params(self.contracts.registry, model.model_id)
         judge = Judge(
             params,
@@ -562,8 +588,7 @@ class Agent:
                 duty.input_bytes,
                 model.serving.max_new_tokens,
                 params.logit_margin,
-                run_callable=self._rescore_in,
-                registry=getattr(self.executor, "registry", None),
+                run_callable=self._rescore_in,  # else in this process, on a float32 CPU copy
             ),
         )
         return committee_answer(claimed, own, judge)

@@ -97,6 +97,10 @@ def test_block_ranges__a_range_not_marked_done__is_handed_out_again(world):
     assert ranges.take() == first  # the query failed: the same range again, never skipped
     ranges.done(first)
     assert ranges.take() is None  # nothing new
+    behind = BlockRanges(w3, 1, every_s=0, max_span=2)  # a node that refuses wide log ranges
+    assert behind.take() == (1, 2)
+    behind.done((1, 2))
+    assert behind.take() == (3, 4)  # catching up a range per check
 
 
 @pytest.mark.parametrize("form", ["v0", "v1"])

@@ -10,6 +10,7 @@ claim is rescored in this process on `registry` (default: a float32 CPU one)."""
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -66,16 +67,18 @@ def claim_checker(
 
 
 _CPU_FLOAT32: list[Any] = []
+_CPU_FLOAT32_LOCK = threading.Lock()
 
 
 def _cpu_float32():
     """The registry claims are rescored on without one given: float32 on the CPU, whatever the
-    machine serves with, as in the sandboxed rescoring."""
+    machine serves with, as in the sandboxed rescoring (one per process: its models stay loaded)."""
     from tributa.runtime.jobs import RunnerRegistry
 
-    if not _CPU_FLOAT32:
-        _CPU_FLOAT32.append(RunnerRegistry("cpu", "float32"))
-    return _CPU_FLOAT32[0]
+    with _CPU_FLOAT32_LOCK:
+        if not _CPU_FLOAT32:
+            _CPU_FLOAT32.append(RunnerRegistry("cpu", "float32"))
+        return _CPU_FLOAT32[0]
 
 
 def committee_answer(posted: bytes | None, own: bytes, judge: Judge) -> bytes:
