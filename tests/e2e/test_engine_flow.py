@@ -1,7 +1,7 @@
 """Any Hugging Face causal LM, end to end on Anvil: a random-init Llama the test builds and saves
 with its tokenizer, plus a real peft LoRA adapter, served by an agent's serving engine
 (`--no-sandbox`, capacity 4: jobs leased together reach the engine together; that they then run
-as one mixed-adapter batch with batch-1 tokens is tests/agent/test_engine.py's to show)."""
+as one mixed-adapter batch with batch-1 tokens is tests/runtime/test_engine.py's to show)."""
 
 from __future__ import annotations
 
