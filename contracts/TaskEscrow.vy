@@ -413,6 +413,7 @@ def fail_task(task_id: uint256, reason: String[128], silent: DynArray[ITaskEscro
     self._check_oracle()
     a: uint256 = self._task_a[task_id]
     assert (a >> _STATE_SHIFT) & _MASK_8 == OPEN, "escrow: task not open"
+    assert self._may_end(a), "escrow: only its requesting oracle ends this task"
     assert len(silent) <= (a >> _K_SHIFT) & _MASK_8, "escrow: more agents than k"
     for i: uint256 in range(len(silent), bound=5):
         for j: uint256 in range(i + 1, len(silent), bound=5):
@@ -822,6 +823,18 @@ def _requester(a: uint256) -> address:
 
 
 @internal
+@view
+def _may_end(a: uint256) -> bool:
+    """
+    @dev A task posted by an oracle (AIOracle: its challenge window and committee
+         decide the result) is settled or failed by that oracle alone; another
+         oracle key ending it would skip them.
+    """
+    requester: address = self._requester(a)
+    return requester == msg.sender or not self.is_oracle[requester]
+
+
+@internal
 @pure
 def _with_state(a: uint256, state: uint256) -> uint256:
     return (a & ~(_MASK_8 << _STATE_SHIFT)) | (state << _STATE_SHIFT)
@@ -919,6 +932,8 @@ def _validate(s: ITaskEscrow.Settlement) -> String[64]:
     a: uint256 = self._task_a[s.task_id]
     if (a >> _STATE_SHIFT) & _MASK_8 != OPEN:
         return "escrow: task not open"
+    if not self._may_end(a):
+        return "escrow: only its requesting oracle ends this task"
     if block.timestamp > (a >> _DEADLINE_SHIFT) & _MASK_40:
         return "escrow: deadline passed"
     n_agents: uint256 = len(s.agents)

@@ -438,7 +438,18 @@ class Settler:
             tasks = s.execute(select(Task).where(Task.state == TaskState.FAILING)).scalars().all()
             if tasks and chain_time is None:
                 chain_time = self._chain_time()
-            failing = [(t.task_id, t.reason or "failed", self._silent_agents(s, t, chain_time)) for t in tasks]
+            # A contract's request is ended by AIOracle alone (its `expire`, once nobody answered by
+            # its fulfil-by time, fails and refunds it): the escrow refuses this key's fail_task.
+            owned = {t.task_id for t in tasks if self.callbacks is not None and self.callbacks.owns(t)}
+            for t in tasks:
+                if t.task_id in owned:
+                    t.state = TaskState.FAILED
+                    log.warning("request %s cannot be answered (%s): AIOracle's expire refunds it", t.task_id, t.reason)
+            failing = [
+                (t.task_id, t.reason or "failed", self._silent_agents(s, t, chain_time))
+                for t in tasks
+                if t.task_id not in owned
+            ]
         done = 0
         for task_id, reason, silent in failing:
             if silent and not self._slashable(task_id):

@@ -780,12 +780,25 @@ def test_expire__unanswered_request__refunds_fee_and_reserve_to_the_refund_addre
     assert boa.env.get_balance(ao.w.requester) - before == fee + x.GAS_LIMIT * x.GAS_PRICE
 
 
+def test_escrow__another_oracle_key__can_neither_settle_nor_fail_a_request_only_its_aioracle_ends(ao):
+    # Else one oracle key would decide a contract's answer alone, skipping the window and the committee.
+    rid = x.request(ao)
+    s = h.settlement(rid, agents=[], agent_fee=0, result=ANSWER, escrow=ao.escrow)
+    with boa.env.prank(ao.w.oracle):
+        with boa.reverts("escrow: only its requesting oracle ends this task"):
+            ao.escrow.settle(s)
+        with boa.reverts("escrow: only its requesting oracle ends this task"):
+            ao.escrow.fail_task(rid, "agents gone", [])
+        assert ao.escrow.settle_batch([s]) == [False]
+    assert ao.escrow.task(rid)[7] == h.OPEN
+    x.fulfill(ao, rid, OUT, x.settlement_for(ao, rid, OUT))  # AIOracle itself still can
+    x.assert_conserved(ao, [rid])
+
+
 def test_expire__task_refunded_in_the_escrow_by_someone_else__still_credits_the_fee(ao):
     rid = x.request(ao)
-    with boa.env.prank(ao.w.oracle):
-        ao.escrow.fail_task(rid, "agents gone", [])
-    ao.escrow.refund(rid)  # anyone may
-    boa.env.time_travel(seconds=x.RESPONSE_WINDOW + 1)
+    boa.env.time_travel(seconds=ao.oracle.request(rid).escrow_deadline - boa.env.timestamp + 1)
+    ao.escrow.refund(rid)  # anyone may, past the escrow deadline
     fee = ao.escrow.task(rid)[3]
     with boa.env.prank(ao.w.stranger):
         ao.oracle.expire(rid)
