@@ -23,27 +23,9 @@ from tributa.ml.smollm_adapters import ensure_smollm2_demo
 from tributa.runtime.generation import GenerationRequest, GenerationRunner
 from tributa.runtime.jobs import canonical_json, embedding_output, generation_output
 from tributa.verification import ClaimChecker, Judge, VerificationParams
-from tributa.verification.matrix import embedding_outputs, generation_outputs, in_child
+from tributa.verification.matrix import SUBJECTS, TEXTS, embedding_outputs, generation_outputs, in_child
 
 GPT2 = VerificationParams(logit_margin=0.1)
-SUBJECTS = (
-    "The moon",
-    "A good soup",
-    "The old fox",
-    "Stars at night",
-    "My grandmother",
-    "The river",
-    "A small robot",
-    "The king",
-    "Bread dough",
-    "The comet",
-    "In the forest",
-    "The recipe",
-    "Once upon a time",
-    "The telescope",
-    "A hungry wolf",
-    "Garlic and onions",
-)
 SMOLLM_PROMPTS = (
     "The capital of France is",
     "Water boils at",
@@ -64,7 +46,6 @@ SWAP_PROMPTS = (
     "In the forest",
     "Stir the",
 )
-TEXTS = [f"{s} is sentence {i} of the embedding check." for i, s in enumerate(SUBJECTS * 4)]
 NEW_TOKENS = 24
 REPEATS = 5
 QUIET = {"progress": lambda _: None}

@@ -17,29 +17,10 @@ from tributa.ml.models import ensure_demo_models
 from tributa.runtime.generation import GenerationRequest, GenerationRunner
 from tributa.runtime.jobs import canonical_json, embedding_output, generation_output
 from tributa.verification import Answer, ClaimChecker, Judge, VerificationParams, agreeing_sets
-from tributa.verification.matrix import embedding_outputs, generation_outputs, in_child
+from tributa.verification.matrix import SUBJECTS, TEXTS, embedding_outputs, generation_outputs, in_child
 
 # The demo GPT-2's adapters are close to each other: its registered margin is tighter than the default.
 GPT2 = VerificationParams(logit_margin=0.1)
-SUBJECTS = (
-    "The moon",
-    "A good soup",
-    "The old fox",
-    "Stars at night",
-    "My grandmother",
-    "The river",
-    "A small robot",
-    "The king",
-    "Bread dough",
-    "The comet",
-    "In the forest",
-    "The recipe",
-    "Once upon a time",
-    "The telescope",
-    "A hungry wolf",
-    "Garlic and onions",
-)
-TEXTS = [f"{s} is sentence {i} of the embedding check." for i, s in enumerate(SUBJECTS * 4)]
 
 
 @pytest.fixture(scope="module")

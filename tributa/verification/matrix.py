@@ -18,6 +18,28 @@ from tributa.runtime.embedding import EmbeddingRunner
 from tributa.runtime.generation import GenerationRequest, GenerationRunner
 from tributa.runtime.jobs import embedding_output, generation_output
 
+# The inputs every variation is run on: prompt subjects (the generation check) and texts of one
+# template (the embedding check), shared by tests/oracle/test_verification.py and bench/verify_bench.py.
+SUBJECTS = (
+    "The moon",
+    "A good soup",
+    "The old fox",
+    "Stars at night",
+    "My grandmother",
+    "The river",
+    "A small robot",
+    "The king",
+    "Bread dough",
+    "The comet",
+    "In the forest",
+    "The recipe",
+    "Once upon a time",
+    "The telescope",
+    "A hungry wolf",
+    "Garlic and onions",
+)
+TEXTS = [f"{s} is sentence {i} of the embedding check." for i, s in enumerate(SUBJECTS * 4)]
+
 
 def generation_outputs(
     base_dir: Path,
