@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     BigInteger,
@@ -380,6 +381,21 @@ class Database:
         with self.session() as s:
             row = s.get(Cursor, name)
             return row.block_number if row else None
+
+
+_Row = TypeVar("_Row", bound=Base)
+
+
+class RowMissing(TributaError, LookupError):
+    """A row the caller's logic says exists is not in the database (a bug or a concurrent delete)."""
+
+
+def get_or_raise(session: Session, model: type[_Row], key: Any, **options: Any) -> _Row:
+    """`session.get` for rows that must exist: a clear error instead of an AttributeError on None later."""
+    row = session.get(model, key, **options)
+    if row is None:
+        raise RowMissing(f"no {model.__name__} row {key!r}")
+    return row
 
 
 def now() -> float:
