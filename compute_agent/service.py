@@ -16,6 +16,7 @@ from pathlib import Path
 
 from compute_agent.client import JobClient, OracleRefused, OracleUnavailable, OversizedContent
 from compute_agent.duties import Duty, DutyUnreadable, duty_for
+from compute_agent.metrics import AgentMetrics
 from tributa import private
 from tributa.ai_oracle import REQUESTED, posted_result, request_state
 from tributa.catalog import MAX_BLOCK_BYTES, FolderRefused, LocalModel, ModelCatalog, fetch_folder
@@ -24,7 +25,6 @@ from tributa.chain.eip712 import sign_lease, sign_result
 from tributa.chain.tx import Signer
 from tributa.crypto import CryptoError, decrypt_with
 from tributa.errors import TributaError
-from tributa.metrics import AgentMetrics
 from tributa.registry import ModelInfo, list_models, read_model
 from tributa.runtime import sandbox
 from tributa.runtime.executor import JobInputError, JobRunner

@@ -30,12 +30,12 @@ from oracle.auth import RateLimited, RequestAuthenticator, check_contract_signat
 from oracle.content import MAX_UPLOAD_BYTES, UPLOADS_AT_ONCE, ContentBook, parse_purpose
 from oracle.db import AgentSeen, Database, Job, JobState, Task, now
 from oracle.jobs import JobBook, RequestRefused, Submission, agreement, parse_lease_signature
+from oracle.metrics import OracleMetrics
 from oracle.outages import Outages, Unavailable, classify_outage
 from oracle.rpc import RpcUnavailable
 from tributa.chain.eip712 import recover_result_signer
 from tributa.errors import TributaError
 from tributa.json_input import depth_ok
-from tributa.metrics import OracleMetrics
 from tributa.store import cid as cidlib
 
 log = logging.getLogger("tributa.oracle.api")

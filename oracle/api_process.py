@@ -252,10 +252,10 @@ def _serve(spec: ApiSpec, clock: SharedClock, metrics_queue, parent_pid: int) ->
     from oracle.content import ContentBook
     from oracle.db import Database
     from oracle.jobs import JobBook
+    from oracle.metrics import OracleMetrics, apply_relayed
     from oracle.service import AgentDirectory
     from oracle.status import task_counts
     from tributa.chain.contracts import load_contracts
-    from tributa.metrics import OracleMetrics, apply_relayed
     from tributa.store import open_store
 
     contracts, db, store = _open_parts(spec, load_contracts, Database, open_store)

@@ -19,6 +19,7 @@ from oracle.content import UploadLimits
 from oracle.db import Database, database_url
 from oracle.ingest import Ingestor
 from oracle.jobs import JobBook
+from oracle.metrics import RelayedMetrics
 from oracle.outages import Outages, classify_outage
 from oracle.rpc import Backoff, RpcUnavailable, describe, endpoint, is_transient
 from oracle.settler import Attributor, FeePolicy, Settler
@@ -31,7 +32,6 @@ from tributa.chain.tx import Signer
 from tributa.config import Settings
 from tributa.crypto import check_public_key_owner, public_key_of
 from tributa.errors import ChainError
-from tributa.metrics import RelayedMetrics
 from tributa.store import open_store
 
 log = logging.getLogger("tributa.oracle")

@@ -17,6 +17,7 @@ from web3 import Web3
 from oracle.auth import contract_signature_problem
 from oracle.db import Database, Job, JobState, Task, TaskState, now
 from oracle.ingest import EventDecoder
+from oracle.metrics import OracleMetrics, WorkerMetrics
 from oracle.outages import is_outage
 from oracle.txmanager import NotSent, TxManager
 from oracle.verify import Reexecute, Verdict, decide, spot_check_selected
@@ -24,7 +25,6 @@ from tributa import private
 from tributa.chain.contracts import Contracts
 from tributa.chain.tx import Signer
 from tributa.errors import ChainError, ContractRevert
-from tributa.metrics import OracleMetrics
 from tributa.store import cid as cidlib
 from tributa.verification import Judge, VerificationParams
 from tributa.verification.params import model_params
@@ -96,7 +96,7 @@ class Settler:
         reexecute: Reexecute | None = None,
         spot_check_fraction: float = 0.0,
         spot_check_seed: bytes = b"",
-        metrics: OracleMetrics | None = None,
+        metrics: WorkerMetrics | None = None,
         verification: VerificationParams = VerificationParams(),
         oracle_key: bytes | None = None,
         callbacks: CallbackRelay | None = None,
@@ -118,7 +118,7 @@ class Settler:
         self.spot_check_fraction = spot_check_fraction
         self.spot_check_seed = spot_check_seed
         self.verification = verification
-        self.metrics = metrics or OracleMetrics()
+        self.metrics: WorkerMetrics = metrics or OracleMetrics()
         self.protocol_fee_bps = self.escrow.functions.protocol_fee_bps().call()
         self.data_share_bps = self.escrow.functions.data_share_bps().call()
         self._decoder = EventDecoder(self.escrow, ("TaskSettled", "SettlementRejected"))

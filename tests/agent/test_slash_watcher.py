@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 
+from compute_agent.metrics import AgentMetrics
 from compute_agent.slashes import SlashWatcher
 from tests.helpers import OracleParts, advance_time, ensure_agent, post_raw_task, register_test_model
 from tributa.chain.eip712 import sign_lease
-from tributa.metrics import AgentMetrics
 from tributa.store import cid as cidlib
 
 

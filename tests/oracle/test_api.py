@@ -12,10 +12,10 @@ from compute_agent.client import JobClient
 from oracle.api import create_app
 from oracle.auth import RequestAuthenticator
 from oracle.db import Job, JobState, TaskState
+from oracle.metrics import OracleMetrics
 from oracle.service import AgentDirectory
 from tests.helpers import OracleParts, ensure_agent, post_raw_task, register_test_model, signer_for
 from tributa.chain.eip712 import recover_lease_signer, sign_lease, sign_result
-from tributa.metrics import OracleMetrics
 from tributa.store import cid as cidlib
 
 
@@ -227,7 +227,7 @@ def test_poll__input_over_the_inline_limit__is_fetched_by_cid(api, contracts, si
 def test_metrics_relay__worker_updates_reach_the_api_process_registry():
     import multiprocessing
 
-    from tributa.metrics import OracleMetrics, RelayedMetrics, apply_relayed
+    from oracle.metrics import OracleMetrics, RelayedMetrics, apply_relayed
 
     queue = multiprocessing.get_context("fork").Queue()
     relayed = RelayedMetrics(queue)

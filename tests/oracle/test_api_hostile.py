@@ -22,12 +22,12 @@ from bench.loopback import raw_request
 from oracle.api import classify_outage, create_app
 from oracle.auth import MALLEABILITY_THRESHOLD, SECP256K1_N, AgentLimiter, BoundedCache, RequestAuthenticator
 from oracle.db import AgentSeen, Job, JobState
+from oracle.metrics import OracleMetrics
 from oracle.service import AgentDirectory
 from tests.helpers import ensure_agent, register_test_model, signer_for
 from tests.oracle.test_api import Api, _lease_signature, _result, api, leased  # noqa: F401 (fixtures)
 from tributa.chain.eip712 import recover_result_signer, sign_result
 from tributa.devnet import free_port
-from tributa.metrics import OracleMetrics
 from tributa.store import cid as cidlib
 
 BIG_ID = 9223372036854775808  # 2**63: one past SQLite's INTEGER

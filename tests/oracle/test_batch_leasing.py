@@ -17,10 +17,10 @@ from oracle.api import create_app
 from oracle.auth import RequestAuthenticator
 from oracle.db import Database, Job, JobState, Task, TaskState
 from oracle.jobs import JobBook
+from oracle.metrics import OracleMetrics
 from oracle.service import AgentDirectory
 from tests.helpers import OracleParts, post_raw_task, register_test_model, signer_for
 from tests.oracle.support import backend_params, database_url
-from tributa.metrics import OracleMetrics
 from tributa.store import cid as cidlib
 from tributa.store import open_store
 

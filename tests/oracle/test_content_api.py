@@ -13,11 +13,11 @@ from oracle.api import create_app
 from oracle.auth import RequestAuthenticator
 from oracle.content import ContentBook, UploadLimits
 from oracle.db import Task, TaskState
+from oracle.metrics import OracleMetrics
 from oracle.service import AgentDirectory
 from tests.helpers import OracleParts, ensure_agent, post_raw_task, register_test_model, signer_for
 from tributa.chain.eip712 import request_headers
 from tributa.content_api import ContentApi, ContentApiError
-from tributa.metrics import OracleMetrics
 from tributa.store import cid as cidlib
 from tributa.store import open_store
 from tributa.store.car import iter_car

@@ -23,9 +23,9 @@ from schemathesis.generation import GenerationMode
 
 from oracle.api import create_app
 from oracle.auth import AgentLimiter, RequestAuthenticator
+from oracle.metrics import OracleMetrics
 from oracle.service import AgentDirectory
 from tests.oracle.test_api import Api, _result, api, leased  # noqa: F401 (fixtures)
-from tributa.metrics import OracleMetrics
 
 EXAMPLES = {GenerationMode.POSITIVE: 60, GenerationMode.NEGATIVE: 40}
 SIGNED_PREFIX = "/v1/jobs/"
