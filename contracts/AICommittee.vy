@@ -121,8 +121,8 @@ def bind(oracle_: address):
     log Bound(oracle=oracle_)
 
 
-@payable
 @external
+@payable
 def join(model_id: uint256):
     """
     @notice Puts the caller on `model_id`'s roster; it must be a staked agent
@@ -141,8 +141,8 @@ def join(model_id: uint256):
     log IAICommittee.CommitteeJoined(model_id=model_id, agent=msg.sender)
 
 
-@payable
 @external
+@payable
 def deposit():
     """
     @notice Adds msg.value to the caller's deposit (e.g. after a penalty).
@@ -252,8 +252,8 @@ def prune(model_id: uint256, agent: address):
     self._remove(model_id, agent)
 
 
-@view
 @external
+@view
 def roster(model_id: uint256) -> DynArray[address, MAX_ROSTER]:
     """
     @notice The agents on a model's roster.
@@ -301,8 +301,8 @@ def draw(model_id: uint256, request_id: uint256, need: uint256, exclude: address
     return picked
 
 
-@view
 @external
+@view
 def committee_of(candidates: DynArray[address, 5], original_agents: DynArray[address, 5]) -> DynArray[address, COMMITTEE_SIZE]:
     """
     @notice The committee: the first COMMITTEE_SIZE candidates that are not
@@ -380,8 +380,8 @@ def tally(task_id: uint256, candidates: DynArray[address, 5], settlement: Bytes[
     return t
 
 
-@view
 @external
+@view
 def corrections(
     settlement: Bytes[3904],
     digest: bytes32,

@@ -298,8 +298,8 @@ def __init__(
     self._set_params(gas_price_, agent_fee_, challenge_bond_, response_window_, committee_window_)
 
 
-@payable
 @external
+@payable
 def __default__():
     """
     @notice Takes ETH from the escrow only (its `withdraw` of this contract's credits).
@@ -310,8 +310,8 @@ def __default__():
 # ----------------------------------------------------------------- requests
 
 
-@payable
 @external
+@payable
 def request_callback(model_id: uint256, input: Bytes[_INPUT_ABI], callback: address, gas_limit: uint64, callback_data: Bytes[_DATA_ABI]) -> uint256:
     """
     @notice Asks for `model_id` to run on `input` and for the final output to
@@ -332,8 +332,8 @@ def request_callback(model_id: uint256, input: Bytes[_INPUT_ABI], callback: addr
     return self._request(model_id, input, callback, gas_limit, callback_data, msg.value)
 
 
-@payable
 @external
+@payable
 def requestCallback(modelId: uint256, input: Bytes[_INPUT_ABI], callbackContract: address, gasLimit: uint64, callbackData: Bytes[_DATA_ABI]) -> uint256:
     """
     @notice ORA OAO's name for `request_callback`.
@@ -341,8 +341,8 @@ def requestCallback(modelId: uint256, input: Bytes[_INPUT_ABI], callbackContract
     return self._request(modelId, input, callbackContract, gasLimit, callbackData, msg.value)
 
 
-@view
 @external
+@view
 def estimate_fee(model_id: uint256, gas_limit: uint256) -> uint256:
     """
     @notice What a request must pay: the escrow task fee (the model fee plus
@@ -358,8 +358,8 @@ def estimate_fee(model_id: uint256, gas_limit: uint256) -> uint256:
     return task_fee + gas_limit * self.gas_price
 
 
-@view
 @external
+@view
 def estimateFee(modelId: uint256, gasLimit: uint256) -> uint256:
     """
     @notice ORA OAO's name for `estimate_fee`.
@@ -473,8 +473,8 @@ def finalize(request_id: uint256, output: Bytes[MAX_OUTPUT_BYTES], settlement: B
 # --------------------------------------------------------------- challenges
 
 
-@payable
 @external
+@payable
 @nonreentrant
 def challenge(request_id: uint256):
     """
@@ -712,8 +712,8 @@ def sweep(to: address) -> uint256:
 # -------------------------------------------------------------------- views
 
 
-@view
 @external
+@view
 def request(request_id: uint256) -> Request:
     """
     @notice A request (all zero if unknown).
@@ -741,8 +741,8 @@ def request(request_id: uint256) -> Request:
     )
 
 
-@view
 @external
+@view
 def is_finalized(request_id: uint256) -> bool:
     """
     @notice Whether the request's result is final and was delivered.
@@ -752,8 +752,8 @@ def is_finalized(request_id: uint256) -> bool:
     return (self._req_a[request_id] >> _STATE_SHIFT) & _MASK_8 == FINAL
 
 
-@view
 @external
+@view
 def isFinalized(requestId: uint256) -> bool:
     """
     @notice ORA OAO's name for `is_finalized`.
@@ -761,8 +761,8 @@ def isFinalized(requestId: uint256) -> bool:
     return (self._req_a[requestId] >> _STATE_SHIFT) & _MASK_8 == FINAL
 
 
-@view
 @external
+@view
 def settlement_hash(request_id: uint256) -> bytes32:
     """
     @notice keccak256(abi_encode(settlement)) of the posted settlement.
@@ -772,8 +772,8 @@ def settlement_hash(request_id: uint256) -> bytes32:
     return self._settlement_hash[request_id]
 
 
-@view
 @external
+@view
 def challenge_window(model_id: uint256) -> uint256:
     """
     @notice The challenge window a request for `model_id` gets now.
@@ -783,8 +783,8 @@ def challenge_window(model_id: uint256) -> uint256:
     return self._window(model_id)
 
 
-@view
 @external
+@view
 def surplus() -> uint256:
     """
     @notice What `sweep` would send now.

@@ -124,99 +124,6 @@ struct _ModelInfo:
     name: String[64]
 
 
-event DatasetCommitted:
-    registrant: indexed(address)
-    commitment: indexed(bytes32)
-    expires_at: uint256
-
-event DatasetRegistered:
-    dataset_id: indexed(uint256)
-    owner: indexed(address)
-    content_digest: bytes32
-    metadata_digest: bytes32
-    terms: String[256]
-
-event ContributorsSet:
-    dataset_id: indexed(uint256)
-    version: indexed(uint256)
-    contributors_root: bytes32
-    contributors: DynArray[address, 1000]
-    shares_bps: DynArray[uint16, 1000]
-
-event DatasetTermsUpdated:
-    dataset_id: indexed(uint256)
-    terms: String[256]
-
-event DatasetDeactivated:
-    dataset_id: indexed(uint256)
-
-event DatasetTransferStarted:
-    dataset_id: indexed(uint256)
-    owner: indexed(address)
-    pending_owner: indexed(address)
-
-event DatasetOwnerChanged:
-    dataset_id: indexed(uint256)
-    previous_owner: indexed(address)
-    new_owner: indexed(address)
-
-event DatasetDisputeResolved:
-    dataset_id: indexed(uint256)
-    previous_owner: indexed(address)
-    new_owner: indexed(address)
-    evidence_digest: bytes32
-
-event ModelRegistered:
-    model_id: indexed(uint256)
-    publisher: indexed(address)
-    name: String[64]
-    weights_digest: bytes32
-    adapter_digests: DynArray[bytes32, 16]
-    dataset_ids: DynArray[uint256, 32]
-    dataset_weights_bps: DynArray[uint16, 32]
-    fee_per_task: uint256
-    fee_receiver: address
-
-event ModelFeeUpdated:
-    model_id: indexed(uint256)
-    fee_per_task: uint256
-
-event ModelServingTermsSet:
-    model_id: indexed(uint256)
-    max_new_tokens: uint256
-    min_cosine_ppm: uint256
-    logit_margin_milli: uint256
-
-event ModelFeeCutScheduled:
-    model_id: indexed(uint256)
-    fee_per_task: uint256
-    effective_at: uint256
-
-event ModelFeeReceiverUpdated:
-    model_id: indexed(uint256)
-    fee_receiver: indexed(address)
-
-event ModelActiveSet:
-    model_id: indexed(uint256)
-    active: bool
-
-event ModelDeactivationScheduled:
-    model_id: indexed(uint256)
-    effective_at: uint256
-
-event ImoLauncherSet:
-    launcher: indexed(address)
-
-event ImoBegun:
-    model_id: indexed(uint256)
-    launcher: indexed(address)
-
-event ImoEnded:
-    model_id: indexed(uint256)
-    launcher: indexed(address)
-    token: indexed(address)
-
-
 # @dev Dataset commitments per committer: block number (bits 0..63) |
 # timestamp (64..127) of the commit; 0 = none.
 _commitments: HashMap[address, HashMap[bytes32, uint256]]
@@ -291,7 +198,7 @@ def commit_dataset(commitment: bytes32):
     # expired one may be made again.
     assert word == 0 or block.timestamp > (word >> 64) + COMMIT_MAX_AGE, "registry: already committed"
     self._commitments[msg.sender][commitment] = block.number | (block.timestamp << 64)
-    log DatasetCommitted(registrant=msg.sender, commitment=commitment, expires_at=block.timestamp + COMMIT_MAX_AGE)
+    log IDataRegistry.DatasetCommitted(registrant=msg.sender, commitment=commitment, expires_at=block.timestamp + COMMIT_MAX_AGE)
 
 
 @external
@@ -337,14 +244,14 @@ def register_dataset(
         self._dataset_terms[dataset_id] = terms
     self._roots[dataset_id][1] = root
 
-    log DatasetRegistered(
+    log IDataRegistry.DatasetRegistered(
         dataset_id=dataset_id,
         owner=msg.sender,
         content_digest=content_digest,
         metadata_digest=metadata_digest,
         terms=terms,
     )
-    log ContributorsSet(
+    log IDataRegistry.ContributorsSet(
         dataset_id=dataset_id,
         version=1,
         contributors_root=root,
@@ -354,8 +261,8 @@ def register_dataset(
     return dataset_id
 
 
-@pure
 @external
+@pure
 def dataset_commitment(content_digest: bytes32, metadata_digest: bytes32, registrant: address, salt: bytes32) -> bytes32:
     """
     @notice The commitment `commit_dataset` takes.
@@ -368,8 +275,8 @@ def dataset_commitment(content_digest: bytes32, metadata_digest: bytes32, regist
     return self._commitment(content_digest, metadata_digest, registrant, salt)
 
 
-@view
 @external
+@view
 def commitment_of(registrant: address, commitment: bytes32) -> (uint256, uint256):
     """
     @notice When `registrant` made `commitment` (zeros if it did not, or it was revealed).
@@ -393,7 +300,7 @@ def transfer_dataset(dataset_id: uint256, new_owner: address):
     self._check_dataset_owner(dataset_id)
     assert new_owner != msg.sender, "registry: new owner is the owner"
     self.dataset_pending_owner[dataset_id] = new_owner
-    log DatasetTransferStarted(dataset_id=dataset_id, owner=msg.sender, pending_owner=new_owner)
+    log IDataRegistry.DatasetTransferStarted(dataset_id=dataset_id, owner=msg.sender, pending_owner=new_owner)
 
 
 @external
@@ -404,7 +311,7 @@ def accept_dataset(dataset_id: uint256):
     """
     assert msg.sender == self.dataset_pending_owner[dataset_id], "registry: caller is not the pending owner"
     previous: address = self._set_dataset_owner(dataset_id, msg.sender)
-    log DatasetOwnerChanged(dataset_id=dataset_id, previous_owner=previous, new_owner=msg.sender)
+    log IDataRegistry.DatasetOwnerChanged(dataset_id=dataset_id, previous_owner=previous, new_owner=msg.sender)
 
 
 @external
@@ -426,8 +333,8 @@ def resolve_dataset_dispute(dataset_id: uint256, rightful_owner: address, eviden
     assert rightful_owner != empty(address), "registry: zero owner"
     assert evidence_digest != empty(bytes32), "registry: zero evidence digest"
     previous: address = self._set_dataset_owner(dataset_id, rightful_owner)
-    log DatasetDisputeResolved(dataset_id=dataset_id, previous_owner=previous, new_owner=rightful_owner, evidence_digest=evidence_digest)
-    log DatasetOwnerChanged(dataset_id=dataset_id, previous_owner=previous, new_owner=rightful_owner)
+    log IDataRegistry.DatasetDisputeResolved(dataset_id=dataset_id, previous_owner=previous, new_owner=rightful_owner, evidence_digest=evidence_digest)
+    log IDataRegistry.DatasetOwnerChanged(dataset_id=dataset_id, previous_owner=previous, new_owner=rightful_owner)
 
 
 @external
@@ -451,7 +358,7 @@ def update_contributors(dataset_id: uint256, contributors: DynArray[address, 100
     version += 1
     self._dataset_word[dataset_id] = self._pack_dataset(owner, version, len(contributors), active)
     self._roots[dataset_id][version] = root
-    log ContributorsSet(
+    log IDataRegistry.ContributorsSet(
         dataset_id=dataset_id,
         version=version,
         contributors_root=root,
@@ -469,7 +376,7 @@ def update_terms(dataset_id: uint256, terms: String[256]):
     """
     self._check_dataset_owner(dataset_id)
     self._dataset_terms[dataset_id] = terms
-    log DatasetTermsUpdated(dataset_id=dataset_id, terms=terms)
+    log IDataRegistry.DatasetTermsUpdated(dataset_id=dataset_id, terms=terms)
 
 
 @external
@@ -483,11 +390,11 @@ def deactivate_dataset(dataset_id: uint256):
     word: uint256 = self._dataset_word[dataset_id]
     assert word & _ACTIVE_BIT != 0, "registry: dataset inactive"
     self._dataset_word[dataset_id] = word & ~_ACTIVE_BIT
-    log DatasetDeactivated(dataset_id=dataset_id)
+    log IDataRegistry.DatasetDeactivated(dataset_id=dataset_id)
 
 
-@view
 @external
+@view
 def dataset(dataset_id: uint256) -> IDataRegistry.Dataset:
     """
     @notice A dataset, with the root of its current version (empty if unknown).
@@ -512,8 +419,8 @@ def dataset(dataset_id: uint256) -> IDataRegistry.Dataset:
     )
 
 
-@view
 @external
+@view
 def dataset_version(dataset_id: uint256) -> uint256:
     """
     @notice The current contributors version of a dataset (0 if unknown); one
@@ -524,8 +431,8 @@ def dataset_version(dataset_id: uint256) -> uint256:
     return (self._dataset_word[dataset_id] >> 160) & _MASK_64
 
 
-@view
 @external
+@view
 def dataset_owner(dataset_id: uint256) -> address:
     """
     @notice The owner of a dataset (empty if unknown).
@@ -535,8 +442,8 @@ def dataset_owner(dataset_id: uint256) -> address:
     return self._owner_of(self._dataset_word[dataset_id])
 
 
-@view
 @external
+@view
 def contributors_root(dataset_id: uint256, version: uint256) -> bytes32:
     """
     @notice The contributors root of a dataset version (empty if unknown).
@@ -547,8 +454,8 @@ def contributors_root(dataset_id: uint256, version: uint256) -> bytes32:
     return self._roots[dataset_id][version]
 
 
-@view
 @external
+@view
 def verify_share(dataset_id: uint256, version: uint256, account: address, shares_bps: uint16, proof: DynArray[bytes32, 16]) -> bool:
     """
     @notice Whether `account` holds `shares_bps` in a dataset version.
@@ -565,8 +472,8 @@ def verify_share(dataset_id: uint256, version: uint256, account: address, shares
     return merkle._verify(proof, root, self._leaf(account, shares_bps))
 
 
-@pure
 @external
+@pure
 def compute_contributors_root(contributors: DynArray[address, 1000], shares_bps: DynArray[uint16, 1000]) -> bytes32:
     """
     @notice Validates a contributors list exactly as `register_dataset` does and
@@ -578,8 +485,8 @@ def compute_contributors_root(contributors: DynArray[address, 1000], shares_bps:
     return self._contributors_root(contributors, shares_bps)
 
 
-@pure
 @external
+@pure
 def contributors_leaf(account: address, shares_bps: uint16) -> bytes32:
     """
     @notice The Merkle leaf of one (account, share) pair.
@@ -588,7 +495,6 @@ def contributors_leaf(account: address, shares_bps: uint16) -> bytes32:
     @return bytes32 keccak256(keccak256(abi_encode(account, shares_bps))).
     """
     return self._leaf(account, shares_bps)
-
 
 
 # ------------------------------------------------------------------ models
@@ -644,7 +550,7 @@ def register_model(
         self._model_dataset_ids[model_id] = dataset_ids
         self._model_dataset_weights[model_id] = dataset_weights_bps
 
-    log ModelRegistered(
+    log IDataRegistry.ModelRegistered(
         model_id=model_id,
         publisher=msg.sender,
         name=name,
@@ -658,8 +564,8 @@ def register_model(
     return model_id
 
 
-@pure
 @external
+@pure
 def weights_key(weights_digest: bytes32, adapter_digests: DynArray[bytes32, 16]) -> bytes32:
     """
     @notice The key a weights set is registered under (see `model_id_of_weights`):
@@ -698,11 +604,11 @@ def set_model_fee(model_id: uint256, fee_per_task: uint256):
         pending |= fee_per_task | (effective_at << _FEE_ETA_SHIFT)
         self._pending_pricing[model_id] = pending
         self._model_pricing[model_id] = word | _PENDING_BIT
-        log ModelFeeCutScheduled(model_id=model_id, fee_per_task=fee_per_task, effective_at=effective_at)
+        log IDataRegistry.ModelFeeCutScheduled(model_id=model_id, fee_per_task=fee_per_task, effective_at=effective_at)
         return
     self._pending_pricing[model_id] = pending
     self._model_pricing[model_id] = self._with_pending(self._pack_pricing(receiver, active, fee_per_task), pending)
-    log ModelFeeUpdated(model_id=model_id, fee_per_task=fee_per_task)
+    log IDataRegistry.ModelFeeUpdated(model_id=model_id, fee_per_task=fee_per_task)
 
 
 @external
@@ -742,12 +648,12 @@ def set_model_active(model_id: uint256, active: bool):
         effective_at: uint256 = block.timestamp + PRICING_DELAY
         self._pending_pricing[model_id] = pending | (effective_at << _OFF_ETA_SHIFT)
         self._model_pricing[model_id] = word | _PENDING_BIT
-        log ModelDeactivationScheduled(model_id=model_id, effective_at=effective_at)
+        log IDataRegistry.ModelDeactivationScheduled(model_id=model_id, effective_at=effective_at)
         return
     pending &= _FEE_PART
     self._pending_pricing[model_id] = pending
     self._model_pricing[model_id] = self._with_pending(self._pack_pricing(receiver, active, fee), pending)
-    log ModelActiveSet(model_id=model_id, active=active)
+    log IDataRegistry.ModelActiveSet(model_id=model_id, active=active)
 
 
 @external
@@ -777,7 +683,7 @@ def set_serving_terms(
     ), "registry: min_cosine_ppm out of range"
     assert logit_margin_milli <= MAX_LOGIT_MARGIN_MILLI, "registry: logit margin too large"
     self._model_serving[model_id] = max_new_tokens | (min_cosine_ppm << 16) | (logit_margin_milli << 48)
-    log ModelServingTermsSet(
+    log IDataRegistry.ModelServingTermsSet(
         model_id=model_id,
         max_new_tokens=max_new_tokens,
         min_cosine_ppm=min_cosine_ppm,
@@ -785,8 +691,8 @@ def set_serving_terms(
     )
 
 
-@view
 @external
+@view
 def serving_terms(model_id: uint256) -> (uint256, uint256, uint256):
     """
     @notice A model's serving terms as set (0: the default).
@@ -799,8 +705,8 @@ def serving_terms(model_id: uint256) -> (uint256, uint256, uint256):
     return word & _MASK_16, (word >> 16) & (2**32 - 1), (word >> 48) & (2**32 - 1)
 
 
-@view
 @external
+@view
 def pending_pricing(model_id: uint256) -> (uint256, uint256, uint256):
     """
     @notice The scheduled pricing changes of a model that are not in effect yet.
@@ -836,7 +742,7 @@ def set_imo_launcher(launcher: address):
     """
     ownable._check_owner()
     self.imo_launcher = launcher
-    log ImoLauncherSet(launcher=launcher)
+    log IDataRegistry.ImoLauncherSet(launcher=launcher)
 
 
 @external
@@ -858,7 +764,7 @@ def begin_imo(model_id: uint256):
     assert self.imo_launcher_of[model_id] == empty(address), "registry: imo in progress"
     assert word & _PENDING_BIT == 0, "registry: pricing change scheduled"
     self.imo_launcher_of[model_id] = msg.sender
-    log ImoBegun(model_id=model_id, launcher=msg.sender)
+    log IDataRegistry.ImoBegun(model_id=model_id, launcher=msg.sender)
 
 
 @external
@@ -879,14 +785,14 @@ def end_imo(model_id: uint256, token: address):
     if token != empty(address):
         self.fee_receiver_locked[model_id] = True
         self._set_receiver(model_id, token)
-    log ImoEnded(model_id=model_id, launcher=launcher, token=token)
+    log IDataRegistry.ImoEnded(model_id=model_id, launcher=launcher, token=token)
 
 
 # ------------------------------------------------------------ model views
 
 
-@view
 @external
+@view
 def model(model_id: uint256) -> IDataRegistry.Model:
     """
     @notice A model record as in effect now (empty if unknown).
@@ -908,8 +814,8 @@ def model(model_id: uint256) -> IDataRegistry.Model:
     )
 
 
-@view
 @external
+@view
 def model_pricing(model_id: uint256) -> (bool, uint256, address):
     """
     @notice What the TaskEscrow needs to price and pay a task, as in effect at
@@ -926,8 +832,8 @@ def model_pricing(model_id: uint256) -> (bool, uint256, address):
     return word & _LIVE_BIT != 0, word >> 168, convert(convert(word & _MASK_160, uint160), address)
 
 
-@view
 @external
+@view
 def model_publisher(model_id: uint256) -> address:
     """
     @notice The publisher of a model (empty if unknown).
@@ -937,8 +843,8 @@ def model_publisher(model_id: uint256) -> address:
     return self._models[model_id].publisher
 
 
-@view
 @external
+@view
 def model_adapters(model_id: uint256) -> DynArray[bytes32, 16]:
     """
     @notice The adapter digests of a model, as registered.
@@ -948,8 +854,8 @@ def model_adapters(model_id: uint256) -> DynArray[bytes32, 16]:
     return self._model_adapters[model_id]
 
 
-@view
 @external
+@view
 def model_dataset_ids(model_id: uint256) -> DynArray[uint256, 32]:
     """
     @notice The training datasets of a model.
@@ -959,8 +865,8 @@ def model_dataset_ids(model_id: uint256) -> DynArray[uint256, 32]:
     return self._model_dataset_ids[model_id]
 
 
-@view
 @external
+@view
 def model_dataset_weights(model_id: uint256) -> DynArray[uint16, 32]:
     """
     @notice The weights of a model's training datasets, in basis points.
@@ -1016,7 +922,7 @@ def _holds_revenue(model_id: uint256) -> bool:
 def _set_receiver(model_id: uint256, receiver: address):
     # @dev Only the receiver bits change: a scheduled change stays scheduled.
     self._model_pricing[model_id] = (self._model_pricing[model_id] & ~_MASK_160) | convert(receiver, uint256)
-    log ModelFeeReceiverUpdated(model_id=model_id, fee_receiver=receiver)
+    log IDataRegistry.ModelFeeReceiverUpdated(model_id=model_id, fee_receiver=receiver)
 
 
 @internal

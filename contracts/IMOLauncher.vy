@@ -53,10 +53,10 @@
 """
 
 
-from ..interfaces import IDataRegistry
-from ..interfaces import IModelToken
+import interfaces.IDataRegistry as IDataRegistry
+import interfaces.IModelToken as IModelToken
 
-from ..interfaces import IIMOLauncher
+import interfaces.IIMOLauncher as IIMOLauncher
 implements: IIMOLauncher
 
 
@@ -232,8 +232,8 @@ def launch(
     return imo_id
 
 
-@payable
 @external
+@payable
 @nonreentrant
 def buy(imo_id: uint256) -> uint256:
     """
@@ -426,8 +426,8 @@ def withdraw_excess() -> uint256:
     return amount
 
 
-@view
 @external
+@view
 def imo(imo_id: uint256) -> IIMOLauncher.IMO:
     """
     @dev Returns an IMO's parameters and progress.
@@ -439,8 +439,8 @@ def imo(imo_id: uint256) -> IIMOLauncher.IMO:
     return self._imos[imo_id]
 
 
-@view
 @external
+@view
 def purchased(imo_id: uint256, buyer: address) -> IIMOLauncher.Purchase:
     """
     @dev Returns what `buyer` paid and bought in an IMO, and whether its tokens
@@ -454,8 +454,8 @@ def purchased(imo_id: uint256, buyer: address) -> IIMOLauncher.Purchase:
     return self._purchases[imo_id][buyer]
 
 
-@view
 @external
+@view
 def can_finalize(imo_id: uint256) -> bool:
     """
     @dev Returns whether `finalize(imo_id)` would go through now.
@@ -469,8 +469,8 @@ def can_finalize(imo_id: uint256) -> bool:
     )
 
 
-@view
 @external
+@view
 def vested(imo_id: uint256) -> uint256:
     """
     @dev Returns the publisher's tokens vested so far (claimed or not); 0 before
@@ -481,8 +481,8 @@ def vested(imo_id: uint256) -> uint256:
     return self._vested(imo_id)
 
 
-@view
 @external
+@view
 def claimable_vested(imo_id: uint256) -> uint256:
     """
     @dev Returns the publisher's vested tokens not claimed yet.
@@ -492,8 +492,8 @@ def claimable_vested(imo_id: uint256) -> uint256:
     return self._vested(imo_id) - self._imos[imo_id].vested_claimed
 
 
-@view
 @internal
+@view
 def _check_exists(imo_id: uint256):
     """
     @dev Reverts for an IMO id that was never launched.
@@ -502,8 +502,8 @@ def _check_exists(imo_id: uint256):
     assert self._imos[imo_id].state != 0, "imo: unknown imo"
 
 
-@pure
 @internal
+@pure
 def _sold_out(remaining: uint256, price: uint256) -> bool:
     """
     @dev Returns whether `remaining` wei of hard cap cannot buy one base unit.
@@ -514,8 +514,8 @@ def _sold_out(remaining: uint256, price: uint256) -> bool:
     return remaining * UNIT < price
 
 
-@view
 @internal
+@view
 def _vested(imo_id: uint256) -> uint256:
     """
     @dev Linear vesting of the publisher's tokens from finalization.

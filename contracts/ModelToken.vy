@@ -92,7 +92,7 @@ implements: IERC20
 from ethereum.ercs import IERC20Detailed
 implements: IERC20Detailed
 
-from ..interfaces import IModelToken
+import interfaces.IModelToken as IModelToken
 implements: IModelToken
 
 from snekmate.auth import ownable
@@ -190,24 +190,6 @@ total_redeemed: public(uint256)
 _corrections: HashMap[address, uint256]
 
 
-event RevenueReceived:
-    sender: indexed(address)
-    amount: uint256
-    to_redeem_pool: uint256
-
-event RevenueClaimed:
-    account: indexed(address)
-    amount: uint256
-
-event Redeemed:
-    account: indexed(address)
-    amount: uint256
-    payout: uint256
-
-event Live:
-    total_supply: uint256
-
-
 @deploy
 @payable
 def __init__(
@@ -256,8 +238,8 @@ def __init__(
     ownable._transfer_ownership(empty(address))
 
 
-@payable
 @external
+@payable
 def __default__():
     """
     @dev Receives revenue: `redeem_share_bps` of the cumulative revenue goes to
@@ -286,7 +268,7 @@ def __default__():
     if to_pool != 0:
         self._redeem_per_share_biased += to_pool * MAGNITUDE // supply
     self._revenue_in_biased = revenue_after + _SLOT_BIAS
-    log RevenueReceived(sender=msg.sender, amount=msg.value, to_redeem_pool=to_pool)
+    log IModelToken.RevenueReceived(sender=msg.sender, amount=msg.value, to_redeem_pool=to_pool)
 
 
 @external
@@ -300,7 +282,7 @@ def go_live():
     assert msg.sender == custodian, "token: caller is not the custodian"
     assert self._revenue_in_biased == 0, "token: already live"
     self._revenue_in_biased = _SLOT_BIAS
-    log Live(total_supply=erc20.totalSupply)
+    log IModelToken.Live(total_supply=erc20.totalSupply)
 
 
 @external
@@ -347,7 +329,7 @@ def claim() -> uint256:
     assert amount != 0, "token: nothing to claim"
     self._corrections[msg.sender] = unsafe_sub(self._corrections[msg.sender], amount * MAGNITUDE)
     self._claimed_biased += amount
-    log RevenueClaimed(account=msg.sender, amount=amount)
+    log IModelToken.RevenueClaimed(account=msg.sender, amount=amount)
     raw_call(msg.sender, b"", value=amount)
     return amount
 
@@ -371,7 +353,7 @@ def burn(amount: uint256) -> uint256:
     if msg.sender == custodian:
         assert self._revenue_in_biased == 0, "token: custodian burn after launch"
         erc20._burn(msg.sender, amount)
-        log Redeemed(account=msg.sender, amount=amount, payout=0)
+        log IModelToken.Redeemed(account=msg.sender, amount=amount, payout=0)
         return 0
 
     payout: uint256 = amount * self._redeem_per_share() // MAGNITUDE
@@ -381,14 +363,14 @@ def burn(amount: uint256) -> uint256:
     self._corrections[msg.sender] = unsafe_add(self._corrections[msg.sender], unsafe_mul(self.revenue_per_share, amount))
     if payout != 0:
         self.total_redeemed += payout
-    log Redeemed(account=msg.sender, amount=amount, payout=payout)
+    log IModelToken.Redeemed(account=msg.sender, amount=amount, payout=payout)
     if payout != 0:
         raw_call(msg.sender, b"", value=payout)
     return payout
 
 
-@view
 @external
+@view
 def claimable_revenue(account: address) -> uint256:
     """
     @dev Returns the wei `account` can claim now (rounded down).
@@ -398,8 +380,8 @@ def claimable_revenue(account: address) -> uint256:
     return self._claimable(account)
 
 
-@view
 @external
+@view
 def accrued_in_custody(amount: uint256) -> uint256:
     """
     @dev Returns the holder revenue (wei, rounded down) that `amount` of the
@@ -411,8 +393,8 @@ def accrued_in_custody(amount: uint256) -> uint256:
     return unsafe_mul(unsafe_sub(self.revenue_per_share, _INITIAL_REVENUE_PER_SHARE), held) // MAGNITUDE
 
 
-@view
 @external
+@view
 def redeemable_on_burn(amount: uint256) -> uint256:
     """
     @dev Returns the wei burning `amount` tokens pays now (rounded down):
@@ -423,8 +405,8 @@ def redeemable_on_burn(amount: uint256) -> uint256:
     return min(amount, erc20.totalSupply) * self._redeem_per_share() // MAGNITUDE
 
 
-@view
 @external
+@view
 def redeem_pool() -> uint256:
     """
     @dev Returns the wei in the redeem pool (paid in, not redeemed yet).
@@ -433,8 +415,8 @@ def redeem_pool() -> uint256:
     return self._pool_in(self._revenue_total()) - self.total_redeemed
 
 
-@view
 @external
+@view
 def total_unclaimed() -> uint256:
     """
     @dev Returns the holder revenue received and not claimed yet, in
@@ -446,8 +428,8 @@ def total_unclaimed() -> uint256:
     return revenue - self._pool_in(revenue) - (self._claimed_biased - _CLAIMED_BIAS)
 
 
-@view
 @external
+@view
 def total_revenue_in() -> uint256:
     """
     @dev Returns the cumulative ETH (wei) received as revenue.
@@ -456,8 +438,8 @@ def total_revenue_in() -> uint256:
     return self._revenue_total()
 
 
-@view
 @external
+@view
 def total_claimed() -> uint256:
     """
     @dev Returns the cumulative ETH (wei) paid out by `claim`.
@@ -466,8 +448,8 @@ def total_claimed() -> uint256:
     return self._claimed_biased - _CLAIMED_BIAS
 
 
-@view
 @external
+@view
 def circulating_supply() -> uint256:
     """
     @dev Returns the tokens outside the custodian (informational: accrual is
@@ -477,8 +459,8 @@ def circulating_supply() -> uint256:
     return erc20.totalSupply - erc20.balanceOf[custodian]
 
 
-@view
 @external
+@view
 def redeem_per_share() -> uint256:
     """
     @dev Returns the redeem-pool revenue accrued per base unit, scaled by
@@ -488,8 +470,8 @@ def redeem_per_share() -> uint256:
     return self._redeem_per_share()
 
 
-@view
 @external
+@view
 def live() -> bool:
     """
     @dev Returns whether the token takes revenue (after `go_live`).
@@ -524,8 +506,8 @@ def _move(owner: address, to: address, amount: uint256):
     self._corrections[to] = unsafe_sub(self._corrections[to], delta)
 
 
-@view
 @internal
+@view
 def _claimable(account: address) -> uint256:
     """
     @dev Magnified accrued revenue of `account` (exact modulo 2**256, see the
@@ -541,8 +523,8 @@ def _claimable(account: address) -> uint256:
     return accrued // MAGNITUDE
 
 
-@view
 @internal
+@view
 def _redeem_per_share() -> uint256:
     """
     @dev Returns the unbiased redeem value per base unit (magnified).
@@ -551,8 +533,8 @@ def _redeem_per_share() -> uint256:
     return self._redeem_per_share_biased - _REDEEM_BIAS
 
 
-@view
 @internal
+@view
 def _revenue_total() -> uint256:
     """
     @dev Returns the cumulative revenue in wei (0 before live).
@@ -564,8 +546,8 @@ def _revenue_total() -> uint256:
     return biased - _SLOT_BIAS
 
 
-@view
 @internal
+@view
 def _pool_in(revenue: uint256) -> uint256:
     """
     @dev Returns the redeem pool's cut of a cumulative revenue.

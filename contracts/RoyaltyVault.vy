@@ -82,28 +82,6 @@ BPS: constant(uint256) = 10_000
 _LOW: constant(uint256) = 2**128 - 1
 
 
-event RoyaltyCredited:
-    dataset_id: indexed(uint256)
-    version: indexed(uint256)
-    task_id: indexed(uint256)
-    amount: uint256
-
-event RoyaltyClaimed:
-    account: indexed(address)
-    dataset_id: indexed(uint256)
-    version: indexed(uint256)
-    amount: uint256
-
-event EscrowSet:
-    escrow: indexed(address)
-
-event DustSwept:
-    dataset_id: indexed(uint256)
-    version: indexed(uint256)
-    recipient: indexed(address)
-    amount: uint256
-
-
 # @dev The DataRegistry whose roots and versions this vault trusts.
 registry: public(immutable(IDataRegistry))
 # @dev The only account that may `credit` (the TaskEscrow); set once.
@@ -145,11 +123,11 @@ def set_escrow(escrow: address):
     assert self.escrow == empty(address), "vault: escrow already set"
     assert escrow != empty(address), "vault: zero escrow"
     self.escrow = escrow
-    log EscrowSet(escrow=escrow)
+    log IRoyaltyVault.EscrowSet(escrow=escrow)
 
 
-@payable
 @external
+@payable
 @nonreentrant
 def credit(task_id: uint256, dataset_ids: DynArray[uint256, 16], amounts: DynArray[uint256, 16]):
     """
@@ -177,7 +155,7 @@ def credit(task_id: uint256, dataset_ids: DynArray[uint256, 16], amounts: DynArr
         assert revenue <= _LOW, "vault: revenue overflow"
         self.revenue[dataset_id][version] = revenue
         total += amount
-        log RoyaltyCredited(dataset_id=dataset_id, version=version, task_id=task_id, amount=amount)
+        log IRoyaltyVault.RoyaltyCredited(dataset_id=dataset_id, version=version, task_id=task_id, amount=amount)
     assert total == msg.value, "vault: value mismatch"
     self.total_credited += total
 
@@ -230,7 +208,7 @@ def claim(dataset_id: uint256, version: uint256, shares_bps: uint16, proof: DynA
         assert root != empty(bytes32) and node == root, "vault: invalid proof"
     # @dev No carry into the other lane: already + owed = entitled <= revenue < 2**128.
     self._pairs[dataset_id][version][key] = word + (owed << lane)
-    log RoyaltyClaimed(account=msg.sender, dataset_id=dataset_id, version=version, amount=owed)
+    log IRoyaltyVault.RoyaltyClaimed(account=msg.sender, dataset_id=dataset_id, version=version, amount=owed)
     success: bool = raw_call(msg.sender, b"", value=owed, revert_on_failure=False)
     assert success, "vault: transfer failed"
     return owed
@@ -280,8 +258,8 @@ def claim_for(account: address, claims: DynArray[IRoyaltyVault.Claim, 32]) -> ui
     return total
 
 
-@view
 @external
+@view
 def claimable(dataset_id: uint256, version: uint256, account: address, shares_bps: uint16, proof: DynArray[bytes32, 16]) -> uint256:
     """
     @notice What `account` could claim now from one dataset version (0 if the
@@ -306,8 +284,8 @@ def claimable(dataset_id: uint256, version: uint256, account: address, shares_bp
     return entitled - already
 
 
-@view
 @external
+@view
 def claimed(dataset_id: uint256, version: uint256, account: address, shares_bps: uint16, proof: DynArray[bytes32, 16]) -> uint256:
     """
     @notice What `account` has been paid from one dataset version.
@@ -357,7 +335,7 @@ def sweep_dust(dataset_id: uint256, version: uint256, contributors: DynArray[add
     dust: uint256 = rev - floors
     assert dust != 0, "vault: no dust"
     self.dust_swept[dataset_id][version] = dust
-    log DustSwept(dataset_id=dataset_id, version=version, recipient=dataset_owner, amount=dust)
+    log IRoyaltyVault.DustSwept(dataset_id=dataset_id, version=version, recipient=dataset_owner, amount=dust)
     self._send(dataset_owner, dust)
     return dust
 
@@ -406,7 +384,7 @@ def _take(account: address, dataset_id: uint256, version: uint256, shares_bps: u
     if already == 0:
         assert self._verify(dataset_id, version, account, shares_bps, proof), "vault: invalid proof"
     self._pairs[dataset_id][version][key] = word + (owed << lane)
-    log RoyaltyClaimed(account=account, dataset_id=dataset_id, version=version, amount=owed)
+    log IRoyaltyVault.RoyaltyClaimed(account=account, dataset_id=dataset_id, version=version, amount=owed)
     return owed
 
 

@@ -50,6 +50,8 @@ from snekmate.auth import ownable
 from snekmate.utils import ecdsa
 from snekmate.utils import eip712_domain_separator as eip712
 
+from contracts.modules import task_packing
+
 import interfaces.IDataRegistry as IDataRegistry
 import interfaces.IRoyaltyVault as IRoyaltyVault
 import interfaces.ITaskEscrow as ITaskEscrow
@@ -104,118 +106,6 @@ MIN_SLASH_WINDOW: public(constant(uint256)) = 60
 #      revenue-in); bounded so a receiver cannot eat a batch's gas.
 PUSH_GAS: public(constant(uint256)) = 80_000
 
-# @dev Packed task word A: requester (160) | deadline (40) | k (8) | state (8) |
-#      protocol bps (16) | data bps (16) | slashable (1) | 7 spare bits.
-_DEADLINE_SHIFT: constant(uint256) = 160
-_K_SHIFT: constant(uint256) = 200
-_STATE_SHIFT: constant(uint256) = 208
-_PBPS_SHIFT: constant(uint256) = 216
-_DBPS_SHIFT: constant(uint256) = 232
-_SLASHABLE_SHIFT: constant(uint256) = 248
-# @dev Packed task word B: fee (96 bits) | model fee (96 bits) | model id (64 bits).
-_MODEL_FEE_SHIFT: constant(uint256) = 96
-_MODEL_ID_SHIFT: constant(uint256) = 192
-_MASK_8: constant(uint256) = 2**8 - 1
-_MASK_16: constant(uint256) = 2**16 - 1
-_MASK_40: constant(uint256) = 2**40 - 1
-_MASK_96: constant(uint256) = 2**96 - 1
-_MASK_160: constant(uint256) = 2**160 - 1
-
-
-event TaskPosted:
-    task_id: indexed(uint256)
-    requester: indexed(address)
-    model_id: indexed(uint256)
-    input_digest: bytes32
-    fee: uint256
-    model_fee: uint256
-    deadline: uint256
-    k: uint256
-
-event TaskSettled:
-    task_id: indexed(uint256)
-    result_digest: bytes32
-    attribution_digest: bytes32
-    agents: DynArray[address, 5]
-    agent_fee: uint256
-    model_fee: uint256
-    data_share: uint256
-    protocol_fee: uint256
-    refund: uint256
-
-event SettlementRejected:
-    task_id: indexed(uint256)
-    reason: String[64]
-
-event TaskFailed:
-    task_id: indexed(uint256)
-    reason: String[128]
-
-event TaskRefunded:
-    task_id: indexed(uint256)
-    requester: indexed(address)
-    amount: uint256
-
-event Withdrawn:
-    account: indexed(address)
-    amount: uint256
-
-event AgentRegistered:
-    agent: indexed(address)
-    stake: uint256
-    models: DynArray[uint256, 16]
-    device_class: uint8
-    capacity: uint16
-    pubkey: Bytes[65]
-
-event AgentUpdated:
-    agent: indexed(address)
-    models: DynArray[uint256, 16]
-    device_class: uint8
-    capacity: uint16
-    pubkey: Bytes[65]
-
-event StakeAdded:
-    agent: indexed(address)
-    amount: uint256
-
-event UnbondRequested:
-    agent: indexed(address)
-    amount: uint256
-    release_at: uint256
-
-event StakeWithdrawn:
-    agent: indexed(address)
-    amount: uint256
-
-event AgentSlashed:
-    agent: indexed(address)
-    task_id: indexed(uint256)
-    amount: uint256
-
-event OracleSet:
-    oracle: indexed(address)
-    enabled: bool
-
-event ParamsSet:
-    protocol_fee_bps: uint256
-    data_share_bps: uint256
-    slash_bps: uint256
-    min_stake: uint256
-    unbonding_delay: uint256
-
-event TreasurySet:
-    treasury: indexed(address)
-
-event MinSlashFeeSet:
-    min_slash_fee: uint256
-
-event ModelFeePushed:
-    task_id: indexed(uint256)
-    receiver: indexed(address)
-    amount: uint256
-    success: bool
-
 
 registry: public(immutable(IDataRegistry))
 vault: public(immutable(IRoyaltyVault))
@@ -232,7 +122,7 @@ unbonding_delay: public(uint256)
 min_slash_fee: public(uint256)
 is_oracle: public(HashMap[address, bool])
 
-# @dev Tasks, packed (see the _SHIFT constants); ids run 1..task_count.
+# @dev Tasks, packed in two words (see modules/task_packing.vy); ids run 1..task_count.
 _task_a: HashMap[uint256, uint256]
 _task_b: HashMap[uint256, uint256]
 _task_input: HashMap[uint256, bytes32]
@@ -288,8 +178,8 @@ def __init__(
 # ------------------------------------------------------------------- tasks
 
 
-@payable
 @external
+@payable
 @nonreentrant
 def post_task(model_id: uint256, input_digest: bytes32, deadline: uint256, k: uint256, max_model_fee: uint256) -> uint256:
     """
@@ -307,7 +197,7 @@ def post_task(model_id: uint256, input_digest: bytes32, deadline: uint256, k: ui
     """
     fee: uint256 = msg.value
     assert fee != 0, "escrow: zero fee"
-    assert fee <= _MASK_96, "escrow: fee too large"
+    assert fee <= task_packing.MAX_FEE, "escrow: fee too large"
     assert deadline > block.timestamp, "escrow: deadline passed"
     assert deadline <= block.timestamp + MAX_TASK_DURATION, "escrow: deadline too far"
     assert input_digest != empty(bytes32), "escrow: zero input digest"
@@ -330,19 +220,11 @@ def post_task(model_id: uint256, input_digest: bytes32, deadline: uint256, k: ui
 
     task_id: uint256 = self.task_count + 1
     self.task_count = task_id
-    self._task_a[task_id] = (
-        convert(msg.sender, uint256)
-        | (deadline << _DEADLINE_SHIFT)
-        | (k << _K_SHIFT)
-        | (OPEN << _STATE_SHIFT)
-        | (pbps << _PBPS_SHIFT)
-        | (dbps << _DBPS_SHIFT)
-        | (slashable << _SLASHABLE_SHIFT)
-    )
-    self._task_b[task_id] = fee | (model_fee << _MODEL_FEE_SHIFT) | (model_id << _MODEL_ID_SHIFT)
+    self._task_a[task_id] = task_packing._pack_a(msg.sender, deadline, k, OPEN, pbps, dbps, slashable)
+    self._task_b[task_id] = task_packing._pack_b(fee, model_fee, model_id)
     self._task_input[task_id] = input_digest
     self.total_open_fees += fee
-    log TaskPosted(
+    log ITaskEscrow.TaskPosted(
         task_id=task_id,
         requester=msg.sender,
         model_id=model_id,
@@ -392,7 +274,7 @@ def settle_batch(batch: DynArray[ITaskEscrow.Settlement, 64]) -> DynArray[bool, 
             self._apply(s)
             results.append(True)
         else:
-            log SettlementRejected(task_id=s.task_id, reason=reason)
+            log ITaskEscrow.SettlementRejected(task_id=s.task_id, reason=reason)
             results.append(False)
     return results
 
@@ -412,20 +294,20 @@ def fail_task(task_id: uint256, reason: String[128], silent: DynArray[ITaskEscro
     """
     self._check_oracle()
     a: uint256 = self._task_a[task_id]
-    assert (a >> _STATE_SHIFT) & _MASK_8 == OPEN, "escrow: task not open"
+    assert task_packing._state(a) == OPEN, "escrow: task not open"
     assert self._may_end(a), "escrow: only its requesting oracle ends this task"
-    assert len(silent) <= (a >> _K_SHIFT) & _MASK_8, "escrow: more agents than k"
+    assert len(silent) <= task_packing._k(a), "escrow: more agents than k"
     for i: uint256 in range(len(silent), bound=5):
         for j: uint256 in range(i + 1, len(silent), bound=5):
             assert silent[i].agent != silent[j].agent, "escrow: duplicate agent"
     why: String[64] = self._check_proofs(task_id, a, silent, empty(bytes32), False)
     if len(why) != 0:
         raise why
-    self._task_a[task_id] = self._with_state(a, FAILED)
+    self._task_a[task_id] = task_packing._with_state(a, FAILED)
     if len(silent) != 0:
-        slashed_total: uint256 = self._slash(task_id, silent, self._requester(a), self._task_b[task_id] & _MASK_96)
+        slashed_total: uint256 = self._slash(task_id, silent, task_packing._requester(a), task_packing._fee(self._task_b[task_id]))
         self.total_credited += slashed_total
-    log TaskFailed(task_id=task_id, reason=reason)
+    log ITaskEscrow.TaskFailed(task_id=task_id, reason=reason)
 
 
 @external
@@ -436,19 +318,19 @@ def refund(task_id: uint256):
     @param task_id The task.
     """
     a: uint256 = self._task_a[task_id]
-    state: uint256 = (a >> _STATE_SHIFT) & _MASK_8
+    state: uint256 = task_packing._state(a)
     assert state != 0, "escrow: unknown task"
     if state == OPEN:
-        assert block.timestamp > (a >> _DEADLINE_SHIFT) & _MASK_40, "escrow: deadline not passed"
+        assert block.timestamp > task_packing._deadline(a), "escrow: deadline not passed"
     else:
         assert state == FAILED, "escrow: not refundable"
-    self._task_a[task_id] = self._with_state(a, REFUNDED)
-    fee: uint256 = self._task_b[task_id] & _MASK_96
-    requester: address = self._requester(a)
+    self._task_a[task_id] = task_packing._with_state(a, REFUNDED)
+    fee: uint256 = task_packing._fee(self._task_b[task_id])
+    requester: address = task_packing._requester(a)
     self.balance_of[requester] += fee
     self.total_open_fees -= fee
     self.total_credited += fee
-    log TaskRefunded(task_id=task_id, requester=requester, amount=fee)
+    log ITaskEscrow.TaskRefunded(task_id=task_id, requester=requester, amount=fee)
 
 
 @external
@@ -476,8 +358,8 @@ def withdraw_for(account: address) -> uint256:
 # ------------------------------------------------------------------ agents
 
 
-@payable
 @external
+@payable
 @nonreentrant
 def register_agent(models: DynArray[uint256, 16], device_class: uint8, capacity: uint16, pubkey: Bytes[65]):
     """
@@ -501,7 +383,7 @@ def register_agent(models: DynArray[uint256, 16], device_class: uint8, capacity:
     self._agent_models[msg.sender] = models
     self._agent_pubkey[msg.sender] = pubkey
     self.total_staked += msg.value
-    log AgentRegistered(
+    log ITaskEscrow.AgentRegistered(
         agent=msg.sender,
         stake=msg.value,
         models=models,
@@ -526,11 +408,11 @@ def update_agent(models: DynArray[uint256, 16], device_class: uint8, capacity: u
     self._agents[msg.sender].capacity = capacity
     self._agent_models[msg.sender] = models
     self._agent_pubkey[msg.sender] = pubkey
-    log AgentUpdated(agent=msg.sender, models=models, device_class=device_class, capacity=capacity, pubkey=pubkey)
+    log ITaskEscrow.AgentUpdated(agent=msg.sender, models=models, device_class=device_class, capacity=capacity, pubkey=pubkey)
 
 
-@payable
 @external
+@payable
 @nonreentrant
 def add_stake():
     """
@@ -540,7 +422,7 @@ def add_stake():
     assert msg.value != 0, "escrow: zero stake"
     self._agents[msg.sender].stake += msg.value
     self.total_staked += msg.value
-    log StakeAdded(agent=msg.sender, amount=msg.value)
+    log ITaskEscrow.StakeAdded(agent=msg.sender, amount=msg.value)
 
 
 @external
@@ -563,7 +445,7 @@ def request_unbond(amount: uint256):
     self._agents[msg.sender].stake = stake - amount
     self._agents[msg.sender].unbonding += amount
     self._agents[msg.sender].unbond_at = release_at
-    log UnbondRequested(agent=msg.sender, amount=amount, release_at=release_at)
+    log ITaskEscrow.UnbondRequested(agent=msg.sender, amount=amount, release_at=release_at)
 
 
 @external
@@ -579,7 +461,7 @@ def withdraw_stake() -> uint256:
     self._agents[msg.sender].unbonding = 0
     self._agents[msg.sender].unbond_at = 0
     self.total_staked -= amount
-    log StakeWithdrawn(agent=msg.sender, amount=amount)
+    log ITaskEscrow.StakeWithdrawn(agent=msg.sender, amount=amount)
     self._send(msg.sender, amount)
     return amount
 
@@ -597,7 +479,7 @@ def set_oracle(oracle: address, enabled: bool):
     ownable._check_owner()
     assert oracle != empty(address), "escrow: zero oracle"
     self.is_oracle[oracle] = enabled
-    log OracleSet(oracle=oracle, enabled=enabled)
+    log ITaskEscrow.OracleSet(oracle=oracle, enabled=enabled)
 
 
 @external
@@ -623,9 +505,9 @@ def set_min_slash_fee(fee: uint256):
     @param fee The fee in wei (at most 2**96 - 1, the largest task fee).
     """
     ownable._check_owner()
-    assert fee <= _MASK_96, "escrow: min slash fee too large"
+    assert fee <= task_packing.MAX_FEE, "escrow: min slash fee too large"
     self.min_slash_fee = fee
-    log MinSlashFeeSet(min_slash_fee=fee)
+    log ITaskEscrow.MinSlashFeeSet(min_slash_fee=fee)
 
 
 @external
@@ -642,8 +524,8 @@ def set_treasury(treasury: address):
 # ------------------------------------------------------------------- views
 
 
-@view
 @external
+@view
 def task(task_id: uint256) -> ITaskEscrow.Task:
     """
     @notice A task (all zero if unknown).
@@ -653,19 +535,19 @@ def task(task_id: uint256) -> ITaskEscrow.Task:
     a: uint256 = self._task_a[task_id]
     b: uint256 = self._task_b[task_id]
     return ITaskEscrow.Task(
-        requester=self._requester(a),
-        model_id=b >> _MODEL_ID_SHIFT,
+        requester=task_packing._requester(a),
+        model_id=task_packing._model_id(b),
         input_digest=self._task_input[task_id],
-        fee=b & _MASK_96,
-        model_fee=(b >> _MODEL_FEE_SHIFT) & _MASK_96,
-        deadline=(a >> _DEADLINE_SHIFT) & _MASK_40,
-        k=(a >> _K_SHIFT) & _MASK_8,
-        state=(a >> _STATE_SHIFT) & _MASK_8,
+        fee=task_packing._fee(b),
+        model_fee=task_packing._model_fee(b),
+        deadline=task_packing._deadline(a),
+        k=task_packing._k(a),
+        state=task_packing._state(a),
     )
 
 
-@view
 @external
+@view
 def task_fee_shares(task_id: uint256) -> (uint256, uint256):
     """
     @notice The protocol and data shares snapshotted when the task was posted.
@@ -674,11 +556,11 @@ def task_fee_shares(task_id: uint256) -> (uint256, uint256):
     @return uint256 The data share in basis points.
     """
     a: uint256 = self._task_a[task_id]
-    return (a >> _PBPS_SHIFT) & _MASK_16, (a >> _DBPS_SHIFT) & _MASK_16
+    return task_packing._protocol_bps(a), task_packing._data_bps(a)
 
 
-@view
 @external
+@view
 def task_slashable(task_id: uint256) -> bool:
     """
     @notice Whether slash proofs are accepted for a task: it was posted with
@@ -687,11 +569,11 @@ def task_slashable(task_id: uint256) -> bool:
     @param task_id The task.
     @return bool True if its agents can be slashed.
     """
-    return (self._task_a[task_id] >> _SLASHABLE_SHIFT) & 1 == 1
+    return task_packing._slashable(self._task_a[task_id])
 
 
-@view
 @external
+@view
 def agent(account: address) -> ITaskEscrow.Agent:
     """
     @notice An agent record (all zero if unknown).
@@ -702,8 +584,8 @@ def agent(account: address) -> ITaskEscrow.Agent:
     return self._agents[account]
 
 
-@view
 @external
+@view
 def agent_models(account: address) -> DynArray[uint256, 16]:
     """
     @notice The models an agent serves.
@@ -713,8 +595,8 @@ def agent_models(account: address) -> DynArray[uint256, 16]:
     return self._agent_models[account]
 
 
-@view
 @external
+@view
 def agent_pubkey(account: address) -> Bytes[65]:
     """
     @notice An agent's public key.
@@ -724,8 +606,8 @@ def agent_pubkey(account: address) -> Bytes[65]:
     return self._agent_pubkey[account]
 
 
-@view
 @external
+@view
 def serves_model(account: address, model_id: uint256) -> bool:
     """
     @notice Whether a registered agent with bonded stake >= min_stake lists
@@ -738,8 +620,8 @@ def serves_model(account: address, model_id: uint256) -> bool:
     return self._serves(account, model_id)
 
 
-@view
 @external
+@view
 def result_digest_to_sign(task_id: uint256, result_digest: bytes32) -> bytes32:
     """
     @notice The EIP-712 digest an agent signs for a result:
@@ -751,8 +633,8 @@ def result_digest_to_sign(task_id: uint256, result_digest: bytes32) -> bytes32:
     return self._result_digest(task_id, result_digest)
 
 
-@view
 @external
+@view
 def lease_digest_to_sign(task_id: uint256, expires_at: uint256) -> bytes32:
     """
     @notice The EIP-712 digest an agent signs to accept a task's lease:
@@ -765,8 +647,8 @@ def lease_digest_to_sign(task_id: uint256, expires_at: uint256) -> bytes32:
     return self._lease_digest(task_id, expires_at)
 
 
-@view
 @external
+@view
 def domain_separator() -> bytes32:
     """
     @notice The EIP-712 domain separator ("Tributa TaskEscrow", "1", chain id, this contract).
@@ -806,20 +688,14 @@ def _set_params(pbps: uint256, dbps: uint256, sbps: uint256, min_stake: uint256,
     self.slash_bps = sbps
     self.min_stake = min_stake
     self.unbonding_delay = delay
-    log ParamsSet(protocol_fee_bps=pbps, data_share_bps=dbps, slash_bps=sbps, min_stake=min_stake, unbonding_delay=delay)
+    log ITaskEscrow.ParamsSet(protocol_fee_bps=pbps, data_share_bps=dbps, slash_bps=sbps, min_stake=min_stake, unbonding_delay=delay)
 
 
 @internal
 def _set_treasury(treasury: address):
     assert treasury != empty(address), "escrow: zero treasury"
     self.treasury = treasury
-    log TreasurySet(treasury=treasury)
-
-
-@internal
-@pure
-def _requester(a: uint256) -> address:
-    return convert(convert(a & _MASK_160, uint160), address)
+    log ITaskEscrow.TreasurySet(treasury=treasury)
 
 
 @internal
@@ -830,14 +706,8 @@ def _may_end(a: uint256) -> bool:
          decide the result) is settled or failed by that oracle alone; another
          oracle key ending it would skip them.
     """
-    requester: address = self._requester(a)
+    requester: address = task_packing._requester(a)
     return requester == msg.sender or not self.is_oracle[requester]
-
-
-@internal
-@pure
-def _with_state(a: uint256, state: uint256) -> uint256:
-    return (a & ~(_MASK_8 << _STATE_SHIFT)) | (state << _STATE_SHIFT)
 
 
 @internal
@@ -877,10 +747,10 @@ def _check_proofs(task_id: uint256, a: uint256, proofs: DynArray[ITaskEscrow.Sla
     """
     if len(proofs) == 0:
         return ""
-    if (a >> _SLASHABLE_SHIFT) & 1 == 0:
+    if not task_packing._slashable(a):
         return "escrow: task not slashable"
     # Past this, unbonded stake may be gone (see MIN_UNBONDING_DELAY).
-    if block.timestamp > ((a >> _DEADLINE_SHIFT) & _MASK_40) + SLASH_GRACE:
+    if block.timestamp > task_packing._deadline(a) + SLASH_GRACE:
         return "escrow: slash window closed"
     for p: ITaskEscrow.SlashProof in proofs:
         if not self._agents[p.agent].registered:
@@ -930,15 +800,15 @@ def _validate(s: ITaskEscrow.Settlement) -> String[64]:
          Never reverts on bad input (used by `settle` and `settle_batch`).
     """
     a: uint256 = self._task_a[s.task_id]
-    if (a >> _STATE_SHIFT) & _MASK_8 != OPEN:
+    if task_packing._state(a) != OPEN:
         return "escrow: task not open"
     if not self._may_end(a):
         return "escrow: only its requesting oracle ends this task"
-    if block.timestamp > (a >> _DEADLINE_SHIFT) & _MASK_40:
+    if block.timestamp > task_packing._deadline(a):
         return "escrow: deadline passed"
     n_agents: uint256 = len(s.agents)
     n_slashed: uint256 = len(s.slashed)
-    if n_agents + n_slashed > (a >> _K_SHIFT) & _MASK_8:
+    if n_agents + n_slashed > task_packing._k(a):
         return "escrow: more agents than k"
     if len(s.signatures) != n_agents:
         return "escrow: signature count mismatch"
@@ -957,7 +827,7 @@ def _validate(s: ITaskEscrow.Settlement) -> String[64]:
 
     b: uint256 = self._task_b[s.task_id]
     if n_agents != 0:
-        model_id: uint256 = b >> _MODEL_ID_SHIFT
+        model_id: uint256 = task_packing._model_id(b)
         min_stake: uint256 = self.min_stake
         digest: bytes32 = self._result_digest(s.task_id, s.result_digest)
         for i: uint256 in range(n_agents, bound=5):
@@ -993,10 +863,10 @@ def _validate(s: ITaskEscrow.Settlement) -> String[64]:
         if total != BPS:
             return "escrow: dataset weights must sum to 10000"
 
-    fee: uint256 = b & _MASK_96
-    model_fee: uint256 = (b >> _MODEL_FEE_SHIFT) & _MASK_96
+    fee: uint256 = task_packing._fee(b)
+    model_fee: uint256 = task_packing._model_fee(b)
     # fee >= protocol + data + model_fee holds since post_task (snapshotted bps).
-    left: uint256 = fee - fee * ((a >> _PBPS_SHIFT) & _MASK_16) // BPS - fee * ((a >> _DBPS_SHIFT) & _MASK_16) // BPS - model_fee
+    left: uint256 = fee - fee * task_packing._protocol_bps(a) // BPS - fee * task_packing._data_bps(a) // BPS - model_fee
     if s.agent_fee > left:
         return "escrow: payouts exceed fee"
     return ""
@@ -1010,12 +880,12 @@ def _apply(s: ITaskEscrow.Settlement):
     task_id: uint256 = s.task_id
     a: uint256 = self._task_a[task_id]
     b: uint256 = self._task_b[task_id]
-    self._task_a[task_id] = self._with_state(a, SETTLED)
-    requester: address = self._requester(a)
-    fee: uint256 = b & _MASK_96
-    model_fee: uint256 = (b >> _MODEL_FEE_SHIFT) & _MASK_96
-    protocol: uint256 = fee * ((a >> _PBPS_SHIFT) & _MASK_16) // BPS
-    data: uint256 = fee * ((a >> _DBPS_SHIFT) & _MASK_16) // BPS
+    self._task_a[task_id] = task_packing._with_state(a, SETTLED)
+    requester: address = task_packing._requester(a)
+    fee: uint256 = task_packing._fee(b)
+    model_fee: uint256 = task_packing._model_fee(b)
+    protocol: uint256 = fee * task_packing._protocol_bps(a) // BPS
+    data: uint256 = fee * task_packing._data_bps(a) // BPS
     treasury: address = self.treasury
 
     # protocol fee
@@ -1027,7 +897,7 @@ def _apply(s: ITaskEscrow.Settlement):
     receiver: address = empty(address)
     push: bool = False
     if model_fee != 0:
-        model_id: uint256 = b >> _MODEL_ID_SHIFT
+        model_id: uint256 = task_packing._model_id(b)
         active: bool = False
         price: uint256 = 0
         active, price, receiver = staticcall registry.model_pricing(model_id)
@@ -1076,7 +946,7 @@ def _apply(s: ITaskEscrow.Settlement):
     self.total_open_fees -= fee
     # the model fee, if pushed, is counted here first and leaves below
     self.total_credited += fee - data + slashed_total
-    log TaskSettled(
+    log ITaskEscrow.TaskSettled(
         task_id=task_id,
         result_digest=s.result_digest,
         attribution_digest=s.attribution_digest,
@@ -1099,7 +969,7 @@ def _apply(s: ITaskEscrow.Settlement):
         if not success:
             self.balance_of[receiver] += model_fee
             self.total_credited += model_fee
-        log ModelFeePushed(task_id=task_id, receiver=receiver, amount=model_fee, success=success)
+        log ITaskEscrow.ModelFeePushed(task_id=task_id, receiver=receiver, amount=model_fee, success=success)
 
 
 @internal
@@ -1126,7 +996,7 @@ def _slash(task_id: uint256, proofs: DynArray[ITaskEscrow.SlashProof, 5], reques
             self._agents[x].unbonding = unbonding - (amount - stake)
         slashed_total += amount
         half += amount // 2
-        log AgentSlashed(agent=x, task_id=task_id, amount=amount)
+        log ITaskEscrow.AgentSlashed(agent=x, task_id=task_id, amount=amount)
     if slashed_total != 0:
         to_requester: uint256 = min(half, fee)
         self.total_staked -= slashed_total
@@ -1142,7 +1012,7 @@ def _withdraw(account: address) -> uint256:
     assert amount != 0, "escrow: nothing to withdraw"
     self.balance_of[account] = 0
     self.total_credited -= amount
-    log Withdrawn(account=account, amount=amount)
+    log ITaskEscrow.Withdrawn(account=account, amount=amount)
     self._send(account, amount)
     return amount
 

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from tributa.config import REPO_ROOT, Settings
@@ -19,6 +20,8 @@ ANVIL_DIRS = sorted((REPO_ROOT / "node_modules" / "@foundry-rs").glob("anvil-*/b
 
 
 def anvil_binary() -> str:
+    if os.environ.get("TRIBUTA_NO_ANVIL"):
+        raise ConfigError("this run leaves Anvil out (TRIBUTA_NO_ANVIL: the fast test tier); mark the test `anvil`")
     found = shutil.which("anvil") or next((str(d / "anvil") for d in ANVIL_DIRS if (d / "anvil").exists()), None)
     if not found:
         raise ConfigError("anvil not found; run `make setup` (it installs @foundry-rs/anvil from npm)")
@@ -95,13 +98,13 @@ class AnvilNode:
 
 
 def _drop_build_if_interfaces_changed() -> None:
-    """ape recompiles a contract when its own source changes, not when an interface it imports
-    does: a contract built against an older interfaces/*.vyi would call functions that no longer
-    exist. So the build cache goes whenever the interfaces' contents differ from its last build."""
+    """ape recompiles a contract when its own source changes, not when an interface or module it
+    imports does: a contract built against an older interfaces/*.vyi would call functions that no
+    longer exist, and one built with an older contracts/modules/*.vy would pack words the old way.
+    So the build cache goes whenever their contents differ from its last build."""
     build = REPO_ROOT / ".build"
-    digest = hashlib.sha256(
-        b"".join(p.name.encode() + p.read_bytes() for p in sorted((REPO_ROOT / "interfaces").glob("*.vyi")))
-    ).hexdigest()
+    imported = sorted((REPO_ROOT / "interfaces").glob("*.vyi")) + sorted((REPO_ROOT / "contracts/modules").glob("*.vy"))
+    digest = hashlib.sha256(b"".join(p.name.encode() + p.read_bytes() for p in imported)).hexdigest()
     stamp = build / "interfaces.sha256"
     if stamp.is_file() and stamp.read_text() == digest:
         return
@@ -113,7 +116,7 @@ def _drop_build_if_interfaces_changed() -> None:
 def ape_deploy(
     rpc_url: str,
     deployments_dir: Path,
-    extra_args: list[str] = (),
+    extra_args: Sequence[str] = (),
     timeout_s: float = 300.0,
     env: dict[str, str] | None = None,
 ) -> str:

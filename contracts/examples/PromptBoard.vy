@@ -88,8 +88,8 @@ def __init__(oracle_: IAIOracle, model_id_: uint256, gas_limit_: uint64):
     gas_limit = gas_limit_
 
 
-@payable
 @external
+@payable
 def ask(prompt: Bytes[_PROMPT_ABI]) -> uint256:
     """
     @notice Asks the board's model `prompt`, paying msg.value (at least
@@ -124,8 +124,8 @@ def aiOracleCallback(request_id: uint256, output: Bytes[MAX_ANSWER_BYTES], callb
     log Answered(request_id=request_id)
 
 
-@view
 @external
+@view
 def estimate_fee() -> uint256:
     """
     @notice What `ask` must pay now (the AIOracle's fee for the board's model
@@ -135,8 +135,8 @@ def estimate_fee() -> uint256:
     return staticcall oracle.estimateFee(model_id, convert(gas_limit, uint256))
 
 
-@view
 @external
+@view
 def question_of(request_id: uint256) -> Bytes[MAX_PROMPT_BYTES]:
     """
     @notice A question asked on the board (empty if unknown).
@@ -146,8 +146,8 @@ def question_of(request_id: uint256) -> Bytes[MAX_PROMPT_BYTES]:
     return self._question[request_id]
 
 
-@view
 @external
+@view
 def asker_of(request_id: uint256) -> address:
     """
     @notice Who asked (empty if unknown).
@@ -157,8 +157,8 @@ def asker_of(request_id: uint256) -> address:
     return self._asker[request_id]
 
 
-@view
 @external
+@view
 def answer_of(request_id: uint256) -> Bytes[MAX_ANSWER_BYTES]:
     """
     @notice The stored answer (empty until answered).
@@ -168,8 +168,8 @@ def answer_of(request_id: uint256) -> Bytes[MAX_ANSWER_BYTES]:
     return self._answer[request_id]
 
 
-@view
 @external
+@view
 def answered(request_id: uint256) -> bool:
     """
     @notice Whether the answer has arrived.

@@ -9,8 +9,9 @@ model fee (96) | model id (64). The properties:
   and `task_slashable`, at the extremes of every field too (a requester of
   all ones, a fee of 2**96 - 1, the latest deadline, 5000 bps), so no field
   bleeds into its neighbour;
-* the state transitions (`_with_state`) rewrite the state bits and nothing
-  else; `_requester` reads the low 160 bits and nothing else;
+* the state transitions (fail_task, refund) rewrite the state and nothing
+  else (the packing functions themselves, contracts/modules/task_packing.vy, are
+  fuzzed bit by bit in test_task_packing.py);
 * the slashable bit is exactly fee >= min_slash_fee and deadline - now >=
   MIN_SLASH_WINDOW;
 * the settlement split never underflows for any bps within the limits and
@@ -27,8 +28,6 @@ from hypothesis import strategies as st
 from tests.contracts import helpers as h
 
 MASK_96 = 2**96 - 1
-STATE_SHIFT = 208
-WORD = st.integers(0, 2**256 - 1)
 SETTINGS = settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 )
@@ -91,23 +90,6 @@ def test_post_task__any_fields__round_trip_without_bleeding(requester, offset, k
         assert e.task(tid)[:7] == got[:7] and e.task(tid)[7] == h.REFUNDED
         assert e.task_fee_shares(tid) == bps
         assert e.task_slashable(tid) == (fee >= min_slash_fee and offset >= 60)
-
-
-@settings(max_examples=300, deadline=None)
-@given(a=WORD, state=st.integers(0, 255))
-def test_with_state__rewrites_state_bits_only(a, state):
-    e = _WORLD[0][0].escrow
-    out = e.internal._with_state(a, state)
-    mask = 0xFF << STATE_SHIFT
-    assert out & ~mask == a & ~mask
-    assert (out >> STATE_SHIFT) & 0xFF == state
-
-
-@settings(max_examples=300, deadline=None)
-@given(a=WORD)
-def test_requester__reads_the_low_160_bits_only(a):
-    e = _WORLD[0][0].escrow
-    assert int(e.internal._requester(a), 16) == a & (2**160 - 1)
 
 
 # ----------------------------------------------------------------- fee split
