@@ -3,13 +3,50 @@
 from __future__ import annotations
 
 import logging
+import math
+from dataclasses import replace
+from decimal import Decimal
 from pathlib import Path
 
 import click
 
+from oracle.tx.policy import MIN_BUMP_BPS, TxPolicy
 from tributa.cli import account_option, node_wait_option, pass_ctx
 from tributa.cli.format import emit_json, json_option
 from tributa.errors import TributaError
+
+_TX_DEFAULTS = TxPolicy()
+# A bump above 100% is likelier a basis-point figure (1250) typed as a percentage than a wish.
+_MAX_BUMP_PCT = 100
+
+
+def _bump_bps(ctx: click.Context, param: click.Parameter, pct: float) -> int:
+    """--tx-bump-pct as basis points, refused outside [12.5, 100]."""
+    if not MIN_BUMP_BPS / 100 <= pct <= _MAX_BUMP_PCT:
+        raise click.BadParameter(
+            f"{pct:g} is not between {MIN_BUMP_BPS / 100:g} and {_MAX_BUMP_PCT}: a replacement must raise the fees "
+            f"by at least {MIN_BUMP_BPS / 100:g}% or nodes may refuse it (geth wants 10%)",
+            ctx,
+            param,
+        )
+    return round(pct * 100)
+
+
+def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """Refuses nan and inf, which click's float ranges let through."""
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a number of seconds or gwei", ctx, param)
+    return value
+
+
+def _gwei_as_wei(ctx: click.Context, param: click.Parameter, gwei: float | None) -> int | None:
+    """--tx-fee-cap-gwei in wei, refused unless at least 1 wei."""
+    if _finite(ctx, param, gwei) is None:
+        return None
+    wei = int(Decimal(str(gwei)) * 10**9)
+    if wei < 1:
+        raise click.BadParameter(f"{gwei:g} gwei is less than 1 wei: give a positive fee cap", ctx, param)
+    return wei
 
 
 @click.group()
@@ -61,6 +98,47 @@ def oracle() -> None:
     help="the dashboard's (/ui) access token; required with a --host beyond loopback (prefer the env var: "
     "a flag shows in ps)",
 )
+@click.option(
+    "--confirmations",
+    type=click.IntRange(0),
+    default=None,
+    help="blocks a log must be buried under before the oracle acts on it (default: TRIBUTA_CONFIRMATIONS, else 0)",
+)
+@click.option(
+    "--tx-fee-cap-gwei",
+    "tx_fee_cap_wei",
+    type=click.FloatRange(0, min_open=True),
+    callback=_gwei_as_wei,
+    default=None,
+    help="the highest fee per gas the oracle's transactions may pay (maxFeePerGas, or gasPrice on legacy "
+    "chains), in gwei: fee bumps stop there [default: no cap]",
+)
+@click.option(
+    "--tx-bump-pct",
+    "tx_bump_bps",
+    type=float,
+    callback=_bump_bps,
+    default=_TX_DEFAULTS.bump_bps / 100,
+    show_default=True,
+    help=f"how much a fee bump raises a stuck transaction's fees, in percent ({MIN_BUMP_BPS / 100:g} to "
+    f"{_MAX_BUMP_PCT})",
+)
+@click.option(
+    "--tx-bump-after-s",
+    type=click.FloatRange(0, min_open=True),
+    callback=_finite,
+    default=_TX_DEFAULTS.bump_after_s,
+    show_default=True,
+    help="seconds a transaction may go unmined after its last broadcast before its fees are bumped",
+)
+@click.option(
+    "--tx-bump-after-blocks",
+    type=click.IntRange(0),
+    default=_TX_DEFAULTS.bump_after_blocks,
+    show_default=True,
+    help="blocks a transaction may go unmined before its fees are bumped, if sooner than --tx-bump-after-s "
+    "(0: seconds only)",
+)
 @click.option("--json-logs/--text-logs", default=True)
 @node_wait_option
 @account_option("oracle")
@@ -78,6 +156,11 @@ def run(
     max_upload_mb,
     upload_quota_mb,
     ui_token,
+    confirmations,
+    tx_fee_cap_wei,
+    tx_bump_bps,
+    tx_bump_after_s,
+    tx_bump_after_blocks,
     json_logs,
     node_wait_s,
     account_spec,
@@ -104,12 +187,20 @@ def run(
         spot_check_fraction=spot_check_fraction,
         upload_limits=UploadLimits(max_upload_mb * 2**20, upload_quota_mb * 2**20),
         ui_token=ui_token or None,
+        tx_policy=replace(
+            _TX_DEFAULTS,
+            max_fee_per_gas=tx_fee_cap_wei,
+            bump_bps=tx_bump_bps,
+            bump_after_s=tx_bump_after_s,
+            bump_after_blocks=tx_bump_after_blocks,
+        ),
     )
+    settings = ctx.settings.with_overrides(confirmations=confirmations)
 
     def serve() -> None:  # in the supervised child: a worker killed by a signal starts afresh
         try:
             build_oracle(
-                ctx.settings, ctx.contracts, ctx.store, signer, options, not no_attribution, list(model_dirs)
+                settings, ctx.contracts, ctx.store, signer, options, not no_attribution, list(model_dirs)
             ).run()
         except TributaError as exc:  # one line, as the CLI prints it, then the exit code
             click.echo(f"Error: {exc}", err=True)

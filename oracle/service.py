@@ -8,6 +8,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
+from multiprocessing.process import BaseProcess
 
 from eth_account.messages import encode_defunct
 from web3 import Web3
@@ -25,7 +26,7 @@ from oracle.rpc import Backoff, RpcUnavailable, describe, endpoint, is_transient
 from oracle.settler import Attributor, FeePolicy, Settler
 from oracle.stakes import StakeWatcher
 from oracle.supervisor import RESTART_WINDOW_S, RESTARTS_PER_WINDOW, accept_stop_signals, exit_status
-from oracle.txmanager import TxManager
+from oracle.txmanager import TxManager, TxPolicy
 from oracle.verify import Reexecute
 from tributa.chain.contracts import Contracts
 from tributa.chain.tx import Signer
@@ -101,7 +102,8 @@ class AgentDirectory:
             if hit and hit[0] > time.monotonic():
                 return hit[1]
         try:
-            stake, *_, capacity, registered = self.escrow.functions.agent(agent).call()
+            onchain = self.escrow.functions.agent(agent).call()
+            stake, capacity, registered = onchain.stake, onchain.capacity, onchain.registered
             min_stake = self.escrow.functions.min_stake().call()
             models = set(self.escrow.functions.agent_models(agent).call()) if registered else set()
         except Exception as exc:
@@ -178,9 +180,14 @@ class OracleOptions:
     close_margin_s: int = 30
     upload_limits: UploadLimits = field(default_factory=UploadLimits)
     ui_token: str | None = None  # the dashboard's at /ui (oracle/dashboard.py)
+    tx_policy: TxPolicy = field(default_factory=TxPolicy)  # fee bumps and cap of the oracle's transactions
 
 
 class Oracle:
+    # The job API's process, and when it was last restarted: set by run().
+    _api: BaseProcess
+    _api_restarts: list[float]
+
     def __init__(
         self,
         settings: Settings,
@@ -204,7 +211,7 @@ class Oracle:
         escrow = contracts.escrow.address
         # The worker's book only expires leases and closes due tasks; the API process leases.
         self.book = JobBook(self.db, self.store, contracts.chain_id, escrow, options.lease_s)
-        self.txm = TxManager.for_signer(self.db, signer)
+        self.txm = TxManager.for_signer(self.db, signer, options.tx_policy)
         # Contracts' requests through AIOracle, when the deployment has it (oracle/callbacks.py).
         self.callbacks = (
             CallbackRelay(self.db, contracts, self.txm, self.store, settings.confirmations, settings.max_log_blocks)
@@ -218,7 +225,7 @@ class Oracle:
             settings.confirmations,
             settings.max_log_blocks,
             on_reorg=self.txm.reorged,
-            replicas_by_requester={contracts.ai_oracle.address: CALLBACK_REPLICAS} if self.callbacks else None,
+            replicas_by_requester={self.callbacks.address: CALLBACK_REPLICAS} if self.callbacks else None,
         )
         self.stakes = StakeWatcher(
             self.db,
@@ -376,7 +383,7 @@ class Oracle:
     def run(self) -> None:
         """Serve the job API from a forked process and run the worker loop here until a signal."""
         self._api = start_api_process(self.api_spec, self.clock.shared, self.metrics_queue)
-        self._api_restarts: list[float] = []
+        self._api_restarts = []
         if self.indexer is not None:  # after the fork: the API process gets no copy of its thread
             self.indexer.start()
         stopped_by: list[int] = []
