@@ -19,7 +19,7 @@ help:
 	@echo "make demo   - set up, start Anvil, deploy, run the protocol end to end"
 	@echo "make test   - set up, run the whole test suite"
 	@echo "make bench  - set up, write bench-results.json"
-	@echo "make lint   - ruff (rules and format) and the layering contracts, as CI runs them before the tests"
+	@echo "make lint   - ruff (rules and format), the layering contracts and mypy, as CI runs them before the tests"
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -38,9 +38,9 @@ $(VENV)/.lint-installed: requirements-lint.txt $(VENV)/.installed
 	touch $@
 
 # ruff's rules and format (pyproject.toml [tool.ruff]); tributa/ below both services, the
-# services independent (pyproject.toml [tool.importlinter]).
+# services independent (pyproject.toml [tool.importlinter]); mypy's types (pyproject.toml [tool.mypy]).
 lint: $(VENV)/.lint-installed
-	cd $(CURDIR) && $(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/lint-imports
+	cd $(CURDIR) && $(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/lint-imports && $(VENV)/bin/mypy
 
 node_modules/.installed: package.json
 	npm install --no-audit --no-fund --loglevel=error

@@ -51,7 +51,8 @@ def register_agent(contracts: Contracts, agent: Signer, models: list[int]) -> No
 
 def post(contracts: Contracts, requester: Signer, model_id: int, fee: int = 10**16, deadline_s: int = 3600):
     now = contracts.w3.eth.get_block("latest")["timestamp"]
-    model_fee = contracts.registry.functions.model_pricing(model_id).call()[1]  # the fee a requester was shown
+    # the fee a requester is shown
+    _active, model_fee, _receiver = contracts.registry.functions.model_pricing(model_id).call()
     call = contracts.escrow.functions.post_task(model_id, os.urandom(32), now + deadline_s, 1, model_fee)
     result = requester.transact(call, value=fee)
     task_id = first_event(contracts.escrow, "TaskPosted", result.receipt)["task_id"]

@@ -40,7 +40,7 @@ def audit(contracts, task_ids: list[int]) -> Audit:
     refunded_logs = escrow.events.TaskRefunded.get_logs(from_block=start)
     settles = Counter(e["args"]["task_id"] for e in settled_logs)
     refunds = Counter(e["args"]["task_id"] for e in refunded_logs)
-    states = {t: escrow.functions.task(t).call()[-1] for t in task_ids}
+    states = {t: escrow.functions.task(t).call().state for t in task_ids}
     lost = sum(1 for t in task_ids if states[t] not in (2, 4) or settles[t] + refunds[t] != 1)
     double = sum(1 for t in task_ids if settles[t] > 1 or refunds[t] > 1)
     f = escrow.functions

@@ -15,7 +15,7 @@ BATCH = 50
 def post(contracts, requester, model_id: int, fee: int = 10**16, deadline_s: int = 3600):
     """post_task with the model's current fee as max_model_fee (as the CLI passes the fee it showed)."""
     now = contracts.w3.eth.get_block("latest")["timestamp"]
-    max_model_fee = contracts.registry.functions.model(model_id).call()[3]
+    max_model_fee = contracts.registry.functions.model(model_id).call().fee_per_task
     call = contracts.escrow.functions.post_task(model_id, os.urandom(32), now + deadline_s, 1, max_model_fee)
     result = requester.transact(call, value=fee)
     return first_event(contracts.escrow, "TaskPosted", result.receipt)["task_id"], result.gas_used

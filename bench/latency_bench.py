@@ -25,12 +25,12 @@ OPEN, SETTLED = 1, 2
 def _wait_settled(contracts, task_id: int, watch, timeout_s: float = 120.0) -> None:
     """A tight poll of the task's on-chain state, so the measurement is not quantised."""
     deadline = time.monotonic() + timeout_s
-    while contracts.escrow.functions.task(task_id).call()[-1] == OPEN:
+    while contracts.escrow.functions.task(task_id).call().state == OPEN:
         if time.monotonic() > deadline or not all(p.alive() for p in watch):
             view = wait_until_final(contracts, [task_id], 0, watch)[task_id]
             raise RuntimeError(f"bench task {task_id} not settled: {view.state} {view.failure}")
         time.sleep(0.02)
-    if contracts.escrow.functions.task(task_id).call()[-1] != SETTLED:
+    if contracts.escrow.functions.task(task_id).call().state != SETTLED:
         raise RuntimeError(f"bench task {task_id} was not settled")
 
 

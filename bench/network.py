@@ -90,7 +90,7 @@ class Network:
 
     def states(self, task_ids: list[int]) -> dict[int, int]:
         escrow = self.contracts.escrow.functions
-        return {t: escrow.task(t).call()[-1] for t in task_ids}
+        return {t: escrow.task(t).call().state for t in task_ids}
 
     def wait_final(self, task_ids: list[int], timeout_s: float) -> float:
         """Seconds until every task is settled or refunded (raises on timeout).

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -152,7 +152,7 @@ def make_executor(
     threads: int | None = None,
     device: str = "cpu",
     serving: ServingOptions = ServingOptions(),
-    readable: list[Path] = (),
+    readable: Sequence[Path] = (),
 ) -> ServingEngine:
     """The serving engine: one spawned worker per base model, on `device`, batching the jobs in
     flight (up to the agent's capacity). Sandboxed (the default), each worker runs inside
@@ -191,7 +191,7 @@ def make_executor(
     return engine
 
 
-def bind_folders(engine: ServingEngine, parts, folders: list[Path]) -> None:
+def bind_folders(engine: ServingEngine, parts, folders: Sequence[Path]) -> None:
     """Create each base's worker now, able to read its adapters and `folders` as well.
 
     A sandboxed worker reads only the folders bound when it starts (read-only bind mounts, which

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 from compute_agent.block_ranges import BlockRanges
@@ -56,6 +57,8 @@ def duty_for(
     the deadline). DutyUnreadable when the chain cannot tell now. `challenged_at`: the Challenged
     event's block. `answered_too`: the oracle's lease of a duty already answered on-chain still
     gets the answer, so the oracle counts it."""
+    if contracts.ai_oracle is None or contracts.committee is None:
+        return None  # a deployment without AIOracle: no committees, no duties
     agent = contracts.w3.to_checksum_address(agent)
     committee = contracts.committee.functions
     if not answered_too and committee.posted_digest(request_id, agent).call() != bytes(32):
@@ -108,7 +111,7 @@ class DutyWatcher:
             self.contracts.w3, start if self.from_block is None else self.from_block, CHECK_EVERY_S
         )
 
-    def due(self, busy: set[int] = frozenset(), limit: int = 1) -> list[Duty]:
+    def due(self, busy: AbstractSet[int] = frozenset(), limit: int = 1) -> list[Duty]:
         """Up to `limit` duties to answer now, none in `busy` (being answered). A duty comes back
         until its verdict is on-chain (`failed` spaces its retries), or its deadline passes."""
         if self.contracts.ai_oracle is None or self.contracts.committee is None:
@@ -118,7 +121,7 @@ class DutyWatcher:
         except Exception as exc:  # noqa: BLE001 -- a refused or failed query: read again next time; the pending still run
             log.warning("reading Challenged events failed (read again in %.0fs): %s", CHECK_EVERY_S, exc)
         now = time.time()
-        duties = []
+        duties: list[Duty] = []
         for rid, pending in sorted(self._pending.items()):
             if len(duties) >= limit:
                 break
@@ -154,10 +157,11 @@ class DutyWatcher:
         log.warning("committee duty on request %s not answered (%s): trying again in %.0fs", request_id, why, delay)
 
     def _read_challenges(self) -> None:
+        ai_oracle = self.contracts.ai_oracle
         blocks = self._blocks.take()
-        if blocks is None:
+        if ai_oracle is None or blocks is None:
             return
-        events = self.contracts.ai_oracle.events.Challenged.get_logs(from_block=blocks[0], to_block=blocks[1])
+        events = ai_oracle.events.Challenged.get_logs(from_block=blocks[0], to_block=blocks[1])
         self._blocks.done(blocks)  # only once read: a refused query reads the same range again
         for ev in events:
             if self.agent in ev.args.candidates and int(ev.args.request_id) not in self._pending:

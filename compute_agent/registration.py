@@ -37,7 +37,7 @@ def ensure_registered(contracts: Contracts, signer: Signer, profile: AgentProfil
         )
     escrow = contracts.escrow
     current = escrow.functions.agent(signer.address).call()
-    registered = bool(current[-1])
+    registered = bool(current.registered)
     if not registered:
         min_stake = escrow.functions.min_stake().call()
         stake = max(min_stake, stake_wei or 0)
@@ -51,8 +51,8 @@ def ensure_registered(contracts: Contracts, signer: Signer, profile: AgentProfil
     served = escrow.functions.agent_models(signer.address).call()
     same = (
         sorted(served) == sorted(profile.models)
-        and current[3] == profile.device_class
-        and current[4] == profile.capacity
+        and current.device_class == profile.device_class
+        and current.capacity == profile.capacity
         and escrow.functions.agent_pubkey(signer.address).call() == profile.pubkey
     )
     if same:

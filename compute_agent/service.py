@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from compute_agent.client import JobClient, OracleRefused, OracleUnavailable, OversizedContent
-from compute_agent.duties import Duty, DutyUnreadable, duty_for
+from compute_agent.duties import Duty, DutyUnreadable, DutyWatcher, duty_for
 from compute_agent.metrics import AgentMetrics
+from compute_agent.slashes import SlashWatcher
 from tributa import private
 from tributa.ai_oracle import REQUESTED, posted_result, request_state
 from tributa.catalog import MAX_BLOCK_BYTES, FolderRefused, LocalModel, ModelCatalog, fetch_folder
@@ -109,7 +110,7 @@ class AdapterCache:
         self.root.mkdir(parents=True, exist_ok=True)
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
-        self._fetching: dict[bytes, Future] = {}
+        self._fetching: dict[bytes, Future[LocalModel]] = {}
         self._refused: dict[bytes, tuple[AdapterRefused, float]] = {}  # digest -> (why, when)
 
     def ensure(self, digest: bytes, remote: Callable[[Cid], bytes]) -> LocalModel:
@@ -125,7 +126,7 @@ class AdapterCache:
                 raise refused[0]
             future = self._fetching.get(digest)
             mine = future is None
-            if mine:
+            if future is None:
                 future = self._fetching[digest] = Future()
         if not mine:
             return future.result()
@@ -250,13 +251,14 @@ class Agent:
         self._poll_failures = 0
         self._poll_down_since: float | None = None
         self.outcomes: list = []  # the last run()'s finished jobs
-        self.slash_watcher = None  # a SlashWatcher: logs and counts this agent's slashes (bootstrap sets it)
-        self.duty_watcher = None  # a DutyWatcher: challenges this agent must judge, read on-chain (bootstrap sets it)
+        self.slash_watcher: SlashWatcher | None = None  # logs and counts this agent's slashes (bootstrap sets it)
+        # Challenges this agent must judge, read on-chain (bootstrap sets it).
+        self.duty_watcher: DutyWatcher | None = None
         self._duty_lock = threading.Lock()
         self._post_lock = threading.Lock()
         self._own_outputs: dict[int, bytes] = {}  # request id -> this member's run, kept across a duty's tries
         self._not_requests: set[int] = set()  # task ids AIOracle has no request for
-        self._duty_answers: dict[int, Future] = {}  # request id -> the output this member signs
+        self._duty_answers: dict[int, Future[bytes]] = {}  # request id -> the output this member signs
 
     def servable_models(self) -> list[int]:
         """Registered, active models whose base weights this agent holds, and their adapters too
@@ -353,14 +355,14 @@ class Agent:
             return self.fetch_input(offer["input_cid"], offer.get("job_id"))
         envelope = base64.b64decode(offer["input_envelope_b64"])
         where = private.Deployment(self.contracts.chain_id, self.contracts.escrow.address)
-        requester = self.contracts.escrow.functions.task(offer["task_id"]).call()[0]
+        requester = self.contracts.escrow.functions.task(offer["task_id"]).call().requester
         context = private.job_input_context(where, requester, offer["task_id"])
         try:
             return decrypt_with(bytes(self.signer.account.key), envelope, context)
         except CryptoError as exc:
             raise JobInputError(f"the sealed input does not open with this agent's key: {exc}") from None
 
-    def _retrying(self, what: str, job_id: int, call):
+    def _retrying(self, what: str, job_id: int | None, call):
         """`call()`, tried again while the oracle is away or answers 5xx/429, with capped
         exponential backoff (or its Retry-After) for at most RETRY_FOR_S; a 4xx raises at once."""
         give_up = time.monotonic() + RETRY_FOR_S
@@ -435,7 +437,7 @@ class Agent:
             if duty is not None:  # the same answer the agent's own duty watcher gives, run once
                 output = self._committee_verdict(task_id, lambda: self._answer_duty(duty, model, base, adapters))
             else:
-                output = self.executor.run(base, adapters, input_bytes, model.serving.max_new_tokens)
+                output = self._runner.run(base, adapters, input_bytes, model.serving.max_new_tokens)
             ran = time.perf_counter()
         except AdapterRefused as exc:  # never served with a substitute: the job is an error
             kind = "input" if exc.everywhere else "runtime"
@@ -543,7 +545,7 @@ class Agent:
         with self._duty_lock:
             pending = self._duty_answers.get(task_id)
             mine = pending is None
-            if mine:
+            if pending is None:
                 pending = self._duty_answers[task_id] = Future()
         if mine:
             try:
@@ -563,7 +565,7 @@ class Agent:
         silence the committee)."""
         rid = duty.request_id
         if rid not in self._own_outputs:
-            self._own_outputs[rid] = self.executor.run(base, adapters, duty.input_bytes, model.serving.max_new_tokens)
+            self._own_outputs[rid] = self._runner.run(base, adapters, duty.input_bytes, model.serving.max_new_tokens)
             while len(self._own_outputs) > MAX_DUTIES_KEPT:
                 self._own_outputs.pop(next(iter(self._own_outputs)))
         own = self._own_outputs[rid]
@@ -598,6 +600,9 @@ class Agent:
         and proves the member answered whatever the oracle does with it; paid from the agent's own
         balance. Sent before the result goes to the oracle, which may resolve as soon as it holds
         a quorum. Whether the verdict is on-chain now (a failure is logged, never raised)."""
+        if self.contracts.committee is None:
+            log.warning("task %s: committee verdict not posted on-chain: no AICommittee in this deployment", task_id)
+            return False
         committee = self.contracts.committee.functions
         try:
             with self._post_lock:  # the lease and the duty watcher may both answer: one transaction
@@ -614,13 +619,20 @@ class Agent:
             return False
 
     @property
+    def _runner(self) -> JobRunner:
+        if self.executor is None:
+            raise TributaError("this agent has no executor yet (bootstrap sets it once the models load)")
+        return self.executor
+
+    @property
     def _rescore_in(self):
         """Where a claim is rescored: a sandbox of its own, under this agent's worker limits, when
         this agent's jobs run in one; else None (in this process, on a float32 CPU copy)."""
-        if hasattr(self.executor, "run_callable"):
-            return self.executor.run_callable
+        run_callable = getattr(self.executor, "run_callable", None)  # a SandboxedExecutor's
+        if run_callable is not None:
+            return run_callable
         template = getattr(self.executor, "template", None)  # a ServingEngine's worker template
-        if getattr(template, "isolation", None) != "bwrap":
+        if template is None or getattr(template, "isolation", None) != "bwrap":
             return None
         limits = sandbox.SandboxLimits(
             memory_mb=max(template.memory_mb or 0, sandbox.SandboxLimits.memory_mb),

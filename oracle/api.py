@@ -15,6 +15,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from typing import Any
 
 import requests
 from fastapi import FastAPI, Query, Request
@@ -200,7 +201,7 @@ _OFFER_SCHEMA = {
     },
 }
 # The poll handler reads its (signed) body itself, so FastAPI cannot infer these.
-POLL_OPENAPI = {
+POLL_OPENAPI: dict[str, Any] = {
     "requestBody": {
         "required": False,
         "content": {
@@ -227,7 +228,7 @@ POLL_OPENAPI = {
         },
     }
 }
-POLL_RESPONSES = {
+POLL_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": 'One offer; with max_jobs, {"jobs": [offer, ...]} holding at least one.',
         "content": {
@@ -248,7 +249,7 @@ POLL_RESPONSES = {
     204: {"description": "No job arrived within wait_s."},
 }
 
-BLOCK_RESPONSES = {
+BLOCK_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "The block's bytes, as stored (hash them: their sha2-256 is the CID's digest).",
         "content": {"application/vnd.ipld.raw": {"schema": {"type": "string", "format": "binary"}}},
@@ -338,7 +339,7 @@ UPLOAD_OPENAPI = {
         "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
     },
 }
-UPLOAD_RESPONSES = {
+UPLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "Stored: root, bytes, blocks, already_held, quota_used_bytes, quota_bytes."},
     400: {"description": "No or a malformed ?for=."},
     401: {"description": "Unsigned, expired or badly signed."},
@@ -596,6 +597,7 @@ def create_app(
         the signer and the registration are checked before the body is read. The DAG must be
         complete; the upload counts against the account's quota. Idempotent."""
         refuse_when_stopping()
+        purpose = purpose or ""  # no ?for= at all is refused like an empty one
         parse_purpose(purpose)
         account = await run_in_threadpool(
             auth.verify_account, request.headers, request.method, signed_path(request), b""

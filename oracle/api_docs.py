@@ -40,7 +40,7 @@ def mount_docs(app: FastAPI) -> None:
                 status_code=503,
             )
         return get_swagger_ui_html(
-            openapi_url=app.openapi_url,
+            openapi_url=app.openapi_url or "/openapi.json",  # None only for an app serving no schema
             title=f"{app.title} - docs",
             swagger_js_url=f"{ASSETS}/swagger-ui-bundle.js",
             swagger_css_url=f"{ASSETS}/swagger-ui.css",

@@ -20,6 +20,7 @@ import os
 import signal
 import threading
 from dataclasses import dataclass, field
+from multiprocessing.process import BaseProcess
 
 from oracle.content import UploadLimits
 from tributa.config import Settings
@@ -198,7 +199,7 @@ class SharedClock:
         return self._value.value
 
 
-def start_api_process(spec: ApiSpec, clock: SharedClock, metrics_queue) -> multiprocessing.Process:
+def start_api_process(spec: ApiSpec, clock: SharedClock, metrics_queue) -> BaseProcess:
     process = multiprocessing.get_context("fork").Process(
         target=_serve, args=(spec, clock, metrics_queue, os.getpid()), name="oracle-api", daemon=True
     )

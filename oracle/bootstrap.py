@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from oracle.service import Oracle, OracleOptions
@@ -29,7 +30,7 @@ def build_oracle(
     signer: Signer,
     options: OracleOptions,
     attribution: bool = True,
-    model_dirs: list[Path] = (),
+    model_dirs: Sequence[Path] = (),
 ) -> Oracle:
     """The oracle, with attribution unless told not, and re-execution on `model_dirs` (in the
     agents' own bwrap workers, so an honest agent's bytes match the oracle's)."""

@@ -31,7 +31,18 @@ from sqlalchemy import select, update
 from web3 import Web3
 from web3.exceptions import ContractCustomError, ContractLogicError
 
-from oracle.db import CallbackRequest, CommitteeDuty, Cursor, Database, Job, JobState, SentTx, Task, TaskState
+from oracle.db import (
+    CallbackRequest,
+    CommitteeDuty,
+    Cursor,
+    Database,
+    Job,
+    JobState,
+    SentTx,
+    Task,
+    TaskState,
+    get_or_raise,
+)
 from oracle.ingest import DecodedLog, EventDecoder
 from oracle.outages import is_outage
 from oracle.rpc import is_transient
@@ -235,7 +246,7 @@ class CallbackRelay:
         )
 
     # -- answering -----------------------------------------------------------------------------
-    def post(self, task_id: int, settlement: tuple, result_cid: str) -> str | None:
+    def post(self, task_id: int, settlement: tuple, result_cid: str | None) -> str | None:
         """Answer a verified request with fulfill; returns the tx hash, or None if it must wait
         (AIOracle's request not read yet, or nothing sent)."""
         with self.db.session() as s:
@@ -267,9 +278,9 @@ class CallbackRelay:
             log.error("fulfill of request %s not confirmed: %s", task_id, exc)
             return None
         with self.db.session() as s:
-            row = s.get(CallbackRequest, task_id)
+            row = get_or_raise(s, CallbackRequest, task_id)
             row.output, row.output_is_cid, row.settlement = "0x" + output.hex(), is_cid, "0x" + encoded.hex()
-            task = s.get(Task, task_id)
+            task = get_or_raise(s, Task, task_id)
             if row.state == CallbackState.REQUESTED:
                 row.state = CallbackState.PROVISIONAL
             if task.state == TaskState.SETTLING:
@@ -289,7 +300,7 @@ class CallbackRelay:
         AIOracle, answered again (VERIFIED) or, posted, its fulfill recovered from the oracle's own
         sent transaction, so finalize / resolve can repeat it. Never FAILING: failing a posted
         request in the escrow would leave its agents unpaid and its challenge undecidable."""
-        state = int(self.ai_oracle.functions.request(task_id).call()[4])
+        state = int(self.ai_oracle.functions.request(task_id).call().state)
         if state == 1:  # REQUESTED: the fulfill never landed
             return TaskState.VERIFIED
         with self.db.session() as s:
@@ -427,6 +438,8 @@ class CallbackRelay:
         output, is_cid = _hex(row.output), bool(row.output_is_cid)
         if quorum and quorum[0] != posted:
             output, is_cid = posted_output(self._committee_output(row.request_id, quorum[0]))
+        if row.candidates is None:  # _challenged sets them with the state
+            raise ValueError(f"challenged request {row.request_id} has no candidates")
         # Every verdict that came in: a member whose verdict is left out is recorded silent.
         call = self.ai_oracle.functions.resolve(
             row.request_id,
@@ -496,7 +509,7 @@ class CallbackRelay:
                 select(Job).where(Job.task_id == task_id, Job.state == JobState.SUBMITTED).order_by(Job.id)
             ).scalars()
             return [
-                (Web3.to_checksum_address(j.agent), bytes.fromhex(j.result_digest[2:]), bytes.fromhex(j.signature[2:]))
+                (Web3.to_checksum_address(j.agent), _hex(j.result_digest), _hex(j.signature))
                 for j in jobs
                 if Web3.to_checksum_address(j.agent) in members
             ]
@@ -529,7 +542,7 @@ class CallbackRelay:
                 return False
             log.error("%s of request %s reverted: %s", purpose, request_id, exc.reason)
             with self.db.session() as s:
-                s.get(CallbackRequest, request_id).note = f"{purpose}: {exc.reason}"[:500]
+                get_or_raise(s, CallbackRequest, request_id).note = f"{purpose}: {exc.reason}"[:500]
             return False
         except ChainError as exc:
             log.error("%s of request %s not confirmed: %s", purpose, request_id, exc)

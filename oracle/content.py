@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, or_, select
 
-from oracle.db import Database, Job, Task, TaskState, Upload, now
+from oracle.db import Database, Job, Task, TaskState, Upload, get_or_raise, now
 from oracle.jobs import RequestRefused
 from tributa.chain.contracts import Contracts
 from tributa.errors import TributaError
@@ -271,7 +271,7 @@ class ContentBook:
                 .first()
             )
             if job is not None:
-                return s.get(Task, job.task_id).requester
+                return get_or_raise(s, Task, job.task_id).requester
         return None
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from fastapi import FastAPI
 from sqlalchemy import func, select
+from starlette.routing import Route
 from web3 import Web3
 
 from oracle.db import AgentSeen, Database, SentTx, TxAttempt, TxState, now
@@ -146,7 +147,7 @@ class InProcessOracle:
 
 def _endpoint(app: FastAPI, path: str):
     for route in app.routes:
-        if getattr(route, "path", None) == path and "GET" in getattr(route, "methods", ()):
+        if isinstance(route, Route) and route.path == path and "GET" in (route.methods or ()):
             if inspect.iscoroutinefunction(route.endpoint):
                 raise TypeError(f"the job API's {path} handler became async; call it through the event loop")
             return route.endpoint

@@ -52,7 +52,7 @@ class Ingestor(LogPoller):
         confirmations: int = 0,
         max_blocks: int = 2000,
         on_event: Callable[[DecodedLog], None] | None = None,
-        on_reorg: Callable[[int], None] | None = None,
+        on_reorg: Callable[[int], object] | None = None,  # its result (e.g. txs reopened) is unused
         reorg_window: int = REORG_WINDOW,
         cursor_name: str = CURSOR_NAME,
         replicas_by_requester: dict[str, int] | None = None,

@@ -10,11 +10,23 @@ import base64
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any, cast
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import CursorResult, func, select, text, update
 from web3 import Web3
 
-from oracle.db import AgentSeen, CallbackRequest, CommitteeDuty, Database, Job, JobState, Task, TaskState, now
+from oracle.db import (
+    AgentSeen,
+    CallbackRequest,
+    CommitteeDuty,
+    Database,
+    Job,
+    JobState,
+    Task,
+    TaskState,
+    get_or_raise,
+    now,
+)
 from oracle.outages import is_outage
 from tributa import private
 from tributa.chain.eip712 import recover_lease_signer, recover_result_signer
@@ -272,13 +284,14 @@ class JobBook:
             log.warning("task %s failed: %s", task.task_id, task.reason)
             return None
         leased_at = now()
+        lease_chain_expires_at = int(chain_time) + int(self.lease_s)
         job = Job(
             task_id=task.task_id,
             agent=agent,
             state=JobState.LEASED,
             leased_at=leased_at,
             lease_expires_at=leased_at + self.accept_window_s,
-            lease_chain_expires_at=int(chain_time) + int(self.lease_s),
+            lease_chain_expires_at=lease_chain_expires_at,
         )
         s.add(job)
         if not duty:
@@ -291,7 +304,7 @@ class JobBook:
             input_cid,
             task.input_digest,
             task.deadline,
-            job.lease_chain_expires_at,
+            lease_chain_expires_at,
             envelope,
             inline,
         )
@@ -495,16 +508,20 @@ class JobBook:
             ):
                 # Conditional: on SQLite the select above locks nothing, so a submit (in the API
                 # process) may have taken the job since; it is expired only if still leased and due.
-                changed = s.execute(
-                    update(Job)
-                    .where(Job.id == job.id, Job.state == JobState.LEASED, Job.lease_expires_at < now())
-                    .values(state=JobState.EXPIRED)
-                    .execution_options(synchronize_session=False)
+                # An UPDATE's result is a CursorResult; Session.execute's overloads type it as Result.
+                changed = cast(
+                    CursorResult[Any],
+                    s.execute(
+                        update(Job)
+                        .where(Job.id == job.id, Job.state == JobState.LEASED, Job.lease_expires_at < now())
+                        .values(state=JobState.EXPIRED)
+                        .execution_options(synchronize_session=False)
+                    ),
                 ).rowcount
                 if changed != 1:
                     continue
                 s.refresh(job)
-                task = s.get(Task, job.task_id, with_for_update=True)
+                task = get_or_raise(s, Task, job.task_id, with_for_update=True)
                 if task.state == TaskState.RUNNING and self._active_jobs(s, task.task_id) == 0:
                     task.state = TaskState.OPEN
                 expired += 1
@@ -528,5 +545,5 @@ class JobBook:
             job = s.get(Job, job_id)
             if job is None:
                 raise RequestRefused(404, f"job {job_id} does not exist")
-            task = s.get(Task, job.task_id)
+            task = get_or_raise(s, Task, job.task_id)
             return task.task_id, task.requester, task.output_pubkey

@@ -24,13 +24,23 @@ RELAYED_METRICS = ("rpc_errors", "gas_spent", "slashes", "settled", "latency")
 
 
 class WorkerMetrics(Protocol):
-    """What the oracle's worker updates, whichever process serves it."""
+    """What the oracle's worker updates, whichever process serves it. Read-only members, so a
+    Prometheus Counter or a relay stand-in both match (a plain attribute would have to be exact)."""
 
-    rpc_errors: Counting
-    gas_spent: Counting
-    slashes: Counting
-    settled: Counting
-    latency: Observing
+    @property
+    def rpc_errors(self) -> Counting: ...
+
+    @property
+    def gas_spent(self) -> Counting: ...
+
+    @property
+    def slashes(self) -> Counting: ...
+
+    @property
+    def settled(self) -> Counting: ...
+
+    @property
+    def latency(self) -> Observing: ...
 
 
 class OracleMetrics:

@@ -8,6 +8,8 @@ try next.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -15,7 +17,7 @@ from sqlalchemy import select, update
 from web3 import Web3
 
 from oracle.auth import contract_signature_problem
-from oracle.db import Database, Job, JobState, Task, TaskState, now
+from oracle.db import Database, Job, JobState, Task, TaskState, get_or_raise, now
 from oracle.ingest import EventDecoder
 from oracle.metrics import OracleMetrics, WorkerMetrics
 from oracle.outages import is_outage
@@ -134,13 +136,12 @@ class Settler:
                 ).scalars()
             ]
         # Verdicts and attribution run models: outside any write transaction, so the API never waits on them.
-        plans = [(task_id, self._plan(task_id)) for task_id in ready]
-        plans = [(task_id, plan) for task_id, plan in plans if plan is not None]
+        plans = [(task_id, plan) for task_id in ready if (plan := self._plan(task_id)) is not None]
         if not plans:
             return 0
         with self.db.session() as s:
             for task_id, plan in plans:
-                task = s.get(Task, task_id)
+                task = get_or_raise(s, Task, task_id)
                 task.state = TaskState.SETTLING
                 task.result_cid, task.result_digest = plan.result_cid, "0x" + plan.settlement[1].hex()
                 task.result_ciphertext_cid = plan.ciphertext_cid
@@ -163,9 +164,9 @@ class Settler:
             log.error("settlement of %d tasks not sent: %s", len(plans), exc)
             with self.db.session() as s:
                 for task_id in task_ids:
-                    task = s.get(Task, task_id)
-                    if task is not None and task.state == TaskState.SETTLING:
-                        task.state = TaskState.VERIFIED
+                    row = s.get(Task, task_id)
+                    if row is not None and row.state == TaskState.SETTLING:
+                        row.state = TaskState.VERIFIED
             return 0
         except ChainError as exc:
             # Not sent or not mined: leave them SETTLING; recover() decides from on-chain state.
@@ -181,7 +182,7 @@ class Settler:
             return plans
         rest = []
         with self.db.session() as s:
-            owned = {task_id for task_id, _ in plans if self.callbacks.owns(s.get(Task, task_id))}
+            owned = {task_id for task_id, _ in plans if self.callbacks.owns(get_or_raise(s, Task, task_id))}
         for task_id, plan in plans:
             if task_id not in owned:
                 rest.append((task_id, plan))
@@ -198,7 +199,7 @@ class Settler:
     def _plan(self, task_id: int) -> Plan | None:
         """The settlement for one task, or None after marking it FAILING (no trustworthy result)."""
         with self.db.session() as s:
-            task = s.get(Task, task_id)
+            task = get_or_raise(s, Task, task_id)
             jobs = s.execute(select(Job).where(Job.task_id == task_id).order_by(Job.id)).scalars().all()
             s.expunge_all()
         jobs = _without_unsettleable_signatures(task_id, jobs)
@@ -221,7 +222,7 @@ class Settler:
             verdict = Verdict(None, None, source="reexecution", note=f"re-execution failed: {type(exc).__name__}")
         if verdict.result_digest is None:
             with self.db.session() as s:
-                failing = s.get(Task, task_id)
+                failing = get_or_raise(s, Task, task_id)
                 failing.state = TaskState.FAILING
                 failing.reason = f"no verified result: {verdict.note}"[:128]
             return None
@@ -245,7 +246,7 @@ class Settler:
             bytes.fromhex(verdict.result_digest[2:]),
             attribution.record_digest,
             paid,
-            [bytes.fromhex(j.signature[2:]) for j in verdict.paid],
+            [_result_signature(j) for j in verdict.paid],
             self.fee_policy.agent_fee(task, self.protocol_fee_bps, self.data_share_bps) if paid else 0,
             slashed,
             attribution.dataset_ids,
@@ -268,7 +269,8 @@ class Settler:
     def _output_of(self, task: Task):
         """A job's output bytes from the store: a public task's in the clear, a private one's from
         the copy sealed to the oracle's key (without that key, or that copy, digests decide)."""
-        if self.store is None or (task.private and self.oracle_key is None):
+        oracle_key = self.oracle_key if task.private else None
+        if self.store is None or (task.private and oracle_key is None):
             return None
         where = private.Deployment(self.contracts.chain_id, self.escrow.address)
 
@@ -278,8 +280,8 @@ class Settler:
                 if not cid:
                     return None
                 data = self.store.get_bytes(cid)
-                if task.private:
-                    data = private.open_oracle_copy(self.oracle_key, data, where, task.requester, task.task_id, job.id)
+                if oracle_key is not None:  # a private task: the copy sealed to the oracle
+                    data = private.open_oracle_copy(oracle_key, data, where, task.requester, task.task_id, job.id)
                 return data
             except Exception as exc:  # a missing block or a bad seal: that answer agrees by digest only
                 if is_outage(exc):
@@ -341,7 +343,7 @@ class Settler:
     def _store_output(self, task: Task, output: bytes, seals: list[str]) -> tuple[str, str]:
         """The oracle's own result: stored as is, or for a private task only sealed to the
         requester (appended to `seals`); returns (CID of the plain output, its 0x-digest)."""
-        if not task.private:
+        if task.output_pubkey is None:  # a public task
             cid = str(self.store.put_bytes(output))
         else:
             cid = str(self.store.cid_of(output))
@@ -367,7 +369,7 @@ class Settler:
         share = result.gas_used // max(1, len(task_ids))
         with self.db.session() as s:
             for task_id, args in settled.items():
-                task = s.get(Task, task_id)
+                task = get_or_raise(s, Task, task_id)
                 task.state = TaskState.SETTLED
                 task.settle_tx = result.tx_hash
                 task.settled_at = now()
@@ -394,8 +396,8 @@ class Settler:
         """Tasks the chain refused to settle: adopt the chain's state, or fail them with the reason."""
         with self.db.session() as s:
             for task_id, reason in reasons.items():
-                task = s.get(Task, task_id)
-                onchain = self.escrow.functions.task(task_id).call()[-1]
+                task = get_or_raise(s, Task, task_id)
+                onchain = self.escrow.functions.task(task_id).call().state
                 if onchain in ONCHAIN_STATES:
                     task.state = ONCHAIN_STATES[onchain]
                     log.warning("task %s was already %s on-chain; not settled again", task_id, task.state)
@@ -404,7 +406,7 @@ class Settler:
                     task.reason = f"settlement rejected: {reason}"[:128]
                     log.error("task %s settlement rejected: %s", task_id, reason)
 
-    def recover(self, in_flight: set[int] = frozenset()) -> None:
+    def recover(self, in_flight: AbstractSet[int] = frozenset()) -> None:
         """After a restart: tasks caught mid-settlement are settled or ready again, per the chain.
 
         Tasks whose settlement is still in flight (`in_flight`) stay SETTLING: resending them would
@@ -418,14 +420,16 @@ class Settler:
                 if self.callbacks is not None and self.callbacks.owns(task):
                     requests.append(task.task_id)
                     continue
-                onchain = self.escrow.functions.task(task.task_id).call()[-1]
+                onchain = self.escrow.functions.task(task.task_id).call().state
                 task.state = ONCHAIN_STATES.get(onchain, TaskState.VERIFIED)
+        if self.callbacks is None:  # then no requests were listed
+            return
         for task_id in requests:
             state = self.callbacks.adopt_posted(task_id)
             with self.db.session() as s:
-                task = s.get(Task, task_id)
-                if task is not None and task.state == TaskState.SETTLING:
-                    task.state = state
+                row = s.get(Task, task_id)
+                if row is not None and row.state == TaskState.SETTLING:
+                    row.state = state
 
     # -- failures and refunds ----------------------------------------------------------------
     def fail_pending(self, chain_time: int | None = None) -> int:
@@ -436,7 +440,9 @@ class Settler:
         """
         with self.db.session() as s:
             tasks = s.execute(select(Task).where(Task.state == TaskState.FAILING)).scalars().all()
-            if tasks and chain_time is None:
+            if not tasks:
+                return 0
+            if chain_time is None:
                 chain_time = self._chain_time()
             # A contract's request is ended by AIOracle alone (its `expire`, once nobody answered by
             # its fulfil-by time, fails and refunds it): the escrow refuses this key's fail_task.
@@ -541,7 +547,14 @@ def _lease_proof(job: Job, chain_time: int) -> tuple | None:
     )
 
 
-def _without_unsettleable_signatures(task_id: int, jobs: list[Job]) -> list[Job]:
+def _result_signature(job: Job) -> bytes:
+    """A paid job's Result signature (the API stores no answer without one)."""
+    if job.signature is None:
+        raise ValueError(f"task {job.task_id}: job {job.id} of {job.agent} has no Result signature")
+    return bytes.fromhex(job.signature[2:])
+
+
+def _without_unsettleable_signatures(task_id: int, jobs: Sequence[Job]) -> list[Job]:
     """Drop answers whose signature the escrow would refuse (high-s, v not 27/28): one such
     signature would revert the whole settlement and leave the honest agents unpaid. The API
     refuses them on arrival; this guards rows stored before it did."""

@@ -73,7 +73,8 @@ class StakeWatcher:
         min_stake = self.escrow.functions.min_stake().call()
         read = {}
         for agent in wanted:
-            stake, *_, registered = self.escrow.functions.agent(agent).call()
+            onchain = self.escrow.functions.agent(agent).call()
+            stake, registered = onchain.stake, onchain.registered
             read[agent] = (int(stake), bool(registered) and stake >= min_stake)
         with self.db.session() as s:
             for agent, (stake, ok) in read.items():

@@ -18,6 +18,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from multiprocessing.process import BaseProcess
 
 log = logging.getLogger("tributa.oracle")
 
@@ -42,7 +43,7 @@ def supervise(run: Callable[[], None], what: str = "oracle worker") -> int:
     """Run `run` in a forked child until it ends; start it again when a signal kills it. SIGTERM
     and SIGINT go on to the child, which then stops as usual. Returns the child's exit code."""
     stopping = False
-    child: multiprocessing.Process | None = None
+    child: BaseProcess | None = None
 
     def forward(signum, _frame) -> None:
         nonlocal stopping
@@ -57,7 +58,7 @@ def supervise(run: Callable[[], None], what: str = "oracle worker") -> int:
         while True:
             child = multiprocessing.get_context("fork").Process(target=_child, args=(run, previous), name=what)
             child.start()
-            if stopping:  # a stop signal that came while the last one was being replaced
+            if stopping and child.pid is not None:  # a stop signal that came while the last one was being replaced
                 os.kill(child.pid, signal.SIGTERM)
             child.join()
             code = child.exitcode

@@ -91,10 +91,12 @@ def decide(
 
 
 def _answers(answered: list[Job], output_of: Callable[[Job], bytes | None] | None) -> list[Answer]:
-    counts = Counter(j.result_digest for j in answered)
-    first = {}
+    # A submitted job always carries its digest (the API stores none without one).
+    counts = Counter(j.result_digest for j in answered if j.result_digest is not None)
+    first: dict[str, Job] = {}
     for job in answered:
-        first.setdefault(job.result_digest, job)
+        if job.result_digest is not None:
+            first.setdefault(job.result_digest, job)
     return [Answer(d, output_of(first[d]) if output_of else None, n) for d, n in counts.items()]
 
 

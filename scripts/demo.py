@@ -166,7 +166,7 @@ def launch_imo(demo: Demo, model_id: int) -> tuple[int, str]:
     for role in IMO_BUYS:
         imo.claim(demo.contracts, demo.signer(role), imo_id)
     view = imo.read_imo(demo.contracts, imo_id)
-    receiver = demo.contracts.registry.functions.model(model_id).call()[2]
+    receiver = demo.contracts.registry.functions.model(model_id).call().fee_receiver
     print(
         f"  sale {view.state}: raised {eth(view.raised)}; model {model_id}'s fees now go to the token ({receiver == token})"
     )

@@ -12,6 +12,31 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# The fast tier (`make test-fast`, `pytest -m "not anvil"`) leaves out every test that needs a node.
+# A test needs one when its fixtures include `anvil` (pytest's closure sees every fixture built on
+# it) or when its module starts nodes itself. Anything unmarked that still starts Anvil in the
+# fast tier fails (TRIBUTA_NO_ANVIL), so a missed mark shows up instead of slowing the tier.
+NODE_FIXTURES = frozenset({"anvil"})
+NODE_STARTERS = ("AnvilNode", "ape_deploy")  # module-level names of tests that start their own node
+
+
+def pytest_configure(config):
+    if "not anvil" in (config.option.markexpr or ""):
+        os.environ["TRIBUTA_NO_ANVIL"] = "1"
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if _needs_a_node(item):
+            item.add_marker(pytest.mark.anvil)
+
+
+def _needs_a_node(item) -> bool:
+    if NODE_FIXTURES & set(getattr(item, "fixturenames", ())):
+        return True
+    module = getattr(item, "module", None)
+    return any(hasattr(module, name) for name in NODE_STARTERS)
+
 
 @pytest.fixture(scope="session")
 def anvil(tmp_path_factory):

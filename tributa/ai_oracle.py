@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from eth_abi import decode
 from eth_abi.exceptions import DecodingError
+from eth_typing import Hash32
 
 from tributa.chain.contracts import Contracts
 from tributa.store import cid as cidlib
@@ -52,7 +53,7 @@ def request_state(contracts: Contracts, request_id: int) -> int:
     """0 for a task that is no AIOracle request."""
     if contracts.ai_oracle is None:
         return 0
-    return int(contracts.ai_oracle.functions.request(request_id).call()[4])
+    return int(contracts.ai_oracle.functions.request(request_id).call().state)
 
 
 def find_logs(contracts: Contracts, event, request_id: int, before_block: int):
@@ -92,7 +93,9 @@ def posted_result(contracts: Contracts, request_id: int, before_block: int | Non
 def original_agents(contracts: Contracts, posted: PostedResult) -> list[str] | None:
     """The agents the posted settlement paid (a challenge's committee leaves them out), read from
     the fulfil transaction's calldata; None if that was not a direct call of AIOracle.fulfill."""
-    tx = contracts.w3.eth.get_transaction(posted.tx_hash)
+    if contracts.ai_oracle is None:
+        return None
+    tx = contracts.w3.eth.get_transaction(Hash32(posted.tx_hash))
     try:
         fn, args = contracts.ai_oracle.decode_function_input(tx["input"])
         if fn.fn_name != "fulfill" or int(args["request_id"]) != posted.request_id:

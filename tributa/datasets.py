@@ -52,7 +52,7 @@ class RegisteredDataset:
     metadata_cid: str
     tokens_indexed: int
     tx: TxResult  # the reveal (register_dataset)
-    commit_tx: TxResult | None = None
+    commit_tx: TxResult  # the commitment (commit_dataset) the reveal opened
 
 
 def text_files(path: Path) -> list[Path]:
@@ -142,8 +142,18 @@ def read_dataset(contracts: Contracts, dataset_id: int) -> DatasetInfo:
     count = contracts.registry.functions.dataset_count().call()
     if not 1 <= dataset_id <= count:
         raise TributaError(f"dataset {dataset_id} does not exist (there are {count})")
-    fields = contracts.registry.functions.dataset(dataset_id).call()
-    return DatasetInfo(dataset_id, bytes(fields[0]), bytes(fields[1]), fields[2], bytes(fields[3]), *fields[4:])
+    d = contracts.registry.functions.dataset(dataset_id).call()
+    return DatasetInfo(
+        dataset_id,
+        bytes(d.content_digest),
+        bytes(d.metadata_digest),
+        d.owner,
+        bytes(d.contributors_root),
+        d.version,
+        d.contributor_count,
+        d.terms,
+        d.active,
+    )
 
 
 def list_datasets(contracts: Contracts) -> list[DatasetInfo]:

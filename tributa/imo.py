@@ -10,6 +10,7 @@ from web3.contract import Contract
 
 from tributa.chain.contracts import Contracts
 from tributa.chain.events import first_event
+from tributa.chain.result_names import with_result_names
 from tributa.chain.tx import Signer, TxResult
 from tributa.errors import TributaError
 
@@ -54,7 +55,9 @@ def launcher(contracts: Contracts) -> Contract:
 
 def token_contract(contracts: Contracts, address: str) -> Contract:
     return contracts.w3.eth.contract(
-        address=Web3.to_checksum_address(address), abi=contracts.deployment.abis["ModelToken"]
+        address=Web3.to_checksum_address(address),
+        abi=with_result_names(contracts.deployment.abis["ModelToken"]),
+        decode_tuples=True,
     )
 
 
@@ -62,8 +65,9 @@ def read_imo(contracts: Contracts, imo_id: int) -> ImoView:
     count = launcher(contracts).functions.imo_count().call()
     if not 1 <= imo_id <= count:
         raise TributaError(f"IMO {imo_id} does not exist (there are {count})")
-    f = launcher(contracts).functions.imo(imo_id).call()
-    return ImoView(imo_id, *f[0:11], f[11], f[12], f[13], f[15], STATES.get(f[16], str(f[16])))
+    imo = launcher(contracts).functions.imo(imo_id).call()
+    fields = {name: getattr(imo, name) for name in ImoView.__dataclass_fields__ if name not in ("imo_id", "state")}
+    return ImoView(imo_id, **fields, state=STATES.get(imo.state, str(imo.state)))
 
 
 def launch(

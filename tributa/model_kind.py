@@ -49,10 +49,12 @@ def kind_of_weights(weights_digest: bytes, store, remote=None, total_s: float = 
     `remote` (a tributa.content_api.ContentApi, or None: local only), within `total_s` seconds
     however the remote answers (past it: unknown, and the caller goes on)."""
     root = cidlib.digest_to_cid(bytes(weights_digest))
-    used = {"oracle": False, "remote_error": None}
+    from_oracle = False  # some block came from the oracle's content API
+    remote_error: str | None = None  # why the oracle's content API could not serve a block
     deadline = time.monotonic() + total_s
 
     def read_block(cid: Cid) -> bytes:
+        nonlocal from_oracle, remote_error
         try:
             return store.read(cid)  # re-hashed by the store; _CheckedBlocks checks it again
         except StoreError:  # absent, or a damaged copy
@@ -60,16 +62,16 @@ def kind_of_weights(weights_digest: bytes, store, remote=None, total_s: float = 
         if remote is None:
             raise NotFound(f"{cid} is not in this machine's store")
         if time.monotonic() > deadline:
-            used["remote_error"] = f"the oracle's content API took over {total_s:.0f}s to serve its folder"
-            raise NotFound(used["remote_error"])
+            remote_error = f"the oracle's content API took over {total_s:.0f}s to serve its folder"
+            raise NotFound(remote_error)
         try:
             data = remote.read(cid, deadline)
         except NotFound:
             raise NotFound(f"neither this machine's store nor the oracle's holds block {cid}") from None
         except (StoreError, TributaError) as exc:  # unreachable, refused, or bytes that do not hash
-            used["remote_error"] = str(exc)
+            remote_error = str(exc)
             raise NotFound(str(exc)) from None
-        used["oracle"] = True
+        from_oracle = True
         return data
 
     source = _CheckedBlocks(read_block, MAX_CONFIG_BYTES, MAX_BLOCK_READS)
@@ -94,10 +96,10 @@ def kind_of_weights(weights_digest: bytes, store, remote=None, total_s: float = 
             )
         raw = b"".join(dag.open_file(source, names["config.json"]))
     except FolderRefused as exc:
-        return ModelKind(UNKNOWN, _unavailable(root, str(exc), remote, used["remote_error"]))
+        return ModelKind(UNKNOWN, _unavailable(root, str(exc), remote, remote_error))
     except StoreError as exc:  # blocks that hash right but are no well-formed UnixFS folder
         return ModelKind(UNKNOWN, f"its weights {root} are not a well-formed folder: {exc}")
-    where = "oracle" if used["oracle"] else "local store"
+    where = "oracle" if from_oracle else "local store"
     try:
         config = json_input.loads(raw)
         kind = config_kind(config) if isinstance(config, dict) else None

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -44,7 +45,7 @@ class ManagedProcess:
         settings: Settings,
         log_path: Path,
         env: dict[str, str] | None = None,
-        prefix: list[str] = (),
+        prefix: Sequence[str] = (),
     ) -> None:
         """`prefix` runs the command under another, e.g. `ip netns exec NS` (a role on its own network)."""
         self.name = name
@@ -89,10 +90,10 @@ class ManagedProcess:
 def start_oracle(
     settings: Settings,
     log_path: Path,
-    args: list[str] = (),
+    args: Sequence[str] = (),
     env: dict[str, str] | None = None,
     timeout_s: float = 120.0,
-    prefix: list[str] = (),
+    prefix: Sequence[str] = (),
 ) -> ManagedProcess:
     port = settings.oracle_url.rsplit(":", 1)[-1].strip("/")
     proc = ManagedProcess("oracle", ["oracle", "run", "--port", port, *args], settings, log_path, env, prefix)
@@ -112,6 +113,10 @@ def start_oracle(
 
 
 def start_agent(
-    settings: Settings, log_path: Path, args: list[str] = (), env: dict[str, str] | None = None, prefix: list[str] = ()
+    settings: Settings,
+    log_path: Path,
+    args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+    prefix: Sequence[str] = (),
 ) -> ManagedProcess:
     return ManagedProcess("agent", ["agent", "run", *args], settings, log_path, env, prefix)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +30,7 @@ def register_model(
     store,
     name: str,
     base_path: Path,
-    adapter_paths: list[Path] = (),
+    adapter_paths: Sequence[Path] = (),
     datasets: dict[int, int] | None = None,
     fee_per_task: int = 0,
     fee_receiver: str | None = None,

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tributa.ai_oracle import PROVISIONAL
 from tributa.catalog import ModelCatalog
@@ -25,6 +26,9 @@ from tributa.store import cid_of_bytes, cid_to_digest
 from tributa.verification.judge import Judge, RescoreFailed
 from tributa.verification.local import claim_checker
 from tributa.verification.params import model_params
+
+if TYPE_CHECKING:
+    from tributa.runtime.executor import JobRunner
 
 log = logging.getLogger("tributa.watch")
 
@@ -43,14 +47,14 @@ class Watcher:
     signer: Signer | None  # None: report only, never challenge
     store: object
     model_dirs: list[Path]
-    executor: object  # .run(base, adapters, input_bytes, max_new_tokens) -> bytes
+    executor: JobRunner  # .run(base, adapters, input_bytes, max_new_tokens) -> bytes
     bond_wei: int | None = None  # default: AIOracle.challenge_bond
     challenge_cids: bool = False
     from_block: int | None = None
     progress: Callable[[str], None] = print
     _inputs: dict[int, tuple[int, bytes]] = field(default_factory=dict)  # request -> (model, input)
-    _cursor: int | None = None
-    _catalog: ModelCatalog | None = None
+    _cursor: int = field(init=False)  # the last block read (__post_init__ starts it)
+    _catalog: ModelCatalog = field(init=False)
 
     def __post_init__(self) -> None:
         if self.contracts.ai_oracle is None:
@@ -77,7 +81,7 @@ class Watcher:
     def _check(self, posted) -> Check:
         rid = int(posted.request_id)
         request = self.ai_oracle.functions.request(rid).call()
-        if request[4] != PROVISIONAL:  # state: finalized, challenged or expired meanwhile
+        if request.state != PROVISIONAL:  # finalized, challenged or expired meanwhile
             return Check(rid, "skipped", "no longer provisional")
         if rid not in self._inputs:
             return Check(rid, "skipped", "its request precedes --from-block")

@@ -227,6 +227,8 @@ class AttributionEngine:
             if key in self._queries:
                 self._queries.move_to_end(key)
                 return self._queries[key]
+        if self.embedder is None:  # _semantic_wanted asks first
+            raise ValueError("this engine has no embedder: it attributes by spans only")
         distinct = list(dict.fromkeys(texts))
         vectors = np.asarray(self.embedder.encode(distinct), dtype=np.float32)
         row = {text: i for i, text in enumerate(distinct)}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -35,7 +36,7 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 
 @lru_cache(maxsize=1)
-def head_revision() -> str:
+def head_revision() -> str | None:
     # Cached: parsing the versions folder is the slow part of opening a database.
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
@@ -58,7 +59,7 @@ def _upgrade_sqlite(engine: Engine) -> None:
     """SQLite: BEGIN IMMEDIATE, so the whole upgrade is one transaction (pysqlite would otherwise
     run each DDL statement on its own) and a second process opening the file waits for it."""
     with engine.connect() as conn:
-        raw = conn.connection.driver_connection
+        raw: Any = conn.connection.driver_connection  # pysqlite's sqlite3.Connection (typed Any | None)
         saved = raw.isolation_level
         raw.isolation_level = None  # we issue BEGIN ourselves
         try:

@@ -21,7 +21,7 @@ def test_agent_stake__add_unbond_wait_withdraw__the_whole_stake_comes_back(fresh
 
     added = run_cli(fresh_settings, "agent", "stake", "add", "--eth", "1", "--account", "dev:agent")
     assert added.exit_code == 0 and "stake of" in added.output, added.output
-    bonded = escrow.agent(agent.address).call()[0]
+    bonded = escrow.agent(agent.address).call().stake
     assert bonded == minimum + 10**18
 
     nonce = w3.eth.get_transaction_count(agent.address)

@@ -343,7 +343,7 @@ def test_model_terms__publisher_sets_the_limit__task_submit_enforces_it_before_p
     )
     result = run_cli(fresh_settings, "model", "terms", str(model), "--max-new-tokens", "100", "--min-cosine", "0.995")
     assert result.exit_code == 0 and "up to 100 new tokens" in result.output and "cosine >= 0.995" in result.output
-    assert contracts.registry.functions.serving_terms(model).call() == [100, 995_000, 0]
+    assert tuple(contracts.registry.functions.serving_terms(model).call()) == (100, 995_000, 0)
     tasks_before = contracts.escrow.functions.task_count().call()
     assert_one_line_error(
         run_cli(fresh_settings, "task", "submit", "--model", str(model), "--prompt", "hi", "--max-new-tokens", "101"),

@@ -90,7 +90,8 @@ def test_task_show_json__settled__result_is_the_output_object_with_split_attribu
 ):
     escrow = contracts.escrow.functions
     doc = run_json(fresh_settings, "task", "show", str(settled["task_id"]))
-    fee, model_fee, deadline = escrow.task(settled["task_id"]).call()[3:6]
+    task = escrow.task(settled["task_id"]).call()
+    fee, model_fee, deadline = task.fee, task.model_fee, task.deadline
 
     assert doc["task_id"] == settled["task_id"] and doc["state"] == "settled" and doc["model_id"] == settled["model_id"]
     assert doc["result"] == settled["output"] and doc["result_error"] is None  # an object, not a JSON string
@@ -133,7 +134,7 @@ def test_task_list_json__newest_first__mine_or_all_and_limit(fresh_settings, con
     everyone = run_json(fresh_settings, "task", "list", "--all", "--limit", "2")
     assert [t["task_id"] for t in everyone["tasks"]] == [other, other - 1] and everyone["requester"] is None
     assert everyone["tasks"][0]["state"] == "open" and everyone["tasks"][0]["fee_wei"] == str(
-        contracts.escrow.functions.task(other).call()[3]
+        contracts.escrow.functions.task(other).call().fee
     )
     theirs = run_json(fresh_settings, "task", "list", "--requester", signers["buyer"].address)
     assert [t["task_id"] for t in theirs["tasks"]] == [other]
@@ -144,7 +145,7 @@ def test_account_history__the_settled_tasks_requester_and_agent__each_sees_their
 ):
     task_id = settled["task_id"]
     settlement = run_json(fresh_settings, "task", "show", str(task_id))["settlement"]
-    fee = contracts.escrow.functions.task(task_id).call()[3]
+    fee = contracts.escrow.functions.task(task_id).call().fee
 
     mine = run_json(fresh_settings, "account", "history", signers["requester"].address)["entries"]
     theirs = run_json(fresh_settings, "account", "history", signers["agent"].address)["entries"]
@@ -299,7 +300,7 @@ def test_task_submit_json__carries_the_split_the_escrow_applies__no_prompt_witho
         "model_fee_wei": str(10**15),
         "agents_max_wei": str(fee - protocol - data - 10**15),
     }
-    assert escrow.task(doc["task_id"]).call()[3] == fee and doc["fee_wei"] == str(fee)
+    assert escrow.task(doc["task_id"]).call().fee == fee and doc["fee_wei"] == str(fee)
     assert result.stderr == ""  # unattended: no split text, no prompt
 
 

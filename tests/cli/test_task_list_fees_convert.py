@@ -101,7 +101,7 @@ def test_task_submit__default_fee_for_a_0_001_eth_model__a_round_0_0027_eth_and_
     assert default_fee(contracts, model) == Decimal("0.0027") * 10**18 >= 2 * min_fee(contracts, model)
     doc = run_json(fresh_settings, "task", "submit", "--model", str(model), "--prompt", "hi", "--no-upload")
     assert doc["fee_wei"] == doc["split"]["fee_wei"] == str(27 * 10**14)
-    assert contracts.escrow.functions.task(doc["task_id"]).call()[3] == 27 * 10**14  # the escrow took it
+    assert contracts.escrow.functions.task(doc["task_id"]).call().fee == 27 * 10**14  # the escrow took it
     text = run_cli(fresh_settings, "task", "submit", "--model", str(model), "--prompt", "hi", "--no-upload")
     assert text.exit_code == 0, text.stderr
     assert "fee 0.0027 ETH, input" in text.stdout and eth(27 * 10**14) == "0.0027 ETH"

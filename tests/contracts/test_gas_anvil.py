@@ -47,6 +47,8 @@ class Env:
     def __init__(self, w3):
         from vyper.compiler.output import build_abi_output
 
+        from tributa.chain.result_names import with_result_names
+
         self.w3 = w3
         self.owner, self.treasury, self.oracle, self.publisher, self.requester, self.data_owner = w3.eth.accounts[:6]
 
@@ -54,7 +56,9 @@ class Env:
             cd = h.partial(name).compiler_data
             factory = w3.eth.contract(abi=build_abi_output(cd), bytecode=cd.bytecode)
             receipt = w3.eth.wait_for_transaction_receipt(factory.constructor(*args).transact({"from": self.owner}))
-            return w3.eth.contract(address=receipt.contractAddress, abi=build_abi_output(cd))
+            return w3.eth.contract(
+                address=receipt.contractAddress, abi=with_result_names(build_abi_output(cd)), decode_tuples=True
+            )
 
         self.registry = deploy("DataRegistry")
         self.vault = deploy("RoyaltyVault", self.registry.address)
@@ -150,7 +154,7 @@ def test_gas_anvil__settle_flat__batch_half__claim_under_80k(chain):
     g_batch = FIGURES["settle_batch of 50"] = env.tx(env.escrow.functions.settle_batch(batch), env.oracle)
     FIGURES["settle_batch per task"] = g_batch // 50
     assert g_batch / 50 <= 0.5 * single
-    assert env.escrow.functions.task(tids[49]).call()[7] == h.SETTLED
+    assert env.escrow.functions.task(tids[49]).call().state == h.SETTLED
 
     env.w3.provider.make_request("evm_increaseTime", [2 * h.DAY])
     env.w3.provider.make_request("evm_mine", [])

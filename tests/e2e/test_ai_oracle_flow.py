@@ -255,7 +255,7 @@ def test_callback__an_honest_bf16_answer__the_watcher_agrees_and_fp32_committee_
     only_honest(world, ())
     start_honest(world, (bf16_agent,), extra=("--dtype", "bfloat16"))
     agent = world["signers"][bf16_agent].address
-    stake_before = contracts.escrow.functions.agent(agent).call()[0]
+    stake_before = contracts.escrow.functions.agent(agent).call().stake
     asked = prompt_board.ask(world["board"], signer_for(contracts, "requester"), prompt)
     rid = asked.request_id
     wait_for(
@@ -286,7 +286,7 @@ def test_callback__an_honest_bf16_answer__the_watcher_agrees_and_fp32_committee_
         if e.args.request_id == rid
     ]
     assert resolved.args.outcome == 1  # UPHELD
-    assert contracts.escrow.functions.agent(agent).call()[0] >= stake_before  # not slashed
+    assert contracts.escrow.functions.agent(agent).call().stake >= stake_before  # not slashed
     # The members posted their verdicts on-chain themselves, each over the posted digest.
     (challenged,) = [
         e
@@ -417,7 +417,7 @@ def test_callback__reverting_and_gas_burning_consumers__their_requests_still_set
         assert consumer.functions.calls().call() == 0, name  # its callback's writes were rolled back
     assert (delivered[rids["board"]].success, delivered[rids["board"]].settled) == (True, True)
     assert prompt_board.answer(world["board"], rids["board"]) == as_delivered(honest_output(world, b"The garden"))
-    assert all(contracts.escrow.functions.task(r).call()[7] == 2 for r in rids.values())  # SETTLED: its agent paid
+    assert all(contracts.escrow.functions.task(r).call().state == 2 for r in rids.values())  # SETTLED: its agent paid
     assert all(p.alive() for p in procs)
 
 
@@ -428,7 +428,7 @@ def test_callback__garbage_answer__watcher_challenges_committee_overturns_and_th
     asker = signer_for(contracts, "requester")
     prompt = b"The moon"
     liar = world["signers"][LIAR].address
-    stake_before = contracts.escrow.functions.agent(liar).call()[0]
+    stake_before = contracts.escrow.functions.agent(liar).call().stake
     asked = prompt_board.ask(world["board"], asker, prompt)
     rid = asked.request_id
     garbage = b'{"kind": "generate", "text": "lies"}'
@@ -447,7 +447,7 @@ def test_callback__garbage_answer__watcher_challenges_committee_overturns_and_th
         resolved.args.outcome == 2
         and resolved.args.to_challenger > contracts.ai_oracle.functions.challenge_bond().call()
     )
-    assert contracts.escrow.functions.agent(liar).call()[0] < stake_before  # slashed on its own signature
+    assert contracts.escrow.functions.agent(liar).call().stake < stake_before  # slashed on its own signature
     assert all(p.alive() for p in procs)
 
 

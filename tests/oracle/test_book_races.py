@@ -282,7 +282,7 @@ def test_relet__one_agent_lets_its_lease_expire__leases_the_task_again_and_it_se
     assert parts.settler.settle_ready() == 1
 
     assert parts.state(task_id) == TaskState.SETTLED
-    assert escrow.task(task_id).call()[-1] == 2  # SETTLED on-chain
+    assert escrow.task(task_id).call().state == 2  # SETTLED on-chain
     assert escrow.balance_of(agent.address).call() > before  # paid once, not slashed for its expired lease
 
 

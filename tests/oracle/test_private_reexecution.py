@@ -103,7 +103,7 @@ def test_spot_check__private_task_with_a_wrong_answer__agent_slashed_and_request
 ):
     parts, offer, task_id, where = private_setup
     escrow = contracts.escrow.functions
-    stake_before = escrow.agent(signers["agent"].address).call()[0]
+    stake_before = escrow.agent(signers["agent"].address).call().stake
     _submit(parts, signers, offer, b'{"vectors":[[0.0]]}')
 
     assert parts.settler.settle_ready() == 1
@@ -112,7 +112,7 @@ def test_spot_check__private_task_with_a_wrong_answer__agent_slashed_and_request
     honest_cid = str(parts.store.cid_of(honest))
     onchain = escrow.task(task_id).call()
     assert onchain[-1] == ONCHAIN_SETTLED
-    assert escrow.agent(signers["agent"].address).call()[0] < stake_before
+    assert escrow.agent(signers["agent"].address).call().stake < stake_before
     assert _task(parts, task_id).result_digest == "0x" + cidlib.cid_to_digest(honest_cid).hex()
     assert _opened_result(parts, signers, task_id, where) == honest
     assert not parts.store.has(honest_cid)  # the plaintext output was never stored
@@ -149,14 +149,14 @@ def test_spot_check__private_answer_differing_in_bytes_but_agreeing_by_cosine__p
     body["vectors"] = [[round(x + 1e-4, 4) for x in vector] for vector in body["vectors"]]
     nudged = canonical_json(body)
     assert nudged != honest
-    stake_before = escrow.agent(signers["agent"].address).call()[0]
+    stake_before = escrow.agent(signers["agent"].address).call().stake
     credit_before = escrow.balance_of(signers["agent"].address).call()
     _submit(parts, signers, offer, nudged)
 
     assert parts.settler.settle_ready() == 1
 
     assert parts.state(task_id) == TaskState.SETTLED
-    assert escrow.agent(signers["agent"].address).call()[0] == stake_before  # not slashed
+    assert escrow.agent(signers["agent"].address).call().stake == stake_before  # not slashed
     assert escrow.balance_of(signers["agent"].address).call() > credit_before  # paid
     assert _opened_result(parts, signers, task_id, where) == nudged  # its own answer, settled
     for cid in (parts.store.cid_of(nudged), parts.store.cid_of(honest)):

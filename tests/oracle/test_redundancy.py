@@ -80,7 +80,9 @@ def test_settle__two_of_three_agree__majority_paid_minority_slashed_by_its_confl
     for agent, offer, output in zip(agents, offers, (b'{"v":1}', b'{"v":2}', b'{"v":1}'), strict=False):
         _submit(oracle, agent, offer, output)
     assert oracle.state(task_id) == TaskState.VERIFIED
-    before = {a.address: (escrow.balance_of(a.address).call(), escrow.agent(a.address).call()[0]) for a in agents[:3]}
+    before = {
+        a.address: (escrow.balance_of(a.address).call(), escrow.agent(a.address).call().stake) for a in agents[:3]
+    }
     requester_before = escrow.balance_of(signers["requester"].address).call()
 
     plan = oracle.settler._plan(task_id)
@@ -97,9 +99,9 @@ def test_settle__two_of_three_agree__majority_paid_minority_slashed_by_its_confl
     assert gains[0] == gains[1] > 0
     stake_before = before[liar.address][1]
     slashed = stake_before * escrow.slash_bps().call() // 10_000
-    assert escrow.agent(liar.address).call()[0] == stake_before - slashed
+    assert escrow.agent(liar.address).call().stake == stake_before - slashed
     assert escrow.balance_of(liar.address).call() == before[liar.address][0]
-    fee = escrow.task(task_id).call()[3]
+    fee = escrow.task(task_id).call().fee
     # The requester is made whole, never more: half the slash, capped at the task's fee.
     with oracle.db.session() as s:
         refund = s.get(Task, task_id).refund
@@ -116,14 +118,14 @@ def test_settle__k2_disagree_without_reexecution__fails_and_slashes_nobody(
     offers = [oracle.book.lease(a.address, {model}, oracle.chain_time()) for a in agents[:2]]
     for agent, offer, output in zip(agents, offers, (b'{"v":1}', b'{"v":2}'), strict=False):
         _submit(oracle, agent, offer, output)
-    stakes = [escrow.agent(a.address).call()[0] for a in agents[:2]]
+    stakes = [escrow.agent(a.address).call().stake for a in agents[:2]]
 
     assert oracle.settler.settle_ready() == 0
     assert oracle.state(task_id) == TaskState.FAILING
     oracle.settler.fail_pending()
 
-    assert escrow.task(task_id).call()[-1] == 3  # FAILED on-chain, refundable in full
-    assert [escrow.agent(a.address).call()[0] for a in agents[:2]] == stakes
+    assert escrow.task(task_id).call().state == 3  # FAILED on-chain, refundable in full
+    assert [escrow.agent(a.address).call().stake for a in agents[:2]] == stakes
 
 
 def test_fail__silent_agent_with_signed_lease__slashed_by_its_lease_proof_once_chain_time_passes(
@@ -136,7 +138,7 @@ def test_fail__silent_agent_with_signed_lease__slashed_by_its_lease_proof_once_c
     offer = oracle.book.lease(silent.address, {model}, oracle.chain_time())
     _accept(oracle, silent, offer)
     _expire_wall_leases(oracle, task_id)
-    stake = escrow.agent(silent.address).call()[0]
+    stake = escrow.agent(silent.address).call().stake
     with oracle.db.session() as s:  # chain time not yet past the signed expiry: no proof to offer
         assert Settler._silent_agents(s, s.get(Task, task_id), offer.lease_expires_at) == []
         [proof] = Settler._silent_agents(s, s.get(Task, task_id), offer.lease_expires_at + 1)
@@ -149,7 +151,7 @@ def test_fail__silent_agent_with_signed_lease__slashed_by_its_lease_proof_once_c
     oracle.settler.refund_due(oracle.chain_time())
 
     slashed = stake * escrow.slash_bps().call() // 10_000
-    assert escrow.agent(silent.address).call()[0] == stake - slashed
+    assert escrow.agent(silent.address).call().stake == stake - slashed
     assert _slashed_events(contracts, start) == [(silent.address, task_id)]
     assert oracle.state(task_id) == TaskState.REFUNDED
 
@@ -161,14 +163,14 @@ def test_fail__agent_never_accepted_its_lease__not_slashed(contracts, signers, t
     offer = oracle.book.lease(agents[0].address, {model}, oracle.chain_time())
     assert offer is not None  # leased, never accepted (no Lease signature)
     _expire_wall_leases(oracle, task_id)
-    stake = escrow.agent(agents[0].address).call()[0]
+    stake = escrow.agent(agents[0].address).call().stake
     oracle.set_state(task_id, TaskState.FAILING)
     advance_time(contracts.w3, 120)
 
     assert oracle.settler.fail_pending() == 1
 
-    assert escrow.task(task_id).call()[-1] == 3  # FAILED
-    assert escrow.agent(agents[0].address).call()[0] == stake
+    assert escrow.task(task_id).call().state == 3  # FAILED
+    assert escrow.agent(agents[0].address).call().stake == stake
     assert _slashed_events(contracts, start) == []
 
 
@@ -211,11 +213,11 @@ def test_settle__task_not_slashable__minority_paid_nothing_and_not_slashed(
     for agent, offer, output in zip(agents, offers, (b'{"v":1}', b'{"v":2}', b'{"v":1}'), strict=False):
         _accept(oracle, agent, offer)
         _submit(oracle, agent, offer, output)
-    stake = escrow.agent(agents[1].address).call()[0]
+    stake = escrow.agent(agents[1].address).call().stake
 
     assert oracle.settler.settle_ready() == 1
 
-    assert escrow.agent(agents[1].address).call()[0] == stake
+    assert escrow.agent(agents[1].address).call().stake == stake
     assert _slashed_events(contracts, start) == []
     assert oracle.state(task_id) == TaskState.SETTLED
 
@@ -235,7 +237,7 @@ def test_lease__agent_stake_fell_below_min_stake__job_book_skips_it(contracts, s
     directory = AgentDirectory(contracts, ttl_s=0)
     assert directory.models(unbonder.address) == {model} or model in directory.models(unbonder.address)
 
-    unbonder.transact(escrow.functions.request_unbond(escrow.functions.agent(unbonder.address).call()[0]))
+    unbonder.transact(escrow.functions.request_unbond(escrow.functions.agent(unbonder.address).call().stake))
     assert watcher.poll_once() >= 1  # the UnbondRequested event: the agent's stake is read again, once
     input_cid = str(oracle.store.put_bytes(b'{"texts":["stake"]}'))
     task_id = post_raw_task(contracts, signers["requester"], model, cidlib.cid_to_digest(input_cid))

@@ -225,4 +225,4 @@ def test_reorg__oracle_tx_reorged_out__tx_manager_reopens_and_rebroadcasts_it(ch
     assert [r.task_ids for r in txm.pending()] == [(task_id,)]
     txm.check_pending()  # rebroadcast: the same signed bytes are mined again
     txm.check_pending()
-    assert txm.pending() == [] and chain.escrow.functions.task(task_id).call()[-1] == 3  # FAILED on-chain
+    assert txm.pending() == [] and chain.escrow.functions.task(task_id).call().state == 3  # FAILED on-chain

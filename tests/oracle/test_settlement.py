@@ -49,8 +49,9 @@ def test_settle__verified_task__pays_agent_and_refunds_rest(oracle, signers):
     assert oracle.settler.settle_ready() == 1
 
     assert oracle.state(task_id) == TaskState.SETTLED
-    assert escrow.task(task_id).call()[-1] == ONCHAIN_SETTLED
-    fee, model_fee = escrow.task(task_id).call()[3:5]
+    assert escrow.task(task_id).call().state == ONCHAIN_SETTLED
+    task = escrow.task(task_id).call()
+    fee, model_fee = task.fee, task.model_fee
     left_after_fixed_cuts = (
         fee
         - fee * escrow.protocol_fee_bps().call() // 10_000
@@ -95,7 +96,7 @@ def test_lease__input_missing_from_store__fails_task_with_reason_and_refunds(ora
     model = register_test_model(contracts, signers["publisher"])
     ensure_agent(contracts, signers["agent"], [model])
     task_id = post_raw_task(contracts, signers["requester"], model, os.urandom(32))
-    fee = escrow.task(task_id).call()[3]
+    fee = escrow.task(task_id).call().fee
     requester_before = escrow.balance_of(signers["requester"].address).call()
     oracle.ingestor.poll_once()
     with oracle.db.session() as s:  # ingested longer ago than the oracle waits for an upload
@@ -108,7 +109,7 @@ def test_lease__input_missing_from_store__fails_task_with_reason_and_refunds(ora
         assert "was not uploaded to the oracle within" in s.get(Task, task_id).reason
     assert oracle.settler.refund_due(oracle.chain_time()) >= 1
 
-    assert escrow.task(task_id).call()[-1] == ONCHAIN_REFUNDED
+    assert escrow.task(task_id).call().state == ONCHAIN_REFUNDED
     assert escrow.balance_of(signers["requester"].address).call() - requester_before == fee
 
 
@@ -172,7 +173,7 @@ def test_refund_due__deadline_passed_without_result__refunds_full_fee(oracle, si
     escrow = contracts.escrow.functions
     model = register_test_model(contracts, signers["publisher"])
     task_id = post_raw_task(contracts, signers["requester"], model, os.urandom(32), deadline_s=60)
-    fee = escrow.task(task_id).call()[3]
+    fee = escrow.task(task_id).call().fee
     before = escrow.balance_of(signers["requester"].address).call()
     oracle.ingestor.poll_once()
     advance_time(contracts.w3, 120)
@@ -190,7 +191,7 @@ def test_refund_due__agent_took_task_and_went_silent__slashed_and_requester_refu
     ensure_agent(contracts, signers["agent2"], [model])
     input_cid = str(oracle.store.put_bytes(b'{"prompt":"silence"}'))
     task_id = post_raw_task(contracts, signers["requester"], model, cidlib.cid_to_digest(input_cid), deadline_s=120)
-    fee = escrow.task(task_id).call()[3]
+    fee = escrow.task(task_id).call().fee
     oracle.ingestor.poll_once()
     offer = oracle.book.lease(signers["agent2"].address, {model}, oracle.chain_time())
     assert offer is not None
@@ -199,7 +200,7 @@ def test_refund_due__agent_took_task_and_went_silent__slashed_and_requester_refu
         signers["agent2"].account, contracts.chain_id, contracts.escrow.address, task_id, offer.lease_expires_at
     )
     oracle.book.accept(signers["agent2"].address, offer.job_id, lease_sig)
-    stake = escrow.agent(signers["agent2"].address).call()[0]
+    stake = escrow.agent(signers["agent2"].address).call().stake
     before = escrow.balance_of(signers["requester"].address).call()
     advance_time(contracts.w3, 180)
 
@@ -210,6 +211,6 @@ def test_refund_due__agent_took_task_and_went_silent__slashed_and_requester_refu
     oracle.settler.refund_due(oracle.chain_time())  # refunds the whole fee
 
     slashed = stake * escrow.slash_bps().call() // 10_000
-    assert escrow.agent(signers["agent2"].address).call()[0] == stake - slashed
+    assert escrow.agent(signers["agent2"].address).call().stake == stake - slashed
     assert escrow.balance_of(signers["requester"].address).call() - before == fee + min(slashed // 2, fee)
     assert oracle.state(task_id) == TaskState.REFUNDED

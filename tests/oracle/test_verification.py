@@ -433,7 +433,7 @@ def test_settle__fp32_and_bf16_agents_disagree_in_bytes__settles_on_chain_by_the
     task_id = post_raw_task(contracts, signers["requester"], model.model_id, cidlib.cid_to_digest(input_cid), k=2)
     parts.ingestor.poll_once()
     escrow = contracts.escrow.functions
-    before = [(escrow.balance_of(a.address).call(), escrow.agent(a.address).call()[0]) for a in agents]
+    before = [(escrow.balance_of(a.address).call(), escrow.agent(a.address).call().stake) for a in agents]
     for agent, output in zip(agents, (fp[i], bf[i]), strict=False):
         offer = parts.book.lease(agent.address, {model.model_id}, parts.chain_time())
         digest = cidlib.cid_to_digest(str(parts.store.cid_of(output)))
@@ -443,7 +443,7 @@ def test_settle__fp32_and_bf16_agents_disagree_in_bytes__settles_on_chain_by_the
     assert parts.settler.settle_ready() == 1
 
     assert parts.state(task_id) == TaskState.SETTLED
-    after = [(escrow.balance_of(a.address).call(), escrow.agent(a.address).call()[0]) for a in agents]
+    after = [(escrow.balance_of(a.address).call(), escrow.agent(a.address).call().stake) for a in agents]
     slashed = [a[1] < b[1] for a, b in zip(after, before, strict=False)]
     assert slashed == ([False, False] if registered_margin is None else [False, True])  # the bf16 agent is agents[1]
     assert sorted(a[0] > b[0] for a, b in zip(after, before, strict=False)) == [

@@ -85,10 +85,10 @@ def load_account(spec: str | None, chain_id: int, default_role: str) -> LocalAcc
             raise ConfigError(f"keystore file {path} does not exist")
         password = os.environ.get("TRIBUTA_KEY_PASSWORD", "")
         try:
-            key = Account.decrypt(json.loads(path.read_text()), password)
+            decrypted = Account.decrypt(json.loads(path.read_text()), password)
         except (ValueError, KeyError):
             raise ConfigError(f"cannot decrypt {path}; set TRIBUTA_KEY_PASSWORD to its password") from None
-        return Account.from_key(key)
+        return Account.from_key(decrypted)
     raise ConfigError(f"account spec {spec!r} is not env:VAR, keyfile:PATH or dev:ROLE")
 
 

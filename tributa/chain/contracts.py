@@ -8,6 +8,7 @@ from web3 import Web3
 from web3.contract import Contract
 
 from tributa.chain.connection import connect
+from tributa.chain.result_names import with_result_names
 from tributa.config import Settings
 from tributa.deployments import Deployment, load_deployment
 from tributa.errors import ConfigError
@@ -38,7 +39,8 @@ def bind(w3: Web3, deployment: Deployment) -> Contracts:
                 f"no {name} code at {address} on chain {deployment.chain_id}; the node was probably "
                 f"restarted since the last deploy: run `ape run deploy` again"
             )
-        return w3.eth.contract(address=address, abi=deployment.abis[name])
+        # decode_tuples: struct results come back as named tuples, read by field name (`task.state`)
+        return w3.eth.contract(address=address, abi=with_result_names(deployment.abis[name]), decode_tuples=True)
 
     def optional(name: str) -> Contract | None:
         return at(name) if name in deployment.addresses else None

@@ -5,12 +5,15 @@ from __future__ import annotations
 import re
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from eth_account.signers.local import LocalAccount
+from eth_account.types import TransactionDictType
+from hexbytes import HexBytes
 from web3 import Web3
-from web3.contract.contract import ContractFunction
+from web3.contract.contract import ContractConstructor, ContractFunction
 from web3.exceptions import ContractCustomError, ContractLogicError, TimeExhausted, Web3RPCError
+from web3.types import Nonce, TxParams, Wei
 
 from tributa.errors import ChainError, ContractRevert, InsufficientFunds
 
@@ -66,15 +69,15 @@ class Signer:
 
     def transact(
         self,
-        call: ContractFunction,
+        call: ContractFunction | ContractConstructor,
         value: int = 0,
         gas: int | None = None,
         action: str | None = None,
         timeout_s: float = 120.0,
     ) -> TxResult:
         """Estimate, sign, send and wait; a revert raises ContractRevert with its reason."""
-        label = action or call.fn_name
-        params: dict[str, Any] = {"from": self.address, "value": value, "chainId": self.chain_id}
+        label = action or ("constructor" if isinstance(call, ContractConstructor) else call.fn_name)
+        params: TxParams = {"from": self.address, "value": Wei(value), "chainId": self.chain_id}
         try:
             if gas is None:
                 # eth_estimateGas runs the call: a revert surfaces here with its reason, before signing.
@@ -85,8 +88,9 @@ class Signer:
             self._raise_rpc(exc, label, value)
         nonce = self._take_nonce()
         try:
-            tx = call.build_transaction({**params, "gas": gas, "nonce": nonce})
-            signed = self.account.sign_transaction(tx)
+            tx = call.build_transaction({**params, "gas": gas, "nonce": Nonce(nonce)})
+            # web3's TxParams (a TypedDict) is what eth-account signs; its dict[str, ...] annotation cannot say so.
+            signed = self.account.sign_transaction(tx)  # type: ignore[arg-type]
             tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
         except (Web3RPCError, ValueError) as exc:
             self._release_nonce(nonce)
@@ -96,7 +100,7 @@ class Signer:
     def send_value(self, to: str, value: int, timeout_s: float = 120.0) -> TxResult:
         """A plain ETH transfer."""
         nonce = self._take_nonce()
-        tx = {
+        tx: TransactionDictType = {
             "to": Web3.to_checksum_address(to),
             "value": value,
             "gas": 100_000,
@@ -110,26 +114,37 @@ class Signer:
             self._release_nonce(nonce)
             self._raise_rpc(exc, "transfer", value)
         receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=timeout_s)
-        if receipt.status != 1:
+        if receipt["status"] != 1:
             raise ContractRevert("value transfer rejected by the recipient", "transfer")
-        return TxResult(tx_hash.hex(), receipt.blockNumber, receipt.gasUsed, receipt)
+        return TxResult(tx_hash.hex(), receipt["blockNumber"], receipt["gasUsed"], receipt)
 
-    def _wait(self, tx_hash: bytes, call: ContractFunction, params: dict, label: str, timeout_s: float) -> TxResult:
+    def _wait(
+        self,
+        tx_hash: HexBytes,
+        call: ContractFunction | ContractConstructor,
+        params: TxParams,
+        label: str,
+        timeout_s: float,
+    ) -> TxResult:
         try:
             receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=timeout_s)
         except TimeExhausted:
             raise ChainError(f"{label}: transaction 0x{tx_hash.hex()} not mined after {timeout_s:.0f}s") from None
-        if receipt.status != 1:
+        if receipt["status"] != 1:
+            if isinstance(call, ContractConstructor):  # a deployment: no call to replay
+                raise ContractRevert("the deployment reverted", label)
             # Replay at the receipt's block to learn why it reverted.
             try:
-                call.call(params, block_identifier=receipt.blockNumber)
+                call.call(params, block_identifier=receipt["blockNumber"])
                 reason = "reverted (state changed between estimate and inclusion)"
             except (ContractLogicError, ContractCustomError) as exc:
                 reason = revert_reason(exc)
             raise ContractRevert(reason, label)
-        return TxResult("0x" + bytes(tx_hash).hex().removeprefix("0x"), receipt.blockNumber, receipt.gasUsed, receipt)
+        return TxResult(
+            "0x" + bytes(tx_hash).hex().removeprefix("0x"), receipt["blockNumber"], receipt["gasUsed"], receipt
+        )
 
-    def _raise_rpc(self, exc: Exception, label: str, value: int) -> None:
+    def _raise_rpc(self, exc: Exception, label: str, value: int) -> NoReturn:
         if is_insufficient_funds(exc):
             balance = self.w3.eth.get_balance(self.address)
             raise InsufficientFunds(

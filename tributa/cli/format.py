@@ -6,11 +6,15 @@ import json
 import time
 from decimal import Decimal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from web3 import Web3
 
 from tributa.errors import TributaError
+
+if TYPE_CHECKING:
+    from click._termui_impl import ProgressBar
 
 
 def eth(wei: int | None) -> str:
@@ -76,17 +80,18 @@ def progress_bar(label: str, quiet: bool = False):
     with --quiet; stdout stays for the command's result."""
     if quiet:
         return None
-    state = {"bar": None}
+    bar: ProgressBar[int] | None = None
 
     def update(done: int, total: int) -> None:
+        nonlocal bar
         if total < PROGRESS_MIN_BYTES:
             return
-        if state["bar"] is None:
-            state["bar"] = click.progressbar(length=total, label=label, file=click.get_text_stream("stderr"))
-            state["bar"].__enter__()
-        state["bar"].update(done - state["bar"].pos)
+        if bar is None:
+            bar = click.progressbar(length=total, label=label, file=click.get_text_stream("stderr"))
+            bar.__enter__()
+        bar.update(done - bar.pos)
         if done >= total:
-            state["bar"].__exit__(None, None, None)
+            bar.__exit__(None, None, None)
 
     return update
 

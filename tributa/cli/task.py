@@ -350,13 +350,15 @@ def wait_cmd(ctx, task_id, timeout_s, quiet, private_task, as_json, account_spec
 
 def _wait_and_show(ctx, task_id, timeout_s, quiet, as_json, private_task, account_spec) -> None:
     began = time.monotonic()
-    said = {"state": None, "at": began}
+    said_state: str | None = None  # the last state a line reported, and when
+    said_at = began
 
     def progress(views) -> None:
+        nonlocal said_state, said_at
         state, now = views[task_id].state, time.monotonic()
-        if quiet or (state == said["state"] and now - said["at"] < 15):  # a line per change, and one every 15 s
+        if quiet or (state == said_state and now - said_at < 15):  # a line per change, and one every 15 s
             return
-        said.update(state=state, at=now)
+        said_state, said_at = state, now
         click.echo(f"task {task_id}: {state} after {now - began:.0f}s", err=True)
 
     try:

@@ -204,7 +204,7 @@ class Dashboard:
             "final": view.state in FINAL_STATES,
             "posted_at": posted_at,
             "settled_at": settled_at,
-            "latency_s": settled_at - posted_at if s and posted_at is not None else None,
+            "latency_s": settled_at - posted_at if settled_at is not None and posted_at is not None else None,
             "paid": {k: s[k] for k in (*PAID, "refund")} if s else None,
             "expected": None if s else expected_split(self.contracts, view.fee, view.model_fee),
             "input": None,
@@ -362,7 +362,8 @@ class Dashboard:
 
     def _model_earnings(self) -> dict[int, dict]:
         """model id -> tasks posted and model fees paid at settlement."""
-        settled, earned = self._settlements(), defaultdict(lambda: {"tasks": 0, "fees": 0})
+        settled = self._settlements()
+        earned: defaultdict[int, dict] = defaultdict(lambda: {"tasks": 0, "fees": 0})
         for e in self._posted():
             row = earned[e["args"]["model_id"]]
             row["tasks"] += 1
@@ -444,7 +445,8 @@ class Dashboard:
 
 def _rolling_agreement(answers: list[dict], window: int = 20) -> list[tuple[str, float]]:
     """The share of the agent's last `window` judged answers that agreed, after each answer."""
-    points, recent = [], []
+    points: list[tuple[str, float]] = []
+    recent: list[bool] = []
     for answer in answers:
         recent = ([*recent, bool(answer["agreed"])])[-window:]
         when = (
@@ -472,5 +474,5 @@ def _metrics(text: str) -> dict:
         for sample in family.samples:
             if sample.name in wanted:
                 found[wanted[sample.name]] += sample.value
-    found["latency_mean_s"] = found["latency_sum"] / found["latency_count"] if found["latency_count"] else None
-    return found
+    mean = found["latency_sum"] / found["latency_count"] if found["latency_count"] else None
+    return {**found, "latency_mean_s": mean}

@@ -13,15 +13,28 @@ from typing import Protocol
 import httpx
 
 from tributa.errors import TributaError
+from tributa.store.cid import Cid
 
 
 class OracleAway(TributaError):
     """The oracle could not be asked (down, unreachable, or it answered with an error)."""
 
 
+class ContentSource(Protocol):
+    """A block source (tributa.store.dag.BlockSource) that also reads whole files: the oracle's
+    store, or its content API."""
+
+    def read(self, cid: Cid) -> bytes: ...
+
+    def get_bytes(self, cid: str) -> bytes: ...
+
+
 class OracleSource(Protocol):
     where: str  # "this oracle" or "the oracle at URL", for the page header
-    content: object  # a block source (read / get_bytes): the oracle's store, or its content API
+
+    @property
+    def content(self) -> ContentSource:
+        """The oracle's store, or its content API."""
 
     def task(self, task_id: int) -> dict | None:
         """GET /v1/tasks/{id}; None: unknown to the oracle."""

@@ -275,7 +275,8 @@ def load_causal_lm(
     model = AutoModelForCausalLM.from_pretrained(
         str(path), local_files_only=True, dtype=dtype, use_safetensors=True, trust_remote_code=False
     )
-    model.to(device)
+    # transformers wraps PreTrainedModel.to so that its annotation loses nn.Module.to's arguments.
+    model.to(device)  # type: ignore[arg-type]
     model.eval()
     if isinstance(model, GPT2LMHeadModel) and tokenizer.pad_token_id is None:
         # Stock GPT-2 tokenizers have no pad token; generation only needs one for batching.

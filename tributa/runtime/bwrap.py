@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # .../tributa
@@ -61,7 +62,7 @@ def command(
     env: dict[str, str],
     seccomp_fd: int | None,
     cuda: bool = False,
-    mounted: list[tuple[Path, str]] = (),
+    mounted: Sequence[tuple[Path, str]] = (),
     scratch_mb: int = SCRATCH_MB,
     info_fd: int | None = None,
     block_fd: int | None = None,

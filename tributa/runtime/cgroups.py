@@ -94,10 +94,11 @@ def _locate() -> tuple[dict[str, tuple[int, Path]], dict[str, str]]:
                 group = _own_group(mount, root, own_v2)
                 if group is None:
                     continue
-                why = _usable_v2(group, controller)
-                if why is None:
+                unusable = _usable_v2(group, controller)
+                if unusable is None:
                     found[controller] = (2, group)
                     break
+                why = unusable
             elif fstype == "cgroup" and controller in options and controller in own_v1:
                 group = _own_group(mount, root, own_v1[controller])
                 if group is None:

@@ -39,10 +39,11 @@ class EmbeddingRunner:
 
         self.device = device or default_device()
         started = time.perf_counter()
-        shipped = folder is None or Path(folder).resolve() == model_dir().resolve()
-        self._embedder = load_embedder(self.device) if shipped else Embedder(Path(folder).resolve(), self.device)
+        # None: the shipped MiniLM (no folder given, or the one it ships in)
+        own = None if folder is None or Path(folder).resolve() == model_dir().resolve() else Path(folder).resolve()
+        self._embedder = load_embedder(self.device) if own is None else Embedder(own, self.device)
         self.load_seconds = time.perf_counter() - started
-        self.model_id: str = self._embedder.model_id if shipped else weights_digest(Path(folder).resolve())
+        self.model_id: str = self._embedder.model_id if own is None else weights_digest(own)
         self.dim: int = self._embedder.dim
 
     def embed(self, texts: Sequence[str], chunk: int = CHUNK_TEXTS) -> EmbeddingResult:

@@ -17,10 +17,11 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 from peft import PeftModel
-from transformers import GenerationConfig
+from transformers import GenerationConfig, GenerationMixin
 
 from tributa.ml.models import ModelFolderError, file_sha256, load_causal_lm
 from tributa.registry import MAX_NEW_TOKENS_CAP as MAX_NEW_TOKENS_LIMIT  # one cap with the registry
@@ -271,14 +272,15 @@ class GenerationRunner:
             eos_token_id=list(self.stop_ids) or None,
             pad_token_id=pad,
         )
-        kwargs: dict[str, object] = {}
-        model: torch.nn.Module = self._base
+        kwargs: dict[str, Any] = {}  # peft routing only (adapter_names)
+        # A causal LM's class mixes GenerationMixin in; load_causal_lm's PreTrainedModel does not say so.
+        model: GenerationMixin | PeftModel = cast(GenerationMixin, self._base)
         if self._peft is not None:
             model = self._peft
             # Only input_ids and attention_mask go in: extra inputs (GPT-2's token_type_ids)
             # break peft's per-row adapter routing.
             kwargs["adapter_names"] = [request.adapter or BASE_ADAPTER for _, request, _ in rows]
-            for name in {request.adapter for _, request, _ in rows} - {None}:
+            for name in {request.adapter for _, request, _ in rows if request.adapter is not None}:
                 self._adapters.move_to_end(name)
         with torch.inference_mode():
             out = model.generate(
@@ -332,8 +334,9 @@ def _stop_ids(model: torch.nn.Module, tokenizer: object) -> frozenset[int]:
     for source in (getattr(model, "generation_config", None), model.config):
         value = getattr(source, "eos_token_id", None)
         ids.update([value] if isinstance(value, int) else (value or []))
-    if getattr(tokenizer, "eos_token_id", None) is not None:
-        ids.add(tokenizer.eos_token_id)
+    eos = getattr(tokenizer, "eos_token_id", None)
+    if eos is not None:
+        ids.add(eos)
     return frozenset(ids)
 
 

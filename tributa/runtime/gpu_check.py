@@ -21,9 +21,12 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from tributa.errors import TributaError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 PROMPTS = (
     "The capital of France is",
@@ -74,7 +77,8 @@ def random_adapters(base_dir: Path, out: Path, count: int = ADAPTERS) -> list[Pa
                 if "lora_" in name:
                     param.mul_(0.05)
         peft.save_pretrained(str(folder))
-        model = peft.unload()
+        # peft types unload() as a Module; it hands back the base model it wrapped.
+        model = cast("PreTrainedModel", peft.unload())
     return folders
 
 

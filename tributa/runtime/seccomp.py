@@ -113,7 +113,7 @@ def worker_filter(allow_exec: bool = False) -> bytes:
     # instruction that follows it.
     ALLOW, EPERM, ENOSYS, EAFNOSUPPORT, KILL = "allow", "eperm", "enosys", "eafnosupport", "kill"
     CLONE, SOCKET, PRCTL = "clone", "socket", "prctl"
-    program: list[tuple[int, object, object, int] | str] = [
+    program: list[tuple[int, int | str, int | str, int] | str] = [
         (_BPF_LD_W_ABS, 0, 0, _ARCH),
         (_BPF_JEQ_K, 0, KILL, _AUDIT_ARCH_X86_64),
         (_BPF_LD_W_ABS, 0, 0, _NR),
@@ -147,7 +147,7 @@ def worker_filter(allow_exec: bool = False) -> bytes:
     for name in returns:
         program += [name, (_BPF_RET_K, 0, 0, returns[name])]
     where: dict[str, int] = {}
-    instructions: list[tuple[int, object, object, int]] = []
+    instructions: list[tuple[int, int | str, int | str, int]] = []
     for entry in program:
         if isinstance(entry, str):
             where[entry] = len(instructions)
@@ -157,7 +157,7 @@ def worker_filter(allow_exec: bool = False) -> bytes:
     return b"".join(struct.pack("=HBBI", *entry) for entry in body)
 
 
-def _offset(target: object, at: int, where: dict[str, int]) -> int:
+def _offset(target: int | str, at: int, where: dict[str, int]) -> int:
     if isinstance(target, int):
         return target
     offset = where[target] - at - 1

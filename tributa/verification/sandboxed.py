@@ -25,5 +25,7 @@ def rescore_claim(
 
     runner = GenerationRunner(Path(base_dir), device="cpu", dtype="float32")
     if adapter is not None:
+        if adapter_dir is None:
+            raise ValueError(f"adapter {adapter!r} named without its folder")
         runner.load_adapter(adapter, adapter_dir)
     return ClaimChecker(runner, GenerationRequest(prompt, adapter, max_new_tokens, chat), logit_margin)(claim)
