@@ -14,10 +14,11 @@ export TOKENIZERS_PARALLELISM := false
 export TRIBUTA_CACHE_DIR ?= $(CURDIR)/.cache/tributa
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo test bench lint clean help postgres bubblewrap chromium
+.PHONY: setup demo test test-fast bench lint clean help postgres bubblewrap chromium
 help:
 	@echo "make demo   - set up, start Anvil, deploy, run the protocol end to end"
 	@echo "make test   - set up, run the whole test suite"
+	@echo "make test-fast - set up, run the tests that need no node and load no real model (about 2 minutes)"
 	@echo "make bench  - set up, write bench-results.json"
 	@echo "make lint   - ruff (rules and format), the layering contracts and mypy, as CI runs them before the tests"
 
@@ -72,6 +73,11 @@ postgres:
 
 test: setup postgres
 	TRIBUTA_TEST_PG_URL="$$(scripts/pg.sh url)" $(PY) -m pytest -q --durations=15
+
+# No Anvil, no real model, no state machine: the markers are set from each test's fixtures
+# (tests/conftest.py), and a test that starts Anvil here anyway fails.
+test-fast: setup
+	$(PY) -m pytest -q -m "not anvil and not slow"
 
 bench: setup
 	$(PY) scripts/bench.py

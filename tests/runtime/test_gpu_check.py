@@ -10,6 +10,9 @@ import pytest
 
 from tributa.config import REPO_ROOT
 
+# Each test runs scripts/gpu_check.sh, which loads real models in its own process.
+pytestmark = pytest.mark.slow
+
 SCRIPT = str(REPO_ROOT / "scripts" / "gpu_check.sh")
 
 
