@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 
 from oracle.content import UploadLimits
+from oracle.jobs import ACCEPT_WINDOW_S
 from tributa.config import Settings
 
 log = logging.getLogger("tributa.oracle.api")
@@ -182,6 +183,7 @@ class ApiSpec:
     lease_s: float
     oracle_key: bytes
     info: dict
+    accept_window_s: float = ACCEPT_WINDOW_S
     upload_limits: UploadLimits = field(default_factory=UploadLimits)
     ui_token: str | None = None  # the dashboard's (/ui); required when bound beyond loopback
 
@@ -265,7 +267,14 @@ def _serve(spec: ApiSpec, clock: SharedClock, metrics_queue, parent_pid: int) ->
     directory = AgentDirectory(contracts)
     escrow = contracts.escrow.address
     book = JobBook(
-        db, store, contracts.chain_id, escrow, spec.lease_s, oracle_key=spec.oracle_key, agent_pubkey=directory.pubkey
+        db,
+        store,
+        contracts.chain_id,
+        escrow,
+        spec.lease_s,
+        oracle_key=spec.oracle_key,
+        agent_pubkey=directory.pubkey,
+        accept_window_s=spec.accept_window_s,
     )
     auth = RequestAuthenticator(db, contracts.chain_id, escrow, directory.is_registered)
     from oracle.auth import BoundedCache

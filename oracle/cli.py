@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from oracle.jobs import ACCEPT_WINDOW_S
 from oracle.tx.policy import MIN_BUMP_BPS, TxPolicy
 from tributa.cli import account_option, node_wait_option, pass_ctx
 from tributa.cli.format import emit_json, json_option
@@ -61,6 +62,15 @@ def oracle() -> None:
     "--db-url", envvar="TRIBUTA_DB_URL", default=None, help="SQLAlchemy URL (default: SQLite in the data dir)"
 )
 @click.option("--lease-s", type=float, default=120.0, show_default=True, help="seconds an agent holds a job")
+@click.option(
+    "--accept-window-s",
+    type=click.FloatRange(0, min_open=True),
+    callback=_finite,
+    default=ACCEPT_WINDOW_S,
+    show_default=True,
+    help="seconds an offered job waits for the agent's signed acceptance before it returns to the pool "
+    "(never longer than --lease-s)",
+)
 @click.option("--agent-fee-bps", type=click.IntRange(0, 10_000), default=5000, show_default=True)
 @click.option("--no-attribution", is_flag=True, help="settle without computing attribution")
 @click.option(
@@ -149,6 +159,7 @@ def run(
     port,
     db_url,
     lease_s,
+    accept_window_s,
     agent_fee_bps,
     no_attribution,
     model_dirs,
@@ -183,6 +194,7 @@ def run(
         port=port,
         db_url=db_url,
         lease_s=lease_s,
+        accept_window_s=accept_window_s,
         agent_fee_bps=agent_fee_bps,
         spot_check_fraction=spot_check_fraction,
         upload_limits=UploadLimits(max_upload_mb * 2**20, upload_quota_mb * 2**20),

@@ -19,7 +19,7 @@ from oracle.callbacks import CallbackRelay
 from oracle.content import UploadLimits
 from oracle.db import Database, database_url
 from oracle.ingest import Ingestor
-from oracle.jobs import JobBook
+from oracle.jobs import ACCEPT_WINDOW_S, JobBook
 from oracle.metrics import RelayedMetrics
 from oracle.outages import Outages, classify_outage
 from oracle.rpc import Backoff, RpcUnavailable, describe, endpoint, is_transient
@@ -173,6 +173,7 @@ class OracleOptions:
     port: int = 8700
     db_url: str | None = None
     lease_s: float = 120.0
+    accept_window_s: float = ACCEPT_WINDOW_S
     agent_fee_bps: int = 5000
     max_batch: int = 50
     spot_check_fraction: float = 0.0
@@ -210,7 +211,9 @@ class Oracle:
         self.indexer = getattr(attributor, "indexer", None)
         escrow = contracts.escrow.address
         # The worker's book only expires leases and closes due tasks; the API process leases.
-        self.book = JobBook(self.db, self.store, contracts.chain_id, escrow, options.lease_s)
+        self.book = JobBook(
+            self.db, self.store, contracts.chain_id, escrow, options.lease_s, accept_window_s=options.accept_window_s
+        )
         self.txm = TxManager.for_signer(self.db, signer, options.tx_policy)
         # Contracts' requests through AIOracle, when the deployment has it (oracle/callbacks.py).
         self.callbacks = (
@@ -256,6 +259,7 @@ class Oracle:
             host=options.host,
             port=options.port,
             lease_s=options.lease_s,
+            accept_window_s=options.accept_window_s,
             oracle_key=bytes(signer.account.key),
             upload_limits=options.upload_limits,
             ui_token=options.ui_token,

@@ -22,7 +22,10 @@ SETTLED = 2
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory):
-    with local_network(tmp_path_factory.mktemp("liveness")) as network:
+    # An offer waits 60 s for its acceptance here, not 15: the in-flight test stops and restarts the
+    # oracle before the agent can accept, which on a loaded machine took longer than 15 s.
+    oracle_args = ["--no-attribution", "--text-logs", "--accept-window-s", "60"]
+    with local_network(tmp_path_factory.mktemp("liveness"), oracle_args) as network:
         # Started with SIGINT ignored, as from a non-interactive shell's `&` (CI's case): the
         # agent must still take Ctrl-C (the last test).
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
+from oracle.jobs import ACCEPT_WINDOW_S
 from oracle.txmanager import TxPolicy
 from tests.cli.test_cli_errors import run_cli
 from tributa.cli import cli
@@ -23,6 +24,7 @@ from tributa.cli import cli
         ("--tx-fee-cap-gwei", "0", "0.0 is not in the range x>0"),
         ("--tx-fee-cap-gwei", "1e-12", "1e-12 gwei is less than 1 wei"),
         ("--confirmations", "-1", "-1 is not in the range x>=0"),
+        ("--accept-window-s", "0", "0.0 is not in the range x>0"),
     ],
 )
 def test_oracle_run__bad_tx_policy_value__usage_error_naming_the_option_and_nothing_started(
@@ -66,6 +68,8 @@ def test_oracle_run__tx_policy_options__reach_the_oracles_transaction_manager(fr
         "0",
         "--confirmations",
         "2",
+        "--accept-window-s",
+        "40",
     )
 
     assert result.exit_code == 0, result.output
@@ -74,6 +78,7 @@ def test_oracle_run__tx_policy_options__reach_the_oracles_transaction_manager(fr
         bump_after_s=45.0, bump_after_blocks=0, bump_bps=2000, max_fee_per_gas=500_000_000
     )
     assert oracle_.settings.confirmations == 2
+    assert oracle_.book.accept_window_s == 40 and oracle_.api_spec.accept_window_s == 40  # worker and API process
 
 
 def test_oracle_run__no_tx_policy_options__todays_defaults(fresh_settings, monkeypatch):
@@ -88,3 +93,4 @@ def test_oracle_run__no_tx_policy_options__todays_defaults(fresh_settings, monke
 
     assert result.exit_code == 0, result.output
     assert started[0].txm.policy == TxPolicy() and started[0].settings.confirmations == fresh_settings.confirmations
+    assert started[0].book.accept_window_s == ACCEPT_WINDOW_S
