@@ -109,6 +109,10 @@ class AIOracleMachine(RuleBasedStateMachine):
     def _challengeable(self):
         return [r for r in self._in(x.PROVISIONAL) if boa.env.timestamp < self.ao.oracle.request(r).due]
 
+    def _members_with_a_full_deposit(self, model_id):
+        c = self.ao.committee
+        return sum(1 for m in c.roster(model_id) if c.deposit_of(m) >= c.member_deposit() and m != self.w.stranger)
+
     def _expirable(self):
         now = boa.env.timestamp
         out = []
@@ -169,6 +173,17 @@ class AIOracleMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def challenge(self, data):
         rid = data.draw(st.sampled_from(self._challengeable()))
+        request = self.ao.oracle.request(rid)
+        if (
+            self._members_with_a_full_deposit(request.model_id)
+            < self.ao.oracle.COMMITTEE_SIZE() + request.original_agents
+        ):
+            # Penalized members fall below the member deposit and are not drawn: no committee, no challenge.
+            with boa.env.prank(self.w.stranger), boa.reverts("aioracle: too few committee members"):
+                self.ao.oracle.challenge(rid, value=x.CHALLENGE_BOND)
+            assert self._state(rid) == x.PROVISIONAL
+            _seen("challenge refused: too few members with a full deposit")
+            return
         with boa.env.prank(self.w.stranger):
             self.ao.oracle.challenge(rid, value=x.CHALLENGE_BOND)
         (ev,) = x.events(self.ao.oracle, "Challenged")
